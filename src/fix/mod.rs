@@ -1,0 +1,5 @@
+//! The FIX side of the gateway: codec, venue dictionary, sans-IO session state machine and the
+//! session store. Nothing in here touches a socket, a clock or tokio.
+
+pub mod store;
+pub mod time;
