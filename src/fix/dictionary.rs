@@ -1,0 +1,1 @@
+//! The venue dictionary (being written).
