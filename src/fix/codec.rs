@@ -72,7 +72,13 @@ impl Decoder {
     /// The most bytes one frame can occupy, so a connection's receive buffer can be bounded.
     pub fn frame_len_max(&self) -> usize {
         // 8=<begin>|9=<digits>|<body>10=NNN|
-        2 + BEGIN_STRING_LEN_MAX + 1 + 2 + BODY_LENGTH_DIGITS_MAX + 1 + self.body_length_max + TRAILER_LEN
+        2 + BEGIN_STRING_LEN_MAX
+            + 1
+            + 2
+            + BODY_LENGTH_DIGITS_MAX
+            + 1
+            + self.body_length_max
+            + TRAILER_LEN
     }
 
     /// Looks at the start of `buf` and says whether a frame is there.
@@ -87,7 +93,11 @@ impl Decoder {
             return garbled_until_next_frame(buf, Garbled::NoBeginString);
         }
         // BeginString value up to the first SOH.
-        let begin_end = match buf[2..].iter().take(BEGIN_STRING_LEN_MAX + 1).position(|&b| b == SOH) {
+        let begin_end = match buf[2..]
+            .iter()
+            .take(BEGIN_STRING_LEN_MAX + 1)
+            .position(|&b| b == SOH)
+        {
             Some(pos) => 2 + pos,
             None if buf.len() < 2 + BEGIN_STRING_LEN_MAX + 1 => return Frame::Incomplete,
             None => return garbled_until_next_frame(buf, Garbled::NoBeginString),
@@ -132,7 +142,10 @@ impl Decoder {
             return Frame::Incomplete;
         }
         let trailer = &buf[total - TRAILER_LEN..total];
-        if &trailer[..3] != b"10=" || trailer[6] != SOH || !trailer[3..6].iter().all(u8::is_ascii_digit) {
+        if &trailer[..3] != b"10="
+            || trailer[6] != SOH
+            || !trailer[3..6].iter().all(u8::is_ascii_digit)
+        {
             return garbled_until_next_frame(buf, Garbled::BadTrailer);
         }
         let declared = u32::from(trailer[3] - b'0') * 100
@@ -150,24 +163,32 @@ impl Decoder {
 
 /// FIX CheckSum: the sum of the bytes modulo 256.
 pub fn checksum(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0u32, |sum, &b| sum.wrapping_add(u32::from(b))) % 256
+    bytes
+        .iter()
+        .fold(0u32, |sum, &b| sum.wrapping_add(u32::from(b)))
+        % 256
 }
 
-/// Skips to the next plausible frame start (`<SOH>8=FIX` or, at the very start, `8=FIX`) after
-/// position 0, keeping a tail that could be the beginning of one.
+/// Skips to the next plausible frame start after position 0: `8=FIX` not preceded by a digit
+/// (so the `58=FIX...` of a Text value is not mistaken for one), keeping a tail that could be
+/// the beginning of one.
 fn garbled_until_next_frame(buf: &[u8], reason: Garbled) -> Frame {
     const MARK: &[u8] = b"8=FIX";
     let skip = buf
         .windows(MARK.len())
         .enumerate()
         .skip(1)
-        .find(|(i, w)| *w == MARK && buf[i - 1] == SOH)
+        .find(|(i, w)| *w == MARK && !buf[i - 1].is_ascii_digit())
         .map(|(i, _)| i)
         .unwrap_or_else(|| {
             // Keep a possible partial mark at the end so it can complete with the next read.
             let keep = (1..MARK.len())
                 .rev()
-                .find(|&k| buf.len() > k && buf.ends_with(&MARK[..k]) && buf[buf.len() - k - 1] == SOH)
+                .find(|&k| {
+                    buf.len() > k
+                        && buf.ends_with(&MARK[..k])
+                        && !buf[buf.len() - k - 1].is_ascii_digit()
+                })
                 .unwrap_or(0);
             buf.len() - keep
         });
@@ -299,7 +320,11 @@ impl Message {
                         }
                     }
                     if (tag == tags::CHECK_SUM) != is_last {
-                        return Err(if is_last { Garbled::BadTrailer } else { Garbled::BadHeader });
+                        return Err(if is_last {
+                            Garbled::BadTrailer
+                        } else {
+                            Garbled::BadHeader
+                        });
                     }
                     if value_start == field_end {
                         self.note(SessionRejectReason::TagSpecifiedWithoutValue, tag);
@@ -572,7 +597,10 @@ mod tests {
         let head = format!("8=FIX.4.4|9={}|{}", expected_body.len(), expected_body);
         let sum = checksum(&wire(&head));
         assert_eq!(bytes, wire(&format!("{head}10={sum:03}|")));
-        assert_eq!(Decoder::new(4096).frame(&bytes), Frame::Complete(bytes.len()));
+        assert_eq!(
+            Decoder::new(4096).frame(&bytes),
+            Frame::Complete(bytes.len())
+        );
         let message = Message::parse(&bytes).unwrap();
         assert_eq!(message.msg_type(), b"A");
         assert_eq!(message.uint(108), Ok(30));
@@ -584,7 +612,11 @@ mod tests {
         let bytes = logon();
         let decoder = Decoder::new(4096);
         for cut in 0..bytes.len() {
-            assert_eq!(decoder.frame(&bytes[..cut]), Frame::Incomplete, "cut at {cut}");
+            assert_eq!(
+                decoder.frame(&bytes[..cut]),
+                Frame::Incomplete,
+                "cut at {cut}"
+            );
         }
     }
 
@@ -596,7 +628,10 @@ mod tests {
         bytes.extend_from_slice(&logon());
         assert_eq!(
             Decoder::new(4096).frame(&bytes),
-            Frame::Garbled { skip: len, reason: Garbled::BadCheckSum }
+            Frame::Garbled {
+                skip: len,
+                reason: Garbled::BadCheckSum
+            }
         );
     }
 
@@ -605,7 +640,10 @@ mod tests {
         let decoder = Decoder::new(100);
         assert_eq!(
             decoder.frame(&wire("8=FIX.4.4|9=101|")),
-            Frame::Garbled { skip: 16, reason: Garbled::BodyTooLong }
+            Frame::Garbled {
+                skip: 16,
+                reason: Garbled::BodyTooLong
+            }
         );
     }
 
@@ -616,9 +654,15 @@ mod tests {
         bytes.extend_from_slice(&logon());
         assert_eq!(
             Decoder::new(4096).frame(&bytes),
-            Frame::Garbled { skip: noise, reason: Garbled::NoBeginString }
+            Frame::Garbled {
+                skip: noise,
+                reason: Garbled::NoBeginString
+            }
         );
-        assert_eq!(Decoder::new(4096).frame(&bytes[noise..]), Frame::Complete(bytes.len() - noise));
+        assert_eq!(
+            Decoder::new(4096).frame(&bytes[noise..]),
+            Frame::Complete(bytes.len() - noise)
+        );
     }
 
     #[test]
@@ -632,7 +676,10 @@ mod tests {
         bytes.splice(len_start..len_end, (declared - 1).to_string().into_bytes());
         assert!(matches!(
             Decoder::new(4096).frame(&bytes),
-            Frame::Garbled { reason: Garbled::BadTrailer, .. }
+            Frame::Garbled {
+                reason: Garbled::BadTrailer,
+                ..
+            }
         ));
     }
 
@@ -641,16 +688,25 @@ mod tests {
         let msg = Message::parse(&wire("8=FIX.4.4|9=5|35=D|58=|49=X|49=Y|10=000|")).unwrap();
         assert_eq!(
             msg.problem(),
-            Some(FieldProblem { reason: SessionRejectReason::TagSpecifiedWithoutValue, tag: 58 })
+            Some(FieldProblem {
+                reason: SessionRejectReason::TagSpecifiedWithoutValue,
+                tag: 58
+            })
         );
         let msg = Message::parse(&wire("8=FIX.4.4|9=5|35=D|49=X|49=Y|10=000|")).unwrap();
         assert_eq!(
             msg.problem(),
-            Some(FieldProblem { reason: SessionRejectReason::TagAppearsMoreThanOnce, tag: 49 })
+            Some(FieldProblem {
+                reason: SessionRejectReason::TagAppearsMoreThanOnce,
+                tag: 49
+            })
         );
         assert_eq!(msg.get(49), Some(&b"X"[..]));
         let msg = Message::parse(&wire("8=FIX.4.4|9=5|35=D|x9=1|10=000|")).unwrap();
-        assert_eq!(msg.problem().map(|p| p.reason), Some(SessionRejectReason::InvalidTagNumber));
+        assert_eq!(
+            msg.problem().map(|p| p.reason),
+            Some(SessionRejectReason::InvalidTagNumber)
+        );
         let msg = Message::parse(&wire("8=FIX.4.4|9=5|35=D|34=zz|10=000|")).unwrap();
         assert_eq!(msg.uint(34), Err(FieldError::Format(34)));
     }

@@ -3,6 +3,8 @@
 
 pub mod codec;
 pub mod dictionary;
+pub mod schedule;
+pub mod session;
 pub mod store;
 pub mod tags;
 pub mod time;

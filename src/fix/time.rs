@@ -7,8 +7,19 @@ use std::fmt;
 
 /// Nanoseconds since the Unix epoch, UTC. The one time type that crosses module boundaries, so
 /// that a sequencer stamp, a SendingTime and a timer deadline can be compared without conversion.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct Timestamp(pub u64);
 
 impl Timestamp {
@@ -129,7 +140,11 @@ const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let date = time::Date::from_julian_day((days + UNIX_EPOCH_JULIAN_DAY) as i32)
         .unwrap_or(time::Date::MAX);
-    (date.year() as i64, u8::from(date.month()) as u32, date.day() as u32)
+    (
+        date.year() as i64,
+        u8::from(date.month()) as u32,
+        date.day() as u32,
+    )
 }
 
 fn push_digits(out: &mut Vec<u8>, mut value: u32, width: usize) {
@@ -184,7 +199,12 @@ mod tests {
             b"20261123-12:34:56.1234567890",
             b"zz",
         ] {
-            assert_eq!(Timestamp::parse_fix(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                Timestamp::parse_fix(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -7,8 +7,6 @@
 
 // mod mmap; (the memory-mapped store lands here)
 
-
-
 /// Why a store operation failed. Disk errors are expected sometimes (full disk, permissions); a
 /// session that cannot persist must stop sending rather than lose what it sent.
 #[derive(Debug, thiserror::Error)]
@@ -184,7 +182,10 @@ mod tests {
         store.append_sent(2, b"two").unwrap();
         assert!(matches!(
             store.append_sent(5, b"five"),
-            Err(StoreError::OutOfOrder { seq: 5, expected: 3 })
+            Err(StoreError::OutOfOrder {
+                seq: 5,
+                expected: 3
+            })
         ));
         store.set_seq_num_next_out(5).unwrap();
         store.append_sent(5, b"five").unwrap();

@@ -1,0 +1,1207 @@
+//! The FIX 4.4 acceptor session as a pure state machine: bytes and time in, bytes, events and
+//! a next deadline out.
+//!
+//! The driver (the gateway's connection task, or a test on virtual time) feeds what it read with
+//! [`Session::handle_bytes`], calls [`Session::handle_timeout`] when [`Session::next_timeout`]
+//! passes, writes what [`Session::poll_transmit`] gives, and acts on [`Session::poll_event`]:
+//! business messages to forward, and when to close the connection. The session never touches a
+//! socket or reads a clock, so every behavior of the FIX session-level test cases is tested
+//! here byte for byte without one.
+//!
+//! One `Session` lives for the gateway's lifetime per configured CompID pair; connections come
+//! and go ([`Session::on_connect`], [`Session::on_disconnect`]), and business messages sent while
+//! the counterparty is away are stored and reach it by resend when it returns.
+
+use std::collections::BTreeMap;
+
+use super::codec::{Decoder, Encoder, FieldProblem, Frame, Message};
+use super::dictionary::Dictionary;
+use super::schedule::Schedule;
+use super::store::{SessionStore, StoreError};
+use super::tags::{self, SessionRejectReason, msg_type};
+use super::time::Timestamp;
+use crate::constants;
+
+/// How one session behaves; built from the `[[session]]` sections of the config.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// BeginString the counterparty must use (`FIX.4.4`).
+    pub begin_string: String,
+    /// The gateway's CompID: SenderCompID on what it sends, TargetCompID on what it receives.
+    pub sender_comp_id: String,
+    /// The counterparty's CompID.
+    pub target_comp_id: String,
+    /// Smallest HeartBtInt (seconds) a Logon may ask for; below it the Logon is refused.
+    pub heart_bt_int_min_s: u64,
+    /// Largest HeartBtInt (seconds) a Logon may ask for.
+    pub heart_bt_int_max_s: u64,
+    /// Whether SendingTime must be within `max_latency_ms` of the gateway's time.
+    pub check_latency: bool,
+    /// Largest accepted |SendingTime − now|; beyond it Reject (reason 10) then Logout.
+    pub max_latency_ms: u64,
+    /// How long a new connection may take to send its Logon.
+    pub logon_timeout_ms: u64,
+    /// How long the gateway waits for the answer to a Logout it sent.
+    pub logout_timeout_ms: u64,
+    /// Extra silence allowed beyond HeartBtInt, in percent, before a TestRequest is sent and,
+    /// after the same again, before the peer is declared dead.
+    pub heartbeat_margin_pct: u64,
+    /// Trading hours; outside them Logons are refused and sessions are logged out.
+    pub schedule: Schedule,
+}
+
+impl SessionConfig {
+    /// A config with the defaults documented in README for the given CompIDs.
+    pub fn new(sender_comp_id: &str, target_comp_id: &str) -> SessionConfig {
+        SessionConfig {
+            begin_string: "FIX.4.4".to_string(),
+            sender_comp_id: sender_comp_id.to_string(),
+            target_comp_id: target_comp_id.to_string(),
+            heart_bt_int_min_s: constants::HEART_BT_INT_MIN_S,
+            heart_bt_int_max_s: constants::HEART_BT_INT_MAX_S,
+            check_latency: true,
+            max_latency_ms: constants::MAX_LATENCY_DEFAULT_MS,
+            logon_timeout_ms: constants::LOGON_TIMEOUT_DEFAULT_MS,
+            logout_timeout_ms: constants::LOGOUT_TIMEOUT_DEFAULT_MS,
+            heartbeat_margin_pct: constants::HEARTBEAT_MARGIN_PCT,
+            schedule: Schedule::non_stop(),
+        }
+    }
+}
+
+/// Where the session is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// No connection.
+    Disconnected,
+    /// Connected, waiting for the counterparty's Logon.
+    AwaitingLogon,
+    /// Logged on: business messages flow.
+    Active,
+    /// The gateway sent a Logout and waits (bounded) for the answer.
+    LogoutSent,
+}
+
+/// Why the session asks the driver to close the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// Logout handshake completed (either side started it).
+    LoggedOut,
+    /// No answer to our Logout within the timeout.
+    LogoutTimeout,
+    /// No Logon within the deadline after connecting.
+    LogonTimeout,
+    /// The first message was not a Logon.
+    FirstMessageNotLogon,
+    /// The Logon was refused; the text is what the Logout said.
+    LogonRefused(String),
+    /// No traffic and no answer to a TestRequest.
+    PeerSilent,
+    /// A session-level violation the specification answers with Logout and disconnect.
+    ProtocolViolation(String),
+    /// The store could not persist; sending on would break resend.
+    StoreFailed(String),
+}
+
+/// What the session tells its driver, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Logon accepted; `reset` when sequence numbers restarted at 1.
+    LoggedOn {
+        /// Whether this Logon reset both sequence numbers.
+        reset: bool,
+    },
+    /// A valid business message, in sequence, delivered exactly once.
+    Application(Message),
+    /// Close the connection after writing what `poll_transmit` still holds.
+    Disconnect(DisconnectReason),
+}
+
+/// The session's timers, one slot each in a table; `next_timeout` is the earliest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+enum Timer {
+    /// A connection must log on before this.
+    LogonDeadline,
+    /// Send a Heartbeat if nothing was sent by then.
+    Heartbeat,
+    /// Send a TestRequest if nothing was received by then.
+    TestRequest,
+    /// Disconnect if still nothing received after the TestRequest.
+    PeerDead,
+    /// Disconnect if our Logout is not answered by then.
+    LogoutDeadline,
+    /// End of the session day: log the counterparty out.
+    SessionEnd,
+}
+
+const TIMER_COUNT: usize = 6;
+
+/// Counters an operator reads in status; they never affect behavior.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionStats {
+    /// Frames received, valid or not.
+    pub frames_in: u64,
+    /// Messages sent (including resends and gap fills).
+    pub messages_out: u64,
+    /// Garbled frames ignored.
+    pub garbled: u64,
+    /// Session-level Rejects sent.
+    pub rejects_sent: u64,
+    /// ResendRequests sent because of an inbound gap.
+    pub resend_requests_sent: u64,
+    /// ResendRequests from the counterparty served.
+    pub resends_served: u64,
+    /// Logons accepted.
+    pub logons: u64,
+}
+
+/// A message received ahead of a gap, waiting for the gap to be filled.
+#[derive(Clone, Debug)]
+struct Queued {
+    /// When it arrived: SendingTime accuracy is judged against this, not the time it is processed.
+    received_at: Timestamp,
+    /// The message.
+    message: Message,
+}
+
+/// One FIX acceptor session. See the module documentation for the driver contract.
+pub struct Session<S: SessionStore> {
+    /// How this session behaves.
+    config: SessionConfig,
+    /// Sequence numbers and sent messages; the only state that outlives the process.
+    store: S,
+    /// Validates every inbound message; loaded once per process, shared by every session.
+    dictionary: &'static Dictionary,
+    /// Frames the byte stream, bounding message size.
+    decoder: Decoder,
+    /// Bytes read but not yet framed; never longer than one frame plus one read.
+    recv: Vec<u8>,
+    /// Builds outbound messages without allocating.
+    encoder: Encoder,
+    /// Bytes for the driver to write, in order.
+    transmit: Vec<u8>,
+    /// Events for the driver, in order.
+    events: std::collections::VecDeque<Event>,
+    /// Where the session is in its life.
+    state: State,
+    /// Deadlines, indexed by [`Timer`].
+    timers: [Option<Timestamp>; TIMER_COUNT],
+    /// Agreed HeartBtInt in milliseconds; 0 before Logon.
+    heartbeat_interval_ms: u64,
+    /// Messages received beyond a gap, by MsgSeqNum; bounded by `INBOUND_QUEUE_MAX`.
+    queue: BTreeMap<u64, Queued>,
+    /// While a ResendRequest of ours is outstanding: the highest MsgSeqNum seen beyond the gap,
+    /// so we do not ask again for the same gap.
+    resend_target: Option<u64>,
+    /// MsgSeqNum of a Logon that announced a gap and waits in `queue` only to take its number.
+    logon_seq_queued: Option<u64>,
+    /// TestReqID of our outstanding TestRequest.
+    test_request_id: u64,
+    /// Counters for status.
+    stats: SessionStats,
+    /// Reused to parse each frame without allocating.
+    scratch: Message,
+}
+
+/// What the per-message checks decided.
+enum Verdict {
+    /// Processed (or deliberately ignored); move on to the next frame.
+    Done,
+    /// Stop processing input: the connection is being closed.
+    Stop,
+}
+
+impl<S: SessionStore> Session<S> {
+    /// A session over `store`, validating with `dictionary`; starts disconnected.
+    pub fn new(config: SessionConfig, store: S, dictionary: &'static Dictionary) -> Session<S> {
+        let encoder = Encoder::new(&config.begin_string);
+        Session {
+            config,
+            store,
+            dictionary,
+            decoder: Decoder::new(constants::BODY_LENGTH_MAX),
+            recv: Vec::with_capacity(constants::RECV_BUFFER_INITIAL),
+            encoder,
+            transmit: Vec::with_capacity(constants::RECV_BUFFER_INITIAL),
+            events: std::collections::VecDeque::new(),
+            state: State::Disconnected,
+            timers: [None; TIMER_COUNT],
+            heartbeat_interval_ms: 0,
+            queue: BTreeMap::new(),
+            resend_target: None,
+            logon_seq_queued: None,
+            test_request_id: 0,
+            stats: SessionStats::default(),
+            scratch: Message::default(),
+        }
+    }
+
+    /// The session's configuration.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Counters for status.
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// The store, for status (sequence numbers) and tests.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The store, mutable, so the driver can flush it once per batch.
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// A transport connected; the counterparty must log on before the deadline.
+    pub fn on_connect(&mut self, now: Timestamp) {
+        self.recv.clear();
+        self.transmit.clear();
+        self.queue.clear();
+        self.resend_target = None;
+        self.timers = [None; TIMER_COUNT];
+        self.state = State::AwaitingLogon;
+        self.set_timer(
+            Timer::LogonDeadline,
+            now.plus_millis(self.config.logon_timeout_ms),
+        );
+    }
+
+    /// The transport closed (by either side). Unsent bytes are dropped: whatever was stored
+    /// reaches the counterparty by resend after it logs on again.
+    pub fn on_disconnect(&mut self) {
+        if self.state != State::Disconnected {
+            tracing::info!(session = %self.config.target_comp_id, "disconnected");
+        }
+        self.state = State::Disconnected;
+        self.timers = [None; TIMER_COUNT];
+        self.recv.clear();
+        self.transmit.clear();
+        self.queue.clear();
+        self.resend_target = None;
+    }
+
+    /// The earliest deadline at which [`Session::handle_timeout`] must be called.
+    pub fn next_timeout(&self) -> Option<Timestamp> {
+        self.timers.iter().flatten().min().copied()
+    }
+
+    /// Appends the bytes to write to `out` and forgets them.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.transmit);
+        self.transmit.clear();
+    }
+
+    /// Whether bytes wait in [`Session::poll_transmit`].
+    pub fn has_transmit(&self) -> bool {
+        !self.transmit.is_empty()
+    }
+
+    /// The next event for the driver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Bytes read from the connection.
+    pub fn handle_bytes(&mut self, now: Timestamp, bytes: &[u8]) {
+        if matches!(self.state, State::Disconnected) {
+            return;
+        }
+        self.recv.extend_from_slice(bytes);
+        let mut consumed = 0;
+        while !matches!(self.state, State::Disconnected) {
+            match self.decoder.frame(&self.recv[consumed..]) {
+                Frame::Incomplete => break,
+                Frame::Garbled { skip, reason } => {
+                    self.stats.garbled += 1;
+                    tracing::warn!(session = %self.config.target_comp_id, ?reason, bytes = skip, "garbled input ignored");
+                    consumed += skip;
+                }
+                Frame::Complete(len) => {
+                    self.stats.frames_in += 1;
+                    let mut message = std::mem::take(&mut self.scratch);
+                    let parsed = message.parse_into(&self.recv[consumed..consumed + len]);
+                    consumed += len;
+                    let verdict = match parsed {
+                        Ok(()) => self.handle_message(now, &message, now),
+                        Err(reason) => {
+                            self.stats.garbled += 1;
+                            tracing::warn!(session = %self.config.target_comp_id, ?reason, "garbled message ignored");
+                            Verdict::Done
+                        }
+                    };
+                    self.scratch = message;
+                    if matches!(verdict, Verdict::Stop) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.recv.drain(..consumed.min(self.recv.len()));
+    }
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        for timer in [
+            Timer::LogonDeadline,
+            Timer::LogoutDeadline,
+            Timer::PeerDead,
+            Timer::SessionEnd,
+            Timer::TestRequest,
+            Timer::Heartbeat,
+        ] {
+            let due = self.timers[timer as usize].is_some_and(|at| at <= now);
+            if !due || self.state == State::Disconnected {
+                continue;
+            }
+            self.timers[timer as usize] = None;
+            match timer {
+                Timer::LogonDeadline => {
+                    tracing::warn!(session = %self.config.target_comp_id, "no Logon before the deadline");
+                    self.disconnect(DisconnectReason::LogonTimeout);
+                }
+                Timer::LogoutDeadline => self.disconnect(DisconnectReason::LogoutTimeout),
+                Timer::PeerDead => {
+                    tracing::warn!(session = %self.config.target_comp_id, "no answer to TestRequest");
+                    self.disconnect(DisconnectReason::PeerSilent);
+                }
+                Timer::SessionEnd => self.logout(now, "end of session day"),
+                Timer::TestRequest => {
+                    self.test_request_id += 1;
+                    let id = self.test_request_id;
+                    self.send_admin(now, msg_type::TEST_REQUEST, |e| {
+                        e.uint(tags::TEST_REQ_ID, id);
+                    });
+                    let wait = self.silence_allowance_ms();
+                    self.set_timer(Timer::PeerDead, now.plus_millis(wait));
+                }
+                Timer::Heartbeat => {
+                    self.send_admin(now, msg_type::HEARTBEAT, |_| {});
+                }
+            }
+        }
+    }
+
+    /// Starts a Logout initiated by the gateway (operator action, end of day, shutdown); the
+    /// connection closes on the answer or after the logout timeout.
+    pub fn logout(&mut self, now: Timestamp, text: &str) {
+        if !matches!(self.state, State::Active) {
+            if self.state == State::AwaitingLogon {
+                self.disconnect(DisconnectReason::LoggedOut);
+            }
+            return;
+        }
+        self.send_logout(now, text);
+        self.state = State::LogoutSent;
+        self.set_timer(
+            Timer::LogoutDeadline,
+            now.plus_millis(self.config.logout_timeout_ms),
+        );
+    }
+
+    /// Sends a business message (or stores it for resend when the counterparty is not logged
+    /// on) and returns its MsgSeqNum. `body` writes the fields after the standard header.
+    pub fn send_app(
+        &mut self,
+        now: Timestamp,
+        msg_type: &[u8],
+        body: impl FnOnce(&mut Encoder),
+    ) -> Result<u64, StoreError> {
+        let seq = self.store.seq_num_next_out();
+        self.encode_header(now, msg_type, seq);
+        body(&mut self.encoder);
+        let bytes = self.encoder.finish();
+        self.store.append_sent(seq, bytes)?;
+        if matches!(self.state, State::Active | State::LogoutSent) {
+            self.transmit.extend_from_slice(bytes);
+            self.stats.messages_out += 1;
+            self.arm_heartbeat(now);
+        }
+        Ok(seq)
+    }
+
+    // ----- inbound -------------------------------------------------------------------------
+
+    fn handle_message(
+        &mut self,
+        now: Timestamp,
+        message: &Message,
+        received_at: Timestamp,
+    ) -> Verdict {
+        if message.get(tags::BEGIN_STRING) != Some(self.config.begin_string.as_bytes()) {
+            // Wrong BeginString: Logout and disconnect (before and after Logon alike).
+            let text = "incorrect BeginString";
+            return self.refuse(now, text, DisconnectReason::ProtocolViolation(text.into()));
+        }
+        if self.state == State::AwaitingLogon {
+            return self.handle_logon(now, message);
+        }
+        self.heard_from_peer(now);
+
+        // Wrong CompIDs: Reject (reason 9), Logout, disconnect.
+        let comp_id_tag = if message.get(tags::SENDER_COMP_ID)
+            != Some(self.config.target_comp_id.as_bytes())
+        {
+            Some(tags::SENDER_COMP_ID)
+        } else if message.get(tags::TARGET_COMP_ID) != Some(self.config.sender_comp_id.as_bytes()) {
+            Some(tags::TARGET_COMP_ID)
+        } else {
+            None
+        };
+
+        let seq = match message.uint(tags::MSG_SEQ_NUM) {
+            Ok(seq) => seq,
+            Err(_) => {
+                let text = "MsgSeqNum missing or invalid";
+                return self.refuse(now, text, DisconnectReason::ProtocolViolation(text.into()));
+            }
+        };
+        if let Some(tag) = comp_id_tag {
+            self.send_reject(
+                now,
+                message,
+                seq,
+                SessionRejectReason::CompIdProblem,
+                tag,
+                "CompID problem",
+            );
+            self.consume_in(seq);
+            let text = "CompID problem";
+            return self.refuse(now, text, DisconnectReason::ProtocolViolation(text.into()));
+        }
+
+        let msg_type = message.msg_type();
+        let gap_fill = message
+            .bool_opt(tags::GAP_FILL_FLAG)
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        if msg_type == msg_type::SEQUENCE_RESET && !gap_fill {
+            // Reset mode ignores MsgSeqNum.
+            return self.handle_sequence_reset(now, message, seq);
+        }
+
+        let expected = self.store.seq_num_next_in();
+        if seq > expected {
+            return self.handle_seq_too_high(now, message, seq, expected, received_at);
+        }
+        if seq < expected {
+            return self.handle_seq_too_low(now, message, seq, expected);
+        }
+        self.process_in_sequence(now, message, seq, received_at)
+    }
+
+    fn handle_logon(&mut self, now: Timestamp, message: &Message) -> Verdict {
+        if message.msg_type() != msg_type::LOGON {
+            tracing::warn!(session = %self.config.target_comp_id, "first message is not a Logon; disconnecting");
+            self.disconnect(DisconnectReason::FirstMessageNotLogon);
+            return Verdict::Stop;
+        }
+        if message.get(tags::SENDER_COMP_ID) != Some(self.config.target_comp_id.as_bytes())
+            || message.get(tags::TARGET_COMP_ID) != Some(self.config.sender_comp_id.as_bytes())
+        {
+            return self.refuse_logon(now, "unknown CompID pair");
+        }
+        if let Err(problem) = self.dictionary.validate(message) {
+            let text = format!("invalid Logon: {}", describe(problem));
+            return self.refuse_logon(now, &text);
+        }
+        let Some(window) = self.config.schedule.window(now) else {
+            return self.refuse_logon(now, "outside of session time");
+        };
+        if let Some(text) = self.sending_time_problem(message, now) {
+            return self.refuse_logon(now, &text);
+        }
+        match message.uint(tags::ENCRYPT_METHOD) {
+            Ok(0) => {}
+            _ => return self.refuse_logon(now, "EncryptMethod must be 0 (none)"),
+        }
+        let heart_bt_int = match message.uint(tags::HEART_BT_INT) {
+            Ok(value)
+                if (self.config.heart_bt_int_min_s..=self.config.heart_bt_int_max_s)
+                    .contains(&value) =>
+            {
+                value
+            }
+            _ => {
+                let text = format!(
+                    "HeartBtInt must be between {} and {} seconds",
+                    self.config.heart_bt_int_min_s, self.config.heart_bt_int_max_s
+                );
+                return self.refuse_logon(now, &text);
+            }
+        };
+        let Ok(seq) = message.uint(tags::MSG_SEQ_NUM) else {
+            return self.refuse_logon(now, "MsgSeqNum missing or invalid");
+        };
+        let reset_requested = message
+            .bool_opt(tags::RESET_SEQ_NUM_FLAG)
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+
+        // A new session day starts from 1 on both sides.
+        let period = window.start.as_secs();
+        if self.store.session_period() != period {
+            tracing::info!(session = %self.config.target_comp_id, period, "new session day: sequence numbers reset");
+            if let Err(error) = self.store.reset(period) {
+                return self.store_failed(now, error);
+            }
+        }
+        if reset_requested {
+            if seq != 1 {
+                return self.refuse_logon(now, "ResetSeqNumFlag=Y requires MsgSeqNum=1");
+            }
+            if let Err(error) = self.store.reset(period) {
+                return self.store_failed(now, error);
+            }
+        }
+        let expected = self.store.seq_num_next_in();
+        if seq < expected {
+            let text = format!("MsgSeqNum too low, expecting {expected} but received {seq}");
+            return self.refuse_logon(now, &text);
+        }
+
+        self.heartbeat_interval_ms = heart_bt_int * 1000;
+        self.state = State::Active;
+        self.timers[Timer::LogonDeadline as usize] = None;
+        self.stats.logons += 1;
+        self.send_admin(now, msg_type::LOGON, |e| {
+            e.uint(tags::ENCRYPT_METHOD, 0)
+                .uint(tags::HEART_BT_INT, heart_bt_int);
+            if reset_requested {
+                e.bool(tags::RESET_SEQ_NUM_FLAG, true);
+            }
+        });
+        tracing::info!(session = %self.config.target_comp_id, heart_bt_int, seq, expected, "logged on");
+        self.events.push_back(Event::LoggedOn {
+            reset: reset_requested,
+        });
+        if window.end != Timestamp(u64::MAX) {
+            self.set_timer(Timer::SessionEnd, window.end);
+        }
+        self.heard_from_peer(now);
+        if seq > expected {
+            // Accept, then ask for what we missed. The Logon's own number is consumed once the
+            // gap before it is filled.
+            self.logon_seq_queued = Some(seq);
+            self.queue.insert(
+                seq,
+                Queued {
+                    received_at: now,
+                    message: message.clone(),
+                },
+            );
+            self.send_resend_request(now, expected, seq);
+        } else {
+            self.consume_in(seq);
+        }
+        Verdict::Done
+    }
+
+    fn handle_seq_too_high(
+        &mut self,
+        now: Timestamp,
+        message: &Message,
+        seq: u64,
+        expected: u64,
+        received_at: Timestamp,
+    ) -> Verdict {
+        let msg_type = message.msg_type();
+        if msg_type == msg_type::LOGOUT {
+            // The counterparty is leaving; the gap is requested after its next Logon.
+            self.send_logout(now, "logout acknowledged");
+            self.disconnect(DisconnectReason::LoggedOut);
+            return Verdict::Stop;
+        }
+        if msg_type == msg_type::RESEND_REQUEST {
+            // Serve their request before asking for ours, so neither side waits on the other.
+            self.serve_resend_request(now, message, seq);
+        }
+        if self.queue.len() >= constants::INBOUND_QUEUE_MAX {
+            let text = "too many messages queued behind a sequence gap";
+            return self.refuse(now, text, DisconnectReason::ProtocolViolation(text.into()));
+        }
+        self.queue.insert(
+            seq,
+            Queued {
+                received_at,
+                message: message.clone(),
+            },
+        );
+        match self.resend_target {
+            Some(target) if target >= expected => {
+                self.resend_target = Some(target.max(seq));
+            }
+            _ => self.send_resend_request(now, expected, seq),
+        }
+        Verdict::Done
+    }
+
+    fn handle_seq_too_low(
+        &mut self,
+        now: Timestamp,
+        message: &Message,
+        seq: u64,
+        expected: u64,
+    ) -> Verdict {
+        let poss_dup = message
+            .bool_opt(tags::POSS_DUP_FLAG)
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+        if !poss_dup {
+            let text = format!("MsgSeqNum too low, expecting {expected} but received {seq}");
+            tracing::warn!(session = %self.config.target_comp_id, %text);
+            return self.refuse(
+                now,
+                &text,
+                DisconnectReason::ProtocolViolation(text.clone()),
+            );
+        }
+        if let Some(verdict) = self.poss_dup_problem(now, message, seq, false) {
+            return verdict;
+        }
+        // A duplicate we already processed: ignore.
+        Verdict::Done
+    }
+
+    /// Checks OrigSendingTime on a PossDupFlag=Y message; `Some` when a Reject or Logout was
+    /// sent. `consume` says whether the rejected message takes its sequence number.
+    fn poss_dup_problem(
+        &mut self,
+        now: Timestamp,
+        message: &Message,
+        seq: u64,
+        consume: bool,
+    ) -> Option<Verdict> {
+        if message.msg_type() == msg_type::SEQUENCE_RESET {
+            return None;
+        }
+        let orig = message.timestamp_opt(tags::ORIG_SENDING_TIME);
+        let sending = message.timestamp_opt(tags::SENDING_TIME);
+        match (orig, sending) {
+            (Ok(None), _) => {
+                self.send_reject(
+                    now,
+                    message,
+                    seq,
+                    SessionRejectReason::RequiredTagMissing,
+                    tags::ORIG_SENDING_TIME,
+                    "PossDupFlag=Y without OrigSendingTime",
+                );
+                if consume {
+                    self.consume_in(seq);
+                }
+                Some(Verdict::Done)
+            }
+            (Ok(Some(orig)), Ok(Some(sending))) if orig > sending => {
+                self.send_reject(
+                    now,
+                    message,
+                    seq,
+                    SessionRejectReason::SendingTimeAccuracyProblem,
+                    tags::ORIG_SENDING_TIME,
+                    "OrigSendingTime later than SendingTime",
+                );
+                if consume {
+                    self.consume_in(seq);
+                }
+                let text = "SendingTime accuracy problem";
+                Some(self.refuse(now, text, DisconnectReason::ProtocolViolation(text.into())))
+            }
+            _ => None,
+        }
+    }
+
+    fn process_in_sequence(
+        &mut self,
+        now: Timestamp,
+        message: &Message,
+        seq: u64,
+        received_at: Timestamp,
+    ) -> Verdict {
+        let msg_type = message.msg_type();
+        if let Err(problem) = self.dictionary.validate(message) {
+            let text = describe(problem);
+            self.send_reject(now, message, seq, problem.reason, problem.tag, &text);
+            self.consume_in(seq);
+            return self.drain_queue(now);
+        }
+        if message
+            .bool_opt(tags::POSS_DUP_FLAG)
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+        {
+            if let Some(verdict) = self.poss_dup_problem(now, message, seq, true) {
+                return match verdict {
+                    Verdict::Done => self.drain_queue(now),
+                    Verdict::Stop => Verdict::Stop,
+                };
+            }
+        }
+        if let Some(text) = self.sending_time_problem(message, received_at) {
+            self.send_reject(
+                now,
+                message,
+                seq,
+                SessionRejectReason::SendingTimeAccuracyProblem,
+                tags::SENDING_TIME,
+                &text,
+            );
+            self.consume_in(seq);
+            return self.refuse(
+                now,
+                "SendingTime accuracy problem",
+                DisconnectReason::ProtocolViolation(text),
+            );
+        }
+
+        match msg_type {
+            msg_type::HEARTBEAT | msg_type::REJECT => {}
+            msg_type::TEST_REQUEST => {
+                let id = message.get(tags::TEST_REQ_ID).unwrap_or_default().to_vec();
+                self.send_admin(now, msg_type::HEARTBEAT, |e| {
+                    e.bytes(tags::TEST_REQ_ID, &id);
+                });
+            }
+            msg_type::RESEND_REQUEST => self.serve_resend_request(now, message, seq),
+            msg_type::SEQUENCE_RESET => {
+                // Gap fill: move the expected number forward, never back.
+                match message.uint(tags::NEW_SEQ_NO) {
+                    Ok(new_seq) if new_seq > seq => {
+                        self.set_next_in(new_seq);
+                        return self.drain_queue(now);
+                    }
+                    _ => {
+                        self.send_reject(
+                            now,
+                            message,
+                            seq,
+                            SessionRejectReason::ValueIsIncorrect,
+                            tags::NEW_SEQ_NO,
+                            "attempt to lower sequence number",
+                        );
+                    }
+                }
+            }
+            msg_type::LOGOUT => {
+                self.consume_in(seq);
+                if self.state == State::Active {
+                    self.send_logout(now, "logout acknowledged");
+                }
+                self.disconnect(DisconnectReason::LoggedOut);
+                return Verdict::Stop;
+            }
+            msg_type::LOGON => {
+                // A Logon that was queued behind the gap it announced was already handled; any
+                // other Logon on a live session is a protocol violation.
+                if self.logon_seq_queued.take() != Some(seq) {
+                    self.consume_in(seq);
+                    let text = "Logon received while already logged on";
+                    return self.refuse(
+                        now,
+                        text,
+                        DisconnectReason::ProtocolViolation(text.into()),
+                    );
+                }
+            }
+            _ => {
+                if self.state == State::Active {
+                    self.events.push_back(Event::Application(message.clone()));
+                }
+            }
+        }
+        self.consume_in(seq);
+        self.drain_queue(now)
+    }
+
+    fn handle_sequence_reset(&mut self, now: Timestamp, message: &Message, seq: u64) -> Verdict {
+        match message.uint(tags::NEW_SEQ_NO) {
+            Ok(new_seq) => {
+                let expected = self.store.seq_num_next_in();
+                if new_seq > expected {
+                    tracing::info!(session = %self.config.target_comp_id, from = expected, to = new_seq, "SequenceReset-Reset");
+                    self.set_next_in(new_seq);
+                    self.drain_queue(now)
+                } else if new_seq == expected {
+                    tracing::warn!(session = %self.config.target_comp_id, new_seq, "SequenceReset to the expected number");
+                    Verdict::Done
+                } else {
+                    self.send_reject(
+                        now,
+                        message,
+                        seq,
+                        SessionRejectReason::ValueIsIncorrect,
+                        tags::NEW_SEQ_NO,
+                        "attempt to lower sequence number",
+                    );
+                    Verdict::Done
+                }
+            }
+            Err(error) => {
+                let problem = error.reject();
+                let text = describe(problem);
+                self.send_reject(now, message, seq, problem.reason, problem.tag, &text);
+                Verdict::Done
+            }
+        }
+    }
+
+    /// Processes queued messages that are now in sequence; drops those a gap fill skipped.
+    fn drain_queue(&mut self, now: Timestamp) -> Verdict {
+        loop {
+            let expected = self.store.seq_num_next_in();
+            while let Some(entry) = self.queue.first_entry() {
+                if *entry.key() < expected {
+                    entry.remove();
+                } else {
+                    break;
+                }
+            }
+            let Some(entry) = self.queue.first_entry() else {
+                break;
+            };
+            if *entry.key() != expected {
+                break;
+            }
+            let queued = entry.remove();
+            if let Verdict::Stop =
+                self.process_in_sequence(now, &queued.message, expected, queued.received_at)
+            {
+                return Verdict::Stop;
+            }
+        }
+        if let Some(target) = self.resend_target {
+            if self.store.seq_num_next_in() > target && self.queue.is_empty() {
+                tracing::info!(session = %self.config.target_comp_id, "sequence gap filled");
+                self.resend_target = None;
+            }
+        }
+        Verdict::Done
+    }
+
+    fn consume_in(&mut self, seq: u64) {
+        if seq + 1 > self.store.seq_num_next_in() {
+            self.set_next_in(seq + 1);
+        }
+    }
+
+    fn set_next_in(&mut self, seq: u64) {
+        if let Err(error) = self.store.set_seq_num_next_in(seq) {
+            tracing::error!(session = %self.config.target_comp_id, %error, "cannot persist inbound sequence number");
+        }
+    }
+
+    fn heard_from_peer(&mut self, now: Timestamp) {
+        self.timers[Timer::PeerDead as usize] = None;
+        if self.heartbeat_interval_ms > 0 {
+            let wait = self.silence_allowance_ms();
+            self.set_timer(Timer::TestRequest, now.plus_millis(wait));
+        }
+    }
+
+    fn silence_allowance_ms(&self) -> u64 {
+        self.heartbeat_interval_ms
+            + self.heartbeat_interval_ms * self.config.heartbeat_margin_pct / 100
+    }
+
+    fn sending_time_problem(&self, message: &Message, now: Timestamp) -> Option<String> {
+        if !self.config.check_latency {
+            return None;
+        }
+        let sending = message.timestamp_opt(tags::SENDING_TIME).ok().flatten()?;
+        let off = sending.abs_diff_millis(now);
+        (off > self.config.max_latency_ms).then(|| {
+            format!(
+                "SendingTime accuracy problem: {off} ms from gateway time (limit {} ms)",
+                self.config.max_latency_ms
+            )
+        })
+    }
+
+    // ----- resend -----------------------------------------------------------------------------
+
+    fn serve_resend_request(&mut self, now: Timestamp, message: &Message, seq: u64) {
+        let begin = message.uint(tags::BEGIN_SEQ_NO);
+        let end = message.uint(tags::END_SEQ_NO);
+        let (begin, end) = match (begin, end) {
+            (Ok(begin), Ok(end)) if begin >= 1 && (end == 0 || end >= begin) => (begin, end),
+            (Err(error), _) | (_, Err(error)) => {
+                let problem = error.reject();
+                self.send_reject(
+                    now,
+                    message,
+                    seq,
+                    problem.reason,
+                    problem.tag,
+                    &describe(problem),
+                );
+                return;
+            }
+            _ => {
+                self.send_reject(
+                    now,
+                    message,
+                    seq,
+                    SessionRejectReason::ValueIsIncorrect,
+                    tags::END_SEQ_NO,
+                    "EndSeqNo lower than BeginSeqNo",
+                );
+                return;
+            }
+        };
+        let next_out = self.store.seq_num_next_out();
+        let last = next_out - 1;
+        let end = if end == 0 || end > last { last } else { end };
+        self.stats.resends_served += 1;
+        tracing::info!(session = %self.config.target_comp_id, begin, end, "serving ResendRequest");
+        if begin > end {
+            return;
+        }
+        let mut gap_start: Option<u64> = None;
+        let mut resent = Message::default();
+        for n in begin..=end {
+            let business = match self.store.sent(n) {
+                Some(bytes) => match resent.parse_into(bytes) {
+                    Ok(()) => !msg_type::is_admin(resent.msg_type()),
+                    Err(_) => false,
+                },
+                None => false,
+            };
+            if !business {
+                gap_start.get_or_insert(n);
+                continue;
+            }
+            if let Some(start) = gap_start.take() {
+                self.send_gap_fill(now, start, n);
+            }
+            self.resend_one(now, &resent);
+        }
+        if let Some(start) = gap_start {
+            self.send_gap_fill(now, start, end + 1);
+        }
+    }
+
+    /// Re-sends a stored business message with PossDupFlag=Y, OrigSendingTime = its original
+    /// SendingTime, a new SendingTime, and its original MsgSeqNum.
+    fn resend_one(&mut self, now: Timestamp, original: &Message) {
+        let orig_sending_time = original.get(tags::SENDING_TIME).unwrap_or_default();
+        self.encoder.start(original.msg_type());
+        for (tag, value) in original.fields() {
+            match tag {
+                tags::BEGIN_STRING | tags::BODY_LENGTH | tags::MSG_TYPE | tags::CHECK_SUM => {}
+                tags::POSS_DUP_FLAG | tags::ORIG_SENDING_TIME => {}
+                tags::SENDING_TIME => {
+                    self.encoder
+                        .timestamp(tags::SENDING_TIME, now)
+                        .bool(tags::POSS_DUP_FLAG, true)
+                        .bytes(tags::ORIG_SENDING_TIME, orig_sending_time);
+                }
+                _ => {
+                    self.encoder.bytes(tag, value);
+                }
+            }
+        }
+        let bytes = self.encoder.finish();
+        self.transmit.extend_from_slice(bytes);
+        self.stats.messages_out += 1;
+        self.arm_heartbeat(now);
+    }
+
+    fn send_gap_fill(&mut self, now: Timestamp, seq: u64, new_seq: u64) {
+        self.encode_header(now, msg_type::SEQUENCE_RESET, seq);
+        self.encoder
+            .bool(tags::POSS_DUP_FLAG, true)
+            .timestamp(tags::ORIG_SENDING_TIME, now)
+            .bool(tags::GAP_FILL_FLAG, true)
+            .uint(tags::NEW_SEQ_NO, new_seq);
+        let bytes = self.encoder.finish();
+        self.transmit.extend_from_slice(bytes);
+        self.stats.messages_out += 1;
+        self.arm_heartbeat(now);
+    }
+
+    fn send_resend_request(&mut self, now: Timestamp, begin: u64, seen: u64) {
+        tracing::info!(session = %self.config.target_comp_id, begin, seen, "sequence gap: sending ResendRequest");
+        self.resend_target = Some(seen);
+        self.stats.resend_requests_sent += 1;
+        self.send_admin(now, msg_type::RESEND_REQUEST, |e| {
+            e.uint(tags::BEGIN_SEQ_NO, begin).uint(tags::END_SEQ_NO, 0);
+        });
+    }
+
+    // ----- outbound ---------------------------------------------------------------------------
+
+    fn encode_header(&mut self, now: Timestamp, msg_type: &[u8], seq: u64) {
+        self.encoder
+            .start(msg_type)
+            .str(tags::SENDER_COMP_ID, &self.config.sender_comp_id)
+            .str(tags::TARGET_COMP_ID, &self.config.target_comp_id)
+            .uint(tags::MSG_SEQ_NUM, seq)
+            .timestamp(tags::SENDING_TIME, now);
+    }
+
+    /// Sends a session-level message; it is stored like any other so a resend can gap-fill it.
+    fn send_admin(&mut self, now: Timestamp, msg_type: &[u8], body: impl FnOnce(&mut Encoder)) {
+        let seq = self.store.seq_num_next_out();
+        self.encode_header(now, msg_type, seq);
+        body(&mut self.encoder);
+        let bytes = self.encoder.finish();
+        if let Err(error) = self.store.append_sent(seq, bytes) {
+            tracing::error!(session = %self.config.target_comp_id, %error, "cannot store outbound message");
+            self.disconnect(DisconnectReason::StoreFailed(error.to_string()));
+            return;
+        }
+        self.transmit.extend_from_slice(bytes);
+        self.stats.messages_out += 1;
+        self.arm_heartbeat(now);
+    }
+
+    fn arm_heartbeat(&mut self, now: Timestamp) {
+        if self.heartbeat_interval_ms > 0 && matches!(self.state, State::Active | State::LogoutSent)
+        {
+            self.set_timer(
+                Timer::Heartbeat,
+                now.plus_millis(self.heartbeat_interval_ms),
+            );
+        }
+    }
+
+    fn send_reject(
+        &mut self,
+        now: Timestamp,
+        message: &Message,
+        seq: u64,
+        reason: SessionRejectReason,
+        tag: u32,
+        text: &str,
+    ) {
+        tracing::warn!(session = %self.config.target_comp_id, seq, ?reason, tag, text, "rejecting message");
+        self.stats.rejects_sent += 1;
+        let ref_msg_type = message.msg_type().to_vec();
+        self.send_admin(now, msg_type::REJECT, |e| {
+            e.uint(tags::REF_SEQ_NUM, seq);
+            if tag != 0 {
+                e.uint(tags::REF_TAG_ID, u64::from(tag));
+            }
+            if !ref_msg_type.is_empty() {
+                e.bytes(tags::REF_MSG_TYPE, &ref_msg_type);
+            }
+            e.uint(tags::SESSION_REJECT_REASON, u64::from(reason.code()))
+                .str(tags::TEXT, text);
+        });
+    }
+
+    fn send_logout(&mut self, now: Timestamp, text: &str) {
+        self.send_admin(now, msg_type::LOGOUT, |e| {
+            e.str(tags::TEXT, text);
+        });
+    }
+
+    /// Logout with `text`, then disconnect.
+    fn refuse(&mut self, now: Timestamp, text: &str, reason: DisconnectReason) -> Verdict {
+        if self.state != State::Disconnected {
+            self.send_logout(now, text);
+            self.disconnect(reason);
+        }
+        Verdict::Stop
+    }
+
+    fn refuse_logon(&mut self, now: Timestamp, text: &str) -> Verdict {
+        tracing::warn!(session = %self.config.target_comp_id, text, "Logon refused");
+        self.refuse(now, text, DisconnectReason::LogonRefused(text.to_string()))
+    }
+
+    fn store_failed(&mut self, now: Timestamp, error: StoreError) -> Verdict {
+        tracing::error!(session = %self.config.target_comp_id, %error, "session store failed");
+        let _ = now;
+        self.disconnect(DisconnectReason::StoreFailed(error.to_string()));
+        Verdict::Stop
+    }
+
+    fn disconnect(&mut self, reason: DisconnectReason) {
+        if self.state == State::Disconnected {
+            return;
+        }
+        self.state = State::Disconnected;
+        self.timers = [None; TIMER_COUNT];
+        self.queue.clear();
+        self.resend_target = None;
+        self.events.push_back(Event::Disconnect(reason));
+    }
+
+    fn set_timer(&mut self, timer: Timer, at: Timestamp) {
+        self.timers[timer as usize] = Some(at);
+    }
+}
+
+/// The Text of a Reject for a field problem.
+fn describe(problem: FieldProblem) -> String {
+    let what = match problem.reason {
+        SessionRejectReason::InvalidTagNumber => "invalid tag number",
+        SessionRejectReason::RequiredTagMissing => "required tag missing",
+        SessionRejectReason::TagNotDefinedForMessageType => "tag not defined for this message type",
+        SessionRejectReason::UndefinedTag => "undefined tag",
+        SessionRejectReason::TagSpecifiedWithoutValue => "tag specified without a value",
+        SessionRejectReason::ValueIsIncorrect => "value is incorrect (out of range) for this tag",
+        SessionRejectReason::IncorrectDataFormat => "incorrect data format for value",
+        SessionRejectReason::CompIdProblem => "CompID problem",
+        SessionRejectReason::SendingTimeAccuracyProblem => "SendingTime accuracy problem",
+        SessionRejectReason::InvalidMsgType => "invalid MsgType",
+        SessionRejectReason::TagAppearsMoreThanOnce => "tag appears more than once",
+        SessionRejectReason::TagSpecifiedOutOfRequiredOrder => {
+            "tag specified out of required order"
+        }
+        SessionRejectReason::Other => "other",
+    };
+    if problem.tag == 0 {
+        what.to_string()
+    } else {
+        format!("{what}: tag {}", problem.tag)
+    }
+}
+
+/// Reads the CompIDs and BeginString of a connection's first frame, so the acceptor can find
+/// the session it belongs to before any session state is touched.
+pub fn identify(frame: &Message) -> Option<(&[u8], &[u8], &[u8])> {
+    Some((
+        frame.get(tags::BEGIN_STRING)?,
+        frame.get(tags::SENDER_COMP_ID)?,
+        frame.get(tags::TARGET_COMP_ID)?,
+    ))
+}
+
+/// A Logout for a connection that belongs to no session (unknown CompIDs, session busy): it
+/// carries MsgSeqNum 1 and touches no store, so no session's numbering changes.
+pub fn refusal_logout(begin_string: &str, frame: &Message, now: Timestamp, text: &str) -> Vec<u8> {
+    let mut encoder = Encoder::new(begin_string);
+    encoder
+        .start(msg_type::LOGOUT)
+        .bytes(
+            tags::SENDER_COMP_ID,
+            frame.get(tags::TARGET_COMP_ID).unwrap_or(b"?"),
+        )
+        .bytes(
+            tags::TARGET_COMP_ID,
+            frame.get(tags::SENDER_COMP_ID).unwrap_or(b"?"),
+        )
+        .uint(tags::MSG_SEQ_NUM, 1)
+        .timestamp(tags::SENDING_TIME, now)
+        .str(tags::TEXT, text);
+    encoder.finish().to_vec()
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

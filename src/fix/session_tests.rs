@@ -1,0 +1,878 @@
+//! The FIX session-level behaviors of an acceptor, on virtual time, byte for byte.
+
+use super::*;
+use crate::fix::codec::{Decoder, Encoder, Frame, Message};
+use crate::fix::schedule::{Schedule, TimeOfDay};
+use crate::fix::store::MemoryStore;
+
+/// Monday 2026-11-23 12:00:00 UTC.
+const T0: Timestamp = Timestamp::from_secs(1_795_435_200);
+
+/// A counterparty written from the FIX specification, driving one session.
+struct Harness {
+    session: Session<MemoryStore>,
+    now: Timestamp,
+    /// The counterparty's next outbound MsgSeqNum.
+    seq: u64,
+    encoder: Encoder,
+}
+
+/// What the session sent back, parsed.
+fn parse_all(bytes: &[u8]) -> Vec<Message> {
+    let decoder = Decoder::new(1 << 16);
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        match decoder.frame(&bytes[at..]) {
+            Frame::Complete(len) => {
+                out.push(
+                    Message::parse(&bytes[at..at + len]).expect("session sent a garbled message"),
+                );
+                at += len;
+            }
+            other => panic!("session sent a bad frame: {other:?}"),
+        }
+    }
+    out
+}
+
+fn text(message: &Message, tag: u32) -> String {
+    String::from_utf8_lossy(message.get(tag).unwrap_or_default()).into_owned()
+}
+
+impl Harness {
+    fn with_config(config: SessionConfig) -> Harness {
+        let mut session = Session::new(config, MemoryStore::new(), Dictionary::venue());
+        session.on_connect(T0);
+        Harness {
+            session,
+            now: T0,
+            seq: 1,
+            encoder: Encoder::new("FIX.4.4"),
+        }
+    }
+
+    fn new() -> Harness {
+        Harness::with_config(SessionConfig::new("BATON", "CLIENT"))
+    }
+
+    /// Builds a message from the counterparty with the next sequence number.
+    fn build(&mut self, msg_type: &[u8], fields: &[(u32, &str)]) -> Vec<u8> {
+        let seq = self.seq;
+        self.seq += 1;
+        self.build_with_seq(msg_type, seq, fields)
+    }
+
+    fn build_with_seq(&mut self, msg_type: &[u8], seq: u64, fields: &[(u32, &str)]) -> Vec<u8> {
+        self.encoder
+            .start(msg_type)
+            .str(49, "CLIENT")
+            .str(56, "BATON")
+            .uint(34, seq)
+            .timestamp(52, self.now);
+        for (tag, value) in fields {
+            self.encoder.str(*tag, value);
+        }
+        self.encoder.finish().to_vec()
+    }
+
+    /// Feeds bytes and returns what the session sent in answer.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<Message> {
+        self.session.handle_bytes(self.now, bytes);
+        self.sent()
+    }
+
+    fn send(&mut self, msg_type: &[u8], fields: &[(u32, &str)]) -> Vec<Message> {
+        let bytes = self.build(msg_type, fields);
+        self.feed(&bytes)
+    }
+
+    fn sent(&mut self) -> Vec<Message> {
+        let mut out = Vec::new();
+        self.session.poll_transmit(&mut out);
+        parse_all(&out)
+    }
+
+    fn events(&mut self) -> Vec<Event> {
+        std::iter::from_fn(|| self.session.poll_event()).collect()
+    }
+
+    /// Moves virtual time forward by `ms`, firing every timer on the way (bounded, so a timer
+    /// that re-arms itself at `now` fails the test instead of hanging it).
+    fn advance(&mut self, ms: u64) -> Vec<Message> {
+        let until = self.now.plus_millis(ms);
+        let mut steps = 0;
+        while let Some(at) = self.session.next_timeout().filter(|at| *at <= until) {
+            steps += 1;
+            assert!(steps < 10_000, "timers do not settle");
+            self.now = at.max(self.now);
+            self.session.handle_timeout(self.now);
+        }
+        self.now = until;
+        self.sent()
+    }
+
+    fn logon(&mut self) -> Vec<Message> {
+        let answer = self.send(b"A", &[(98, "0"), (108, "30")]);
+        assert_eq!(self.session.state(), State::Active, "{answer:?}");
+        answer
+    }
+
+    fn disconnected_with(&mut self) -> Option<DisconnectReason> {
+        self.events().into_iter().find_map(|e| match e {
+            Event::Disconnect(reason) => Some(reason),
+            _ => None,
+        })
+    }
+}
+
+fn order(cl_ord_id: &str) -> Vec<(u32, &str)> {
+    vec![
+        (11, cl_ord_id),
+        (55, "ACME"),
+        (54, "1"),
+        (60, "20261123-12:00:00"),
+        (38, "100"),
+        (40, "2"),
+        (44, "10.5"),
+    ]
+}
+
+// ----- Logon -------------------------------------------------------------------------------------
+
+#[test]
+fn logon_is_answered_with_logon_and_agreed_heartbeat() {
+    let mut h = Harness::new();
+    let answer = h.logon();
+    assert_eq!(answer.len(), 1);
+    let logon = &answer[0];
+    assert_eq!(logon.msg_type(), b"A");
+    assert_eq!(text(logon, 49), "BATON");
+    assert_eq!(text(logon, 56), "CLIENT");
+    assert_eq!(text(logon, 34), "1");
+    assert_eq!(text(logon, 108), "30");
+    assert_eq!(text(logon, 98), "0");
+    assert_eq!(h.events(), vec![Event::LoggedOn { reset: false }]);
+    assert_eq!(h.session.store().seq_num_next_in(), 2);
+    assert_eq!(h.session.store().seq_num_next_out(), 2);
+}
+
+#[test]
+fn first_message_not_logon_disconnects_without_answer() {
+    let mut h = Harness::new();
+    let answer = h.send(b"0", &[]);
+    assert!(answer.is_empty());
+    assert_eq!(
+        h.disconnected_with(),
+        Some(DisconnectReason::FirstMessageNotLogon)
+    );
+    assert_eq!(h.session.state(), State::Disconnected);
+}
+
+#[test]
+fn logon_with_wrong_begin_string_is_refused_with_logout() {
+    let mut h = Harness::new();
+    h.encoder = Encoder::new("FIX.4.2");
+    let answer = h.send(b"A", &[(98, "0"), (108, "30")]);
+    assert_eq!(answer[0].msg_type(), b"5");
+    assert_eq!(text(&answer[0], 58), "incorrect BeginString");
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::ProtocolViolation(_))
+    ));
+}
+
+#[test]
+fn logon_with_unknown_comp_id_is_refused_with_logout() {
+    let mut h = Harness::new();
+    h.encoder
+        .start(b"A")
+        .str(49, "STRANGER")
+        .str(56, "BATON")
+        .uint(34, 1)
+        .timestamp(52, T0)
+        .uint(98, 0)
+        .uint(108, 30);
+    let bytes = h.encoder.finish().to_vec();
+    let answer = h.feed(&bytes);
+    assert_eq!(answer[0].msg_type(), b"5");
+    assert_eq!(text(&answer[0], 58), "unknown CompID pair");
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::LogonRefused(_))
+    ));
+}
+
+#[test]
+fn logon_with_heart_bt_int_out_of_range_is_refused() {
+    let mut h = Harness::new();
+    let answer = h.send(b"A", &[(98, "0"), (108, "100000")]);
+    assert_eq!(answer[0].msg_type(), b"5");
+    assert!(text(&answer[0], 58).contains("HeartBtInt"));
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::LogonRefused(_))
+    ));
+}
+
+#[test]
+fn logon_with_encryption_is_refused() {
+    let mut h = Harness::new();
+    let answer = h.send(b"A", &[(98, "1"), (108, "30")]);
+    assert_eq!(answer[0].msg_type(), b"5");
+    assert!(text(&answer[0], 58).contains("EncryptMethod"));
+}
+
+#[test]
+fn logon_outside_session_schedule_is_refused() {
+    let mut config = SessionConfig::new("BATON", "CLIENT");
+    config.schedule = Schedule {
+        start: TimeOfDay::parse("13:00:00").unwrap(),
+        end: TimeOfDay::parse("17:00:00").unwrap(),
+        weekdays: 0x7f,
+        non_stop: false,
+    };
+    let mut h = Harness::with_config(config);
+    let answer = h.send(b"A", &[(98, "0"), (108, "30")]);
+    assert_eq!(text(&answer[0], 58), "outside of session time");
+    assert_eq!(
+        h.disconnected_with(),
+        Some(DisconnectReason::LogonRefused(
+            "outside of session time".into()
+        ))
+    );
+}
+
+#[test]
+fn logon_with_seq_too_high_is_accepted_then_resend_requested() {
+    let mut h = Harness::new();
+    h.seq = 5;
+    let answer = h.send(b"A", &[(98, "0"), (108, "30")]);
+    assert_eq!(answer.len(), 2);
+    assert_eq!(answer[0].msg_type(), b"A");
+    assert_eq!(answer[1].msg_type(), b"2");
+    assert_eq!(text(&answer[1], 7), "1");
+    assert_eq!(text(&answer[1], 16), "0");
+    // The counterparty fills 1..4 with a gap fill; then its Logon's number (5) is consumed.
+    let gap_fill = h.build_with_seq(
+        b"4",
+        1,
+        &[(43, "Y"), (122, "20261123-11:59:59"), (123, "Y"), (36, "5")],
+    );
+    assert!(h.feed(&gap_fill).is_empty());
+    assert_eq!(h.session.store().seq_num_next_in(), 6);
+    let answer = h.send(b"D", &order("O-1"));
+    assert!(answer.is_empty());
+    assert!(matches!(h.events().last(), Some(Event::Application(_))));
+    assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn logon_with_seq_too_low_is_refused() {
+    let mut h = Harness::new();
+    h.session.store_mut().set_seq_num_next_in(10).unwrap();
+    h.session.store_mut().reset(0).ok();
+    h.session.store_mut().set_seq_num_next_in(10).unwrap();
+    let answer = h.send(b"A", &[(98, "0"), (108, "30")]);
+    assert_eq!(answer[0].msg_type(), b"5");
+    assert_eq!(
+        text(&answer[0], 58),
+        "MsgSeqNum too low, expecting 10 but received 1"
+    );
+}
+
+#[test]
+fn logon_with_reset_seq_num_flag_resets_both_sides() {
+    let mut h = Harness::new();
+    h.session.store_mut().set_seq_num_next_in(10).unwrap();
+    h.session.store_mut().set_seq_num_next_out(20).unwrap();
+    let answer = h.send(b"A", &[(98, "0"), (108, "30"), (141, "Y")]);
+    assert_eq!(answer[0].msg_type(), b"A");
+    assert_eq!(text(&answer[0], 141), "Y");
+    assert_eq!(text(&answer[0], 34), "1");
+    assert_eq!(h.events(), vec![Event::LoggedOn { reset: true }]);
+    assert_eq!(h.session.store().seq_num_next_in(), 2);
+}
+
+#[test]
+fn logon_deadline_disconnects_a_silent_connection() {
+    let mut h = Harness::new();
+    assert!(
+        h.advance(constants::LOGON_TIMEOUT_DEFAULT_MS - 1)
+            .is_empty()
+    );
+    assert_eq!(h.session.state(), State::AwaitingLogon);
+    h.advance(1);
+    assert_eq!(h.disconnected_with(), Some(DisconnectReason::LogonTimeout));
+}
+
+#[test]
+fn second_logon_on_a_live_session_is_refused() {
+    let mut h = Harness::new();
+    h.logon();
+    let answer = h.send(b"A", &[(98, "0"), (108, "30")]);
+    assert_eq!(answer[0].msg_type(), b"5");
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::ProtocolViolation(_))
+    ));
+}
+
+// ----- Heartbeat and TestRequest -----------------------------------------------------------------
+
+#[test]
+fn heartbeat_is_sent_after_an_interval_without_sending() {
+    let mut h = Harness::new();
+    h.logon();
+    assert!(h.advance(29_999).is_empty());
+    let sent = h.advance(1);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].msg_type(), b"0");
+    assert_eq!(sent[0].get(112), None);
+}
+
+#[test]
+fn test_request_is_answered_with_its_test_req_id() {
+    let mut h = Harness::new();
+    h.logon();
+    let answer = h.send(b"1", &[(112, "PING-7")]);
+    assert_eq!(answer.len(), 1);
+    assert_eq!(answer[0].msg_type(), b"0");
+    assert_eq!(text(&answer[0], 112), "PING-7");
+}
+
+#[test]
+fn silence_gets_a_test_request_then_a_disconnect() {
+    let mut h = Harness::new();
+    h.logon();
+    // Heartbeats keep flowing out while the peer says nothing.
+    let sent = h.advance(36_000);
+    assert_eq!(
+        sent.iter()
+            .map(|m| m.msg_type().to_vec())
+            .collect::<Vec<_>>(),
+        vec![b"0".to_vec(), b"1".to_vec()]
+    );
+    assert!(h.session.state() == State::Active);
+    h.advance(36_000);
+    assert_eq!(h.disconnected_with(), Some(DisconnectReason::PeerSilent));
+}
+
+#[test]
+fn traffic_from_the_peer_defers_the_test_request() {
+    let mut h = Harness::new();
+    h.logon();
+    for _ in 0..5 {
+        h.advance(30_000);
+        h.send(b"0", &[]);
+    }
+    assert_eq!(h.session.state(), State::Active);
+    assert!(
+        h.events()
+            .iter()
+            .all(|e| !matches!(e, Event::Disconnect(_)))
+    );
+}
+
+// ----- Sequence numbers --------------------------------------------------------------------------
+
+#[test]
+fn gap_triggers_resend_request_and_queued_messages_are_processed_in_order() {
+    let mut h = Harness::new();
+    h.logon();
+    h.events();
+    let first = h.build(b"D", &order("O-2")); // seq 2, "lost"
+    let _ = first;
+    let answer = h.send(b"D", &order("O-3")); // seq 3
+    assert_eq!(answer.len(), 1);
+    assert_eq!(answer[0].msg_type(), b"2");
+    assert_eq!(text(&answer[0], 7), "2");
+    assert_eq!(text(&answer[0], 16), "0");
+    // More messages beyond the gap do not produce a second ResendRequest.
+    assert!(h.send(b"D", &order("O-4")).is_empty());
+    assert!(
+        h.events().is_empty(),
+        "nothing delivered while the gap is open"
+    );
+    // The resent message fills the gap; everything comes out in order.
+    let resent = h.build_with_seq(
+        b"D",
+        2,
+        &[(43, "Y"), (122, "20261123-11:59:00")]
+            .into_iter()
+            .chain(order("O-2"))
+            .collect::<Vec<_>>(),
+    );
+    assert!(h.feed(&resent).is_empty());
+    let delivered: Vec<String> = h
+        .events()
+        .into_iter()
+        .map(|e| match e {
+            Event::Application(m) => text(&m, 11),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(delivered, ["O-2", "O-3", "O-4"]);
+    assert_eq!(h.session.store().seq_num_next_in(), 5);
+}
+
+#[test]
+fn seq_too_low_without_poss_dup_logs_out() {
+    let mut h = Harness::new();
+    h.logon();
+    let bytes = h.build_with_seq(b"0", 1, &[]);
+    let answer = h.feed(&bytes);
+    assert_eq!(answer[0].msg_type(), b"5");
+    assert_eq!(
+        text(&answer[0], 58),
+        "MsgSeqNum too low, expecting 2 but received 1"
+    );
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::ProtocolViolation(_))
+    ));
+}
+
+#[test]
+fn poss_dup_duplicate_is_ignored() {
+    let mut h = Harness::new();
+    h.logon();
+    h.send(b"D", &order("O-1"));
+    h.events();
+    let fields: Vec<(u32, &str)> = [(43, "Y"), (122, "20261123-11:59:00")]
+        .into_iter()
+        .chain(order("O-1"))
+        .collect();
+    let dup = h.build_with_seq(b"D", 2, &fields);
+    assert!(h.feed(&dup).is_empty());
+    assert!(h.events().is_empty(), "duplicate not delivered again");
+    assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn poss_dup_without_orig_sending_time_is_rejected() {
+    let mut h = Harness::new();
+    h.logon();
+    h.send(b"0", &[]);
+    let dup = h.build_with_seq(b"0", 2, &[(43, "Y")]);
+    let answer = h.feed(&dup);
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 373), "1");
+    assert_eq!(text(&answer[0], 371), "122");
+    assert_eq!(text(&answer[0], 45), "2");
+    assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn orig_sending_time_after_sending_time_is_rejected_then_logged_out() {
+    let mut h = Harness::new();
+    h.logon();
+    let answer = h.send(b"0", &[(43, "Y"), (122, "20261123-12:30:00")]);
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 373), "10");
+    assert_eq!(answer[1].msg_type(), b"5");
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::ProtocolViolation(_))
+    ));
+}
+
+// ----- Resend ------------------------------------------------------------------------------------
+
+/// Sends three execution reports from the gateway so there is something to resend.
+fn with_sent_business(h: &mut Harness) {
+    for id in ["E-1", "E-2", "E-3"] {
+        h.session
+            .send_app(h.now, b"8", |e| {
+                e.str(37, id)
+                    .str(11, id)
+                    .str(17, id)
+                    .char(150, b'0')
+                    .char(39, b'0');
+            })
+            .unwrap();
+    }
+    h.sent();
+}
+
+#[test]
+fn resend_request_resends_business_with_poss_dup_and_gap_fills_session_messages() {
+    let mut h = Harness::new();
+    h.logon(); // our seq 1 = Logon
+    with_sent_business(&mut h); // our seqs 2, 3, 4
+    h.advance(30_000); // our seq 5 = Heartbeat
+    h.send(b"0", &[]);
+    h.now = h.now.plus_millis(1000);
+    let answer = h.send(b"2", &[(7, "1"), (16, "5")]);
+    let summary: Vec<(String, String)> =
+        answer.iter().map(|m| (text(m, 35), text(m, 34))).collect();
+    assert_eq!(
+        summary,
+        [("4", "1"), ("8", "2"), ("8", "3"), ("8", "4"), ("4", "5")]
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    // Session messages are gap-filled past themselves.
+    assert_eq!(text(&answer[0], 123), "Y");
+    assert_eq!(text(&answer[0], 36), "2");
+    assert_eq!(text(&answer[4], 36), "6");
+    for resent in &answer[1..4] {
+        assert_eq!(text(resent, 43), "Y");
+        assert_eq!(text(resent, 122), "20261123-12:00:00.000");
+        assert_eq!(text(resent, 52), "20261123-12:00:31.000");
+    }
+    assert_eq!(text(&answer[2], 11), "E-2");
+    // Resending changes no sequence number.
+    assert_eq!(h.session.store().seq_num_next_out(), 6);
+}
+
+#[test]
+fn resend_request_with_end_seq_no_zero_means_everything() {
+    let mut h = Harness::new();
+    h.logon();
+    with_sent_business(&mut h);
+    let answer = h.send(b"2", &[(7, "3"), (16, "0")]);
+    let seqs: Vec<String> = answer.iter().map(|m| text(m, 34)).collect();
+    assert_eq!(seqs, ["3", "4"]);
+    assert!(answer.iter().all(|m| m.msg_type() == b"8"));
+}
+
+#[test]
+fn business_sent_while_disconnected_is_stored_and_resent_after_logon() {
+    let mut h = Harness::new();
+    h.logon();
+    h.session.on_disconnect();
+    h.session
+        .send_app(h.now, b"8", |e| {
+            e.str(37, "X")
+                .str(11, "X")
+                .str(17, "X")
+                .char(150, b'0')
+                .char(39, b'0');
+        })
+        .unwrap();
+    assert!(
+        h.sent().is_empty(),
+        "nothing is written without a connection"
+    );
+    h.session.on_connect(h.now);
+    let answer = h.send(b"A", &[(98, "0"), (108, "30")]);
+    // Our Logon carries 3: the counterparty sees the gap at 2 and asks for it.
+    assert_eq!(text(&answer[0], 34), "3");
+    let answer = h.send(b"2", &[(7, "2"), (16, "2")]);
+    assert_eq!(answer.len(), 1);
+    assert_eq!(text(&answer[0], 11), "X");
+    assert_eq!(text(&answer[0], 43), "Y");
+}
+
+// ----- SequenceReset -----------------------------------------------------------------------------
+
+#[test]
+fn sequence_reset_gap_fill_moves_the_expected_number_forward() {
+    let mut h = Harness::new();
+    h.logon();
+    let answer = h.send(b"4", &[(123, "Y"), (36, "10")]);
+    assert!(answer.is_empty());
+    assert_eq!(h.session.store().seq_num_next_in(), 10);
+}
+
+#[test]
+fn sequence_reset_gap_fill_that_lowers_is_rejected() {
+    let mut h = Harness::new();
+    h.logon();
+    let answer = h.send(b"4", &[(123, "Y"), (36, "1")]);
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 373), "5");
+    assert_eq!(text(&answer[0], 371), "36");
+}
+
+#[test]
+fn sequence_reset_reset_mode_ignores_msg_seq_num() {
+    let mut h = Harness::new();
+    h.logon();
+    let bytes = h.build_with_seq(b"4", 999, &[(36, "50")]);
+    assert!(h.feed(&bytes).is_empty());
+    assert_eq!(h.session.store().seq_num_next_in(), 50);
+}
+
+#[test]
+fn sequence_reset_reset_mode_that_lowers_is_rejected() {
+    let mut h = Harness::new();
+    h.logon();
+    h.session.store_mut().set_seq_num_next_in(20).unwrap();
+    let bytes = h.build_with_seq(b"4", 20, &[(36, "5")]);
+    let answer = h.feed(&bytes);
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 373), "5");
+    assert_eq!(h.session.store().seq_num_next_in(), 20);
+}
+
+// ----- Reject ------------------------------------------------------------------------------------
+
+fn reject_for(fields_bytes: &[u8]) -> (Vec<Message>, Harness) {
+    let mut h = Harness::new();
+    h.logon();
+    let answer = h.feed(fields_bytes);
+    (answer, h)
+}
+
+fn frame(body: &str) -> Vec<u8> {
+    let body = body.replace('|', "\x01");
+    let head = format!("8=FIX.4.4\x019={}\x01{}", body.len(), body);
+    let sum = crate::fix::codec::checksum(head.as_bytes());
+    format!("{head}10={sum:03}\x01").into_bytes()
+}
+
+#[test]
+fn invalid_msg_type_is_rejected_with_reason_11() {
+    let (answer, h) = reject_for(&frame(
+        "35=ZZ|49=CLIENT|56=BATON|34=2|52=20261123-12:00:00|",
+    ));
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 373), "11");
+    assert_eq!(text(&answer[0], 372), "ZZ");
+    assert_eq!(
+        h.session.store().seq_num_next_in(),
+        3,
+        "the rejected message takes its number"
+    );
+}
+
+#[test]
+fn tag_without_value_is_rejected_with_reason_4() {
+    let (answer, _) = reject_for(&frame(
+        "35=0|49=CLIENT|56=BATON|34=2|52=20261123-12:00:00|112=|",
+    ));
+    assert_eq!(text(&answer[0], 373), "4");
+    assert_eq!(text(&answer[0], 371), "112");
+}
+
+#[test]
+fn repeated_tag_is_rejected_with_reason_13() {
+    let (answer, _) = reject_for(&frame(
+        "35=0|49=CLIENT|56=BATON|34=2|52=20261123-12:00:00|112=A|112=B|",
+    ));
+    assert_eq!(text(&answer[0], 373), "13");
+    assert_eq!(text(&answer[0], 371), "112");
+}
+
+#[test]
+fn wrongly_formatted_value_is_rejected_with_reason_6() {
+    let (answer, _) = reject_for(&frame("35=0|49=CLIENT|56=BATON|34=2|52=2026-11-23 12:00|"));
+    assert_eq!(text(&answer[0], 373), "6");
+    assert_eq!(text(&answer[0], 371), "52");
+}
+
+#[test]
+fn missing_required_tag_is_rejected_with_reason_1() {
+    let (answer, h) = reject_for(&frame(
+        "35=D|49=CLIENT|56=BATON|34=2|52=20261123-12:00:00|55=ACME|",
+    ));
+    assert_eq!(text(&answer[0], 373), "1");
+    assert_eq!(text(&answer[0], 371), "11");
+    let mut h = h;
+    assert!(
+        h.events()
+            .iter()
+            .all(|e| !matches!(e, Event::Application(_))),
+        "never delivered"
+    );
+}
+
+#[test]
+fn sending_time_out_of_tolerance_is_rejected_then_logged_out() {
+    let mut h = Harness::new();
+    h.logon();
+    h.now = h.now.plus_millis(constants::MAX_LATENCY_DEFAULT_MS + 1);
+    let bytes = h.build(b"0", &[]);
+    h.now = T0;
+    let answer = h.feed(&bytes);
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 373), "10");
+    assert_eq!(text(&answer[0], 371), "52");
+    assert_eq!(answer[1].msg_type(), b"5");
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::ProtocolViolation(_))
+    ));
+}
+
+#[test]
+fn comp_id_problem_is_rejected_then_logged_out() {
+    let (answer, mut h) = reject_for(&frame(
+        "35=0|49=IMPOSTOR|56=BATON|34=2|52=20261123-12:00:00|",
+    ));
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 373), "9");
+    assert_eq!(text(&answer[0], 371), "49");
+    assert_eq!(answer[1].msg_type(), b"5");
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::ProtocolViolation(_))
+    ));
+}
+
+#[test]
+fn garbled_messages_are_ignored_without_consuming_a_sequence_number() {
+    let mut h = Harness::new();
+    h.logon();
+    let mut bad_checksum = h.build_with_seq(b"0", 2, &[]);
+    let len = bad_checksum.len();
+    bad_checksum[len - 2] = if bad_checksum[len - 2] == b'0' {
+        b'1'
+    } else {
+        b'0'
+    };
+    let mut bad_length = frame("35=0|49=CLIENT|56=BATON|34=2|52=20261123-12:00:00|");
+    bad_length[12] = b'4'; // BodyLength 50 claimed as 40
+    let mut input = b"noise".to_vec();
+    input.extend_from_slice(&bad_checksum);
+    input.extend_from_slice(&bad_length);
+    assert!(h.feed(&input).is_empty());
+    assert_eq!(h.session.stats().garbled, 3);
+    assert_eq!(h.session.store().seq_num_next_in(), 2);
+    // The next good message with number 2 is processed normally.
+    h.seq = 2;
+    assert_eq!(h.send(b"1", &[(112, "OK")])[0].msg_type(), b"0");
+}
+
+#[test]
+fn a_message_split_across_reads_is_processed_once_complete() {
+    let mut h = Harness::new();
+    let bytes = h.build(b"A", &[(98, "0"), (108, "30")]);
+    for chunk in bytes.chunks(7) {
+        h.session.handle_bytes(h.now, chunk);
+    }
+    assert_eq!(h.session.state(), State::Active);
+}
+
+// ----- Logout ------------------------------------------------------------------------------------
+
+#[test]
+fn counterparty_logout_is_answered_and_the_connection_closed() {
+    let mut h = Harness::new();
+    h.logon();
+    let answer = h.send(b"5", &[]);
+    assert_eq!(answer[0].msg_type(), b"5");
+    assert_eq!(h.disconnected_with(), Some(DisconnectReason::LoggedOut));
+    assert_eq!(h.session.store().seq_num_next_in(), 3);
+}
+
+#[test]
+fn gateway_logout_completes_on_the_answer() {
+    let mut h = Harness::new();
+    h.logon();
+    h.session.logout(h.now, "maintenance");
+    let sent = h.sent();
+    assert_eq!(text(&sent[0], 58), "maintenance");
+    assert_eq!(h.session.state(), State::LogoutSent);
+    assert!(h.send(b"5", &[]).is_empty(), "no second Logout");
+    assert_eq!(h.disconnected_with(), Some(DisconnectReason::LoggedOut));
+}
+
+#[test]
+fn gateway_logout_waits_a_bounded_time_for_the_answer() {
+    let mut h = Harness::new();
+    h.logon();
+    h.session.logout(h.now, "maintenance");
+    h.advance(constants::LOGOUT_TIMEOUT_DEFAULT_MS - 1);
+    assert_eq!(h.session.state(), State::LogoutSent);
+    h.advance(1);
+    assert_eq!(h.disconnected_with(), Some(DisconnectReason::LogoutTimeout));
+}
+
+// ----- Schedule ----------------------------------------------------------------------------------
+
+#[test]
+fn session_end_logs_out_and_the_next_session_day_resets_sequence_numbers() {
+    let mut config = SessionConfig::new("BATON", "CLIENT");
+    config.schedule = Schedule {
+        start: TimeOfDay::parse("08:00:00").unwrap(),
+        end: TimeOfDay::parse("17:00:00").unwrap(),
+        weekdays: 0x7f,
+        non_stop: false,
+    };
+    let mut h = Harness::with_config(config);
+    h.logon();
+    for _ in 0..3 {
+        h.send(b"0", &[]);
+    }
+    // Keep the session alive until the end of the day, then see it logged out at 17:00.
+    let mut logout_seen = false;
+    for _ in 0..1000 {
+        h.send(b"0", &[]);
+        if h.advance(20_000).iter().any(|m| m.msg_type() == b"5") {
+            logout_seen = true;
+            break;
+        }
+    }
+    assert!(logout_seen, "logged out at the end of the session day");
+    h.send(b"5", &[]);
+    h.session.on_disconnect();
+    // Next morning: both sides start again at 1.
+    h.now = T0.plus_millis(20 * 3600 * 1000);
+    h.session.on_connect(h.now);
+    h.seq = 1;
+    let answer = h.send(b"A", &[(98, "0"), (108, "30")]);
+    assert_eq!(answer[0].msg_type(), b"A");
+    assert_eq!(text(&answer[0], 34), "1");
+    assert_eq!(h.session.store().seq_num_next_in(), 2);
+}
+
+// ----- Business messages -------------------------------------------------------------------------
+
+#[test]
+fn valid_business_message_is_delivered_exactly_once() {
+    let mut h = Harness::new();
+    h.logon();
+    h.events();
+    assert!(h.send(b"D", &order("O-1")).is_empty());
+    let events = h.events();
+    assert_eq!(events.len(), 1);
+    match &events[0] {
+        Event::Application(message) => assert_eq!(text(message, 11), "O-1"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Arbitrary bytes, before and after Logon, never panic the session and never make it
+        /// buffer more than one frame.
+        #[test]
+        fn arbitrary_bytes_never_panic(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..8), logon_first in any::<bool>()) {
+            let mut h = Harness::new();
+            if logon_first {
+                h.logon();
+            }
+            for chunk in &chunks {
+                h.session.handle_bytes(h.now, chunk);
+                h.sent();
+                h.advance(1_000);
+            }
+            prop_assert!(h.session.recv.len() <= h.session.decoder.frame_len_max() + 300);
+        }
+
+        /// Valid messages with random mutations never panic, and every message the session
+        /// sends back is well formed.
+        #[test]
+        fn mutated_messages_never_panic(position in 0usize..200, byte in any::<u8>(), which in 0usize..4) {
+            let mut h = Harness::new();
+            h.logon();
+            let mut bytes = match which {
+                0 => h.build(b"D", &order("O-1")),
+                1 => h.build(b"2", &[(7, "1"), (16, "0")]),
+                2 => h.build(b"4", &[(123, "Y"), (36, "9")]),
+                _ => h.build(b"1", &[(112, "X")]),
+            };
+            let at = position % bytes.len();
+            bytes[at] = byte;
+            h.feed(&bytes);
+            h.advance(100_000);
+        }
+    }
+}
