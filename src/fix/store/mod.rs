@@ -3,13 +3,14 @@
 //! A FIX session must answer a ResendRequest with what it sent before, possibly before a crash,
 //! and must continue with the right sequence numbers after one. The session state machine talks
 //! to storage only through [`SessionStore`], so tests run it on [`MemoryStore`] and the gateway on
-//! the memory-mapped store.
+//! [`MmapStore`], which keeps each session in two memory-mapped files: recording a sent message is
+//! a memory copy, and how often that copy is forced to the device is the session's
+//! [`Durability`].
 
 use std::collections::BTreeMap;
 
-// mod mmap; (the memory-mapped store lands here)
-
-
+mod mmap;
+pub use mmap::{Durability, MmapStore, MmapStoreLimits};
 
 /// Why a store operation failed. Disk errors are expected sometimes (full disk, permissions); a
 /// session that cannot persist must stop sending rather than lose what it sent.
@@ -43,6 +44,13 @@ pub enum StoreError {
     /// The store reached a configured bound (messages per session day or bytes).
     #[error("session store is full: {0}")]
     Full(String),
+    /// Another open store holds the session's files: two gateways (or two sessions configured
+    /// with the same CompIDs) would otherwise interleave writes into one message log.
+    #[error("session store {path} is already open elsewhere (is a second gateway using it?)")]
+    Locked {
+        /// The file whose lock is held, so the operator can find the other process.
+        path: String,
+    },
 }
 
 /// Sequence numbers and sent messages of one session, persisted by the implementation.
