@@ -54,7 +54,7 @@ fn writer_appends_until_killed() {
             break;
         }
         store.append_sent(seq, &payload(seq)).unwrap();
-        if seq % SEQ_NUM_IN_EVERY == 0 {
+        if seq.is_multiple_of(SEQ_NUM_IN_EVERY) {
             store
                 .set_seq_num_next_in(seq / SEQ_NUM_IN_EVERY + 1)
                 .unwrap();
