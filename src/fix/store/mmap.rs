@@ -99,12 +99,15 @@ const _: () = assert!(STORE_MESSAGES_BYTES_INITIAL >= MESSAGES_BYTES_MIN);
 pub enum Durability {
     /// Appends and sequence-number updates are memory writes only; the kernel writes the pages
     /// back on its own schedule. The default, because a gateway process dying is the common
-    /// failure and this mode costs no syscall per message.
+    /// failure and this mode costs no syscall per message. After a power loss or kernel crash the
+    /// store still opens consistent (checksums cut what was torn), but possibly at an older state.
     #[default]
     Os,
     /// [`SessionStore::flush`] writes back what changed since the previous call and waits for it.
     /// The driver calls it once per batch of socket reads, so a power loss loses at most the
-    /// current batch, at the cost of one `msync` per batch.
+    /// current batch, at the cost of one `msync` per batch. Resets and backward moves of the
+    /// outbound number are written back at once: they are rare, and a half-written one must not
+    /// meet the appends that follow it on the device.
     Batch,
     /// Every append and every sequence-number update is written back before it returns, for
     /// venues that require it; one `msync` per message.
@@ -155,9 +158,9 @@ impl MmapStoreLimits {
     }
 }
 
-/// A [`SessionStore`] in two memory-mapped files in the session's own directory; see the module
-/// documentation for the format. Opening takes an exclusive lock, so one session's files are
-/// written by one store at a time.
+/// A [`SessionStore`] in two memory-mapped files, `seqnums` and `messages`, in the session's own
+/// directory (the format is described at the top of its source file). Opening takes an exclusive
+/// lock, so one session's files are written by one store at a time.
 pub struct MmapStore {
     /// What `append_sent`, the sequence-number setters and `flush` force to the device.
     durability: Durability,
