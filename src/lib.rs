@@ -25,3 +25,4 @@ pub mod engine;
 pub mod fix;
 pub mod gateway;
 pub mod link;
+pub mod mmap;

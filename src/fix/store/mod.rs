@@ -3,9 +3,14 @@
 //! A FIX session must answer a ResendRequest with what it sent before, possibly before a crash,
 //! and must continue with the right sequence numbers after one. The session state machine talks
 //! to storage only through [`SessionStore`], so tests run it on [`MemoryStore`] and the gateway on
-//! the memory-mapped store.
+//! [`MmapStore`], which keeps each session in two memory-mapped files: recording a sent message is
+//! a memory copy, and how often that copy is forced to the device is the session's
+//! [`Durability`].
 
-// mod mmap; (the memory-mapped store lands here)
+use std::collections::BTreeMap;
+
+mod mmap;
+pub use mmap::{Durability, MmapStore, MmapStoreLimits};
 
 /// Why a store operation failed. Disk errors are expected sometimes (full disk, permissions); a
 /// session that cannot persist must stop sending rather than lose what it sent.
@@ -39,6 +44,13 @@ pub enum StoreError {
     /// The store reached a configured bound (messages per session day or bytes).
     #[error("session store is full: {0}")]
     Full(String),
+    /// Another open store holds the session's files: two gateways (or two sessions configured
+    /// with the same CompIDs) would otherwise interleave writes into one message log.
+    #[error("session store {path} is already open elsewhere (is a second gateway using it?)")]
+    Locked {
+        /// The file whose lock is held, so the operator can find the other process.
+        path: String,
+    },
 }
 
 /// Sequence numbers and sent messages of one session, persisted by the implementation.
@@ -54,7 +66,9 @@ pub trait SessionStore {
     /// Records that inbound messages up to `seq - 1` were processed.
     fn set_seq_num_next_in(&mut self, seq: u64) -> Result<(), StoreError>;
     /// Moves the outbound sequence number without storing messages, as a SequenceReset does; the
-    /// skipped numbers are answered with a gap fill on resend.
+    /// skipped numbers are answered with a gap fill on resend. Moving it backwards drops the
+    /// stored messages at or above `seq`, because those numbers will be sent again with new
+    /// content; the messages below `seq` stay, since they are still what was sent under them.
     fn set_seq_num_next_out(&mut self, seq: u64) -> Result<(), StoreError>;
     /// Stores the wire bytes of a message sent with MsgSeqNum `seq` and moves the outbound
     /// sequence number past it.
@@ -81,11 +95,10 @@ pub struct MemoryStore {
     seq_num_next_in: u64,
     /// See [`SessionStore::session_period`].
     session_period: u64,
-    /// First sequence number held in `messages` (those below it were skipped by a reset of the
-    /// outbound number).
-    first_seq: u64,
-    /// Sent messages by `seq - first_seq`; `None` for numbers skipped with `set_seq_num_next_out`.
-    messages: Vec<Option<Vec<u8>>>,
+    /// Sent messages by MsgSeqNum, all below `seq_num_next_out`; numbers skipped with
+    /// `set_seq_num_next_out` have no entry. A map rather than a vector indexed by number, so a
+    /// large skip costs nothing.
+    messages: BTreeMap<u64, Vec<u8>>,
 }
 
 impl Default for MemoryStore {
@@ -94,8 +107,7 @@ impl Default for MemoryStore {
             seq_num_next_out: 1,
             seq_num_next_in: 1,
             session_period: 0,
-            first_seq: 1,
-            messages: Vec::new(),
+            messages: BTreeMap::new(),
         }
     }
 }
@@ -122,14 +134,8 @@ impl SessionStore for MemoryStore {
     }
 
     fn set_seq_num_next_out(&mut self, seq: u64) -> Result<(), StoreError> {
-        if seq < self.seq_num_next_out {
-            self.first_seq = seq;
-            self.messages.clear();
-        } else {
-            while self.first_seq + (self.messages.len() as u64) < seq {
-                self.messages.push(None);
-            }
-        }
+        // Drops the messages at or above `seq`; nothing is there when moving forward.
+        self.messages.split_off(&seq);
         self.seq_num_next_out = seq;
         Ok(())
     }
@@ -141,17 +147,18 @@ impl SessionStore for MemoryStore {
                 expected: self.seq_num_next_out,
             });
         }
-        while self.first_seq + (self.messages.len() as u64) < seq {
-            self.messages.push(None);
-        }
-        self.messages.push(Some(message.to_vec()));
-        self.seq_num_next_out = seq + 1;
+        let Some(seq_num_next_out) = seq.checked_add(1) else {
+            return Err(StoreError::Full(format!(
+                "MsgSeqNum {seq} is the last representable"
+            )));
+        };
+        self.messages.insert(seq, message.to_vec());
+        self.seq_num_next_out = seq_num_next_out;
         Ok(())
     }
 
     fn sent(&self, seq: u64) -> Option<&[u8]> {
-        let index = seq.checked_sub(self.first_seq)?;
-        self.messages.get(index as usize)?.as_deref()
+        self.messages.get(&seq).map(Vec::as_slice)
     }
 
     fn session_period(&self) -> u64 {
@@ -193,6 +200,12 @@ mod tests {
         assert_eq!(store.sent(3), None);
         assert_eq!(store.sent(5), Some(&b"five"[..]));
         assert_eq!(store.seq_num_next_out(), 6);
+        store.set_seq_num_next_out(2).unwrap();
+        assert_eq!(store.sent(1), Some(&b"one"[..]));
+        assert_eq!(store.sent(2), None);
+        assert_eq!(store.sent(5), None);
+        store.append_sent(2, b"two again").unwrap();
+        assert_eq!(store.sent(2), Some(&b"two again"[..]));
         store.reset(42).unwrap();
         assert_eq!((store.seq_num_next_out(), store.seq_num_next_in()), (1, 1));
         assert_eq!(store.session_period(), 42);
