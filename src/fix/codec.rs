@@ -314,10 +314,10 @@ impl Message {
             let is_last = field_end + 1 >= len;
             match parsed {
                 Some((Some(tag), value_start)) => {
-                    if let Some(expected) = expected_header {
-                        if tag != expected || value_start == field_end {
-                            return Err(Garbled::BadHeader);
-                        }
+                    if let Some(expected) = expected_header
+                        && (tag != expected || value_start == field_end)
+                    {
+                        return Err(Garbled::BadHeader);
                     }
                     if (tag == tags::CHECK_SUM) != is_last {
                         return Err(if is_last {

@@ -742,13 +742,12 @@ impl<S: SessionStore> Session<S> {
             .ok()
             .flatten()
             .unwrap_or(false)
+            && let Some(verdict) = self.poss_dup_problem(now, message, seq, true)
         {
-            if let Some(verdict) = self.poss_dup_problem(now, message, seq, true) {
-                return match verdict {
-                    Verdict::Done => self.drain_queue(now),
-                    Verdict::Stop => Verdict::Stop,
-                };
-            }
+            return match verdict {
+                Verdict::Done => self.drain_queue(now),
+                Verdict::Stop => Verdict::Stop,
+            };
         }
         if let Some(text) = self.sending_time_problem(message, received_at) {
             self.send_reject(
@@ -882,11 +881,12 @@ impl<S: SessionStore> Session<S> {
                 return Verdict::Stop;
             }
         }
-        if let Some(target) = self.resend_target {
-            if self.store.seq_num_next_in() > target && self.queue.is_empty() {
-                tracing::info!(session = %self.config.target_comp_id, "sequence gap filled");
-                self.resend_target = None;
-            }
+        if let Some(target) = self.resend_target
+            && self.store.seq_num_next_in() > target
+            && self.queue.is_empty()
+        {
+            tracing::info!(session = %self.config.target_comp_id, "sequence gap filled");
+            self.resend_target = None;
         }
         Verdict::Done
     }
