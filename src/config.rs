@@ -1,1 +1,337 @@
-//! placeholder
+//! The TOML configuration: gateway settings and one section per FIX session.
+//!
+//! Session keys use the names QuickFIX users already know (`BeginString`, `SenderCompID`,
+//! `TargetCompID`, `StartTime`, `EndTime`, ...), so an operator can carry a session definition
+//! over. Unknown keys are an error naming the key: a misspelled `MaxLatency` must not silently
+//! fall back to a default on a trading venue.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::constants;
+use crate::fix::schedule::{Schedule, TimeOfDay};
+use crate::fix::session::SessionConfig;
+use crate::fix::store::Durability;
+
+/// The default configuration, compiled in so `baton gateway` runs with no file at all.
+pub const DEFAULT_CONFIG: &str = include_str!("../deploy/baton.toml");
+
+/// Why a configuration cannot be used; the message names the file, key or session at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file named on the command line.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has an unknown key or a value of the wrong type.
+    #[error("config {origin}: {message}")]
+    Parse {
+        /// The file, or "embedded default".
+        origin: String,
+        /// The parser's message, which names the key and line.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("config {origin}: {message}")]
+    Invalid {
+        /// The file, or "embedded default".
+        origin: String,
+        /// What is wrong and where.
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide gateway settings.
+    pub gateway: GatewayConfig,
+    /// Values every `[[session]]` inherits unless it sets its own (QuickFIX's `[DEFAULT]`).
+    #[serde(default)]
+    pub defaults: SessionSettings,
+    /// One entry per counterparty session.
+    #[serde(default, rename = "session")]
+    pub sessions: Vec<SessionSettings>,
+}
+
+/// `[gateway]`: where to listen and where to keep state.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address counterparties connect to.
+    pub listen: SocketAddr,
+    /// Directory of the session stores (one subdirectory per session); relative paths are
+    /// relative to the working directory.
+    pub store_dir: PathBuf,
+    /// When stored messages reach the disk; see README.
+    #[serde(default)]
+    pub durability: Durability,
+    /// Connections accepted at once, logged on or not; more are closed on accept.
+    #[serde(default = "default_connections_max")]
+    pub connections_max: usize,
+}
+
+fn default_connections_max() -> usize {
+    constants::CONNECTIONS_MAX
+}
+
+/// One session's settings (or the defaults), with QuickFIX key names. Every key is optional
+/// here; [`Config::session_configs`] fills gaps from `[defaults]` and then built-in defaults.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionSettings {
+    /// Protocol version; only `FIX.4.4` is supported.
+    #[serde(rename = "BeginString")]
+    pub begin_string: Option<String>,
+    /// The gateway's CompID on this session.
+    #[serde(rename = "SenderCompID")]
+    pub sender_comp_id: Option<String>,
+    /// The counterparty's CompID.
+    #[serde(rename = "TargetCompID")]
+    pub target_comp_id: Option<String>,
+    /// Smallest HeartBtInt (s) a counterparty may ask for in its Logon.
+    #[serde(rename = "HeartBtIntMin")]
+    pub heart_bt_int_min: Option<u64>,
+    /// Largest HeartBtInt (s) a counterparty may ask for in its Logon.
+    #[serde(rename = "HeartBtIntMax")]
+    pub heart_bt_int_max: Option<u64>,
+    /// Whether SendingTime is checked against the gateway's clock.
+    #[serde(rename = "CheckLatency")]
+    pub check_latency: Option<bool>,
+    /// SendingTime tolerance in seconds.
+    #[serde(rename = "MaxLatency")]
+    pub max_latency: Option<u64>,
+    /// Seconds a new connection has to log on.
+    #[serde(rename = "LogonTimeout")]
+    pub logon_timeout: Option<u64>,
+    /// Seconds the gateway waits for the answer to its Logout.
+    #[serde(rename = "LogoutTimeout")]
+    pub logout_timeout: Option<u64>,
+    /// Start of the daily session window, `HH:MM:SS` UTC.
+    #[serde(rename = "StartTime")]
+    pub start_time: Option<String>,
+    /// End of the daily session window, `HH:MM:SS` UTC.
+    #[serde(rename = "EndTime")]
+    pub end_time: Option<String>,
+    /// Days a window may start on, e.g. `Mon,Tue,Wed,Thu,Fri`.
+    #[serde(rename = "Weekdays")]
+    pub weekdays: Option<String>,
+    /// Always open; sequence numbers never reset by schedule.
+    #[serde(rename = "NonStopSession")]
+    pub non_stop_session: Option<bool>,
+}
+
+impl Config {
+    /// Reads a config file, or the embedded default when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                Config::parse(&text, &path.display().to_string())
+            }
+            None => Config::parse(DEFAULT_CONFIG, "embedded default"),
+        }
+    }
+
+    /// Parses and checks a config; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: error.to_string(),
+        })?;
+        config.session_configs(origin)?;
+        Ok(config)
+    }
+
+    /// The sessions with every default applied, checked for consistency.
+    pub fn session_configs(&self, origin: &str) -> Result<Vec<SessionConfig>, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        let mut out: Vec<SessionConfig> = Vec::with_capacity(self.sessions.len());
+        for (index, session) in self.sessions.iter().enumerate() {
+            let name = format!("session #{}", index + 1);
+            let pick = |get: fn(&SessionSettings) -> Option<String>| {
+                get(session).or_else(|| get(&self.defaults))
+            };
+            let target = pick(|s| s.target_comp_id.clone())
+                .ok_or_else(|| invalid(format!("{name}: TargetCompID is required")))?;
+            let sender = pick(|s| s.sender_comp_id.clone())
+                .ok_or_else(|| invalid(format!("{name} ({target}): SenderCompID is required")))?;
+            let name = format!("session {sender}->{target}");
+            let mut config = SessionConfig::new(&sender, &target);
+            if let Some(begin) = pick(|s| s.begin_string.clone())
+                && begin != "FIX.4.4"
+            {
+                return Err(invalid(format!(
+                    "{name}: BeginString {begin:?} is not supported (only FIX.4.4)"
+                )));
+            }
+            for comp_id in [&sender, &target] {
+                if comp_id.is_empty() || !comp_id.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(invalid(format!(
+                        "{name}: CompID {comp_id:?} must be printable ASCII without spaces"
+                    )));
+                }
+            }
+            let number =
+                |get: fn(&SessionSettings) -> Option<u64>| get(session).or(get(&self.defaults));
+            let flag =
+                |get: fn(&SessionSettings) -> Option<bool>| get(session).or(get(&self.defaults));
+            if let Some(v) = number(|s| s.heart_bt_int_min) {
+                config.heart_bt_int_min_s = v;
+            }
+            if let Some(v) = number(|s| s.heart_bt_int_max) {
+                config.heart_bt_int_max_s = v;
+            }
+            if config.heart_bt_int_min_s == 0
+                || config.heart_bt_int_min_s > config.heart_bt_int_max_s
+            {
+                return Err(invalid(format!(
+                    "{name}: HeartBtIntMin must be at least 1 and not above HeartBtIntMax"
+                )));
+            }
+            if let Some(v) = flag(|s| s.check_latency) {
+                config.check_latency = v;
+            }
+            if let Some(v) = number(|s| s.max_latency) {
+                config.max_latency_ms = v * 1000;
+            }
+            if let Some(v) = number(|s| s.logon_timeout) {
+                config.logon_timeout_ms = v * 1000;
+            }
+            if let Some(v) = number(|s| s.logout_timeout) {
+                config.logout_timeout_ms = v * 1000;
+            }
+            let non_stop = flag(|s| s.non_stop_session);
+            let start = pick(|s| s.start_time.clone());
+            let end = pick(|s| s.end_time.clone());
+            let weekdays = pick(|s| s.weekdays.clone());
+            config.schedule = match (non_stop, start, end) {
+                (Some(true), _, _) | (None, None, None) => Schedule::non_stop(),
+                (_, Some(start), Some(end)) => {
+                    let time = |key: &str, value: &str| {
+                        TimeOfDay::parse(value).ok_or_else(|| {
+                            invalid(format!("{name}: {key} {value:?} is not HH:MM:SS"))
+                        })
+                    };
+                    let weekdays = match weekdays {
+                        None => 0x7f,
+                        Some(text) => Schedule::parse_weekdays(&text).ok_or_else(|| {
+                            invalid(format!(
+                                "{name}: Weekdays {text:?} is not a list like Mon,Tue,Wed"
+                            ))
+                        })?,
+                    };
+                    Schedule {
+                        start: time("StartTime", &start)?,
+                        end: time("EndTime", &end)?,
+                        weekdays,
+                        non_stop: false,
+                    }
+                }
+                _ => {
+                    return Err(invalid(format!(
+                        "{name}: set both StartTime and EndTime, or NonStopSession = true"
+                    )));
+                }
+            };
+            if out.iter().any(|c| {
+                c.sender_comp_id == config.sender_comp_id
+                    && c.target_comp_id == config.target_comp_id
+            }) {
+                return Err(invalid(format!("{name} is defined twice")));
+            }
+            out.push(config);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_config_is_valid() {
+        let config = Config::load(None).unwrap();
+        assert!(!config.session_configs("embedded").unwrap().is_empty());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_the_key() {
+        let text = DEFAULT_CONFIG.replace("[defaults]", "[defaults]\nMaxLatancy = 5");
+        let error = Config::parse(&text, "test.toml").unwrap_err().to_string();
+        assert!(error.contains("MaxLatancy"), "{error}");
+        assert!(error.contains("test.toml"), "{error}");
+    }
+
+    #[test]
+    fn sessions_inherit_defaults_and_override_them() {
+        let text = r#"
+            [gateway]
+            listen = "127.0.0.1:0"
+            store_dir = "store"
+            [defaults]
+            SenderCompID = "VENUE"
+            MaxLatency = 30
+            StartTime = "08:00:00"
+            EndTime = "17:00:00"
+            Weekdays = "Mon,Tue,Wed,Thu,Fri"
+            [[session]]
+            TargetCompID = "A"
+            [[session]]
+            TargetCompID = "B"
+            MaxLatency = 5
+            NonStopSession = true
+        "#;
+        let sessions = Config::parse(text, "t")
+            .unwrap()
+            .session_configs("t")
+            .unwrap();
+        assert_eq!(sessions[0].sender_comp_id, "VENUE");
+        assert_eq!(sessions[0].max_latency_ms, 30_000);
+        assert!(!sessions[0].schedule.non_stop);
+        assert_eq!(sessions[0].schedule.weekdays, 0b001_1111);
+        assert_eq!(sessions[1].max_latency_ms, 5_000);
+        assert!(sessions[1].schedule.non_stop);
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_session() {
+        let base = "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"s\"\n[[session]]\nSenderCompID = \"V\"\nTargetCompID = \"A\"\n";
+        for (extra, needle) in [
+            (
+                "StartTime = \"25:00:00\"\nEndTime = \"17:00:00\"\n",
+                "StartTime",
+            ),
+            ("StartTime = \"08:00:00\"\n", "EndTime"),
+            ("BeginString = \"FIX.4.2\"\n", "BeginString"),
+            ("HeartBtIntMin = 0\n", "HeartBtIntMin"),
+        ] {
+            let error = Config::parse(&format!("{base}{extra}"), "t")
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(needle) && error.contains("V->A"), "{error}");
+        }
+        let twice = format!("{base}[[session]]\nSenderCompID = \"V\"\nTargetCompID = \"A\"\n");
+        assert!(
+            Config::parse(&twice, "t")
+                .unwrap_err()
+                .to_string()
+                .contains("twice")
+        );
+    }
+}

@@ -61,3 +61,12 @@ pub const STORE_MESSAGES_GROWTH_FACTOR: u64 = 2;
 
 const _: () = assert!(STORE_MESSAGES_BYTES_INITIAL <= STORE_MESSAGES_BYTES_MAX);
 const _: () = assert!(STORE_MESSAGES_GROWTH_FACTOR >= 2);
+// ----- Gateway ----------------------------------------------------------------------------------
+
+/// Connections accepted at once by default. Each holds two small buffers; the bound keeps a
+/// connection flood from exhausting memory or file descriptors before Logon is even checked.
+pub const CONNECTIONS_MAX: usize = 1_024;
+
+/// Bytes read from a socket per read call: enough for a burst of typical messages in one
+/// syscall.
+pub const READ_CHUNK: usize = 16 * 1024;
