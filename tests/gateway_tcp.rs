@@ -1,0 +1,257 @@
+//! The gateway over real TCP, with the real `baton` binary: logon, heartbeats, logout, gaps and
+//! resend, refusals, business messages without an engine, and SIGKILL-and-restart recovery.
+
+mod support;
+
+use baton::bench::initiator::Initiator;
+use baton::fix::codec::Message;
+use support::{Gateway, WAIT, write_config};
+
+fn text(message: &Message, tag: u32) -> String {
+    String::from_utf8_lossy(message.get(tag).unwrap_or_default()).into_owned()
+}
+
+fn send_order(client: &mut Initiator, cl_ord_id: &str) -> u64 {
+    client
+        .send(b"D", |e| {
+            e.str(11, cl_ord_id)
+                .str(55, "ACME")
+                .char(54, b'1')
+                .str(60, "20261123-12:00:00")
+                .uint(38, 100)
+                .char(40, b'2')
+                .str(44, "10.5");
+        })
+        .expect("send order")
+}
+
+fn setup(sessions: usize) -> (tempfile::TempDir, Gateway) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), sessions, "");
+    let gateway = Gateway::start(&config, &dir.path().join("store"));
+    (dir, gateway)
+}
+
+#[test]
+fn logon_heartbeat_and_logout_over_tcp() {
+    let (_dir, gateway) = setup(1);
+    let mut client = gateway.client(1);
+    client.set_auto_heartbeat(false);
+    let mut config_hb = baton::bench::initiator::InitiatorConfig::new("CLIENT1", "BATON");
+    config_hb.heart_bt_int_s = 1;
+    let mut client = Initiator::connect(gateway.addr, config_hb).unwrap();
+    drop(gateway.client(1)); // an idle extra connection must not disturb anything
+    let logon = client.logon(false, WAIT).unwrap();
+    assert_eq!(logon.msg_type(), b"A");
+    assert_eq!(text(&logon, 108), "1");
+    let heartbeat = client
+        .recv_until(WAIT, "Heartbeat", |m| m.msg_type() == b"0")
+        .unwrap();
+    assert_eq!(text(&heartbeat, 49), "BATON");
+    client
+        .send(b"1", |e| {
+            e.str(112, "are-you-there");
+        })
+        .unwrap();
+    let answer = client
+        .recv_until(WAIT, "Heartbeat with TestReqID", |m| m.get(112).is_some())
+        .unwrap();
+    assert_eq!(text(&answer, 112), "are-you-there");
+    let logout = client.logout(WAIT).unwrap();
+    assert_eq!(logout.msg_type(), b"5");
+    assert!(client.closed_within(WAIT));
+    assert_eq!(client.gaps(), 0);
+}
+
+#[test]
+fn business_message_without_engine_gets_business_message_reject() {
+    let (_dir, gateway) = setup(1);
+    let mut client = gateway.client(1);
+    client.logon(false, WAIT).unwrap();
+    let seq = send_order(&mut client, "ORD-1");
+    let reject = client
+        .recv_until(WAIT, "BusinessMessageReject", |m| m.msg_type() == b"j")
+        .unwrap();
+    assert_eq!(text(&reject, 380), "4");
+    assert_eq!(text(&reject, 45), seq.to_string());
+    assert_eq!(text(&reject, 372), "D");
+    assert_eq!(text(&reject, 379), "ORD-1");
+    // The session stays up.
+    client
+        .send(b"1", |e| {
+            e.str(112, "still-here");
+        })
+        .unwrap();
+    client
+        .recv_until(WAIT, "Heartbeat", |m| m.get(112).is_some())
+        .unwrap();
+}
+
+#[test]
+fn unknown_comp_id_and_second_connection_are_refused() {
+    let (_dir, gateway) = setup(1);
+    let mut stranger = Initiator::connect(
+        gateway.addr,
+        baton::bench::initiator::InitiatorConfig::new("NOBODY", "BATON"),
+    )
+    .unwrap();
+    let answer = stranger.logon(false, WAIT).unwrap();
+    assert_eq!(answer.msg_type(), b"5");
+    assert_eq!(text(&answer, 58), "unknown CompID pair");
+    assert!(stranger.closed_within(WAIT));
+
+    let mut first = gateway.client(1);
+    first.logon(false, WAIT).unwrap();
+    let mut second = gateway.client(1);
+    let answer = second.logon(false, WAIT).unwrap();
+    assert_eq!(answer.msg_type(), b"5");
+    assert_eq!(text(&answer, 58), "session already connected");
+    assert!(second.closed_within(WAIT));
+    // The first connection is untouched.
+    first
+        .send(b"1", |e| {
+            e.str(112, "first");
+        })
+        .unwrap();
+    first
+        .recv_until(WAIT, "Heartbeat", |m| m.get(112).is_some())
+        .unwrap();
+}
+
+#[test]
+fn inbound_gap_is_resent_and_processed_in_order() {
+    let (_dir, gateway) = setup(1);
+    let mut client = gateway.client(1);
+    client.logon(false, WAIT).unwrap();
+    // Skip seq 2: send 3 first.
+    client.set_seq_num_next_out(3);
+    send_order(&mut client, "ORD-3");
+    let resend = client
+        .recv_until(WAIT, "ResendRequest", |m| m.msg_type() == b"2")
+        .unwrap();
+    assert_eq!(text(&resend, 7), "2");
+    // Fill the gap with a PossDup resend of 2; then both orders are answered, 2 before 3.
+    client
+        .send_with_seq(b"D", 2, |e| {
+            e.char(43, b'Y')
+                .str(122, "20261123-12:00:00")
+                .str(11, "ORD-2")
+                .str(55, "ACME")
+                .char(54, b'1')
+                .str(60, "20261123-12:00:00")
+                .uint(38, 100)
+                .char(40, b'2');
+        })
+        .unwrap();
+    let first = client
+        .recv_until(WAIT, "reject", |m| m.msg_type() == b"j")
+        .unwrap();
+    let second = client
+        .recv_until(WAIT, "reject", |m| m.msg_type() == b"j")
+        .unwrap();
+    assert_eq!(
+        (text(&first, 379), text(&second, 379)),
+        ("ORD-2".into(), "ORD-3".into())
+    );
+}
+
+#[test]
+fn garbled_bytes_over_tcp_are_ignored() {
+    let (_dir, gateway) = setup(1);
+    let mut client = gateway.client(1);
+    client.logon(false, WAIT).unwrap();
+    client
+        .send_raw(b"8=FIX.4.4\x019=5\x0135=0\x0110=000\x01garbage")
+        .unwrap();
+    client
+        .send(b"1", |e| {
+            e.str(112, "after-garbage");
+        })
+        .unwrap();
+    let answer = client
+        .recv_until(WAIT, "Heartbeat", |m| m.get(112).is_some())
+        .unwrap();
+    assert_eq!(text(&answer, 112), "after-garbage");
+}
+
+#[test]
+fn many_sessions_run_concurrently() {
+    const SESSIONS: usize = 20;
+    let (_dir, gateway) = setup(SESSIONS);
+    let addr = gateway.addr;
+    let threads: Vec<_> = (1..=SESSIONS)
+        .map(|n| {
+            std::thread::spawn(move || {
+                let mut client = Initiator::connect(
+                    addr,
+                    baton::bench::initiator::InitiatorConfig::new(&format!("CLIENT{n}"), "BATON"),
+                )
+                .unwrap();
+                client.logon(false, WAIT).unwrap();
+                for i in 0..10 {
+                    send_order(&mut client, &format!("C{n}-{i}"));
+                }
+                for i in 0..10 {
+                    let reject = client
+                        .recv_until(WAIT, "reject", |m| m.msg_type() == b"j")
+                        .unwrap();
+                    assert_eq!(text(&reject, 379), format!("C{n}-{i}"));
+                }
+                client.logout(WAIT).unwrap();
+                client.gaps()
+            })
+        })
+        .collect();
+    for thread in threads {
+        assert_eq!(thread.join().unwrap(), 0);
+    }
+}
+
+#[test]
+fn sigkill_and_restart_keeps_sequence_numbers_and_resend() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1, "");
+    let store = dir.path().join("store");
+    let mut gateway = Gateway::start(&config, &store);
+    let mut client = gateway.client(1);
+    client.logon(false, WAIT).unwrap();
+    for i in 0..25 {
+        send_order(&mut client, &format!("K-{i}"));
+        client
+            .recv_until(WAIT, "reject", |m| m.msg_type() == b"j")
+            .unwrap();
+    }
+    let (out_before, in_before) = (client.seq_num_next_out(), client.seq_num_next_in());
+    gateway.kill();
+    assert!(client.closed_within(WAIT));
+
+    let gateway = Gateway::start(&config, &store);
+    let mut client = gateway.client(1);
+    client.set_seq_num_next_out(out_before);
+    client.set_seq_num_next_in(in_before);
+    let logon = client.logon(false, WAIT).unwrap();
+    assert_eq!(logon.msg_type(), b"A", "{logon:?}");
+    assert_eq!(
+        text(&logon, 34),
+        in_before.to_string(),
+        "gateway continues its numbering"
+    );
+    assert_eq!(client.gaps(), 0);
+    // Everything sent before the kill can still be resent.
+    client
+        .send(b"2", |e| {
+            e.uint(7, 1).uint(16, 0);
+        })
+        .unwrap();
+    let mut resent = Vec::new();
+    while resent.len() < 25 {
+        let message = client
+            .recv_until(WAIT, "resent reject", |m| m.msg_type() == b"j")
+            .unwrap();
+        assert_eq!(text(&message, 43), "Y");
+        assert!(message.get(122).is_some());
+        resent.push(text(&message, 379));
+    }
+    let expected: Vec<String> = (0..25).map(|i| format!("K-{i}")).collect();
+    assert_eq!(resent, expected);
+}
