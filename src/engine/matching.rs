@@ -746,9 +746,8 @@ fn check_qty(qty: Qty, spec: &InstrumentSpec) -> Result<(), RejectText> {
 
 impl Engine for MatchingEngine {
     fn apply(&mut self, input: &Input, outputs: &mut Vec<Output>) {
-        assert_eq!(
-            input.seq,
-            self.last_input_seq + 1,
+        assert!(
+            Some(input.seq) == self.last_input_seq.checked_add(1),
             "input seq {} does not follow {}",
             input.seq,
             self.last_input_seq
