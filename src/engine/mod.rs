@@ -1,1 +1,256 @@
-//! placeholder
+//! The engine side of baton: the [`Engine`] trait every engine implements, the inputs it applies
+//! and the outputs it emits, and [`MatchingEngine`], the reference implementation (price-time
+//! priority limit order books).
+//!
+//! An engine is a pure state machine (DESIGN.md invariant 3): it never reads a clock, a random
+//! source or a socket. The gateway's sequencer gives each input its sequence number and time;
+//! order ids and execution ids derive from them, so two engines fed the same snapshot and inputs
+//! emit the same outputs byte for byte. The engine never sees FIX either: the gateway translates
+//! FIX messages into [`Input`]s and [`Output`]s back into ExecutionReports and
+//! OrderCancelRejects, with the wire values from each enum's `fix_value`.
+
+mod book;
+mod config;
+mod matching;
+mod snapshot;
+mod types;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fix::time::Timestamp;
+
+pub use config::{EngineConfig, EngineConfigError, InstrumentConfig};
+pub use matching::{MatchingEngine, OpenOrder};
+pub use snapshot::{SNAPSHOT_FORMAT_VERSIONS, SnapshotError};
+pub use types::{
+    ClOrdId, CxlRejReason, CxlRejResponseTo, ExecType, OrdRejReason, OrdStatus, OrdType, Price,
+    Qty, RejectText, Side, Symbol, TimeInForce,
+};
+
+/// An opaque owner id the gateway assigns to each FIX session. The engine only routes outputs
+/// by it and scopes ClOrdIDs to it; it never learns CompIDs (invariant 1).
+pub type SessionId = u32;
+
+/// One sequenced business message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Input {
+    /// Global input sequence number from the sequencer; each engine applies exactly
+    /// `last_input_seq + 1`. Also the OrderID of an order this input creates.
+    pub seq: u64,
+    /// Sequencer timestamp; the engine's only notion of time, never decreasing between inputs.
+    /// Becomes TransactTime of every output of this input.
+    pub time: Timestamp,
+    /// The session that sent the message; owns any order it creates.
+    pub session: SessionId,
+    /// What the session asks for.
+    pub request: Request,
+}
+
+/// The business messages an engine understands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// NewOrderSingle (35=D).
+    New(NewOrder),
+    /// OrderCancelRequest (35=F).
+    Cancel(CancelOrder),
+    /// OrderCancelReplaceRequest (35=G).
+    Replace(ReplaceOrder),
+}
+
+/// A NewOrderSingle, already parsed and type-checked by the gateway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewOrder {
+    /// The client's id for this order; must be new for the session today.
+    pub cl_ord_id: ClOrdId,
+    /// Which book.
+    pub symbol: Symbol,
+    /// Buy or sell.
+    pub side: Side,
+    /// Market or limit.
+    pub ord_type: OrdType,
+    /// Limit price: required for limit orders, forbidden for market orders.
+    pub price: Option<Price>,
+    /// OrderQty: positive and a multiple of the lot size.
+    pub qty: Qty,
+    /// How long the order may rest.
+    pub time_in_force: TimeInForce,
+}
+
+/// An OrderCancelRequest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelOrder {
+    /// The id of this request; must be new for the session today.
+    pub cl_ord_id: ClOrdId,
+    /// The latest ClOrdID of the order to cancel, within the same session.
+    pub orig_cl_ord_id: ClOrdId,
+    /// Must match the order's symbol, a guard against canceling the wrong order.
+    pub symbol: Symbol,
+    /// Must match the order's side, for the same reason.
+    pub side: Side,
+}
+
+/// An OrderCancelReplaceRequest: a new price and/or quantity for an open limit order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplaceOrder {
+    /// The id of this request; becomes the order's ClOrdID if accepted.
+    pub cl_ord_id: ClOrdId,
+    /// The latest ClOrdID of the order to change, within the same session.
+    pub orig_cl_ord_id: ClOrdId,
+    /// Must match the order's symbol.
+    pub symbol: Symbol,
+    /// Must match the order's side.
+    pub side: Side,
+    /// Must equal the order's type (limit): a resting order cannot become a market order.
+    pub ord_type: OrdType,
+    /// The new limit price.
+    pub price: Option<Price>,
+    /// The new total quantity (FIX OrderQty semantics, fills included); must exceed what has
+    /// already been filled.
+    pub qty: Qty,
+}
+
+/// One report to one session. `(input_seq, index)` identifies it across engines (invariant 4) and
+/// is the ExecID the gateway formats.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Output {
+    /// The input this output answers.
+    pub input_seq: u64,
+    /// Position among this input's outputs, from 0 without gaps.
+    pub index: u32,
+    /// The session the report goes to: the owner of the order it is about.
+    pub session: SessionId,
+    /// The report itself.
+    pub report: Report,
+}
+
+/// The two kinds of report an engine sends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Report {
+    /// ExecutionReport (35=8).
+    Execution(ExecutionReport),
+    /// OrderCancelReject (35=9).
+    CancelReject(CancelReject),
+}
+
+/// An ExecutionReport, with every field FIX 4.4 requires already decided by the engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionReport {
+    /// OrderID (37): the input seq of the NewOrderSingle that created the order; for a rejected
+    /// NewOrderSingle, that input's seq (no order exists, but the tag is required).
+    pub order_id: u64,
+    /// ClOrdID (11) of the request this report answers, or the order's latest for a fill.
+    pub cl_ord_id: ClOrdId,
+    /// OrigClOrdID (41), on reports answering a cancel or replace.
+    pub orig_cl_ord_id: Option<ClOrdId>,
+    /// ExecType (150): what happened.
+    pub exec_type: ExecType,
+    /// OrdStatus (39): the order's state afterwards.
+    pub ord_status: OrdStatus,
+    /// Symbol (55).
+    pub symbol: Symbol,
+    /// Side (54).
+    pub side: Side,
+    /// OrdType (40).
+    pub ord_type: OrdType,
+    /// Price (44): the order's limit; `None` for market orders.
+    pub price: Option<Price>,
+    /// TimeInForce (59).
+    pub time_in_force: TimeInForce,
+    /// OrderQty (38): the order's current total quantity.
+    pub order_qty: Qty,
+    /// LastQty (32): quantity of this fill; zero when the report is not a fill.
+    pub last_qty: Qty,
+    /// LastPx (31): price of this fill (the passive order's price); `None` when not a fill.
+    pub last_px: Option<Price>,
+    /// CumQty (14): filled so far.
+    pub cum_qty: Qty,
+    /// LeavesQty (151): still open; zero once the order is done. `order_qty == cum_qty +
+    /// leaves_qty` while the order is live.
+    pub leaves_qty: Qty,
+    /// AvgPx (6): volume-weighted average fill price, rounded half away from zero to the price
+    /// scale; zero before the first fill.
+    pub avg_px: Price,
+    /// TransactTime (60): the input's sequencer time.
+    pub transact_time: Timestamp,
+    /// OrdRejReason (103), on rejects only.
+    pub ord_rej_reason: Option<OrdRejReason>,
+    /// Text (58), on rejects only.
+    pub text: Option<RejectText>,
+}
+
+/// An OrderCancelReject: a cancel or replace request that was not applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelReject {
+    /// OrderID (37) of the order the request named, or `None` (FIX "NONE") when it named no
+    /// open order of the session.
+    pub order_id: Option<u64>,
+    /// ClOrdID (11) of the rejected request.
+    pub cl_ord_id: ClOrdId,
+    /// OrigClOrdID (41) of the rejected request.
+    pub orig_cl_ord_id: ClOrdId,
+    /// OrdStatus (39) of the named order, unchanged by the request; Rejected for an unknown one.
+    pub ord_status: OrdStatus,
+    /// CxlRejResponseTo (434): which kind of request this answers.
+    pub response_to: CxlRejResponseTo,
+    /// CxlRejReason (102).
+    pub reason: CxlRejReason,
+    /// Text (58).
+    pub text: Option<RejectText>,
+    /// TransactTime (60): the input's sequencer time.
+    pub transact_time: Timestamp,
+}
+
+/// SHA-256 of an engine's canonical state. Two engines with equal digests will emit the same
+/// outputs for the same inputs, which is how shadow comparison and restores are verified.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Digest(pub [u8; 32]);
+
+impl fmt::Display for Digest {
+    /// Lower-case hex, as `sha256sum` prints it, so operators can compare by eye or by tool.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for byte in self.0 {
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Digest({self})")
+    }
+}
+
+/// What the gateway needs from an engine. Implement it (or speak the link protocol) to get
+/// baton's failover, shadowing and switching for your own engine.
+pub trait Engine: Send + 'static {
+    /// Applies one sequenced input, appending its outputs in order (index = position within
+    /// this input). Panics if `input.seq` is not `last_input_seq() + 1` or time goes backwards:
+    /// both are sequencer bugs, and a crashed engine is replaced by its standby while a
+    /// diverged one would trade on.
+    fn apply(&mut self, input: &Input, outputs: &mut Vec<Output>);
+
+    /// Seq of the last applied input (0 before the first), so the gateway knows where journal
+    /// replay resumes after a restore.
+    fn last_input_seq(&self) -> u64;
+
+    /// Appends the complete state in a versioned binary format to `out` (appending lets the
+    /// caller put a frame header first).
+    fn snapshot(&self, out: &mut Vec<u8>);
+
+    /// Replaces the whole state by a snapshot of any supported format version. On error the
+    /// engine is unchanged: a snapshot is external input and may be corrupt or from a newer build.
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError>;
+
+    /// SHA-256 of the canonical state; equal across snapshot → restore and across engines that
+    /// applied the same inputs.
+    fn digest(&self) -> Digest;
+
+    /// Which engine build this is, recorded in change records and shadow reports.
+    fn build_version(&self) -> &str;
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,521 @@
+//! Versioned snapshots of the matching engine and the state digest derived from them.
+//!
+//! Layout: the magic `BTNSNAP\0`, the format version as a little-endian `u16`, then the payload of
+//! that version, encoded with bincode 2's standard configuration. The payload is canonical: books
+//! in symbol order, each side best price first and oldest order first within a price, ClOrdIDs
+//! and ended orders sorted, so two engines in the same state write the same bytes and the digest
+//! (SHA-256 of those bytes) compares states.
+//!
+//! Versioning (DESIGN.md invariant 6): each format version has its own payload types in a module
+//! of its own (`v1`), frozen once released: they use primitive fields and FIX wire values rather
+//! than the engine's Rust enums, so reordering an enum cannot change a format. A new version adds
+//! a module `v2`, makes it the written format, and [`read`] keeps decoding v1 and upgrading it.
+//!
+//! A snapshot is external input: it may be truncated, corrupt or from a build with another
+//! configuration. [`read`] and `MatchingEngine::check_state` turn every such case into a
+//! [`SnapshotError`] and never panic; only a state that passed every check is loaded.
+
+use std::io::Write;
+
+use serde::de::DeserializeOwned;
+use sha2::{Digest as _, Sha256};
+
+use super::Digest;
+use super::book::{NIL, Order, avg_px};
+use super::matching::{MatchingEngine, NO_ORDER, OrderState};
+use super::types::{OrdStatus, OrdType, Price, Qty, Side, Symbol, TimeInForce};
+use crate::constants::ENGINE_ORDER_QTY_MAX;
+use crate::fix::time::Timestamp;
+
+/// Identifies a baton engine snapshot, so that a wrong file is refused before decoding.
+const MAGIC: [u8; 8] = *b"BTNSNAP\0";
+
+/// Magic plus the version.
+const HEADER_LEN: usize = MAGIC.len() + 2;
+
+/// Format versions this build reads, oldest first; the last is the one it writes.
+pub const SNAPSHOT_FORMAT_VERSIONS: &[u16] = &[1];
+
+/// The version [`write`] produces.
+const FORMAT_VERSION_WRITTEN: u16 = 1;
+
+const _: () =
+    assert!(SNAPSHOT_FORMAT_VERSIONS[SNAPSHOT_FORMAT_VERSIONS.len() - 1] == FORMAT_VERSION_WRITTEN);
+
+/// The in-memory form of the written format. Moving to a v2 format changes this alias.
+pub(crate) type State = v1::StateV1;
+
+/// Why a snapshot was refused. The engine that was asked to restore it is unchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The bytes do not start with the snapshot magic: not a snapshot at all.
+    #[error("not a baton engine snapshot (bad magic)")]
+    BadMagic,
+    /// A snapshot from a build that writes a format this build does not know.
+    #[error(
+        "snapshot format version {version} is not supported (this build reads {SNAPSHOT_FORMAT_VERSIONS:?})"
+    )]
+    UnknownVersion {
+        /// The version in the header.
+        version: u16,
+    },
+    /// The bytes end before the snapshot does (a partial copy or a torn write).
+    #[error("snapshot is truncated")]
+    Truncated,
+    /// The payload is not a valid encoding of its version's state.
+    #[error("snapshot payload does not decode: {0}")]
+    Malformed(#[source] bincode::error::DecodeError),
+    /// Bytes follow the payload; a snapshot is exactly one state, so this is corruption.
+    #[error("snapshot has {extra} unexpected bytes after its payload")]
+    TrailingBytes {
+        /// How many.
+        extra: usize,
+    },
+    /// The payload decodes but describes a state the engine can never be in.
+    #[error("snapshot is inconsistent: {0}")]
+    Inconsistent(&'static str),
+    /// The snapshot has orders for an instrument this engine is not configured for.
+    #[error(
+        "snapshot has orders for symbol {symbol}, which this engine is not configured to trade"
+    )]
+    UnknownSymbol {
+        /// The instrument.
+        symbol: Symbol,
+    },
+    /// The snapshot holds more than this engine's configured capacities.
+    #[error("snapshot needs {needed} {what} but this engine is configured for {max}")]
+    CapacityExceeded {
+        /// Which capacity.
+        what: &'static str,
+        /// What the snapshot holds.
+        needed: u64,
+        /// What the configuration allows.
+        max: u64,
+    },
+}
+
+/// Format version 1. Frozen: change nothing here once released; add `v2` instead.
+pub(crate) mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    use crate::engine::types::{ClOrdId, Symbol};
+
+    /// The whole engine state.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct StateV1 {
+        /// Seq of the last applied input; replay resumes after it.
+        pub last_input_seq: u64,
+        /// Time of the last applied input in ns since the epoch; later inputs may not be earlier.
+        pub last_time_ns: u64,
+        /// Books with at least one resting order, sorted by symbol (unique).
+        pub books: Vec<BookV1>,
+        /// Every ClOrdID used today, sorted by (session, ClOrdID) (unique).
+        pub cl_ord_ids: Vec<ClOrdIdV1>,
+        /// Every order that ended today, sorted by OrderID (unique).
+        pub orders_ended: Vec<OrderEndedV1>,
+    }
+
+    /// One instrument's resting orders.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct BookV1 {
+        /// The instrument.
+        pub symbol: Symbol,
+        /// Buy orders, best (highest) price first, oldest first within a price.
+        pub bids: Vec<OrderV1>,
+        /// Sell orders, best (lowest) price first, oldest first within a price.
+        pub asks: Vec<OrderV1>,
+    }
+
+    /// One resting order; its side is the list it is in.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct OrderV1 {
+        /// OrderID, 1..=last_input_seq, unique among resting and ended orders.
+        pub order_id: u64,
+        /// Owning session.
+        pub session: u32,
+        /// Latest ClOrdID; registered to this order in `cl_ord_ids`.
+        pub cl_ord_id: ClOrdId,
+        /// OrdType as its FIX character; resting orders are limit orders.
+        pub ord_type: u8,
+        /// TimeInForce as its FIX character; resting orders are Day orders.
+        pub time_in_force: u8,
+        /// Resting price in units of 10^-8.
+        pub price: i64,
+        /// Total quantity, 1..=ENGINE_ORDER_QTY_MAX.
+        pub order_qty: u64,
+        /// Filled so far, below `order_qty`.
+        pub cum_qty: u64,
+        /// Sum of fill quantity × fill price (units of 10^-8), from which AvgPx derives.
+        pub notional: i128,
+    }
+
+    /// One used ClOrdID.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ClOrdIdV1 {
+        /// The session that used it.
+        pub session: u32,
+        /// The id.
+        pub cl_ord_id: ClOrdId,
+        /// The order the request created or acted on; 0 for a rejected request.
+        pub order_id: u64,
+    }
+
+    /// One order that is done.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct OrderEndedV1 {
+        /// Its OrderID.
+        pub order_id: u64,
+        /// OrdStatus as its FIX character: Filled or Canceled.
+        pub ord_status: u8,
+    }
+}
+
+/// bincode settings of every format version: varint integers, no size limit beyond the input
+/// itself (decoding borrows from the slice, and serde caps what a claimed length preallocates).
+fn bincode_config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Appends the snapshot of `state` to `out`.
+pub(crate) fn write(state: &State, out: &mut Vec<u8>) {
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION_WRITTEN.to_le_bytes());
+    bincode::serde::encode_into_std_write(state, out, bincode_config())
+        .expect("encoding plain data into a Vec cannot fail");
+}
+
+/// SHA-256 of the snapshot of `state`, computed without materializing the bytes.
+pub(crate) fn digest(state: &State) -> Digest {
+    let mut hasher = HashWriter(Sha256::new());
+    hasher.0.update(MAGIC);
+    hasher.0.update(FORMAT_VERSION_WRITTEN.to_le_bytes());
+    bincode::serde::encode_into_std_write(state, &mut hasher, bincode_config())
+        .expect("encoding plain data into a hasher cannot fail");
+    Digest(hasher.0.finalize().into())
+}
+
+/// Feeds bincode's output straight into the hash.
+struct HashWriter(Sha256);
+
+impl Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Decodes a snapshot of any supported version into the current in-memory form. Checks the
+/// encoding only; whether the state makes sense is `MatchingEngine::check_state`'s job.
+pub(crate) fn read(bytes: &[u8]) -> Result<State, SnapshotError> {
+    let magic_len = bytes.len().min(MAGIC.len());
+    if bytes[..magic_len] != MAGIC[..magic_len] {
+        return Err(SnapshotError::BadMagic);
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(SnapshotError::Truncated);
+    }
+    let version = u16::from_le_bytes([bytes[MAGIC.len()], bytes[MAGIC.len() + 1]]);
+    let payload = &bytes[HEADER_LEN..];
+    match version {
+        1 => decode::<v1::StateV1>(payload),
+        // A v2 format adds `2 => decode::<v2::StateV2>(payload)` and turns this arm into
+        // `1 => decode::<v1::StateV1>(payload).map(v2::StateV2::from)`.
+        _ => Err(SnapshotError::UnknownVersion { version }),
+    }
+}
+
+/// Decodes exactly one `T` from `payload`.
+fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, SnapshotError> {
+    match bincode::serde::decode_from_slice::<T, _>(payload, bincode_config()) {
+        Ok((state, used)) if used == payload.len() => Ok(state),
+        Ok((_, used)) => Err(SnapshotError::TrailingBytes {
+            extra: payload.len() - used,
+        }),
+        Err(bincode::error::DecodeError::UnexpectedEnd { .. }) => Err(SnapshotError::Truncated),
+        Err(error) => Err(SnapshotError::Malformed(error)),
+    }
+}
+
+/// Shorthand for the many consistency checks.
+fn inconsistent(what: &'static str) -> Result<(), SnapshotError> {
+    Err(SnapshotError::Inconsistent(what))
+}
+
+impl MatchingEngine {
+    /// The canonical form of the current state (see the module documentation for the order).
+    pub(crate) fn canonical_state(&self) -> State {
+        let resting = |order: &Order| v1::OrderV1 {
+            order_id: order.order_id,
+            session: order.session,
+            cl_ord_id: order.cl_ord_id,
+            ord_type: order.ord_type.fix_value(),
+            time_in_force: order.time_in_force.fix_value(),
+            price: order.price.expect("resting orders have a price").0,
+            order_qty: order.order_qty.0,
+            cum_qty: order.cum_qty.0,
+            notional: order.notional,
+        };
+        let mut books = Vec::new();
+        for instrument in &self.instruments {
+            let bids: Vec<_> = instrument.book.bids.iter(&self.slab).map(resting).collect();
+            let asks: Vec<_> = instrument.book.asks.iter(&self.slab).map(resting).collect();
+            if !bids.is_empty() || !asks.is_empty() {
+                books.push(v1::BookV1 {
+                    symbol: instrument.spec.symbol,
+                    bids,
+                    asks,
+                });
+            }
+        }
+        let mut cl_ord_ids: Vec<_> = self
+            .cl_ord_ids
+            .iter()
+            .map(|(&(session, cl_ord_id), &order_id)| v1::ClOrdIdV1 {
+                session,
+                cl_ord_id,
+                order_id,
+            })
+            .collect();
+        // Keys are unique, so an unstable sort is still a total, deterministic order.
+        cl_ord_ids.sort_unstable_by_key(|entry| (entry.session, entry.cl_ord_id));
+        let mut orders_ended: Vec<_> = self
+            .orders
+            .iter()
+            .filter_map(|(&order_id, state)| match state {
+                OrderState::Ended(status) => Some(v1::OrderEndedV1 {
+                    order_id,
+                    ord_status: status.fix_value(),
+                }),
+                OrderState::Live(_) => None,
+            })
+            .collect();
+        orders_ended.sort_unstable_by_key(|ended| ended.order_id);
+        State {
+            last_input_seq: self.last_input_seq,
+            last_time_ns: self.last_time.0,
+            books,
+            cl_ord_ids,
+            orders_ended,
+        }
+    }
+
+    /// Refuses any state this engine could not have reached or cannot hold, so that loading
+    /// cannot trip an internal assertion and the loaded engine behaves like the one that wrote
+    /// the snapshot. Tick and lot sizes are deliberately not re-checked: a new configuration may
+    /// change them, and orders accepted under the old one stay valid.
+    pub(crate) fn check_state(&self, state: &State) -> Result<(), SnapshotError> {
+        let mut live_ids: Vec<u64> = Vec::new();
+        let mut previous_symbol: Option<Symbol> = None;
+        for book in &state.books {
+            if previous_symbol.is_some_and(|previous| previous >= book.symbol) {
+                return inconsistent("books are not sorted by symbol");
+            }
+            previous_symbol = Some(book.symbol);
+            if self.instrument_index(book.symbol).is_none() {
+                return Err(SnapshotError::UnknownSymbol {
+                    symbol: book.symbol,
+                });
+            }
+            if book.bids.is_empty() && book.asks.is_empty() {
+                return inconsistent("a book without orders is listed");
+            }
+            for (side, orders) in [(Side::Buy, &book.bids), (Side::Sell, &book.asks)] {
+                let mut levels: u64 = 0;
+                let mut previous_price: Option<i64> = None;
+                for order in orders {
+                    check_resting(order, state.last_input_seq)?;
+                    match previous_price {
+                        Some(previous) if previous == order.price => {}
+                        Some(previous)
+                            if (side == Side::Buy && order.price > previous)
+                                || (side == Side::Sell && order.price < previous) =>
+                        {
+                            return inconsistent("a book side is not in price priority order");
+                        }
+                        _ => levels += 1,
+                    }
+                    previous_price = Some(order.price);
+                    live_ids.push(order.order_id);
+                }
+                if levels > u64::from(self.levels_max) {
+                    return Err(SnapshotError::CapacityExceeded {
+                        what: "price levels on one side of a book",
+                        needed: levels,
+                        max: u64::from(self.levels_max),
+                    });
+                }
+            }
+            if let (Some(bid), Some(ask)) = (book.bids.first(), book.asks.first())
+                && bid.price >= ask.price
+            {
+                return inconsistent("a book is crossed");
+            }
+        }
+        for (what, needed, max) in [
+            ("open orders", live_ids.len(), self.slab.capacity()),
+            ("ClOrdIDs", state.cl_ord_ids.len(), self.cl_ord_ids_max),
+            (
+                "orders of the session day",
+                live_ids.len() + state.orders_ended.len(),
+                self.cl_ord_ids_max,
+            ),
+        ] {
+            if needed > max as usize {
+                return Err(SnapshotError::CapacityExceeded {
+                    what,
+                    needed: needed as u64,
+                    max: u64::from(max),
+                });
+            }
+        }
+        if state.cl_ord_ids.windows(2).any(|pair| {
+            (pair[0].session, pair[0].cl_ord_id) >= (pair[1].session, pair[1].cl_ord_id)
+        }) {
+            return inconsistent("ClOrdIDs are not sorted and unique");
+        }
+        if state
+            .orders_ended
+            .windows(2)
+            .any(|pair| pair[0].order_id >= pair[1].order_id)
+        {
+            return inconsistent("ended orders are not sorted and unique");
+        }
+        for ended in &state.orders_ended {
+            if ended.order_id == 0 || ended.order_id > state.last_input_seq {
+                return inconsistent("an ended order's OrderID is zero or after the last input");
+            }
+            if !matches!(
+                OrdStatus::from_fix(ended.ord_status),
+                Some(OrdStatus::Filled | OrdStatus::Canceled)
+            ) {
+                return inconsistent("an ended order's status is neither filled nor canceled");
+            }
+        }
+        live_ids.sort_unstable();
+        if live_ids.windows(2).any(|pair| pair[0] == pair[1]) {
+            return inconsistent("an OrderID rests twice");
+        }
+        let is_ended = |order_id: u64| {
+            state
+                .orders_ended
+                .binary_search_by_key(&order_id, |ended| ended.order_id)
+                .is_ok()
+        };
+        if live_ids.iter().any(|&order_id| is_ended(order_id)) {
+            return inconsistent("an order is both resting and ended");
+        }
+        for order in state
+            .books
+            .iter()
+            .flat_map(|book| book.bids.iter().chain(&book.asks))
+        {
+            let registered = state
+                .cl_ord_ids
+                .binary_search_by(|entry| {
+                    (entry.session, entry.cl_ord_id).cmp(&(order.session, order.cl_ord_id))
+                })
+                .map(|at| state.cl_ord_ids[at].order_id);
+            if registered != Ok(order.order_id) {
+                return inconsistent("a resting order's ClOrdID is not registered to it");
+            }
+        }
+        for entry in &state.cl_ord_ids {
+            if entry.order_id != NO_ORDER
+                && live_ids.binary_search(&entry.order_id).is_err()
+                && !is_ended(entry.order_id)
+            {
+                return inconsistent("a ClOrdID names an order that does not exist");
+            }
+        }
+        if state.last_input_seq == 0 && !(state.cl_ord_ids.is_empty() && state.books.is_empty()) {
+            return inconsistent("orders exist before the first input");
+        }
+        Ok(())
+    }
+
+    /// Replaces the state by `state`, which [`MatchingEngine::check_state`] accepted.
+    pub(crate) fn load_state(&mut self, state: State) {
+        self.slab.clear();
+        for instrument in &mut self.instruments {
+            instrument.book.bids.levels.clear();
+            instrument.book.asks.levels.clear();
+        }
+        self.cl_ord_ids.clear();
+        self.orders.clear();
+        for book in &state.books {
+            let instrument = self
+                .instrument_index(book.symbol)
+                .expect("checked: symbol is configured");
+            for (side, orders) in [(Side::Buy, &book.bids), (Side::Sell, &book.asks)] {
+                // Worst price first, so that each new level lands at the end of the sorted level
+                // vector instead of shifting it; within a price, oldest first.
+                let runs: Vec<&[v1::OrderV1]> =
+                    orders.chunk_by(|a, b| a.price == b.price).collect();
+                for run in runs.into_iter().rev() {
+                    for resting in run {
+                        let order = Order {
+                            order_id: resting.order_id,
+                            session: resting.session,
+                            cl_ord_id: resting.cl_ord_id,
+                            instrument: instrument as u32,
+                            side,
+                            ord_type: OrdType::from_fix(resting.ord_type).expect("checked: limit"),
+                            time_in_force: TimeInForce::from_fix(resting.time_in_force)
+                                .expect("checked: day"),
+                            price: Some(Price(resting.price)),
+                            order_qty: Qty(resting.order_qty),
+                            cum_qty: Qty(resting.cum_qty),
+                            notional: resting.notional,
+                            prev: NIL,
+                            next: NIL,
+                        };
+                        let index = self.slab.insert(order);
+                        self.instruments[instrument]
+                            .book
+                            .side_mut(side)
+                            .push_back(&mut self.slab, index);
+                        self.orders.insert(order.order_id, OrderState::Live(index));
+                    }
+                }
+            }
+        }
+        for entry in &state.cl_ord_ids {
+            self.cl_ord_ids
+                .insert((entry.session, entry.cl_ord_id), entry.order_id);
+        }
+        for ended in &state.orders_ended {
+            let status =
+                OrdStatus::from_fix(ended.ord_status).expect("checked: filled or canceled");
+            self.orders
+                .insert(ended.order_id, OrderState::Ended(status));
+        }
+        self.last_input_seq = state.last_input_seq;
+        self.last_time = Timestamp(state.last_time_ns);
+    }
+}
+
+/// Checks one resting order on its own.
+fn check_resting(order: &v1::OrderV1, last_input_seq: u64) -> Result<(), SnapshotError> {
+    if order.order_id == 0 || order.order_id > last_input_seq {
+        return inconsistent("a resting order's OrderID is zero or after the last input");
+    }
+    if OrdType::from_fix(order.ord_type) != Some(OrdType::Limit)
+        || TimeInForce::from_fix(order.time_in_force) != Some(TimeInForce::Day)
+    {
+        return inconsistent("a resting order is not a Day limit order");
+    }
+    if order.order_qty == 0
+        || order.order_qty > ENGINE_ORDER_QTY_MAX
+        || order.cum_qty >= order.order_qty
+    {
+        return inconsistent("a resting order's quantities are impossible");
+    }
+    if avg_px(order.notional, Qty(order.cum_qty)).is_none() {
+        return inconsistent("a resting order's fill notional is impossible");
+    }
+    Ok(())
+}

@@ -1,0 +1,1002 @@
+//! Behavior of the matching engine, one rule per test, with exact expected reports.
+
+use super::snapshot::v1;
+use super::*;
+
+const AAA: &str = "AAA";
+const BBB: &str = "BBB";
+
+fn cid(text: &str) -> ClOrdId {
+    ClOrdId::try_from_bytes(text.as_bytes()).unwrap()
+}
+
+fn sym(text: &str) -> Symbol {
+    Symbol::try_from_bytes(text.as_bytes()).unwrap()
+}
+
+fn px(text: &str) -> Price {
+    Price::parse_decimal(text.as_bytes()).unwrap()
+}
+
+fn small_config() -> EngineConfig {
+    EngineConfig {
+        instruments: vec![
+            InstrumentConfig {
+                symbol: AAA.into(),
+                tick_size: px("0.01"),
+                lot_size: 1,
+            },
+            InstrumentConfig {
+                symbol: BBB.into(),
+                tick_size: px("0.5"),
+                lot_size: 10,
+            },
+        ],
+        orders_max: 64,
+        levels_max: 8,
+        cl_ord_ids_max: 256,
+    }
+}
+
+/// An engine plus the sequencer's job: consecutive seqs and rising times.
+struct Harness {
+    engine: MatchingEngine,
+    seq: u64,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with_config(&small_config())
+    }
+
+    fn with_config(config: &EngineConfig) -> Harness {
+        Harness {
+            engine: MatchingEngine::new(config).unwrap(),
+            seq: 0,
+        }
+    }
+
+    fn apply(&mut self, session: SessionId, request: Request) -> Vec<Output> {
+        self.seq += 1;
+        let input = Input {
+            seq: self.seq,
+            time: Timestamp(1_000 * self.seq),
+            session,
+            request,
+        };
+        let mut outputs = Vec::new();
+        self.engine.apply(&input, &mut outputs);
+        for (i, output) in outputs.iter().enumerate() {
+            assert_eq!(output.input_seq, self.seq);
+            assert_eq!(output.index as usize, i);
+        }
+        outputs
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn order(
+        &mut self,
+        session: SessionId,
+        id: &str,
+        symbol: &str,
+        side: Side,
+        price: Option<&str>,
+        qty: u64,
+        tif: TimeInForce,
+    ) -> Vec<Output> {
+        let ord_type = if price.is_some() {
+            OrdType::Limit
+        } else {
+            OrdType::Market
+        };
+        self.apply(
+            session,
+            Request::New(NewOrder {
+                cl_ord_id: cid(id),
+                symbol: sym(symbol),
+                side,
+                ord_type,
+                price: price.map(px),
+                qty: Qty(qty),
+                time_in_force: tif,
+            }),
+        )
+    }
+
+    fn limit(
+        &mut self,
+        session: SessionId,
+        id: &str,
+        side: Side,
+        price: &str,
+        qty: u64,
+    ) -> Vec<Output> {
+        self.order(session, id, AAA, side, Some(price), qty, TimeInForce::Day)
+    }
+
+    fn cancel(&mut self, session: SessionId, id: &str, orig: &str, side: Side) -> Vec<Output> {
+        self.apply(
+            session,
+            Request::Cancel(CancelOrder {
+                cl_ord_id: cid(id),
+                orig_cl_ord_id: cid(orig),
+                symbol: sym(AAA),
+                side,
+            }),
+        )
+    }
+
+    fn replace(
+        &mut self,
+        session: SessionId,
+        id: &str,
+        orig: &str,
+        side: Side,
+        price: &str,
+        qty: u64,
+    ) -> Vec<Output> {
+        self.apply(
+            session,
+            Request::Replace(ReplaceOrder {
+                cl_ord_id: cid(id),
+                orig_cl_ord_id: cid(orig),
+                symbol: sym(AAA),
+                side,
+                ord_type: OrdType::Limit,
+                price: Some(px(price)),
+                qty: Qty(qty),
+            }),
+        )
+    }
+
+    /// (session, ClOrdID, leaves) of the resting orders of AAA in book order.
+    fn book(&self) -> Vec<(SessionId, String, u64)> {
+        self.engine
+            .open_orders()
+            .iter()
+            .filter(|o| o.symbol == sym(AAA))
+            .map(|o| (o.session, o.cl_ord_id.to_string(), o.leaves_qty.0))
+            .collect()
+    }
+}
+
+fn exec(output: &Output) -> &ExecutionReport {
+    match &output.report {
+        Report::Execution(report) => report,
+        Report::CancelReject(reject) => panic!("expected an execution report, got {reject:?}"),
+    }
+}
+
+fn cxl_reject(output: &Output) -> &CancelReject {
+    match &output.report {
+        Report::CancelReject(reject) => reject,
+        Report::Execution(report) => panic!("expected a cancel reject, got {report:?}"),
+    }
+}
+
+/// (session, ExecType, OrdStatus, ClOrdID, LastQty, CumQty, LeavesQty) of each output.
+fn summary(outputs: &[Output]) -> Vec<(SessionId, ExecType, OrdStatus, String, u64, u64, u64)> {
+    outputs
+        .iter()
+        .map(|o| {
+            let r = exec(o);
+            (
+                o.session,
+                r.exec_type,
+                r.ord_status,
+                r.cl_ord_id.to_string(),
+                r.last_qty.0,
+                r.cum_qty.0,
+                r.leaves_qty.0,
+            )
+        })
+        .collect()
+}
+
+fn assert_rejected(outputs: &[Output], reason: OrdRejReason, text: RejectText) {
+    assert_eq!(outputs.len(), 1, "{outputs:?}");
+    let report = exec(&outputs[0]);
+    assert_eq!(report.exec_type, ExecType::Rejected);
+    assert_eq!(report.ord_status, OrdStatus::Rejected);
+    assert_eq!(report.ord_rej_reason, Some(reason));
+    assert_eq!(report.text, Some(text));
+    assert_eq!((report.cum_qty, report.leaves_qty), (Qty(0), Qty(0)));
+}
+
+use super::ExecType::{Canceled, New as Ack, Replaced, Trade};
+use super::OrdStatus::{Canceled as Done, Filled, New as Open, PartiallyFilled as Partial};
+use super::Side::{Buy, Sell};
+use super::TimeInForce::{Day, Fok, Ioc};
+
+#[test]
+fn limit_order_rests_and_is_acknowledged() {
+    let mut h = Harness::new();
+    let out = h.limit(1, "b1", Buy, "100.25", 10);
+    assert_eq!(summary(&out), [(1, Ack, Open, "b1".into(), 0, 0, 10)]);
+    let ack = exec(&out[0]);
+    assert_eq!(ack.order_id, 1);
+    assert_eq!(ack.price, Some(px("100.25")));
+    assert_eq!(ack.transact_time, Timestamp(1_000));
+    assert_eq!(ack.last_px, None);
+    assert_eq!(h.engine.best_bid(sym(AAA)), Some(px("100.25")));
+    assert_eq!(h.engine.best_ask(sym(AAA)), None);
+    assert_eq!(h.engine.last_input_seq(), 1);
+}
+
+#[test]
+fn fill_reports_go_to_both_sessions() {
+    let mut h = Harness::new();
+    h.limit(1, "s1", Sell, "100", 10);
+    let out = h.limit(2, "b1", Buy, "101", 4);
+    assert_eq!(
+        summary(&out),
+        [
+            (2, Ack, Open, "b1".into(), 0, 0, 4),
+            (1, Trade, Partial, "s1".into(), 4, 4, 6),
+            (2, Trade, Filled, "b1".into(), 4, 4, 0),
+        ]
+    );
+    for report in [exec(&out[1]), exec(&out[2])] {
+        assert_eq!(
+            report.last_px,
+            Some(px("100")),
+            "trades at the passive price"
+        );
+        assert_eq!(report.avg_px, px("100"));
+    }
+    assert_eq!(exec(&out[1]).order_id, 1);
+    assert_eq!(exec(&out[2]).order_id, 2);
+    assert_eq!(h.book(), [(1, "s1".into(), 6)]);
+}
+
+#[test]
+fn sweep_follows_price_then_time_priority() {
+    let mut h = Harness::new();
+    h.limit(1, "s1", Sell, "101", 5);
+    h.limit(2, "s2", Sell, "100", 5);
+    h.limit(3, "s3", Sell, "100", 5);
+    h.limit(1, "s4", Sell, "102", 5);
+    let out = h.limit(4, "b1", Buy, "101", 12);
+    assert_eq!(
+        summary(&out),
+        [
+            (4, Ack, Open, "b1".into(), 0, 0, 12),
+            (2, Trade, Filled, "s2".into(), 5, 5, 0),
+            (4, Trade, Partial, "b1".into(), 5, 5, 7),
+            (3, Trade, Filled, "s3".into(), 5, 5, 0),
+            (4, Trade, Partial, "b1".into(), 5, 10, 2),
+            (1, Trade, Partial, "s1".into(), 2, 2, 3),
+            (4, Trade, Filled, "b1".into(), 2, 12, 0),
+        ]
+    );
+    assert_eq!(exec(&out[5]).last_px, Some(px("101")));
+    // (5×100 + 5×100 + 2×101) / 12 = 100.1666… → 100.16666667
+    assert_eq!(exec(&out[6]).avg_px, Price(10_016_666_667));
+    assert_eq!(h.engine.best_ask(sym(AAA)), Some(px("101")));
+    assert_eq!(h.book(), [(1, "s1".into(), 3), (1, "s4".into(), 5)]);
+}
+
+#[test]
+fn limit_remainder_rests_after_partial_fill() {
+    let mut h = Harness::new();
+    h.limit(1, "s1", Sell, "100", 3);
+    let out = h.limit(2, "b1", Buy, "100", 10);
+    assert_eq!(out.len(), 3);
+    assert_eq!(h.book(), [(2, "b1".into(), 7)]);
+    assert_eq!(h.engine.best_bid(sym(AAA)), Some(px("100")));
+    let open = h.engine.open_orders();
+    assert_eq!((open[0].order_qty, open[0].cum_qty), (Qty(10), Qty(3)));
+}
+
+#[test]
+fn ioc_remainder_is_canceled() {
+    let mut h = Harness::new();
+    h.limit(1, "s1", Sell, "100", 3);
+    let out = h.order(2, "b1", AAA, Buy, Some("100"), 10, Ioc);
+    assert_eq!(
+        summary(&out),
+        [
+            (2, Ack, Open, "b1".into(), 0, 0, 10),
+            (1, Trade, Filled, "s1".into(), 3, 3, 0),
+            (2, Trade, Partial, "b1".into(), 3, 3, 7),
+            (2, Canceled, Done, "b1".into(), 0, 3, 0),
+        ]
+    );
+    assert!(h.book().is_empty());
+}
+
+#[test]
+fn market_order_never_rests() {
+    let mut h = Harness::new();
+    h.limit(1, "s1", Sell, "100", 3);
+    h.limit(1, "s2", Sell, "105", 3);
+    let out = h.order(2, "m1", AAA, Buy, None, 10, Day);
+    assert_eq!(
+        summary(&out),
+        [
+            (2, Ack, Open, "m1".into(), 0, 0, 10),
+            (1, Trade, Filled, "s1".into(), 3, 3, 0),
+            (2, Trade, Partial, "m1".into(), 3, 3, 7),
+            (1, Trade, Filled, "s2".into(), 3, 3, 0),
+            (2, Trade, Partial, "m1".into(), 3, 6, 4),
+            (2, Canceled, Done, "m1".into(), 0, 6, 0),
+        ]
+    );
+    assert_eq!(exec(&out[0]).price, None);
+    assert_eq!(exec(&out[5]).avg_px, px("102.5"));
+    let out = h.order(2, "m2", AAA, Sell, None, 1, Day);
+    assert_eq!(
+        summary(&out),
+        [
+            (2, Ack, Open, "m2".into(), 0, 0, 1),
+            (2, Canceled, Done, "m2".into(), 0, 0, 0),
+        ]
+    );
+    assert!(h.book().is_empty());
+}
+
+#[test]
+fn fok_without_enough_liquidity_does_nothing() {
+    let mut h = Harness::new();
+    h.limit(1, "s1", Sell, "100", 5);
+    h.limit(1, "s2", Sell, "102", 5);
+    let before = h.engine.digest();
+    let out = h.order(2, "f1", AAA, Buy, Some("101"), 6, Fok);
+    assert_eq!(
+        summary(&out),
+        [
+            (2, Ack, Open, "f1".into(), 0, 0, 6),
+            (2, Canceled, Done, "f1".into(), 0, 0, 0)
+        ]
+    );
+    assert_eq!(h.book(), [(1, "s1".into(), 5), (1, "s2".into(), 5)]);
+    assert_ne!(
+        h.engine.digest(),
+        before,
+        "the ClOrdID is used even though nothing traded"
+    );
+}
+
+#[test]
+fn fok_with_enough_liquidity_fills_completely() {
+    let mut h = Harness::new();
+    h.limit(1, "s1", Sell, "100", 5);
+    h.limit(1, "s2", Sell, "102", 5);
+    let out = h.order(2, "f1", AAA, Buy, Some("102"), 8, Fok);
+    assert_eq!(
+        summary(&out),
+        [
+            (2, Ack, Open, "f1".into(), 0, 0, 8),
+            (1, Trade, Filled, "s1".into(), 5, 5, 0),
+            (2, Trade, Partial, "f1".into(), 5, 5, 3),
+            (1, Trade, Partial, "s2".into(), 3, 3, 2),
+            (2, Trade, Filled, "f1".into(), 3, 8, 0),
+        ]
+    );
+}
+
+#[test]
+fn duplicate_cl_ord_id_is_rejected() {
+    let mut h = Harness::new();
+    h.limit(1, "x", Buy, "100", 1);
+    let out = h.limit(1, "x", Buy, "99", 1);
+    assert_rejected(
+        &out,
+        OrdRejReason::DuplicateOrder,
+        RejectText::DuplicateClOrdId,
+    );
+    // Still a duplicate once the order is gone: the id was used today.
+    h.cancel(1, "c", "x", Buy);
+    let out = h.limit(1, "x", Buy, "99", 1);
+    assert_rejected(
+        &out,
+        OrdRejReason::DuplicateOrder,
+        RejectText::DuplicateClOrdId,
+    );
+    // A rejected order uses its id too.
+    h.limit(1, "bad", Buy, "99.999", 1);
+    let out = h.limit(1, "bad", Buy, "99", 1);
+    assert_rejected(
+        &out,
+        OrdRejReason::DuplicateOrder,
+        RejectText::DuplicateClOrdId,
+    );
+    // Ids are per session.
+    let out = h.limit(2, "x", Buy, "100", 1);
+    assert_eq!(exec(&out[0]).exec_type, Ack);
+}
+
+#[test]
+fn price_off_tick_is_rejected() {
+    let mut h = Harness::new();
+    let out = h.limit(1, "a", Buy, "100.001", 1);
+    assert_rejected(&out, OrdRejReason::Other, RejectText::PriceOffTick);
+    let out = h.order(1, "b", BBB, Buy, Some("100.25"), 10, Day);
+    assert_rejected(&out, OrdRejReason::Other, RejectText::PriceOffTick);
+    let out = h.order(1, "c", BBB, Buy, Some("100.5"), 10, Day);
+    assert_eq!(exec(&out[0]).exec_type, Ack);
+}
+
+#[test]
+fn qty_off_lot_or_zero_is_rejected() {
+    let mut h = Harness::new();
+    let out = h.limit(1, "a", Buy, "100", 0);
+    assert_rejected(&out, OrdRejReason::IncorrectQuantity, RejectText::QtyZero);
+    let out = h.order(1, "b", BBB, Buy, Some("100"), 15, Day);
+    assert_rejected(&out, OrdRejReason::IncorrectQuantity, RejectText::QtyOffLot);
+    let out = h.limit(
+        1,
+        "c",
+        Buy,
+        "100",
+        crate::constants::ENGINE_ORDER_QTY_MAX + 1,
+    );
+    assert_rejected(
+        &out,
+        OrdRejReason::OrderExceedsLimit,
+        RejectText::QtyTooLarge,
+    );
+}
+
+#[test]
+fn unknown_symbol_is_rejected() {
+    let mut h = Harness::new();
+    let out = h.order(1, "a", "ZZZ", Buy, Some("1"), 1, Day);
+    assert_rejected(&out, OrdRejReason::UnknownSymbol, RejectText::UnknownSymbol);
+    assert_eq!(exec(&out[0]).order_id, 1);
+    assert_eq!(exec(&out[0]).symbol, sym("ZZZ"));
+}
+
+#[test]
+fn market_with_price_or_limit_without_price_is_rejected() {
+    let mut h = Harness::new();
+    let mut request = NewOrder {
+        cl_ord_id: cid("a"),
+        symbol: sym(AAA),
+        side: Buy,
+        ord_type: OrdType::Market,
+        price: Some(px("1")),
+        qty: Qty(1),
+        time_in_force: Day,
+    };
+    let out = h.apply(1, Request::New(request.clone()));
+    assert_rejected(
+        &out,
+        OrdRejReason::UnsupportedOrderCharacteristic,
+        RejectText::MarketOrderWithPrice,
+    );
+    request.cl_ord_id = cid("b");
+    request.ord_type = OrdType::Limit;
+    request.price = None;
+    let out = h.apply(1, Request::New(request));
+    assert_rejected(
+        &out,
+        OrdRejReason::UnsupportedOrderCharacteristic,
+        RejectText::LimitOrderWithoutPrice,
+    );
+}
+
+#[test]
+fn cancel_removes_the_order() {
+    let mut h = Harness::new();
+    h.limit(1, "b1", Buy, "100", 10);
+    h.limit(2, "s1", Sell, "100", 4);
+    let out = h.cancel(1, "c1", "b1", Buy);
+    assert_eq!(summary(&out), [(1, Canceled, Done, "c1".into(), 0, 4, 0)]);
+    let report = exec(&out[0]);
+    assert_eq!(report.orig_cl_ord_id, Some(cid("b1")));
+    assert_eq!(report.order_id, 1);
+    assert_eq!(report.order_qty, Qty(10));
+    assert_eq!(report.avg_px, px("100"));
+    assert!(h.book().is_empty());
+    assert_eq!(h.engine.best_bid(sym(AAA)), None);
+}
+
+#[test]
+fn cancel_of_an_unknown_order_is_rejected() {
+    let mut h = Harness::new();
+    h.limit(1, "b1", Buy, "100", 10);
+    for (session, orig, side) in [(1, "nope", Buy), (2, "b1", Buy), (1, "b1", Sell)] {
+        let id = format!("c-{session}-{orig}-{side:?}");
+        let out = h.cancel(session, &id, orig, side);
+        let reject = cxl_reject(&out[0]);
+        assert_eq!(
+            reject.reason,
+            CxlRejReason::UnknownOrder,
+            "{session} {orig} {side:?}"
+        );
+        assert_eq!(reject.ord_status, OrdStatus::Rejected);
+        assert_eq!(reject.order_id, None);
+        assert_eq!(reject.response_to, CxlRejResponseTo::Cancel);
+        assert_eq!(reject.orig_cl_ord_id, cid(orig));
+    }
+    let wrong_symbol = h.apply(
+        1,
+        Request::Cancel(CancelOrder {
+            cl_ord_id: cid("c-sym"),
+            orig_cl_ord_id: cid("b1"),
+            symbol: sym(BBB),
+            side: Buy,
+        }),
+    );
+    assert_eq!(
+        cxl_reject(&wrong_symbol[0]).text,
+        Some(RejectText::OrderMismatch)
+    );
+    assert_eq!(h.book(), [(1, "b1".into(), 10)]);
+}
+
+#[test]
+fn cancel_of_a_filled_order_is_too_late() {
+    let mut h = Harness::new();
+    h.limit(1, "s1", Sell, "100", 5);
+    h.limit(2, "b1", Buy, "100", 5);
+    let out = h.cancel(1, "c1", "s1", Sell);
+    let reject = cxl_reject(&out[0]);
+    assert_eq!(reject.reason, CxlRejReason::TooLateToCancel);
+    assert_eq!(reject.ord_status, Filled);
+    assert_eq!(reject.order_id, Some(1));
+    let out = h.cancel(1, "c1", "s1", Sell);
+    assert_eq!(cxl_reject(&out[0]).reason, CxlRejReason::DuplicateClOrdId);
+}
+
+#[test]
+fn replace_with_lower_qty_keeps_priority() {
+    let mut h = Harness::new();
+    h.limit(1, "a", Buy, "100", 10);
+    h.limit(2, "b", Buy, "100", 10);
+    let out = h.replace(1, "a2", "a", Buy, "100", 6);
+    assert_eq!(summary(&out), [(1, Replaced, Open, "a2".into(), 0, 0, 6)]);
+    assert_eq!(exec(&out[0]).orig_cl_ord_id, Some(cid("a")));
+    assert_eq!(
+        exec(&out[0]).order_id,
+        1,
+        "a replaced order keeps its OrderID"
+    );
+    assert_eq!(h.book(), [(1, "a2".into(), 6), (2, "b".into(), 10)]);
+    let out = h.limit(3, "s", Sell, "100", 6);
+    assert_eq!(out[1].session, 1, "the reduced order still trades first");
+}
+
+#[test]
+fn replace_with_higher_qty_loses_priority() {
+    let mut h = Harness::new();
+    h.limit(1, "a", Buy, "100", 10);
+    h.limit(2, "b", Buy, "100", 10);
+    h.replace(1, "a2", "a", Buy, "100", 11);
+    assert_eq!(h.book(), [(2, "b".into(), 10), (1, "a2".into(), 11)]);
+}
+
+#[test]
+fn replace_with_new_price_loses_priority() {
+    let mut h = Harness::new();
+    h.limit(1, "a", Buy, "100", 10);
+    h.limit(2, "b", Buy, "99", 10);
+    h.limit(2, "c", Buy, "99", 10);
+    let out = h.replace(1, "a2", "a", Buy, "99", 5);
+    assert_eq!(exec(&out[0]).price, Some(px("99")));
+    assert_eq!(
+        h.book(),
+        [
+            (2, "b".into(), 10),
+            (2, "c".into(), 10),
+            (1, "a2".into(), 5)
+        ]
+    );
+    assert_eq!(h.engine.best_bid(sym(AAA)), Some(px("99")));
+}
+
+#[test]
+fn replace_keeps_fills_and_counts_order_qty_including_them() {
+    let mut h = Harness::new();
+    h.limit(1, "a", Buy, "100", 10);
+    h.limit(2, "s", Sell, "100", 4);
+    let out = h.replace(1, "a2", "a", Buy, "100", 8);
+    assert_eq!(
+        summary(&out),
+        [(1, Replaced, Partial, "a2".into(), 0, 4, 4)]
+    );
+    let out = h.replace(1, "a3", "a2", Buy, "100", 4);
+    let reject = cxl_reject(&out[0]);
+    assert_eq!(reject.reason, CxlRejReason::Other);
+    assert_eq!(reject.text, Some(RejectText::QtyNotAboveFilled));
+    assert_eq!(reject.ord_status, Partial);
+    assert_eq!(reject.order_id, Some(1));
+    assert_eq!(reject.response_to, CxlRejResponseTo::Replace);
+    assert_eq!(h.book(), [(1, "a2".into(), 4)]);
+}
+
+#[test]
+fn replace_that_crosses_matches() {
+    let mut h = Harness::new();
+    h.limit(1, "s", Sell, "101", 5);
+    h.limit(2, "b", Buy, "100", 8);
+    let out = h.replace(2, "b2", "b", Buy, "101", 8);
+    assert_eq!(
+        summary(&out),
+        [
+            (2, Replaced, Open, "b2".into(), 0, 0, 8),
+            (1, Trade, Filled, "s".into(), 5, 5, 0),
+            (2, Trade, Partial, "b2".into(), 5, 5, 3),
+        ]
+    );
+    assert_eq!(h.book(), [(2, "b2".into(), 3)]);
+    assert_eq!(h.engine.best_bid(sym(AAA)), Some(px("101")));
+}
+
+#[test]
+fn replace_must_name_the_latest_cl_ord_id() {
+    let mut h = Harness::new();
+    h.limit(1, "a", Buy, "100", 10);
+    h.replace(1, "a2", "a", Buy, "100", 9);
+    let out = h.replace(1, "a3", "a", Buy, "100", 8);
+    let reject = cxl_reject(&out[0]);
+    assert_eq!(reject.reason, CxlRejReason::UnknownOrder);
+    assert_eq!(reject.text, Some(RejectText::NotLatestClOrdId));
+    let out = h.cancel(1, "c", "a2", Buy);
+    assert_eq!(exec(&out[0]).exec_type, Canceled);
+}
+
+#[test]
+fn replace_is_validated_like_a_new_order() {
+    let mut h = Harness::new();
+    h.limit(1, "a", Buy, "100", 10);
+    let out = h.replace(1, "r1", "a", Buy, "100.001", 10);
+    assert_eq!(cxl_reject(&out[0]).text, Some(RejectText::PriceOffTick));
+    let out = h.replace(1, "r2", "a", Buy, "100", 0);
+    assert_eq!(cxl_reject(&out[0]).text, Some(RejectText::QtyZero));
+    let out = h.apply(
+        1,
+        Request::Replace(ReplaceOrder {
+            cl_ord_id: cid("r3"),
+            orig_cl_ord_id: cid("a"),
+            symbol: sym(AAA),
+            side: Buy,
+            ord_type: OrdType::Market,
+            price: None,
+            qty: Qty(10),
+        }),
+    );
+    assert_eq!(cxl_reject(&out[0]).text, Some(RejectText::OrdTypeChange));
+    assert_eq!(h.book(), [(1, "a".into(), 10)]);
+}
+
+#[test]
+fn order_capacity_full_is_rejected_but_crossing_orders_still_trade() {
+    let config = EngineConfig {
+        orders_max: 2,
+        ..small_config()
+    };
+    let mut h = Harness::with_config(&config);
+    h.limit(1, "a", Buy, "100", 1);
+    h.limit(1, "b", Buy, "99", 1);
+    let out = h.limit(1, "c", Buy, "98", 1);
+    assert_rejected(&out, OrdRejReason::Other, RejectText::OrderCapacity);
+    let out = h.limit(2, "s", Sell, "100", 1);
+    assert_eq!(out.len(), 3, "an order that fills completely needs no slot");
+    let out = h.limit(1, "d", Buy, "98", 1);
+    assert_eq!(
+        exec(&out[0]).exec_type,
+        Ack,
+        "the filled order freed its slot"
+    );
+}
+
+#[test]
+fn level_capacity_full_is_rejected() {
+    let config = EngineConfig {
+        levels_max: 2,
+        ..small_config()
+    };
+    let mut h = Harness::with_config(&config);
+    h.limit(1, "a", Buy, "100", 1);
+    h.limit(1, "b", Buy, "99", 1);
+    let out = h.limit(1, "c", Buy, "98", 1);
+    assert_rejected(&out, OrdRejReason::Other, RejectText::LevelCapacity);
+    let out = h.limit(1, "d", Buy, "99", 1);
+    assert_eq!(exec(&out[0]).exec_type, Ack, "an existing level has room");
+    let out = h.replace(1, "e", "b", Buy, "97", 1);
+    assert_eq!(cxl_reject(&out[0]).text, Some(RejectText::LevelCapacity));
+    let out = h.replace(1, "f", "a", Buy, "97", 1);
+    assert_eq!(
+        exec(&out[0]).exec_type,
+        Replaced,
+        "moving the only order of a level frees it"
+    );
+}
+
+#[test]
+fn cl_ord_id_capacity_full_is_rejected() {
+    let config = EngineConfig {
+        cl_ord_ids_max: 2,
+        ..small_config()
+    };
+    let mut h = Harness::with_config(&config);
+    h.limit(1, "a", Buy, "100", 1);
+    h.limit(1, "b", Buy, "100", 1);
+    let out = h.limit(1, "c", Buy, "100", 1);
+    assert_rejected(&out, OrdRejReason::Other, RejectText::ClOrdIdCapacity);
+    let out = h.cancel(1, "d", "a", Buy);
+    assert_eq!(cxl_reject(&out[0]).text, Some(RejectText::ClOrdIdCapacity));
+}
+
+#[test]
+fn every_new_order_gets_exactly_one_acknowledgement_first() {
+    let mut h = Harness::new();
+    h.limit(1, "s1", Sell, "100", 1);
+    h.limit(1, "s2", Sell, "100", 1);
+    let out = h.order(2, "b", AAA, Buy, Some("100"), 5, Ioc);
+    let acks = out
+        .iter()
+        .filter(|o| matches!(exec(o).exec_type, ExecType::New | ExecType::Rejected))
+        .count();
+    assert_eq!(acks, 1);
+    assert_eq!(exec(&out[0]).exec_type, Ack);
+}
+
+#[test]
+#[should_panic(expected = "does not follow")]
+fn apply_refuses_a_sequence_gap() {
+    let mut engine = MatchingEngine::new(&small_config()).unwrap();
+    let request = Request::Cancel(CancelOrder {
+        cl_ord_id: cid("a"),
+        orig_cl_ord_id: cid("b"),
+        symbol: sym(AAA),
+        side: Buy,
+    });
+    engine.apply(
+        &Input {
+            seq: 2,
+            time: Timestamp(1),
+            session: 1,
+            request,
+        },
+        &mut Vec::new(),
+    );
+}
+
+#[test]
+#[should_panic(expected = "goes back in time")]
+fn apply_refuses_time_going_backwards() {
+    let mut h = Harness::new();
+    h.limit(1, "a", Buy, "1", 1);
+    let request = Request::Cancel(CancelOrder {
+        cl_ord_id: cid("c"),
+        orig_cl_ord_id: cid("a"),
+        symbol: sym(AAA),
+        side: Buy,
+    });
+    h.engine.apply(
+        &Input {
+            seq: 2,
+            time: Timestamp(999),
+            session: 1,
+            request,
+        },
+        &mut Vec::new(),
+    );
+}
+
+/// A book with fills, replaces, cancels and rejects in two instruments.
+fn busy_harness() -> Harness {
+    let mut h = Harness::new();
+    h.limit(1, "s1", Sell, "101", 5);
+    h.limit(2, "s2", Sell, "101", 7);
+    h.limit(1, "s3", Sell, "102.5", 9);
+    h.limit(3, "b1", Buy, "100", 4);
+    h.limit(3, "b2", Buy, "99.99", 4);
+    h.limit(2, "x", Buy, "101", 3);
+    h.replace(3, "b3", "b2", Buy, "100", 6);
+    h.cancel(1, "c1", "s1", Sell);
+    h.limit(1, "bad", Buy, "1.001", 1);
+    h.order(2, "y", BBB, Sell, Some("50"), 20, Day);
+    h
+}
+
+#[test]
+fn snapshot_restore_preserves_digest_and_behavior() {
+    let mut original = busy_harness();
+    let mut bytes = Vec::new();
+    original.engine.snapshot(&mut bytes);
+    assert!(bytes.starts_with(b"BTNSNAP\0\x01\x00"));
+
+    let mut restored = Harness::new();
+    restored.engine.restore(&bytes).unwrap();
+    restored.seq = original.seq;
+    assert_eq!(restored.engine.digest(), original.engine.digest());
+    assert_eq!(
+        restored.engine.last_input_seq(),
+        original.engine.last_input_seq()
+    );
+    assert_eq!(restored.engine.open_orders(), original.engine.open_orders());
+    let mut again = Vec::new();
+    restored.engine.snapshot(&mut again);
+    assert_eq!(again, bytes);
+
+    let mut outputs = Vec::new();
+    for h in [&mut original, &mut restored] {
+        let mut all = Vec::new();
+        all.extend(h.order(4, "m", AAA, Buy, None, 100, Ioc));
+        all.extend(h.cancel(2, "c2", "x", Buy));
+        all.extend(h.replace(3, "b4", "b3", Buy, "100", 2));
+        all.extend(h.limit(1, "s1", Sell, "100", 1));
+        all.extend(h.limit(1, "s5", Sell, "100", 1));
+        all.extend(h.cancel(1, "c3", "s1", Sell));
+        outputs.push(all);
+    }
+    assert_eq!(outputs[0], outputs[1]);
+    assert!(outputs[0].len() > 8);
+    assert_eq!(restored.engine.digest(), original.engine.digest());
+}
+
+#[test]
+fn digest_is_the_sha256_of_the_snapshot() {
+    use sha2::Digest as _;
+    let h = busy_harness();
+    let mut bytes = Vec::new();
+    h.engine.snapshot(&mut bytes);
+    let expected: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+    assert_eq!(h.engine.digest().0, expected);
+    assert_eq!(h.engine.digest().to_string().len(), 64);
+    assert_ne!(h.engine.digest(), Harness::new().engine.digest());
+}
+
+#[test]
+fn restore_refuses_bad_headers_and_leaves_the_engine_unchanged() {
+    let h = busy_harness();
+    let mut bytes = Vec::new();
+    h.engine.snapshot(&mut bytes);
+    let mut target = busy_harness();
+    let before = target.engine.digest();
+
+    let mut bad_magic = bytes.clone();
+    bad_magic[0] = b'X';
+    assert!(matches!(
+        target.engine.restore(&bad_magic),
+        Err(SnapshotError::BadMagic)
+    ));
+    assert!(matches!(
+        target.engine.restore(b"BTN"),
+        Err(SnapshotError::Truncated)
+    ));
+    assert!(matches!(
+        target.engine.restore(b""),
+        Err(SnapshotError::Truncated)
+    ));
+    let mut future = bytes.clone();
+    future[8] = 2;
+    assert!(matches!(
+        target.engine.restore(&future),
+        Err(SnapshotError::UnknownVersion { version: 2 })
+    ));
+    assert!(matches!(
+        target.engine.restore(&bytes[..bytes.len() - 1]),
+        Err(SnapshotError::Truncated)
+    ));
+    let mut trailing = bytes.clone();
+    trailing.push(0);
+    assert!(matches!(
+        target.engine.restore(&trailing),
+        Err(SnapshotError::TrailingBytes { extra: 1 })
+    ));
+    assert_eq!(target.engine.digest(), before);
+    target.engine.restore(&bytes).unwrap();
+    let _ = target.limit(9, "after", Buy, "1", 1);
+}
+
+/// Encodes a hand-made v1 state.
+fn encode_v1(state: &v1::StateV1) -> Vec<u8> {
+    let mut bytes = b"BTNSNAP\0\x01\x00".to_vec();
+    bincode::serde::encode_into_std_write(state, &mut bytes, bincode::config::standard()).unwrap();
+    bytes
+}
+
+#[test]
+fn restore_refuses_inconsistent_states() {
+    let h = busy_harness();
+    let good = h.engine.canonical_state();
+    assert!(!good.books.is_empty() && !good.books[0].bids.is_empty());
+    let mut target = Harness::new();
+    target.engine.restore(&encode_v1(&good)).unwrap();
+
+    type Mutation = fn(&mut v1::StateV1);
+    let cases: &[(&str, Mutation)] = &[
+        ("crossed", |s| {
+            s.books[0].bids[0].price = s.books[0].asks[0].price
+        }),
+        ("price priority", |s| s.books[0].bids[1].price += 1_000_000),
+        ("after the last input", |s| {
+            s.books[0].bids[0].order_id = s.last_input_seq + 1
+        }),
+        ("quantities", |s| {
+            s.books[0].bids[0].cum_qty = s.books[0].bids[0].order_qty
+        }),
+        ("Day limit", |s| s.books[0].bids[0].time_in_force = b'3'),
+        ("registered", |s| {
+            s.books[0].bids[0].cl_ord_id = ClOrdId::try_from_bytes(b"zz").unwrap()
+        }),
+        ("notional", |s| s.books[0].bids[0].notional = 7),
+        ("ClOrdIDs are not sorted", |s| s.cl_ord_ids.swap(0, 1)),
+        ("ended", |s| s.orders_ended[0].ord_status = b'0'),
+        ("does not exist", |s| {
+            let entry = s.cl_ord_ids.iter_mut().find(|e| e.order_id == 0).unwrap();
+            entry.order_id = 1_000;
+        }),
+        ("without orders", |s| {
+            s.books[0].bids.clear();
+            s.books[0].asks.clear();
+        }),
+        ("rests twice", |s| {
+            let order = s.books[0].bids[0].clone();
+            s.books[0].bids.push(order);
+        }),
+    ];
+    for (expected, mutate) in cases {
+        let mut state = good.clone();
+        mutate(&mut state);
+        match target.engine.restore(&encode_v1(&state)) {
+            Err(SnapshotError::Inconsistent(what)) => {
+                assert!(what.contains(expected), "{expected}: got {what}")
+            }
+            other => panic!("{expected}: expected Inconsistent, got {other:?}"),
+        }
+    }
+
+    let mut state = good.clone();
+    state.books[0].symbol = sym("ZZZ");
+    assert!(matches!(
+        target.engine.restore(&encode_v1(&state)),
+        Err(SnapshotError::UnknownSymbol { .. } | SnapshotError::Inconsistent(_))
+    ));
+    let mut state = good;
+    state.books[0].bids[0].ord_type = b'7';
+    assert!(matches!(
+        target.engine.restore(&encode_v1(&state)),
+        Err(SnapshotError::Inconsistent(_))
+    ));
+}
+
+#[test]
+fn restore_refuses_a_snapshot_larger_than_the_configuration() {
+    let h = busy_harness();
+    let mut bytes = Vec::new();
+    h.engine.snapshot(&mut bytes);
+    for config in [
+        EngineConfig {
+            orders_max: 2,
+            ..small_config()
+        },
+        EngineConfig {
+            levels_max: 1,
+            ..small_config()
+        },
+        EngineConfig {
+            cl_ord_ids_max: 3,
+            ..small_config()
+        },
+    ] {
+        let mut engine = MatchingEngine::new(&config).unwrap();
+        assert!(
+            matches!(
+                engine.restore(&bytes),
+                Err(SnapshotError::CapacityExceeded { .. })
+            ),
+            "{config:?}"
+        );
+    }
+    let only_bbb = EngineConfig {
+        instruments: vec![small_config().instruments[1].clone()],
+        ..small_config()
+    };
+    let mut engine = MatchingEngine::new(&only_bbb).unwrap();
+    assert!(matches!(
+        engine.restore(&bytes),
+        Err(SnapshotError::UnknownSymbol { symbol }) if symbol == sym(AAA)
+    ));
+}
+
+#[test]
+fn build_version_names_the_engine_and_crate_version() {
+    let engine = MatchingEngine::new(&small_config()).unwrap();
+    assert!(engine.build_version().ends_with(env!("CARGO_PKG_VERSION")));
+}
