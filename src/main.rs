@@ -9,7 +9,7 @@ use baton::config::Config;
 use baton::fix::dictionary::Dictionary;
 use baton::fix::session::Session;
 use baton::fix::store::MmapStore;
-use baton::gateway::Acceptor;
+use baton::gateway::{Acceptor, Sessions};
 
 /// FIX session gateway that keeps counterparties connected while the engine behind it changes.
 #[derive(Parser)]
@@ -104,9 +104,11 @@ fn gateway(
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        let sessions = Sessions::new(sessions);
         let (acceptor, handle) = Acceptor::bind(
             config.gateway.listen,
             sessions,
+            None,
             config.gateway.connections_max,
         )
         .await

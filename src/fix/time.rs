@@ -121,7 +121,10 @@ impl Timestamp {
             return None;
         }
         let secs = days as u64 * 86_400 + hour as u64 * 3600 + minute as u64 * 60 + second as u64;
-        Some(Timestamp(secs * 1_000_000_000 + nanos_frac))
+        // Nanoseconds in a u64 end in 2554: a later date from a peer is a format error, not an
+        // overflow.
+        let nanos = secs.checked_mul(1_000_000_000)?.checked_add(nanos_frac)?;
+        Some(Timestamp(nanos))
     }
 }
 
@@ -198,6 +201,7 @@ mod tests {
             b"20261123-12:34:56.",
             b"20261123-12:34:56.1234567890",
             b"zz",
+            b"99991231-23:59:59",
         ] {
             assert_eq!(
                 Timestamp::parse_fix(bad),

@@ -6,39 +6,169 @@
 //! refused with a Logout). The driver reads, feeds the session with the wall-clock time, writes
 //! what the session returns, and sleeps until the session's next deadline: all protocol decisions
 //! are the session's.
+//!
+//! Sessions live in [`Sessions`] for the gateway's whole life, connected or not, each behind its
+//! own mutex. That is what lets the outbox hand an execution report to a session whatever its
+//! connection is doing: if it is logged on the report is written at once, otherwise it is stored
+//! under the next sequence number and reaches the counterparty by resend when it is back.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use super::translate;
 use crate::constants;
+use crate::engine::{Request, SessionId};
 use crate::fix::codec::{Decoder, Frame, Message};
-use crate::fix::session::{self, Event, Session};
+use crate::fix::session::{self, Event, Session, State};
 use crate::fix::store::SessionStore;
-use crate::fix::tags::{self, BusinessRejectReason, msg_type};
+use crate::fix::tags::{BusinessRejectReason, msg_type};
 use crate::fix::time::Timestamp;
 
-/// A configured session waiting for, or held by, a connection.
-struct Slot<S: SessionStore> {
-    /// `None` while a connection holds the session.
-    session: Mutex<Option<Session<S>>>,
+/// A business request on its way to the sequencer.
+#[derive(Debug)]
+pub struct Inbound {
+    /// Which session sent it; outputs are routed back by this id.
+    pub session: SessionId,
+    /// The engine request.
+    pub request: Request,
+    /// The FIX message, kept so it can still be answered with a BusinessMessageReject if no
+    /// engine can take it.
+    pub message: Message,
 }
 
-/// Sessions by (our CompID, their CompID).
-type Slots<S> = HashMap<(Vec<u8>, Vec<u8>), Arc<Slot<S>>>;
+/// One configured session and what its connection task needs to share with the outbox.
+pub struct SessionSlot<S: SessionStore> {
+    /// The session state machine; the lock is held only for short, non-blocking steps.
+    session: Mutex<Session<S>>,
+    /// Whether a connection holds the session; a second connection is refused.
+    connected: AtomicBool,
+    /// Wakes the connection task when the outbox gave the session something to send.
+    wake: Notify,
+}
+
+/// Every configured session, by id (position in the config) and by CompID pair.
+pub struct Sessions<S: SessionStore> {
+    /// Index = [`SessionId`].
+    slots: Vec<SessionSlot<S>>,
+    /// (our CompID, their CompID) → id.
+    by_key: HashMap<(Vec<u8>, Vec<u8>), SessionId>,
+}
+
+/// What status shows of one session.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SessionStatus {
+    /// The counterparty's CompID.
+    pub target_comp_id: String,
+    /// Whether a connection is logged on.
+    pub logged_on: bool,
+    /// Next MsgSeqNum the gateway will send.
+    pub seq_num_next_out: u64,
+    /// Next MsgSeqNum expected from the counterparty.
+    pub seq_num_next_in: u64,
+}
+
+impl<S: SessionStore> Sessions<S> {
+    /// Takes ownership of the configured sessions; their order defines their [`SessionId`]s.
+    pub fn new(sessions: Vec<Session<S>>) -> Arc<Sessions<S>> {
+        let mut by_key = HashMap::new();
+        let slots = sessions
+            .into_iter()
+            .enumerate()
+            .map(|(index, session)| {
+                by_key.insert(
+                    (
+                        session.config().sender_comp_id.as_bytes().to_vec(),
+                        session.config().target_comp_id.as_bytes().to_vec(),
+                    ),
+                    index as SessionId,
+                );
+                SessionSlot {
+                    session: Mutex::new(session),
+                    connected: AtomicBool::new(false),
+                    wake: Notify::new(),
+                }
+            })
+            .collect();
+        Arc::new(Sessions { slots, by_key })
+    }
+
+    /// Number of sessions.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Whether no session is configured.
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    fn lock(&self, id: SessionId) -> Option<MutexGuard<'_, Session<S>>> {
+        let slot = self.slots.get(id as usize)?;
+        Some(
+            slot.session
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    /// Runs `f` on session `id` and wakes its connection to write whatever `f` queued.
+    pub fn with<R>(&self, id: SessionId, f: impl FnOnce(&mut Session<S>) -> R) -> Option<R> {
+        let result = f(&mut *self.lock(id)?);
+        self.slots[id as usize].wake.notify_one();
+        Some(result)
+    }
+
+    /// Answers `message` on session `id` with a BusinessMessageReject.
+    pub fn business_reject(
+        &self,
+        id: SessionId,
+        message: &Message,
+        reason: BusinessRejectReason,
+        text: &str,
+    ) {
+        self.with(id, |session| {
+            let sent = session.send_app(Timestamp::now(), msg_type::BUSINESS_MESSAGE_REJECT, |e| {
+                translate::write_business_reject(e, message, reason, text)
+            });
+            if let Err(error) = sent {
+                tracing::error!(%error, "cannot store BusinessMessageReject");
+            }
+        });
+    }
+
+    /// A status line per session.
+    pub fn status(&self) -> Vec<SessionStatus> {
+        (0..self.slots.len() as SessionId)
+            .filter_map(|id| {
+                let session = self.lock(id)?;
+                Some(SessionStatus {
+                    target_comp_id: session.config().target_comp_id.clone(),
+                    logged_on: matches!(session.state(), State::Active | State::LogoutSent),
+                    seq_num_next_out: session.store().seq_num_next_out(),
+                    seq_num_next_in: session.store().seq_num_next_in(),
+                })
+            })
+            .collect()
+    }
+}
 
 /// Accepts connections and runs sessions until shut down.
 pub struct Acceptor<S: SessionStore + Send + 'static> {
     /// The bound listening socket.
     listener: TcpListener,
     /// Every configured session.
-    slots: Arc<Slots<S>>,
+    sessions: Arc<Sessions<S>>,
+    /// Where business requests go; `None` until an engine pipeline exists, in which case they
+    /// are answered with BusinessMessageReject (application not available).
+    business: Option<mpsc::Sender<Inbound>>,
     /// Bounds connections at once, logged on or not.
     connections: Arc<Semaphore>,
     /// Turns true when the gateway is shutting down.
@@ -67,32 +197,21 @@ impl AcceptorHandle {
 }
 
 impl<S: SessionStore + Send + 'static> Acceptor<S> {
-    /// Binds `listen` and takes ownership of the sessions.
+    /// Binds `listen` for `sessions`; business requests go to `business` when given.
     pub async fn bind(
         listen: SocketAddr,
-        sessions: Vec<Session<S>>,
+        sessions: Arc<Sessions<S>>,
+        business: Option<mpsc::Sender<Inbound>>,
         connections_max: usize,
     ) -> std::io::Result<(Acceptor<S>, AcceptorHandle)> {
         let listener = TcpListener::bind(listen).await?;
         let local_addr = listener.local_addr()?;
-        let slots = sessions
-            .into_iter()
-            .map(|session| {
-                let key = (
-                    session.config().sender_comp_id.as_bytes().to_vec(),
-                    session.config().target_comp_id.as_bytes().to_vec(),
-                );
-                let slot = Arc::new(Slot {
-                    session: Mutex::new(Some(session)),
-                });
-                (key, slot)
-            })
-            .collect();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         Ok((
             Acceptor {
                 listener,
-                slots: Arc::new(slots),
+                sessions,
+                business,
                 connections: Arc::new(Semaphore::new(connections_max)),
                 shutdown: shutdown_rx,
             },
@@ -123,10 +242,14 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                         drop(stream);
                         continue;
                     };
-                    let slots = self.slots.clone();
-                    let shutdown = self.shutdown.clone();
+                    let connection = Connection {
+                        sessions: self.sessions.clone(),
+                        business: self.business.clone(),
+                        shutdown: self.shutdown.clone(),
+                        peer,
+                    };
                     tasks.spawn(async move {
-                        serve(stream, peer, slots, shutdown).await;
+                        connection.serve(stream).await;
                         drop(permit);
                     });
                 }
@@ -145,104 +268,231 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
     }
 }
 
-/// Puts a session back into its slot when the connection ends, however it ends.
-struct Held<S: SessionStore> {
-    /// Where the session goes back to.
-    slot: Arc<Slot<S>>,
-    /// The session while the connection holds it.
-    session: Option<Session<S>>,
+/// One accepted connection.
+struct Connection<S: SessionStore> {
+    /// Every configured session.
+    sessions: Arc<Sessions<S>>,
+    /// Where business requests go.
+    business: Option<mpsc::Sender<Inbound>>,
+    /// Shutdown signal.
+    shutdown: watch::Receiver<bool>,
+    /// The counterparty's address, for logs.
+    peer: SocketAddr,
 }
 
-impl<S: SessionStore> Drop for Held<S> {
+/// Releases a session's connection claim however the connection ends.
+struct Claim<'a, S: SessionStore> {
+    /// The claimed slot.
+    slot: &'a SessionSlot<S>,
+}
+
+impl<S: SessionStore> Drop for Claim<'_, S> {
     fn drop(&mut self) {
-        if let Some(mut session) = self.session.take() {
-            session.on_disconnect();
-            if let Err(error) = session.store_mut().flush() {
-                tracing::error!(%error, "flushing session store on disconnect");
-            }
-            let mut guard = self
-                .slot
-                .session
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            *guard = Some(session);
+        let mut session = self
+            .slot
+            .session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        session.on_disconnect();
+        if let Err(error) = session.store_mut().flush() {
+            tracing::error!(%error, "flushing session store on disconnect");
         }
+        drop(session);
+        self.slot.connected.store(false, Ordering::Release);
     }
 }
 
-async fn serve<S: SessionStore + Send + 'static>(
-    mut stream: TcpStream,
-    peer: SocketAddr,
-    slots: Arc<Slots<S>>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let decoder = Decoder::new(constants::BODY_LENGTH_MAX);
-    let mut buf: Vec<u8> = Vec::with_capacity(constants::READ_CHUNK);
-    let mut chunk = vec![0u8; constants::READ_CHUNK];
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_millis(constants::LOGON_TIMEOUT_DEFAULT_MS);
+impl<S: SessionStore + Send + 'static> Connection<S> {
+    async fn serve(mut self, mut stream: TcpStream) {
+        let peer = self.peer;
+        let _ = stream.set_nodelay(true);
+        let decoder = Decoder::new(constants::BODY_LENGTH_MAX);
+        let mut buf: Vec<u8> = Vec::with_capacity(constants::READ_CHUNK);
+        let mut chunk = vec![0u8; constants::READ_CHUNK];
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(constants::LOGON_TIMEOUT_DEFAULT_MS);
 
-    // Read up to the first whole frame: it must be a Logon naming a configured session.
-    let first = loop {
-        match decoder.frame(&buf) {
-            Frame::Complete(len) => break len,
-            Frame::Garbled { skip, reason } => {
-                tracing::warn!(%peer, ?reason, "garbled bytes before Logon ignored");
-                buf.drain(..skip.min(buf.len()));
-                continue;
+        // Read up to the first whole frame: it must be a Logon naming a configured session.
+        let first = loop {
+            match decoder.frame(&buf) {
+                Frame::Complete(len) => break len,
+                Frame::Garbled { skip, reason } => {
+                    tracing::warn!(%peer, ?reason, "garbled bytes before Logon ignored");
+                    buf.drain(..skip.min(buf.len()));
+                    continue;
+                }
+                Frame::Incomplete => {}
             }
-            Frame::Incomplete => {}
+            match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => {
+                    tracing::warn!(%peer, "no Logon before the deadline; closing");
+                    return;
+                }
+            }
+        };
+        let Ok(message) = Message::parse(&buf[..first]) else {
+            tracing::warn!(%peer, "first frame is garbled; closing");
+            return;
+        };
+        let Some((begin_string, their_comp_id, our_comp_id)) = session::identify(&message) else {
+            tracing::warn!(%peer, "first message has no CompIDs; closing");
+            return;
+        };
+        let begin_string = String::from_utf8_lossy(begin_string).into_owned();
+        let key = (our_comp_id.to_vec(), their_comp_id.to_vec());
+        let sessions = self.sessions.clone();
+        let Some(&id) = sessions.by_key.get(&key) else {
+            tracing::warn!(%peer, sender = %String::from_utf8_lossy(&key.1), target = %String::from_utf8_lossy(&key.0), "Logon for an unknown CompID pair refused");
+            refuse(&mut stream, &begin_string, &message, "unknown CompID pair").await;
+            return;
+        };
+        let slot = &sessions.slots[id as usize];
+        if slot
+            .connected
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            tracing::warn!(%peer, session = %String::from_utf8_lossy(&key.1), "second connection for a connected session refused");
+            refuse(
+                &mut stream,
+                &begin_string,
+                &message,
+                "session already connected",
+            )
+            .await;
+            return;
         }
-        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return,
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => {
-                tracing::warn!(%peer, "no Logon before the deadline; closing");
+        let _claim = Claim { slot };
+        {
+            let mut session = sessions.lock(id).expect("id comes from by_key");
+            let now = Timestamp::now();
+            session.on_connect(now);
+            session.handle_bytes(now, &buf);
+            tracing::info!(%peer, session = %session.config().target_comp_id, "connection holds session");
+        }
+        self.drive(id, slot, stream, chunk).await;
+    }
+
+    /// Runs one connection until the session says to close it or the peer goes away.
+    async fn drive(
+        &mut self,
+        id: SessionId,
+        slot: &SessionSlot<S>,
+        mut stream: TcpStream,
+        mut chunk: Vec<u8>,
+    ) {
+        let mut out: Vec<u8> = Vec::with_capacity(constants::READ_CHUNK);
+        let mut requests: Vec<Inbound> = Vec::new();
+        let mut logging_out = false;
+        loop {
+            let (closing, next_timeout) = {
+                let mut session = slot
+                    .session
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut closing = false;
+                while let Some(event) = session.poll_event() {
+                    match event {
+                        Event::LoggedOn { reset } => {
+                            tracing::info!(session = %session.config().target_comp_id, reset, "session logged on");
+                        }
+                        Event::Application(message) => {
+                            match translate::request_from_fix(&message) {
+                                Ok(request) => requests.push(Inbound {
+                                    session: id,
+                                    request,
+                                    message,
+                                }),
+                                Err(unusable) => {
+                                    let sent = session.send_app(
+                                        Timestamp::now(),
+                                        msg_type::BUSINESS_MESSAGE_REJECT,
+                                        |e| {
+                                            translate::write_business_reject(
+                                                e,
+                                                &message,
+                                                unusable.reason,
+                                                &unusable.text,
+                                            )
+                                        },
+                                    );
+                                    if let Err(error) = sent {
+                                        tracing::error!(%error, "cannot store BusinessMessageReject");
+                                    }
+                                }
+                            }
+                        }
+                        Event::Disconnect(reason) => {
+                            tracing::info!(session = %session.config().target_comp_id, ?reason, "session closing connection");
+                            closing = true;
+                        }
+                    }
+                }
+                session.poll_transmit(&mut out);
+                if let Err(error) = session.store_mut().flush() {
+                    tracing::error!(session = %session.config().target_comp_id, %error, "session store flush failed");
+                }
+                (closing, session.next_timeout())
+            };
+            if !out.is_empty() {
+                if stream.write_all(&out).await.is_err() {
+                    return;
+                }
+                out.clear();
+            }
+            for inbound in requests.drain(..) {
+                self.forward(inbound).await;
+            }
+            if closing {
+                let _ = stream.shutdown().await;
                 return;
             }
+            let sleep_for = next_timeout
+                .map(|at| Duration::from_nanos(at.0.saturating_sub(Timestamp::now().0)))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                read = stream.read(&mut chunk) => match read {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => {
+                        let mut session = slot.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                        session.handle_bytes(Timestamp::now(), &chunk[..n]);
+                    }
+                },
+                _ = tokio::time::sleep(sleep_for) => {
+                    let mut session = slot.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    session.handle_timeout(Timestamp::now());
+                }
+                _ = slot.wake.notified() => {}
+                changed = self.shutdown.changed(), if !logging_out => {
+                    logging_out = true;
+                    if changed.is_ok() {
+                        let mut session = slot.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                        session.logout(Timestamp::now(), "gateway shutting down");
+                    }
+                }
+            }
         }
-    };
-    let Ok(message) = Message::parse(&buf[..first]) else {
-        tracing::warn!(%peer, "first frame is garbled; closing");
-        return;
-    };
-    let Some((begin_string, their_comp_id, our_comp_id)) = session::identify(&message) else {
-        tracing::warn!(%peer, "first message has no CompIDs; closing");
-        return;
-    };
-    let begin_string = String::from_utf8_lossy(begin_string).into_owned();
-    let key = (our_comp_id.to_vec(), their_comp_id.to_vec());
-    let Some(slot) = slots.get(&key).cloned() else {
-        tracing::warn!(%peer, sender = %String::from_utf8_lossy(&key.1), target = %String::from_utf8_lossy(&key.0), "Logon for an unknown CompID pair refused");
-        refuse(&mut stream, &begin_string, &message, "unknown CompID pair").await;
-        return;
-    };
-    let taken = slot
-        .session
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .take();
-    let Some(session) = taken else {
-        tracing::warn!(%peer, session = %String::from_utf8_lossy(&key.1), "second connection for a connected session refused");
-        refuse(
-            &mut stream,
-            &begin_string,
-            &message,
-            "session already connected",
-        )
-        .await;
-        return;
-    };
-    let mut held = Held {
-        slot,
-        session: Some(session),
-    };
-    let Some(session) = held.session.as_mut() else {
-        return;
-    };
-    tracing::info!(%peer, session = %session.config().target_comp_id, "connection holds session");
-    drive(session, stream, buf, chunk, shutdown).await;
+    }
+
+    /// Hands a request to the sequencer, or answers it with "application not available" when
+    /// there is none. Waiting for room in the queue stops this connection's reads: TCP
+    /// backpressure instead of unbounded memory.
+    async fn forward(&self, inbound: Inbound) {
+        let undelivered = match &self.business {
+            Some(business) => business.send(inbound).await.err().map(|error| error.0),
+            None => Some(inbound),
+        };
+        if let Some(inbound) = undelivered {
+            self.sessions.business_reject(
+                inbound.session,
+                &inbound.message,
+                BusinessRejectReason::ApplicationNotAvailable,
+                "application not available",
+            );
+        }
+    }
 }
 
 async fn refuse(stream: &mut TcpStream, begin_string: &str, message: &Message, text: &str) {
@@ -252,89 +502,4 @@ async fn refuse(stream: &mut TcpStream, begin_string: &str, message: &Message, t
         let _ = stream.shutdown().await;
     })
     .await;
-}
-
-/// Runs one logged-on (or logging-on) connection until the session says to close it or the
-/// peer goes away.
-async fn drive<S: SessionStore>(
-    session: &mut Session<S>,
-    mut stream: TcpStream,
-    pending: Vec<u8>,
-    mut chunk: Vec<u8>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let now = Timestamp::now();
-    session.on_connect(now);
-    session.handle_bytes(now, &pending);
-    let mut out: Vec<u8> = Vec::with_capacity(constants::READ_CHUNK);
-    let mut logging_out = false;
-    loop {
-        let mut closing = false;
-        while let Some(event) = session.poll_event() {
-            match event {
-                Event::LoggedOn { reset } => {
-                    tracing::info!(session = %session.config().target_comp_id, reset, "session logged on");
-                }
-                Event::Application(message) => reject_unavailable(session, &message),
-                Event::Disconnect(reason) => {
-                    tracing::info!(session = %session.config().target_comp_id, ?reason, "session closing connection");
-                    closing = true;
-                }
-            }
-        }
-        session.poll_transmit(&mut out);
-        if !out.is_empty() {
-            if stream.write_all(&out).await.is_err() {
-                return;
-            }
-            out.clear();
-        }
-        if let Err(error) = session.store_mut().flush() {
-            tracing::error!(session = %session.config().target_comp_id, %error, "session store flush failed");
-        }
-        if closing {
-            let _ = stream.shutdown().await;
-            return;
-        }
-        let sleep_for = session
-            .next_timeout()
-            .map(|at| Duration::from_nanos(at.0.saturating_sub(Timestamp::now().0)))
-            .unwrap_or(Duration::from_secs(3600));
-        tokio::select! {
-            read = stream.read(&mut chunk) => match read {
-                Ok(0) | Err(_) => return,
-                Ok(n) => session.handle_bytes(Timestamp::now(), &chunk[..n]),
-            },
-            _ = tokio::time::sleep(sleep_for) => session.handle_timeout(Timestamp::now()),
-            changed = shutdown.changed(), if !logging_out => {
-                logging_out = true;
-                if changed.is_ok() {
-                    session.logout(Timestamp::now(), "gateway shutting down");
-                }
-            }
-        }
-    }
-}
-
-/// Answers a business message no engine can take: BusinessMessageReject with reason 4
-/// (application not available), so nothing is ever dropped silently.
-pub fn reject_unavailable<S: SessionStore>(session: &mut Session<S>, message: &Message) {
-    let seq = message.uint(tags::MSG_SEQ_NUM).unwrap_or(0);
-    let ref_msg_type = message.msg_type();
-    let ref_id = message.get(tags::CL_ORD_ID);
-    let sent = session.send_app(Timestamp::now(), msg_type::BUSINESS_MESSAGE_REJECT, |e| {
-        e.uint(tags::REF_SEQ_NUM, seq)
-            .bytes(tags::REF_MSG_TYPE, ref_msg_type);
-        if let Some(id) = ref_id {
-            e.bytes(tags::BUSINESS_REJECT_REF_ID, id);
-        }
-        e.uint(
-            tags::BUSINESS_REJECT_REASON,
-            u64::from(BusinessRejectReason::ApplicationNotAvailable.code()),
-        )
-        .str(tags::TEXT, "application not available");
-    });
-    if let Err(error) = sent {
-        tracing::error!(%error, "cannot store BusinessMessageReject");
-    }
 }

@@ -1,6 +1,8 @@
 //! The gateway: accepts counterparties' TCP connections and drives one FIX session state machine
-//! per configured CompID pair. Later parts (sequencer, journal, router, outbox) sit behind it.
+//! per configured CompID pair; translates business messages into engine requests and engine
+//! outputs back into FIX.
 
 pub mod acceptor;
+pub mod translate;
 
-pub use acceptor::{Acceptor, AcceptorHandle};
+pub use acceptor::{Acceptor, AcceptorHandle, Inbound, Sessions};
