@@ -421,7 +421,7 @@ impl FieldType {
                         .split(|&b| b == b' ')
                         .all(|item| item.len() == 1 && is_printable(item[0]))
             }
-            Format::UtcTimestamp => Timestamp::parse_fix(value).is_some(),
+            Format::UtcTimestamp => is_utc_timestamp(value),
             Format::UtcTimeOnly => is_time_only(value),
             Format::Date => is_date(value),
             Format::MonthYear => is_month_year(value),
@@ -1369,6 +1369,20 @@ fn two_digits(value: &[u8]) -> Option<u32> {
     }
 }
 
+/// Latest year a [`Timestamp`] (u64 nanoseconds since 1970, ending in July 2554) holds in
+/// full. `Timestamp::parse_fix` multiplies without an overflow check, so a later year from a
+/// peer would overflow it; such values are refused before it runs.
+const TIMESTAMP_YEAR_MAX: u64 = 2553;
+
+/// A FIX UTCTimestamp that [`Timestamp`] can represent.
+fn is_utc_timestamp(value: &[u8]) -> bool {
+    let year_fits = value
+        .get(..4)
+        .and_then(codec::parse_uint)
+        .is_some_and(|year| year <= TIMESTAMP_YEAR_MAX);
+    year_fits && Timestamp::parse_fix(value).is_some()
+}
+
 /// `HH:MM:SS` with an optional fraction of 1 to 9 digits (as [`Timestamp::parse_fix`] allows);
 /// second 60 is a leap second.
 fn is_time_only(value: &[u8]) -> bool {
@@ -1793,6 +1807,10 @@ mod tests {
     fn time_and_date_types() {
         assert!(FieldType::UtcTimestamp.accepts(b"20260302-09:30:00"));
         assert!(!FieldType::UtcTimestamp.accepts(b"99999999-99:99:99"));
+        assert!(FieldType::UtcTimestamp.accepts(b"25531231-23:59:59.999"));
+        // Past what a Timestamp holds: refused rather than overflowing the parser.
+        assert!(!FieldType::UtcTimestamp.accepts(b"25540722-00:00:00"));
+        assert!(!FieldType::UtcTimestamp.accepts(b"99991231-23:59:59"));
         assert!(FieldType::UtcTimeOnly.accepts(b"23:59:60"));
         assert!(FieldType::UtcTimeOnly.accepts(b"09:30:00.123"));
         assert!(!FieldType::UtcTimeOnly.accepts(b"24:00:00"));
