@@ -300,12 +300,12 @@ fn differences(dictionary: &Dictionary, tables: &[Table]) -> Vec<String> {
     }
     for table in tables {
         listed_tags.extend(table.rows.iter().map(|r| r.tag));
-        if let Owner::Message { name, msg_type, .. } = &table.owner {
-            if !dictionary.is_defined_msg_type(msg_type.as_bytes()) {
-                out.push(format!(
-                    "{name} (MsgType {msg_type}) has a table on the page but is not in the dictionary"
-                ));
-            }
+        if let Owner::Message { name, msg_type, .. } = &table.owner
+            && !dictionary.is_defined_msg_type(msg_type.as_bytes())
+        {
+            out.push(format!(
+                "{name} (MsgType {msg_type}) has a table on the page but is not in the dictionary"
+            ));
         }
     }
     for field in dictionary.fields() {

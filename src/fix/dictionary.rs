@@ -652,8 +652,11 @@ impl Problem {
 /// last.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Section {
+    /// Standard header fields; 8, 9 and 35 first, which the codec already enforces.
     Header,
+    /// The message's own fields.
     Body,
+    /// Standard trailer fields; CheckSum last, which the codec already enforces.
     Trailer,
 }
 
