@@ -221,8 +221,15 @@ fn logon_with_encryption_is_refused() {
     let answer = h.send(b"A", &[(98, "1"), (108, "30")]);
     assert_eq!(answer[0].msg_type(), b"5");
     // The venue dictionary allows only EncryptMethod 0, so the Logon fails validation on tag 98.
-    assert!(text(&answer[0], 58).contains("tag 98"), "{:?}", text(&answer[0], 58));
-    assert!(matches!(h.disconnected_with(), Some(DisconnectReason::LogonRefused(_))));
+    assert!(
+        text(&answer[0], 58).contains("tag 98"),
+        "{:?}",
+        text(&answer[0], 58)
+    );
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::LogonRefused(_))
+    ));
 }
 
 #[test]
