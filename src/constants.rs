@@ -136,3 +136,19 @@ const _: () = assert!(
     ENGINE_SYMBOL_LEN_MAX <= u8::MAX as usize,
     "inline identifiers store their length in a u8"
 );
+
+// ----- Supervisor (`baton up`) --------------------------------------------------------------------
+
+/// How often the supervisor checks its children: a crashed engine is noticed within this, which
+/// is far below the link heartbeat timeout that also detects it.
+pub const SUPERVISOR_POLL_MS: u64 = 100;
+
+/// First restart back-off; doubles per quick failure so a child that cannot start does not spin.
+pub const SUPERVISOR_BACKOFF_MS: u64 = 100;
+
+/// Longest restart back-off.
+pub const SUPERVISOR_BACKOFF_MAX_MS: u64 = 5_000;
+
+/// How long children get to stop cleanly on shutdown: the gateway's Logout round trip plus
+/// margin.
+pub const SUPERVISOR_GRACE_MS: u64 = LOGOUT_TIMEOUT_DEFAULT_MS + 3_000;

@@ -3,6 +3,7 @@
 //! outputs back into FIX.
 
 pub mod acceptor;
+pub mod cursor;
 pub mod translate;
 
 pub use acceptor::{Acceptor, AcceptorHandle, Inbound, Sessions};
