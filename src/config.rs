@@ -60,6 +60,9 @@ pub struct Config {
     /// One entry per counterparty session.
     #[serde(default, rename = "session")]
     pub sessions: Vec<SessionSettings>,
+    /// The matching engine's instruments and capacities (read by `baton engine`).
+    #[serde(default)]
+    pub engine: crate::engine::EngineConfig,
 }
 
 /// `[gateway]`: where to listen and where to keep state.
@@ -77,6 +80,17 @@ pub struct GatewayConfig {
     /// Connections accepted at once, logged on or not; more are closed on accept.
     #[serde(default = "default_connections_max")]
     pub connections_max: usize,
+    /// Engine link address (`unix:///path` or `tcp://host:port`). Without it the gateway runs
+    /// sessions only and answers business messages with "application not available".
+    #[serde(default)]
+    pub engine: Option<String>,
+    /// Directory of the input journal; relative paths are relative to the working directory.
+    #[serde(default = "default_journal_dir")]
+    pub journal_dir: PathBuf,
+}
+
+fn default_journal_dir() -> PathBuf {
+    PathBuf::from("var/journal")
 }
 
 fn default_connections_max() -> usize {

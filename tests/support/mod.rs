@@ -38,11 +38,17 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway with `config`, its store under `store_dir`, on a free port.
     pub fn start(config: &Path, store_dir: &Path) -> Gateway {
+        Gateway::start_with(config, store_dir, &[])
+    }
+
+    /// Starts the gateway with extra command-line arguments (engine address, journal).
+    pub fn start_with(config: &Path, store_dir: &Path, extra: &[&std::ffi::OsStr]) -> Gateway {
         let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
             .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
             .arg(config)
             .arg("--store-dir")
             .arg(store_dir)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -82,4 +88,54 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// A running `baton engine`; killed (SIGKILL) when dropped.
+pub struct EngineProcess {
+    /// The process.
+    pub child: Child,
+    /// The link address it serves.
+    pub addr: String,
+}
+
+impl EngineProcess {
+    /// Starts `baton engine` with `config`, serving the link on a Unix socket in `dir`.
+    pub fn start(config: &Path, dir: &Path, name: &str) -> EngineProcess {
+        let addr = format!("unix://{}", dir.join(format!("{name}.sock")).display());
+        let child = Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["engine", "--config"])
+            .arg(config)
+            .args(["--listen", &addr, "--name", name])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn baton engine");
+        EngineProcess { child, addr }
+    }
+
+    /// SIGKILL.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A gateway in front of one engine process, both real, sharing `dir`.
+pub fn start_trading(dir: &Path, sessions: usize) -> (EngineProcess, Gateway) {
+    let config = write_config(dir, sessions, "");
+    let engine = EngineProcess::start(&config, dir, "blue");
+    let journal = dir.join("journal");
+    let gateway = Gateway::start_with(
+        &config,
+        &dir.join("store"),
+        &["--engine".as_ref(), engine.addr.as_ref(), "--journal-dir".as_ref(), journal.as_os_str()],
+    );
+    (engine, gateway)
 }
