@@ -783,14 +783,7 @@ impl<S: SessionStore> Session<S> {
                         return self.drain_queue(now);
                     }
                     _ => {
-                        self.send_reject(
-                            now,
-                            message,
-                            seq,
-                            SessionRejectReason::ValueIsIncorrect,
-                            tags::NEW_SEQ_NO,
-                            "attempt to lower sequence number",
-                        );
+                        self.reject_lowering(now, message, seq);
                     }
                 }
             }
@@ -825,6 +818,18 @@ impl<S: SessionStore> Session<S> {
         self.drain_queue(now)
     }
 
+    /// A SequenceReset may only move the expected number forward (373=5 on NewSeqNo).
+    fn reject_lowering(&mut self, now: Timestamp, message: &Message, seq: u64) {
+        self.send_reject(
+            now,
+            message,
+            seq,
+            SessionRejectReason::ValueIsIncorrect,
+            tags::NEW_SEQ_NO,
+            "attempt to lower sequence number",
+        );
+    }
+
     fn handle_sequence_reset(&mut self, now: Timestamp, message: &Message, seq: u64) -> Verdict {
         match message.uint(tags::NEW_SEQ_NO) {
             Ok(new_seq) => {
@@ -837,14 +842,7 @@ impl<S: SessionStore> Session<S> {
                     tracing::warn!(session = %self.config.target_comp_id, new_seq, "SequenceReset to the expected number");
                     Verdict::Done
                 } else {
-                    self.send_reject(
-                        now,
-                        message,
-                        seq,
-                        SessionRejectReason::ValueIsIncorrect,
-                        tags::NEW_SEQ_NO,
-                        "attempt to lower sequence number",
-                    );
+                    self.reject_lowering(now, message, seq);
                     Verdict::Done
                 }
             }
