@@ -1,4 +1,4 @@
-//! The hasher of the engine's lookup tables.
+//! The hasher of the ClOrdID registry.
 //!
 //! std's SipHash spent about a quarter of the time of adding or canceling an order hashing
 //! `(session, ClOrdID)` keys. This is a folded-multiply hash (the construction of wyhash and
@@ -7,7 +7,7 @@
 //! ClOrdIDs are chosen by clients, so a fixed hash function would let one client craft ids that
 //! collide and slow every lookup for everyone. The seed therefore comes from std's per-process
 //! random keys, exactly as `HashMap`'s default does. That randomness reaches only where entries
-//! sit in a table, never an output, a snapshot or a digest: nothing iterates these tables on the
+//! sit in the table, never an output, a snapshot or a digest: nothing iterates the table on the
 //! way to one (DESIGN.md invariant 3).
 
 use std::hash::{BuildHasher, Hasher, RandomState};

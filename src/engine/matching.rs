@@ -3,8 +3,9 @@
 //! All memory is reserved in [`MatchingEngine::new`] from the configured capacities; applying an
 //! input allocates nothing (beyond the caller's output vector, which the caller can reserve).
 //! When a table is full the request is rejected with a reason instead of anything growing.
-//! Lookups use `HashMap`s, but nothing ever iterates one on the way to an output, a snapshot or a
-//! digest: those walk the sorted instrument table and the books, or sort first.
+//! The one hash table, the ClOrdID registry, has a randomly seeded layout; nothing iterates it on
+//! the way to an output, and snapshots sort its entries, so outputs, snapshots and digests
+//! depend only on the inputs (DESIGN.md invariant 3).
 
 use super::book::{Book, NIL, Order, Slab};
 use super::config::{EngineConfig, EngineConfigError, InstrumentSpec};

@@ -437,13 +437,22 @@ impl MatchingEngine {
                 return inconsistent("a resting order's ClOrdID is not registered to it");
             }
         }
+        let mut named: Vec<u64> = Vec::with_capacity(state.cl_ord_ids.len());
         for entry in &state.cl_ord_ids {
-            if entry.order_id != NO_ORDER_ID
-                && live_ids.binary_search(&entry.order_id).is_err()
-                && !is_ended(entry.order_id)
-            {
+            if entry.order_id == NO_ORDER_ID {
+                continue;
+            }
+            if live_ids.binary_search(&entry.order_id).is_err() && !is_ended(entry.order_id) {
                 return inconsistent("a ClOrdID names an order that does not exist");
             }
+            named.push(entry.order_id);
+        }
+        named.sort_unstable();
+        named.dedup();
+        // Every order was created under a ClOrdID, so the day's orders never outnumber its
+        // ClOrdIDs and the order list cannot outgrow its reserved capacity.
+        if named.len() != live_ids.len() + state.orders_ended.len() {
+            return inconsistent("an order is not named by any ClOrdID");
         }
         if state.last_input_seq == 0 && !(state.cl_ord_ids.is_empty() && state.books.is_empty()) {
             return inconsistent("orders exist before the first input");

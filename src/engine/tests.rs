@@ -922,6 +922,10 @@ fn restore_refuses_inconsistent_states() {
             let entry = s.cl_ord_ids.iter_mut().find(|e| e.order_id == 0).unwrap();
             entry.order_id = 1_000;
         }),
+        ("not named by any ClOrdID", |s| {
+            let order_id = s.orders_ended[0].order_id;
+            s.cl_ord_ids.retain(|e| e.order_id != order_id);
+        }),
         ("without orders", |s| {
             s.books[0].bids.clear();
             s.books[0].asks.clear();
