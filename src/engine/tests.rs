@@ -1004,3 +1004,29 @@ fn build_version_names_the_engine_and_crate_version() {
     let engine = MatchingEngine::new(&small_config()).unwrap();
     assert!(engine.build_version().ends_with(env!("CARGO_PKG_VERSION")));
 }
+
+#[test]
+fn the_default_config_builds_an_engine_usable_as_a_trait_object() {
+    // The gateway holds engines as `Box<dyn Engine>`; this fails to compile if the trait stops
+    // being object safe or MatchingEngine stops being Send.
+    let mut engine: Box<dyn Engine> =
+        Box::new(MatchingEngine::new(&EngineConfig::default()).unwrap());
+    let input = Input {
+        seq: 1,
+        time: Timestamp(1),
+        session: 1,
+        request: Request::New(NewOrder {
+            cl_ord_id: cid("a"),
+            symbol: sym("AAPL"),
+            side: Buy,
+            ord_type: OrdType::Limit,
+            price: Some(px("187.25")),
+            qty: Qty(100),
+            time_in_force: Day,
+        }),
+    };
+    let mut outputs = Vec::new();
+    engine.apply(&input, &mut outputs);
+    assert_eq!(exec(&outputs[0]).exec_type, Ack);
+    assert_eq!(engine.last_input_seq(), 1);
+}
