@@ -106,10 +106,11 @@ pub const ENGINE_LEVELS_MAX_LIMIT: u32 = 1 << 16;
 
 /// ClOrdIDs remembered per engine for the session day when the configuration does not say. Every
 /// request consumes one (duplicates are refused for the whole day), so this is the day's request
-/// budget across all sessions: a million requests.
+/// budget across all sessions: a million requests, for about 80 MB reserved up front (ids, their
+/// hash table and the day's order list).
 pub const ENGINE_CL_ORD_IDS_MAX_DEFAULT: u32 = 1 << 20;
 
-/// Upper bound for `cl_ord_ids_max`: 64 Mi entries keep the day's id table within a few GB.
+/// Upper bound for `cl_ord_ids_max`: 64 Mi entries keep the day's id tables within about 5 GB.
 pub const ENGINE_CL_ORD_IDS_MAX_LIMIT: u32 = 1 << 26;
 
 /// Largest quantity of one order. Far above any real order, and small enough that the quantity

@@ -18,6 +18,9 @@ pub(crate) struct Order {
     /// The OrderID: input seq of the NewOrderSingle that created it; unique, never reused.
     /// Zero marks a free slab slot.
     pub order_id: u64,
+    /// Index of the order's record in the engine's list of the day's orders, where its state
+    /// (live or how it ended) is kept.
+    pub order_index: u32,
     /// Owner; all reports about the order go to this session.
     pub session: SessionId,
     /// The ClOrdID of the latest accepted request on the order (new or replace), the only one a

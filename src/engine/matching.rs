@@ -3,13 +3,13 @@
 //! All memory is reserved in [`MatchingEngine::new`] from the configured capacities; applying an
 //! input allocates nothing (beyond the caller's output vector, which the caller can reserve).
 //! When a table is full the request is rejected with a reason instead of anything growing.
-//! Lookups use `HashMap`s, but nothing ever iterates one on the way to an output, a snapshot or a
-//! digest: those walk the sorted instrument table and the books, or sort first.
-
-use std::collections::HashMap;
+//! The one hash table, the ClOrdID registry, has a randomly seeded layout; nothing iterates it on
+//! the way to an output, and snapshots sort its entries, so outputs, snapshots and digests
+//! depend only on the inputs (DESIGN.md invariant 3).
 
 use super::book::{Book, NIL, Order, Slab};
 use super::config::{EngineConfig, EngineConfigError, InstrumentSpec};
+use super::registry::{ClOrdIdRegistry, NO_ORDER};
 use super::snapshot::{self, SnapshotError};
 use super::types::{
     ClOrdId, CxlRejReason, CxlRejResponseTo, ExecType, OrdRejReason, OrdStatus, OrdType, Price,
@@ -22,10 +22,7 @@ use super::{
 use crate::constants::ENGINE_ORDER_QTY_MAX;
 use crate::fix::time::Timestamp;
 
-/// Registry value for a ClOrdID whose request created or touched no order (a rejected request).
-pub(crate) const NO_ORDER: u64 = 0;
-
-/// Where an order is, by OrderID.
+/// Where an order is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum OrderState {
     /// Resting, in this slab slot.
@@ -33,6 +30,15 @@ pub(crate) enum OrderState {
     /// Done; kept for the session day so a late cancel is answered TooLateToCancel with the
     /// order's final status.
     Ended(OrdStatus),
+}
+
+/// One order created today, live or ended.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OrderRecord {
+    /// Its OrderID.
+    pub order_id: u64,
+    /// Where it is now.
+    pub state: OrderState,
 }
 
 /// One configured instrument and its book.
@@ -50,15 +56,14 @@ pub struct MatchingEngine {
     pub(crate) instruments: Vec<Instrument>,
     /// Every resting order.
     pub(crate) slab: Slab,
-    /// Every ClOrdID each session used today → the OrderID it created or acted on, or
-    /// [`NO_ORDER`]. Insert-only during the day; created with capacity `cl_ord_ids_max` so it
-    /// never reallocates (requests beyond it are rejected).
-    pub(crate) cl_ord_ids: HashMap<(SessionId, ClOrdId), u64>,
-    /// Every order created today by OrderID. Insert-only (a live order turns ended in place);
-    /// each order consumed a ClOrdID, so it never holds more than `cl_ord_ids_max` entries.
-    pub(crate) orders: HashMap<u64, OrderState>,
-    /// ClOrdIDs the day may use across all sessions.
-    pub(crate) cl_ord_ids_max: u32,
+    /// Every ClOrdID each session used today → the index in `orders` of the order it created
+    /// or acted on, or [`NO_ORDER`]. Requests beyond its capacity are rejected.
+    pub(crate) cl_ord_ids: ClOrdIdRegistry,
+    /// Every order created today, in ascending OrderID order (orders are appended as inputs
+    /// create them, and a restore loads them sorted). Append-only: a live order turns ended in
+    /// place. Each order consumed a ClOrdID, so it never outgrows its `cl_ord_ids_max`
+    /// capacity.
+    pub(crate) orders: Vec<OrderRecord>,
     /// Price levels per book side, for checking snapshots against this configuration.
     pub(crate) levels_max: u32,
     /// Seq of the last applied input; the next must be one more.
@@ -205,6 +210,10 @@ impl Emitter<'_> {
     }
 }
 
+/// The variable fields of a CancelReject: OrderID (if the request named an order), that order's
+/// status, the reason and the text.
+type Refusal = (Option<u64>, OrdStatus, CxlRejReason, RejectText);
+
 /// What cancel and replace requests have in common.
 struct RequestIds {
     /// The request's own ClOrdID.
@@ -233,9 +242,8 @@ impl MatchingEngine {
         Ok(MatchingEngine {
             instruments,
             slab: Slab::with_capacity(config.orders_max),
-            cl_ord_ids: HashMap::with_capacity(config.cl_ord_ids_max as usize),
-            orders: HashMap::with_capacity(config.cl_ord_ids_max as usize),
-            cl_ord_ids_max: config.cl_ord_ids_max,
+            cl_ord_ids: ClOrdIdRegistry::with_capacity(config.cl_ord_ids_max),
+            orders: Vec::with_capacity(config.cl_ord_ids_max as usize),
             levels_max: config.levels_max,
             last_input_seq: 0,
             last_time: Timestamp::ZERO,
@@ -291,8 +299,7 @@ impl MatchingEngine {
     /// Every check that can reject runs before the acknowledgement, so a NewOrderSingle gets
     /// exactly one New or Rejected.
     fn new_order(&mut self, session: SessionId, request: &NewOrder, out: &mut Emitter<'_>) {
-        let key = (session, request.cl_ord_id);
-        if self.cl_ord_ids.contains_key(&key) {
+        if self.cl_ord_ids.contains(session, &request.cl_ord_id) {
             out.reject_new(
                 session,
                 request,
@@ -301,7 +308,7 @@ impl MatchingEngine {
             );
             return;
         }
-        if self.cl_ord_ids.len() >= self.cl_ord_ids_max as usize {
+        if self.cl_ord_ids.is_full() {
             out.reject_new(
                 session,
                 request,
@@ -310,52 +317,23 @@ impl MatchingEngine {
             );
             return;
         }
-        // From here on the ClOrdID counts as used, whether the order is accepted or not.
-        self.cl_ord_ids.insert(key, NO_ORDER);
-
-        let instrument = match self.check_new(request) {
-            Ok(instrument) => instrument,
+        // The ClOrdID counts as used whether the order is accepted or not; it is written once,
+        // with the outcome, to keep the hot path at two table lookups.
+        let (instrument, fillable, rests) = match self.check_new(request) {
+            Ok(accepted) => accepted,
             Err((reason, text)) => {
+                self.cl_ord_ids.insert(session, request.cl_ord_id, NO_ORDER);
                 out.reject_new(session, request, reason, text);
                 return;
             }
         };
-        let book = &self.instruments[instrument].book;
-        let crossing = book
-            .side(request.side.opposite())
-            .crossing_qty(request.price, request.qty.0);
-        let fillable = crossing >= request.qty.0;
-        let rests = request.ord_type == OrdType::Limit
-            && request.time_in_force == TimeInForce::Day
-            && !fillable;
-        if rests {
-            // Checked before the acknowledgement: once an order is acknowledged it must be able
-            // to rest, and matching only consumes the other side, so these checks hold after it.
-            if !self.slab.has_room() {
-                out.reject_new(
-                    session,
-                    request,
-                    OrdRejReason::Other,
-                    RejectText::OrderCapacity,
-                );
-                return;
-            }
-            let price = request.price.expect("limit orders have a price");
-            if !book.side(request.side).has_room_for(price, None) {
-                out.reject_new(
-                    session,
-                    request,
-                    OrdRejReason::Other,
-                    RejectText::LevelCapacity,
-                );
-                return;
-            }
-        }
-
         let order_id = out.input_seq;
-        self.cl_ord_ids.insert(key, order_id);
+        let order_index = self.orders.len() as u32;
+        self.cl_ord_ids
+            .insert(session, request.cl_ord_id, order_index);
         let mut order = Order {
             order_id,
+            order_index,
             session,
             cl_ord_id: request.cl_ord_id,
             instrument: instrument as u32,
@@ -380,17 +358,23 @@ impl MatchingEngine {
                 None,
                 None,
             );
-            self.orders
-                .insert(order_id, OrderState::Ended(OrdStatus::Canceled));
+            self.orders.push(OrderRecord {
+                order_id,
+                state: OrderState::Ended(OrdStatus::Canceled),
+            });
             return;
         }
         self.match_aggressor(&mut order, out);
         self.settle_aggressor(order, None, rests, out);
     }
 
-    /// Validation of a NewOrderSingle that does not depend on the book; the instrument's index
-    /// when it passes.
-    fn check_new(&self, request: &NewOrder) -> Result<usize, (OrdRejReason, RejectText)> {
+    /// Every check of a NewOrderSingle, run before the acknowledgement. When it passes: the
+    /// instrument's index, whether the book holds enough crossing quantity to fill it, and
+    /// whether its remainder will rest.
+    fn check_new(
+        &self,
+        request: &NewOrder,
+    ) -> Result<(usize, bool, bool), (OrdRejReason, RejectText)> {
         let Some(instrument) = self.instrument_index(request.symbol) else {
             return Err((OrdRejReason::UnknownSymbol, RejectText::UnknownSymbol));
         };
@@ -422,7 +406,26 @@ impl MatchingEngine {
         {
             return Err((OrdRejReason::Other, RejectText::PriceOffTick));
         }
-        Ok(instrument)
+        let book = &self.instruments[instrument].book;
+        let crossing = book
+            .side(request.side.opposite())
+            .crossing_qty(request.price, request.qty.0);
+        let fillable = crossing >= request.qty.0;
+        let rests = request.ord_type == OrdType::Limit
+            && request.time_in_force == TimeInForce::Day
+            && !fillable;
+        if rests {
+            // Once an order is acknowledged it must be able to rest; matching only consumes the
+            // other side, so room found now is still there after matching.
+            if !self.slab.has_room() {
+                return Err((OrdRejReason::Other, RejectText::OrderCapacity));
+            }
+            let price = request.price.expect("limit orders have a price");
+            if !book.side(request.side).has_room_for(price, None) {
+                return Err((OrdRejReason::Other, RejectText::LevelCapacity));
+            }
+        }
+        Ok((instrument, fillable, rests))
     }
 
     /// Trades `aggressor` against the opposite side of its book in price-time priority while it
@@ -474,8 +477,8 @@ impl MatchingEngine {
                     opposite.levels.pop();
                 }
                 self.slab.remove(index);
-                self.orders
-                    .insert(passive.order_id, OrderState::Ended(OrdStatus::Filled));
+                self.orders[passive.order_index as usize].state =
+                    OrderState::Ended(OrdStatus::Filled);
             }
         }
     }
@@ -521,72 +524,94 @@ impl MatchingEngine {
             );
             OrderState::Ended(OrdStatus::Canceled)
         };
-        self.orders.insert(order.order_id, state);
+        match slot {
+            // A replaced order already has its record.
+            Some(_) => self.orders[order.order_index as usize].state = state,
+            None => {
+                assert_eq!(
+                    order.order_index as usize,
+                    self.orders.len(),
+                    "orders out of order"
+                );
+                self.orders.push(OrderRecord {
+                    order_id: order.order_id,
+                    state,
+                });
+            }
+        }
     }
 
     /// The checks cancel and replace share: a fresh ClOrdID, room to remember it, and an open
-    /// order of this session under OrigClOrdID with the same symbol and side. Emits the
-    /// CancelReject and returns `None` when one fails; otherwise the OrderID and slab slot.
+    /// order of this session under OrigClOrdID with the same symbol and side. When one fails it
+    /// emits the CancelReject, records the ClOrdID as used and returns `None`. Otherwise it
+    /// returns the order's slab slot and leaves recording the ClOrdID to the caller, which
+    /// knows the outcome (one table write per request).
     fn open_request(
         &mut self,
         session: SessionId,
         request: &RequestIds,
         out: &mut Emitter<'_>,
-    ) -> Option<(u64, u32)> {
-        let key = (session, request.cl_ord_id);
-        let unknown = |out: &mut Emitter<'_>, reason, text| {
-            out.cancel_reject(session, request, None, OrdStatus::Rejected, reason, text);
-        };
-        if self.cl_ord_ids.contains_key(&key) {
-            unknown(
-                out,
+    ) -> Option<u32> {
+        if self.cl_ord_ids.contains(session, &request.cl_ord_id) {
+            out.cancel_reject(
+                session,
+                request,
+                None,
+                OrdStatus::Rejected,
                 CxlRejReason::DuplicateClOrdId,
                 RejectText::DuplicateClOrdId,
             );
             return None;
         }
-        if self.cl_ord_ids.len() >= self.cl_ord_ids_max as usize {
-            unknown(out, CxlRejReason::Other, RejectText::ClOrdIdCapacity);
-            return None;
-        }
-        self.cl_ord_ids.insert(key, NO_ORDER);
-        let order_id = match self.cl_ord_ids.get(&(session, request.orig_cl_ord_id)) {
-            Some(&order_id) if order_id != NO_ORDER => order_id,
-            _ => {
-                unknown(out, CxlRejReason::UnknownOrder, RejectText::UnknownOrder);
-                return None;
-            }
-        };
-        let slot = match self.orders.get(&order_id) {
-            Some(&OrderState::Live(slot)) => slot,
-            Some(&OrderState::Ended(status)) => {
-                out.cancel_reject(
-                    session,
-                    request,
-                    Some(order_id),
-                    status,
-                    CxlRejReason::TooLateToCancel,
-                    RejectText::OrderDone,
-                );
-                return None;
-            }
-            None => unreachable!("ClOrdID registry names order {order_id} that never existed"),
-        };
-        let order = self.slab.get(slot);
-        if order.cl_ord_id != request.orig_cl_ord_id {
-            unknown(
-                out,
-                CxlRejReason::UnknownOrder,
-                RejectText::NotLatestClOrdId,
+        if self.cl_ord_ids.is_full() {
+            out.cancel_reject(
+                session,
+                request,
+                None,
+                OrdStatus::Rejected,
+                CxlRejReason::Other,
+                RejectText::ClOrdIdCapacity,
             );
             return None;
         }
+        match self.find_open(session, request) {
+            Ok(found) => Some(found),
+            Err((order_id, ord_status, reason, text)) => {
+                self.cl_ord_ids.insert(session, request.cl_ord_id, NO_ORDER);
+                out.cancel_reject(session, request, order_id, ord_status, reason, text);
+                None
+            }
+        }
+    }
+
+    /// The slab slot of the open order a cancel or replace names, or what to answer when there
+    /// is none.
+    fn find_open(&self, session: SessionId, request: &RequestIds) -> Result<u32, Refusal> {
+        let unknown = |text| Err((None, OrdStatus::Rejected, CxlRejReason::UnknownOrder, text));
+        let record = match self.cl_ord_ids.get(session, &request.orig_cl_ord_id) {
+            Some(index) if index != NO_ORDER => self.orders[index as usize],
+            _ => return unknown(RejectText::UnknownOrder),
+        };
+        let slot = match record.state {
+            OrderState::Live(slot) => slot,
+            OrderState::Ended(status) => {
+                return Err((
+                    Some(record.order_id),
+                    status,
+                    CxlRejReason::TooLateToCancel,
+                    RejectText::OrderDone,
+                ));
+            }
+        };
+        let order = self.slab.get(slot);
+        if order.cl_ord_id != request.orig_cl_ord_id {
+            return unknown(RejectText::NotLatestClOrdId);
+        }
         let symbol = self.instruments[order.instrument as usize].spec.symbol;
         if symbol != request.symbol || order.side != request.side {
-            unknown(out, CxlRejReason::UnknownOrder, RejectText::OrderMismatch);
-            return None;
+            return unknown(RejectText::OrderMismatch);
         }
-        Some((order_id, slot))
+        Ok(slot)
     }
 
     /// OrderCancelRequest: removes the named open order of this session.
@@ -598,19 +623,18 @@ impl MatchingEngine {
             side: request.side,
             response_to: CxlRejResponseTo::Cancel,
         };
-        let Some((order_id, slot)) = self.open_request(session, &ids, out) else {
+        let Some(slot) = self.open_request(session, &ids, out) else {
             return;
         };
-        self.cl_ord_ids
-            .insert((session, request.cl_ord_id), order_id);
         let mut order = *self.slab.get(slot);
+        self.cl_ord_ids
+            .insert(session, request.cl_ord_id, order.order_index);
         self.instruments[order.instrument as usize]
             .book
             .side_mut(order.side)
             .unlink(&mut self.slab, slot);
         self.slab.remove(slot);
-        self.orders
-            .insert(order_id, OrderState::Ended(OrdStatus::Canceled));
+        self.orders[order.order_index as usize].state = OrderState::Ended(OrdStatus::Canceled);
         order.cl_ord_id = request.cl_ord_id;
         out.execution(
             &order,
@@ -633,7 +657,7 @@ impl MatchingEngine {
             side: request.side,
             response_to: CxlRejResponseTo::Replace,
         };
-        let Some((order_id, slot)) = self.open_request(session, &ids, out) else {
+        let Some(slot) = self.open_request(session, &ids, out) else {
             return;
         };
         let order = *self.slab.get(slot);
@@ -659,10 +683,11 @@ impl MatchingEngine {
         let (new_price, keeps_priority) = match checked {
             Ok(accepted) => accepted,
             Err(text) => {
+                self.cl_ord_ids.insert(session, request.cl_ord_id, NO_ORDER);
                 out.cancel_reject(
                     session,
                     &ids,
-                    Some(order_id),
+                    Some(order.order_id),
                     order.status(),
                     CxlRejReason::Other,
                     text,
@@ -672,7 +697,7 @@ impl MatchingEngine {
         };
 
         self.cl_ord_ids
-            .insert((session, request.cl_ord_id), order_id);
+            .insert(session, request.cl_ord_id, order.order_index);
         let mut replaced = order;
         replaced.cl_ord_id = request.cl_ord_id;
         replaced.price = Some(new_price);

@@ -11,7 +11,9 @@
 
 mod book;
 mod config;
+mod hash;
 mod matching;
+mod registry;
 mod snapshot;
 mod types;
 

@@ -22,7 +22,8 @@ use sha2::{Digest as _, Sha256};
 
 use super::Digest;
 use super::book::{NIL, Order, avg_px};
-use super::matching::{MatchingEngine, NO_ORDER, OrderState};
+use super::matching::{MatchingEngine, OrderRecord, OrderState};
+use super::registry::NO_ORDER;
 use super::types::{OrdStatus, OrdType, Price, Qty, Side, Symbol, TimeInForce};
 use crate::constants::ENGINE_ORDER_QTY_MAX;
 use crate::fix::time::Timestamp;
@@ -41,6 +42,10 @@ const FORMAT_VERSION_WRITTEN: u16 = 1;
 
 const _: () =
     assert!(SNAPSHOT_FORMAT_VERSIONS[SNAPSHOT_FORMAT_VERSIONS.len() - 1] == FORMAT_VERSION_WRITTEN);
+
+/// `ClOrdIdV1::order_id` of a ClOrdID whose request created or touched no order (OrderIDs are
+/// input seqs, which start at 1).
+const NO_ORDER_ID: u64 = 0;
 
 /// The in-memory form of the written format. Moving to a v2 format changes this alias.
 pub(crate) type State = v1::StateV1;
@@ -273,27 +278,32 @@ impl MatchingEngine {
         }
         let mut cl_ord_ids: Vec<_> = self
             .cl_ord_ids
+            .entries()
             .iter()
-            .map(|(&(session, cl_ord_id), &order_id)| v1::ClOrdIdV1 {
-                session,
-                cl_ord_id,
-                order_id,
+            .map(|entry| v1::ClOrdIdV1 {
+                session: entry.session,
+                cl_ord_id: entry.cl_ord_id,
+                order_id: match entry.order {
+                    NO_ORDER => NO_ORDER_ID,
+                    index => self.orders[index as usize].order_id,
+                },
             })
             .collect();
         // Keys are unique, so an unstable sort is still a total, deterministic order.
         cl_ord_ids.sort_unstable_by_key(|entry| (entry.session, entry.cl_ord_id));
-        let mut orders_ended: Vec<_> = self
+        let orders_ended: Vec<_> = self
             .orders
             .iter()
-            .filter_map(|(&order_id, state)| match state {
+            .filter_map(|record| match record.state {
                 OrderState::Ended(status) => Some(v1::OrderEndedV1 {
-                    order_id,
+                    order_id: record.order_id,
                     ord_status: status.fix_value(),
                 }),
                 OrderState::Live(_) => None,
             })
             .collect();
-        orders_ended.sort_unstable_by_key(|ended| ended.order_id);
+        // `orders` is in OrderID order, so this is already sorted.
+        debug_assert!(orders_ended.is_sorted_by_key(|ended| ended.order_id));
         State {
             last_input_seq: self.last_input_seq,
             last_time_ns: self.last_time.0,
@@ -357,11 +367,15 @@ impl MatchingEngine {
         }
         for (what, needed, max) in [
             ("open orders", live_ids.len(), self.slab.capacity()),
-            ("ClOrdIDs", state.cl_ord_ids.len(), self.cl_ord_ids_max),
+            (
+                "ClOrdIDs",
+                state.cl_ord_ids.len(),
+                self.cl_ord_ids.capacity(),
+            ),
             (
                 "orders of the session day",
                 live_ids.len() + state.orders_ended.len(),
-                self.cl_ord_ids_max,
+                self.cl_ord_ids.capacity(),
             ),
         ] {
             if needed > max as usize {
@@ -423,13 +437,22 @@ impl MatchingEngine {
                 return inconsistent("a resting order's ClOrdID is not registered to it");
             }
         }
+        let mut named: Vec<u64> = Vec::with_capacity(state.cl_ord_ids.len());
         for entry in &state.cl_ord_ids {
-            if entry.order_id != NO_ORDER
-                && live_ids.binary_search(&entry.order_id).is_err()
-                && !is_ended(entry.order_id)
-            {
+            if entry.order_id == NO_ORDER_ID {
+                continue;
+            }
+            if live_ids.binary_search(&entry.order_id).is_err() && !is_ended(entry.order_id) {
                 return inconsistent("a ClOrdID names an order that does not exist");
             }
+            named.push(entry.order_id);
+        }
+        named.sort_unstable();
+        named.dedup();
+        // Every order was created under a ClOrdID, so the day's orders never outnumber its
+        // ClOrdIDs and the order list cannot outgrow its reserved capacity.
+        if named.len() != live_ids.len() + state.orders_ended.len() {
+            return inconsistent("an order is not named by any ClOrdID");
         }
         if state.last_input_seq == 0 && !(state.cl_ord_ids.is_empty() && state.books.is_empty()) {
             return inconsistent("orders exist before the first input");
@@ -446,6 +469,36 @@ impl MatchingEngine {
         }
         self.cl_ord_ids.clear();
         self.orders.clear();
+
+        // The day's orders in OrderID order, as `apply` would have appended them. Live ones get
+        // their slab slot below.
+        let mut order_ids: Vec<u64> = state
+            .books
+            .iter()
+            .flat_map(|book| book.bids.iter().chain(&book.asks))
+            .map(|order| order.order_id)
+            .chain(state.orders_ended.iter().map(|ended| ended.order_id))
+            .collect();
+        order_ids.sort_unstable();
+        for &order_id in &order_ids {
+            let state = match state
+                .orders_ended
+                .binary_search_by_key(&order_id, |ended| ended.order_id)
+            {
+                Ok(at) => OrderState::Ended(
+                    OrdStatus::from_fix(state.orders_ended[at].ord_status)
+                        .expect("checked: filled or canceled"),
+                ),
+                Err(_) => OrderState::Live(NIL),
+            };
+            self.orders.push(OrderRecord { order_id, state });
+        }
+        let order_index = |order_id: u64| -> u32 {
+            order_ids
+                .binary_search(&order_id)
+                .expect("checked: every referenced order exists") as u32
+        };
+
         for book in &state.books {
             let instrument = self
                 .instrument_index(book.symbol)
@@ -459,6 +512,7 @@ impl MatchingEngine {
                     for resting in run {
                         let order = Order {
                             order_id: resting.order_id,
+                            order_index: order_index(resting.order_id),
                             session: resting.session,
                             cl_ord_id: resting.cl_ord_id,
                             instrument: instrument as u32,
@@ -473,25 +527,23 @@ impl MatchingEngine {
                             prev: NIL,
                             next: NIL,
                         };
-                        let index = self.slab.insert(order);
+                        let slot = self.slab.insert(order);
                         self.instruments[instrument]
                             .book
                             .side_mut(side)
-                            .push_back(&mut self.slab, index);
-                        self.orders.insert(order.order_id, OrderState::Live(index));
+                            .push_back(&mut self.slab, slot);
+                        self.orders[order.order_index as usize].state = OrderState::Live(slot);
                     }
                 }
             }
         }
         for entry in &state.cl_ord_ids {
+            let order = match entry.order_id {
+                NO_ORDER_ID => NO_ORDER,
+                order_id => order_index(order_id),
+            };
             self.cl_ord_ids
-                .insert((entry.session, entry.cl_ord_id), entry.order_id);
-        }
-        for ended in &state.orders_ended {
-            let status =
-                OrdStatus::from_fix(ended.ord_status).expect("checked: filled or canceled");
-            self.orders
-                .insert(ended.order_id, OrderState::Ended(status));
+                .insert(entry.session, entry.cl_ord_id, order);
         }
         self.last_input_seq = state.last_input_seq;
         self.last_time = Timestamp(state.last_time_ns);

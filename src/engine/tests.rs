@@ -922,6 +922,10 @@ fn restore_refuses_inconsistent_states() {
             let entry = s.cl_ord_ids.iter_mut().find(|e| e.order_id == 0).unwrap();
             entry.order_id = 1_000;
         }),
+        ("not named by any ClOrdID", |s| {
+            let order_id = s.orders_ended[0].order_id;
+            s.cl_ord_ids.retain(|e| e.order_id != order_id);
+        }),
         ("without orders", |s| {
             s.books[0].bids.clear();
             s.books[0].asks.clear();
@@ -999,4 +1003,30 @@ fn restore_refuses_a_snapshot_larger_than_the_configuration() {
 fn build_version_names_the_engine_and_crate_version() {
     let engine = MatchingEngine::new(&small_config()).unwrap();
     assert!(engine.build_version().ends_with(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn the_default_config_builds_an_engine_usable_as_a_trait_object() {
+    // The gateway holds engines as `Box<dyn Engine>`; this fails to compile if the trait stops
+    // being object safe or MatchingEngine stops being Send.
+    let mut engine: Box<dyn Engine> =
+        Box::new(MatchingEngine::new(&EngineConfig::default()).unwrap());
+    let input = Input {
+        seq: 1,
+        time: Timestamp(1),
+        session: 1,
+        request: Request::New(NewOrder {
+            cl_ord_id: cid("a"),
+            symbol: sym("AAPL"),
+            side: Buy,
+            ord_type: OrdType::Limit,
+            price: Some(px("187.25")),
+            qty: Qty(100),
+            time_in_force: Day,
+        }),
+    };
+    let mut outputs = Vec::new();
+    engine.apply(&input, &mut outputs);
+    assert_eq!(exec(&outputs[0]).exec_type, Ack);
+    assert_eq!(engine.last_input_seq(), 1);
 }

@@ -267,12 +267,14 @@ fn format_fixed(
 macro_rules! inline_ascii {
     ($(#[$meta:meta])* $name:ident, $capacity:expr, $what:literal) => {
         $(#[$meta])*
-        #[derive(Clone, Copy)]
+        // Equality compares the fixed-size fields, which agrees with comparing `as_bytes()`
+        // because bytes past `len` are always zero.
+        #[derive(Clone, Copy, PartialEq, Eq)]
         pub struct $name {
             /// Number of meaningful bytes in `bytes`; 1..=capacity for every constructed value.
             len: u8,
-            /// The identifier, left-aligned; bytes past `len` are always zero so that a derived
-            /// comparison would agree with the manual ones below.
+            /// The identifier, left-aligned; bytes past `len` are always zero, which is what
+            /// lets equality and hashing work on the whole array.
             bytes: [u8; $capacity],
         }
 
@@ -306,14 +308,6 @@ macro_rules! inline_ascii {
             }
         }
 
-        impl PartialEq for $name {
-            fn eq(&self, other: &Self) -> bool {
-                self.as_bytes() == other.as_bytes()
-            }
-        }
-
-        impl Eq for $name {}
-
         impl PartialOrd for $name {
             fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
                 Some(self.cmp(other))
@@ -328,8 +322,11 @@ macro_rules! inline_ascii {
         }
 
         impl Hash for $name {
+            /// Whole fixed-size words rather than a length-prefixed slice: the padding is
+            /// always zero, so this agrees with `Eq` and hashes in a few word-sized steps.
             fn hash<H: Hasher>(&self, state: &mut H) {
-                self.as_bytes().hash(state);
+                state.write(&self.bytes);
+                state.write_u8(self.len);
             }
         }
 
