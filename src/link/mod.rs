@@ -49,6 +49,8 @@
 
 mod error;
 pub mod protocol;
+mod replay;
+mod server;
 pub mod transport;
 
 pub use error::LinkError;
@@ -57,4 +59,5 @@ pub use protocol::{
     LINK_PROTOCOL_VERSION, Outputs, Refused, RefusedRequest, Restore, Restored, Snapshot, Welcome,
     encode, encode_input, encode_restore,
 };
+pub use server::{ServeConfig, Shutdown, serve, serve_on};
 pub use transport::{LinkAddr, LinkAddrError, LinkListener};
