@@ -47,12 +47,14 @@
 //! resent input is checked, not its content: the journal is the source of truth and the gateway
 //! resends from it.
 
+mod client;
 mod error;
 pub mod protocol;
 mod replay;
 mod server;
 pub mod transport;
 
+pub use client::{EngineLink, LinkReader, LinkWriter, connect, connect_with_timeout};
 pub use error::LinkError;
 pub use protocol::{
     AlreadyApplied, Close, DigestReport, Frame, FrameDecoder, FrameKind, Heartbeat, Hello,
