@@ -153,3 +153,80 @@ pub const SUPERVISOR_BACKOFF_MAX_MS: u64 = 5_000;
 /// How long children get to stop cleanly on shutdown: the gateway's Logout round trip plus
 /// margin.
 pub const SUPERVISOR_GRACE_MS: u64 = LOGOUT_TIMEOUT_DEFAULT_MS + 3_000;
+
+// ---------------------------------------------------------------------------------------------
+// Engine link: the gateway↔engine wire protocol (`crate::link`).
+// ---------------------------------------------------------------------------------------------
+
+/// Largest wire frame in bytes, header included. Every frame, whatever its kind, fits this, so a
+/// link's read buffer is one fixed allocation and a declared length above it is refused before a
+/// byte of the body is buffered. 64 KiB holds hundreds of inputs or a sweep's worth of reports
+/// per frame and is what one socket read typically returns; larger messages (snapshots, a market
+/// order that sweeps thousands of orders) are split into chunks of this size.
+pub const LINK_FRAME_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest message in bytes once its chunks are put back together. A snapshot of an engine at
+/// the default capacities (see the `ENGINE_*_DEFAULT` constants) is under 100 MB; 1 GiB leaves
+/// room for configured capacities ten times larger, and a peer cannot make a link reserve more.
+/// Engines whose state outgrows it are partitioned across engine pairs.
+pub const LINK_MESSAGE_BYTES_MAX: usize = 1 << 30;
+
+/// How long either side of a link may stay silent before it sends a Heartbeat. A dead engine is
+/// noticed by silence, so this bounds failover detection; 100 ms is a few packets a second on an
+/// idle link and invisible next to order traffic.
+pub const LINK_HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 100;
+
+/// How long an engine waits without a byte from its gateway before it drops the connection and
+/// accepts the next one: ten missed heartbeats. Dropping a live gateway costs only a reconnect
+/// (the engine keeps its state and replays retained outputs), while holding a dead one keeps
+/// every other gateway out, so this errs on the short side.
+pub const LINK_PEER_TIMEOUT_MS_DEFAULT: u64 = 10 * LINK_HEARTBEAT_INTERVAL_MS_DEFAULT;
+
+/// How long either side waits for the other's Hello or Welcome after connecting. Generous
+/// because it includes process start and a cold cache, short enough that a wrong address (some
+/// other service that never speaks) is reported within seconds.
+pub const LINK_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+
+/// How often a blocked engine-side loop wakes to check for shutdown and for due heartbeats when
+/// nothing arrives. 20 ms makes shutdown feel immediate to an operator at negligible cost.
+pub const LINK_POLL_INTERVAL_MS: u64 = 20;
+
+/// Inputs whose encoded outputs an engine retains, so that a gateway that lost a connection can
+/// resend the inputs it has no outputs for and get those outputs back (DESIGN.md invariant 4:
+/// nothing lost). Must cover every input a gateway can have in flight when the link breaks.
+pub const LINK_REPLAY_INPUTS_MAX: usize = 1 << 16;
+
+/// Bytes of encoded outputs an engine retains for replay. At a typical 100 to 300 bytes per
+/// input this holds the whole [`LINK_REPLAY_INPUTS_MAX`] window; it only evicts earlier when
+/// inputs sweep deep books, and keeps the retention within a fixed memory budget.
+pub const LINK_REPLAY_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// Inputs a gateway may send on one link before it has received their Outputs. The engine's
+/// replay window covers it, so whatever was in flight when a link broke can be recovered from
+/// the same engine after reconnecting; it also bounds what the gateway buffers per engine.
+pub const LINK_INPUTS_IN_FLIGHT_MAX: usize = 1 << 14;
+
+const _: () = assert!(
+    LINK_INPUTS_IN_FLIGHT_MAX <= LINK_REPLAY_INPUTS_MAX,
+    "the replay window must cover every input that can be in flight"
+);
+const _: () = assert!(
+    LINK_FRAME_BYTES_MAX <= u32::MAX as usize,
+    "a frame's length prefix is a u32"
+);
+const _: () = assert!(
+    LINK_FRAME_BYTES_MAX >= 4 * 1024,
+    "a frame must hold a Hello and an Outputs of a few reports without chunking"
+);
+const _: () = assert!(
+    LINK_MESSAGE_BYTES_MAX >= LINK_FRAME_BYTES_MAX,
+    "a message is one or more frames"
+);
+const _: () = assert!(
+    LINK_PEER_TIMEOUT_MS_DEFAULT >= 3 * LINK_HEARTBEAT_INTERVAL_MS_DEFAULT,
+    "a peer must miss several heartbeats before it is declared silent"
+);
+const _: () = assert!(
+    LINK_POLL_INTERVAL_MS <= LINK_HEARTBEAT_INTERVAL_MS_DEFAULT,
+    "the idle loop must wake often enough to send heartbeats on time"
+);

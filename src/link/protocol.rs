@@ -1,0 +1,901 @@
+//! The link's frames and their codec, without I/O: bytes in, [`Frame`]s out and back, so the
+//! blocking engine loop, the tokio gateway client and the fuzz-style tests share one codec.
+//!
+//! # Framing
+//!
+//! ```text
+//! [u32 LE: length of the rest][u16 LE: protocol version][u8: kind][payload]
+//! ```
+//!
+//! The payload is the frame's struct encoded with bincode 2's standard configuration (varint
+//! integers). A whole frame is at most [`LINK_FRAME_BYTES_MAX`] bytes; the decoder refuses a
+//! larger declared length as soon as the 4-byte prefix is in, before buffering any of the body.
+//!
+//! A message whose payload does not fit one frame (a snapshot, a restore, the reports of an
+//! order that sweeps a deep book) is sent as a `ChunkedBegin` frame (`[u8 kind][u64 LE total
+//! length]`) followed by `Chunk` frames of raw payload bytes, back to back, with no other frame
+//! in between. The decoder reassembles them (up to [`LINK_MESSAGE_BYTES_MAX`]) and returns one
+//! ordinary [`Frame`]; callers never see chunks.
+//!
+//! # Versioning
+//!
+//! Every frame carries [`LINK_PROTOCOL_VERSION`]. A frame of another version is refused with
+//! [`LinkError::UnsupportedVersion`], except the three handshake kinds Hello, Welcome and Close:
+//! their kind numbers and payload layouts are frozen (a later version may only append fields,
+//! which older readers ignore), so peers of different versions can always tell each other which
+//! version they speak and why they hang up. The handshake then decides: the engine's Hello names
+//! its version, and the gateway answers Welcome with the version both will speak, or Close.
+//!
+//! # Conversation
+//!
+//! | frame | direction | answer |
+//! |---|---|---|
+//! | [`Hello`] | engine → gateway, first frame | [`Welcome`] or [`Close`] |
+//! | [`Frame::Input`] | gateway → engine | exactly one of `Outputs`, `Replayed`, `AlreadyApplied` |
+//! | [`Frame::Outputs`] | engine → gateway | — |
+//! | [`Frame::Replayed`] | engine → gateway | — |
+//! | [`AlreadyApplied`] | engine → gateway | — |
+//! | [`Heartbeat`] | both, when idle | — |
+//! | `SnapshotRequest` | gateway → engine | [`Snapshot`] or [`Refused`] |
+//! | [`Restore`] | gateway → engine | [`Restored`] or [`Refused`] |
+//! | `DigestRequest` | gateway → engine | [`DigestReport`] |
+//! | [`Close`] | both | the connection ends |
+//!
+//! The engine answers requests in the order it receives them, so the gateway can match answers
+//! to requests by position.
+
+use std::fmt;
+
+use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+use serde::{Deserialize, Serialize};
+
+use super::error::LinkError;
+use crate::constants::{LINK_FRAME_BYTES_MAX, LINK_MESSAGE_BYTES_MAX};
+use crate::engine::{Digest, Input, Output};
+
+/// The protocol version this build speaks. Bump it when any non-handshake frame's layout or
+/// meaning changes; the handshake frames stay readable across versions (see the module docs).
+pub const LINK_PROTOCOL_VERSION: u16 = 1;
+
+/// Bytes of the length prefix.
+const LENGTH_PREFIX_BYTES: usize = 4;
+
+/// Bytes before a frame's payload: length prefix, version and kind.
+pub const FRAME_HEADER_BYTES: usize = LENGTH_PREFIX_BYTES + 2 + 1;
+
+/// Largest payload of one frame; larger messages are chunked.
+const FRAME_PAYLOAD_BYTES_MAX: usize = LINK_FRAME_BYTES_MAX - FRAME_HEADER_BYTES;
+
+/// Payload of a `ChunkedBegin` frame: the message kind and its total length.
+const CHUNKED_BEGIN_PAYLOAD_BYTES: usize = 1 + 8;
+
+/// bincode's standard configuration, with the message limit as an extra guard against a length
+/// inside a payload that claims more than a message can hold.
+const CONFIG: Configuration<LittleEndian, Varint, Limit<LINK_MESSAGE_BYTES_MAX>> =
+    bincode::config::standard().with_limit::<LINK_MESSAGE_BYTES_MAX>();
+
+/// The kind byte of a frame. Numbers are part of the protocol: never reuse one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// [`Hello`]; frozen across versions.
+    Hello = 1,
+    /// [`Welcome`]; frozen across versions.
+    Welcome = 2,
+    /// [`Close`]; frozen across versions.
+    Close = 3,
+    /// [`Heartbeat`].
+    Heartbeat = 4,
+    /// [`Frame::Input`].
+    Input = 5,
+    /// [`Frame::Outputs`].
+    Outputs = 6,
+    /// [`Frame::Replayed`].
+    Replayed = 7,
+    /// [`AlreadyApplied`].
+    AlreadyApplied = 8,
+    /// [`Frame::SnapshotRequest`].
+    SnapshotRequest = 9,
+    /// [`Snapshot`].
+    Snapshot = 10,
+    /// [`Restore`].
+    Restore = 11,
+    /// [`Restored`].
+    Restored = 12,
+    /// [`Refused`].
+    Refused = 13,
+    /// [`Frame::DigestRequest`].
+    DigestRequest = 14,
+    /// [`DigestReport`].
+    Digest = 15,
+    /// Wire only: announces a chunked message (its kind and total length).
+    ChunkedBegin = 0xF0,
+    /// Wire only: the next piece of a chunked message's payload.
+    Chunk = 0xF1,
+}
+
+impl FrameKind {
+    /// Every kind, for lookups by byte.
+    const ALL: [FrameKind; 17] = [
+        FrameKind::Hello,
+        FrameKind::Welcome,
+        FrameKind::Close,
+        FrameKind::Heartbeat,
+        FrameKind::Input,
+        FrameKind::Outputs,
+        FrameKind::Replayed,
+        FrameKind::AlreadyApplied,
+        FrameKind::SnapshotRequest,
+        FrameKind::Snapshot,
+        FrameKind::Restore,
+        FrameKind::Restored,
+        FrameKind::Refused,
+        FrameKind::DigestRequest,
+        FrameKind::Digest,
+        FrameKind::ChunkedBegin,
+        FrameKind::Chunk,
+    ];
+
+    /// The kind a byte names, if any.
+    pub fn from_byte(byte: u8) -> Option<FrameKind> {
+        FrameKind::ALL.into_iter().find(|kind| *kind as u8 == byte)
+    }
+
+    /// Handshake kinds keep their layout across protocol versions, so a peer of another version
+    /// can still be told, in a frame it understands, why the link is refused.
+    pub fn is_frozen(self) -> bool {
+        matches!(
+            self,
+            FrameKind::Hello | FrameKind::Welcome | FrameKind::Close
+        )
+    }
+
+    /// Chunking kinds carry pieces of another message and never surface as a [`Frame`].
+    fn is_wire_only(self) -> bool {
+        matches!(self, FrameKind::ChunkedBegin | FrameKind::Chunk)
+    }
+
+    /// A short name for logs and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            FrameKind::Hello => "Hello",
+            FrameKind::Welcome => "Welcome",
+            FrameKind::Close => "Close",
+            FrameKind::Heartbeat => "Heartbeat",
+            FrameKind::Input => "Input",
+            FrameKind::Outputs => "Outputs",
+            FrameKind::Replayed => "Replayed",
+            FrameKind::AlreadyApplied => "AlreadyApplied",
+            FrameKind::SnapshotRequest => "SnapshotRequest",
+            FrameKind::Snapshot => "Snapshot",
+            FrameKind::Restore => "Restore",
+            FrameKind::Restored => "Restored",
+            FrameKind::Refused => "Refused",
+            FrameKind::DigestRequest => "DigestRequest",
+            FrameKind::Digest => "Digest",
+            FrameKind::ChunkedBegin => "ChunkedBegin",
+            FrameKind::Chunk => "Chunk",
+        }
+    }
+}
+
+impl fmt::Display for FrameKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// First frame of every connection, engine → gateway: who the engine is and where it stands, so
+/// the gateway knows which journal entries to send next and whether it can restore the engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// The link protocol version the engine speaks.
+    pub protocol_version: u16,
+    /// The operator's name for this engine ("blue", "green"), for logs and change records.
+    pub engine_name: String,
+    /// The engine build ([`crate::engine::Engine::build_version`]), recorded in change records.
+    pub build_version: String,
+    /// Seq of the last input the engine applied; it kept its state across gateway reconnects,
+    /// so the gateway resumes from here rather than from the start of the journal.
+    pub last_input_seq: u64,
+    /// Snapshot format versions the engine reads, oldest first, the last being the one it
+    /// writes; lets the gateway check before a restore that a snapshot will load.
+    pub snapshot_formats: Vec<u16>,
+}
+
+/// The gateway's acceptance of a Hello; the engine processes nothing before it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The protocol version both sides speak from now on.
+    pub protocol_version: u16,
+}
+
+/// Ends the link on purpose, with a reason the other side logs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Close {
+    /// Why, in words an operator can act on.
+    pub reason: String,
+}
+
+/// Sent by either side after a heartbeat interval of silence, so a dead peer is detected by
+/// silence rather than by a TCP timeout measured in minutes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The engine: the last input it applied. The gateway: the last input it sent. Lets each
+    /// side see how far the other is behind without waiting for traffic.
+    pub last_input_seq: u64,
+}
+
+/// Everything one input produced, in order. The engine sends exactly one answer per input,
+/// even when the list is empty, so the gateway knows each input has been applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outputs {
+    /// The input these outputs answer.
+    pub input_seq: u64,
+    /// The outputs, `outputs[i]` keyed `(input_seq, i)`; the decoder refuses any other keys.
+    pub outputs: Vec<Output>,
+}
+
+/// The input was applied before and its outputs are no longer retained (they fell out of the
+/// replay window, or the engine was restored since): the gateway must take them from another
+/// engine or from a replay of the journal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlreadyApplied {
+    /// The input that was resent.
+    pub input_seq: u64,
+    /// The engine's last applied input, so the gateway can skip ahead.
+    pub last_input_seq: u64,
+}
+
+/// The engine's complete state, for a standby to restore.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Seq of the last input the state includes; the restored engine continues at the next.
+    pub at_input_seq: u64,
+    /// Format version the bytes are written in, so the gateway can pick a standby that reads it.
+    pub format_version: u16,
+    /// Digest of the state, so the restored engine's [`Restored`] answer can be checked.
+    pub digest: Digest,
+    /// The snapshot as [`crate::engine::Engine::snapshot`] wrote it.
+    #[serde(with = "bytes_field")]
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for Snapshot {
+    /// Leaves the bytes out: they can be gigabytes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("at_input_seq", &self.at_input_seq)
+            .field("format_version", &self.format_version)
+            .field("digest", &self.digest)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// Replaces the engine's whole state; inputs then continue from the snapshot's seq + 1.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restore {
+    /// A snapshot as some engine wrote it.
+    #[serde(with = "bytes_field")]
+    pub bytes: Vec<u8>,
+}
+
+impl fmt::Debug for Restore {
+    /// Leaves the bytes out: they can be gigabytes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Restore")
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+/// Borrowing form of [`Restore`], so the gateway sends a snapshot without copying it; encodes
+/// to the same bytes.
+#[derive(Serialize)]
+struct RestoreRef<'a> {
+    /// See [`Restore::bytes`].
+    #[serde(with = "bytes_field")]
+    bytes: &'a [u8],
+}
+
+/// Borrowing form of [`Outputs`], so the engine encodes its output buffer in place; encodes to
+/// the same bytes.
+#[derive(Serialize)]
+struct OutputsRef<'a> {
+    /// See [`Outputs::input_seq`].
+    input_seq: u64,
+    /// See [`Outputs::outputs`].
+    outputs: &'a [Output],
+}
+
+/// The answer to a successful [`Restore`]: where the engine now stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    /// The restored state's last input seq.
+    pub at_input_seq: u64,
+    /// The restored state's digest; equal to the snapshot's when the restore is faithful.
+    pub digest: Digest,
+}
+
+/// Which request an engine refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusedRequest {
+    /// A SnapshotRequest (the snapshot would exceed the message limit).
+    Snapshot,
+    /// A Restore (the snapshot is corrupt, of an unknown format, or does not fit the engine's
+    /// configuration); the engine's state is unchanged.
+    Restore,
+}
+
+/// A request the engine could not carry out. The link stays up: the engine's state is intact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// What was refused.
+    pub request: RefusedRequest,
+    /// Why, for the operator.
+    pub reason: String,
+}
+
+/// The engine's state digest at a point in the input sequence, for shadow comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestReport {
+    /// Seq of the last input the digest includes.
+    pub at_input_seq: u64,
+    /// SHA-256 of the canonical state.
+    pub digest: Digest,
+}
+
+/// One message on the link. See the module docs for who sends which and what answers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// Engine → gateway, first frame.
+    Hello(Hello),
+    /// Gateway → engine, the answer to Hello.
+    Welcome(Welcome),
+    /// Either way, last frame.
+    Close(Close),
+    /// Either way, after silence.
+    Heartbeat(Heartbeat),
+    /// Gateway → engine: one sequenced input.
+    Input(Input),
+    /// Engine → gateway: the outputs of an input it just applied.
+    Outputs(Outputs),
+    /// Engine → gateway: the outputs of an input it had applied before, byte for byte as first
+    /// sent, answering a resent input. The gateway delivers each `(input_seq, index)` once, so
+    /// receiving both is harmless.
+    Replayed(Outputs),
+    /// Engine → gateway: a resent input whose outputs are gone.
+    AlreadyApplied(AlreadyApplied),
+    /// Gateway → engine: asks for a [`Snapshot`].
+    SnapshotRequest,
+    /// Engine → gateway.
+    Snapshot(Snapshot),
+    /// Gateway → engine.
+    Restore(Restore),
+    /// Engine → gateway.
+    Restored(Restored),
+    /// Engine → gateway.
+    Refused(Refused),
+    /// Gateway → engine: asks for a [`DigestReport`].
+    DigestRequest,
+    /// Engine → gateway.
+    Digest(DigestReport),
+}
+
+impl Frame {
+    /// The kind byte this frame is sent with.
+    pub fn kind(&self) -> FrameKind {
+        match self {
+            Frame::Hello(_) => FrameKind::Hello,
+            Frame::Welcome(_) => FrameKind::Welcome,
+            Frame::Close(_) => FrameKind::Close,
+            Frame::Heartbeat(_) => FrameKind::Heartbeat,
+            Frame::Input(_) => FrameKind::Input,
+            Frame::Outputs(_) => FrameKind::Outputs,
+            Frame::Replayed(_) => FrameKind::Replayed,
+            Frame::AlreadyApplied(_) => FrameKind::AlreadyApplied,
+            Frame::SnapshotRequest => FrameKind::SnapshotRequest,
+            Frame::Snapshot(_) => FrameKind::Snapshot,
+            Frame::Restore(_) => FrameKind::Restore,
+            Frame::Restored(_) => FrameKind::Restored,
+            Frame::Refused(_) => FrameKind::Refused,
+            Frame::DigestRequest => FrameKind::DigestRequest,
+            Frame::Digest(_) => FrameKind::Digest,
+        }
+    }
+}
+
+/// Serde glue that writes a byte vector as one length-prefixed blob instead of a sequence of
+/// single-byte elements: snapshots are large, and bincode then copies them in one go.
+mod bytes_field {
+    use std::fmt;
+
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// Writes the bytes as a serde byte string.
+    pub fn serialize<S: Serializer, T: AsRef<[u8]>>(
+        bytes: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes.as_ref())
+    }
+
+    /// Reads a serde byte string. bincode hands it over borrowed from the payload, so the length
+    /// it declares is checked against the bytes actually present before anything is allocated.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        struct BytesVisitor;
+        impl<'de> Visitor<'de> for BytesVisitor {
+            type Value = Vec<u8>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a byte string")
+            }
+
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+        }
+        deserializer.deserialize_bytes(BytesVisitor)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+// ---------------------------------------------------------------------------------------------
+
+/// Appends `frame` to `out`, chunked if its payload exceeds one frame. On error `out` is left as
+/// it was.
+pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), LinkError> {
+    let kind = frame.kind();
+    match frame {
+        Frame::Hello(hello) => encode_payload(kind, hello, out),
+        Frame::Welcome(welcome) => encode_payload(kind, welcome, out),
+        Frame::Close(close) => encode_payload(kind, close, out),
+        Frame::Heartbeat(heartbeat) => encode_payload(kind, heartbeat, out),
+        Frame::Input(input) => encode_payload(kind, input, out),
+        Frame::Outputs(outputs) | Frame::Replayed(outputs) => encode_payload(kind, outputs, out),
+        Frame::AlreadyApplied(already) => encode_payload(kind, already, out),
+        Frame::SnapshotRequest | Frame::DigestRequest => write_message(kind, &[], out),
+        Frame::Snapshot(snapshot) => encode_payload(kind, snapshot, out),
+        Frame::Restore(restore) => encode_payload(kind, restore, out),
+        Frame::Restored(restored) => encode_payload(kind, restored, out),
+        Frame::Refused(refused) => encode_payload(kind, refused, out),
+        Frame::Digest(report) => encode_payload(kind, report, out),
+    }
+}
+
+/// Appends an Input frame without building a [`Frame`], so the gateway sends journal entries
+/// without cloning them.
+pub fn encode_input(input: &Input, out: &mut Vec<u8>) -> Result<(), LinkError> {
+    encode_payload(FrameKind::Input, input, out)
+}
+
+/// Appends a Restore frame from borrowed snapshot bytes, which can be large.
+pub fn encode_restore(snapshot: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
+    encode_payload(FrameKind::Restore, &RestoreRef { bytes: snapshot }, out)
+}
+
+/// Appends the payload of an Outputs frame (no header) for outputs in a borrowed buffer. The
+/// engine keeps these bytes to answer a resent input with exactly what it sent the first time.
+pub(crate) fn encode_outputs_payload(
+    input_seq: u64,
+    outputs: &[Output],
+    out: &mut Vec<u8>,
+) -> Result<(), LinkError> {
+    let start = out.len();
+    if let Err(error) =
+        bincode::serde::encode_into_std_write(OutputsRef { input_seq, outputs }, out, CONFIG)
+    {
+        out.truncate(start);
+        return Err(error.into());
+    }
+    Ok(())
+}
+
+/// Encodes `value` as the payload of a `kind` frame appended to `out`; in place when it fits
+/// one frame (the common case: no copy), otherwise moved into chunks.
+fn encode_payload<T: Serialize>(
+    kind: FrameKind,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), LinkError> {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+    if let Err(error) = bincode::serde::encode_into_std_write(value, out, CONFIG) {
+        out.truncate(start);
+        return Err(error.into());
+    }
+    let payload_len = out.len() - start - FRAME_HEADER_BYTES;
+    if payload_len <= FRAME_PAYLOAD_BYTES_MAX {
+        write_header(
+            kind,
+            payload_len,
+            &mut out[start..start + FRAME_HEADER_BYTES],
+        );
+        return Ok(());
+    }
+    let payload = out.split_off(start + FRAME_HEADER_BYTES);
+    out.truncate(start);
+    write_message(kind, &payload, out)
+}
+
+/// Appends a message of `kind` with an already encoded payload: one frame, or a chunked message.
+pub(crate) fn write_message(
+    kind: FrameKind,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), LinkError> {
+    debug_assert!(!kind.is_wire_only());
+    if payload.len() <= FRAME_PAYLOAD_BYTES_MAX {
+        write_frame(kind, payload, out);
+        return Ok(());
+    }
+    if payload.len() > LINK_MESSAGE_BYTES_MAX {
+        return Err(LinkError::MessageTooLong {
+            len: payload.len() as u64,
+            max: LINK_MESSAGE_BYTES_MAX,
+        });
+    }
+    let mut begin = [0u8; CHUNKED_BEGIN_PAYLOAD_BYTES];
+    begin[0] = kind as u8;
+    begin[1..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.reserve(payload.len() + FRAME_HEADER_BYTES * (2 + payload.len() / FRAME_PAYLOAD_BYTES_MAX));
+    write_frame(FrameKind::ChunkedBegin, &begin, out);
+    for chunk in payload.chunks(FRAME_PAYLOAD_BYTES_MAX) {
+        write_frame(FrameKind::Chunk, chunk, out);
+    }
+    Ok(())
+}
+
+/// Appends one frame; the caller has checked that the payload fits.
+fn write_frame(kind: FrameKind, payload: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+    write_header(kind, payload.len(), &mut out[start..]);
+    out.extend_from_slice(payload);
+}
+
+/// Fills a frame header for a payload of `payload_len` bytes.
+fn write_header(kind: FrameKind, payload_len: usize, header: &mut [u8]) {
+    assert!(
+        payload_len <= FRAME_PAYLOAD_BYTES_MAX,
+        "frame payload over the limit"
+    );
+    // Fits a u32: FRAME_PAYLOAD_BYTES_MAX < LINK_FRAME_BYTES_MAX <= u32::MAX (constants.rs).
+    let rest = (payload_len + FRAME_HEADER_BYTES - LENGTH_PREFIX_BYTES) as u32;
+    header[..4].copy_from_slice(&rest.to_le_bytes());
+    header[4..6].copy_from_slice(&LINK_PROTOCOL_VERSION.to_le_bytes());
+    header[6] = kind as u8;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+// ---------------------------------------------------------------------------------------------
+
+/// Turns a byte stream into frames. It owns a fixed buffer of one maximal frame, so a peer can
+/// never make a link hold more than that outside a chunked message, and a chunked message no
+/// more than its declared length (itself bounded by [`LINK_MESSAGE_BYTES_MAX`]).
+///
+/// Use: read into [`FrameDecoder::read_space`], report the count with [`FrameDecoder::advance`]
+/// (or copy with [`FrameDecoder::push`]), then call [`FrameDecoder::next_frame`] until it
+/// returns `None`. After an error the stream is out of step: close the link.
+pub struct FrameDecoder {
+    /// Received bytes; `buf[start..end]` is not yet decoded. Its length is
+    /// [`LINK_FRAME_BYTES_MAX`], and decoded bytes are discarded before each read, so an
+    /// incomplete frame always has room to complete.
+    buf: Box<[u8]>,
+    /// First byte not yet decoded.
+    start: usize,
+    /// One past the last received byte.
+    end: usize,
+    /// The chunked message being reassembled, between its ChunkedBegin and its last Chunk.
+    chunked: Option<Chunked>,
+}
+
+/// A chunked message in reassembly.
+struct Chunked {
+    /// The message's kind (never a wire-only kind).
+    kind: FrameKind,
+    /// Its total payload length, as declared; at most [`LINK_MESSAGE_BYTES_MAX`].
+    len: usize,
+    /// The payload so far; never longer than `len`.
+    payload: Vec<u8>,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder::new()
+    }
+}
+
+impl fmt::Debug for FrameDecoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FrameDecoder")
+            .field("buffered", &self.buffered())
+            .field(
+                "chunked",
+                &self
+                    .chunked
+                    .as_ref()
+                    .map(|c| (c.kind, c.payload.len(), c.len)),
+            )
+            .finish()
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder with an empty buffer of one maximal frame.
+    pub fn new() -> FrameDecoder {
+        FrameDecoder {
+            buf: vec![0; LINK_FRAME_BYTES_MAX].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            chunked: None,
+        }
+    }
+
+    /// Bytes received but not yet returned as frames, chunk reassembly included; what the
+    /// limits bound.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start + self.chunked.as_ref().map_or(0, |c| c.payload.len())
+    }
+
+    /// Free space to read into. Never empty once [`FrameDecoder::next_frame`] has returned
+    /// `Ok(None)`: an incomplete frame is always shorter than the buffer.
+    pub fn read_space(&mut self) -> &mut [u8] {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// Records that `n` bytes were read into [`FrameDecoder::read_space`].
+    pub fn advance(&mut self, n: usize) {
+        assert!(
+            self.end + n <= self.buf.len(),
+            "advance past the read space"
+        );
+        self.end += n;
+    }
+
+    /// Copies as many of `bytes` as fit and returns how many; decode frames before pushing the
+    /// rest.
+    pub fn push(&mut self, bytes: &[u8]) -> usize {
+        let space = self.read_space();
+        let n = space.len().min(bytes.len());
+        space[..n].copy_from_slice(&bytes[..n]);
+        self.advance(n);
+        n
+    }
+
+    /// The next complete frame, `None` if more bytes are needed. A declared length over the
+    /// limit is an error as soon as the length prefix is in.
+    pub fn next_frame(&mut self) -> Result<Option<Frame>, LinkError> {
+        loop {
+            let available = &self.buf[self.start..self.end];
+            let Some(prefix) = available.first_chunk::<LENGTH_PREFIX_BYTES>() else {
+                return Ok(None);
+            };
+            let rest = u32::from_le_bytes(*prefix);
+            let frame_len = LENGTH_PREFIX_BYTES as u64 + u64::from(rest);
+            if frame_len > LINK_FRAME_BYTES_MAX as u64 {
+                return Err(LinkError::FrameTooLong {
+                    len: frame_len,
+                    max: LINK_FRAME_BYTES_MAX,
+                });
+            }
+            if (rest as usize) < FRAME_HEADER_BYTES - LENGTH_PREFIX_BYTES {
+                return Err(LinkError::FrameTooShort { len: rest });
+            }
+            // At most LINK_FRAME_BYTES_MAX, checked above.
+            let frame_len = frame_len as usize;
+            if available.len() < frame_len {
+                return Ok(None);
+            }
+            let version = u16::from_le_bytes([available[4], available[5]]);
+            let kind_byte = available[6];
+            let payload_range = self.start + FRAME_HEADER_BYTES..self.start + frame_len;
+            self.start += frame_len;
+            let kind = check_kind(version, kind_byte)?;
+            let payload = &self.buf[payload_range];
+            if let Some(frame) = accept(&mut self.chunked, kind, payload)? {
+                return Ok(Some(frame));
+            }
+        }
+    }
+}
+
+/// The kind of a frame header, if this build may decode it at that version.
+fn check_kind(version: u16, kind_byte: u8) -> Result<FrameKind, LinkError> {
+    let kind = FrameKind::from_byte(kind_byte);
+    if version != LINK_PROTOCOL_VERSION && !kind.is_some_and(FrameKind::is_frozen) {
+        // At another version the kind numbers may mean something else: refuse on the version.
+        return Err(LinkError::UnsupportedVersion {
+            version,
+            kind: kind_byte,
+        });
+    }
+    kind.ok_or(LinkError::UnknownKind { kind: kind_byte })
+}
+
+/// Takes one decoded frame header and payload, reassembling chunked messages; `None` while a
+/// chunked message is incomplete.
+fn accept(
+    chunked: &mut Option<Chunked>,
+    kind: FrameKind,
+    payload: &[u8],
+) -> Result<Option<Frame>, LinkError> {
+    match kind {
+        FrameKind::ChunkedBegin => {
+            if chunked.is_some() {
+                return Err(LinkError::Chunking(
+                    "a chunked message began inside another",
+                ));
+            }
+            let Some(begin) = payload.first_chunk::<CHUNKED_BEGIN_PAYLOAD_BYTES>() else {
+                return Err(LinkError::Chunking("ChunkedBegin payload is too short"));
+            };
+            if payload.len() != CHUNKED_BEGIN_PAYLOAD_BYTES {
+                return Err(LinkError::TrailingBytes {
+                    kind: kind.name(),
+                    extra: payload.len() - CHUNKED_BEGIN_PAYLOAD_BYTES,
+                });
+            }
+            let inner =
+                FrameKind::from_byte(begin[0]).ok_or(LinkError::UnknownKind { kind: begin[0] })?;
+            if inner.is_wire_only() {
+                return Err(LinkError::Chunking("a chunked message of chunks"));
+            }
+            let mut len_bytes = [0u8; 8];
+            len_bytes.copy_from_slice(&begin[1..]);
+            let len = u64::from_le_bytes(len_bytes);
+            if len > LINK_MESSAGE_BYTES_MAX as u64 {
+                return Err(LinkError::MessageTooLong {
+                    len,
+                    max: LINK_MESSAGE_BYTES_MAX,
+                });
+            }
+            if len <= FRAME_PAYLOAD_BYTES_MAX as u64 {
+                return Err(LinkError::Chunking("a chunked message that fits one frame"));
+            }
+            *chunked = Some(Chunked {
+                kind: inner,
+                // At most LINK_MESSAGE_BYTES_MAX, checked above.
+                len: len as usize,
+                payload: Vec::new(),
+            });
+            Ok(None)
+        }
+        FrameKind::Chunk => {
+            let Some(message) = chunked.as_mut() else {
+                return Err(LinkError::Chunking("a chunk without ChunkedBegin"));
+            };
+            if payload.is_empty() {
+                return Err(LinkError::Chunking("an empty chunk"));
+            }
+            if payload.len() > message.len - message.payload.len() {
+                return Err(LinkError::Chunking("chunks overrun the declared length"));
+            }
+            message.payload.extend_from_slice(payload);
+            match chunked.take_if(|message| message.payload.len() == message.len) {
+                Some(message) => decode_payload(message.kind, &message.payload).map(Some),
+                None => Ok(None),
+            }
+        }
+        _ => {
+            if chunked.is_some() {
+                return Err(LinkError::Chunking("a frame interrupted a chunked message"));
+            }
+            decode_payload(kind, payload).map(Some)
+        }
+    }
+}
+
+/// Decodes a complete payload of `kind` (never a wire-only kind).
+fn decode_payload(kind: FrameKind, payload: &[u8]) -> Result<Frame, LinkError> {
+    Ok(match kind {
+        FrameKind::Hello => Frame::Hello(decode_frozen(kind, payload)?),
+        FrameKind::Welcome => Frame::Welcome(decode_frozen(kind, payload)?),
+        FrameKind::Close => Frame::Close(decode_frozen(kind, payload)?),
+        FrameKind::Heartbeat => Frame::Heartbeat(decode_exact(kind, payload)?),
+        FrameKind::Input => Frame::Input(decode_exact(kind, payload)?),
+        FrameKind::Outputs => Frame::Outputs(decode_outputs(kind, payload)?),
+        FrameKind::Replayed => Frame::Replayed(decode_outputs(kind, payload)?),
+        FrameKind::AlreadyApplied => Frame::AlreadyApplied(decode_exact(kind, payload)?),
+        FrameKind::SnapshotRequest => {
+            decode_empty(kind, payload)?;
+            Frame::SnapshotRequest
+        }
+        FrameKind::Snapshot => Frame::Snapshot(decode_exact(kind, payload)?),
+        FrameKind::Restore => Frame::Restore(decode_exact(kind, payload)?),
+        FrameKind::Restored => Frame::Restored(decode_exact(kind, payload)?),
+        FrameKind::Refused => Frame::Refused(decode_exact(kind, payload)?),
+        FrameKind::DigestRequest => {
+            decode_empty(kind, payload)?;
+            Frame::DigestRequest
+        }
+        FrameKind::Digest => Frame::Digest(decode_exact(kind, payload)?),
+        FrameKind::ChunkedBegin | FrameKind::Chunk => {
+            // `accept` never passes these; refuse rather than trust that from here.
+            return Err(LinkError::Chunking("a chunking frame as a message"));
+        }
+    })
+}
+
+/// Decodes a payload that must be exactly one `T`.
+fn decode_exact<T: serde::de::DeserializeOwned>(
+    kind: FrameKind,
+    payload: &[u8],
+) -> Result<T, LinkError> {
+    let (value, read) = decode_prefix(kind, payload)?;
+    if read != payload.len() {
+        return Err(LinkError::TrailingBytes {
+            kind: kind.name(),
+            extra: payload.len() - read,
+        });
+    }
+    Ok(value)
+}
+
+/// Decodes a handshake payload, ignoring fields a later protocol version appended.
+fn decode_frozen<T: serde::de::DeserializeOwned>(
+    kind: FrameKind,
+    payload: &[u8],
+) -> Result<T, LinkError> {
+    decode_prefix(kind, payload).map(|(value, _)| value)
+}
+
+/// Decodes one `T` from the start of the payload and says how many bytes it took.
+fn decode_prefix<T: serde::de::DeserializeOwned>(
+    kind: FrameKind,
+    payload: &[u8],
+) -> Result<(T, usize), LinkError> {
+    bincode::serde::decode_from_slice(payload, CONFIG).map_err(|source| LinkError::Malformed {
+        kind: kind.name(),
+        source,
+    })
+}
+
+/// Checks that a request frame carries no payload.
+fn decode_empty(kind: FrameKind, payload: &[u8]) -> Result<(), LinkError> {
+    if payload.is_empty() {
+        Ok(())
+    } else {
+        Err(LinkError::TrailingBytes {
+            kind: kind.name(),
+            extra: payload.len(),
+        })
+    }
+}
+
+/// Decodes an Outputs payload and checks its keys: the gateway's outbox relies on
+/// `(input_seq, index)` naming each output exactly once.
+fn decode_outputs(kind: FrameKind, payload: &[u8]) -> Result<Outputs, LinkError> {
+    let outputs: Outputs = decode_exact(kind, payload)?;
+    for (index, output) in outputs.outputs.iter().enumerate() {
+        if output.input_seq != outputs.input_seq {
+            return Err(LinkError::Inconsistent {
+                kind: kind.name(),
+                what: "an output answers another input",
+            });
+        }
+        if u32::try_from(index) != Ok(output.index) {
+            return Err(LinkError::Inconsistent {
+                kind: kind.name(),
+                what: "output indices are not 0, 1, 2, ...",
+            });
+        }
+    }
+    Ok(outputs)
+}
+
+#[cfg(test)]
+mod tests;

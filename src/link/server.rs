@@ -1,0 +1,514 @@
+//! The engine side of the link: one blocking thread that owns the engine, serves one gateway
+//! connection at a time and keeps the engine's state across reconnects.
+//!
+//! How resent inputs are answered is described in the [`crate::link`] docs.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::error::LinkError;
+use super::protocol::{
+    AlreadyApplied, Close, DigestReport, Frame, FrameDecoder, FrameKind, Heartbeat, Hello,
+    LINK_PROTOCOL_VERSION, Refused, RefusedRequest, Restored, Snapshot, encode,
+    encode_outputs_payload, write_message,
+};
+use super::replay::ReplayLog;
+use super::transport::{Conn, LinkAddr, LinkListener};
+use crate::constants::{
+    LINK_FRAME_BYTES_MAX, LINK_HANDSHAKE_TIMEOUT_MS, LINK_HEARTBEAT_INTERVAL_MS_DEFAULT,
+    LINK_PEER_TIMEOUT_MS_DEFAULT, LINK_POLL_INTERVAL_MS, LINK_REPLAY_BYTES_MAX,
+    LINK_REPLAY_INPUTS_MAX,
+};
+use crate::engine::{Engine, Input, Output, SNAPSHOT_FORMAT_VERSIONS};
+use crate::fix::time::Timestamp;
+
+/// How an engine process presents itself and paces its link.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The operator's name for this engine, sent in Hello and shown in gateway logs.
+    pub engine_name: String,
+    /// Snapshot format versions the engine reads, oldest first, the last being the one it
+    /// writes. The [`crate::engine::Engine`] trait does not expose them, so the process that
+    /// knows its engine says so here; the default is the reference engine's. Empty means
+    /// unknown: Snapshot frames then carry format version 0.
+    pub snapshot_formats: Vec<u16>,
+    /// Silence after which the engine sends a Heartbeat.
+    pub heartbeat_interval: Duration,
+    /// Silence from the gateway after which the engine drops it and accepts the next.
+    pub peer_timeout: Duration,
+    /// How long the engine waits for Welcome after its Hello.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServeConfig {
+    /// The reference matching engine, with the timings from [`crate::constants`].
+    fn default() -> Self {
+        ServeConfig {
+            engine_name: "engine".to_owned(),
+            snapshot_formats: SNAPSHOT_FORMAT_VERSIONS.to_vec(),
+            heartbeat_interval: Duration::from_millis(LINK_HEARTBEAT_INTERVAL_MS_DEFAULT),
+            peer_timeout: Duration::from_millis(LINK_PEER_TIMEOUT_MS_DEFAULT),
+            handshake_timeout: Duration::from_millis(LINK_HANDSHAKE_TIMEOUT_MS),
+        }
+    }
+}
+
+/// Asks a running [`serve`] to stop: it closes the current link with a reason, stops accepting
+/// and returns the engine. Cloneable so a signal handler thread can hold one.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown {
+    /// Set once, never cleared; checked at least every [`LINK_POLL_INTERVAL_MS`].
+    requested: Arc<AtomicBool>,
+}
+
+impl Shutdown {
+    /// A handle that has not been triggered.
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// Requests the stop; returns immediately.
+    pub fn trigger(&self) {
+        self.requested.store(true, Ordering::Release);
+    }
+
+    /// Whether the stop was requested.
+    pub fn is_triggered(&self) -> bool {
+        self.requested.load(Ordering::Acquire)
+    }
+}
+
+/// Binds `listen` and serves the engine there until `shutdown`; see [`serve_on`].
+pub fn serve<E: Engine>(
+    engine: E,
+    listen: &LinkAddr,
+    config: &ServeConfig,
+    shutdown: &Shutdown,
+) -> Result<E, LinkError> {
+    let listener = LinkListener::bind(listen)?;
+    serve_on(engine, listener, config, shutdown)
+}
+
+/// Serves the engine on an already bound listener, one gateway connection at a time, until
+/// `shutdown`; returns the engine so the caller can snapshot it on the way out.
+///
+/// A connection that fails or closes is logged and the next one accepted; the engine's state,
+/// its last input seq and its replay window survive. Connections that arrive while one is
+/// served wait in the listen backlog (a second gateway must not feed the same engine; who is
+/// active is decided by the coordination service, not here). Only a failing listener ends the
+/// loop with an error.
+pub fn serve_on<E: Engine>(
+    engine: E,
+    listener: LinkListener,
+    config: &ServeConfig,
+    shutdown: &Shutdown,
+) -> Result<E, LinkError> {
+    let local = listener.local_addr()?;
+    tracing::info!(
+        addr = %local,
+        engine = %config.engine_name,
+        build = engine.build_version(),
+        last_input_seq = engine.last_input_seq(),
+        "engine link listening"
+    );
+    let mut server = Server {
+        engine,
+        config,
+        replay: ReplayLog::new(LINK_REPLAY_INPUTS_MAX, LINK_REPLAY_BYTES_MAX),
+        last_time: None,
+        outputs: Vec::new(),
+        payload: Vec::new(),
+    };
+    let poll = Duration::from_millis(LINK_POLL_INTERVAL_MS);
+    while !shutdown.is_triggered() {
+        match listener.accept() {
+            Ok(Some((conn, peer))) => {
+                tracing::info!(%peer, "gateway connected");
+                match server.serve_connection(conn, shutdown) {
+                    Ok(()) => tracing::info!(%peer, "gateway link closed"),
+                    Err(error) => tracing::warn!(%peer, %error, "gateway link failed"),
+                }
+            }
+            Ok(None) => std::thread::sleep(poll),
+            Err(error) if is_transient_accept_error(&error) => {
+                tracing::warn!(%error, "accepting a gateway connection failed; retrying");
+                std::thread::sleep(poll);
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    tracing::info!(addr = %local, "engine link stopped");
+    Ok(server.engine)
+}
+
+/// Accept errors that concern one connection or a passing resource shortage, not the listener.
+fn is_transient_accept_error(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::OutOfMemory
+    ) || matches!(error.raw_os_error(), Some(code) if code == EMFILE || code == ENFILE)
+}
+
+/// Too many open files in this process; clears when a connection closes.
+const EMFILE: i32 = 24;
+/// Too many open files on the system.
+const ENFILE: i32 = 23;
+
+/// Write buffer capacity kept between batches; a larger one (after a snapshot) is released.
+const WRITE_BUFFER_KEPT_BYTES: usize = 4 * LINK_FRAME_BYTES_MAX;
+
+/// The engine and what the link keeps about it across connections.
+struct Server<'a, E> {
+    /// The engine; only this thread touches it.
+    engine: E,
+    /// Names and timings.
+    config: &'a ServeConfig,
+    /// Outputs of recent inputs, for resent inputs.
+    replay: ReplayLog,
+    /// Time of the last input applied through the link, to refuse one that goes back in time
+    /// before the engine asserts on it; `None` after a restore (the snapshot's time is not
+    /// visible through the `Engine` trait, and the engine still checks it).
+    last_time: Option<Timestamp>,
+    /// Reused output buffer.
+    outputs: Vec<Output>,
+    /// Reused encoding buffer for one Outputs payload.
+    payload: Vec<u8>,
+}
+
+/// What the connection loop does after a frame.
+enum Next {
+    /// Keep serving.
+    Continue,
+    /// The gateway closed the link.
+    Stop,
+}
+
+impl<E: Engine> Server<'_, E> {
+    /// Serves one gateway connection: Hello, wait for Welcome, then inputs and requests until
+    /// Close, disconnect, silence, a protocol error or shutdown.
+    fn serve_connection(&mut self, mut conn: Conn, shutdown: &Shutdown) -> Result<(), LinkError> {
+        let config = self.config;
+        let poll = Duration::from_millis(LINK_POLL_INTERVAL_MS).min(config.heartbeat_interval);
+        conn.configure(poll, config.peer_timeout)?;
+        let result = self.converse(&mut conn, shutdown);
+        conn.shutdown();
+        result
+    }
+
+    /// The conversation on a configured connection; on a protocol error, tells the gateway why
+    /// before returning it.
+    fn converse(&mut self, conn: &mut Conn, shutdown: &Shutdown) -> Result<(), LinkError> {
+        let mut decoder = FrameDecoder::new();
+        let mut wbuf = Vec::new();
+        let hello = Hello {
+            protocol_version: LINK_PROTOCOL_VERSION,
+            engine_name: self.config.engine_name.clone(),
+            build_version: self.engine.build_version().to_owned(),
+            last_input_seq: self.engine.last_input_seq(),
+            snapshot_formats: self.config.snapshot_formats.clone(),
+        };
+        encode(&Frame::Hello(hello), &mut wbuf)?;
+        conn.write_all(&wbuf)?;
+        wbuf.clear();
+
+        match self.handshake(conn, &mut decoder, shutdown) {
+            Ok(true) => {}
+            Ok(false) => {
+                send_close_reason(conn, "engine is shutting down");
+                return Ok(());
+            }
+            Err(error) => {
+                send_close(conn, &error);
+                return Err(error);
+            }
+        }
+
+        let mut last_sent = Instant::now();
+        let mut last_received = Instant::now();
+        loop {
+            let batch = self.handle_buffered(&mut decoder, &mut wbuf);
+            if !wbuf.is_empty() {
+                conn.write_all(&wbuf)?;
+                wbuf.clear();
+                wbuf.shrink_to(WRITE_BUFFER_KEPT_BYTES);
+                last_sent = Instant::now();
+            }
+            match batch {
+                Ok(Next::Continue) => {}
+                Ok(Next::Stop) => return Ok(()),
+                Err(error) => {
+                    send_close(conn, &error);
+                    return Err(error);
+                }
+            }
+
+            let now = Instant::now();
+            if shutdown.is_triggered() {
+                send_close_reason(conn, "engine is shutting down");
+                return Ok(());
+            }
+            let silent = now.duration_since(last_received);
+            if silent >= self.config.peer_timeout {
+                let error = LinkError::PeerSilent(silent);
+                send_close(conn, &error);
+                return Err(error);
+            }
+            if now.duration_since(last_sent) >= self.config.heartbeat_interval {
+                let heartbeat = Heartbeat {
+                    last_input_seq: self.engine.last_input_seq(),
+                };
+                encode(&Frame::Heartbeat(heartbeat), &mut wbuf)?;
+                conn.write_all(&wbuf)?;
+                wbuf.clear();
+                last_sent = now;
+            }
+
+            match read_some(conn, &mut decoder)? {
+                Some(0) => return Err(LinkError::Disconnected),
+                Some(_) => last_received = Instant::now(),
+                None => {}
+            }
+        }
+    }
+
+    /// Waits for the gateway's Welcome (or Close) within the handshake timeout; false if
+    /// shutdown was requested meanwhile.
+    fn handshake(
+        &mut self,
+        conn: &mut Conn,
+        decoder: &mut FrameDecoder,
+        shutdown: &Shutdown,
+    ) -> Result<bool, LinkError> {
+        let deadline = Instant::now() + self.config.handshake_timeout;
+        loop {
+            match decoder.next_frame()? {
+                Some(Frame::Welcome(welcome))
+                    if welcome.protocol_version == LINK_PROTOCOL_VERSION =>
+                {
+                    return Ok(true);
+                }
+                Some(Frame::Welcome(welcome)) => {
+                    return Err(LinkError::IncompatibleVersion {
+                        peer: welcome.protocol_version,
+                    });
+                }
+                Some(Frame::Close(close)) => {
+                    return Err(LinkError::Closed {
+                        reason: close.reason,
+                    });
+                }
+                Some(other) => {
+                    return Err(LinkError::Unexpected {
+                        got: other.kind().name(),
+                        context: "before Welcome",
+                    });
+                }
+                None => {}
+            }
+            if shutdown.is_triggered() {
+                return Ok(false);
+            }
+            if Instant::now() >= deadline {
+                return Err(LinkError::HandshakeTimeout(self.config.handshake_timeout));
+            }
+            if read_some(conn, decoder)? == Some(0) {
+                return Err(LinkError::Disconnected);
+            }
+        }
+    }
+
+    /// Handles every complete frame in the decoder, appending answers to `wbuf`, so that all
+    /// answers to one read go out in one write.
+    fn handle_buffered(
+        &mut self,
+        decoder: &mut FrameDecoder,
+        wbuf: &mut Vec<u8>,
+    ) -> Result<Next, LinkError> {
+        while let Some(frame) = decoder.next_frame()? {
+            if let Next::Stop = self.handle(frame, wbuf)? {
+                return Ok(Next::Stop);
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Handles one frame from the gateway.
+    fn handle(&mut self, frame: Frame, wbuf: &mut Vec<u8>) -> Result<Next, LinkError> {
+        match frame {
+            Frame::Input(input) => self.input(&input, wbuf)?,
+            Frame::Heartbeat(_) => {}
+            Frame::SnapshotRequest => self.snapshot(wbuf)?,
+            Frame::Restore(restore) => self.restore(&restore.bytes, wbuf)?,
+            Frame::DigestRequest => {
+                let report = DigestReport {
+                    at_input_seq: self.engine.last_input_seq(),
+                    digest: self.engine.digest(),
+                };
+                encode(&Frame::Digest(report), wbuf)?;
+            }
+            Frame::Close(close) => {
+                tracing::info!(reason = %close.reason, "gateway closed the link");
+                return Ok(Next::Stop);
+            }
+            other => {
+                return Err(LinkError::Unexpected {
+                    got: other.kind().name(),
+                    context: "from a gateway",
+                });
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Applies an input, or answers a resent one from the replay log (see the module docs).
+    fn input(&mut self, input: &Input, wbuf: &mut Vec<u8>) -> Result<(), LinkError> {
+        let last = self.engine.last_input_seq();
+        if input.seq <= last {
+            self.payload.clear();
+            if self.replay.get(input.seq, &mut self.payload) {
+                tracing::debug!(seq = input.seq, "resent input answered from the replay log");
+                write_message(FrameKind::Replayed, &self.payload, wbuf)?;
+            } else {
+                tracing::warn!(
+                    seq = input.seq,
+                    last_input_seq = last,
+                    "resent input's outputs are no longer retained"
+                );
+                let already = AlreadyApplied {
+                    input_seq: input.seq,
+                    last_input_seq: last,
+                };
+                encode(&Frame::AlreadyApplied(already), wbuf)?;
+            }
+            return Ok(());
+        }
+        if Some(input.seq) != last.checked_add(1) {
+            return Err(LinkError::InputGap {
+                got: input.seq,
+                expected: last.saturating_add(1),
+            });
+        }
+        if let Some(last_time) = self.last_time
+            && input.time < last_time
+        {
+            return Err(LinkError::TimeBackwards {
+                seq: input.seq,
+                time: input.time.0,
+                last_time: last_time.0,
+            });
+        }
+        self.outputs.clear();
+        self.engine.apply(input, &mut self.outputs);
+        self.last_time = Some(input.time);
+        self.payload.clear();
+        encode_outputs_payload(input.seq, &self.outputs, &mut self.payload)?;
+        write_message(FrameKind::Outputs, &self.payload, wbuf)?;
+        self.replay.push(input.seq, &self.payload);
+        Ok(())
+    }
+
+    /// Answers a SnapshotRequest.
+    fn snapshot(&mut self, wbuf: &mut Vec<u8>) -> Result<(), LinkError> {
+        let mut bytes = Vec::new();
+        self.engine.snapshot(&mut bytes);
+        let snapshot = Snapshot {
+            at_input_seq: self.engine.last_input_seq(),
+            format_version: self.config.snapshot_formats.last().copied().unwrap_or(0),
+            digest: self.engine.digest(),
+            bytes,
+        };
+        let at_input_seq = snapshot.at_input_seq;
+        let len = snapshot.bytes.len();
+        match encode(&Frame::Snapshot(snapshot), wbuf) {
+            Ok(()) => {
+                tracing::info!(at_input_seq, len, "snapshot sent");
+                Ok(())
+            }
+            Err(error @ LinkError::MessageTooLong { .. }) => {
+                tracing::error!(at_input_seq, len, %error, "snapshot refused");
+                let refused = Refused {
+                    request: RefusedRequest::Snapshot,
+                    reason: error.to_string(),
+                };
+                encode(&Frame::Refused(refused), wbuf)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Answers a Restore. On success the replay log is cleared: the outputs in it were produced
+    /// by a history this engine no longer has.
+    fn restore(&mut self, bytes: &[u8], wbuf: &mut Vec<u8>) -> Result<(), LinkError> {
+        match self.engine.restore(bytes) {
+            Ok(()) => {
+                self.replay.clear();
+                self.last_time = None;
+                let restored = Restored {
+                    at_input_seq: self.engine.last_input_seq(),
+                    digest: self.engine.digest(),
+                };
+                tracing::info!(
+                    at_input_seq = restored.at_input_seq,
+                    digest = %restored.digest,
+                    "engine restored from snapshot"
+                );
+                encode(&Frame::Restored(restored), wbuf)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "restore refused; engine unchanged");
+                let refused = Refused {
+                    request: RefusedRequest::Restore,
+                    reason: error.to_string(),
+                };
+                encode(&Frame::Refused(refused), wbuf)
+            }
+        }
+    }
+}
+
+/// One read into the decoder: `Some(n)` bytes (0 at end of stream), `None` when the read timed
+/// out so the caller can run its timers.
+fn read_some(conn: &mut Conn, decoder: &mut FrameDecoder) -> Result<Option<usize>, LinkError> {
+    let space = decoder.read_space();
+    debug_assert!(!space.is_empty(), "a zero-length read would look like EOF");
+    match conn.read(space) {
+        Ok(n) => {
+            decoder.advance(n);
+            Ok(Some(n))
+        }
+        Err(error)
+            if matches!(
+                error.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Tells the gateway why the link ends; best effort, the link is going down anyway.
+fn send_close(conn: &mut Conn, error: &LinkError) {
+    if let LinkError::Closed { .. } | LinkError::Disconnected | LinkError::Io(_) = error {
+        // The gateway closed first or the socket is gone: nobody to tell.
+        return;
+    }
+    send_close_reason(conn, &error.to_string());
+}
+
+/// Sends a Close with `reason`, ignoring failures.
+fn send_close_reason(conn: &mut Conn, reason: &str) {
+    let mut buf = Vec::new();
+    let close = Close {
+        reason: reason.to_owned(),
+    };
+    if encode(&Frame::Close(close), &mut buf).is_ok() {
+        let _ = conn.write_all(&buf);
+    }
+}

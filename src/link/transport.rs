@@ -1,0 +1,421 @@
+//! Where links run: TCP between hosts, Unix domain sockets on one host. Addresses are strings an
+//! operator writes in a config or on the command line; the engine side binds with blocking std
+//! sockets (the engine is single-threaded), the gateway side connects with tokio.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown as SocketShutdown, TcpListener, TcpStream};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::error::LinkError;
+
+/// Where an engine listens and a gateway connects: `tcp://host:port` (IPv6 as `[::1]:9900`) or
+/// `unix:///path/to.sock`. One string form so configs, the CLI and logs all agree.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum LinkAddr {
+    /// A TCP endpoint; works across hosts.
+    Tcp {
+        /// Host name or IP address, resolved at bind or connect time so DNS changes are seen.
+        host: String,
+        /// TCP port; 0 when binding lets the system pick (see [`LinkListener::local_addr`]).
+        port: u16,
+    },
+    /// A Unix domain socket; the fastest socket transport when both ends share a host.
+    Unix(PathBuf),
+}
+
+/// Why a link address string was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LinkAddrError {
+    /// Neither `tcp://` nor `unix://`.
+    #[error("link address {0:?} must start with tcp:// or unix://")]
+    UnknownScheme(String),
+    /// `tcp://` without `:port`.
+    #[error("link address {0:?} has no port (tcp://host:port)")]
+    MissingPort(String),
+    /// The port is not a number from 0 to 65535.
+    #[error("link address {0:?} has an invalid port")]
+    BadPort(String),
+    /// `tcp://:port`.
+    #[error("link address {0:?} has no host")]
+    EmptyHost(String),
+    /// `unix://` without a path.
+    #[error("link address {0:?} has no socket path")]
+    EmptyPath(String),
+    /// The host name resolves to no address.
+    #[error("link address {0} resolves to no socket address")]
+    Unresolved(String),
+}
+
+impl FromStr for LinkAddr {
+    type Err = LinkAddrError;
+
+    fn from_str(text: &str) -> Result<LinkAddr, LinkAddrError> {
+        if let Some(path) = text.strip_prefix("unix://") {
+            if path.is_empty() {
+                return Err(LinkAddrError::EmptyPath(text.to_owned()));
+            }
+            return Ok(LinkAddr::Unix(PathBuf::from(path)));
+        }
+        let Some(rest) = text.strip_prefix("tcp://") else {
+            return Err(LinkAddrError::UnknownScheme(text.to_owned()));
+        };
+        let Some((host, port)) = rest.rsplit_once(':') else {
+            return Err(LinkAddrError::MissingPort(text.to_owned()));
+        };
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) => v6,
+            None if host.contains(':') => return Err(LinkAddrError::BadPort(text.to_owned())),
+            None => host,
+        };
+        if host.is_empty() {
+            return Err(LinkAddrError::EmptyHost(text.to_owned()));
+        }
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| LinkAddrError::BadPort(text.to_owned()))?;
+        Ok(LinkAddr::Tcp {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for LinkAddr {
+    /// The same form [`LinkAddr::from_str`] reads.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkAddr::Tcp { host, port } if host.contains(':') => {
+                write!(f, "tcp://[{host}]:{port}")
+            }
+            LinkAddr::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+            LinkAddr::Unix(path) => write!(f, "unix://{}", path.display()),
+        }
+    }
+}
+
+impl Serialize for LinkAddr {
+    /// As the address string, so a TOML config writes `link = "tcp://10.0.0.5:9900"`.
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for LinkAddr {
+    /// From the address string, with the parse error naming what is wrong.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<LinkAddr, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The engine's listening socket, bound before serving so a caller can bind port 0 and learn the
+/// port, or fail fast on a taken address before loading a large engine state.
+#[derive(Debug)]
+pub struct LinkListener {
+    /// The socket, in non-blocking mode so the accept loop can notice shutdown.
+    inner: ListenerInner,
+}
+
+/// The two kinds of listening socket.
+#[derive(Debug)]
+enum ListenerInner {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A Unix listener and the socket file it created.
+    Unix {
+        /// The listener.
+        listener: UnixListener,
+        /// The socket file, removed when the listener is dropped.
+        path: PathBuf,
+        /// Device and inode of the file we created, so drop never removes a socket that another
+        /// process bound at the same path since.
+        file_id: (u64, u64),
+    },
+}
+
+impl LinkListener {
+    /// Binds `addr`. A Unix socket file left behind by a crashed engine is replaced; one that a
+    /// live process still accepts on is not (the bind fails with `AddrInUse`).
+    pub fn bind(addr: &LinkAddr) -> Result<LinkListener, LinkError> {
+        let inner = match addr {
+            LinkAddr::Tcp { host, port } => {
+                ListenerInner::Tcp(TcpListener::bind((host.as_str(), *port))?)
+            }
+            LinkAddr::Unix(path) => {
+                let listener = bind_unix(path)?;
+                let meta = std::fs::metadata(path)?;
+                ListenerInner::Unix {
+                    listener,
+                    path: path.clone(),
+                    file_id: (meta.dev(), meta.ino()),
+                }
+            }
+        };
+        match &inner {
+            ListenerInner::Tcp(listener) => listener.set_nonblocking(true)?,
+            ListenerInner::Unix { listener, .. } => listener.set_nonblocking(true)?,
+        }
+        Ok(LinkListener { inner })
+    }
+
+    /// The address actually bound: for `tcp://host:0`, the port the system picked.
+    pub fn local_addr(&self) -> Result<LinkAddr, LinkError> {
+        Ok(match &self.inner {
+            ListenerInner::Tcp(listener) => {
+                let local = listener.local_addr()?;
+                LinkAddr::Tcp {
+                    host: local.ip().to_string(),
+                    port: local.port(),
+                }
+            }
+            ListenerInner::Unix { path, .. } => LinkAddr::Unix(path.clone()),
+        })
+    }
+
+    /// A pending connection, if any (never blocks), in blocking mode, with its peer for logs.
+    pub(crate) fn accept(&self) -> io::Result<Option<(Conn, String)>> {
+        let accepted = match &self.inner {
+            ListenerInner::Tcp(listener) => listener
+                .accept()
+                .map(|(stream, peer)| (Conn::Tcp(stream), format!("tcp://{peer}"))),
+            ListenerInner::Unix { listener, path, .. } => listener
+                .accept()
+                .map(|(stream, _)| (Conn::Unix(stream), format!("unix://{}", path.display()))),
+        };
+        match accepted {
+            Ok((conn, peer)) => {
+                // Some platforms let the accepted socket inherit the listener's non-blocking mode.
+                conn.set_nonblocking(false)?;
+                Ok(Some((conn, peer)))
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+impl Drop for LinkListener {
+    /// Removes our socket file, so the path is free for the next engine and no stale file
+    /// suggests an engine is listening.
+    fn drop(&mut self) {
+        if let ListenerInner::Unix { path, file_id, .. } = &self.inner
+            && let Ok(meta) = std::fs::symlink_metadata(path)
+            && (meta.dev(), meta.ino()) == *file_id
+        {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Binds a Unix socket, replacing a stale socket file nobody accepts on.
+fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    match UnixListener::bind(path) {
+        Err(error) if error.kind() == io::ErrorKind::AddrInUse => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{} is in use by a live listener", path.display()),
+                ));
+            }
+            if !std::fs::symlink_metadata(path)?.file_type().is_socket() {
+                // Never delete something that is not a socket: a typo must not eat a file.
+                return Err(error);
+            }
+            tracing::warn!(path = %path.display(), "replacing stale link socket file");
+            std::fs::remove_file(path)?;
+            UnixListener::bind(path)
+        }
+        other => other,
+    }
+}
+
+/// One accepted connection on the engine side, blocking.
+#[derive(Debug)]
+pub(crate) enum Conn {
+    /// Over TCP.
+    Tcp(TcpStream),
+    /// Over a Unix socket.
+    Unix(UnixStream),
+}
+
+impl Conn {
+    /// Sets blocking or non-blocking mode.
+    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        match self {
+            Conn::Tcp(stream) => stream.set_nonblocking(nonblocking),
+            Conn::Unix(stream) => stream.set_nonblocking(nonblocking),
+        }
+    }
+
+    /// Prepares the socket for the engine loop: reads wake every `read_timeout` so timers run,
+    /// a write to a gateway that stopped reading fails after `write_timeout` instead of hanging
+    /// the engine, and small frames go out at once (no Nagle delay on outputs).
+    pub(crate) fn configure(
+        &self,
+        read_timeout: Duration,
+        write_timeout: Duration,
+    ) -> io::Result<()> {
+        match self {
+            Conn::Tcp(stream) => {
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(read_timeout))?;
+                stream.set_write_timeout(Some(write_timeout))
+            }
+            Conn::Unix(stream) => {
+                stream.set_read_timeout(Some(read_timeout))?;
+                stream.set_write_timeout(Some(write_timeout))
+            }
+        }
+    }
+
+    /// Closes both directions, so the peer sees the end even if a clone of the socket lingers.
+    pub(crate) fn shutdown(&self) {
+        let _ = match self {
+            Conn::Tcp(stream) => stream.shutdown(SocketShutdown::Both),
+            Conn::Unix(stream) => stream.shutdown(SocketShutdown::Both),
+        };
+    }
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(stream) => stream.read(buf),
+            Conn::Unix(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Tcp(stream) => stream.write(buf),
+            Conn::Unix(stream) => stream.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Tcp(stream) => stream.flush(),
+            Conn::Unix(stream) => stream.flush(),
+        }
+    }
+}
+
+/// The read half of a gateway-side connection.
+pub(crate) type AsyncReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+
+/// The write half of a gateway-side connection.
+pub(crate) type AsyncWriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Connects to an engine from tokio and splits the stream, so a reader task and a writer task
+/// can each own a half.
+pub(crate) async fn connect_async(
+    addr: &LinkAddr,
+) -> Result<(AsyncReadHalf, AsyncWriteHalf), LinkError> {
+    match addr {
+        LinkAddr::Tcp { host, port } => {
+            let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
+            // Inputs are small and latency-critical: no Nagle delay.
+            stream.set_nodelay(true)?;
+            let (read, write) = stream.into_split();
+            Ok((Box::new(read), Box::new(write)))
+        }
+        LinkAddr::Unix(path) => {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            let (read, write) = stream.into_split();
+            Ok((Box::new(read), Box::new(write)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip_through_text() {
+        for text in [
+            "tcp://127.0.0.1:9900",
+            "tcp://engine-blue.internal:1",
+            "tcp://[::1]:9900",
+            "unix:///run/baton/blue.sock",
+            "unix://relative.sock",
+        ] {
+            let addr: LinkAddr = text.parse().unwrap();
+            assert_eq!(addr.to_string(), text);
+        }
+        assert_eq!(
+            "tcp://[::1]:0".parse::<LinkAddr>().unwrap(),
+            LinkAddr::Tcp {
+                host: "::1".into(),
+                port: 0
+            }
+        );
+    }
+
+    #[test]
+    fn bad_addresses_name_the_problem() {
+        type Expected = fn(String) -> LinkAddrError;
+        let cases: &[(&str, Expected)] = &[
+            ("127.0.0.1:9900", LinkAddrError::UnknownScheme),
+            ("udp://127.0.0.1:9900", LinkAddrError::UnknownScheme),
+            ("tcp://127.0.0.1", LinkAddrError::MissingPort),
+            ("tcp://127.0.0.1:", LinkAddrError::BadPort),
+            ("tcp://127.0.0.1:65536", LinkAddrError::BadPort),
+            ("tcp://127.0.0.1:99/x", LinkAddrError::BadPort),
+            ("tcp://::1:9900", LinkAddrError::BadPort),
+            ("tcp://:9900", LinkAddrError::EmptyHost),
+            ("tcp://[]:9900", LinkAddrError::EmptyHost),
+            ("unix://", LinkAddrError::EmptyPath),
+        ];
+        for (text, error) in cases {
+            assert_eq!(
+                text.parse::<LinkAddr>(),
+                Err(error(text.to_string())),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn addresses_read_from_config_strings() {
+        #[derive(Deserialize, Serialize)]
+        struct Config {
+            link: LinkAddr,
+        }
+        let config: Config = toml::from_str(r#"link = "tcp://10.0.0.5:9900""#).unwrap();
+        assert_eq!(config.link.to_string(), "tcp://10.0.0.5:9900");
+        let error = toml::from_str::<Config>(r#"link = "tcp://10.0.0.5""#)
+            .err()
+            .unwrap();
+        assert!(error.to_string().contains("has no port"), "{error}");
+    }
+
+    #[test]
+    fn stale_unix_socket_is_replaced_and_removed_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine.sock");
+        // A socket file nobody accepts on, as a crashed engine leaves it.
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let addr = LinkAddr::Unix(path.clone());
+        let listener = LinkListener::bind(&addr).unwrap();
+        // A live listener is not replaced.
+        assert!(LinkListener::bind(&addr).is_err());
+        drop(listener);
+        assert!(!path.exists());
+        // A regular file at the path is never deleted.
+        std::fs::write(&path, b"not a socket").unwrap();
+        assert!(LinkListener::bind(&addr).is_err());
+        assert!(path.exists());
+    }
+}

@@ -1,0 +1,427 @@
+//! The engine link over real sockets: a matching engine served on a thread, the tokio client on
+//! the other end, over TCP and over a Unix socket. Crossing orders from two sessions, snapshot
+//! and restore into a second engine, identical outputs and digests from both, reconnects that
+//! keep the engine's state, resent inputs that are never applied twice, and protocol errors that
+//! close the link with a reason while the engine keeps serving.
+
+use std::io::{Read, Write};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use baton::engine::{
+    ClOrdId, Engine, EngineConfig, ExecType, Input, MatchingEngine, NewOrder, OrdType, Output,
+    Price, Qty, Report, Request, Side, Symbol, TimeInForce,
+};
+use baton::fix::time::Timestamp;
+use baton::link::{
+    DigestReport, EngineLink, Frame, FrameDecoder, Hello, LINK_PROTOCOL_VERSION, LinkAddr,
+    LinkError, LinkListener, Outputs, Restored, ServeConfig, Shutdown, Snapshot, connect, encode,
+    serve_on,
+};
+
+/// Generous bound on any single wait, so a bug fails the test instead of hanging it.
+const WAIT: Duration = Duration::from_secs(10);
+
+struct RunningEngine {
+    addr: LinkAddr,
+    shutdown: Shutdown,
+    thread: JoinHandle<MatchingEngine>,
+}
+
+impl RunningEngine {
+    fn start(addr: &LinkAddr, name: &str, config: ServeConfig) -> RunningEngine {
+        let listener = LinkListener::bind(addr).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = Shutdown::new();
+        let engine = MatchingEngine::new(&EngineConfig::default()).unwrap();
+        let config = ServeConfig {
+            engine_name: name.to_owned(),
+            ..config
+        };
+        let stop = shutdown.clone();
+        let thread =
+            std::thread::spawn(move || serve_on(engine, listener, &config, &stop).unwrap());
+        RunningEngine {
+            addr,
+            shutdown,
+            thread,
+        }
+    }
+
+    fn stop(self) -> MatchingEngine {
+        self.shutdown.trigger();
+        self.thread.join().unwrap()
+    }
+}
+
+fn test_config() -> ServeConfig {
+    ServeConfig {
+        heartbeat_interval: Duration::from_millis(50),
+        ..ServeConfig::default()
+    }
+}
+
+fn limit(seq: u64, session: u32, cl_ord_id: &str, side: Side, price: i64, qty: u64) -> Input {
+    Input {
+        seq,
+        time: Timestamp::from_millis(1_700_000_000_000 + seq),
+        session,
+        request: Request::New(NewOrder {
+            cl_ord_id: ClOrdId::try_from_bytes(cl_ord_id.as_bytes()).unwrap(),
+            symbol: Symbol::try_from_bytes(b"AAPL").unwrap(),
+            side,
+            ord_type: OrdType::Limit,
+            price: Some(Price(price * Price::SCALE)),
+            qty: Qty(qty),
+            time_in_force: TimeInForce::Day,
+        }),
+    }
+}
+
+async fn connect_ok(addr: &LinkAddr) -> (EngineLink, Hello) {
+    tokio::time::timeout(WAIT, connect(addr))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// The next frame that is not a heartbeat (engines heartbeat whenever they are idle).
+async fn recv(link: &mut EngineLink) -> Frame {
+    recv_result(link).await.unwrap()
+}
+
+async fn recv_result(link: &mut EngineLink) -> Result<Frame, LinkError> {
+    loop {
+        match tokio::time::timeout(WAIT, link.recv()).await.unwrap()? {
+            Frame::Heartbeat(_) => continue,
+            frame => return Ok(frame),
+        }
+    }
+}
+
+async fn recv_outputs(link: &mut EngineLink) -> Outputs {
+    match recv(link).await {
+        Frame::Outputs(outputs) => outputs,
+        other => panic!("expected Outputs, got {other:?}"),
+    }
+}
+
+async fn digest(link: &mut EngineLink) -> DigestReport {
+    link.request_digest().await.unwrap();
+    match recv(link).await {
+        Frame::Digest(report) => report,
+        other => panic!("expected Digest, got {other:?}"),
+    }
+}
+
+fn exec_types_by_session(outputs: &[Output]) -> Vec<(u32, ExecType)> {
+    outputs
+        .iter()
+        .map(|output| match &output.report {
+            Report::Execution(report) => (output.session, report.exec_type),
+            Report::CancelReject(_) => (output.session, ExecType::Rejected),
+        })
+        .collect()
+}
+
+fn assert_keyed(outputs: &Outputs, input_seq: u64) {
+    assert_eq!(outputs.input_seq, input_seq);
+    for (index, output) in outputs.outputs.iter().enumerate() {
+        assert_eq!((output.input_seq, output.index), (input_seq, index as u32));
+    }
+}
+
+fn wire(frame: &Frame) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    encode(frame, &mut bytes).unwrap();
+    bytes
+}
+
+/// The whole conversation, on whatever transport `a` and `b` name.
+async fn round_trip(a: LinkAddr, b: LinkAddr) {
+    let blue = RunningEngine::start(&a, "blue", test_config());
+    let green = RunningEngine::start(&b, "green", test_config());
+
+    // Handshake: a fresh engine stands at seq 0.
+    let (mut link, hello) = connect_ok(&blue.addr).await;
+    assert_eq!(hello.protocol_version, LINK_PROTOCOL_VERSION);
+    assert_eq!(hello.engine_name, "blue");
+    assert_eq!(hello.last_input_seq, 0);
+    assert_eq!(hello.snapshot_formats, [1]);
+    assert!(hello.build_version.starts_with("baton-matching-engine/"));
+
+    // Two sessions cross; three inputs in one write.
+    let inputs = [
+        limit(1, 1, "s1-a", Side::Sell, 100, 100),
+        limit(2, 2, "s2-a", Side::Buy, 100, 60),
+        limit(3, 1, "s1-b", Side::Sell, 101, 50),
+    ];
+    link.send_inputs(&inputs).await.unwrap();
+    let first = recv_outputs(&mut link).await;
+    assert_keyed(&first, 1);
+    assert_eq!(exec_types_by_session(&first.outputs), [(1, ExecType::New)]);
+    let second = recv_outputs(&mut link).await;
+    assert_keyed(&second, 2);
+    let mut kinds = exec_types_by_session(&second.outputs);
+    kinds.sort_by_key(|&(session, kind)| (session, kind as u8));
+    assert_eq!(
+        kinds,
+        [
+            (1, ExecType::Trade),
+            (2, ExecType::New),
+            (2, ExecType::Trade)
+        ],
+        "ack to the aggressor and a fill to each side"
+    );
+    let third = recv_outputs(&mut link).await;
+    assert_keyed(&third, 3);
+    assert_eq!(exec_types_by_session(&third.outputs), [(1, ExecType::New)]);
+
+    // Snapshot, checked against the digest the engine reports.
+    link.request_snapshot().await.unwrap();
+    let snapshot: Snapshot = match recv(&mut link).await {
+        Frame::Snapshot(snapshot) => snapshot,
+        other => panic!("expected Snapshot, got {other:?}"),
+    };
+    assert_eq!(snapshot.at_input_seq, 3);
+    assert_eq!(snapshot.format_version, 1);
+    let blue_digest = digest(&mut link).await;
+    assert_eq!(
+        blue_digest,
+        DigestReport {
+            at_input_seq: 3,
+            digest: snapshot.digest
+        }
+    );
+
+    // Restore it into green.
+    let (mut standby, green_hello) = connect_ok(&green.addr).await;
+    assert_eq!(green_hello.engine_name, "green");
+    assert_eq!(green_hello.last_input_seq, 0);
+    standby.restore(&snapshot.bytes).await.unwrap();
+    assert_eq!(
+        recv(&mut standby).await,
+        Frame::Restored(Restored {
+            at_input_seq: 3,
+            digest: snapshot.digest
+        })
+    );
+
+    // The same next input to both: the same outputs and digests, byte for byte.
+    let fourth = limit(4, 2, "s2-b", Side::Buy, 101, 80);
+    link.send_input(&fourth).await.unwrap();
+    standby.send_input(&fourth).await.unwrap();
+    let blue_out = recv(&mut link).await;
+    let green_out = recv(&mut standby).await;
+    assert!(matches!(&blue_out, Frame::Outputs(outputs) if outputs.input_seq == 4));
+    assert_eq!(wire(&blue_out), wire(&green_out));
+    let blue_digest = digest(&mut link).await;
+    assert_eq!(blue_digest, digest(&mut standby).await);
+    assert_eq!(blue_digest.at_input_seq, 4);
+
+    // A clean disconnect and a reconnect: the engine kept its state.
+    link.close("test reconnects").await.unwrap();
+    let (mut link, hello) = connect_ok(&blue.addr).await;
+    assert_eq!(hello.last_input_seq, 4);
+    assert_eq!(digest(&mut link).await, blue_digest);
+
+    // Resending an applied input gives back the first outputs, and applies nothing.
+    link.send_input(&fourth).await.unwrap();
+    match recv(&mut link).await {
+        Frame::Replayed(replayed) => assert_eq!(wire(&Frame::Outputs(replayed)), wire(&blue_out)),
+        other => panic!("expected Replayed, got {other:?}"),
+    }
+    assert_eq!(digest(&mut link).await, blue_digest);
+
+    // A connection cut while an input is in flight: the input was applied, and resending it
+    // after reconnecting recovers its outputs.
+    let fifth = limit(5, 1, "s1-c", Side::Sell, 99, 10);
+    link.send_input(&fifth).await.unwrap();
+    drop(link);
+    let (mut link, hello) = connect_ok(&blue.addr).await;
+    assert_eq!(hello.last_input_seq, 5);
+    link.send_inputs(&[fifth.clone(), limit(6, 2, "s2-c", Side::Buy, 99, 10)])
+        .await
+        .unwrap();
+    let replayed = match recv(&mut link).await {
+        Frame::Replayed(outputs) => outputs,
+        other => panic!("expected Replayed, got {other:?}"),
+    };
+    assert_keyed(&replayed, 5);
+    assert!(!replayed.outputs.is_empty());
+    let sixth = recv_outputs(&mut link).await;
+    assert_keyed(&sixth, 6);
+    assert!(
+        exec_types_by_session(&sixth.outputs).contains(&(1, ExecType::Trade)),
+        "the resting sell of input 5 is in the book: {sixth:?}"
+    );
+
+    // A gap closes the link with the reason; the engine is untouched and serves the next one.
+    link.send_input(&limit(9, 1, "s1-d", Side::Sell, 100, 1))
+        .await
+        .unwrap();
+    match recv_result(&mut link).await {
+        Err(LinkError::Closed { reason }) => assert!(reason.contains("skips ahead"), "{reason}"),
+        other => panic!("expected Close, got {other:?}"),
+    }
+    let (mut link, hello) = connect_ok(&blue.addr).await;
+    assert_eq!(hello.last_input_seq, 6);
+    let before_shutdown = digest(&mut link).await;
+
+    // Shutdown closes the link with a reason and hands the engine back.
+    blue.shutdown.trigger();
+    match recv_result(&mut link).await {
+        Err(LinkError::Closed { reason }) => assert!(reason.contains("shutting down"), "{reason}"),
+        other => panic!("expected Close, got {other:?}"),
+    }
+    let engine = blue.stop();
+    assert_eq!(engine.last_input_seq(), 6);
+    assert_eq!(engine.digest(), before_shutdown.digest);
+
+    standby.close("done").await.unwrap();
+    let engine = green.stop();
+    assert_eq!(engine.last_input_seq(), 4);
+}
+
+#[tokio::test]
+async fn tcp_round_trip() {
+    let any_port: LinkAddr = "tcp://127.0.0.1:0".parse().unwrap();
+    round_trip(any_port.clone(), any_port).await;
+}
+
+#[tokio::test]
+async fn unix_socket_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = LinkAddr::Unix(dir.path().join("blue.sock"));
+    let b = LinkAddr::Unix(dir.path().join("green.sock"));
+    round_trip(a, b).await;
+    assert!(
+        !dir.path().join("blue.sock").exists(),
+        "socket file removed on stop"
+    );
+}
+
+/// Reads frames from a raw socket until one is complete.
+fn read_frame(stream: &mut std::net::TcpStream, decoder: &mut FrameDecoder) -> Frame {
+    loop {
+        if let Some(frame) = decoder.next_frame().unwrap() {
+            return frame;
+        }
+        let n = stream.read(decoder.read_space()).unwrap();
+        assert!(n > 0, "engine hung up without a Close");
+        decoder.advance(n);
+    }
+}
+
+#[test]
+fn malformed_frames_close_the_link_with_a_reason_and_the_engine_serves_on() {
+    let engine = RunningEngine::start(&"tcp://127.0.0.1:0".parse().unwrap(), "blue", test_config());
+    let LinkAddr::Tcp { host, port } = &engine.addr else {
+        unreachable!()
+    };
+    let cases: [(&[u8], &str); 3] = [
+        (&[3, 0, 0, 0, 1, 0, 200], "unknown frame kind 200"),
+        (&[3, 0, 0, 0, 2, 0, 9], "protocol version 2"),
+        (&[0xFF, 0xFF, 0xFF, 0xFF], "exceeds the limit"),
+    ];
+    for (bytes, reason) in cases {
+        let mut stream = std::net::TcpStream::connect((host.as_str(), *port)).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let mut decoder = FrameDecoder::new();
+        assert!(matches!(
+            read_frame(&mut stream, &mut decoder),
+            Frame::Hello(_)
+        ));
+        let mut welcome = Vec::new();
+        encode(
+            &Frame::Welcome(baton::link::Welcome {
+                protocol_version: LINK_PROTOCOL_VERSION,
+            }),
+            &mut welcome,
+        )
+        .unwrap();
+        stream.write_all(&welcome).unwrap();
+        stream.write_all(bytes).unwrap();
+        loop {
+            match read_frame(&mut stream, &mut decoder) {
+                Frame::Heartbeat(_) => continue,
+                Frame::Close(close) => {
+                    assert!(close.reason.contains(reason), "{} / {reason}", close.reason);
+                    break;
+                }
+                other => panic!("expected Close, got {other:?}"),
+            }
+        }
+    }
+    // A gateway that never says Welcome is refused too, and then a good one is served.
+    let mut stream = std::net::TcpStream::connect((host.as_str(), *port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut decoder = FrameDecoder::new();
+    assert!(matches!(
+        read_frame(&mut stream, &mut decoder),
+        Frame::Hello(_)
+    ));
+    stream.write_all(&[3, 0, 0, 0, 1, 0, 14]).unwrap(); // DigestRequest before Welcome
+    match read_frame(&mut stream, &mut decoder) {
+        Frame::Close(close) => assert!(close.reason.contains("before Welcome"), "{}", close.reason),
+        other => panic!("expected Close, got {other:?}"),
+    }
+    assert_eq!(engine.stop().last_input_seq(), 0);
+}
+
+#[tokio::test]
+async fn an_idle_engine_heartbeats_and_drops_a_silent_gateway() {
+    let config = ServeConfig {
+        heartbeat_interval: Duration::from_millis(20),
+        peer_timeout: Duration::from_millis(300),
+        ..ServeConfig::default()
+    };
+    let engine = RunningEngine::start(&"tcp://127.0.0.1:0".parse().unwrap(), "blue", config);
+    let (mut link, _) = connect_ok(&engine.addr).await;
+    let frame = tokio::time::timeout(WAIT, link.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(frame, Frame::Heartbeat(h) if h.last_input_seq == 0),
+        "{frame:?}"
+    );
+    // Never answering: the engine gives up on us with a reason.
+    let error = loop {
+        match tokio::time::timeout(WAIT, link.recv()).await.unwrap() {
+            Ok(Frame::Heartbeat(_)) => continue,
+            other => break other,
+        }
+    };
+    match error {
+        Err(LinkError::Closed { reason }) => assert!(reason.contains("no frame"), "{reason}"),
+        other => panic!("expected Close, got {other:?}"),
+    }
+    // The next gateway is served.
+    let (link, hello) = connect_ok(&engine.addr).await;
+    assert_eq!(hello.last_input_seq, 0);
+    link.close("done").await.unwrap();
+    engine.stop();
+}
+
+#[tokio::test]
+async fn a_corrupt_snapshot_is_refused_and_the_engine_is_unchanged() {
+    let engine = RunningEngine::start(&"tcp://127.0.0.1:0".parse().unwrap(), "blue", test_config());
+    let (mut link, _) = connect_ok(&engine.addr).await;
+    link.send_input(&limit(1, 1, "a", Side::Buy, 100, 1))
+        .await
+        .unwrap();
+    recv_outputs(&mut link).await;
+    let before = digest(&mut link).await;
+    link.restore(b"definitely not a snapshot").await.unwrap();
+    match recv(&mut link).await {
+        Frame::Refused(refused) => {
+            assert_eq!(refused.request, baton::link::RefusedRequest::Restore);
+            assert!(refused.reason.contains("magic"), "{}", refused.reason);
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    assert_eq!(digest(&mut link).await, before);
+    link.close("done").await.unwrap();
+    engine.stop();
+}
