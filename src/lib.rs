@@ -26,3 +26,4 @@ pub mod fix;
 pub mod gateway;
 pub mod link;
 pub mod mmap;
+mod record;
