@@ -2,5 +2,6 @@
 //! per configured CompID pair. Later parts (sequencer, journal, router, outbox) sit behind it.
 
 pub mod acceptor;
+pub mod journal;
 
 pub use acceptor::{Acceptor, AcceptorHandle};
