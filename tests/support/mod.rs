@@ -83,3 +83,4 @@ impl Drop for Gateway {
         self.kill();
     }
 }
+pub mod child;
