@@ -904,8 +904,15 @@ impl JournalReader {
                 .expect("position() leaves a segment when it returns true");
             let retry = match segment.step(&mut self.scratch)? {
                 Step::Record { seq, time, offset } => {
-                    check_follows(seq, time, self.expected_seq, Some(self.last_time))
-                        .map_err(|reason| corrupt(&segment.name.path, offset, reason))?;
+                    if let Err(reason) =
+                        check_follows(seq, time, self.expected_seq, Some(self.last_time))
+                    {
+                        // Stays at the record, so asking again gives the same error rather than
+                        // what follows it.
+                        segment.offset = offset;
+                        segment.reposition = true;
+                        return Err(corrupt(&segment.name.path, offset, reason));
+                    }
                     self.expected_seq = seq.saturating_add(1);
                     self.last_time = time;
                     self.read_any = true;
@@ -1030,6 +1037,11 @@ impl JournalReader {
             )),
             (Some(_), None) if self.damage_checked_at == Some(segment.offset) => Ok(false),
             (Some(reason), None) => {
+                // On a live journal the record may have been caught mid-write (a read copies
+                // bytes in no guaranteed order); a second look is cheap and usually settles it.
+                if let Step::Record { .. } = segment.peek(&mut self.scratch)? {
+                    return Ok(true);
+                }
                 // Records after the invalid one would carry higher seqs.
                 match segment.valid_data_after(self.expected_seq.saturating_add(1))? {
                     None => {
@@ -1712,11 +1724,21 @@ mod tests {
                 matches!(error, JournalError::Corrupt { .. }),
                 "{name}: {error}"
             );
-            let error = read_all(dir, 1).unwrap_err();
+            let mut reader = Journal::read_from(dir, 1).unwrap();
+            let error = loop {
+                match reader.next() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => panic!("{name}: read to the end without an error"),
+                    Err(error) => break error,
+                }
+            };
             assert!(
                 matches!(error, JournalError::Corrupt { .. }),
                 "{name}: {error}"
             );
+            // Asking again does not move past the damage.
+            let again = reader.next().unwrap_err();
+            assert_eq!(again.to_string(), error.to_string(), "{name}");
         }
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("latest.journal"), b"").unwrap();
