@@ -230,3 +230,29 @@ const _: () = assert!(
     LINK_POLL_INTERVAL_MS <= LINK_HEARTBEAT_INTERVAL_MS_DEFAULT,
     "the idle loop must wake often enough to send heartbeats on time"
 );
+// ----- Input journal (`gateway::journal`) -------------------------------------------------------
+
+/// Default size of one journal segment. 64 MiB holds about 250,000 inbound messages of ~250
+/// bytes, so a roll-over (a file create and a new mapping, the one slow step on the append path)
+/// comes once per quarter of a million appends; a segment is still small enough to copy off or
+/// delete as one unit once a snapshot covers it. The file is sparse until written.
+pub const JOURNAL_SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
+
+/// Smallest segment a config may ask for: one page. A mapping is page-granular, so a smaller file
+/// saves nothing, and a page still holds a header and a record of a few kilobytes.
+pub const JOURNAL_SEGMENT_BYTES_MIN: u64 = 4 << 10;
+
+/// Largest segment a config may ask for. A segment is mapped whole by the writer and, after a
+/// crash, read to its end once to tell a torn tail from damage; past 1 GiB roll-overs are already
+/// negligible, so larger segments would only cost address space and recovery time.
+pub const JOURNAL_SEGMENT_BYTES_MAX: u64 = 1 << 30;
+
+/// Buffer of a journal reader: 256 KiB is about a thousand records per read syscall on replay,
+/// while a reader tailing a live journal re-reads at most this much per poll.
+pub const JOURNAL_READ_BUFFER_BYTES: usize = 256 << 10;
+
+const _: () = assert!(JOURNAL_SEGMENT_BYTES_MIN <= JOURNAL_SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(JOURNAL_SEGMENT_BYTES_DEFAULT <= JOURNAL_SEGMENT_BYTES_MAX);
+// The default segment holds a thousand of the largest messages a counterparty may send, so no
+// inbound message is ever refused as too large for a segment.
+const _: () = assert!(JOURNAL_SEGMENT_BYTES_DEFAULT >= 1_000 * BODY_LENGTH_MAX as u64);

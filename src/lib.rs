@@ -7,8 +7,9 @@
 //!
 //! - [`fix`]: the tag=value codec, the venue dictionary from `fix-specs/`, the sans-IO session
 //!   state machine (bytes and time in, actions out) and the memory-mapped session store.
-//! - [`gateway`]: the acceptor and connection I/O that drive the session state machines, and
-//!   (later) the sequencer, input journal, router and outbox.
+//! - [`gateway`]: the acceptor and connection I/O that drive the session state machines, the
+//!   input journal every inbound business message is appended to before an engine sees it, and
+//!   (later) the sequencer, router and outbox.
 //! - [`link`]: the gateway↔engine wire protocol.
 //! - [`engine`]: order books, matching, snapshot/restore and state digest.
 //! - [`control`]: admin API, changes, approvals, gates and the audit log.
@@ -26,3 +27,4 @@ pub mod fix;
 pub mod gateway;
 pub mod link;
 pub mod mmap;
+mod record;

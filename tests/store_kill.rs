@@ -3,13 +3,12 @@
 //! kills it mid-stream, reopens the store and finds every reported message, byte for byte, and
 //! nothing garbled. Repeated over several rounds, each resuming where the last kill left the store.
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
-use std::process::{Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use baton::fix::store::{Durability, MmapStore, SessionStore};
+use support::child::{Reporter, Round, writer_dir};
 
 /// Tells the child test binary which store directory to write; without it the writer does nothing,
 /// so a plain `cargo test -- --ignored` does not start an endless writer.
@@ -42,11 +41,11 @@ fn payload(seq: u64) -> Vec<u8> {
 #[test]
 #[ignore = "the child side of kill_mid_stream_loses_nothing_reported; does nothing on its own"]
 fn writer_appends_until_killed() {
-    let Some(dir) = std::env::var_os(STORE_DIR_VAR) else {
+    let Some(dir) = writer_dir(STORE_DIR_VAR) else {
         return;
     };
-    let mut store = MmapStore::open(Path::new(&dir), Durability::Os).unwrap();
-    let mut out = std::io::stdout().lock();
+    let mut store = MmapStore::open(&dir, Durability::Os).unwrap();
+    let mut reporter = Reporter::new();
     let started = Instant::now();
     let first = store.seq_num_next_out();
     for seq in first..first + WRITER_MESSAGES_MAX {
@@ -59,51 +58,24 @@ fn writer_appends_until_killed() {
                 .set_seq_num_next_in(seq / SEQ_NUM_IN_EVERY + 1)
                 .unwrap();
         }
-        // Written straight to the pipe (not the test harness's capture), one line per message.
-        writeln!(out, "appended {seq}").unwrap();
-        out.flush().unwrap();
+        reporter.appended(seq);
     }
 }
 
 #[test]
 fn kill_mid_stream_loses_nothing_reported() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut reported_last = 0;
     for round in 0..ROUNDS {
-        let mut child = Command::new(&exe)
-            .args([WRITER_TEST, "--exact", "--ignored", "--nocapture"])
-            .args(["--test-threads", "1"])
-            .env(STORE_DIR_VAR, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut reports = Reports {
+        reported_last = Round {
+            writer_test: WRITER_TEST,
+            dir_var: STORE_DIR_VAR,
+            dir: dir.path(),
+            reports_before_kill: REPORTS_BEFORE_KILL,
             round,
-            last: reported_last,
-            count: 0,
-        };
-        for line in lines.by_ref() {
-            reports.take(&line.unwrap());
-            if reports.count == REPORTS_BEFORE_KILL {
-                break;
-            }
+            last_before: reported_last,
         }
-        child.kill().unwrap(); // SIGKILL on Unix: no destructor, no flush, no unmap runs.
-        let status = child.wait().unwrap();
-        // Lines the child wrote before it died report appends that completed too.
-        for line in lines {
-            reports.take(&line.unwrap());
-        }
-        assert!(
-            reports.count >= REPORTS_BEFORE_KILL,
-            "round {round}: the writer stopped after {} reports ({status})",
-            reports.count
-        );
-        assert_eq!(status.signal(), Some(9), "round {round}: {status}");
-        reported_last = reports.last;
+        .run(|_| {});
 
         let store = MmapStore::open(dir.path(), Durability::Os).unwrap();
         let next_out = store.seq_num_next_out();
@@ -135,34 +107,5 @@ fn kill_mid_stream_loses_nothing_reported() {
         reported_last = next_out - 1;
         // Drops the lock so the next round's child can open the store.
         drop(store);
-    }
-}
-
-/// What the child reported in one round.
-struct Reports {
-    /// For failure messages.
-    round: usize,
-    /// The last sequence number reported as appended.
-    last: u64,
-    /// How many reports this round.
-    count: usize,
-}
-
-impl Reports {
-    /// Takes one line of the child's output. The test harness's own lines are not reports, and it
-    /// prints the first report on the end of its "test ... " line.
-    fn take(&mut self, line: &str) {
-        let Some((_, seq)) = line.split_once("appended ") else {
-            return;
-        };
-        let seq: u64 = seq.trim().parse().unwrap();
-        assert_eq!(
-            seq,
-            self.last + 1,
-            "round {}: reports out of order",
-            self.round
-        );
-        self.last = seq;
-        self.count += 1;
     }
 }

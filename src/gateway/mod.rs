@@ -5,5 +5,6 @@
 pub mod acceptor;
 pub mod cursor;
 pub mod translate;
+pub mod journal;
 
 pub use acceptor::{Acceptor, AcceptorHandle, Inbound, Sessions};

@@ -139,3 +139,4 @@ pub fn start_trading(dir: &Path, sessions: usize) -> (EngineProcess, Gateway) {
     );
     (engine, gateway)
 }
+pub mod child;

@@ -20,6 +20,7 @@
 //! `len: u32, crc32: u32, seq: u64, epoch: u64, message bytes, zero padding to 8`, where `len`
 //! counts the 24 header bytes and the message bytes (so it is never 0, even for an empty message).
 //! The checksum covers `len`, `seq`, `epoch` and the message bytes. A zero `len` ends the log.
+//! The input journal uses the same header and record layout (`crate::record`).
 //!
 //! # Epochs and cuts
 //!
@@ -50,6 +51,10 @@ use crate::constants::{
     STORE_MESSAGES_BYTES_INITIAL, STORE_MESSAGES_BYTES_MAX, STORE_MESSAGES_GROWTH_FACTOR,
 };
 use crate::mmap::{MapError, MappedFile};
+use crate::record::{
+    self, ALIGN_BYTES as RECORD_ALIGN_BYTES, FILE_HEADER_BYTES, FileHeader as Header,
+    HEADER_BYTES as RECORD_HEADER_BYTES, read_u32, read_u64,
+};
 
 /// The sequence-number file inside a session's directory.
 const SEQNUMS_FILE_NAME: &str = "seqnums";
@@ -61,8 +66,6 @@ const SEQNUMS_MAGIC: [u8; 8] = *b"BATONSEQ";
 const MESSAGES_MAGIC: [u8; 8] = *b"BATONMSG";
 /// Bumped on any change of layout, so an old build refuses a newer store instead of misreading it.
 const FORMAT_VERSION: u32 = 1;
-/// Magic, version, 4 reserved bytes.
-const FILE_HEADER_BYTES: usize = 16;
 /// One slot: seven `u64` fields, a CRC-32 and 4 zero bytes.
 const SLOT_BYTES: usize = 64;
 /// The part of a slot its checksum covers.
@@ -71,11 +74,6 @@ const SLOT_FIELDS_BYTES: usize = 56;
 const SLOT_OFFSETS: [usize; 2] = [64, 128];
 /// Header, padding to 64, two slots.
 const SEQNUMS_FILE_BYTES: usize = 192;
-/// `len`, `crc32`, `seq`, `epoch`.
-const RECORD_HEADER_BYTES: usize = 24;
-/// Records start 8-aligned, so the `u64` fields are aligned and offsets fit the index in 8-byte
-/// units.
-const RECORD_ALIGN_BYTES: usize = 8;
 /// Where the first record goes.
 const MESSAGES_FIRST_RECORD: usize = FILE_HEADER_BYTES;
 /// The index holds offsets as `u32` in 8-byte units, which addresses 32 GiB.
@@ -320,32 +318,35 @@ impl MmapStore {
         let mut previous: Option<(u64, u64)> = None;
         let mut at = MESSAGES_FIRST_RECORD;
         let invalid = loop {
-            let record = match read_record(bytes, at) {
+            let record = match record::read(bytes, at) {
                 Ok(Some(record)) => record,
                 Ok(None) => break None,
                 Err(reason) => break Some(reason),
             };
+            // A store record's stamp is the epoch it was appended in.
+            let epoch = record.stamp;
             let epoch_ok = if (at as u64) < self.slot.cut_offset {
-                (self.slot.day_epoch..=self.slot.epoch).contains(&record.epoch)
+                (self.slot.day_epoch..=self.slot.epoch).contains(&epoch)
             } else {
-                record.epoch == self.slot.epoch
+                epoch == self.slot.epoch
             };
             if !epoch_ok {
                 break Some(format!(
                     "record epoch {} is not current (epoch {}, session day from epoch {}, cut at \
                      byte {})",
-                    record.epoch, self.slot.epoch, self.slot.day_epoch, self.slot.cut_offset
+                    epoch, self.slot.epoch, self.slot.day_epoch, self.slot.cut_offset
                 ));
             }
-            if let Some((seq, epoch)) = previous
-                && (record.seq <= seq || record.epoch < epoch)
+            if let Some((seq, previous_epoch)) = previous
+                && (record.seq <= seq || epoch < previous_epoch)
             {
                 break Some(format!(
-                    "record (seq {}, epoch {}) does not follow (seq {seq}, epoch {epoch})",
-                    record.seq, record.epoch
+                    "record (seq {}, epoch {epoch}) does not follow (seq {seq}, epoch \
+                     {previous_epoch})",
+                    record.seq
                 ));
             }
-            previous = Some((record.seq, record.epoch));
+            previous = Some((record.seq, epoch));
             self.index.push(record.seq, at);
             at = record.end;
         };
@@ -551,12 +552,9 @@ impl SessionStore for MmapStore {
                 self.messages_bytes_max
             ))
         };
-        let len = RECORD_HEADER_BYTES
-            .checked_add(message.len())
-            .and_then(|len| u32::try_from(len).ok())
-            .ok_or_else(too_large)?;
+        record::encoded_len(message.len()).ok_or_else(too_large)?;
         let start = self.tail;
-        let end = record_end(start, message.len()).ok_or_else(too_large)?;
+        let end = record::end(start, message.len()).ok_or_else(too_large)?;
         if end as u64 > self.messages_bytes_max {
             return Err(StoreError::Full(format!(
                 "{} bytes of messages stored, the next ({} bytes) would pass the limit of {} bytes",
@@ -567,23 +565,14 @@ impl SessionStore for MmapStore {
         }
         self.reserve(end)?;
 
-        let crc = record_crc(len, seq, self.slot.epoch, message);
-        let bytes = self.messages.as_mut_slice();
-        // The next length field first: the log must end right after this record.
-        if let Some(next_len) = bytes.get_mut(end..end + 4) {
-            next_len.fill(0);
-        }
-        let body = start + RECORD_HEADER_BYTES;
-        bytes[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-        bytes[start + 8..start + 16].copy_from_slice(&seq.to_le_bytes());
-        bytes[start + 16..start + 24].copy_from_slice(&self.slot.epoch.to_le_bytes());
-        bytes[body..body + message.len()].copy_from_slice(message);
-        bytes[body + message.len()..end].fill(0);
-        // The length goes last: until it is written the tail still reads as the end of the log,
-        // so a kill before this line loses this append and nothing else. The fence keeps the
-        // compiler (and a weakly ordered CPU) from moving the stores above after it.
-        fence(Ordering::Release);
-        bytes[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        // Writes the length last, so a kill in the middle of an append loses this message only.
+        record::write(
+            self.messages.as_mut_slice(),
+            start,
+            seq,
+            self.slot.epoch,
+            message,
+        );
 
         self.index.push(seq, start);
         self.tail = end;
@@ -834,120 +823,14 @@ impl Index {
     }
 }
 
-/// A record read from the log; only what the scan needs.
-struct Record {
-    /// The message's sequence number.
-    seq: u64,
-    /// The epoch it was appended in.
-    epoch: u64,
-    /// Byte offset just past it (padding included), where the next record starts.
-    end: usize,
-}
-
-/// The record at byte `at`: `Ok(None)` at a clean end of the log (a zero length field or no room
-/// for one), `Err` with the reason if it is torn or corrupt.
-fn read_record(bytes: &[u8], at: usize) -> Result<Option<Record>, String> {
-    let Some(len) = read_u32(bytes, at) else {
-        return Ok(None);
-    };
-    if len == 0 {
-        return Ok(None);
-    }
-    let Some(body_len) = (len as usize).checked_sub(RECORD_HEADER_BYTES) else {
-        return Err(format!(
-            "record length {len} is shorter than a record header"
-        ));
-    };
-    let end = record_end(at, body_len)
-        .filter(|&end| end <= bytes.len())
-        .ok_or_else(|| format!("record of {len} bytes runs past the end of the file"))?;
-    let (Some(crc), Some(seq), Some(epoch)) = (
-        read_u32(bytes, at + 4),
-        read_u64(bytes, at + 8),
-        read_u64(bytes, at + 16),
-    ) else {
-        return Err("record header runs past the end of the file".to_string());
-    };
-    let body_start = at + RECORD_HEADER_BYTES;
-    let body = &bytes[body_start..body_start + body_len];
-    if record_crc(len, seq, epoch, body) != crc {
-        return Err(format!("record checksum mismatch (seq {seq})"));
-    }
-    Ok(Some(Record { seq, epoch, end }))
-}
-
-/// Offset just past a record of `len` message bytes starting at `start`, padding included.
-fn record_end(start: usize, len: usize) -> Option<usize> {
-    start
-        .checked_add(RECORD_HEADER_BYTES)?
-        .checked_add(len)?
-        .checked_next_multiple_of(RECORD_ALIGN_BYTES)
-}
-
-/// The checksum a record carries: over its length field, sequence number, epoch and message
-/// bytes, so a record is never taken for a different message or session day.
-fn record_crc(len: u32, seq: u64, epoch: u64, message: &[u8]) -> u32 {
-    // One buffer for the three fields: crc32fast's fast path wants long inputs, and three tiny
-    // updates cost a fifth of an append.
-    let mut fields = [0u8; 20];
-    fields[..4].copy_from_slice(&len.to_le_bytes());
-    fields[4..12].copy_from_slice(&seq.to_le_bytes());
-    fields[12..].copy_from_slice(&epoch.to_le_bytes());
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(&fields);
-    hasher.update(message);
-    hasher.finalize()
-}
-
-/// What a file's first bytes say about it.
-#[derive(Debug, PartialEq, Eq)]
-enum Header {
-    /// All zero: the file is new, or its creation never finished.
-    Blank,
-    /// The expected magic and this build's format version.
-    Valid,
-}
-
-/// Reads a file header; `Err` says why the file is not a store file this build can read.
+/// Reads a store file's header; `Err` says why it is not a store file this build can read.
 fn read_header(bytes: &[u8], magic: &[u8; 8]) -> Result<Header, String> {
-    let Some(header) = bytes.get(..FILE_HEADER_BYTES) else {
-        return Ok(Header::Blank);
-    };
-    if header.iter().all(|&byte| byte == 0) {
-        return Ok(Header::Blank);
-    }
-    if &header[..8] != magic {
-        return Err(format!(
-            "not a baton session store file (expected magic {:?})",
-            String::from_utf8_lossy(magic)
-        ));
-    }
-    match read_u32(header, 8) {
-        Some(FORMAT_VERSION) => Ok(Header::Valid),
-        version => Err(format!(
-            "format version {version:?}, this build reads version {FORMAT_VERSION}"
-        )),
-    }
+    record::read_file_header(bytes, magic, FORMAT_VERSION, "session store")
 }
 
-/// A header for a file of kind `magic` in this build's format.
+/// A header for a store file of kind `magic` in this build's format.
 fn header_bytes(magic: &[u8; 8]) -> [u8; FILE_HEADER_BYTES] {
-    let mut header = [0u8; FILE_HEADER_BYTES];
-    header[..8].copy_from_slice(magic);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header
-}
-
-/// The little-endian `u32` at `at`, or `None` past the end.
-fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    let bytes = bytes.get(at..at.checked_add(4)?)?;
-    Some(u32::from_le_bytes(bytes.try_into().ok()?))
-}
-
-/// The little-endian `u64` at `at`, or `None` past the end.
-fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    let bytes = bytes.get(at..at.checked_add(8)?)?;
-    Some(u64::from_le_bytes(bytes.try_into().ok()?))
+    record::file_header(magic, FORMAT_VERSION)
 }
 
 /// A [`StoreError::Corrupt`] naming `file`.
