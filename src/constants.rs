@@ -256,3 +256,16 @@ const _: () = assert!(JOURNAL_SEGMENT_BYTES_DEFAULT <= JOURNAL_SEGMENT_BYTES_MAX
 // The default segment holds a thousand of the largest messages a counterparty may send, so no
 // inbound message is ever refused as too large for a segment.
 const _: () = assert!(JOURNAL_SEGMENT_BYTES_DEFAULT >= 1_000 * BODY_LENGTH_MAX as u64);
+
+// ----- Sequencer ----------------------------------------------------------------------------------
+
+/// Requests sequenced per batch: one journal flush and one link write per batch. Large enough to
+/// amortize both under load, small enough that a batch is microseconds of work.
+pub const SEQUENCER_BATCH_MAX: usize = 256;
+
+/// Requests waiting for the sequencer across all sessions; when full, connections stop reading
+/// (TCP backpressure) rather than buffering without bound.
+pub const SEQUENCER_QUEUE_MAX: usize = 16 * 1024;
+
+/// How often the gateway retries an unreachable engine.
+pub const ENGINE_RECONNECT_MS: u64 = 200;

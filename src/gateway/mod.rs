@@ -3,8 +3,9 @@
 //! outputs back into FIX.
 
 pub mod acceptor;
+pub mod core;
 pub mod cursor;
-pub mod translate;
 pub mod journal;
+pub mod translate;
 
 pub use acceptor::{Acceptor, AcceptorHandle, Inbound, Sessions};
