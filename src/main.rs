@@ -1,15 +1,22 @@
 //! The `baton` command line. Argument parsing and wiring only; behavior lives in the library.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use baton::config::Config;
+use baton::control::supervisor::{ChildSpec, supervise};
+use baton::engine::{Engine, Input, MatchingEngine, Output};
 use baton::fix::dictionary::Dictionary;
 use baton::fix::session::Session;
 use baton::fix::store::MmapStore;
+use baton::gateway::core::{Core, CoreConfig};
+use baton::gateway::journal::{Journal, JournalConfig};
 use baton::gateway::{Acceptor, Sessions};
+use baton::link::{self, LinkAddr, ServeConfig, Shutdown};
 
 /// FIX session gateway that keeps counterparties connected while the engine behind it changes.
 #[derive(Parser)]
@@ -21,7 +28,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the FIX gateway (acceptor and session layer).
+    /// Run the whole venue: the engine and the gateway as supervised child processes.
+    Up {
+        /// Config file; without it the embedded default (deploy/baton.toml) is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the FIX gateway: acceptor, session layer, sequencer, journal and outbox.
     Gateway {
         /// Config file; without it the embedded default (deploy/baton.toml) is used.
         #[arg(long)]
@@ -33,12 +46,48 @@ enum Command {
         /// Overrides `[gateway] store_dir`.
         #[arg(long)]
         store_dir: Option<PathBuf>,
+        /// Overrides `[gateway] engine` (`unix:///path` or `tcp://host:port`).
+        #[arg(long)]
+        engine: Option<String>,
+        /// Overrides `[gateway] journal_dir`.
+        #[arg(long)]
+        journal_dir: Option<PathBuf>,
+    },
+    /// Run a matching engine serving the engine link.
+    Engine {
+        /// Config file (its `[engine]` section); without it the embedded default is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Link address to serve; defaults to `[gateway] engine`.
+        #[arg(long)]
+        listen: Option<String>,
+        /// The engine's name in logs and change records ("blue", "green").
+        #[arg(long, default_value = "blue")]
+        name: String,
+    },
+    /// Work with the input journal.
+    Journal {
+        #[command(subcommand)]
+        command: JournalCommand,
     },
     /// Check a config file and print the sessions it defines.
     CheckConfig {
         /// Config file; without it the embedded default is checked.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum JournalCommand {
+    /// Rebuild an engine from the journal alone and print its state digest.
+    Replay {
+        /// Config file (its `[engine]` section sets instruments and capacities).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Journal directory; defaults to `[gateway] journal_dir`.
+        #[arg(long)]
+        journal_dir: Option<PathBuf>,
     },
 }
 
@@ -52,11 +101,41 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
+        Command::Up { config } => up(config),
         Command::Gateway {
             config,
             listen,
             store_dir,
-        } => gateway(config, listen, store_dir),
+            engine,
+            journal_dir,
+        } => {
+            let mut loaded = Config::load(config.as_deref())?;
+            if let Some(listen) = listen {
+                loaded.gateway.listen = listen;
+            }
+            if let Some(store_dir) = store_dir {
+                loaded.gateway.store_dir = store_dir;
+            }
+            if engine.is_some() {
+                loaded.gateway.engine = engine;
+            }
+            if let Some(journal_dir) = journal_dir {
+                loaded.gateway.journal_dir = journal_dir;
+            }
+            gateway(loaded)
+        }
+        Command::Engine {
+            config,
+            listen,
+            name,
+        } => engine(config, listen, name),
+        Command::Journal {
+            command:
+                JournalCommand::Replay {
+                    config,
+                    journal_dir,
+                },
+        } => journal_replay(config, journal_dir),
         Command::CheckConfig { config } => {
             let loaded = Config::load(config.as_deref())?;
             for session in loaded.session_configs("config")? {
@@ -71,23 +150,20 @@ fn main() -> anyhow::Result<()> {
                     }
                 );
             }
+            MatchingEngine::new(&loaded.engine).context("[engine]")?;
             Ok(())
         }
     }
 }
 
-fn gateway(
-    config_path: Option<PathBuf>,
-    listen: Option<std::net::SocketAddr>,
-    store_dir: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let mut config = Config::load(config_path.as_deref())?;
-    if let Some(listen) = listen {
-        config.gateway.listen = listen;
-    }
-    if let Some(store_dir) = store_dir {
-        config.gateway.store_dir = store_dir;
-    }
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn gateway(config: Config) -> anyhow::Result<()> {
     let dictionary = Dictionary::venue();
     let mut sessions = Vec::new();
     for session_config in config.session_configs("config")? {
@@ -99,28 +175,167 @@ fn gateway(
             .with_context(|| format!("opening session store {}", dir.display()))?;
         sessions.push(Session::new(session_config, store, dictionary));
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async move {
-        let sessions = Sessions::new(sessions);
+    let sessions = Sessions::new(sessions);
+    let core = match &config.gateway.engine {
+        Some(engine) => {
+            let engine: LinkAddr = engine.parse().context("[gateway] engine")?;
+            let core_config = CoreConfig {
+                engine,
+                journal_dir: config.gateway.journal_dir.clone(),
+                journal: JournalConfig {
+                    durability: config.gateway.durability,
+                    ..JournalConfig::default()
+                },
+            };
+            Some(Core::open(sessions.clone(), core_config).context("opening the sequencer")?)
+        }
+        None => None,
+    };
+    runtime()?.block_on(async move {
+        let (business_tx, business_rx) =
+            tokio::sync::mpsc::channel(baton::constants::SEQUENCER_QUEUE_MAX);
+        let business = core.as_ref().map(|_| business_tx);
         let (acceptor, handle) = Acceptor::bind(
             config.gateway.listen,
             sessions,
-            None,
+            business,
             config.gateway.connections_max,
         )
         .await
         .with_context(|| format!("listening on {}", config.gateway.listen))?;
         println!("baton gateway listening on {}", handle.local_addr());
+        let (core_shutdown_tx, core_shutdown_rx) = tokio::sync::watch::channel(false);
+        let core_task = core.map(|core| tokio::spawn(core.run(business_rx, core_shutdown_rx)));
         let signal_handle = handle.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::info!("interrupt: shutting down");
-                signal_handle.shutdown();
-            }
+            wait_for_shutdown_signal().await;
+            tracing::info!("shutting down");
+            signal_handle.shutdown();
         });
-        acceptor.run().await.context("acceptor failed")
+        let result = acceptor.run().await.context("acceptor failed");
+        let _ = core_shutdown_tx.send(true);
+        if let Some(task) = core_task {
+            let _ = task.await;
+        }
+        result
     })
+}
+
+async fn wait_for_shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+fn engine(
+    config_path: Option<PathBuf>,
+    listen: Option<String>,
+    name: String,
+) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref())?;
+    let listen = match listen.or(config.gateway.engine.clone()) {
+        Some(listen) => listen,
+        None => bail!("no link address: pass --listen or set [gateway] engine"),
+    };
+    let listen: LinkAddr = listen.parse().context("engine link address")?;
+    let engine = MatchingEngine::new(&config.engine).context("[engine]")?;
+    let shutdown = Shutdown::new();
+    let on_signal = shutdown.clone();
+    std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            runtime.block_on(wait_for_shutdown_signal());
+        }
+        on_signal.trigger();
+    });
+    let serve_config = ServeConfig {
+        engine_name: name,
+        ..ServeConfig::default()
+    };
+    tracing::info!(%listen, build = engine.build_version(), "engine serving");
+    let engine = link::serve(engine, &listen, &serve_config, &shutdown)
+        .context("serving the engine link")?;
+    tracing::info!(last_input_seq = engine.last_input_seq(), digest = %engine.digest(), "engine stopped");
+    Ok(())
+}
+
+fn journal_replay(
+    config_path: Option<PathBuf>,
+    journal_dir: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref())?;
+    let dir = journal_dir.unwrap_or(config.gateway.journal_dir.clone());
+    let mut engine = MatchingEngine::new(&config.engine).context("[engine]")?;
+    let mut reader = Journal::read_from(&dir, 1)
+        .with_context(|| format!("reading journal {}", dir.display()))?;
+    let mut outputs: Vec<Output> = Vec::new();
+    let mut count: u64 = 0;
+    while let Some(entry) = reader.next()? {
+        let (input, _): (Input, usize) =
+            bincode::serde::decode_from_slice(&entry.payload, bincode::config::standard())
+                .with_context(|| format!("journal record {}", entry.seq))?;
+        if input.seq != engine.last_input_seq() + 1 {
+            bail!(
+                "journal record {} follows input {}: the journal does not start at 1 or has a gap",
+                input.seq,
+                engine.last_input_seq()
+            );
+        }
+        outputs.clear();
+        engine.apply(&input, &mut outputs);
+        count += 1;
+    }
+    println!("inputs {count}");
+    println!("last_input_seq {}", engine.last_input_seq());
+    println!("digest {}", engine.digest());
+    Ok(())
+}
+
+fn up(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config_path.as_deref())?;
+    let program = std::env::current_exe().context("locating the baton binary")?;
+    let mut config_args: Vec<OsString> = Vec::new();
+    if let Some(path) = &config_path {
+        config_args.push("--config".into());
+        config_args.push(path.into());
+    }
+    let engine_addr = match &config.gateway.engine {
+        Some(engine) => engine.clone(),
+        None => bail!("[gateway] engine must be set for `baton up`"),
+    };
+    if let Ok(LinkAddr::Unix(path)) = engine_addr.parse::<LinkAddr>()
+        && let Some(parent) = path.parent()
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut engine_args: Vec<OsString> = vec!["engine".into(), "--name".into(), "blue".into()];
+    engine_args.extend(config_args.iter().cloned());
+    let mut gateway_args: Vec<OsString> = vec!["gateway".into()];
+    gateway_args.extend(config_args);
+    let children = vec![
+        ChildSpec {
+            name: "engine-blue".into(),
+            program: program.clone(),
+            args: engine_args,
+        },
+        ChildSpec {
+            name: "gateway".into(),
+            program,
+            args: gateway_args,
+        },
+    ];
+    runtime()?.block_on(supervise(children, Duration::from_millis(200)))?;
+    Ok(())
 }
