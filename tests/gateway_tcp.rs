@@ -4,12 +4,7 @@
 mod support;
 
 use baton::bench::initiator::Initiator;
-use baton::fix::codec::Message;
-use support::{Gateway, WAIT, write_config};
-
-fn text(message: &Message, tag: u32) -> String {
-    String::from_utf8_lossy(message.get(tag).unwrap_or_default()).into_owned()
-}
+use support::{Gateway, WAIT, text, write_config};
 
 fn send_order(client: &mut Initiator, cl_ord_id: &str) -> u64 {
     client

@@ -3,41 +3,7 @@
 
 mod support;
 
-use baton::bench::initiator::Initiator;
-use baton::fix::codec::Message;
-use support::{WAIT, start_trading};
-
-fn text(message: &Message, tag: u32) -> String {
-    String::from_utf8_lossy(message.get(tag).unwrap_or_default()).into_owned()
-}
-
-fn new_order(client: &mut Initiator, cl_ord_id: &str, side: u8, qty: u64, price: &str) {
-    client
-        .send(b"D", |e| {
-            e.str(11, cl_ord_id)
-                .str(55, "AAPL")
-                .char(54, side)
-                .str(60, "20261123-12:00:00")
-                .uint(38, qty)
-                .char(40, b'2')
-                .str(44, price);
-        })
-        .expect("send order");
-}
-
-fn report(client: &mut Initiator) -> Message {
-    client
-        .recv_until(WAIT, "execution report", |m| {
-            m.msg_type() == b"8" || m.msg_type() == b"9"
-        })
-        .expect("report")
-}
-
-fn logged_on(gateway: &support::Gateway, n: usize) -> Initiator {
-    let mut client = gateway.client(n);
-    client.logon(false, WAIT).expect("logon");
-    client
-}
+use support::{WAIT, logged_on, new_order, report, start_trading, text, wait_for_engine};
 
 #[test]
 fn crossing_orders_fill_both_sides_with_correct_quantities() {
@@ -45,6 +11,7 @@ fn crossing_orders_fill_both_sides_with_correct_quantities() {
     let (_engine, gateway) = start_trading(dir.path(), 2);
     let mut buyer = logged_on(&gateway, 1);
     let mut seller = logged_on(&gateway, 2);
+    wait_for_engine(&mut buyer);
 
     new_order(&mut buyer, "B-1", b'1', 100, "10.25");
     let ack = report(&mut buyer);
@@ -171,6 +138,7 @@ fn invalid_orders_are_rejected_with_a_reason() {
     let dir = tempfile::tempdir().unwrap();
     let (_engine, gateway) = start_trading(dir.path(), 1);
     let mut client = logged_on(&gateway, 1);
+    wait_for_engine(&mut client);
     // Unknown symbol.
     client
         .send(b"D", |e| {

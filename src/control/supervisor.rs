@@ -117,7 +117,8 @@ pub async fn supervise(specs: Vec<ChildSpec>, start_gap: Duration) -> Result<(),
                 }
                 supervised.failures += 1;
                 let backoff = Duration::from_millis(
-                    (constants::SUPERVISOR_BACKOFF_MS << supervised.failures.min(6)).min(constants::SUPERVISOR_BACKOFF_MAX_MS),
+                    (constants::SUPERVISOR_BACKOFF_MS << supervised.failures.min(6))
+                        .min(constants::SUPERVISOR_BACKOFF_MAX_MS),
                 );
                 tracing::warn!(child = %supervised.spec.name, %status, ?backoff, "exited; restarting");
                 tokio::time::sleep(backoff).await;

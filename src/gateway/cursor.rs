@@ -55,7 +55,10 @@ impl OutboxCursor {
     pub fn open(path: &Path) -> Result<OutboxCursor, CursorError> {
         let file = MappedFile::open(path, (2 * SLOT_LEN) as u64)?;
         let bytes = file.as_slice();
-        let slots = [read_slot(&bytes[..SLOT_LEN]), read_slot(&bytes[SLOT_LEN..2 * SLOT_LEN])];
+        let slots = [
+            read_slot(&bytes[..SLOT_LEN]),
+            read_slot(&bytes[SLOT_LEN..2 * SLOT_LEN]),
+        ];
         let fresh = bytes[..2 * SLOT_LEN].iter().all(|&b| b == 0);
         let (generation, value) = match slots {
             [Some(a), Some(b)] => a.max(b),
@@ -63,7 +66,11 @@ impl OutboxCursor {
             [None, None] if fresh => (0, 0),
             [None, None] => return Err(CursorError::Corrupt(path.display().to_string())),
         };
-        Ok(OutboxCursor { file, generation, value })
+        Ok(OutboxCursor {
+            file,
+            generation,
+            value,
+        })
     }
 
     /// The last input seq whose outputs were all delivered.
@@ -113,6 +120,9 @@ mod tests {
         // Both torn: refused, never guessed.
         bytes[SLOT_LEN + 9] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        assert!(matches!(OutboxCursor::open(&path), Err(CursorError::Corrupt(_))));
+        assert!(matches!(
+            OutboxCursor::open(&path),
+            Err(CursorError::Corrupt(_))
+        ));
     }
 }

@@ -131,12 +131,91 @@ impl Drop for EngineProcess {
 pub fn start_trading(dir: &Path, sessions: usize) -> (EngineProcess, Gateway) {
     let config = write_config(dir, sessions, "");
     let engine = EngineProcess::start(&config, dir, "blue");
-    let journal = dir.join("journal");
-    let gateway = Gateway::start_with(
-        &config,
-        &dir.join("store"),
-        &["--engine".as_ref(), engine.addr.as_ref(), "--journal-dir".as_ref(), journal.as_os_str()],
-    );
+    let gateway = start_gateway_for(dir, &engine.addr);
     (engine, gateway)
+}
+
+/// A gateway over `dir` (config, store, journal as `start_trading` lays them out) talking to
+/// the engine at `engine_addr`.
+pub fn start_gateway_for(dir: &Path, engine_addr: &str) -> Gateway {
+    let journal = dir.join("journal");
+    Gateway::start_with(
+        &dir.join("baton.toml"),
+        &dir.join("store"),
+        &[
+            "--engine".as_ref(),
+            engine_addr.as_ref(),
+            "--journal-dir".as_ref(),
+            journal.as_os_str(),
+        ],
+    )
+}
+
+/// The value of `tag` as text, empty when absent.
+pub fn text(message: &baton::fix::codec::Message, tag: u32) -> String {
+    String::from_utf8_lossy(message.get(tag).unwrap_or_default()).into_owned()
+}
+
+/// Sends a limit NewOrderSingle for AAPL.
+pub fn new_order(client: &mut Initiator, cl_ord_id: &str, side: u8, qty: u64, price: &str) {
+    client
+        .send(b"D", |e| {
+            e.str(11, cl_ord_id)
+                .str(55, "AAPL")
+                .char(54, side)
+                .str(60, "20261123-12:00:00")
+                .uint(38, qty)
+                .char(40, b'2')
+                .str(44, price);
+        })
+        .expect("send order");
+}
+
+/// The next ExecutionReport or OrderCancelReject.
+pub fn report(client: &mut Initiator) -> baton::fix::codec::Message {
+    client
+        .recv_until(WAIT, "execution report", |m| {
+            m.msg_type() == b"8" || m.msg_type() == b"9"
+        })
+        .expect("report")
+}
+
+/// Waits until the gateway has an engine attached: probes with orders for a symbol no engine
+/// lists until one is answered by the engine (a reject ExecutionReport) instead of the gateway's
+/// "application not available".
+pub fn wait_for_engine(client: &mut Initiator) {
+    let deadline = std::time::Instant::now() + WAIT;
+    for attempt in 0.. {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no engine attached in time"
+        );
+        client
+            .send(b"D", |e| {
+                e.str(11, &format!("PROBE-{attempt}"))
+                    .str(55, "PROBE")
+                    .char(54, b'1')
+                    .str(60, "20261123-12:00:00")
+                    .uint(38, 1)
+                    .char(40, b'1');
+            })
+            .expect("send probe");
+        let answer = client
+            .recv_until(WAIT, "probe answer", |m| {
+                m.msg_type() == b"8" || m.msg_type() == b"j"
+            })
+            .expect("probe answer");
+        if answer.msg_type() == b"8" {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A logged-on initiator for CLIENTn.
+pub fn logged_on(gateway: &Gateway, n: usize) -> Initiator {
+    let mut client = gateway.client(n);
+    client.logon(false, WAIT).expect("logon");
+    client
 }
 pub mod child;

@@ -1,0 +1,113 @@
+//! `baton up`: the supervisor starts the engine and the gateway, restarts a killed engine, and
+//! stops everything cleanly on SIGTERM.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baton::bench::initiator::{Initiator, InitiatorConfig};
+use support::{WAIT, new_order, report, text, wait_for_engine};
+
+#[test]
+fn up_runs_the_venue_restarts_a_dead_engine_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let config = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\nengine = \"unix://{}\"\n\n\
+         [defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
+        path("store"),
+        path("journal"),
+        path("engine.sock"),
+    );
+    let config_path = dir.path().join("baton.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut up = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["up", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
+    let addr = lines
+        .next()
+        .unwrap()
+        .unwrap()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut client = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON")).unwrap();
+    client.logon(false, WAIT).unwrap();
+    wait_for_engine(&mut client);
+    new_order(&mut client, "UP-1", b'1', 10, "10");
+    assert_eq!(text(&report(&mut client), 150), "0");
+
+    // Kill the engine behind the supervisor's back: it is restarted and rebuilt from the journal,
+    // so the resting order is still there to cancel.
+    let engine_pid = find_process(&["engine", &config_path.display().to_string()])
+        .expect("engine child running");
+    // SAFETY: kill(2) on a pid we just looked up; the worst case is signalling nothing.
+    unsafe {
+        libc::kill(engine_pid, libc::SIGKILL);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_ne!(
+        find_process(&["engine", &config_path.display().to_string()]),
+        Some(engine_pid)
+    );
+    wait_for_engine(&mut client);
+    client
+        .send(b"F", |e| {
+            e.str(41, "UP-1")
+                .str(11, "UP-2")
+                .str(55, "AAPL")
+                .char(54, b'1')
+                .str(60, "20261123-12:00:00");
+        })
+        .unwrap();
+    assert_eq!(
+        text(&report(&mut client), 150),
+        "4",
+        "canceled: the book survived the engine restart"
+    );
+
+    // SIGTERM: the gateway logs the session out, everything stops.
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(up.id() as i32, libc::SIGTERM);
+    }
+    let logout = client
+        .recv_until(WAIT, "Logout", |m| m.msg_type() == b"5")
+        .unwrap();
+    assert_eq!(text(&logout, 58), "gateway shutting down");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = up.try_wait().unwrap() {
+            assert!(status.success(), "baton up exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "baton up did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The pid of a running process whose command line contains every one of `words`.
+fn find_process(words: &[&str]) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            words
+                .iter()
+                .all(|word| cmdline.contains(word))
+                .then_some(pid)
+        })
+}
