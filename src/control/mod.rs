@@ -1,5 +1,6 @@
-//! The control plane: what an operator uses to run baton. For now the process supervisor behind
-//! `baton up`; admin API, change records, approvals, gates and the audit log live here too as
-//! they are built.
+//! The control plane: what an operator uses to run baton. The process supervisor behind
+//! `baton up`, and the control API that `baton ctl` speaks to the gateway; change records,
+//! approvals, gates and the audit log live here too as they are built.
 
+pub mod api;
 pub mod supervisor;
