@@ -80,13 +80,21 @@ pub struct GatewayConfig {
     /// Connections accepted at once, logged on or not; more are closed on accept.
     #[serde(default = "default_connections_max")]
     pub connections_max: usize,
-    /// Engine link address (`unix:///path` or `tcp://host:port`). Without it the gateway runs
-    /// sessions only and answers business messages with "application not available".
+    /// Engine link addresses (`unix:///path` or `tcp://host:port`): the first to attach takes
+    /// authority, the others are standbys. Empty: the gateway runs sessions only and answers
+    /// business messages with "application not available".
     #[serde(default)]
-    pub engine: Option<String>,
+    pub engines: Vec<String>,
+    /// Milliseconds of silence from the authoritative engine before the standby takes over.
+    #[serde(default = "default_failover_timeout_ms")]
+    pub failover_timeout_ms: u64,
     /// Directory of the input journal; relative paths are relative to the working directory.
     #[serde(default = "default_journal_dir")]
     pub journal_dir: PathBuf,
+}
+
+fn default_failover_timeout_ms() -> u64 {
+    constants::FAILOVER_TIMEOUT_DEFAULT_MS
 }
 
 fn default_journal_dir() -> PathBuf {

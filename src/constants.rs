@@ -269,3 +269,27 @@ pub const SEQUENCER_QUEUE_MAX: usize = 16 * 1024;
 
 /// How often the gateway retries an unreachable engine.
 pub const ENGINE_RECONNECT_MS: u64 = 200;
+
+// ----- Standby, switch and failover -------------------------------------------------------------
+
+/// Inputs whose stamps are remembered to report an engine's lag in time: one in-flight window is
+/// enough, older lag is reported as 0 µs with the lag in inputs still exact.
+pub const RECENT_INPUTS_MAX: usize = 1 << 16;
+
+/// Inputs whose outputs wait for the other engine's to be compared. A standby further behind
+/// than this is not compared for those inputs (it is still caught up and checked after).
+pub const SHADOW_PENDING_MAX: usize = 1 << 16;
+
+/// Divergences kept as samples for the operator.
+pub const SHADOW_SAMPLES_MAX: usize = 10;
+
+/// A planned switch is refused while the standby is further behind than this: the pause is
+/// bounded by how far the new engine lags, and this keeps it to milliseconds.
+pub const SWITCH_LAG_MAX_INPUTS: u64 = 10_000;
+
+/// How long one attempt to reach an engine may take before the gateway moves on.
+pub const ENGINE_CONNECT_TIMEOUT_MS: u64 = 500;
+
+/// Default silence of the authoritative engine (with inputs unanswered or not) before failover:
+/// several link heartbeats, so one late heartbeat never triggers it.
+pub const FAILOVER_TIMEOUT_DEFAULT_MS: u64 = 1_000;

@@ -46,9 +46,10 @@ enum Command {
         /// Overrides `[gateway] store_dir`.
         #[arg(long)]
         store_dir: Option<PathBuf>,
-        /// Overrides `[gateway] engine` (`unix:///path` or `tcp://host:port`).
-        #[arg(long)]
-        engine: Option<String>,
+        /// Overrides `[gateway] engines` (`unix:///path` or `tcp://host:port`); repeat for a
+        /// standby.
+        #[arg(long = "engine")]
+        engines: Vec<String>,
         /// Overrides `[gateway] journal_dir`.
         #[arg(long)]
         journal_dir: Option<PathBuf>,
@@ -106,7 +107,7 @@ fn main() -> anyhow::Result<()> {
             config,
             listen,
             store_dir,
-            engine,
+            engines,
             journal_dir,
         } => {
             let mut loaded = Config::load(config.as_deref())?;
@@ -116,8 +117,8 @@ fn main() -> anyhow::Result<()> {
             if let Some(store_dir) = store_dir {
                 loaded.gateway.store_dir = store_dir;
             }
-            if engine.is_some() {
-                loaded.gateway.engine = engine;
+            if !engines.is_empty() {
+                loaded.gateway.engines = engines;
             }
             if let Some(journal_dir) = journal_dir {
                 loaded.gateway.journal_dir = journal_dir;
@@ -176,11 +177,17 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         sessions.push(Session::new(session_config, store, dictionary));
     }
     let sessions = Sessions::new(sessions);
-    let core = match &config.gateway.engine {
-        Some(engine) => {
-            let engine: LinkAddr = engine.parse().context("[gateway] engine")?;
+    let core = match config.gateway.engines.is_empty() {
+        false => {
+            let engines = config
+                .gateway
+                .engines
+                .iter()
+                .map(|engine| engine.parse::<LinkAddr>().context("[gateway] engines"))
+                .collect::<anyhow::Result<Vec<_>>>()?;
             let core_config = CoreConfig {
-                engine,
+                engines,
+                failover_timeout: Duration::from_millis(config.gateway.failover_timeout_ms),
                 journal_dir: config.gateway.journal_dir.clone(),
                 journal: JournalConfig {
                     durability: config.gateway.durability,
@@ -189,7 +196,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
             };
             Some(Core::open(sessions.clone(), core_config).context("opening the sequencer")?)
         }
-        None => None,
+        true => None,
     };
     runtime()?.block_on(async move {
         let (business_tx, business_rx) =
@@ -205,7 +212,9 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.gateway.listen))?;
         println!("baton gateway listening on {}", handle.local_addr());
         let (core_shutdown_tx, core_shutdown_rx) = tokio::sync::watch::channel(false);
-        let core_task = core.map(|core| tokio::spawn(core.run(business_rx, core_shutdown_rx)));
+        let (_control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+        let core_task =
+            core.map(|core| tokio::spawn(core.run(business_rx, control_rx, core_shutdown_rx)));
         let signal_handle = handle.clone();
         tokio::spawn(async move {
             wait_for_shutdown_signal().await;
@@ -242,9 +251,9 @@ fn engine(
     name: String,
 ) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
-    let listen = match listen.or(config.gateway.engine.clone()) {
+    let listen = match listen.or(config.gateway.engines.first().cloned()) {
         Some(listen) => listen,
-        None => bail!("no link address: pass --listen or set [gateway] engine"),
+        None => bail!("no link address: pass --listen or set [gateway] engines"),
     };
     let listen: LinkAddr = listen.parse().context("engine link address")?;
     let engine = MatchingEngine::new(&config.engine).context("[engine]")?;
@@ -302,6 +311,9 @@ fn journal_replay(
     Ok(())
 }
 
+/// Names `baton up` gives its engines, in `[gateway] engines` order.
+const ENGINE_NAMES: [&str; 2] = ["blue", "green"];
+
 fn up(config_path: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
     let program = std::env::current_exe().context("locating the baton binary")?;
@@ -310,32 +322,42 @@ fn up(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         config_args.push("--config".into());
         config_args.push(path.into());
     }
-    let engine_addr = match &config.gateway.engine {
-        Some(engine) => engine.clone(),
-        None => bail!("[gateway] engine must be set for `baton up`"),
-    };
-    if let Ok(LinkAddr::Unix(path)) = engine_addr.parse::<LinkAddr>()
-        && let Some(parent) = path.parent()
-    {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
+    if config.gateway.engines.is_empty() {
+        bail!("[gateway] engines must name at least one engine for `baton up`");
     }
-    let mut engine_args: Vec<OsString> = vec!["engine".into(), "--name".into(), "blue".into()];
-    engine_args.extend(config_args.iter().cloned());
+    let mut children = Vec::new();
+    for (index, addr) in config.gateway.engines.iter().enumerate() {
+        if let Ok(LinkAddr::Unix(path)) = addr.parse::<LinkAddr>()
+            && let Some(parent) = path.parent()
+        {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        let name = ENGINE_NAMES
+            .get(index)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| format!("engine{index}"));
+        let mut args: Vec<OsString> = vec![
+            "engine".into(),
+            "--name".into(),
+            name.clone().into(),
+            "--listen".into(),
+            addr.into(),
+        ];
+        args.extend(config_args.iter().cloned());
+        children.push(ChildSpec {
+            name: format!("engine-{name}"),
+            program: program.clone(),
+            args,
+        });
+    }
     let mut gateway_args: Vec<OsString> = vec!["gateway".into()];
     gateway_args.extend(config_args);
-    let children = vec![
-        ChildSpec {
-            name: "engine-blue".into(),
-            program: program.clone(),
-            args: engine_args,
-        },
-        ChildSpec {
-            name: "gateway".into(),
-            program,
-            args: gateway_args,
-        },
-    ];
+    children.push(ChildSpec {
+        name: "gateway".into(),
+        program,
+        args: gateway_args,
+    });
     runtime()?.block_on(supervise(children, Duration::from_millis(200)))?;
     Ok(())
 }
