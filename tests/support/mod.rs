@@ -138,17 +138,45 @@ pub fn start_trading(dir: &Path, sessions: usize) -> (EngineProcess, Gateway) {
 /// A gateway over `dir` (config, store, journal as `start_trading` lays them out) talking to
 /// the engine at `engine_addr`.
 pub fn start_gateway_for(dir: &Path, engine_addr: &str) -> Gateway {
+    start_gateway_for_engines(dir, &[engine_addr])
+}
+
+/// A gateway over `dir` talking to several engines (the first to attach is authoritative).
+pub fn start_gateway_for_engines(dir: &Path, engine_addrs: &[&str]) -> Gateway {
     let journal = dir.join("journal");
-    Gateway::start_with(
-        &dir.join("baton.toml"),
-        &dir.join("store"),
-        &[
-            "--engine".as_ref(),
-            engine_addr.as_ref(),
-            "--journal-dir".as_ref(),
-            journal.as_os_str(),
-        ],
-    )
+    let mut args: Vec<&std::ffi::OsStr> = Vec::new();
+    for addr in engine_addrs {
+        args.push("--engine".as_ref());
+        args.push(addr.as_ref());
+    }
+    args.push("--journal-dir".as_ref());
+    args.push(journal.as_os_str());
+    Gateway::start_with(&dir.join("baton.toml"), &dir.join("store"), &args)
+}
+
+/// Blue (authoritative) and green (standby) engines behind one gateway, all real processes.
+pub fn start_blue_green(dir: &Path, sessions: usize) -> (EngineProcess, EngineProcess, Gateway) {
+    let config = write_config(dir, sessions, "");
+    let blue = EngineProcess::start(&config, dir, "blue");
+    // Blue attaches first and takes authority; green joins as the standby.
+    wait_for_socket(&dir.join("blue.sock"));
+    let green = EngineProcess::start(&config, dir, "green");
+    wait_for_socket(&dir.join("green.sock"));
+    let gateway = start_gateway_for_engines(dir, &[&blue.addr, &green.addr]);
+    (blue, green, gateway)
+}
+
+/// Waits until a Unix socket file exists.
+pub fn wait_for_socket(path: &Path) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// The value of `tag` as text, empty when absent.
