@@ -3,4 +3,5 @@
 //! approvals, gates and the audit log live here too as they are built.
 
 pub mod api;
+pub mod endpoint;
 pub mod supervisor;
