@@ -91,6 +91,10 @@ pub struct GatewayConfig {
     /// Directory of the input journal; relative paths are relative to the working directory.
     #[serde(default = "default_journal_dir")]
     pub journal_dir: PathBuf,
+    /// Address of the control endpoint `baton ctl` talks to. It must be a loopback address: the
+    /// endpoint switches authority between engines, so it takes commands from this host only.
+    #[serde(default = "default_control")]
+    pub control: SocketAddr,
 }
 
 fn default_failover_timeout_ms() -> u64 {
@@ -103,6 +107,10 @@ fn default_journal_dir() -> PathBuf {
 
 fn default_connections_max() -> usize {
     constants::CONNECTIONS_MAX
+}
+
+fn default_control() -> SocketAddr {
+    constants::CONTROL_ADDR_DEFAULT
 }
 
 /// One session's settings (or the defaults), with QuickFIX key names. Every key is optional

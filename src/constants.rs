@@ -293,3 +293,60 @@ pub const ENGINE_CONNECT_TIMEOUT_MS: u64 = 500;
 /// Default silence of the authoritative engine (with inputs unanswered or not) before failover:
 /// several link heartbeats, so one late heartbeat never triggers it.
 pub const FAILOVER_TIMEOUT_DEFAULT_MS: u64 = 1_000;
+
+// ----- Control endpoint (`control::endpoint`, `baton ctl`) -------------------------------------
+
+/// Where the gateway listens for `baton ctl` by default: loopback only, because the endpoint
+/// switches authority between engines and must take commands from the local host alone; the port
+/// is the one after the default FIX listen port, so the pair is easy to remember and firewall.
+pub const CONTROL_ADDR_DEFAULT: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9879),
+);
+
+/// Longest request line the endpoint buffers. A request is a few dozen bytes of JSON; 64 KiB
+/// leaves room for requests that grow arguments while bounding what one connection can make the
+/// gateway hold. A longer line is answered with a refusal and skipped, not buffered.
+pub const CONTROL_REQUEST_LINE_BYTES_MAX: usize = 64 * 1024;
+
+/// Longest reply line `baton ctl` accepts. A status with a thousand sessions and a full set of
+/// divergence samples is a few hundred kilobytes; 16 MiB is far beyond that and still stops a
+/// client from growing without bound if something other than the gateway answers.
+pub const CONTROL_REPLY_LINE_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// How long the endpoint waits for the sequencer's answer before refusing. Generous because a
+/// switch waits for its barrier, which waits for the standby to catch up (milliseconds normally,
+/// since a switch to a standby that lags far behind is refused up front); a gateway that cannot
+/// answer in this long is stuck, and the operator must be told rather than left waiting.
+pub const CONTROL_REPLY_TIMEOUT_MS: u64 = 30_000;
+
+/// How long `baton ctl` waits for a reply. Longer than [`CONTROL_REPLY_TIMEOUT_MS`] so that a slow
+/// switch ends in the endpoint's refusal, which says the outcome is unknown, rather than in a
+/// client-side timeout that says less.
+pub const CONTROL_CLIENT_TIMEOUT_MS: u64 = CONTROL_REPLY_TIMEOUT_MS + 5_000;
+
+/// Control connections open at once. Operators and their scripts need a handful; the bound keeps a
+/// looping script from holding descriptors the FIX sessions need.
+pub const CONTROL_CONNECTIONS_MAX: usize = 16;
+
+/// How long a control connection may sit without sending a request (or reading its reply) before
+/// the endpoint closes it, so abandoned connections give their slot back. A watcher polling
+/// status more often than once a minute keeps its connection.
+pub const CONTROL_IDLE_TIMEOUT_MS: u64 = 60_000;
+
+/// Characters of each divergence sample `baton ctl status` shows in its table; the full text is in
+/// `--json`. Enough to see which fields differ without one sample filling the screen.
+pub const CONTROL_SAMPLE_TEXT_CHARS_MAX: usize = 160;
+
+/// Divergence samples `baton ctl status` shows in its table; `--json` prints every sample the
+/// gateway kept. The first few say whether the standby diverges at all and where; the rest are
+/// for closer study.
+pub const CONTROL_SAMPLES_SHOWN: usize = 3;
+
+const _: () = assert!(
+    CONTROL_CLIENT_TIMEOUT_MS > CONTROL_REPLY_TIMEOUT_MS,
+    "the client must outwait the endpoint so the endpoint's refusal reaches the operator"
+);
+const _: () = assert!(
+    CONTROL_REPLY_LINE_BYTES_MAX >= CONTROL_REQUEST_LINE_BYTES_MAX,
+    "replies (status) are larger than requests"
+);

@@ -8,6 +8,8 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 
 use baton::config::Config;
+use baton::control;
+use baton::control::api::{ControlReply, ControlRequest};
 use baton::control::supervisor::{ChildSpec, supervise};
 use baton::engine::{Engine, Input, MatchingEngine, Output};
 use baton::fix::dictionary::Dictionary;
@@ -77,6 +79,17 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Ask a running gateway for its status, or to switch or roll back engine authority.
+    Ctl {
+        /// Config file whose `[gateway] control` address is used; without it the embedded default.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The gateway's control address; overrides the config.
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -90,6 +103,20 @@ enum JournalCommand {
         #[arg(long)]
         journal_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum CtlCommand {
+    /// Print sessions, engines, the last switch and the shadow comparison.
+    Status {
+        /// Print the full status as JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move authority to the standby engine at a barrier; prints the pause.
+    Switch,
+    /// Return authority to the engine that had it before the last switch.
+    Rollback,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -154,6 +181,11 @@ fn main() -> anyhow::Result<()> {
             MatchingEngine::new(&loaded.engine).context("[engine]")?;
             Ok(())
         }
+        Command::Ctl {
+            config,
+            addr,
+            command,
+        } => ctl(config, addr, command),
     }
 }
 
@@ -359,5 +391,40 @@ fn up(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         args: gateway_args,
     });
     runtime()?.block_on(supervise(children, Duration::from_millis(200)))?;
+    Ok(())
+}
+
+fn ctl(
+    config_path: Option<PathBuf>,
+    addr: Option<std::net::SocketAddr>,
+    command: CtlCommand,
+) -> anyhow::Result<()> {
+    let addr = match addr {
+        Some(addr) => addr,
+        None => Config::load(config_path.as_deref())?.gateway.control,
+    };
+    let request = match command {
+        CtlCommand::Status { .. } => ControlRequest::Status,
+        CtlCommand::Switch => ControlRequest::Switch,
+        CtlCommand::Rollback => ControlRequest::Rollback,
+    };
+    let timeout = Duration::from_millis(baton::constants::CONTROL_CLIENT_TIMEOUT_MS);
+    let reply = control::client::request(addr, &request, timeout)?;
+    match (command, reply) {
+        (_, ControlReply::Refused { reason }) => bail!("refused: {reason}"),
+        (CtlCommand::Status { json: true }, ControlReply::Status(status)) => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&status).context("encoding the status")?
+            );
+        }
+        (CtlCommand::Status { json: false }, ControlReply::Status(status)) => {
+            print!("{}", control::client::render_status(&status));
+        }
+        (CtlCommand::Switch | CtlCommand::Rollback, ControlReply::Switched(report)) => {
+            print!("{}", control::client::render_switch(&report));
+        }
+        (_, reply) => bail!("the gateway at {addr} answered {request:?} with {reply:?}"),
+    }
     Ok(())
 }

@@ -3,5 +3,6 @@
 //! approvals, gates and the audit log live here too as they are built.
 
 pub mod api;
+pub mod client;
 pub mod endpoint;
 pub mod supervisor;
