@@ -16,9 +16,9 @@
 //!   day section: ended orders (they are not in a book, and the engine does not keep their
 //!   symbol) and the ClOrdIDs of rejected requests, which must stay refused as duplicates all day.
 //!   So a reader can rebuild one symbol's book, and answer cancels and replaces of its orders,
-//!   from that book's section plus the day section, without decoding the other books; and the
-//!   cross-references v1 has to check ("a resting order's ClOrdID is registered to it") cannot
-//!   be wrong in v2 by construction. v2 also records the digest of the state it holds. A reader
+//!   from that book's section plus the day section alone, with no table shared by every book to
+//!   cross-reference; and the cross-references v1 has to check ("a resting order's ClOrdID is
+//!   registered to it") cannot be wrong in v2 by construction. v2 also records the digest of the state it holds. A reader
 //!   recomputes it after decoding and converting, so a snapshot that was damaged yet still
 //!   decodes to a plausible state (a flipped price or quantity), or a conversion mistake between
 //!   formats, is refused before the engine is touched. The time of the last input, which a
@@ -46,7 +46,7 @@
 //! computed (they hashed the v1 snapshot they wrote), so shadow comparison and restore checks
 //! also work against an engine running an older binary. If a future format adds state that v1
 //! cannot express, the digest has to move to that format's encoding, and comparing digests with
-//! builds from before that change stops working; the build version would say so.
+//! builds from before that change stops working, which that build's notes must say.
 //!
 //! # Adding a format
 //!
