@@ -67,6 +67,10 @@ enum Command {
         /// The engine's name in logs and change records ("blue", "green").
         #[arg(long, default_value = "blue")]
         name: String,
+        /// Snapshot format version to write (it reads every version it knows). Write the format
+        /// the build you may roll back to reads; defaults to the newest.
+        #[arg(long, value_name = "N", default_value_t = baton::engine::SNAPSHOT_FORMAT_DEFAULT)]
+        snapshot_format: u16,
     },
     /// Work with the input journal.
     Journal {
@@ -156,7 +160,8 @@ fn main() -> anyhow::Result<()> {
             config,
             listen,
             name,
-        } => engine(config, listen, name),
+            snapshot_format,
+        } => engine(config, listen, name, snapshot_format),
         Command::Journal {
             command:
                 JournalCommand::Replay {
@@ -281,6 +286,7 @@ fn engine(
     config_path: Option<PathBuf>,
     listen: Option<String>,
     name: String,
+    snapshot_format: u16,
 ) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
     let listen = match listen.or(config.gateway.engines.first().cloned()) {
@@ -288,7 +294,8 @@ fn engine(
         None => bail!("no link address: pass --listen or set [gateway] engines"),
     };
     let listen: LinkAddr = listen.parse().context("engine link address")?;
-    let engine = MatchingEngine::new(&config.engine).context("[engine]")?;
+    let engine = MatchingEngine::with_snapshot_format(&config.engine, snapshot_format)
+        .context("building the engine from [engine] and --snapshot-format")?;
     let shutdown = Shutdown::new();
     let on_signal = shutdown.clone();
     std::thread::spawn(move || {
@@ -302,6 +309,7 @@ fn engine(
     });
     let serve_config = ServeConfig {
         engine_name: name,
+        snapshot_formats: engine.snapshot_formats(),
         ..ServeConfig::default()
     };
     tracing::info!(%listen, build = engine.build_version(), "engine serving");

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use baton::engine::{
     ClOrdId, Engine, EngineConfig, ExecType, Input, MatchingEngine, NewOrder, OrdType, Output,
-    Price, Qty, Report, Request, Side, Symbol, TimeInForce,
+    Price, Qty, Report, Request, SNAPSHOT_FORMAT_DEFAULT, SNAPSHOT_FORMAT_VERSIONS, Side, Symbol,
+    TimeInForce,
 };
 use baton::fix::time::Timestamp;
 use baton::link::{
@@ -147,7 +148,7 @@ async fn round_trip(a: LinkAddr, b: LinkAddr) {
     assert_eq!(hello.protocol_version, LINK_PROTOCOL_VERSION);
     assert_eq!(hello.engine_name, "blue");
     assert_eq!(hello.last_input_seq, 0);
-    assert_eq!(hello.snapshot_formats, [1]);
+    assert_eq!(hello.snapshot_formats, SNAPSHOT_FORMAT_VERSIONS);
     assert!(hello.build_version.starts_with("baton-matching-engine/"));
 
     // Two sessions cross; three inputs in one write.
@@ -184,7 +185,7 @@ async fn round_trip(a: LinkAddr, b: LinkAddr) {
         other => panic!("expected Snapshot, got {other:?}"),
     };
     assert_eq!(snapshot.at_input_seq, 3);
-    assert_eq!(snapshot.format_version, 1);
+    assert_eq!(snapshot.format_version, SNAPSHOT_FORMAT_DEFAULT);
     let blue_digest = digest(&mut link).await;
     assert_eq!(
         blue_digest,

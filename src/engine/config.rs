@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::snapshot::SNAPSHOT_FORMAT_VERSIONS;
 use super::types::{Price, Symbol};
 use crate::constants::{
     ENGINE_CL_ORD_IDS_MAX_DEFAULT, ENGINE_CL_ORD_IDS_MAX_LIMIT, ENGINE_INSTRUMENTS_MAX,
@@ -114,6 +115,14 @@ pub enum EngineConfigError {
         value: u32,
         /// The largest accepted value.
         max: u32,
+    },
+    /// A snapshot format this build cannot write (`--snapshot-format`).
+    #[error(
+        "snapshot format version {format} is not supported (this build writes {SNAPSHOT_FORMAT_VERSIONS:?})"
+    )]
+    UnsupportedSnapshotFormat {
+        /// The version asked for.
+        format: u16,
     },
 }
 

@@ -10,7 +10,9 @@
 use super::book::{Book, NIL, Order, Slab};
 use super::config::{EngineConfig, EngineConfigError, InstrumentSpec};
 use super::registry::{ClOrdIdRegistry, NO_ORDER};
-use super::snapshot::{self, SnapshotError};
+use super::snapshot::{
+    self, SNAPSHOT_FORMAT_DEFAULT, SNAPSHOT_FORMAT_VERSIONS, SnapshotError, SnapshotFormat,
+};
 use super::types::{
     ClOrdId, CxlRejReason, CxlRejResponseTo, ExecType, OrdRejReason, OrdStatus, OrdType, Price,
     Qty, RejectText, Side, Symbol, TimeInForce,
@@ -70,6 +72,9 @@ pub struct MatchingEngine {
     pub(crate) last_input_seq: u64,
     /// Time of the last applied input; inputs may not go back in time.
     pub(crate) last_time: Timestamp,
+    /// The format [`Engine::snapshot`] writes; chosen at start so that a build can write what
+    /// an older build it may be rolled back to reads. Restore reads every format regardless.
+    pub(crate) snapshot_format: SnapshotFormat,
 }
 
 /// A resting order as tests and operators inspect it.
@@ -229,8 +234,22 @@ struct RequestIds {
 }
 
 impl MatchingEngine {
-    /// Builds an empty engine, reserving all memory the configured capacities need.
+    /// Builds an empty engine, reserving all memory the configured capacities need. It writes
+    /// the newest snapshot format, [`SNAPSHOT_FORMAT_DEFAULT`].
     pub fn new(config: &EngineConfig) -> Result<MatchingEngine, EngineConfigError> {
+        MatchingEngine::with_snapshot_format(config, SNAPSHOT_FORMAT_DEFAULT)
+    }
+
+    /// Builds an empty engine that writes snapshots in format version `format`, one of
+    /// [`SNAPSHOT_FORMAT_VERSIONS`]. During an upgrade the new build writes the format the old
+    /// build reads, so rolling back to the old binary can restore its snapshots; the engine
+    /// still reads every supported format.
+    pub fn with_snapshot_format(
+        config: &EngineConfig,
+        format: u16,
+    ) -> Result<MatchingEngine, EngineConfigError> {
+        let snapshot_format = SnapshotFormat::from_version(format)
+            .ok_or(EngineConfigError::UnsupportedSnapshotFormat { format })?;
         let specs = config.validate()?;
         let instruments = specs
             .into_iter()
@@ -247,7 +266,27 @@ impl MatchingEngine {
             levels_max: config.levels_max,
             last_input_seq: 0,
             last_time: Timestamp::ZERO,
+            snapshot_format,
         })
+    }
+
+    /// The snapshot format version this engine writes.
+    pub fn snapshot_format(&self) -> u16 {
+        self.snapshot_format.version()
+    }
+
+    /// The formats to announce in the link handshake (`ServeConfig::snapshot_formats`): every
+    /// format this engine reads, with the one it writes last, since the link takes the last
+    /// entry as the format of the snapshots it sends. An engine writing an older format than
+    /// the newest therefore lists the newer ones first.
+    pub fn snapshot_formats(&self) -> Vec<u16> {
+        let written = self.snapshot_format.version();
+        SNAPSHOT_FORMAT_VERSIONS
+            .iter()
+            .copied()
+            .filter(|&format| format != written)
+            .chain([written])
+            .collect()
     }
 
     /// Best (highest) bid of `symbol`, for inspection and tests; `None` if none rests or the
@@ -804,7 +843,7 @@ impl Engine for MatchingEngine {
     }
 
     fn snapshot(&self, out: &mut Vec<u8>) {
-        snapshot::write(&self.canonical_state(), out);
+        snapshot::write(self.snapshot_format, &self.canonical_state(), out);
     }
 
     fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
@@ -819,6 +858,6 @@ impl Engine for MatchingEngine {
     }
 
     fn build_version(&self) -> &str {
-        concat!("baton-matching-engine/", env!("CARGO_PKG_VERSION"))
+        self.snapshot_format.build_version()
     }
 }

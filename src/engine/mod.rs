@@ -8,6 +8,18 @@
 //! emit the same outputs byte for byte. The engine never sees FIX either: the gateway translates
 //! FIX messages into [`Input`]s and [`Output`]s back into ExecutionReports and
 //! OrderCancelRejects, with the wire values from each enum's `fix_value`.
+//!
+//! Snapshots are versioned (DESIGN.md invariant 6) because a standby running newer code restores
+//! what an engine running older code wrote, and a rollback goes the other way. A
+//! [`MatchingEngine`] writes one format, chosen when it is built
+//! ([`MatchingEngine::with_snapshot_format`], default [`SNAPSHOT_FORMAT_DEFAULT`]), and restores
+//! every format in [`SNAPSHOT_FORMAT_VERSIONS`] to the identical state. v1 is a flat model of
+//! the state; v2 holds the same information per symbol (each book with its orders and every
+//! ClOrdID that names them) and records the state's digest, which the reader verifies. The
+//! [`Digest`] does not depend on the format written, so engines writing different formats, and
+//! builds from before v2, compare equal in the same state. A binary from before v2 reads v1 only:
+//! to keep a rollback to it possible, run the newer build with `--snapshot-format 1` until the
+//! change is closed.
 
 mod book;
 mod config;
@@ -25,7 +37,7 @@ use crate::fix::time::Timestamp;
 
 pub use config::{EngineConfig, EngineConfigError, InstrumentConfig};
 pub use matching::{MatchingEngine, OpenOrder};
-pub use snapshot::{SNAPSHOT_FORMAT_VERSIONS, SnapshotError};
+pub use snapshot::{SNAPSHOT_FORMAT_DEFAULT, SNAPSHOT_FORMAT_VERSIONS, SnapshotError};
 pub use types::{
     ClOrdId, CxlRejReason, CxlRejResponseTo, ExecType, OrdRejReason, OrdStatus, OrdType, Price,
     Qty, RejectText, Side, Symbol, TimeInForce,
@@ -205,7 +217,9 @@ pub struct CancelReject {
 }
 
 /// SHA-256 of an engine's canonical state. Two engines with equal digests will emit the same
-/// outputs for the same inputs, which is how shadow comparison and restores are verified.
+/// outputs for the same inputs, which is how shadow comparison and restores are verified. For
+/// [`MatchingEngine`] it hashes the state's v1 snapshot whatever format the engine writes, so it
+/// compares engines across snapshot formats and builds (see `engine::snapshot`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Digest(pub [u8; 32]);
 
@@ -247,10 +261,12 @@ pub trait Engine: Send + 'static {
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError>;
 
     /// SHA-256 of the canonical state; equal across snapshot → restore and across engines that
-    /// applied the same inputs.
+    /// applied the same inputs, whichever snapshot format each one writes.
     fn digest(&self) -> Digest;
 
-    /// Which engine build this is, recorded in change records and shadow reports.
+    /// Which engine build this is, recorded in change records and shadow reports. Engines of one
+    /// binary configured differently in a way that matters to an upgrade (the snapshot format
+    /// [`MatchingEngine`] writes) report different builds.
     fn build_version(&self) -> &str;
 }
 

@@ -1,15 +1,60 @@
 //! Versioned snapshots of the matching engine and the state digest derived from them.
 //!
 //! Layout: the magic `BTNSNAP\0`, the format version as a little-endian `u16`, then the payload of
-//! that version, encoded with bincode 2's standard configuration. The payload is canonical: books
-//! in symbol order, each side best price first and oldest order first within a price, ClOrdIDs
-//! and ended orders sorted, so two engines in the same state write the same bytes and the digest
-//! (SHA-256 of those bytes) compares states.
+//! that version, encoded with bincode 2's standard configuration. Every payload is canonical: books
+//! in symbol order, each side best price first and oldest order first within a price, every list
+//! of ClOrdIDs or ended orders sorted, so two engines in the same state write the same bytes.
 //!
-//! Versioning (DESIGN.md invariant 6): each format version has its own payload types in a module
-//! of its own (`v1`), frozen once released: they use primitive fields and FIX wire values rather
-//! than the engine's Rust enums, so reordering an enum cannot change a format. A new version adds
-//! a module `v2`, makes it the written format, and [`read`] keeps decoding v1 and upgrading it.
+//! # The formats
+//!
+//! * **v1** ([`v1`]) is one flat model of the state: the books with their resting orders, then one
+//!   table of every ClOrdID of the day pointing at an OrderID, then the ended orders. Reading one
+//!   book's orders means cross-referencing the whole ClOrdID table.
+//! * **v2** ([`v2`]) holds exactly the same information laid out per symbol and per order: each
+//!   book is one section with its resting orders, and each order carries every ClOrdID that
+//!   addresses it (the latest one and those a replace superseded). What no book owns is in the
+//!   day section: ended orders (they are not in a book, and the engine does not keep their
+//!   symbol) and the ClOrdIDs of rejected requests, which must stay refused as duplicates all day.
+//!   So a reader can rebuild one symbol's book, and answer cancels and replaces of its orders,
+//!   from that book's section plus the day section alone, with no table shared by every book to
+//!   cross-reference; and the cross-references v1 has to check ("a resting order's ClOrdID is
+//!   registered to it") cannot be wrong in v2 by construction. v2 also records the digest of the state it holds. A reader
+//!   recomputes it after decoding and converting, so a snapshot that was damaged yet still
+//!   decodes to a plausible state (a flipped price or quantity), or a conversion mistake between
+//!   formats, is refused before the engine is touched. The time of the last input, which a
+//!   restored engine needs so that time never goes backwards, is already in v1 and stays.
+//!
+//! # What reads what (DESIGN.md invariant 6)
+//!
+//! This build reads every version in [`SNAPSHOT_FORMAT_VERSIONS`] whichever one it is configured
+//! to write (`MatchingEngine::with_snapshot_format`): an engine writing v1 reads v2 snapshots and
+//! an engine writing v2 reads v1 snapshots, both with the identical resulting state. Each version
+//! converts to and from one in-memory form, [`State`], which is the v1 model: v2 is a different
+//! layout of the same information, so v1 → v2 → v1 (and v2 → v1 → v2) is lossless.
+//!
+//! A binary built before v2 existed reads only v1: it refuses a v2 snapshot with
+//! `UnknownVersion`, unchanged, and never misreads one. That is why the written format is
+//! selectable: during an upgrade the new build runs with `--snapshot-format 1` until the change
+//! is closed, so that a rollback to the old binary can restore any snapshot the new one took;
+//! once nothing older than this build can be asked to restore, it writes v2.
+//!
+//! # The digest
+//!
+//! The digest is the SHA-256 of the state's v1 snapshot, whatever format the engine writes. v1
+//! can express the whole state, so equal states have equal digests however they were reached
+//! (applied, restored from v1 or from v2), and it is exactly the digest builds from before v2
+//! computed (they hashed the v1 snapshot they wrote), so shadow comparison and restore checks
+//! also work against an engine running an older binary. If a future format adds state that v1
+//! cannot express, the digest has to move to that format's encoding, and comparing digests with
+//! builds from before that change stops working, which that build's notes must say.
+//!
+//! # Adding a format
+//!
+//! Each format version has its payload types in a module of its own, frozen once released: they
+//! use primitive fields and FIX wire values rather than the engine's Rust enums, so reordering an
+//! enum cannot change a format. A new version adds a module, conversions to and from [`State`]
+//! (or a new [`State`] if it adds information), an arm in [`read`] and [`write`], a
+//! [`SnapshotFormat`] variant and an entry in [`SNAPSHOT_FORMAT_VERSIONS`].
 //!
 //! A snapshot is external input: it may be truncated, corrupt or from a build with another
 //! configuration. [`read`] and `MatchingEngine::check_state` turn every such case into a
@@ -17,6 +62,7 @@
 
 use std::io::Write;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 
@@ -24,7 +70,7 @@ use super::Digest;
 use super::book::{NIL, Order, avg_px};
 use super::matching::{MatchingEngine, OrderRecord, OrderState};
 use super::registry::NO_ORDER;
-use super::types::{OrdStatus, OrdType, Price, Qty, Side, Symbol, TimeInForce};
+use super::types::{ClOrdId, OrdStatus, OrdType, Price, Qty, Side, Symbol, TimeInForce};
 use crate::constants::ENGINE_ORDER_QTY_MAX;
 use crate::fix::time::Timestamp;
 
@@ -34,21 +80,78 @@ const MAGIC: [u8; 8] = *b"BTNSNAP\0";
 /// Magic plus the version.
 const HEADER_LEN: usize = MAGIC.len() + 2;
 
-/// Format versions this build reads, oldest first; the last is the one it writes.
-pub const SNAPSHOT_FORMAT_VERSIONS: &[u16] = &[1];
+/// Format versions this build reads, oldest first. Whichever one an engine is configured to
+/// write, it reads all of them.
+pub const SNAPSHOT_FORMAT_VERSIONS: &[u16] = &[1, 2];
 
-/// The version [`write`] produces.
-const FORMAT_VERSION_WRITTEN: u16 = 1;
+/// The format an engine writes unless configured otherwise: the newest, since it carries the
+/// integrity check and per-symbol layout; older ones are chosen on purpose, for a rollback.
+pub const SNAPSHOT_FORMAT_DEFAULT: u16 = 2;
 
-const _: () =
-    assert!(SNAPSHOT_FORMAT_VERSIONS[SNAPSHOT_FORMAT_VERSIONS.len() - 1] == FORMAT_VERSION_WRITTEN);
+const _: () = assert!(
+    SNAPSHOT_FORMAT_VERSIONS[SNAPSHOT_FORMAT_VERSIONS.len() - 1] == SNAPSHOT_FORMAT_DEFAULT,
+    "the default written format is the newest one read"
+);
 
 /// `ClOrdIdV1::order_id` of a ClOrdID whose request created or touched no order (OrderIDs are
 /// input seqs, which start at 1).
 const NO_ORDER_ID: u64 = 0;
 
-/// The in-memory form of the written format. Moving to a v2 format changes this alias.
+/// The in-memory form every format converts to and from, and whose v1 encoding the digest
+/// hashes. It is the v1 model because v1 can express the whole state (see the module docs).
 pub(crate) type State = v1::StateV1;
+
+/// A format this build can write; the `u16` on the wire and the command line maps to it, so
+/// every place that depends on the format is an exhaustive `match`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SnapshotFormat {
+    /// Format version 1, for rollbacks to builds that read nothing newer.
+    V1,
+    /// Format version 2, per-symbol sections and a recorded digest.
+    V2,
+}
+
+impl SnapshotFormat {
+    /// The format with this version number, if this build knows it.
+    pub fn from_version(version: u16) -> Option<SnapshotFormat> {
+        match version {
+            1 => Some(SnapshotFormat::V1),
+            2 => Some(SnapshotFormat::V2),
+            _ => None,
+        }
+    }
+
+    /// The version number in the header.
+    pub fn version(self) -> u16 {
+        match self {
+            SnapshotFormat::V1 => 1,
+            SnapshotFormat::V2 => 2,
+        }
+    }
+
+    /// The engine's build version when it writes this format. The link handshake and change
+    /// records carry it, so an engine written to be rolled back to shows up as a different build
+    /// from one that is not, although both run the same binary. The suffix is semver build
+    /// metadata, which version comparisons ignore.
+    pub fn build_version(self) -> &'static str {
+        match self {
+            SnapshotFormat::V1 => {
+                concat!(
+                    "baton-matching-engine/",
+                    env!("CARGO_PKG_VERSION"),
+                    "+snap1"
+                )
+            }
+            SnapshotFormat::V2 => {
+                concat!(
+                    "baton-matching-engine/",
+                    env!("CARGO_PKG_VERSION"),
+                    "+snap2"
+                )
+            }
+        }
+    }
+}
 
 /// Why a snapshot was refused. The engine that was asked to restore it is unchanged.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +182,15 @@ pub enum SnapshotError {
     /// The payload decodes but describes a state the engine can never be in.
     #[error("snapshot is inconsistent: {0}")]
     Inconsistent(&'static str),
+    /// The decoded state is not the one the writer recorded: the snapshot was damaged in a way
+    /// that still decodes, or the writer and this reader disagree about the format.
+    #[error("snapshot holds a state with digest {decoded}, but its writer recorded {recorded}")]
+    DigestMismatch {
+        /// The digest the writer put into the snapshot.
+        recorded: Digest,
+        /// The digest of what this build decoded.
+        decoded: Digest,
+    },
     /// The snapshot has orders for an instrument this engine is not configured for.
     #[error(
         "snapshot has orders for symbol {symbol}, which this engine is not configured to trade"
@@ -175,27 +287,122 @@ pub(crate) mod v1 {
     }
 }
 
+/// Format version 2: the v1 information laid out per symbol and per order, plus the state's
+/// digest. Frozen: change nothing here once released; add `v3` instead.
+pub(crate) mod v2 {
+    use serde::{Deserialize, Serialize};
+
+    use crate::engine::types::{ClOrdId, Symbol};
+
+    /// The whole engine state.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct StateV2 {
+        /// Seq of the last applied input; replay resumes after it.
+        pub last_input_seq: u64,
+        /// Time of the last applied input in ns since the epoch; later inputs may not be earlier.
+        pub last_time_ns: u64,
+        /// One section per book with at least one resting order, sorted by symbol (unique).
+        pub books: Vec<BookV2>,
+        /// The day section: every order that ended today, sorted by OrderID (unique).
+        pub orders_ended: Vec<OrderEndedV2>,
+        /// The day section: ClOrdIDs of requests that created or touched no order (rejected
+        /// ones), sorted by (session, ClOrdID) (unique); they stay refused as duplicates.
+        pub cl_ord_ids_unattached: Vec<ClOrdIdUnattachedV2>,
+        /// SHA-256 of this state's v1 snapshot, which is the engine's digest of it; the reader
+        /// refuses the snapshot unless what it decoded hashes to this.
+        pub digest: [u8; 32],
+    }
+
+    /// One book: everything needed to rebuild it and to address its orders.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct BookV2 {
+        /// The instrument.
+        pub symbol: Symbol,
+        /// Buy orders, best (highest) price first, oldest first within a price.
+        pub bids: Vec<OrderV2>,
+        /// Sell orders, best (lowest) price first, oldest first within a price.
+        pub asks: Vec<OrderV2>,
+    }
+
+    /// One resting order with every ClOrdID that names it; its side is the list it is in.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct OrderV2 {
+        /// OrderID, 1..=last_input_seq, unique among resting and ended orders.
+        pub order_id: u64,
+        /// Owning session; every ClOrdID below is this session's.
+        pub session: u32,
+        /// Latest ClOrdID, the only one a cancel or replace may name.
+        pub cl_ord_id: ClOrdId,
+        /// The order's other ClOrdIDs (of its NewOrderSingle and of replaces superseded since),
+        /// sorted, unique, without `cl_ord_id`. Kept so they stay refused as duplicates and a
+        /// cancel naming one is told it is not the latest.
+        pub cl_ord_ids_earlier: Vec<ClOrdId>,
+        /// OrdType as its FIX character; resting orders are limit orders.
+        pub ord_type: u8,
+        /// TimeInForce as its FIX character; resting orders are Day orders.
+        pub time_in_force: u8,
+        /// Resting price in units of 10^-8.
+        pub price: i64,
+        /// Total quantity, 1..=ENGINE_ORDER_QTY_MAX.
+        pub order_qty: u64,
+        /// Filled so far, below `order_qty`.
+        pub cum_qty: u64,
+        /// Sum of fill quantity × fill price (units of 10^-8), from which AvgPx derives.
+        pub notional: i128,
+    }
+
+    /// One order that is done, with every ClOrdID that names it.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct OrderEndedV2 {
+        /// Its OrderID.
+        pub order_id: u64,
+        /// The session that owned it; every ClOrdID below is this session's.
+        pub session: u32,
+        /// OrdStatus as its FIX character: Filled or Canceled.
+        pub ord_status: u8,
+        /// Every ClOrdID that named the order, sorted and unique, at least one; a cancel naming
+        /// one is answered TooLateToCancel with `ord_status`.
+        pub cl_ord_ids: Vec<ClOrdId>,
+    }
+
+    /// The ClOrdID of a request that created or touched no order.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ClOrdIdUnattachedV2 {
+        /// The session that used it.
+        pub session: u32,
+        /// The id.
+        pub cl_ord_id: ClOrdId,
+    }
+}
+
 /// bincode settings of every format version: varint integers, no size limit beyond the input
 /// itself (decoding borrows from the slice, and serde caps what a claimed length preallocates).
 fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
-/// Appends the snapshot of `state` to `out`.
-pub(crate) fn write(state: &State, out: &mut Vec<u8>) {
-    out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION_WRITTEN.to_le_bytes());
-    bincode::serde::encode_into_std_write(state, out, bincode_config())
-        .expect("encoding plain data into a Vec cannot fail");
+/// Appends the snapshot of `state` in `format` to `out`.
+pub(crate) fn write(format: SnapshotFormat, state: &State, out: &mut Vec<u8>) {
+    match format {
+        SnapshotFormat::V1 => encode(format, state, out),
+        SnapshotFormat::V2 => encode(format, &v2_from_state(state, digest(state)), out),
+    }
 }
 
-/// SHA-256 of the snapshot of `state`, computed without materializing the bytes.
+/// Appends the header of `format` and the encoded `payload` to `out`.
+fn encode<T: Serialize>(format: SnapshotFormat, payload: &T, out: &mut impl Write) {
+    out.write_all(&MAGIC)
+        .and_then(|()| out.write_all(&format.version().to_le_bytes()))
+        .expect("writing into a Vec or a hasher cannot fail");
+    bincode::serde::encode_into_std_write(payload, out, bincode_config())
+        .expect("encoding plain data into a Vec or a hasher cannot fail");
+}
+
+/// The digest of `state`: SHA-256 of its v1 snapshot, computed without materializing the bytes.
+/// Always v1, whatever format the engine writes (see the module docs for why).
 pub(crate) fn digest(state: &State) -> Digest {
     let mut hasher = HashWriter(Sha256::new());
-    hasher.0.update(MAGIC);
-    hasher.0.update(FORMAT_VERSION_WRITTEN.to_le_bytes());
-    bincode::serde::encode_into_std_write(state, &mut hasher, bincode_config())
-        .expect("encoding plain data into a hasher cannot fail");
+    encode(SnapshotFormat::V1, state, &mut hasher);
     Digest(hasher.0.finalize().into())
 }
 
@@ -213,8 +420,9 @@ impl Write for HashWriter {
     }
 }
 
-/// Decodes a snapshot of any supported version into the current in-memory form. Checks the
-/// encoding only; whether the state makes sense is `MatchingEngine::check_state`'s job.
+/// Decodes a snapshot of any supported version into the in-memory form. Checks the encoding,
+/// and for v2 the layout and the recorded digest; whether the state makes sense is
+/// `MatchingEngine::check_state`'s job.
 pub(crate) fn read(bytes: &[u8]) -> Result<State, SnapshotError> {
     let magic_len = bytes.len().min(MAGIC.len());
     if bytes[..magic_len] != MAGIC[..magic_len] {
@@ -225,12 +433,209 @@ pub(crate) fn read(bytes: &[u8]) -> Result<State, SnapshotError> {
     }
     let version = u16::from_le_bytes([bytes[MAGIC.len()], bytes[MAGIC.len() + 1]]);
     let payload = &bytes[HEADER_LEN..];
-    match version {
-        1 => decode::<v1::StateV1>(payload),
-        // A v2 format adds `2 => decode::<v2::StateV2>(payload)` and turns this arm into
-        // `1 => decode::<v1::StateV1>(payload).map(v2::StateV2::from)`.
-        _ => Err(SnapshotError::UnknownVersion { version }),
+    match SnapshotFormat::from_version(version) {
+        Some(SnapshotFormat::V1) => decode::<v1::StateV1>(payload),
+        Some(SnapshotFormat::V2) => {
+            let stored = decode::<v2::StateV2>(payload)?;
+            let recorded = Digest(stored.digest);
+            let state = state_from_v2(stored)?;
+            let decoded = digest(&state);
+            if decoded != recorded {
+                return Err(SnapshotError::DigestMismatch { recorded, decoded });
+            }
+            Ok(state)
+        }
+        None => Err(SnapshotError::UnknownVersion { version }),
     }
+}
+
+/// Lays `state` out as v2. `state` is the engine's own, so every order is named by ClOrdIDs of
+/// its owner only (`MatchingEngine::check_state` refuses snapshots where it is not, and `apply`
+/// only registers a session's ClOrdIDs to that session's orders).
+pub(crate) fn v2_from_state(state: &State, digest: Digest) -> v2::StateV2 {
+    // The ClOrdIDs that name an order, grouped by OrderID and sorted within an order.
+    let mut named: Vec<(u64, ClOrdId, u32)> = state
+        .cl_ord_ids
+        .iter()
+        .filter(|entry| entry.order_id != NO_ORDER_ID)
+        .map(|entry| (entry.order_id, entry.cl_ord_id, entry.session))
+        .collect();
+    named.sort_unstable_by_key(|&(order_id, cl_ord_id, _)| (order_id, cl_ord_id));
+    let names_of = |order_id: u64, session: u32| {
+        let from = named.partition_point(|name| name.0 < order_id);
+        let to = named.partition_point(|name| name.0 <= order_id);
+        let names = &named[from..to];
+        assert!(
+            names.iter().all(|name| name.2 == session),
+            "order {order_id} is named by another session's ClOrdID"
+        );
+        names.iter().map(|name| name.1)
+    };
+    let order = |order: &v1::OrderV1| v2::OrderV2 {
+        order_id: order.order_id,
+        session: order.session,
+        cl_ord_id: order.cl_ord_id,
+        cl_ord_ids_earlier: names_of(order.order_id, order.session)
+            .filter(|&cl_ord_id| cl_ord_id != order.cl_ord_id)
+            .collect(),
+        ord_type: order.ord_type,
+        time_in_force: order.time_in_force,
+        price: order.price,
+        order_qty: order.order_qty,
+        cum_qty: order.cum_qty,
+        notional: order.notional,
+    };
+    let books = state
+        .books
+        .iter()
+        .map(|book| v2::BookV2 {
+            symbol: book.symbol,
+            bids: book.bids.iter().map(order).collect(),
+            asks: book.asks.iter().map(order).collect(),
+        })
+        .collect();
+    let orders_ended = state
+        .orders_ended
+        .iter()
+        .map(|ended| {
+            let from = named.partition_point(|name| name.0 < ended.order_id);
+            let session = named
+                .get(from)
+                .filter(|name| name.0 == ended.order_id)
+                .expect("every order is named by a ClOrdID")
+                .2;
+            v2::OrderEndedV2 {
+                order_id: ended.order_id,
+                session,
+                ord_status: ended.ord_status,
+                cl_ord_ids: names_of(ended.order_id, session).collect(),
+            }
+        })
+        .collect();
+    let cl_ord_ids_unattached = state
+        .cl_ord_ids
+        .iter()
+        .filter(|entry| entry.order_id == NO_ORDER_ID)
+        .map(|entry| v2::ClOrdIdUnattachedV2 {
+            session: entry.session,
+            cl_ord_id: entry.cl_ord_id,
+        })
+        .collect();
+    v2::StateV2 {
+        last_input_seq: state.last_input_seq,
+        last_time_ns: state.last_time_ns,
+        books,
+        orders_ended,
+        cl_ord_ids_unattached,
+        digest: digest.0,
+    }
+}
+
+/// Converts a decoded v2 payload into the in-memory form, refusing what a v2 writer never
+/// produces but the v1 model could not tell apart (lists out of order, a ClOrdID listed twice
+/// for one order, an ended order nobody named), so each state has exactly one v2 encoding. The
+/// rest is checked on the result by `MatchingEngine::check_state`.
+pub(crate) fn state_from_v2(stored: v2::StateV2) -> Result<State, SnapshotError> {
+    let mut cl_ord_ids: Vec<v1::ClOrdIdV1> = Vec::with_capacity(
+        stored.cl_ord_ids_unattached.len()
+            + stored
+                .orders_ended
+                .iter()
+                .map(|ended| ended.cl_ord_ids.len())
+                .sum::<usize>(),
+    );
+    let mut books = Vec::with_capacity(stored.books.len());
+    for book in stored.books {
+        let mut sides = [Vec::new(), Vec::new()];
+        for (side, orders) in sides.iter_mut().zip([book.bids, book.asks]) {
+            side.reserve_exact(orders.len());
+            for order in orders {
+                if !order.cl_ord_ids_earlier.is_sorted_by(|a, b| a < b) {
+                    return Err(SnapshotError::Inconsistent(
+                        "a resting order's earlier ClOrdIDs are not sorted and unique",
+                    ));
+                }
+                if order.cl_ord_ids_earlier.contains(&order.cl_ord_id) {
+                    return Err(SnapshotError::Inconsistent(
+                        "a resting order's latest ClOrdID is also listed as an earlier one",
+                    ));
+                }
+                for cl_ord_id in std::iter::once(order.cl_ord_id).chain(order.cl_ord_ids_earlier) {
+                    cl_ord_ids.push(v1::ClOrdIdV1 {
+                        session: order.session,
+                        cl_ord_id,
+                        order_id: order.order_id,
+                    });
+                }
+                side.push(v1::OrderV1 {
+                    order_id: order.order_id,
+                    session: order.session,
+                    cl_ord_id: order.cl_ord_id,
+                    ord_type: order.ord_type,
+                    time_in_force: order.time_in_force,
+                    price: order.price,
+                    order_qty: order.order_qty,
+                    cum_qty: order.cum_qty,
+                    notional: order.notional,
+                });
+            }
+        }
+        let [bids, asks] = sides;
+        books.push(v1::BookV1 {
+            symbol: book.symbol,
+            bids,
+            asks,
+        });
+    }
+    let mut orders_ended = Vec::with_capacity(stored.orders_ended.len());
+    for ended in stored.orders_ended {
+        if ended.cl_ord_ids.is_empty() {
+            return Err(SnapshotError::Inconsistent(
+                "an ended order is not named by any ClOrdID",
+            ));
+        }
+        if !ended.cl_ord_ids.is_sorted_by(|a, b| a < b) {
+            return Err(SnapshotError::Inconsistent(
+                "an ended order's ClOrdIDs are not sorted and unique",
+            ));
+        }
+        cl_ord_ids.extend(ended.cl_ord_ids.into_iter().map(|cl_ord_id| v1::ClOrdIdV1 {
+            session: ended.session,
+            cl_ord_id,
+            order_id: ended.order_id,
+        }));
+        orders_ended.push(v1::OrderEndedV1 {
+            order_id: ended.order_id,
+            ord_status: ended.ord_status,
+        });
+    }
+    if !stored
+        .cl_ord_ids_unattached
+        .is_sorted_by(|a, b| (a.session, a.cl_ord_id) < (b.session, b.cl_ord_id))
+    {
+        return Err(SnapshotError::Inconsistent(
+            "unattached ClOrdIDs are not sorted and unique",
+        ));
+    }
+    cl_ord_ids.extend(
+        stored
+            .cl_ord_ids_unattached
+            .into_iter()
+            .map(|entry| v1::ClOrdIdV1 {
+                session: entry.session,
+                cl_ord_id: entry.cl_ord_id,
+                order_id: NO_ORDER_ID,
+            }),
+    );
+    // A ClOrdID listed in two places stays as two equal keys, which `check_state` refuses.
+    cl_ord_ids.sort_unstable_by_key(|entry| (entry.session, entry.cl_ord_id));
+    Ok(State {
+        last_input_seq: stored.last_input_seq,
+        last_time_ns: stored.last_time_ns,
+        books,
+        cl_ord_ids,
+        orders_ended,
+    })
 }
 
 /// Decodes exactly one `T` from `payload`.
@@ -437,7 +842,8 @@ impl MatchingEngine {
                 return inconsistent("a resting order's ClOrdID is not registered to it");
             }
         }
-        let mut named: Vec<u64> = Vec::with_capacity(state.cl_ord_ids.len());
+        // (OrderID, session) of every ClOrdID that names an order.
+        let mut named: Vec<(u64, u32)> = Vec::with_capacity(state.cl_ord_ids.len());
         for entry in &state.cl_ord_ids {
             if entry.order_id == NO_ORDER_ID {
                 continue;
@@ -445,10 +851,20 @@ impl MatchingEngine {
             if live_ids.binary_search(&entry.order_id).is_err() && !is_ended(entry.order_id) {
                 return inconsistent("a ClOrdID names an order that does not exist");
             }
-            named.push(entry.order_id);
+            named.push((entry.order_id, entry.session));
         }
         named.sort_unstable();
-        named.dedup();
+        // A session can only name its own orders (ClOrdIDs are looked up per session), and the
+        // v2 layout files each ClOrdID under its order's owner, so anything else is refused.
+        // A resting order's latest ClOrdID is its owner's (checked above), so this also ties
+        // the other ClOrdIDs of a resting order to its owner.
+        if named
+            .windows(2)
+            .any(|pair| pair[0].0 == pair[1].0 && pair[0].1 != pair[1].1)
+        {
+            return inconsistent("an order is named by ClOrdIDs of two sessions");
+        }
+        named.dedup_by_key(|name| name.0);
         // Every order was created under a ClOrdID, so the day's orders never outnumber its
         // ClOrdIDs and the order list cannot outgrow its reserved capacity.
         if named.len() != live_ids.len() + state.orders_ended.len() {

@@ -1,6 +1,6 @@
 //! Behavior of the matching engine, one rule per test, with exact expected reports.
 
-use super::snapshot::v1;
+use super::snapshot::{self, v1, v2};
 use super::*;
 
 const AAA: &str = "AAA";
@@ -52,6 +52,14 @@ impl Harness {
     fn with_config(config: &EngineConfig) -> Harness {
         Harness {
             engine: MatchingEngine::new(config).unwrap(),
+            seq: 0,
+        }
+    }
+
+    /// An engine that writes snapshot format `format`.
+    fn with_format(format: u16) -> Harness {
+        Harness {
+            engine: MatchingEngine::with_snapshot_format(&small_config(), format).unwrap(),
             seq: 0,
         }
     }
@@ -779,7 +787,12 @@ fn apply_refuses_time_going_backwards() {
 
 /// A book with fills, replaces, cancels and rejects in two instruments.
 fn busy_harness() -> Harness {
-    let mut h = Harness::new();
+    busy_harness_in(SNAPSHOT_FORMAT_DEFAULT)
+}
+
+/// [`busy_harness`] on an engine that writes snapshot format `format`.
+fn busy_harness_in(format: u16) -> Harness {
+    let mut h = Harness::with_format(format);
     h.limit(1, "s1", Sell, "101", 5);
     h.limit(2, "s2", Sell, "101", 7);
     h.limit(1, "s3", Sell, "102.5", 9);
@@ -793,12 +806,31 @@ fn busy_harness() -> Harness {
     h
 }
 
+/// Trading after a restore: a sweep, cancels and replaces of restored orders (one with a stale
+/// ClOrdID), a reused ClOrdID and a new order; each input's outputs.
+fn after_restore(h: &mut Harness) -> Vec<Vec<Output>> {
+    vec![
+        h.order(4, "m", AAA, Buy, None, 100, Ioc),
+        h.cancel(2, "c2", "x", Buy),
+        h.replace(3, "b4", "b3", Buy, "100", 2),
+        h.cancel(3, "c4", "b2", Buy),
+        h.limit(1, "s1", Sell, "100", 1),
+        h.limit(1, "s5", Sell, "100", 1),
+        h.cancel(1, "c3", "s1", Sell),
+        h.cancel(1, "c5", "c1", Sell),
+        h.order(2, "y2", BBB, Buy, Some("50"), 10, Day),
+    ]
+}
+
 #[test]
 fn snapshot_restore_preserves_digest_and_behavior() {
     let mut original = busy_harness();
     let mut bytes = Vec::new();
     original.engine.snapshot(&mut bytes);
-    assert!(bytes.starts_with(b"BTNSNAP\0\x01\x00"));
+    assert!(
+        bytes.starts_with(b"BTNSNAP\0\x02\x00"),
+        "the newest format by default"
+    );
 
     let mut restored = Harness::new();
     restored.engine.restore(&bytes).unwrap();
@@ -813,32 +845,164 @@ fn snapshot_restore_preserves_digest_and_behavior() {
     restored.engine.snapshot(&mut again);
     assert_eq!(again, bytes);
 
-    let mut outputs = Vec::new();
-    for h in [&mut original, &mut restored] {
-        let mut all = Vec::new();
-        all.extend(h.order(4, "m", AAA, Buy, None, 100, Ioc));
-        all.extend(h.cancel(2, "c2", "x", Buy));
-        all.extend(h.replace(3, "b4", "b3", Buy, "100", 2));
-        all.extend(h.limit(1, "s1", Sell, "100", 1));
-        all.extend(h.limit(1, "s5", Sell, "100", 1));
-        all.extend(h.cancel(1, "c3", "s1", Sell));
-        outputs.push(all);
-    }
-    assert_eq!(outputs[0], outputs[1]);
-    assert!(outputs[0].len() > 8);
+    let expected = after_restore(&mut original);
+    assert_eq!(after_restore(&mut restored), expected);
+    assert!(expected.concat().len() > 8);
     assert_eq!(restored.engine.digest(), original.engine.digest());
 }
 
 #[test]
-fn digest_is_the_sha256_of_the_snapshot() {
+fn digest_is_the_sha256_of_the_v1_snapshot_whatever_format_is_written() {
     use sha2::Digest as _;
-    let h = busy_harness();
+    let v1_writer = busy_harness_in(1);
+    let mut v1_bytes = Vec::new();
+    v1_writer.engine.snapshot(&mut v1_bytes);
+    assert!(v1_bytes.starts_with(b"BTNSNAP\0\x01\x00"));
+    let expected: [u8; 32] = sha2::Sha256::digest(&v1_bytes).into();
+    assert_eq!(v1_writer.engine.digest().0, expected);
+    assert_eq!(v1_writer.engine.digest().to_string().len(), 64);
+
+    // The same inputs on an engine that writes v2: another snapshot, the same digest.
+    let v2_writer = busy_harness_in(2);
+    let mut v2_bytes = Vec::new();
+    v2_writer.engine.snapshot(&mut v2_bytes);
+    assert_ne!(v2_bytes, v1_bytes);
+    assert_eq!(v2_writer.engine.digest(), v1_writer.engine.digest());
+    assert_ne!(v2_writer.engine.digest(), Harness::new().engine.digest());
+}
+
+/// Snapshots `from`'s busy state, restores it into a fresh engine writing `to`, and checks that
+/// the two are the same engine: book, position in the input stream, digest, and the outputs of
+/// everything that follows.
+fn assert_cross_format_restore(from: u16, to: u16) {
+    let mut original = busy_harness_in(from);
+    let mut bytes = Vec::new();
+    original.engine.snapshot(&mut bytes);
+    assert_eq!(bytes[8..10], from.to_le_bytes());
+
+    let mut restored = Harness::with_format(to);
+    restored.engine.restore(&bytes).unwrap();
+    restored.seq = original.seq;
+    assert_eq!(restored.engine.open_orders(), original.engine.open_orders());
+    assert_eq!(
+        restored.engine.last_input_seq(),
+        original.engine.last_input_seq()
+    );
+    assert_eq!(restored.engine.digest(), original.engine.digest());
+    let mut again = Vec::new();
+    restored.engine.snapshot(&mut again);
+    assert_eq!(again[8..10], to.to_le_bytes(), "it writes its own format");
+
+    let expected = after_restore(&mut original);
+    assert_eq!(after_restore(&mut restored), expected);
+    assert_eq!(restored.engine.digest(), original.engine.digest());
+}
+
+#[test]
+fn a_v1_snapshot_restores_into_a_v2_engine_identically() {
+    assert_cross_format_restore(1, 2);
+}
+
+#[test]
+fn a_v2_snapshot_restores_into_a_v1_engine_identically() {
+    assert_cross_format_restore(2, 1);
+}
+
+#[test]
+fn formats_convert_losslessly_both_ways() {
+    let snapshot_of = |h: &Harness| {
+        let mut bytes = Vec::new();
+        h.engine.snapshot(&mut bytes);
+        bytes
+    };
+    let v1_bytes = snapshot_of(&busy_harness_in(1));
+    let v2_bytes = snapshot_of(&busy_harness_in(2));
+    // v1 → an engine writing v2 → its v2 snapshot is the one an uninterrupted v2 engine writes.
+    let mut h = Harness::with_format(2);
+    h.engine.restore(&v1_bytes).unwrap();
+    assert_eq!(snapshot_of(&h), v2_bytes);
+    // And back: v2 → an engine writing v1 → the original v1 bytes.
+    let mut h = Harness::with_format(1);
+    h.engine.restore(&v2_bytes).unwrap();
+    assert_eq!(snapshot_of(&h), v1_bytes);
+}
+
+/// Decodes the payload of a v2 snapshot.
+fn decode_v2(bytes: &[u8]) -> v2::StateV2 {
+    assert_eq!(bytes[..10], *b"BTNSNAP\0\x02\x00");
+    let (state, used) =
+        bincode::serde::decode_from_slice(&bytes[10..], bincode::config::standard()).unwrap();
+    assert_eq!(used, bytes.len() - 10);
+    state
+}
+
+/// Encodes a hand-made v2 state as it is.
+fn encode_v2(state: &v2::StateV2) -> Vec<u8> {
+    let mut bytes = b"BTNSNAP\0\x02\x00".to_vec();
+    bincode::serde::encode_into_std_write(state, &mut bytes, bincode::config::standard()).unwrap();
+    bytes
+}
+
+/// Encodes a hand-made v2 state with the digest a writer would record for it.
+fn encode_v2_with_digest(state: &v2::StateV2) -> Vec<u8> {
+    let mut state = state.clone();
+    state.digest = snapshot::digest(&snapshot::state_from_v2(state.clone()).unwrap()).0;
+    encode_v2(&state)
+}
+
+#[test]
+fn v2_files_every_cl_ord_id_under_its_book_and_order() {
+    let h = busy_harness_in(2);
     let mut bytes = Vec::new();
     h.engine.snapshot(&mut bytes);
-    let expected: [u8; 32] = sha2::Sha256::digest(&bytes).into();
-    assert_eq!(h.engine.digest().0, expected);
-    assert_eq!(h.engine.digest().to_string().len(), 64);
-    assert_ne!(h.engine.digest(), Harness::new().engine.digest());
+    let state = decode_v2(&bytes);
+    assert_eq!(state.digest, h.engine.digest().0);
+    assert_eq!(state.last_input_seq, 10);
+    assert_eq!(state.last_time_ns, 10_000);
+    let symbols: Vec<Symbol> = state.books.iter().map(|book| book.symbol).collect();
+    assert_eq!(symbols, [sym(AAA), sym(BBB)]);
+    let aaa = &state.books[0];
+    // b2 was replaced by b3: the order rests under b3 and still owns b2. s1 was canceled.
+    let ids = |orders: &[v2::OrderV2]| -> Vec<(String, Vec<String>)> {
+        orders
+            .iter()
+            .map(|order| {
+                let earlier = order.cl_ord_ids_earlier.iter().map(|id| id.to_string());
+                (order.cl_ord_id.to_string(), earlier.collect())
+            })
+            .collect()
+    };
+    assert_eq!(
+        ids(&aaa.bids),
+        [("b1".into(), vec![]), ("b3".into(), vec!["b2".to_owned()])]
+    );
+    assert_eq!(
+        ids(&aaa.asks),
+        [("s2".into(), vec![]), ("s3".into(), vec![])]
+    );
+    assert_eq!(ids(&state.books[1].asks), [("y".into(), vec![])]);
+    // Ended: s1 (canceled by c1) and x (filled).
+    let ended: Vec<(u64, u32, u8, Vec<String>)> = state
+        .orders_ended
+        .iter()
+        .map(|ended| {
+            let ids = ended.cl_ord_ids.iter().map(|id| id.to_string()).collect();
+            (ended.order_id, ended.session, ended.ord_status, ids)
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            (1, 1, b'4', vec!["c1".to_owned(), "s1".to_owned()]),
+            (6, 2, b'2', vec!["x".to_owned()]),
+        ]
+    );
+    let unattached: Vec<(u32, String)> = state
+        .cl_ord_ids_unattached
+        .iter()
+        .map(|entry| (entry.session, entry.cl_ord_id.to_string()))
+        .collect();
+    assert_eq!(unattached, [(1, "bad".to_owned())]);
 }
 
 #[test]
@@ -863,12 +1027,14 @@ fn restore_refuses_bad_headers_and_leaves_the_engine_unchanged() {
         target.engine.restore(b""),
         Err(SnapshotError::Truncated)
     ));
-    let mut future = bytes.clone();
-    future[8] = 2;
-    assert!(matches!(
-        target.engine.restore(&future),
-        Err(SnapshotError::UnknownVersion { version: 2 })
-    ));
+    for version in [0, 3, u16::MAX] {
+        let mut other = bytes.clone();
+        other[8..10].copy_from_slice(&version.to_le_bytes());
+        assert!(matches!(
+            target.engine.restore(&other),
+            Err(SnapshotError::UnknownVersion { version: v }) if v == version
+        ));
+    }
     assert!(matches!(
         target.engine.restore(&bytes[..bytes.len() - 1]),
         Err(SnapshotError::Truncated)
@@ -934,6 +1100,12 @@ fn restore_refuses_inconsistent_states() {
             let order = s.books[0].bids[0].clone();
             s.books[0].bids.push(order);
         }),
+        ("two sessions", |s| {
+            // c1 canceled session 1's s1; file it under session 2 instead.
+            let entry = s.cl_ord_ids.iter_mut().find(|e| e.cl_ord_id == cid("c1"));
+            entry.unwrap().session = 2;
+            s.cl_ord_ids.sort_by_key(|e| (e.session, e.cl_ord_id));
+        }),
     ];
     for (expected, mutate) in cases {
         let mut state = good.clone();
@@ -958,6 +1130,137 @@ fn restore_refuses_inconsistent_states() {
         target.engine.restore(&encode_v1(&state)),
         Err(SnapshotError::Inconsistent(_))
     ));
+}
+
+#[test]
+fn restore_refuses_a_v2_snapshot_whose_state_is_not_the_recorded_one() {
+    let h = busy_harness_in(2);
+    let mut bytes = Vec::new();
+    h.engine.snapshot(&mut bytes);
+    let good = decode_v2(&bytes);
+    // One more lot on a resting bid: still a consistent book, but not the state written.
+    let mut state = good.clone();
+    state.books[0].bids[0].order_qty += 1;
+    let mut target = Harness::with_format(2);
+    let before = target.engine.digest();
+    match target.engine.restore(&encode_v2(&state)) {
+        Err(SnapshotError::DigestMismatch { recorded, decoded }) => {
+            assert_eq!(recorded, h.engine.digest());
+            assert_ne!(decoded, recorded);
+        }
+        other => panic!("expected DigestMismatch, got {other:?}"),
+    }
+    assert_eq!(target.engine.digest(), before, "nothing was loaded");
+    // The same state with the digest its writer would have recorded loads: the digest refused it.
+    target
+        .engine
+        .restore(&encode_v2_with_digest(&state))
+        .unwrap();
+    assert_ne!(target.engine.digest(), h.engine.digest());
+}
+
+#[test]
+fn restore_refuses_inconsistent_v2_layouts() {
+    let h = busy_harness_in(2);
+    let mut bytes = Vec::new();
+    h.engine.snapshot(&mut bytes);
+    let good = decode_v2(&bytes);
+    let mut target = Harness::with_format(1);
+    target
+        .engine
+        .restore(&encode_v2_with_digest(&good))
+        .unwrap();
+    let before = target.engine.digest();
+
+    type Mutation = fn(&mut v2::StateV2);
+    // Refused while converting, before the digest is looked at.
+    let layout: &[(&str, Mutation)] = &[
+        ("earlier ClOrdIDs are not sorted", |s| {
+            s.books[0].bids[1].cl_ord_ids_earlier.push(cid("a"))
+        }),
+        ("earlier ClOrdIDs are not sorted", |s| {
+            let order = &mut s.books[0].bids[1];
+            order.cl_ord_ids_earlier.push(order.cl_ord_ids_earlier[0]);
+        }),
+        ("latest ClOrdID is also listed", |s| {
+            let order = &mut s.books[0].bids[1];
+            order.cl_ord_ids_earlier = vec![order.cl_ord_id];
+        }),
+        ("ended order is not named", |s| {
+            s.orders_ended[0].cl_ord_ids.clear()
+        }),
+        ("ended order's ClOrdIDs are not sorted", |s| {
+            s.orders_ended[0].cl_ord_ids.reverse()
+        }),
+        ("unattached ClOrdIDs are not sorted", |s| {
+            let first = s.cl_ord_ids_unattached[0].clone();
+            s.cl_ord_ids_unattached.push(first);
+        }),
+    ];
+    // Convertible, with a matching digest, but no engine could be in the state.
+    let state: &[(&str, Mutation)] = &[
+        ("ClOrdIDs are not sorted and unique", |s| {
+            // One ClOrdID both rejected and naming an order.
+            let id = s.books[0].bids[0].cl_ord_id;
+            let session = s.books[0].bids[0].session;
+            s.cl_ord_ids_unattached.push(v2::ClOrdIdUnattachedV2 {
+                session,
+                cl_ord_id: id,
+            });
+            s.cl_ord_ids_unattached
+                .sort_by_key(|e| (e.session, e.cl_ord_id));
+        }),
+        ("ended orders are not sorted", |s| s.orders_ended.reverse()),
+        ("crossed", |s| {
+            s.books[0].bids[0].price = s.books[0].asks[0].price
+        }),
+        ("books are not sorted", |s| s.books.reverse()),
+        ("both resting and ended", |s| {
+            s.orders_ended[0].order_id = s.books[0].bids[0].order_id;
+        }),
+    ];
+    for (expected, mutate) in layout {
+        let mut mutated = good.clone();
+        mutate(&mut mutated);
+        match target.engine.restore(&encode_v2(&mutated)) {
+            Err(SnapshotError::Inconsistent(what)) => {
+                assert!(what.contains(expected), "{expected}: got {what}")
+            }
+            other => panic!("{expected}: expected Inconsistent, got {other:?}"),
+        }
+    }
+    for (expected, mutate) in state {
+        let mut mutated = good.clone();
+        mutate(&mut mutated);
+        match target.engine.restore(&encode_v2_with_digest(&mutated)) {
+            Err(SnapshotError::Inconsistent(what)) => {
+                assert!(what.contains(expected), "{expected}: got {what}")
+            }
+            other => panic!("{expected}: expected Inconsistent, got {other:?}"),
+        }
+    }
+    assert_eq!(target.engine.digest(), before);
+}
+
+#[test]
+fn restore_refuses_a_payload_under_another_version_header() {
+    let snapshot_in = |format| {
+        let mut bytes = Vec::new();
+        busy_harness_in(format).engine.snapshot(&mut bytes);
+        bytes
+    };
+    let mut target = busy_harness();
+    let before = target.engine.digest();
+    for (format, header) in [(1, 2u16), (2, 1u16)] {
+        let mut bytes = snapshot_in(format);
+        bytes[8..10].copy_from_slice(&header.to_le_bytes());
+        let result = target.engine.restore(&bytes);
+        assert!(
+            result.is_err(),
+            "a v{format} payload under a v{header} header: {result:?}"
+        );
+    }
+    assert_eq!(target.engine.digest(), before);
 }
 
 #[test]
@@ -1000,9 +1303,56 @@ fn restore_refuses_a_snapshot_larger_than_the_configuration() {
 }
 
 #[test]
-fn build_version_names_the_engine_and_crate_version() {
-    let engine = MatchingEngine::new(&small_config()).unwrap();
-    assert!(engine.build_version().ends_with(env!("CARGO_PKG_VERSION")));
+fn build_version_names_the_engine_crate_version_and_written_format() {
+    let version = |format| {
+        MatchingEngine::with_snapshot_format(&small_config(), format)
+            .unwrap()
+            .build_version()
+            .to_owned()
+    };
+    let prefix = concat!("baton-matching-engine/", env!("CARGO_PKG_VERSION"));
+    assert_eq!(version(1), format!("{prefix}+snap1"));
+    assert_eq!(version(2), format!("{prefix}+snap2"));
+    assert_eq!(
+        MatchingEngine::new(&small_config())
+            .unwrap()
+            .build_version(),
+        version(SNAPSHOT_FORMAT_DEFAULT)
+    );
+}
+
+#[test]
+fn only_known_snapshot_formats_can_be_chosen() {
+    for format in [0, 3, u16::MAX] {
+        assert_eq!(
+            MatchingEngine::with_snapshot_format(&small_config(), format).err(),
+            Some(EngineConfigError::UnsupportedSnapshotFormat { format })
+        );
+    }
+    // A known format does not hide a bad configuration.
+    let empty = EngineConfig {
+        instruments: vec![],
+        ..small_config()
+    };
+    assert_eq!(
+        MatchingEngine::with_snapshot_format(&empty, 1).err(),
+        Some(EngineConfigError::NoInstruments)
+    );
+    for format in SNAPSHOT_FORMAT_VERSIONS {
+        let engine = MatchingEngine::with_snapshot_format(&small_config(), *format).unwrap();
+        assert_eq!(engine.snapshot_format(), *format);
+    }
+}
+
+#[test]
+fn the_link_is_told_every_format_read_with_the_written_one_last() {
+    let formats = |format| {
+        MatchingEngine::with_snapshot_format(&small_config(), format)
+            .unwrap()
+            .snapshot_formats()
+    };
+    assert_eq!(formats(2), [1, 2]);
+    assert_eq!(formats(1), [2, 1]);
 }
 
 #[test]
