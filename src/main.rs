@@ -36,6 +36,20 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Show it: start a venue (blue and green engines, gateway), trade from simulated
+    /// counterparties, upgrade blue to green live, crash the authoritative engine, and print
+    /// what the counterparties saw.
+    Demo {
+        /// Simulated counterparties.
+        #[arg(long, default_value_t = 8)]
+        sessions: usize,
+        /// Scratch directory for the demo venue (emptied first).
+        #[arg(long, default_value = "var/demo")]
+        dir: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the FIX gateway: acceptor, session layer, sequencer, journal and outbox.
     Gateway {
         /// Config file; without it the embedded default (deploy/baton.toml) is used.
@@ -55,6 +69,9 @@ enum Command {
         /// Overrides `[gateway] journal_dir`.
         #[arg(long)]
         journal_dir: Option<PathBuf>,
+        /// Overrides `[gateway] control` (loopback only; port 0 picks a free one).
+        #[arg(long)]
+        control: Option<std::net::SocketAddr>,
     },
     /// Run a matching engine serving the engine link.
     Engine {
@@ -134,12 +151,31 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Up { config } => up(config),
+        Command::Demo { sessions, dir, json } => {
+            let program = std::env::current_exe().context("locating the baton binary")?;
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
+            }
+            let mut demo = baton::bench::demo::DemoConfig::demo(program, dir);
+            demo.sessions = sessions;
+            let report = baton::bench::demo::run(&demo, &|line| eprintln!("{line}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+            }
+            if !report.ok() {
+                bail!("the demo saw a problem");
+            }
+            Ok(())
+        }
         Command::Gateway {
             config,
             listen,
             store_dir,
             engines,
             journal_dir,
+            control,
         } => {
             let mut loaded = Config::load(config.as_deref())?;
             if let Some(listen) = listen {
@@ -153,6 +189,9 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(journal_dir) = journal_dir {
                 loaded.gateway.journal_dir = journal_dir;
+            }
+            if let Some(control) = control {
+                loaded.gateway.control = control;
             }
             gateway(loaded)
         }
@@ -247,9 +286,14 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("listening on {}", config.gateway.listen))?;
+        let endpoint = control::endpoint::bind(config.gateway.control)
+            .await
+            .with_context(|| format!("[gateway] control {}", config.gateway.control))?;
+        tracing::info!(control = %endpoint.local_addr(), "control endpoint ready");
         println!("baton gateway listening on {}", handle.local_addr());
         let (core_shutdown_tx, core_shutdown_rx) = tokio::sync::watch::channel(false);
-        let (_control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+        let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(endpoint.run(control_tx, core_shutdown_rx.clone()));
         let core_task =
             core.map(|core| tokio::spawn(core.run(business_rx, control_rx, core_shutdown_rx)));
         let signal_handle = handle.clone();

@@ -1,4 +1,5 @@
 //! Load generation and measurement. Never needed at run time: the gateway does not depend on
 //! anything here. [`initiator`] is the FIX client the integration tests and `baton bench` share.
 
+pub mod demo;
 pub mod initiator;

@@ -163,6 +163,9 @@ struct Queued {
     received_at: Timestamp,
     /// The message.
     message: Message,
+    /// Already acted on when it arrived (a Logon announcing the gap, a ResendRequest served at
+    /// once): processing it in sequence only takes its number.
+    served: bool,
 }
 
 /// One FIX acceptor session. See the module documentation for the driver contract.
@@ -194,8 +197,6 @@ pub struct Session<S: SessionStore> {
     /// While a ResendRequest of ours is outstanding: the highest MsgSeqNum seen beyond the gap,
     /// so we do not ask again for the same gap.
     resend_target: Option<u64>,
-    /// MsgSeqNum of a Logon that announced a gap and waits in `queue` only to take its number.
-    logon_seq_queued: Option<u64>,
     /// TestReqID of our outstanding TestRequest.
     test_request_id: u64,
     /// Counters for status.
@@ -230,7 +231,6 @@ impl<S: SessionStore> Session<S> {
             heartbeat_interval_ms: 0,
             queue: BTreeMap::new(),
             resend_target: None,
-            logon_seq_queued: None,
             test_request_id: 0,
             stats: SessionStats::default(),
             scratch: Message::default(),
@@ -421,7 +421,8 @@ impl<S: SessionStore> Session<S> {
         body(&mut self.encoder);
         let bytes = self.encoder.finish();
         self.store.append_sent(seq, bytes)?;
-        if matches!(self.state, State::Active | State::LogoutSent) {
+        // After our Logout only the Logout exchange goes out; the message waits for resend.
+        if self.state == State::Active {
             self.transmit.extend_from_slice(bytes);
             self.stats.messages_out += 1;
             self.arm_heartbeat(now);
@@ -474,7 +475,11 @@ impl<S: SessionStore> Session<S> {
                 tag,
                 "CompID problem",
             );
-            self.consume_in(seq);
+            // Only an in-sequence message takes its number: one beyond a gap must not make the
+            // gap disappear.
+            if seq == self.store.seq_num_next_in() {
+                self.consume_in(seq);
+            }
             let text = "CompID problem";
             return self.refuse(now, text, DisconnectReason::ProtocolViolation(text.into()));
         }
@@ -497,7 +502,10 @@ impl<S: SessionStore> Session<S> {
         if seq < expected {
             return self.handle_seq_too_low(now, message, seq, expected);
         }
-        self.process_in_sequence(now, message, seq, received_at)
+        match self.process_in_sequence(now, message, seq, received_at, false) {
+            Verdict::Stop => Verdict::Stop,
+            Verdict::Done => self.drain_queue(now),
+        }
     }
 
     fn handle_logon(&mut self, now: Timestamp, message: &Message) -> Verdict {
@@ -593,12 +601,12 @@ impl<S: SessionStore> Session<S> {
         if seq > expected {
             // Accept, then ask for what we missed. The Logon's own number is consumed once the
             // gap before it is filled.
-            self.logon_seq_queued = Some(seq);
             self.queue.insert(
                 seq,
                 Queued {
                     received_at: now,
                     message: message.clone(),
+                    served: true,
                 },
             );
             self.send_resend_request(now, expected, seq);
@@ -618,13 +626,18 @@ impl<S: SessionStore> Session<S> {
     ) -> Verdict {
         let msg_type = message.msg_type();
         if msg_type == msg_type::LOGOUT {
-            // The counterparty is leaving; the gap is requested after its next Logon.
-            self.send_logout(now, "logout acknowledged");
+            // The counterparty is leaving (or answering ours); the gap is requested after its
+            // next Logon.
+            if self.state == State::Active {
+                self.send_logout(now, "logout acknowledged");
+            }
             self.disconnect(DisconnectReason::LoggedOut);
             return Verdict::Stop;
         }
-        if msg_type == msg_type::RESEND_REQUEST {
-            // Serve their request before asking for ours, so neither side waits on the other.
+        let served = msg_type == msg_type::RESEND_REQUEST;
+        if served {
+            // Serve their request before asking for ours, so neither side waits on the other;
+            // in sequence it only takes its number.
             self.serve_resend_request(now, message, seq);
         }
         if self.queue.len() >= constants::INBOUND_QUEUE_MAX {
@@ -636,6 +649,7 @@ impl<S: SessionStore> Session<S> {
             Queued {
                 received_at,
                 message: message.clone(),
+                served,
             },
         );
         match self.resend_target {
@@ -723,19 +737,26 @@ impl<S: SessionStore> Session<S> {
         }
     }
 
+    /// Processes the message that carries the expected number. Never drains the queue itself
+    /// (the callers loop), so a long queue cannot deepen the stack.
     fn process_in_sequence(
         &mut self,
         now: Timestamp,
         message: &Message,
         seq: u64,
         received_at: Timestamp,
+        served: bool,
     ) -> Verdict {
+        if served {
+            self.consume_in(seq);
+            return Verdict::Done;
+        }
         let msg_type = message.msg_type();
         if let Err(problem) = self.dictionary.validate(message) {
             let text = describe(problem);
             self.send_reject(now, message, seq, problem.reason, problem.tag, &text);
             self.consume_in(seq);
-            return self.drain_queue(now);
+            return Verdict::Done;
         }
         if message
             .bool_opt(tags::POSS_DUP_FLAG)
@@ -744,10 +765,7 @@ impl<S: SessionStore> Session<S> {
             .unwrap_or(false)
             && let Some(verdict) = self.poss_dup_problem(now, message, seq, true)
         {
-            return match verdict {
-                Verdict::Done => self.drain_queue(now),
-                Verdict::Stop => Verdict::Stop,
-            };
+            return verdict;
         }
         if let Some(text) = self.sending_time_problem(message, received_at) {
             self.send_reject(
@@ -780,7 +798,7 @@ impl<S: SessionStore> Session<S> {
                 match message.uint(tags::NEW_SEQ_NO) {
                     Ok(new_seq) if new_seq > seq => {
                         self.set_next_in(new_seq);
-                        return self.drain_queue(now);
+                        return Verdict::Done;
                     }
                     _ => {
                         self.reject_lowering(now, message, seq);
@@ -796,26 +814,19 @@ impl<S: SessionStore> Session<S> {
                 return Verdict::Stop;
             }
             msg_type::LOGON => {
-                // A Logon that was queued behind the gap it announced was already handled; any
-                // other Logon on a live session is a protocol violation.
-                if self.logon_seq_queued.take() != Some(seq) {
-                    self.consume_in(seq);
-                    let text = "Logon received while already logged on";
-                    return self.refuse(
-                        now,
-                        text,
-                        DisconnectReason::ProtocolViolation(text.into()),
-                    );
-                }
+                // (A Logon queued behind the gap it announced arrives here as `served`.)
+                self.consume_in(seq);
+                let text = "Logon received while already logged on";
+                return self.refuse(now, text, DisconnectReason::ProtocolViolation(text.into()));
             }
             _ => {
-                if self.state == State::Active {
-                    self.events.push_back(Event::Application(message.clone()));
-                }
+                // Also after our own Logout: the counterparty will not resend a message whose
+                // number was taken, so it must reach the application (or be answered).
+                self.events.push_back(Event::Application(message.clone()));
             }
         }
         self.consume_in(seq);
-        self.drain_queue(now)
+        Verdict::Done
     }
 
     /// A SequenceReset may only move the expected number forward (373=5 on NewSeqNo).
@@ -873,9 +884,13 @@ impl<S: SessionStore> Session<S> {
                 break;
             }
             let queued = entry.remove();
-            if let Verdict::Stop =
-                self.process_in_sequence(now, &queued.message, expected, queued.received_at)
-            {
+            if let Verdict::Stop = self.process_in_sequence(
+                now,
+                &queued.message,
+                expected,
+                queued.received_at,
+                queued.served,
+            ) {
                 return Verdict::Stop;
             }
         }
@@ -890,14 +905,16 @@ impl<S: SessionStore> Session<S> {
     }
 
     fn consume_in(&mut self, seq: u64) {
-        if seq + 1 > self.store.seq_num_next_in() {
-            self.set_next_in(seq + 1);
+        let next = seq.saturating_add(1);
+        if next > self.store.seq_num_next_in() {
+            self.set_next_in(next);
         }
     }
 
     fn set_next_in(&mut self, seq: u64) {
         if let Err(error) = self.store.set_seq_num_next_in(seq) {
             tracing::error!(session = %self.config.target_comp_id, %error, "cannot persist inbound sequence number");
+            self.disconnect(DisconnectReason::StoreFailed(error.to_string()));
         }
     }
 

@@ -885,3 +885,106 @@ mod props {
         }
     }
 }
+
+// ----- Found in review --------------------------------------------------------------------------
+
+#[test]
+fn filling_a_long_gap_does_not_deepen_the_stack() {
+    let child = std::thread::Builder::new()
+        .stack_size(512 * 1024)
+        .spawn(|| {
+            let mut h = Harness::new();
+            h.logon();
+            let _lost = h.build(b"0", &[]);
+            let mut burst = Vec::new();
+            for _ in 0..constants::INBOUND_QUEUE_MAX - 1 {
+                burst.extend(h.build(b"0", &[]));
+            }
+            h.feed(&burst);
+            let fill = h.build_with_seq(b"4", 2, &[(43, "Y"), (123, "Y"), (36, "3")]);
+            h.feed(&fill);
+            h.session.store().seq_num_next_in()
+        })
+        .unwrap();
+    assert_eq!(child.join().unwrap(), constants::INBOUND_QUEUE_MAX as u64 + 2);
+}
+
+#[test]
+fn resend_request_beyond_a_gap_is_served_once() {
+    let mut h = Harness::new();
+    h.logon();
+    with_sent_business(&mut h);
+    h.events();
+    let _lost = h.build(b"0", &[]);
+    let first = h.send(b"2", &[(7, "2"), (16, "0")]);
+    assert_eq!(first.iter().filter(|m| m.msg_type() == b"8").count(), 3);
+    let fill = h.build_with_seq(b"4", 2, &[(43, "Y"), (123, "Y"), (36, "3")]);
+    let second = h.feed(&fill);
+    assert_eq!(second.iter().filter(|m| m.msg_type() == b"8").count(), 0);
+    assert_eq!(h.session.store().seq_num_next_in(), 4);
+}
+
+#[test]
+fn comp_id_problem_beyond_a_gap_keeps_the_gap() {
+    let mut h = Harness::new();
+    h.logon();
+    h.encoder
+        .start(b"0")
+        .str(49, "CLIENT")
+        .str(56, "WRONG")
+        .uint(34, 10)
+        .timestamp(52, h.now);
+    let bytes = h.encoder.finish().to_vec();
+    h.feed(&bytes);
+    assert_eq!(h.session.store().seq_num_next_in(), 2);
+}
+
+#[test]
+fn order_received_after_our_logout_is_still_delivered() {
+    let mut h = Harness::new();
+    h.logon();
+    h.events();
+    h.session.logout(h.now, "end of day");
+    h.sent();
+    h.send(b"D", &order("O-1"));
+    let delivered = h
+        .events()
+        .into_iter()
+        .filter(|e| matches!(e, Event::Application(_)))
+        .count();
+    assert_eq!(delivered, 1);
+}
+
+#[test]
+fn after_our_logout_business_waits_for_resend_and_no_second_logout() {
+    let mut h = Harness::new();
+    h.logon();
+    h.session.logout(h.now, "bye");
+    h.sent();
+    h.session
+        .send_app(h.now, b"8", |e| {
+            e.str(37, "X").str(11, "X").str(17, "X").char(150, b'0').char(39, b'0');
+        })
+        .unwrap();
+    assert!(h.sent().is_empty(), "stored, not written, after our Logout");
+    let bytes = h.build_with_seq(b"5", 5, &[]);
+    assert!(h.feed(&bytes).is_empty(), "a Logout answer with a gap gets no second Logout");
+    assert_eq!(h.disconnected_with(), Some(DisconnectReason::LoggedOut));
+}
+
+#[test]
+fn absurd_sequence_numbers_do_not_overflow() {
+    let mut h = Harness::new();
+    h.logon();
+    // u64::MAX itself has 20 digits and is refused as a format error; the largest accepted
+    // number is all nines.
+    let bytes = h.build_with_seq(b"4", 2, &[(36, &u64::MAX.to_string())]);
+    assert_eq!(h.feed(&bytes)[0].msg_type(), b"3");
+    let largest = "9999999999999999999";
+    let bytes = h.build_with_seq(b"4", 3, &[(36, largest)]);
+    h.feed(&bytes);
+    assert_eq!(h.session.store().seq_num_next_in().to_string(), largest);
+    let bytes = h.build_with_seq(b"0", largest.parse().unwrap(), &[]);
+    h.feed(&bytes);
+    assert_eq!(h.session.store().seq_num_next_in(), 10_000_000_000_000_000_000);
+}

@@ -16,7 +16,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A config with `sessions` counterparties CLIENT1..CLIENTn and the given extra defaults.
 pub fn write_config(dir: &Path, sessions: usize, extra_defaults: &str) -> PathBuf {
     let mut text = String::from(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"store\"\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"store\"\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
     );
     text.push_str(extra_defaults);
     for n in 1..=sessions {
