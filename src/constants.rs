@@ -350,3 +350,12 @@ const _: () = assert!(
     CONTROL_REPLY_LINE_BYTES_MAX >= CONTROL_REQUEST_LINE_BYTES_MAX,
     "replies (status) are larger than requests"
 );
+
+/// Longest the sequencer waits to hand inputs to an engine's socket. An engine that stops
+/// reading for this long is treated as lost (a standby falls back to catching up; the
+/// authoritative engine fails over) instead of stalling the venue.
+pub const ENGINE_WRITE_TIMEOUT_MS: u64 = 1_000;
+
+/// Longest a write to a counterparty may block before the connection is dropped: far beyond any
+/// healthy peer's socket buffer drain, short enough that a stuck peer does not pin memory.
+pub const CONNECTION_WRITE_TIMEOUT_MS: u64 = 5_000;

@@ -151,10 +151,15 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Up { config } => up(config),
-        Command::Demo { sessions, dir, json } => {
+        Command::Demo {
+            sessions,
+            dir,
+            json,
+        } => {
             let program = std::env::current_exe().context("locating the baton binary")?;
             if dir.exists() {
-                std::fs::remove_dir_all(&dir).with_context(|| format!("emptying {}", dir.display()))?;
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("emptying {}", dir.display()))?;
             }
             let mut demo = baton::bench::demo::DemoConfig::demo(program, dir);
             demo.sessions = sessions;

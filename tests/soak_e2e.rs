@@ -22,12 +22,26 @@ fn fifty_sessions_through_twenty_switches_and_five_kills() {
     };
     let report = demo::run(&config, &|line| eprintln!("{line}")).expect("soak ran");
     eprintln!("{}", report.render());
-    assert_eq!(report.sessions_kept, 50, "a session saw a Logout or a disconnect");
+    assert_eq!(
+        report.sessions_kept, 50,
+        "a session saw a Logout or a disconnect"
+    );
     assert_eq!(report.gaps, 0, "sequence gaps");
     assert_eq!(report.lost, 0, "orders without acknowledgement");
-    assert_eq!(report.duplicated, 0, "duplicated acknowledgements or ExecIDs");
-    assert!(report.orders > 1_000, "too little flow to mean anything: {}", report.orders);
+    assert_eq!(
+        report.duplicated, 0,
+        "duplicated acknowledgements or ExecIDs"
+    );
+    assert!(
+        report.orders > 1_000,
+        "too little flow to mean anything: {}",
+        report.orders
+    );
     assert_eq!(report.switches.iter().filter(|s| s.planned).count(), 20);
     assert_eq!(report.switches.iter().filter(|s| !s.planned).count(), 5);
-    assert!(report.books_match_replay, "books differ from the journal replay: {:?}", report.digests);
+    assert!(
+        report.books_match_replay,
+        "books differ from the journal replay: {:?}",
+        report.digests
+    );
 }

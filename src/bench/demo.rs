@@ -149,9 +149,17 @@ impl DemoReport {
         out.push_str(&format!("digest replay   {}\n", self.replay_digest));
         out.push_str(&format!(
             "books           {}\n",
-            if self.books_match_replay { "equal to a replay of the journal" } else { "DIFFER from the journal replay" }
+            if self.books_match_replay {
+                "equal to a replay of the journal"
+            } else {
+                "DIFFER from the journal replay"
+            }
         ));
-        out.push_str(if self.ok() { "result          OK\n" } else { "result          FAILED\n" });
+        out.push_str(if self.ok() {
+            "result          OK\n"
+        } else {
+            "result          FAILED\n"
+        });
         out
     }
 }
@@ -212,14 +220,22 @@ struct Tally {
 
 fn free_port() -> Result<u16, DemoError> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(listener.local_addr().map_err(io("finding a free port"))?.port())
+    Ok(listener
+        .local_addr()
+        .map_err(io("finding a free port"))?
+        .port())
 }
 
 /// Runs the demo and reports what happened.
 pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, DemoError> {
     std::fs::create_dir_all(&config.dir).map_err(io("creating the demo directory"))?;
     let control: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let sock = |name: &str| format!("unix://{}", config.dir.join(format!("{name}.sock")).display());
+    let sock = |name: &str| {
+        format!(
+            "unix://{}",
+            config.dir.join(format!("{name}.sock")).display()
+        )
+    };
     let mut text = format!(
         "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\nengines = [\"{}\", \"{}\"]\ncontrol = \"{}\"\nfailover_timeout_ms = 1000\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
         config.dir.join("store").display(),
@@ -260,17 +276,31 @@ pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, D
         .spawn()
         .map_err(io("starting the gateway"))?;
     let mut line = String::new();
-    let stdout = gateway.stdout.take().ok_or_else(|| DemoError::Venue("no gateway stdout".into()))?;
-    BufReader::new(stdout).read_line(&mut line).map_err(io("reading the gateway address"))?;
+    let stdout = gateway
+        .stdout
+        .take()
+        .ok_or_else(|| DemoError::Venue("no gateway stdout".into()))?;
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(io("reading the gateway address"))?;
     let fix_addr: SocketAddr = line
         .trim()
         .rsplit(' ')
         .next()
         .and_then(|a| a.parse().ok())
         .ok_or_else(|| DemoError::Venue(format!("gateway did not print its address: {line:?}")))?;
-    progress(&format!("venue up: gateway {fix_addr}, engines blue (authoritative) and green (standby)"));
+    progress(&format!(
+        "venue up: gateway {fix_addr}, engines blue (authoritative) and green (standby)"
+    ));
 
-    let result = trade_through_events(config, control, fix_addr, &config_path, &mut engines, progress);
+    let result = trade_through_events(
+        config,
+        control,
+        fix_addr,
+        &config_path,
+        &mut engines,
+        progress,
+    );
 
     // Stop the gateway (SIGTERM: sessions are logged out), then read the engines' digests.
     terminate(&mut gateway);
@@ -284,14 +314,18 @@ pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, D
         if engine.child.is_none() {
             continue;
         }
-        let addr: LinkAddr = engine.addr.parse().map_err(|e| DemoError::Venue(format!("{e}")))?;
+        let addr: LinkAddr = engine
+            .addr
+            .parse()
+            .map_err(|e| DemoError::Venue(format!("{e}")))?;
         let digest = runtime.block_on(engine_digest(&addr))?;
         report.digests.push((engine.name.clone(), digest));
     }
     for engine in &mut engines {
         engine.kill();
     }
-    report.books_match_replay = !report.digests.is_empty() && report.digests.iter().all(|(_, d)| *d == replay_digest);
+    report.books_match_replay =
+        !report.digests.is_empty() && report.digests.iter().all(|(_, d)| *d == replay_digest);
     report.replay_digest = replay_digest;
     Ok(report)
 }
@@ -321,7 +355,11 @@ fn trade_through_events(
     };
     std::thread::sleep(config.event_gap);
     for i in 0..config.switches {
-        let request = if i % 2 == 0 { ControlRequest::Switch } else { ControlRequest::Rollback };
+        let request = if i % 2 == 0 {
+            ControlRequest::Switch
+        } else {
+            ControlRequest::Rollback
+        };
         match client::request(control, &request, Duration::from_secs(30)) {
             Ok(ControlReply::Switched(switch)) => {
                 progress(&format!(
@@ -342,7 +380,11 @@ fn trade_through_events(
     }
     for i in 0..config.kills {
         let now = status(control)?;
-        let Some(authoritative) = now.engines.iter().find(|e| e.role == EngineRole::Authoritative) else {
+        let Some(authoritative) = now
+            .engines
+            .iter()
+            .find(|e| e.role == EngineRole::Authoritative)
+        else {
             return Err(DemoError::Venue("no authoritative engine to kill".into()));
         };
         let name = authoritative.name.clone();
@@ -350,23 +392,35 @@ fn trade_through_events(
             return Err(DemoError::Venue(format!("unknown engine {name}")));
         };
         engine.kill();
-        progress(&format!("kill {}: SIGKILL engine {name} ({} orders so far)", i + 1, orders.load(Ordering::Relaxed)));
+        progress(&format!(
+            "kill {}: SIGKILL engine {name} ({} orders so far)",
+            i + 1,
+            orders.load(Ordering::Relaxed)
+        ));
         std::thread::sleep(Duration::from_millis(300));
         engine.start(&config.program, config_path)?;
         // Wait until it rejoins as a caught-up standby before the next event.
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let now = status(control)?;
-            let rejoined = now.engines.iter().any(|e| e.name == name && e.role == EngineRole::Standby && e.lag_inputs < 1_000);
+            let rejoined = now
+                .engines
+                .iter()
+                .any(|e| e.name == name && e.role == EngineRole::Standby && e.lag_inputs < 1_000);
             if rejoined {
                 if let Some(switch) = now.last_switch.filter(|s| !s.planned) {
-                    progress(&format!("failover: {} -> {}, {name} back as standby", switch.from, switch.to));
+                    progress(&format!(
+                        "failover: {} -> {}, {name} back as standby",
+                        switch.from, switch.to
+                    ));
                     report.switches.push(switch);
                 }
                 break;
             }
             if Instant::now() > deadline {
-                return Err(DemoError::Venue(format!("engine {name} did not rejoin as standby")));
+                return Err(DemoError::Venue(format!(
+                    "engine {name} did not rejoin as standby"
+                )));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -375,7 +429,11 @@ fn trade_through_events(
     stop.store(true, Ordering::Relaxed);
     let mut tallies = Vec::new();
     for trader in traders {
-        tallies.push(trader.join().map_err(|_| DemoError::Venue("a trader thread panicked".into()))?);
+        tallies.push(
+            trader
+                .join()
+                .map_err(|_| DemoError::Venue("a trader thread panicked".into()))?,
+        );
     }
     for tally in tallies {
         report.orders += tally.sent.len() as u64;
@@ -408,13 +466,14 @@ fn status(control: SocketAddr) -> Result<Status, DemoError> {
 /// for every acknowledgement and logs out.
 fn trader(n: usize, addr: SocketAddr, rate: u64, stop: &AtomicBool, orders: &AtomicU64) -> Tally {
     let mut tally = Tally::default();
-    let mut client = match Initiator::connect(addr, InitiatorConfig::new(&format!("TRADER{n}"), "BATON")) {
-        Ok(client) => client,
-        Err(_) => {
-            tally.dropped = true;
-            return tally;
-        }
-    };
+    let mut client =
+        match Initiator::connect(addr, InitiatorConfig::new(&format!("TRADER{n}"), "BATON")) {
+            Ok(client) => client,
+            Err(_) => {
+                tally.dropped = true;
+                return tally;
+            }
+        };
     if !matches!(client.logon(true, Duration::from_secs(10)), Ok(m) if m.msg_type() == b"A") {
         tally.dropped = true;
         return tally;
@@ -426,7 +485,7 @@ fn trader(n: usize, addr: SocketAddr, rate: u64, stop: &AtomicBool, orders: &Ato
         if Instant::now() >= next {
             let id = format!("T{n}-{i}");
             // Alternate sides around one price so orders cross and fill.
-            let side = if (i + n as u64) % 2 == 0 { b'1' } else { b'2' };
+            let side = if (i + n as u64).is_multiple_of(2) { b'1' } else { b'2' };
             let price = if side == b'1' { "100.01" } else { "100" };
             let sent = client.send(b"D", |e| {
                 e.str(11, &id)
@@ -474,13 +533,16 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
                 wait = Duration::ZERO;
                 match message.msg_type() {
                     b"8" => {
-                        let exec_id = String::from_utf8_lossy(message.get(17).unwrap_or_default()).into_owned();
+                        let exec_id = String::from_utf8_lossy(message.get(17).unwrap_or_default())
+                            .into_owned();
                         if !tally.exec_ids.insert(exec_id) {
                             tally.duplicate_exec_ids += 1;
                         }
                         match message.get(150) {
                             Some(b"0") | Some(b"8") => {
-                                let id = String::from_utf8_lossy(message.get(11).unwrap_or_default()).into_owned();
+                                let id =
+                                    String::from_utf8_lossy(message.get(11).unwrap_or_default())
+                                        .into_owned();
                                 *tally.acks.entry(id).or_default() += 1;
                             }
                             Some(b"F") => tally.fills += 1,
@@ -495,7 +557,9 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
                 }
             }
             Ok(None) => return true,
-            Err(InitiatorError::Closed) | Err(InitiatorError::Io(_)) | Err(InitiatorError::Garbled) => {
+            Err(InitiatorError::Closed)
+            | Err(InitiatorError::Io(_))
+            | Err(InitiatorError::Garbled) => {
                 tally.dropped = true;
                 return false;
             }
@@ -508,7 +572,10 @@ fn wait_for_path(path: &Path) -> Result<(), DemoError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !path.exists() {
         if Instant::now() > deadline {
-            return Err(DemoError::Venue(format!("{} never appeared", path.display())));
+            return Err(DemoError::Venue(format!(
+                "{} never appeared",
+                path.display()
+            )));
         }
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -534,12 +601,14 @@ fn terminate(child: &mut Child) {
 
 /// A fresh engine fed the whole journal: the state every engine must be in.
 fn replay_journal(dir: &Path) -> Result<String, DemoError> {
-    let mut engine = MatchingEngine::new(&EngineConfig::default()).map_err(|e| DemoError::Venue(e.to_string()))?;
+    let mut engine = MatchingEngine::new(&EngineConfig::default())
+        .map_err(|e| DemoError::Venue(e.to_string()))?;
     let mut reader = Journal::read_from(dir, 1).map_err(|e| DemoError::Venue(e.to_string()))?;
     let mut outputs: Vec<Output> = Vec::new();
     while let Some(entry) = reader.next().map_err(|e| DemoError::Venue(e.to_string()))? {
-        let (input, _): (Input, usize) = bincode::serde::decode_from_slice(&entry.payload, bincode::config::standard())
-            .map_err(|e| DemoError::Venue(e.to_string()))?;
+        let (input, _): (Input, usize) =
+            bincode::serde::decode_from_slice(&entry.payload, bincode::config::standard())
+                .map_err(|e| DemoError::Venue(e.to_string()))?;
         outputs.clear();
         engine.apply(&input, &mut outputs);
     }
@@ -547,8 +616,12 @@ fn replay_journal(dir: &Path) -> Result<String, DemoError> {
 }
 
 async fn engine_digest(addr: &LinkAddr) -> Result<String, DemoError> {
-    let (mut link, _) = link::connect(addr).await.map_err(|e| DemoError::Venue(format!("{addr}: {e}")))?;
-    link.request_digest().await.map_err(|e| DemoError::Venue(e.to_string()))?;
+    let (mut link, _) = link::connect(addr)
+        .await
+        .map_err(|e| DemoError::Venue(format!("{addr}: {e}")))?;
+    link.request_digest()
+        .await
+        .map_err(|e| DemoError::Venue(e.to_string()))?;
     loop {
         match link.recv().await {
             Ok(Frame::Digest(report)) => return Ok(report.digest.to_string()),

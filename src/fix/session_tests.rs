@@ -906,7 +906,10 @@ fn filling_a_long_gap_does_not_deepen_the_stack() {
             h.session.store().seq_num_next_in()
         })
         .unwrap();
-    assert_eq!(child.join().unwrap(), constants::INBOUND_QUEUE_MAX as u64 + 2);
+    assert_eq!(
+        child.join().unwrap(),
+        constants::INBOUND_QUEUE_MAX as u64 + 2
+    );
 }
 
 #[test]
@@ -963,12 +966,19 @@ fn after_our_logout_business_waits_for_resend_and_no_second_logout() {
     h.sent();
     h.session
         .send_app(h.now, b"8", |e| {
-            e.str(37, "X").str(11, "X").str(17, "X").char(150, b'0').char(39, b'0');
+            e.str(37, "X")
+                .str(11, "X")
+                .str(17, "X")
+                .char(150, b'0')
+                .char(39, b'0');
         })
         .unwrap();
     assert!(h.sent().is_empty(), "stored, not written, after our Logout");
     let bytes = h.build_with_seq(b"5", 5, &[]);
-    assert!(h.feed(&bytes).is_empty(), "a Logout answer with a gap gets no second Logout");
+    assert!(
+        h.feed(&bytes).is_empty(),
+        "a Logout answer with a gap gets no second Logout"
+    );
     assert_eq!(h.disconnected_with(), Some(DisconnectReason::LoggedOut));
 }
 
@@ -986,5 +996,8 @@ fn absurd_sequence_numbers_do_not_overflow() {
     assert_eq!(h.session.store().seq_num_next_in().to_string(), largest);
     let bytes = h.build_with_seq(b"0", largest.parse().unwrap(), &[]);
     h.feed(&bytes);
-    assert_eq!(h.session.store().seq_num_next_in(), 10_000_000_000_000_000_000);
+    assert_eq!(
+        h.session.store().seq_num_next_in(),
+        10_000_000_000_000_000_000
+    );
 }

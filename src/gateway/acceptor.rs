@@ -436,14 +436,24 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                 }
                 (closing, session.next_timeout())
             };
+            // Requests first: their sequence numbers are taken, so they must reach the sequencer
+            // even if the write below fails.
+            for inbound in requests.drain(..) {
+                self.forward(inbound).await;
+            }
             if !out.is_empty() {
-                if stream.write_all(&out).await.is_err() {
+                // A counterparty that stops reading is disconnected rather than allowed to hold
+                // the task (and the session's unsent bytes) forever; what it missed is stored and
+                // resent after it logs on again.
+                let write = tokio::time::timeout(
+                    Duration::from_millis(constants::CONNECTION_WRITE_TIMEOUT_MS),
+                    stream.write_all(&out),
+                );
+                if !matches!(write.await, Ok(Ok(()))) {
+                    tracing::warn!(session = id, "write failed or timed out; disconnecting");
                     return;
                 }
                 out.clear();
-            }
-            for inbound in requests.drain(..) {
-                self.forward(inbound).await;
             }
             if closing {
                 let _ = stream.shutdown().await;

@@ -184,6 +184,14 @@ impl<S: SessionStore + Send + 'static> Core<S> {
     /// Opens the journal and the cursor.
     pub fn open(sessions: Arc<Sessions<S>>, config: CoreConfig) -> Result<Core<S>, CoreError> {
         let journal = Journal::open(&config.journal_dir, config.journal)?;
+        // Stamps never go backwards, also across a restart on a clock that is behind.
+        let last_time = match journal.last_seq() {
+            0 => Timestamp::ZERO,
+            last => Journal::read_from(&config.journal_dir, last)?
+                .next()?
+                .map(|entry| entry.time)
+                .unwrap_or(Timestamp::ZERO),
+        };
         let cursor = OutboxCursor::open(&config.journal_dir.join("outbox.cursor"))?;
         tracing::info!(
             journal_last_seq = journal.last_seq(),
@@ -200,13 +208,16 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 retry_at: now,
             })
             .collect();
-        let (frames_tx, frames_rx) = mpsc::channel(2 * constants::LINK_INPUTS_IN_FLIGHT_MAX + 256);
+        // Room for every engine's full in-flight window of answers, so a reader task never blocks
+        // while the core is blocked writing to another engine.
+        let (frames_tx, frames_rx) =
+            mpsc::channel(config.engines.len().max(1) * constants::LINK_INPUTS_IN_FLIGHT_MAX + 256);
         Ok(Core {
             sessions,
             config,
             journal,
             cursor,
-            last_time: Timestamp::ZERO,
+            last_time,
             engines,
             authority: None,
             previous_authority: None,
@@ -253,6 +264,16 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 _ = tick.tick() => self.housekeeping().await,
                 _ = tokio::task::yield_now(), if lagging => {}
                 _ = shutdown.changed() => {
+                    // Requests already taken from sessions (their MsgSeqNums consumed) are
+                    // sequenced, not dropped; their answers reach the sessions by resend after a
+                    // restart if the engines answer too late.
+                    inbound.close();
+                    while let Ok(request) = inbound.try_recv() {
+                        batch.push(request);
+                    }
+                    if !batch.is_empty() {
+                        self.sequence(&mut batch).await;
+                    }
                     if let Err(error) = self.journal.flush() {
                         tracing::error!(%error, "journal flush at shutdown");
                     }
@@ -263,15 +284,13 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         }
     }
 
+    /// Whether the authoritative engine can take more inputs now. A standby never holds the
+    /// venue back: when its window is full it falls behind and catches up from the journal.
     fn room_for_inputs(&self) -> bool {
-        self.engines
-            .iter()
-            .filter_map(|slot| slot.connection.as_ref())
-            .all(|c| {
-                c.catch_up.is_some()
-                    || c.restoring
-                    || c.sent_through - c.answered_through
-                        < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
+        self.authority
+            .and_then(|index| self.engines[index].connection.as_ref())
+            .is_none_or(|c| {
+                c.sent_through - c.answered_through < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
             })
     }
 
@@ -357,7 +376,11 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         }
         for index in 0..self.engines.len() {
             let live = self.engines[index].connection.as_ref().is_some_and(|c| {
-                !c.restoring && c.catch_up.is_none() && c.sent_through + 1 == first_seq
+                !c.restoring
+                    && c.catch_up.is_none()
+                    && c.sent_through + 1 == first_seq
+                    && c.sent_through - c.answered_through
+                        < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
             });
             if live {
                 self.send_to(index, &inputs, last).await;
@@ -369,7 +392,13 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         let Some(connection) = self.engines[index].connection.as_mut() else {
             return;
         };
-        match connection.writer.send_inputs(inputs).await {
+        let timeout = Duration::from_millis(constants::ENGINE_WRITE_TIMEOUT_MS);
+        let sent = match tokio::time::timeout(timeout, connection.writer.send_inputs(inputs)).await
+        {
+            Ok(sent) => sent,
+            Err(_) => Err(LinkError::PeerSilent(timeout)),
+        };
+        match sent {
             Ok(()) => connection.sent_through = last,
             Err(error) => {
                 let name = connection.name.clone();
@@ -473,6 +502,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                         "engine no longer holds the outputs of an undelivered input"
                     );
                     self.cursor.set(applied.input_seq);
+                    self.drain_undelivered();
                 }
             }
             Ok(Frame::Snapshot(snapshot)) => {
