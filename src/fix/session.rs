@@ -199,6 +199,14 @@ pub struct Session<S: SessionStore> {
     resend_target: Option<u64>,
     /// TestReqID of our outstanding TestRequest.
     test_request_id: u64,
+    /// MsgSeqNum expected next from the counterparty. The store holds this number, except while
+    /// business messages wait in `unconfirmed`: then it holds the first of them, so a crash
+    /// before the sequencer journaled a message makes the gateway ask for it again after the
+    /// restart instead of losing it.
+    seq_num_next_in: u64,
+    /// MsgSeqNums of business messages handed to the driver and not yet confirmed (journaled or
+    /// answered), oldest first.
+    unconfirmed: std::collections::VecDeque<u64>,
     /// Counters for status.
     stats: SessionStats,
     /// Reused to parse each frame without allocating.
@@ -217,6 +225,7 @@ impl<S: SessionStore> Session<S> {
     /// A session over `store`, validating with `dictionary`; starts disconnected.
     pub fn new(config: SessionConfig, store: S, dictionary: &'static Dictionary) -> Session<S> {
         let encoder = Encoder::new(&config.begin_string);
+        let seq_num_next_in = store.seq_num_next_in();
         Session {
             config,
             store,
@@ -232,6 +241,8 @@ impl<S: SessionStore> Session<S> {
             queue: BTreeMap::new(),
             resend_target: None,
             test_request_id: 0,
+            seq_num_next_in,
+            unconfirmed: std::collections::VecDeque::new(),
             stats: SessionStats::default(),
             scratch: Message::default(),
         }
@@ -250,6 +261,21 @@ impl<S: SessionStore> Session<S> {
     /// Counters for status.
     pub fn stats(&self) -> SessionStats {
         self.stats
+    }
+
+    /// MsgSeqNum expected next from the counterparty.
+    pub fn seq_num_next_in(&self) -> u64 {
+        self.seq_num_next_in
+    }
+
+    /// Confirms that the business message `seq` (from an [`Event::Application`]) is safe: the
+    /// sequencer journaled it, or it was answered. Until then the store keeps its number as the
+    /// one to expect after a restart, so a crash cannot lose an accepted message.
+    pub fn confirm_in(&mut self, seq: u64) {
+        if let Some(position) = self.unconfirmed.iter().position(|&s| s == seq) {
+            self.unconfirmed.remove(position);
+            self.persist_next_in();
+        }
     }
 
     /// The store, for status (sequence numbers) and tests.
@@ -477,7 +503,7 @@ impl<S: SessionStore> Session<S> {
             );
             // Only an in-sequence message takes its number: one beyond a gap must not make the
             // gap disappear.
-            if seq == self.store.seq_num_next_in() {
+            if seq == self.seq_num_next_in {
                 self.consume_in(seq);
             }
             let text = "CompID problem";
@@ -495,7 +521,7 @@ impl<S: SessionStore> Session<S> {
             return self.handle_sequence_reset(now, message, seq);
         }
 
-        let expected = self.store.seq_num_next_in();
+        let expected = self.seq_num_next_in;
         if seq > expected {
             return self.handle_seq_too_high(now, message, seq, expected, received_at);
         }
@@ -564,6 +590,8 @@ impl<S: SessionStore> Session<S> {
             if let Err(error) = self.store.reset(period) {
                 return self.store_failed(now, error);
             }
+            self.seq_num_next_in = 1;
+            self.unconfirmed.clear();
         }
         if reset_requested {
             if seq != 1 {
@@ -572,8 +600,10 @@ impl<S: SessionStore> Session<S> {
             if let Err(error) = self.store.reset(period) {
                 return self.store_failed(now, error);
             }
+            self.seq_num_next_in = 1;
+            self.unconfirmed.clear();
         }
-        let expected = self.store.seq_num_next_in();
+        let expected = self.seq_num_next_in;
         if seq < expected {
             let text = format!("MsgSeqNum too low, expecting {expected} but received {seq}");
             return self.refuse_logon(now, &text);
@@ -822,6 +852,7 @@ impl<S: SessionStore> Session<S> {
             _ => {
                 // Also after our own Logout: the counterparty will not resend a message whose
                 // number was taken, so it must reach the application (or be answered).
+                self.unconfirmed.push_back(seq);
                 self.events.push_back(Event::Application(message.clone()));
             }
         }
@@ -844,7 +875,7 @@ impl<S: SessionStore> Session<S> {
     fn handle_sequence_reset(&mut self, now: Timestamp, message: &Message, seq: u64) -> Verdict {
         match message.uint(tags::NEW_SEQ_NO) {
             Ok(new_seq) => {
-                let expected = self.store.seq_num_next_in();
+                let expected = self.seq_num_next_in;
                 if new_seq > expected {
                     tracing::info!(session = %self.config.target_comp_id, from = expected, to = new_seq, "SequenceReset-Reset");
                     self.set_next_in(new_seq);
@@ -869,7 +900,7 @@ impl<S: SessionStore> Session<S> {
     /// Processes queued messages that are now in sequence; drops those a gap fill skipped.
     fn drain_queue(&mut self, now: Timestamp) -> Verdict {
         loop {
-            let expected = self.store.seq_num_next_in();
+            let expected = self.seq_num_next_in;
             while let Some(entry) = self.queue.first_entry() {
                 if *entry.key() < expected {
                     entry.remove();
@@ -895,7 +926,7 @@ impl<S: SessionStore> Session<S> {
             }
         }
         if let Some(target) = self.resend_target
-            && self.store.seq_num_next_in() > target
+            && self.seq_num_next_in > target
             && self.queue.is_empty()
         {
             tracing::info!(session = %self.config.target_comp_id, "sequence gap filled");
@@ -906,13 +937,29 @@ impl<S: SessionStore> Session<S> {
 
     fn consume_in(&mut self, seq: u64) {
         let next = seq.saturating_add(1);
-        if next > self.store.seq_num_next_in() {
+        if next > self.seq_num_next_in {
             self.set_next_in(next);
         }
     }
 
     fn set_next_in(&mut self, seq: u64) {
-        if let Err(error) = self.store.set_seq_num_next_in(seq) {
+        self.seq_num_next_in = seq;
+        self.persist_next_in();
+    }
+
+    /// Writes the inbound number the store may hold: the expected one, or the first business
+    /// message not yet confirmed.
+    fn persist_next_in(&mut self) {
+        let target = self
+            .unconfirmed
+            .front()
+            .map_or(self.seq_num_next_in, |&first| {
+                first.min(self.seq_num_next_in)
+            });
+        if self.store.seq_num_next_in() == target {
+            return;
+        }
+        if let Err(error) = self.store.set_seq_num_next_in(target) {
             tracing::error!(session = %self.config.target_comp_id, %error, "cannot persist inbound sequence number");
             self.disconnect(DisconnectReason::StoreFailed(error.to_string()));
         }

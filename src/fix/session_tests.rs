@@ -42,7 +42,12 @@ fn text(message: &Message, tag: u32) -> String {
 
 impl Harness {
     fn with_config(config: SessionConfig) -> Harness {
-        let mut session = Session::new(config, MemoryStore::new(), Dictionary::venue());
+        Harness::with_store(config, MemoryStore::new())
+    }
+
+    /// A session over a store that already holds sequence numbers (a restart).
+    fn with_store(config: SessionConfig, store: MemoryStore) -> Harness {
+        let mut session = Session::new(config, store, Dictionary::venue());
         session.on_connect(T0);
         Harness {
             session,
@@ -153,7 +158,7 @@ fn logon_is_answered_with_logon_and_agreed_heartbeat() {
     assert_eq!(text(logon, 108), "30");
     assert_eq!(text(logon, 98), "0");
     assert_eq!(h.events(), vec![Event::LoggedOn { reset: false }]);
-    assert_eq!(h.session.store().seq_num_next_in(), 2);
+    assert_eq!(h.session.seq_num_next_in(), 2);
     assert_eq!(h.session.store().seq_num_next_out(), 2);
 }
 
@@ -269,7 +274,7 @@ fn logon_with_seq_too_high_is_accepted_then_resend_requested() {
         &[(43, "Y"), (122, "20261123-11:59:59"), (123, "Y"), (36, "5")],
     );
     assert!(h.feed(&gap_fill).is_empty());
-    assert_eq!(h.session.store().seq_num_next_in(), 6);
+    assert_eq!(h.session.seq_num_next_in(), 6);
     let answer = h.send(b"D", &order("O-1"));
     assert!(answer.is_empty());
     assert!(matches!(h.events().last(), Some(Event::Application(_))));
@@ -278,10 +283,9 @@ fn logon_with_seq_too_high_is_accepted_then_resend_requested() {
 
 #[test]
 fn logon_with_seq_too_low_is_refused() {
-    let mut h = Harness::new();
-    h.session.store_mut().set_seq_num_next_in(10).unwrap();
-    h.session.store_mut().reset(0).ok();
-    h.session.store_mut().set_seq_num_next_in(10).unwrap();
+    let mut store = MemoryStore::new();
+    store.set_seq_num_next_in(10).unwrap();
+    let mut h = Harness::with_store(SessionConfig::new("BATON", "CLIENT"), store);
     let answer = h.send(b"A", &[(98, "0"), (108, "30")]);
     assert_eq!(answer[0].msg_type(), b"5");
     assert_eq!(
@@ -300,7 +304,7 @@ fn logon_with_reset_seq_num_flag_resets_both_sides() {
     assert_eq!(text(&answer[0], 141), "Y");
     assert_eq!(text(&answer[0], 34), "1");
     assert_eq!(h.events(), vec![Event::LoggedOn { reset: true }]);
-    assert_eq!(h.session.store().seq_num_next_in(), 2);
+    assert_eq!(h.session.seq_num_next_in(), 2);
 }
 
 #[test]
@@ -422,7 +426,7 @@ fn gap_triggers_resend_request_and_queued_messages_are_processed_in_order() {
         })
         .collect();
     assert_eq!(delivered, ["O-2", "O-3", "O-4"]);
-    assert_eq!(h.session.store().seq_num_next_in(), 5);
+    assert_eq!(h.session.seq_num_next_in(), 5);
 }
 
 #[test]
@@ -581,7 +585,7 @@ fn sequence_reset_gap_fill_moves_the_expected_number_forward() {
     h.logon();
     let answer = h.send(b"4", &[(123, "Y"), (36, "10")]);
     assert!(answer.is_empty());
-    assert_eq!(h.session.store().seq_num_next_in(), 10);
+    assert_eq!(h.session.seq_num_next_in(), 10);
 }
 
 #[test]
@@ -600,19 +604,20 @@ fn sequence_reset_reset_mode_ignores_msg_seq_num() {
     h.logon();
     let bytes = h.build_with_seq(b"4", 999, &[(36, "50")]);
     assert!(h.feed(&bytes).is_empty());
-    assert_eq!(h.session.store().seq_num_next_in(), 50);
+    assert_eq!(h.session.seq_num_next_in(), 50);
 }
 
 #[test]
 fn sequence_reset_reset_mode_that_lowers_is_rejected() {
     let mut h = Harness::new();
     h.logon();
-    h.session.store_mut().set_seq_num_next_in(20).unwrap();
+    let bytes = h.build_with_seq(b"4", 2, &[(36, "20")]);
+    h.feed(&bytes);
     let bytes = h.build_with_seq(b"4", 20, &[(36, "5")]);
     let answer = h.feed(&bytes);
     assert_eq!(answer[0].msg_type(), b"3");
     assert_eq!(text(&answer[0], 373), "5");
-    assert_eq!(h.session.store().seq_num_next_in(), 20);
+    assert_eq!(h.session.seq_num_next_in(), 20);
 }
 
 // ----- Reject ------------------------------------------------------------------------------------
@@ -640,7 +645,7 @@ fn invalid_msg_type_is_rejected_with_reason_11() {
     assert_eq!(text(&answer[0], 373), "11");
     assert_eq!(text(&answer[0], 372), "ZZ");
     assert_eq!(
-        h.session.store().seq_num_next_in(),
+        h.session.seq_num_next_in(),
         3,
         "the rejected message takes its number"
     );
@@ -738,7 +743,7 @@ fn garbled_messages_are_ignored_without_consuming_a_sequence_number() {
     input.extend_from_slice(&bad_length);
     assert!(h.feed(&input).is_empty());
     assert_eq!(h.session.stats().garbled, 3);
-    assert_eq!(h.session.store().seq_num_next_in(), 2);
+    assert_eq!(h.session.seq_num_next_in(), 2);
     // The next good message with number 2 is processed normally.
     h.seq = 2;
     assert_eq!(h.send(b"1", &[(112, "OK")])[0].msg_type(), b"0");
@@ -763,7 +768,7 @@ fn counterparty_logout_is_answered_and_the_connection_closed() {
     let answer = h.send(b"5", &[]);
     assert_eq!(answer[0].msg_type(), b"5");
     assert_eq!(h.disconnected_with(), Some(DisconnectReason::LoggedOut));
-    assert_eq!(h.session.store().seq_num_next_in(), 3);
+    assert_eq!(h.session.seq_num_next_in(), 3);
 }
 
 #[test]
@@ -824,7 +829,7 @@ fn session_end_logs_out_and_the_next_session_day_resets_sequence_numbers() {
     let answer = h.send(b"A", &[(98, "0"), (108, "30")]);
     assert_eq!(answer[0].msg_type(), b"A");
     assert_eq!(text(&answer[0], 34), "1");
-    assert_eq!(h.session.store().seq_num_next_in(), 2);
+    assert_eq!(h.session.seq_num_next_in(), 2);
 }
 
 // ----- Business messages -------------------------------------------------------------------------
@@ -903,7 +908,7 @@ fn filling_a_long_gap_does_not_deepen_the_stack() {
             h.feed(&burst);
             let fill = h.build_with_seq(b"4", 2, &[(43, "Y"), (123, "Y"), (36, "3")]);
             h.feed(&fill);
-            h.session.store().seq_num_next_in()
+            h.session.seq_num_next_in()
         })
         .unwrap();
     assert_eq!(
@@ -924,7 +929,7 @@ fn resend_request_beyond_a_gap_is_served_once() {
     let fill = h.build_with_seq(b"4", 2, &[(43, "Y"), (123, "Y"), (36, "3")]);
     let second = h.feed(&fill);
     assert_eq!(second.iter().filter(|m| m.msg_type() == b"8").count(), 0);
-    assert_eq!(h.session.store().seq_num_next_in(), 4);
+    assert_eq!(h.session.seq_num_next_in(), 4);
 }
 
 #[test]
@@ -939,7 +944,7 @@ fn comp_id_problem_beyond_a_gap_keeps_the_gap() {
         .timestamp(52, h.now);
     let bytes = h.encoder.finish().to_vec();
     h.feed(&bytes);
-    assert_eq!(h.session.store().seq_num_next_in(), 2);
+    assert_eq!(h.session.seq_num_next_in(), 2);
 }
 
 #[test]
@@ -993,11 +998,39 @@ fn absurd_sequence_numbers_do_not_overflow() {
     let largest = "9999999999999999999";
     let bytes = h.build_with_seq(b"4", 3, &[(36, largest)]);
     h.feed(&bytes);
-    assert_eq!(h.session.store().seq_num_next_in().to_string(), largest);
+    assert_eq!(h.session.seq_num_next_in().to_string(), largest);
     let bytes = h.build_with_seq(b"0", largest.parse().unwrap(), &[]);
     h.feed(&bytes);
+    assert_eq!(h.session.seq_num_next_in(), 10_000_000_000_000_000_000);
+}
+
+#[test]
+fn store_keeps_an_unconfirmed_business_message_to_ask_for_it_after_a_crash() {
+    let mut h = Harness::new();
+    h.logon();
+    h.send(b"D", &order("O-1")); // seq 2
+    h.send(b"0", &[]); // seq 3
+    h.send(b"D", &order("O-2")); // seq 4
+    assert_eq!(h.session.seq_num_next_in(), 5);
     assert_eq!(
         h.session.store().seq_num_next_in(),
-        10_000_000_000_000_000_000
+        2,
+        "O-1 not journaled yet"
     );
+    h.session.confirm_in(2);
+    assert_eq!(h.session.store().seq_num_next_in(), 4, "O-2 still pending");
+    h.session.confirm_in(4);
+    assert_eq!(h.session.store().seq_num_next_in(), 5);
+    // A session restarted from that store expects the first unconfirmed message again.
+    let mut h = Harness::new();
+    h.logon();
+    h.send(b"D", &order("O-3")); // seq 2, never confirmed: the gateway "crashes"
+    let store = h.session.store().clone();
+    let mut restarted = Session::new(
+        SessionConfig::new("BATON", "CLIENT"),
+        store,
+        Dictionary::venue(),
+    );
+    restarted.on_connect(h.now);
+    assert_eq!(restarted.seq_num_next_in(), 2);
 }

@@ -29,7 +29,7 @@ use crate::engine::{Request, SessionId};
 use crate::fix::codec::{Decoder, Frame, Message};
 use crate::fix::session::{self, Event, Session, State};
 use crate::fix::store::SessionStore;
-use crate::fix::tags::{BusinessRejectReason, msg_type};
+use crate::fix::tags::{self, BusinessRejectReason, msg_type};
 use crate::fix::time::Timestamp;
 
 /// A business request on its way to the sequencer.
@@ -126,7 +126,16 @@ impl<S: SessionStore> Sessions<S> {
         Some(result)
     }
 
-    /// Answers `message` on session `id` with a BusinessMessageReject.
+    /// Confirms that business message `seq` of session `id` is journaled (see
+    /// [`Session::confirm_in`]); no wake-up, nothing is sent.
+    pub fn confirm(&self, id: SessionId, seq: u64) {
+        if let Some(mut session) = self.lock(id) {
+            session.confirm_in(seq);
+        }
+    }
+
+    /// Answers `message` on session `id` with a BusinessMessageReject (which also settles it:
+    /// an answered message is never asked for again).
     pub fn business_reject(
         &self,
         id: SessionId,
@@ -135,6 +144,9 @@ impl<S: SessionStore> Sessions<S> {
         text: &str,
     ) {
         self.with(id, |session| {
+            if let Ok(seq) = message.uint(tags::MSG_SEQ_NUM) {
+                session.confirm_in(seq);
+            }
             let sent = session.send_app(Timestamp::now(), msg_type::BUSINESS_MESSAGE_REJECT, |e| {
                 translate::write_business_reject(e, message, reason, text)
             });
@@ -153,7 +165,7 @@ impl<S: SessionStore> Sessions<S> {
                     target_comp_id: session.config().target_comp_id.clone(),
                     logged_on: matches!(session.state(), State::Active | State::LogoutSent),
                     seq_num_next_out: session.store().seq_num_next_out(),
-                    seq_num_next_in: session.store().seq_num_next_in(),
+                    seq_num_next_in: session.seq_num_next_in(),
                 })
             })
             .collect()
@@ -406,6 +418,9 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                                     message,
                                 }),
                                 Err(unusable) => {
+                                    if let Ok(seq) = message.uint(tags::MSG_SEQ_NUM) {
+                                        session.confirm_in(seq);
+                                    }
                                     let sent = session.send_app(
                                         Timestamp::now(),
                                         msg_type::BUSINESS_MESSAGE_REJECT,

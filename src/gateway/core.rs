@@ -357,6 +357,10 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 continue;
             }
             self.last_time = time;
+            // Journaled: the session may now persist that it received this message.
+            if let Ok(fix_seq) = request.message.uint(crate::fix::tags::MSG_SEQ_NUM) {
+                self.sessions.confirm(request.session, fix_seq);
+            }
             if self.recent.len() == constants::RECENT_INPUTS_MAX {
                 self.recent.pop_front();
             }
