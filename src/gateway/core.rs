@@ -97,6 +97,14 @@ struct Connection {
     last_heard: Instant,
 }
 
+impl Connection {
+    /// Inputs sent and not yet answered. Saturating: after a failover resend the counters are
+    /// rewound while answers to the earlier sends are still arriving.
+    fn in_flight(&self) -> u64 {
+        self.sent_through.saturating_sub(self.answered_through)
+    }
+}
+
 /// One configured engine address and its connection, if any.
 struct EngineSlot {
     /// Where it listens.
@@ -289,9 +297,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
     fn room_for_inputs(&self) -> bool {
         self.authority
             .and_then(|index| self.engines[index].connection.as_ref())
-            .is_none_or(|c| {
-                c.sent_through - c.answered_through < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
-            })
+            .is_none_or(|c| c.in_flight() < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64)
     }
 
     fn any_catching_up(&self) -> bool {
@@ -302,8 +308,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             .any(|c| {
                 !c.restoring
                     && c.sent_through < last
-                    && c.sent_through - c.answered_through
-                        < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
+                    && c.in_flight() < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
             })
     }
 
@@ -383,8 +388,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 !c.restoring
                     && c.catch_up.is_none()
                     && c.sent_through + 1 == first_seq
-                    && c.sent_through - c.answered_through
-                        < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
+                    && c.in_flight() < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
             });
             if live {
                 self.send_to(index, &inputs, last).await;
@@ -425,7 +429,8 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 continue;
             }
             let window = constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
-                - (connection.sent_through - connection.answered_through)
+                - connection
+                    .in_flight()
                     .min(constants::LINK_INPUTS_IN_FLIGHT_MAX as u64);
             if window == 0 {
                 continue;
@@ -839,6 +844,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             && connection.answered_through > delivered
         {
             connection.sent_through = delivered;
+            connection.answered_through = delivered;
             connection.catch_up = None;
         }
     }
