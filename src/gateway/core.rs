@@ -113,6 +113,8 @@ struct EngineSlot {
     connection: Option<Connection>,
     /// Earliest time to try connecting again.
     retry_at: Instant,
+    /// A connection attempt is running in its own task.
+    connecting: bool,
 }
 
 /// A planned switch waiting for its barrier.
@@ -141,6 +143,10 @@ struct ShadowEntry {
 
 /// A frame from some engine connection.
 type TaggedFrame = (usize, u64, Result<Frame, LinkError>);
+
+/// The outcome of a connection attempt to slot `usize`, made in its own task so an unreachable
+/// engine never delays sequencing.
+type Attempt = (usize, Result<(link::EngineLink, link::Hello), LinkError>);
 
 /// The sequencer/router/outbox task. Build with [`Core::open`], run with [`Core::run`].
 pub struct Core<S: SessionStore> {
@@ -184,6 +190,10 @@ pub struct Core<S: SessionStore> {
     frames_rx: mpsc::Receiver<TaggedFrame>,
     /// Connection generations.
     generation: u64,
+    /// Results of connection attempts.
+    attempts_tx: mpsc::Sender<Attempt>,
+    /// See `attempts_tx`.
+    attempts_rx: mpsc::Receiver<Attempt>,
     /// Reused to encode journal payloads.
     payload: Vec<u8>,
 }
@@ -214,13 +224,17 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 addr: addr.clone(),
                 connection: None,
                 retry_at: now,
+                connecting: false,
             })
             .collect();
         // Room for every engine's full in-flight window of answers, so a reader task never blocks
         // while the core is blocked writing to another engine.
         let (frames_tx, frames_rx) =
             mpsc::channel(config.engines.len().max(1) * constants::LINK_INPUTS_IN_FLIGHT_MAX + 256);
+        let (attempts_tx, attempts_rx) = mpsc::channel(config.engines.len().max(1));
         Ok(Core {
+            attempts_tx,
+            attempts_rx,
             sessions,
             config,
             journal,
@@ -269,6 +283,13 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     self.on_frame(slot, generation, frame).await;
                 }
                 Some(command) = control.recv() => self.on_control(command),
+                Some((slot, attempt)) = self.attempts_rx.recv() => {
+                    self.engines[slot].connecting = false;
+                    match attempt {
+                        Ok((link, hello)) => self.attach(slot, link, hello).await,
+                        Err(error) => tracing::debug!(engine = %self.engines[slot].addr, %error, "engine not reachable"),
+                    }
+                }
                 _ = tick.tick() => self.housekeeping().await,
                 _ = tokio::task::yield_now(), if lagging => {}
                 _ = shutdown.changed() => {
@@ -673,10 +694,17 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             self.lose(authority);
         }
         for index in 0..self.engines.len() {
-            if self.engines[index].connection.is_none() && self.engines[index].retry_at <= now {
-                self.engines[index].retry_at =
-                    now + Duration::from_millis(constants::ENGINE_RECONNECT_MS);
-                self.attach(index).await;
+            let slot = &mut self.engines[index];
+            if slot.connection.is_none() && !slot.connecting && slot.retry_at <= now {
+                slot.retry_at = now + Duration::from_millis(constants::ENGINE_RECONNECT_MS);
+                slot.connecting = true;
+                let addr = slot.addr.clone();
+                let attempts = self.attempts_tx.clone();
+                tokio::spawn(async move {
+                    let timeout = Duration::from_millis(constants::ENGINE_CONNECT_TIMEOUT_MS);
+                    let attempt = link::connect_with_timeout(&addr, timeout).await;
+                    let _ = attempts.send((index, attempt)).await;
+                });
             }
         }
         for index in 0..self.engines.len() {
@@ -692,20 +720,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         }
     }
 
-    async fn attach(&mut self, index: usize) {
-        let addr = self.engines[index].addr.clone();
-        let (link, hello) = match link::connect_with_timeout(
-            &addr,
-            Duration::from_millis(constants::ENGINE_CONNECT_TIMEOUT_MS),
-        )
-        .await
-        {
-            Ok(connected) => connected,
-            Err(error) => {
-                tracing::debug!(engine = %addr, %error, "engine not reachable");
-                return;
-            }
-        };
+    async fn attach(&mut self, index: usize, link: link::EngineLink, hello: link::Hello) {
         let journal_last = self.journal.last_seq();
         if hello.last_input_seq > journal_last {
             tracing::error!(engine = %hello.engine_name, engine_last = hello.last_input_seq, journal_last, "engine is ahead of the journal; refusing it");
