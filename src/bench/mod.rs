@@ -3,3 +3,5 @@
 
 pub mod demo;
 pub mod initiator;
+pub mod echo;
+pub mod load;
