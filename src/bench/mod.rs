@@ -5,3 +5,5 @@ pub mod demo;
 pub mod initiator;
 pub mod echo;
 pub mod load;
+pub mod report;
+pub mod harness;
