@@ -7,3 +7,4 @@ pub mod echo;
 pub mod load;
 pub mod report;
 pub mod harness;
+pub mod plot;
