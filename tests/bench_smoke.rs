@@ -36,8 +36,14 @@ fn bench_runs_and_reports_everything() {
     assert_eq!(baton["missing"].as_u64(), Some(0), "{report}");
     assert_eq!(baton["duplicates"].as_u64(), Some(0), "{report}");
     assert_eq!(baton["disconnects"].as_u64(), Some(0), "{report}");
-    assert!(report["baseline"]["answered"].as_u64().unwrap_or(0) > 0, "{report}");
-    assert!(report["ratios"]["p50"].as_f64().unwrap_or(0.0) > 0.0, "{report}");
+    assert!(
+        report["baseline"]["answered"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    assert!(
+        report["ratios"]["p50"].as_f64().unwrap_or(0.0) > 0.0,
+        "{report}"
+    );
     assert!(!report["series"].as_array().expect("series").is_empty());
     for file in ["report.json", "latency_over_time.svg", "percentiles.svg"] {
         assert!(dir.path().join(file).exists(), "{file} missing");

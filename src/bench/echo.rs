@@ -67,7 +67,9 @@ pub fn connect_echo(
     };
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .map_err(io("connecting to the echo server"))?;
-    stream.set_nodelay(true).map_err(io("setting TCP_NODELAY"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(io("setting TCP_NODELAY"))?;
     let read_half = stream.try_clone().map_err(io("cloning the socket"))?;
     read_half
         .set_read_timeout(Some(Duration::from_millis(constants::BENCH_READ_POLL_MS)))

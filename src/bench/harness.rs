@@ -149,14 +149,8 @@ fn measure(config: &BenchConfig, venue: Option<&mut Venue>) -> Result<BenchRepor
     let start = Instant::now() + Duration::from_millis(200 + 20 * plan.sessions as u64);
     let mut events = Vec::new();
     let baton = std::thread::scope(|scope| {
-        let handle = scope.spawn(|| {
-            load::run(
-                &plan,
-                start,
-                &|n| load::connect_fix(&target, n),
-                &progress,
-            )
-        });
+        let handle =
+            scope.spawn(|| load::run(&plan, start, &|n| load::connect_fix(&target, n), &progress));
         if let Some(venue) = venue {
             events = drive_events(config, venue, start, &bar, &progress);
         }
@@ -458,7 +452,11 @@ impl Venue {
     }
 
     fn status(&self) -> Result<Status, BenchError> {
-        match client::request(self.control, &ControlRequest::Status, Duration::from_secs(10)) {
+        match client::request(
+            self.control,
+            &ControlRequest::Status,
+            Duration::from_secs(10),
+        ) {
             Ok(ControlReply::Status(status)) => Ok(status),
             Ok(other) => Err(BenchError::Venue(format!("status: {other:?}"))),
             Err(error) => Err(BenchError::Venue(format!("status: {error}"))),
@@ -539,7 +537,10 @@ fn wait_for_path(path: &Path) -> Result<(), BenchError> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !path.exists() {
         if Instant::now() > deadline {
-            return Err(BenchError::Venue(format!("{} never appeared", path.display())));
+            return Err(BenchError::Venue(format!(
+                "{} never appeared",
+                path.display()
+            )));
         }
         std::thread::sleep(Duration::from_millis(10));
     }

@@ -470,7 +470,9 @@ pub fn connect_fix(target: &FixTarget, n: usize) -> Result<Connection, LoadError
     let sender = format!("{}{}", target.sender_prefix, n + 1);
     let stream = TcpStream::connect_timeout(&target.addr, Duration::from_secs(5))
         .map_err(io(format!("connecting {sender} to {}", target.addr)))?;
-    stream.set_nodelay(true).map_err(io("setting TCP_NODELAY"))?;
+    stream
+        .set_nodelay(true)
+        .map_err(io("setting TCP_NODELAY"))?;
     let read_half = stream.try_clone().map_err(io("cloning the socket"))?;
     let mut wire = FixWire {
         stream,
@@ -496,9 +498,7 @@ pub fn connect_fix(target: &FixTarget, n: usize) -> Result<Connection, LoadError
     };
     tap.await_logon(&sender)?;
     tap.stream
-        .set_read_timeout(Some(Duration::from_millis(
-            constants::BENCH_READ_POLL_MS,
-        )))
+        .set_read_timeout(Some(Duration::from_millis(constants::BENCH_READ_POLL_MS)))
         .map_err(io("setting the read timeout"))?;
     Ok((Box::new(wire), Box::new(tap)))
 }

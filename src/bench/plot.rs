@@ -86,7 +86,11 @@ fn polyline(svg: &mut String, points: &[(f64, f64)], color: &str, dashed: bool) 
     for (x, y) in points {
         let _ = write!(path, "{x:.1},{y:.1} ");
     }
-    let dash = if dashed { r#" stroke-dasharray="6 4""# } else { "" };
+    let dash = if dashed {
+        r#" stroke-dasharray="6 4""#
+    } else {
+        ""
+    };
     let _ = writeln!(
         svg,
         r#"<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.5"{dash}/>"#
@@ -97,7 +101,11 @@ fn legend(svg: &mut String, entries: &[(&str, &str, bool)]) {
     for (i, (name, color, dashed)) in entries.iter().enumerate() {
         let y = TOP + 20.0 + i as f64 * 20.0;
         let x = WIDTH - RIGHT + 12.0;
-        let dash = if *dashed { r#" stroke-dasharray="6 4""# } else { "" };
+        let dash = if *dashed {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
         let _ = writeln!(
             svg,
             r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="2"{dash}/><text x="{}" y="{}" font-size="12">{name}</text>"#,
@@ -146,14 +154,26 @@ pub fn over_time(report: &BenchReport) -> String {
         );
     }
     let line = |series: &[SeriesPoint], value: fn(&SeriesPoint) -> u64| -> Vec<(f64, f64)> {
-        series
-            .iter()
-            .map(|p| (x(p.at_ms), y.y(value(p))))
-            .collect()
+        series.iter().map(|p| (x(p.at_ms), y.y(value(p)))).collect()
     };
-    polyline(&mut svg, &line(&report.series, |p| p.p50_us), "#1f77b4", false);
-    polyline(&mut svg, &line(&report.series, |p| p.p99_us), "#ff7f0e", false);
-    polyline(&mut svg, &line(&report.series, |p| p.max_us), "#d62728", false);
+    polyline(
+        &mut svg,
+        &line(&report.series, |p| p.p50_us),
+        "#1f77b4",
+        false,
+    );
+    polyline(
+        &mut svg,
+        &line(&report.series, |p| p.p99_us),
+        "#ff7f0e",
+        false,
+    );
+    polyline(
+        &mut svg,
+        &line(&report.series, |p| p.max_us),
+        "#d62728",
+        false,
+    );
     polyline(
         &mut svg,
         &line(&report.baseline_series, |p| p.p99_us),
@@ -205,9 +225,8 @@ pub fn percentiles(report: &BenchReport) -> String {
         let v = (1.0 / (1.0 - p)).log10() - 2f64.log10();
         LEFT + (WIDTH - LEFT - RIGHT) * v / (decades - 2f64.log10())
     };
-    let latency = |m: &super::report::Latency| {
-        [m.p50_us, m.p90_us, m.p99_us, m.p99_9_us, m.p99_99_us]
-    };
+    let latency =
+        |m: &super::report::Latency| [m.p50_us, m.p90_us, m.p99_us, m.p99_9_us, m.p99_99_us];
     let baton = latency(&report.baton.latency);
     let echo = latency(&report.baseline.latency);
     let y = LogY::new(baton.iter().chain(&echo).copied().max().unwrap_or(10));
@@ -231,7 +250,10 @@ pub fn percentiles(report: &BenchReport) -> String {
     polyline(&mut svg, &points(echo), "#7f7f7f", true);
     legend(
         &mut svg,
-        &[("baton", "#1f77b4", false), ("echo baseline", "#7f7f7f", true)],
+        &[
+            ("baton", "#1f77b4", false),
+            ("echo baseline", "#7f7f7f", true),
+        ],
     );
     svg.push_str("</svg>\n");
     svg
