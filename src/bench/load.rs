@@ -558,7 +558,7 @@ impl Wire for FixWire {
             Kind::Cancel | Kind::Replace if self.resting.len() < 2 => Kind::New,
             other => other,
         };
-        let side = if self.rng.next_u64() % 2 == 0 {
+        let side = if self.rng.next_u64().is_multiple_of(2) {
             b'1'
         } else {
             b'2'
