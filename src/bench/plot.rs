@@ -1,260 +1,195 @@
-//! The bench's plots, as small SVG files next to `report.json`: (a) latency over time with
-//! switch and kill events marked, (b) the percentile distribution of baton and the baseline.
-//!
-//! Written by hand rather than with `plotters`: both plots are a few polylines on fixed axes,
-//! and this keeps the bench free of a plotting stack. Moving to `plotters` (svg_backend,
-//! line_series, no default features) is the way to go if the plots grow.
+//! The bench's plots, as SVG files next to `report.json`: (a) latency over time with switch and
+//! kill events marked, so a blip can be seen against steady load; (b) latency by percentile for
+//! baton and the same-run baseline, so the shape of the tail compares at a glance.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
-use super::report::{BenchReport, SeriesPoint};
+use plotters::prelude::*;
 
-const WIDTH: f64 = 900.0;
-const HEIGHT: f64 = 480.0;
-const LEFT: f64 = 80.0;
-const RIGHT: f64 = 160.0;
-const TOP: f64 = 40.0;
-const BOTTOM: f64 = 60.0;
+use super::report::{BenchReport, Latency, SeriesPoint};
+
+/// Why a plot or the report file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// Writing a file failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The plotting library failed to draw.
+    #[error("drawing {file}: {reason}")]
+    Draw {
+        /// The plot being drawn.
+        file: String,
+        /// What the library said.
+        reason: String,
+    },
+}
+
+const SIZE: (u32, u32) = (900, 480);
 
 /// Writes `report.json`, `latency_over_time.svg` and `percentiles.svg` into `dir`.
-pub fn write_all(report: &BenchReport, dir: &Path) -> std::io::Result<()> {
+pub fn write_all(report: &BenchReport, dir: &Path) -> Result<(), PlotError> {
     std::fs::create_dir_all(dir)?;
     let json = serde_json::to_vec_pretty(report).map_err(std::io::Error::other)?;
     std::fs::write(dir.join("report.json"), json)?;
-    std::fs::write(dir.join("latency_over_time.svg"), over_time(report))?;
-    std::fs::write(dir.join("percentiles.svg"), percentiles(report))?;
+    let draw = |file: &str| {
+        let file = file.to_string();
+        move |e: Box<dyn std::error::Error>| PlotError::Draw {
+            file,
+            reason: e.to_string(),
+        }
+    };
+    over_time(report, &dir.join("latency_over_time.svg")).map_err(draw("latency_over_time.svg"))?;
+    percentiles(report, &dir.join("percentiles.svg")).map_err(draw("percentiles.svg"))?;
     Ok(())
 }
 
-/// A log10 y axis from 1 µs to the next power of ten above `max`.
-struct LogY {
-    decades: f64,
-}
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
-impl LogY {
-    fn new(max: u64) -> LogY {
-        LogY {
-            decades: (max.max(10) as f64).log10().ceil(),
-        }
-    }
+/// One line of the time-series plot: name, colour, the series and which value of it.
+type Line<'a> = (
+    &'a str,
+    RGBColor,
+    &'a [SeriesPoint],
+    fn(&SeriesPoint) -> u64,
+);
 
-    fn y(&self, value: u64) -> f64 {
-        let v = (value.max(1) as f64).log10() / self.decades;
-        TOP + (HEIGHT - TOP - BOTTOM) * (1.0 - v)
-    }
-
-    fn draw(&self, svg: &mut String) {
-        for d in 0..=self.decades as u32 {
-            let y = self.y(10u64.pow(d));
-            let _ = writeln!(
-                svg,
-                r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end" font-size="12">{}</text>"##,
-                WIDTH - RIGHT,
-                LEFT - 6.0,
-                y + 4.0,
-                format_us(10u64.pow(d))
-            );
-        }
-    }
-}
-
-fn format_us(us: u64) -> String {
-    match us {
-        0..=999 => format!("{us} µs"),
-        1_000..=999_999 => format!("{} ms", us / 1_000),
-        _ => format!("{} s", us / 1_000_000),
-    }
-}
-
-fn header(svg: &mut String, title: &str, x_label: &str) {
-    let _ = writeln!(
-        svg,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/><text x="{:.1}" y="24" text-anchor="middle" font-size="16">{title}</text><text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="13">{x_label}</text><text x="16" y="{:.1}" font-size="13" transform="rotate(-90 16 {:.1})" text-anchor="middle">latency (log scale)</text><rect x="{LEFT}" y="{TOP}" width="{:.1}" height="{:.1}" fill="none" stroke="#888"/>"##,
-        WIDTH / 2.0,
-        (LEFT + WIDTH - RIGHT) / 2.0,
-        HEIGHT - 16.0,
-        HEIGHT / 2.0,
-        HEIGHT / 2.0,
-        WIDTH - LEFT - RIGHT,
-        HEIGHT - TOP - BOTTOM,
-    );
-}
-
-fn polyline(svg: &mut String, points: &[(f64, f64)], color: &str, dashed: bool) {
-    let mut path = String::new();
-    for (x, y) in points {
-        let _ = write!(path, "{x:.1},{y:.1} ");
-    }
-    let dash = if dashed {
-        r#" stroke-dasharray="6 4""#
-    } else {
-        ""
-    };
-    let _ = writeln!(
-        svg,
-        r#"<polyline points="{path}" fill="none" stroke="{color}" stroke-width="1.5"{dash}/>"#
-    );
-}
-
-fn legend(svg: &mut String, entries: &[(&str, &str, bool)]) {
-    for (i, (name, color, dashed)) in entries.iter().enumerate() {
-        let y = TOP + 20.0 + i as f64 * 20.0;
-        let x = WIDTH - RIGHT + 12.0;
-        let dash = if *dashed {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{color}" stroke-width="2"{dash}/><text x="{}" y="{}" font-size="12">{name}</text>"#,
-            x + 24.0,
-            x + 30.0,
-            y + 4.0
-        );
-    }
-}
-
-/// Latency per time bucket (p50, p99, max) for baton and the baseline's p99, events as lines.
-pub fn over_time(report: &BenchReport) -> String {
-    let mut svg = String::new();
-    header(
-        &mut svg,
-        &format!(
-            "latency over time: {} sessions, {} orders/s",
-            report.sessions, report.rate_per_s
+/// Latency per time bucket (baton p50, p99, max; echo p99), events as vertical lines.
+fn over_time(report: &BenchReport, path: &Path) -> DrawResult {
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let all = || report.series.iter().chain(&report.baseline_series);
+    let end_s = all().map(|p| p.at_ms).max().unwrap_or(0) as f64 / 1_000.0 + 0.1;
+    let top_us = all().map(|p| p.max_us).max().unwrap_or(10).max(10) as f64 * 2.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!(
+                "latency over time: {} sessions, {} orders/s",
+                report.sessions, report.rate_per_s
+            ),
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(0f64..end_s, (1f64..top_us).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("seconds since start (by intended send time)")
+        .y_desc("latency, µs (log)")
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()?;
+    let lines: [Line<'_>; 4] = [
+        ("baton p50", BLUE, &report.series, |p| p.p50_us),
+        ("baton p99", RGBColor(255, 127, 14), &report.series, |p| {
+            p.p99_us
+        }),
+        ("baton max", RED, &report.series, |p| p.max_us),
+        (
+            "echo p99",
+            RGBColor(127, 127, 127),
+            &report.baseline_series,
+            |p| p.p99_us,
         ),
-        "seconds since start (by intended send time)",
-    );
-    let max = report
-        .series
-        .iter()
-        .chain(&report.baseline_series)
-        .map(|p| p.max_us)
-        .max()
-        .unwrap_or(10);
-    let y = LogY::new(max);
-    y.draw(&mut svg);
-    let end_ms = report
-        .series
-        .iter()
-        .chain(&report.baseline_series)
-        .map(|p| p.at_ms)
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let x = |ms: u64| LEFT + (WIDTH - LEFT - RIGHT) * ms as f64 / end_ms as f64;
-    for s in 0..=end_ms / 1_000 {
-        let _ = writeln!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12">{s}</text>"#,
-            x(s * 1_000),
-            HEIGHT - BOTTOM + 16.0
-        );
+    ];
+    for (name, color, series, value) in lines {
+        chart
+            .draw_series(LineSeries::new(
+                series
+                    .iter()
+                    .map(|p| (p.at_ms as f64 / 1_000.0, value(p).max(1) as f64)),
+                color.stroke_width(2),
+            ))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
-    let line = |series: &[SeriesPoint], value: fn(&SeriesPoint) -> u64| -> Vec<(f64, f64)> {
-        series.iter().map(|p| (x(p.at_ms), y.y(value(p)))).collect()
-    };
-    polyline(
-        &mut svg,
-        &line(&report.series, |p| p.p50_us),
-        "#1f77b4",
-        false,
-    );
-    polyline(
-        &mut svg,
-        &line(&report.series, |p| p.p99_us),
-        "#ff7f0e",
-        false,
-    );
-    polyline(
-        &mut svg,
-        &line(&report.series, |p| p.max_us),
-        "#d62728",
-        false,
-    );
-    polyline(
-        &mut svg,
-        &line(&report.baseline_series, |p| p.p99_us),
-        "#7f7f7f",
-        true,
-    );
+    let green = RGBColor(44, 160, 44);
     for event in &report.events {
-        let ex = x(event.at_ms);
-        let _ = writeln!(
-            svg,
-            r##"<line x1="{ex:.1}" y1="{TOP}" x2="{ex:.1}" y2="{:.1}" stroke="#2ca02c" stroke-dasharray="3 3"/><text x="{:.1}" y="{:.1}" font-size="11" fill="#2ca02c">{}</text>"##,
-            HEIGHT - BOTTOM,
-            ex + 3.0,
-            TOP + 12.0,
-            event.kind
-        );
+        let x = event.at_ms as f64 / 1_000.0;
+        chart.draw_series(std::iter::once(PathElement::new(
+            vec![(x, 1.0), (x, top_us)],
+            green.stroke_width(1),
+        )))?;
+        chart.draw_series(std::iter::once(Text::new(
+            event.kind.clone(),
+            (x, top_us / 2.0),
+            ("sans-serif", 12).into_font().color(&green),
+        )))?;
     }
-    legend(
-        &mut svg,
-        &[
-            ("baton p50", "#1f77b4", false),
-            ("baton p99", "#ff7f0e", false),
-            ("baton max", "#d62728", false),
-            ("echo p99", "#7f7f7f", true),
-            ("switch / kill", "#2ca02c", true),
-        ],
-    );
-    svg.push_str("</svg>\n");
-    svg
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
+    Ok(())
 }
 
-/// Latency against percentile, x as 1/(1-p) on a log scale (50%, 90%, 99%... equally spaced).
-pub fn percentiles(report: &BenchReport) -> String {
-    let mut svg = String::new();
-    header(
-        &mut svg,
-        "latency by percentile: baton and the same-run echo baseline",
-        "percentile",
-    );
-    let steps = [
-        (0.5, "50%"),
-        (0.9, "90%"),
-        (0.99, "99%"),
-        (0.999, "99.9%"),
-        (0.9999, "99.99%"),
-    ];
-    let decades = 4.0 + 0.301;
-    let x = |p: f64| {
-        let v = (1.0 / (1.0 - p)).log10() - 2f64.log10();
-        LEFT + (WIDTH - LEFT - RIGHT) * v / (decades - 2f64.log10())
-    };
-    let latency =
-        |m: &super::report::Latency| [m.p50_us, m.p90_us, m.p99_us, m.p99_9_us, m.p99_99_us];
-    let baton = latency(&report.baton.latency);
-    let echo = latency(&report.baseline.latency);
-    let y = LogY::new(baton.iter().chain(&echo).copied().max().unwrap_or(10));
-    y.draw(&mut svg);
-    for (p, label) in steps {
-        let _ = writeln!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle" font-size="12">{label}</text>"#,
-            x(p),
-            HEIGHT - BOTTOM + 16.0
-        );
-    }
-    let points = |values: [u64; 5]| -> Vec<(f64, f64)> {
-        steps
+/// Latency against percentile, x as 1/(1-p) on a log scale so 90%, 99%, 99.9%... are equally
+/// spaced.
+fn percentiles(report: &BenchReport, path: &Path) -> DrawResult {
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    root.fill(&WHITE)?;
+    let quantiles = [0.5, 0.9, 0.99, 0.999, 0.9999];
+    let values = |l: &Latency| [l.p50_us, l.p90_us, l.p99_us, l.p99_9_us, l.p99_99_us];
+    let baton = values(&report.baton.latency);
+    let echo = values(&report.baseline.latency);
+    let top_us = baton
+        .iter()
+        .chain(&echo)
+        .copied()
+        .max()
+        .unwrap_or(10)
+        .max(10) as f64
+        * 2.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            "latency by percentile: baton and the same-run echo baseline",
+            ("sans-serif", 18),
+        )
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((1.5f64..20_000f64).log_scale(), (1f64..top_us).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("latency, µs (log)")
+        .x_label_formatter(&|x| percent((1.0 - 1.0 / x) * 100.0))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()?;
+    for (name, color, values) in [
+        ("baton", BLUE, baton),
+        ("echo baseline", RGBColor(127, 127, 127), echo),
+    ] {
+        let points: Vec<(f64, f64)> = quantiles
             .iter()
             .zip(values)
-            .map(|(&(p, _), v)| (x(p), y.y(v)))
-            .collect()
-    };
-    polyline(&mut svg, &points(baton), "#1f77b4", false);
-    polyline(&mut svg, &points(echo), "#7f7f7f", true);
-    legend(
-        &mut svg,
-        &[
-            ("baton", "#1f77b4", false),
-            ("echo baseline", "#7f7f7f", true),
-        ],
-    );
-    svg.push_str("</svg>\n");
-    svg
+            .map(|(&q, v)| (1.0 / (1.0 - q), v.max(1) as f64))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+        chart.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 3, color.filled())),
+        )?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// `99.9%` rather than `99.90000000000001%`.
+fn percent(value: f64) -> String {
+    let text = format!("{value:.3}");
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}%")
 }
