@@ -87,6 +87,13 @@ fn placement() -> String {
 
 /// Runs the bench and reports what it measured.
 pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
+    if config.external.is_some() && (config.switch_every.is_some() || !config.kill_at.is_empty()) {
+        return Err(BenchError::Venue(
+            "--switch-every and --kill-at need the bench's own venue (no --target): the bench \
+             can only switch and kill engines it started"
+                .into(),
+        ));
+    }
     let mut venue = match &config.external {
         Some(_) => None,
         None => Some(Venue::start(config)?),

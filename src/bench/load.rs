@@ -213,6 +213,9 @@ pub enum Event {
     },
     /// An answer seen twice (same ExecID).
     Duplicate,
+    /// An order or cancel refused (ExecType Rejected, OrderCancelReject, a session or business
+    /// reject): still an answer, but many of them mean the load is not what the mix says.
+    Refused,
     /// An inbound sequence number skipped.
     Gap,
     /// The acceptor logged us out.
@@ -248,6 +251,8 @@ pub struct LoadResult {
     pub missing: u64,
     /// Answers that came twice.
     pub duplicates: u64,
+    /// Orders and cancels the acceptor refused.
+    pub refused: u64,
     /// Inbound sequence gaps.
     pub gaps: u64,
     /// Sessions that lost their connection or were logged out.
@@ -305,6 +310,7 @@ pub fn run(
         answered: 0,
         missing: 0,
         duplicates: 0,
+        refused: 0,
         gaps: 0,
         disconnects: 0,
         elapsed: Duration::ZERO,
@@ -322,6 +328,7 @@ pub fn run(
         result.answered += session.answered;
         result.missing += session.orders.saturating_sub(session.answered);
         result.duplicates += session.duplicates;
+        result.refused += session.refused;
         result.gaps += session.gaps;
         result.disconnects += u64::from(session.disconnected || write_failed);
         end = end.max(session.last_answer);
@@ -374,6 +381,7 @@ struct SessionTally {
     orders: u64,
     answered: u64,
     duplicates: u64,
+    refused: u64,
     gaps: u64,
     disconnected: bool,
     last_answer: Instant,
@@ -397,6 +405,7 @@ fn read_loop(
         orders: 0,
         answered: 0,
         duplicates: 0,
+        refused: 0,
         gaps: 0,
         disconnected: false,
         last_answer: start,
@@ -446,6 +455,7 @@ fn read_loop(
                     }
                 }
                 Event::Duplicate => tally.duplicates += 1,
+                Event::Refused => tally.refused += 1,
                 Event::Gap => tally.gaps += 1,
                 Event::Logout => tally.disconnected = true,
             }
@@ -722,9 +732,19 @@ impl FixTap {
                     events.push(Event::Duplicate);
                     return;
                 }
+                if message.get(150) == Some(b"8") {
+                    events.push(Event::Refused);
+                }
                 matches!(message.get(150), Some(b"0" | b"5" | b"8"))
             }
-            msg_type::ORDER_CANCEL_REJECT => true,
+            msg_type::ORDER_CANCEL_REJECT => {
+                events.push(Event::Refused);
+                true
+            }
+            msg_type::BUSINESS_MESSAGE_REJECT | msg_type::REJECT => {
+                events.push(Event::Refused);
+                return;
+            }
             msg_type::LOGOUT => {
                 events.push(Event::Logout);
                 return;

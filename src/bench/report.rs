@@ -93,6 +93,9 @@ pub struct Measurement {
     pub missing: u64,
     /// Answers received twice.
     pub duplicates: u64,
+    /// Orders and cancels refused (a cancel of an order a crossing order already filled is
+    /// refused legitimately; many refusals mean the load is not the mix asked for).
+    pub refused: u64,
     /// Inbound sequence gaps.
     pub gaps: u64,
     /// Sessions disconnected or logged out.
@@ -114,6 +117,7 @@ impl Measurement {
             answered: result.answered,
             missing: result.missing,
             duplicates: result.duplicates,
+            refused: result.refused,
             gaps: result.gaps,
             disconnects: result.disconnects,
         }
@@ -268,8 +272,8 @@ impl BenchReport {
         let b = &self.baton;
         let _ = writeln!(
             out,
-            "\norders {}  answered {}  missing {}  duplicates {}  gaps {}  disconnects {}",
-            b.orders, b.answered, b.missing, b.duplicates, b.gaps, b.disconnects
+            "\norders {}  answered {}  refused {}  missing {}  duplicates {}  gaps {}  disconnects {}",
+            b.orders, b.answered, b.refused, b.missing, b.duplicates, b.gaps, b.disconnects
         );
         if !self.events.is_empty() {
             let _ = writeln!(out, "steady p99    {} µs", self.steady_p99_us);
