@@ -101,6 +101,10 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     let result = measure(config, venue.as_mut());
     if let Some(venue) = venue.as_mut() {
         venue.stop();
+        // Stores and journals of a clean run are only bulk; a failed run keeps them to look at.
+        if result.as_ref().is_ok_and(BenchReport::complete) {
+            let _ = std::fs::remove_dir_all(&config.dir);
+        }
     }
     result
 }

@@ -804,3 +804,39 @@ pub fn order_size_bytes() -> usize {
         .str(44, "99.05");
     encoder.finish().len()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_parses_and_picks_by_weight() {
+        let mix: Mix = "new=2,cancel=1,replace=0,cross=1".parse().expect("mix");
+        let kinds: Vec<Kind> = (0..4).map(|r| mix.pick(r)).collect();
+        assert_eq!(kinds, [Kind::New, Kind::New, Kind::Cancel, Kind::Cross]);
+        assert!("new=1,sell=2".parse::<Mix>().is_err());
+        assert!("new=0".parse::<Mix>().is_err());
+        assert!("new".parse::<Mix>().is_err());
+    }
+
+    #[test]
+    fn schedule_spreads_sessions_evenly() {
+        let plan = Plan {
+            sessions: 4,
+            rate_per_s: 1_000,
+            duration: Duration::from_secs(1),
+            mix: Mix::default(),
+            drain: Duration::ZERO,
+        };
+        // 1 000/s over 4 sessions: each sends every 4 ms, offset by 1 ms from the previous.
+        assert_eq!(plan.orders_per_session(), 250);
+        assert_eq!(plan.intended_ns(0, 1), 4_000_000);
+        assert_eq!(plan.intended_ns(3, 0), 3_000_000);
+        let plan = &plan;
+        let mut all: Vec<u64> = (0..4)
+            .flat_map(|n| (0..250).map(move |k| plan.intended_ns(n, k)))
+            .collect();
+        all.sort_unstable();
+        assert!(all.windows(2).all(|w| w[1] - w[0] == 1_000_000));
+    }
+}

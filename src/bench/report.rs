@@ -297,3 +297,38 @@ impl BenchReport {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_buckets_by_intended_time() {
+        let samples = [(0, 10), (50_000, 30), (99_999, 20), (250_000, 7)];
+        let points = series(&samples);
+        assert_eq!(points.len(), 2);
+        assert_eq!((points[0].at_ms, points[0].orders), (0, 3));
+        assert_eq!((points[0].p50_us, points[0].max_us), (20, 30));
+        assert_eq!((points[1].at_ms, points[1].max_us), (200, 7));
+    }
+
+    #[test]
+    fn worst_around_looks_just_before_and_after_an_event() {
+        let samples = [(0, 500), (950_000, 40), (2_000_000, 90), (3_000_000, 900)];
+        assert_eq!(worst_around(&samples, 1_000), 90);
+    }
+
+    #[test]
+    fn ratios_skip_an_empty_baseline() {
+        let a = Latency {
+            p50_us: 30,
+            ..Latency::default()
+        };
+        let b = Latency {
+            p50_us: 20,
+            ..Latency::default()
+        };
+        assert_eq!(a.ratio_to(&b).p50, 1.5);
+        assert_eq!(a.ratio_to(&b).p99, 0.0);
+    }
+}
