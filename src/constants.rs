@@ -359,3 +359,21 @@ pub const ENGINE_WRITE_TIMEOUT_MS: u64 = 1_000;
 /// Longest a write to a counterparty may block before the connection is dropped: far beyond any
 /// healthy peer's socket buffer drain, short enough that a stuck peer does not pin memory.
 pub const CONNECTION_WRITE_TIMEOUT_MS: u64 = 5_000;
+
+// ----- Bench
+
+/// Largest latency the bench histograms hold, µs: a minute, far beyond any failover timeout, so
+/// even an order answered after a stalled switch is recorded instead of clipped.
+pub const BENCH_LATENCY_MAX_US: u64 = 60_000_000;
+
+/// How long a bench reader blocks before checking whether its session is done. Only bounds how
+/// late a finished run notices it is finished; answers wake the reader at once.
+pub const BENCH_READ_POLL_MS: u64 = 100;
+
+/// Width of one point of the bench time series, ms: fine enough to show a switch's blip, coarse
+/// enough that each point holds hundreds of orders at the default rate.
+pub const BENCH_SERIES_BUCKET_MS: u64 = 100;
+
+/// Window after a switch or kill in which the bench looks for its worst latency, ms: covers the
+/// failover timeout of the bench venue (1 s) plus the queue it leaves behind.
+pub const BENCH_EVENT_WINDOW_MS: u64 = 1_500;

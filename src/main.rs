@@ -50,6 +50,43 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Measure latency under open-loop load, as ratios to a same-run TCP echo baseline: against
+    /// a venue the bench starts (two engines and a gateway) or any FIX 4.4 acceptor.
+    Bench {
+        /// Concurrent FIX sessions.
+        #[arg(long, default_value_t = 1)]
+        sessions: usize,
+        /// Orders per second across all sessions.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        /// Seconds of load.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Order mix weights.
+        #[arg(long, default_value = "new=70,cancel=10,replace=10,cross=10")]
+        mix: String,
+        /// Switch authority (then roll back, alternately) every S seconds; own venue only.
+        #[arg(long)]
+        switch_every: Option<f64>,
+        /// SIGKILL the authoritative engine at S seconds (repeatable); own venue only.
+        #[arg(long = "kill-at")]
+        kill_at: Vec<f64>,
+        /// Measure this FIX acceptor instead of starting a venue.
+        #[arg(long)]
+        target: Option<std::net::SocketAddr>,
+        /// SenderCompID prefix with --target (sessions are PREFIX1..N).
+        #[arg(long, default_value = "TRADER")]
+        sender: String,
+        /// The acceptor's CompID with --target.
+        #[arg(long, default_value = "BATON")]
+        target_comp_id: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Write report.json and the SVG plots here; the venue's scratch files go in DIR/venue.
+        #[arg(long, default_value = "var/bench")]
+        out: PathBuf,
+    },
     /// Run the FIX gateway: acceptor, session layer, sequencer, journal and outbox.
     Gateway {
         /// Config file; without it the embedded default (deploy/baton.toml) is used.
@@ -171,6 +208,50 @@ fn main() -> anyhow::Result<()> {
             }
             if !report.ok() {
                 bail!("the demo saw a problem");
+            }
+            Ok(())
+        }
+        Command::Bench {
+            sessions,
+            rate,
+            duration,
+            mix,
+            switch_every,
+            kill_at,
+            target,
+            sender,
+            target_comp_id,
+            json,
+            out,
+        } => {
+            let secs = |s: f64| Duration::from_secs_f64(s.max(0.0));
+            let config = baton::bench::harness::BenchConfig {
+                program: std::env::current_exe().context("locating the baton binary")?,
+                dir: out.join("venue"),
+                external: target.map(|addr| baton::bench::harness::External {
+                    addr,
+                    sender_prefix: sender,
+                    target_comp_id,
+                }),
+                sessions,
+                rate_per_s: rate,
+                duration: secs(duration),
+                mix: mix.parse()?,
+                switch_every: switch_every.map(secs),
+                kill_at: kill_at.into_iter().map(secs).collect(),
+                progress_bar: !json,
+            };
+            let report = baton::bench::harness::run(&config)?;
+            baton::bench::plot::write_all(&report, &out)
+                .with_context(|| format!("writing plots to {}", out.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.render());
+                eprintln!("report and plots in {}", out.display());
+            }
+            if !report.complete() {
+                bail!("orders were lost, duplicated or disconnected");
             }
             Ok(())
         }

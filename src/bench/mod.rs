@@ -2,4 +2,9 @@
 //! anything here. [`initiator`] is the FIX client the integration tests and `baton bench` share.
 
 pub mod demo;
+pub mod echo;
+pub mod harness;
 pub mod initiator;
+pub mod load;
+pub mod plot;
+pub mod report;

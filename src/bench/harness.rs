@@ -1,0 +1,559 @@
+//! `baton bench`: starts a venue of real processes (or targets any FIX 4.4 acceptor), measures
+//! the echo baseline and then baton under the same open-loop load, drives switches and engine
+//! kills during the run, and assembles the [`BenchReport`].
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::echo::{self, EchoServer};
+use super::load::{self, FixTarget, LoadError, Mix, Plan, Progress};
+use super::report::{self, BenchReport, EventReport, Measurement};
+use crate::control::api::{ControlReply, ControlRequest, EngineRole, Status};
+use crate::control::client;
+
+/// Why the bench could not run (as opposed to what it measured).
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The load generator failed to set up.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A process or file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The venue did not come up or answer as expected.
+    #[error("{0}")]
+    Venue(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Io { what, source }
+}
+
+/// An existing FIX acceptor to measure instead of a venue started by the bench.
+#[derive(Clone, Debug)]
+pub struct External {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// SenderCompID prefix; session n is this followed by n+1.
+    pub sender_prefix: String,
+    /// Its CompID.
+    pub target_comp_id: String,
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct BenchConfig {
+    /// The `baton` binary to start the venue with (the bench's own, or a test's).
+    pub program: PathBuf,
+    /// Scratch directory for the venue.
+    pub dir: PathBuf,
+    /// Measure this acceptor instead of starting a venue.
+    pub external: Option<External>,
+    /// Concurrent sessions.
+    pub sessions: usize,
+    /// Orders per second across sessions.
+    pub rate_per_s: u64,
+    /// Scheduled load time.
+    pub duration: Duration,
+    /// Order mix.
+    pub mix: Mix,
+    /// Switch (then roll back, alternately) this often; own venue only.
+    pub switch_every: Option<Duration>,
+    /// SIGKILL the authoritative engine at these offsets; own venue only.
+    pub kill_at: Vec<Duration>,
+    /// Draw a progress bar on stderr.
+    pub progress_bar: bool,
+}
+
+/// How client threads are placed; printed with every report so numbers are read in context.
+fn placement() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "{cores} cores; no pinning; per session one writer thread (sleeps to each intended send) \
+         and one reader thread (blocking read), same threads for baton and echo"
+    )
+}
+
+/// Runs the bench and reports what it measured.
+pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
+    if config.external.is_some() && (config.switch_every.is_some() || !config.kill_at.is_empty()) {
+        return Err(BenchError::Venue(
+            "--switch-every and --kill-at need the bench's own venue (no --target): the bench \
+             can only switch and kill engines it started"
+                .into(),
+        ));
+    }
+    let mut venue = match &config.external {
+        Some(_) => None,
+        None => Some(Venue::start(config)?),
+    };
+    let result = measure(config, venue.as_mut());
+    if let Some(venue) = venue.as_mut() {
+        venue.stop();
+        // Stores and journals of a clean run are only bulk; a failed run keeps them to look at.
+        if result.as_ref().is_ok_and(BenchReport::complete) {
+            let _ = std::fs::remove_dir_all(&config.dir);
+        }
+    }
+    result
+}
+
+fn measure(config: &BenchConfig, venue: Option<&mut Venue>) -> Result<BenchReport, BenchError> {
+    let plan = Plan {
+        sessions: config.sessions.max(1),
+        rate_per_s: config.rate_per_s.max(1),
+        duration: config.duration,
+        mix: config.mix,
+        drain: Duration::from_secs(10),
+    };
+    let payload_bytes = load::order_size_bytes();
+
+    // The baseline first, same plan and client machinery.
+    let server = EchoServer::start()?;
+    let progress = Arc::new(Progress::default());
+    let bar = ProgressBar::new(config, "echo", &plan);
+    let start = Instant::now() + Duration::from_millis(200);
+    let echo_addr = server.addr;
+    let baseline = std::thread::scope(|scope| {
+        let handle = scope.spawn(|| {
+            load::run(
+                &plan,
+                start,
+                &|n| echo::connect_echo(echo_addr, payload_bytes, n),
+                &progress,
+            )
+        });
+        bar.follow(&progress, &handle);
+        handle.join().map_err(|_| LoadError::Panicked)?
+    })?;
+    bar.finish();
+
+    let target = match (&config.external, &venue) {
+        (Some(external), _) => FixTarget {
+            addr: external.addr,
+            sender_prefix: external.sender_prefix.clone(),
+            target_comp_id: external.target_comp_id.clone(),
+            symbol: "AAPL".into(),
+        },
+        (None, Some(venue)) => FixTarget {
+            addr: venue.fix_addr,
+            sender_prefix: "TRADER".into(),
+            target_comp_id: "BATON".into(),
+            symbol: "AAPL".into(),
+        },
+        (None, None) => return Err(BenchError::Venue("no venue".into())),
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = ProgressBar::new(config, "baton", &plan);
+    // Sessions log on before the schedule starts; give 50 sessions time to do so.
+    let start = Instant::now() + Duration::from_millis(200 + 20 * plan.sessions as u64);
+    let mut events = Vec::new();
+    let baton = std::thread::scope(|scope| {
+        let handle =
+            scope.spawn(|| load::run(&plan, start, &|n| load::connect_fix(&target, n), &progress));
+        if let Some(venue) = venue {
+            events = drive_events(config, venue, start, &bar, &progress);
+        }
+        bar.follow(&progress, &handle);
+        handle.join().map_err(|_| LoadError::Panicked)?
+    })?;
+    bar.finish();
+
+    let steady: Vec<u64> = baton
+        .samples
+        .iter()
+        .filter(|&&(at, _)| {
+            !events.iter().any(|e: &EventReport| {
+                at + crate::constants::BENCH_SERIES_BUCKET_MS * 1_000 >= e.at_ms * 1_000
+                    && at <= (e.at_ms + crate::constants::BENCH_EVENT_WINDOW_MS) * 1_000
+            })
+        })
+        .map(|&(_, l)| l)
+        .collect();
+    let steady_p99_us = percentile(steady, 0.99);
+    for event in &mut events {
+        event.worst_us = report::worst_around(&baton.samples, event.at_ms);
+        event.worst_to_steady_p99 = if steady_p99_us == 0 {
+            0.0
+        } else {
+            (event.worst_us as f64 / steady_p99_us as f64 * 100.0).round() / 100.0
+        };
+    }
+    let baton_m = Measurement::of(&baton);
+    let baseline_m = Measurement::of(&baseline);
+    Ok(BenchReport {
+        target: match &config.external {
+            Some(external) => external.addr.to_string(),
+            None => "own venue: gateway + engines blue and green (child processes)".into(),
+        },
+        sessions: plan.sessions,
+        rate_per_s: plan.rate_per_s,
+        duration_s: plan.duration.as_secs_f64(),
+        mix: format!(
+            "new={},cancel={},replace={},cross={}",
+            plan.mix.new, plan.mix.cancel, plan.mix.replace, plan.mix.cross
+        ),
+        payload_bytes,
+        placement: placement(),
+        ratios: baton_m.latency.ratio_to(&baseline_m.latency),
+        baton: baton_m,
+        baseline: baseline_m,
+        steady_p99_us,
+        events,
+        series: report::series(&baton.samples),
+        baseline_series: report::series(&baseline.samples),
+    })
+}
+
+fn percentile(mut values: Vec<u64>, q: f64) -> u64 {
+    if values.is_empty() {
+        return 0;
+    }
+    values.sort_unstable();
+    values[((values.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Carries out the planned switches and kills while the load runs; returns what happened.
+fn drive_events(
+    config: &BenchConfig,
+    venue: &mut Venue,
+    start: Instant,
+    bar: &ProgressBar,
+    progress: &Progress,
+) -> Vec<EventReport> {
+    let mut planned: Vec<(Duration, bool)> = config.kill_at.iter().map(|&at| (at, true)).collect();
+    if let Some(every) = config.switch_every.filter(|d| !d.is_zero()) {
+        let mut at = every;
+        while at < config.duration {
+            planned.push((at, false));
+            at += every;
+        }
+    }
+    planned.sort();
+    let mut events = Vec::new();
+    let mut switches = 0;
+    for (at, kill) in planned {
+        if at >= config.duration {
+            continue;
+        }
+        let when = start + at;
+        let now = Instant::now();
+        if when > now {
+            // Keep the bar moving while waiting for the event.
+            while Instant::now() < when {
+                bar.update(progress);
+                std::thread::sleep(Duration::from_millis(50).min(when - Instant::now()));
+            }
+        }
+        let at_ms = Instant::now().saturating_duration_since(start).as_millis() as u64;
+        let (kind, detail) = if kill {
+            ("kill", venue.kill_authoritative())
+        } else {
+            let request = if switches % 2 == 0 {
+                ControlRequest::Switch
+            } else {
+                ControlRequest::Rollback
+            };
+            switches += 1;
+            let kind = if request == ControlRequest::Switch {
+                "switch"
+            } else {
+                "rollback"
+            };
+            let detail = match client::request(venue.control, &request, Duration::from_secs(30)) {
+                Ok(ControlReply::Switched(s)) => format!(
+                    "{} -> {} at input {}, pause {} µs",
+                    s.from, s.to, s.barrier_seq, s.pause_us
+                ),
+                Ok(ControlReply::Refused { reason }) => format!("refused: {reason}"),
+                Ok(other) => format!("unexpected reply: {other:?}"),
+                Err(error) => format!("failed: {error}"),
+            };
+            (kind, detail)
+        };
+        bar.println(&format!("{kind} at {at_ms} ms: {detail}"));
+        events.push(EventReport {
+            kind: kind.into(),
+            detail,
+            at_ms,
+            worst_us: 0,
+            worst_to_steady_p99: 0.0,
+        });
+    }
+    events
+}
+
+/// A progress bar on stderr, or nothing.
+struct ProgressBar(Option<indicatif::ProgressBar>);
+
+impl ProgressBar {
+    fn new(config: &BenchConfig, name: &str, plan: &Plan) -> ProgressBar {
+        if !config.progress_bar {
+            return ProgressBar(None);
+        }
+        let total = plan.rate_per_s * plan.duration.as_millis() as u64 / 1_000;
+        let bar = indicatif::ProgressBar::new(total.max(1));
+        if let Ok(style) = indicatif::ProgressStyle::with_template(&format!(
+            "{name:<6} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} answered {{msg}}"
+        )) {
+            bar.set_style(style);
+        }
+        ProgressBar(Some(bar))
+    }
+
+    fn update(&self, progress: &Progress) {
+        if let Some(bar) = &self.0 {
+            bar.set_position(progress.answered.load(std::sync::atomic::Ordering::Relaxed));
+            bar.set_message(format!(
+                "(sent {})",
+                progress.sent.load(std::sync::atomic::Ordering::Relaxed)
+            ));
+        }
+    }
+
+    fn follow<T>(&self, progress: &Progress, handle: &std::thread::ScopedJoinHandle<'_, T>) {
+        while !handle.is_finished() {
+            self.update(progress);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.update(progress);
+    }
+
+    fn println(&self, line: &str) {
+        match &self.0 {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// The venue the bench owns: two engines and a gateway as child processes.
+struct Venue {
+    program: PathBuf,
+    config_path: PathBuf,
+    fix_addr: SocketAddr,
+    control: SocketAddr,
+    gateway: Child,
+    engines: Vec<EngineChild>,
+}
+
+struct EngineChild {
+    name: String,
+    addr: String,
+    child: Option<Child>,
+}
+
+impl EngineChild {
+    fn start(&mut self, program: &Path, config: &Path) -> Result<(), BenchError> {
+        let child = Command::new(program)
+            .args(["engine", "--config"])
+            .arg(config)
+            .args(["--name", &self.name, "--listen", &self.addr])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(io(format!("starting engine {}", self.name)))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Venue {
+    fn start(config: &BenchConfig) -> Result<Venue, BenchError> {
+        let dir = &config.dir;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io("emptying the bench directory"))?;
+        }
+        std::fs::create_dir_all(dir).map_err(io("creating the bench directory"))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(io("finding a free port"))?
+            .port();
+        let control = SocketAddr::from(([127, 0, 0, 1], port));
+        let sock = |name: &str| format!("unix://{}", dir.join(format!("{name}.sock")).display());
+        let mut text = format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\n\
+             engines = [\"{}\", \"{}\"]\ncontrol = \"{}\"\nfailover_timeout_ms = 1000\n\n\
+             [engine]\norders_max = 4194304\ncl_ord_ids_max = 16777216\n\n\
+             [[engine.instruments]]\nsymbol = \"AAPL\"\ntick_size = \"0.01\"\nlot_size = 1\n\n\
+             [defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
+            dir.join("store").display(),
+            dir.join("journal").display(),
+            sock("blue"),
+            sock("green"),
+            control,
+        );
+        for n in 1..=config.sessions.max(1) {
+            text.push_str(&format!("\n[[session]]\nTargetCompID = \"TRADER{n}\"\n"));
+        }
+        let config_path = dir.join("baton.toml");
+        std::fs::write(&config_path, text).map_err(io("writing the bench config"))?;
+        let mut engines = Vec::new();
+        for name in ["blue", "green"] {
+            let mut engine = EngineChild {
+                name: name.into(),
+                addr: sock(name),
+                child: None,
+            };
+            engine.start(&config.program, &config_path)?;
+            wait_for_path(&dir.join(format!("{name}.sock")))?;
+            engines.push(engine);
+        }
+        let mut gateway = Command::new(&config.program)
+            .args(["gateway", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(io("starting the gateway"))?;
+        let stdout = gateway
+            .stdout
+            .take()
+            .ok_or_else(|| BenchError::Venue("no gateway stdout".into()))?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(io("reading the gateway address"))?;
+        let fix_addr: SocketAddr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| {
+                BenchError::Venue(format!("gateway did not print its address: {line:?}"))
+            })?;
+        let mut venue = Venue {
+            program: config.program.clone(),
+            config_path,
+            fix_addr,
+            control,
+            gateway,
+            engines,
+        };
+        // The standby must be caught up before a switch can be asked for.
+        if let Err(error) = venue.await_standby(None) {
+            venue.stop();
+            return Err(error);
+        }
+        Ok(venue)
+    }
+
+    fn status(&self) -> Result<Status, BenchError> {
+        match client::request(
+            self.control,
+            &ControlRequest::Status,
+            Duration::from_secs(10),
+        ) {
+            Ok(ControlReply::Status(status)) => Ok(status),
+            Ok(other) => Err(BenchError::Venue(format!("status: {other:?}"))),
+            Err(error) => Err(BenchError::Venue(format!("status: {error}"))),
+        }
+    }
+
+    /// Waits until `name` (or any engine) is a caught-up standby.
+    fn await_standby(&self, name: Option<&str>) -> Result<(), BenchError> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(status) = self.status() {
+                let ready = status.engines.iter().any(|e| {
+                    name.is_none_or(|n| e.name == n)
+                        && e.role == EngineRole::Standby
+                        && e.lag_inputs < 1_000
+                });
+                if ready {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(BenchError::Venue("no caught-up standby engine".into()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILLs the authoritative engine and restarts it so it rejoins as the standby; returns
+    /// what happened in words.
+    fn kill_authoritative(&mut self) -> String {
+        let name = match self.status() {
+            Ok(status) => status
+                .engines
+                .iter()
+                .find(|e| e.role == EngineRole::Authoritative)
+                .map(|e| e.name.clone()),
+            Err(error) => return format!("status failed: {error}"),
+        };
+        let Some(name) = name else {
+            return "no authoritative engine".into();
+        };
+        let Some(engine) = self.engines.iter_mut().find(|e| e.name == name) else {
+            return format!("unknown engine {name}");
+        };
+        engine.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        if let Err(error) = engine.start(&self.program, &self.config_path) {
+            return format!("SIGKILL {name}; restart failed: {error}");
+        }
+        match self.await_standby(Some(&name)) {
+            Ok(()) => format!("SIGKILL {name}; restarted, back as standby"),
+            Err(error) => format!("SIGKILL {name}; {error}"),
+        }
+    }
+
+    fn stop(&mut self) {
+        // SAFETY: kill(2) has no memory-safety preconditions; the child is not yet reaped, so
+        // the pid is still ours.
+        unsafe {
+            libc::kill(self.gateway.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.gateway.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.gateway.kill();
+        let _ = self.gateway.wait();
+        for engine in &mut self.engines {
+            engine.kill();
+        }
+    }
+}
+
+fn wait_for_path(path: &Path) -> Result<(), BenchError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        if Instant::now() > deadline {
+            return Err(BenchError::Venue(format!(
+                "{} never appeared",
+                path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}

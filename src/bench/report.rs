@@ -1,0 +1,334 @@
+//! What `baton bench` reports: baton's latency percentiles next to the same-run echo baseline's,
+//! as ratios, so the numbers mean the same on a laptop, a VM or a tuned server.
+
+use std::fmt::Write as _;
+
+use hdrhistogram::Histogram;
+
+use super::load::LoadResult;
+use crate::constants;
+
+/// Percentiles of one measurement, µs.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_us: u64,
+    /// 90th percentile.
+    pub p90_us: u64,
+    /// 99th percentile.
+    pub p99_us: u64,
+    /// 99.9th percentile.
+    pub p99_9_us: u64,
+    /// 99.99th percentile.
+    pub p99_99_us: u64,
+    /// Worst.
+    pub max_us: u64,
+}
+
+impl Latency {
+    /// Percentiles of `histogram` (all zero when it is empty).
+    pub fn of(histogram: &Histogram<u64>) -> Latency {
+        if histogram.is_empty() {
+            return Latency::default();
+        }
+        Latency {
+            p50_us: histogram.value_at_quantile(0.5),
+            p90_us: histogram.value_at_quantile(0.9),
+            p99_us: histogram.value_at_quantile(0.99),
+            p99_9_us: histogram.value_at_quantile(0.999),
+            p99_99_us: histogram.value_at_quantile(0.9999),
+            max_us: histogram.max(),
+        }
+    }
+
+    /// Each percentile of `self` divided by the same one of `base` (0 when the base is 0).
+    pub fn ratio_to(&self, base: &Latency) -> Ratios {
+        let r = |a: u64, b: u64| {
+            if b == 0 {
+                0.0
+            } else {
+                (a as f64 / b as f64 * 100.0).round() / 100.0
+            }
+        };
+        Ratios {
+            p50: r(self.p50_us, base.p50_us),
+            p90: r(self.p90_us, base.p90_us),
+            p99: r(self.p99_us, base.p99_us),
+            p99_9: r(self.p99_9_us, base.p99_9_us),
+            p99_99: r(self.p99_99_us, base.p99_99_us),
+            max: r(self.max_us, base.max_us),
+        }
+    }
+}
+
+/// baton ÷ baseline, per percentile: the numbers the targets are stated in.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Ratios {
+    /// p50 ratio.
+    pub p50: f64,
+    /// p90 ratio.
+    pub p90: f64,
+    /// p99 ratio.
+    pub p99: f64,
+    /// p99.9 ratio.
+    pub p99_9: f64,
+    /// p99.99 ratio.
+    pub p99_99: f64,
+    /// max ratio.
+    pub max: f64,
+}
+
+/// Counts and latency of one measurement.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Measurement {
+    /// Percentiles, µs from intended send time to first answer.
+    pub latency: Latency,
+    /// Answers per second over the run.
+    pub throughput_per_s: f64,
+    /// Orders sent.
+    pub orders: u64,
+    /// Orders answered.
+    pub answered: u64,
+    /// Orders never answered.
+    pub missing: u64,
+    /// Answers received twice.
+    pub duplicates: u64,
+    /// Orders and cancels refused (a cancel of an order a crossing order already filled is
+    /// refused legitimately; many refusals mean the load is not the mix asked for).
+    pub refused: u64,
+    /// Inbound sequence gaps.
+    pub gaps: u64,
+    /// Sessions disconnected or logged out.
+    pub disconnects: u64,
+}
+
+impl Measurement {
+    /// Summarizes a load result.
+    pub fn of(result: &LoadResult) -> Measurement {
+        let secs = result.elapsed.as_secs_f64();
+        Measurement {
+            latency: Latency::of(&result.histogram),
+            throughput_per_s: if secs > 0.0 {
+                (result.answered as f64 / secs).round()
+            } else {
+                0.0
+            },
+            orders: result.orders,
+            answered: result.answered,
+            missing: result.missing,
+            duplicates: result.duplicates,
+            refused: result.refused,
+            gaps: result.gaps,
+            disconnects: result.disconnects,
+        }
+    }
+}
+
+/// One point of the latency time series.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SeriesPoint {
+    /// Start of the bucket, ms after the run started (by intended send time).
+    pub at_ms: u64,
+    /// Orders in the bucket.
+    pub orders: u64,
+    /// Median, µs.
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// Worst, µs.
+    pub max_us: u64,
+}
+
+/// The time series of `samples` (sorted by time) in [`constants::BENCH_SERIES_BUCKET_MS`]
+/// buckets.
+pub fn series(samples: &[(u64, u64)]) -> Vec<SeriesPoint> {
+    let bucket_us = constants::BENCH_SERIES_BUCKET_MS * 1_000;
+    let mut points = Vec::new();
+    let mut rest = samples;
+    while let Some(&(first, _)) = rest.first() {
+        let bucket = first / bucket_us;
+        let len = rest.partition_point(|&(at, _)| at / bucket_us == bucket);
+        let mut latencies: Vec<u64> = rest[..len].iter().map(|&(_, l)| l).collect();
+        latencies.sort_unstable();
+        let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+        points.push(SeriesPoint {
+            at_ms: bucket * constants::BENCH_SERIES_BUCKET_MS,
+            orders: len as u64,
+            p50_us: at(0.5),
+            p99_us: at(0.99),
+            max_us: at(1.0),
+        });
+        rest = &rest[len..];
+    }
+    points
+}
+
+/// A switch, rollback or kill during the run and what it cost.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EventReport {
+    /// "switch", "rollback" or "kill".
+    pub kind: String,
+    /// What happened, in words (engines, barrier, pause).
+    pub detail: String,
+    /// When it started, ms after the run started.
+    pub at_ms: u64,
+    /// Worst latency of orders meant to be sent from just before the event to
+    /// [`constants::BENCH_EVENT_WINDOW_MS`] after it, µs.
+    pub worst_us: u64,
+    /// `worst_us` ÷ the run's steady p99 (orders outside every event window).
+    pub worst_to_steady_p99: f64,
+}
+
+/// The worst latency in the window around an event at `at_ms`.
+pub fn worst_around(samples: &[(u64, u64)], at_ms: u64) -> u64 {
+    let from = at_ms.saturating_sub(constants::BENCH_SERIES_BUCKET_MS) * 1_000;
+    let to = (at_ms + constants::BENCH_EVENT_WINDOW_MS) * 1_000;
+    samples
+        .iter()
+        .filter(|&&(at, _)| at >= from && at <= to)
+        .map(|&(_, l)| l)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Everything one `baton bench` run measured.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BenchReport {
+    /// What was measured: the venue started by the bench, or the target address.
+    pub target: String,
+    /// Concurrent sessions.
+    pub sessions: usize,
+    /// Scheduled orders per second across sessions.
+    pub rate_per_s: u64,
+    /// Scheduled seconds of load.
+    pub duration_s: f64,
+    /// Order mix weights, as given.
+    pub mix: String,
+    /// Request size of the baseline, bytes (a NewOrderSingle's size).
+    pub payload_bytes: usize,
+    /// Where the threads run, so the numbers can be read against the machine.
+    pub placement: String,
+    /// baton (or the target acceptor).
+    pub baton: Measurement,
+    /// The echo baseline, same run, same client machinery.
+    pub baseline: Measurement,
+    /// baton ÷ baseline.
+    pub ratios: Ratios,
+    /// baton's p99 over orders outside every event window, µs.
+    pub steady_p99_us: u64,
+    /// Switches and kills, with their blip.
+    pub events: Vec<EventReport>,
+    /// baton's latency per time bucket.
+    pub series: Vec<SeriesPoint>,
+    /// The baseline's latency per time bucket.
+    pub baseline_series: Vec<SeriesPoint>,
+}
+
+impl BenchReport {
+    /// Whether nothing was lost, duplicated or disconnected and the baseline ran.
+    pub fn complete(&self) -> bool {
+        self.baton.orders > 0
+            && self.baton.missing == 0
+            && self.baton.duplicates == 0
+            && self.baton.disconnects == 0
+            && self.baseline.answered > 0
+    }
+
+    /// A summary a person reads.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "target        {}\nload          {} sessions, {} orders/s for {:.1} s, mix {}",
+            self.target, self.sessions, self.rate_per_s, self.duration_s, self.mix
+        );
+        let _ = writeln!(out, "placement     {}", self.placement);
+        let _ = writeln!(
+            out,
+            "\n{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11}",
+            "µs", "p50", "p90", "p99", "p99.9", "p99.99", "max", "answers/s"
+        );
+        for (name, m) in [("baton", &self.baton), ("echo", &self.baseline)] {
+            let l = &m.latency;
+            let _ = writeln!(
+                out,
+                "{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11}",
+                name,
+                l.p50_us,
+                l.p90_us,
+                l.p99_us,
+                l.p99_9_us,
+                l.p99_99_us,
+                l.max_us,
+                m.throughput_per_s
+            );
+        }
+        let r = &self.ratios;
+        let _ = writeln!(
+            out,
+            "{:<10} {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x",
+            "ratio", r.p50, r.p90, r.p99, r.p99_9, r.p99_99, r.max
+        );
+        let b = &self.baton;
+        let _ = writeln!(
+            out,
+            "\norders {}  answered {}  refused {}  missing {}  duplicates {}  gaps {}  disconnects {}",
+            b.orders, b.answered, b.refused, b.missing, b.duplicates, b.gaps, b.disconnects
+        );
+        if !self.events.is_empty() {
+            let _ = writeln!(out, "steady p99    {} µs", self.steady_p99_us);
+        }
+        for event in &self.events {
+            let _ = writeln!(
+                out,
+                "{:<9} at {:>6} ms: worst {} µs ({:.2}x steady p99) — {}",
+                event.kind, event.at_ms, event.worst_us, event.worst_to_steady_p99, event.detail
+            );
+        }
+        let _ = writeln!(
+            out,
+            "result        {}",
+            if self.complete() {
+                "complete: nothing lost, duplicated or disconnected"
+            } else {
+                "INCOMPLETE: see the counts above"
+            }
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_buckets_by_intended_time() {
+        let samples = [(0, 10), (50_000, 30), (99_999, 20), (250_000, 7)];
+        let points = series(&samples);
+        assert_eq!(points.len(), 2);
+        assert_eq!((points[0].at_ms, points[0].orders), (0, 3));
+        assert_eq!((points[0].p50_us, points[0].max_us), (20, 30));
+        assert_eq!((points[1].at_ms, points[1].max_us), (200, 7));
+    }
+
+    #[test]
+    fn worst_around_looks_just_before_and_after_an_event() {
+        let samples = [(0, 500), (950_000, 40), (2_000_000, 90), (3_000_000, 900)];
+        assert_eq!(worst_around(&samples, 1_000), 90);
+    }
+
+    #[test]
+    fn ratios_skip_an_empty_baseline() {
+        let a = Latency {
+            p50_us: 30,
+            ..Latency::default()
+        };
+        let b = Latency {
+            p50_us: 20,
+            ..Latency::default()
+        };
+        assert_eq!(a.ratio_to(&b).p50, 1.5);
+        assert_eq!(a.ratio_to(&b).p99, 0.0);
+    }
+}
