@@ -8,12 +8,17 @@
 //! - [`fix`]: the tag=value codec, the venue dictionary from `fix-specs/`, the sans-IO session
 //!   state machine (bytes and time in, actions out) and the memory-mapped session store.
 //! - [`gateway`]: the acceptor and connection I/O that drive the session state machines, the
-//!   input journal every inbound business message is appended to before an engine sees it, and
-//!   (later) the sequencer, router and outbox.
-//! - [`link`]: the gateway↔engine wire protocol.
-//! - [`engine`]: order books, matching, snapshot/restore and state digest.
-//! - [`control`]: admin API, changes, approvals, gates and the audit log.
-//! - [`bench`]: the FIX initiator used by tests and the load generator.
+//!   FIX <-> engine translation, and the core: sequencer, input journal (every inbound business
+//!   message is appended before an engine sees it), router (which engine is authoritative) and
+//!   outbox (each output delivered once).
+//! - [`link`]: the gateway <-> engine wire protocol and its transports.
+//! - [`engine`]: the `Engine` trait, order books, matching, snapshot/restore and state digest.
+//! - [`control`]: the `baton ctl` API and endpoint, and the supervisor behind `baton up`.
+//! - [`bench`]: the FIX initiator used by tests, `baton demo`, and the `baton bench` load
+//!   generator with its same-run echo baseline and plots.
+//!
+//! [`mmap`] holds every unsafe memory-map call; the store and the journal share one checksummed
+//! record layout.
 //!
 //! [`config`] reads the TOML configuration shared by all of them; [`constants`] is the one home
 //! of every limit.
