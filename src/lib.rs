@@ -14,7 +14,7 @@
 //! - [`link`]: the gateway <-> engine wire protocol and its transports.
 //! - [`engine`]: the `Engine` trait, order books, matching, snapshot/restore and state digest.
 //! - [`control`]: the `baton ctl` API and endpoint, and the supervisor behind `baton up`.
-//! - [`bench`]: the FIX initiator used by tests, `baton demo`, and the `baton bench` load
+//! - [`bench`](mod@bench): the FIX initiator used by tests, `baton demo`, and the `baton bench` load
 //!   generator with its same-run echo baseline and plots.
 //!
 //! [`mmap`] holds every unsafe memory-map call; the store and the journal share one checksummed
