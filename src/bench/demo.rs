@@ -300,30 +300,30 @@ pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, D
         .ok_or_else(|| DemoError::Venue(format!("gateway did not print its address: {line:?}")))?;
     // Trade only once both engines are attached, so no order meets "application not available".
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let authoritative = loop {
         let attached = client::request(control, &ControlRequest::Status, Duration::from_secs(5))
             .ok()
             .and_then(|reply| match reply {
                 ControlReply::Status(status) => Some(status),
                 _ => None,
             })
-            .is_some_and(|status| {
+            .filter(|status| status.engines.iter().all(|e| e.role != EngineRole::Down))
+            .and_then(|status| {
                 status
                     .engines
-                    .iter()
-                    .any(|e| e.role == EngineRole::Authoritative)
-                    && status.engines.iter().all(|e| e.role != EngineRole::Down)
+                    .into_iter()
+                    .find(|e| e.role == EngineRole::Authoritative)
             });
-        if attached {
-            break;
+        if let Some(engine) = attached {
+            break engine.name;
         }
         if Instant::now() > deadline {
             return Err(DemoError::Venue("the engines did not attach".into()));
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
+    };
     progress(&format!(
-        "venue up: gateway {fix_addr}, engines blue (authoritative) and green (standby)"
+        "venue up: gateway {fix_addr}, engine {authoritative} authoritative (the first to attach), the other standby"
     ));
 
     let result = trade_through_events(
