@@ -10,17 +10,15 @@
 //! engine's replay of the journal.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::initiator::{Initiator, InitiatorConfig, InitiatorError};
-use crate::control::api::{ControlReply, ControlRequest, EngineRole, Status, SwitchReport};
-use crate::control::client;
+use super::venue::{Venue, VenueConfig, VenueError, io};
+use crate::control::api::{ControlReply, ControlRequest, SwitchReport};
 use crate::engine::{Engine, EngineConfig, Input, MatchingEngine, Output};
 use crate::gateway::journal::Journal;
 use crate::link::{self, Frame, LinkAddr};
@@ -28,23 +26,12 @@ use crate::link::{self, Frame, LinkAddr};
 /// Why the demo could not run (as opposed to finding a problem, which the report shows).
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
-    /// A process or file operation failed.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done.
-        what: String,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
     /// The venue did not come up or answer as expected.
     #[error("{0}")]
     Venue(String),
-}
-
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DemoError {
-    let what = what.into();
-    move |source| DemoError::Io { what, source }
+    /// Starting or driving the venue's processes failed.
+    #[error(transparent)]
+    Process(#[from] VenueError),
 }
 
 /// What to run.
@@ -173,41 +160,6 @@ impl DemoReport {
     }
 }
 
-/// One engine process the demo runs.
-struct EngineChild {
-    /// "blue" or "green".
-    name: String,
-    /// Snapshot format its build writes.
-    snapshot_format: u16,
-    /// Its link address.
-    addr: String,
-    /// The process, while it runs.
-    child: Option<Child>,
-}
-
-impl EngineChild {
-    fn start(&mut self, program: &Path, config: &Path) -> Result<(), DemoError> {
-        let child = Command::new(program)
-            .args(["engine", "--config"])
-            .arg(config)
-            .args(["--name", &self.name, "--listen", &self.addr])
-            .args(["--snapshot-format", &self.snapshot_format.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(io(format!("starting engine {}", self.name)))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// What one simulated counterparty saw.
 #[derive(Default)]
 struct Tally {
@@ -227,150 +179,54 @@ struct Tally {
     gaps: u64,
 }
 
-fn free_port() -> Result<u16, DemoError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(listener
-        .local_addr()
-        .map_err(io("finding a free port"))?
-        .port())
-}
-
 /// Runs the demo and reports what happened.
 pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, DemoError> {
-    std::fs::create_dir_all(&config.dir).map_err(io("creating the demo directory"))?;
-    let control: SocketAddr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let sock = |name: &str| {
-        format!(
-            "unix://{}",
-            config.dir.join(format!("{name}.sock")).display()
-        )
-    };
-    let mut text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\nengines = [\"{}\", \"{}\"]\ncontrol = \"{}\"\nfailover_timeout_ms = 1000\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
-        config.dir.join("store").display(),
-        config.dir.join("journal").display(),
-        sock("blue"),
-        sock("green"),
-        control,
-    );
-    for n in 1..=config.sessions {
-        text.push_str(&format!("\n[[session]]\nTargetCompID = \"TRADER{n}\"\n"));
-    }
-    let config_path = config.dir.join("baton.toml");
-    std::fs::write(&config_path, text).map_err(io("writing the demo config"))?;
-
-    let mut engines = vec![
-        EngineChild {
-            name: "blue".into(),
-            snapshot_format: 1,
-            addr: sock("blue"),
-            child: None,
-        },
-        EngineChild {
-            name: "green".into(),
-            snapshot_format: 2,
-            addr: sock("green"),
-            child: None,
-        },
-    ];
-    engines[0].start(&config.program, &config_path)?;
-    wait_for_path(&config.dir.join("blue.sock"))?;
-    engines[1].start(&config.program, &config_path)?;
-    wait_for_path(&config.dir.join("green.sock"))?;
-    let mut gateway = Command::new(&config.program)
-        .args(["gateway", "--config"])
-        .arg(&config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(io("starting the gateway"))?;
-    let mut line = String::new();
-    let stdout = gateway
-        .stdout
-        .take()
-        .ok_or_else(|| DemoError::Venue("no gateway stdout".into()))?;
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(io("reading the gateway address"))?;
-    let fix_addr: SocketAddr = line
-        .trim()
-        .rsplit(' ')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| DemoError::Venue(format!("gateway did not print its address: {line:?}")))?;
-    // Trade only once both engines are attached, so no order meets "application not available".
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let authoritative = loop {
-        let attached = client::request(control, &ControlRequest::Status, Duration::from_secs(5))
-            .ok()
-            .and_then(|reply| match reply {
-                ControlReply::Status(status) => Some(status),
-                _ => None,
-            })
-            .filter(|status| status.engines.iter().all(|e| e.role != EngineRole::Down))
-            .and_then(|status| {
-                status
-                    .engines
-                    .into_iter()
-                    .find(|e| e.role == EngineRole::Authoritative)
-            });
-        if let Some(engine) = attached {
-            break engine.name;
-        }
-        if Instant::now() > deadline {
-            return Err(DemoError::Venue("the engines did not attach".into()));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut venue = Venue::start(&VenueConfig {
+        program: config.program.clone(),
+        dir: config.dir.clone(),
+        sessions: config.sessions,
+        // Blue writes the older snapshot format, green the newer: two builds.
+        snapshot_formats: [1, 2],
+        engine_section: String::new(),
+    })?;
+    let authoritative = venue.authoritative()?;
     progress(&format!(
-        "venue up: gateway {fix_addr}, engine {authoritative} authoritative (the first to attach), the other standby"
+        "venue up: gateway {}, engine {authoritative} authoritative (the first to attach), the other standby",
+        venue.fix_addr
     ));
-
-    let result = trade_through_events(
-        config,
-        control,
-        fix_addr,
-        &config_path,
-        &mut engines,
-        progress,
-    );
+    let result = trade_through_events(config, &mut venue, progress);
 
     // Stop the gateway (SIGTERM: sessions are logged out), then read the engines' digests.
-    terminate(&mut gateway);
-    let mut report = result?;
-    let replay_digest = replay_journal(&config.dir.join("journal"))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(io("starting a runtime"))?;
-    for engine in &engines {
-        if engine.child.is_none() {
-            continue;
+    venue.stop_gateway();
+    let report = result.and_then(|mut report| {
+        report.replay_digest = replay_journal(&config.dir.join("journal"))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io("starting a runtime"))?;
+        for (name, addr) in venue.engine_addrs() {
+            let addr: LinkAddr = addr.parse().map_err(|e| DemoError::Venue(format!("{e}")))?;
+            report
+                .digests
+                .push((name, runtime.block_on(engine_digest(&addr))?));
         }
-        let addr: LinkAddr = engine
-            .addr
-            .parse()
-            .map_err(|e| DemoError::Venue(format!("{e}")))?;
-        let digest = runtime.block_on(engine_digest(&addr))?;
-        report.digests.push((engine.name.clone(), digest));
-    }
-    for engine in &mut engines {
-        engine.kill();
-    }
-    report.books_match_replay =
-        !report.digests.is_empty() && report.digests.iter().all(|(_, d)| *d == replay_digest);
-    report.replay_digest = replay_digest;
-    Ok(report)
+        report.books_match_replay = !report.digests.is_empty()
+            && report
+                .digests
+                .iter()
+                .all(|(_, d)| *d == report.replay_digest);
+        Ok(report)
+    });
+    venue.stop();
+    report
 }
 
 fn trade_through_events(
     config: &DemoConfig,
-    control: SocketAddr,
-    fix_addr: SocketAddr,
-    config_path: &Path,
-    engines: &mut [EngineChild],
+    venue: &mut Venue,
     progress: &dyn Fn(&str),
 ) -> Result<DemoReport, DemoError> {
+    let fix_addr = venue.fix_addr;
     let stop = Arc::new(AtomicBool::new(false));
     let orders = Arc::new(AtomicU64::new(0));
     let traders: Vec<_> = (1..=config.sessions)
@@ -393,7 +249,7 @@ fn trade_through_events(
         } else {
             ControlRequest::Rollback
         };
-        match client::request(control, &request, Duration::from_secs(30)) {
+        match venue.request(&request, Duration::from_secs(30)) {
             Ok(ControlReply::Switched(switch)) => {
                 progress(&format!(
                     "switch {}: {} -> {} at input {}, pause {} us ({} orders so far)",
@@ -412,56 +268,25 @@ fn trade_through_events(
         std::thread::sleep(config.event_gap);
     }
     for i in 0..config.kills {
-        let now = status(control)?;
-        let Some(authoritative) = now
-            .engines
-            .iter()
-            .find(|e| e.role == EngineRole::Authoritative)
-        else {
-            return Err(DemoError::Venue("no authoritative engine to kill".into()));
-        };
-        let name = authoritative.name.clone();
-        let Some(engine) = engines.iter_mut().find(|e| e.name == name) else {
-            return Err(DemoError::Venue(format!("unknown engine {name}")));
-        };
-        engine.kill();
         progress(&format!(
-            "kill {}: SIGKILL engine {name} ({} orders so far)",
+            "kill {}: SIGKILL the authoritative engine ({} orders so far)",
             i + 1,
             orders.load(Ordering::Relaxed)
         ));
-        std::thread::sleep(Duration::from_millis(300));
-        engine.start(&config.program, config_path)?;
-        // Wait until it rejoins as a caught-up standby before the next event.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let now = status(control)?;
-            let rejoined = now
-                .engines
-                .iter()
-                .any(|e| e.name == name && e.role == EngineRole::Standby && e.lag_inputs < 1_000);
-            if rejoined {
-                if let Some(switch) = now.last_switch.filter(|s| !s.planned) {
-                    progress(&format!(
-                        "failover: {} -> {}, {name} back as standby",
-                        switch.from, switch.to
-                    ));
-                    report.switches.push(switch);
-                }
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(DemoError::Venue(format!(
-                    "engine {name} did not rejoin as standby"
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        // Restarted, and back as a caught-up standby before the next event.
+        let name = venue.kill_authoritative()?;
+        if let Some(switch) = venue.status()?.last_switch.filter(|s| !s.planned) {
+            progress(&format!(
+                "failover: {} -> {}, {name} back as standby",
+                switch.from, switch.to
+            ));
+            report.switches.push(switch);
         }
         std::thread::sleep(config.event_gap);
     }
     stop.store(true, Ordering::Relaxed);
     let mut tallies = Vec::new();
-    let shadow = status(control)?.shadow;
+    let shadow = venue.status()?.shadow;
     report.shadow_matches = shadow.matches;
     report.shadow_divergences = shadow.divergences;
     for trader in traders {
@@ -488,14 +313,6 @@ fn trade_through_events(
         }
     }
     Ok(report)
-}
-
-fn status(control: SocketAddr) -> Result<Status, DemoError> {
-    match client::request(control, &ControlRequest::Status, Duration::from_secs(10)) {
-        Ok(ControlReply::Status(status)) => Ok(status),
-        Ok(other) => Err(DemoError::Venue(format!("status: {other:?}"))),
-        Err(error) => Err(DemoError::Venue(format!("status: {error}"))),
-    }
 }
 
 /// One counterparty: sends crossing orders at `rate` per second until told to stop, then waits
@@ -608,37 +425,6 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
             Err(InitiatorError::Timeout(_)) => return true,
         }
     }
-}
-
-fn wait_for_path(path: &Path) -> Result<(), DemoError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        if Instant::now() > deadline {
-            return Err(DemoError::Venue(format!(
-                "{} never appeared",
-                path.display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
-}
-
-fn terminate(child: &mut Child) {
-    // SAFETY: kill(2) has no memory-safety preconditions; the child is not yet reaped, so the pid
-    // is still ours.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// A fresh engine fed the whole journal: the state every engine must be in.

@@ -2,17 +2,16 @@
 //! the echo baseline and then baton under the same open-loop load, drives switches and engine
 //! kills during the run, and assembles the [`BenchReport`].
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::echo::{self, EchoServer};
 use super::load::{self, FixTarget, LoadError, Mix, Plan, Progress};
 use super::report::{self, BenchReport, EventReport, Measurement};
-use crate::control::api::{ControlReply, ControlRequest, EngineRole, Status};
+use super::venue::{Venue, VenueConfig, VenueError};
+use crate::control::api::{ControlReply, ControlRequest};
 use crate::control::client;
 
 /// Why the bench could not run (as opposed to what it measured).
@@ -21,23 +20,12 @@ pub enum BenchError {
     /// The load generator failed to set up.
     #[error(transparent)]
     Load(#[from] LoadError),
-    /// A process or file operation failed.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done.
-        what: String,
-        /// The error.
-        #[source]
-        source: std::io::Error,
-    },
     /// The venue did not come up or answer as expected.
     #[error("{0}")]
     Venue(String),
-}
-
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
-    let what = what.into();
-    move |source| BenchError::Io { what, source }
+    /// Starting or driving the bench's own venue failed.
+    #[error(transparent)]
+    Process(#[from] VenueError),
 }
 
 /// An existing FIX acceptor to measure instead of a venue started by the bench.
@@ -85,6 +73,10 @@ fn placement() -> String {
     )
 }
 
+/// The bench venue's engine: one instrument, and capacities for a whole run of resting orders.
+const ENGINE_SECTION: &str = "[engine]\norders_max = 4194304\ncl_ord_ids_max = 16777216\n\n\
+     [[engine.instruments]]\nsymbol = \"AAPL\"\ntick_size = \"0.01\"\nlot_size = 1\n";
+
 /// Runs the bench and reports what it measured.
 pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     if config.external.is_some() && (config.switch_every.is_some() || !config.kill_at.is_empty()) {
@@ -96,7 +88,13 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     }
     let mut venue = match &config.external {
         Some(_) => None,
-        None => Some(Venue::start(config)?),
+        None => Some(Venue::start(&VenueConfig {
+            program: config.program.clone(),
+            dir: config.dir.clone(),
+            sessions: config.sessions,
+            snapshot_formats: [crate::engine::SNAPSHOT_FORMAT_DEFAULT; 2],
+            engine_section: ENGINE_SECTION.into(),
+        })?),
     };
     let result = measure(config, venue.as_mut());
     if let Some(venue) = venue.as_mut() {
@@ -258,7 +256,11 @@ fn drive_events(
         }
         let at_ms = Instant::now().saturating_duration_since(start).as_millis() as u64;
         let (kind, detail) = if kill {
-            ("kill", venue.kill_authoritative())
+            let detail = match venue.kill_authoritative() {
+                Ok(name) => format!("SIGKILL {name}; restarted, back as standby"),
+                Err(error) => format!("kill failed: {error}"),
+            };
+            ("kill", detail)
         } else {
             let request = if switches % 2 == 0 {
                 ControlRequest::Switch
@@ -342,218 +344,4 @@ impl ProgressBar {
             bar.finish_and_clear();
         }
     }
-}
-
-/// The venue the bench owns: two engines and a gateway as child processes.
-struct Venue {
-    program: PathBuf,
-    config_path: PathBuf,
-    fix_addr: SocketAddr,
-    control: SocketAddr,
-    gateway: Child,
-    engines: Vec<EngineChild>,
-}
-
-struct EngineChild {
-    name: String,
-    addr: String,
-    child: Option<Child>,
-}
-
-impl EngineChild {
-    fn start(&mut self, program: &Path, config: &Path) -> Result<(), BenchError> {
-        let child = Command::new(program)
-            .args(["engine", "--config"])
-            .arg(config)
-            .args(["--name", &self.name, "--listen", &self.addr])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(io(format!("starting engine {}", self.name)))?;
-        self.child = Some(child);
-        Ok(())
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Venue {
-    fn start(config: &BenchConfig) -> Result<Venue, BenchError> {
-        let dir = &config.dir;
-        if dir.exists() {
-            std::fs::remove_dir_all(dir).map_err(io("emptying the bench directory"))?;
-        }
-        std::fs::create_dir_all(dir).map_err(io("creating the bench directory"))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(io("finding a free port"))?
-            .port();
-        let control = SocketAddr::from(([127, 0, 0, 1], port));
-        let sock = |name: &str| format!("unix://{}", dir.join(format!("{name}.sock")).display());
-        let mut text = format!(
-            "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\n\
-             engines = [\"{}\", \"{}\"]\ncontrol = \"{}\"\nfailover_timeout_ms = 1000\n\n\
-             [engine]\norders_max = 4194304\ncl_ord_ids_max = 16777216\n\n\
-             [[engine.instruments]]\nsymbol = \"AAPL\"\ntick_size = \"0.01\"\nlot_size = 1\n\n\
-             [defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
-            dir.join("store").display(),
-            dir.join("journal").display(),
-            sock("blue"),
-            sock("green"),
-            control,
-        );
-        for n in 1..=config.sessions.max(1) {
-            text.push_str(&format!("\n[[session]]\nTargetCompID = \"TRADER{n}\"\n"));
-        }
-        let config_path = dir.join("baton.toml");
-        std::fs::write(&config_path, text).map_err(io("writing the bench config"))?;
-        let mut engines = Vec::new();
-        for name in ["blue", "green"] {
-            let mut engine = EngineChild {
-                name: name.into(),
-                addr: sock(name),
-                child: None,
-            };
-            engine.start(&config.program, &config_path)?;
-            wait_for_path(&dir.join(format!("{name}.sock")))?;
-            engines.push(engine);
-        }
-        let mut gateway = Command::new(&config.program)
-            .args(["gateway", "--config"])
-            .arg(&config_path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(io("starting the gateway"))?;
-        let stdout = gateway
-            .stdout
-            .take()
-            .ok_or_else(|| BenchError::Venue("no gateway stdout".into()))?;
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .map_err(io("reading the gateway address"))?;
-        let fix_addr: SocketAddr = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .ok_or_else(|| {
-                BenchError::Venue(format!("gateway did not print its address: {line:?}"))
-            })?;
-        let mut venue = Venue {
-            program: config.program.clone(),
-            config_path,
-            fix_addr,
-            control,
-            gateway,
-            engines,
-        };
-        // The standby must be caught up before a switch can be asked for.
-        if let Err(error) = venue.await_standby(None) {
-            venue.stop();
-            return Err(error);
-        }
-        Ok(venue)
-    }
-
-    fn status(&self) -> Result<Status, BenchError> {
-        match client::request(
-            self.control,
-            &ControlRequest::Status,
-            Duration::from_secs(10),
-        ) {
-            Ok(ControlReply::Status(status)) => Ok(status),
-            Ok(other) => Err(BenchError::Venue(format!("status: {other:?}"))),
-            Err(error) => Err(BenchError::Venue(format!("status: {error}"))),
-        }
-    }
-
-    /// Waits until `name` (or any engine) is a caught-up standby.
-    fn await_standby(&self, name: Option<&str>) -> Result<(), BenchError> {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(status) = self.status() {
-                let ready = status.engines.iter().any(|e| {
-                    name.is_none_or(|n| e.name == n)
-                        && e.role == EngineRole::Standby
-                        && e.lag_inputs < 1_000
-                });
-                if ready {
-                    return Ok(());
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(BenchError::Venue("no caught-up standby engine".into()));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILLs the authoritative engine and restarts it so it rejoins as the standby; returns
-    /// what happened in words.
-    fn kill_authoritative(&mut self) -> String {
-        let name = match self.status() {
-            Ok(status) => status
-                .engines
-                .iter()
-                .find(|e| e.role == EngineRole::Authoritative)
-                .map(|e| e.name.clone()),
-            Err(error) => return format!("status failed: {error}"),
-        };
-        let Some(name) = name else {
-            return "no authoritative engine".into();
-        };
-        let Some(engine) = self.engines.iter_mut().find(|e| e.name == name) else {
-            return format!("unknown engine {name}");
-        };
-        engine.kill();
-        std::thread::sleep(Duration::from_millis(300));
-        if let Err(error) = engine.start(&self.program, &self.config_path) {
-            return format!("SIGKILL {name}; restart failed: {error}");
-        }
-        match self.await_standby(Some(&name)) {
-            Ok(()) => format!("SIGKILL {name}; restarted, back as standby"),
-            Err(error) => format!("SIGKILL {name}; {error}"),
-        }
-    }
-
-    fn stop(&mut self) {
-        // SAFETY: kill(2) has no memory-safety preconditions; the child is not yet reaped, so
-        // the pid is still ours.
-        unsafe {
-            libc::kill(self.gateway.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.gateway.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.gateway.kill();
-        let _ = self.gateway.wait();
-        for engine in &mut self.engines {
-            engine.kill();
-        }
-    }
-}
-
-fn wait_for_path(path: &Path) -> Result<(), BenchError> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        if Instant::now() > deadline {
-            return Err(BenchError::Venue(format!(
-                "{} never appeared",
-                path.display()
-            )));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
 }

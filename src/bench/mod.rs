@@ -8,3 +8,4 @@ pub mod initiator;
 pub mod load;
 pub mod plot;
 pub mod report;
+pub mod venue;

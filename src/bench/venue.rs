@@ -1,0 +1,306 @@
+//! A venue of real processes for `baton demo` and `baton bench`: two engines (blue, green) and a
+//! gateway started from the `baton` binary in a scratch directory, with what both need to drive
+//! it — status, waiting for a caught-up standby, SIGKILL and restart of the authoritative engine,
+//! and a clean stop.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::control::api::{ControlReply, ControlRequest, EngineRole, Status};
+use crate::control::client;
+
+/// Why the venue could not be started or driven.
+#[derive(Debug, thiserror::Error)]
+pub enum VenueError {
+    /// A process or file operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The venue did not come up or answer as expected.
+    #[error("{0}")]
+    Venue(String),
+}
+
+/// Wraps an I/O error with what was being done, for `map_err`.
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VenueError {
+    let what = what.into();
+    move |source| VenueError::Io { what, source }
+}
+
+/// What to start.
+#[derive(Clone, Debug)]
+pub struct VenueConfig {
+    /// The `baton` binary.
+    pub program: PathBuf,
+    /// Scratch directory (emptied first) for config, stores, journal and sockets.
+    pub dir: PathBuf,
+    /// Counterparty sessions: TargetCompIDs `TRADER1..=TRADERn`.
+    pub sessions: usize,
+    /// Snapshot format each engine writes (blue, green): different values make them two builds.
+    pub snapshot_formats: [u16; 2],
+    /// TOML for the `[engine]` section (with its instruments), or empty for the defaults.
+    pub engine_section: String,
+}
+
+/// One engine process.
+struct EngineChild {
+    /// "blue" or "green".
+    name: String,
+    /// Snapshot format its build writes.
+    snapshot_format: u16,
+    /// Its link address.
+    addr: String,
+    /// The process, while it runs.
+    child: Option<Child>,
+}
+
+impl EngineChild {
+    fn start(&mut self, program: &Path, config: &Path) -> Result<(), VenueError> {
+        let child = Command::new(program)
+            .args(["engine", "--config"])
+            .arg(config)
+            .args(["--name", &self.name, "--listen", &self.addr])
+            .args(["--snapshot-format", &self.snapshot_format.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(io(format!("starting engine {}", self.name)))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A running venue. Dropping it does not stop it: call [`Venue::stop`].
+pub struct Venue {
+    /// The `baton` binary, to restart engines.
+    program: PathBuf,
+    /// The config every process was started with.
+    config_path: PathBuf,
+    /// Where counterparties connect.
+    pub fix_addr: SocketAddr,
+    /// Where `baton ctl` requests go.
+    pub control: SocketAddr,
+    /// The gateway process.
+    gateway: Child,
+    /// Blue and green.
+    engines: Vec<EngineChild>,
+}
+
+impl Venue {
+    /// Starts both engines and the gateway and waits until both engines are attached.
+    pub fn start(config: &VenueConfig) -> Result<Venue, VenueError> {
+        let dir = &config.dir;
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(io("emptying the venue directory"))?;
+        }
+        std::fs::create_dir_all(dir).map_err(io("creating the venue directory"))?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(io("finding a free port"))?
+            .port();
+        let control = SocketAddr::from(([127, 0, 0, 1], port));
+        let sock = |name: &str| format!("unix://{}", dir.join(format!("{name}.sock")).display());
+        let mut text = format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\n\
+             engines = [\"{}\", \"{}\"]\ncontrol = \"{}\"\nfailover_timeout_ms = 1000\n\n\
+             [defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
+            dir.join("store").display(),
+            dir.join("journal").display(),
+            sock("blue"),
+            sock("green"),
+            control,
+        );
+        for n in 1..=config.sessions.max(1) {
+            text.push_str(&format!("\n[[session]]\nTargetCompID = \"TRADER{n}\"\n"));
+        }
+        if !config.engine_section.is_empty() {
+            text.push('\n');
+            text.push_str(&config.engine_section);
+        }
+        let config_path = dir.join("baton.toml");
+        std::fs::write(&config_path, text).map_err(io("writing the venue config"))?;
+        let mut engines = Vec::new();
+        for (name, snapshot_format) in ["blue", "green"].into_iter().zip(config.snapshot_formats) {
+            let mut engine = EngineChild {
+                name: name.into(),
+                snapshot_format,
+                addr: sock(name),
+                child: None,
+            };
+            engine.start(&config.program, &config_path)?;
+            wait_for_path(&dir.join(format!("{name}.sock")))?;
+            engines.push(engine);
+        }
+        let mut gateway = Command::new(&config.program)
+            .args(["gateway", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(io("starting the gateway"))?;
+        let stdout = gateway
+            .stdout
+            .take()
+            .ok_or_else(|| VenueError::Venue("no gateway stdout".into()))?;
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .map_err(io("reading the gateway address"))?;
+        let fix_addr: SocketAddr = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| {
+                VenueError::Venue(format!("gateway did not print its address: {line:?}"))
+            })?;
+        let mut venue = Venue {
+            program: config.program.clone(),
+            config_path,
+            fix_addr,
+            control,
+            gateway,
+            engines,
+        };
+        // Trade only once an engine has authority and the other is a caught-up standby, so no
+        // order meets "application not available" and a switch can be asked for at once.
+        if let Err(error) = venue.await_standby(None) {
+            venue.stop();
+            return Err(error);
+        }
+        Ok(venue)
+    }
+
+    /// The gateway's status.
+    pub fn status(&self) -> Result<Status, VenueError> {
+        match self.request(&ControlRequest::Status, Duration::from_secs(10))? {
+            ControlReply::Status(status) => Ok(status),
+            other => Err(VenueError::Venue(format!("status: {other:?}"))),
+        }
+    }
+
+    /// Any control request.
+    pub fn request(
+        &self,
+        request: &ControlRequest,
+        timeout: Duration,
+    ) -> Result<ControlReply, VenueError> {
+        client::request(self.control, request, timeout)
+            .map_err(|error| VenueError::Venue(format!("{request:?}: {error}")))
+    }
+
+    /// The name of the authoritative engine.
+    pub fn authoritative(&self) -> Result<String, VenueError> {
+        self.status()?
+            .engines
+            .into_iter()
+            .find(|e| e.role == EngineRole::Authoritative)
+            .map(|e| e.name)
+            .ok_or_else(|| VenueError::Venue("no authoritative engine".into()))
+    }
+
+    /// Waits until `name` (or any engine) is a caught-up standby while another has authority.
+    pub fn await_standby(&self, name: Option<&str>) -> Result<(), VenueError> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(status) = self.status() {
+                let authority = status
+                    .engines
+                    .iter()
+                    .any(|e| e.role == EngineRole::Authoritative);
+                let standby = status.engines.iter().any(|e| {
+                    name.is_none_or(|n| e.name == n)
+                        && e.role == EngineRole::Standby
+                        && e.lag_inputs < 1_000
+                });
+                if authority && standby {
+                    return Ok(());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(VenueError::Venue("no caught-up standby engine".into()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILLs the authoritative engine, restarts it and waits until it is back as a caught-up
+    /// standby; returns its name.
+    pub fn kill_authoritative(&mut self) -> Result<String, VenueError> {
+        let name = self.authoritative()?;
+        let engine = self
+            .engines
+            .iter_mut()
+            .find(|e| e.name == name)
+            .ok_or_else(|| VenueError::Venue(format!("unknown engine {name}")))?;
+        engine.kill();
+        std::thread::sleep(Duration::from_millis(300));
+        engine.start(&self.program, &self.config_path)?;
+        self.await_standby(Some(&name))?;
+        Ok(name)
+    }
+
+    /// The link addresses of the engines still running, by name.
+    pub fn engine_addrs(&self) -> Vec<(String, String)> {
+        self.engines
+            .iter()
+            .filter(|e| e.child.is_some())
+            .map(|e| (e.name.clone(), e.addr.clone()))
+            .collect()
+    }
+
+    /// Stops the gateway with SIGTERM (sessions are logged out) but leaves the engines running.
+    pub fn stop_gateway(&mut self) {
+        // SAFETY: kill(2) has no memory-safety preconditions; the child is not yet reaped, so
+        // the pid is still ours.
+        unsafe {
+            libc::kill(self.gateway.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.gateway.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.gateway.kill();
+        let _ = self.gateway.wait();
+    }
+
+    /// Stops everything.
+    pub fn stop(&mut self) {
+        self.stop_gateway();
+        for engine in &mut self.engines {
+            engine.kill();
+        }
+    }
+}
+
+fn wait_for_path(path: &Path) -> Result<(), VenueError> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        if Instant::now() > deadline {
+            return Err(VenueError::Venue(format!(
+                "{} never appeared",
+                path.display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    Ok(())
+}
