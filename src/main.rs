@@ -11,12 +11,12 @@ use baton::config::Config;
 use baton::control;
 use baton::control::api::{ControlReply, ControlRequest};
 use baton::control::supervisor::{ChildSpec, supervise};
-use baton::engine::{Engine, Input, MatchingEngine, Output};
+use baton::engine::{Engine, MatchingEngine};
 use baton::fix::dictionary::Dictionary;
 use baton::fix::session::Session;
 use baton::fix::store::MmapStore;
 use baton::gateway::core::{Core, CoreConfig};
-use baton::gateway::journal::{Journal, JournalConfig};
+use baton::gateway::journal::JournalConfig;
 use baton::gateway::{Acceptor, Sessions};
 use baton::link::{self, LinkAddr, ServeConfig, Shutdown};
 
@@ -456,25 +456,8 @@ fn journal_replay(
     let config = Config::load(config_path.as_deref())?;
     let dir = journal_dir.unwrap_or(config.gateway.journal_dir.clone());
     let mut engine = MatchingEngine::new(&config.engine).context("[engine]")?;
-    let mut reader = Journal::read_from(&dir, 1)
-        .with_context(|| format!("reading journal {}", dir.display()))?;
-    let mut outputs: Vec<Output> = Vec::new();
-    let mut count: u64 = 0;
-    while let Some(entry) = reader.next()? {
-        let (input, _): (Input, usize) =
-            bincode::serde::decode_from_slice(&entry.payload, bincode::config::standard())
-                .with_context(|| format!("journal record {}", entry.seq))?;
-        if input.seq != engine.last_input_seq() + 1 {
-            bail!(
-                "journal record {} follows input {}: the journal does not start at 1 or has a gap",
-                input.seq,
-                engine.last_input_seq()
-            );
-        }
-        outputs.clear();
-        engine.apply(&input, &mut outputs);
-        count += 1;
-    }
+    let count = baton::gateway::core::replay_journal(&dir, &mut engine)
+        .with_context(|| format!("replaying journal {}", dir.display()))?;
     println!("inputs {count}");
     println!("last_input_seq {}", engine.last_input_seq());
     println!("digest {}", engine.digest());

@@ -4,8 +4,9 @@
 //! keep the engine's state, resent inputs that are never applied twice, and protocol errors that
 //! close the link with a reason while the engine keeps serving.
 
+mod support_engine;
+
 use std::io::{Read, Write};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use baton::engine::{
@@ -16,43 +17,21 @@ use baton::engine::{
 use baton::fix::time::Timestamp;
 use baton::link::{
     DigestReport, EngineLink, Frame, FrameDecoder, Hello, LINK_PROTOCOL_VERSION, LinkAddr,
-    LinkError, LinkListener, Outputs, Restored, ServeConfig, Shutdown, Snapshot, connect, encode,
-    serve_on,
+    LinkError, Outputs, Restored, ServeConfig, Snapshot, connect, encode,
 };
+use support_engine::RunningEngine;
 
 /// Generous bound on any single wait, so a bug fails the test instead of hanging it.
 const WAIT: Duration = Duration::from_secs(10);
 
-struct RunningEngine {
-    addr: LinkAddr,
-    shutdown: Shutdown,
-    thread: JoinHandle<MatchingEngine>,
-}
-
-impl RunningEngine {
-    fn start(addr: &LinkAddr, name: &str, config: ServeConfig) -> RunningEngine {
-        let listener = LinkListener::bind(addr).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = Shutdown::new();
-        let engine = MatchingEngine::new(&EngineConfig::default()).unwrap();
-        let config = ServeConfig {
-            engine_name: name.to_owned(),
-            ..config
-        };
-        let stop = shutdown.clone();
-        let thread =
-            std::thread::spawn(move || serve_on(engine, listener, &config, &stop).unwrap());
-        RunningEngine {
-            addr,
-            shutdown,
-            thread,
-        }
-    }
-
-    fn stop(self) -> MatchingEngine {
-        self.shutdown.trigger();
-        self.thread.join().unwrap()
-    }
+/// The reference engine served under `name`.
+fn start(addr: &LinkAddr, name: &str, config: ServeConfig) -> RunningEngine {
+    let engine = MatchingEngine::new(&EngineConfig::default()).unwrap();
+    let config = ServeConfig {
+        engine_name: name.to_owned(),
+        ..config
+    };
+    RunningEngine::serve(engine, addr, config)
 }
 
 fn test_config() -> ServeConfig {
@@ -140,8 +119,8 @@ fn wire(frame: &Frame) -> Vec<u8> {
 
 /// The whole conversation, on whatever transport `a` and `b` name.
 async fn round_trip(a: LinkAddr, b: LinkAddr) {
-    let blue = RunningEngine::start(&a, "blue", test_config());
-    let green = RunningEngine::start(&b, "green", test_config());
+    let blue = start(&a, "blue", test_config());
+    let green = start(&b, "green", test_config());
 
     // Handshake: a fresh engine stands at seq 0.
     let (mut link, hello) = connect_ok(&blue.addr).await;
@@ -316,7 +295,7 @@ fn read_frame(stream: &mut std::net::TcpStream, decoder: &mut FrameDecoder) -> F
 
 #[test]
 fn malformed_frames_close_the_link_with_a_reason_and_the_engine_serves_on() {
-    let engine = RunningEngine::start(&"tcp://127.0.0.1:0".parse().unwrap(), "blue", test_config());
+    let engine = start(&"tcp://127.0.0.1:0".parse().unwrap(), "blue", test_config());
     let LinkAddr::Tcp { host, port } = &engine.addr else {
         unreachable!()
     };
@@ -377,7 +356,7 @@ async fn an_idle_engine_heartbeats_and_drops_a_silent_gateway() {
         peer_timeout: Duration::from_millis(300),
         ..ServeConfig::default()
     };
-    let engine = RunningEngine::start(&"tcp://127.0.0.1:0".parse().unwrap(), "blue", config);
+    let engine = start(&"tcp://127.0.0.1:0".parse().unwrap(), "blue", config);
     let (mut link, _) = connect_ok(&engine.addr).await;
     let frame = tokio::time::timeout(WAIT, link.recv())
         .await
@@ -407,7 +386,7 @@ async fn an_idle_engine_heartbeats_and_drops_a_silent_gateway() {
 
 #[tokio::test]
 async fn a_corrupt_snapshot_is_refused_and_the_engine_is_unchanged() {
-    let engine = RunningEngine::start(&"tcp://127.0.0.1:0".parse().unwrap(), "blue", test_config());
+    let engine = start(&"tcp://127.0.0.1:0".parse().unwrap(), "blue", test_config());
     let (mut link, _) = connect_ok(&engine.addr).await;
     link.send_input(&limit(1, 1, "a", Side::Buy, 100, 1))
         .await

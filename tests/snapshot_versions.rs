@@ -7,7 +7,6 @@
 
 mod support_engine;
 
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use baton::engine::{
@@ -16,11 +15,10 @@ use baton::engine::{
 };
 use baton::fix::time::Timestamp;
 use baton::link::{
-    DigestReport, EngineLink, Frame, Hello, LinkAddr, LinkListener, Restored, ServeConfig,
-    Shutdown, Snapshot, connect, serve_on,
+    DigestReport, EngineLink, Frame, Hello, LinkAddr, Restored, ServeConfig, Snapshot, connect,
 };
 use proptest::prelude::*;
-use support_engine::{actions, build_inputs, fresh_writing, run};
+use support_engine::{RunningEngine, actions, build_inputs, fresh_writing, run};
 
 /// The format version in a snapshot's header.
 fn version_of(snapshot: &[u8]) -> u16 {
@@ -169,38 +167,16 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// A matching engine writing one snapshot format, served on a thread as `baton engine
 /// --snapshot-format N` serves it.
-struct RunningEngine {
-    addr: LinkAddr,
-    shutdown: Shutdown,
-    thread: JoinHandle<MatchingEngine>,
-}
-
-impl RunningEngine {
-    fn start(name: &str, format: u16) -> RunningEngine {
-        let listener = LinkListener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let engine = fresh_writing(format);
-        let config = ServeConfig {
-            engine_name: name.to_owned(),
-            snapshot_formats: engine.snapshot_formats(),
-            heartbeat_interval: Duration::from_millis(50),
-            ..ServeConfig::default()
-        };
-        let shutdown = Shutdown::new();
-        let stop = shutdown.clone();
-        let thread =
-            std::thread::spawn(move || serve_on(engine, listener, &config, &stop).unwrap());
-        RunningEngine {
-            addr,
-            shutdown,
-            thread,
-        }
-    }
-
-    fn stop(self) -> MatchingEngine {
-        self.shutdown.trigger();
-        self.thread.join().unwrap()
-    }
+/// An engine writing snapshot `format`, served under `name` on a free TCP port.
+fn start(name: &str, format: u16) -> RunningEngine {
+    let engine = fresh_writing(format);
+    let config = ServeConfig {
+        engine_name: name.to_owned(),
+        snapshot_formats: engine.snapshot_formats(),
+        heartbeat_interval: Duration::from_millis(50),
+        ..ServeConfig::default()
+    };
+    RunningEngine::serve(engine, &"tcp://127.0.0.1:0".parse().unwrap(), config)
 }
 
 async fn connect_ok(addr: &LinkAddr) -> (EngineLink, Hello) {
@@ -318,8 +294,8 @@ fn limit(
 
 #[tokio::test]
 async fn engines_writing_v1_and_v2_restore_each_others_snapshots_over_the_link() {
-    let blue = RunningEngine::start("blue", 1);
-    let green = RunningEngine::start("green", 2);
+    let blue = start("blue", 1);
+    let green = start("green", 2);
     let (mut old, old_hello) = connect_ok(&blue.addr).await;
     let (mut new, new_hello) = connect_ok(&green.addr).await;
     // The handshake shows two builds, each reading both formats and writing the last it lists.

@@ -19,8 +19,7 @@ use std::time::{Duration, Instant};
 use super::initiator::{Initiator, InitiatorConfig, InitiatorError};
 use super::venue::{Venue, VenueConfig, VenueError, io};
 use crate::control::api::{ControlReply, ControlRequest, SwitchReport};
-use crate::engine::{Engine, EngineConfig, Input, MatchingEngine, Output};
-use crate::gateway::journal::Journal;
+use crate::engine::{Engine, EngineConfig, MatchingEngine};
 use crate::link::{self, Frame, LinkAddr};
 
 /// Why the demo could not run (as opposed to finding a problem, which the report shows).
@@ -431,15 +430,8 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
 fn replay_journal(dir: &Path) -> Result<String, DemoError> {
     let mut engine = MatchingEngine::new(&EngineConfig::default())
         .map_err(|e| DemoError::Venue(e.to_string()))?;
-    let mut reader = Journal::read_from(dir, 1).map_err(|e| DemoError::Venue(e.to_string()))?;
-    let mut outputs: Vec<Output> = Vec::new();
-    while let Some(entry) = reader.next().map_err(|e| DemoError::Venue(e.to_string()))? {
-        let (input, _): (Input, usize) =
-            bincode::serde::decode_from_slice(&entry.payload, bincode::config::standard())
-                .map_err(|e| DemoError::Venue(e.to_string()))?;
-        outputs.clear();
-        engine.apply(&input, &mut outputs);
-    }
+    crate::gateway::core::replay_journal(dir, &mut engine)
+        .map_err(|e| DemoError::Venue(e.to_string()))?;
     Ok(engine.digest().to_string())
 }
 

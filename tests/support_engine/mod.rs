@@ -371,3 +371,42 @@ pub fn run(engine: &mut MatchingEngine, inputs: &[Input]) -> Vec<Vec<Output>> {
         })
         .collect()
 }
+
+/// A matching engine served on the link from a thread, for tests that talk to it with the real
+/// client; [`RunningEngine::stop`] hands the engine back for inspection.
+pub struct RunningEngine {
+    /// Where it listens (the bound address when asked for port 0).
+    pub addr: baton::link::LinkAddr,
+    /// Stops the serve loop (also triggered directly by tests that stop without joining).
+    pub shutdown: baton::link::Shutdown,
+    /// The serve loop.
+    thread: std::thread::JoinHandle<MatchingEngine>,
+}
+
+impl RunningEngine {
+    /// Serves `engine` on `addr` with `config`.
+    pub fn serve(
+        engine: MatchingEngine,
+        addr: &baton::link::LinkAddr,
+        config: baton::link::ServeConfig,
+    ) -> RunningEngine {
+        let listener = baton::link::LinkListener::bind(addr).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = baton::link::Shutdown::new();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            baton::link::serve_on(engine, listener, &config, &stop).unwrap()
+        });
+        RunningEngine {
+            addr,
+            shutdown,
+            thread,
+        }
+    }
+
+    /// Stops serving and returns the engine.
+    pub fn stop(self) -> MatchingEngine {
+        self.shutdown.trigger();
+        self.thread.join().unwrap()
+    }
+}
