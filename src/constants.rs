@@ -377,3 +377,21 @@ pub const BENCH_SERIES_BUCKET_MS: u64 = 100;
 /// Window after a switch or kill in which the bench looks for its worst latency, ms: covers the
 /// failover timeout of the bench venue (1 s) plus the queue it leaves behind.
 pub const BENCH_EVENT_WINDOW_MS: u64 = 1_500;
+
+// ----- Audit log (`control::audit`) -------------------------------------------------------------
+
+/// Longest audit record line in bytes, newline included. A control action (a switch, an
+/// approval, a gate breach with its evidence summary) is a few hundred bytes; 64 KiB leaves room
+/// for verbose evidence while bounding what a reader buffers per line, so a damaged file without
+/// newlines cannot make `open` or `baton audit verify` read gigabytes into one line. An append
+/// over it is refused; a line over it on read is corruption, since no append writes one.
+pub const AUDIT_LINE_BYTES_MAX: usize = 64 * 1024;
+
+/// Longest actor name in an audit record: operator logins and component names are far shorter,
+/// and a bound keeps every record's envelope small next to its event.
+pub const AUDIT_ACTOR_LEN_MAX: usize = 64;
+
+const _: () = assert!(
+    AUDIT_LINE_BYTES_MAX >= 4 * 1024 + AUDIT_ACTOR_LEN_MAX,
+    "a record's envelope (seq, time, actor, two hashes, ~240 bytes) must leave kilobytes for the event"
+);
