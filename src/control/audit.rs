@@ -268,10 +268,7 @@ impl<E: Serialize + DeserializeOwned + Clone> AuditLog<E> {
             source,
         };
         let dir = parent_dir(path);
-        std::fs::create_dir_all(dir).map_err(|source| AuditError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        create_dirs(dir)?;
         let mut options = OpenOptions::new();
         options.read(true).append(true);
         let file = match options.clone().create_new(true).open(path) {
@@ -760,6 +757,27 @@ fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
+    }
+}
+
+/// Creates `dir` and any missing ancestors, each made durable in its parent, so a power loss
+/// right after the first append cannot take the new directory (and the log in it) away.
+fn create_dirs(dir: &Path) -> Result<(), AuditError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let parent = parent_dir(dir);
+    if parent != dir {
+        create_dirs(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => sync_dir(parent),
+        // Another process made it meanwhile; whoever created it synced it.
+        Err(error) if error.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(source) => Err(AuditError::Io {
+            path: dir.to_path_buf(),
+            source,
+        }),
     }
 }
 
