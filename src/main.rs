@@ -137,6 +137,25 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Start a build only if its bytes hash to the SHA-256 a change names: the file is hashed
+    /// and executed through one open descriptor, so nothing swapped in after the check runs.
+    /// Replaces this process (ELF executables only); on a mismatch prints both hashes and
+    /// exits non-zero without running anything.
+    Launch {
+        /// The SHA-256 the change names (64 hex digits).
+        #[arg(long, value_name = "HEX")]
+        sha256: String,
+        /// The build to run; it is also the program's argv[0].
+        path: PathBuf,
+        /// Arguments for the build, after `--`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Work with build artifacts, as named in change records.
+    Artifact {
+        #[command(subcommand)]
+        command: ArtifactCommand,
+    },
     /// Ask a running gateway for its status, or to switch or roll back engine authority.
     Ctl {
         /// Config file whose `[gateway] control` address is used; without it the embedded default.
@@ -160,6 +179,15 @@ enum JournalCommand {
         /// Journal directory; defaults to `[gateway] journal_dir`.
         #[arg(long)]
         journal_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArtifactCommand {
+    /// Print `<sha256>  <absolute path>` of a build, the two things a change names.
+    Hash {
+        /// The build.
+        path: PathBuf,
     },
 }
 
@@ -311,6 +339,10 @@ fn main() -> anyhow::Result<()> {
             MatchingEngine::new(&loaded.engine).context("[engine]")?;
             Ok(())
         }
+        Command::Launch { sha256, path, args } => launch(&sha256, path, &args),
+        Command::Artifact {
+            command: ArtifactCommand::Hash { path },
+        } => artifact_hash(&path),
         Command::Ctl {
             config,
             addr,
@@ -547,5 +579,22 @@ fn ctl(
         }
         (_, reply) => bail!("the gateway at {addr} answered {request:?} with {reply:?}"),
     }
+    Ok(())
+}
+
+/// `baton launch`: returns only if the build was not executed.
+fn launch(sha256: &str, path: PathBuf, args: &[OsString]) -> anyhow::Result<()> {
+    let artifact = control::artifact::Artifact {
+        path,
+        sha256: control::artifact::parse_sha256(sha256).context("--sha256")?,
+    };
+    let error = control::artifact::exec_verified(&artifact, args);
+    bail!("refusing to launch: {error}")
+}
+
+/// `baton artifact hash`.
+fn artifact_hash(path: &std::path::Path) -> anyhow::Result<()> {
+    let artifact = control::artifact::Artifact::inspect(path)?;
+    println!("{}  {}", artifact.sha256, artifact.path.display());
     Ok(())
 }
