@@ -469,12 +469,23 @@ fn engine(
         }
         on_signal.trigger();
     });
+    // Which bytes this engine runs, for the gateway to check against the approved artifact.
+    let executable_sha256 = control::artifact::self_sha256().unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot hash this engine's executable; its Hello will not name it");
+        String::new()
+    });
     let serve_config = ServeConfig {
         engine_name: name,
         snapshot_formats: engine.snapshot_formats(),
+        executable_sha256,
         ..ServeConfig::default()
     };
-    tracing::info!(%listen, build = engine.build_version(), "engine serving");
+    tracing::info!(
+        %listen,
+        build = engine.build_version(),
+        executable_sha256 = %serve_config.executable_sha256,
+        "engine serving"
+    );
     let engine = link::serve(engine, &listen, &serve_config, &shutdown)
         .context("serving the engine link")?;
     tracing::info!(last_input_seq = engine.last_input_seq(), digest = %engine.digest(), "engine stopped");

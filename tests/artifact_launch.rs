@@ -2,11 +2,15 @@
 //! a scratch directory: the hash an operator files, a launch that runs exactly that build, and
 //! launches that refuse (wrong hash, file replaced after it was hashed) without running
 //! anything. "Did not run" is observable: the build under test is a copy of `touch`, whose only
-//! effect is to create the marker file named in its arguments.
+//! effect is to create the marker file named in its arguments. Last, the whole story: an engine
+//! launched from a filed artifact tells the gateway, in its Hello, the hash that was filed.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use baton::link::LinkAddr;
 
 use sha2::{Digest, Sha256};
 
@@ -168,4 +172,54 @@ fn launch_refuses_text_that_is_not_a_sha256() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("not a SHA-256"));
     assert!(!marker.exists());
+}
+
+#[tokio::test]
+async fn an_engine_launched_from_an_artifact_names_its_hash_in_hello() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let build = copy_program(
+        Path::new(env!("CARGO_BIN_EXE_baton")),
+        dir.path(),
+        "baton-v2",
+    );
+    let filed = sha256_hex(&build);
+    let socket = dir.path().join("engine.sock");
+    let listen = format!("unix://{}", socket.display());
+    let child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["launch", "--sha256", &filed])
+        .arg(&build)
+        .args(["--", "engine", "--name", "green", "--listen", &listen])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn baton launch");
+    let mut child = KillOnDrop(child);
+
+    let addr = LinkAddr::Unix(socket);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let hello = loop {
+        match baton::link::connect_with_timeout(&addr, Duration::from_secs(2)).await {
+            Ok((_link, hello)) => break hello,
+            Err(error) => {
+                if let Some(status) = child.0.try_wait().expect("wait") {
+                    panic!("the engine exited ({status}) before serving: {error}");
+                }
+                assert!(Instant::now() < deadline, "no engine link: {error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    drop(child);
+    assert_eq!(hello.engine_name, "green");
+    assert_eq!(hello.executable_sha256, filed);
+}
+
+/// A child process killed (SIGKILL) and reaped when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
