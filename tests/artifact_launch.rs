@@ -223,3 +223,25 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+#[test]
+fn a_launched_build_does_not_inherit_rusts_ignored_sigpipe() {
+    // baton (a Rust program) ignores SIGPIPE; a build it launches must get the default back, or
+    // a write to a closed pipe would fail with EPIPE where its authors expect the signal.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let build = copy_program(Path::new("cat"), dir.path(), "build");
+    let out = launch(
+        &sha256_hex(&build),
+        &build,
+        &[OsStr::new("/proc/self/status")],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status = text(&out.stdout);
+    let ignored = status
+        .lines()
+        .find_map(|line| line.strip_prefix("SigIgn:"))
+        .map(|mask| u64::from_str_radix(mask.trim(), 16).expect("hex mask"))
+        .expect("SigIgn line");
+    let sigpipe_bit = 1u64 << (libc::SIGPIPE - 1);
+    assert_eq!(ignored & sigpipe_bit, 0, "SIGPIPE is ignored: {status}");
+}

@@ -115,8 +115,8 @@ impl ArtifactError {
     }
 }
 
-/// SHA-256 of a file's bytes as 64 lowercase hex characters, read in [`HASH_BUFFER_BYTES`]
-/// pieces so a large build is never held in memory.
+/// SHA-256 of a file's bytes as 64 lowercase hex characters, read 64 KiB at a time so a large
+/// build is never held in memory.
 pub fn sha256_file(path: &Path) -> Result<String, ArtifactError> {
     let file = open_regular(path)?;
     hash_reader(file).map_err(|source| ArtifactError::io(path, source))
@@ -185,7 +185,7 @@ impl Artifact {
     }
 }
 
-/// Replaces this process with the artifact, run with `args` (argv[0] is the artifact's path),
+/// Replaces this process with the artifact, run with `args` (`argv[0]` is the artifact's path),
 /// only if its bytes hash to the artifact's SHA-256. Returns only on failure.
 ///
 /// Hash checked before exec, with no window between check and exec: the file is opened once,
@@ -198,7 +198,7 @@ impl Artifact {
 /// meant to be immutable, and a writer with permission to change it in the microseconds
 /// between that comparison and the exec is outside what this guards.
 pub fn exec_verified(artifact: &Artifact, args: &[OsString]) -> ArtifactError {
-    match verified_exec(artifact, args) {
+    match try_exec_verified(artifact, args) {
         Ok(never) => match never {},
         Err(error) => error,
     }
@@ -206,7 +206,7 @@ pub fn exec_verified(artifact: &Artifact, args: &[OsString]) -> ArtifactError {
 
 /// [`exec_verified`] with `?`; the Ok type is uninhabited because a successful exec does not
 /// return.
-fn verified_exec(
+fn try_exec_verified(
     artifact: &Artifact,
     args: &[OsString],
 ) -> Result<std::convert::Infallible, ArtifactError> {
@@ -251,7 +251,8 @@ fn verified_exec(
     // the new program sees the disposition a shell would give it.
     // SAFETY: setting a signal's disposition to SIG_DFL installs no handler and touches no
     // memory of ours; the return value is checked.
-    if unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) } == libc::SIG_ERR {
+    let sigpipe = unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    if sigpipe == libc::SIG_ERR {
         return Err(exec_error(io::Error::last_os_error()));
     }
     // SAFETY: `file` is an open descriptor we own for the whole call; `argv_ptrs` and
@@ -259,7 +260,11 @@ fn verified_exec(
     // C strings that outlive the call. On success the process image is replaced; on failure
     // nothing was changed and errno says why.
     unsafe { libc::fexecve(file.as_raw_fd(), argv_ptrs.as_ptr(), envp_ptrs.as_ptr()) };
-    Err(exec_error(io::Error::last_os_error()))
+    let error = io::Error::last_os_error();
+    // Still this program: give SIGPIPE back the disposition it had.
+    // SAFETY: `sigpipe` is the disposition signal(2) returned above, a valid one to reinstate.
+    unsafe { libc::signal(libc::SIGPIPE, sigpipe) };
+    Err(exec_error(error))
 }
 
 /// SHA-256 of the running program's bytes (/proc/self/exe), so an engine can tell the gateway
