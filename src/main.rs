@@ -142,6 +142,25 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Start a build only if its bytes hash to the SHA-256 a change names: the file is hashed
+    /// and executed through one open descriptor, so nothing swapped in after the check runs.
+    /// Replaces this process (ELF executables only); on a mismatch prints both hashes and
+    /// exits non-zero without running anything.
+    Launch {
+        /// The SHA-256 the change names (64 hex digits).
+        #[arg(long, value_name = "HEX")]
+        sha256: String,
+        /// The build to run; it is also the program's argv[0].
+        path: PathBuf,
+        /// Arguments for the build, after `--`.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Work with build artifacts, as named in change records.
+    Artifact {
+        #[command(subcommand)]
+        command: ArtifactCommand,
+    },
     /// Ask a running gateway for its status, or to switch or roll back engine authority.
     Ctl {
         /// Config file whose `[gateway] control` address is used; without it the embedded default.
@@ -195,6 +214,15 @@ enum AuditCommand {
         /// Print the records as JSON lines, exactly as stored.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArtifactCommand {
+    /// Print `<sha256>  <absolute path>` of a build, the two things a change names.
+    Hash {
+        /// The build.
+        path: PathBuf,
     },
 }
 
@@ -346,6 +374,10 @@ fn main() -> anyhow::Result<()> {
             MatchingEngine::new(&loaded.engine).context("[engine]")?;
             Ok(())
         }
+        Command::Launch { sha256, path, args } => launch(&sha256, path, &args),
+        Command::Artifact {
+            command: ArtifactCommand::Hash { path },
+        } => artifact_hash(&path),
         Command::Ctl {
             config,
             addr,
@@ -473,12 +505,23 @@ fn engine(
         }
         on_signal.trigger();
     });
+    // Which bytes this engine runs, for the gateway to check against the approved artifact.
+    let executable_sha256 = control::artifact::self_sha256().unwrap_or_else(|error| {
+        tracing::warn!(%error, "cannot hash this engine's executable; its Hello will not name it");
+        String::new()
+    });
     let serve_config = ServeConfig {
         engine_name: name,
         snapshot_formats: engine.snapshot_formats(),
+        executable_sha256,
         ..ServeConfig::default()
     };
-    tracing::info!(%listen, build = engine.build_version(), "engine serving");
+    tracing::info!(
+        %listen,
+        build = engine.build_version(),
+        executable_sha256 = %serve_config.executable_sha256,
+        "engine serving"
+    );
     let engine = link::serve(engine, &listen, &serve_config, &shutdown)
         .context("serving the engine link")?;
     tracing::info!(last_input_seq = engine.last_input_seq(), digest = %engine.digest(), "engine stopped");
@@ -618,5 +661,22 @@ fn ctl(
         }
         (_, reply) => bail!("the gateway at {addr} answered {request:?} with {reply:?}"),
     }
+    Ok(())
+}
+
+/// `baton launch`: returns only if the build was not executed.
+fn launch(sha256: &str, path: PathBuf, args: &[OsString]) -> anyhow::Result<()> {
+    let artifact = control::artifact::Artifact {
+        path,
+        sha256: control::artifact::parse_sha256(sha256).context("--sha256")?,
+    };
+    let error = control::artifact::exec_verified(&artifact, args);
+    bail!("refusing to launch: {error}")
+}
+
+/// `baton artifact hash`.
+fn artifact_hash(path: &std::path::Path) -> anyhow::Result<()> {
+    let artifact = control::artifact::Artifact::inspect(path)?;
+    println!("{}  {}", artifact.sha256, artifact.path.display());
     Ok(())
 }

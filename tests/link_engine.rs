@@ -281,6 +281,32 @@ async fn unix_socket_round_trip() {
     );
 }
 
+#[tokio::test]
+async fn the_gateway_sees_the_executable_hash_the_engine_serves_with() {
+    let any_port: LinkAddr = "tcp://127.0.0.1:0".parse().unwrap();
+    let sha256 = "0123456789abcdef".repeat(4);
+    let blue = start(
+        &any_port,
+        "blue",
+        ServeConfig {
+            executable_sha256: sha256.clone(),
+            ..test_config()
+        },
+    );
+    let (link, hello) = connect_ok(&blue.addr).await;
+    assert_eq!(hello.executable_sha256, sha256);
+    assert_eq!(hello.engine_name, "blue");
+    drop(link);
+    blue.stop();
+
+    // Not configured: the Hello says so with an empty hash rather than a made-up one.
+    let green = start(&any_port, "green", test_config());
+    let (link, hello) = connect_ok(&green.addr).await;
+    assert_eq!(hello.executable_sha256, "");
+    drop(link);
+    green.stop();
+}
+
 /// Reads frames from a raw socket until one is complete.
 fn read_frame(stream: &mut std::net::TcpStream, decoder: &mut FrameDecoder) -> Frame {
     loop {

@@ -3,6 +3,7 @@
 //! approvals, gates and the audit log live here too as they are built.
 
 pub mod api;
+pub mod artifact;
 pub mod audit;
 pub mod client;
 pub mod endpoint;

@@ -116,6 +116,7 @@ async fn handshake(addr: &LinkAddr) -> Result<(EngineLink, Hello), LinkError> {
                 %addr,
                 engine = %hello.engine_name,
                 build = %hello.build_version,
+                executable_sha256 = %hello.executable_sha256,
                 last_input_seq = hello.last_input_seq,
                 "engine link up"
             );

@@ -22,7 +22,7 @@
 //! Every frame carries [`LINK_PROTOCOL_VERSION`]. A frame of another version is refused with
 //! [`LinkError::UnsupportedVersion`], except the three handshake kinds Hello, Welcome and Close:
 //! their kind numbers and payload layouts are frozen (a later version may only append fields,
-//! which older readers ignore), so peers of different versions can always tell each other which
+//! which older readers ignore and newer readers leave empty when absent), so peers of different versions can always tell each other which
 //! version they speak and why they hang up. The handshake then decides: the engine's Hello names
 //! its version, and the gateway answers Welcome with the version both will speak, or Close.
 //!
@@ -187,6 +187,10 @@ impl fmt::Display for FrameKind {
 
 /// First frame of every connection, engine → gateway: who the engine is and where it stands, so
 /// the gateway knows which journal entries to send next and whether it can restore the engine.
+///
+/// Frozen: fields are only ever appended, after the last one. A reader ignores fields it does
+/// not know, and fills fields appended since version 1 with their empty value when an older
+/// engine's Hello ends before them (see `decode_hello`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// The link protocol version the engine speaks.
@@ -201,6 +205,27 @@ pub struct Hello {
     /// Snapshot format versions the engine reads, oldest first, the last being the one it
     /// writes; lets the gateway check before a restore that a snapshot will load.
     pub snapshot_formats: Vec<u16>,
+    /// SHA-256 (64 lowercase hex) of the executable the engine runs
+    /// ([`crate::control::artifact::self_sha256`]), so the gateway can show which bytes run
+    /// and give authority only to an engine running an approved change's artifact. Empty when
+    /// the engine did not say: it could not read its own binary, or it predates this field.
+    /// Appended after version 1's layout.
+    pub executable_sha256: String,
+}
+
+/// [`Hello`] as version 1 laid it out: the prefix every later Hello starts with.
+#[derive(Deserialize)]
+struct HelloV1 {
+    /// See [`Hello::protocol_version`].
+    protocol_version: u16,
+    /// See [`Hello::engine_name`].
+    engine_name: String,
+    /// See [`Hello::build_version`].
+    build_version: String,
+    /// See [`Hello::last_input_seq`].
+    last_input_seq: u64,
+    /// See [`Hello::snapshot_formats`].
+    snapshot_formats: Vec<u16>,
 }
 
 /// The gateway's acceptance of a Hello; the engine processes nothing before it.
@@ -802,7 +827,7 @@ fn accept(
 /// Decodes a complete payload of `kind` (never a wire-only kind).
 fn decode_payload(kind: FrameKind, payload: &[u8]) -> Result<Frame, LinkError> {
     Ok(match kind {
-        FrameKind::Hello => Frame::Hello(decode_frozen(kind, payload)?),
+        FrameKind::Hello => Frame::Hello(decode_hello(payload)?),
         FrameKind::Welcome => Frame::Welcome(decode_frozen(kind, payload)?),
         FrameKind::Close => Frame::Close(decode_frozen(kind, payload)?),
         FrameKind::Heartbeat => Frame::Heartbeat(decode_exact(kind, payload)?),
@@ -851,6 +876,28 @@ fn decode_frozen<T: serde::de::DeserializeOwned>(
     payload: &[u8],
 ) -> Result<T, LinkError> {
     decode_prefix(kind, payload).map(|(value, _)| value)
+}
+
+/// Decodes a Hello of any version: version 1's fields, then each appended field if the payload
+/// goes on that far (an older engine's Hello ends before it), ignoring any fields appended
+/// later still. So an engine that predates a field still gets a typed answer at the handshake
+/// (a Welcome, or a Close naming the version) rather than a decode error.
+fn decode_hello(payload: &[u8]) -> Result<Hello, LinkError> {
+    let kind = FrameKind::Hello;
+    let (v1, read): (HelloV1, usize) = decode_prefix(kind, payload)?;
+    let rest = &payload[read..];
+    let executable_sha256 = match rest.is_empty() {
+        true => String::new(),
+        false => decode_frozen(kind, rest)?,
+    };
+    Ok(Hello {
+        protocol_version: v1.protocol_version,
+        engine_name: v1.engine_name,
+        build_version: v1.build_version,
+        last_input_seq: v1.last_input_seq,
+        snapshot_formats: v1.snapshot_formats,
+        executable_sha256,
+    })
 }
 
 /// Decodes one `T` from the start of the payload and says how many bytes it took.

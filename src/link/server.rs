@@ -40,6 +40,11 @@ pub struct ServeConfig {
     pub peer_timeout: Duration,
     /// How long the engine waits for Welcome after its Hello.
     pub handshake_timeout: Duration,
+    /// SHA-256 of the executable serving the engine, sent in Hello so the gateway can tie the
+    /// engine to an approved artifact. The process computes it
+    /// ([`crate::control::artifact::self_sha256`]), as the serve loop cannot know which binary
+    /// it is part of; empty (the default) means unknown.
+    pub executable_sha256: String,
 }
 
 impl Default for ServeConfig {
@@ -51,6 +56,7 @@ impl Default for ServeConfig {
             heartbeat_interval: Duration::from_millis(LINK_HEARTBEAT_INTERVAL_MS_DEFAULT),
             peer_timeout: Duration::from_millis(LINK_PEER_TIMEOUT_MS_DEFAULT),
             handshake_timeout: Duration::from_millis(LINK_HANDSHAKE_TIMEOUT_MS),
+            executable_sha256: String::new(),
         }
     }
 }
@@ -211,6 +217,7 @@ impl<E: Engine> Server<'_, E> {
             build_version: self.engine.build_version().to_owned(),
             last_input_seq: self.engine.last_input_seq(),
             snapshot_formats: self.config.snapshot_formats.clone(),
+            executable_sha256: self.config.executable_sha256.clone(),
         };
         encode(&Frame::Hello(hello), &mut wbuf)?;
         conn.write_all(&wbuf)?;

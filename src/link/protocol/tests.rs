@@ -294,7 +294,8 @@ fn frame() -> impl Strategy<Value = Frame> {
             text(),
             text(),
             any::<u64>(),
-            vec(any::<u16>(), 0..4)
+            vec(any::<u16>(), 0..4),
+            prop_oneof![Just(String::new()), "[0-9a-f]{64}", text()],
         )
             .prop_map(
                 |(
@@ -303,6 +304,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                     build_version,
                     last_input_seq,
                     snapshot_formats,
+                    executable_sha256,
                 )| {
                     Frame::Hello(Hello {
                         protocol_version,
@@ -310,6 +312,7 @@ fn frame() -> impl Strategy<Value = Frame> {
                         build_version,
                         last_input_seq,
                         snapshot_formats,
+                        executable_sha256,
                     })
                 }
             ),
@@ -591,6 +594,7 @@ fn handshake_frames_decode_at_any_version_and_ignore_appended_fields() {
         build_version: "v7".into(),
         last_input_seq: 42,
         snapshot_formats: vec![1, 2],
+        executable_sha256: "ab".repeat(32),
     };
     let mut bytes = encoded(&Frame::Hello(hello.clone()));
     // A later version's Hello: its own header version and a field appended.
@@ -611,6 +615,41 @@ fn handshake_frames_decode_at_any_version_and_ignore_appended_fields() {
             reason: "bye".into()
         })]
     );
+}
+
+#[test]
+fn a_version_1_hello_without_appended_fields_decodes_with_them_empty() {
+    // An engine that predates `executable_sha256` sends exactly version 1's fields.
+    let v1 = (1u16, "blue", "v1", 42u64, vec![1u16]);
+    let payload = bincode::serde::encode_to_vec(v1, CONFIG).unwrap();
+    let bytes = raw_frame(1, FrameKind::Hello as u8, &payload);
+    let (frames, error, _) = decode_all(&bytes, bytes.len());
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        frames,
+        [Frame::Hello(Hello {
+            protocol_version: 1,
+            engine_name: "blue".into(),
+            build_version: "v1".into(),
+            last_input_seq: 42,
+            snapshot_formats: vec![1],
+            executable_sha256: String::new(),
+        })]
+    );
+
+    // Cut inside version 1's fields it is still malformed, not silently defaulted.
+    let cut = raw_frame(1, FrameKind::Hello as u8, &payload[..payload.len() - 1]);
+    assert!(matches!(
+        single_error(&cut),
+        LinkError::Malformed { kind: "Hello", .. }
+    ));
+    // And a truncated appended field is malformed too.
+    let mut torn = payload.clone();
+    torn.extend_from_slice(&[64, b'a', b'b']);
+    assert!(matches!(
+        single_error(&raw_frame(1, FrameKind::Hello as u8, &torn)),
+        LinkError::Malformed { kind: "Hello", .. }
+    ));
 }
 
 #[test]
