@@ -23,6 +23,7 @@
 
 mod book;
 mod config;
+pub mod fault;
 mod hash;
 mod matching;
 mod registry;

@@ -1,0 +1,124 @@
+//! A deliberately broken build, for rehearsing a canary and testing its gates.
+//!
+//! A canary exists because a new build can be wrong in ways no test caught. To rehearse one (and
+//! to test that the gates catch it) an operator needs a build that is wrong on purpose, in a way
+//! that is visible to counterparties and limited to a symbol: [`RejectSymbol`] wraps a real engine
+//! and turns every acknowledgement of a new order on one symbol into a reject, as a build with a
+//! bad risk check would. Its book is the wrapped engine's, so its digest matches a correct
+//! engine's; only what it says differs, which is what shadow comparison and the gates look at.
+//! `baton engine --fault-reject-symbol SYMBOL` runs it.
+
+use super::{
+    Digest, Engine, ExecType, Input, OrdRejReason, OrdStatus, Output, Qty, RejectText, Report,
+    SnapshotError, Symbol,
+};
+
+/// Rejects every new order on `symbol` that the wrapped engine accepted.
+pub struct RejectSymbol<E> {
+    /// The engine that does the real work.
+    inner: E,
+    /// The symbol whose acknowledgements are turned into rejects.
+    symbol: Symbol,
+    /// The inner build with `+fault-reject-<symbol>`, so status and change records show it.
+    build_version: String,
+}
+
+impl<E: Engine> RejectSymbol<E> {
+    /// Wraps `inner`.
+    pub fn new(inner: E, symbol: Symbol) -> RejectSymbol<E> {
+        let build_version = format!("{}+fault-reject-{}", inner.build_version(), symbol.as_str());
+        RejectSymbol {
+            inner,
+            symbol,
+            build_version,
+        }
+    }
+}
+
+impl<E: Engine> Engine for RejectSymbol<E> {
+    fn apply(&mut self, input: &Input, outputs: &mut Vec<Output>) {
+        let first = outputs.len();
+        self.inner.apply(input, outputs);
+        for output in &mut outputs[first..] {
+            if let Report::Execution(report) = &mut output.report
+                && report.symbol == self.symbol
+                && report.exec_type == ExecType::New
+            {
+                report.exec_type = ExecType::Rejected;
+                report.ord_status = OrdStatus::Rejected;
+                report.leaves_qty = Qty(0);
+                report.ord_rej_reason = Some(OrdRejReason::Other);
+                report.text = Some(RejectText::OrderCapacity);
+            }
+        }
+    }
+
+    fn last_input_seq(&self) -> u64 {
+        self.inner.last_input_seq()
+    }
+
+    fn snapshot(&self, out: &mut Vec<u8>) {
+        self.inner.snapshot(out);
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError> {
+        self.inner.restore(snapshot)
+    }
+
+    fn digest(&self) -> Digest {
+        self.inner.digest()
+    }
+
+    fn build_version(&self) -> &str {
+        &self.build_version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{
+        ClOrdId, EngineConfig, MatchingEngine, NewOrder, OrdType, Price, Request, Side, TimeInForce,
+    };
+    use crate::fix::time::Timestamp;
+
+    fn order(seq: u64, symbol: &str) -> Input {
+        Input {
+            seq,
+            time: Timestamp(seq),
+            session: 1,
+            request: Request::New(NewOrder {
+                cl_ord_id: ClOrdId::try_from_bytes(format!("C{seq}").as_bytes()).unwrap(),
+                symbol: Symbol::try_from_bytes(symbol.as_bytes()).unwrap(),
+                side: Side::Buy,
+                ord_type: OrdType::Limit,
+                price: Price::parse_decimal(b"10"),
+                qty: Qty(1),
+                time_in_force: TimeInForce::Day,
+            }),
+        }
+    }
+
+    #[test]
+    fn only_the_faulty_symbol_is_answered_differently_and_the_book_is_the_same() {
+        let config = EngineConfig::default();
+        let mut good = MatchingEngine::new(&config).unwrap();
+        let mut bad = RejectSymbol::new(
+            MatchingEngine::new(&config).unwrap(),
+            Symbol::try_from_bytes(b"MSFT").unwrap(),
+        );
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        good.apply(&order(1, "AAPL"), &mut a);
+        bad.apply(&order(1, "AAPL"), &mut b);
+        assert_eq!(a, b);
+        good.apply(&order(2, "MSFT"), &mut a);
+        bad.apply(&order(2, "MSFT"), &mut b);
+        assert_ne!(a, b);
+        let Report::Execution(report) = &b[1].report else {
+            panic!("execution report");
+        };
+        assert_eq!(report.exec_type, ExecType::Rejected);
+        assert_eq!(good.digest(), bad.digest());
+        assert!(bad.build_version().ends_with("+fault-reject-MSFT"));
+    }
+}
