@@ -63,6 +63,133 @@ pub struct Config {
     /// The matching engine's instruments and capacities (read by `baton engine`).
     #[serde(default)]
     pub engine: crate::engine::EngineConfig,
+    /// Change policy, audit log and canary gates.
+    #[serde(default)]
+    pub control: ControlConfig,
+}
+
+/// `[control]`: what needs approval, where the audit trail lives, and when a canary is rolled
+/// back.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// The hash-chained audit log; default `audit.log` in `[gateway] journal_dir`.
+    #[serde(default)]
+    pub audit_log: Option<PathBuf>,
+    /// Actions (`switch`, `canary`) that run only under an approved change within its window.
+    /// Rollback never needs approval.
+    #[serde(default = "default_approval_required")]
+    pub approval_required: Vec<String>,
+    /// Approvals by operators other than the filer a change needs.
+    #[serde(default = "default_approvals_min")]
+    pub approvals_min: usize,
+    /// Canary gates.
+    #[serde(default)]
+    pub gates: GatesConfig,
+}
+
+impl Default for ControlConfig {
+    fn default() -> ControlConfig {
+        ControlConfig {
+            audit_log: None,
+            approval_required: default_approval_required(),
+            approvals_min: default_approvals_min(),
+            gates: GatesConfig::default(),
+        }
+    }
+}
+
+impl ControlConfig {
+    /// The policy the control plane enforces.
+    pub fn policy(&self) -> crate::control::change::Policy {
+        crate::control::change::Policy {
+            approval_required: self.approval_required.clone(),
+            approvals_min: self.approvals_min,
+        }
+    }
+
+    /// Where the audit log is, given the journal directory it defaults into.
+    pub fn audit_path(&self, journal_dir: &Path) -> PathBuf {
+        self.audit_log
+            .clone()
+            .unwrap_or_else(|| crate::control::audit::default_path(journal_dir))
+    }
+}
+
+fn default_approval_required() -> Vec<String> {
+    crate::control::change::Policy::default().approval_required
+}
+
+fn default_approvals_min() -> usize {
+    crate::control::change::Policy::default().approvals_min
+}
+
+/// `[control.gates]`: limits on a canary engine, measured against the baseline engine on the
+/// same inputs; see README.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatesConfig {
+    /// Share of compared canary inputs whose answers may differ.
+    #[serde(default = "default_error_rate_max")]
+    pub error_rate_max: f64,
+    /// Extra reject share allowed over the baseline.
+    #[serde(default = "default_reject_rate_increase_max")]
+    pub reject_rate_increase_max: f64,
+    /// p99 answer latency allowed, as a multiple of the baseline's.
+    #[serde(default = "default_latency_p99_ratio_max")]
+    pub latency_p99_ratio_max: f64,
+    /// µs above the baseline's p99 that never count as a breach.
+    #[serde(default = "default_latency_slack_us")]
+    pub latency_slack_us: u64,
+    /// Compared inputs before the reject and latency gates judge.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u64,
+}
+
+impl Default for GatesConfig {
+    fn default() -> GatesConfig {
+        GatesConfig {
+            error_rate_max: default_error_rate_max(),
+            reject_rate_increase_max: default_reject_rate_increase_max(),
+            latency_p99_ratio_max: default_latency_p99_ratio_max(),
+            latency_slack_us: default_latency_slack_us(),
+            min_samples: default_min_samples(),
+        }
+    }
+}
+
+impl GatesConfig {
+    /// The gates as the sequencer applies them.
+    pub fn core(&self) -> crate::gateway::core::GateConfig {
+        crate::gateway::core::GateConfig {
+            error_rate_max: self.error_rate_max,
+            reject_rate_increase_max: self.reject_rate_increase_max,
+            reject_min_samples: self.min_samples,
+            latency_p99_ratio_max: self.latency_p99_ratio_max,
+            latency_slack_us: self.latency_slack_us,
+            latency_min_samples: self.min_samples,
+        }
+    }
+}
+
+fn default_error_rate_max() -> f64 {
+    constants::GATE_ERROR_RATE_MAX_DEFAULT
+}
+
+fn default_reject_rate_increase_max() -> f64 {
+    constants::GATE_REJECT_RATE_INCREASE_MAX_DEFAULT
+}
+
+fn default_latency_p99_ratio_max() -> f64 {
+    constants::GATE_LATENCY_P99_RATIO_MAX_DEFAULT
+}
+
+fn default_latency_slack_us() -> u64 {
+    constants::GATE_LATENCY_SLACK_US_DEFAULT
+}
+
+fn default_min_samples() -> u64 {
+    constants::GATE_MIN_SAMPLES_DEFAULT
 }
 
 /// `[gateway]`: where to listen and where to keep state.
@@ -181,7 +308,47 @@ impl Config {
             message: error.to_string(),
         })?;
         config.session_configs(origin)?;
+        config.check_control(origin)?;
         Ok(config)
+    }
+
+    /// Refuses a policy naming an action that does not exist (a typo must not silently drop an
+    /// approval requirement) and gates that could never or always trip.
+    fn check_control(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        for action in &self.control.approval_required {
+            if !matches!(action.as_str(), "switch" | "canary") {
+                return Err(invalid(format!(
+                    "[control] approval_required: {action:?} is not an action that can require approval (switch, canary)"
+                )));
+            }
+        }
+        if self.control.approvals_min == 0 {
+            return Err(invalid(
+                "[control] approvals_min must be at least 1 (an approval by nobody is none)".into(),
+            ));
+        }
+        let gates = &self.control.gates;
+        for (name, value) in [
+            ("error_rate_max", gates.error_rate_max),
+            ("reject_rate_increase_max", gates.reject_rate_increase_max),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(invalid(format!(
+                    "[control.gates] {name} = {value} is not a share between 0 and 1"
+                )));
+            }
+        }
+        if gates.latency_p99_ratio_max.is_nan() || gates.latency_p99_ratio_max < 1.0 {
+            return Err(invalid(format!(
+                "[control.gates] latency_p99_ratio_max = {} must be at least 1",
+                gates.latency_p99_ratio_max
+            )));
+        }
+        Ok(())
     }
 
     /// The sessions with every default applied, checked for consistency.

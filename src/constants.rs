@@ -351,6 +351,39 @@ const _: () = assert!(
     "replies (status) are larger than requests"
 );
 
+// ----- Canary gates and the control plane (`gateway::core`, `control::plane`) ------------------
+
+/// Share of a canary's compared inputs whose answers may differ from the baseline engine's before
+/// the canary is rolled back: 0.1 %, the design's default. Engines are deterministic, so any
+/// difference is a defect of one build; the share only keeps one bad answer among thousands from
+/// ending a long canary, while a difference in the first few hundred inputs ends it at once.
+pub const GATE_ERROR_RATE_MAX_DEFAULT: f64 = 0.001;
+
+/// How much more often the canary may reject than the baseline engine on the same inputs, as a
+/// share of compared inputs: 1 %. Rejects that differ are also errors; this gate names the cause.
+pub const GATE_REJECT_RATE_INCREASE_MAX_DEFAULT: f64 = 0.01;
+
+/// Canary inputs compared before the reject and latency gates judge: a share or a p99 of fewer
+/// inputs than this says more about chance than about the build.
+pub const GATE_MIN_SAMPLES_DEFAULT: u64 = 200;
+
+/// The canary engine's p99 answer latency may be this many times the baseline's on the same
+/// inputs.
+pub const GATE_LATENCY_P99_RATIO_MAX_DEFAULT: f64 = 3.0;
+
+/// ... and always this many µs above it: on a small host, one descheduling of a process moves a
+/// p99 by a millisecond without the build being slower.
+pub const GATE_LATENCY_SLACK_US_DEFAULT: u64 = 2_000;
+
+/// Events (failovers, gate breaches, engine attachments) the core may hand the control plane
+/// before it must wait for them to be audited: they come a few per minute at most.
+pub const CONTROL_EVENTS_MAX: usize = 256;
+
+const _: () = assert!(
+    GATE_ERROR_RATE_MAX_DEFAULT < GATE_REJECT_RATE_INCREASE_MAX_DEFAULT,
+    "a wrong answer is worse than an extra reject"
+);
+
 /// Longest the sequencer waits to hand inputs to an engine's socket. An engine that stops
 /// reading for this long is treated as lost (a standby falls back to catching up; the
 /// authoritative engine fails over) instead of stalling the venue.

@@ -6,16 +6,129 @@
 
 use serde::{Deserialize, Serialize};
 
-/// A command to the gateway.
+/// A command to the gateway. Every command that can move authority names the operator who asks
+/// and, where policy wants one, the approved change it belongs to; both go into the audit log
+/// before the command takes effect (invariant 7). Fields default, so the bare
+/// `{"command":"switch"}` of earlier clients still parses (and is refused where policy wants a
+/// change).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum ControlRequest {
-    /// Everything an operator looks at: sessions, engines, last switch, shadow comparison.
+    /// Everything an operator looks at: sessions, engines, last switch, shadow comparison,
+    /// canary, open changes and the audit head.
     Status,
-    /// Move authority to the standby at a barrier; the old engine becomes the standby.
-    Switch,
-    /// Return authority to the engine that had it before the last switch (a switch back).
-    Rollback,
+    /// Move authority for every symbol to the standby at a barrier; the old engine becomes the
+    /// standby. Ends a canary by completing it.
+    Switch {
+        /// Who asks.
+        #[serde(default)]
+        operator: Option<String>,
+        /// The approved change this switch carries out (`CHG-n` or `n`).
+        #[serde(default)]
+        change: Option<String>,
+    },
+    /// Undo: end a running canary (its symbols return to the engine that kept the rest), or
+    /// return authority to the engine that had it before the last switch. Never needs an
+    /// approval: backing out is what an operator must always be able to do, and it is audited
+    /// like everything else.
+    Rollback {
+        /// Who asks.
+        #[serde(default)]
+        operator: Option<String>,
+        /// The change being rolled back, if any.
+        #[serde(default)]
+        change: Option<String>,
+    },
+    /// Move authority for a deterministic subset of symbols to the standby at a barrier, with
+    /// gates that roll it back automatically on a breach.
+    Canary {
+        /// Who asks.
+        #[serde(default)]
+        operator: Option<String>,
+        /// The approved change this canary belongs to.
+        #[serde(default)]
+        change: Option<String>,
+        /// Share of the configured symbols to move, 1 to 100 (at least one symbol moves).
+        #[serde(default)]
+        percent: Option<u8>,
+        /// Or exactly these symbols.
+        #[serde(default)]
+        symbols: Vec<String>,
+    },
+    /// File a change: an artifact (path and SHA-256), a reason and a window.
+    ChangeFile {
+        /// Who files it.
+        #[serde(default)]
+        operator: Option<String>,
+        /// The engine build the change deploys.
+        artifact_path: String,
+        /// Its SHA-256 as the operator computed it; the gateway hashes the file again and
+        /// refuses a mismatch.
+        artifact_sha256: String,
+        /// Why, for the change record.
+        reason: String,
+        /// Window start, RFC 3339 UTC.
+        window_start: String,
+        /// Window end, RFC 3339 UTC.
+        window_end: String,
+    },
+    /// Approve a change filed by someone else.
+    ChangeApprove {
+        /// Who approves.
+        #[serde(default)]
+        operator: Option<String>,
+        /// `CHG-n` or `n`.
+        change: String,
+    },
+    /// Close a change: no further action may name it.
+    ChangeClose {
+        /// Who closes it.
+        #[serde(default)]
+        operator: Option<String>,
+        /// `CHG-n` or `n`.
+        change: String,
+    },
+    /// One change's record, with its evidence, for compliance.
+    ChangeReport {
+        /// `CHG-n` or `n`.
+        change: String,
+    },
+    /// Every change, one line each.
+    ChangeList,
+}
+
+impl ControlRequest {
+    /// The operator named in the request, if it names one.
+    pub fn operator(&self) -> Option<&str> {
+        match self {
+            ControlRequest::Switch { operator, .. }
+            | ControlRequest::Rollback { operator, .. }
+            | ControlRequest::Canary { operator, .. }
+            | ControlRequest::ChangeFile { operator, .. }
+            | ControlRequest::ChangeApprove { operator, .. }
+            | ControlRequest::ChangeClose { operator, .. } => operator.as_deref(),
+            ControlRequest::Status
+            | ControlRequest::ChangeReport { .. }
+            | ControlRequest::ChangeList => None,
+        }
+    }
+
+    /// A switch by `operator` under no change, as the bench and the demo ask for one (their
+    /// venues need no approval).
+    pub fn switch(operator: &str) -> ControlRequest {
+        ControlRequest::Switch {
+            operator: Some(operator.to_owned()),
+            change: None,
+        }
+    }
+
+    /// A rollback by `operator` under no change.
+    pub fn rollback(operator: &str) -> ControlRequest {
+        ControlRequest::Rollback {
+            operator: Some(operator.to_owned()),
+            change: None,
+        }
+    }
 }
 
 /// The gateway's answer.
@@ -24,9 +137,19 @@ pub enum ControlRequest {
 pub enum ControlReply {
     /// The state of the gateway.
     Status(Status),
-    /// A switch or rollback completed.
+    /// A switch, canary or rollback completed.
     Switched(SwitchReport),
-    /// The command could not be carried out; the text says why (no standby, standby lagging...).
+    /// A change was filed, approved or closed; its record as it is now.
+    Change(crate::control::change::ChangeSummary),
+    /// Every change.
+    Changes {
+        /// Oldest first.
+        changes: Vec<crate::control::change::ChangeSummary>,
+    },
+    /// A change's full record.
+    Report(crate::control::change::ChangeReport),
+    /// The command could not be carried out; the text says why (no standby, standby lagging,
+    /// no approved change...).
     Refused {
         /// Why, in words an operator can act on.
         reason: String,
@@ -50,6 +173,72 @@ pub struct Status {
     pub switches: u64,
     /// Shadow comparison of the standby against the authoritative engine.
     pub shadow: ShadowStatus,
+    /// The running canary, if any.
+    #[serde(default)]
+    pub canary: Option<CanaryStatus>,
+    /// Changes not yet closed (filled in by the control plane).
+    #[serde(default)]
+    pub open_changes: Vec<crate::control::change::ChangeSummary>,
+    /// Last audit record and its hash, to anchor elsewhere (filled in by the control plane).
+    #[serde(default)]
+    pub audit_head: Option<AuditHead>,
+}
+
+/// The head of the audit chain.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    /// Seq of the last record.
+    pub seq: u64,
+    /// Its hash (hex): every earlier record is fixed by it.
+    pub hash: String,
+}
+
+/// A canary in progress: which engine owns which symbols, and what its gates see.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CanaryStatus {
+    /// The engine that owns the canary symbols.
+    pub engine: String,
+    /// The engine that owns every other symbol.
+    pub baseline: String,
+    /// The symbols the canary engine is authoritative for.
+    pub symbols: Vec<String>,
+    /// First input sequenced under the canary.
+    pub since_seq: u64,
+    /// Gate evidence so far.
+    pub gates: GateStatus,
+}
+
+/// What the canary gates have measured: the canary engine's answers for its symbols against the
+/// baseline engine's answers for the very same inputs (both engines see every input).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GateStatus {
+    /// Canary-owned inputs both engines answered.
+    pub compared: u64,
+    /// Of those, answers that differed: a deterministic engine that differs is an error.
+    pub errors: u64,
+    /// Reject reports (rejected orders, cancel rejects) the canary engine sent for them.
+    pub canary_rejects: u64,
+    /// Reject reports the baseline engine produced for the same inputs.
+    pub baseline_rejects: u64,
+    /// p99 answer latency of the canary engine on its inputs, µs.
+    pub canary_p99_us: u64,
+    /// p99 answer latency of the baseline engine on the same inputs, µs.
+    pub baseline_p99_us: u64,
+    /// The first gate breached, if any (the canary is then rolled back).
+    pub breach: Option<GateBreach>,
+}
+
+/// A gate that tripped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateBreach {
+    /// Which gate: `error-rate`, `reject-rate` or `latency`.
+    pub gate: String,
+    /// What was measured.
+    pub observed: f64,
+    /// The limit it crossed.
+    pub limit: f64,
+    /// Canary-owned inputs compared when it tripped.
+    pub compared: u64,
 }
 
 /// One session in status.
@@ -73,6 +262,8 @@ pub enum EngineRole {
     Authoritative,
     /// Receives every input; its outputs are compared, never sent.
     Standby,
+    /// Authoritative for the canary's symbols only; the authoritative engine keeps the rest.
+    Canary,
     /// Not connected.
     Down,
 }
@@ -97,6 +288,14 @@ pub struct EngineStatus {
     pub lag_us: u64,
     /// Milliseconds since it last sent anything (health).
     pub silent_ms: u64,
+    /// SHA-256 of the executable it runs, from its link handshake (empty if it did not say):
+    /// what a change's artifact is checked against.
+    #[serde(default)]
+    pub executable_sha256: String,
+    /// Inputs whose outputs were delivered from this engine since the gateway started: shows
+    /// where authority really sat, per symbol, during a canary.
+    #[serde(default)]
+    pub delivered_inputs: u64,
 }
 
 /// A completed switch of authority.
@@ -113,6 +312,28 @@ pub struct SwitchReport {
     pub pause_us: u64,
     /// Planned (`baton ctl switch`/`rollback`) or failover after the authoritative engine died.
     pub planned: bool,
+    /// What moved: every symbol (`all`), a canary's symbols, or a canary ended.
+    #[serde(default)]
+    pub scope: SwitchScope,
+}
+
+/// What a switch moved.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum SwitchScope {
+    /// Authority for every symbol.
+    #[default]
+    All,
+    /// Authority for these symbols moved to the canary engine.
+    CanaryStarted {
+        /// The canary's symbols.
+        symbols: Vec<String>,
+    },
+    /// The canary's symbols returned to the engine that kept the rest.
+    CanaryEnded {
+        /// The symbols that returned.
+        symbols: Vec<String>,
+    },
 }
 
 /// Shadow comparison counters.
