@@ -19,7 +19,7 @@
 //! from its last input. With no engine attached, sessions stay up and new requests are answered
 //! with BusinessMessageReject (application not available).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,11 +32,11 @@ use super::journal::{Journal, JournalConfig, JournalError, JournalReader};
 use super::translate;
 use crate::constants;
 use crate::control::api::{
-    ControlReply, ControlRequest, DivergenceSample, EngineRole, EngineStatus, SessionStatus,
-    ShadowStatus, Status, SwitchReport,
+    CanaryStatus, ControlReply, ControlRequest, DivergenceSample, EngineRole, EngineStatus,
+    GateBreach, GateStatus, SessionStatus, ShadowStatus, Status, SwitchReport, SwitchScope,
 };
 use crate::control::endpoint::ControlCommand;
-use crate::engine::{Input, Output};
+use crate::engine::{ExecType, Input, Output, Report, Request, Symbol};
 use crate::fix::store::SessionStore;
 use crate::fix::tags::BusinessRejectReason;
 use crate::fix::time::Timestamp;
@@ -73,6 +73,63 @@ pub struct CoreConfig {
     /// Silence from the authoritative engine, with inputs unanswered, after which it is declared
     /// dead and the standby takes over.
     pub failover_timeout: Duration,
+    /// The venue's symbols (from `[engine] instruments`): a canary given as a share picks from
+    /// these.
+    pub symbols: Vec<Symbol>,
+    /// Limits that roll a canary back.
+    pub gates: GateConfig,
+}
+
+/// Limits on what a canary engine may do worse than the engine it is compared with, over the
+/// same inputs. From `[control.gates]`; defaults in [`constants`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct GateConfig {
+    /// Share of compared canary inputs whose answers may differ from the baseline engine's.
+    pub error_rate_max: f64,
+    /// How much the canary's reject share may exceed the baseline's on the same inputs.
+    pub reject_rate_increase_max: f64,
+    /// Canary inputs compared before the reject-rate gate judges (a share of a handful of
+    /// orders is noise).
+    pub reject_min_samples: u64,
+    /// How many times the baseline's p99 answer latency the canary's may be.
+    pub latency_p99_ratio_max: f64,
+    /// Microseconds the canary's p99 may exceed the baseline's whatever the ratio: below this,
+    /// a difference is scheduling noise on the host, not a slower build.
+    pub latency_slack_us: u64,
+    /// Canary inputs answered by both before the latency gate judges.
+    pub latency_min_samples: u64,
+}
+
+impl Default for GateConfig {
+    fn default() -> GateConfig {
+        GateConfig {
+            error_rate_max: constants::GATE_ERROR_RATE_MAX_DEFAULT,
+            reject_rate_increase_max: constants::GATE_REJECT_RATE_INCREASE_MAX_DEFAULT,
+            reject_min_samples: constants::GATE_MIN_SAMPLES_DEFAULT,
+            latency_p99_ratio_max: constants::GATE_LATENCY_P99_RATIO_MAX_DEFAULT,
+            latency_slack_us: constants::GATE_LATENCY_SLACK_US_DEFAULT,
+            latency_min_samples: constants::GATE_MIN_SAMPLES_DEFAULT,
+        }
+    }
+}
+
+/// What the core tells the control plane happened on its own (not as the answer to a command),
+/// so it reaches the audit log.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CoreEvent {
+    /// The authoritative (or canary) engine died or fell silent; authority moved.
+    Failover(SwitchReport),
+    /// A canary gate tripped; the control plane audits it and asks for the rollback.
+    GateBreached(GateBreach),
+    /// An engine attached: its name, build and the hash of the executable it runs.
+    EngineAttached {
+        /// Its name.
+        name: String,
+        /// Its build version.
+        build_version: String,
+        /// SHA-256 of its executable (empty if it did not say).
+        executable_sha256: String,
+    },
 }
 
 /// A connected engine.
@@ -85,6 +142,9 @@ struct Connection {
     name: String,
     /// Its build from its Hello.
     build_version: String,
+    /// SHA-256 of its executable from its Hello: checked against a change's artifact before it
+    /// is given authority.
+    executable_sha256: String,
     /// Highest input seq sent on this connection.
     sent_through: u64,
     /// Highest input seq answered on this connection.
@@ -115,6 +175,87 @@ struct EngineSlot {
     retry_at: Instant,
     /// A connection attempt is running in its own task.
     connecting: bool,
+    /// Inputs whose outputs were delivered while this slot owned them.
+    delivered_inputs: u64,
+}
+
+/// What a pending switch will move when its barrier is reached.
+#[derive(Clone, Debug, PartialEq)]
+enum SwitchKind {
+    /// Every symbol to `to`.
+    All,
+    /// These symbols to `to`, the rest stay.
+    CanaryStart(Vec<Symbol>),
+    /// The canary's symbols back to the authoritative engine.
+    CanaryEnd,
+}
+
+/// A canary: one engine owns some symbols, the authoritative engine the rest.
+struct Canary {
+    /// The engine that owns `symbols`.
+    slot: usize,
+    /// Sorted, so membership is a binary search per input.
+    symbols: Vec<Symbol>,
+    /// First input sequenced under the canary.
+    since_seq: u64,
+    /// What the gates have seen.
+    gates: GateStatus,
+    /// Answer latency of the canary engine on its inputs, µs.
+    canary_latency: hdrhistogram::Histogram<u64>,
+    /// Answer latency of the authoritative engine on the same inputs, µs.
+    baseline_latency: hdrhistogram::Histogram<u64>,
+}
+
+impl Canary {
+    fn covers(&self, symbol: &Symbol) -> bool {
+        self.symbols.binary_search(symbol).is_ok()
+    }
+
+    fn symbol_names(&self) -> Vec<String> {
+        names(&self.symbols)
+    }
+}
+
+fn names(symbols: &[Symbol]) -> Vec<String> {
+    symbols.iter().map(|s| s.as_str().to_owned()).collect()
+}
+
+/// The symbol an input is about: authority is decided per symbol.
+fn input_symbol(request: &Request) -> &Symbol {
+    match request {
+        Request::New(order) => &order.symbol,
+        Request::Cancel(cancel) => &cancel.symbol,
+        Request::Replace(replace) => &replace.symbol,
+    }
+}
+
+/// Reports that tell a counterparty no: a rejected order, a refused cancel or replace.
+fn rejects(outputs: &[Output]) -> u64 {
+    outputs
+        .iter()
+        .filter(|output| match &output.report {
+            Report::Execution(report) => report.exec_type == ExecType::Rejected,
+            Report::CancelReject(_) => true,
+        })
+        .count() as u64
+}
+
+/// The `count` symbols a canary of `percent` takes: ranked by the SHA-256 of their names, so the
+/// choice is the same on every host and build and does not depend on configuration order.
+pub fn canary_symbols(symbols: &[Symbol], percent: u8) -> Vec<Symbol> {
+    use sha2::Digest as _;
+    let mut ranked: Vec<([u8; 32], Symbol)> = symbols
+        .iter()
+        .map(|symbol| (sha2::Sha256::digest(symbol.as_bytes()).into(), *symbol))
+        .collect();
+    ranked.sort();
+    ranked.dedup_by(|a, b| a.1 == b.1);
+    let count = (ranked.len() * usize::from(percent.min(100)))
+        .div_ceil(100)
+        .max(1);
+    let mut chosen: Vec<Symbol> = ranked.into_iter().take(count).map(|(_, s)| s).collect();
+    chosen.sort();
+    chosen
 }
 
 /// A planned switch waiting for its barrier.
@@ -125,6 +266,8 @@ struct PendingSwitch {
     barrier: u64,
     /// When inputs started being held.
     started: Instant,
+    /// What moves at the barrier.
+    kind: SwitchKind,
     /// Who to answer.
     reply: Option<oneshot::Sender<ControlReply>>,
 }
@@ -196,6 +339,13 @@ pub struct Core<S: SessionStore> {
     attempts_rx: mpsc::Receiver<Attempt>,
     /// Reused to encode journal payloads.
     payload: Vec<u8>,
+    /// The running canary, if any.
+    canary: Option<Canary>,
+    /// Inputs sequenced for the canary engine's symbols and not yet delivered and compared: their
+    /// outputs are delivered from the canary engine. Every other input belongs to `authority`.
+    canary_owned: BTreeSet<u64>,
+    /// Where failovers and gate breaches are reported for the audit log.
+    events: Option<mpsc::Sender<CoreEvent>>,
 }
 
 impl<S: SessionStore + Send + 'static> Core<S> {
@@ -225,6 +375,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 connection: None,
                 retry_at: now,
                 connecting: false,
+                delivered_inputs: 0,
             })
             .collect();
         // Room for every engine's full in-flight window of answers, so a reader task never blocks
@@ -255,7 +406,34 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             frames_rx,
             generation: 0,
             payload: Vec::with_capacity(256),
+            canary: None,
+            canary_owned: BTreeSet::new(),
+            events: None,
         })
+    }
+
+    /// Reports failovers, gate breaches and engine attachments on `events`, so the control plane
+    /// can write them to the audit log.
+    pub fn with_events(mut self, events: mpsc::Sender<CoreEvent>) -> Core<S> {
+        self.events = Some(events);
+        self
+    }
+
+    fn emit(&self, event: CoreEvent) {
+        if let Some(events) = &self.events
+            && let Err(error) = events.try_send(event)
+        {
+            tracing::error!(%error, "control plane not taking events; this one is not audited");
+        }
+    }
+
+    /// The engine whose outputs for input `seq` are delivered: the canary engine for the inputs
+    /// sequenced for its symbols, the authoritative engine for all others.
+    fn owner_of(&self, seq: u64) -> Option<usize> {
+        match &self.canary {
+            Some(canary) if self.canary_owned.contains(&seq) => Some(canary.slot),
+            _ => self.authority,
+        }
     }
 
     /// Runs until shutdown.
@@ -316,9 +494,13 @@ impl<S: SessionStore + Send + 'static> Core<S> {
     /// Whether the authoritative engine can take more inputs now. A standby never holds the
     /// venue back: when its window is full it falls behind and catches up from the journal.
     fn room_for_inputs(&self) -> bool {
-        self.authority
-            .and_then(|index| self.engines[index].connection.as_ref())
-            .is_none_or(|c| c.in_flight() < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64)
+        let room = |index: Option<usize>| {
+            index
+                .and_then(|index| self.engines[index].connection.as_ref())
+                .is_none_or(|c| c.in_flight() < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64)
+        };
+        // During a canary both engines own inputs, and both windows gate delivery.
+        room(self.authority) && room(self.canary.as_ref().map(|c| c.slot))
     }
 
     fn any_catching_up(&self) -> bool {
@@ -391,6 +573,11 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 self.recent.pop_front();
             }
             self.recent.push_back((seq, time));
+            if let Some(canary) = &self.canary
+                && canary.covers(input_symbol(&input.request))
+            {
+                self.canary_owned.insert(seq);
+            }
             inputs.push(input);
         }
         if let Err(error) = self.journal.flush() {
@@ -575,10 +762,23 @@ impl<S: SessionStore + Send + 'static> Core<S> {
 
     fn on_outputs(&mut self, index: usize, outputs: Outputs) {
         let seq = outputs.input_seq;
-        let is_authority = Some(index) == self.authority;
+        let owner = self.owner_of(seq);
+        let is_authority = Some(index) == owner;
         let has_standby = self.engines.iter().enumerate().any(|(i, slot)| {
-            Some(i) != self.authority && slot.connection.as_ref().is_some_and(|c| !c.restoring)
+            Some(i) != owner && slot.connection.as_ref().is_some_and(|c| !c.restoring)
         });
+        if self.canary_owned.contains(&seq)
+            && let Some(canary) = self.canary.as_mut()
+        {
+            // Each engine's answer latency on the canary's inputs, the same inputs for both.
+            let age_us = input_age(&self.recent, seq, Timestamp::now());
+            let latency = if index == canary.slot {
+                &mut canary.canary_latency
+            } else {
+                &mut canary.baseline_latency
+            };
+            latency.saturating_record(age_us);
+        }
         if is_authority {
             if has_standby {
                 self.record_shadow(seq, outputs.outputs.clone(), true);
@@ -608,6 +808,15 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             && let (Some(a), Some(b)) = (&entry.authoritative, &entry.standby)
         {
             entry.compared = true;
+            if self.canary_owned.contains(&seq)
+                && let Some(canary) = self.canary.as_mut()
+            {
+                // `a` is the canary engine's (it owns the input), `b` the baseline's.
+                canary.gates.compared += 1;
+                canary.gates.errors += u64::from(a != b);
+                canary.gates.canary_rejects += rejects(a);
+                canary.gates.baseline_rejects += rejects(b);
+            }
             if a == b {
                 self.shadow_status.matches += 1;
             } else {
@@ -652,6 +861,19 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 break;
             }
         }
+        // A canary input is kept until it is delivered and compared (or no longer comparable).
+        let oldest_shadow = self
+            .shadow
+            .first_key_value()
+            .map_or(u64::MAX, |(seq, _)| *seq);
+        let keep_from = (delivered + 1).min(oldest_shadow);
+        while self
+            .canary_owned
+            .first()
+            .is_some_and(|seq| *seq < keep_from)
+        {
+            self.canary_owned.pop_first();
+        }
     }
 
     /// Hands each output of `input_seq` to its session, once.
@@ -660,6 +882,9 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             return;
         }
         let now = Timestamp::now();
+        if let Some(owner) = self.owner_of(input_seq) {
+            self.engines[owner].delivered_inputs += 1;
+        }
         for output in outputs {
             let delivered = self.sessions.with(output.session, |session| {
                 session.send_app(now, translate::output_msg_type(output), |e| {
@@ -693,6 +918,14 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             tracing::warn!(engine = %connection.name, silent_ms = connection.last_heard.elapsed().as_millis() as u64, "authoritative engine silent; failing over");
             self.lose(authority);
         }
+        if let Some(slot) = self.canary.as_ref().map(|c| c.slot)
+            && let Some(connection) = self.engines[slot].connection.as_ref()
+            && connection.last_heard.elapsed() > self.config.failover_timeout
+        {
+            tracing::warn!(engine = %connection.name, "canary engine silent; its symbols return");
+            self.lose(slot);
+        }
+        self.check_gates();
         for index in 0..self.engines.len() {
             let slot = &mut self.engines[index];
             if slot.connection.is_none() && !slot.connecting && slot.retry_at <= now {
@@ -739,11 +972,17 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 }
             }
         });
+        self.emit(CoreEvent::EngineAttached {
+            name: hello.engine_name.clone(),
+            build_version: hello.build_version.clone(),
+            executable_sha256: hello.executable_sha256.clone(),
+        });
         let mut connection = Connection {
             writer,
             generation,
             name: hello.engine_name.clone(),
             build_version: hello.build_version.clone(),
+            executable_sha256: hello.executable_sha256.clone(),
             sent_through: hello.last_input_seq,
             answered_through: hello.last_input_seq,
             restoring: false,
@@ -783,7 +1022,11 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         }
     }
 
-    /// The connection of slot `index` is gone; if it had authority, fail over.
+    /// The connection of slot `index` is gone. If it owned inputs (authority, or the canary's
+    /// symbols), the surviving engine takes them over: outputs it already produced for
+    /// undelivered inputs are delivered in input order, and what it has not produced it is asked
+    /// for again. Outputs the lost engine sent for inputs it owned and that wait behind an
+    /// earlier one stay: they came from the engine that owned those inputs (invariant 4).
     fn lose(&mut self, index: usize) {
         let Some(lost) = self.engines[index].connection.take() else {
             return;
@@ -798,57 +1041,89 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 reason: format!("standby {} was lost during the switch", lost.name),
             });
         }
-        if Some(index) != self.authority {
+        let canary_lost = self.canary.as_ref().is_some_and(|c| c.slot == index);
+        if Some(index) != self.authority && !canary_lost {
             tracing::warn!(engine = %lost.name, "standby lost");
             return;
         }
-        self.authority = None;
-        let standby = self
-            .engines
-            .iter()
-            .enumerate()
-            .filter(|(_, slot)| slot.connection.as_ref().is_some_and(|c| !c.restoring))
-            .max_by_key(|(_, slot)| slot.connection.as_ref().map(|c| c.answered_through))
-            .map(|(i, _)| i);
-        let Some(next) = standby else {
-            tracing::error!(engine = %lost.name, "authoritative engine lost and no standby can take over");
-            return;
+        let canary_symbols = self
+            .canary
+            .take()
+            .map(|c| c.symbol_names())
+            .unwrap_or_default();
+        let next = if canary_lost {
+            self.authority
+        } else {
+            self.authority = None;
+            self.engines
+                .iter()
+                .enumerate()
+                .filter(|(_, slot)| slot.connection.as_ref().is_some_and(|c| !c.restoring))
+                .max_by_key(|(_, slot)| slot.connection.as_ref().map(|c| c.answered_through))
+                .map(|(i, _)| i)
         };
         if let Some(mut pending) = self.pending_switch.take()
             && let Some(reply) = pending.reply.take()
         {
             let _ = reply.send(ControlReply::Refused {
-                reason: format!(
-                    "authoritative engine {} was lost; failed over instead",
-                    lost.name
-                ),
+                reason: format!("engine {} was lost; failed over instead", lost.name),
             });
         }
-        self.authority = Some(next);
-        self.previous_authority = Some(index);
-        self.switches += 1;
+        let Some(next) = next else {
+            tracing::error!(engine = %lost.name, "authoritative engine lost and no standby can take over");
+            return;
+        };
+        let previous_owner = |core: &Core<S>, seq: u64| {
+            if core.canary_owned.contains(&seq) == canary_lost {
+                index
+            } else {
+                next
+            }
+        };
+        // Which undelivered inputs the lost engine owned, decided before ownership changes.
         let delivered = self.cursor.get();
+        let lost_owned: Vec<u64> = self
+            .shadow
+            .range(delivered + 1..)
+            .map(|(seq, _)| *seq)
+            .filter(|seq| previous_owner(self, *seq) == index)
+            .collect();
+        self.canary_owned.clear();
+        if !canary_lost {
+            self.previous_authority = Some(index);
+        }
+        self.authority = Some(next);
+        self.switches += 1;
         let name = self.engines[next]
             .connection
             .as_ref()
             .map(|c| c.name.clone())
             .unwrap_or_default();
-        tracing::warn!(from = %lost.name, to = %name, delivered_through = delivered, "failover: standby takes authority");
+        tracing::warn!(from = %lost.name, to = %name, delivered_through = delivered, canary = canary_lost, "failover: the surviving engine takes the lost engine's inputs");
         let report = SwitchReport {
             from: lost.name,
             to: name,
             barrier_seq: delivered,
             pause_us: 0,
             planned: false,
+            scope: if canary_lost {
+                SwitchScope::CanaryEnded {
+                    symbols: canary_symbols,
+                }
+            } else {
+                SwitchScope::All
+            },
         };
+        self.emit(CoreEvent::Failover(report.clone()));
         self.last_switch = Some(report.clone());
         self.switch_started = Some((Instant::now(), report));
-        // Deliver what the new authority already produced as a shadow for undelivered inputs,
-        // in input order.
-        self.undelivered.clear();
-        for (seq, entry) in self.shadow.range(delivered + 1..) {
-            if let Some(outputs) = &entry.standby {
-                self.undelivered.insert(*seq, outputs.clone());
+        // Deliver what the survivor already produced, as a shadow, for the lost engine's
+        // undelivered inputs, in input order.
+        for seq in lost_owned {
+            if !self.undelivered.contains_key(&seq)
+                && let Some(outputs) = self.shadow.get(&seq).and_then(|e| e.standby.clone())
+            {
+                self.undelivered.insert(seq, outputs);
             }
         }
         self.drain_undelivered();
@@ -867,51 +1142,130 @@ impl<S: SessionStore + Send + 'static> Core<S> {
     // ----- control ---------------------------------------------------------------------------------
 
     fn on_control(&mut self, command: ControlCommand) {
-        match command.request {
+        let kind = match &command.request {
             ControlRequest::Status => {
                 let _ = command.reply.send(ControlReply::Status(self.status()));
+                return;
             }
-            ControlRequest::Switch | ControlRequest::Rollback => {
-                let rollback = command.request == ControlRequest::Rollback;
-                match self.start_switch(rollback) {
-                    Ok(()) => {
-                        if let Some(pending) = self.pending_switch.as_mut() {
-                            pending.reply = Some(command.reply);
-                        }
-                    }
-                    Err(reason) => {
-                        let _ = command.reply.send(ControlReply::Refused { reason });
-                    }
+            ControlRequest::Switch { .. } => Ok((false, SwitchKind::All)),
+            ControlRequest::Rollback { .. } => Ok((true, SwitchKind::All)),
+            ControlRequest::Canary {
+                percent, symbols, ..
+            } => self
+                .choose_canary(*percent, symbols)
+                .map(|symbols| (false, SwitchKind::CanaryStart(symbols))),
+            other => Err(format!(
+                "the sequencer does not handle {other:?}; the control plane does"
+            )),
+        };
+        let started = kind.and_then(|(rollback, kind)| {
+            self.start_switch(rollback, kind, command.expect_sha256.as_deref())
+        });
+        match started {
+            Ok(()) => {
+                if let Some(pending) = self.pending_switch.as_mut() {
+                    pending.reply = Some(command.reply);
                 }
+            }
+            Err(reason) => {
+                let _ = command.reply.send(ControlReply::Refused { reason });
             }
         }
     }
 
-    fn start_switch(&mut self, rollback: bool) -> Result<(), String> {
+    /// The canary's symbols: those named (each must be configured), or a share of the configured
+    /// ones chosen by [`canary_symbols`].
+    fn choose_canary(&self, percent: Option<u8>, named: &[String]) -> Result<Vec<Symbol>, String> {
+        let configured = names(&self.config.symbols).join(", ");
+        if !named.is_empty() {
+            let mut chosen = Vec::with_capacity(named.len());
+            for name in named {
+                match self
+                    .config
+                    .symbols
+                    .iter()
+                    .find(|s| s.as_str() == name.as_str())
+                {
+                    Some(symbol) => chosen.push(*symbol),
+                    None => {
+                        return Err(format!(
+                            "{name} is not a configured symbol (configured: {configured})"
+                        ));
+                    }
+                }
+            }
+            chosen.sort();
+            chosen.dedup();
+            return Ok(chosen);
+        }
+        match percent {
+            Some(percent @ 1..=100) if !self.config.symbols.is_empty() => {
+                Ok(canary_symbols(&self.config.symbols, percent))
+            }
+            Some(percent @ 1..=100) => Err(format!(
+                "a canary of {percent}% needs the venue's symbols ([engine] instruments); none are configured"
+            )),
+            Some(percent) => Err(format!(
+                "a canary share must be 1 to 100 percent, not {percent}"
+            )),
+            None => Err("a canary needs a share (--percent) or symbols (--symbols)".into()),
+        }
+    }
+
+    fn start_switch(
+        &mut self,
+        rollback: bool,
+        kind: SwitchKind,
+        expect_sha256: Option<&str>,
+    ) -> Result<(), String> {
         if self.pending_switch.is_some() {
             return Err("a switch is already in progress".into());
         }
         let Some(authority) = self.authority else {
             return Err("no engine has authority".into());
         };
-        let target = if rollback {
-            match self.previous_authority {
-                Some(previous) if previous != authority => previous,
+        let canary_slot = self.canary.as_ref().map(|c| c.slot);
+        let (target, kind) = match (rollback, kind, canary_slot) {
+            // Undoing a canary returns its symbols; authority never moved.
+            (true, _, Some(slot)) => (slot, SwitchKind::CanaryEnd),
+            (true, kind, None) => match self.previous_authority {
+                Some(previous) if previous != authority => (previous, kind),
                 _ => return Err("nothing to roll back to: no earlier authority".into()),
+            },
+            (false, SwitchKind::CanaryStart(_), Some(_)) => {
+                return Err(
+                    "a canary is already running: complete it with switch or end it with rollback"
+                        .into(),
+                );
             }
-        } else {
-            match (0..self.engines.len())
+            // A switch during a canary completes it: everything moves to the canary engine.
+            (false, kind, Some(slot)) => (slot, kind),
+            (false, kind, None) => match (0..self.engines.len())
                 .find(|&i| i != authority && self.engines[i].connection.is_some())
             {
-                Some(target) => target,
+                Some(target) => (target, kind),
                 None => return Err("no standby attached".into()),
-            }
+            },
         };
         let Some(standby) = self.engines[target].connection.as_ref() else {
             return Err("the rollback target is not attached".into());
         };
         if standby.restoring {
             return Err(format!("standby {} is still restoring", standby.name));
+        }
+        if let Some(expected) = expect_sha256
+            && kind != SwitchKind::CanaryEnd
+            && standby.executable_sha256 != expected
+        {
+            return Err(format!(
+                "engine {} runs an executable with SHA-256 {}, not the change's artifact {expected}",
+                standby.name,
+                if standby.executable_sha256.is_empty() {
+                    "(not reported)"
+                } else {
+                    &standby.executable_sha256
+                }
+            ));
         }
         let lag = self
             .journal
@@ -924,12 +1278,14 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             to: target,
             barrier: self.journal.last_seq(),
             started: Instant::now(),
+            kind,
             reply: None,
         });
         Ok(())
     }
 
-    /// Moves authority once both engines have answered every input up to the barrier.
+    /// Moves authority once both engines have answered every input up to the barrier and every
+    /// output up to it is delivered.
     fn try_complete_switch(&mut self) {
         let Some(pending) = self.pending_switch.as_ref() else {
             return;
@@ -959,20 +1315,116 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 .map(|c| c.name.clone())
                 .unwrap_or_default()
         };
+        let (from, to, scope) = match &pending.kind {
+            SwitchKind::All => (authority, pending.to, SwitchScope::All),
+            SwitchKind::CanaryStart(symbols) => (
+                authority,
+                pending.to,
+                SwitchScope::CanaryStarted {
+                    symbols: names(symbols),
+                },
+            ),
+            SwitchKind::CanaryEnd => (
+                pending.to,
+                authority,
+                SwitchScope::CanaryEnded {
+                    symbols: self
+                        .canary
+                        .as_ref()
+                        .map(|c| c.symbol_names())
+                        .unwrap_or_default(),
+                },
+            ),
+        };
         let report = SwitchReport {
-            from: name(authority),
-            to: name(pending.to),
+            from: name(from),
+            to: name(to),
             barrier_seq: pending.barrier,
             pause_us: pending.started.elapsed().as_micros() as u64,
             planned: true,
+            scope,
         };
-        tracing::info!(from = %report.from, to = %report.to, barrier = report.barrier_seq, pause_us = report.pause_us, "switched authority");
-        self.previous_authority = Some(authority);
-        self.authority = Some(pending.to);
+        tracing::info!(from = %report.from, to = %report.to, barrier = report.barrier_seq, pause_us = report.pause_us, scope = ?report.scope, "switched authority");
+        match pending.kind {
+            SwitchKind::All => {
+                self.previous_authority = Some(authority);
+                self.authority = Some(pending.to);
+                self.canary = None;
+            }
+            SwitchKind::CanaryStart(symbols) => {
+                self.canary = Some(Canary {
+                    slot: pending.to,
+                    symbols,
+                    since_seq: pending.barrier + 1,
+                    gates: GateStatus::default(),
+                    canary_latency: latency_histogram(),
+                    baseline_latency: latency_histogram(),
+                });
+            }
+            SwitchKind::CanaryEnd => self.canary = None,
+        }
         self.switches += 1;
         self.last_switch = Some(report.clone());
         if let Some(reply) = pending.reply.take() {
             let _ = reply.send(ControlReply::Switched(report));
+        }
+    }
+
+    /// Judges the canary against its gates; the first breach is reported once, and the control
+    /// plane, having audited it, asks for the rollback.
+    fn check_gates(&mut self) {
+        let Some(canary) = self.canary.as_mut() else {
+            return;
+        };
+        if canary.gates.breach.is_some() {
+            return;
+        }
+        let gates = &self.config.gates;
+        let g = &mut canary.gates;
+        g.canary_p99_us = canary.canary_latency.value_at_quantile(0.99);
+        g.baseline_p99_us = canary.baseline_latency.value_at_quantile(0.99);
+        let compared = g.compared.max(1) as f64;
+        let error_rate = g.errors as f64 / compared;
+        let reject_increase = (g.canary_rejects as f64 - g.baseline_rejects as f64) / compared;
+        let latency_limit = (g.baseline_p99_us as f64 * gates.latency_p99_ratio_max)
+            .max((g.baseline_p99_us + gates.latency_slack_us) as f64);
+        let latency_samples = canary
+            .canary_latency
+            .len()
+            .min(canary.baseline_latency.len());
+        let breach = if g.errors > 0 && error_rate > gates.error_rate_max {
+            Some(("error-rate", error_rate, gates.error_rate_max))
+        } else if g.compared >= gates.reject_min_samples
+            && reject_increase > gates.reject_rate_increase_max
+        {
+            Some((
+                "reject-rate",
+                reject_increase,
+                gates.reject_rate_increase_max,
+            ))
+        } else if latency_samples >= gates.latency_min_samples
+            && g.canary_p99_us as f64 > latency_limit
+        {
+            Some(("latency", g.canary_p99_us as f64, latency_limit))
+        } else {
+            None
+        };
+        if let Some((gate, observed, limit)) = breach {
+            let breach = GateBreach {
+                gate: gate.to_owned(),
+                observed,
+                limit,
+                compared: g.compared,
+            };
+            tracing::warn!(
+                gate,
+                observed,
+                limit,
+                compared = g.compared,
+                "canary gate breached; rolling back"
+            );
+            g.breach = Some(breach.clone());
+            self.emit(CoreEvent::GateBreached(breach));
         }
     }
 
@@ -990,6 +1442,8 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     build_version: c.build_version.clone(),
                     role: if Some(index) == self.authority {
                         EngineRole::Authoritative
+                    } else if self.canary.as_ref().is_some_and(|c| c.slot == index) {
+                        EngineRole::Canary
                     } else {
                         EngineRole::Standby
                     },
@@ -997,6 +1451,8 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     lag_inputs: journal_last.saturating_sub(c.answered_through),
                     lag_us: self.input_age_us(c.answered_through + 1, now),
                     silent_ms: c.last_heard.elapsed().as_millis() as u64,
+                    executable_sha256: c.executable_sha256.clone(),
+                    delivered_inputs: slot.delivered_inputs,
                 },
                 None => EngineStatus {
                     name: String::new(),
@@ -1007,6 +1463,8 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     lag_inputs: 0,
                     lag_us: 0,
                     silent_ms: 0,
+                    executable_sha256: String::new(),
+                    delivered_inputs: slot.delivered_inputs,
                 },
             })
             .collect();
@@ -1029,22 +1487,56 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             last_switch: self.last_switch.clone(),
             switches: self.switches,
             shadow: self.shadow_status.clone(),
+            canary: self.canary.as_ref().map(|canary| CanaryStatus {
+                engine: self.engines[canary.slot]
+                    .connection
+                    .as_ref()
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
+                baseline: self
+                    .authority
+                    .and_then(|a| self.engines[a].connection.as_ref())
+                    .map(|c| c.name.clone())
+                    .unwrap_or_default(),
+                symbols: canary.symbol_names(),
+                since_seq: canary.since_seq,
+                gates: GateStatus {
+                    canary_p99_us: canary.canary_latency.value_at_quantile(0.99),
+                    baseline_p99_us: canary.baseline_latency.value_at_quantile(0.99),
+                    ..canary.gates.clone()
+                },
+            }),
+            open_changes: Vec::new(),
+            audit_head: None,
         }
     }
 
     /// Microseconds since input `seq` was stamped, 0 if it is not yet sequenced or too old to
     /// remember.
     fn input_age_us(&self, seq: u64, now: Timestamp) -> u64 {
-        let Some(&(first, _)) = self.recent.front() else {
-            return 0;
-        };
-        match seq
-            .checked_sub(first)
-            .and_then(|i| self.recent.get(i as usize))
-        {
-            Some(&(_, time)) => now.0.saturating_sub(time.0) / 1_000,
-            None => 0,
-        }
+        input_age(&self.recent, seq, now)
+    }
+}
+
+/// Microseconds since input `seq` was stamped, from the recent (seq, stamp) pairs; 0 if it is not
+/// among them.
+fn input_age(recent: &VecDeque<(u64, Timestamp)>, seq: u64, now: Timestamp) -> u64 {
+    let Some(&(first, _)) = recent.front() else {
+        return 0;
+    };
+    match seq.checked_sub(first).and_then(|i| recent.get(i as usize)) {
+        Some(&(_, time)) => now.0.saturating_sub(time.0) / 1_000,
+        None => 0,
+    }
+}
+
+/// A histogram of answer latencies in µs, up to a minute, 2 significant digits: enough to tell a
+/// slower build from a faster one, small enough to create per canary.
+fn latency_histogram() -> hdrhistogram::Histogram<u64> {
+    match hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 2) {
+        Ok(histogram) => histogram,
+        // The bounds are constants that hdrhistogram accepts; failing here is a bug.
+        Err(error) => panic!("latency histogram bounds: {error}"),
     }
 }
 
