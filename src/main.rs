@@ -125,6 +125,10 @@ enum Command {
         /// the build you may roll back to reads; defaults to the newest.
         #[arg(long, value_name = "N", default_value_t = baton::engine::SNAPSHOT_FORMAT_DEFAULT)]
         snapshot_format: u16,
+        /// A deliberately broken build, for canary rehearsals and gate tests: every new order on
+        /// SYMBOL the engine accepts is answered with a reject.
+        #[arg(long, value_name = "SYMBOL")]
+        fault_reject_symbol: Option<String>,
     },
     /// Work with the input journal.
     Journal {
@@ -161,7 +165,8 @@ enum Command {
         #[command(subcommand)]
         command: ArtifactCommand,
     },
-    /// Ask a running gateway for its status, or to switch or roll back engine authority.
+    /// Ask a running gateway for its status; switch, canary or roll back engine authority;
+    /// file, approve and report changes.
     Ctl {
         /// Config file whose `[gateway] control` address is used; without it the embedded default.
         #[arg(long)]
@@ -169,6 +174,9 @@ enum Command {
         /// The gateway's control address; overrides the config.
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
+        /// Who asks, as the audit log records it; defaults to the login name ($USER).
+        #[arg(long, global = true)]
+        operator: Option<String>,
         #[command(subcommand)]
         command: CtlCommand,
     },
@@ -234,10 +242,86 @@ enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Move authority to the standby engine at a barrier; prints the pause.
-    Switch,
-    /// Return authority to the engine that had it before the last switch.
-    Rollback,
+    /// Move authority for every symbol to the standby engine at a barrier; prints the pause.
+    /// Completes a running canary.
+    Switch {
+        /// The approved change this carries out (CHG-n).
+        #[arg(long)]
+        change: Option<String>,
+    },
+    /// End a running canary, or return authority to the engine that had it before the last
+    /// switch. Never needs an approval.
+    Rollback {
+        /// The change being rolled back (CHG-n).
+        #[arg(long)]
+        change: Option<String>,
+    },
+    /// Move authority for some symbols to the standby; gates roll it back automatically.
+    Canary {
+        /// The approved change this carries out (CHG-n).
+        #[arg(long)]
+        change: Option<String>,
+        /// Share of the venue's symbols, 1 to 100 (at least one symbol).
+        #[arg(long, conflicts_with = "symbols")]
+        percent: Option<u8>,
+        /// Exactly these symbols, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        symbols: Vec<String>,
+    },
+    /// File, approve, close, list and report changes.
+    Change {
+        #[command(subcommand)]
+        command: ChangeCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChangeCommand {
+    /// File a change naming an artifact (the engine build to deploy), a reason and a window.
+    File {
+        /// The artifact; hashed here and again by the gateway.
+        #[arg(long)]
+        artifact: PathBuf,
+        /// The SHA-256 you expect; refused if the file hashes differently. Default: its hash now.
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Why, for the change record.
+        #[arg(long)]
+        reason: String,
+        /// Window start, RFC 3339 UTC (default: now).
+        #[arg(long)]
+        window_start: Option<String>,
+        /// Window end, RFC 3339 UTC (default: start plus --window-hours).
+        #[arg(long)]
+        window_end: Option<String>,
+        /// Window length when --window-end is not given.
+        #[arg(long, default_value_t = 4)]
+        window_hours: u64,
+    },
+    /// Approve a change someone else filed.
+    Approve {
+        /// CHG-n.
+        change: String,
+    },
+    /// Close a change: no further action may name it.
+    Close {
+        /// CHG-n.
+        change: String,
+    },
+    /// Every change, one line each.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A change's full record with its evidence, for compliance.
+    Report {
+        /// CHG-n.
+        change: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -349,7 +433,8 @@ fn main() -> anyhow::Result<()> {
             listen,
             name,
             snapshot_format,
-        } => engine(config, listen, name, snapshot_format),
+            fault_reject_symbol,
+        } => engine(config, listen, name, snapshot_format, fault_reject_symbol),
         Command::Journal {
             command:
                 JournalCommand::Replay {
@@ -381,8 +466,9 @@ fn main() -> anyhow::Result<()> {
         Command::Ctl {
             config,
             addr,
+            operator,
             command,
-        } => ctl(config, addr, command),
+        } => ctl(config, addr, operator, command),
         Command::Audit { command } => audit(command),
     }
 }
@@ -407,6 +493,11 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         sessions.push(Session::new(session_config, store, dictionary));
     }
     let sessions = Sessions::new(sessions);
+    let plane_config = control::plane::PlaneConfig {
+        audit_path: config.control.audit_path(&config.gateway.journal_dir),
+        policy: config.control.policy(),
+        build: format!("baton {}", env!("CARGO_PKG_VERSION")),
+    };
     let core = match config.gateway.engines.is_empty() {
         false => {
             let engines = config
@@ -423,6 +514,13 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                     durability: config.gateway.durability,
                     ..JournalConfig::default()
                 },
+                symbols: config
+                    .engine
+                    .instruments
+                    .iter()
+                    .filter_map(|i| baton::engine::Symbol::try_from_bytes(i.symbol.as_bytes()))
+                    .collect(),
+                gates: config.control.gates.core(),
             };
             Some(Core::open(sessions.clone(), core_config).context("opening the sequencer")?)
         }
@@ -446,10 +544,23 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         tracing::info!(control = %endpoint.local_addr(), "control endpoint ready");
         println!("baton gateway listening on {}", handle.local_addr());
         let (core_shutdown_tx, core_shutdown_rx) = tokio::sync::watch::channel(false);
+        // endpoint -> control plane (policy, audit) -> sequencer; sequencer events -> plane.
         let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
+        let (core_control_tx, core_control_rx) = tokio::sync::mpsc::channel(16);
+        let (events_tx, events_rx) =
+            tokio::sync::mpsc::channel(baton::constants::CONTROL_EVENTS_MAX);
+        let plane =
+            control::plane::Plane::open(&plane_config, core.as_ref().map(|_| core_control_tx))
+                .context("starting the control plane")?;
         tokio::spawn(endpoint.run(control_tx, core_shutdown_rx.clone()));
-        let core_task =
-            core.map(|core| tokio::spawn(core.run(business_rx, control_rx, core_shutdown_rx)));
+        tokio::spawn(plane.run(control_rx, events_rx, core_shutdown_rx.clone()));
+        let core_task = core.map(|core| {
+            tokio::spawn(core.with_events(events_tx).run(
+                business_rx,
+                core_control_rx,
+                core_shutdown_rx,
+            ))
+        });
         let signal_handle = handle.clone();
         tokio::spawn(async move {
             wait_for_shutdown_signal().await;
@@ -485,6 +596,7 @@ fn engine(
     listen: Option<String>,
     name: String,
     snapshot_format: u16,
+    fault_reject_symbol: Option<String>,
 ) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
     let listen = match listen.or(config.gateway.engines.first().cloned()) {
@@ -516,14 +628,35 @@ fn engine(
         executable_sha256,
         ..ServeConfig::default()
     };
+    match fault_reject_symbol {
+        None => serve_engine(engine, &listen, &serve_config, &shutdown),
+        Some(symbol) => {
+            let symbol = baton::engine::Symbol::try_from_bytes(symbol.as_bytes())
+                .with_context(|| format!("--fault-reject-symbol {symbol:?} is not a symbol"))?;
+            tracing::warn!(
+                symbol = symbol.as_str(),
+                "running a deliberately faulty engine"
+            );
+            let engine = baton::engine::fault::RejectSymbol::new(engine, symbol);
+            serve_engine(engine, &listen, &serve_config, &shutdown)
+        }
+    }
+}
+
+fn serve_engine<E: Engine>(
+    engine: E,
+    listen: &LinkAddr,
+    serve_config: &ServeConfig,
+    shutdown: &Shutdown,
+) -> anyhow::Result<()> {
     tracing::info!(
         %listen,
         build = engine.build_version(),
         executable_sha256 = %serve_config.executable_sha256,
         "engine serving"
     );
-    let engine = link::serve(engine, &listen, &serve_config, &shutdown)
-        .context("serving the engine link")?;
+    let engine =
+        link::serve(engine, listen, serve_config, shutdown).context("serving the engine link")?;
     tracing::info!(last_input_seq = engine.last_input_seq(), digest = %engine.digest(), "engine stopped");
     Ok(())
 }
@@ -632,34 +765,75 @@ fn up(config_path: Option<PathBuf>) -> anyhow::Result<()> {
 fn ctl(
     config_path: Option<PathBuf>,
     addr: Option<std::net::SocketAddr>,
+    operator: Option<String>,
     command: CtlCommand,
 ) -> anyhow::Result<()> {
     let addr = match addr {
         Some(addr) => addr,
         None => Config::load(config_path.as_deref())?.gateway.control,
     };
-    let request = match command {
+    let operator = operator.or_else(|| {
+        ["USER", "LOGNAME"]
+            .iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    });
+    let request = match &command {
         CtlCommand::Status { .. } => ControlRequest::Status,
-        CtlCommand::Switch => ControlRequest::Switch,
-        CtlCommand::Rollback => ControlRequest::Rollback,
+        CtlCommand::Switch { change } => ControlRequest::Switch {
+            operator,
+            change: change.clone(),
+        },
+        CtlCommand::Rollback { change } => ControlRequest::Rollback {
+            operator,
+            change: change.clone(),
+        },
+        CtlCommand::Canary {
+            change,
+            percent,
+            symbols,
+        } => ControlRequest::Canary {
+            operator,
+            change: change.clone(),
+            percent: *percent,
+            symbols: symbols.clone(),
+        },
+        CtlCommand::Change { command } => change_request(operator, command)?,
     };
     let timeout = Duration::from_millis(baton::constants::CONTROL_CLIENT_TIMEOUT_MS);
     let reply = control::client::request(addr, &request, timeout)?;
-    match (command, reply) {
-        (_, ControlReply::Refused { reason }) => bail!("refused: {reason}"),
-        (CtlCommand::Status { json: true }, ControlReply::Status(status)) => {
-            println!(
+    let json = match &command {
+        CtlCommand::Status { json }
+        | CtlCommand::Change {
+            command: ChangeCommand::List { json } | ChangeCommand::Report { json, .. },
+        } => *json,
+        _ => false,
+    };
+    match reply {
+        ControlReply::Refused { reason } => bail!("refused: {reason}"),
+        ControlReply::Status(status) if json => println!(
+            "{}",
+            serde_json::to_string_pretty(&status).context("encoding the status")?
+        ),
+        ControlReply::Status(status) => print!("{}", control::client::render_status(&status)),
+        ControlReply::Switched(report) => print!("{}", control::client::render_switch(&report)),
+        ControlReply::Change(change) => {
+            print!(
                 "{}",
-                serde_json::to_string_pretty(&status).context("encoding the status")?
-            );
+                control::client::render_changes(std::slice::from_ref(&change))
+            )
         }
-        (CtlCommand::Status { json: false }, ControlReply::Status(status)) => {
-            print!("{}", control::client::render_status(&status));
+        ControlReply::Changes { changes } if json => println!(
+            "{}",
+            serde_json::to_string_pretty(&changes).context("encoding the changes")?
+        ),
+        ControlReply::Changes { changes } => {
+            print!("{}", control::client::render_changes(&changes))
         }
-        (CtlCommand::Switch | CtlCommand::Rollback, ControlReply::Switched(report)) => {
-            print!("{}", control::client::render_switch(&report));
-        }
-        (_, reply) => bail!("the gateway at {addr} answered {request:?} with {reply:?}"),
+        ControlReply::Report(report) if json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).context("encoding the report")?
+        ),
+        ControlReply::Report(report) => print!("{}", report.render()),
     }
     Ok(())
 }
@@ -679,4 +853,59 @@ fn artifact_hash(path: &std::path::Path) -> anyhow::Result<()> {
     let artifact = control::artifact::Artifact::inspect(path)?;
     println!("{}  {}", artifact.sha256, artifact.path.display());
     Ok(())
+}
+
+/// The request for a `baton ctl change` command; a filing hashes the artifact here first, so a
+/// wrong path is caught before the gateway is asked.
+fn change_request(
+    operator: Option<String>,
+    command: &ChangeCommand,
+) -> anyhow::Result<ControlRequest> {
+    use baton::control::change::{parse_rfc3339, rfc3339};
+    Ok(match command {
+        ChangeCommand::File {
+            artifact,
+            sha256,
+            reason,
+            window_start,
+            window_end,
+            window_hours,
+        } => {
+            let path = std::fs::canonicalize(artifact)
+                .with_context(|| format!("artifact {}", artifact.display()))?;
+            let sha256 = match sha256 {
+                Some(sha256) => sha256.clone(),
+                None => control::artifact::sha256_file(&path)
+                    .with_context(|| format!("hashing {}", path.display()))?,
+            };
+            let start = match window_start {
+                Some(text) => parse_rfc3339(text)?,
+                None => baton::fix::time::Timestamp::now(),
+            };
+            let end = match window_end {
+                Some(text) => parse_rfc3339(text)?,
+                None => start.plus_millis(window_hours.saturating_mul(3_600_000)),
+            };
+            ControlRequest::ChangeFile {
+                operator,
+                artifact_path: path.display().to_string(),
+                artifact_sha256: sha256,
+                reason: reason.clone(),
+                window_start: rfc3339(start),
+                window_end: rfc3339(end),
+            }
+        }
+        ChangeCommand::Approve { change } => ControlRequest::ChangeApprove {
+            operator,
+            change: change.clone(),
+        },
+        ChangeCommand::Close { change } => ControlRequest::ChangeClose {
+            operator,
+            change: change.clone(),
+        },
+        ChangeCommand::List { .. } => ControlRequest::ChangeList,
+        ChangeCommand::Report { change, .. } => ControlRequest::ChangeReport {
+            change: change.clone(),
+        },
+    })
 }

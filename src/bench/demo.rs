@@ -244,9 +244,9 @@ fn trade_through_events(
     std::thread::sleep(config.event_gap);
     for i in 0..config.switches {
         let request = if i % 2 == 0 {
-            ControlRequest::Switch
+            ControlRequest::switch("demo")
         } else {
-            ControlRequest::Rollback
+            ControlRequest::rollback("demo")
         };
         match venue.request(&request, Duration::from_secs(30)) {
             Ok(ControlReply::Switched(switch)) => {

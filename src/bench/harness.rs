@@ -262,17 +262,12 @@ fn drive_events(
             };
             ("kill", detail)
         } else {
-            let request = if switches % 2 == 0 {
-                ControlRequest::Switch
+            let (request, kind) = if switches % 2 == 0 {
+                (ControlRequest::switch("bench"), "switch")
             } else {
-                ControlRequest::Rollback
+                (ControlRequest::rollback("bench"), "rollback")
             };
             switches += 1;
-            let kind = if request == ControlRequest::Switch {
-                "switch"
-            } else {
-                "rollback"
-            };
             let detail = match client::request(venue.control, &request, Duration::from_secs(30)) {
                 Ok(ControlReply::Switched(s)) => format!(
                     "{} -> {} at input {}, pause {} µs",

@@ -118,6 +118,7 @@ impl Venue {
         let mut text = format!(
             "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\n\
              engines = [\"{}\", \"{}\"]\ncontrol = \"{}\"\nfailover_timeout_ms = 1000\n\n\
+             [control]\napproval_required = []\n\n\
              [defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
             dir.join("store").display(),
             dir.join("journal").display(),

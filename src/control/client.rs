@@ -11,6 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::api::{ControlReply, ControlRequest, EngineRole, Status, SwitchReport};
+use super::change::{ChangeSummary, rfc3339, scope_text};
 use super::endpoint::ControlError;
 use crate::constants;
 
@@ -145,6 +146,8 @@ pub fn render_status(status: &Status) -> String {
                     engine.lag_inputs.to_string(),
                     engine.lag_us.to_string(),
                     engine.silent_ms.to_string(),
+                    engine.delivered_inputs.to_string(),
+                    short_hash(&engine.executable_sha256),
                     or_dash(&engine.addr),
                 ]
             })
@@ -159,6 +162,8 @@ pub fn render_status(status: &Status) -> String {
                 ("lag inputs", Align::Right),
                 ("lag µs", Align::Right),
                 ("silent ms", Align::Right),
+                ("delivered", Align::Right),
+                ("sha256", Align::Left),
                 ("link", Align::Left),
             ],
             &rows,
@@ -171,11 +176,54 @@ pub fn render_status(status: &Status) -> String {
         None => "none".to_owned(),
     };
     let shadow = &status.shadow;
+    let canary = match &status.canary {
+        Some(canary) => {
+            let g = &canary.gates;
+            let breach = match &g.breach {
+                Some(b) => format!(
+                    "; BREACHED {} ({:.4} over {:.4}), rolling back",
+                    b.gate, b.observed, b.limit
+                ),
+                None => String::new(),
+            };
+            format!(
+                "{} on {} (rest on {}) since input {}; {} compared, {} errors, rejects {} vs {}, p99 {} vs {} µs{breach}",
+                canary.engine,
+                canary.symbols.join(","),
+                canary.baseline,
+                canary.since_seq,
+                g.compared,
+                g.errors,
+                g.canary_rejects,
+                g.baseline_rejects,
+                g.canary_p99_us,
+                g.baseline_p99_us
+            )
+        }
+        None => "none".to_owned(),
+    };
+    let changes = if status.open_changes.is_empty() {
+        "none open".to_owned()
+    } else {
+        status
+            .open_changes
+            .iter()
+            .map(|c| format!("{} {}", c.id, c.state))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let audit = match &status.audit_head {
+        Some(head) => format!("#{} {}", head.seq, head.hash),
+        None => "-".to_owned(),
+    };
     let facts = [
         ("journal last seq", status.journal_last_seq.to_string()),
         ("delivered through", status.delivered_through.to_string()),
         ("last switch", last_switch),
         ("switches", status.switches.to_string()),
+        ("canary", canary),
+        ("changes", changes),
+        ("audit head", audit),
         (
             "shadow",
             format!(
@@ -218,13 +266,55 @@ pub fn render_switch(report: &SwitchReport) -> String {
     format!("switched {}\n", describe_switch(report))
 }
 
+/// One line per change, for `baton ctl change list` and after a filing or approval.
+pub fn render_changes(changes: &[ChangeSummary]) -> String {
+    if changes.is_empty() {
+        return "no changes\n".to_owned();
+    }
+    let rows: Vec<Vec<String>> = changes
+        .iter()
+        .map(|c| {
+            vec![
+                c.id.clone(),
+                c.state.to_string(),
+                c.filed_by.clone(),
+                or_dash(&c.approved_by.join(",")),
+                format!("{}..{}", rfc3339(c.window_start), rfc3339(c.window_end)),
+                short_hash(&c.artifact_sha256),
+                c.reason.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            ("change", Align::Left),
+            ("state", Align::Left),
+            ("filed by", Align::Left),
+            ("approved by", Align::Left),
+            ("window", Align::Left),
+            ("artifact", Align::Left),
+            ("reason", Align::Left),
+        ],
+        &rows,
+    )
+}
+
+/// The first 12 hex digits of a hash: enough to tell builds apart in a table.
+fn short_hash(hash: &str) -> String {
+    match hash.get(..12) {
+        Some(short) => short.to_owned(),
+        None => or_dash(hash),
+    }
+}
+
 /// A switch in words, shared by the status overview and the switch reply so both read alike.
 fn describe_switch(report: &SwitchReport) -> String {
     format!(
-        "{} → {} at barrier {}, pause {} µs ({})",
+        "{} → {} at barrier {} ({}), pause {} µs ({})",
         report.from,
         report.to,
         report.barrier_seq,
+        scope_text(&report.scope),
         report.pause_us,
         if report.planned {
             "planned"
@@ -297,6 +387,7 @@ fn role(role: EngineRole) -> &'static str {
     match role {
         EngineRole::Authoritative => "authoritative",
         EngineRole::Standby => "standby",
+        EngineRole::Canary => "canary",
         EngineRole::Down => "down",
     }
 }
@@ -360,6 +451,9 @@ mod tests {
                     lag_inputs: 0,
                     lag_us: 0,
                     silent_ms: 3,
+                    executable_sha256:
+                        "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+                    delivered_inputs: 309,
                 },
                 EngineStatus {
                     name: "blue".into(),
@@ -370,6 +464,8 @@ mod tests {
                     lag_inputs: 4,
                     lag_us: 850,
                     silent_ms: 12,
+                    executable_sha256: String::new(),
+                    delivered_inputs: 5000,
                 },
                 EngineStatus {
                     name: "red".into(),
@@ -380,6 +476,8 @@ mod tests {
                     lag_inputs: 5310,
                     lag_us: 0,
                     silent_ms: 60000,
+                    executable_sha256: String::new(),
+                    delivered_inputs: 0,
                 },
             ],
             journal_last_seq: 5310,
@@ -390,6 +488,7 @@ mod tests {
                 barrier_seq: 5000,
                 pause_us: 42,
                 planned: true,
+                scope: Default::default(),
             }),
             switches: 1,
             shadow: ShadowStatus {
@@ -408,6 +507,9 @@ mod tests {
                     },
                 ],
             },
+            canary: None,
+            open_changes: Vec::new(),
+            audit_head: None,
         }
     }
 
@@ -420,15 +522,18 @@ sessions
   CLIENT22  no               1         1
 
 engines
-  name   role           build  answered  lag inputs  lag µs  silent ms  link
-  green  authoritative  0.2.0      5310           0       0          3  unix://var/engine-green.sock
-  blue   standby        0.1.0      5306           4     850         12  unix://var/engine-blue.sock
-  red    down           -             0        5310       0      60000  tcp://127.0.0.1:7001
+  name   role           build  answered  lag inputs  lag µs  silent ms  delivered  sha256        link
+  green  authoritative  0.2.0      5310           0       0          3        309  9f86d081884c  unix://var/engine-green.sock
+  blue   standby        0.1.0      5306           4     850         12       5000  -             unix://var/engine-blue.sock
+  red    down           -             0        5310       0      60000          0  -             tcp://127.0.0.1:7001
 
 journal last seq   5310
 delivered through  5309
-last switch        blue → green at barrier 5000, pause 42 µs (planned)
+last switch        blue → green at barrier 5000 (all symbols), pause 42 µs (planned)
 switches           1
+canary             none
+changes            none open
+audit head         -
 shadow             5290 matched, 2 diverged
   input 17
     authoritative  [Ack { order_id: 17 }]
@@ -477,10 +582,11 @@ shadow             5290 matched, 2 diverged
             barrier_seq: 9001,
             pause_us: 1234,
             planned: false,
+            scope: Default::default(),
         };
         assert_eq!(
             render_switch(&report),
-            "switched green → blue at barrier 9001, pause 1234 µs (failover)\n"
+            "switched green → blue at barrier 9001 (all symbols), pause 1234 µs (failover)\n"
         );
     }
 }

@@ -35,6 +35,9 @@ pub struct ControlCommand {
     /// Where the sequencer sends its answer; the endpoint is waiting on the other end (or has
     /// given up after its reply timeout, in which case the send fails harmlessly).
     pub reply: oneshot::Sender<ControlReply>,
+    /// The SHA-256 of the executable the engine taking authority must run: the artifact of the
+    /// approved change the command carries out. `None`: no change names one.
+    pub expect_sha256: Option<String>,
 }
 
 /// Why the control endpoint could not start, or why `baton ctl` got no answer. The messages name
@@ -329,6 +332,7 @@ impl Connection {
         let command = ControlCommand {
             request: request.clone(),
             reply: reply_tx,
+            expect_sha256: None,
         };
         let exchange = async {
             if self.commands.send(command).await.is_err() {
@@ -359,7 +363,10 @@ impl Connection {
             ControlReply::Switched(report) => {
                 tracing::info!(%peer, ?request, from = %report.from, to = %report.to, barrier_seq = report.barrier_seq, pause_us = report.pause_us, "control command switched authority");
             }
-            ControlReply::Status(_) => {}
+            ControlReply::Status(_)
+            | ControlReply::Change(_)
+            | ControlReply::Changes { .. }
+            | ControlReply::Report(_) => {}
         }
         reply
     }

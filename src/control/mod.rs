@@ -1,10 +1,13 @@
 //! The control plane: what an operator uses to run baton. The process supervisor behind
-//! `baton up`, and the control API that `baton ctl` speaks to the gateway; change records,
-//! approvals, gates and the audit log live here too as they are built.
+//! `baton up`; the control API that `baton ctl` speaks to the gateway; the change records,
+//! approvals and policy that decide whether authority may move; immutable artifacts; and the
+//! hash-chained audit log every control action is written to before it takes effect.
 
 pub mod api;
 pub mod artifact;
 pub mod audit;
+pub mod change;
 pub mod client;
 pub mod endpoint;
+pub mod plane;
 pub mod supervisor;

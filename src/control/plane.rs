@@ -1,0 +1,830 @@
+//! The control plane task: between the control endpoint and the sequencer, it decides whether a
+//! command may run, writes it to the audit log, and only then lets it run (invariant 7).
+//!
+//! Every command from `baton ctl` passes through here. Change commands (file, approve, close,
+//! report, list) are handled here entirely. Commands that move authority (switch, canary,
+//! rollback) are checked against the policy and the change book, written to the audit log as
+//! requested (durably: the log is fsynced), and only then handed to the sequencer with the
+//! artifact hash the target engine must run; their outcome is audited when the sequencer answers.
+//! What the sequencer does on its own (a failover, a gate breach) reaches the log through
+//! [`CoreEvent`]s; a gate breach is followed by an automatic rollback that goes through the same
+//! path as an operator's.
+//!
+//! If the log cannot be written, nothing that would need a record runs: the command is refused
+//! and says why. A stopped control plane is better for a regulated venue than an unrecorded one;
+//! trading itself never waits for the log.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::api::{AuditHead, ControlReply, ControlRequest, ShadowStatus, Status};
+use super::artifact;
+use super::audit::{AuditError, AuditLog};
+use super::change::{
+    self, Action, ChangeBook, ChangeId, ControlEvent, Policy, PolicyError, parse_change,
+    parse_rfc3339,
+};
+use super::endpoint::ControlCommand;
+use crate::constants;
+use crate::fix::time::Timestamp;
+use crate::gateway::core::CoreEvent;
+
+/// The actor recorded for what the gateway does by itself (failover, gate breach, auto
+/// rollback, attachments).
+pub const GATEWAY_ACTOR: &str = "gateway";
+
+/// Why the control plane cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaneError {
+    /// The audit log cannot be opened, or it does not verify: the gateway refuses to run with a
+    /// trail it cannot extend honestly.
+    #[error("audit log {path}: {source}")]
+    Audit {
+        /// The log's path.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: AuditError,
+    },
+}
+
+/// What the control plane needs to know.
+#[derive(Clone, Debug)]
+pub struct PlaneConfig {
+    /// The audit log file.
+    pub audit_path: PathBuf,
+    /// Which actions need an approved change.
+    pub policy: Policy,
+    /// This gateway's build, recorded at start.
+    pub build: String,
+}
+
+/// A command that went to the sequencer, and what to do with its answer.
+struct Pending {
+    /// The action, for the outcome record.
+    action: Action,
+    /// The change it runs under.
+    change: Option<ChangeId>,
+    /// Who asked.
+    actor: String,
+    /// The sequencer's answer, then the shadow counters just after it.
+    outcome: ControlReply,
+    /// Shadow evidence at completion.
+    shadow: ShadowStatus,
+    /// The operator waiting, if any (an automatic rollback has none).
+    reply: Option<oneshot::Sender<ControlReply>>,
+}
+
+/// The control plane: the audit log, the change book rebuilt from it, and the policy.
+pub struct Plane {
+    /// The hash-chained log; every action is appended here before it runs.
+    audit: AuditLog<ControlEvent>,
+    /// Every record of the log as (seq, time, actor, event), for reports: control events come a
+    /// few per hour, so the whole history fits in memory for the life of the gateway.
+    records: Vec<(u64, Timestamp, String, ControlEvent)>,
+    /// What the log adds up to.
+    book: ChangeBook,
+    /// What needs approval.
+    policy: Policy,
+    /// Where authority-moving commands go; `None` for a gateway without engines.
+    core: Option<mpsc::Sender<ControlCommand>>,
+    /// Answers of the sequencer come back here, so the plane never waits for a switch.
+    outcomes_tx: mpsc::Sender<Pending>,
+    /// See `outcomes_tx`.
+    outcomes_rx: mpsc::Receiver<Pending>,
+    /// Test hook: make every append fail, as a full or failing disk would.
+    #[cfg(test)]
+    fail_appends: bool,
+}
+
+impl Plane {
+    /// Opens (or creates) the audit log, checks its chain, rebuilds the change book from it and
+    /// records the start.
+    pub fn open(
+        config: &PlaneConfig,
+        core: Option<mpsc::Sender<ControlCommand>>,
+    ) -> Result<Plane, PlaneError> {
+        let audit_error = |source| PlaneError::Audit {
+            path: config.audit_path.clone(),
+            source,
+        };
+        let (audit, existing) = AuditLog::open(&config.audit_path).map_err(audit_error)?;
+        let records: Vec<(u64, Timestamp, String, ControlEvent)> = existing
+            .into_iter()
+            .map(|r| (r.seq, r.time, r.actor, r.event))
+            .collect();
+        let book = ChangeBook::from_events(records.iter().map(|(_, t, a, e)| (a.as_str(), *t, e)));
+        let (outcomes_tx, outcomes_rx) = mpsc::channel(constants::CONTROL_EVENTS_MAX);
+        let mut plane = Plane {
+            audit,
+            records,
+            book,
+            policy: config.policy.clone(),
+            core,
+            outcomes_tx,
+            outcomes_rx,
+            #[cfg(test)]
+            fail_appends: false,
+        };
+        plane
+            .record(
+                GATEWAY_ACTOR,
+                ControlEvent::GatewayStarted {
+                    build: config.build.clone(),
+                },
+            )
+            .map_err(audit_error)?;
+        tracing::info!(path = %config.audit_path.display(), head_seq = plane.audit.head().0, changes = plane.book.summaries().len(), "audit log open");
+        Ok(plane)
+    }
+
+    /// Serves commands from the endpoint and events from the sequencer until shutdown.
+    pub async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<ControlCommand>,
+        mut events: mpsc::Receiver<CoreEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                Some(command) = commands.recv() => self.on_command(command).await,
+                Some(event) = events.recv() => self.on_event(event),
+                Some(pending) = self.outcomes_rx.recv() => self.on_outcome(pending),
+                () = stopped(&mut shutdown) => return,
+                else => return,
+            }
+        }
+    }
+
+    /// Appends `event` by `actor` and folds it into the book. Nothing that needs a record runs
+    /// unless this returned `Ok`.
+    fn record(&mut self, actor: &str, event: ControlEvent) -> Result<(), AuditError> {
+        #[cfg(test)]
+        if self.fail_appends {
+            return Err(AuditError::Io {
+                path: self.audit.path().to_owned(),
+                source: std::io::Error::other("injected write failure"),
+            });
+        }
+        let now = Timestamp::now();
+        let record = self.audit.append(now, actor, event)?;
+        self.book.apply(&record.actor, record.time, &record.event);
+        self.records
+            .push((record.seq, record.time, record.actor, record.event));
+        Ok(())
+    }
+
+    async fn on_command(&mut self, command: ControlCommand) {
+        let ControlCommand { request, reply, .. } = command;
+        let operator = request.operator().map(str::to_owned);
+        let now = Timestamp::now();
+        let answer = match request {
+            ControlRequest::Status => {
+                self.forward_status(reply);
+                return;
+            }
+            ControlRequest::Switch { change, .. } => {
+                self.act(
+                    Action::Switch,
+                    operator,
+                    change,
+                    ControlRequest::switch(GATEWAY_ACTOR),
+                    Some(reply),
+                );
+                return;
+            }
+            ControlRequest::Rollback { change, .. } => {
+                self.act(
+                    Action::Rollback,
+                    operator,
+                    change,
+                    ControlRequest::rollback(GATEWAY_ACTOR),
+                    Some(reply),
+                );
+                return;
+            }
+            ControlRequest::Canary {
+                change,
+                percent,
+                symbols,
+                ..
+            } => {
+                let forward = ControlRequest::Canary {
+                    operator: operator.clone(),
+                    change: change.clone(),
+                    percent,
+                    symbols: symbols.clone(),
+                };
+                self.act(
+                    Action::Canary { percent, symbols },
+                    operator,
+                    change,
+                    forward,
+                    Some(reply),
+                );
+                return;
+            }
+            ControlRequest::ChangeFile {
+                artifact_path,
+                artifact_sha256,
+                reason,
+                window_start,
+                window_end,
+                ..
+            } => {
+                self.file(
+                    operator.as_deref(),
+                    &artifact_path,
+                    &artifact_sha256,
+                    &reason,
+                    (&window_start, &window_end),
+                    now,
+                )
+                .await
+            }
+            ControlRequest::ChangeApprove { change, .. } => {
+                let checked = self.book.check_approve(operator.as_deref(), &change);
+                self.record_change(operator.as_deref(), checked)
+            }
+            ControlRequest::ChangeClose { change, .. } => {
+                let checked = self.book.check_close(operator.as_deref(), &change);
+                self.record_change(operator.as_deref(), checked)
+            }
+            ControlRequest::ChangeReport { change } => self.report(&change),
+            ControlRequest::ChangeList => ControlReply::Changes {
+                changes: self.book.summaries(),
+            },
+        };
+        let _ = reply.send(answer);
+    }
+
+    /// Files a change once the artifact on disk hashes to what the operator said.
+    async fn file(
+        &mut self,
+        operator: Option<&str>,
+        path: &str,
+        sha256: &str,
+        reason: &str,
+        window: (&str, &str),
+        now: Timestamp,
+    ) -> ControlReply {
+        let expected = match artifact::parse_sha256(sha256) {
+            Ok(expected) => expected,
+            Err(error) => return refused(error.to_string()),
+        };
+        let window = match (parse_rfc3339(window.0), parse_rfc3339(window.1)) {
+            (Ok(start), Ok(end)) => (start, end),
+            (Err(error), _) | (_, Err(error)) => return refused(error.to_string()),
+        };
+        let path_buf = PathBuf::from(path);
+        if !path_buf.is_absolute() {
+            return refused(format!(
+                "the artifact path {path} is not absolute; name the file the gateway host will run"
+            ));
+        }
+        // Hashing a large build takes a while; do it off the runtime's threads.
+        let hashed = tokio::task::spawn_blocking(move || artifact::sha256_file(&path_buf)).await;
+        let found = match hashed {
+            Ok(Ok(found)) => found,
+            Ok(Err(error)) => return refused(format!("cannot hash the artifact: {error}")),
+            Err(error) => return refused(format!("hashing the artifact failed: {error}")),
+        };
+        if found != expected {
+            return refused(format!(
+                "the artifact {path} hashes to {found}, not {expected}: it is not the build you named"
+            ));
+        }
+        let checked = self
+            .book
+            .check_file(operator, path, &expected, reason, window, now);
+        self.record_change(operator, checked)
+    }
+
+    /// Writes a checked change event and answers with the change as it now is.
+    fn record_change(
+        &mut self,
+        operator: Option<&str>,
+        checked: Result<ControlEvent, PolicyError>,
+    ) -> ControlReply {
+        let event = match checked {
+            Ok(event) => event,
+            Err(error) => return refused(error.to_string()),
+        };
+        let Some(id) = event.change() else {
+            return refused("internal: a change event without a change".into());
+        };
+        let actor = operator.unwrap_or(GATEWAY_ACTOR);
+        if let Err(error) = self.record(actor, event) {
+            return refused(format!(
+                "audit log not written ({error}); nothing was changed"
+            ));
+        }
+        match self.book.summary(id) {
+            Some(summary) => ControlReply::Change(summary.clone()),
+            None => refused(format!(
+                "internal: {} not in the book",
+                change::change_name(id)
+            )),
+        }
+    }
+
+    fn report(&self, change: &str) -> ControlReply {
+        let id = match parse_change(change) {
+            Ok(id) => id,
+            Err(error) => return refused(error.to_string()),
+        };
+        let records = self
+            .records
+            .iter()
+            .map(|(seq, time, actor, event)| (*seq, *time, actor.as_str(), event));
+        match change::report(records, id, self.audit.head()) {
+            Ok(report) => ControlReply::Report(report),
+            Err(error) => refused(error.to_string()),
+        }
+    }
+
+    /// Checks, audits, then forwards an action that moves authority.
+    fn act(
+        &mut self,
+        action: Action,
+        operator: Option<String>,
+        change: Option<String>,
+        request: ControlRequest,
+        reply: Option<oneshot::Sender<ControlReply>>,
+    ) {
+        let actor = operator.clone().unwrap_or_else(|| GATEWAY_ACTOR.to_owned());
+        let now = Timestamp::now();
+        let authorized = self.book.authorize(
+            &self.policy,
+            &action,
+            operator.as_deref(),
+            change.as_deref(),
+            now,
+        );
+        let (change_id, expect_sha256) = match authorized {
+            Ok(granted) => granted,
+            Err(error) => {
+                let reason = error.to_string();
+                let named = change.as_deref().and_then(|c| parse_change(c).ok());
+                let refusal = ControlEvent::ActionRefused {
+                    change: named,
+                    action,
+                    reason: reason.clone(),
+                };
+                // A refusal is recorded when it can be; an unrecordable refusal still refuses.
+                if let Err(error) = self.record(&actor, refusal) {
+                    tracing::error!(%error, "audit log not written for a refused action");
+                }
+                answer(reply, refused(reason));
+                return;
+            }
+        };
+        let requested = ControlEvent::ActionRequested {
+            change: change_id,
+            action: action.clone(),
+        };
+        if let Err(error) = self.record(&actor, requested) {
+            tracing::error!(%error, ?action, "audit log not written; action not taken");
+            answer(
+                reply,
+                refused(format!(
+                    "audit log not written ({error}); the action was not taken"
+                )),
+            );
+            return;
+        }
+        let Some(core) = self.core.clone() else {
+            let reason = "this gateway runs no engines".to_owned();
+            let _ = self.record(
+                &actor,
+                ControlEvent::ActionRefused {
+                    change: change_id,
+                    action,
+                    reason: reason.clone(),
+                },
+            );
+            answer(reply, refused(reason));
+            return;
+        };
+        let outcomes = self.outcomes_tx.clone();
+        tokio::spawn(async move {
+            let outcome = ask(&core, request, expect_sha256).await;
+            // The shadow counters right after the switch: the evidence it was safe.
+            let shadow = match &outcome {
+                ControlReply::Switched(_) => match ask(&core, ControlRequest::Status, None).await {
+                    ControlReply::Status(status) => status.shadow,
+                    _ => ShadowStatus::default(),
+                },
+                _ => ShadowStatus::default(),
+            };
+            let _ = outcomes
+                .send(Pending {
+                    action,
+                    change: change_id,
+                    actor,
+                    outcome,
+                    shadow,
+                    reply,
+                })
+                .await;
+        });
+    }
+
+    /// Records what the sequencer answered and passes it on.
+    fn on_outcome(&mut self, pending: Pending) {
+        let Pending {
+            action,
+            change,
+            actor,
+            outcome,
+            shadow,
+            reply,
+        } = pending;
+        let event = match &outcome {
+            ControlReply::Switched(report) => ControlEvent::ActionCompleted {
+                change,
+                action,
+                report: report.clone(),
+                shadow,
+            },
+            ControlReply::Refused { reason } => ControlEvent::ActionRefused {
+                change,
+                action,
+                reason: reason.clone(),
+            },
+            other => ControlEvent::ActionRefused {
+                change,
+                action,
+                reason: format!("unexpected answer from the sequencer: {other:?}"),
+            },
+        };
+        if let Err(error) = self.record(&actor, event) {
+            tracing::error!(%error, "audit log not written for an action's outcome");
+        }
+        answer(reply, outcome);
+    }
+
+    /// Audits what the sequencer did by itself; a gate breach is followed by the rollback.
+    fn on_event(&mut self, event: CoreEvent) {
+        let change = self.book.active();
+        let event = match event {
+            CoreEvent::Failover(report) => ControlEvent::Failover { change, report },
+            CoreEvent::EngineAttached {
+                name,
+                build_version,
+                executable_sha256,
+            } => ControlEvent::EngineAttached {
+                name,
+                build_version,
+                executable_sha256,
+            },
+            CoreEvent::GateBreached(breach) => {
+                if let Err(error) =
+                    self.record(GATEWAY_ACTOR, ControlEvent::GateBreached { change, breach })
+                {
+                    tracing::error!(%error, "audit log not written; the canary is not rolled back automatically");
+                    return;
+                }
+                let change = change.map(change::change_name);
+                self.act(
+                    Action::AutoRollback,
+                    None,
+                    change,
+                    ControlRequest::rollback(GATEWAY_ACTOR),
+                    None,
+                );
+                return;
+            }
+        };
+        if let Err(error) = self.record(GATEWAY_ACTOR, event) {
+            tracing::error!(%error, "audit log not written for a gateway event");
+        }
+    }
+
+    /// Status from the sequencer, with the open changes and the audit head added.
+    fn forward_status(&self, reply: oneshot::Sender<ControlReply>) {
+        let open_changes = self.book.open();
+        let (seq, hash) = self.audit.head();
+        let head = AuditHead {
+            seq,
+            hash: hash.to_owned(),
+        };
+        let core = self.core.clone();
+        tokio::spawn(async move {
+            let reply_to = reply;
+            let mut status = match core {
+                Some(core) => match ask(&core, ControlRequest::Status, None).await {
+                    ControlReply::Status(status) => status,
+                    other => {
+                        let _ = reply_to.send(other);
+                        return;
+                    }
+                },
+                None => Status::default(),
+            };
+            status.open_changes = open_changes;
+            status.audit_head = Some(head);
+            let _ = reply_to.send(ControlReply::Status(status));
+        });
+    }
+
+    /// The audit log's path.
+    pub fn audit_path(&self) -> &Path {
+        self.audit.path()
+    }
+}
+
+/// Sends `request` to the sequencer and waits for its answer, bounded like the endpoint's wait.
+async fn ask(
+    core: &mpsc::Sender<ControlCommand>,
+    request: ControlRequest,
+    expect_sha256: Option<String>,
+) -> ControlReply {
+    let (reply_tx, reply_rx) = oneshot::channel();
+    let command = ControlCommand {
+        request,
+        reply: reply_tx,
+        expect_sha256,
+    };
+    if core.send(command).await.is_err() {
+        return refused("the gateway's sequencer is not running".into());
+    }
+    let wait = Duration::from_millis(constants::CONTROL_REPLY_TIMEOUT_MS);
+    match tokio::time::timeout(wait, reply_rx).await {
+        Ok(Ok(reply)) => reply,
+        Ok(Err(_)) => refused("the sequencer stopped before answering".into()),
+        Err(_) => refused("the sequencer did not answer in time; run status to see".into()),
+    }
+}
+
+/// Resolves once the gateway is shutting down; releases the watch borrow before returning so the
+/// task stays `Send`.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
+}
+
+fn answer(reply: Option<oneshot::Sender<ControlReply>>, outcome: ControlReply) {
+    if let Some(reply) = reply {
+        let _ = reply.send(outcome);
+    }
+}
+
+fn refused(reason: String) -> ControlReply {
+    ControlReply::Refused { reason }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::api::{SwitchReport, SwitchScope};
+
+    /// A plane over a fresh log in `dir`, with a fake sequencer that records every command it gets
+    /// together with the audit log's last line at that moment, and switches.
+    struct Harness {
+        plane: Plane,
+        seen: mpsc::Receiver<(ControlRequest, Option<String>, String)>,
+        log: PathBuf,
+    }
+
+    fn harness(dir: &Path, policy: Policy) -> Harness {
+        let log = dir.join("audit.log");
+        let (core_tx, mut core_rx) = mpsc::channel::<ControlCommand>(8);
+        let (seen_tx, seen) = mpsc::channel(8);
+        let log_for_core = log.clone();
+        tokio::spawn(async move {
+            while let Some(command) = core_rx.recv().await {
+                let last_line = std::fs::read_to_string(&log_for_core)
+                    .unwrap_or_default()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .to_owned();
+                let reply = match &command.request {
+                    ControlRequest::Status => ControlReply::Status(Status::default()),
+                    _ => ControlReply::Switched(SwitchReport {
+                        from: "blue".into(),
+                        to: "green".into(),
+                        barrier_seq: 7,
+                        pause_us: 3,
+                        planned: true,
+                        scope: SwitchScope::All,
+                    }),
+                };
+                if !matches!(command.request, ControlRequest::Status) {
+                    let _ = seen_tx
+                        .send((
+                            command.request.clone(),
+                            command.expect_sha256.clone(),
+                            last_line,
+                        ))
+                        .await;
+                }
+                let _ = command.reply.send(reply);
+            }
+        });
+        let config = PlaneConfig {
+            audit_path: log.clone(),
+            policy,
+            build: "test".into(),
+        };
+        let plane = Plane::open(&config, Some(core_tx)).expect("open plane");
+        Harness { plane, seen, log }
+    }
+
+    /// Runs an action through the plane to its answer, handling the outcome like `run` does.
+    async fn action(plane: &mut Plane, request: ControlRequest) -> ControlReply {
+        let (reply, mut answer) = oneshot::channel();
+        plane
+            .on_command(ControlCommand {
+                request,
+                reply,
+                expect_sha256: None,
+            })
+            .await;
+        loop {
+            if let Ok(answer) = answer.try_recv() {
+                return answer;
+            }
+            let pending = plane.outcomes_rx.recv().await.expect("outcome");
+            plane.on_outcome(pending);
+        }
+    }
+
+    fn events(log: &Path) -> Vec<String> {
+        std::fs::read_to_string(log)
+            .expect("log")
+            .lines()
+            .map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).expect("json line");
+                value["event"]["event"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    fn file_request(artifact: &Path, sha256: &str, by: &str) -> ControlRequest {
+        ControlRequest::ChangeFile {
+            operator: Some(by.into()),
+            artifact_path: artifact.display().to_string(),
+            artifact_sha256: sha256.into(),
+            reason: "new matching build".into(),
+            window_start: "2020-01-01T00:00:00Z".into(),
+            window_end: "2099-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_switch_without_an_approved_change_is_refused_audited_and_never_reaches_the_sequencer()
+     {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut h = harness(dir.path(), Policy::default());
+        let reply = action(&mut h.plane, ControlRequest::switch("alice")).await;
+        assert!(
+            matches!(&reply, ControlReply::Refused { reason } if reason.contains("approved change")),
+            "{reply:?}"
+        );
+        assert!(
+            h.seen.try_recv().is_err(),
+            "the sequencer got a refused switch"
+        );
+        assert_eq!(events(&h.log), ["gateway-started", "action-refused"]);
+    }
+
+    #[tokio::test]
+    async fn an_approved_change_switches_after_the_request_is_durably_logged() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let artifact = dir.path().join("engine-v2");
+        std::fs::write(&artifact, b"engine build 2").expect("artifact");
+        let sha = artifact::sha256_file(&artifact).expect("hash");
+        let mut h = harness(dir.path(), Policy::default());
+
+        let wrong = "0".repeat(64);
+        let reply = action(&mut h.plane, file_request(&artifact, &wrong, "alice")).await;
+        assert!(
+            matches!(&reply, ControlReply::Refused { reason } if reason.contains("not the build you named")),
+            "{reply:?}"
+        );
+        let reply = action(&mut h.plane, file_request(&artifact, &sha, "alice")).await;
+        let ControlReply::Change(filed) = reply else {
+            panic!("filed: {reply:?}");
+        };
+        assert_eq!(filed.id, "CHG-1");
+        let self_approval = ControlRequest::ChangeApprove {
+            operator: Some("alice".into()),
+            change: "CHG-1".into(),
+        };
+        assert!(matches!(
+            action(&mut h.plane, self_approval).await,
+            ControlReply::Refused { .. }
+        ));
+        let approval = ControlRequest::ChangeApprove {
+            operator: Some("bob".into()),
+            change: "CHG-1".into(),
+        };
+        assert!(matches!(
+            action(&mut h.plane, approval).await,
+            ControlReply::Change(_)
+        ));
+
+        let switch = ControlRequest::Switch {
+            operator: Some("alice".into()),
+            change: Some("CHG-1".into()),
+        };
+        let reply = action(&mut h.plane, switch).await;
+        assert!(matches!(reply, ControlReply::Switched(_)), "{reply:?}");
+        let (request, expect_sha256, last_line) = h.seen.recv().await.expect("forwarded");
+        assert!(matches!(request, ControlRequest::Switch { .. }));
+        // The engine taking authority must run the approved artifact.
+        assert_eq!(expect_sha256.as_deref(), Some(sha.as_str()));
+        // Invariant 7: when the sequencer got the switch, its request was already on disk.
+        assert!(
+            last_line.contains("\"action-requested\"") && last_line.contains("\"alice\""),
+            "{last_line}"
+        );
+        assert_eq!(
+            events(&h.log),
+            [
+                "gateway-started",
+                "change-filed",
+                "change-approved",
+                "action-requested",
+                "action-completed"
+            ]
+        );
+
+        // The book survives a restart: it is rebuilt from the log alone.
+        drop(h);
+        let mut h = harness(dir.path(), Policy::default());
+        let ControlReply::Report(report) = action(
+            &mut h.plane,
+            ControlRequest::ChangeReport { change: "1".into() },
+        )
+        .await
+        else {
+            panic!("report");
+        };
+        assert_eq!(report.change.approved_by, vec!["bob".to_owned()]);
+        assert_eq!(report.actions.len(), 1);
+        assert_eq!(report.change.artifact_sha256, sha);
+    }
+
+    #[tokio::test]
+    async fn when_the_audit_log_cannot_be_written_no_action_runs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = Policy {
+            approval_required: Vec::new(),
+            approvals_min: 1,
+        };
+        let mut h = harness(dir.path(), policy);
+        h.plane.fail_appends = true;
+        for request in [
+            ControlRequest::switch("alice"),
+            ControlRequest::rollback("alice"),
+        ] {
+            let reply = action(&mut h.plane, request).await;
+            assert!(
+                matches!(&reply, ControlReply::Refused { reason } if reason.contains("audit log not written")),
+                "{reply:?}"
+            );
+        }
+        assert!(
+            h.seen.try_recv().is_err(),
+            "an unaudited action reached the sequencer"
+        );
+        h.plane.fail_appends = false;
+        let reply = action(&mut h.plane, ControlRequest::switch("alice")).await;
+        assert!(matches!(reply, ControlReply::Switched(_)), "{reply:?}");
+        assert!(h.seen.try_recv().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_gate_breach_is_audited_then_rolled_back_by_the_gateway() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut h = harness(dir.path(), Policy::default());
+        h.plane
+            .on_event(CoreEvent::GateBreached(crate::control::api::GateBreach {
+                gate: "error-rate".into(),
+                observed: 0.5,
+                limit: 0.001,
+                compared: 2,
+            }));
+        let pending = h.plane.outcomes_rx.recv().await.expect("rollback outcome");
+        h.plane.on_outcome(pending);
+        let (request, _, last_line) = h.seen.recv().await.expect("rollback forwarded");
+        assert!(matches!(request, ControlRequest::Rollback { .. }));
+        assert!(last_line.contains("auto-rollback"), "{last_line}");
+        assert_eq!(
+            events(&h.log),
+            [
+                "gateway-started",
+                "gate-breached",
+                "action-requested",
+                "action-completed"
+            ]
+        );
+    }
+}
