@@ -23,6 +23,8 @@ fn status() -> Status {
             lag_inputs: 0,
             lag_us: 0,
             silent_ms: 1,
+            executable_sha256: String::new(),
+            delivered_inputs: 42,
         }],
         journal_last_seq: 42,
         delivered_through: 42,
@@ -42,15 +44,19 @@ async fn serve() -> SocketAddr {
         while let Some(command) = commands_rx.recv().await {
             let reply = match command.request {
                 ControlRequest::Status => ControlReply::Status(status()),
-                ControlRequest::Switch => ControlReply::Switched(SwitchReport {
+                ControlRequest::Switch { .. } => ControlReply::Switched(SwitchReport {
                     from: "blue".into(),
                     to: "green".into(),
                     barrier_seq: 42,
                     pause_us: 17,
                     planned: true,
+                    scope: Default::default(),
                 }),
-                ControlRequest::Rollback => ControlReply::Refused {
+                ControlRequest::Rollback { .. } => ControlReply::Refused {
                     reason: "no switch to roll back".into(),
+                },
+                _ => ControlReply::Refused {
+                    reason: "not handled by this fake".into(),
                 },
             };
             let _ = command.reply.send(reply);
@@ -110,7 +116,7 @@ async fn switch_prints_the_pause_and_a_refusal_fails_with_its_reason() {
     assert!(switch.status.success(), "{switch:?}");
     assert_eq!(
         stdout(&switch),
-        "switched blue → green at barrier 42, pause 17 µs (planned)\n"
+        "switched blue → green at barrier 42 (all symbols), pause 17 µs (planned)\n"
     );
 
     let rollback = ctl(vec!["--addr".into(), addr.to_string(), "rollback".into()]).await;

@@ -32,6 +32,8 @@ fn status() -> Status {
             lag_inputs: 0,
             lag_us: 0,
             silent_ms: 1,
+            executable_sha256: String::new(),
+            delivered_inputs: 42,
         }],
         journal_last_seq: 42,
         delivered_through: 42,
@@ -46,6 +48,7 @@ fn switched() -> SwitchReport {
         barrier_seq: 42,
         pause_us: 17,
         planned: true,
+        scope: Default::default(),
     }
 }
 
@@ -86,9 +89,14 @@ async fn start(fake: Fake, reply_timeout: Option<Duration>) -> Harness {
                 }
                 (Fake::Drops, _) => continue,
                 (Fake::Answers, ControlRequest::Status) => ControlReply::Status(status()),
-                (Fake::Answers, ControlRequest::Switch) => ControlReply::Switched(switched()),
-                (Fake::Answers, ControlRequest::Rollback) => ControlReply::Refused {
+                (Fake::Answers, ControlRequest::Switch { .. }) => {
+                    ControlReply::Switched(switched())
+                }
+                (Fake::Answers, ControlRequest::Rollback { .. }) => ControlReply::Refused {
                     reason: "no switch to roll back".into(),
+                },
+                (Fake::Answers, _) => ControlReply::Refused {
+                    reason: "not handled by this fake".into(),
                 },
             };
             let _ = command.reply.send(reply);
@@ -161,7 +169,7 @@ async fn status_round_trips() {
 #[tokio::test]
 async fn switch_gets_the_report() {
     let harness = start(Fake::Answers, None).await;
-    let reply = ask(harness.addr, ControlRequest::Switch)
+    let reply = ask(harness.addr, ControlRequest::switch("test"))
         .await
         .expect("reply");
     assert_eq!(reply, ControlReply::Switched(switched()));
@@ -170,7 +178,7 @@ async fn switch_gets_the_report() {
 #[tokio::test]
 async fn refusal_reaches_the_client_with_its_reason() {
     let harness = start(Fake::Answers, None).await;
-    let reply = ask(harness.addr, ControlRequest::Rollback)
+    let reply = ask(harness.addr, ControlRequest::rollback("test"))
         .await
         .expect("reply");
     assert_eq!(refusal(&reply), "no switch to roll back");
@@ -219,7 +227,7 @@ async fn non_loopback_addresses_are_refused_at_bind() {
 #[tokio::test]
 async fn a_sequencer_that_never_answers_gives_a_refusal_after_the_timeout() {
     let harness = start(Fake::Silent, Some(Duration::from_millis(200))).await;
-    let reply = ask(harness.addr, ControlRequest::Switch)
+    let reply = ask(harness.addr, ControlRequest::switch("test"))
         .await
         .expect("reply");
     let reason = refusal(&reply);
@@ -233,7 +241,7 @@ async fn a_sequencer_that_never_answers_gives_a_refusal_after_the_timeout() {
 #[tokio::test]
 async fn a_sequencer_that_drops_the_command_gives_a_refusal() {
     let harness = start(Fake::Drops, None).await;
-    let reply = ask(harness.addr, ControlRequest::Switch)
+    let reply = ask(harness.addr, ControlRequest::switch("test"))
         .await
         .expect("reply");
     assert!(refusal(&reply).contains("stopped before answering"));

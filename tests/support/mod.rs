@@ -16,7 +16,7 @@ pub const WAIT: Duration = Duration::from_secs(10);
 /// A config with `sessions` counterparties CLIENT1..CLIENTn and the given extra defaults.
 pub fn write_config(dir: &Path, sessions: usize, extra_defaults: &str) -> PathBuf {
     let mut text = String::from(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"store\"\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"store\"\n\n[control]\napproval_required = []\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
     );
     text.push_str(extra_defaults);
     for n in 1..=sessions {
@@ -36,9 +36,16 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Starts the gateway with `config`, its store under `store_dir`, on a free port.
+    /// Starts the gateway with `config`, its store under `store_dir` and its journal beside it, on
+    /// a free port.
     pub fn start(config: &Path, store_dir: &Path) -> Gateway {
-        Gateway::start_with(config, store_dir, &[])
+        // The journal (and the audit log in it) beside the store, never in the working directory.
+        let journal = store_dir.with_file_name("journal");
+        Gateway::start_with(
+            config,
+            store_dir,
+            &["--journal-dir".as_ref(), journal.as_os_str()],
+        )
     }
 
     /// Starts the gateway with extra command-line arguments (engine address, journal).

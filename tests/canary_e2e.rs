@@ -1,0 +1,447 @@
+//! Canary releases with real processes: authority for some symbols moves to the standby engine,
+//! the gates compare its answers with the authoritative engine's on the same inputs, a faulty
+//! build is rolled back automatically, a killed canary engine gives its symbols back, and every
+//! step is in the audit log before it takes effect.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use baton::bench::initiator::Initiator;
+use baton::control::api::{ControlReply, ControlRequest, EngineRole, Status, SwitchScope};
+use baton::control::client;
+use support::{
+    EngineProcess, Gateway, WAIT, logged_on, report, start_gateway_for_engines, text,
+    wait_for_engine, wait_for_socket,
+};
+
+/// A free loopback port for the control endpoint, so the test can reach it.
+fn free_control_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+}
+
+/// Blue (authoritative) and green (standby, optionally faulty on one symbol) behind a gateway
+/// whose control endpoint is at the returned address, with a logged-on CLIENT1; `control` is
+/// extra `[control]` config. Green starts only once blue has authority, so the roles are certain.
+fn venue(
+    dir: &Path,
+    green_fault: Option<&str>,
+    control: &str,
+) -> (EngineProcess, EngineProcess, Gateway, SocketAddr, Initiator) {
+    let addr = free_control_addr();
+    let config = dir.join("baton.toml");
+    let text = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"{addr}\"\nstore_dir = \"store\"\n\n\
+         [control]\n{control}\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n\n\
+         [[session]]\nTargetCompID = \"CLIENT1\"\n\n[[session]]\nTargetCompID = \"CLIENT2\"\n"
+    );
+    std::fs::write(&config, text).expect("config");
+    let blue = EngineProcess::start(&config, dir, "blue");
+    wait_for_socket(&dir.join("blue.sock"));
+    let green_addr = format!("unix://{}", dir.join("green.sock").display());
+    let gateway = start_gateway_for_engines(dir, &[&blue.addr, &green_addr]);
+    let mut client = logged_on(&gateway, 1);
+    wait_for_engine(&mut client);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+    command.args(["engine", "--config"]).arg(&config).args([
+        "--listen",
+        &green_addr,
+        "--name",
+        "green",
+    ]);
+    if let Some(symbol) = green_fault {
+        command.args(["--fault-reject-symbol", symbol]);
+    }
+    let child = command
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn green");
+    let green = EngineProcess {
+        child,
+        addr: green_addr,
+    };
+    wait_for_standby(addr);
+    (blue, green, gateway, addr, client)
+}
+
+fn ask(addr: SocketAddr, request: &ControlRequest) -> ControlReply {
+    client::request(addr, request, Duration::from_secs(30)).expect("control reply")
+}
+
+fn status(addr: SocketAddr) -> Status {
+    match ask(addr, &ControlRequest::Status) {
+        ControlReply::Status(status) => status,
+        other => panic!("status: {other:?}"),
+    }
+}
+
+/// Waits until both engines are attached and the standby is caught up, so a switch can start.
+fn wait_for_standby(addr: SocketAddr) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = status(addr);
+        let standby_ready = s
+            .engines
+            .iter()
+            .any(|e| e.role == EngineRole::Standby && e.lag_inputs == 0);
+        if standby_ready {
+            return;
+        }
+        assert!(Instant::now() < deadline, "standby never caught up: {s:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn delivered(s: &Status, name: &str) -> u64 {
+    s.engines
+        .iter()
+        .find(|e| e.name == name)
+        .map_or(0, |e| e.delivered_inputs)
+}
+
+/// Sends a resting limit order on `symbol`.
+fn order(client: &mut Initiator, cl_ord_id: &str, symbol: &str, side: u8, price: &str) {
+    client
+        .send(b"D", |e| {
+            e.str(11, cl_ord_id)
+                .str(55, symbol)
+                .char(54, side)
+                .str(60, "20261123-12:00:00")
+                .uint(38, 10)
+                .char(40, b'2')
+                .str(44, price);
+        })
+        .expect("send order");
+}
+
+/// The ExecType of the single report each of `ids` gets, checking none gets two.
+fn answers(client: &mut Initiator, ids: &[String]) -> HashMap<String, String> {
+    let mut got: HashMap<String, String> = HashMap::new();
+    while got.len() < ids.len() {
+        let message = report(client);
+        let id = text(&message, 11);
+        let previous = got.insert(id.clone(), text(&message, 150));
+        assert!(previous.is_none(), "{id} answered twice");
+    }
+    got
+}
+
+/// The event names in the audit log, in order.
+fn audit_events(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("journal").join("audit.log"))
+        .expect("audit log")
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("audit line");
+            let event = &value["event"];
+            match event["action"]["kind"].as_str() {
+                Some(kind) => format!("{}:{kind}", event["event"].as_str().unwrap_or_default()),
+                None => event["event"].as_str().unwrap_or_default().to_owned(),
+            }
+        })
+        .collect()
+}
+
+fn canary(symbols: &[&str]) -> ControlRequest {
+    ControlRequest::Canary {
+        operator: Some("alice".into()),
+        change: None,
+        percent: None,
+        symbols: symbols.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+#[test]
+fn a_canary_moves_only_its_symbols_then_a_switch_completes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_blue, _green, _gateway, control, mut client) =
+        venue(dir.path(), None, "approval_required = []");
+
+    let reply = ask(control, &canary(&["AAPL"]));
+    let ControlReply::Switched(started) = reply else {
+        panic!("canary refused: {reply:?}");
+    };
+    assert_eq!(
+        (started.from.as_str(), started.to.as_str()),
+        ("blue", "green")
+    );
+    assert_eq!(
+        started.scope,
+        SwitchScope::CanaryStarted {
+            symbols: vec!["AAPL".into()]
+        }
+    );
+    let before = status(control);
+    assert_eq!(
+        before.canary.as_ref().map(|c| c.symbols.clone()),
+        Some(vec!["AAPL".to_owned()])
+    );
+    let roles: Vec<EngineRole> = before.engines.iter().map(|e| e.role).collect();
+    assert_eq!(roles, [EngineRole::Authoritative, EngineRole::Canary]);
+
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        for symbol in ["AAPL", "MSFT"] {
+            let id = format!("{symbol}-{i}");
+            order(&mut client, &id, symbol, b'1', "10");
+            ids.push(id);
+        }
+    }
+    let got = answers(&mut client, &ids);
+    assert!(got.values().all(|exec_type| exec_type == "0"), "{got:?}");
+
+    // Green delivered the AAPL answers, blue the MSFT ones; the gates compared every AAPL input.
+    let after = status(control);
+    assert_eq!(delivered(&after, "green") - delivered(&before, "green"), 10);
+    assert_eq!(delivered(&after, "blue") - delivered(&before, "blue"), 10);
+    let gates = after.canary.expect("canary still running").gates;
+    assert!(gates.compared >= 10 && gates.errors == 0, "{gates:?}");
+    assert!(gates.breach.is_none());
+
+    // A switch completes the canary: every symbol to green.
+    let ControlReply::Switched(done) = ask(control, &ControlRequest::switch("alice")) else {
+        panic!("switch refused");
+    };
+    assert_eq!((done.from.as_str(), done.to.as_str()), ("blue", "green"));
+    let s = status(control);
+    assert!(s.canary.is_none());
+    order(&mut client, "MSFT-after", "MSFT", b'1', "10");
+    assert_eq!(text(&report(&mut client), 150), "0");
+    let s2 = status(control);
+    assert_eq!(delivered(&s2, "green") - delivered(&s, "green"), 1);
+    assert_eq!(client.gaps(), 0);
+
+    let events = audit_events(dir.path());
+    assert!(
+        events.ends_with(&[
+            "action-requested:canary".into(),
+            "action-completed:canary".into(),
+            "action-requested:switch".into(),
+            "action-completed:switch".into(),
+        ]),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_faulty_canary_breaches_its_gate_and_is_rolled_back_automatically() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_blue, _green, _gateway, control, mut client) =
+        venue(dir.path(), Some("MSFT"), "approval_required = []");
+    assert!(matches!(
+        ask(control, &canary(&["MSFT"])),
+        ControlReply::Switched(_)
+    ));
+
+    // Green's answer is delivered (the canary is live for MSFT): the counterparty sees the reject.
+    order(&mut client, "M-1", "MSFT", b'1', "10");
+    assert_eq!(text(&report(&mut client), 150), "8");
+
+    // The first divergence breaches the error-rate gate; the gateway audits it and rolls back.
+    let deadline = Instant::now() + WAIT;
+    let rolled_back = loop {
+        let s = status(control);
+        if s.canary.is_none() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "canary never rolled back: {s:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let last = rolled_back.last_switch.expect("the rollback");
+    assert_eq!(
+        last.scope,
+        SwitchScope::CanaryEnded {
+            symbols: vec!["MSFT".into()]
+        }
+    );
+    assert_eq!((last.from.as_str(), last.to.as_str()), ("green", "blue"));
+    // MSFT is blue's again: orders are accepted, and green's divergence was counted.
+    order(&mut client, "M-2", "MSFT", b'1', "10");
+    assert_eq!(text(&report(&mut client), 150), "0");
+    assert!(rolled_back.shadow.divergences >= 1);
+
+    let events = audit_events(dir.path());
+    let breach = events
+        .iter()
+        .position(|e| e == "gate-breached")
+        .expect("breach audited");
+    assert_eq!(
+        events[breach + 1..breach + 3],
+        [
+            "action-requested:auto-rollback".to_owned(),
+            "action-completed:auto-rollback".to_owned()
+        ],
+        "{events:?}"
+    );
+}
+
+#[test]
+fn a_killed_canary_engine_gives_its_symbols_back_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_blue, mut green, _gateway, control, mut client) =
+        venue(dir.path(), None, "approval_required = []");
+    assert!(matches!(
+        ask(control, &canary(&["AAPL"])),
+        ControlReply::Switched(_)
+    ));
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        let id = format!("A-{i}");
+        order(&mut client, &id, "AAPL", b'2', "20");
+        ids.push(id);
+        if i == 9 {
+            green.kill();
+        }
+    }
+    // Every order is answered exactly once, by green before the kill and blue after.
+    let got = answers(&mut client, &ids);
+    assert!(got.values().all(|exec_type| exec_type == "0"), "{got:?}");
+    let s = status(control);
+    assert!(s.canary.is_none());
+    let failover = s.last_switch.expect("failover");
+    assert!(!failover.planned);
+    assert!(matches!(failover.scope, SwitchScope::CanaryEnded { .. }));
+    assert_eq!(client.gaps(), 0);
+    assert!(audit_events(dir.path()).contains(&"failover".to_owned()));
+}
+
+#[test]
+fn by_default_a_canary_needs_an_approved_change_and_the_cli_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_blue, _green, _gateway, control, _client) = venue(dir.path(), None, "");
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["ctl", "--addr", &control.to_string(), "--operator", "alice"])
+        .args(["canary", "--percent", "5"])
+        .output()
+        .expect("baton ctl");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("approved change"), "{stderr}");
+    assert!(status(control).canary.is_none());
+    assert!(audit_events(dir.path()).contains(&"action-refused:canary".to_owned()));
+}
+
+/// Runs `baton ctl` against `control` as `operator`.
+fn ctl(control: SocketAddr, operator: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "ctl",
+            "--addr",
+            &control.to_string(),
+            "--operator",
+            operator,
+        ])
+        .args(args)
+        .output()
+        .expect("baton ctl")
+}
+
+fn ok(output: std::process::Output) -> String {
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn refused(output: std::process::Output) -> String {
+    assert!(!output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_release_lifecycle_runs_from_the_cli_under_a_second_operators_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_blue, _green, _gateway, control, mut client) = venue(dir.path(), None, "");
+    // The engines run the baton binary itself: that is the artifact of the first change.
+    let build = env!("CARGO_BIN_EXE_baton");
+    let filed = ok(ctl(
+        control,
+        "alice",
+        &[
+            "change",
+            "file",
+            "--artifact",
+            build,
+            "--reason",
+            "matching fix",
+        ],
+    ));
+    assert!(
+        filed.contains("CHG-1") && filed.contains("filed"),
+        "{filed}"
+    );
+    let not_yet = refused(ctl(
+        control,
+        "alice",
+        &["canary", "--percent", "50", "--change", "CHG-1"],
+    ));
+    assert!(not_yet.contains("not approved"), "{not_yet}");
+    let own = refused(ctl(control, "alice", &["change", "approve", "CHG-1"]));
+    assert!(own.contains("cannot approve"), "{own}");
+    let approved = ok(ctl(control, "bob", &["change", "approve", "CHG-1"]));
+    assert!(approved.contains("approved"), "{approved}");
+
+    let canary = ok(ctl(
+        control,
+        "alice",
+        &["canary", "--percent", "50", "--change", "CHG-1"],
+    ));
+    assert!(
+        canary.contains("blue → green") && canary.contains("canary"),
+        "{canary}"
+    );
+    order(&mut client, "L-1", "AAPL", b'1', "10");
+    assert_eq!(text(&report(&mut client), 150), "0");
+    let switched = ok(ctl(control, "alice", &["switch", "--change", "CHG-1"]));
+    assert!(switched.contains("blue → green"), "{switched}");
+    ok(ctl(control, "alice", &["change", "close", "CHG-1"]));
+    let closed = refused(ctl(control, "alice", &["rollback", "--change", "CHG-1"]));
+    assert!(closed.contains("closed"), "{closed}");
+
+    // The report is drawn from the audit log: who, what, approvals, the actions and the head.
+    let report_text = ok(ctl(control, "carol", &["change", "report", "CHG-1"]));
+    for expected in [
+        "CHG-1 (closed)",
+        "approved by bob",
+        "matching fix",
+        "2 completed",
+        "blue -> green",
+        "audit head",
+    ] {
+        assert!(report_text.contains(expected), "{expected}: {report_text}");
+    }
+
+    // A change naming another build cannot give authority to an engine that runs this one.
+    let other = dir.path().join("other-build");
+    std::fs::write(&other, b"not the engine").unwrap();
+    ok(ctl(
+        control,
+        "alice",
+        &[
+            "change",
+            "file",
+            "--artifact",
+            other.to_str().unwrap(),
+            "--reason",
+            "other",
+        ],
+    ));
+    ok(ctl(control, "bob", &["change", "approve", "CHG-2"]));
+    let wrong = refused(ctl(control, "alice", &["switch", "--change", "CHG-2"]));
+    assert!(wrong.contains("not the change's artifact"), "{wrong}");
+
+    // The whole trail verifies offline.
+    let log = dir.path().join("journal").join("audit.log");
+    let verify = Command::new(build)
+        .args(["audit", "verify", "--file"])
+        .arg(&log)
+        .output()
+        .expect("baton audit verify");
+    assert!(verify.status.success(), "{verify:?}");
+}
