@@ -9,11 +9,14 @@
 //!   state machine (bytes and time in, actions out) and the memory-mapped session store.
 //! - [`gateway`]: the acceptor and connection I/O that drive the session state machines, the
 //!   FIX <-> engine translation, and the core: sequencer, input journal (every inbound business
-//!   message is appended before an engine sees it), router (which engine is authoritative) and
-//!   outbox (each output delivered once).
+//!   message is appended before an engine sees it), router (which engine is authoritative for
+//!   which symbol: one engine, or a canary's symbols on another) and outbox (each output
+//!   delivered once).
 //! - [`link`]: the gateway <-> engine wire protocol and its transports.
 //! - [`engine`]: the `Engine` trait, order books, matching, snapshot/restore and state digest.
-//! - [`control`]: the `baton ctl` API and endpoint, and the supervisor behind `baton up`.
+//! - [`control`]: the `baton ctl` API and endpoint; the control plane that checks each command
+//!   against the change records and policy and writes it to the hash-chained audit log before
+//!   the sequencer acts on it; immutable artifacts; and the supervisor behind `baton up`.
 //! - [`bench`](mod@bench): the FIX initiator used by tests, `baton demo`, and the `baton bench` load
 //!   generator with its same-run echo baseline and plots.
 //!

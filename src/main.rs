@@ -71,6 +71,10 @@ enum Command {
         /// SIGKILL the authoritative engine at S seconds (repeatable); own venue only.
         #[arg(long = "kill-at")]
         kill_at: Vec<f64>,
+        /// Run the load under a canary (every symbol on the standby, gates watching), to see
+        /// what a canary costs; own venue only.
+        #[arg(long)]
+        canary: bool,
         /// Measure this FIX acceptor instead of starting a venue.
         #[arg(long)]
         target: Option<std::net::SocketAddr>,
@@ -365,6 +369,7 @@ fn main() -> anyhow::Result<()> {
             mix,
             switch_every,
             kill_at,
+            canary,
             target,
             sender,
             target_comp_id,
@@ -387,6 +392,7 @@ fn main() -> anyhow::Result<()> {
                 switch_every: switch_every.map(secs),
                 kill_at: kill_at.into_iter().map(secs).collect(),
                 progress_bar: !json,
+                canary,
             };
             let report = baton::bench::harness::run(&config)?;
             baton::bench::plot::write_all(&report, &out)

@@ -1,12 +1,14 @@
 //! The upgrade-and-crash soak, with real processes over real TCP: 50 counterparties trade
-//! continuously while authority switches 20 times between blue and green and the authoritative
-//! engine is SIGKILLed 5 times. Afterwards no counterparty saw a Logout or a disconnect, every
+//! continuously through 5 canaries (a quarter of the symbols to the standby and back), 20
+//! switches of authority between blue and green under an approved change, and 5 SIGKILLs of the
+//! authoritative engine. Afterwards no counterparty saw a Logout or a disconnect, every
 //! sequence number is gap-free, every order got exactly one acknowledgement, no ExecID came
 //! twice, and both engines' books equal a single engine's replay of the journal.
 
 use std::time::Duration;
 
 use baton::bench::demo::{self, DemoConfig};
+use baton::control::api::SwitchScope;
 
 #[test]
 fn fifty_sessions_through_twenty_switches_and_five_kills() {
@@ -16,6 +18,7 @@ fn fifty_sessions_through_twenty_switches_and_five_kills() {
         dir: dir.path().to_path_buf(),
         sessions: 50,
         orders_per_session_per_s: 10,
+        canaries: 5,
         switches: 20,
         kills: 5,
         event_gap: Duration::from_millis(300),
@@ -37,7 +40,18 @@ fn fifty_sessions_through_twenty_switches_and_five_kills() {
         "too little flow to mean anything: {}",
         report.orders
     );
-    assert_eq!(report.switches.iter().filter(|s| s.planned).count(), 20);
+    // Each canary is a start and a rollback, then the 20 switches.
+    assert_eq!(report.switches.iter().filter(|s| s.planned).count(), 30);
+    assert_eq!(
+        report
+            .switches
+            .iter()
+            .filter(|s| matches!(s.scope, SwitchScope::CanaryStarted { .. }))
+            .count(),
+        5
+    );
+    assert!(report.audit_verified, "the audit chain does not verify");
+    assert!(report.change.is_some(), "the change was not closed");
     assert_eq!(report.switches.iter().filter(|s| !s.planned).count(), 5);
     assert!(
         report.books_match_replay,

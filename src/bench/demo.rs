@@ -3,11 +3,13 @@
 //!
 //! It starts two engines (blue on the current snapshot format, green as the "new build") and a
 //! gateway as real processes in a scratch directory, connects simulated counterparties that trade
-//! continuously, and meanwhile switches authority back and forth with `baton ctl`-style commands
-//! and SIGKILLs the authoritative engine (restarting it, so it rejoins as the standby). At the end
-//! it checks what the counterparties saw — no Logout, no disconnect, no sequence gap, exactly one
-//! acknowledgement per order, no ExecID twice — and that both engines' books equal a single
-//! engine's replay of the journal.
+//! continuously, and meanwhile runs a release the way an operator would: a change naming the
+//! build is filed and approved by a second operator, a canary moves a quarter of the symbols to
+//! the standby and back, authority switches back and forth under that change, and the
+//! authoritative engine is SIGKILLed (and restarted, so it rejoins as the standby). At the end it
+//! checks what the counterparties saw — no Logout, no disconnect, no sequence gap, exactly one
+//! acknowledgement per order, no ExecID twice — that both engines' books equal a single engine's
+//! replay of the journal, and that the audit log's chain verifies.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -18,7 +20,9 @@ use std::time::{Duration, Instant};
 
 use super::initiator::{Initiator, InitiatorConfig, InitiatorError};
 use super::venue::{Venue, VenueConfig, VenueError, io};
-use crate::control::api::{ControlReply, ControlRequest, SwitchReport};
+use crate::control::api::{ControlReply, ControlRequest, SwitchReport, SwitchScope};
+use crate::control::change::{ChangeSummary, rfc3339, scope_text};
+use crate::fix::time::Timestamp;
 use crate::engine::{Engine, EngineConfig, MatchingEngine};
 use crate::link::{self, Frame, LinkAddr};
 
@@ -44,6 +48,9 @@ pub struct DemoConfig {
     pub sessions: usize,
     /// Orders each counterparty sends per second.
     pub orders_per_session_per_s: u64,
+    /// Canaries before the switches: each moves a quarter of the symbols to the standby, trades,
+    /// and is rolled back.
+    pub canaries: usize,
     /// Planned switches, alternating blue → green → blue...
     pub switches: usize,
     /// SIGKILLs of the authoritative engine, after the switches.
@@ -60,6 +67,7 @@ impl DemoConfig {
             dir,
             sessions: 8,
             orders_per_session_per_s: 50,
+            canaries: 1,
             switches: 2,
             kills: 1,
             event_gap: Duration::from_millis(700),
@@ -98,6 +106,14 @@ pub struct DemoReport {
     pub replay_digest: String,
     /// Whether every engine's digest equals the replay's.
     pub books_match_replay: bool,
+    /// The change every action ran under: who filed it, who approved it, what it deployed.
+    pub change: Option<ChangeSummary>,
+    /// Records in the audit log at the end.
+    pub audit_records: u64,
+    /// Its head hash.
+    pub audit_head: String,
+    /// Whether the whole audit chain verifies.
+    pub audit_verified: bool,
 }
 
 impl DemoReport {
@@ -109,6 +125,7 @@ impl DemoReport {
             && self.gaps == 0
             && self.shadow_divergences == 0
             && self.books_match_replay
+            && self.audit_verified
     }
 
     /// A summary a person reads.
@@ -124,13 +141,28 @@ impl DemoReport {
         out.push_str(&format!("lost            {}\n", self.lost));
         out.push_str(&format!("duplicated      {}\n", self.duplicated));
         out.push_str(&format!("sequence gaps   {}\n", self.gaps));
-        for switch in &self.switches {
+        if let Some(change) = &self.change {
             out.push_str(&format!(
-                "{:<15} {} -> {} at input {}, pause {} us\n",
-                if switch.planned { "switch" } else { "failover" },
+                "change          {} by {}, approved by {}, artifact sha256 {}\n",
+                change.id,
+                change.filed_by,
+                change.approved_by.join(", "),
+                change.artifact_sha256.get(..16).unwrap_or_default()
+            ));
+        }
+        for switch in &self.switches {
+            let kind = match (&switch.scope, switch.planned) {
+                (SwitchScope::CanaryStarted { .. }, _) => "canary",
+                (SwitchScope::CanaryEnded { .. }, true) => "canary back",
+                (_, true) => "switch",
+                (_, false) => "failover",
+            };
+            out.push_str(&format!(
+                "{kind:<15} {} -> {} at input {} ({}), pause {} us\n",
                 switch.from,
                 switch.to,
                 switch.barrier_seq,
+                scope_text(&switch.scope),
                 switch.pause_us
             ));
         }
@@ -142,6 +174,16 @@ impl DemoReport {
             out.push_str(&format!("digest {name:<8} {digest}\n"));
         }
         out.push_str(&format!("digest replay   {}\n", self.replay_digest));
+        out.push_str(&format!(
+            "audit log       {} records, head {}, chain {}\n",
+            self.audit_records,
+            self.audit_head.get(..16).unwrap_or_default(),
+            if self.audit_verified {
+                "verified"
+            } else {
+                "DOES NOT VERIFY"
+            }
+        ));
         out.push_str(&format!(
             "books           {}\n",
             if self.books_match_replay {
@@ -187,13 +229,16 @@ pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, D
         // Blue writes the older snapshot format, green the newer: two builds.
         snapshot_formats: [1, 2],
         engine_section: String::new(),
+        // The demo goes through the release process: a change, a second operator's approval.
+        require_approval: true,
     })?;
     let authoritative = venue.authoritative()?;
     progress(&format!(
         "venue up: gateway {}, engine {authoritative} authoritative (the first to attach), the other standby",
         venue.fix_addr
     ));
-    let result = trade_through_events(config, &mut venue, progress);
+    let result = file_change(config, &venue, progress)
+        .and_then(|change| trade_through_events(config, &mut venue, &change, progress));
 
     // Stop the gateway (SIGTERM: sessions are logged out), then read the engines' digests.
     venue.stop_gateway();
@@ -214,15 +259,58 @@ pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, D
                 .digests
                 .iter()
                 .all(|(_, d)| *d == report.replay_digest);
+        let audit = crate::control::audit::verify(&crate::control::audit::default_path(
+            &config.dir.join("journal"),
+        ))
+        .map_err(|e| DemoError::Venue(format!("audit log: {e}")))?;
+        report.audit_records = audit.records;
+        report.audit_head = audit.head_hash;
+        report.audit_verified = audit.first_bad.is_none();
         Ok(report)
     });
     venue.stop();
     report
 }
 
+/// Files the change that deploys the running build (as `ops`) and approves it (as `risk`), the
+/// two-person rule the venue's default policy asks for. Returns its id.
+fn file_change(
+    config: &DemoConfig,
+    venue: &Venue,
+    progress: &dyn Fn(&str),
+) -> Result<String, DemoError> {
+    let program = std::fs::canonicalize(&config.program).map_err(io("locating the build"))?;
+    let sha256 = crate::control::artifact::sha256_file(&program)
+        .map_err(|e| DemoError::Venue(format!("hashing the build: {e}")))?;
+    let now = Timestamp::now();
+    let filing = ControlRequest::ChangeFile {
+        operator: Some("ops".into()),
+        artifact_path: program.display().to_string(),
+        artifact_sha256: sha256,
+        reason: "demo: deploy the new matching build".into(),
+        window_start: rfc3339(now),
+        window_end: rfc3339(now.plus_millis(3_600_000)),
+    };
+    let change = match venue.request(&filing, Duration::from_secs(30))? {
+        ControlReply::Change(change) => change.id,
+        other => return Err(DemoError::Venue(format!("filing the change: {other:?}"))),
+    };
+    let approval = ControlRequest::ChangeApprove {
+        operator: Some("risk".into()),
+        change: change.clone(),
+    };
+    match venue.request(&approval, Duration::from_secs(30))? {
+        ControlReply::Change(_) => {}
+        other => return Err(DemoError::Venue(format!("approving the change: {other:?}"))),
+    }
+    progress(&format!("{change} filed by ops, approved by risk"));
+    Ok(change)
+}
+
 fn trade_through_events(
     config: &DemoConfig,
     venue: &mut Venue,
+    change: &str,
     progress: &dyn Fn(&str),
 ) -> Result<DemoReport, DemoError> {
     let fix_addr = venue.fix_addr;
@@ -242,11 +330,45 @@ fn trade_through_events(
         ..DemoReport::default()
     };
     std::thread::sleep(config.event_gap);
+    let with_change = Some(change.to_owned());
+    for i in 0..config.canaries {
+        let canary = ControlRequest::Canary {
+            operator: Some("ops".into()),
+            change: with_change.clone(),
+            percent: Some(25),
+            symbols: Vec::new(),
+        };
+        for (step, request) in [canary, ControlRequest::rollback("ops")]
+            .into_iter()
+            .enumerate()
+        {
+            match venue.request(&request, Duration::from_secs(30))? {
+                ControlReply::Switched(switch) => {
+                    progress(&format!(
+                        "canary {} {}: {} -> {} at input {} ({}), pause {} us",
+                        i + 1,
+                        if step == 0 { "start" } else { "rollback" },
+                        switch.from,
+                        switch.to,
+                        switch.barrier_seq,
+                        scope_text(&switch.scope),
+                        switch.pause_us
+                    ));
+                    report.switches.push(switch);
+                }
+                other => progress(&format!("canary {} refused: {other:?}", i + 1)),
+            }
+            std::thread::sleep(config.event_gap);
+        }
+    }
     for i in 0..config.switches {
         let request = if i % 2 == 0 {
-            ControlRequest::switch("demo")
+            ControlRequest::Switch {
+                operator: Some("ops".into()),
+                change: with_change.clone(),
+            }
         } else {
-            ControlRequest::rollback("demo")
+            ControlRequest::rollback("ops")
         };
         match venue.request(&request, Duration::from_secs(30)) {
             Ok(ControlReply::Switched(switch)) => {
@@ -284,6 +406,13 @@ fn trade_through_events(
         std::thread::sleep(config.event_gap);
     }
     stop.store(true, Ordering::Relaxed);
+    let close = ControlRequest::ChangeClose {
+        operator: Some("ops".into()),
+        change: change.to_owned(),
+    };
+    if let ControlReply::Change(summary) = venue.request(&close, Duration::from_secs(30))? {
+        report.change = Some(summary);
+    }
     let mut tallies = Vec::new();
     let shadow = venue.status()?.shadow;
     report.shadow_matches = shadow.matches;
@@ -314,6 +443,9 @@ fn trade_through_events(
     Ok(report)
 }
 
+/// The symbols the demo's counterparties trade: the default instruments.
+const TRADED_SYMBOLS: [&str; 4] = ["AAPL", "MSFT", "ESZ6", "EURUSD"];
+
 /// One counterparty: sends crossing orders at `rate` per second until told to stop, then waits
 /// for every acknowledgement and logs out.
 fn trader(n: usize, addr: SocketAddr, rate: u64, stop: &AtomicBool, orders: &AtomicU64) -> Tally {
@@ -331,6 +463,9 @@ fn trader(n: usize, addr: SocketAddr, rate: u64, stop: &AtomicBool, orders: &Ato
         return tally;
     }
     let interval = Duration::from_micros(1_000_000 / rate);
+    // Counterparties spread over the default instruments (prices and quantity valid for all), so
+    // a canary of some symbols carries real flow.
+    let symbol = TRADED_SYMBOLS[n % TRADED_SYMBOLS.len()];
     let mut next = Instant::now();
     let mut i: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -342,13 +477,13 @@ fn trader(n: usize, addr: SocketAddr, rate: u64, stop: &AtomicBool, orders: &Ato
             } else {
                 b'2'
             };
-            let price = if side == b'1' { "100.01" } else { "100" };
+            let price = if side == b'1' { "100.25" } else { "100" };
             let sent = client.send(b"D", |e| {
                 e.str(11, &id)
-                    .str(55, "AAPL")
+                    .str(55, symbol)
                     .char(54, side)
                     .str(60, "20261123-12:00:00")
-                    .uint(38, 10)
+                    .uint(38, 1000)
                     .char(40, b'2')
                     .str(44, price);
             });

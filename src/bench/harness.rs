@@ -62,6 +62,9 @@ pub struct BenchConfig {
     pub kill_at: Vec<Duration>,
     /// Draw a progress bar on stderr.
     pub progress_bar: bool,
+    /// Run the whole load under a canary (every symbol owned by the standby, gates watching it
+    /// against the other engine), to measure what a canary costs; own venue only.
+    pub canary: bool,
 }
 
 /// How client threads are placed; printed with every report so numbers are read in context.
@@ -79,10 +82,12 @@ const ENGINE_SECTION: &str = "[engine]\norders_max = 4194304\ncl_ord_ids_max = 1
 
 /// Runs the bench and reports what it measured.
 pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
-    if config.external.is_some() && (config.switch_every.is_some() || !config.kill_at.is_empty()) {
+    if config.external.is_some()
+        && (config.switch_every.is_some() || !config.kill_at.is_empty() || config.canary)
+    {
         return Err(BenchError::Venue(
-            "--switch-every and --kill-at need the bench's own venue (no --target): the bench \
-             can only switch and kill engines it started"
+            "--switch-every, --kill-at and --canary need the bench's own venue (no --target): \
+             the bench can only switch and kill engines it started"
                 .into(),
         ));
     }
@@ -94,6 +99,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             sessions: config.sessions,
             snapshot_formats: [crate::engine::SNAPSHOT_FORMAT_DEFAULT; 2],
             engine_section: ENGINE_SECTION.into(),
+            require_approval: false,
         })?),
     };
     let result = measure(config, venue.as_mut());
@@ -152,6 +158,21 @@ fn measure(config: &BenchConfig, venue: Option<&mut Venue>) -> Result<BenchRepor
         },
         (None, None) => return Err(BenchError::Venue("no venue".into())),
     };
+    if config.canary
+        && let Some(venue) = venue.as_ref()
+    {
+        let canary = ControlRequest::Canary {
+            operator: Some("bench".into()),
+            change: None,
+            percent: Some(100),
+            symbols: Vec::new(),
+        };
+        match client::request(venue.control, &canary, Duration::from_secs(30)) {
+            Ok(ControlReply::Switched(_)) => {}
+            Ok(other) => return Err(BenchError::Venue(format!("canary refused: {other:?}"))),
+            Err(error) => return Err(BenchError::Venue(format!("canary: {error}"))),
+        }
+    }
     let progress = Arc::new(Progress::default());
     let bar = ProgressBar::new(config, "baton", &plan);
     // Sessions log on before the schedule starts; give 50 sessions time to do so.
@@ -193,6 +214,9 @@ fn measure(config: &BenchConfig, venue: Option<&mut Venue>) -> Result<BenchRepor
     Ok(BenchReport {
         target: match &config.external {
             Some(external) => external.addr.to_string(),
+            None if config.canary => "own venue: gateway + engines blue and green (child \
+                                      processes); canary: every symbol on green, gates watching"
+                .into(),
             None => "own venue: gateway + engines blue and green (child processes)".into(),
         },
         sessions: plan.sessions,

@@ -48,6 +48,9 @@ pub struct VenueConfig {
     pub snapshot_formats: [u16; 2],
     /// TOML for the `[engine]` section (with its instruments), or empty for the defaults.
     pub engine_section: String,
+    /// Keep the default policy (switches and canaries need an approved change); otherwise the
+    /// venue lets them run bare, as the bench's repeated switches need.
+    pub require_approval: bool,
 }
 
 /// One engine process.
@@ -118,13 +121,18 @@ impl Venue {
         let mut text = format!(
             "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\n\
              engines = [\"{}\", \"{}\"]\ncontrol = \"{}\"\nfailover_timeout_ms = 1000\n\n\
-             [control]\napproval_required = []\n\n\
+             [control]\n{}\n\n\
              [defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
             dir.join("store").display(),
             dir.join("journal").display(),
             sock("blue"),
             sock("green"),
             control,
+            if config.require_approval {
+                ""
+            } else {
+                "approval_required = []"
+            },
         );
         for n in 1..=config.sessions.max(1) {
             text.push_str(&format!("\n[[session]]\nTargetCompID = \"TRADER{n}\"\n"));
