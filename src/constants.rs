@@ -375,6 +375,11 @@ pub const GATE_LATENCY_P99_RATIO_MAX_DEFAULT: f64 = 3.0;
 /// p99 by a millisecond without the build being slower.
 pub const GATE_LATENCY_SLACK_US_DEFAULT: u64 = 2_000;
 
+/// How often a canary's gate breach is handed to the control plane again while the canary has
+/// not ended: often enough that a rollback refused for a passing reason (a switch in progress)
+/// is retried promptly, rarely enough not to flood the audit log.
+pub const GATE_BREACH_REPEAT_MS: u64 = 1_000;
+
 /// Events (failovers, gate breaches, engine attachments) the core may hand the control plane
 /// before it must wait for them to be audited: they come a few per minute at most.
 pub const CONTROL_EVENTS_MAX: usize = 256;

@@ -272,6 +272,12 @@ enum CtlCommand {
         #[arg(long, value_delimiter = ',')]
         symbols: Vec<String>,
     },
+    /// Trade again on symbols halted after a release diverged, once they are reconciled.
+    Resume {
+        /// The halted symbols, comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        symbols: Vec<String>,
+    },
     /// File, approve, close, list and report changes.
     Change {
         #[command(subcommand)]
@@ -803,6 +809,10 @@ fn ctl(
             percent: *percent,
             symbols: symbols.clone(),
         },
+        CtlCommand::Resume { symbols } => ControlRequest::Resume {
+            operator,
+            symbols: symbols.clone(),
+        },
         CtlCommand::Change { command } => change_request(operator, command)?,
     };
     let timeout = Duration::from_millis(baton::constants::CONTROL_CLIENT_TIMEOUT_MS);
@@ -822,6 +832,7 @@ fn ctl(
         ),
         ControlReply::Status(status) => print!("{}", control::client::render_status(&status)),
         ControlReply::Switched(report) => print!("{}", control::client::render_switch(&report)),
+        ControlReply::Resumed { symbols } => println!("resumed {}", symbols.join(",")),
         ControlReply::Change(change) => {
             print!(
                 "{}",

@@ -263,10 +263,31 @@ fn a_faulty_canary_breaches_its_gate_and_is_rolled_back_automatically() {
         }
     );
     assert_eq!((last.from.as_str(), last.to.as_str()), ("green", "blue"));
-    // MSFT is blue's again: orders are accepted, and green's divergence was counted.
-    order(&mut client, "M-2", "MSFT", b'1', "10");
-    assert_eq!(text(&report(&mut client), 150), "0");
     assert!(rolled_back.shadow.divergences >= 1);
+    // Blue's MSFT book holds M-1, which the counterparty was told is rejected: MSFT is halted,
+    // so nothing can trade against it until an operator has reconciled it.
+    assert_eq!(rolled_back.halted, ["MSFT".to_owned()]);
+    order(&mut client, "M-2", "MSFT", b'1', "10");
+    let refused = client
+        .recv_until(WAIT, "business reject", |m| m.msg_type() == b"j")
+        .expect("business reject");
+    assert!(text(&refused, 58).contains("halted"), "{refused:?}");
+    // Other symbols trade on.
+    order(&mut client, "A-1", "AAPL", b'1', "10");
+    assert_eq!(text(&report(&mut client), 150), "0");
+    // An operator resumes MSFT after reconciling it.
+    match ask(
+        control,
+        &ControlRequest::Resume {
+            operator: Some("carol".into()),
+            symbols: vec!["MSFT".into()],
+        },
+    ) {
+        ControlReply::Resumed { symbols } => assert_eq!(symbols, ["MSFT".to_owned()]),
+        other => panic!("resume: {other:?}"),
+    }
+    order(&mut client, "M-3", "MSFT", b'1', "10");
+    assert_eq!(text(&report(&mut client), 150), "0");
 
     let events = audit_events(dir.path());
     let breach = events
@@ -280,6 +301,132 @@ fn a_faulty_canary_breaches_its_gate_and_is_rolled_back_automatically() {
             "action-completed:auto-rollback".to_owned()
         ],
         "{events:?}"
+    );
+    assert!(events.ends_with(&["action-requested:resume".into(), "resumed".into()]));
+}
+
+fn signal(pid: u32, signal: libc::c_int) {
+    // SAFETY: kill(2) on our own child process.
+    let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    assert_eq!(sent, 0, "kill({pid}, {signal})");
+}
+
+fn authority(status: &Status) -> String {
+    status
+        .engines
+        .iter()
+        .find(|e| e.role == EngineRole::Authoritative)
+        .map(|e| e.name.clone())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_breach_while_a_switch_waits_at_its_barrier_keeps_the_faulty_build_from_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let (blue, green, _gateway, control, mut client) =
+        venue(dir.path(), Some("MSFT"), "approval_required = []");
+    assert!(matches!(
+        ask(control, &canary(&["MSFT"])),
+        ControlReply::Switched(_)
+    ));
+    let (blue_pid, green_pid) = (blue.child.id(), green.child.id());
+    // Green holds M-1's (diverging) answer; blue holds A-1's, so the switch's barrier waits.
+    signal(green_pid, libc::SIGSTOP);
+    order(&mut client, "M-1", "MSFT", b'1', "10");
+    std::thread::sleep(Duration::from_millis(60));
+    signal(blue_pid, libc::SIGSTOP);
+    order(&mut client, "A-1", "AAPL", b'1', "10");
+    std::thread::sleep(Duration::from_millis(60));
+    let switch = std::thread::spawn(move || ask(control, &ControlRequest::switch("alice")));
+    std::thread::sleep(Duration::from_millis(100));
+    signal(green_pid, libc::SIGCONT);
+    std::thread::sleep(Duration::from_millis(300));
+    signal(blue_pid, libc::SIGCONT);
+    let reply = switch.join().expect("switch thread");
+    assert!(
+        matches!(&reply, ControlReply::Refused { reason } if reason.contains("breached")),
+        "{reply:?}"
+    );
+    let deadline = Instant::now() + WAIT;
+    while status(control).canary.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the canary was never rolled back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(authority(&status(control)), "blue");
+    assert!(audit_events(dir.path()).contains(&"gate-breached".to_owned()));
+}
+
+#[test]
+fn a_divergence_that_arrives_with_the_barrier_is_judged_before_the_switch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_blue, green, _gateway, control, mut client) =
+        venue(dir.path(), Some("MSFT"), "approval_required = []");
+    assert!(matches!(
+        ask(control, &canary(&["MSFT"])),
+        ControlReply::Switched(_)
+    ));
+    signal(green.child.id(), libc::SIGSTOP);
+    order(&mut client, "M-1", "MSFT", b'1', "10");
+    std::thread::sleep(Duration::from_millis(60));
+    let switch = std::thread::spawn(move || ask(control, &ControlRequest::switch("alice")));
+    std::thread::sleep(Duration::from_millis(100));
+    signal(green.child.id(), libc::SIGCONT);
+    let reply = switch.join().expect("switch thread");
+    assert!(matches!(reply, ControlReply::Refused { .. }), "{reply:?}");
+    let deadline = Instant::now() + WAIT;
+    while status(control).canary.is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the canary was never rolled back"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(authority(&status(control)), "blue");
+    assert!(audit_events(dir.path()).contains(&"gate-breached".to_owned()));
+}
+
+#[test]
+fn a_killed_faulty_canary_engine_leaves_its_symbols_halted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_blue, mut green, gateway, control, mut client) =
+        venue(dir.path(), Some("MSFT"), "approval_required = []");
+    assert!(matches!(
+        ask(control, &canary(&["MSFT"])),
+        ControlReply::Switched(_)
+    ));
+    // Green rejects M-1 but dies before the gate's rollback can be asked for... or after: either
+    // way blue's MSFT book (with M-1 resting) must not trade.
+    signal(green.child.id(), libc::SIGSTOP);
+    order(&mut client, "M-1", "MSFT", b'1', "10");
+    std::thread::sleep(Duration::from_millis(60));
+    signal(green.child.id(), libc::SIGCONT);
+    assert_eq!(text(&report(&mut client), 150), "8");
+    green.kill();
+    let deadline = Instant::now() + WAIT;
+    let s = loop {
+        let s = status(control);
+        if s.canary.is_none() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the canary never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(s.halted, ["MSFT".to_owned()]);
+    let mut seller = logged_on(&gateway, 2);
+    order(&mut seller, "S-1", "MSFT", b'2', "10");
+    let refused = seller
+        .recv_until(WAIT, "business reject", |m| m.msg_type() == b"j")
+        .expect("business reject");
+    assert!(text(&refused, 58).contains("halted"), "{refused:?}");
+    // CLIENT1 gets nothing more for M-1: no fill of an order it was told is rejected.
+    assert!(
+        client
+            .recv_until(Duration::from_millis(500), "report", |m| m.msg_type()
+                == b"8")
+            .is_err()
     );
 }
 

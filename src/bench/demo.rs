@@ -22,8 +22,8 @@ use super::initiator::{Initiator, InitiatorConfig, InitiatorError};
 use super::venue::{Venue, VenueConfig, VenueError, io};
 use crate::control::api::{ControlReply, ControlRequest, SwitchReport, SwitchScope};
 use crate::control::change::{ChangeSummary, rfc3339, scope_text};
-use crate::fix::time::Timestamp;
 use crate::engine::{Engine, EngineConfig, MatchingEngine};
+use crate::fix::time::Timestamp;
 use crate::link::{self, Frame, LinkAddr};
 
 /// Why the demo could not run (as opposed to finding a problem, which the report shows).

@@ -55,6 +55,15 @@ pub enum ControlRequest {
         #[serde(default)]
         symbols: Vec<String>,
     },
+    /// Trade again on symbols halted because their owner's book differed from what the
+    /// counterparties were told: the operator's word that they were reconciled.
+    Resume {
+        /// Who asks.
+        #[serde(default)]
+        operator: Option<String>,
+        /// The halted symbols to resume.
+        symbols: Vec<String>,
+    },
     /// File a change: an artifact (path and SHA-256), a reason and a window.
     ChangeFile {
         /// Who files it.
@@ -104,6 +113,7 @@ impl ControlRequest {
             ControlRequest::Switch { operator, .. }
             | ControlRequest::Rollback { operator, .. }
             | ControlRequest::Canary { operator, .. }
+            | ControlRequest::Resume { operator, .. }
             | ControlRequest::ChangeFile { operator, .. }
             | ControlRequest::ChangeApprove { operator, .. }
             | ControlRequest::ChangeClose { operator, .. } => operator.as_deref(),
@@ -139,6 +149,11 @@ pub enum ControlReply {
     Status(Status),
     /// A switch, canary or rollback completed.
     Switched(SwitchReport),
+    /// Halted symbols trade again.
+    Resumed {
+        /// The symbols resumed.
+        symbols: Vec<String>,
+    },
     /// A change was filed, approved or closed; its record as it is now.
     Change(crate::control::change::ChangeSummary),
     /// Every change.
@@ -182,6 +197,10 @@ pub struct Status {
     /// Last audit record and its hash, to anchor elsewhere (filled in by the control plane).
     #[serde(default)]
     pub audit_head: Option<AuditHead>,
+    /// Symbols halted because their owner's book differs from what the counterparties were
+    /// told; requests for them are refused until an operator resumes them.
+    #[serde(default)]
+    pub halted: Vec<String>,
 }
 
 /// The head of the audit chain.
@@ -239,6 +258,9 @@ pub struct GateBreach {
     pub limit: f64,
     /// Canary-owned inputs compared when it tripped.
     pub compared: u64,
+    /// The first input of the canary it tripped in: tells one canary's breach from another's.
+    #[serde(default)]
+    pub since_seq: u64,
 }
 
 /// One session in status.

@@ -17,7 +17,7 @@ use std::fmt::{self, Write as _};
 
 use serde::{Deserialize, Serialize};
 
-use super::api::{GateBreach, ShadowStatus, SwitchReport};
+use super::api::{GateBreach, ShadowStatus, SwitchReport, SwitchScope};
 use crate::fix::time::Timestamp;
 
 /// A change's number. Shown as `CHG-n`; operators may type either form.
@@ -59,6 +59,11 @@ pub enum Action {
     Rollback,
     /// The gateway's own rollback after a gate breach.
     AutoRollback,
+    /// Halted symbols trade again after reconciliation.
+    Resume {
+        /// Which.
+        symbols: Vec<String>,
+    },
 }
 
 impl Action {
@@ -68,6 +73,7 @@ impl Action {
             Action::Switch => "switch",
             Action::Canary { .. } => "canary",
             Action::Rollback | Action::AutoRollback => "rollback",
+            Action::Resume { .. } => "resume",
         }
     }
 }
@@ -149,6 +155,21 @@ pub enum ControlEvent {
         /// From, to, and where.
         report: SwitchReport,
     },
+    /// A planned switch completed after the control plane had stopped waiting for it (its
+    /// request is earlier in the log, with a refusal for the timeout).
+    CompletedLate {
+        /// The change in progress, if any.
+        change: Option<ChangeId>,
+        /// What moved.
+        report: SwitchReport,
+    },
+    /// Halted symbols were resumed by an operator.
+    Resumed {
+        /// The change in progress, if any.
+        change: Option<ChangeId>,
+        /// Which.
+        symbols: Vec<String>,
+    },
     /// An engine attached: which build and which bytes it runs.
     EngineAttached {
         /// Its name.
@@ -171,7 +192,9 @@ impl ControlEvent {
             | ControlEvent::ActionCompleted { change, .. }
             | ControlEvent::ActionRefused { change, .. }
             | ControlEvent::GateBreached { change, .. }
-            | ControlEvent::Failover { change, .. } => *change,
+            | ControlEvent::Failover { change, .. }
+            | ControlEvent::CompletedLate { change, .. }
+            | ControlEvent::Resumed { change, .. } => *change,
             ControlEvent::GatewayStarted { .. } | ControlEvent::EngineAttached { .. } => None,
         }
     }
@@ -280,6 +303,9 @@ pub enum PolicyError {
     /// The change is closed.
     #[error("{0} is closed")]
     Closed(String),
+    /// A canary of the change is still running.
+    #[error("a canary of {0} is running: complete it (switch) or end it (rollback) first")]
+    CanaryRunning(String),
     /// The action needs an approved change and none was named.
     #[error(
         "policy requires an approved change for {action}: file one (baton ctl change file), have a second operator approve it, and pass --change"
@@ -327,6 +353,8 @@ pub struct ChangeBook {
     changes: BTreeMap<ChangeId, Change>,
     /// The change of the last action that completed, for attributing a failover or gate breach.
     active: Option<ChangeId>,
+    /// The change whose canary is running, if one is: it cannot be closed under it.
+    canary: Option<ChangeId>,
 }
 
 impl ChangeBook {
@@ -388,15 +416,28 @@ impl ChangeBook {
                     self.active = None;
                 }
             }
-            ControlEvent::ActionCompleted { change, .. } => {
+            ControlEvent::ActionCompleted { change, report, .. } => {
                 if let Some(id) = change
                     && let Some(entry) = self.changes.get_mut(id)
                 {
                     entry.summary.actions_completed += 1;
                     self.active = Some(*id);
                 }
+                self.track_canary(*change, &report.scope);
+            }
+            ControlEvent::Failover { change, report }
+            | ControlEvent::CompletedLate { change, report } => {
+                self.track_canary(*change, &report.scope);
             }
             _ => {}
+        }
+    }
+
+    /// Follows whether a canary is running, and under which change, from what moved.
+    fn track_canary(&mut self, change: Option<ChangeId>, scope: &SwitchScope) {
+        match scope {
+            SwitchScope::CanaryStarted { .. } => self.canary = change,
+            SwitchScope::CanaryEnded { .. } | SwitchScope::All => self.canary = None,
         }
     }
 
@@ -483,13 +524,17 @@ impl ChangeBook {
         let operator = operator.ok_or(PolicyError::NoOperator)?;
         let id = parse_change(change)?;
         let summary = self.open_change(id)?;
-        if summary.filed_by == operator {
+        if summary.filed_by.eq_ignore_ascii_case(operator) {
             return Err(PolicyError::SelfApproval {
                 operator: operator.to_owned(),
                 change: summary.id.clone(),
             });
         }
-        if summary.approved_by.iter().any(|by| by == operator) {
+        if summary
+            .approved_by
+            .iter()
+            .any(|by| by.eq_ignore_ascii_case(operator))
+        {
             return Err(PolicyError::AlreadyApproved {
                 operator: operator.to_owned(),
                 change: summary.id.clone(),
@@ -507,6 +552,9 @@ impl ChangeBook {
         operator.ok_or(PolicyError::NoOperator)?;
         let id = parse_change(change)?;
         self.open_change(id)?;
+        if self.canary == Some(id) {
+            return Err(PolicyError::CanaryRunning(change_name(id)));
+        }
         Ok(ControlEvent::ChangeClosed { change: id })
     }
 
@@ -538,13 +586,16 @@ impl ChangeBook {
         let id = parse_change(change)?;
         let summary = self.open_change(id)?;
         // Backing out of a change is always allowed while it is open, whatever its window says.
-        if matches!(action, Action::Rollback | Action::AutoRollback) {
+        if matches!(
+            action,
+            Action::Rollback | Action::AutoRollback | Action::Resume { .. }
+        ) {
             return Ok((Some(id), None));
         }
         let approvals = summary
             .approved_by
             .iter()
-            .filter(|by| **by != summary.filed_by)
+            .filter(|by| !by.eq_ignore_ascii_case(&summary.filed_by))
             .count();
         if approvals < policy.approvals_min {
             return Err(PolicyError::NotApproved {

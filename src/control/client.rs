@@ -222,6 +222,17 @@ pub fn render_status(status: &Status) -> String {
         ("last switch", last_switch),
         ("switches", status.switches.to_string()),
         ("canary", canary),
+        (
+            "halted",
+            if status.halted.is_empty() {
+                "none".to_owned()
+            } else {
+                format!(
+                    "{} (resume with baton ctl resume --symbols after reconciliation)",
+                    status.halted.join(",")
+                )
+            },
+        ),
         ("changes", changes),
         ("audit head", audit),
         (
@@ -510,6 +521,7 @@ mod tests {
             canary: None,
             open_changes: Vec::new(),
             audit_head: None,
+            halted: Vec::new(),
         }
     }
 
@@ -532,6 +544,7 @@ delivered through  5309
 last switch        blue → green at barrier 5000 (all symbols), pause 42 µs (planned)
 switches           1
 canary             none
+halted             none
 changes            none open
 audit head         -
 shadow             5290 matched, 2 diverged

@@ -38,6 +38,9 @@ pub struct ControlCommand {
     /// The SHA-256 of the executable the engine taking authority must run: the artifact of the
     /// approved change the command carries out. `None`: no change names one.
     pub expect_sha256: Option<String>,
+    /// A rollback that may only end a canary (the gateway's own, after a gate breach): with no
+    /// canary running it is refused rather than moving all authority back.
+    pub canary_only: bool,
 }
 
 /// Why the control endpoint could not start, or why `baton ctl` got no answer. The messages name
@@ -333,6 +336,7 @@ impl Connection {
             request: request.clone(),
             reply: reply_tx,
             expect_sha256: None,
+            canary_only: false,
         };
         let exchange = async {
             if self.commands.send(command).await.is_err() {
@@ -364,6 +368,7 @@ impl Connection {
                 tracing::info!(%peer, ?request, from = %report.from, to = %report.to, barrier_seq = report.barrier_seq, pause_us = report.pause_us, "control command switched authority");
             }
             ControlReply::Status(_)
+            | ControlReply::Resumed { .. }
             | ControlReply::Change(_)
             | ControlReply::Changes { .. }
             | ControlReply::Report(_) => {}

@@ -94,6 +94,10 @@ pub struct Plane {
     outcomes_tx: mpsc::Sender<Pending>,
     /// See `outcomes_tx`.
     outcomes_rx: mpsc::Receiver<Pending>,
+    /// An automatic rollback is with the sequencer; repeated breaches wait for its outcome.
+    auto_rollback_in_flight: bool,
+    /// The canary (by its first input) whose breach is in the log already.
+    breach_recorded: Option<u64>,
     /// Test hook: make every append fail, as a full or failing disk would.
     #[cfg(test)]
     fail_appends: bool,
@@ -125,6 +129,8 @@ impl Plane {
             core,
             outcomes_tx,
             outcomes_rx,
+            auto_rollback_in_flight: false,
+            breach_recorded: None,
             #[cfg(test)]
             fail_appends: false,
         };
@@ -178,7 +184,12 @@ impl Plane {
 
     async fn on_command(&mut self, command: ControlCommand) {
         let ControlCommand { request, reply, .. } = command;
-        let operator = request.operator().map(str::to_owned);
+        // "alice " and "alice" are one person; a blank name is none.
+        let operator = request
+            .operator()
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned);
         let now = Timestamp::now();
         let answer = match request {
             ControlRequest::Status => {
@@ -221,6 +232,20 @@ impl Plane {
                     Action::Canary { percent, symbols },
                     operator,
                     change,
+                    forward,
+                    Some(reply),
+                );
+                return;
+            }
+            ControlRequest::Resume { symbols, .. } => {
+                let forward = ControlRequest::Resume {
+                    operator: operator.clone(),
+                    symbols: symbols.clone(),
+                };
+                self.act(
+                    Action::Resume { symbols },
+                    operator,
+                    None,
                     forward,
                     Some(reply),
                 );
@@ -409,14 +434,20 @@ impl Plane {
             return;
         };
         let outcomes = self.outcomes_tx.clone();
+        let canary_only = action == Action::AutoRollback;
+        if canary_only {
+            self.auto_rollback_in_flight = true;
+        }
         tokio::spawn(async move {
-            let outcome = ask(&core, request, expect_sha256).await;
+            let outcome = ask(&core, request, expect_sha256, canary_only).await;
             // The shadow counters right after the switch: the evidence it was safe.
             let shadow = match &outcome {
-                ControlReply::Switched(_) => match ask(&core, ControlRequest::Status, None).await {
-                    ControlReply::Status(status) => status.shadow,
-                    _ => ShadowStatus::default(),
-                },
+                ControlReply::Switched(_) => {
+                    match ask(&core, ControlRequest::Status, None, false).await {
+                        ControlReply::Status(status) => status.shadow,
+                        _ => ShadowStatus::default(),
+                    }
+                }
                 _ => ShadowStatus::default(),
             };
             let _ = outcomes
@@ -442,7 +473,14 @@ impl Plane {
             shadow,
             reply,
         } = pending;
+        if action == Action::AutoRollback {
+            self.auto_rollback_in_flight = false;
+        }
         let event = match &outcome {
+            ControlReply::Resumed { symbols } => ControlEvent::Resumed {
+                change,
+                symbols: symbols.clone(),
+            },
             ControlReply::Switched(report) => ControlEvent::ActionCompleted {
                 change,
                 action,
@@ -471,6 +509,7 @@ impl Plane {
         let change = self.book.active();
         let event = match event {
             CoreEvent::Failover(report) => ControlEvent::Failover { change, report },
+            CoreEvent::Completed(report) => ControlEvent::CompletedLate { change, report },
             CoreEvent::EngineAttached {
                 name,
                 build_version,
@@ -481,11 +520,20 @@ impl Plane {
                 executable_sha256,
             },
             CoreEvent::GateBreached(breach) => {
-                if let Err(error) =
-                    self.record(GATEWAY_ACTOR, ControlEvent::GateBreached { change, breach })
-                {
-                    tracing::error!(%error, "audit log not written; the canary is not rolled back automatically");
+                // The sequencer repeats a breach until its canary ends: one rollback at a time,
+                // and the breach itself recorded once per canary.
+                if self.auto_rollback_in_flight {
                     return;
+                }
+                if self.breach_recorded != Some(breach.since_seq) {
+                    let since_seq = breach.since_seq;
+                    if let Err(error) =
+                        self.record(GATEWAY_ACTOR, ControlEvent::GateBreached { change, breach })
+                    {
+                        tracing::error!(%error, "audit log not written; the canary is not rolled back until it is");
+                        return;
+                    }
+                    self.breach_recorded = Some(since_seq);
                 }
                 let change = change.map(change::change_name);
                 self.act(
@@ -515,7 +563,7 @@ impl Plane {
         tokio::spawn(async move {
             let reply_to = reply;
             let mut status = match core {
-                Some(core) => match ask(&core, ControlRequest::Status, None).await {
+                Some(core) => match ask(&core, ControlRequest::Status, None, false).await {
                     ControlReply::Status(status) => status,
                     other => {
                         let _ = reply_to.send(other);
@@ -541,12 +589,14 @@ async fn ask(
     core: &mpsc::Sender<ControlCommand>,
     request: ControlRequest,
     expect_sha256: Option<String>,
+    canary_only: bool,
 ) -> ControlReply {
     let (reply_tx, reply_rx) = oneshot::channel();
     let command = ControlCommand {
         request,
         reply: reply_tx,
         expect_sha256,
+        canary_only,
     };
     if core.send(command).await.is_err() {
         return refused("the gateway's sequencer is not running".into());
@@ -641,6 +691,7 @@ mod tests {
                 request,
                 reply,
                 expect_sha256: None,
+                canary_only: false,
             })
             .await;
         loop {
@@ -805,18 +856,25 @@ mod tests {
     async fn a_gate_breach_is_audited_then_rolled_back_by_the_gateway() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut h = harness(dir.path(), Policy::default());
-        h.plane
-            .on_event(CoreEvent::GateBreached(crate::control::api::GateBreach {
-                gate: "error-rate".into(),
-                observed: 0.5,
-                limit: 0.001,
-                compared: 2,
-            }));
+        let breach = crate::control::api::GateBreach {
+            gate: "error-rate".into(),
+            observed: 0.5,
+            limit: 0.001,
+            compared: 2,
+            since_seq: 5,
+        };
+        // The sequencer repeats a breach until the canary ends; one rollback at a time.
+        h.plane.on_event(CoreEvent::GateBreached(breach.clone()));
+        h.plane.on_event(CoreEvent::GateBreached(breach));
         let pending = h.plane.outcomes_rx.recv().await.expect("rollback outcome");
         h.plane.on_outcome(pending);
         let (request, _, last_line) = h.seen.recv().await.expect("rollback forwarded");
         assert!(matches!(request, ControlRequest::Rollback { .. }));
         assert!(last_line.contains("auto-rollback"), "{last_line}");
+        assert!(
+            h.seen.try_recv().is_err(),
+            "a repeated breach rolled back twice"
+        );
         assert_eq!(
             events(&h.log),
             [

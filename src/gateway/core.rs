@@ -121,6 +121,8 @@ pub enum CoreEvent {
     Failover(SwitchReport),
     /// A canary gate tripped; the control plane audits it and asks for the rollback.
     GateBreached(GateBreach),
+    /// A planned switch completed after the control plane stopped waiting for it.
+    Completed(SwitchReport),
     /// An engine attached: its name, build and the hash of the executable it runs.
     EngineAttached {
         /// Its name.
@@ -155,6 +157,11 @@ struct Connection {
     catch_up: Option<JournalReader>,
     /// When the engine last sent anything.
     last_heard: Instant,
+    /// Symbols on which this engine answered differently from the engine whose answers were
+    /// delivered: its book there is not what the counterparties were told, so it must not be
+    /// given authority for them. Cleared only by a restore (a new connection) or an operator's
+    /// resume after reconciliation.
+    diverged: BTreeSet<Symbol>,
 }
 
 impl Connection {
@@ -204,6 +211,9 @@ struct Canary {
     canary_latency: hdrhistogram::Histogram<u64>,
     /// Answer latency of the authoritative engine on the same inputs, µs.
     baseline_latency: hdrhistogram::Histogram<u64>,
+    /// When the breach was last handed to the control plane: it is handed again every second
+    /// until the canary ends, so a lost event or a refused rollback is retried.
+    breach_emitted: Option<Instant>,
 }
 
 impl Canary {
@@ -280,7 +290,9 @@ struct ShadowEntry {
     authoritative: Option<Vec<Output>>,
     /// The standby's outputs.
     standby: Option<Vec<Output>>,
-    /// Whether the comparison was counted.
+    /// The slot the standby outputs came from, to hold a divergence against.
+    standby_slot: Option<usize>,
+    /// Whether the comparison was counted (or can no longer be made).
     compared: bool,
 }
 
@@ -307,8 +319,10 @@ pub struct Core<S: SessionStore> {
     engines: Vec<EngineSlot>,
     /// Slot whose outputs are delivered.
     authority: Option<usize>,
-    /// Slot that had authority before the last switch (the rollback target).
-    previous_authority: Option<usize>,
+    /// Slot that had authority before the last switch (the rollback target), with the SHA-256
+    /// of the executable it ran then: a rollback returns to that build, not to whatever was
+    /// started in the slot since.
+    previous_authority: Option<(usize, String)>,
     /// A planned switch waiting for its barrier.
     pending_switch: Option<PendingSwitch>,
     /// Set when authority moved; cleared by the first input sequenced after, to measure the
@@ -325,8 +339,9 @@ pub struct Core<S: SessionStore> {
     undelivered: BTreeMap<u64, Vec<Output>>,
     /// Shadow counters.
     shadow_status: ShadowStatus,
-    /// (seq, stamp) of recent inputs, for lag in time.
-    recent: VecDeque<(u64, Timestamp)>,
+    /// (seq, stamp, symbol) of recent inputs, for lag in time and to know which book a
+    /// divergence is about.
+    recent: VecDeque<(u64, Timestamp, Symbol)>,
     /// Frames from every connection's reader task.
     frames_tx: mpsc::Sender<TaggedFrame>,
     /// See `frames_tx`.
@@ -346,6 +361,10 @@ pub struct Core<S: SessionStore> {
     canary_owned: BTreeSet<u64>,
     /// Where failovers and gate breaches are reported for the audit log.
     events: Option<mpsc::Sender<CoreEvent>>,
+    /// Symbols whose owner's book differs from what the counterparties were told (a canary or
+    /// standby that answered differently took or returned them): requests for them are refused,
+    /// never sequenced, until an operator resumes them.
+    halted: BTreeSet<Symbol>,
 }
 
 impl<S: SessionStore + Send + 'static> Core<S> {
@@ -409,6 +428,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             canary: None,
             canary_owned: BTreeSet::new(),
             events: None,
+            halted: BTreeSet::new(),
         })
     }
 
@@ -419,11 +439,17 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         self
     }
 
-    fn emit(&self, event: CoreEvent) {
-        if let Some(events) = &self.events
-            && let Err(error) = events.try_send(event)
-        {
-            tracing::error!(%error, "control plane not taking events; this one is not audited");
+    /// Hands `event` to the control plane; false if it could not take it now.
+    fn emit(&self, event: CoreEvent) -> bool {
+        let Some(events) = &self.events else {
+            return false;
+        };
+        match events.try_send(event) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::error!(%error, "control plane not taking events; this one is not audited");
+                false
+            }
         }
     }
 
@@ -534,6 +560,23 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         let first_seq = self.journal.last_seq() + 1;
         let mut inputs = Vec::with_capacity(batch.len());
         for request in batch.drain(..) {
+            if !self.halted.is_empty() {
+                let symbol = input_symbol(&request.request);
+                if self.halted.contains(symbol) {
+                    // Not sequenced: the book it would reach is not the one counterparties know.
+                    let text = format!(
+                        "{} is halted for reconciliation after a release; try again later",
+                        symbol.as_str()
+                    );
+                    self.sessions.business_reject(
+                        request.session,
+                        &request.message,
+                        BusinessRejectReason::Other,
+                        &text,
+                    );
+                    continue;
+                }
+            }
             let seq = self.journal.last_seq() + 1;
             let time = Timestamp::now().max(self.last_time);
             let input = Input {
@@ -572,9 +615,10 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             if self.recent.len() == constants::RECENT_INPUTS_MAX {
                 self.recent.pop_front();
             }
-            self.recent.push_back((seq, time));
+            let symbol = *input_symbol(&input.request);
+            self.recent.push_back((seq, time, symbol));
             if let Some(canary) = &self.canary
-                && canary.covers(input_symbol(&input.request))
+                && canary.covers(&symbol)
             {
                 self.canary_owned.insert(seq);
             }
@@ -767,8 +811,8 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         let has_standby = self.engines.iter().enumerate().any(|(i, slot)| {
             Some(i) != owner && slot.connection.as_ref().is_some_and(|c| !c.restoring)
         });
-        if self.canary_owned.contains(&seq)
-            && let Some(canary) = self.canary.as_mut()
+        if let Some(canary) = self.canary.as_mut()
+            && self.canary_owned.contains(&seq)
         {
             // Each engine's answer latency on the canary's inputs, the same inputs for both.
             let age_us = input_age(&self.recent, seq, Timestamp::now());
@@ -781,35 +825,57 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         }
         if is_authority {
             if has_standby {
-                self.record_shadow(seq, outputs.outputs.clone(), true);
+                self.record_shadow(seq, outputs.outputs.clone(), None);
             }
             if seq > self.cursor.get() {
                 self.undelivered.insert(seq, outputs.outputs);
                 self.drain_undelivered();
             }
         } else if seq > self.cursor.get() || self.shadow.contains_key(&seq) {
-            self.record_shadow(seq, outputs.outputs, false);
+            self.record_shadow(seq, outputs.outputs, Some(index));
         }
         self.trim_shadow();
+        if self.canary.is_some() {
+            self.check_gates(false);
+        }
     }
 
-    /// Stores one side's outputs for `seq` and compares once both are there.
-    fn record_shadow(&mut self, seq: u64, outputs: Vec<Output>, authoritative: bool) {
+    /// Stores one side's outputs for `seq` (the owner's when `standby` is `None`, else those of
+    /// standby slot `standby`) and compares once both are there. A standby that answers
+    /// differently is marked as diverged on the input's symbol.
+    fn record_shadow(&mut self, seq: u64, outputs: Vec<Output>, standby: Option<usize>) {
         if self.shadow.len() >= constants::SHADOW_PENDING_MAX && !self.shadow.contains_key(&seq) {
             return;
         }
         let entry = self.shadow.entry(seq).or_default();
-        if authoritative {
-            entry.authoritative = Some(outputs);
-        } else {
-            entry.standby = Some(outputs);
+        match standby {
+            None => entry.authoritative = Some(outputs),
+            Some(slot) => {
+                entry.standby = Some(outputs);
+                entry.standby_slot = Some(slot);
+            }
         }
         if !entry.compared
             && let (Some(a), Some(b)) = (&entry.authoritative, &entry.standby)
         {
             entry.compared = true;
-            if self.canary_owned.contains(&seq)
-                && let Some(canary) = self.canary.as_mut()
+            if a != b
+                && let Some(slot) = entry.standby_slot
+                && let Some(connection) = self.engines[slot].connection.as_mut()
+            {
+                // Unknown symbol (too old to remember): hold it against every symbol it trades.
+                let symbol = recent_input(&self.recent, seq).map(|(_, symbol)| symbol);
+                match symbol {
+                    Some(symbol) => {
+                        connection.diverged.insert(symbol);
+                    }
+                    None => connection
+                        .diverged
+                        .extend(self.config.symbols.iter().copied()),
+                }
+            }
+            if let Some(canary) = self.canary.as_mut()
+                && self.canary_owned.contains(&seq)
             {
                 // `a` is the canary engine's (it owns the input), `b` the baseline's.
                 canary.gates.compared += 1;
@@ -854,7 +920,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         let delivered = self.cursor.get();
         while let Some(entry) = self.shadow.first_entry() {
             let done = *entry.key() <= delivered && entry.get().compared;
-            let stale = self.shadow.len() > constants::SHADOW_PENDING_MAX;
+            let stale = self.shadow.len() >= constants::SHADOW_PENDING_MAX;
             if done || stale {
                 self.shadow.pop_first();
             } else {
@@ -925,7 +991,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             tracing::warn!(engine = %connection.name, "canary engine silent; its symbols return");
             self.lose(slot);
         }
-        self.check_gates();
+        self.check_gates(true);
         for index in 0..self.engines.len() {
             let slot = &mut self.engines[index];
             if slot.connection.is_none() && !slot.connecting && slot.retry_at <= now {
@@ -988,6 +1054,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             restoring: false,
             catch_up: None,
             last_heard: Instant::now(),
+            diverged: BTreeSet::new(),
         };
         match self.authority {
             None => {
@@ -1041,7 +1108,14 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 reason: format!("standby {} was lost during the switch", lost.name),
             });
         }
-        let canary_lost = self.canary.as_ref().is_some_and(|c| c.slot == index);
+        // Comparisons waiting for the lost engine's answers can no longer be made; counted as
+        // made, they are trimmed once delivered instead of pinning the shadow map (and the gates
+        // of later canaries) for good.
+        for entry in self.shadow.values_mut() {
+            entry.compared = true;
+        }
+        let canary_slot = self.canary.as_ref().map(|c| c.slot);
+        let canary_lost = canary_slot == Some(index);
         if Some(index) != self.authority && !canary_lost {
             tracing::warn!(engine = %lost.name, "standby lost");
             return;
@@ -1051,14 +1125,24 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             .take()
             .map(|c| c.symbol_names())
             .unwrap_or_default();
+        let alive = |slot: usize| {
+            self.engines[slot]
+                .connection
+                .as_ref()
+                .is_some_and(|c| !c.restoring)
+        };
         let next = if canary_lost {
             self.authority
+        } else if let Some(slot) = canary_slot.filter(|slot| alive(*slot)) {
+            // The canary engine already owns some symbols and shadows the rest.
+            self.authority = None;
+            Some(slot)
         } else {
             self.authority = None;
             self.engines
                 .iter()
                 .enumerate()
-                .filter(|(_, slot)| slot.connection.as_ref().is_some_and(|c| !c.restoring))
+                .filter(|(i, _)| alive(*i))
                 .max_by_key(|(_, slot)| slot.connection.as_ref().map(|c| c.answered_through))
                 .map(|(i, _)| i)
         };
@@ -1090,9 +1174,10 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             .collect();
         self.canary_owned.clear();
         if !canary_lost {
-            self.previous_authority = Some(index);
+            self.previous_authority = Some((index, lost.executable_sha256.clone()));
         }
         self.authority = Some(next);
+        self.halt_diverged();
         self.switches += 1;
         let name = self.engines[next]
             .connection
@@ -1147,6 +1232,11 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 let _ = command.reply.send(ControlReply::Status(self.status()));
                 return;
             }
+            ControlRequest::Resume { symbols, .. } => {
+                let reply = self.resume(symbols);
+                let _ = command.reply.send(reply);
+                return;
+            }
             ControlRequest::Switch { .. } => Ok((false, SwitchKind::All)),
             ControlRequest::Rollback { .. } => Ok((true, SwitchKind::All)),
             ControlRequest::Canary {
@@ -1158,9 +1248,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 "the sequencer does not handle {other:?}; the control plane does"
             )),
         };
-        let started = kind.and_then(|(rollback, kind)| {
-            self.start_switch(rollback, kind, command.expect_sha256.as_deref())
-        });
+        let started = kind.and_then(|(rollback, kind)| self.start_switch(rollback, kind, &command));
         match started {
             Ok(()) => {
                 if let Some(pending) = self.pending_switch.as_mut() {
@@ -1216,7 +1304,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         &mut self,
         rollback: bool,
         kind: SwitchKind,
-        expect_sha256: Option<&str>,
+        command: &ControlCommand,
     ) -> Result<(), String> {
         if self.pending_switch.is_some() {
             return Err("a switch is already in progress".into());
@@ -1225,11 +1313,14 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             return Err("no engine has authority".into());
         };
         let canary_slot = self.canary.as_ref().map(|c| c.slot);
+        if command.canary_only && canary_slot.is_none() {
+            return Err("no canary is running: nothing for this rollback to end".into());
+        }
         let (target, kind) = match (rollback, kind, canary_slot) {
             // Undoing a canary returns its symbols; authority never moved.
             (true, _, Some(slot)) => (slot, SwitchKind::CanaryEnd),
             (true, kind, None) => match self.previous_authority {
-                Some(previous) if previous != authority => (previous, kind),
+                Some((previous, _)) if previous != authority => (previous, kind),
                 _ => return Err("nothing to roll back to: no earlier authority".into()),
             },
             (false, SwitchKind::CanaryStart(_), Some(_)) => {
@@ -1253,7 +1344,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         if standby.restoring {
             return Err(format!("standby {} is still restoring", standby.name));
         }
-        if let Some(expected) = expect_sha256
+        if let Some(expected) = command.expect_sha256.as_deref()
             && kind != SwitchKind::CanaryEnd
             && standby.executable_sha256 != expected
         {
@@ -1267,6 +1358,25 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 }
             ));
         }
+        // A rollback returns authority to the build that had it, not to whatever was started
+        // in that slot since.
+        if rollback
+            && kind == SwitchKind::All
+            && command.expect_sha256.is_none()
+            && let Some((_, had)) = &self.previous_authority
+            && *had != standby.executable_sha256
+        {
+            return Err(format!(
+                "engine {} now runs an executable with SHA-256 {}, not the {had} that had authority; move authority to it under a change instead",
+                standby.name,
+                if standby.executable_sha256.is_empty() {
+                    "(not reported)"
+                } else {
+                    &standby.executable_sha256
+                }
+            ));
+        }
+        self.refuse_diverged(target, &kind)?;
         let lag = self
             .journal
             .last_seq()
@@ -1281,6 +1391,44 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             kind,
             reply: None,
         });
+        Ok(())
+    }
+
+    /// Refuses to give engine `target` authority for symbols on which its book is not what the
+    /// counterparties were told (it answered differently from the engine whose answers were
+    /// delivered), and refuses to complete a canary whose gate tripped. Backing out (a canary's
+    /// end) is never refused; its diverged symbols are halted instead.
+    fn refuse_diverged(&self, target: usize, kind: &SwitchKind) -> Result<(), String> {
+        let Some(connection) = self.engines[target].connection.as_ref() else {
+            return Ok(());
+        };
+        let diverged: Vec<String> = match kind {
+            SwitchKind::CanaryEnd => return Ok(()),
+            SwitchKind::All => names(&connection.diverged.iter().copied().collect::<Vec<_>>()),
+            SwitchKind::CanaryStart(symbols) => names(
+                &symbols
+                    .iter()
+                    .filter(|s| connection.diverged.contains(s))
+                    .copied()
+                    .collect::<Vec<_>>(),
+            ),
+        };
+        if !diverged.is_empty() {
+            return Err(format!(
+                "engine {} answered differently from what the counterparties were told on {}: its book there is not theirs; restart it empty (it restores from the authoritative engine's snapshot) or resume those symbols after reconciliation",
+                connection.name,
+                diverged.join(", ")
+            ));
+        }
+        if let Some(canary) = &self.canary
+            && canary.slot == target
+            && let Some(breach) = &canary.gates.breach
+        {
+            return Err(format!(
+                "the canary on {} breached its {} gate; it is being rolled back",
+                connection.name, breach.gate
+            ));
+        }
         Ok(())
     }
 
@@ -1305,9 +1453,19 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         if !ready {
             return;
         }
+        // Every answer up to the barrier is in: judge the canary on all of them, and re-check
+        // what may have diverged while the barrier waited, before anything moves.
+        self.check_gates(true);
         let Some(mut pending) = self.pending_switch.take() else {
             return;
         };
+        if let Err(reason) = self.refuse_diverged(pending.to, &pending.kind) {
+            tracing::warn!(%reason, "switch refused at its barrier");
+            if let Some(reply) = pending.reply.take() {
+                let _ = reply.send(ControlReply::Refused { reason });
+            }
+            return;
+        }
         let name = |index: usize| {
             self.engines[index]
                 .connection
@@ -1347,9 +1505,9 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         tracing::info!(from = %report.from, to = %report.to, barrier = report.barrier_seq, pause_us = report.pause_us, scope = ?report.scope, "switched authority");
         match pending.kind {
             SwitchKind::All => {
-                self.previous_authority = Some(authority);
+                self.previous_authority = Some((authority, self.executable_of(authority)));
                 self.authority = Some(pending.to);
-                self.canary = None;
+                self.end_canary();
             }
             SwitchKind::CanaryStart(symbols) => {
                 self.canary = Some(Canary {
@@ -1359,72 +1517,184 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     gates: GateStatus::default(),
                     canary_latency: latency_histogram(),
                     baseline_latency: latency_histogram(),
+                    breach_emitted: None,
                 });
             }
-            SwitchKind::CanaryEnd => self.canary = None,
+            SwitchKind::CanaryEnd => self.end_canary(),
         }
         self.switches += 1;
         self.last_switch = Some(report.clone());
-        if let Some(reply) = pending.reply.take() {
-            let _ = reply.send(ControlReply::Switched(report));
+        let answered = match pending.reply.take() {
+            Some(reply) => reply.send(ControlReply::Switched(report.clone())).is_ok(),
+            None => false,
+        };
+        if !answered {
+            // The control plane stopped waiting (its reply timed out): tell it what happened,
+            // so the audit log does not end on a refusal for a switch that ran.
+            self.emit(CoreEvent::Completed(report));
+        }
+    }
+
+    /// The SHA-256 the engine in `slot` reported, empty if none or not attached.
+    fn executable_of(&self, slot: usize) -> String {
+        self.engines[slot]
+            .connection
+            .as_ref()
+            .map(|c| c.executable_sha256.clone())
+            .unwrap_or_default()
+    }
+
+    /// Ends the canary (if any): its symbols belong to the authoritative engine again. Where that
+    /// engine's book is not what the counterparties were told (the canary's answers differed
+    /// from its own), the symbols are halted until an operator reconciles and resumes them.
+    fn end_canary(&mut self) {
+        self.canary = None;
+        self.canary_owned.clear();
+        self.halt_diverged();
+    }
+
+    /// Halts every symbol whose owner now has a book that differs from what the counterparties
+    /// were told: new requests for it are refused until an operator resumes it.
+    fn halt_diverged(&mut self) {
+        let Some(authority) = self.authority else {
+            return;
+        };
+        let Some(connection) = self.engines[authority].connection.as_ref() else {
+            return;
+        };
+        let covered = |symbol: &Symbol| self.canary.as_ref().is_some_and(|c| c.covers(symbol));
+        let mut halted: Vec<Symbol> = connection
+            .diverged
+            .iter()
+            .filter(|symbol| !covered(symbol))
+            .copied()
+            .collect();
+        if let Some(canary) = &self.canary
+            && let Some(owner) = self.engines[canary.slot].connection.as_ref()
+        {
+            halted.extend(
+                canary
+                    .symbols
+                    .iter()
+                    .filter(|symbol| owner.diverged.contains(symbol)),
+            );
+        }
+        for symbol in halted {
+            if self.halted.insert(symbol) {
+                tracing::error!(
+                    symbol = symbol.as_str(),
+                    "symbol halted: its owner's book differs from what counterparties were told"
+                );
+            }
+        }
+    }
+
+    /// An operator's word that `symbols` were reconciled: they trade again, and the authoritative
+    /// engine's book for them is taken as what the counterparties have been told.
+    fn resume(&mut self, symbols: &[String]) -> ControlReply {
+        let mut resumed = Vec::new();
+        for name in symbols {
+            let Some(symbol) = self
+                .halted
+                .iter()
+                .find(|s| s.as_str() == name.as_str())
+                .copied()
+            else {
+                return ControlReply::Refused {
+                    reason: format!(
+                        "{name} is not halted (halted: {})",
+                        names(&self.halted.iter().copied().collect::<Vec<_>>()).join(", ")
+                    ),
+                };
+            };
+            resumed.push(symbol);
+        }
+        for symbol in &resumed {
+            self.halted.remove(symbol);
+            for slot in [self.authority, self.canary.as_ref().map(|c| c.slot)]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(connection) = self.engines[slot].connection.as_mut() {
+                    connection.diverged.remove(symbol);
+                }
+            }
+            tracing::warn!(symbol = symbol.as_str(), "symbol resumed by an operator");
+        }
+        ControlReply::Resumed {
+            symbols: names(&resumed),
         }
     }
 
     /// Judges the canary against its gates; the first breach is reported once, and the control
     /// plane, having audited it, asks for the rollback.
-    fn check_gates(&mut self) {
+    fn check_gates(&mut self, with_latency: bool) {
         let Some(canary) = self.canary.as_mut() else {
             return;
         };
-        if canary.gates.breach.is_some() {
-            return;
-        }
-        let gates = &self.config.gates;
-        let g = &mut canary.gates;
-        g.canary_p99_us = canary.canary_latency.value_at_quantile(0.99);
-        g.baseline_p99_us = canary.baseline_latency.value_at_quantile(0.99);
-        let compared = g.compared.max(1) as f64;
-        let error_rate = g.errors as f64 / compared;
-        let reject_increase = (g.canary_rejects as f64 - g.baseline_rejects as f64) / compared;
-        let latency_limit = (g.baseline_p99_us as f64 * gates.latency_p99_ratio_max)
-            .max((g.baseline_p99_us + gates.latency_slack_us) as f64);
-        let latency_samples = canary
-            .canary_latency
-            .len()
-            .min(canary.baseline_latency.len());
-        let breach = if g.errors > 0 && error_rate > gates.error_rate_max {
-            Some(("error-rate", error_rate, gates.error_rate_max))
-        } else if g.compared >= gates.reject_min_samples
-            && reject_increase > gates.reject_rate_increase_max
-        {
-            Some((
-                "reject-rate",
-                reject_increase,
-                gates.reject_rate_increase_max,
-            ))
-        } else if latency_samples >= gates.latency_min_samples
-            && g.canary_p99_us as f64 > latency_limit
-        {
-            Some(("latency", g.canary_p99_us as f64, latency_limit))
-        } else {
-            None
-        };
-        if let Some((gate, observed, limit)) = breach {
-            let breach = GateBreach {
-                gate: gate.to_owned(),
-                observed,
-                limit,
-                compared: g.compared,
+        if canary.gates.breach.is_none() {
+            let gates = &self.config.gates;
+            let g = &mut canary.gates;
+            if with_latency {
+                g.canary_p99_us = canary.canary_latency.value_at_quantile(0.99);
+                g.baseline_p99_us = canary.baseline_latency.value_at_quantile(0.99);
+            }
+            let compared = g.compared.max(1) as f64;
+            let error_rate = g.errors as f64 / compared;
+            let reject_increase = (g.canary_rejects as f64 - g.baseline_rejects as f64) / compared;
+            let latency_limit = (g.baseline_p99_us as f64 * gates.latency_p99_ratio_max)
+                .max(g.baseline_p99_us.saturating_add(gates.latency_slack_us) as f64);
+            let latency_samples = canary
+                .canary_latency
+                .len()
+                .min(canary.baseline_latency.len());
+            let breach = if g.errors > 0 && error_rate > gates.error_rate_max {
+                Some(("error-rate", error_rate, gates.error_rate_max))
+            } else if g.compared >= gates.reject_min_samples
+                && reject_increase > gates.reject_rate_increase_max
+            {
+                Some((
+                    "reject-rate",
+                    reject_increase,
+                    gates.reject_rate_increase_max,
+                ))
+            } else if with_latency
+                && latency_samples >= gates.latency_min_samples
+                && g.canary_p99_us as f64 > latency_limit
+            {
+                Some(("latency", g.canary_p99_us as f64, latency_limit))
+            } else {
+                None
             };
-            tracing::warn!(
-                gate,
-                observed,
-                limit,
-                compared = g.compared,
-                "canary gate breached; rolling back"
-            );
-            g.breach = Some(breach.clone());
-            self.emit(CoreEvent::GateBreached(breach));
+            if let Some((gate, observed, limit)) = breach {
+                tracing::warn!(
+                    gate,
+                    observed,
+                    limit,
+                    compared = g.compared,
+                    "canary gate breached; rolling back"
+                );
+                g.breach = Some(GateBreach {
+                    gate: gate.to_owned(),
+                    observed,
+                    limit,
+                    compared: g.compared,
+                    since_seq: canary.since_seq,
+                });
+            }
+        }
+        // The breach goes to the control plane, and again every second until the canary has
+        // ended: a dropped event or a refused rollback is retried, never forgotten.
+        let due = canary.breach_emitted.is_none_or(|at| {
+            at.elapsed() >= Duration::from_millis(constants::GATE_BREACH_REPEAT_MS)
+        });
+        let Some(breach) = canary.gates.breach.clone().filter(|_| due) else {
+            return;
+        };
+        if self.emit(CoreEvent::GateBreached(breach))
+            && let Some(canary) = self.canary.as_mut()
+        {
+            canary.breach_emitted = Some(Instant::now());
         }
     }
 
@@ -1508,6 +1778,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             }),
             open_changes: Vec::new(),
             audit_head: None,
+            halted: names(&self.halted.iter().copied().collect::<Vec<_>>()),
         }
     }
 
@@ -1520,14 +1791,18 @@ impl<S: SessionStore + Send + 'static> Core<S> {
 
 /// Microseconds since input `seq` was stamped, from the recent (seq, stamp) pairs; 0 if it is not
 /// among them.
-fn input_age(recent: &VecDeque<(u64, Timestamp)>, seq: u64, now: Timestamp) -> u64 {
-    let Some(&(first, _)) = recent.front() else {
-        return 0;
-    };
-    match seq.checked_sub(first).and_then(|i| recent.get(i as usize)) {
-        Some(&(_, time)) => now.0.saturating_sub(time.0) / 1_000,
-        None => 0,
-    }
+fn input_age(recent: &VecDeque<(u64, Timestamp, Symbol)>, seq: u64, now: Timestamp) -> u64 {
+    recent_input(recent, seq).map_or(0, |(time, _)| now.0.saturating_sub(time.0) / 1_000)
+}
+
+/// The stamp and symbol of input `seq`, if it is recent enough to be remembered.
+fn recent_input(
+    recent: &VecDeque<(u64, Timestamp, Symbol)>,
+    seq: u64,
+) -> Option<(Timestamp, Symbol)> {
+    let &(first, _, _) = recent.front()?;
+    let &(_, time, symbol) = recent.get(usize::try_from(seq.checked_sub(first)?).ok()?)?;
+    Some((time, symbol))
 }
 
 /// A histogram of answer latencies in µs, up to a minute, 2 significant digits: enough to tell a
