@@ -592,3 +592,41 @@ fn the_release_lifecycle_runs_from_the_cli_under_a_second_operators_approval() {
         .expect("baton audit verify");
     assert!(verify.status.success(), "{verify:?}");
 }
+
+#[test]
+fn a_rollback_returns_only_to_the_build_that_had_authority() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut blue, _green, _gateway, control, _client) =
+        venue(dir.path(), None, "approval_required = []");
+    assert!(matches!(
+        ask(control, &ControlRequest::switch("alice")),
+        ControlReply::Switched(_)
+    ));
+    // Blue is replaced by another build in its slot: a copy of the binary with bytes appended
+    // (an ELF ignores them), so it runs the same code but hashes differently.
+    let other = dir.path().join("other-baton");
+    let mut bytes = std::fs::read(env!("CARGO_BIN_EXE_baton")).unwrap();
+    bytes.extend_from_slice(b"another build");
+    std::fs::write(&other, bytes).unwrap();
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    blue.kill();
+    let child = Command::new(&other)
+        .args(["engine", "--config"])
+        .arg(dir.path().join("baton.toml"))
+        .args(["--listen", &blue.addr, "--name", "blue"])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start the other build");
+    let _other_blue = EngineProcess {
+        child,
+        addr: blue.addr.clone(),
+    };
+    wait_for_standby(control);
+    let reply = ask(control, &ControlRequest::rollback("alice"));
+    assert!(
+        matches!(&reply, ControlReply::Refused { reason } if reason.contains("not the")),
+        "{reply:?}"
+    );
+    assert_eq!(authority(&status(control)), "green");
+}

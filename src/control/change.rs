@@ -926,6 +926,73 @@ mod tests {
     }
 
     #[test]
+    fn operators_are_one_person_whatever_the_case_and_a_running_canary_keeps_its_change_open() {
+        let policy = Policy::default();
+        let mut book = ChangeBook::default();
+        let id = filed(&mut book, "alice");
+        let name = change_name(id);
+        assert!(matches!(
+            book.check_approve(Some("ALICE"), &name),
+            Err(PolicyError::SelfApproval { .. })
+        ));
+        let approval = book.check_approve(Some("Bob"), &name).expect("bob may");
+        book.apply("Bob", NOW, &approval);
+        assert!(matches!(
+            book.check_approve(Some("bob"), &name),
+            Err(PolicyError::AlreadyApproved { .. })
+        ));
+        let started = |scope: SwitchScope| ControlEvent::ActionCompleted {
+            change: Some(id),
+            action: Action::Canary {
+                percent: Some(5),
+                symbols: Vec::new(),
+            },
+            report: SwitchReport {
+                from: "blue".into(),
+                to: "green".into(),
+                barrier_seq: 1,
+                pause_us: 1,
+                planned: true,
+                scope,
+            },
+            shadow: ShadowStatus::default(),
+        };
+        book.apply(
+            "alice",
+            NOW,
+            &started(SwitchScope::CanaryStarted {
+                symbols: vec!["MSFT".into()],
+            }),
+        );
+        assert_eq!(
+            book.check_close(Some("alice"), &name),
+            Err(PolicyError::CanaryRunning(name.clone()))
+        );
+        book.apply(
+            "gateway",
+            NOW,
+            &ControlEvent::Failover {
+                change: Some(id),
+                report: SwitchReport {
+                    from: "green".into(),
+                    to: "blue".into(),
+                    barrier_seq: 2,
+                    pause_us: 0,
+                    planned: false,
+                    scope: SwitchScope::CanaryEnded {
+                        symbols: vec!["MSFT".into()],
+                    },
+                },
+            },
+        );
+        assert!(book.check_close(Some("alice"), &name).is_ok());
+        assert!(
+            book.authorize(&policy, &Action::Switch, Some("alice"), Some(&name), NOW)
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn without_a_policy_actions_run_bare_but_still_need_an_operator() {
         let policy = Policy {
             approval_required: Vec::new(),
