@@ -159,6 +159,31 @@ fn canary(symbols: &[&str]) -> ControlRequest {
     }
 }
 
+/// Waits until no canary runs (rolled back, completed or its engine lost); returns that status.
+fn canary_ended(control: SocketAddr) -> Status {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = status(control);
+        if s.canary.is_none() {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "the canary never ended: {s:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A venue whose green rejects every MSFT order, with a canary of MSFT on green running.
+fn faulty_msft_canary(
+    dir: &Path,
+) -> (EngineProcess, EngineProcess, Gateway, SocketAddr, Initiator) {
+    let venue = venue(dir, Some("MSFT"), "approval_required = []");
+    assert!(matches!(
+        ask(venue.3, &canary(&["MSFT"])),
+        ControlReply::Switched(_)
+    ));
+    venue
+}
+
 #[test]
 fn a_canary_moves_only_its_symbols_then_a_switch_completes_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -234,27 +259,14 @@ fn a_canary_moves_only_its_symbols_then_a_switch_completes_it() {
 #[test]
 fn a_faulty_canary_breaches_its_gate_and_is_rolled_back_automatically() {
     let dir = tempfile::tempdir().unwrap();
-    let (_blue, _green, _gateway, control, mut client) =
-        venue(dir.path(), Some("MSFT"), "approval_required = []");
-    assert!(matches!(
-        ask(control, &canary(&["MSFT"])),
-        ControlReply::Switched(_)
-    ));
+    let (_blue, _green, _gateway, control, mut client) = faulty_msft_canary(dir.path());
 
     // Green's answer is delivered (the canary is live for MSFT): the counterparty sees the reject.
     order(&mut client, "M-1", "MSFT", b'1', "10");
     assert_eq!(text(&report(&mut client), 150), "8");
 
     // The first divergence breaches the error-rate gate; the gateway audits it and rolls back.
-    let deadline = Instant::now() + WAIT;
-    let rolled_back = loop {
-        let s = status(control);
-        if s.canary.is_none() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "canary never rolled back: {s:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let rolled_back = canary_ended(control);
     let last = rolled_back.last_switch.expect("the rollback");
     assert_eq!(
         last.scope,
@@ -323,12 +335,7 @@ fn authority(status: &Status) -> String {
 #[test]
 fn a_breach_while_a_switch_waits_at_its_barrier_keeps_the_faulty_build_from_authority() {
     let dir = tempfile::tempdir().unwrap();
-    let (blue, green, _gateway, control, mut client) =
-        venue(dir.path(), Some("MSFT"), "approval_required = []");
-    assert!(matches!(
-        ask(control, &canary(&["MSFT"])),
-        ControlReply::Switched(_)
-    ));
+    let (blue, green, _gateway, control, mut client) = faulty_msft_canary(dir.path());
     let (blue_pid, green_pid) = (blue.child.id(), green.child.id());
     // Green holds M-1's (diverging) answer; blue holds A-1's, so the switch's barrier waits.
     signal(green_pid, libc::SIGSTOP);
@@ -347,14 +354,7 @@ fn a_breach_while_a_switch_waits_at_its_barrier_keeps_the_faulty_build_from_auth
         matches!(&reply, ControlReply::Refused { reason } if reason.contains("breached")),
         "{reply:?}"
     );
-    let deadline = Instant::now() + WAIT;
-    while status(control).canary.is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the canary was never rolled back"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    canary_ended(control);
     assert_eq!(authority(&status(control)), "blue");
     assert!(audit_events(dir.path()).contains(&"gate-breached".to_owned()));
 }
@@ -362,12 +362,7 @@ fn a_breach_while_a_switch_waits_at_its_barrier_keeps_the_faulty_build_from_auth
 #[test]
 fn a_divergence_that_arrives_with_the_barrier_is_judged_before_the_switch() {
     let dir = tempfile::tempdir().unwrap();
-    let (_blue, green, _gateway, control, mut client) =
-        venue(dir.path(), Some("MSFT"), "approval_required = []");
-    assert!(matches!(
-        ask(control, &canary(&["MSFT"])),
-        ControlReply::Switched(_)
-    ));
+    let (_blue, green, _gateway, control, mut client) = faulty_msft_canary(dir.path());
     signal(green.child.id(), libc::SIGSTOP);
     order(&mut client, "M-1", "MSFT", b'1', "10");
     std::thread::sleep(Duration::from_millis(60));
@@ -376,14 +371,7 @@ fn a_divergence_that_arrives_with_the_barrier_is_judged_before_the_switch() {
     signal(green.child.id(), libc::SIGCONT);
     let reply = switch.join().expect("switch thread");
     assert!(matches!(reply, ControlReply::Refused { .. }), "{reply:?}");
-    let deadline = Instant::now() + WAIT;
-    while status(control).canary.is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the canary was never rolled back"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    canary_ended(control);
     assert_eq!(authority(&status(control)), "blue");
     assert!(audit_events(dir.path()).contains(&"gate-breached".to_owned()));
 }
@@ -391,12 +379,7 @@ fn a_divergence_that_arrives_with_the_barrier_is_judged_before_the_switch() {
 #[test]
 fn a_killed_faulty_canary_engine_leaves_its_symbols_halted() {
     let dir = tempfile::tempdir().unwrap();
-    let (_blue, mut green, gateway, control, mut client) =
-        venue(dir.path(), Some("MSFT"), "approval_required = []");
-    assert!(matches!(
-        ask(control, &canary(&["MSFT"])),
-        ControlReply::Switched(_)
-    ));
+    let (_blue, mut green, gateway, control, mut client) = faulty_msft_canary(dir.path());
     // Green rejects M-1 but dies before the gate's rollback can be asked for... or after: either
     // way blue's MSFT book (with M-1 resting) must not trade.
     signal(green.child.id(), libc::SIGSTOP);
@@ -405,15 +388,7 @@ fn a_killed_faulty_canary_engine_leaves_its_symbols_halted() {
     signal(green.child.id(), libc::SIGCONT);
     assert_eq!(text(&report(&mut client), 150), "8");
     green.kill();
-    let deadline = Instant::now() + WAIT;
-    let s = loop {
-        let s = status(control);
-        if s.canary.is_none() {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "the canary never ended");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let s = canary_ended(control);
     assert_eq!(s.halted, ["MSFT".to_owned()]);
     let mut seller = logged_on(&gateway, 2);
     order(&mut seller, "S-1", "MSFT", b'2', "10");

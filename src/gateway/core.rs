@@ -230,6 +230,15 @@ fn names(symbols: &[Symbol]) -> Vec<String> {
     symbols.iter().map(|s| s.as_str().to_owned()).collect()
 }
 
+/// An engine's executable hash for a message, or what its absence means.
+fn reported(sha256: &str) -> &str {
+    if sha256.is_empty() {
+        "(not reported)"
+    } else {
+        sha256
+    }
+}
+
 /// The symbol an input is about: authority is decided per symbol.
 fn input_symbol(request: &Request) -> &Symbol {
     match request {
@@ -1351,11 +1360,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             return Err(format!(
                 "engine {} runs an executable with SHA-256 {}, not the change's artifact {expected}",
                 standby.name,
-                if standby.executable_sha256.is_empty() {
-                    "(not reported)"
-                } else {
-                    &standby.executable_sha256
-                }
+                reported(&standby.executable_sha256)
             ));
         }
         // A rollback returns authority to the build that had it, not to whatever was started
@@ -1369,11 +1374,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             return Err(format!(
                 "engine {} now runs an executable with SHA-256 {}, not the {had} that had authority; move authority to it under a change instead",
                 standby.name,
-                if standby.executable_sha256.is_empty() {
-                    "(not reported)"
-                } else {
-                    &standby.executable_sha256
-                }
+                reported(&standby.executable_sha256)
             ));
         }
         self.refuse_diverged(target, &kind)?;
