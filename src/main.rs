@@ -227,6 +227,21 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A change's record for compliance, drawn from the audit log alone (the gateway need not
+    /// run); fails if the chain does not verify.
+    Report {
+        /// CHG-n.
+        change: String,
+        /// Audit log file; defaults to `audit.log` in `[gateway] journal_dir`.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Config file whose `[gateway] journal_dir` locates the log.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -689,13 +704,28 @@ fn journal_replay(
 }
 
 fn audit(command: AuditCommand) -> anyhow::Result<()> {
-    let (AuditCommand::Verify { file, config, json } | AuditCommand::Show { file, config, json }) =
-        &command;
+    let (file, config, json) = match &command {
+        AuditCommand::Verify { file, config, json }
+        | AuditCommand::Show { file, config, json }
+        | AuditCommand::Report {
+            file, config, json, ..
+        } => (file, config, *json),
+    };
     let path = match file {
         Some(file) => file.clone(),
         None => control::audit::default_path(&Config::load(config.as_deref())?.gateway.journal_dir),
     };
     let (records, report) = control::audit::read(&path)?;
+    if let AuditCommand::Report { change, .. } = &command {
+        if let Some(bad) = &report.first_bad {
+            bail!(
+                "audit log {} does not verify after {} good records ({bad}): no report from a broken chain",
+                path.display(),
+                report.records
+            );
+        }
+        return audit_report(&records, &report, change, json);
+    }
     match (&command, json) {
         (AuditCommand::Verify { .. }, true) => println!(
             "{}",
@@ -706,6 +736,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
         (AuditCommand::Show { .. }, false) => {
             records.iter().for_each(|r| println!("{}", r.render()))
         }
+        (AuditCommand::Report { .. }, _) => {}
     }
     if report.torn_tail_bytes > 0 {
         eprintln!(
@@ -851,6 +882,40 @@ fn ctl(
             serde_json::to_string_pretty(&report).context("encoding the report")?
         ),
         ControlReply::Report(report) => print!("{}", report.render()),
+    }
+    Ok(())
+}
+
+/// `baton audit report`: the change report from verified records alone.
+fn audit_report(
+    records: &[control::audit::RawAuditRecord],
+    verified: &control::audit::VerifyReport,
+    change: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    use baton::control::change::{ControlEvent, parse_change, report};
+    let events = records
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<ControlEvent>(&r.event_json)
+                .with_context(|| format!("audit record {}: not an event this build knows", r.seq))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let drawn = report(
+        records
+            .iter()
+            .zip(&events)
+            .map(|(r, event)| (r.seq, r.time, r.actor.as_str(), event)),
+        parse_change(change)?,
+        (verified.head_seq, &verified.head_hash),
+    )?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&drawn).context("encoding the report")?
+        );
+    } else {
+        print!("{}", drawn.render());
     }
     Ok(())
 }

@@ -558,7 +558,7 @@ fn the_release_lifecycle_runs_from_the_cli_under_a_second_operators_approval() {
     let wrong = refused(ctl(control, "alice", &["switch", "--change", "CHG-2"]));
     assert!(wrong.contains("not the change's artifact"), "{wrong}");
 
-    // The whole trail verifies offline.
+    // The whole trail verifies offline, and the report drawn from it alone is the gateway's.
     let log = dir.path().join("journal").join("audit.log");
     let verify = Command::new(build)
         .args(["audit", "verify", "--file"])
@@ -566,6 +566,24 @@ fn the_release_lifecycle_runs_from_the_cli_under_a_second_operators_approval() {
         .output()
         .expect("baton audit verify");
     assert!(verify.status.success(), "{verify:?}");
+    let online = ok(ctl(
+        control,
+        "carol",
+        &["change", "report", "CHG-1", "--json"],
+    ));
+    let offline = Command::new(build)
+        .args(["audit", "report", "CHG-1", "--json", "--file"])
+        .arg(&log)
+        .output()
+        .expect("baton audit report");
+    let parse = |text: &str| -> serde_json::Value {
+        let mut value: serde_json::Value = serde_json::from_str(text).expect("report JSON");
+        // The head moves on as the gateway records; everything else must agree.
+        value["audit_head_seq"] = serde_json::Value::Null;
+        value["audit_head_hash"] = serde_json::Value::Null;
+        value
+    };
+    assert_eq!(parse(&ok(offline)), parse(&online));
 }
 
 #[test]
