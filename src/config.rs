@@ -76,7 +76,8 @@ pub struct ControlConfig {
     /// The hash-chained audit log; default `audit.log` in `[gateway] journal_dir`.
     #[serde(default)]
     pub audit_log: Option<PathBuf>,
-    /// Actions (`switch`, `canary`) that run only under an approved change within its window.
+    /// Actions (`stage`, `switch`, `canary`) that run only under an approved change within its
+    /// window.
     /// Rollback never needs approval.
     #[serde(default = "default_approval_required")]
     pub approval_required: Vec<String>,
@@ -320,9 +321,9 @@ impl Config {
             message,
         };
         for action in &self.control.approval_required {
-            if !matches!(action.as_str(), "switch" | "canary") {
+            if !matches!(action.as_str(), "stage" | "switch" | "canary") {
                 return Err(invalid(format!(
-                    "[control] approval_required: {action:?} is not an action that can require approval (switch, canary)"
+                    "[control] approval_required: {action:?} is not an action that can require approval (stage, switch, canary)"
                 )));
             }
         }

@@ -287,6 +287,16 @@ enum CtlCommand {
         #[arg(long, value_delimiter = ',')]
         symbols: Vec<String>,
     },
+    /// Restart a standby engine from the artifact of an approved change (under `baton up`, the
+    /// supervisor does it through `baton launch`).
+    Stage {
+        /// The change whose artifact to run (CHG-n).
+        #[arg(long)]
+        change: String,
+        /// The engine to restart ("green"); never the authoritative one.
+        #[arg(long)]
+        engine: String,
+    },
     /// Trade again on symbols halted after a release diverged, once they are reconciled.
     Resume {
         /// The halted symbols, comma-separated.
@@ -524,6 +534,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         audit_path: config.control.audit_path(&config.gateway.journal_dir),
         policy: config.control.policy(),
         build: format!("baton {}", env!("CARGO_PKG_VERSION")),
+        stage_dir: control::stage::stage_dir(&config.gateway.journal_dir),
     };
     let core = match config.gateway.engines.is_empty() {
         false => {
@@ -792,6 +803,10 @@ fn up(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             name: format!("engine-{name}"),
             program: program.clone(),
             args,
+            stage: Some(control::supervisor::StageSource {
+                dir: control::stage::stage_dir(&config.gateway.journal_dir),
+                engine: name.clone(),
+            }),
         });
     }
     let mut gateway_args: Vec<OsString> = vec!["gateway".into()];
@@ -800,6 +815,7 @@ fn up(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         name: "gateway".into(),
         program,
         args: gateway_args,
+        stage: None,
     });
     runtime()?.block_on(supervise(children, Duration::from_millis(200)))?;
     Ok(())
@@ -840,6 +856,11 @@ fn ctl(
             percent: *percent,
             symbols: symbols.clone(),
         },
+        CtlCommand::Stage { change, engine } => ControlRequest::Stage {
+            operator,
+            change: change.clone(),
+            engine: engine.clone(),
+        },
         CtlCommand::Resume { symbols } => ControlRequest::Resume {
             operator,
             symbols: symbols.clone(),
@@ -864,6 +885,12 @@ fn ctl(
         ControlReply::Status(status) => print!("{}", control::client::render_status(&status)),
         ControlReply::Switched(report) => print!("{}", control::client::render_switch(&report)),
         ControlReply::Resumed { symbols } => println!("resumed {}", symbols.join(",")),
+        ControlReply::Staged {
+            engine,
+            artifact_sha256,
+        } => println!(
+            "staged {engine}: it restarts from the build with SHA-256 {artifact_sha256} (under baton up; otherwise start it with baton launch)"
+        ),
         ControlReply::Change(change) => {
             print!(
                 "{}",

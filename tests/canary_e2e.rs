@@ -13,18 +13,11 @@ use std::time::{Duration, Instant};
 
 use baton::bench::initiator::Initiator;
 use baton::control::api::{ControlReply, ControlRequest, EngineRole, Status, SwitchScope};
-use baton::control::client;
+use support::control::{ask, audit_events, ctl, free_control_addr, ok, order, refused, status};
 use support::{
     EngineProcess, Gateway, WAIT, logged_on, report, start_gateway_for_engines, text,
     wait_for_engine, wait_for_socket,
 };
-
-/// A free loopback port for the control endpoint, so the test can reach it.
-fn free_control_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-}
 
 /// Blue (authoritative) and green (standby, optionally faulty on one symbol) behind a gateway
 /// whose control endpoint is at the returned address, with a logged-on CLIENT1; `control` is
@@ -72,17 +65,6 @@ fn venue(
     (blue, green, gateway, addr, client)
 }
 
-fn ask(addr: SocketAddr, request: &ControlRequest) -> ControlReply {
-    client::request(addr, request, Duration::from_secs(30)).expect("control reply")
-}
-
-fn status(addr: SocketAddr) -> Status {
-    match ask(addr, &ControlRequest::Status) {
-        ControlReply::Status(status) => status,
-        other => panic!("status: {other:?}"),
-    }
-}
-
 /// Waits until both engines are attached and the standby is caught up, so a switch can start.
 fn wait_for_standby(addr: SocketAddr) {
     let deadline = Instant::now() + WAIT;
@@ -107,21 +89,6 @@ fn delivered(s: &Status, name: &str) -> u64 {
         .map_or(0, |e| e.delivered_inputs)
 }
 
-/// Sends a resting limit order on `symbol`.
-fn order(client: &mut Initiator, cl_ord_id: &str, symbol: &str, side: u8, price: &str) {
-    client
-        .send(b"D", |e| {
-            e.str(11, cl_ord_id)
-                .str(55, symbol)
-                .char(54, side)
-                .str(60, "20261123-12:00:00")
-                .uint(38, 10)
-                .char(40, b'2')
-                .str(44, price);
-        })
-        .expect("send order");
-}
-
 /// The ExecType of the single report each of `ids` gets, checking none gets two.
 fn answers(client: &mut Initiator, ids: &[String]) -> HashMap<String, String> {
     let mut got: HashMap<String, String> = HashMap::new();
@@ -132,22 +99,6 @@ fn answers(client: &mut Initiator, ids: &[String]) -> HashMap<String, String> {
         assert!(previous.is_none(), "{id} answered twice");
     }
     got
-}
-
-/// The event names in the audit log, in order.
-fn audit_events(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("journal").join("audit.log"))
-        .expect("audit log")
-        .lines()
-        .map(|line| {
-            let value: serde_json::Value = serde_json::from_str(line).expect("audit line");
-            let event = &value["event"];
-            match event["action"]["kind"].as_str() {
-                Some(kind) => format!("{}:{kind}", event["event"].as_str().unwrap_or_default()),
-                None => event["event"].as_str().unwrap_or_default().to_owned(),
-            }
-        })
-        .collect()
 }
 
 fn canary(symbols: &[&str]) -> ControlRequest {
@@ -449,31 +400,6 @@ fn by_default_a_canary_needs_an_approved_change_and_the_cli_says_so() {
     assert!(stderr.contains("approved change"), "{stderr}");
     assert!(status(control).canary.is_none());
     assert!(audit_events(dir.path()).contains(&"action-refused:canary".to_owned()));
-}
-
-/// Runs `baton ctl` against `control` as `operator`.
-fn ctl(control: SocketAddr, operator: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args([
-            "ctl",
-            "--addr",
-            &control.to_string(),
-            "--operator",
-            operator,
-        ])
-        .args(args)
-        .output()
-        .expect("baton ctl")
-}
-
-fn ok(output: std::process::Output) -> String {
-    assert!(output.status.success(), "{output:?}");
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn refused(output: std::process::Output) -> String {
-    assert!(!output.status.success(), "{output:?}");
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]

@@ -55,6 +55,17 @@ pub enum ControlRequest {
         #[serde(default)]
         symbols: Vec<String>,
     },
+    /// Start an engine (never the authoritative one) from the artifact of an approved change:
+    /// the supervisor behind `baton up` restarts it through `baton launch`.
+    Stage {
+        /// Who asks.
+        #[serde(default)]
+        operator: Option<String>,
+        /// The change whose artifact to run (`CHG-n`).
+        change: String,
+        /// The engine to restart from it ("green").
+        engine: String,
+    },
     /// Trade again on symbols halted because their owner's book differed from what the
     /// counterparties were told: the operator's word that they were reconciled.
     Resume {
@@ -114,6 +125,7 @@ impl ControlRequest {
             | ControlRequest::Rollback { operator, .. }
             | ControlRequest::Canary { operator, .. }
             | ControlRequest::Resume { operator, .. }
+            | ControlRequest::Stage { operator, .. }
             | ControlRequest::ChangeFile { operator, .. }
             | ControlRequest::ChangeApprove { operator, .. }
             | ControlRequest::ChangeClose { operator, .. } => operator.as_deref(),
@@ -149,6 +161,13 @@ pub enum ControlReply {
     Status(Status),
     /// A switch, canary or rollback completed.
     Switched(SwitchReport),
+    /// The engine will be restarted from the change's artifact.
+    Staged {
+        /// The engine.
+        engine: String,
+        /// The artifact's SHA-256 it will run.
+        artifact_sha256: String,
+    },
     /// Halted symbols trade again.
     Resumed {
         /// The symbols resumed.

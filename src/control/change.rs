@@ -59,6 +59,11 @@ pub enum Action {
     Rollback,
     /// The gateway's own rollback after a gate breach.
     AutoRollback,
+    /// Restart an engine from the change's artifact.
+    Stage {
+        /// Which engine.
+        engine: String,
+    },
     /// Halted symbols trade again after reconciliation.
     Resume {
         /// Which.
@@ -74,6 +79,7 @@ impl Action {
             Action::Canary { .. } => "canary",
             Action::Rollback | Action::AutoRollback => "rollback",
             Action::Resume { .. } => "resume",
+            Action::Stage { .. } => "stage",
         }
     }
 }
@@ -163,6 +169,15 @@ pub enum ControlEvent {
         /// What moved.
         report: SwitchReport,
     },
+    /// An engine was set to run the change's artifact from its next start.
+    Staged {
+        /// The change.
+        change: Option<ChangeId>,
+        /// The engine.
+        engine: String,
+        /// The artifact's SHA-256.
+        artifact_sha256: String,
+    },
     /// Halted symbols were resumed by an operator.
     Resumed {
         /// The change in progress, if any.
@@ -194,7 +209,8 @@ impl ControlEvent {
             | ControlEvent::GateBreached { change, .. }
             | ControlEvent::Failover { change, .. }
             | ControlEvent::CompletedLate { change, .. }
-            | ControlEvent::Resumed { change, .. } => *change,
+            | ControlEvent::Resumed { change, .. }
+            | ControlEvent::Staged { change, .. } => *change,
             ControlEvent::GatewayStarted { .. } | ControlEvent::EngineAttached { .. } => None,
         }
     }
@@ -263,7 +279,7 @@ impl Default for Policy {
     /// build without a second person's approval.
     fn default() -> Policy {
         Policy {
-            approval_required: vec!["switch".into(), "canary".into()],
+            approval_required: vec!["stage".into(), "switch".into(), "canary".into()],
             approvals_min: 1,
         }
     }
@@ -576,7 +592,7 @@ impl ChangeBook {
             .iter()
             .any(|name| name == action.policy_name());
         let Some(change) = change else {
-            if needs_approval {
+            if needs_approval || matches!(action, Action::Stage { .. }) {
                 return Err(PolicyError::ChangeRequired {
                     action: action.policy_name().to_owned(),
                 });

@@ -369,6 +369,7 @@ impl Connection {
             }
             ControlReply::Status(_)
             | ControlReply::Resumed { .. }
+            | ControlReply::Staged { .. }
             | ControlReply::Change(_)
             | ControlReply::Changes { .. }
             | ControlReply::Report(_) => {}

@@ -10,4 +10,5 @@ pub mod change;
 pub mod client;
 pub mod endpoint;
 pub mod plane;
+pub mod stage;
 pub mod supervisor;

@@ -27,6 +27,7 @@ use super::change::{
     parse_rfc3339,
 };
 use super::endpoint::ControlCommand;
+use super::stage::Staged;
 use crate::constants;
 use crate::fix::time::Timestamp;
 use crate::gateway::core::CoreEvent;
@@ -59,6 +60,8 @@ pub struct PlaneConfig {
     pub policy: Policy,
     /// This gateway's build, recorded at start.
     pub build: String,
+    /// Where staged builds are recorded for the supervisor ([`super::stage::stage_dir`]).
+    pub stage_dir: PathBuf,
 }
 
 /// A command that went to the sequencer, and what to do with its answer.
@@ -75,6 +78,8 @@ struct Pending {
     shadow: ShadowStatus,
     /// The operator waiting, if any (an automatic rollback has none).
     reply: Option<oneshot::Sender<ControlReply>>,
+    /// For a stage: the record to write once the sequencer agreed.
+    stage: Option<Staged>,
 }
 
 /// The control plane: the audit log, the change book rebuilt from it, and the policy.
@@ -88,6 +93,8 @@ pub struct Plane {
     book: ChangeBook,
     /// What needs approval.
     policy: Policy,
+    /// Where staged builds are recorded.
+    stage_dir: PathBuf,
     /// Where authority-moving commands go; `None` for a gateway without engines.
     core: Option<mpsc::Sender<ControlCommand>>,
     /// Answers of the sequencer come back here, so the plane never waits for a switch.
@@ -126,6 +133,7 @@ impl Plane {
             records,
             book,
             policy: config.policy.clone(),
+            stage_dir: config.stage_dir.clone(),
             core,
             outcomes_tx,
             outcomes_rx,
@@ -232,6 +240,21 @@ impl Plane {
                     Action::Canary { percent, symbols },
                     operator,
                     change,
+                    forward,
+                    Some(reply),
+                );
+                return;
+            }
+            ControlRequest::Stage { change, engine, .. } => {
+                let forward = ControlRequest::Stage {
+                    operator: operator.clone(),
+                    change: change.clone(),
+                    engine: engine.clone(),
+                };
+                self.act(
+                    Action::Stage { engine },
+                    operator,
+                    Some(change),
                     forward,
                     Some(reply),
                 );
@@ -433,6 +456,15 @@ impl Plane {
             answer(reply, refused(reason));
             return;
         };
+        let stage = match (&action, change_id.and_then(|id| self.book.summary(id))) {
+            (Action::Stage { engine }, Some(summary)) => Some(Staged {
+                engine: engine.clone(),
+                artifact_path: summary.artifact_path.clone(),
+                artifact_sha256: summary.artifact_sha256.clone(),
+                change: summary.id.clone(),
+            }),
+            _ => None,
+        };
         let outcomes = self.outcomes_tx.clone();
         let canary_only = action == Action::AutoRollback;
         if canary_only {
@@ -458,6 +490,7 @@ impl Plane {
                     outcome,
                     shadow,
                     reply,
+                    stage,
                 })
                 .await;
         });
@@ -469,14 +502,29 @@ impl Plane {
             action,
             change,
             actor,
-            outcome,
+            mut outcome,
             shadow,
             reply,
+            stage,
         } = pending;
+        // The sequencer agreed to a stage: record it where the supervisor looks.
+        if let (ControlReply::Staged { .. }, Some(staged)) = (&outcome, &stage)
+            && let Err(error) = super::stage::write(&self.stage_dir, staged)
+        {
+            outcome = refused(format!("the stage record could not be written: {error}"));
+        }
         if action == Action::AutoRollback {
             self.auto_rollback_in_flight = false;
         }
         let event = match &outcome {
+            ControlReply::Staged {
+                engine,
+                artifact_sha256,
+            } => ControlEvent::Staged {
+                change,
+                engine: engine.clone(),
+                artifact_sha256: artifact_sha256.clone(),
+            },
             ControlReply::Resumed { symbols } => ControlEvent::Resumed {
                 change,
                 symbols: symbols.clone(),
@@ -678,6 +726,7 @@ mod tests {
             audit_path: log.clone(),
             policy,
             build: "test".into(),
+            stage_dir: dir.join("stage"),
         };
         let plane = Plane::open(&config, Some(core_tx)).expect("open plane");
         Harness { plane, seen, log }

@@ -23,6 +23,19 @@ pub struct ChildSpec {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<OsString>,
+    /// For an engine: where the control plane records the build it is to run (see
+    /// [`super::stage`]). When a build is staged, the child runs as `baton launch --sha256 H
+    /// ARTIFACT -- ARGS`, and a newly staged build restarts it.
+    pub stage: Option<StageSource>,
+}
+
+/// Where to look for the build staged for one engine.
+#[derive(Clone, Debug)]
+pub struct StageSource {
+    /// The stage directory ([`super::stage::stage_dir`] of the journal directory).
+    pub dir: PathBuf,
+    /// The engine's name.
+    pub engine: String,
 }
 
 /// Why supervision stopped abnormally.
@@ -52,10 +65,42 @@ struct Supervised {
     failures: u32,
     /// When the current process started.
     started: tokio::time::Instant,
+    /// The SHA-256 of the staged build the current process was started from, if any.
+    running_stage: Option<String>,
+    /// A newly staged build was seen and the process asked to stop; it restarts from the
+    /// artifact when it has exited.
+    restaging: bool,
 }
 
-fn spawn(spec: &ChildSpec) -> Result<Child, SupervisorError> {
-    let child = Command::new(&spec.program)
+/// The build staged for `spec`, if any; a stage file that cannot be read is logged and ignored,
+/// so the engine keeps running the build it has.
+fn staged(spec: &ChildSpec) -> Option<super::stage::Staged> {
+    let source = spec.stage.as_ref()?;
+    match super::stage::read(&source.dir, &source.engine) {
+        Ok(staged) => staged,
+        Err(error) => {
+            tracing::error!(child = %spec.name, %error, "ignoring the stage file");
+            None
+        }
+    }
+}
+
+/// Starts `spec`, from its staged build when there is one; returns the process and the staged
+/// hash it runs.
+fn spawn(spec: &ChildSpec) -> Result<(Child, Option<String>), SupervisorError> {
+    let staged = staged(spec);
+    let mut command = Command::new(&spec.program);
+    if let Some(staged) = &staged {
+        // `baton launch` hashes and executes one descriptor: nothing swapped in after the
+        // check runs, and a mismatch exits without running anything (and is retried).
+        command
+            .arg("launch")
+            .arg("--sha256")
+            .arg(&staged.artifact_sha256)
+            .arg(&staged.artifact_path)
+            .arg("--");
+    }
+    let child = command
         .args(&spec.args)
         .kill_on_drop(true)
         .spawn()
@@ -63,8 +108,13 @@ fn spawn(spec: &ChildSpec) -> Result<Child, SupervisorError> {
             name: spec.name.clone(),
             source,
         })?;
-    tracing::info!(child = %spec.name, pid = child.id(), "started");
-    Ok(child)
+    match &staged {
+        Some(staged) => {
+            tracing::info!(child = %spec.name, pid = child.id(), artifact = %staged.artifact_path, sha256 = %staged.artifact_sha256, change = %staged.change, "started from the staged build")
+        }
+        None => tracing::info!(child = %spec.name, pid = child.id(), "started"),
+    }
+    Ok((child, staged.map(|s| s.artifact_sha256)))
 }
 
 /// Sends SIGTERM: std and tokio only offer SIGKILL, which would skip the clean shutdown.
@@ -84,12 +134,14 @@ pub async fn supervise(specs: Vec<ChildSpec>, start_gap: Duration) -> Result<(),
     let mut terminate_signal = signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?;
     let mut children = Vec::with_capacity(specs.len());
     for spec in specs {
-        let child = spawn(&spec)?;
+        let (child, running_stage) = spawn(&spec)?;
         children.push(Supervised {
             spec,
             child: Some(child),
             failures: 0,
             started: tokio::time::Instant::now(),
+            running_stage,
+            restaging: false,
         });
         tokio::time::sleep(start_gap).await;
     }
@@ -101,6 +153,17 @@ pub async fn supervise(specs: Vec<ChildSpec>, start_gap: Duration) -> Result<(),
             _ = tick.tick() => {}
         }
         for supervised in &mut children {
+            if supervised.spec.stage.is_some()
+                && !supervised.restaging
+                && let Some(child) = supervised.child.as_ref()
+            {
+                let wanted = staged(&supervised.spec).map(|s| s.artifact_sha256);
+                if wanted.is_some() && wanted != supervised.running_stage {
+                    tracing::warn!(child = %supervised.spec.name, sha256 = ?wanted, "a new build is staged; restarting from it");
+                    terminate(child);
+                    supervised.restaging = true;
+                }
+            }
             let exited = match supervised.child.as_mut() {
                 Some(child) => match child.try_wait() {
                     Ok(Some(status)) => Some(status.to_string()),
@@ -115,14 +178,21 @@ pub async fn supervise(specs: Vec<ChildSpec>, start_gap: Duration) -> Result<(),
                 if ran_for > Duration::from_secs(10) {
                     supervised.failures = 0;
                 }
-                supervised.failures += 1;
-                let backoff = Duration::from_millis(
-                    (constants::SUPERVISOR_BACKOFF_MS << supervised.failures.min(6))
-                        .min(constants::SUPERVISOR_BACKOFF_MAX_MS),
-                );
+                let backoff = if std::mem::take(&mut supervised.restaging) {
+                    // Stopped on purpose for a staged build: no back-off.
+                    Duration::ZERO
+                } else {
+                    supervised.failures += 1;
+                    Duration::from_millis(
+                        (constants::SUPERVISOR_BACKOFF_MS << supervised.failures.min(6))
+                            .min(constants::SUPERVISOR_BACKOFF_MAX_MS),
+                    )
+                };
                 tracing::warn!(child = %supervised.spec.name, %status, ?backoff, "exited; restarting");
                 tokio::time::sleep(backoff).await;
-                supervised.child = Some(spawn(&supervised.spec)?);
+                let (child, running_stage) = spawn(&supervised.spec)?;
+                supervised.child = Some(child);
+                supervised.running_stage = running_stage;
                 supervised.started = tokio::time::Instant::now();
             }
         }

@@ -1246,6 +1246,11 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 let _ = command.reply.send(reply);
                 return;
             }
+            ControlRequest::Stage { engine, .. } => {
+                let reply = self.check_stage(engine, command.expect_sha256.as_deref());
+                let _ = command.reply.send(reply);
+                return;
+            }
             ControlRequest::Switch { .. } => Ok((false, SwitchKind::All)),
             ControlRequest::Rollback { .. } => Ok((true, SwitchKind::All)),
             ControlRequest::Canary {
@@ -1587,6 +1592,31 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     "symbol halted: its owner's book differs from what counterparties were told"
                 );
             }
+        }
+    }
+
+    /// Whether engine `name` may be restarted from another build: never while it owns inputs
+    /// (authority, or a canary's symbols), nor while a switch is on its way to it.
+    fn check_stage(&self, name: &str, artifact_sha256: Option<&str>) -> ControlReply {
+        let owning = |slot: Option<usize>| {
+            slot.and_then(|slot| self.engines[slot].connection.as_ref())
+                .is_some_and(|c| c.name == name)
+        };
+        let refuse = |why: &str| ControlReply::Refused {
+            reason: format!("engine {name} {why}; stage the standby"),
+        };
+        if owning(self.authority) {
+            return refuse("has authority");
+        }
+        if owning(self.canary.as_ref().map(|c| c.slot)) {
+            return refuse("owns a canary's symbols");
+        }
+        if owning(self.pending_switch.as_ref().map(|p| p.to)) {
+            return refuse("is taking authority at a pending switch");
+        }
+        ControlReply::Staged {
+            engine: name.to_owned(),
+            artifact_sha256: artifact_sha256.unwrap_or_default().to_owned(),
         }
     }
 

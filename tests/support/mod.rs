@@ -254,3 +254,4 @@ pub fn logged_on(gateway: &Gateway, n: usize) -> Initiator {
     client
 }
 pub mod child;
+pub mod control;

@@ -1,0 +1,156 @@
+//! Staging: which build an engine slot should run, as the control plane decided it.
+//!
+//! Step 2 of a release starts the standby from exactly the change's artifact. The control plane
+//! (in the gateway process) decides it — after the policy check and the audit record — and the
+//! supervisor behind `baton up` (another process) carries it out. They meet in one small file per
+//! engine under the journal directory, `stage/<engine>.json`: the plane writes it atomically
+//! (temporary file, fsync, rename, fsync of the directory), the supervisor reads it before every
+//! start of that engine and runs the artifact through `baton launch`, which checks the hash on
+//! the very descriptor it executes. A change of the file makes the supervisor restart the
+//! engine (it is never the authoritative one: the sequencer refuses to stage that).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The build an engine slot is to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Staged {
+    /// The engine's name ("green").
+    pub engine: String,
+    /// Absolute path of the artifact.
+    pub artifact_path: String,
+    /// Its SHA-256, checked again by `baton launch` at every start.
+    pub artifact_sha256: String,
+    /// The change that staged it (`CHG-n`).
+    pub change: String,
+}
+
+/// Why a stage file could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum StageError {
+    /// The file system refused.
+    #[error("stage file {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a stage record (edited by hand, or from another build).
+    #[error("stage file {path} is not a stage record: {source}")]
+    Malformed {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The engine name cannot be a file name.
+    #[error("engine name {0:?} cannot name a stage file")]
+    BadEngine(String),
+}
+
+/// The directory of the stage files, under the journal directory both processes know.
+pub fn stage_dir(journal_dir: &Path) -> PathBuf {
+    journal_dir.join("stage")
+}
+
+fn stage_file(dir: &Path, engine: &str) -> Result<PathBuf, StageError> {
+    let plain = !engine.is_empty()
+        && engine.len() <= 64
+        && engine
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !plain {
+        return Err(StageError::BadEngine(engine.to_owned()));
+    }
+    Ok(dir.join(format!("{engine}.json")))
+}
+
+/// Writes `staged` so that a reader sees the old record or the new one, never a mix, and the
+/// new one survives a crash once this returns.
+pub fn write(dir: &Path, staged: &Staged) -> Result<(), StageError> {
+    let path = stage_file(dir, &staged.engine)?;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StageError::Io { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let temporary = dir.join(format!(".{}.json.tmp", staged.engine));
+    let bytes = serde_json::to_vec_pretty(staged).map_err(|source| StageError::Malformed {
+        path: path.clone(),
+        source,
+    })?;
+    let mut file = std::fs::File::create(&temporary).map_err(io(&temporary))?;
+    file.write_all(&bytes).map_err(io(&temporary))?;
+    file.sync_all().map_err(io(&temporary))?;
+    drop(file);
+    std::fs::rename(&temporary, &path).map_err(io(&path))?;
+    std::fs::File::open(dir)
+        .and_then(|directory| directory.sync_all())
+        .map_err(io(dir))?;
+    Ok(())
+}
+
+/// The build staged for `engine`, if any.
+pub fn read(dir: &Path, engine: &str) -> Result<Option<Staged>, StageError> {
+    let path = stage_file(dir, engine)?;
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StageError::Io { path, source }),
+    };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|source| StageError::Malformed { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(engine: &str, sha: &str) -> Staged {
+        Staged {
+            engine: engine.into(),
+            artifact_path: "/opt/baton-2/baton".into(),
+            artifact_sha256: sha.into(),
+            change: "CHG-1".into(),
+        }
+    }
+
+    #[test]
+    fn a_stage_record_round_trips_and_replaces_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = stage_dir(dir.path());
+        assert_eq!(read(&stage, "green").unwrap(), None);
+        write(&stage, &staged("green", "aa")).unwrap();
+        write(&stage, &staged("green", "bb")).unwrap();
+        assert_eq!(read(&stage, "green").unwrap(), Some(staged("green", "bb")));
+        assert_eq!(read(&stage, "blue").unwrap(), None);
+        // Only the record itself is left: the temporary file was renamed over it.
+        let names: Vec<_> = std::fs::read_dir(&stage)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["green.json"]);
+    }
+
+    #[test]
+    fn names_that_are_not_plain_and_files_that_are_not_records_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in ["", "../blue", "a/b", "x y"] {
+            assert!(matches!(
+                write(dir.path(), &staged(bad, "aa")),
+                Err(StageError::BadEngine(_))
+            ));
+        }
+        std::fs::write(dir.path().join("green.json"), b"{not json").unwrap();
+        assert!(matches!(
+            read(dir.path(), "green"),
+            Err(StageError::Malformed { .. })
+        ));
+    }
+}

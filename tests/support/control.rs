@@ -1,0 +1,88 @@
+//! Driving a running gateway's control endpoint from tests: status, commands, `baton ctl`, and
+//! what the audit log says.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use baton::bench::initiator::Initiator;
+use baton::control::api::{ControlReply, ControlRequest, Status};
+use baton::control::client;
+
+/// A free loopback port for the control endpoint, so the test can reach it.
+pub fn free_control_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("free port")
+}
+
+/// One control request, answered.
+pub fn ask(addr: SocketAddr, request: &ControlRequest) -> ControlReply {
+    client::request(addr, request, std::time::Duration::from_secs(30)).expect("control reply")
+}
+
+/// The gateway's status.
+pub fn status(addr: SocketAddr) -> Status {
+    match ask(addr, &ControlRequest::Status) {
+        ControlReply::Status(status) => status,
+        other => panic!("status: {other:?}"),
+    }
+}
+
+/// Sends a resting limit order on `symbol`.
+pub fn order(client: &mut Initiator, cl_ord_id: &str, symbol: &str, side: u8, price: &str) {
+    client
+        .send(b"D", |e| {
+            e.str(11, cl_ord_id)
+                .str(55, symbol)
+                .char(54, side)
+                .str(60, "20261123-12:00:00")
+                .uint(38, 10)
+                .char(40, b'2')
+                .str(44, price);
+        })
+        .expect("send order");
+}
+
+/// The event names in the audit log, in order.
+pub fn audit_events(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("journal").join("audit.log"))
+        .expect("audit log")
+        .lines()
+        .map(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).expect("audit line");
+            let event = &value["event"];
+            match event["action"]["kind"].as_str() {
+                Some(kind) => format!("{}:{kind}", event["event"].as_str().unwrap_or_default()),
+                None => event["event"].as_str().unwrap_or_default().to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// Runs `baton ctl` against `control` as `operator`.
+pub fn ctl(control: SocketAddr, operator: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "ctl",
+            "--addr",
+            &control.to_string(),
+            "--operator",
+            operator,
+        ])
+        .args(args)
+        .output()
+        .expect("baton ctl")
+}
+
+/// The stdout of a command that must succeed.
+pub fn ok(output: std::process::Output) -> String {
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The stderr of a command that must fail.
+pub fn refused(output: std::process::Output) -> String {
+    assert!(!output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
