@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use baton::bench::initiator::{Initiator, InitiatorConfig};
-use baton::control::api::{EngineRole, Status};
+use baton::control::api::{EngineRole, EngineStatus, Status};
 use support::control::{audit_events, ctl, free_control_addr, ok, order, refused, status};
 use support::{WAIT, report, text, wait_for_engine};
 
@@ -36,10 +36,8 @@ impl Drop for Up {
     }
 }
 
-fn engine<'a>(
-    status: &'a Status,
-    role: EngineRole,
-) -> Option<&'a baton::control::api::EngineStatus> {
+/// The engine in `role`, if one is.
+fn engine(status: &Status, role: EngineRole) -> Option<&EngineStatus> {
     status.engines.iter().find(|e| e.role == role)
 }
 
