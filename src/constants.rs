@@ -154,6 +154,10 @@ pub const SUPERVISOR_BACKOFF_MAX_MS: u64 = 5_000;
 /// margin.
 pub const SUPERVISOR_GRACE_MS: u64 = LOGOUT_TIMEOUT_DEFAULT_MS + 3_000;
 
+/// How long the supervisor waits for the gateway's status before restarting a standby for a
+/// staged build; without an answer it does not restart it.
+pub const SUPERVISOR_STATUS_TIMEOUT_MS: u64 = 2_000;
+
 // ---------------------------------------------------------------------------------------------
 // Engine link: the gateway↔engine wire protocol (`crate::link`).
 // ---------------------------------------------------------------------------------------------
@@ -374,6 +378,10 @@ pub const GATE_LATENCY_P99_RATIO_MAX_DEFAULT: f64 = 3.0;
 /// ... and always this many µs above it: on a small host, one descheduling of a process moves a
 /// p99 by a millisecond without the build being slower.
 pub const GATE_LATENCY_SLACK_US_DEFAULT: u64 = 2_000;
+
+/// Bytes of withheld outputs kept (as text) in their audit record: enough to reconcile the
+/// usual one to a few reports by hand, bounded well below the audit log's line limit.
+pub const WITHHELD_OUTPUTS_TEXT_BYTES_MAX: usize = 8 * 1024;
 
 /// How often a canary's gate breach is handed to the control plane again while the canary has
 /// not ended: often enough that a rollback refused for a passing reason (a switch in progress)

@@ -591,9 +591,10 @@ fn gateway(config: Config) -> anyhow::Result<()> {
             control::plane::Plane::open(&plane_config, core.as_ref().map(|_| core_control_tx))
                 .context("starting the control plane")?;
         tokio::spawn(endpoint.run(control_tx, core_shutdown_rx.clone()));
+        let carried = plane.carried().clone();
         tokio::spawn(plane.run(control_rx, events_rx, core_shutdown_rx.clone()));
         let core_task = core.map(|core| {
-            tokio::spawn(core.with_events(events_tx).run(
+            tokio::spawn(core.with_events(events_tx).with_carried(&carried).run(
                 business_rx,
                 core_control_rx,
                 core_shutdown_rx,
@@ -817,7 +818,11 @@ fn up(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         args: gateway_args,
         stage: None,
     });
-    runtime()?.block_on(supervise(children, Duration::from_millis(200)))?;
+    runtime()?.block_on(supervise(
+        children,
+        Duration::from_millis(200),
+        Some(config.gateway.control),
+    ))?;
     Ok(())
 }
 

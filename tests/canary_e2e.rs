@@ -252,20 +252,31 @@ fn a_faulty_canary_breaches_its_gate_and_is_rolled_back_automatically() {
     order(&mut client, "M-3", "MSFT", b'1', "10");
     assert_eq!(text(&report(&mut client), 150), "0");
 
+    // In the log, in this order: the divergence, the breach, the rollback asked for before it
+    // ran, the rollback done, the operator's resume; the halt the rollback caused comes after
+    // it was asked for and before the resume (the sequencer's events and its answers reach the
+    // log by different paths, so not necessarily before "done").
     let events = audit_events(dir.path());
-    let breach = events
-        .iter()
-        .position(|e| e == "gate-breached")
-        .expect("breach audited");
-    assert_eq!(
-        events[breach + 1..breach + 3],
-        [
-            "action-requested:auto-rollback".to_owned(),
-            "action-completed:auto-rollback".to_owned()
-        ],
+    let at = |name: &str| {
+        events
+            .iter()
+            .position(|e| e == name)
+            .unwrap_or_else(|| panic!("{name} not audited: {events:?}"))
+    };
+    let order_in_log = [
+        at("diverged"),
+        at("gate-breached"),
+        at("action-requested:auto-rollback"),
+        at("action-completed:auto-rollback"),
+        at("action-requested:resume"),
+        at("resumed"),
+    ];
+    assert!(order_in_log.is_sorted(), "{events:?}");
+    assert!(
+        at("action-requested:auto-rollback") < at("halted")
+            && at("halted") < at("action-requested:resume"),
         "{events:?}"
     );
-    assert!(events.ends_with(&["action-requested:resume".into(), "resumed".into()]));
 }
 
 fn signal(pid: u32, signal: libc::c_int) {
@@ -548,4 +559,107 @@ fn a_rollback_returns_only_to_the_build_that_had_authority() {
         "{reply:?}"
     );
     assert_eq!(authority(&status(control)), "green");
+}
+
+#[test]
+fn an_input_in_flight_on_a_newly_halted_symbol_is_withheld_not_answered_from_the_wrong_book() {
+    let dir = tempfile::tempdir().unwrap();
+    let (blue, mut green, gateway, control, mut client) = faulty_msft_canary(dir.path());
+    let mut seller = logged_on(&gateway, 2);
+    // Green's reject of M-1 is delivered while blue (which accepts it) is paused.
+    signal(blue.child.id(), libc::SIGSTOP);
+    order(&mut client, "M-1", "MSFT", b'1', "10");
+    assert_eq!(
+        text(&report(&mut client), 150),
+        "8",
+        "green's reject delivered"
+    );
+    // S-1 is sequenced while green is paused; blue, resumed, fills it against M-1.
+    signal(green.child.id(), libc::SIGSTOP);
+    order(&mut seller, "S-1", "MSFT", b'2', "10");
+    std::thread::sleep(Duration::from_millis(60));
+    signal(blue.child.id(), libc::SIGCONT);
+    std::thread::sleep(Duration::from_millis(200));
+    green.kill();
+    assert_eq!(canary_ended(control).halted, ["MSFT".to_owned()]);
+    // Blue's answers for S-1 come from a book with M-1 in it: withheld, not sent.
+    let more = client.recv_until(Duration::from_millis(500), "report", |m| {
+        m.msg_type() == b"8"
+    });
+    assert!(
+        more.is_err(),
+        "CLIENT1 got a report for an order it was told is rejected: {more:?}"
+    );
+    let events = audit_events(dir.path());
+    assert!(
+        events.contains(&"outputs-withheld".to_owned()),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn halts_and_divergence_survive_a_gateway_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (blue, green, mut gateway, control, mut client) =
+        venue(dir.path(), Some("MSFT"), "approval_required = []");
+    // Blue accepts M-1; green, the standby, rejects it: green's MSFT book is not what CLIENT1
+    // was told.
+    order(&mut client, "M-1", "MSFT", b'1', "10");
+    assert_eq!(text(&report(&mut client), 150), "0");
+    wait_for_standby(control);
+    std::thread::sleep(Duration::from_millis(100));
+    let refused_switch = ask(control, &ControlRequest::switch("alice"));
+    assert!(
+        matches!(&refused_switch, ControlReply::Refused { reason } if reason.contains("answered differently")),
+        "{refused_switch:?}"
+    );
+    // The gateway dies; the engines keep their books; the new gateway remembers from the log.
+    gateway.kill();
+    drop(client);
+    let gateway = start_gateway_for_engines(dir.path(), &[&blue.addr, &green.addr]);
+    let mut seller = logged_on(&gateway, 2);
+    wait_for_engine(&mut seller);
+    wait_for_standby(control);
+    let s = status(control);
+    if authority(&s) == "green" {
+        // Green attached first and has authority: its MSFT book is wrong, so MSFT is halted.
+        assert_eq!(s.halted, ["MSFT".to_owned()]);
+    } else {
+        let again = ask(control, &ControlRequest::switch("alice"));
+        assert!(
+            matches!(&again, ControlReply::Refused { reason } if reason.contains("answered differently")),
+            "{again:?}"
+        );
+    }
+}
+
+#[test]
+fn a_standby_divergence_can_be_reconciled_and_resumed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_blue, _green, _gateway, control, mut client) =
+        venue(dir.path(), Some("MSFT"), "approval_required = []");
+    order(&mut client, "M-1", "MSFT", b'1', "10");
+    assert_eq!(text(&report(&mut client), 150), "0");
+    wait_for_standby(control);
+    std::thread::sleep(Duration::from_millis(100));
+    let refused_switch = ask(control, &ControlRequest::switch("alice"));
+    assert!(
+        matches!(&refused_switch, ControlReply::Refused { reason } if reason.contains("resume")),
+        "{refused_switch:?}"
+    );
+    let resumed = ask(
+        control,
+        &ControlRequest::Resume {
+            operator: Some("carol".into()),
+            symbols: vec!["MSFT".into()],
+        },
+    );
+    assert!(
+        matches!(resumed, ControlReply::Resumed { .. }),
+        "{resumed:?}"
+    );
+    assert!(matches!(
+        ask(control, &ControlRequest::switch("alice")),
+        ControlReply::Switched(_)
+    ));
 }

@@ -185,6 +185,35 @@ pub enum ControlEvent {
         /// Which.
         symbols: Vec<String>,
     },
+    /// An engine answered differently from the engine whose answers were delivered: its book
+    /// on these symbols is not what the counterparties were told.
+    Diverged {
+        /// The engine.
+        engine: String,
+        /// The symbols newly diverged.
+        symbols: Vec<String>,
+    },
+    /// The engine was restored from a snapshot: its divergence is gone (all symbols when empty).
+    DivergenceCleared {
+        /// The engine.
+        engine: String,
+        /// The symbols; empty for all.
+        symbols: Vec<String>,
+    },
+    /// Symbols halted: their owner's book differs from what the counterparties were told.
+    Halted {
+        /// The symbols.
+        symbols: Vec<String>,
+    },
+    /// Outputs of an input on a halted symbol, not delivered, kept for reconciliation.
+    OutputsWithheld {
+        /// The input.
+        input_seq: u64,
+        /// Its symbol.
+        symbol: String,
+        /// The outputs as text.
+        outputs: String,
+    },
     /// An engine attached: which build and which bytes it runs.
     EngineAttached {
         /// Its name.
@@ -211,7 +240,12 @@ impl ControlEvent {
             | ControlEvent::CompletedLate { change, .. }
             | ControlEvent::Resumed { change, .. }
             | ControlEvent::Staged { change, .. } => *change,
-            ControlEvent::GatewayStarted { .. } | ControlEvent::EngineAttached { .. } => None,
+            ControlEvent::GatewayStarted { .. }
+            | ControlEvent::EngineAttached { .. }
+            | ControlEvent::Diverged { .. }
+            | ControlEvent::DivergenceCleared { .. }
+            | ControlEvent::Halted { .. }
+            | ControlEvent::OutputsWithheld { .. } => None,
         }
     }
 }

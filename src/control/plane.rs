@@ -14,6 +14,7 @@
 //! and says why. A stopped control plane is better for a regulated venue than an unrecorded one;
 //! trading itself never waits for the log.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ use super::endpoint::ControlCommand;
 use super::stage::Staged;
 use crate::constants;
 use crate::fix::time::Timestamp;
-use crate::gateway::core::CoreEvent;
+use crate::gateway::core::{Carried, CoreEvent};
 
 /// The actor recorded for what the gateway does by itself (failover, gate breach, auto
 /// rollback, attachments).
@@ -91,6 +92,9 @@ pub struct Plane {
     records: Vec<(u64, Timestamp, String, ControlEvent)>,
     /// What the log adds up to.
     book: ChangeBook,
+    /// Halted symbols and diverged engines, as the log adds them up: what a restarted sequencer
+    /// must start from.
+    carried: Carried,
     /// What needs approval.
     policy: Policy,
     /// Where staged builds are recorded.
@@ -127,11 +131,16 @@ impl Plane {
             .map(|r| (r.seq, r.time, r.actor, r.event))
             .collect();
         let book = ChangeBook::from_events(records.iter().map(|(_, t, a, e)| (a.as_str(), *t, e)));
+        let mut carried = CarriedFold::default();
+        for (_, _, _, event) in &records {
+            carried.apply(event);
+        }
         let (outcomes_tx, outcomes_rx) = mpsc::channel(constants::CONTROL_EVENTS_MAX);
         let mut plane = Plane {
             audit,
             records,
             book,
+            carried: carried.done(),
             policy: config.policy.clone(),
             stage_dir: config.stage_dir.clone(),
             core,
@@ -185,6 +194,9 @@ impl Plane {
         let now = Timestamp::now();
         let record = self.audit.append(now, actor, event)?;
         self.book.apply(&record.actor, record.time, &record.event);
+        let mut fold = CarriedFold::from(&self.carried);
+        fold.apply(&record.event);
+        self.carried = fold.done();
         self.records
             .push((record.seq, record.time, record.actor, record.event));
         Ok(())
@@ -558,6 +570,20 @@ impl Plane {
         let event = match event {
             CoreEvent::Failover(report) => ControlEvent::Failover { change, report },
             CoreEvent::Completed(report) => ControlEvent::CompletedLate { change, report },
+            CoreEvent::Diverged { engine, symbols } => ControlEvent::Diverged { engine, symbols },
+            CoreEvent::DivergenceCleared { engine, symbols } => {
+                ControlEvent::DivergenceCleared { engine, symbols }
+            }
+            CoreEvent::Halted { symbols } => ControlEvent::Halted { symbols },
+            CoreEvent::Withheld {
+                input_seq,
+                symbol,
+                outputs,
+            } => ControlEvent::OutputsWithheld {
+                input_seq,
+                symbol,
+                outputs,
+            },
             CoreEvent::EngineAttached {
                 name,
                 build_version,
@@ -629,6 +655,75 @@ impl Plane {
     /// The audit log's path.
     pub fn audit_path(&self) -> &Path {
         self.audit.path()
+    }
+
+    /// Halted symbols and diverged engines from before this start, for the sequencer.
+    pub fn carried(&self) -> &Carried {
+        &self.carried
+    }
+}
+
+/// Adds up halts, divergences and resumes from the log, in order.
+#[derive(Default)]
+struct CarriedFold {
+    /// Halted symbols.
+    halted: BTreeSet<String>,
+    /// Engine name to the symbols it diverged on.
+    diverged: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl CarriedFold {
+    fn from(carried: &Carried) -> CarriedFold {
+        CarriedFold {
+            halted: carried.halted.iter().cloned().collect(),
+            diverged: carried
+                .diverged
+                .iter()
+                .map(|(engine, symbols)| (engine.clone(), symbols.iter().cloned().collect()))
+                .collect(),
+        }
+    }
+
+    fn apply(&mut self, event: &ControlEvent) {
+        match event {
+            ControlEvent::Halted { symbols } => self.halted.extend(symbols.iter().cloned()),
+            ControlEvent::Diverged { engine, symbols } => self
+                .diverged
+                .entry(engine.clone())
+                .or_default()
+                .extend(symbols.iter().cloned()),
+            ControlEvent::DivergenceCleared { engine, symbols } if symbols.is_empty() => {
+                self.diverged.remove(engine);
+            }
+            ControlEvent::DivergenceCleared { engine, symbols } => {
+                if let Some(set) = self.diverged.get_mut(engine) {
+                    for symbol in symbols {
+                        set.remove(symbol);
+                    }
+                }
+            }
+            ControlEvent::Resumed { symbols, .. } => {
+                for symbol in symbols {
+                    self.halted.remove(symbol);
+                    for set in self.diverged.values_mut() {
+                        set.remove(symbol);
+                    }
+                }
+            }
+            _ => {}
+        }
+        self.diverged.retain(|_, set| !set.is_empty());
+    }
+
+    fn done(self) -> Carried {
+        Carried {
+            halted: self.halted.into_iter().collect(),
+            diverged: self
+                .diverged
+                .into_iter()
+                .map(|(engine, symbols)| (engine, symbols.into_iter().collect()))
+                .collect(),
+        }
     }
 }
 

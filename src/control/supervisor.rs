@@ -67,9 +67,64 @@ struct Supervised {
     started: tokio::time::Instant,
     /// The SHA-256 of the staged build the current process was started from, if any.
     running_stage: Option<String>,
-    /// A newly staged build was seen and the process asked to stop; it restarts from the
-    /// artifact when it has exited.
-    restaging: bool,
+    /// When the process was asked to stop because a new build is staged; it restarts from the
+    /// artifact when it has exited, and is killed if it does not stop within the grace period.
+    restaging: Option<tokio::time::Instant>,
+    /// When to start the process again after it exited (its back-off).
+    restart_at: Option<tokio::time::Instant>,
+}
+
+/// Restarts a running engine from a newly staged build, but only while the gateway says it is a
+/// standby: the sequencer refused to stage an engine with authority, and authority may have
+/// moved since (a failover); an engine that owns inputs picks the staged build up at its next
+/// start instead. Without a gateway to ask, nothing is restarted.
+async fn restage_if_staged(supervised: &mut Supervised, control: Option<std::net::SocketAddr>) {
+    let Some(child) = supervised.child.as_mut() else {
+        return;
+    };
+    if let Some(since) = supervised.restaging {
+        if since.elapsed() > Duration::from_millis(constants::SUPERVISOR_GRACE_MS) {
+            tracing::warn!(child = %supervised.spec.name, "did not stop for the staged build in time; killing");
+            let _ = child.start_kill();
+        }
+        return;
+    }
+    let Some(source) = supervised.spec.stage.as_ref() else {
+        return;
+    };
+    let wanted = staged(&supervised.spec).map(|s| s.artifact_sha256);
+    if wanted.is_none() || wanted == supervised.running_stage {
+        return;
+    }
+    let Some(control) = control else {
+        return;
+    };
+    let engine = source.engine.clone();
+    let role = tokio::task::spawn_blocking(move || {
+        let status = super::client::request(
+            control,
+            &super::api::ControlRequest::Status,
+            Duration::from_millis(constants::SUPERVISOR_STATUS_TIMEOUT_MS),
+        );
+        match status {
+            Ok(super::api::ControlReply::Status(status)) => status
+                .engines
+                .into_iter()
+                .find(|e| e.name == engine)
+                .map(|e| e.role),
+            _ => None,
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    if role != Some(super::api::EngineRole::Standby) {
+        tracing::info!(child = %supervised.spec.name, ?role, "a new build is staged; it runs from the next start (not restarted: not a standby now)");
+        return;
+    }
+    tracing::warn!(child = %supervised.spec.name, sha256 = ?wanted, "a new build is staged; restarting the standby from it");
+    terminate(child);
+    supervised.restaging = Some(tokio::time::Instant::now());
 }
 
 /// The build staged for `spec`, if any; a stage file that cannot be read is logged and ignored,
@@ -129,7 +184,11 @@ fn terminate(child: &Child) {
 }
 
 /// Runs `specs` (started in order, `start_gap` apart) until Ctrl-C or SIGTERM.
-pub async fn supervise(specs: Vec<ChildSpec>, start_gap: Duration) -> Result<(), SupervisorError> {
+pub async fn supervise(
+    specs: Vec<ChildSpec>,
+    start_gap: Duration,
+    control: Option<std::net::SocketAddr>,
+) -> Result<(), SupervisorError> {
     let mut interrupt = signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?;
     let mut terminate_signal = signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?;
     let mut children = Vec::with_capacity(specs.len());
@@ -141,7 +200,8 @@ pub async fn supervise(specs: Vec<ChildSpec>, start_gap: Duration) -> Result<(),
             failures: 0,
             started: tokio::time::Instant::now(),
             running_stage,
-            restaging: false,
+            restaging: None,
+            restart_at: None,
         });
         tokio::time::sleep(start_gap).await;
     }
@@ -152,18 +212,9 @@ pub async fn supervise(specs: Vec<ChildSpec>, start_gap: Duration) -> Result<(),
             _ = terminate_signal.recv() => break,
             _ = tick.tick() => {}
         }
+        let now = tokio::time::Instant::now();
         for supervised in &mut children {
-            if supervised.spec.stage.is_some()
-                && !supervised.restaging
-                && let Some(child) = supervised.child.as_ref()
-            {
-                let wanted = staged(&supervised.spec).map(|s| s.artifact_sha256);
-                if wanted.is_some() && wanted != supervised.running_stage {
-                    tracing::warn!(child = %supervised.spec.name, sha256 = ?wanted, "a new build is staged; restarting from it");
-                    terminate(child);
-                    supervised.restaging = true;
-                }
-            }
+            restage_if_staged(supervised, control).await;
             let exited = match supervised.child.as_mut() {
                 Some(child) => match child.try_wait() {
                     Ok(Some(status)) => Some(status.to_string()),
@@ -178,7 +229,7 @@ pub async fn supervise(specs: Vec<ChildSpec>, start_gap: Duration) -> Result<(),
                 if ran_for > Duration::from_secs(10) {
                     supervised.failures = 0;
                 }
-                let backoff = if std::mem::take(&mut supervised.restaging) {
+                let backoff = if supervised.restaging.take().is_some() {
                     // Stopped on purpose for a staged build: no back-off.
                     Duration::ZERO
                 } else {
@@ -189,11 +240,24 @@ pub async fn supervise(specs: Vec<ChildSpec>, start_gap: Duration) -> Result<(),
                     )
                 };
                 tracing::warn!(child = %supervised.spec.name, %status, ?backoff, "exited; restarting");
-                tokio::time::sleep(backoff).await;
-                let (child, running_stage) = spawn(&supervised.spec)?;
-                supervised.child = Some(child);
-                supervised.running_stage = running_stage;
-                supervised.started = tokio::time::Instant::now();
+                // The other children are watched meanwhile: the restart waits for its time.
+                supervised.restart_at = Some(now + backoff);
+            }
+            if supervised.child.is_none() && supervised.restart_at.is_some_and(|at| at <= now) {
+                match spawn(&supervised.spec) {
+                    Ok((child, running_stage)) => {
+                        supervised.child = Some(child);
+                        supervised.running_stage = running_stage;
+                        supervised.started = tokio::time::Instant::now();
+                        supervised.restart_at = None;
+                    }
+                    Err(error) => {
+                        // One child that cannot start must not take the rest of the venue down.
+                        tracing::error!(child = %supervised.spec.name, %error, "cannot start; trying again");
+                        supervised.restart_at =
+                            Some(now + Duration::from_millis(constants::SUPERVISOR_BACKOFF_MAX_MS));
+                    }
+                }
             }
         }
     }

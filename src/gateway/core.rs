@@ -123,6 +123,36 @@ pub enum CoreEvent {
     GateBreached(GateBreach),
     /// A planned switch completed after the control plane stopped waiting for it.
     Completed(SwitchReport),
+    /// An engine answered differently from the owner on these symbols (new ones only).
+    Diverged {
+        /// The engine.
+        engine: String,
+        /// The symbols.
+        symbols: Vec<String>,
+    },
+    /// An engine's book is again what counterparties were told on these symbols (all when
+    /// empty): it was restored from a snapshot.
+    DivergenceCleared {
+        /// The engine.
+        engine: String,
+        /// The symbols; empty for all.
+        symbols: Vec<String>,
+    },
+    /// These symbols were halted.
+    Halted {
+        /// The symbols.
+        symbols: Vec<String>,
+    },
+    /// Outputs for an input on a halted symbol were not delivered: they come from a book that is
+    /// not what counterparties were told. Kept for the operator's reconciliation.
+    Withheld {
+        /// The input.
+        input_seq: u64,
+        /// Its symbol.
+        symbol: String,
+        /// The outputs, as debug text (cut to a bound).
+        outputs: String,
+    },
     /// An engine attached: its name, build and the hash of the executable it runs.
     EngineAttached {
         /// Its name.
@@ -157,11 +187,6 @@ struct Connection {
     catch_up: Option<JournalReader>,
     /// When the engine last sent anything.
     last_heard: Instant,
-    /// Symbols on which this engine answered differently from the engine whose answers were
-    /// delivered: its book there is not what the counterparties were told, so it must not be
-    /// given authority for them. Cleared only by a restore (a new connection) or an operator's
-    /// resume after reconciliation.
-    diverged: BTreeSet<Symbol>,
 }
 
 impl Connection {
@@ -372,8 +397,25 @@ pub struct Core<S: SessionStore> {
     events: Option<mpsc::Sender<CoreEvent>>,
     /// Symbols whose owner's book differs from what the counterparties were told (a canary or
     /// standby that answered differently took or returned them): requests for them are refused,
-    /// never sequenced, until an operator resumes them.
+    /// never sequenced, and outputs still arriving for them are withheld, until an operator
+    /// resumes them. Carried across restarts through the audit log.
     halted: BTreeSet<Symbol>,
+    /// By engine name: symbols on which that engine answered differently from the engine whose
+    /// answers were delivered, so its book there is not what the counterparties were told and
+    /// it must not be given authority for them. Engines keep their books across gateway
+    /// restarts, so this is carried across restarts too (through the audit log); it is cleared
+    /// when the engine is restored from a snapshot, or by an operator's resume.
+    diverged: BTreeMap<String, BTreeSet<Symbol>>,
+}
+
+/// What a restarted gateway must remember from before: halted symbols and engines whose books
+/// diverged. The control plane rebuilds it from the audit log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Carried {
+    /// Halted symbols.
+    pub halted: Vec<String>,
+    /// Engine name and the symbols it diverged on.
+    pub diverged: Vec<(String, Vec<String>)>,
 }
 
 impl<S: SessionStore + Send + 'static> Core<S> {
@@ -438,6 +480,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             canary_owned: BTreeSet::new(),
             events: None,
             halted: BTreeSet::new(),
+            diverged: BTreeMap::new(),
         })
     }
 
@@ -445,6 +488,22 @@ impl<S: SessionStore + Send + 'static> Core<S> {
     /// can write them to the audit log.
     pub fn with_events(mut self, events: mpsc::Sender<CoreEvent>) -> Core<S> {
         self.events = Some(events);
+        self
+    }
+
+    /// Starts from what the gateway knew before a restart (see [`Carried`]).
+    pub fn with_carried(mut self, carried: &Carried) -> Core<S> {
+        let symbol = |name: &String| Symbol::try_from_bytes(name.as_bytes());
+        self.halted = carried.halted.iter().filter_map(symbol).collect();
+        self.diverged = carried
+            .diverged
+            .iter()
+            .map(|(engine, symbols)| (engine.clone(), symbols.iter().filter_map(symbol).collect()))
+            .filter(|(_, symbols): &(String, BTreeSet<Symbol>)| !symbols.is_empty())
+            .collect();
+        if !self.halted.is_empty() || !self.diverged.is_empty() {
+            tracing::warn!(halted = ?carried.halted, diverged = ?carried.diverged, "carried over from before the restart");
+        }
         self
     }
 
@@ -794,6 +853,17 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             Ok(Frame::Restored(restored)) => {
                 tracing::info!(engine = %connection.name, at = restored.at_input_seq, digest = %restored.digest, "standby restored; catching up from the journal");
                 connection.restoring = false;
+                // A copy of the authoritative book: whatever it diverged on before is gone.
+                let name = connection.name.clone();
+                if self.diverged.remove(&name).is_some() {
+                    self.emit(CoreEvent::DivergenceCleared {
+                        engine: name,
+                        symbols: Vec::new(),
+                    });
+                }
+                let Some(connection) = self.engines[index].connection.as_mut() else {
+                    return;
+                };
                 connection.sent_through = restored.at_input_seq;
                 connection.answered_through = restored.at_input_seq;
                 connection.catch_up = None;
@@ -856,6 +926,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         if self.shadow.len() >= constants::SHADOW_PENDING_MAX && !self.shadow.contains_key(&seq) {
             return;
         }
+        let mut diverged = None;
         let entry = self.shadow.entry(seq).or_default();
         match standby {
             None => entry.authoritative = Some(outputs),
@@ -870,17 +941,20 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             entry.compared = true;
             if a != b
                 && let Some(slot) = entry.standby_slot
-                && let Some(connection) = self.engines[slot].connection.as_mut()
+                && let Some(connection) = self.engines[slot].connection.as_ref()
             {
                 // Unknown symbol (too old to remember): hold it against every symbol it trades.
-                let symbol = recent_input(&self.recent, seq).map(|(_, symbol)| symbol);
-                match symbol {
-                    Some(symbol) => {
-                        connection.diverged.insert(symbol);
-                    }
-                    None => connection
-                        .diverged
-                        .extend(self.config.symbols.iter().copied()),
+                let symbols = match recent_input(&self.recent, seq) {
+                    Some((_, symbol)) => vec![symbol],
+                    None => self.config.symbols.clone(),
+                };
+                let set = self.diverged.entry(connection.name.clone()).or_default();
+                let new: Vec<Symbol> = symbols.into_iter().filter(|s| set.insert(*s)).collect();
+                if !new.is_empty() {
+                    diverged = Some(CoreEvent::Diverged {
+                        engine: connection.name.clone(),
+                        symbols: names(&new),
+                    });
                 }
             }
             if let Some(canary) = self.canary.as_mut()
@@ -905,6 +979,9 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     });
                 }
             }
+        }
+        if let Some(event) = diverged {
+            self.emit(event);
         }
     }
 
@@ -954,6 +1031,31 @@ impl<S: SessionStore + Send + 'static> Core<S> {
     /// Hands each output of `input_seq` to its session, once.
     fn deliver(&mut self, input_seq: u64, outputs: &[Output]) {
         if input_seq <= self.cursor.get() {
+            return;
+        }
+        if !self.halted.is_empty()
+            && let Some(symbol) = output_symbol(&self.recent, input_seq, outputs)
+            && self.halted.contains(&symbol)
+        {
+            // Sequenced before the halt; its answers come from a book that is not what the
+            // counterparties were told. Kept in the audit log for the reconciliation instead.
+            let mut text = format!("{outputs:?}");
+            let mut cut = text.len().min(constants::WITHHELD_OUTPUTS_TEXT_BYTES_MAX);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            tracing::error!(
+                input_seq,
+                symbol = symbol.as_str(),
+                "outputs withheld: the symbol is halted"
+            );
+            self.emit(CoreEvent::Withheld {
+                input_seq,
+                symbol: symbol.as_str().to_owned(),
+                outputs: text,
+            });
+            self.cursor.set(input_seq);
             return;
         }
         let now = Timestamp::now();
@@ -1063,7 +1165,6 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             restoring: false,
             catch_up: None,
             last_heard: Instant::now(),
-            diverged: BTreeSet::new(),
         };
         match self.authority {
             None => {
@@ -1076,6 +1177,8 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 tracing::info!(engine = %hello.engine_name, build = %hello.build_version, from = from + 1, journal_last, "engine attached with authority");
                 self.engines[index].connection = Some(connection);
                 self.authority = Some(index);
+                // An engine whose book diverged before a restart halts those symbols.
+                self.halt_diverged();
             }
             Some(authority) if hello.last_input_seq == 0 && journal_last > 0 => {
                 // An empty standby: restore it from the authoritative engine's snapshot.
@@ -1120,10 +1223,21 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         // Comparisons waiting for the lost engine's answers can no longer be made; counted as
         // made, they are trimmed once delivered instead of pinning the shadow map (and the gates
         // of later canaries) for good.
-        for entry in self.shadow.values_mut() {
-            entry.compared = true;
-        }
         let canary_slot = self.canary.as_ref().map(|c| c.slot);
+        for (seq, entry) in self.shadow.iter_mut() {
+            let owner = match canary_slot {
+                Some(slot) if self.canary_owned.contains(seq) => Some(slot),
+                _ => self.authority,
+            };
+            let waits_for_lost = if owner == Some(index) {
+                entry.authoritative.is_none()
+            } else {
+                entry.standby.is_none()
+            };
+            if waits_for_lost {
+                entry.compared = true;
+            }
+        }
         let canary_lost = canary_slot == Some(index);
         if Some(index) != self.authority && !canary_lost {
             tracing::warn!(engine = %lost.name, "standby lost");
@@ -1387,7 +1501,8 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             .journal
             .last_seq()
             .saturating_sub(standby.answered_through);
-        if lag > constants::SWITCH_LAG_MAX_INPUTS {
+        // Ending a canary is backing out: it waits for the canary engine however far behind.
+        if lag > constants::SWITCH_LAG_MAX_INPUTS && kind != SwitchKind::CanaryEnd {
             return Err(format!("standby {} is {lag} inputs behind", standby.name));
         }
         self.pending_switch = Some(PendingSwitch {
@@ -1408,20 +1523,22 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         let Some(connection) = self.engines[target].connection.as_ref() else {
             return Ok(());
         };
+        let empty = BTreeSet::new();
+        let engine_diverged = self.diverged.get(&connection.name).unwrap_or(&empty);
         let diverged: Vec<String> = match kind {
             SwitchKind::CanaryEnd => return Ok(()),
-            SwitchKind::All => names(&connection.diverged.iter().copied().collect::<Vec<_>>()),
+            SwitchKind::All => names(&engine_diverged.iter().copied().collect::<Vec<_>>()),
             SwitchKind::CanaryStart(symbols) => names(
                 &symbols
                     .iter()
-                    .filter(|s| connection.diverged.contains(s))
+                    .filter(|s| engine_diverged.contains(s))
                     .copied()
                     .collect::<Vec<_>>(),
             ),
         };
         if !diverged.is_empty() {
             return Err(format!(
-                "engine {} answered differently from what the counterparties were told on {}: its book there is not theirs; restart it empty (it restores from the authoritative engine's snapshot) or resume those symbols after reconciliation",
+                "engine {} answered differently from what the counterparties were told on {}: its book there is not theirs; restart it empty (it restores from the authoritative engine's snapshot), or reconcile its book and run baton ctl resume --symbols",
                 connection.name,
                 diverged.join(", ")
             ));
@@ -1565,33 +1682,33 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         let Some(authority) = self.authority else {
             return;
         };
-        let Some(connection) = self.engines[authority].connection.as_ref() else {
-            return;
+        let empty = BTreeSet::new();
+        let diverged_of = |slot: usize| {
+            self.engines[slot]
+                .connection
+                .as_ref()
+                .and_then(|c| self.diverged.get(&c.name))
+                .unwrap_or(&empty)
         };
         let covered = |symbol: &Symbol| self.canary.as_ref().is_some_and(|c| c.covers(symbol));
-        let mut halted: Vec<Symbol> = connection
-            .diverged
+        let mut halted: Vec<Symbol> = diverged_of(authority)
             .iter()
             .filter(|symbol| !covered(symbol))
             .copied()
             .collect();
-        if let Some(canary) = &self.canary
-            && let Some(owner) = self.engines[canary.slot].connection.as_ref()
-        {
-            halted.extend(
-                canary
-                    .symbols
-                    .iter()
-                    .filter(|symbol| owner.diverged.contains(symbol)),
-            );
+        if let Some(canary) = &self.canary {
+            let owner = diverged_of(canary.slot);
+            halted.extend(canary.symbols.iter().filter(|s| owner.contains(s)));
         }
-        for symbol in halted {
-            if self.halted.insert(symbol) {
-                tracing::error!(
-                    symbol = symbol.as_str(),
-                    "symbol halted: its owner's book differs from what counterparties were told"
-                );
-            }
+        let new: Vec<Symbol> = halted
+            .into_iter()
+            .filter(|symbol| self.halted.insert(*symbol))
+            .collect();
+        if !new.is_empty() {
+            tracing::error!(symbols = ?names(&new), "halted: the owner's book differs from what counterparties were told");
+            self.emit(CoreEvent::Halted {
+                symbols: names(&new),
+            });
         }
     }
 
@@ -1614,6 +1731,24 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         if owning(self.pending_switch.as_ref().map(|p| p.to)) {
             return refuse("is taking authority at a pending switch");
         }
+        let attached = self
+            .engines
+            .iter()
+            .filter_map(|slot| slot.connection.as_ref())
+            .any(|c| c.name == name);
+        if !attached {
+            return ControlReply::Refused {
+                reason: format!(
+                    "no engine named {name} is attached (engines: {})",
+                    self.engines
+                        .iter()
+                        .filter_map(|slot| slot.connection.as_ref())
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+        }
         ControlReply::Staged {
             engine: name.to_owned(),
             artifact_sha256: artifact_sha256.unwrap_or_default().to_owned(),
@@ -1622,36 +1757,38 @@ impl<S: SessionStore + Send + 'static> Core<S> {
 
     /// An operator's word that `symbols` were reconciled: they trade again, and the authoritative
     /// engine's book for them is taken as what the counterparties have been told.
+    /// An operator's word that `symbols` were reconciled: halted ones trade again, and every
+    /// engine's book for them is taken as what the counterparties have been told.
     fn resume(&mut self, symbols: &[String]) -> ControlReply {
         let mut resumed = Vec::new();
         for name in symbols {
-            let Some(symbol) = self
-                .halted
-                .iter()
-                .find(|s| s.as_str() == name.as_str())
-                .copied()
-            else {
-                return ControlReply::Refused {
-                    reason: format!(
-                        "{name} is not halted (halted: {})",
-                        names(&self.halted.iter().copied().collect::<Vec<_>>()).join(", ")
-                    ),
-                };
-            };
-            resumed.push(symbol);
+            let known = |s: &Symbol| s.as_str() == name.as_str();
+            let symbol = self.halted.iter().copied().find(known).or_else(|| {
+                self.diverged
+                    .values()
+                    .flat_map(|set| set.iter().copied())
+                    .find(known)
+            });
+            match symbol {
+                Some(symbol) => resumed.push(symbol),
+                None => {
+                    return ControlReply::Refused {
+                        reason: format!(
+                            "{name} is neither halted nor diverged on any engine (halted: {})",
+                            names(&self.halted.iter().copied().collect::<Vec<_>>()).join(", ")
+                        ),
+                    };
+                }
+            }
         }
         for symbol in &resumed {
             self.halted.remove(symbol);
-            for slot in [self.authority, self.canary.as_ref().map(|c| c.slot)]
-                .into_iter()
-                .flatten()
-            {
-                if let Some(connection) = self.engines[slot].connection.as_mut() {
-                    connection.diverged.remove(symbol);
-                }
+            for set in self.diverged.values_mut() {
+                set.remove(symbol);
             }
             tracing::warn!(symbol = symbol.as_str(), "symbol resumed by an operator");
         }
+        self.diverged.retain(|_, set| !set.is_empty());
         ControlReply::Resumed {
             symbols: names(&resumed),
         }
@@ -1824,6 +1961,22 @@ impl<S: SessionStore + Send + 'static> Core<S> {
 /// among them.
 fn input_age(recent: &VecDeque<(u64, Timestamp, Symbol)>, seq: u64, now: Timestamp) -> u64 {
     recent_input(recent, seq).map_or(0, |(time, _)| now.0.saturating_sub(time.0) / 1_000)
+}
+
+/// The symbol input `seq` is about: remembered, or read from its execution reports.
+fn output_symbol(
+    recent: &VecDeque<(u64, Timestamp, Symbol)>,
+    seq: u64,
+    outputs: &[Output],
+) -> Option<Symbol> {
+    recent_input(recent, seq)
+        .map(|(_, symbol)| symbol)
+        .or_else(|| {
+            outputs.iter().find_map(|output| match &output.report {
+                Report::Execution(report) => Some(report.symbol),
+                Report::CancelReject(_) => None,
+            })
+        })
 }
 
 /// The stamp and symbol of input `seq`, if it is recent enough to be remembered.
