@@ -521,6 +521,17 @@ fn the_release_lifecycle_runs_from_the_cli_under_a_second_operators_approval() {
         value
     };
     assert_eq!(parse(&ok(offline)), parse(&online));
+
+    // Each record names the operator and the account the command came from.
+    // SAFETY: getuid(2) has no preconditions and cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let filed_by = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|record| record["event"]["event"] == "change-filed")
+        .map(|record| record["actor"].as_str().unwrap_or_default().to_owned());
+    assert_eq!(filed_by, Some(format!("alice (uid {uid})")));
 }
 
 #[test]

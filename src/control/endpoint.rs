@@ -41,6 +41,9 @@ pub struct ControlCommand {
     /// A rollback that may only end a canary (the gateway's own, after a gate breach): with no
     /// canary running it is refused rather than moving all authority back.
     pub canary_only: bool,
+    /// The operating-system account of the process that sent the command, when the kernel
+    /// says: recorded with the operator's name, which anyone can type.
+    pub peer_uid: Option<u32>,
 }
 
 /// Why the control endpoint could not start, or why `baton ctl` got no answer. The messages name
@@ -211,8 +214,10 @@ impl ControlEndpoint {
                         tracing::warn!(%peer, "control connection limit reached; closing");
                         continue;
                     };
+                    let peer_uid = super::peer::tcp_peer_uid(peer, self.local_addr);
                     let connection = Connection {
                         peer,
+                        peer_uid,
                         commands: commands.clone(),
                         shutdown: connection_shutdown.clone(),
                         reply_timeout: self.reply_timeout,
@@ -236,6 +241,8 @@ impl ControlEndpoint {
 struct Connection {
     /// Who connected, for logs.
     peer: SocketAddr,
+    /// The account that owns the peer's socket, if the kernel lists it.
+    peer_uid: Option<u32>,
     /// Where commands go.
     commands: mpsc::Sender<ControlCommand>,
     /// Turns true when the gateway is shutting down.
@@ -337,6 +344,7 @@ impl Connection {
             reply: reply_tx,
             expect_sha256: None,
             canary_only: false,
+            peer_uid: self.peer_uid,
         };
         let exchange = async {
             if self.commands.send(command).await.is_err() {

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod change;
 pub mod client;
 pub mod endpoint;
+pub mod peer;
 pub mod plane;
 pub mod stage;
 pub mod supervisor;

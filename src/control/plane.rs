@@ -203,13 +203,22 @@ impl Plane {
     }
 
     async fn on_command(&mut self, command: ControlCommand) {
-        let ControlCommand { request, reply, .. } = command;
-        // "alice " and "alice" are one person; a blank name is none.
+        let ControlCommand {
+            request,
+            reply,
+            peer_uid,
+            ..
+        } = command;
+        // "alice " and "alice" are one person; a blank name is none. The account the command
+        // came from goes with the name into the log: `alice (uid 1000)`.
         let operator = request
             .operator()
             .map(str::trim)
             .filter(|name| !name.is_empty())
-            .map(str::to_owned);
+            .map(|name| match peer_uid {
+                Some(uid) => format!("{name} (uid {uid})"),
+                None => name.to_owned(),
+            });
         let now = Timestamp::now();
         let answer = match request {
             ControlRequest::Status => {
@@ -740,6 +749,7 @@ async fn ask(
         reply: reply_tx,
         expect_sha256,
         canary_only,
+        peer_uid: None,
     };
     if core.send(command).await.is_err() {
         return refused("the gateway's sequencer is not running".into());
@@ -836,6 +846,7 @@ mod tests {
                 reply,
                 expect_sha256: None,
                 canary_only: false,
+                peer_uid: None,
             })
             .await;
         loop {

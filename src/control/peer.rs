@@ -1,0 +1,88 @@
+//! Which operating-system account sent a control command.
+//!
+//! Operators name themselves (`--operator`), which is what the audit log records and what the
+//! two-person rule compares. A name can be typed by anyone who can reach the endpoint, so the log
+//! also records the account of the process that connected: the control endpoint takes loopback
+//! connections only, so the client's socket is on this host, and Linux lists every TCP socket
+//! with its owner's uid in `/proc/net/tcp` and `/proc/net/tcp6`. The row whose local address is
+//! the peer's and whose remote address is ours is the client's socket.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// The uid owning the TCP socket at `peer` connected to `local`, if the kernel lists it.
+pub fn tcp_peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    let table = match peer.ip() {
+        IpAddr::V4(_) => "/proc/net/tcp",
+        IpAddr::V6(_) => "/proc/net/tcp6",
+    };
+    let text = std::fs::read_to_string(table).ok()?;
+    find_uid(&text, peer, local)
+}
+
+/// The uid in the `/proc/net/tcp{,6}` table `text` of the socket from `peer` to `local`.
+fn find_uid(text: &str, peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    text.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (from, to, uid) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
+        (parse_address(from)? == peer && parse_address(to)? == local)
+            .then(|| uid.parse().ok())
+            .flatten()
+    })
+}
+
+/// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6): the address as the kernel prints
+/// it, each 32-bit word in the host's byte order.
+fn parse_address(text: &str) -> Option<SocketAddr> {
+    let (address, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    if address.len() != 8 && address.len() != 32 {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(16);
+    for word in address.as_bytes().chunks(8) {
+        let word = std::str::from_utf8(word).ok()?;
+        bytes.extend_from_slice(&u32::from_str_radix(word, 16).ok()?.to_ne_bytes());
+    }
+    let ip = match bytes.len() {
+        4 => IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernels_spelling_of_addresses_is_read() {
+        let v4 = format!("{:08X}:1F90", u32::from_ne_bytes([127, 0, 0, 1]));
+        assert_eq!(parse_address(&v4), Some("127.0.0.1:8080".parse().unwrap()));
+        let loopback6: String = [0u32, 0, 0, u32::from_ne_bytes([0, 0, 0, 1])]
+            .iter()
+            .map(|w| format!("{w:08X}"))
+            .collect();
+        assert_eq!(
+            parse_address(&format!("{loopback6}:0050")),
+            Some("[::1]:80".parse().unwrap())
+        );
+        for bad in ["", "zz:1", "0100007F", "0100007F:zz", "01000:10"] {
+            assert_eq!(parse_address(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_real_loopback_client_is_found_with_our_own_uid() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(local).unwrap();
+        let (_server, peer) = listener.accept().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        // SAFETY: getuid(2) has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        assert_eq!(tcp_peer_uid(peer, local), Some(uid));
+        let elsewhere: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(tcp_peer_uid(elsewhere, local), None);
+    }
+}
