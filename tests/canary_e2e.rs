@@ -545,11 +545,7 @@ fn a_rollback_returns_only_to_the_build_that_had_authority() {
     ));
     // Blue is replaced by another build in its slot: a copy of the binary with bytes appended
     // (an ELF ignores them), so it runs the same code but hashes differently.
-    let other = dir.path().join("other-baton");
-    let mut bytes = std::fs::read(env!("CARGO_BIN_EXE_baton")).unwrap();
-    bytes.extend_from_slice(b"another build");
-    std::fs::write(&other, bytes).unwrap();
-    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let other = support::other_build(dir.path(), "another");
     blue.kill();
     let child = Command::new(&other)
         .args(["engine", "--config"])
@@ -608,22 +604,29 @@ fn an_input_in_flight_on_a_newly_halted_symbol_is_withheld_not_answered_from_the
     );
 }
 
-#[test]
-fn halts_and_divergence_survive_a_gateway_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let (blue, green, mut gateway, control, mut client) =
-        venue(dir.path(), Some("MSFT"), "approval_required = []");
-    // Blue accepts M-1; green, the standby, rejects it: green's MSFT book is not what CLIENT1
-    // was told.
+/// A venue where blue (authoritative) accepted M-1 and green, the standby (faulty on MSFT),
+/// rejected it: green's MSFT book is not what CLIENT1 was told, so a switch to it is refused,
+/// naming both remedies.
+fn diverged_standby(dir: &Path) -> (EngineProcess, EngineProcess, Gateway, SocketAddr, Initiator) {
+    let venue = venue(dir, Some("MSFT"), "approval_required = []");
+    let (blue, green, gateway, control, mut client) = venue;
     order(&mut client, "M-1", "MSFT", b'1', "10");
     assert_eq!(text(&report(&mut client), 150), "0");
     wait_for_standby(control);
     std::thread::sleep(Duration::from_millis(100));
     let refused_switch = ask(control, &ControlRequest::switch("alice"));
     assert!(
-        matches!(&refused_switch, ControlReply::Refused { reason } if reason.contains("answered differently")),
+        matches!(&refused_switch, ControlReply::Refused { reason }
+            if reason.contains("answered differently") && reason.contains("resume")),
         "{refused_switch:?}"
     );
+    (blue, green, gateway, control, client)
+}
+
+#[test]
+fn halts_and_divergence_survive_a_gateway_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (blue, green, mut gateway, control, client) = diverged_standby(dir.path());
     // The gateway dies; the engines keep their books; the new gateway remembers from the log.
     gateway.kill();
     drop(client);
@@ -647,17 +650,7 @@ fn halts_and_divergence_survive_a_gateway_restart() {
 #[test]
 fn a_standby_divergence_can_be_reconciled_and_resumed() {
     let dir = tempfile::tempdir().unwrap();
-    let (_blue, _green, _gateway, control, mut client) =
-        venue(dir.path(), Some("MSFT"), "approval_required = []");
-    order(&mut client, "M-1", "MSFT", b'1', "10");
-    assert_eq!(text(&report(&mut client), 150), "0");
-    wait_for_standby(control);
-    std::thread::sleep(Duration::from_millis(100));
-    let refused_switch = ask(control, &ControlRequest::switch("alice"));
-    assert!(
-        matches!(&refused_switch, ControlReply::Refused { reason } if reason.contains("resume")),
-        "{refused_switch:?}"
-    );
+    let (_blue, _green, _gateway, control, _client) = diverged_standby(dir.path());
     let resumed = ask(
         control,
         &ControlRequest::Resume {

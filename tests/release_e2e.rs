@@ -5,15 +5,14 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use baton::bench::initiator::{Initiator, InitiatorConfig};
 use baton::control::api::{EngineRole, EngineStatus, Status};
 use support::control::{audit_events, ctl, free_control_addr, ok, order, refused, status};
-use support::{WAIT, report, text, wait_for_engine};
+use support::{WAIT, other_build, report, spawn_up, text, wait_for_engine};
 
 /// `baton up`, stopped with SIGTERM (then SIGKILL) when dropped.
 struct Up(Child);
@@ -60,11 +59,7 @@ fn a_release_under_baton_up_stages_the_standby_from_the_approved_build() {
     let path = |name: &str| dir.path().join(name).display().to_string();
     // The new build: the same program with bytes appended (an ELF ignores them), so it runs
     // and hashes differently from the running one.
-    let build = dir.path().join("baton-next");
-    let mut bytes = std::fs::read(env!("CARGO_BIN_EXE_baton")).unwrap();
-    bytes.extend_from_slice(b"next build");
-    std::fs::write(&build, bytes).unwrap();
-    std::fs::set_permissions(&build, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let build = other_build(dir.path(), "next");
     let build_sha = baton::control::artifact::sha256_file(&build).unwrap();
 
     let control = free_control_addr();
@@ -79,26 +74,8 @@ fn a_release_under_baton_up_stages_the_standby_from_the_approved_build() {
     );
     let config_path = dir.path().join("baton.toml");
     std::fs::write(&config_path, config).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["up", "--config"])
-        .arg(&config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
+    let (child, addr) = spawn_up(&config_path);
     let _up = Up(child);
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = lines
-        .next()
-        .unwrap()
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
     let mut client = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON")).unwrap();
     client.logon(false, WAIT).unwrap();
     wait_for_engine(&mut client);

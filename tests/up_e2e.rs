@@ -3,12 +3,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use baton::bench::initiator::{Initiator, InitiatorConfig};
-use support::{WAIT, new_order, report, text, wait_for_engine};
+use support::{WAIT, new_order, report, spawn_up, text, wait_for_engine};
 
 #[test]
 fn up_runs_the_venue_restarts_a_dead_engine_and_stops_on_sigterm() {
@@ -23,24 +21,7 @@ fn up_runs_the_venue_restarts_a_dead_engine_and_stops_on_sigterm() {
     );
     let config_path = dir.path().join("baton.toml");
     std::fs::write(&config_path, config).unwrap();
-    let mut up = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["up", "--config"])
-        .arg(&config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(up.stdout.take().unwrap()).lines();
-    let addr = lines
-        .next()
-        .unwrap()
-        .unwrap()
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (mut up, addr) = spawn_up(&config_path);
     let mut client = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON")).unwrap();
     client.logon(false, WAIT).unwrap();
     wait_for_engine(&mut client);

@@ -255,3 +255,38 @@ pub fn logged_on(gateway: &Gateway, n: usize) -> Initiator {
 }
 pub mod child;
 pub mod control;
+
+/// Another build of baton in `dir`: the test binary with `tag` appended (an ELF ignores trailing
+/// bytes), so it runs the same code but hashes differently, as a new release would.
+pub fn other_build(dir: &Path, tag: &str) -> PathBuf {
+    let path = dir.join(format!("baton-{tag}"));
+    let mut bytes = std::fs::read(env!("CARGO_BIN_EXE_baton")).expect("read the baton binary");
+    bytes.extend_from_slice(tag.as_bytes());
+    std::fs::write(&path, bytes).expect("write the other build");
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("make it executable");
+    path
+}
+
+/// Starts `baton up` with `config` and returns it with the FIX address its gateway printed.
+pub fn spawn_up(config: &Path) -> (Child, SocketAddr) {
+    let mut up = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["up", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn baton up");
+    let mut line = String::new();
+    BufReader::new(up.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read address line");
+    let addr = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (up, addr)
+}
