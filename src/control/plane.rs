@@ -579,29 +579,7 @@ impl Plane {
         let event = match event {
             CoreEvent::Failover(report) => ControlEvent::Failover { change, report },
             CoreEvent::Completed(report) => ControlEvent::CompletedLate { change, report },
-            CoreEvent::Diverged { engine, symbols } => ControlEvent::Diverged { engine, symbols },
-            CoreEvent::DivergenceCleared { engine, symbols } => {
-                ControlEvent::DivergenceCleared { engine, symbols }
-            }
-            CoreEvent::Halted { symbols } => ControlEvent::Halted { symbols },
-            CoreEvent::Withheld {
-                input_seq,
-                symbol,
-                outputs,
-            } => ControlEvent::OutputsWithheld {
-                input_seq,
-                symbol,
-                outputs,
-            },
-            CoreEvent::EngineAttached {
-                name,
-                build_version,
-                executable_sha256,
-            } => ControlEvent::EngineAttached {
-                name,
-                build_version,
-                executable_sha256,
-            },
+            CoreEvent::Record(event) => event,
             CoreEvent::GateBreached(breach) => {
                 // The sequencer repeats a breach until its canary ends: one rollback at a time,
                 // and the breach itself recorded once per canary.

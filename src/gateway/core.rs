@@ -35,6 +35,7 @@ use crate::control::api::{
     CanaryStatus, ControlReply, ControlRequest, DivergenceSample, EngineRole, EngineStatus,
     GateBreach, GateStatus, SessionStatus, ShadowStatus, Status, SwitchReport, SwitchScope,
 };
+use crate::control::change::ControlEvent;
 use crate::control::endpoint::ControlCommand;
 use crate::engine::{ExecType, Input, Output, Report, Request, Symbol};
 use crate::fix::store::SessionStore;
@@ -123,45 +124,9 @@ pub enum CoreEvent {
     GateBreached(GateBreach),
     /// A planned switch completed after the control plane stopped waiting for it.
     Completed(SwitchReport),
-    /// An engine answered differently from the owner on these symbols (new ones only).
-    Diverged {
-        /// The engine.
-        engine: String,
-        /// The symbols.
-        symbols: Vec<String>,
-    },
-    /// An engine's book is again what counterparties were told on these symbols (all when
-    /// empty): it was restored from a snapshot.
-    DivergenceCleared {
-        /// The engine.
-        engine: String,
-        /// The symbols; empty for all.
-        symbols: Vec<String>,
-    },
-    /// These symbols were halted.
-    Halted {
-        /// The symbols.
-        symbols: Vec<String>,
-    },
-    /// Outputs for an input on a halted symbol were not delivered: they come from a book that is
-    /// not what counterparties were told. Kept for the operator's reconciliation.
-    Withheld {
-        /// The input.
-        input_seq: u64,
-        /// Its symbol.
-        symbol: String,
-        /// The outputs, as debug text (cut to a bound).
-        outputs: String,
-    },
-    /// An engine attached: its name, build and the hash of the executable it runs.
-    EngineAttached {
-        /// Its name.
-        name: String,
-        /// Its build version.
-        build_version: String,
-        /// SHA-256 of its executable (empty if it did not say).
-        executable_sha256: String,
-    },
+    /// Anything else worth a record that belongs to no change: a divergence or its clearing, a
+    /// halt, withheld outputs, an engine attaching.
+    Record(ControlEvent),
 }
 
 /// A connected engine.
@@ -856,10 +821,10 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 // A copy of the authoritative book: whatever it diverged on before is gone.
                 let name = connection.name.clone();
                 if self.diverged.remove(&name).is_some() {
-                    self.emit(CoreEvent::DivergenceCleared {
+                    self.emit(CoreEvent::Record(ControlEvent::DivergenceCleared {
                         engine: name,
                         symbols: Vec::new(),
-                    });
+                    }));
                 }
                 let Some(connection) = self.engines[index].connection.as_mut() else {
                     return;
@@ -951,10 +916,10 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 let set = self.diverged.entry(connection.name.clone()).or_default();
                 let new: Vec<Symbol> = symbols.into_iter().filter(|s| set.insert(*s)).collect();
                 if !new.is_empty() {
-                    diverged = Some(CoreEvent::Diverged {
+                    diverged = Some(CoreEvent::Record(ControlEvent::Diverged {
                         engine: connection.name.clone(),
                         symbols: names(&new),
-                    });
+                    }));
                 }
             }
             if let Some(canary) = self.canary.as_mut()
@@ -1050,11 +1015,11 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 symbol = symbol.as_str(),
                 "outputs withheld: the symbol is halted"
             );
-            self.emit(CoreEvent::Withheld {
+            self.emit(CoreEvent::Record(ControlEvent::OutputsWithheld {
                 input_seq,
                 symbol: symbol.as_str().to_owned(),
                 outputs: text,
-            });
+            }));
             self.cursor.set(input_seq);
             return;
         }
@@ -1149,11 +1114,11 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 }
             }
         });
-        self.emit(CoreEvent::EngineAttached {
+        self.emit(CoreEvent::Record(ControlEvent::EngineAttached {
             name: hello.engine_name.clone(),
             build_version: hello.build_version.clone(),
             executable_sha256: hello.executable_sha256.clone(),
-        });
+        }));
         let mut connection = Connection {
             writer,
             generation,
@@ -1706,9 +1671,9 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             .collect();
         if !new.is_empty() {
             tracing::error!(symbols = ?names(&new), "halted: the owner's book differs from what counterparties were told");
-            self.emit(CoreEvent::Halted {
+            self.emit(CoreEvent::Record(ControlEvent::Halted {
                 symbols: names(&new),
-            });
+            }));
         }
     }
 
