@@ -479,6 +479,8 @@ impl ChangeBook {
             | ControlEvent::CompletedLate { change, report } => {
                 self.track_canary(*change, &report.scope);
             }
+            // A gateway starts without a canary: whatever ran before the restart ended with it.
+            ControlEvent::GatewayStarted { .. } => self.canary = None,
             _ => {}
         }
     }
@@ -1040,6 +1042,23 @@ mod tests {
             book.authorize(&policy, &Action::Switch, Some("alice"), Some(&name), NOW)
                 .is_ok()
         );
+        // A canary that was running when the gateway stopped ended with it.
+        book.apply(
+            "alice",
+            NOW,
+            &started(SwitchScope::CanaryStarted {
+                symbols: vec!["MSFT".into()],
+            }),
+        );
+        assert!(book.check_close(Some("alice"), &name).is_err());
+        book.apply(
+            "gateway",
+            NOW,
+            &ControlEvent::GatewayStarted {
+                build: "baton".into(),
+            },
+        );
+        assert!(book.check_close(Some("alice"), &name).is_ok());
     }
 
     #[test]
