@@ -23,6 +23,25 @@ use crate::fix::time::Timestamp;
 /// A change's number. Shown as `CHG-n`; operators may type either form.
 pub type ChangeId = u64;
 
+/// Whether two recorded actors are the same person for the two-person rule: the same name,
+/// whatever its case and whatever account (`alice (uid 1000)`) it came from, since the account
+/// is recorded as evidence but one person can have several.
+pub fn same_person(a: &str, b: &str) -> bool {
+    person(a).eq_ignore_ascii_case(person(b))
+}
+
+/// The name part of an actor: without the ` (uid N)` the control plane appends.
+fn person(actor: &str) -> &str {
+    match actor.rsplit_once(" (uid ") {
+        Some((name, uid))
+            if uid.ends_with(')') && uid[..uid.len() - 1].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            name
+        }
+        _ => actor,
+    }
+}
+
 /// Formats a change id the way operators see it.
 pub fn change_name(id: ChangeId) -> String {
     format!("CHG-{id}")
@@ -576,7 +595,7 @@ impl ChangeBook {
         let operator = operator.ok_or(PolicyError::NoOperator)?;
         let id = parse_change(change)?;
         let summary = self.open_change(id)?;
-        if summary.filed_by.eq_ignore_ascii_case(operator) {
+        if same_person(&summary.filed_by, operator) {
             return Err(PolicyError::SelfApproval {
                 operator: operator.to_owned(),
                 change: summary.id.clone(),
@@ -585,7 +604,7 @@ impl ChangeBook {
         if summary
             .approved_by
             .iter()
-            .any(|by| by.eq_ignore_ascii_case(operator))
+            .any(|by| same_person(by, operator))
         {
             return Err(PolicyError::AlreadyApproved {
                 operator: operator.to_owned(),
@@ -647,7 +666,7 @@ impl ChangeBook {
         let approvals = summary
             .approved_by
             .iter()
-            .filter(|by| !by.eq_ignore_ascii_case(&summary.filed_by))
+            .filter(|by| !same_person(by, &summary.filed_by))
             .count();
         if approvals < policy.approvals_min {
             return Err(PolicyError::NotApproved {
@@ -987,6 +1006,12 @@ mod tests {
             book.check_approve(Some("ALICE"), &name),
             Err(PolicyError::SelfApproval { .. })
         ));
+        assert!(matches!(
+            book.check_approve(Some("alice (uid 0)"), &name),
+            Err(PolicyError::SelfApproval { .. })
+        ));
+        assert!(same_person("bob (uid 1000)", "Bob (uid 0)"));
+        assert!(!same_person("bob (uid x)", "bob"));
         let approval = book.check_approve(Some("Bob"), &name).expect("bob may");
         book.apply("Bob", NOW, &approval);
         assert!(matches!(

@@ -9,25 +9,39 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-/// The uid owning the TCP socket at `peer` connected to `local`, if the kernel lists it.
+/// The uid owning the TCP socket at `peer` connected to `local`, if the kernel lists it. An
+/// IPv4 peer can be spelled as an IPv4-mapped IPv6 address; both tables are searched with both
+/// spellings.
 pub fn tcp_peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
-    let table = match peer.ip() {
-        IpAddr::V4(_) => "/proc/net/tcp",
-        IpAddr::V6(_) => "/proc/net/tcp6",
-    };
-    let text = std::fs::read_to_string(table).ok()?;
-    find_uid(&text, peer, local)
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            find_uid(&text, peer, local)
+        })
 }
 
-/// The uid in the `/proc/net/tcp{,6}` table `text` of the socket from `peer` to `local`.
+/// The uid in a `/proc/net/tcp{,6}` table `text` of the established socket from `peer` to
+/// `local`. Only an established socket with an inode has an owner: a client that already closed
+/// leaves a time-wait row whose uid reads 0, which must not make its command root's.
 fn find_uid(text: &str, peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    const ESTABLISHED: &str = "01";
+    let (peer, local) = (canonical(peer), canonical(local));
     text.lines().skip(1).find_map(|line| {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let (from, to, uid) = (fields.get(1)?, fields.get(2)?, fields.get(7)?);
-        (parse_address(from)? == peer && parse_address(to)? == local)
-            .then(|| uid.parse().ok())
-            .flatten()
+        let (from, to, state) = (fields.get(1)?, fields.get(2)?, fields.get(3)?);
+        let (uid, inode) = (fields.get(7)?, fields.get(9)?);
+        let matches = canonical(parse_address(from)?) == peer
+            && canonical(parse_address(to)?) == local
+            && *state == ESTABLISHED
+            && *inode != "0";
+        matches.then(|| uid.parse().ok()).flatten()
     })
+}
+
+/// An IPv4 address however it is spelled (an IPv4-mapped IPv6 address is the same socket).
+fn canonical(address: SocketAddr) -> SocketAddr {
+    SocketAddr::new(address.ip().to_canonical(), address.port())
 }
 
 /// `0100007F:1F90` (IPv4) or 32 hex digits and a port (IPv6): the address as the kernel prints
@@ -70,6 +84,36 @@ mod tests {
         for bad in ["", "zz:1", "0100007F", "0100007F:zz", "01000:10"] {
             assert_eq!(parse_address(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn only_established_sockets_with_an_owner_count() {
+        let row = |state: &str, inode: &str| {
+            format!(
+                "hdr\n   0: 0100007F:C350 0100007F:1F90 {state} 00000000:00000000 00:00000000 00000000  1000        0 {inode} 1 0\n"
+            )
+        };
+        let (peer, local) = (
+            "127.0.0.1:50000".parse().unwrap(),
+            "127.0.0.1:8080".parse().unwrap(),
+        );
+        assert_eq!(find_uid(&row("01", "4242"), peer, local), Some(1000));
+        assert_eq!(find_uid(&row("06", "0"), peer, local), None, "time-wait");
+        assert_eq!(find_uid(&row("05", "4242"), peer, local), None, "closing");
+        assert_eq!(find_uid(&row("01", "0"), peer, local), None, "orphaned");
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:50000".parse().unwrap();
+        assert_eq!(find_uid(&row("01", "4242"), mapped, local), Some(1000));
+    }
+
+    #[test]
+    fn a_closed_client_is_not_attributed_to_anyone() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(local).unwrap();
+        let (_server, peer) = listener.accept().unwrap();
+        drop(client);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(tcp_peer_uid(peer, local), None);
     }
 
     #[test]
