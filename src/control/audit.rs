@@ -22,8 +22,11 @@
 //! reader: the envelope must match byte for byte the form [`AuditLog::append`] writes (the actor
 //! may not contain a quote, backslash or control character, so it needs no escaping), `prev` and
 //! `hash` are exactly 64 lowercase hex digits, numbers have no leading zeros, and the event must be
-//! valid JSON with no whitespace outside strings. A line that means the same but differs in a
-//! byte, say an extra space, is rejected even if its hash was recomputed.
+//! valid JSON with no whitespace outside strings. A line that means the same but has an extra
+//! space is rejected even if its hash was recomputed. Other re-spellings of the same JSON (an
+//! escaped `\u0041` for `A`, `1.0` for `1`) are not normalized away: every byte is hashed, so
+//! such an edit breaks the chain unless every later hash is recomputed too, which is what the
+//! head anchored elsewhere is for.
 //!
 //! # What it proves
 //!

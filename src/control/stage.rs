@@ -58,6 +58,8 @@ pub fn stage_dir(journal_dir: &Path) -> PathBuf {
     journal_dir.join("stage")
 }
 
+/// The stage file of `engine` in `dir`; the name must be plain (letters, digits, `-`, `_`) so it
+/// can never point outside the directory.
 fn stage_file(dir: &Path, engine: &str) -> Result<PathBuf, StageError> {
     let plain = !engine.is_empty()
         && engine.len() <= 64
@@ -78,7 +80,15 @@ pub fn write(dir: &Path, staged: &Staged) -> Result<(), StageError> {
         let path = path.to_owned();
         move |source| StageError::Io { path, source }
     };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        // The new directory's name lives in its parent: make it durable too.
+        if let Some(parent) = dir.parent() {
+            std::fs::File::open(parent)
+                .and_then(|directory| directory.sync_all())
+                .map_err(io(parent))?;
+        }
+    }
     let temporary = dir.join(format!(".{}.json.tmp", staged.engine));
     let bytes = serde_json::to_vec_pretty(staged).map_err(|source| StageError::Malformed {
         path: path.clone(),
