@@ -83,11 +83,13 @@ pub fn write(dir: &Path, staged: &Staged) -> Result<(), StageError> {
     if !dir.is_dir() {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         // The new directory's name lives in its parent: make it durable too.
-        if let Some(parent) = dir.parent() {
-            std::fs::File::open(parent)
-                .and_then(|directory| directory.sync_all())
-                .map_err(io(parent))?;
-        }
+        let parent = dir
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        std::fs::File::open(parent)
+            .and_then(|directory| directory.sync_all())
+            .map_err(io(parent))?;
     }
     let temporary = dir.join(format!(".{}.json.tmp", staged.engine));
     let bytes = serde_json::to_vec_pretty(staged).map_err(|source| StageError::Malformed {
