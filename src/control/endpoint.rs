@@ -159,8 +159,9 @@ pub async fn bind(addr: SocketAddr) -> Result<ControlEndpoint, ControlError> {
 }
 
 /// Loopback in either address family, including an IPv4 loopback written as an IPv4-mapped IPv6
-/// address (`::ffff:127.0.0.1`), which `Ipv6Addr::is_loopback` alone would reject.
-fn is_loopback(ip: IpAddr) -> bool {
+/// address (`::ffff:127.0.0.1`), which `Ipv6Addr::is_loopback` alone would reject. Shared with
+/// the metrics endpoint, so both local-only listeners agree on what "local" means.
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
     ip.to_canonical().is_loopback()
 }
 
@@ -389,7 +390,7 @@ impl Connection {
 /// Resolves once the gateway is shutting down: `shutdown` turned true, or its sender is gone,
 /// which only happens when the gateway is going away. The borrow of the value is released before
 /// returning, so the future stays `Send` and can sit in a spawned task's `select!`.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
