@@ -355,6 +355,34 @@ const _: () = assert!(
     "replies (status) are larger than requests"
 );
 
+// ----- Metrics endpoint (`control::metrics`) ----------------------------------------------------
+
+/// Longest HTTP request head (request line and headers) the metrics endpoint reads. A Prometheus
+/// scrape sends a few hundred bytes (request line, Host, User-Agent, Accept, its scrape timeout);
+/// 8 KiB is the head limit common HTTP servers default to, leaves room for proxies' extra headers,
+/// and bounds what one connection can make the gateway hold. A longer head gets 431 and a close.
+pub const METRICS_REQUEST_HEAD_BYTES_MAX: usize = 8 * 1024;
+
+/// How long a metrics connection may take to send its whole request head, and to take its
+/// response. A scraper sends its request at once; a connection that idles this long is
+/// abandoned or hostile and gives its slot back.
+pub const METRICS_IO_TIMEOUT_MS: u64 = 5_000;
+
+/// How long a scrape waits for the gateway's status before answering 503. Below Prometheus's
+/// default scrape timeout (10 s), so the scraper sees a 503 that says why rather than its own
+/// timeout; a sequencer that cannot answer a status in this long is stuck, which is itself what
+/// the operator needs to see.
+pub const METRICS_STATUS_TIMEOUT_MS: u64 = 5_000;
+
+/// Metrics connections open at once. One or two scrapers poll every few seconds; the bound keeps
+/// a misbehaving client from holding descriptors the FIX sessions need.
+pub const METRICS_CONNECTIONS_MAX: usize = 8;
+
+const _: () = assert!(
+    METRICS_STATUS_TIMEOUT_MS < 10_000,
+    "a scrape must get its 503 before Prometheus's default 10 s scrape timeout"
+);
+
 // ----- Canary gates and the control plane (`gateway::core`, `control::plane`) ------------------
 
 /// Share of a canary's compared inputs whose answers may differ from the baseline engine's before

@@ -14,7 +14,8 @@
 //!   delivered once).
 //! - [`link`]: the gateway <-> engine wire protocol and its transports.
 //! - [`engine`]: the `Engine` trait, order books, matching, snapshot/restore and state digest.
-//! - [`control`]: the `baton ctl` API and endpoint; the control plane that checks each command
+//! - [`control`]: the `baton ctl` API and endpoint, and the Prometheus metrics endpoint that
+//!   serves the same status; the control plane that checks each command
 //!   against the change records and policy and writes it to the hash-chained audit log before
 //!   the sequencer acts on it; immutable artifacts; and the supervisor behind `baton up`.
 //! - [`bench`](mod@bench): the FIX initiator used by tests, `baton demo`, and the `baton bench` load
