@@ -223,6 +223,12 @@ pub struct GatewayConfig {
     /// endpoint switches authority between engines, so it takes commands from this host only.
     #[serde(default = "default_control")]
     pub control: SocketAddr,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`), or `None` for no endpoint:
+    /// scraping is opt-in, so a gateway nobody monitors this way opens no extra port. Loopback
+    /// only, like `control`: the metrics name sessions and engines, and a scraper on another host
+    /// reaches it through an agent or a proxy on this one that the operator chose.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
 }
 
 fn default_failover_timeout_ms() -> u64 {
@@ -466,6 +472,23 @@ mod tests {
     fn embedded_default_config_is_valid() {
         let config = Config::load(None).unwrap();
         assert!(!config.session_configs("embedded").unwrap().is_empty());
+    }
+
+    #[test]
+    fn metrics_address_is_optional_and_read_when_set() {
+        let base = "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"s\"\n";
+        let without = Config::parse(base, "t").expect("config without metrics");
+        assert_eq!(without.gateway.metrics, None);
+        let with = Config::parse(&format!("{base}metrics = \"127.0.0.1:9880\"\n"), "t")
+            .expect("config with metrics");
+        assert_eq!(
+            with.gateway.metrics,
+            Some("127.0.0.1:9880".parse().expect("address"))
+        );
+        let error = Config::parse(&format!("{base}metrics = \"localhost\"\n"), "t")
+            .expect_err("not a socket address")
+            .to_string();
+        assert!(error.contains("metrics"), "{error}");
     }
 
     #[test]

@@ -113,6 +113,10 @@ enum Command {
         /// Overrides `[gateway] control` (loopback only; port 0 picks a free one).
         #[arg(long)]
         control: Option<std::net::SocketAddr>,
+        /// Serves Prometheus metrics on `GET /metrics` at ADDR, overriding `[gateway] metrics`
+        /// (loopback only).
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
     },
     /// Run a matching engine serving the engine link.
     Engine {
@@ -446,6 +450,7 @@ fn main() -> anyhow::Result<()> {
             engines,
             journal_dir,
             control,
+            metrics,
         } => {
             let mut loaded = Config::load(config.as_deref())?;
             if let Some(listen) = listen {
@@ -462,6 +467,9 @@ fn main() -> anyhow::Result<()> {
             }
             if let Some(control) = control {
                 loaded.gateway.control = control;
+            }
+            if let Some(metrics) = metrics {
+                loaded.gateway.metrics = Some(metrics);
             }
             gateway(loaded)
         }
@@ -580,6 +588,18 @@ fn gateway(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("[gateway] control {}", config.gateway.control))?;
         tracing::info!(control = %endpoint.local_addr(), "control endpoint ready");
+        // Bound before the address line, like the control endpoint, so a refused or busy
+        // address stops the gateway before it takes traffic.
+        let metrics = match config.gateway.metrics {
+            Some(addr) => {
+                let metrics = control::metrics::bind(addr)
+                    .await
+                    .with_context(|| format!("[gateway] metrics {addr}"))?;
+                tracing::info!(metrics = %metrics.local_addr(), "metrics endpoint ready");
+                Some(metrics)
+            }
+            None => None,
+        };
         println!("baton gateway listening on {}", handle.local_addr());
         let (core_shutdown_tx, core_shutdown_rx) = tokio::sync::watch::channel(false);
         // endpoint -> control plane (policy, audit) -> sequencer; sequencer events -> plane.
@@ -590,6 +610,10 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         let plane =
             control::plane::Plane::open(&plane_config, core.as_ref().map(|_| core_control_tx))
                 .context("starting the control plane")?;
+        // Scrapes ask for status down the same channel as `baton ctl status`.
+        if let Some(metrics) = metrics {
+            tokio::spawn(metrics.run(control_tx.clone(), core_shutdown_rx.clone()));
+        }
         tokio::spawn(endpoint.run(control_tx, core_shutdown_rx.clone()));
         let carried = plane.carried().clone();
         tokio::spawn(plane.run(control_rx, events_rx, core_shutdown_rx.clone()));
