@@ -158,6 +158,10 @@ pub const SUPERVISOR_GRACE_MS: u64 = LOGOUT_TIMEOUT_DEFAULT_MS + 3_000;
 /// staged build; without an answer it does not restart it.
 pub const SUPERVISOR_STATUS_TIMEOUT_MS: u64 = 2_000;
 
+/// How often the supervisor asks the gateway whether an engine with a newly staged build is a
+/// standby it may restart: once a second is prompt for an operator and nothing for the gateway.
+pub const SUPERVISOR_STAGE_CHECK_MS: u64 = 1_000;
+
 // ---------------------------------------------------------------------------------------------
 // Engine link: the gateway↔engine wire protocol (`crate::link`).
 // ---------------------------------------------------------------------------------------------

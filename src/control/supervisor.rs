@@ -72,12 +72,18 @@ struct Supervised {
     restaging: Option<tokio::time::Instant>,
     /// When to start the process again after it exited (its back-off).
     restart_at: Option<tokio::time::Instant>,
+    /// The gateway being asked for this engine's role before a restart for a staged build.
+    stage_check: Option<tokio::task::JoinHandle<Option<super::api::EngineRole>>>,
+    /// When it was last asked.
+    stage_checked: Option<tokio::time::Instant>,
 }
 
 /// Restarts a running engine from a newly staged build, but only while the gateway says it is a
 /// standby: the sequencer refused to stage an engine with authority, and authority may have
 /// moved since (a failover); an engine that owns inputs picks the staged build up at its next
-/// start instead. Without a gateway to ask, nothing is restarted.
+/// start instead. Without a gateway to ask, nothing is restarted. The gateway is asked from a
+/// task of its own, at most once per [`constants::SUPERVISOR_STAGE_CHECK_MS`], so a slow or
+/// hung gateway never holds up the supervision of the other children.
 async fn restage_if_staged(supervised: &mut Supervised, control: Option<std::net::SocketAddr>) {
     let Some(child) = supervised.child.as_mut() else {
         return;
@@ -89,18 +95,39 @@ async fn restage_if_staged(supervised: &mut Supervised, control: Option<std::net
         }
         return;
     }
-    let Some(source) = supervised.spec.stage.as_ref() else {
+    // A role asked for earlier has come back (the task is finished, so this does not wait).
+    if supervised
+        .stage_check
+        .as_ref()
+        .is_some_and(|task| task.is_finished())
+        && let Some(task) = supervised.stage_check.take()
+    {
+        let role = task.await.ok().flatten();
+        if role == Some(super::api::EngineRole::Standby) {
+            tracing::warn!(child = %supervised.spec.name, "a new build is staged; restarting the standby from it");
+            terminate(child);
+            supervised.restaging = Some(tokio::time::Instant::now());
+        } else {
+            tracing::debug!(child = %supervised.spec.name, ?role, "a new build is staged; it runs from the next start (not a standby now)");
+        }
+        return;
+    }
+    let (Some(source), Some(control)) = (supervised.spec.stage.as_ref(), control) else {
         return;
     };
+    let check_due = supervised.stage_checked.is_none_or(|at| {
+        at.elapsed() >= Duration::from_millis(constants::SUPERVISOR_STAGE_CHECK_MS)
+    });
+    if supervised.stage_check.is_some() || !check_due {
+        return;
+    }
     let wanted = staged(&supervised.spec).map(|s| s.artifact_sha256);
     if wanted.is_none() || wanted == supervised.running_stage {
         return;
     }
-    let Some(control) = control else {
-        return;
-    };
     let engine = source.engine.clone();
-    let role = tokio::task::spawn_blocking(move || {
+    supervised.stage_checked = Some(tokio::time::Instant::now());
+    supervised.stage_check = Some(tokio::task::spawn_blocking(move || {
         let status = super::client::request(
             control,
             &super::api::ControlRequest::Status,
@@ -114,17 +141,7 @@ async fn restage_if_staged(supervised: &mut Supervised, control: Option<std::net
                 .map(|e| e.role),
             _ => None,
         }
-    })
-    .await
-    .ok()
-    .flatten();
-    if role != Some(super::api::EngineRole::Standby) {
-        tracing::info!(child = %supervised.spec.name, ?role, "a new build is staged; it runs from the next start (not restarted: not a standby now)");
-        return;
-    }
-    tracing::warn!(child = %supervised.spec.name, sha256 = ?wanted, "a new build is staged; restarting the standby from it");
-    terminate(child);
-    supervised.restaging = Some(tokio::time::Instant::now());
+    }));
 }
 
 /// The build staged for `spec`, if any; a stage file that cannot be read is logged and ignored,
@@ -154,6 +171,22 @@ fn spawn(spec: &ChildSpec) -> Result<(Child, Option<String>), SupervisorError> {
             .arg(&staged.artifact_sha256)
             .arg(&staged.artifact_path)
             .arg("--");
+    }
+    // Its own process group, so Ctrl-C at the terminal reaches the supervisor alone, which then
+    // stops the children in order (gateway first, while the engines still answer); and SIGTERM
+    // when the supervisor dies, so no child outlives it to clash with the next `baton up`. (The
+    // kernel ties that signal to the forking thread: a runtime worker, which lives as long as
+    // the supervisor does.)
+    command.process_group(0);
+    // SAFETY: the closure runs in the forked child before exec and only calls prctl(2), which is
+    // async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
     }
     let child = command
         .args(&spec.args)
@@ -202,6 +235,8 @@ pub async fn supervise(
             running_stage,
             restaging: None,
             restart_at: None,
+            stage_check: None,
+            stage_checked: None,
         });
         tokio::time::sleep(start_gap).await;
     }
@@ -278,4 +313,65 @@ pub async fn supervise(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::stage::{self, Staged};
+
+    #[tokio::test]
+    async fn a_gateway_that_never_answers_does_not_hold_the_supervisor() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage_dir = dir.path().join("stage");
+        stage::write(
+            &stage_dir,
+            &Staged {
+                engine: "green".into(),
+                artifact_path: "/bin/true".into(),
+                artifact_sha256: "ab".repeat(32),
+                change: "CHG-1".into(),
+            },
+        )
+        .unwrap();
+        // Accepts into its backlog, never answers.
+        let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let child = Command::new("sleep")
+            .arg("30")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut supervised = Supervised {
+            spec: ChildSpec {
+                name: "engine-green".into(),
+                program: "sleep".into(),
+                args: Vec::new(),
+                stage: Some(StageSource {
+                    dir: stage_dir,
+                    engine: "green".into(),
+                }),
+            },
+            child: Some(child),
+            failures: 0,
+            started: tokio::time::Instant::now(),
+            running_stage: None,
+            restaging: None,
+            restart_at: None,
+            stage_check: None,
+            stage_checked: None,
+        };
+        let control = Some(hung.local_addr().unwrap());
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            restage_if_staged(&mut supervised, control).await;
+            assert!(
+                started.elapsed() < Duration::from_millis(constants::SUPERVISOR_POLL_MS),
+                "the supervisor loop was held for {:?}",
+                started.elapsed()
+            );
+        }
+        // One question in flight, not one per tick; and no restart without an answer.
+        assert!(supervised.stage_check.is_some());
+        assert!(supervised.restaging.is_none());
+    }
 }
