@@ -420,6 +420,10 @@ pub const WITHHELD_OUTPUTS_TEXT_BYTES_MAX: usize = 8 * 1024;
 /// is retried promptly, rarely enough not to flood the audit log.
 pub const GATE_BREACH_REPEAT_MS: u64 = 1_000;
 
+/// How often the control plane checks whether a running canary's change window has closed: a
+/// second late is nothing against windows of hours.
+pub const CONTROL_WINDOW_CHECK_MS: u64 = 1_000;
+
 /// Events (failovers, gate breaches, engine attachments) the core may hand the control plane
 /// before it must wait for them to be audited: they come a few per minute at most.
 pub const CONTROL_EVENTS_MAX: usize = 256;

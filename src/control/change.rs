@@ -224,6 +224,11 @@ pub enum ControlEvent {
         /// The symbols.
         symbols: Vec<String>,
     },
+    /// The window of a change with a running canary closed; the gateway rolls the canary back.
+    WindowClosed {
+        /// The change.
+        change: ChangeId,
+    },
     /// Outputs of an input on a halted symbol, not delivered, kept for reconciliation.
     OutputsWithheld {
         /// The input.
@@ -250,7 +255,8 @@ impl ControlEvent {
         match self {
             ControlEvent::ChangeFiled { change, .. }
             | ControlEvent::ChangeApproved { change }
-            | ControlEvent::ChangeClosed { change } => Some(*change),
+            | ControlEvent::ChangeClosed { change }
+            | ControlEvent::WindowClosed { change } => Some(*change),
             ControlEvent::ActionRequested { change, .. }
             | ControlEvent::ActionCompleted { change, .. }
             | ControlEvent::ActionRefused { change, .. }
@@ -515,6 +521,13 @@ impl ChangeBook {
     /// The number the next filing gets.
     pub fn next_id(&self) -> ChangeId {
         self.changes.keys().next_back().map_or(1, |last| last + 1)
+    }
+
+    /// The change whose canary is running, with the end of its window: a canary ends with the
+    /// window it was approved for.
+    pub fn canary_window_end(&self) -> Option<(ChangeId, Timestamp)> {
+        let id = self.canary?;
+        Some((id, self.summary(id)?.window_end))
     }
 
     /// The change the last completed action belonged to, while it is open: a failover or a gate

@@ -109,6 +109,8 @@ pub struct Plane {
     auto_rollback_in_flight: bool,
     /// The canary (by its first input) whose breach is in the log already.
     breach_recorded: Option<u64>,
+    /// The change whose window's close is in the log already.
+    window_closed_recorded: Option<ChangeId>,
     /// Test hook: make every append fail, as a full or failing disk would.
     #[cfg(test)]
     fail_appends: bool,
@@ -148,6 +150,7 @@ impl Plane {
             outcomes_rx,
             auto_rollback_in_flight: false,
             breach_recorded: None,
+            window_closed_recorded: None,
             #[cfg(test)]
             fail_appends: false,
         };
@@ -170,8 +173,11 @@ impl Plane {
         mut events: mpsc::Receiver<CoreEvent>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let mut tick =
+            tokio::time::interval(Duration::from_millis(constants::CONTROL_WINDOW_CHECK_MS));
         loop {
             tokio::select! {
+                _ = tick.tick() => self.on_tick(Timestamp::now()),
                 Some(command) = commands.recv() => self.on_command(command).await,
                 Some(event) = events.recv() => self.on_event(event),
                 Some(pending) = self.outcomes_rx.recv() => self.on_outcome(pending),
@@ -179,6 +185,31 @@ impl Plane {
                 else => return,
             }
         }
+    }
+
+    /// A canary may run only within the window its change was approved for: once the window
+    /// has closed, the gateway records that and rolls the canary back, like a gate breach.
+    fn on_tick(&mut self, now: Timestamp) {
+        let Some((change, window_end)) = self.book.canary_window_end() else {
+            return;
+        };
+        if now <= window_end || self.auto_rollback_in_flight {
+            return;
+        }
+        if self.window_closed_recorded != Some(change) {
+            if let Err(error) = self.record(GATEWAY_ACTOR, ControlEvent::WindowClosed { change }) {
+                tracing::error!(%error, "audit log not written; the canary outlives its window until it is");
+                return;
+            }
+            self.window_closed_recorded = Some(change);
+        }
+        self.act(
+            Action::AutoRollback,
+            None,
+            Some(change::change_name(change)),
+            ControlRequest::rollback(GATEWAY_ACTOR),
+            None,
+        );
     }
 
     /// Appends `event` by `actor` and folds it into the book. Nothing that needs a record runs
@@ -782,6 +813,12 @@ mod tests {
                     .last()
                     .unwrap_or_default()
                     .to_owned();
+                let scope = match &command.request {
+                    ControlRequest::Canary { .. } => SwitchScope::CanaryStarted {
+                        symbols: vec!["MSFT".into()],
+                    },
+                    _ => SwitchScope::All,
+                };
                 let reply = match &command.request {
                     ControlRequest::Status => ControlReply::Status(Status::default()),
                     _ => ControlReply::Switched(SwitchReport {
@@ -790,7 +827,7 @@ mod tests {
                         barrier_seq: 7,
                         pause_us: 3,
                         planned: true,
-                        scope: SwitchScope::All,
+                        scope,
                     }),
                 };
                 if !matches!(command.request, ControlRequest::Status) {
@@ -1017,5 +1054,58 @@ mod tests {
                 "action-completed"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn a_canary_is_rolled_back_when_its_change_window_closes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let artifact = dir.path().join("engine-v2");
+        std::fs::write(&artifact, b"engine build 2").expect("artifact");
+        let sha = artifact::sha256_file(&artifact).expect("hash");
+        let mut h = harness(dir.path(), Policy::default());
+        let now = Timestamp::now();
+        let mut filing = file_request(&artifact, &sha, "alice");
+        if let ControlRequest::ChangeFile { window_end, .. } = &mut filing {
+            *window_end = change::rfc3339(now.plus_millis(3_600_000));
+        }
+        assert!(matches!(
+            action(&mut h.plane, filing).await,
+            ControlReply::Change(_)
+        ));
+        let approval = ControlRequest::ChangeApprove {
+            operator: Some("bob".into()),
+            change: "CHG-1".into(),
+        };
+        assert!(matches!(
+            action(&mut h.plane, approval).await,
+            ControlReply::Change(_)
+        ));
+        let canary = ControlRequest::Canary {
+            operator: Some("alice".into()),
+            change: Some("CHG-1".into()),
+            percent: Some(5),
+            symbols: Vec::new(),
+        };
+        assert!(matches!(
+            action(&mut h.plane, canary).await,
+            ControlReply::Switched(_)
+        ));
+        let _ = h.seen.recv().await.expect("canary forwarded");
+        // Within the window nothing happens.
+        h.plane.on_tick(now.plus_millis(60_000));
+        assert!(h.seen.try_recv().is_err());
+        // Past it, the close is recorded and the canary rolled back by the gateway.
+        h.plane.on_tick(now.plus_millis(2 * 3_600_000));
+        let pending = h.plane.outcomes_rx.recv().await.expect("rollback outcome");
+        h.plane.on_outcome(pending);
+        let (request, _, last_line) = h.seen.recv().await.expect("rollback forwarded");
+        assert!(matches!(request, ControlRequest::Rollback { .. }));
+        assert!(last_line.contains("auto-rollback"), "{last_line}");
+        let log = events(&h.log);
+        let closed = log
+            .iter()
+            .position(|e| e == "window-closed")
+            .expect("audited");
+        assert_eq!(log[closed + 1], "action-requested");
     }
 }
