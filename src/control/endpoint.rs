@@ -141,21 +141,30 @@ pub struct ControlEndpoint {
 /// authority between engines, so it must not be reachable from another host however the
 /// configuration is written.
 pub async fn bind(addr: SocketAddr) -> Result<ControlEndpoint, ControlError> {
-    if !is_loopback(addr.ip()) {
-        return Err(ControlError::NotLoopback { addr });
-    }
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| ControlError::Bind { addr, source })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| ControlError::Bind { addr, source })?;
+    let (listener, local_addr) = bind_loopback(addr).await.map_err(|error| match error {
+        None => ControlError::NotLoopback { addr },
+        Some(source) => ControlError::Bind { addr, source },
+    })?;
     Ok(ControlEndpoint {
         listener,
         local_addr,
         reply_timeout: Duration::from_millis(constants::CONTROL_REPLY_TIMEOUT_MS),
         idle_timeout: Duration::from_millis(constants::CONTROL_IDLE_TIMEOUT_MS),
     })
+}
+
+/// A listener on `addr` and the address it got, refusing any address but a loopback one: what
+/// every operator-facing endpoint (control, metrics) needs. `Err(None)` means not loopback,
+/// `Err(Some(_))` what the operating system said.
+pub(crate) async fn bind_loopback(
+    addr: SocketAddr,
+) -> Result<(TcpListener, SocketAddr), Option<std::io::Error>> {
+    if !is_loopback(addr.ip()) {
+        return Err(None);
+    }
+    let listener = TcpListener::bind(addr).await.map_err(Some)?;
+    let local_addr = listener.local_addr().map_err(Some)?;
+    Ok((listener, local_addr))
 }
 
 /// Loopback in either address family, including an IPv4 loopback written as an IPv4-mapped IPv6

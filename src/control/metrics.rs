@@ -30,7 +30,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::api::{ControlReply, ControlRequest, EngineRole, EngineStatus, Status};
-use super::endpoint::{ControlCommand, is_loopback, stopped};
+use super::endpoint::{ControlCommand, bind_loopback, is_loopback, stopped};
 use crate::constants;
 
 /// The Content-Type of the Prometheus text exposition format 0.0.4, as Prometheus's own client
@@ -106,15 +106,10 @@ pub struct MetricsEndpoint {
 /// venue's counterparties and engines, which must not be readable from another host however the
 /// configuration is written.
 pub async fn bind(addr: SocketAddr) -> Result<MetricsEndpoint, MetricsError> {
-    if !is_loopback(addr.ip()) {
-        return Err(MetricsError::NotLoopback { addr });
-    }
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|source| MetricsError::Bind { addr, source })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| MetricsError::Bind { addr, source })?;
+    let (listener, local_addr) = bind_loopback(addr).await.map_err(|error| match error {
+        None => MetricsError::NotLoopback { addr },
+        Some(source) => MetricsError::Bind { addr, source },
+    })?;
     Ok(MetricsEndpoint {
         listener,
         local_addr,
