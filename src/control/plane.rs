@@ -873,6 +873,16 @@ mod tests {
         }
     }
 
+    /// `by` approves `change`, which must succeed.
+    async fn approve(plane: &mut Plane, by: &str, change: &str) {
+        let approval = ControlRequest::ChangeApprove {
+            operator: Some(by.into()),
+            change: change.into(),
+        };
+        let reply = action(plane, approval).await;
+        assert!(matches!(reply, ControlReply::Change(_)), "{reply:?}");
+    }
+
     fn events(log: &Path) -> Vec<String> {
         std::fs::read_to_string(log)
             .expect("log")
@@ -942,14 +952,7 @@ mod tests {
             action(&mut h.plane, self_approval).await,
             ControlReply::Refused { .. }
         ));
-        let approval = ControlRequest::ChangeApprove {
-            operator: Some("bob".into()),
-            change: "CHG-1".into(),
-        };
-        assert!(matches!(
-            action(&mut h.plane, approval).await,
-            ControlReply::Change(_)
-        ));
+        approve(&mut h.plane, "bob", "CHG-1").await;
 
         let switch = ControlRequest::Switch {
             operator: Some("alice".into()),
@@ -1072,14 +1075,7 @@ mod tests {
             action(&mut h.plane, filing).await,
             ControlReply::Change(_)
         ));
-        let approval = ControlRequest::ChangeApprove {
-            operator: Some("bob".into()),
-            change: "CHG-1".into(),
-        };
-        assert!(matches!(
-            action(&mut h.plane, approval).await,
-            ControlReply::Change(_)
-        ));
+        approve(&mut h.plane, "bob", "CHG-1").await;
         let canary = ControlRequest::Canary {
             operator: Some("alice".into()),
             change: Some("CHG-1".into()),
