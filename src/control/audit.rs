@@ -46,7 +46,7 @@
 //! stopped control plane is better than a silently broken trail.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
@@ -326,8 +326,27 @@ impl<E: Serialize + DeserializeOwned + Clone> AuditLog<E> {
                 head_seq = scan.report.head_seq,
                 "cutting an incomplete last audit record (an append interrupted by a crash, never acknowledged)"
             );
+            // The cut bytes are evidence (a crash's half-written record, or someone's edit): keep
+            // them beside the log before they leave it.
+            let mut torn = Vec::new();
+            (&file)
+                .seek(SeekFrom::Start(scan.good_bytes))
+                .map_err(io_err)?;
+            (&file).read_to_end(&mut torn).map_err(io_err)?;
+            let kept = torn_path(path, scan.report.head_seq);
+            std::fs::write(&kept, &torn)
+                .and_then(|()| File::open(&kept)?.sync_all())
+                .map_err(|source| AuditError::Io {
+                    path: kept.clone(),
+                    source,
+                })?;
             file.set_len(scan.good_bytes).map_err(io_err)?;
             file.sync_all().map_err(io_err)?;
+            sync_dir(
+                path.parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new(".")),
+            )?;
         }
         let log = AuditLog {
             path: path.to_path_buf(),
@@ -403,6 +422,23 @@ impl<E: Serialize + DeserializeOwned + Clone> AuditLog<E> {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Where `open` keeps the bytes it cut after record `head_seq`: beside the log, named after it,
+/// never over an earlier cut (`.torn-after-N`, then `.torn-after-N.2`, ...).
+pub fn torn_path(log: &Path, head_seq: u64) -> PathBuf {
+    let name = |n: u32| {
+        let mut name = log.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".torn-after-{head_seq}"));
+        if n > 1 {
+            name.push(format!(".{n}"));
+        }
+        log.with_file_name(name)
+    };
+    (1..u32::MAX)
+        .map(name)
+        .find(|candidate| !candidate.exists())
+        .unwrap_or_else(|| name(u32::MAX))
 }
 
 /// Checks a file without modifying it (no lock, no cut): how many records verify, the head, the
@@ -1094,6 +1130,17 @@ mod tests {
             std::fs::read(&path).unwrap(),
             full[..full.len() - last_len],
             "open cuts exactly the torn line"
+        );
+        let kept = path.with_file_name(format!("{}.torn-after-4", AUDIT_FILE_NAME));
+        assert_eq!(
+            std::fs::read(&kept).unwrap(),
+            full[full.len() - last_len..cut_at],
+            "the cut bytes are kept beside the log"
+        );
+        assert_ne!(
+            torn_path(&path, 4),
+            kept,
+            "a later cut never overwrites this one"
         );
         let next = log.append(time(5), "bob", event(5)).unwrap();
         assert_eq!(
