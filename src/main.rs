@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use baton::config::Config;
 use baton::control;
@@ -208,44 +208,37 @@ enum AuditCommand {
     /// Check the whole chain; print the record count, the head (anchor it elsewhere) and any
     /// torn tail. Fails naming the first bad line.
     Verify {
-        /// Audit log file; defaults to `audit.log` in `[gateway] journal_dir`.
-        #[arg(long)]
-        file: Option<PathBuf>,
-        /// Config file whose `[gateway] journal_dir` locates the log.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        log: AuditLogArgs,
     },
-    /// Print one line per verified record (seq, UTC time, actor, event); fails after the last
-    /// good record if the chain breaks.
+    /// Print one line per verified record (seq, UTC time, actor, event; with --json the lines as
+    /// stored); fails after the last good record if the chain breaks.
     Show {
-        /// Audit log file; defaults to `audit.log` in `[gateway] journal_dir`.
-        #[arg(long)]
-        file: Option<PathBuf>,
-        /// Config file whose `[gateway] journal_dir` locates the log.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Print the records as JSON lines, exactly as stored.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        log: AuditLogArgs,
     },
     /// A change's record for compliance, drawn from the audit log alone (the gateway need not
     /// run); fails if the chain does not verify.
     Report {
         /// CHG-n.
         change: String,
-        /// Audit log file; defaults to `audit.log` in `[gateway] journal_dir`.
-        #[arg(long)]
-        file: Option<PathBuf>,
-        /// Config file whose `[gateway] journal_dir` locates the log.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        log: AuditLogArgs,
     },
+}
+
+/// Which audit log an `audit` command reads, and how it prints.
+#[derive(Args)]
+struct AuditLogArgs {
+    /// Audit log file; defaults to `audit.log` in `[gateway] journal_dir`.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Config file whose `[gateway] journal_dir` locates the log.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -740,16 +733,15 @@ fn journal_replay(
 }
 
 fn audit(command: AuditCommand) -> anyhow::Result<()> {
-    let (file, config, json) = match &command {
-        AuditCommand::Verify { file, config, json }
-        | AuditCommand::Show { file, config, json }
-        | AuditCommand::Report {
-            file, config, json, ..
-        } => (file, config, *json),
-    };
-    let path = match file {
+    let (AuditCommand::Verify { log }
+    | AuditCommand::Show { log }
+    | AuditCommand::Report { log, .. }) = &command;
+    let json = log.json;
+    let path = match &log.file {
         Some(file) => file.clone(),
-        None => control::audit::default_path(&Config::load(config.as_deref())?.gateway.journal_dir),
+        None => {
+            control::audit::default_path(&Config::load(log.config.as_deref())?.gateway.journal_dir)
+        }
     };
     let (records, report) = control::audit::read(&path)?;
     if let AuditCommand::Report { change, .. } = &command {
@@ -776,7 +768,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
     }
     if report.torn_tail_bytes > 0 {
         eprintln!(
-            "{} bytes after the last complete record: an append interrupted by a crash, never acknowledged; the gateway cuts them when it opens the log",
+            "{} bytes after the last complete record: an append interrupted by a crash, never acknowledged; the gateway cuts them when it opens the log and keeps them beside it",
             report.torn_tail_bytes
         );
     }

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::api::{ControlReply, ControlRequest};
@@ -167,6 +167,34 @@ pub(crate) async fn bind_loopback(
     Ok((listener, local_addr))
 }
 
+/// The next connection to an operator-facing endpoint (`what`: control, metrics), with the
+/// permit that bounds how many are open; `None` when it was dropped instead: an accept error
+/// (out of descriptors and the like, after a short back-off instead of spinning), a peer that is
+/// not local however the socket was set up, or no permit left.
+pub(crate) async fn accept_local(
+    listener: &TcpListener,
+    connections: &Arc<Semaphore>,
+    what: &str,
+) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let (stream, peer) = match listener.accept().await {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::warn!(%error, what, "accept failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return None;
+        }
+    };
+    if !is_loopback(peer.ip()) {
+        tracing::warn!(%peer, what, "connection from a non-loopback address dropped");
+        return None;
+    }
+    let Ok(permit) = connections.clone().try_acquire_owned() else {
+        tracing::warn!(%peer, what, "connection limit reached; closing");
+        return None;
+    };
+    Some((stream, peer, permit))
+}
+
 /// Loopback in either address family, including an IPv4 loopback written as an IPv4-mapped IPv6
 /// address (`::ffff:127.0.0.1`), which `Ipv6Addr::is_loopback` alone would reject. Shared with
 /// the metrics endpoint, so both local-only listeners agree on what "local" means.
@@ -206,22 +234,8 @@ impl ControlEndpoint {
         let connection_shutdown = shutdown.clone();
         loop {
             tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(pair) => pair,
-                        Err(error) => {
-                            // Out of descriptors and the like: back off instead of spinning.
-                            tracing::warn!(%error, "control accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    if !is_loopback(peer.ip()) {
-                        tracing::warn!(%peer, "control connection from a non-loopback address dropped");
-                        continue;
-                    }
-                    let Ok(permit) = connections.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "control connection limit reached; closing");
+                accepted = accept_local(&self.listener, &connections, "control") => {
+                    let Some((stream, peer, permit)) = accepted else {
                         continue;
                     };
                     let peer_uid = super::peer::tcp_peer_uid(peer, self.local_addr);

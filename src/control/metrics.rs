@@ -30,7 +30,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::api::{ControlReply, ControlRequest, EngineRole, EngineStatus, Status};
-use super::endpoint::{ControlCommand, bind_loopback, is_loopback, stopped};
+use super::endpoint::{ControlCommand, accept_local, bind_loopback, stopped};
 use crate::constants;
 
 /// The Content-Type of the Prometheus text exposition format 0.0.4, as Prometheus's own client
@@ -146,22 +146,8 @@ impl MetricsEndpoint {
         let mut tasks = JoinSet::new();
         loop {
             tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(pair) => pair,
-                        Err(error) => {
-                            // Out of descriptors and the like: back off instead of spinning.
-                            tracing::warn!(%error, "metrics accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    if !is_loopback(peer.ip()) {
-                        tracing::warn!(%peer, "metrics connection from a non-loopback address dropped");
-                        continue;
-                    }
-                    let Ok(permit) = connections.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "metrics connection limit reached; closing");
+                accepted = accept_local(&self.listener, &connections, "metrics") => {
+                    let Some((stream, peer, permit)) = accepted else {
                         continue;
                     };
                     let commands = commands.clone();

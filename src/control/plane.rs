@@ -15,7 +15,7 @@
 //! trading itself never waits for the log.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -250,80 +250,45 @@ impl Plane {
                 Some(uid) => format!("{name} (uid {uid})"),
                 None => name.to_owned(),
             });
-        let now = Timestamp::now();
-        let answer = match request {
-            ControlRequest::Status => {
-                self.forward_status(reply);
-                return;
-            }
-            ControlRequest::Switch { change, .. } => {
-                self.act(
-                    Action::Switch,
-                    operator,
-                    change,
-                    ControlRequest::switch(GATEWAY_ACTOR),
-                    Some(reply),
-                );
-                return;
-            }
-            ControlRequest::Rollback { change, .. } => {
-                self.act(
-                    Action::Rollback,
-                    operator,
-                    change,
-                    ControlRequest::rollback(GATEWAY_ACTOR),
-                    Some(reply),
-                );
-                return;
-            }
+        // What moves authority or trading is checked, audited, then handed to the sequencer as
+        // asked (the sequencer reads neither the operator nor the change: those stay here).
+        let moves = match &request {
+            ControlRequest::Switch { change, .. } => Some((Action::Switch, change.clone())),
+            ControlRequest::Rollback { change, .. } => Some((Action::Rollback, change.clone())),
             ControlRequest::Canary {
                 change,
                 percent,
                 symbols,
                 ..
-            } => {
-                let forward = ControlRequest::Canary {
-                    operator: operator.clone(),
-                    change: change.clone(),
-                    percent,
+            } => Some((
+                Action::Canary {
+                    percent: *percent,
                     symbols: symbols.clone(),
-                };
-                self.act(
-                    Action::Canary { percent, symbols },
-                    operator,
-                    change,
-                    forward,
-                    Some(reply),
-                );
-                return;
-            }
-            ControlRequest::Stage { change, engine, .. } => {
-                let forward = ControlRequest::Stage {
-                    operator: operator.clone(),
-                    change: change.clone(),
+                },
+                change.clone(),
+            )),
+            ControlRequest::Stage { change, engine, .. } => Some((
+                Action::Stage {
                     engine: engine.clone(),
-                };
-                self.act(
-                    Action::Stage { engine },
-                    operator,
-                    Some(change),
-                    forward,
-                    Some(reply),
-                );
-                return;
-            }
-            ControlRequest::Resume { symbols, .. } => {
-                let forward = ControlRequest::Resume {
-                    operator: operator.clone(),
+                },
+                Some(change.clone()),
+            )),
+            ControlRequest::Resume { symbols, .. } => Some((
+                Action::Resume {
                     symbols: symbols.clone(),
-                };
-                self.act(
-                    Action::Resume { symbols },
-                    operator,
-                    None,
-                    forward,
-                    Some(reply),
-                );
+                },
+                None,
+            )),
+            _ => None,
+        };
+        if let Some((action, change)) = moves {
+            self.act(action, operator, change, request, Some(reply));
+            return;
+        }
+        let now = Timestamp::now();
+        let answer = match request {
+            ControlRequest::Status => {
+                self.forward_status(reply);
                 return;
             }
             ControlRequest::ChangeFile {
@@ -356,6 +321,13 @@ impl Plane {
             ControlRequest::ChangeList => ControlReply::Changes {
                 changes: self.book.summaries(),
             },
+            ControlRequest::Switch { .. }
+            | ControlRequest::Rollback { .. }
+            | ControlRequest::Canary { .. }
+            | ControlRequest::Stage { .. }
+            | ControlRequest::Resume { .. } => {
+                refused("internal: an action reached the change commands".into())
+            }
         };
         let _ = reply.send(answer);
     }
@@ -670,11 +642,6 @@ impl Plane {
         });
     }
 
-    /// The audit log's path.
-    pub fn audit_path(&self) -> &Path {
-        self.audit.path()
-    }
-
     /// Halted symbols and diverged engines from before this start, for the sequencer.
     pub fn carried(&self) -> &Carried {
         &self.carried
@@ -791,6 +758,7 @@ fn refused(reason: String) -> ControlReply {
 mod tests {
     use super::*;
     use crate::control::api::{SwitchReport, SwitchScope};
+    use std::path::Path;
 
     /// A plane over a fresh log in `dir`, with a fake sequencer that records every command it gets
     /// together with the audit log's last line at that moment, and switches.

@@ -216,8 +216,9 @@ impl Canary {
     }
 }
 
-fn names(symbols: &[Symbol]) -> Vec<String> {
-    symbols.iter().map(|s| s.as_str().to_owned()).collect()
+/// Symbols as the text operators and the audit log read.
+fn names<'a>(symbols: impl IntoIterator<Item = &'a Symbol>) -> Vec<String> {
+    symbols.into_iter().map(|s| s.as_str().to_owned()).collect()
 }
 
 /// An engine's executable hash for a message, or what its absence means.
@@ -1492,14 +1493,10 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         let engine_diverged = self.diverged.get(&connection.name).unwrap_or(&empty);
         let diverged: Vec<String> = match kind {
             SwitchKind::CanaryEnd => return Ok(()),
-            SwitchKind::All => names(&engine_diverged.iter().copied().collect::<Vec<_>>()),
-            SwitchKind::CanaryStart(symbols) => names(
-                &symbols
-                    .iter()
-                    .filter(|s| engine_diverged.contains(s))
-                    .copied()
-                    .collect::<Vec<_>>(),
-            ),
+            SwitchKind::All => names(engine_diverged),
+            SwitchKind::CanaryStart(symbols) => {
+                names(symbols.iter().filter(|s| engine_diverged.contains(s)))
+            }
         };
         if !diverged.is_empty() {
             return Err(format!(
@@ -1740,7 +1737,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     return ControlReply::Refused {
                         reason: format!(
                             "{name} is neither halted nor diverged on any engine (halted: {})",
-                            names(&self.halted.iter().copied().collect::<Vec<_>>()).join(", ")
+                            names(&self.halted).join(", ")
                         ),
                     };
                 }
@@ -1911,7 +1908,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             }),
             open_changes: Vec::new(),
             audit_head: None,
-            halted: names(&self.halted.iter().copied().collect::<Vec<_>>()),
+            halted: names(&self.halted),
         }
     }
 

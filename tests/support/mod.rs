@@ -61,17 +61,7 @@ impl Gateway {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn baton gateway");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read address line");
-        let addr = line
-            .trim()
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let addr = listening_addr(&mut child);
         Gateway { child, addr }
     }
 
@@ -278,15 +268,20 @@ pub fn spawn_up(config: &Path) -> (Child, SocketAddr) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn baton up");
+    let addr = listening_addr(&mut up);
+    (up, addr)
+}
+
+/// The FIX address from the gateway's first stdout line, `baton gateway listening on ADDR`,
+/// printed once it is bound (by `baton gateway` itself, or by the one `baton up` starts).
+fn listening_addr(child: &mut Child) -> SocketAddr {
     let mut line = String::new();
-    BufReader::new(up.stdout.take().expect("stdout"))
+    BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("read address line");
-    let addr = line
-        .trim()
+    line.trim()
         .rsplit(' ')
         .next()
         .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    (up, addr)
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
