@@ -15,6 +15,21 @@ pub const RECV_BUFFER_INITIAL: usize = 8 * 1024;
 /// ahead than this is not recovering; it is logged out rather than allowed to grow memory.
 pub const INBOUND_QUEUE_MAX: usize = 10_000;
 
+/// Bytes a session holds behind an inbound sequence gap, counting each queued message's frame
+/// and its field index. The count limit alone let 3,000 queued 64 KiB messages take 161 MB for
+/// one session; 4 MiB holds a full count of typical orders (10,000 × ~250 B) plus slack, so an
+/// honest peer meets the count limit first, while the largest messages stop at about 60. Over
+/// it the counterparty is logged out, as over the count.
+pub const INBOUND_QUEUE_BYTES_MAX: usize = 4 << 20;
+
+/// Largest sequence number the session accepts, as MsgSeqNum or as a SequenceReset's NewSeqNo.
+/// The codec reads at most 19 digits; one digit less leaves 9 × 10^18 numbers to count on after
+/// a reset to the maximum (285,000 years at a million messages a second), so a session at the
+/// limit can always be followed, and no `+ 1` on a sequence number can overflow. A
+/// SequenceReset above it would strand the session (its next MsgSeqNum would not parse) and is
+/// refused with a Reject (373=5).
+pub const SEQ_NUM_MAX: u64 = 999_999_999_999_999_999;
+
 /// Smallest HeartBtInt (seconds) accepted by default: one second is the finest interval FIX
 /// expresses, and anything finer is a misconfiguration.
 pub const HEART_BT_INT_MIN_S: u64 = 1;
@@ -38,6 +53,18 @@ pub const LOGOUT_TIMEOUT_DEFAULT_MS: u64 = 2_000;
 pub const HEARTBEAT_MARGIN_PCT: u64 = 20;
 
 const _: () = assert!(RECV_BUFFER_INITIAL <= BODY_LENGTH_MAX);
+const _: () = assert!(
+    INBOUND_QUEUE_BYTES_MAX >= INBOUND_QUEUE_MAX * 256,
+    "a full count of typical messages must fit the byte bound, so honest peers meet the count first"
+);
+const _: () = assert!(
+    INBOUND_QUEUE_BYTES_MAX >= 16 * BODY_LENGTH_MAX,
+    "a few of the largest messages must still queue behind a gap"
+);
+const _: () = assert!(
+    SEQ_NUM_MAX < 1_000_000_000_000_000_000,
+    "one digit fewer than the 19 the codec reads, so the numbers after the maximum still parse"
+);
 const _: () = assert!(HEART_BT_INT_MIN_S >= 1 && HEART_BT_INT_MIN_S <= HEART_BT_INT_MAX_S);
 
 // ---------------------------------------------------------------------------------------------

@@ -597,7 +597,7 @@ fn classic_crash_inputs_get_the_right_verdict() {
         (
             "field without equals sign",
             order_with("", "58|"),
-            Verdict::Reject(R::InvalidTagNumber, 0),
+            Verdict::Garbled(Garbled::FieldWithoutEquals),
         ),
         (
             "control byte in text",

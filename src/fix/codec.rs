@@ -38,6 +38,9 @@ pub enum Garbled {
     BadCheckSum,
     /// MsgType is not the third field, or a header field is malformed.
     BadHeader,
+    /// A field has no `=`: the bytes cannot be split into fields at all, unlike a field whose
+    /// tag or value is wrong (those are noted as a [`FieldProblem`] and answered with a Reject).
+    FieldWithoutEquals,
 }
 
 /// What the decoder found at the start of a buffer.
@@ -337,6 +340,9 @@ impl Message {
                             end: field_end as u32,
                         });
                     }
+                }
+                None if expected_header.is_none() && !is_last => {
+                    return Err(Garbled::FieldWithoutEquals);
                 }
                 _ => {
                     if expected_header.is_some() || is_last {

@@ -192,8 +192,11 @@ pub struct Session<S: SessionStore> {
     timers: [Option<Timestamp>; TIMER_COUNT],
     /// Agreed HeartBtInt in milliseconds; 0 before Logon.
     heartbeat_interval_ms: u64,
-    /// Messages received beyond a gap, by MsgSeqNum; bounded by `INBOUND_QUEUE_MAX`.
+    /// Messages received beyond a gap, by MsgSeqNum; bounded by `INBOUND_QUEUE_MAX` messages
+    /// and `INBOUND_QUEUE_BYTES_MAX` bytes.
     queue: BTreeMap<u64, Queued>,
+    /// What `queue` holds, as counted by [`queued_bytes`]; always the sum over its entries.
+    queue_bytes: usize,
     /// While a ResendRequest of ours is outstanding: the highest MsgSeqNum seen beyond the gap,
     /// so we do not ask again for the same gap.
     resend_target: Option<u64>,
@@ -239,6 +242,7 @@ impl<S: SessionStore> Session<S> {
             timers: [None; TIMER_COUNT],
             heartbeat_interval_ms: 0,
             queue: BTreeMap::new(),
+            queue_bytes: 0,
             resend_target: None,
             test_request_id: 0,
             seq_num_next_in,
@@ -292,7 +296,7 @@ impl<S: SessionStore> Session<S> {
     pub fn on_connect(&mut self, now: Timestamp) {
         self.recv.clear();
         self.transmit.clear();
-        self.queue.clear();
+        self.clear_queue();
         self.resend_target = None;
         self.timers = [None; TIMER_COUNT];
         self.state = State::AwaitingLogon;
@@ -312,7 +316,7 @@ impl<S: SessionStore> Session<S> {
         self.timers = [None; TIMER_COUNT];
         self.recv.clear();
         self.transmit.clear();
-        self.queue.clear();
+        self.clear_queue();
         self.resend_target = None;
     }
 
@@ -474,20 +478,24 @@ impl<S: SessionStore> Session<S> {
         }
         self.heard_from_peer(now);
 
-        // Wrong CompIDs: Reject (reason 9), Logout, disconnect.
-        let comp_id_tag = if message.get(tags::SENDER_COMP_ID)
-            != Some(self.config.target_comp_id.as_bytes())
-        {
-            Some(tags::SENDER_COMP_ID)
-        } else if message.get(tags::TARGET_COMP_ID) != Some(self.config.sender_comp_id.as_bytes()) {
-            Some(tags::TARGET_COMP_ID)
-        } else {
-            None
+        // Wrong CompIDs: Reject (reason 9), Logout, disconnect. An absent one is not a wrong one:
+        // the dictionary's header check answers it with "required tag missing" (reason 1).
+        let comp_id_tag = match (
+            message.get(tags::SENDER_COMP_ID),
+            message.get(tags::TARGET_COMP_ID),
+        ) {
+            (Some(sender), _) if sender != self.config.target_comp_id.as_bytes() => {
+                Some(tags::SENDER_COMP_ID)
+            }
+            (_, Some(target)) if target != self.config.sender_comp_id.as_bytes() => {
+                Some(tags::TARGET_COMP_ID)
+            }
+            _ => None,
         };
 
         let seq = match message.uint(tags::MSG_SEQ_NUM) {
-            Ok(seq) => seq,
-            Err(_) => {
+            Ok(seq) if seq <= constants::SEQ_NUM_MAX => seq,
+            _ => {
                 let text = "MsgSeqNum missing or invalid";
                 return self.refuse(now, text, DisconnectReason::ProtocolViolation(text.into()));
             }
@@ -511,6 +519,11 @@ impl<S: SessionStore> Session<S> {
         }
 
         let msg_type = message.msg_type();
+        if msg_type == msg_type::LOGON && self.state == State::Active && reset_requested(message) {
+            // A Logon with ResetSeqNumFlag=Y while logged on restarts both sides at 1; its
+            // MsgSeqNum (1) is below the expected one by design, so it bypasses the check.
+            return self.handle_reset_logon(now, message, seq);
+        }
         let gap_fill = message
             .bool_opt(tags::GAP_FILL_FLAG)
             .ok()
@@ -574,14 +587,11 @@ impl<S: SessionStore> Session<S> {
                 return self.refuse_logon(now, &text);
             }
         };
-        let Ok(seq) = message.uint(tags::MSG_SEQ_NUM) else {
-            return self.refuse_logon(now, "MsgSeqNum missing or invalid");
+        let seq = match message.uint(tags::MSG_SEQ_NUM) {
+            Ok(seq) if seq <= constants::SEQ_NUM_MAX => seq,
+            _ => return self.refuse_logon(now, "MsgSeqNum missing or invalid"),
         };
-        let reset_requested = message
-            .bool_opt(tags::RESET_SEQ_NUM_FLAG)
-            .ok()
-            .flatten()
-            .unwrap_or(false);
+        let reset_requested = reset_requested(message);
 
         // A new session day starts from 1 on both sides.
         let period = window.start.as_secs();
@@ -631,7 +641,7 @@ impl<S: SessionStore> Session<S> {
         if seq > expected {
             // Accept, then ask for what we missed. The Logon's own number is consumed once the
             // gap before it is filled.
-            self.queue.insert(
+            self.enqueue(
                 seq,
                 Queued {
                     received_at: now,
@@ -643,6 +653,56 @@ impl<S: SessionStore> Session<S> {
         } else {
             self.consume_in(seq);
         }
+        Verdict::Done
+    }
+
+    /// A Logon with ResetSeqNumFlag=Y on a logged-on session: both sides restart at 1 without
+    /// a new connection. It is answered with a Logon carrying 141=Y and MsgSeqNum 1; whatever
+    /// of the old numbering was not delivered is not resent, as for a reset at connect.
+    fn handle_reset_logon(&mut self, now: Timestamp, message: &Message, seq: u64) -> Verdict {
+        if let Err(problem) = self.dictionary.validate(message) {
+            let text = format!("invalid Logon: {}", describe(problem));
+            return self.refuse_logon(now, &text);
+        }
+        if seq != 1 {
+            return self.refuse_logon(now, "ResetSeqNumFlag=Y requires MsgSeqNum=1");
+        }
+        if let Some(text) = self.sending_time_problem(message, now) {
+            return self.refuse_logon(now, &text);
+        }
+        let heart_bt_int = match message.uint(tags::HEART_BT_INT) {
+            Ok(value)
+                if (self.config.heart_bt_int_min_s..=self.config.heart_bt_int_max_s)
+                    .contains(&value) =>
+            {
+                value
+            }
+            _ => {
+                let text = format!(
+                    "HeartBtInt must be between {} and {} seconds",
+                    self.config.heart_bt_int_min_s, self.config.heart_bt_int_max_s
+                );
+                return self.refuse_logon(now, &text);
+            }
+        };
+        let period = self.store.session_period();
+        if let Err(error) = self.store.reset(period) {
+            return self.store_failed(now, error);
+        }
+        tracing::info!(session = %self.config.target_comp_id, "ResetSeqNumFlag=Y while logged on: sequence numbers reset");
+        self.seq_num_next_in = 1;
+        self.unconfirmed.clear();
+        self.clear_queue();
+        self.resend_target = None;
+        self.heartbeat_interval_ms = heart_bt_int * 1000;
+        self.stats.logons += 1;
+        self.send_admin(now, msg_type::LOGON, |e| {
+            e.uint(tags::ENCRYPT_METHOD, 0)
+                .uint(tags::HEART_BT_INT, heart_bt_int)
+                .bool(tags::RESET_SEQ_NUM_FLAG, true);
+        });
+        self.events.push_back(Event::LoggedOn { reset: true });
+        self.consume_in(seq);
         Verdict::Done
     }
 
@@ -674,7 +734,11 @@ impl<S: SessionStore> Session<S> {
             let text = "too many messages queued behind a sequence gap";
             return self.refuse(now, text, DisconnectReason::ProtocolViolation(text.into()));
         }
-        self.queue.insert(
+        if self.queue_bytes + queued_bytes(message) > constants::INBOUND_QUEUE_BYTES_MAX {
+            let text = "too many bytes queued behind a sequence gap";
+            return self.refuse(now, text, DisconnectReason::ProtocolViolation(text.into()));
+        }
+        self.enqueue(
             seq,
             Queued {
                 received_at,
@@ -782,7 +846,7 @@ impl<S: SessionStore> Session<S> {
             return Verdict::Done;
         }
         let msg_type = message.msg_type();
-        if let Err(problem) = self.dictionary.validate(message) {
+        if let Err(problem) = self.validate(message) {
             let text = describe(problem);
             self.send_reject(now, message, seq, problem.reason, problem.tag, &text);
             self.consume_in(seq);
@@ -826,6 +890,9 @@ impl<S: SessionStore> Session<S> {
             msg_type::SEQUENCE_RESET => {
                 // Gap fill: move the expected number forward, never back.
                 match message.uint(tags::NEW_SEQ_NO) {
+                    Ok(new_seq) if new_seq > constants::SEQ_NUM_MAX => {
+                        self.reject_beyond_max(now, message, seq);
+                    }
                     Ok(new_seq) if new_seq > seq => {
                         self.set_next_in(new_seq);
                         return Verdict::Done;
@@ -860,6 +927,38 @@ impl<S: SessionStore> Session<S> {
         Verdict::Done
     }
 
+    /// The session-level check of an in-sequence message. A FIX 4.4 message type the venue
+    /// does not take (News, Email...) passes with only its header checked: it is a valid message
+    /// at the session level, takes its number and reaches the application, which answers it
+    /// with a BusinessMessageReject (380=3). A MsgType that is not FIX 4.4 at all stays a
+    /// session Reject (373=11).
+    fn validate(&self, message: &Message) -> Result<(), FieldProblem> {
+        match self.dictionary.validate(message) {
+            Err(problem)
+                if problem.reason == SessionRejectReason::InvalidMsgType
+                    && msg_type::is_fix44(message.msg_type()) =>
+            {
+                // The dictionary reports the codec's own findings before an unknown MsgType, so
+                // the frame's fields are sound; the standard header is all that applies.
+                let missing = [
+                    tags::SENDER_COMP_ID,
+                    tags::TARGET_COMP_ID,
+                    tags::SENDING_TIME,
+                ]
+                .into_iter()
+                .find(|&tag| message.get(tag).is_none());
+                match missing {
+                    Some(tag) => Err(FieldProblem {
+                        reason: SessionRejectReason::RequiredTagMissing,
+                        tag,
+                    }),
+                    None => Ok(()),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// A SequenceReset may only move the expected number forward (373=5 on NewSeqNo).
     fn reject_lowering(&mut self, now: Timestamp, message: &Message, seq: u64) {
         self.send_reject(
@@ -872,8 +971,29 @@ impl<S: SessionStore> Session<S> {
         );
     }
 
+    /// A SequenceReset whose NewSeqNo no session could count on from (373=5 on NewSeqNo); see
+    /// [`constants::SEQ_NUM_MAX`].
+    fn reject_beyond_max(&mut self, now: Timestamp, message: &Message, seq: u64) {
+        let text = format!(
+            "NewSeqNo above the largest sequence number accepted ({})",
+            constants::SEQ_NUM_MAX
+        );
+        self.send_reject(
+            now,
+            message,
+            seq,
+            SessionRejectReason::ValueIsIncorrect,
+            tags::NEW_SEQ_NO,
+            &text,
+        );
+    }
+
     fn handle_sequence_reset(&mut self, now: Timestamp, message: &Message, seq: u64) -> Verdict {
         match message.uint(tags::NEW_SEQ_NO) {
+            Ok(new_seq) if new_seq > constants::SEQ_NUM_MAX => {
+                self.reject_beyond_max(now, message, seq);
+                Verdict::Done
+            }
             Ok(new_seq) => {
                 let expected = self.seq_num_next_in;
                 if new_seq > expected {
@@ -903,7 +1023,8 @@ impl<S: SessionStore> Session<S> {
             let expected = self.seq_num_next_in;
             while let Some(entry) = self.queue.first_entry() {
                 if *entry.key() < expected {
-                    entry.remove();
+                    let skipped = entry.remove();
+                    self.queue_bytes -= queued_bytes(&skipped.message);
                 } else {
                     break;
                 }
@@ -915,6 +1036,7 @@ impl<S: SessionStore> Session<S> {
                 break;
             }
             let queued = entry.remove();
+            self.queue_bytes -= queued_bytes(&queued.message);
             if let Verdict::Stop = self.process_in_sequence(
                 now,
                 &queued.message,
@@ -933,6 +1055,20 @@ impl<S: SessionStore> Session<S> {
             self.resend_target = None;
         }
         Verdict::Done
+    }
+
+    /// Queues a message beyond the gap, keeping `queue_bytes` the sum of what is queued. The
+    /// caller checked both bounds; a number already queued is replaced, not counted twice.
+    fn enqueue(&mut self, seq: u64, queued: Queued) {
+        self.queue_bytes += queued_bytes(&queued.message);
+        if let Some(replaced) = self.queue.insert(seq, queued) {
+            self.queue_bytes -= queued_bytes(&replaced.message);
+        }
+    }
+
+    fn clear_queue(&mut self) {
+        self.queue.clear();
+        self.queue_bytes = 0;
     }
 
     fn consume_in(&mut self, seq: u64) {
@@ -1198,7 +1334,7 @@ impl<S: SessionStore> Session<S> {
         }
         self.state = State::Disconnected;
         self.timers = [None; TIMER_COUNT];
-        self.queue.clear();
+        self.clear_queue();
         self.resend_target = None;
         self.events.push_back(Event::Disconnect(reason));
     }
@@ -1206,6 +1342,21 @@ impl<S: SessionStore> Session<S> {
     fn set_timer(&mut self, timer: Timer, at: Timestamp) {
         self.timers[timer as usize] = Some(at);
     }
+}
+
+/// Whether a Logon asks for ResetSeqNumFlag=Y.
+fn reset_requested(message: &Message) -> bool {
+    message
+        .bool_opt(tags::RESET_SEQ_NUM_FLAG)
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// What a queued message costs the session: its frame and its field index, both held until the
+/// gap closes.
+fn queued_bytes(message: &Message) -> usize {
+    message.as_bytes().len() + message.fields().count() * std::mem::size_of::<(u32, u32, u32)>()
 }
 
 /// The Text of a Reject for a field problem.

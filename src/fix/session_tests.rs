@@ -991,17 +991,185 @@ fn after_our_logout_business_waits_for_resend_and_no_second_logout() {
 fn absurd_sequence_numbers_do_not_overflow() {
     let mut h = Harness::new();
     h.logon();
-    // u64::MAX itself has 20 digits and is refused as a format error; the largest accepted
-    // number is all nines.
+    // u64::MAX itself has 20 digits and is refused as a format error.
     let bytes = h.build_with_seq(b"4", 2, &[(36, &u64::MAX.to_string())]);
-    assert_eq!(h.feed(&bytes)[0].msg_type(), b"3");
-    let largest = "9999999999999999999";
-    let bytes = h.build_with_seq(b"4", 3, &[(36, largest)]);
-    h.feed(&bytes);
-    assert_eq!(h.session.seq_num_next_in().to_string(), largest);
-    let bytes = h.build_with_seq(b"0", largest.parse().unwrap(), &[]);
-    h.feed(&bytes);
-    assert_eq!(h.session.seq_num_next_in(), 10_000_000_000_000_000_000);
+    let answer = h.feed(&bytes);
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 373), "6");
+    // The largest accepted number can be reset to, and counted on from.
+    let largest = constants::SEQ_NUM_MAX.to_string();
+    let bytes = h.build_with_seq(b"4", 3, &[(36, &largest)]);
+    assert!(h.feed(&bytes).is_empty());
+    assert_eq!(h.session.seq_num_next_in(), constants::SEQ_NUM_MAX);
+    let bytes = h.build_with_seq(b"0", constants::SEQ_NUM_MAX, &[]);
+    assert!(h.feed(&bytes).is_empty());
+    assert_eq!(h.session.seq_num_next_in(), constants::SEQ_NUM_MAX + 1);
+    assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn sequence_reset_beyond_the_largest_sequence_number_is_rejected() {
+    // Reset mode: 9999999999999999999 parses, but the message after it could not.
+    let mut h = Harness::new();
+    h.logon();
+    let bytes = h.build_with_seq(b"4", 2, &[(36, "9999999999999999999")]);
+    let answer = h.feed(&bytes);
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 373), "5");
+    assert_eq!(text(&answer[0], 371), "36");
+    assert_eq!(
+        h.session.seq_num_next_in(),
+        2,
+        "the expected number is unchanged"
+    );
+    // The session goes on with the numbers it had.
+    h.seq = 2;
+    assert_eq!(h.send(b"1", &[(112, "STILL")])[0].msg_type(), b"0");
+
+    // GapFill mode: the same refusal, and the gap fill takes its own number.
+    let mut h = Harness::new();
+    h.logon();
+    let beyond = (constants::SEQ_NUM_MAX + 1).to_string();
+    let answer = h.send(b"4", &[(123, "Y"), (36, &beyond)]);
+    assert_eq!(text(&answer[0], 373), "5");
+    assert_eq!(text(&answer[0], 371), "36");
+    assert_eq!(h.session.seq_num_next_in(), 3);
+
+    // A MsgSeqNum beyond the maximum is as unusable as one that does not parse.
+    let mut h = Harness::new();
+    h.logon();
+    let bytes = h.build_with_seq(b"0", constants::SEQ_NUM_MAX + 1, &[]);
+    assert_eq!(h.feed(&bytes)[0].msg_type(), b"5");
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::ProtocolViolation(_))
+    ));
+}
+
+#[test]
+fn gap_queue_is_bounded_in_bytes() {
+    let mut h = Harness::new();
+    h.logon();
+    let _lost = h.build(b"0", &[]);
+    let text_60k = "x".repeat(60 * 1024);
+    let mut sent = 0;
+    let logout = loop {
+        assert!(
+            sent < constants::INBOUND_QUEUE_MAX,
+            "the byte bound must stop a queue of large messages long before the count bound"
+        );
+        let answer = h.send(b"0", &[(58, &text_60k)]);
+        sent += 1;
+        assert!(h.session.queue_bytes <= constants::INBOUND_QUEUE_BYTES_MAX);
+        if let Some(logout) = answer.into_iter().find(|m| m.msg_type() == b"5") {
+            break logout;
+        }
+    };
+    assert_eq!(
+        text(&logout, 58),
+        "too many bytes queued behind a sequence gap"
+    );
+    assert!(sent * 60 * 1024 > constants::INBOUND_QUEUE_BYTES_MAX);
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::ProtocolViolation(_))
+    ));
+    assert_eq!(h.session.queue_bytes, 0, "the queue is released");
+}
+
+#[test]
+fn message_without_target_comp_id_is_rejected_with_reason_1() {
+    let (answer, mut h) = reject_for(&frame("35=0|49=CLIENT|34=2|52=20261123-12:00:00|"));
+    assert_eq!(answer.len(), 1, "a Reject, no Logout: {answer:?}");
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 373), "1");
+    assert_eq!(text(&answer[0], 371), "56");
+    assert_eq!(text(&answer[0], 45), "2");
+    assert_eq!(h.session.state(), State::Active);
+    assert_eq!(
+        h.session.seq_num_next_in(),
+        3,
+        "the rejected message takes its number"
+    );
+    assert!(h.disconnected_with().is_none());
+}
+
+#[test]
+fn field_without_equals_sign_is_garbled_and_keeps_its_number() {
+    let (answer, mut h) = reject_for(&frame(
+        "35=1|49=CLIENT|56=BATON|34=2|52=20261123-12:00:00|112|",
+    ));
+    assert!(answer.is_empty(), "ignored, no Reject: {answer:?}");
+    assert_eq!(h.session.stats().garbled, 1);
+    assert_eq!(h.session.seq_num_next_in(), 2);
+    h.seq = 2;
+    assert_eq!(h.send(b"1", &[(112, "OK")])[0].msg_type(), b"0");
+    assert_eq!(h.session.seq_num_next_in(), 3);
+}
+
+#[test]
+fn logon_with_reset_seq_num_flag_while_logged_on_resets_both_sides() {
+    let mut h = Harness::new();
+    h.logon();
+    h.send(b"0", &[]);
+    h.send(b"0", &[]);
+    h.events();
+    assert_eq!(h.session.seq_num_next_in(), 4);
+    let reset = h.build_with_seq(b"A", 1, &[(98, "0"), (108, "30"), (141, "Y")]);
+    let answer = h.feed(&reset);
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert_eq!(answer[0].msg_type(), b"A");
+    assert_eq!(text(&answer[0], 141), "Y");
+    assert_eq!(text(&answer[0], 34), "1");
+    assert_eq!(h.events(), vec![Event::LoggedOn { reset: true }]);
+    assert_eq!(h.session.state(), State::Active);
+    assert_eq!(h.session.seq_num_next_in(), 2);
+    assert_eq!(h.session.store().seq_num_next_out(), 2);
+    // Both sides go on from the new numbers.
+    h.seq = 2;
+    let answer = h.send(b"1", &[(112, "AFTER-RESET")]);
+    assert_eq!(text(&answer[0], 34), "2");
+    assert_eq!(h.session.seq_num_next_in(), 3);
+}
+
+#[test]
+fn reset_logon_while_logged_on_must_carry_msg_seq_num_1() {
+    let mut h = Harness::new();
+    h.logon();
+    let answer = h.send(b"A", &[(98, "0"), (108, "30"), (141, "Y")]);
+    assert_eq!(answer[0].msg_type(), b"5");
+    assert_eq!(
+        text(&answer[0], 58),
+        "ResetSeqNumFlag=Y requires MsgSeqNum=1"
+    );
+}
+
+#[test]
+fn fix44_message_type_the_venue_does_not_take_is_accepted_for_a_business_reject() {
+    let mut h = Harness::new();
+    h.logon();
+    h.events();
+    // News (B) is FIX 4.4 but not in the venue's dictionary.
+    let answer = h.send(b"B", &[(148, "Headline")]);
+    assert!(answer.is_empty(), "no session Reject: {answer:?}");
+    assert_eq!(h.session.seq_num_next_in(), 3, "its number is taken");
+    match h.events().as_slice() {
+        [Event::Application(message)] => assert_eq!(message.msg_type(), b"B"),
+        other => panic!("expected the News for the application, got {other:?}"),
+    }
+}
+
+#[test]
+fn unsupported_message_type_still_needs_a_standard_header() {
+    let (answer, mut h) = reject_for(&frame("35=B|49=CLIENT|56=BATON|34=2|148=Headline|"));
+    assert_eq!(text(&answer[0], 373), "1");
+    assert_eq!(text(&answer[0], 371), "52");
+    assert!(
+        h.events()
+            .iter()
+            .all(|e| !matches!(e, Event::Application(_)))
+    );
 }
 
 #[test]

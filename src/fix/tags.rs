@@ -89,6 +89,25 @@ pub mod msg_type {
     pub fn is_admin(msg_type: &[u8]) -> bool {
         matches!(msg_type, b"0" | b"1" | b"2" | b"3" | b"4" | b"5" | b"A")
     }
+
+    /// Every MsgType FIX 4.4 defines (93), whether or not the venue takes it. The venue
+    /// dictionary lists only what the venue takes; this table tells a valid FIX 4.4 message the
+    /// venue does not support (answered with BusinessMessageReject 380=3) from a MsgType that
+    /// is not FIX at all (session Reject 373=11).
+    pub const FIX44: [&[u8]; 93] = [
+        b"0", b"1", b"2", b"3", b"4", b"5", b"6", b"7", b"8", b"9", b"A", b"B", b"C", b"D", b"E",
+        b"F", b"G", b"H", b"J", b"K", b"L", b"M", b"N", b"P", b"Q", b"R", b"S", b"T", b"V", b"W",
+        b"X", b"Y", b"Z", b"a", b"b", b"c", b"d", b"e", b"f", b"g", b"h", b"i", b"j", b"k", b"l",
+        b"m", b"n", b"o", b"p", b"q", b"r", b"s", b"t", b"u", b"v", b"w", b"x", b"y", b"z", b"AA",
+        b"AB", b"AC", b"AD", b"AE", b"AF", b"AG", b"AH", b"AI", b"AJ", b"AK", b"AL", b"AM", b"AN",
+        b"AO", b"AP", b"AQ", b"AR", b"AS", b"AT", b"AU", b"AV", b"AW", b"AX", b"AY", b"AZ", b"BA",
+        b"BB", b"BC", b"BD", b"BE", b"BF", b"BG", b"BH",
+    ];
+
+    /// Whether `msg_type` is one FIX 4.4 defines (see [`FIX44`]).
+    pub fn is_fix44(msg_type: &[u8]) -> bool {
+        FIX44.contains(&msg_type)
+    }
 }
 
 /// SessionRejectReason (373) values, FIX 4.4.
