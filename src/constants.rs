@@ -67,6 +67,11 @@ const _: () = assert!(
 );
 const _: () = assert!(HEART_BT_INT_MIN_S >= 1 && HEART_BT_INT_MIN_S <= HEART_BT_INT_MAX_S);
 
+/// Bytes of one peer-supplied value written to the log (escaped; see `fix::escape`). A CompID
+/// or ClOrdID is far shorter; a peer sending 60 KB in one is shown by its first bytes and its
+/// length, so it cannot flood the log.
+pub const LOG_PEER_VALUE_BYTES_MAX: usize = 64;
+
 // ---------------------------------------------------------------------------------------------
 // Session store (`fix::store::MmapStore`)
 // ---------------------------------------------------------------------------------------------

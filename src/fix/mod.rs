@@ -3,6 +3,7 @@
 
 pub mod codec;
 pub mod dictionary;
+pub mod escape;
 pub mod schedule;
 pub mod session;
 pub mod store;

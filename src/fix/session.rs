@@ -556,7 +556,11 @@ impl<S: SessionStore> Session<S> {
         if message.get(tags::SENDER_COMP_ID) != Some(self.config.target_comp_id.as_bytes())
             || message.get(tags::TARGET_COMP_ID) != Some(self.config.sender_comp_id.as_bytes())
         {
-            return self.refuse_logon(now, "unknown CompID pair");
+            // Closed without a message, as the acceptor does for a pair no session has: the
+            // peer is not authenticated, and a Logout would take one of our numbers.
+            tracing::warn!(session = %self.config.target_comp_id, "Logon with other CompIDs than the session's: closed without an answer");
+            self.disconnect(DisconnectReason::LogonRefused("unknown CompID pair".into()));
+            return Verdict::Stop;
         }
         if let Err(problem) = self.dictionary.validate(message) {
             let text = format!("invalid Logon: {}", describe(problem));
@@ -1393,26 +1397,6 @@ pub fn identify(frame: &Message) -> Option<(&[u8], &[u8], &[u8])> {
         frame.get(tags::SENDER_COMP_ID)?,
         frame.get(tags::TARGET_COMP_ID)?,
     ))
-}
-
-/// A Logout for a connection that belongs to no session (unknown CompIDs, session busy): it
-/// carries MsgSeqNum 1 and touches no store, so no session's numbering changes.
-pub fn refusal_logout(begin_string: &str, frame: &Message, now: Timestamp, text: &str) -> Vec<u8> {
-    let mut encoder = Encoder::new(begin_string);
-    encoder
-        .start(msg_type::LOGOUT)
-        .bytes(
-            tags::SENDER_COMP_ID,
-            frame.get(tags::TARGET_COMP_ID).unwrap_or(b"?"),
-        )
-        .bytes(
-            tags::TARGET_COMP_ID,
-            frame.get(tags::SENDER_COMP_ID).unwrap_or(b"?"),
-        )
-        .uint(tags::MSG_SEQ_NUM, 1)
-        .timestamp(tags::SENDING_TIME, now)
-        .str(tags::TEXT, text);
-    encoder.finish().to_vec()
 }
 
 #[cfg(test)]

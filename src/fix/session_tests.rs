@@ -188,7 +188,7 @@ fn logon_with_wrong_begin_string_is_refused_with_logout() {
 }
 
 #[test]
-fn logon_with_unknown_comp_id_is_refused_with_logout() {
+fn logon_with_unknown_comp_id_is_closed_without_a_message() {
     let mut h = Harness::new();
     h.encoder
         .start(b"A")
@@ -200,12 +200,12 @@ fn logon_with_unknown_comp_id_is_refused_with_logout() {
         .uint(108, 30);
     let bytes = h.encoder.finish().to_vec();
     let answer = h.feed(&bytes);
-    assert_eq!(answer[0].msg_type(), b"5");
-    assert_eq!(text(&answer[0], 58), "unknown CompID pair");
-    assert!(matches!(
+    assert!(answer.is_empty(), "{answer:?}");
+    assert_eq!(
         h.disconnected_with(),
-        Some(DisconnectReason::LogonRefused(_))
-    ));
+        Some(DisconnectReason::LogonRefused("unknown CompID pair".into()))
+    );
+    assert_eq!(h.session.store().seq_num_next_out(), 1, "no number taken");
 }
 
 #[test]

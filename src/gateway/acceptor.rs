@@ -3,7 +3,7 @@
 //! Each connection is its own task, so a slow or silent counterparty never blocks another. A new
 //! connection must present a Logon within the logon timeout; its CompIDs pick the session, which
 //! the connection holds exclusively until it closes (a second connection for the same session is
-//! refused with a Logout). The driver reads, feeds the session with the wall-clock time, writes
+//! closed without a message). The driver reads, feeds the session with the wall-clock time, writes
 //! what the session returns, and sleeps until the session's next deadline: all protocol decisions
 //! are the session's.
 //!
@@ -27,6 +27,7 @@ use super::translate;
 use crate::constants;
 use crate::engine::{Request, SessionId};
 use crate::fix::codec::{Decoder, Frame, Message};
+use crate::fix::escape::Escaped;
 use crate::fix::session::{self, Event, Session, State};
 use crate::fix::store::SessionStore;
 use crate::fix::tags::{self, BusinessRejectReason, msg_type};
@@ -348,16 +349,17 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             tracing::warn!(%peer, "first frame is garbled; closing");
             return;
         };
-        let Some((begin_string, their_comp_id, our_comp_id)) = session::identify(&message) else {
+        let Some((_, their_comp_id, our_comp_id)) = session::identify(&message) else {
             tracing::warn!(%peer, "first message has no CompIDs; closing");
             return;
         };
-        let begin_string = String::from_utf8_lossy(begin_string).into_owned();
         let key = (our_comp_id.to_vec(), their_comp_id.to_vec());
         let sessions = self.sessions.clone();
+        // A connection that names no session, or one that is already connected, is closed
+        // without a message (FIX session test cases 1S b and c): the peer is not authenticated,
+        // so it learns nothing, not even a CompID, and no session's numbering is touched.
         let Some(&id) = sessions.by_key.get(&key) else {
-            tracing::warn!(%peer, sender = %String::from_utf8_lossy(&key.1), target = %String::from_utf8_lossy(&key.0), "Logon for an unknown CompID pair refused");
-            refuse(&mut stream, &begin_string, &message, "unknown CompID pair").await;
+            tracing::warn!(%peer, sender = %Escaped(&key.1), target = %Escaped(&key.0), "Logon for an unknown CompID pair: closed without an answer");
             return;
         };
         let slot = &sessions.slots[id as usize];
@@ -366,14 +368,7 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
             .is_err()
         {
-            tracing::warn!(%peer, session = %String::from_utf8_lossy(&key.1), "second connection for a connected session refused");
-            refuse(
-                &mut stream,
-                &begin_string,
-                &message,
-                "session already connected",
-            )
-            .await;
+            tracing::warn!(%peer, session = %Escaped(&key.1), "Logon for a session that is already connected: closed without an answer");
             return;
         }
         let _claim = Claim { slot };
@@ -518,13 +513,4 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             );
         }
     }
-}
-
-async fn refuse(stream: &mut TcpStream, begin_string: &str, message: &Message, text: &str) {
-    let bytes = session::refusal_logout(begin_string, message, Timestamp::now(), text);
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(&bytes).await;
-        let _ = stream.shutdown().await;
-    })
-    .await;
 }
