@@ -1202,3 +1202,195 @@ fn store_keeps_an_unconfirmed_business_message_to_ask_for_it_after_a_crash() {
     restarted.on_connect(h.now);
     assert_eq!(restarted.seq_num_next_in(), 2);
 }
+
+// ----- FIX session test cases not covered above (see fix-specs/session-test-cases.md) ----------
+
+#[test]
+fn logon_with_sending_time_out_of_tolerance_is_refused() {
+    let mut h = Harness::new();
+    h.now = T0.plus_millis(constants::MAX_LATENCY_DEFAULT_MS + 1_000);
+    let bytes = h.build(b"A", &[(98, "0"), (108, "30")]);
+    h.now = T0;
+    let answer = h.feed(&bytes);
+    assert_eq!(answer[0].msg_type(), b"5");
+    assert!(
+        text(&answer[0], 58).starts_with("SendingTime accuracy problem"),
+        "{:?}",
+        text(&answer[0], 58)
+    );
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::LogonRefused(_))
+    ));
+}
+
+#[test]
+fn wrong_begin_string_after_logon_logs_out() {
+    let mut h = Harness::new();
+    h.logon();
+    h.encoder = Encoder::new("FIX.4.2");
+    let answer = h.send(b"0", &[]);
+    assert_eq!(answer[0].msg_type(), b"5");
+    assert_eq!(text(&answer[0], 58), "incorrect BeginString");
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::ProtocolViolation(_))
+    ));
+}
+
+#[test]
+fn first_three_fields_out_of_order_are_garbled() {
+    let mut h = Harness::new();
+    h.logon();
+    // MsgType before BodyLength, and MsgSeqNum before MsgType.
+    let body = "35=0\x0149=CLIENT\x0156=BATON\x0134=2\x0152=20261123-12:00:00\x01";
+    let head = format!("8=FIX.4.4\x0135=0\x019={}\x01{}", body.len(), &body[5..]);
+    let sum = crate::fix::codec::checksum(head.as_bytes());
+    let mut input = format!("{head}10={sum:03}\x01").into_bytes();
+    input.extend(frame("34=2|35=0|49=CLIENT|56=BATON|52=20261123-12:00:00|"));
+    assert!(h.feed(&input).is_empty());
+    assert_eq!(h.session.stats().garbled, 2);
+    assert_eq!(h.session.seq_num_next_in(), 2);
+    h.seq = 2;
+    assert_eq!(h.send(b"1", &[(112, "OK")])[0].msg_type(), b"0");
+}
+
+#[test]
+fn reject_from_the_counterparty_takes_its_number() {
+    let mut h = Harness::new();
+    h.logon();
+    let answer = h.send(b"3", &[(45, "1"), (373, "99"), (58, "not for us")]);
+    assert!(answer.is_empty(), "{answer:?}");
+    assert_eq!(h.session.seq_num_next_in(), 3);
+    assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn gap_fill_beyond_the_expected_number_asks_for_the_gap() {
+    let mut h = Harness::new();
+    h.logon();
+    let bytes = h.build_with_seq(b"4", 5, &[(123, "Y"), (36, "8")]);
+    let answer = h.feed(&bytes);
+    assert_eq!(answer.len(), 1);
+    assert_eq!(answer[0].msg_type(), b"2");
+    assert_eq!(text(&answer[0], 7), "2");
+    assert_eq!(h.session.seq_num_next_in(), 2);
+    // Once 2..4 arrive, the queued gap fill moves the expected number to 8.
+    let fill = h.build_with_seq(b"4", 2, &[(43, "Y"), (123, "Y"), (36, "5")]);
+    h.feed(&fill);
+    assert_eq!(h.session.seq_num_next_in(), 8);
+}
+
+#[test]
+fn gap_fill_with_a_low_number_and_poss_dup_is_ignored() {
+    let mut h = Harness::new();
+    h.logon();
+    h.send(b"0", &[]);
+    h.send(b"0", &[]);
+    let bytes = h.build_with_seq(b"4", 2, &[(43, "Y"), (123, "Y"), (36, "3")]);
+    assert!(h.feed(&bytes).is_empty());
+    assert_eq!(h.session.seq_num_next_in(), 4);
+    assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn gap_fill_with_a_low_number_without_poss_dup_logs_out() {
+    let mut h = Harness::new();
+    h.logon();
+    h.send(b"0", &[]);
+    h.send(b"0", &[]);
+    let bytes = h.build_with_seq(b"4", 2, &[(123, "Y"), (36, "3")]);
+    let answer = h.feed(&bytes);
+    assert_eq!(answer[0].msg_type(), b"5");
+    assert_eq!(
+        text(&answer[0], 58),
+        "MsgSeqNum too low, expecting 4 but received 2"
+    );
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::ProtocolViolation(_))
+    ));
+}
+
+#[test]
+fn sequence_reset_to_the_expected_number_changes_nothing() {
+    let mut h = Harness::new();
+    h.logon();
+    let bytes = h.build_with_seq(b"4", 7, &[(36, "2")]);
+    assert!(h.feed(&bytes).is_empty());
+    assert_eq!(h.session.seq_num_next_in(), 2);
+    assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn undefined_tag_is_rejected_with_reason_0() {
+    let (answer, h) = reject_for(&frame(
+        "35=0|49=CLIENT|56=BATON|34=2|52=20261123-12:00:00|9999=X|",
+    ));
+    assert_eq!(text(&answer[0], 373), "0");
+    assert_eq!(text(&answer[0], 371), "9999");
+    assert_eq!(h.session.seq_num_next_in(), 3);
+}
+
+#[test]
+fn tag_not_defined_for_the_message_type_is_rejected_with_reason_2() {
+    let (answer, h) = reject_for(&frame(
+        "35=0|49=CLIENT|56=BATON|34=2|52=20261123-12:00:00|11=ORDER|",
+    ));
+    assert_eq!(text(&answer[0], 373), "2");
+    assert_eq!(text(&answer[0], 371), "11");
+    assert_eq!(h.session.seq_num_next_in(), 3);
+}
+
+#[test]
+fn value_out_of_range_is_rejected_with_reason_5() {
+    let (answer, mut h) = reject_for(&frame(
+        "35=D|49=CLIENT|56=BATON|34=2|52=20261123-12:00:00|11=O-1|55=ACME|54=9|60=20261123-12:00:00|38=100|40=2|44=10.5|",
+    ));
+    assert_eq!(text(&answer[0], 373), "5");
+    assert_eq!(text(&answer[0], 371), "54");
+    assert!(
+        h.events()
+            .iter()
+            .all(|e| !matches!(e, Event::Application(_)))
+    );
+}
+
+#[test]
+fn header_field_after_a_body_field_is_rejected_with_reason_14() {
+    let (answer, h) = reject_for(&frame(
+        "35=1|49=CLIENT|56=BATON|34=2|112=X|52=20261123-12:00:00|",
+    ));
+    assert_eq!(text(&answer[0], 373), "14");
+    assert_eq!(text(&answer[0], 371), "52");
+    assert_eq!(h.session.seq_num_next_in(), 3);
+}
+
+#[test]
+fn fields_in_another_order_are_accepted() {
+    let mut h = Harness::new();
+    h.logon();
+    h.events();
+    let answer = h.feed(&frame(
+        "35=D|34=2|56=BATON|52=20261123-12:00:00|49=CLIENT|40=2|44=10.5|38=100|60=20261123-12:00:00|54=1|55=ACME|11=O-1|",
+    ));
+    assert!(answer.is_empty(), "{answer:?}");
+    match h.events().as_slice() {
+        [Event::Application(message)] => assert_eq!(text(message, 11), "O-1"),
+        other => panic!("expected the order, got {other:?}"),
+    }
+    assert_eq!(h.session.seq_num_next_in(), 3);
+}
+
+#[test]
+fn poss_resend_message_reaches_the_application_to_check_its_id() {
+    let mut h = Harness::new();
+    h.logon();
+    h.events();
+    let fields: Vec<(u32, &str)> = [(97, "Y")].into_iter().chain(order("O-1")).collect();
+    assert!(h.send(b"D", &fields).is_empty());
+    match h.events().as_slice() {
+        [Event::Application(message)] => assert_eq!(text(message, 97), "Y"),
+        other => panic!("expected the order, got {other:?}"),
+    }
+}
