@@ -576,20 +576,9 @@ impl<S: SessionStore> Session<S> {
             Ok(0) => {}
             _ => return self.refuse_logon(now, "EncryptMethod must be 0 (none)"),
         }
-        let heart_bt_int = match message.uint(tags::HEART_BT_INT) {
-            Ok(value)
-                if (self.config.heart_bt_int_min_s..=self.config.heart_bt_int_max_s)
-                    .contains(&value) =>
-            {
-                value
-            }
-            _ => {
-                let text = format!(
-                    "HeartBtInt must be between {} and {} seconds",
-                    self.config.heart_bt_int_min_s, self.config.heart_bt_int_max_s
-                );
-                return self.refuse_logon(now, &text);
-            }
+        let heart_bt_int = match self.heart_bt_int(message) {
+            Ok(value) => value,
+            Err(text) => return self.refuse_logon(now, &text),
         };
         let seq = match message.uint(tags::MSG_SEQ_NUM) {
             Ok(seq) if seq <= constants::SEQ_NUM_MAX => seq,
@@ -660,6 +649,20 @@ impl<S: SessionStore> Session<S> {
         Verdict::Done
     }
 
+    /// The HeartBtInt a Logon asks for, if it is in the configured range; else the Text of the
+    /// Logout that refuses it.
+    fn heart_bt_int(&self, message: &Message) -> Result<u64, String> {
+        let range = self.config.heart_bt_int_min_s..=self.config.heart_bt_int_max_s;
+        match message.uint(tags::HEART_BT_INT) {
+            Ok(value) if range.contains(&value) => Ok(value),
+            _ => Err(format!(
+                "HeartBtInt must be between {} and {} seconds",
+                range.start(),
+                range.end()
+            )),
+        }
+    }
+
     /// A Logon with ResetSeqNumFlag=Y on a logged-on session: both sides restart at 1 without
     /// a new connection. It is answered with a Logon carrying 141=Y and MsgSeqNum 1; whatever
     /// of the old numbering was not delivered is not resent, as for a reset at connect.
@@ -674,20 +677,9 @@ impl<S: SessionStore> Session<S> {
         if let Some(text) = self.sending_time_problem(message, now) {
             return self.refuse_logon(now, &text);
         }
-        let heart_bt_int = match message.uint(tags::HEART_BT_INT) {
-            Ok(value)
-                if (self.config.heart_bt_int_min_s..=self.config.heart_bt_int_max_s)
-                    .contains(&value) =>
-            {
-                value
-            }
-            _ => {
-                let text = format!(
-                    "HeartBtInt must be between {} and {} seconds",
-                    self.config.heart_bt_int_min_s, self.config.heart_bt_int_max_s
-                );
-                return self.refuse_logon(now, &text);
-            }
+        let heart_bt_int = match self.heart_bt_int(message) {
+            Ok(value) => value,
+            Err(text) => return self.refuse_logon(now, &text),
         };
         let period = self.store.session_period();
         if let Err(error) = self.store.reset(period) {
