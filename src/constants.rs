@@ -37,7 +37,25 @@ pub const LOGOUT_TIMEOUT_DEFAULT_MS: u64 = 2_000;
 /// transmission time" the FIX specification leaves to the venue. 20% is the common choice.
 pub const HEARTBEAT_MARGIN_PCT: u64 = 20;
 
+/// Bytes of a resend a session produces per step, i.e. what it has in flight towards one
+/// connection while serving a ResendRequest: the driver asks for the next step only once its
+/// writes of the previous one drained. 64 KiB is a few hundred typical messages, enough to keep
+/// a loopback or LAN link busy between steps, and keeps each step (parse, re-encode) well under
+/// a millisecond, so the session's lock is never held long enough to delay the outbox or the
+/// engine links. A step may end one stored message past it.
+pub const RESEND_STEP_BYTES: usize = 64 * 1024;
+
+/// Stored messages a resend step examines at most, whatever it writes: a range of heartbeats
+/// and other session messages is gap-filled without writing anything per message, so the byte
+/// bound alone would not bound the step's CPU. 1,024 parses are about as long as a full step.
+pub const RESEND_STEP_MESSAGES_MAX: usize = 1_024;
+
 const _: () = assert!(RECV_BUFFER_INITIAL <= BODY_LENGTH_MAX);
+const _: () = assert!(
+    RESEND_STEP_BYTES >= BODY_LENGTH_MAX,
+    "a step must have room for the largest stored message"
+);
+const _: () = assert!(RESEND_STEP_MESSAGES_MAX >= 1);
 const _: () = assert!(HEART_BT_INT_MIN_S >= 1 && HEART_BT_INT_MIN_S <= HEART_BT_INT_MAX_S);
 
 // ---------------------------------------------------------------------------------------------

@@ -399,7 +399,7 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
         let mut requests: Vec<Inbound> = Vec::new();
         let mut logging_out = false;
         loop {
-            let (closing, next_timeout) = {
+            let (closing, next_timeout, resending) = {
                 let mut session = slot
                     .session
                     .lock()
@@ -445,11 +445,16 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                         }
                     }
                 }
+                // `out` was written out in full (or this is the first pass): the connection's
+                // writes drained, so a resend being served may take its next step.
+                if session.resend_pending() && !session.has_transmit() {
+                    session.continue_resend(Timestamp::now());
+                }
                 session.poll_transmit(&mut out);
                 if let Err(error) = session.store_mut().flush() {
                     tracing::error!(session = %session.config().target_comp_id, %error, "session store flush failed");
                 }
-                (closing, session.next_timeout())
+                (closing, session.next_timeout(), session.resend_pending())
             };
             // Requests first: their sequence numbers are taken, so they must reach the sequencer
             // even if the write below fails.
@@ -477,7 +482,12 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             let sleep_for = next_timeout
                 .map(|at| Duration::from_nanos(at.0.saturating_sub(Timestamp::now().0)))
                 .unwrap_or(Duration::from_secs(3600));
+            if resending {
+                // Between resend steps, let every other task run before this one continues.
+                tokio::task::yield_now().await;
+            }
             tokio::select! {
+                biased;
                 read = stream.read(&mut chunk) => match read {
                     Ok(0) | Err(_) => return,
                     Ok(n) => {
@@ -497,6 +507,8 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                         session.logout(Timestamp::now(), "gateway shutting down");
                     }
                 }
+                // Input, timers and the outbox first; otherwise the resend's next step.
+                _ = std::future::ready(()), if resending => {}
             }
         }
     }
