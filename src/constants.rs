@@ -85,6 +85,24 @@ const _: () = assert!(STORE_MESSAGES_GROWTH_FACTOR >= 2);
 /// connection flood from exhausting memory or file descriptors before Logon is even checked.
 pub const CONNECTIONS_MAX: usize = 1_024;
 
+/// Connections at once that have not logged on yet, by default. A counterparty sends its Logon
+/// within a round trip of connecting, so a healthy venue has a handful; 256 lets that many
+/// counterparties reconnect at the same instant (after a network blip) while an unknown peer's
+/// idle sockets can hold only a quarter of the connection budget. When it is full the oldest
+/// such connection is closed to make room, so idle sockets cannot lock a counterparty out.
+pub const PRELOGON_CONNECTIONS_MAX: usize = 256;
+
+/// Connections at once not yet logged on from one source address, by default: a counterparty
+/// reconnects one session (or a few) at a time, and one address must not take the whole
+/// pre-logon budget. The oldest from that address is closed to make room.
+pub const PRELOGON_CONNECTIONS_PER_ADDRESS_MAX: usize = 32;
+
+const _: () = assert!(PRELOGON_CONNECTIONS_PER_ADDRESS_MAX <= PRELOGON_CONNECTIONS_MAX);
+const _: () = assert!(
+    PRELOGON_CONNECTIONS_MAX < CONNECTIONS_MAX,
+    "pre-logon connections get a smaller budget than all connections"
+);
+
 /// Bytes read from a socket per read call: enough for a burst of typical messages in one
 /// syscall.
 pub const READ_CHUNK: usize = 16 * 1024;

@@ -569,7 +569,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         let (business_tx, business_rx) =
             tokio::sync::mpsc::channel(baton::constants::SEQUENCER_QUEUE_MAX);
         let business = core.as_ref().map(|_| business_tx);
-        let (acceptor, handle) = Acceptor::bind(
+        let (mut acceptor, handle) = Acceptor::bind(
             config.gateway.listen,
             sessions,
             business,
@@ -577,6 +577,10 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("listening on {}", config.gateway.listen))?;
+        acceptor.set_prelogon_limits(
+            config.gateway.prelogon_connections_max,
+            config.gateway.prelogon_connections_per_address_max,
+        );
         let endpoint = control::endpoint::bind(config.gateway.control)
             .await
             .with_context(|| format!("[gateway] control {}", config.gateway.control))?;
