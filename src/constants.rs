@@ -496,6 +496,31 @@ pub const BENCH_SERIES_BUCKET_MS: u64 = 100;
 /// failover timeout of the bench venue (1 s) plus the queue it leaves behind.
 pub const BENCH_EVENT_WINDOW_MS: u64 = 1_500;
 
+/// Messages the `--hostile resend-storm` session has in its store before the storm: the number
+/// the storm was first seen with.
+pub const BENCH_HOSTILE_STORED: usize = 50_000;
+
+/// ResendRequests for the whole store the storm writes at once: the number it was first seen
+/// with.
+pub const BENCH_HOSTILE_RESEND_REQUESTS: usize = 30;
+
+/// Logons from unknown CompIDs `--hostile wide-logons` sends, four connections at a time: about
+/// the 613 that were first seen to cut the engine links.
+pub const BENCH_HOSTILE_WIDE_LOGONS: usize = 612;
+
+/// Distinct tags in each of those Logons: the most that fit under [`BODY_LENGTH_MAX`].
+pub const BENCH_HOSTILE_WIDE_TAGS: u32 = 7_000;
+
+/// Idle connections `--hostile prelogon-flood` opens: more than the default connection limit.
+pub const BENCH_HOSTILE_IDLE_CONNECTIONS: usize = 1_100;
+
+/// Idle connections `--hostile ctl-flood` opens to the control endpoint: twice the 16 that
+/// were first seen to lock it.
+pub const BENCH_HOSTILE_IDLE_CONTROL_CONNECTIONS: usize = 32;
+
+const _: () = assert!(BENCH_HOSTILE_IDLE_CONNECTIONS > CONNECTIONS_MAX);
+const _: () = assert!(BENCH_HOSTILE_WIDE_TAGS as usize * 8 < BODY_LENGTH_MAX);
+
 // ----- Audit log (`control::audit`) -------------------------------------------------------------
 
 /// Longest audit record line in bytes, newline included. A control action (a switch, an

@@ -75,6 +75,17 @@ enum Command {
         /// what a canary costs; own venue only.
         #[arg(long)]
         canary: bool,
+        /// Hostile traffic beside the measured sessions: resend-storm, wide-logons,
+        /// prelogon-flood or ctl-flood (the last needs the bench's own venue).
+        #[arg(long)]
+        hostile: Option<baton::bench::hostile::Hostile>,
+        /// When the hostile traffic starts, seconds into the load (default: half way).
+        #[arg(long)]
+        hostile_at: Option<f64>,
+        /// Run the bench's venue with this `baton` binary instead of this one (to measure
+        /// another build under the same harness).
+        #[arg(long)]
+        venue_program: Option<PathBuf>,
         /// Measure this FIX acceptor instead of starting a venue.
         #[arg(long)]
         target: Option<std::net::SocketAddr>,
@@ -398,6 +409,9 @@ fn main() -> anyhow::Result<()> {
             switch_every,
             kill_at,
             canary,
+            hostile,
+            hostile_at,
+            venue_program,
             target,
             sender,
             target_comp_id,
@@ -421,6 +435,8 @@ fn main() -> anyhow::Result<()> {
                 kill_at: kill_at.into_iter().map(secs).collect(),
                 progress_bar: !json,
                 canary,
+                hostile: hostile.map(|kind| (kind, secs(hostile_at.unwrap_or(duration / 2.0)))),
+                venue_program,
             };
             let report = baton::bench::harness::run(&config)?;
             baton::bench::plot::write_all(&report, &out)
