@@ -1127,18 +1127,24 @@ impl<S: SessionStore> Session<S> {
         let last = next_out - 1;
         let end = if end == 0 || end > last { last } else { end };
         self.stats.resends_served += 1;
-        tracing::info!(session = %self.config.target_comp_id, begin, end, "serving ResendRequest");
         if begin > end {
+            tracing::info!(session = %self.config.target_comp_id, begin, end, "ResendRequest for nothing sent");
             return;
         }
         // A request while another is served: serve the union of what remains and what is asked
-        // now, so repeating a request costs nothing more than asking once.
+        // now, so repeating a request costs nothing more than asking once (and logs nothing more).
         let replay = match self.replay {
-            Some(current) => Replay {
-                next: current.next.min(begin),
-                end: current.end.max(end),
-            },
-            None => Replay { next: begin, end },
+            Some(current) => {
+                tracing::debug!(session = %self.config.target_comp_id, begin, end, "ResendRequest merged with the one being served");
+                Replay {
+                    next: current.next.min(begin),
+                    end: current.end.max(end),
+                }
+            }
+            None => {
+                tracing::info!(session = %self.config.target_comp_id, begin, end, "serving ResendRequest");
+                Replay { next: begin, end }
+            }
         };
         self.replay = Some(replay);
         if let Some(held) = self.held_from
