@@ -173,15 +173,15 @@ fn build(
     encoder.finish().to_vec()
 }
 
-/// Reads and discards until the peer closes or is quiet for `quiet` (after `limit` at most);
-/// returns the bytes read and when the last arrived.
+/// Reads and discards until the peer closes, or is quiet for `quiet` after sending something
+/// (after `limit` at most); returns the bytes read and when the last arrived.
 fn drain(stream: &mut TcpStream, quiet: Duration, limit: Duration) -> (u64, Instant) {
     let started = Instant::now();
     let mut last = Instant::now();
     let mut total = 0;
     let mut buf = vec![0u8; 64 * 1024];
     let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
-    while started.elapsed() < limit && last.elapsed() < quiet {
+    while started.elapsed() < limit && (total == 0 || last.elapsed() < quiet) {
         match stream.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
