@@ -208,6 +208,13 @@ pub struct GatewayConfig {
     /// Connections accepted at once, logged on or not; more are closed on accept.
     #[serde(default = "default_connections_max")]
     pub connections_max: usize,
+    /// Connections at once that have not logged on; when full, the oldest is closed.
+    #[serde(default = "default_prelogon_connections_max")]
+    pub prelogon_connections_max: usize,
+    /// Connections at once that have not logged on, from one source address; when full, the
+    /// oldest from that address is closed.
+    #[serde(default = "default_prelogon_connections_per_address_max")]
+    pub prelogon_connections_per_address_max: usize,
     /// Engine link addresses (`unix:///path` or `tcp://host:port`): the first to attach takes
     /// authority, the others are standbys. Empty: the gateway runs sessions only and answers
     /// business messages with "application not available".
@@ -241,6 +248,14 @@ fn default_journal_dir() -> PathBuf {
 
 fn default_connections_max() -> usize {
     constants::CONNECTIONS_MAX
+}
+
+fn default_prelogon_connections_max() -> usize {
+    constants::PRELOGON_CONNECTIONS_MAX
+}
+
+fn default_prelogon_connections_per_address_max() -> usize {
+    constants::PRELOGON_CONNECTIONS_PER_ADDRESS_MAX
 }
 
 fn default_control() -> SocketAddr {

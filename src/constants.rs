@@ -52,6 +52,19 @@ pub const LOGOUT_TIMEOUT_DEFAULT_MS: u64 = 2_000;
 /// transmission time" the FIX specification leaves to the venue. 20% is the common choice.
 pub const HEARTBEAT_MARGIN_PCT: u64 = 20;
 
+/// Bytes of a resend a session produces per step, i.e. what it has in flight towards one
+/// connection while serving a ResendRequest: the driver asks for the next step only once its
+/// writes of the previous one drained. 64 KiB is a few hundred typical messages, enough to keep
+/// a loopback or LAN link busy between steps, and keeps each step (parse, re-encode) well under
+/// a millisecond, so the session's lock is never held long enough to delay the outbox or the
+/// engine links. A step may end one stored message past it.
+pub const RESEND_STEP_BYTES: usize = 64 * 1024;
+
+/// Stored messages a resend step examines at most, whatever it writes: a range of heartbeats
+/// and other session messages is gap-filled without writing anything per message, so the byte
+/// bound alone would not bound the step's CPU. 1,024 parses are about as long as a full step.
+pub const RESEND_STEP_MESSAGES_MAX: usize = 1_024;
+
 const _: () = assert!(RECV_BUFFER_INITIAL <= BODY_LENGTH_MAX);
 const _: () = assert!(
     INBOUND_QUEUE_BYTES_MAX >= INBOUND_QUEUE_MAX * 256,
@@ -65,6 +78,11 @@ const _: () = assert!(
     SEQ_NUM_MAX < 1_000_000_000_000_000_000,
     "one digit fewer than the 19 the codec reads, so the numbers after the maximum still parse"
 );
+const _: () = assert!(
+    RESEND_STEP_BYTES >= BODY_LENGTH_MAX,
+    "a step must have room for the largest stored message"
+);
+const _: () = assert!(RESEND_STEP_MESSAGES_MAX >= 1);
 const _: () = assert!(HEART_BT_INT_MIN_S >= 1 && HEART_BT_INT_MIN_S <= HEART_BT_INT_MAX_S);
 
 /// Bytes of one peer-supplied value written to the log (escaped; see `fix::escape`). A CompID
@@ -98,6 +116,24 @@ const _: () = assert!(STORE_MESSAGES_GROWTH_FACTOR >= 2);
 /// Connections accepted at once by default. Each holds two small buffers; the bound keeps a
 /// connection flood from exhausting memory or file descriptors before Logon is even checked.
 pub const CONNECTIONS_MAX: usize = 1_024;
+
+/// Connections at once that have not logged on yet, by default. A counterparty sends its Logon
+/// within a round trip of connecting, so a healthy venue has a handful; 256 lets that many
+/// counterparties reconnect at the same instant (after a network blip) while an unknown peer's
+/// idle sockets can hold only a quarter of the connection budget. When it is full the oldest
+/// such connection is closed to make room, so idle sockets cannot lock a counterparty out.
+pub const PRELOGON_CONNECTIONS_MAX: usize = 256;
+
+/// Connections at once not yet logged on from one source address, by default: a counterparty
+/// reconnects one session (or a few) at a time, and one address must not take the whole
+/// pre-logon budget. The oldest from that address is closed to make room.
+pub const PRELOGON_CONNECTIONS_PER_ADDRESS_MAX: usize = 32;
+
+const _: () = assert!(PRELOGON_CONNECTIONS_PER_ADDRESS_MAX <= PRELOGON_CONNECTIONS_MAX);
+const _: () = assert!(
+    PRELOGON_CONNECTIONS_MAX < CONNECTIONS_MAX,
+    "pre-logon connections get a smaller budget than all connections"
+);
 
 /// Bytes read from a socket per read call: enough for a burst of typical messages in one
 /// syscall.
@@ -491,6 +527,31 @@ pub const BENCH_SERIES_BUCKET_MS: u64 = 100;
 /// Window after a switch or kill in which the bench looks for its worst latency, ms: covers the
 /// failover timeout of the bench venue (1 s) plus the queue it leaves behind.
 pub const BENCH_EVENT_WINDOW_MS: u64 = 1_500;
+
+/// Messages the `--hostile resend-storm` session has in its store before the storm: the number
+/// the storm was first seen with.
+pub const BENCH_HOSTILE_STORED: usize = 50_000;
+
+/// ResendRequests for the whole store the storm writes at once: the number it was first seen
+/// with.
+pub const BENCH_HOSTILE_RESEND_REQUESTS: usize = 30;
+
+/// Logons from unknown CompIDs `--hostile wide-logons` sends, four connections at a time: about
+/// the 613 that were first seen to cut the engine links.
+pub const BENCH_HOSTILE_WIDE_LOGONS: usize = 612;
+
+/// Distinct tags in each of those Logons: the most that fit under [`BODY_LENGTH_MAX`].
+pub const BENCH_HOSTILE_WIDE_TAGS: u32 = 7_000;
+
+/// Idle connections `--hostile prelogon-flood` opens: more than the default connection limit.
+pub const BENCH_HOSTILE_IDLE_CONNECTIONS: usize = 1_100;
+
+/// Idle connections `--hostile ctl-flood` opens to the control endpoint: twice the 16 that
+/// were first seen to lock it.
+pub const BENCH_HOSTILE_IDLE_CONTROL_CONNECTIONS: usize = 32;
+
+const _: () = assert!(BENCH_HOSTILE_IDLE_CONNECTIONS > CONNECTIONS_MAX);
+const _: () = assert!(BENCH_HOSTILE_WIDE_TAGS as usize * 8 < BODY_LENGTH_MAX);
 
 // ----- Audit log (`control::audit`) -------------------------------------------------------------
 

@@ -75,6 +75,17 @@ enum Command {
         /// what a canary costs; own venue only.
         #[arg(long)]
         canary: bool,
+        /// Hostile traffic beside the measured sessions: resend-storm, wide-logons,
+        /// prelogon-flood or ctl-flood (the last needs the bench's own venue).
+        #[arg(long)]
+        hostile: Option<baton::bench::hostile::Hostile>,
+        /// When the hostile traffic starts, seconds into the load (default: half way).
+        #[arg(long)]
+        hostile_at: Option<f64>,
+        /// Run the bench's venue with this `baton` binary instead of this one (to measure
+        /// another build under the same harness).
+        #[arg(long)]
+        venue_program: Option<PathBuf>,
         /// Measure this FIX acceptor instead of starting a venue.
         #[arg(long)]
         target: Option<std::net::SocketAddr>,
@@ -398,6 +409,9 @@ fn main() -> anyhow::Result<()> {
             switch_every,
             kill_at,
             canary,
+            hostile,
+            hostile_at,
+            venue_program,
             target,
             sender,
             target_comp_id,
@@ -421,6 +435,8 @@ fn main() -> anyhow::Result<()> {
                 kill_at: kill_at.into_iter().map(secs).collect(),
                 progress_bar: !json,
                 canary,
+                hostile: hostile.map(|kind| (kind, secs(hostile_at.unwrap_or(duration / 2.0)))),
+                venue_program,
             };
             let report = baton::bench::harness::run(&config)?;
             baton::bench::plot::write_all(&report, &out)
@@ -569,7 +585,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         let (business_tx, business_rx) =
             tokio::sync::mpsc::channel(baton::constants::SEQUENCER_QUEUE_MAX);
         let business = core.as_ref().map(|_| business_tx);
-        let (acceptor, handle) = Acceptor::bind(
+        let (mut acceptor, handle) = Acceptor::bind(
             config.gateway.listen,
             sessions,
             business,
@@ -577,6 +593,10 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         )
         .await
         .with_context(|| format!("listening on {}", config.gateway.listen))?;
+        acceptor.set_prelogon_limits(
+            config.gateway.prelogon_connections_max,
+            config.gateway.prelogon_connections_per_address_max,
+        );
         let endpoint = control::endpoint::bind(config.gateway.control)
             .await
             .with_context(|| format!("[gateway] control {}", config.gateway.control))?;
@@ -610,13 +630,20 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         tokio::spawn(endpoint.run(control_tx, core_shutdown_rx.clone()));
         let carried = plane.carried().clone();
         tokio::spawn(plane.run(control_rx, events_rx, core_shutdown_rx.clone()));
-        let core_task = core.map(|core| {
-            tokio::spawn(core.with_events(events_tx).with_carried(&carried).run(
-                business_rx,
-                core_control_rx,
-                core_shutdown_rx,
-            ))
-        });
+        // On its own thread: engine-link liveness never waits for the connections' work.
+        let core_task = core
+            .map(|core| {
+                baton::gateway::isolate::spawn_isolated(
+                    "baton-core",
+                    core.with_events(events_tx).with_carried(&carried).run(
+                        business_rx,
+                        core_control_rx,
+                        core_shutdown_rx,
+                    ),
+                )
+            })
+            .transpose()
+            .context("starting the sequencer's thread")?;
         let signal_handle = handle.clone();
         tokio::spawn(async move {
             wait_for_shutdown_signal().await;

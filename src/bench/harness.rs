@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::echo::{self, EchoServer};
+use super::hostile::{self, Hostile, HostileTarget};
 use super::load::{self, FixTarget, LoadError, Mix, Plan, Progress};
 use super::report::{self, BenchReport, EventReport, Measurement};
 use super::venue::{Venue, VenueConfig, VenueError};
@@ -65,6 +66,11 @@ pub struct BenchConfig {
     /// Run the whole load under a canary (every symbol owned by the standby, gates watching it
     /// against the other engine), to measure what a canary costs; own venue only.
     pub canary: bool,
+    /// Hostile traffic beside the measured sessions, and when it starts.
+    pub hostile: Option<(Hostile, Duration)>,
+    /// The `baton` binary the venue runs, when not `program` (to measure another build under
+    /// the same harness); own venue only.
+    pub venue_program: Option<PathBuf>,
 }
 
 /// How client threads are placed; printed with every report so numbers are read in context.
@@ -83,20 +89,28 @@ const ENGINE_SECTION: &str = "[engine]\norders_max = 4194304\ncl_ord_ids_max = 1
 /// Runs the bench and reports what it measured.
 pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     if config.external.is_some()
-        && (config.switch_every.is_some() || !config.kill_at.is_empty() || config.canary)
+        && (config.switch_every.is_some()
+            || !config.kill_at.is_empty()
+            || config.canary
+            || config.venue_program.is_some())
     {
         return Err(BenchError::Venue(
-            "--switch-every, --kill-at and --canary need the bench's own venue (no --target): \
-             the bench can only switch and kill engines it started"
+            "--switch-every, --kill-at, --canary and --venue-program need the bench's own venue \
+             (no --target): the bench can only switch and kill engines it started"
                 .into(),
         ));
     }
     let mut venue = match &config.external {
         Some(_) => None,
         None => Some(Venue::start(&VenueConfig {
-            program: config.program.clone(),
+            program: config
+                .venue_program
+                .clone()
+                .unwrap_or_else(|| config.program.clone()),
             dir: config.dir.clone(),
-            sessions: config.sessions,
+            // The hostile traffic's own session, after the measured ones.
+            sessions: config.sessions
+                + usize::from(config.hostile.is_some_and(|(kind, _)| kind.needs_session())),
             snapshot_formats: [crate::engine::SNAPSHOT_FORMAT_DEFAULT; 2],
             engine_section: ENGINE_SECTION.into(),
             require_approval: false,
@@ -158,6 +172,16 @@ fn measure(config: &BenchConfig, venue: Option<&mut Venue>) -> Result<BenchRepor
         },
         (None, None) => return Err(BenchError::Venue("no venue".into())),
     };
+    let hostile_target = HostileTarget {
+        fix: target.addr,
+        sender: format!("{}{}", target.sender_prefix, plan.sessions + 1),
+        target_comp_id: target.target_comp_id.clone(),
+        control: venue.as_ref().map(|venue| venue.control),
+    };
+    let prepared = match config.hostile {
+        Some((kind, _)) => hostile::prepare(kind, &hostile_target)?,
+        None => hostile::Prepared::default(),
+    };
     if config.canary
         && let Some(venue) = venue.as_ref()
     {
@@ -181,10 +205,35 @@ fn measure(config: &BenchConfig, venue: Option<&mut Venue>) -> Result<BenchRepor
     let baton = std::thread::scope(|scope| {
         let handle =
             scope.spawn(|| load::run(&plan, start, &|n| load::connect_fix(&target, n), &progress));
+        let hostile = config.hostile.map(|(kind, at)| {
+            let (target, bar) = (&hostile_target, &bar);
+            scope.spawn(move || {
+                let when = start + at;
+                std::thread::sleep(when.saturating_duration_since(Instant::now()));
+                let at_ms = Instant::now().saturating_duration_since(start).as_millis() as u64;
+                let outcome = hostile::run(kind, target, prepared);
+                bar.println(&format!(
+                    "hostile {} at {at_ms} ms: {}",
+                    kind.name(),
+                    outcome.detail
+                ));
+                EventReport {
+                    kind: format!("hostile {}", kind.name()),
+                    detail: outcome.detail,
+                    at_ms,
+                    until_ms: at_ms + outcome.lasted.as_millis() as u64,
+                    worst_us: 0,
+                    worst_to_steady_p99: 0.0,
+                }
+            })
+        });
         if let Some(venue) = venue {
             events = drive_events(config, venue, start, &bar, &progress);
         }
         bar.follow(&progress, &handle);
+        if let Some(event) = hostile.and_then(|h| h.join().ok()) {
+            events.push(event);
+        }
         handle.join().map_err(|_| LoadError::Panicked)?
     })?;
     bar.finish();
@@ -195,14 +244,16 @@ fn measure(config: &BenchConfig, venue: Option<&mut Venue>) -> Result<BenchRepor
         .filter(|&&(at, _)| {
             !events.iter().any(|e: &EventReport| {
                 at + crate::constants::BENCH_SERIES_BUCKET_MS * 1_000 >= e.at_ms * 1_000
-                    && at <= (e.at_ms + crate::constants::BENCH_EVENT_WINDOW_MS) * 1_000
+                    && at
+                        <= (e.until_ms.max(e.at_ms) + crate::constants::BENCH_EVENT_WINDOW_MS)
+                            * 1_000
             })
         })
         .map(|&(_, l)| l)
         .collect();
     let steady_p99_us = percentile(steady, 0.99);
     for event in &mut events {
-        event.worst_us = report::worst_around(&baton.samples, event.at_ms);
+        event.worst_us = report::worst_during(&baton.samples, event.at_ms, event.until_ms);
         event.worst_to_steady_p99 = if steady_p99_us == 0 {
             0.0
         } else {
@@ -308,6 +359,7 @@ fn drive_events(
             kind: kind.into(),
             detail,
             at_ms,
+            until_ms: at_ms,
             worst_us: 0,
             worst_to_steady_p99: 0.0,
         });

@@ -4,6 +4,7 @@
 pub mod demo;
 pub mod echo;
 pub mod harness;
+pub mod hostile;
 pub mod initiator;
 pub mod load;
 pub mod plot;

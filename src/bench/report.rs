@@ -172,6 +172,10 @@ pub struct EventReport {
     pub detail: String,
     /// When it started, ms after the run started.
     pub at_ms: u64,
+    /// When it ended, ms after the run started, for an event that lasts (hostile traffic);
+    /// equal to `at_ms` for one that does not.
+    #[serde(default)]
+    pub until_ms: u64,
     /// Worst latency of orders meant to be sent from just before the event to
     /// [`constants::BENCH_EVENT_WINDOW_MS`] after it, µs.
     pub worst_us: u64,
@@ -181,8 +185,13 @@ pub struct EventReport {
 
 /// The worst latency in the window around an event at `at_ms`.
 pub fn worst_around(samples: &[(u64, u64)], at_ms: u64) -> u64 {
+    worst_during(samples, at_ms, at_ms)
+}
+
+/// The worst latency in the window around an event lasting from `at_ms` to `until_ms`.
+pub fn worst_during(samples: &[(u64, u64)], at_ms: u64, until_ms: u64) -> u64 {
     let from = at_ms.saturating_sub(constants::BENCH_SERIES_BUCKET_MS) * 1_000;
-    let to = (at_ms + constants::BENCH_EVENT_WINDOW_MS) * 1_000;
+    let to = (until_ms.max(at_ms) + constants::BENCH_EVENT_WINDOW_MS) * 1_000;
     samples
         .iter()
         .filter(|&&(at, _)| at >= from && at <= to)

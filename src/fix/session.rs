@@ -168,6 +168,15 @@ struct Queued {
     served: bool,
 }
 
+/// The part of a counterparty's ResendRequest still to serve.
+#[derive(Clone, Copy, Debug)]
+struct Replay {
+    /// Next MsgSeqNum to resend (or gap-fill).
+    next: u64,
+    /// Last MsgSeqNum of the range.
+    end: u64,
+}
+
 /// One FIX acceptor session. See the module documentation for the driver contract.
 pub struct Session<S: SessionStore> {
     /// How this session behaves.
@@ -197,6 +206,13 @@ pub struct Session<S: SessionStore> {
     queue: BTreeMap<u64, Queued>,
     /// What `queue` holds, as counted by [`queued_bytes`]; always the sum over its entries.
     queue_bytes: usize,
+    /// The counterparty's ResendRequest being served, a step at a time (see
+    /// [`Session::continue_resend`]).
+    replay: Option<Replay>,
+    /// While a resend is served, messages the session sends are stored but held back, so the
+    /// counterparty sees its MsgSeqNums in order: the first one held. They follow the resend,
+    /// as they were stored.
+    held_from: Option<u64>,
     /// While a ResendRequest of ours is outstanding: the highest MsgSeqNum seen beyond the gap,
     /// so we do not ask again for the same gap.
     resend_target: Option<u64>,
@@ -243,6 +259,8 @@ impl<S: SessionStore> Session<S> {
             heartbeat_interval_ms: 0,
             queue: BTreeMap::new(),
             queue_bytes: 0,
+            replay: None,
+            held_from: None,
             resend_target: None,
             test_request_id: 0,
             seq_num_next_in,
@@ -298,6 +316,7 @@ impl<S: SessionStore> Session<S> {
         self.transmit.clear();
         self.clear_queue();
         self.resend_target = None;
+        self.end_resend();
         self.timers = [None; TIMER_COUNT];
         self.state = State::AwaitingLogon;
         self.set_timer(
@@ -318,6 +337,7 @@ impl<S: SessionStore> Session<S> {
         self.transmit.clear();
         self.clear_queue();
         self.resend_target = None;
+        self.end_resend();
     }
 
     /// The earliest deadline at which [`Session::handle_timeout`] must be called.
@@ -326,9 +346,84 @@ impl<S: SessionStore> Session<S> {
     }
 
     /// Appends the bytes to write to `out` and forgets them.
+    ///
+    /// A ResendRequest is not answered in one go: its first step is here after the
+    /// [`Session::handle_bytes`] that read it, and while [`Session::resend_pending`] holds, the
+    /// driver calls [`Session::continue_resend`] for the next step once it has written
+    /// everything this returned. That is the connection's write backpressure: a counterparty
+    /// that asks for a million messages gets them as fast as it reads them, and the session
+    /// never holds more than [`constants::RESEND_STEP_BYTES`] of them.
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.transmit);
         self.transmit.clear();
+    }
+
+    /// Whether a resend is still being served (or the messages held behind it are still to be
+    /// written): the driver should call [`Session::continue_resend`] once its writes drained,
+    /// instead of waiting for input or a timer.
+    pub fn resend_pending(&self) -> bool {
+        self.replay.is_some() || self.held_from.is_some()
+    }
+
+    /// Produces the next step of the resend being served into the transmit buffer: up to
+    /// [`constants::RESEND_STEP_BYTES`] (one message past it at most) and
+    /// [`constants::RESEND_STEP_MESSAGES_MAX`] stored messages examined, so one call is short
+    /// whatever the range. Once the range is served, the messages held back meanwhile follow
+    /// as they were stored, then sending is live again. Does nothing when nothing is pending.
+    pub fn continue_resend(&mut self, now: Timestamp) {
+        let mut examined = 0;
+        let mut resent = Message::default();
+        while self.transmit.len() < constants::RESEND_STEP_BYTES
+            && examined < constants::RESEND_STEP_MESSAGES_MAX
+        {
+            if let Some(Replay { next, end }) = self.replay {
+                if next > end {
+                    self.replay = None;
+                    continue;
+                }
+                examined += 1;
+                if self.stored_business(next, &mut resent) {
+                    self.resend_one(now, &resent);
+                    self.replay = Some(Replay {
+                        next: next + 1,
+                        end,
+                    });
+                    continue;
+                }
+                // A run of session-level (or no longer stored) messages becomes one gap fill.
+                let mut fill_to = next + 1;
+                while fill_to <= end
+                    && examined < constants::RESEND_STEP_MESSAGES_MAX
+                    && !self.stored_business(fill_to, &mut resent)
+                {
+                    fill_to += 1;
+                    examined += 1;
+                }
+                self.send_gap_fill(now, next, fill_to);
+                self.replay = Some(Replay { next: fill_to, end });
+            } else if let Some(held) = self.held_from {
+                if held >= self.store.seq_num_next_out() {
+                    self.held_from = None;
+                    break;
+                }
+                examined += 1;
+                self.held_from = Some(held + 1);
+                let Some(bytes) = self.store.sent(held) else {
+                    continue;
+                };
+                // After our Logout only session-level messages go out (see `send_app`).
+                if self.state != State::Active
+                    && !(resent.parse_into(bytes).is_ok() && msg_type::is_admin(resent.msg_type()))
+                {
+                    continue;
+                }
+                self.transmit.extend_from_slice(bytes);
+                self.stats.messages_out += 1;
+                self.arm_heartbeat(now);
+            } else {
+                break;
+            }
+        }
     }
 
     /// Whether bytes wait in [`Session::poll_transmit`].
@@ -453,6 +548,11 @@ impl<S: SessionStore> Session<S> {
         self.store.append_sent(seq, bytes)?;
         // After our Logout only the Logout exchange goes out; the message waits for resend.
         if self.state == State::Active {
+            if self.replay.is_some() || self.held_from.is_some() {
+                // Follows the resend, in MsgSeqNum order.
+                self.held_from.get_or_insert(seq);
+                return Ok(seq);
+            }
             self.transmit.extend_from_slice(bytes);
             self.stats.messages_out += 1;
             self.arm_heartbeat(now);
@@ -690,6 +790,8 @@ impl<S: SessionStore> Session<S> {
         self.unconfirmed.clear();
         self.clear_queue();
         self.resend_target = None;
+        // A resend of the old numbering in progress, and what it held back, end with it.
+        self.end_resend();
         self.heartbeat_interval_ms = heart_bt_int * 1000;
         self.stats.logons += 1;
         self.send_admin(now, msg_type::LOGON, |e| {
@@ -1159,32 +1261,52 @@ impl<S: SessionStore> Session<S> {
         let last = next_out - 1;
         let end = if end == 0 || end > last { last } else { end };
         self.stats.resends_served += 1;
-        tracing::info!(session = %self.config.target_comp_id, begin, end, "serving ResendRequest");
         if begin > end {
+            tracing::info!(session = %self.config.target_comp_id, begin, end, "ResendRequest for nothing sent");
             return;
         }
-        let mut gap_start: Option<u64> = None;
-        let mut resent = Message::default();
-        for n in begin..=end {
-            let business = match self.store.sent(n) {
-                Some(bytes) => match resent.parse_into(bytes) {
-                    Ok(()) => !msg_type::is_admin(resent.msg_type()),
-                    Err(_) => false,
-                },
-                None => false,
-            };
-            if !business {
-                gap_start.get_or_insert(n);
-                continue;
+        // A request while another is served: serve the union of what remains and what is asked
+        // now, so repeating a request costs nothing more than asking once (and logs nothing more).
+        let replay = match self.replay {
+            Some(current) => {
+                tracing::debug!(session = %self.config.target_comp_id, begin, end, "ResendRequest merged with the one being served");
+                Replay {
+                    next: current.next.min(begin),
+                    end: current.end.max(end),
+                }
             }
-            if let Some(start) = gap_start.take() {
-                self.send_gap_fill(now, start, n);
+            None => {
+                tracing::info!(session = %self.config.target_comp_id, begin, end, "serving ResendRequest");
+                Replay { next: begin, end }
             }
-            self.resend_one(now, &resent);
+        };
+        self.replay = Some(replay);
+        if let Some(held) = self.held_from
+            && held <= replay.end
+        {
+            // Held messages inside the range are resent with it.
+            self.held_from = Some(replay.end + 1);
         }
-        if let Some(start) = gap_start {
-            self.send_gap_fill(now, start, end + 1);
+        // The first step at once, unless a previous one is still unwritten: many requests in
+        // one read must not each add a step.
+        if self.transmit.len() < constants::RESEND_STEP_BYTES {
+            self.continue_resend(now);
         }
+    }
+
+    /// Whether the message stored under `seq` is a business message; if so it is parsed into
+    /// `into`.
+    fn stored_business(&self, seq: u64, into: &mut Message) -> bool {
+        match self.store.sent(seq) {
+            Some(bytes) => into.parse_into(bytes).is_ok() && !msg_type::is_admin(into.msg_type()),
+            None => false,
+        }
+    }
+
+    /// Stops serving a resend and releases what was held behind it to a later resend.
+    fn end_resend(&mut self) {
+        self.replay = None;
+        self.held_from = None;
     }
 
     /// Re-sends a stored business message with PossDupFlag=Y, OrigSendingTime = its original
@@ -1256,6 +1378,18 @@ impl<S: SessionStore> Session<S> {
             tracing::error!(session = %self.config.target_comp_id, %error, "cannot store outbound message");
             self.disconnect(DisconnectReason::StoreFailed(error.to_string()));
             return;
+        }
+        if self.replay.is_some() || self.held_from.is_some() {
+            if msg_type == msg_type::LOGOUT {
+                // The session is ending: the Logout goes out now, and what the resend did not
+                // reach yet is resent after the next Logon, like anything else unsent.
+                self.replay = None;
+                self.held_from = None;
+            } else {
+                // Follows the resend, in MsgSeqNum order.
+                self.held_from.get_or_insert(seq);
+                return;
+            }
         }
         self.transmit.extend_from_slice(bytes);
         self.stats.messages_out += 1;
@@ -1332,6 +1466,7 @@ impl<S: SessionStore> Session<S> {
         self.timers = [None; TIMER_COUNT];
         self.clear_queue();
         self.resend_target = None;
+        self.end_resend();
         self.events.push_back(Event::Disconnect(reason));
     }
 

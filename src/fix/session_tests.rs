@@ -1394,3 +1394,234 @@ fn poss_resend_message_reaches_the_application_to_check_its_id() {
         other => panic!("expected the order, got {other:?}"),
     }
 }
+
+// ----- Resend served in steps ----------------------------------------------------------------------
+
+/// Sends `count` execution reports from the gateway and discards what went out.
+fn with_many_sent(h: &mut Harness, count: usize) {
+    for n in 0..count {
+        let id = format!("E-{n}");
+        h.session
+            .send_app(h.now, b"8", |e| {
+                e.str(37, &id)
+                    .str(11, &id)
+                    .str(17, &id)
+                    .char(150, b'0')
+                    .char(39, b'0');
+            })
+            .unwrap();
+    }
+    h.sent();
+}
+
+/// What a step may hold: the step size plus the one message that crosses it.
+const STEP_BOUND: usize = constants::RESEND_STEP_BYTES + 1024;
+
+/// Raw bytes the session has for the driver now.
+fn raw(h: &mut Harness) -> Vec<u8> {
+    let mut out = Vec::new();
+    h.session.poll_transmit(&mut out);
+    out
+}
+
+/// Feeds `bytes`, then drives the resend the way the connection driver does (the next step
+/// only once the previous one is written), checking every step against the bound. Returns all
+/// the counterparty received, and how many steps it took.
+fn serve_in_steps(h: &mut Harness, bytes: &[u8]) -> (Vec<Message>, usize) {
+    h.session.handle_bytes(h.now, bytes);
+    let mut received = Vec::new();
+    let mut steps = 0;
+    loop {
+        let step = raw(h);
+        assert!(step.len() <= STEP_BOUND, "a step of {} bytes", step.len());
+        received.extend(parse_all(&step));
+        if !h.session.resend_pending() {
+            break;
+        }
+        steps += 1;
+        assert!(steps < 100_000, "resend does not finish");
+        h.session.continue_resend(h.now);
+    }
+    (received, steps)
+}
+
+/// The MsgSeqNums the counterparty's expected number moves through: every message counts
+/// once, a gap fill moves it to its NewSeqNo. Panics on anything out of order.
+fn assert_contiguous(received: &[Message], from: u64) -> u64 {
+    let mut expected = from;
+    for message in received {
+        let seq: u64 = text(message, 34).parse().unwrap();
+        assert_eq!(seq, expected, "out of order: {message:?}");
+        expected = if message.msg_type() == b"4" && text(message, 123) == "Y" {
+            text(message, 36).parse().unwrap()
+        } else {
+            seq + 1
+        };
+    }
+    expected
+}
+
+#[test]
+fn a_large_resend_is_served_in_steps_of_bounded_size() {
+    let mut h = Harness::new();
+    h.logon(); // our seq 1
+    with_many_sent(&mut h, 5_000); // our seqs 2..=5001
+    let request = h.build(b"2", &[(7, "1"), (16, "0")]);
+    h.session.handle_bytes(h.now, &request);
+    let first = raw(&mut h);
+    assert!(first.len() <= STEP_BOUND);
+    assert!(
+        h.session.resend_pending(),
+        "5,000 reports do not fit one step"
+    );
+    let mut received = parse_all(&first);
+    let (rest, steps) = serve_in_steps(&mut h, &[]);
+    received.extend(rest);
+    assert!(steps >= 5, "{steps} steps");
+    assert_eq!(assert_contiguous(&received, 1), 5_002);
+    assert!(received[1..].iter().all(|m| text(m, 43) == "Y"));
+    assert_eq!(text(&received[5_000], 11), "E-4999");
+}
+
+#[test]
+fn a_run_of_session_messages_is_gap_filled_with_bounded_work_per_step() {
+    let mut h = Harness::new();
+    h.logon(); // our seq 1
+    // Heartbeats only: nothing to write per message, so the step is bounded by what it reads.
+    let heartbeats = 3 * constants::RESEND_STEP_MESSAGES_MAX;
+    for _ in 0..heartbeats {
+        h.session.send_app(h.now, b"0", |_| {}).expect("stored");
+    }
+    h.sent();
+    let request = h.build(b"2", &[(7, "1"), (16, "0")]);
+    let (received, steps) = serve_in_steps(&mut h, &request);
+    assert!(steps >= 2, "{steps} steps");
+    assert!(received.iter().all(|m| m.msg_type() == b"4"));
+    assert_eq!(
+        assert_contiguous(&received, 1),
+        heartbeats as u64 + 2,
+        "{received:?}"
+    );
+}
+
+#[test]
+fn many_resend_requests_at_once_are_served_once_within_the_bound() {
+    let mut h = Harness::new();
+    h.logon();
+    with_many_sent(&mut h, 2_000);
+    let mut packet = Vec::new();
+    for _ in 0..100 {
+        packet.extend(h.build(b"2", &[(7, "1"), (16, "0")]));
+    }
+    let (received, _) = serve_in_steps(&mut h, &packet);
+    // The first step may have gone out before the others arrived; after it, one pass from 1.
+    let restart = received
+        .iter()
+        .rposition(|m| text(m, 34) == "1")
+        .expect("the range starts at 1");
+    // A step is about 500 of these reports: 100 requests cost one range and one step.
+    assert!(
+        restart < 1_000,
+        "only the first step is repeated: {restart}"
+    );
+    assert_eq!(assert_contiguous(&received[restart..], 1), 2_002);
+}
+
+#[test]
+fn business_sent_during_a_resend_follows_it_in_order() {
+    let mut h = Harness::new();
+    h.logon(); // our seq 1
+    with_many_sent(&mut h, 3_000); // our seqs 2..=3001
+    let request = h.build(b"2", &[(7, "2"), (16, "0")]);
+    h.session.handle_bytes(h.now, &request);
+    let mut received = parse_all(&raw(&mut h));
+    assert!(h.session.resend_pending());
+    // The outbox delivers while the resend is served, and a heartbeat falls due: both are
+    // stored now but reach the counterparty after the resend, so it never sees a gap.
+    let mut live = Vec::new();
+    for n in 0..3 {
+        let id = format!("LIVE-{n}");
+        live.push(
+            h.session
+                .send_app(h.now, b"8", |e| {
+                    e.str(37, &id)
+                        .str(11, &id)
+                        .str(17, &id)
+                        .char(150, b'0')
+                        .char(39, b'0');
+                })
+                .unwrap(),
+        );
+        assert!(raw(&mut h).is_empty(), "held behind the resend");
+    }
+    assert_eq!(live, [3002, 3003, 3004]);
+    h.now = h.now.plus_millis(31_000);
+    h.session.handle_timeout(h.now); // Heartbeat, seq 3005
+    assert!(raw(&mut h).is_empty(), "held behind the resend");
+    let (rest, _) = serve_in_steps(&mut h, &[]);
+    received.extend(rest);
+    assert_eq!(assert_contiguous(&received, 2), 3_006);
+    let tail: Vec<(String, String, String)> = received[received.len() - 4..]
+        .iter()
+        .map(|m| (text(m, 35), text(m, 11), text(m, 43)))
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            ("8", "LIVE-0", ""),
+            ("8", "LIVE-1", ""),
+            ("8", "LIVE-2", ""),
+            ("0", "", "")
+        ]
+        .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    );
+    // Live again: the next message goes out at once.
+    h.session
+        .send_app(h.now, b"8", |e| {
+            e.str(37, "AFTER").str(11, "AFTER").str(17, "AFTER");
+        })
+        .unwrap();
+    let after = h.sent();
+    assert_eq!(text(&after[0], 34), "3006");
+}
+
+#[test]
+fn a_resend_request_while_one_is_served_is_merged_with_it() {
+    let mut h = Harness::new();
+    h.logon(); // our seq 1
+    with_many_sent(&mut h, 3_000); // our seqs 2..=3001
+    let request = h.build(b"2", &[(7, "1000"), (16, "2000")]);
+    h.session.handle_bytes(h.now, &request);
+    let mut received = parse_all(&raw(&mut h));
+    assert!(h.session.resend_pending());
+    // Asks for more, from further back: served from there to the farther end.
+    let request = h.build(b"2", &[(7, "500"), (16, "0")]);
+    let (rest, _) = serve_in_steps(&mut h, &request);
+    let restart = rest.iter().position(|m| text(m, 34) == "500").unwrap();
+    assert_eq!(
+        restart, 0,
+        "the merged range starts at the lower BeginSeqNo"
+    );
+    assert_eq!(assert_contiguous(&rest, 500), 3_002);
+    received.extend(rest);
+    assert!(
+        received.len() < 3_000,
+        "nothing served twice beyond one step"
+    );
+}
+
+#[test]
+fn a_logout_during_a_resend_goes_out_at_once_and_ends_it() {
+    let mut h = Harness::new();
+    h.logon();
+    with_many_sent(&mut h, 3_000);
+    let request = h.build(b"2", &[(7, "1"), (16, "0")]);
+    h.session.handle_bytes(h.now, &request);
+    raw(&mut h);
+    assert!(h.session.resend_pending());
+    h.session.logout(h.now, "end of day");
+    let sent = h.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].msg_type(), b"5");
+    assert!(!h.session.resend_pending());
+}

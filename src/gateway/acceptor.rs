@@ -12,15 +12,15 @@
 //! connection is doing: if it is logged on the report is written at once, otherwise it is stored
 //! under the next sequence number and reaches the counterparty by resend when it is back.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::translate;
@@ -182,8 +182,8 @@ pub struct Acceptor<S: SessionStore + Send + 'static> {
     /// Where business requests go; `None` until an engine pipeline exists, in which case they
     /// are answered with BusinessMessageReject (application not available).
     business: Option<mpsc::Sender<Inbound>>,
-    /// Bounds connections at once, logged on or not.
-    connections: Arc<Semaphore>,
+    /// Bounds connections at once, logged on or not, and those not logged on yet.
+    budget: Arc<ConnectionBudget>,
     /// Turns true when the gateway is shutting down.
     shutdown: watch::Receiver<bool>,
 }
@@ -225,7 +225,11 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                 listener,
                 sessions,
                 business,
-                connections: Arc::new(Semaphore::new(connections_max)),
+                budget: Arc::new(ConnectionBudget::new(
+                    connections_max,
+                    constants::PRELOGON_CONNECTIONS_MAX,
+                    constants::PRELOGON_CONNECTIONS_PER_ADDRESS_MAX,
+                )),
                 shutdown: shutdown_rx,
             },
             AcceptorHandle {
@@ -233,6 +237,17 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                 local_addr,
             },
         ))
+    }
+
+    /// Sets the budget of connections that have not logged on yet, in all and per source
+    /// address (defaults: [`constants::PRELOGON_CONNECTIONS_MAX`],
+    /// [`constants::PRELOGON_CONNECTIONS_PER_ADDRESS_MAX`]).
+    pub fn set_prelogon_limits(&mut self, total: usize, per_address: usize) {
+        self.budget = Arc::new(ConnectionBudget::new(
+            self.budget.total_max,
+            total,
+            per_address,
+        ));
     }
 
     /// Accepts until shutdown, then waits (bounded) for every session to log out.
@@ -250,8 +265,8 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                             continue;
                         }
                     };
-                    let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "connection limit reached; closing");
+                    let Some(admission) = ConnectionBudget::admit(&self.budget, peer.ip()) else {
+                        tracing::warn!(%peer, "connection limit reached by logged-on sessions; closing");
                         drop(stream);
                         continue;
                     };
@@ -262,8 +277,7 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                         peer,
                     };
                     tasks.spawn(async move {
-                        connection.serve(stream).await;
-                        drop(permit);
+                        connection.serve(stream, admission).await;
                     });
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -278,6 +292,164 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
         let _ =
             tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
         Ok(())
+    }
+}
+
+/// How many connections the acceptor holds, and which have not logged on yet.
+///
+/// A connection that has not presented a Logon for a configured session is the cheapest thing
+/// an unknown peer can make the gateway hold, so those get their own, smaller budget, in all
+/// and per source address. When a budget is full the oldest such connection is closed to make
+/// room for the new one: idle sockets can delay a counterparty's Logon by a reconnect at
+/// most, never refuse it until they time out.
+struct ConnectionBudget {
+    /// Connections at once, logged on or not.
+    total_max: usize,
+    /// Connections at once not logged on.
+    prelogon_max: usize,
+    /// Connections at once not logged on, per source address.
+    per_address_max: usize,
+    /// Who holds what.
+    state: Mutex<BudgetState>,
+}
+
+/// See [`ConnectionBudget`].
+#[derive(Default)]
+struct BudgetState {
+    /// Connections counted in the total budget.
+    total: usize,
+    /// Admission number of the next connection; orders connections by age.
+    next_id: u64,
+    /// Connections not logged on, oldest first: source address and how to close it.
+    prelogon: BTreeMap<u64, (IpAddr, oneshot::Sender<()>)>,
+    /// Connections not logged on, per source address.
+    per_address: HashMap<IpAddr, usize>,
+}
+
+impl BudgetState {
+    /// Closes the oldest connection not logged on (from `from`, when given); false if none.
+    fn evict_oldest(&mut self, from: Option<IpAddr>) -> bool {
+        let oldest = self
+            .prelogon
+            .iter()
+            .find(|(_, (address, _))| from.is_none_or(|from| *address == from))
+            .map(|(id, _)| *id);
+        match oldest.and_then(|id| self.release(id)) {
+            Some(close) => {
+                let _ = close.send(());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets pre-logon connection `id` and its share of the budgets, returning what closes
+    /// it; `None` if it was not pre-logon (logged on, or already evicted).
+    fn release(&mut self, id: u64) -> Option<oneshot::Sender<()>> {
+        let (address, close) = self.prelogon.remove(&id)?;
+        if let Some(count) = self.per_address.get_mut(&address) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_address.remove(&address);
+            }
+        }
+        self.total -= 1;
+        Some(close)
+    }
+}
+
+impl ConnectionBudget {
+    fn new(total_max: usize, prelogon_max: usize, per_address_max: usize) -> ConnectionBudget {
+        // A budget of zero would refuse every counterparty; one is the least that works.
+        let total_max = total_max.max(1);
+        let prelogon_max = prelogon_max.clamp(1, total_max);
+        ConnectionBudget {
+            total_max,
+            prelogon_max,
+            per_address_max: per_address_max.clamp(1, prelogon_max),
+            state: Mutex::new(BudgetState::default()),
+        }
+    }
+
+    /// Admits a new connection from `address`, closing older pre-logon connections as the
+    /// budgets require; `None` only when every connection is logged on and the total is full.
+    fn admit(budget: &Arc<ConnectionBudget>, address: IpAddr) -> Option<Admission> {
+        let mut state = budget
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut evicted = 0;
+        if state.per_address.get(&address).copied().unwrap_or(0) >= budget.per_address_max {
+            evicted += usize::from(state.evict_oldest(Some(address)));
+        }
+        if state.prelogon.len() >= budget.prelogon_max {
+            evicted += usize::from(state.evict_oldest(None));
+        }
+        if state.total >= budget.total_max {
+            if !state.evict_oldest(None) {
+                return None;
+            }
+            evicted += 1;
+        }
+        if evicted > 0 {
+            tracing::debug!(%address, evicted, "pre-logon budget full: oldest closed");
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        let (evict_tx, evict_rx) = oneshot::channel();
+        state.prelogon.insert(id, (address, evict_tx));
+        *state.per_address.entry(address).or_default() += 1;
+        state.total += 1;
+        Some(Admission {
+            budget: budget.clone(),
+            id,
+            logged_on: false,
+            evicted: evict_rx,
+        })
+    }
+}
+
+/// A connection's place in the [`ConnectionBudget`]; given back when dropped.
+struct Admission {
+    /// The budget it counts in.
+    budget: Arc<ConnectionBudget>,
+    /// Its admission number.
+    id: u64,
+    /// Whether it holds a session (counted in the total only).
+    logged_on: bool,
+    /// Fires when the connection is closed to make room.
+    evicted: oneshot::Receiver<()>,
+}
+
+impl Admission {
+    /// The connection holds a session: it leaves the pre-logon budget and can no longer be
+    /// evicted.
+    fn logged_on(&mut self) {
+        let mut state = self
+            .budget
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if state.release(self.id).is_some() {
+            state.total += 1;
+            self.logged_on = true;
+        }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        let mut state = self
+            .budget
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if self.logged_on {
+            state.total -= 1;
+        } else {
+            // Pre-logon: released here unless an eviction already did.
+            state.release(self.id);
+        }
     }
 }
 
@@ -316,7 +488,7 @@ impl<S: SessionStore> Drop for Claim<'_, S> {
 }
 
 impl<S: SessionStore + Send + 'static> Connection<S> {
-    async fn serve(mut self, mut stream: TcpStream) {
+    async fn serve(mut self, mut stream: TcpStream, mut admission: Admission) {
         let peer = self.peer;
         let _ = stream.set_nodelay(true);
         let decoder = Decoder::new(constants::BODY_LENGTH_MAX);
@@ -336,7 +508,14 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                 }
                 Frame::Incomplete => {}
             }
-            match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            let read = tokio::select! {
+                read = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => read,
+                _ = &mut admission.evicted => {
+                    tracing::debug!(%peer, "not logged on; closed to make room for a new connection");
+                    return;
+                }
+            };
+            match read {
                 Ok(Ok(0)) | Ok(Err(_)) => return,
                 Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
                 Err(_) => {
@@ -372,6 +551,8 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             return;
         }
         let _claim = Claim { slot };
+        // Holds a session now: out of the pre-logon budget, never evicted.
+        admission.logged_on();
         {
             let mut session = sessions.lock(id).expect("id comes from by_key");
             let now = Timestamp::now();
@@ -394,7 +575,7 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
         let mut requests: Vec<Inbound> = Vec::new();
         let mut logging_out = false;
         loop {
-            let (closing, next_timeout) = {
+            let (closing, next_timeout, resending) = {
                 let mut session = slot
                     .session
                     .lock()
@@ -440,11 +621,16 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                         }
                     }
                 }
+                // `out` was written out in full (or this is the first pass): the connection's
+                // writes drained, so a resend being served may take its next step.
+                if session.resend_pending() && !session.has_transmit() {
+                    session.continue_resend(Timestamp::now());
+                }
                 session.poll_transmit(&mut out);
                 if let Err(error) = session.store_mut().flush() {
                     tracing::error!(session = %session.config().target_comp_id, %error, "session store flush failed");
                 }
-                (closing, session.next_timeout())
+                (closing, session.next_timeout(), session.resend_pending())
             };
             // Requests first: their sequence numbers are taken, so they must reach the sequencer
             // even if the write below fails.
@@ -472,7 +658,12 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             let sleep_for = next_timeout
                 .map(|at| Duration::from_nanos(at.0.saturating_sub(Timestamp::now().0)))
                 .unwrap_or(Duration::from_secs(3600));
+            if resending {
+                // Between resend steps, let every other task run before this one continues.
+                tokio::task::yield_now().await;
+            }
             tokio::select! {
+                biased;
                 read = stream.read(&mut chunk) => match read {
                     Ok(0) | Err(_) => return,
                     Ok(n) => {
@@ -492,6 +683,8 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                         session.logout(Timestamp::now(), "gateway shutting down");
                     }
                 }
+                // Input, timers and the outbox first; otherwise the resend's next step.
+                _ = std::future::ready(()), if resending => {}
             }
         }
     }
@@ -512,5 +705,85 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                 "application not available",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::from([10, 0, 0, last])
+    }
+
+    fn closed(admission: &mut Admission) -> bool {
+        admission.evicted.try_recv().is_ok()
+    }
+
+    #[test]
+    fn a_full_prelogon_budget_closes_its_oldest_connection() {
+        let budget = Arc::new(ConnectionBudget::new(100, 4, 4));
+        let mut first: Vec<Admission> = (1..=4)
+            .map(|n| ConnectionBudget::admit(&budget, ip(n)).expect("room"))
+            .collect();
+        assert!(first.iter_mut().all(|a| !closed(a)));
+        let _fifth = ConnectionBudget::admit(&budget, ip(5)).expect("room made");
+        assert!(closed(&mut first[0]), "the oldest made room");
+        assert!(first[1..].iter_mut().all(|a| !closed(a)));
+        let state = budget.state.lock().unwrap();
+        assert_eq!((state.total, state.prelogon.len()), (4, 4));
+    }
+
+    #[test]
+    fn one_address_cannot_take_the_whole_prelogon_budget() {
+        let budget = Arc::new(ConnectionBudget::new(100, 10, 2));
+        let mut other = ConnectionBudget::admit(&budget, ip(9)).unwrap();
+        let mut flood: Vec<Admission> = (0..5)
+            .map(|_| ConnectionBudget::admit(&budget, ip(1)).unwrap())
+            .collect();
+        assert!(!closed(&mut other), "another address keeps its connection");
+        let open = flood.iter_mut().map(closed).filter(|c| !c).count();
+        assert_eq!(open, 2);
+        assert_eq!(budget.state.lock().unwrap().per_address[&ip(1)], 2);
+    }
+
+    #[test]
+    fn logged_on_connections_are_never_closed_to_make_room() {
+        let budget = Arc::new(ConnectionBudget::new(3, 3, 3));
+        let mut sessions: Vec<Admission> = (1..=2)
+            .map(|n| {
+                let mut a = ConnectionBudget::admit(&budget, ip(n)).unwrap();
+                a.logged_on();
+                a
+            })
+            .collect();
+        let mut idle = ConnectionBudget::admit(&budget, ip(7)).unwrap();
+        // Total full: the idle pre-logon connection makes room, the sessions stay.
+        let mut newcomer = ConnectionBudget::admit(&budget, ip(8)).unwrap();
+        assert!(closed(&mut idle));
+        assert!(sessions.iter_mut().all(|a| !closed(a)));
+        newcomer.logged_on();
+        // Everyone logged on and the total full: nobody to evict, the new one is refused.
+        assert!(ConnectionBudget::admit(&budget, ip(9)).is_none());
+        drop(sessions.pop());
+        assert!(ConnectionBudget::admit(&budget, ip(9)).is_some());
+    }
+
+    #[test]
+    fn every_connection_gives_its_place_back() {
+        let budget = Arc::new(ConnectionBudget::new(10, 4, 2));
+        let admissions: Vec<Admission> = (0..20)
+            .map(|n| {
+                let mut a = ConnectionBudget::admit(&budget, ip(n % 3)).unwrap();
+                if n % 7 == 0 {
+                    a.logged_on();
+                }
+                a
+            })
+            .collect();
+        drop(admissions);
+        let state = budget.state.lock().unwrap();
+        assert_eq!(state.total, 0);
+        assert!(state.prelogon.is_empty() && state.per_address.is_empty());
     }
 }

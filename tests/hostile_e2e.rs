@@ -1,0 +1,372 @@
+//! Hostile neighbours: one counterparty trades normally through the real gateway and engines
+//! while other connections do their worst: a ResendRequest storm over a full store, Logons from
+//! unknown CompIDs with thousands of tags, a flood of connections that never log on, and a
+//! session that fills its queue behind a sequence gap. The well-behaved session must get every
+//! order answered, no engine link may drop, and the gateway's memory stays bounded.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use baton::bench::initiator::Initiator;
+use baton::control::api::EngineRole;
+use baton::fix::codec::Encoder;
+use baton::fix::time::Timestamp;
+use support::control::{audit_events, free_control_addr, status};
+use support::{
+    EngineProcess, Gateway, WAIT, logged_on, start_gateway_for_engines, text, wait_for_engine,
+    wait_for_socket, write_config,
+};
+
+/// Bound for what the hostile connections take to do their part on a loaded machine.
+const LONG_WAIT: Duration = Duration::from_secs(60);
+
+/// Idle connections in the flood: more than the default `connections_max` (1,024).
+const FLOOD: usize = 1_100;
+
+/// Messages the resend storm's session has in its store before the storm: each request asks
+/// for all of them.
+const STORED: usize = 3_000;
+
+/// ResendRequests in the storm, in one write.
+const STORM_REQUESTS: usize = 200;
+
+/// How much the gateway's resident memory may grow during the attack. Serving each request in
+/// full at once, as a gateway without write backpressure does, takes STORM_REQUESTS times the
+/// store (about 140 MB here); bounded steps take a few hundred kilobytes.
+const RSS_GROWTH_MAX_KB: u64 = 64 * 1024;
+
+/// Blue (authoritative) and green (standby) engines behind a gateway with `sessions` sessions
+/// and a control endpoint the test can reach.
+fn venue(dir: &Path, sessions: usize) -> (EngineProcess, EngineProcess, Gateway, SocketAddr) {
+    let control = free_control_addr();
+    let config = dir.join("baton.toml");
+    let mut text = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"{control}\"\nstore_dir = \"store\"\n\n\
+         [control]\napproval_required = []\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n"
+    );
+    for n in 1..=sessions {
+        text.push_str(&format!("\n[[session]]\nTargetCompID = \"CLIENT{n}\"\n"));
+    }
+    std::fs::write(&config, text).expect("config");
+    let blue = EngineProcess::start(&config, dir, "blue");
+    wait_for_socket(&dir.join("blue.sock"));
+    let green = EngineProcess::start(&config, dir, "green");
+    wait_for_socket(&dir.join("green.sock"));
+    let gateway = start_gateway_for_engines(dir, &[&blue.addr, &green.addr]);
+    (blue, green, gateway, control)
+}
+
+/// Resident memory of process `pid`, KiB.
+fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A NewOrderSingle for a symbol no engine lists: the engine answers it with a reject
+/// ExecutionReport, so the test exercises the whole path without growing any book.
+fn probe_order(client: &mut Initiator, cl_ord_id: &str) {
+    client
+        .send(b"D", |e| {
+            e.str(11, cl_ord_id)
+                .str(55, "PROBE")
+                .char(54, b'1')
+                .str(60, "20261123-12:00:00")
+                .uint(38, 1)
+                .char(40, b'1');
+        })
+        .expect("send order");
+}
+
+/// A message from `sender` to the gateway with MsgSeqNum `seq`.
+fn build(
+    encoder: &mut Encoder,
+    sender: &str,
+    msg_type: &[u8],
+    seq: u64,
+    body: impl FnOnce(&mut Encoder),
+) -> Vec<u8> {
+    encoder
+        .start(msg_type)
+        .str(49, sender)
+        .str(56, "BATON")
+        .uint(34, seq)
+        .timestamp(52, Timestamp::now());
+    body(encoder);
+    encoder.finish().to_vec()
+}
+
+/// Reads and discards everything from `stream` until it closes, goes quiet for a few seconds
+/// after sending something, or `stop` is set; returns the byte count.
+fn drain(mut stream: TcpStream, stop: Arc<AtomicBool>) -> u64 {
+    let mut last_byte = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0;
+    while !stop.load(Ordering::Relaxed) {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                total += n as u64;
+                last_byte = Instant::now();
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if total > 0 && last_byte.elapsed() > Duration::from_secs(3) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    total
+}
+
+/// Opens `count` connections that never send a byte, and keeps them.
+fn flood(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok())
+        .collect()
+}
+
+/// Logs CLIENTn on and off `rounds` times; each Logon must be answered.
+fn reconnects_log_on(gateway: &Gateway, n: usize, rounds: usize) {
+    for round in 0..rounds {
+        let deadline = Instant::now() + WAIT;
+        let mut client = loop {
+            let mut client = gateway.client(n);
+            // A new day each time: sequence numbers start again at 1.
+            match client.logon(true, WAIT) {
+                Ok(logon) if logon.msg_type() == b"A" => break client,
+                Ok(other) => panic!("round {round}: Logon answered with {other:?}"),
+                // Closed without a message: the gateway has not noticed the previous round's
+                // close yet, and refuses a second connection silently.
+                Err(_) => assert!(Instant::now() < deadline, "round {round}: still connected"),
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        client.logout(WAIT).expect("Logout answered");
+        assert!(client.closed_within(WAIT));
+    }
+}
+
+#[test]
+fn idle_connections_never_keep_a_counterparty_from_logging_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1, "");
+    let gateway = Gateway::start(&config, &dir.path().join("store"));
+    let idle = flood(gateway.addr, FLOOD);
+    assert!(idle.len() > 1_024, "only {} connected", idle.len());
+    // The idle sockets are still open on this side (and, without a pre-logon budget, on the
+    // gateway's until its 10 s Logon timeout): the counterparty logs on anyway, every time.
+    reconnects_log_on(&gateway, 1, 3);
+    // And again while more keep arriving.
+    let more = flood(gateway.addr, 300);
+    reconnects_log_on(&gateway, 1, 2);
+    drop((idle, more));
+}
+
+#[test]
+fn hostile_neighbours_do_not_hurt_a_well_behaved_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_blue, _green, gateway, control) = venue(dir.path(), 4);
+    let pid = gateway.child.id();
+
+    // Both engines attached: blue authoritative, green its standby.
+    let mut good = logged_on(&gateway, 1);
+    wait_for_engine(&mut good);
+    let deadline = Instant::now() + LONG_WAIT;
+    while !status(control)
+        .engines
+        .iter()
+        .all(|engine| matches!(engine.role, EngineRole::Authoritative | EngineRole::Standby))
+    {
+        assert!(Instant::now() < deadline, "standby never attached");
+        thread::sleep(Duration::from_millis(50));
+    }
+
+    // The storm's session fills its store first: STORED answers from the engine.
+    let mut hostile = logged_on(&gateway, 2);
+    for batch in 0..STORED / 100 {
+        for n in 0..100 {
+            probe_order(&mut hostile, &format!("FILL-{batch}-{n}"));
+        }
+        for _ in 0..100 {
+            hostile
+                .recv_until(LONG_WAIT, "fill answer", |m| m.msg_type() == b"8")
+                .expect("fill order answered");
+        }
+    }
+    hostile.logout(WAIT).expect("Logout answered");
+    let storm_seq = hostile.seq_num_next_out();
+    drop(hostile);
+
+    let rss_before = rss_kb(pid);
+    let stop = Arc::new(AtomicBool::new(false));
+    let rss_peak = Arc::new(AtomicU64::new(rss_before));
+    let sampler = {
+        let (stop, peak) = (stop.clone(), rss_peak.clone());
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kb(pid), Ordering::Relaxed);
+                thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+
+    // The well-behaved session: one order at a time, each must be answered by the engine.
+    let trading = Arc::new(AtomicBool::new(true));
+    let trader = {
+        let trading = trading.clone();
+        thread::spawn(move || {
+            let mut answered = 0u64;
+            while trading.load(Ordering::Relaxed) {
+                let id = format!("GOOD-{answered}");
+                probe_order(&mut good, &id);
+                let answer = good
+                    .recv_until(LONG_WAIT, "answer", |m| {
+                        m.msg_type() == b"8" || m.msg_type() == b"j"
+                    })
+                    .unwrap_or_else(|error| panic!("{id}: {error}"));
+                assert_eq!(answer.msg_type(), b"8", "{id}: {answer:?}");
+                assert_eq!(text(&answer, 11), id);
+                answered += 1;
+            }
+            assert_eq!(good.gaps(), 0);
+            good.logout(WAIT).expect("good session logs out normally");
+            answered
+        })
+    };
+    thread::sleep(Duration::from_millis(500));
+
+    // 1. The storm: Logon, orders in flight, and STORM_REQUESTS ResendRequests for everything,
+    //    all in one write.
+    let storm = {
+        let stop = Arc::new(AtomicBool::new(false));
+        let addr = gateway.addr;
+        thread::spawn(move || {
+            let mut encoder = Encoder::new("FIX.4.4");
+            let mut packet = Vec::new();
+            let mut seq = storm_seq;
+            packet.extend(build(&mut encoder, "CLIENT2", b"A", seq, |e| {
+                e.uint(98, 0).uint(108, 30);
+            }));
+            for n in 0..50 {
+                seq += 1;
+                packet.extend(build(&mut encoder, "CLIENT2", b"D", seq, |e| {
+                    e.str(11, &format!("STORM-{n}"))
+                        .str(55, "PROBE")
+                        .char(54, b'1')
+                        .str(60, "20261123-12:00:00")
+                        .uint(38, 1)
+                        .char(40, b'1');
+                }));
+            }
+            for _ in 0..STORM_REQUESTS {
+                seq += 1;
+                packet.extend(build(&mut encoder, "CLIENT2", b"2", seq, |e| {
+                    e.uint(7, 1).uint(16, 0);
+                }));
+            }
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            stream.write_all(&packet).expect("write the storm");
+            drain(stream, stop)
+        })
+    };
+
+    // 2. Logons with thousands of distinct tags from CompIDs nobody configured.
+    let wide = {
+        let addr = gateway.addr;
+        thread::spawn(move || {
+            let mut encoder = Encoder::new("FIX.4.4");
+            for n in 0..10 {
+                let logon = build(&mut encoder, &format!("STRANGER{n}"), b"A", 1, |e| {
+                    e.uint(98, 0).uint(108, 30);
+                    // 7,000 distinct tags: just under the 64 KiB body limit.
+                    for tag in 10_000..17_000 {
+                        e.str(tag, "1");
+                    }
+                });
+                if let Ok(mut stream) = TcpStream::connect(addr) {
+                    let _ = stream.write_all(&logon);
+                    let _ = stream.set_read_timeout(Some(LONG_WAIT));
+                    let _ = stream.read(&mut [0u8; 1024]);
+                }
+            }
+        })
+    };
+
+    // 3. Connections that never log on, more than the connection limit, while a configured
+    //    counterparty reconnects.
+    let idle = flood(gateway.addr, FLOOD);
+    reconnects_log_on(&gateway, 3, 2);
+
+    // 4. A session that queues messages behind a sequence gap.
+    let mut gapper = logged_on(&gateway, 4);
+    let filler = "x".repeat(4_000);
+    let ahead = gapper.seq_num_next_out() + 10;
+    for n in 0..1_000 {
+        gapper
+            .send_with_seq(b"0", ahead + n, |e| {
+                e.str(58, &filler);
+            })
+            .expect("gap filler sent");
+    }
+
+    wide.join().expect("wide Logons");
+    // The storm's session gets its resend, paced by its reading, until it goes quiet.
+    let storm_bytes = storm.join().expect("storm");
+    thread::sleep(Duration::from_secs(1));
+    trading.store(false, Ordering::Relaxed);
+    let answered = trader.join().expect("the well-behaved session");
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    drop((idle, gapper));
+
+    let peak = rss_peak.load(Ordering::Relaxed);
+    eprintln!(
+        "hostile neighbours: {answered} orders answered; storm session got {storm_bytes} bytes; \
+         RSS {rss_before} KiB before, {peak} KiB peak"
+    );
+    assert!(answered > 0);
+    assert!(
+        storm_bytes > (STORED * 100) as u64,
+        "the storm's resend was served: {storm_bytes} bytes"
+    );
+    assert!(
+        peak.saturating_sub(rss_before) < RSS_GROWTH_MAX_KB,
+        "RSS grew from {rss_before} KiB to {peak} KiB"
+    );
+    // No engine link dropped: no failover, and each engine attached once.
+    let after = status(control);
+    assert_eq!(after.switches, 0, "{:?}", after.last_switch);
+    assert!(
+        after
+            .engines
+            .iter()
+            .all(|engine| matches!(engine.role, EngineRole::Authoritative | EngineRole::Standby)),
+        "{:?}",
+        after.engines
+    );
+    let attached = audit_events(dir.path())
+        .iter()
+        .filter(|event| event.contains("attached"))
+        .count();
+    assert_eq!(attached, 2, "{:?}", audit_events(dir.path()));
+}
