@@ -162,6 +162,32 @@ pub const SUPERVISOR_STATUS_TIMEOUT_MS: u64 = 2_000;
 /// standby it may restart: once a second is prompt for an operator and nothing for the gateway.
 pub const SUPERVISOR_STAGE_CHECK_MS: u64 = 1_000;
 
+/// Exit status of a gateway or engine that failed before it started serving (a config error,
+/// an address in use, a store locked by another gateway): sysexits' EX_CONFIG. Restarting
+/// cannot fix these, so the supervisor stops the venue with the reason instead of retrying.
+pub const EXIT_FATAL_STARTUP: u8 = 78;
+
+// ----- Logging (`crate::logging`) -----------------------------------------------------------------
+
+/// Log bytes queued for stderr while its reader is slow, before lines are dropped: a mass logout
+/// of every session (`CONNECTIONS_MAX` lines of a few hundred bytes) fits, and a reader that
+/// stopped reading costs at most this much memory.
+pub const LOG_QUEUE_BYTES_MAX: usize = 1 << 20;
+
+/// How long a stopping process waits for its last log lines to be written: plenty for a live
+/// reader, and short enough that a reader that stopped reading cannot hold up the exit (well
+/// inside the supervisor's grace period).
+pub const LOG_FLUSH_TIMEOUT_MS: u64 = 1_000;
+
+const _: () = assert!(
+    LOG_QUEUE_BYTES_MAX >= CONNECTIONS_MAX * 512,
+    "a log line per connection must fit the queue"
+);
+const _: () = assert!(
+    LOG_FLUSH_TIMEOUT_MS < SUPERVISOR_GRACE_MS,
+    "a child's exit must not outwait the supervisor's grace"
+);
+
 // ---------------------------------------------------------------------------------------------
 // Engine link: the gateway↔engine wire protocol (`crate::link`).
 // ---------------------------------------------------------------------------------------------

@@ -555,7 +555,7 @@ fn role_name(role: EngineRole) -> &'static str {
 /// switches, engines, shadow, canary, halts, changes, audit), samples in status's order. Families
 /// that only exist sometimes (the last switch, a canary's gates, halted symbols) are left out
 /// while there is nothing to report, except `baton_canary_active`, which is always there so an
-/// alert can say "no canary".
+/// alert can say "no canary". Last comes the process's own `baton_log_lines_dropped_total`.
 pub fn render(status: &Status) -> String {
     let mut out = Exposition::default();
     let sessions = &status.sessions;
@@ -784,6 +784,13 @@ pub fn render(status: &Status) -> String {
             head.seq,
         );
     }
+    // Not part of the status: the gateway process's own, read where it is kept.
+    out.single(
+        "baton_log_lines_dropped_total",
+        Kind::Counter,
+        "Log lines the gateway could not write (stderr closed, or its reader too slow): its log is incomplete.",
+        crate::logging::lines_dropped(),
+    );
     out.out
 }
 

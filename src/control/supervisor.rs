@@ -3,7 +3,10 @@
 //! A child that exits while the supervisor is not shutting down is restarted after a short,
 //! growing back-off (so a child that cannot start does not spin the machine). Ctrl-C or SIGTERM
 //! forwards SIGTERM to every child, waits for them to finish their clean shutdown (the gateway
-//! logs its sessions out), and kills what is still running after the grace period.
+//! logs its sessions out), and kills what is still running after the grace period. A child that
+//! exits with [`constants::EXIT_FATAL_STARTUP`] cannot start at all (an address in use, a store
+//! another gateway holds): restarting it would loop forever, so the others are stopped the
+//! same way and supervision ends with the child's name.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -53,6 +56,13 @@ pub enum SupervisorError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// A child exited with [`constants::EXIT_FATAL_STARTUP`]: it could not start for a reason
+    /// a restart does not fix (it logged the reason), so the venue was stopped.
+    #[error("{name} could not start (its error is above); the venue is stopped")]
+    FatalStartup {
+        /// The child's name.
+        name: String,
+    },
 }
 
 /// A running child and its restart bookkeeping.
@@ -216,7 +226,8 @@ fn terminate(child: &Child) {
     }
 }
 
-/// Runs `specs` (started in order, `start_gap` apart) until Ctrl-C or SIGTERM.
+/// Runs `specs` (started in order, `start_gap` apart) until Ctrl-C or SIGTERM, or until one of
+/// them cannot start ([`SupervisorError::FatalStartup`]).
 pub async fn supervise(
     specs: Vec<ChildSpec>,
     start_gap: Duration,
@@ -241,7 +252,9 @@ pub async fn supervise(
         tokio::time::sleep(start_gap).await;
     }
     let mut tick = tokio::time::interval(Duration::from_millis(constants::SUPERVISOR_POLL_MS));
-    loop {
+    // A child that cannot start: stop everything and say which.
+    let mut fatal = None;
+    while fatal.is_none() {
         tokio::select! {
             _ = interrupt.recv() => break,
             _ = terminate_signal.recv() => break,
@@ -252,13 +265,20 @@ pub async fn supervise(
             restage_if_staged(supervised, control).await;
             let exited = match supervised.child.as_mut() {
                 Some(child) => match child.try_wait() {
-                    Ok(Some(status)) => Some(status.to_string()),
+                    Ok(Some(status)) => Some((status.to_string(), status.code())),
                     Ok(None) => None,
-                    Err(error) => Some(error.to_string()),
+                    Err(error) => Some((error.to_string(), None)),
                 },
                 None => None,
             };
-            if let Some(status) = exited {
+            if let Some((_, Some(code))) = &exited
+                && *code == i32::from(constants::EXIT_FATAL_STARTUP)
+            {
+                supervised.child = None;
+                fatal = Some(supervised.spec.name.clone());
+                break;
+            }
+            if let Some((status, _)) = exited {
                 supervised.child = None;
                 let ran_for = supervised.started.elapsed();
                 if ran_for > Duration::from_secs(10) {
@@ -296,7 +316,12 @@ pub async fn supervise(
             }
         }
     }
-    tracing::info!("shutting down children");
+    match &fatal {
+        Some(name) => {
+            tracing::debug!(child = %name, "a child cannot start; shutting down the others")
+        }
+        None => tracing::info!("shutting down children"),
+    }
     // Gateway first (it is last in start order) so sessions are logged out while engines still
     // answer; then the engines.
     for supervised in children.iter_mut().rev() {
@@ -312,7 +337,10 @@ pub async fn supervise(
             }
         }
     }
-    Ok(())
+    match fatal {
+        Some(name) => Err(SupervisorError::FatalStartup { name }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

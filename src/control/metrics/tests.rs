@@ -212,6 +212,9 @@ baton_changes_open 1
 # HELP baton_audit_head_seq Sequence number of the last audit record.
 # TYPE baton_audit_head_seq gauge
 baton_audit_head_seq 7
+# HELP baton_log_lines_dropped_total Log lines the gateway could not write (stderr closed, or its reader too slow): its log is incomplete.
+# TYPE baton_log_lines_dropped_total counter
+baton_log_lines_dropped_total 0
 "##;
 
 #[test]
@@ -243,6 +246,7 @@ fn an_idle_gateway_leaves_out_what_does_not_exist() {
             "baton_canary_active 0",
             "baton_halted_symbols 0",
             "baton_changes_open 0",
+            "baton_log_lines_dropped_total 0",
         ]
     );
     assert!(got.ends_with('\n'), "the exposition ends with a line feed");
