@@ -324,6 +324,16 @@ pub const SWITCH_LAG_MAX_INPUTS: u64 = 10_000;
 /// How long one attempt to reach an engine may take before the gateway moves on.
 pub const ENGINE_CONNECT_TIMEOUT_MS: u64 = 500;
 
+/// How often a gateway with no engine attached says so in its log: often enough that an
+/// operator reading the log finds it at once, rarely enough (one line per 25 reconnect attempts)
+/// that it does not drown everything else.
+pub const ENGINE_ABSENT_WARN_MS: u64 = 5_000;
+
+const _: () = assert!(
+    ENGINE_ABSENT_WARN_MS >= 10 * ENGINE_RECONNECT_MS,
+    "one warning per many attempts, not one per attempt"
+);
+
 /// Default silence of the authoritative engine (with inputs unanswered or not) before failover:
 /// several link heartbeats, so one late heartbeat never triggers it.
 pub const FAILOVER_TIMEOUT_DEFAULT_MS: u64 = 1_000;

@@ -1,7 +1,7 @@
 //! The `baton` command line. Argument parsing and wiring only; behavior lives in the library.
 
 use std::ffi::OsString;
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -376,6 +376,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(writer)
+        // Colour only for a person at a terminal, not escape codes in a log file or pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         // Its own report of a failed write is an eprintln!, which panics on a closed pipe.
         .log_internal_errors(false)
         .init();
@@ -525,6 +527,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             control,
             metrics,
         } => {
+            FATAL_IF_NOT_STARTED.store(true, Ordering::Relaxed);
             let mut loaded = Config::load(config.as_deref())?;
             if let Some(listen) = listen {
                 loaded.gateway.listen = listen;
@@ -599,7 +602,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn gateway(config: Config) -> anyhow::Result<()> {
-    FATAL_IF_NOT_STARTED.store(true, Ordering::Relaxed);
     let dictionary = Dictionary::venue();
     let mut sessions = Vec::new();
     for session_config in config.session_configs("config")? {

@@ -350,6 +350,10 @@ pub struct Core<S: SessionStore> {
     generation: u64,
     /// Results of connection attempts.
     attempts_tx: mpsc::Sender<Attempt>,
+    /// When the log last said that no engine is reachable (or when the core started): an
+    /// operator whose engines are all unreachable sees it every
+    /// [`constants::ENGINE_ABSENT_WARN_MS`], not once per reconnect attempt.
+    engine_absent_warned: Instant,
     /// See `attempts_tx`.
     attempts_rx: mpsc::Receiver<Attempt>,
     /// Reused to encode journal payloads.
@@ -422,6 +426,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         Ok(Core {
             attempts_tx,
             attempts_rx,
+            engine_absent_warned: now,
             sessions,
             config,
             journal,
@@ -525,7 +530,10 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     self.engines[slot].connecting = false;
                     match attempt {
                         Ok((link, hello)) => self.attach(slot, link, hello).await,
-                        Err(error) => tracing::debug!(engine = %self.engines[slot].addr, %error, "engine not reachable"),
+                        Err(error) => {
+                            tracing::debug!(engine = %self.engines[slot].addr, %error, "engine not reachable");
+                            self.warn_if_no_engine(slot, &error);
+                        }
                     }
                 }
                 _ = tick.tick() => self.housekeeping().await,
@@ -544,10 +552,54 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     if let Err(error) = self.journal.flush() {
                         tracing::error!(%error, "journal flush at shutdown");
                     }
+                    self.close_links().await;
                     return;
                 }
             }
             self.try_complete_switch();
+        }
+    }
+
+    /// Says in the log, at most once per [`constants::ENGINE_ABSENT_WARN_MS`], that no engine
+    /// is attached, naming the engine whose connection attempt just failed and why: until one
+    /// attaches, every business message is refused, which an operator must not have to guess.
+    fn warn_if_no_engine(&mut self, slot: usize, error: &link::LinkError) {
+        let period = Duration::from_millis(constants::ENGINE_ABSENT_WARN_MS);
+        if self.authority.is_some() || self.engine_absent_warned.elapsed() < period {
+            return;
+        }
+        self.engine_absent_warned = Instant::now();
+        let engines: Vec<String> = self.engines.iter().map(|e| e.addr.to_string()).collect();
+        tracing::warn!(
+            engines = %engines.join(","),
+            engine = %self.engines[slot].addr,
+            %error,
+            "no engine reachable: business messages are refused (380=4) until one attaches"
+        );
+    }
+
+    /// Ends every engine link with a Close, so an engine sees a gateway that stopped on purpose
+    /// rather than one that vanished; bounded per link, since a stopping gateway must not wait
+    /// on a stuck engine.
+    async fn close_links(&mut self) {
+        let timeout = Duration::from_millis(constants::ENGINE_WRITE_TIMEOUT_MS);
+        for slot in &mut self.engines {
+            if let Some(connection) = slot.connection.as_mut() {
+                match tokio::time::timeout(
+                    timeout,
+                    connection.writer.close("gateway shutting down"),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::debug!(engine = %connection.name, %error, "engine link close failed")
+                    }
+                    Err(_) => {
+                        tracing::debug!(engine = %connection.name, "engine link close timed out")
+                    }
+                }
+            }
         }
     }
 
