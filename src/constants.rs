@@ -329,6 +329,12 @@ pub const ENGINE_CONNECT_TIMEOUT_MS: u64 = 500;
 /// that it does not drown everything else.
 pub const ENGINE_ABSENT_WARN_MS: u64 = 5_000;
 
+/// How long the sequencer refuses new business without touching the disk after the input
+/// journal could not get space, before it tries the allocation again: a second is soon enough
+/// after an operator frees space, and keeps a full disk from costing an allocation attempt per
+/// message.
+pub const DISK_FULL_RETRY_MS: u64 = 1_000;
+
 const _: () = assert!(
     ENGINE_ABSENT_WARN_MS >= 10 * ENGINE_RECONNECT_MS,
     "one warning per many attempts, not one per attempt"

@@ -634,7 +634,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                 journal_dir: config.gateway.journal_dir.clone(),
                 journal: JournalConfig {
                     durability: config.gateway.durability,
-                    ..JournalConfig::default()
+                    segment_bytes: config.gateway.journal_segment_bytes,
                 },
                 symbols: config
                     .engine

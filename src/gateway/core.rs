@@ -43,6 +43,10 @@ use crate::fix::tags::BusinessRejectReason;
 use crate::fix::time::Timestamp;
 use crate::link::{self, Frame, LinkAddr, LinkError, LinkWriter, Outputs};
 
+/// Text of the BusinessMessageReject (380=4) for a message refused because the gateway's disk
+/// is full: the cause, for the counterparty's support desk, without naming any path.
+const DISK_FULL_TEXT: &str = "gateway disk full: new business refused until space returns";
+
 /// Why the core cannot run at all (start-up failures; runtime link failures are handled).
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -354,6 +358,9 @@ pub struct Core<S: SessionStore> {
     /// operator whose engines are all unreachable sees it every
     /// [`constants::ENGINE_ABSENT_WARN_MS`], not once per reconnect attempt.
     engine_absent_warned: Instant,
+    /// Set while the input journal cannot get disk space: until then new business is refused
+    /// without touching the disk; at this instant the allocation is tried again.
+    disk_full_retry_at: Option<Instant>,
     /// See `attempts_tx`.
     attempts_rx: mpsc::Receiver<Attempt>,
     /// Reused to encode journal payloads.
@@ -427,6 +434,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             attempts_tx,
             attempts_rx,
             engine_absent_warned: now,
+            disk_full_retry_at: None,
             sessions,
             config,
             journal,
@@ -560,6 +568,27 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         }
     }
 
+    /// The journal could not get disk space for the next input: refuse new business (sessions
+    /// stay up; nothing journaled is touched) and try the allocation again after
+    /// [`constants::DISK_FULL_RETRY_MS`]. The ERROR names the file and the free space once per
+    /// episode, so a full disk is one clear line, not one per order. Returns the error's text.
+    fn disk_full(&mut self, error: &JournalError) -> String {
+        let path = error.path().unwrap_or_default();
+        let free_bytes = crate::mmap::free_bytes(&self.config.journal_dir);
+        if self.disk_full_retry_at.is_none() {
+            tracing::error!(
+                path,
+                free_bytes = free_bytes.map_or_else(|| "unknown".to_string(), |b| b.to_string()),
+                %error,
+                "disk full: the input journal cannot grow; new business is refused (380=4) until space returns"
+            );
+        }
+        crate::gateway::disk::set_full(free_bytes);
+        self.disk_full_retry_at =
+            Some(Instant::now() + Duration::from_millis(constants::DISK_FULL_RETRY_MS));
+        error.to_string()
+    }
+
     /// Says in the log, at most once per [`constants::ENGINE_ABSENT_WARN_MS`], that no engine
     /// is attached, naming the engine whose connection attempt just failed and why: until one
     /// attaches, every business message is refused, which an operator must not have to guess.
@@ -677,12 +706,44 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 &mut self.payload,
                 bincode::config::standard(),
             );
+            if self
+                .disk_full_retry_at
+                .is_some_and(|retry_at| Instant::now() < retry_at)
+            {
+                // Still full as far as we know: refused at once, the allocation retried after
+                // the back-off instead of on every message.
+                self.sessions.business_reject(
+                    request.session,
+                    &request.message,
+                    BusinessRejectReason::ApplicationNotAvailable,
+                    DISK_FULL_TEXT,
+                );
+                continue;
+            }
             let appended = encoded.map_err(|error| error.to_string()).and_then(|_| {
-                self.journal
-                    .append(seq, time, &self.payload)
-                    .map_err(|error| error.to_string())
+                match self.journal.append(seq, time, &self.payload) {
+                    Ok(()) => Ok(()),
+                    Err(error) if error.is_no_space() => Err(self.disk_full(&error)),
+                    Err(error) => Err(error.to_string()),
+                }
             });
+            if self.disk_full_retry_at.is_some() && appended.is_ok() {
+                self.disk_full_retry_at = None;
+                crate::gateway::disk::set_space_returned();
+                tracing::info!(
+                    "disk space returned: the input journal grows again and new business is accepted"
+                );
+            }
             if let Err(error) = appended {
+                if self.disk_full_retry_at.is_some() {
+                    self.sessions.business_reject(
+                        request.session,
+                        &request.message,
+                        BusinessRejectReason::ApplicationNotAvailable,
+                        DISK_FULL_TEXT,
+                    );
+                    continue;
+                }
                 // Not journaled means not sequenced: the request is refused, never half-done.
                 tracing::error!(%error, seq, "journal append failed");
                 self.sessions.business_reject(

@@ -215,6 +215,9 @@ baton_audit_head_seq 7
 # HELP baton_log_lines_dropped_total Log lines the gateway could not write (stderr closed, or its reader too slow): its log is incomplete.
 # TYPE baton_log_lines_dropped_total counter
 baton_log_lines_dropped_total 0
+# HELP baton_disk_full Whether the input journal cannot get disk space (1): new business is refused with 380=4 until space returns.
+# TYPE baton_disk_full gauge
+baton_disk_full 0
 "##;
 
 #[test]
@@ -247,6 +250,7 @@ fn an_idle_gateway_leaves_out_what_does_not_exist() {
             "baton_halted_symbols 0",
             "baton_changes_open 0",
             "baton_log_lines_dropped_total 0",
+            "baton_disk_full 0",
         ]
     );
     assert!(got.ends_with('\n'), "the exposition ends with a line feed");
