@@ -59,6 +59,17 @@ pub const STORE_MESSAGES_BYTES_MAX: u64 = 4 << 30;
 /// remaps per day logarithmic (12 from 1 MiB to 4 GiB) while wasting at most half the file.
 pub const STORE_MESSAGES_GROWTH_FACTOR: u64 = 2;
 
+/// Free bytes a session's message log keeps allocated ahead of need: when less is left, it grows
+/// before it must, and if the disk is full the gateway stops taking new business while this
+/// much still fits. That leaves room for the answers owed to inputs already journaled (about
+/// 1,700 ExecutionReports of ~300 bytes) and the BusinessMessageRejects of the refusals.
+pub const STORE_MESSAGES_HEADROOM_BYTES: u64 = 512 << 10;
+
+const _: () = assert!(
+    STORE_MESSAGES_HEADROOM_BYTES < STORE_MESSAGES_BYTES_INITIAL,
+    "a new store starts with its headroom and room to use"
+);
+
 const _: () = assert!(STORE_MESSAGES_BYTES_INITIAL <= STORE_MESSAGES_BYTES_MAX);
 const _: () = assert!(STORE_MESSAGES_GROWTH_FACTOR >= 2);
 // ----- Gateway ----------------------------------------------------------------------------------

@@ -70,6 +70,27 @@ impl MapError {
     }
 }
 
+/// Files in this process that could not get the space they keep ahead of need (session stores
+/// short of headroom): while non-zero the gateway refuses new business.
+static FILES_SHORT_OF_SPACE: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// How many files are short of the space they keep ahead of need right now.
+pub fn files_short_of_space() -> usize {
+    FILES_SHORT_OF_SPACE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts a file in or out of [`files_short_of_space`]; each file calls it only when its own
+/// state changes, so the count stays exact.
+pub fn count_short_of_space(short: bool) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if short {
+        FILES_SHORT_OF_SPACE.fetch_add(1, Relaxed);
+    } else {
+        FILES_SHORT_OF_SPACE.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Whether `error` says the device or quota is full.
 pub fn is_no_space(error: &io::Error) -> bool {
     matches!(

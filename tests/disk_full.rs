@@ -128,98 +128,148 @@ fn order(client: &mut Initiator, cl_ord_id: &str) -> baton::fix::codec::Message 
         .expect("an answer")
 }
 
-#[test]
-fn a_full_disk_refuses_new_business_with_380_4_keeps_sessions_and_resumes_when_space_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk");
-    let _mount = match Mount::tmpfs(&disk, "20m") {
-        Ok(mount) => mount,
-        Err(why) => {
-            eprintln!("SKIPPED a_full_disk_refuses_new_business: {why} (needs root and tmpfs)");
-            return;
-        }
-    };
-    let listen = free_control_addr();
-    let metrics = free_control_addr();
-    // Small journal segments, so the journal asks for space again soon after the disk fills.
-    let config = format!(
-        "[gateway]\nlisten = \"{listen}\"\ncontrol = \"127.0.0.1:0\"\nmetrics = \"{metrics}\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\njournal_segment_bytes = 16384\n\n\
-         [control]\napproval_required = []\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
-        disk.join("store").display(),
-        disk.join("journal").display(),
-    );
-    let config_path = dir.path().join("baton.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let engine = EngineProcess::start(&config_path, dir.path(), "blue");
-    support::wait_for_socket(&dir.path().join("blue.sock"));
-    let gateway = Logged::spawn(
-        Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["gateway", "--config"])
-            .arg(&config_path)
-            .args(["--engine", &engine.addr])
-            .env("RUST_LOG", "warn"),
-    );
-    let deadline = Instant::now() + PATIENCE;
-    let mut client = loop {
-        if let Ok(mut client) = Initiator::connect(listen, InitiatorConfig::new("CLIENT1", "BATON"))
-            && client.logon(false, WAIT).is_ok()
-        {
-            break client;
-        }
-        assert!(Instant::now() < deadline, "no logon");
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    wait_for_engine(&mut client);
-    let first = order(&mut client, "BEFORE-FULL");
-    assert_eq!(text(&first, 150), "0", "accepted while there is space");
+/// A venue whose store and journal are on a fresh 20 MB tmpfs; `None` (after saying why) where
+/// mounting is not permitted.
+struct Venue {
+    client: Initiator,
+    metrics: SocketAddr,
+    disk: PathBuf,
+    // Dropped in this order: the processes before the file system they write to.
+    gateway: Logged,
+    _engine: EngineProcess,
+    _mount: Mount,
+    _dir: tempfile::TempDir,
+}
 
-    fill(&disk.join("filler"));
-    // Orders are accepted until the journal needs its next segment, then refused.
-    let mut accepted = 0;
-    let refusal = loop {
-        let answer = order(&mut client, &format!("FULL-{accepted}"));
-        if answer.msg_type() == b"j" {
-            break answer;
+impl Venue {
+    fn start(test: &str, journal_segment_bytes: u64) -> Option<Venue> {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk");
+        let mount = match Mount::tmpfs(&disk, "20m") {
+            Ok(mount) => mount,
+            Err(why) => {
+                eprintln!("SKIPPED {test}: {why} (needs root and tmpfs)");
+                return None;
+            }
+        };
+        let listen = free_control_addr();
+        let metrics = free_control_addr();
+        let config = format!(
+            "[gateway]\nlisten = \"{listen}\"\ncontrol = \"127.0.0.1:0\"\nmetrics = \"{metrics}\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\njournal_segment_bytes = {journal_segment_bytes}\n\n\
+             [control]\napproval_required = []\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
+            disk.join("store").display(),
+            disk.join("journal").display(),
+        );
+        let config_path = dir.path().join("baton.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let engine = EngineProcess::start(&config_path, dir.path(), "blue");
+        support::wait_for_socket(&dir.path().join("blue.sock"));
+        let gateway = Logged::spawn(
+            Command::new(env!("CARGO_BIN_EXE_baton"))
+                .args(["gateway", "--config"])
+                .arg(&config_path)
+                .args(["--engine", &engine.addr])
+                .env("RUST_LOG", "warn"),
+        );
+        let deadline = Instant::now() + PATIENCE;
+        let mut client = loop {
+            if let Ok(mut client) =
+                Initiator::connect(listen, InitiatorConfig::new("CLIENT1", "BATON"))
+                && client.logon(false, WAIT).is_ok()
+            {
+                break client;
+            }
+            assert!(Instant::now() < deadline, "no logon");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        // Journals its first inputs: the journal's first segment is allocated now.
+        wait_for_engine(&mut client);
+        Some(Venue {
+            client,
+            metrics,
+            disk,
+            gateway,
+            _engine: engine,
+            _mount: mount,
+            _dir: dir,
+        })
+    }
+
+    /// Fills the disk, then sends orders until one is refused; every one before is accepted.
+    fn fill_until_refused(&mut self) -> baton::fix::codec::Message {
+        fill(&self.disk.join("filler"));
+        let mut accepted = 0;
+        loop {
+            let answer = order(&mut self.client, &format!("FULL-{accepted}"));
+            if answer.msg_type() == b"j" {
+                return answer;
+            }
+            assert_eq!(text(&answer, 150), "0");
+            accepted += 1;
+            assert!(accepted < 10_000, "the disk never ran out of space");
         }
-        assert_eq!(text(&answer, 150), "0");
-        accepted += 1;
-        assert!(accepted < 5_000, "the journal never ran out of space");
-    };
-    assert_eq!(text(&refusal, 380), "4");
+    }
+
+    /// The gateway's ERROR about the full disk.
+    fn disk_full_error(&self) -> String {
+        let log = self.gateway.stderr.lock().unwrap().clone();
+        log.lines()
+            .find(|line| line.contains("ERROR") && line.contains("disk full"))
+            .unwrap_or_else(|| panic!("no ERROR naming the full disk:\n{log}"))
+            .to_string()
+    }
+
+    /// Frees the disk and waits until an order is accepted again.
+    fn free_and_resume(&mut self) {
+        std::fs::remove_file(self.disk.join("filler")).unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        for attempt in 0.. {
+            let answer = order(&mut self.client, &format!("AFTER-{attempt}"));
+            if answer.msg_type() == b"8" {
+                assert_eq!(text(&answer, 150), "0");
+                break;
+            }
+            assert!(Instant::now() < deadline, "business never resumed");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(metric(self.metrics, "baton_disk_full"), Some(0));
+    }
+}
+
+/// The refusal is a BusinessMessageReject 380=4 naming the cause; the session is up and is
+/// answered again at once; the metric says so.
+fn assert_refused_while_full(venue: &mut Venue, refusal: &baton::fix::codec::Message) {
+    assert_eq!(text(refusal, 380), "4");
     assert!(
-        text(&refusal, 58).contains("disk full"),
+        text(refusal, 58).contains("disk full"),
         "Text names the cause: {:?}",
-        text(&refusal, 58)
+        text(refusal, 58)
     );
-    // The session is up and answered at once while the disk stays full.
-    let again = order(&mut client, "STILL-FULL");
+    let again = order(&mut venue.client, "STILL-FULL");
     assert_eq!(again.msg_type(), b"j");
     assert_eq!(text(&again, 380), "4");
-    assert_eq!(metric(metrics, "baton_disk_full"), Some(1));
-    let log = gateway.stderr.lock().unwrap().clone();
-    let error = log
-        .lines()
-        .find(|line| line.contains("ERROR") && line.contains("disk full"))
-        .unwrap_or_else(|| panic!("no ERROR naming the full disk:\n{log}"));
+    assert_eq!(metric(venue.metrics, "baton_disk_full"), Some(1));
+}
+
+#[test]
+fn a_journal_that_cannot_roll_over_refuses_new_business_and_resumes_when_space_returns() {
+    // Small segments: the journal asks for space again soon after the disk fills.
+    let Some(mut venue) = Venue::start("a_journal_that_cannot_roll_over", 16 << 10) else {
+        return;
+    };
+    let first = order(&mut venue.client, "BEFORE-FULL");
+    assert_eq!(text(&first, 150), "0", "accepted while there is space");
+    let refusal = venue.fill_until_refused();
+    assert_refused_while_full(&mut venue, &refusal);
+    let error = venue.disk_full_error();
     assert!(
         error.contains("journal") && error.contains("free_bytes="),
         "the ERROR names the file and the free space: {error}"
     );
-
-    std::fs::remove_file(disk.join("filler")).unwrap();
-    let deadline = Instant::now() + PATIENCE;
-    for attempt in 0.. {
-        let answer = order(&mut client, &format!("AFTER-{attempt}"));
-        if answer.msg_type() == b"8" {
-            assert_eq!(text(&answer, 150), "0");
-            break;
-        }
-        assert!(Instant::now() < deadline, "business never resumed");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(metric(metrics, "baton_disk_full"), Some(0));
+    venue.free_and_resume();
     // What was acknowledged before the disk filled is still there: it can be canceled.
-    client
+    venue
+        .client
         .send(b"F", |e| {
             e.str(41, "BEFORE-FULL")
                 .str(11, "CANCEL-1")
@@ -228,11 +278,26 @@ fn a_full_disk_refuses_new_business_with_380_4_keeps_sessions_and_resumes_when_s
                 .str(60, "20261123-12:00:00");
         })
         .unwrap();
-    let canceled = support::report(&mut client);
+    let canceled = support::report(&mut venue.client);
     assert_eq!(
         text(&canceled, 150),
         "4",
         "the order from before is still on the book"
     );
-    drop(gateway);
+}
+
+#[test]
+fn a_session_store_that_cannot_grow_ahead_refuses_new_business_and_resumes_when_space_returns() {
+    // One large segment allocated before the disk fills: the session store is what runs out.
+    let Some(mut venue) = Venue::start("a_session_store_that_cannot_grow_ahead", 8 << 20) else {
+        return;
+    };
+    let refusal = venue.fill_until_refused();
+    assert_refused_while_full(&mut venue, &refusal);
+    let error = venue.disk_full_error();
+    assert!(
+        error.contains("message log") && error.contains("store") && error.contains("free_bytes="),
+        "the ERROR names the file and the free space: {error}"
+    );
+    venue.free_and_resume();
 }

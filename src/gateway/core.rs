@@ -361,6 +361,8 @@ pub struct Core<S: SessionStore> {
     /// Set while the input journal cannot get disk space: until then new business is refused
     /// without touching the disk; at this instant the allocation is tried again.
     disk_full_retry_at: Option<Instant>,
+    /// Set while a session store is short of space: when the stores are next asked to grow.
+    stores_retry_at: Option<Instant>,
     /// See `attempts_tx`.
     attempts_rx: mpsc::Receiver<Attempt>,
     /// Reused to encode journal payloads.
@@ -435,6 +437,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             attempts_rx,
             engine_absent_warned: now,
             disk_full_retry_at: None,
+            stores_retry_at: None,
             sessions,
             config,
             journal,
@@ -568,6 +571,48 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         }
     }
 
+    /// Whether some session store is short of the room it keeps ahead of need (its disk is
+    /// full). While one is, every store is asked to grow again once per
+    /// [`constants::DISK_FULL_RETRY_MS`], so business resumes by itself when space returns, even
+    /// if the short session is idle.
+    fn stores_short_of_space(&mut self) -> bool {
+        let now = Instant::now();
+        if crate::mmap::files_short_of_space() > 0 {
+            match self.stores_retry_at {
+                // Just found short: the store itself tried a moment ago.
+                None => {
+                    crate::gateway::disk::set_full(crate::mmap::free_bytes(
+                        &self.config.journal_dir,
+                    ));
+                }
+                Some(at) if at <= now => {
+                    for id in 0..self.sessions.len() {
+                        let _ = self
+                            .sessions
+                            .with(id as crate::engine::SessionId, |session| {
+                                session.store_mut().keep_headroom()
+                            });
+                    }
+                }
+                Some(_) => {}
+            }
+            if crate::mmap::files_short_of_space() > 0 {
+                if self.stores_retry_at.is_none_or(|at| at <= now) {
+                    self.stores_retry_at =
+                        Some(now + Duration::from_millis(constants::DISK_FULL_RETRY_MS));
+                }
+                return true;
+            }
+        }
+        if self.stores_retry_at.take().is_some() && self.disk_full_retry_at.is_none() {
+            crate::gateway::disk::set_space_returned();
+            tracing::info!(
+                "disk space returned: session stores have room again and new business is accepted"
+            );
+        }
+        false
+    }
+
     /// The journal could not get disk space for the next input: refuse new business (sessions
     /// stay up; nothing journaled is touched) and try the allocation again after
     /// [`constants::DISK_FULL_RETRY_MS`]. The ERROR names the file and the free space once per
@@ -672,9 +717,21 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             }
             return;
         }
+        let stores_short = self.stores_short_of_space();
         let first_seq = self.journal.last_seq() + 1;
         let mut inputs = Vec::with_capacity(batch.len());
         for request in batch.drain(..) {
+            if stores_short {
+                // A session store could not keep room ahead of need: the room it has is kept
+                // for the answers owed to inputs already journaled.
+                self.sessions.business_reject(
+                    request.session,
+                    &request.message,
+                    BusinessRejectReason::ApplicationNotAvailable,
+                    DISK_FULL_TEXT,
+                );
+                continue;
+            }
             if !self.halted.is_empty() {
                 let symbol = input_symbol(&request.request);
                 if self.halted.contains(symbol) {
