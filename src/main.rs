@@ -646,7 +646,12 @@ fn gateway(config: Config) -> anyhow::Result<()> {
             };
             Some(Core::open(sessions.clone(), core_config).context("opening the sequencer")?)
         }
-        true => None,
+        true => {
+            tracing::warn!(
+                "no engines configured ([gateway] engines or --engine): sessions run, and every business message is refused (380=4)"
+            );
+            None
+        }
     };
     runtime()?.block_on(async move {
         let (business_tx, business_rx) =
@@ -1131,4 +1136,23 @@ fn change_request(
             change: change.clone(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_one_line_with_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        // A message that already quotes its source, wrapped in a context that does not.
+        let quoted = anyhow::Error::new(io).context("bind: Address already in use");
+        let error = quoted.context("listening on 127.0.0.1:9878");
+        assert_eq!(
+            one_line(&error),
+            "listening on 127.0.0.1:9878: bind: Address already in use"
+        );
+        let multiline = anyhow::anyhow!("first\nsecond");
+        assert_eq!(one_line(&multiline), "first second");
+    }
 }
