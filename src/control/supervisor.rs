@@ -6,7 +6,8 @@
 //! logs its sessions out), and kills what is still running after the grace period. A child that
 //! exits with [`constants::EXIT_FATAL_STARTUP`] cannot start at all (an address in use, a store
 //! another gateway holds): restarting it would loop forever, so the others are stopped the
-//! same way and supervision ends with the child's name.
+//! same way and supervision ends with the child's name. Only an engine that had run before (a
+//! staged build that does not fit) is left stopped alone, so the sessions stay up.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -75,6 +76,9 @@ struct Supervised {
     failures: u32,
     /// When the current process started.
     started: tokio::time::Instant,
+    /// Whether it was ever started again after its first start: a fatal start-up error of an
+    /// engine that ran before leaves only that engine down, not the venue.
+    restarted: bool,
     /// The SHA-256 of the staged build the current process was started from, if any.
     running_stage: Option<String>,
     /// When the process was asked to stop because a new build is staged; it restarts from the
@@ -243,6 +247,7 @@ pub async fn supervise(
             child: Some(child),
             failures: 0,
             started: tokio::time::Instant::now(),
+            restarted: false,
             running_stage,
             restaging: None,
             restart_at: None,
@@ -275,8 +280,16 @@ pub async fn supervise(
                 && *code == i32::from(constants::EXIT_FATAL_STARTUP)
             {
                 supervised.child = None;
-                fatal = Some(supervised.spec.name.clone());
-                break;
+                if supervised.spec.stage.is_none() || !supervised.restarted {
+                    // The gateway, or a first start: the venue cannot come up as configured.
+                    fatal = Some(supervised.spec.name.clone());
+                    break;
+                }
+                // An engine that ran before and now cannot start (a staged build that does not
+                // fit this config): the sessions and the other engine stay up without it.
+                tracing::error!(child = %supervised.spec.name, "cannot start (its error is above); left stopped while the rest of the venue runs");
+                supervised.restart_at = None;
+                continue;
             }
             if let Some((status, _)) = exited {
                 supervised.child = None;
@@ -301,6 +314,7 @@ pub async fn supervise(
             if supervised.child.is_none() && supervised.restart_at.is_some_and(|at| at <= now) {
                 match spawn(&supervised.spec) {
                     Ok((child, running_stage)) => {
+                        supervised.restarted = true;
                         supervised.child = Some(child);
                         supervised.running_stage = running_stage;
                         supervised.started = tokio::time::Instant::now();
@@ -382,6 +396,7 @@ mod tests {
             child: Some(child),
             failures: 0,
             started: tokio::time::Instant::now(),
+            restarted: false,
             running_stage: None,
             restaging: None,
             restart_at: None,

@@ -529,6 +529,8 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             tokio::select! {
                 received = inbound.recv_many(&mut batch, constants::SEQUENCER_BATCH_MAX), if accepting => {
                     if received == 0 {
+                        // Every session sender is gone: the gateway is stopping.
+                        self.close_links().await;
                         return;
                     }
                     self.sequence(&mut batch).await;
