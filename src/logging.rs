@@ -10,7 +10,8 @@
 //! into a queue bounded in bytes ([`constants::LOG_QUEUE_BYTES_MAX`]) and returns at once; one
 //! thread of its own writes the queue out. A line that does not fit (the writer is blocked) or
 //! that the writer cannot write (the pipe is closed) is dropped and counted in
-//! [`lines_dropped`], which the metrics endpoint exposes as `baton_log_lines_dropped_total`.
+//! [`lines_dropped`], which the metrics endpoint exposes as `baton_log_lines_dropped_total`;
+//! once writes work again, the log says how many lines it lost before the next one.
 //! SIGPIPE stays ignored (Rust's start-up default), so a closed pipe is an error return, not a
 //! signal.
 
@@ -116,6 +117,9 @@ impl LogWriter {
         std::thread::Builder::new()
             .name("log-writer".into())
             .spawn(move || {
+                // Drops already told in the log: once writes work again, the log itself says
+                // how many lines it is missing, before the next one.
+                let mut reported = 0;
                 loop {
                     let line = {
                         let mut queue = drain.lock();
@@ -130,6 +134,16 @@ impl LogWriter {
                                 .unwrap_or_else(|poisoned| poisoned.into_inner());
                         }
                     };
+                    let dropped = drain.dropped.load(Ordering::Relaxed);
+                    if dropped > reported {
+                        let notice = format!(
+                            "baton: {} log lines dropped (stderr closed, or its reader too slow)\n",
+                            dropped - reported
+                        );
+                        if out.write_all(notice.as_bytes()).is_ok() {
+                            reported = dropped;
+                        }
+                    }
                     if out.write_all(&line).and_then(|()| out.flush()).is_err() {
                         drain.dropped.fetch_add(1, Ordering::Relaxed);
                     }
@@ -238,6 +252,48 @@ mod tests {
         }
         assert!(writer.flush());
         assert_eq!(writer.dropped(), 10);
+    }
+
+    /// A sink that fails every write until opened, then keeps what it is given.
+    struct Recovers {
+        open: Arc<std::sync::atomic::AtomicBool>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Recovers {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if !self.open.load(Ordering::Relaxed) {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_log_says_how_many_lines_it_lost_once_writes_work_again() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = LogWriter::spawn(Recovers {
+            open: open.clone(),
+            written: written.clone(),
+        })
+        .unwrap();
+        for n in 0..3 {
+            writer.line(format!("lost {n}\n").as_bytes());
+            assert!(writer.flush());
+        }
+        open.store(true, Ordering::Relaxed);
+        writer.line(b"kept\n");
+        assert!(writer.flush());
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "baton: 3 log lines dropped (stderr closed, or its reader too slow)\nkept\n"
+        );
     }
 
     #[test]
