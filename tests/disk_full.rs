@@ -202,6 +202,7 @@ impl Venue {
         loop {
             let answer = order(&mut self.client, &format!("FULL-{accepted}"));
             if answer.msg_type() == b"j" {
+                eprintln!("{accepted} orders accepted after the disk filled, then refused");
                 return answer;
             }
             assert_eq!(text(&answer, 150), "0");
@@ -222,11 +223,16 @@ impl Venue {
     /// Frees the disk and waits until an order is accepted again.
     fn free_and_resume(&mut self) {
         std::fs::remove_file(self.disk.join("filler")).unwrap();
+        let freed = Instant::now();
         let deadline = Instant::now() + PATIENCE;
         for attempt in 0.. {
             let answer = order(&mut self.client, &format!("AFTER-{attempt}"));
             if answer.msg_type() == b"8" {
                 assert_eq!(text(&answer, 150), "0");
+                eprintln!(
+                    "accepted again {:?} after the space returned",
+                    freed.elapsed()
+                );
                 break;
             }
             assert!(Instant::now() < deadline, "business never resumed");

@@ -633,6 +633,11 @@ impl SessionStore for MmapStore {
         Ok(())
     }
 
+    /// The headroom covers the answers owed when new business stops and the refusals sent
+    /// while the disk stays full (about 2,600 BusinessMessageRejects to one session). A session
+    /// that is refused more than that before space returns finds its log full: the message is
+    /// then not stored, so not sent (the append error is logged), which is the one case left in
+    /// which a full disk costs a message.
     fn keep_headroom(&mut self) -> Result<(), StoreError> {
         let len = self.messages.len() as u64;
         let free = len.saturating_sub(self.tail as u64);
