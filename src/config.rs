@@ -226,6 +226,10 @@ pub struct GatewayConfig {
     /// Directory of the input journal; relative paths are relative to the working directory.
     #[serde(default = "default_journal_dir")]
     pub journal_dir: PathBuf,
+    /// Size of each input journal segment file, allocated on disk when the journal rolls over
+    /// to it; clamped to the journal's limits. Smaller segments need less free space per roll.
+    #[serde(default = "default_journal_segment_bytes")]
+    pub journal_segment_bytes: u64,
     /// Address of the control endpoint `baton ctl` talks to. It must be a loopback address: the
     /// endpoint switches authority between engines, so it takes commands from this host only.
     #[serde(default = "default_control")]
@@ -240,6 +244,10 @@ pub struct GatewayConfig {
 
 fn default_failover_timeout_ms() -> u64 {
     constants::FAILOVER_TIMEOUT_DEFAULT_MS
+}
+
+fn default_journal_segment_bytes() -> u64 {
+    constants::JOURNAL_SEGMENT_BYTES_DEFAULT
 }
 
 fn default_journal_dir() -> PathBuf {

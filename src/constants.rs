@@ -109,6 +109,17 @@ pub const STORE_MESSAGES_BYTES_MAX: u64 = 4 << 30;
 /// remaps per day logarithmic (12 from 1 MiB to 4 GiB) while wasting at most half the file.
 pub const STORE_MESSAGES_GROWTH_FACTOR: u64 = 2;
 
+/// Free bytes a session's message log keeps allocated ahead of need: when less is left, it grows
+/// before it must, and if the disk is full the gateway stops taking new business while this
+/// much still fits. That leaves room for the answers owed to inputs already journaled (about
+/// 1,700 ExecutionReports of ~300 bytes) and the BusinessMessageRejects of the refusals.
+pub const STORE_MESSAGES_HEADROOM_BYTES: u64 = 512 << 10;
+
+const _: () = assert!(
+    STORE_MESSAGES_HEADROOM_BYTES < STORE_MESSAGES_BYTES_INITIAL,
+    "a new store starts with its headroom and room to use"
+);
+
 const _: () = assert!(STORE_MESSAGES_BYTES_INITIAL <= STORE_MESSAGES_BYTES_MAX);
 const _: () = assert!(STORE_MESSAGES_GROWTH_FACTOR >= 2);
 // ----- Gateway ----------------------------------------------------------------------------------
@@ -229,6 +240,32 @@ pub const SUPERVISOR_STATUS_TIMEOUT_MS: u64 = 2_000;
 /// How often the supervisor asks the gateway whether an engine with a newly staged build is a
 /// standby it may restart: once a second is prompt for an operator and nothing for the gateway.
 pub const SUPERVISOR_STAGE_CHECK_MS: u64 = 1_000;
+
+/// Exit status of a gateway or engine that failed before it started serving (a config error,
+/// an address in use, a store locked by another gateway): sysexits' EX_CONFIG. Restarting
+/// cannot fix these, so the supervisor stops the venue with the reason instead of retrying.
+pub const EXIT_FATAL_STARTUP: u8 = 78;
+
+// ----- Logging (`crate::logging`) -----------------------------------------------------------------
+
+/// Log bytes queued for stderr while its reader is slow, before lines are dropped: a mass logout
+/// of every session (`CONNECTIONS_MAX` lines of a few hundred bytes) fits, and a reader that
+/// stopped reading costs at most this much memory.
+pub const LOG_QUEUE_BYTES_MAX: usize = 1 << 20;
+
+/// How long a stopping process waits for its last log lines to be written: plenty for a live
+/// reader, and short enough that a reader that stopped reading cannot hold up the exit (well
+/// inside the supervisor's grace period).
+pub const LOG_FLUSH_TIMEOUT_MS: u64 = 1_000;
+
+const _: () = assert!(
+    LOG_QUEUE_BYTES_MAX >= CONNECTIONS_MAX * 512,
+    "a log line per connection must fit the queue"
+);
+const _: () = assert!(
+    LOG_FLUSH_TIMEOUT_MS < SUPERVISOR_GRACE_MS,
+    "a child's exit must not outwait the supervisor's grace"
+);
 
 // ---------------------------------------------------------------------------------------------
 // Engine link: the gateway↔engine wire protocol (`crate::link`).
@@ -365,6 +402,22 @@ pub const SWITCH_LAG_MAX_INPUTS: u64 = 10_000;
 
 /// How long one attempt to reach an engine may take before the gateway moves on.
 pub const ENGINE_CONNECT_TIMEOUT_MS: u64 = 500;
+
+/// How often a gateway with no engine attached says so in its log: often enough that an
+/// operator reading the log finds it at once, rarely enough (one line per 25 reconnect attempts)
+/// that it does not drown everything else.
+pub const ENGINE_ABSENT_WARN_MS: u64 = 5_000;
+
+/// How long the sequencer refuses new business without touching the disk after the input
+/// journal could not get space, before it tries the allocation again: a second is soon enough
+/// after an operator frees space, and keeps a full disk from costing an allocation attempt per
+/// message.
+pub const DISK_FULL_RETRY_MS: u64 = 1_000;
+
+const _: () = assert!(
+    ENGINE_ABSENT_WARN_MS >= 10 * ENGINE_RECONNECT_MS,
+    "one warning per many attempts, not one per attempt"
+);
 
 /// Default silence of the authoritative engine (with inputs unanswered or not) before failover:
 /// several link heartbeats, so one late heartbeat never triggers it.

@@ -24,6 +24,9 @@
 //! [`mmap`] holds every unsafe memory-map call; the store and the journal share one checksummed
 //! record layout.
 //!
+//! [`logging`] writes log lines to stderr without letting a closed or stalled pipe stop the
+//! process.
+//!
 //! [`config`] reads the TOML configuration shared by all of them; [`constants`] is the one home
 //! of every limit.
 
@@ -35,5 +38,6 @@ pub mod engine;
 pub mod fix;
 pub mod gateway;
 pub mod link;
+pub mod logging;
 pub mod mmap;
 mod record;

@@ -1,16 +1,21 @@
 //! The `baton` command line. Argument parsing and wiring only; behavior lives in the library.
 
 use std::ffi::OsString;
+use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use baton::config::Config;
+use baton::constants;
 use baton::control;
 use baton::control::api::{ControlReply, ControlRequest};
-use baton::control::supervisor::{ChildSpec, supervise};
+use baton::control::supervisor::{ChildSpec, SupervisorError, supervise};
 use baton::engine::{Engine, MatchingEngine};
 use baton::fix::dictionary::Dictionary;
 use baton::fix::session::Session;
@@ -367,15 +372,92 @@ enum ChangeCommand {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
+    // Log lines leave through a queue and a thread of their own, so a closed or stalled stderr
+    // pipe costs lines (counted), never the process; stderr directly only if that thread
+    // cannot start.
+    let log = baton::logging::LogWriter::stderr().ok();
+    let writer = match &log {
+        Some(log) => BoxMakeWriter::new(log.clone()),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
+        // Colour only for a person at a terminal, not escape codes in a log file or pipe.
+        .with_ansi(std::io::stderr().is_terminal())
+        // Its own report of a failed write is an eprintln!, which panics on a closed pipe.
+        .log_internal_errors(false)
         .init();
     let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let line = format!("error: {}\n", one_line(&error));
+            match &log {
+                Some(log) => log.line(line.as_bytes()),
+                None => {
+                    let _ = std::io::stderr().write_all(line.as_bytes());
+                }
+            }
+            ExitCode::from(exit_code(&error))
+        }
+    };
+    if let Some(log) = &log {
+        log.flush();
+    }
+    code
+}
+
+/// Set once a long-running command (gateway, engine) has bound its sockets and opened its
+/// files: an error before that is a start-up error that restarting will not fix.
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// The exit status for `error`: [`constants::EXIT_FATAL_STARTUP`] when a gateway or engine
+/// failed before it started serving (the supervisor then stops instead of restarting it), or
+/// when `baton up` stopped because a child did; 1 otherwise.
+fn exit_code(error: &anyhow::Error) -> u8 {
+    let child_fatal = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<SupervisorError>(),
+            Some(SupervisorError::FatalStartup { .. })
+        )
+    });
+    if child_fatal
+        || FATAL_IF_NOT_STARTED.load(Ordering::Relaxed) && !STARTED.load(Ordering::Relaxed)
+    {
+        constants::EXIT_FATAL_STARTUP
+    } else {
+        1
+    }
+}
+
+/// Set by the commands whose start-up errors are fatal (gateway, engine); other commands exit 1.
+static FATAL_IF_NOT_STARTED: AtomicBool = AtomicBool::new(false);
+
+/// `error` and its causes as one line, for a person: each cause joined with ": ", except one
+/// whose text the line already holds (a message that quotes its source), and no backtrace
+/// whatever RUST_BACKTRACE says: a user error is one line.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    // Whatever the causes hold, the line stays one line.
+    line.replace(['\n', '\r'], " ")
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Up { config } => up(config),
         Command::Demo {
@@ -461,6 +543,7 @@ fn main() -> anyhow::Result<()> {
             control,
             metrics,
         } => {
+            FATAL_IF_NOT_STARTED.store(true, Ordering::Relaxed);
             let mut loaded = Config::load(config.as_deref())?;
             if let Some(listen) = listen {
                 loaded.gateway.listen = listen;
@@ -567,7 +650,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                 journal_dir: config.gateway.journal_dir.clone(),
                 journal: JournalConfig {
                     durability: config.gateway.durability,
-                    ..JournalConfig::default()
+                    segment_bytes: config.gateway.journal_segment_bytes,
                 },
                 symbols: config
                     .engine
@@ -579,7 +662,12 @@ fn gateway(config: Config) -> anyhow::Result<()> {
             };
             Some(Core::open(sessions.clone(), core_config).context("opening the sequencer")?)
         }
-        true => None,
+        true => {
+            tracing::warn!(
+                "no engines configured ([gateway] engines or --engine): sessions run, and every business message is refused (380=4)"
+            );
+            None
+        }
     };
     runtime()?.block_on(async move {
         let (business_tx, business_rx) =
@@ -613,7 +701,13 @@ fn gateway(config: Config) -> anyhow::Result<()> {
             }
             None => None,
         };
-        println!("baton gateway listening on {}", handle.local_addr());
+        // Written, not println!-ed: a closed stdout must not panic the gateway.
+        let _ = writeln!(
+            std::io::stdout(),
+            "baton gateway listening on {}",
+            handle.local_addr()
+        );
+        STARTED.store(true, Ordering::Relaxed);
         let (core_shutdown_tx, core_shutdown_rx) = tokio::sync::watch::channel(false);
         // endpoint -> control plane (policy, audit) -> sequencer; sequencer events -> plane.
         let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
@@ -681,6 +775,7 @@ fn engine(
     snapshot_format: u16,
     fault_reject_symbol: Option<String>,
 ) -> anyhow::Result<()> {
+    FATAL_IF_NOT_STARTED.store(true, Ordering::Relaxed);
     let config = Config::load(config_path.as_deref())?;
     let listen = match listen.or(config.gateway.engines.first().cloned()) {
         Some(listen) => listen,
@@ -738,8 +833,11 @@ fn serve_engine<E: Engine>(
         executable_sha256 = %serve_config.executable_sha256,
         "engine serving"
     );
-    let engine =
-        link::serve(engine, listen, serve_config, shutdown).context("serving the engine link")?;
+    let listener = link::LinkListener::bind(listen)
+        .with_context(|| format!("binding the engine link {listen}"))?;
+    STARTED.store(true, Ordering::Relaxed);
+    let engine = link::serve_on(engine, listener, serve_config, shutdown)
+        .context("serving the engine link")?;
     tracing::info!(last_input_seq = engine.last_input_seq(), digest = %engine.digest(), "engine stopped");
     Ok(())
 }
@@ -1065,4 +1163,23 @@ fn change_request(
             change: change.clone(),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_one_line_with_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "Address already in use");
+        // A message that already quotes its source, wrapped in a context that does not.
+        let quoted = anyhow::Error::new(io).context("bind: Address already in use");
+        let error = quoted.context("listening on 127.0.0.1:9878");
+        assert_eq!(
+            one_line(&error),
+            "listening on 127.0.0.1:9878: bind: Address already in use"
+        );
+        let multiline = anyhow::anyhow!("first\nsecond");
+        assert_eq!(one_line(&multiline), "first second");
+    }
 }

@@ -8,7 +8,7 @@
 //! as long as it is mapped:
 //!
 //! - the file is opened by this module alone and never handed out, and is only ever grown while
-//!   mapped, never shrunk, so every mapped byte stays backed by the file;
+//!   mapped, never shrunk below the mapping, so every mapped byte stays backed by the file;
 //! - an exclusive advisory lock (`flock` on Unix) is taken before mapping, so a second
 //!   [`MappedFile`] on the same file, in this process or another gateway, is refused with
 //!   [`MapError::Locked`] instead of aliasing the mapping;
@@ -17,9 +17,11 @@
 //!   the process, so the failure is a crash, never silently wrong bytes. Operators keep store
 //!   directories for one gateway's exclusive use.
 //!
-//! Files grow sparse: blocks are allocated when a page is first written. If the disk fills, that
-//! first write raises `SIGBUS` and the process dies; what was written before survives as after any
-//! kill, and a standby takes over. Watch free disk space on store volumes.
+//! Space is reserved before it is mapped: every byte a file is extended by is allocated on the
+//! device first (`posix_fallocate`), so a full disk is an error at open or grow
+//! ([`MapError::is_no_space`]) that the caller can handle (refuse new work, retry later), never a
+//! `SIGBUS` on the first write to a page the file system cannot back. A grow that fails gives the
+//! file back its old length, so nothing beyond the mapping is left half-allocated.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
@@ -60,6 +62,56 @@ impl MapError {
             MapError::Io { path, .. } | MapError::Locked { path } => path,
         }
     }
+
+    /// Whether the file could not get the space it needed (disk or quota full): a condition
+    /// that passes when space is freed, unlike every other failure here.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, MapError::Io { source, .. } if is_no_space(source))
+    }
+}
+
+/// Files in this process that could not get the space they keep ahead of need (session stores
+/// short of headroom): while non-zero the gateway refuses new business.
+static FILES_SHORT_OF_SPACE: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(0);
+
+/// How many files are short of the space they keep ahead of need right now.
+pub fn files_short_of_space() -> usize {
+    FILES_SHORT_OF_SPACE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts a file in or out of [`files_short_of_space`]; each file calls it only when its own
+/// state changes, so the count stays exact.
+pub fn count_short_of_space(short: bool) {
+    use std::sync::atomic::Ordering::Relaxed;
+    if short {
+        FILES_SHORT_OF_SPACE.fetch_add(1, Relaxed);
+    } else {
+        FILES_SHORT_OF_SPACE.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Whether `error` says the device or quota is full.
+pub fn is_no_space(error: &io::Error) -> bool {
+    matches!(
+        error.raw_os_error(),
+        Some(libc::ENOSPC) | Some(libc::EDQUOT)
+    )
+}
+
+/// Bytes an unprivileged writer can still allocate on the file system holding `path`, for the
+/// log line an operator reads when it is full; `None` if the file system cannot be asked.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs(3) reads the NUL-terminated path and writes only the zero-initialised
+    // struct it is given, which lives for the whole call.
+    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; both pointers are valid for the call.
+    if unsafe { libc::statvfs(path.as_ptr(), &mut stats) } != 0 {
+        return None;
+    }
+    Some((stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64))
 }
 
 /// A file mapped read-write in full, exclusively locked, that can grow.
@@ -105,8 +157,7 @@ impl MappedFile {
             .len();
         let len = len_now.max(len_min);
         if len != len_now {
-            file.set_len(len)
-                .map_err(|source| io_error(path, "set_len", source))?;
+            reserve(&file, path, len_now, len)?;
         }
         let map = map_whole(&file, path, len)?;
         Ok(MappedFile {
@@ -131,16 +182,16 @@ impl MappedFile {
         self.map.is_empty()
     }
 
-    /// Extends the file with zeros to `len` bytes and maps the new length, keeping every byte
-    /// already written. A `len` at or below the current length changes nothing: shrinking a
-    /// mapped file is what would make the mapping unsound, so it is not offered.
+    /// Extends the file with zeros to `len` bytes, allocated on the device, and maps the new
+    /// length, keeping every byte already written. A `len` at or below the current length
+    /// changes nothing: shrinking a mapped file is what would make the mapping unsound, so it is
+    /// not offered. On a full disk the file and the mapping stay as they were and the error says
+    /// so ([`MapError::is_no_space`]); growing again later may succeed.
     pub fn grow(&mut self, len: u64) -> Result<(), MapError> {
         if len <= self.map.len() as u64 {
             return Ok(());
         }
-        self.file
-            .set_len(len)
-            .map_err(|source| io_error(&self.path, "set_len", source))?;
+        reserve(&self.file, &self.path, self.map.len() as u64, len)?;
         // The old mapping stays valid until replaced: the file only got longer.
         self.map = map_whole(&self.file, &self.path, len)?;
         Ok(())
@@ -182,6 +233,35 @@ impl MappedFile {
     }
 }
 
+/// Allocates bytes `from..to` of `file` on the device, extending it to `to`, so that every page
+/// of a later mapping is backed and a write to it cannot fault for want of space. On failure the
+/// file gets its old length `from` back: the mapping never covered more, so the cut is sound.
+fn reserve(file: &File, path: &Path, from: u64, to: u64) -> Result<(), MapError> {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (
+        libc::off_t::try_from(from),
+        libc::off_t::try_from(to - from),
+    ) else {
+        return Err(io_error(
+            path,
+            "fallocate",
+            io::Error::new(io::ErrorKind::InvalidInput, "file larger than off_t"),
+        ));
+    };
+    // SAFETY: posix_fallocate(3) takes a descriptor this `File` owns and two integers; it
+    // touches no memory of ours.
+    let code = unsafe { libc::posix_fallocate(file.as_raw_fd(), offset, len) };
+    if code == 0 {
+        return Ok(());
+    }
+    let source = io::Error::from_raw_os_error(code);
+    // Blocks allocated before the failure may have moved the end; give the old end back.
+    if let Err(error) = file.set_len(from) {
+        tracing::warn!(path = %path.display(), %error, "cannot give a file its length back after a failed allocation");
+    }
+    Err(io_error(path, "fallocate", source))
+}
+
 /// Maps all `len` bytes of `file` read-write and shared, so writes reach the page cache and the
 /// file.
 fn map_whole(file: &File, path: &Path, len: u64) -> Result<MmapMut, MapError> {
@@ -198,8 +278,8 @@ fn map_whole(file: &File, path: &Path, len: u64) -> Result<MmapMut, MapError> {
     // SAFETY: memmap2 marks mapping unsafe because the mapped bytes could be changed or truncated
     // behind Rust's references by another handle. Here `file` is owned by one `MappedFile`, is
     // exclusively locked (so no other `MappedFile`, in this process or another baton process,
-    // maps it), is at least `len` bytes long (set just before), and is only ever grown, never
-    // shrunk, while mapped. The remaining assumption, stated in the module doc, is that no
+    // maps it), is at least `len` bytes long (reserved just before), and is never shrunk below
+    // what is mapped. The remaining assumption, stated in the module doc, is that no
     // process outside baton writes to or truncates the file.
     let map = unsafe { MmapOptions::new().len(len).map_mut(file) };
     map.map_err(|source| io_error(path, "mmap", source))

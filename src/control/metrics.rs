@@ -555,7 +555,8 @@ fn role_name(role: EngineRole) -> &'static str {
 /// switches, engines, shadow, canary, halts, changes, audit), samples in status's order. Families
 /// that only exist sometimes (the last switch, a canary's gates, halted symbols) are left out
 /// while there is nothing to report, except `baton_canary_active`, which is always there so an
-/// alert can say "no canary".
+/// alert can say "no canary". Last come the process's own `baton_log_lines_dropped_total` and
+/// `baton_disk_full` (with `baton_disk_free_bytes` while full).
 pub fn render(status: &Status) -> String {
     let mut out = Exposition::default();
     let sessions = &status.sessions;
@@ -782,6 +783,29 @@ pub fn render(status: &Status) -> String {
             Kind::Gauge,
             "Sequence number of the last audit record.",
             head.seq,
+        );
+    }
+    // Not part of the status: the gateway process's own, read where it is kept.
+    out.single(
+        "baton_log_lines_dropped_total",
+        Kind::Counter,
+        "Log lines the gateway could not write (stderr closed, or its reader too slow): its log is incomplete.",
+        crate::logging::lines_dropped(),
+    );
+    out.single(
+        "baton_disk_full",
+        Kind::Gauge,
+        "Whether the input journal cannot get disk space (1): new business is refused with 380=4 until space returns.",
+        u64::from(crate::gateway::disk::full()),
+    );
+    if crate::gateway::disk::full()
+        && let Some(free_bytes) = crate::gateway::disk::free_bytes_when_full()
+    {
+        out.single(
+            "baton_disk_free_bytes",
+            Kind::Gauge,
+            "Free bytes on the journal's file system when it was found full.",
+            free_bytes,
         );
     }
     out.out

@@ -3,7 +3,11 @@
 //! A child that exits while the supervisor is not shutting down is restarted after a short,
 //! growing back-off (so a child that cannot start does not spin the machine). Ctrl-C or SIGTERM
 //! forwards SIGTERM to every child, waits for them to finish their clean shutdown (the gateway
-//! logs its sessions out), and kills what is still running after the grace period.
+//! logs its sessions out), and kills what is still running after the grace period. A child that
+//! exits with [`constants::EXIT_FATAL_STARTUP`] cannot start at all (an address in use, a store
+//! another gateway holds): restarting it would loop forever, so the others are stopped the
+//! same way and supervision ends with the child's name. Only an engine that had run before (a
+//! staged build that does not fit) is left stopped alone, so the sessions stay up.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -53,6 +57,13 @@ pub enum SupervisorError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// A child exited with [`constants::EXIT_FATAL_STARTUP`]: it could not start for a reason
+    /// a restart does not fix (it logged the reason), so the venue was stopped.
+    #[error("{name} could not start (its error is above); the venue is stopped")]
+    FatalStartup {
+        /// The child's name.
+        name: String,
+    },
 }
 
 /// A running child and its restart bookkeeping.
@@ -65,6 +76,9 @@ struct Supervised {
     failures: u32,
     /// When the current process started.
     started: tokio::time::Instant,
+    /// Whether it was ever started again after its first start: a fatal start-up error of an
+    /// engine that ran before leaves only that engine down, not the venue.
+    restarted: bool,
     /// The SHA-256 of the staged build the current process was started from, if any.
     running_stage: Option<String>,
     /// When the process was asked to stop because a new build is staged; it restarts from the
@@ -216,7 +230,8 @@ fn terminate(child: &Child) {
     }
 }
 
-/// Runs `specs` (started in order, `start_gap` apart) until Ctrl-C or SIGTERM.
+/// Runs `specs` (started in order, `start_gap` apart) until Ctrl-C or SIGTERM, or until one of
+/// them cannot start ([`SupervisorError::FatalStartup`]).
 pub async fn supervise(
     specs: Vec<ChildSpec>,
     start_gap: Duration,
@@ -232,6 +247,7 @@ pub async fn supervise(
             child: Some(child),
             failures: 0,
             started: tokio::time::Instant::now(),
+            restarted: false,
             running_stage,
             restaging: None,
             restart_at: None,
@@ -241,7 +257,9 @@ pub async fn supervise(
         tokio::time::sleep(start_gap).await;
     }
     let mut tick = tokio::time::interval(Duration::from_millis(constants::SUPERVISOR_POLL_MS));
-    loop {
+    // A child that cannot start: stop everything and say which.
+    let mut fatal = None;
+    while fatal.is_none() {
         tokio::select! {
             _ = interrupt.recv() => break,
             _ = terminate_signal.recv() => break,
@@ -252,13 +270,28 @@ pub async fn supervise(
             restage_if_staged(supervised, control).await;
             let exited = match supervised.child.as_mut() {
                 Some(child) => match child.try_wait() {
-                    Ok(Some(status)) => Some(status.to_string()),
+                    Ok(Some(status)) => Some((status.to_string(), status.code())),
                     Ok(None) => None,
-                    Err(error) => Some(error.to_string()),
+                    Err(error) => Some((error.to_string(), None)),
                 },
                 None => None,
             };
-            if let Some(status) = exited {
+            if let Some((_, Some(code))) = &exited
+                && *code == i32::from(constants::EXIT_FATAL_STARTUP)
+            {
+                supervised.child = None;
+                if supervised.spec.stage.is_none() || !supervised.restarted {
+                    // The gateway, or a first start: the venue cannot come up as configured.
+                    fatal = Some(supervised.spec.name.clone());
+                    break;
+                }
+                // An engine that ran before and now cannot start (a staged build that does not
+                // fit this config): the sessions and the other engine stay up without it.
+                tracing::error!(child = %supervised.spec.name, "cannot start (its error is above); left stopped while the rest of the venue runs");
+                supervised.restart_at = None;
+                continue;
+            }
+            if let Some((status, _)) = exited {
                 supervised.child = None;
                 let ran_for = supervised.started.elapsed();
                 if ran_for > Duration::from_secs(10) {
@@ -281,6 +314,7 @@ pub async fn supervise(
             if supervised.child.is_none() && supervised.restart_at.is_some_and(|at| at <= now) {
                 match spawn(&supervised.spec) {
                     Ok((child, running_stage)) => {
+                        supervised.restarted = true;
                         supervised.child = Some(child);
                         supervised.running_stage = running_stage;
                         supervised.started = tokio::time::Instant::now();
@@ -296,7 +330,12 @@ pub async fn supervise(
             }
         }
     }
-    tracing::info!("shutting down children");
+    match &fatal {
+        Some(name) => {
+            tracing::debug!(child = %name, "a child cannot start; shutting down the others")
+        }
+        None => tracing::info!("shutting down children"),
+    }
     // Gateway first (it is last in start order) so sessions are logged out while engines still
     // answer; then the engines.
     for supervised in children.iter_mut().rev() {
@@ -312,7 +351,10 @@ pub async fn supervise(
             }
         }
     }
-    Ok(())
+    match fatal {
+        Some(name) => Err(SupervisorError::FatalStartup { name }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -354,6 +396,7 @@ mod tests {
             child: Some(child),
             failures: 0,
             started: tokio::time::Instant::now(),
+            restarted: false,
             running_stage: None,
             restaging: None,
             restart_at: None,

@@ -43,6 +43,10 @@ use crate::fix::tags::BusinessRejectReason;
 use crate::fix::time::Timestamp;
 use crate::link::{self, Frame, LinkAddr, LinkError, LinkWriter, Outputs};
 
+/// Text of the BusinessMessageReject (380=4) for a message refused because the gateway's disk
+/// is full: the cause, for the counterparty's support desk, without naming any path.
+const DISK_FULL_TEXT: &str = "gateway disk full: new business refused until space returns";
+
 /// Why the core cannot run at all (start-up failures; runtime link failures are handled).
 #[derive(Debug, thiserror::Error)]
 pub enum CoreError {
@@ -350,6 +354,15 @@ pub struct Core<S: SessionStore> {
     generation: u64,
     /// Results of connection attempts.
     attempts_tx: mpsc::Sender<Attempt>,
+    /// When the log last said that no engine is reachable (or when the core started): an
+    /// operator whose engines are all unreachable sees it every
+    /// [`constants::ENGINE_ABSENT_WARN_MS`], not once per reconnect attempt.
+    engine_absent_warned: Instant,
+    /// Set while the input journal cannot get disk space: until then new business is refused
+    /// without touching the disk; at this instant the allocation is tried again.
+    disk_full_retry_at: Option<Instant>,
+    /// Set while a session store is short of space: when the stores are next asked to grow.
+    stores_retry_at: Option<Instant>,
     /// See `attempts_tx`.
     attempts_rx: mpsc::Receiver<Attempt>,
     /// Reused to encode journal payloads.
@@ -422,6 +435,9 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         Ok(Core {
             attempts_tx,
             attempts_rx,
+            engine_absent_warned: now,
+            disk_full_retry_at: None,
+            stores_retry_at: None,
             sessions,
             config,
             journal,
@@ -513,6 +529,8 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             tokio::select! {
                 received = inbound.recv_many(&mut batch, constants::SEQUENCER_BATCH_MAX), if accepting => {
                     if received == 0 {
+                        // Every session sender is gone: the gateway is stopping.
+                        self.close_links().await;
                         return;
                     }
                     self.sequence(&mut batch).await;
@@ -525,7 +543,10 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     self.engines[slot].connecting = false;
                     match attempt {
                         Ok((link, hello)) => self.attach(slot, link, hello).await,
-                        Err(error) => tracing::debug!(engine = %self.engines[slot].addr, %error, "engine not reachable"),
+                        Err(error) => {
+                            tracing::debug!(engine = %self.engines[slot].addr, %error, "engine not reachable");
+                            self.warn_if_no_engine(slot, &error);
+                        }
                     }
                 }
                 _ = tick.tick() => self.housekeeping().await,
@@ -544,10 +565,117 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     if let Err(error) = self.journal.flush() {
                         tracing::error!(%error, "journal flush at shutdown");
                     }
+                    self.close_links().await;
                     return;
                 }
             }
             self.try_complete_switch();
+        }
+    }
+
+    /// Whether some session store is short of the room it keeps ahead of need (its disk is
+    /// full). While one is, every store is asked to grow again once per
+    /// [`constants::DISK_FULL_RETRY_MS`], so business resumes by itself when space returns, even
+    /// if the short session is idle.
+    fn stores_short_of_space(&mut self) -> bool {
+        let now = Instant::now();
+        if crate::mmap::files_short_of_space() > 0 {
+            match self.stores_retry_at {
+                // Just found short: the store itself tried a moment ago.
+                None => {
+                    crate::gateway::disk::set_full(crate::mmap::free_bytes(
+                        &self.config.journal_dir,
+                    ));
+                }
+                Some(at) if at <= now => {
+                    for id in 0..self.sessions.len() {
+                        let _ = self
+                            .sessions
+                            .with(id as crate::engine::SessionId, |session| {
+                                session.store_mut().keep_headroom()
+                            });
+                    }
+                }
+                Some(_) => {}
+            }
+            if crate::mmap::files_short_of_space() > 0 {
+                if self.stores_retry_at.is_none_or(|at| at <= now) {
+                    self.stores_retry_at =
+                        Some(now + Duration::from_millis(constants::DISK_FULL_RETRY_MS));
+                }
+                return true;
+            }
+        }
+        if self.stores_retry_at.take().is_some() && self.disk_full_retry_at.is_none() {
+            crate::gateway::disk::set_space_returned();
+            tracing::info!(
+                "disk space returned: session stores have room again and new business is accepted"
+            );
+        }
+        false
+    }
+
+    /// The journal could not get disk space for the next input: refuse new business (sessions
+    /// stay up; nothing journaled is touched) and try the allocation again after
+    /// [`constants::DISK_FULL_RETRY_MS`]. The ERROR names the file and the free space once per
+    /// episode, so a full disk is one clear line, not one per order. Returns the error's text.
+    fn disk_full(&mut self, error: &JournalError) -> String {
+        let path = error.path().unwrap_or_default();
+        let free_bytes = crate::mmap::free_bytes(&self.config.journal_dir);
+        if self.disk_full_retry_at.is_none() {
+            tracing::error!(
+                path,
+                free_bytes = free_bytes.map_or_else(|| "unknown".to_string(), |b| b.to_string()),
+                %error,
+                "disk full: the input journal cannot grow; new business is refused (380=4) until space returns"
+            );
+        }
+        crate::gateway::disk::set_full(free_bytes);
+        self.disk_full_retry_at =
+            Some(Instant::now() + Duration::from_millis(constants::DISK_FULL_RETRY_MS));
+        error.to_string()
+    }
+
+    /// Says in the log, at most once per [`constants::ENGINE_ABSENT_WARN_MS`], that no engine
+    /// is attached, naming the engine whose connection attempt just failed and why: until one
+    /// attaches, every business message is refused, which an operator must not have to guess.
+    fn warn_if_no_engine(&mut self, slot: usize, error: &link::LinkError) {
+        let period = Duration::from_millis(constants::ENGINE_ABSENT_WARN_MS);
+        if self.authority.is_some() || self.engine_absent_warned.elapsed() < period {
+            return;
+        }
+        self.engine_absent_warned = Instant::now();
+        let engines: Vec<String> = self.engines.iter().map(|e| e.addr.to_string()).collect();
+        tracing::warn!(
+            engines = %engines.join(","),
+            engine = %self.engines[slot].addr,
+            %error,
+            "no engine reachable: business messages are refused (380=4) until one attaches"
+        );
+    }
+
+    /// Ends every engine link with a Close, so an engine sees a gateway that stopped on purpose
+    /// rather than one that vanished; bounded per link, since a stopping gateway must not wait
+    /// on a stuck engine.
+    async fn close_links(&mut self) {
+        let timeout = Duration::from_millis(constants::ENGINE_WRITE_TIMEOUT_MS);
+        for slot in &mut self.engines {
+            if let Some(connection) = slot.connection.as_mut() {
+                match tokio::time::timeout(
+                    timeout,
+                    connection.writer.close("gateway shutting down"),
+                )
+                .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        tracing::debug!(engine = %connection.name, %error, "engine link close failed")
+                    }
+                    Err(_) => {
+                        tracing::debug!(engine = %connection.name, "engine link close timed out")
+                    }
+                }
+            }
         }
     }
 
@@ -591,9 +719,21 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             }
             return;
         }
+        let stores_short = self.stores_short_of_space();
         let first_seq = self.journal.last_seq() + 1;
         let mut inputs = Vec::with_capacity(batch.len());
         for request in batch.drain(..) {
+            if stores_short {
+                // A session store could not keep room ahead of need: the room it has is kept
+                // for the answers owed to inputs already journaled.
+                self.sessions.business_reject(
+                    request.session,
+                    &request.message,
+                    BusinessRejectReason::ApplicationNotAvailable,
+                    DISK_FULL_TEXT,
+                );
+                continue;
+            }
             if !self.halted.is_empty() {
                 let symbol = input_symbol(&request.request);
                 if self.halted.contains(symbol) {
@@ -625,12 +765,44 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 &mut self.payload,
                 bincode::config::standard(),
             );
+            if self
+                .disk_full_retry_at
+                .is_some_and(|retry_at| Instant::now() < retry_at)
+            {
+                // Still full as far as we know: refused at once, the allocation retried after
+                // the back-off instead of on every message.
+                self.sessions.business_reject(
+                    request.session,
+                    &request.message,
+                    BusinessRejectReason::ApplicationNotAvailable,
+                    DISK_FULL_TEXT,
+                );
+                continue;
+            }
             let appended = encoded.map_err(|error| error.to_string()).and_then(|_| {
-                self.journal
-                    .append(seq, time, &self.payload)
-                    .map_err(|error| error.to_string())
+                match self.journal.append(seq, time, &self.payload) {
+                    Ok(()) => Ok(()),
+                    Err(error) if error.is_no_space() => Err(self.disk_full(&error)),
+                    Err(error) => Err(error.to_string()),
+                }
             });
+            if self.disk_full_retry_at.is_some() && appended.is_ok() {
+                self.disk_full_retry_at = None;
+                crate::gateway::disk::set_space_returned();
+                tracing::info!(
+                    "disk space returned: the input journal grows again and new business is accepted"
+                );
+            }
             if let Err(error) = appended {
+                if self.disk_full_retry_at.is_some() {
+                    self.sessions.business_reject(
+                        request.session,
+                        &request.message,
+                        BusinessRejectReason::ApplicationNotAvailable,
+                        DISK_FULL_TEXT,
+                    );
+                    continue;
+                }
                 // Not journaled means not sequenced: the request is refused, never half-done.
                 tracing::error!(%error, seq, "journal append failed");
                 self.sessions.business_reject(

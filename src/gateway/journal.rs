@@ -164,6 +164,25 @@ pub enum JournalError {
     },
 }
 
+impl JournalError {
+    /// Whether the journal could not get disk space: the sequencer refuses new business and
+    /// tries again later instead of treating it as damage.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, JournalError::Io { source, .. } if crate::mmap::is_no_space(source))
+    }
+
+    /// The file or directory the error is about, when it names one.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            JournalError::Io { path, .. }
+            | JournalError::Corrupt { path, .. }
+            | JournalError::Locked { path }
+            | JournalError::NotHeld { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+}
+
 impl From<MapError> for JournalError {
     fn from(error: MapError) -> JournalError {
         match error {
@@ -489,13 +508,28 @@ impl Journal {
             self.sync()?;
         }
         let path = segment_path(&self.dir, seq);
-        let mut file = MappedFile::open(&path, self.segment_bytes)?;
+        let existed = path.exists();
+        let mut file = match MappedFile::open(&path, self.segment_bytes) {
+            Ok(file) => file,
+            Err(error) => {
+                // A segment this call created but could not give space to (a full disk) is
+                // removed, so the next try starts clean; the append is refused, nothing lost.
+                if !existed {
+                    let _ = std::fs::remove_file(&path);
+                }
+                return Err(error.into());
+            }
+        };
         // The file exists already only if an earlier roll-over to it failed after creating it
-        // (it then holds at most a header); no record is ever past the last segment, so one
-        // holding anything else is someone else's.
+        // (it then holds at most a header, or only zeros); no record is ever past the last
+        // segment, so one holding anything else is someone else's.
         let bytes = file.as_slice();
-        let unused = record::read_file_header(bytes, &MAGIC, FORMAT_VERSION, KIND).is_ok()
-            && record::read_u32(bytes, FIRST_RECORD) == Some(0);
+        let untouched = bytes
+            .get(..FIRST_RECORD + 4)
+            .is_some_and(|head| head.iter().all(|&b| b == 0));
+        let unused = untouched
+            || record::read_file_header(bytes, &MAGIC, FORMAT_VERSION, KIND).is_ok()
+                && record::read_u32(bytes, FIRST_RECORD) == Some(0);
         if !unused {
             return Err(corrupt(
                 &path,

@@ -212,6 +212,12 @@ baton_changes_open 1
 # HELP baton_audit_head_seq Sequence number of the last audit record.
 # TYPE baton_audit_head_seq gauge
 baton_audit_head_seq 7
+# HELP baton_log_lines_dropped_total Log lines the gateway could not write (stderr closed, or its reader too slow): its log is incomplete.
+# TYPE baton_log_lines_dropped_total counter
+baton_log_lines_dropped_total 0
+# HELP baton_disk_full Whether the input journal cannot get disk space (1): new business is refused with 380=4 until space returns.
+# TYPE baton_disk_full gauge
+baton_disk_full 0
 "##;
 
 #[test]
@@ -243,6 +249,8 @@ fn an_idle_gateway_leaves_out_what_does_not_exist() {
             "baton_canary_active 0",
             "baton_halted_symbols 0",
             "baton_changes_open 0",
+            "baton_log_lines_dropped_total 0",
+            "baton_disk_full 0",
         ]
     );
     assert!(got.ends_with('\n'), "the exposition ends with a line feed");

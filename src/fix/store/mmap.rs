@@ -49,6 +49,7 @@ use serde::Deserialize;
 use super::{SessionStore, StoreError};
 use crate::constants::{
     STORE_MESSAGES_BYTES_INITIAL, STORE_MESSAGES_BYTES_MAX, STORE_MESSAGES_GROWTH_FACTOR,
+    STORE_MESSAGES_HEADROOM_BYTES,
 };
 use crate::mmap::{MapError, MappedFile};
 use crate::record::{
@@ -183,6 +184,18 @@ pub struct MmapStore {
     dirty_end: usize,
     /// A slot was written and not yet `msync`ed (only in `Batch` mode, where `flush` does it).
     slot_dirty: bool,
+    /// The message log has less than [`STORE_MESSAGES_HEADROOM_BYTES`] free and could not grow
+    /// (disk full): counted in [`crate::mmap::files_short_of_space`] while true, so the gateway
+    /// refuses new business until [`SessionStore::keep_headroom`] succeeds again.
+    short_of_space: bool,
+}
+
+impl Drop for MmapStore {
+    fn drop(&mut self) {
+        if self.short_of_space {
+            crate::mmap::count_short_of_space(false);
+        }
+    }
 }
 
 impl fmt::Debug for MmapStore {
@@ -242,6 +255,7 @@ impl MmapStore {
             dirty_start: 0,
             dirty_end: 0,
             slot_dirty: false,
+            short_of_space: false,
         };
         let seqnums_header = read_header(store.seqnums.as_slice(), &SEQNUMS_MAGIC)
             .map_err(|reason| corrupt(&store.seqnums, reason))?;
@@ -472,6 +486,34 @@ impl MmapStore {
         Ok(())
     }
 
+    /// Enters or leaves the short-of-space state, counted process-wide, with one ERROR naming
+    /// the file and the free space on entering and one INFO on leaving.
+    fn set_short_of_space(
+        &mut self,
+        short: bool,
+        error: Option<&MapError>,
+    ) -> Result<(), StoreError> {
+        if short == self.short_of_space {
+            return Ok(());
+        }
+        self.short_of_space = short;
+        crate::mmap::count_short_of_space(short);
+        let path = self.messages.path();
+        if short {
+            let free_bytes = crate::mmap::free_bytes(path)
+                .map_or_else(|| "unknown".to_string(), |bytes| bytes.to_string());
+            tracing::error!(
+                path = %path.display(),
+                free_bytes,
+                error = %error.map(ToString::to_string).unwrap_or_default(),
+                "disk full: a session's message log cannot grow ahead of need; new business is refused until space returns"
+            );
+        } else {
+            tracing::info!(path = %path.display(), "a session's message log has room again");
+        }
+        Ok(())
+    }
+
     /// Grows the message log so `end` bytes fit, geometrically, up to the configured maximum.
     fn reserve(&mut self, end: usize) -> Result<(), StoreError> {
         let len = self.messages.len() as u64;
@@ -582,7 +624,39 @@ impl SessionStore for MmapStore {
         if self.durability == Durability::Message {
             self.sync_messages()?;
         }
+        // Stored whatever happens next. Growing ahead of need here means a full disk is found
+        // while there is still room for the answers already owed; once short, the retries come
+        // from the gateway's back-off instead of one failed allocation per message.
+        if !self.short_of_space {
+            let _ = self.keep_headroom();
+        }
         Ok(())
+    }
+
+    /// The headroom covers the answers owed when new business stops and the refusals sent
+    /// while the disk stays full (about 2,600 BusinessMessageRejects to one session). A session
+    /// that is refused more than that before space returns finds its log full: the message is
+    /// then not stored, so not sent (the append error is logged), which is the one case left in
+    /// which a full disk costs a message.
+    fn keep_headroom(&mut self) -> Result<(), StoreError> {
+        let len = self.messages.len() as u64;
+        let free = len.saturating_sub(self.tail as u64);
+        if free >= STORE_MESSAGES_HEADROOM_BYTES || len >= self.messages_bytes_max {
+            // Enough room, or the configured ceiling (a runaway session, refused by `Full`).
+            return self.set_short_of_space(false, None);
+        }
+        let grown = len
+            .saturating_mul(STORE_MESSAGES_GROWTH_FACTOR)
+            .max(self.tail as u64 + STORE_MESSAGES_HEADROOM_BYTES)
+            .min(self.messages_bytes_max);
+        match self.messages.grow(grown) {
+            Ok(()) => self.set_short_of_space(false, None),
+            Err(error) if error.is_no_space() => {
+                self.set_short_of_space(true, Some(&error))?;
+                Err(error.into())
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     fn sent(&self, seq: u64) -> Option<&[u8]> {

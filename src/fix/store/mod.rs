@@ -83,6 +83,14 @@ pub trait SessionStore {
     /// Applies the durability policy to what was written since the last call. The driver calls it
     /// once per batch of work, so a policy of "msync per batch" costs one syscall per batch.
     fn flush(&mut self) -> Result<(), StoreError>;
+    /// Makes sure room for more messages is already on the disk, growing ahead of need, so that
+    /// the answers to inputs already journaled can always be stored (and so sent) even when the
+    /// disk fills: the gateway stops taking new business while this fails, and calls it again
+    /// after a back-off to find out when space has returned. Stores without a disk have nothing
+    /// to do.
+    fn keep_headroom(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// A store that lives only in memory, for tests on virtual time and for sessions that opt out of

@@ -1,0 +1,309 @@
+//! A full disk under the store and the journal: the gateway refuses new business with
+//! BusinessMessageReject (380=4) naming the cause, keeps the session logged on, says so in an
+//! ERROR and a metric, and accepts business again by itself once space returns. Nothing it
+//! acknowledged is lost.
+//!
+//! Needs root (it mounts a 20 MB tmpfs); skipped with a message otherwise.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use baton::bench::initiator::{Initiator, InitiatorConfig};
+use support::control::free_control_addr;
+use support::{EngineProcess, WAIT, new_order, text, wait_for_engine};
+
+/// Generous bound for a loaded machine: the test asserts outcomes, never speed.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A tmpfs mounted for the test, unmounted when it ends, passed or not.
+struct Mount(PathBuf);
+
+impl Mount {
+    /// Mounts a tmpfs of `size` at `dir`, or says why it cannot.
+    fn tmpfs(dir: &Path, size: &str) -> Result<Mount, String> {
+        // SAFETY: geteuid(2) has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err("not running as root".into());
+        }
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| format!("cannot run mount: {e}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "mount refused: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(Mount(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        // Lazy, so a process that still holds a file there cannot keep the mount alive.
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A child killed when the test ends, its stderr collected as it comes.
+struct Logged {
+    child: Child,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Logged {
+    fn spawn(command: &mut Command) -> Logged {
+        let mut child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn baton");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let mut pipe = child.stderr.take().expect("stderr");
+        let collected = stderr.clone();
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                collected
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
+            }
+        });
+        Logged { child, stderr }
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Fills the file system holding `path` with one file, to the last byte it takes.
+fn fill(path: &Path) {
+    let mut file = std::fs::File::create(path).expect("create the filler");
+    for chunk in [1 << 20, 4096, 512] {
+        let bytes = vec![0xAAu8; chunk];
+        while file.write_all(&bytes).is_ok() {}
+    }
+    let _ = file.sync_all();
+}
+
+/// `name`'s value from the metrics endpoint at `addr`, if present.
+fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
+    let mut stream = std::net::TcpStream::connect(addr).expect("metrics connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response.lines().find_map(|line| {
+        line.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+    })
+}
+
+/// Sends an order and returns its answer: an ExecutionReport or a BusinessMessageReject.
+fn order(client: &mut Initiator, cl_ord_id: &str) -> baton::fix::codec::Message {
+    new_order(client, cl_ord_id, b'1', 10, "10");
+    client
+        .recv_until(WAIT, "answer to an order", |m| {
+            m.msg_type() == b"8" || m.msg_type() == b"j"
+        })
+        .expect("an answer")
+}
+
+/// A venue whose store and journal are on a fresh 20 MB tmpfs; `None` (after saying why) where
+/// mounting is not permitted.
+struct Venue {
+    client: Initiator,
+    metrics: SocketAddr,
+    disk: PathBuf,
+    // Dropped in this order: the processes before the file system they write to.
+    gateway: Logged,
+    _engine: EngineProcess,
+    _mount: Mount,
+    _dir: tempfile::TempDir,
+}
+
+impl Venue {
+    fn start(test: &str, journal_segment_bytes: u64) -> Option<Venue> {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk");
+        let mount = match Mount::tmpfs(&disk, "20m") {
+            Ok(mount) => mount,
+            Err(why) => {
+                eprintln!("SKIPPED {test}: {why} (needs root and tmpfs)");
+                return None;
+            }
+        };
+        let listen = free_control_addr();
+        let metrics = free_control_addr();
+        let config = format!(
+            "[gateway]\nlisten = \"{listen}\"\ncontrol = \"127.0.0.1:0\"\nmetrics = \"{metrics}\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\njournal_segment_bytes = {journal_segment_bytes}\n\n\
+             [control]\napproval_required = []\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
+            disk.join("store").display(),
+            disk.join("journal").display(),
+        );
+        let config_path = dir.path().join("baton.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let engine = EngineProcess::start(&config_path, dir.path(), "blue");
+        support::wait_for_socket(&dir.path().join("blue.sock"));
+        let gateway = Logged::spawn(
+            Command::new(env!("CARGO_BIN_EXE_baton"))
+                .args(["gateway", "--config"])
+                .arg(&config_path)
+                .args(["--engine", &engine.addr])
+                .env("RUST_LOG", "warn"),
+        );
+        let deadline = Instant::now() + PATIENCE;
+        let mut client = loop {
+            if let Ok(mut client) =
+                Initiator::connect(listen, InitiatorConfig::new("CLIENT1", "BATON"))
+                && client.logon(false, WAIT).is_ok()
+            {
+                break client;
+            }
+            assert!(Instant::now() < deadline, "no logon");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        // Journals its first inputs: the journal's first segment is allocated now.
+        wait_for_engine(&mut client);
+        Some(Venue {
+            client,
+            metrics,
+            disk,
+            gateway,
+            _engine: engine,
+            _mount: mount,
+            _dir: dir,
+        })
+    }
+
+    /// Fills the disk, then sends orders until one is refused; every one before is accepted.
+    fn fill_until_refused(&mut self) -> baton::fix::codec::Message {
+        fill(&self.disk.join("filler"));
+        let mut accepted = 0;
+        loop {
+            let answer = order(&mut self.client, &format!("FULL-{accepted}"));
+            if answer.msg_type() == b"j" {
+                eprintln!("{accepted} orders accepted after the disk filled, then refused");
+                return answer;
+            }
+            assert_eq!(text(&answer, 150), "0");
+            accepted += 1;
+            assert!(accepted < 10_000, "the disk never ran out of space");
+        }
+    }
+
+    /// The gateway's ERROR about the full disk.
+    fn disk_full_error(&self) -> String {
+        let log = self.gateway.stderr.lock().unwrap().clone();
+        log.lines()
+            .find(|line| line.contains("ERROR") && line.contains("disk full"))
+            .unwrap_or_else(|| panic!("no ERROR naming the full disk:\n{log}"))
+            .to_string()
+    }
+
+    /// Frees the disk and waits until an order is accepted again.
+    fn free_and_resume(&mut self) {
+        std::fs::remove_file(self.disk.join("filler")).unwrap();
+        let freed = Instant::now();
+        let deadline = Instant::now() + PATIENCE;
+        for attempt in 0.. {
+            let answer = order(&mut self.client, &format!("AFTER-{attempt}"));
+            if answer.msg_type() == b"8" {
+                assert_eq!(text(&answer, 150), "0");
+                eprintln!(
+                    "accepted again {:?} after the space returned",
+                    freed.elapsed()
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "business never resumed");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(metric(self.metrics, "baton_disk_full"), Some(0));
+    }
+}
+
+/// The refusal is a BusinessMessageReject 380=4 naming the cause; the session is up and is
+/// answered again at once; the metric says so.
+fn assert_refused_while_full(venue: &mut Venue, refusal: &baton::fix::codec::Message) {
+    assert_eq!(text(refusal, 380), "4");
+    assert!(
+        text(refusal, 58).contains("disk full"),
+        "Text names the cause: {:?}",
+        text(refusal, 58)
+    );
+    let again = order(&mut venue.client, "STILL-FULL");
+    assert_eq!(again.msg_type(), b"j");
+    assert_eq!(text(&again, 380), "4");
+    assert_eq!(metric(venue.metrics, "baton_disk_full"), Some(1));
+}
+
+#[test]
+fn a_journal_that_cannot_roll_over_refuses_new_business_and_resumes_when_space_returns() {
+    // Small segments: the journal asks for space again soon after the disk fills.
+    let Some(mut venue) = Venue::start("a_journal_that_cannot_roll_over", 16 << 10) else {
+        return;
+    };
+    let first = order(&mut venue.client, "BEFORE-FULL");
+    assert_eq!(text(&first, 150), "0", "accepted while there is space");
+    let refusal = venue.fill_until_refused();
+    assert_refused_while_full(&mut venue, &refusal);
+    let error = venue.disk_full_error();
+    assert!(
+        error.contains("journal") && error.contains("free_bytes="),
+        "the ERROR names the file and the free space: {error}"
+    );
+    venue.free_and_resume();
+    // What was acknowledged before the disk filled is still there: it can be canceled.
+    venue
+        .client
+        .send(b"F", |e| {
+            e.str(41, "BEFORE-FULL")
+                .str(11, "CANCEL-1")
+                .str(55, "AAPL")
+                .char(54, b'1')
+                .str(60, "20261123-12:00:00");
+        })
+        .unwrap();
+    let canceled = support::report(&mut venue.client);
+    assert_eq!(
+        text(&canceled, 150),
+        "4",
+        "the order from before is still on the book"
+    );
+}
+
+#[test]
+fn a_session_store_that_cannot_grow_ahead_refuses_new_business_and_resumes_when_space_returns() {
+    // One large segment allocated before the disk fills: the session store is what runs out.
+    let Some(mut venue) = Venue::start("a_session_store_that_cannot_grow_ahead", 8 << 20) else {
+        return;
+    };
+    let refusal = venue.fill_until_refused();
+    assert_refused_while_full(&mut venue, &refusal);
+    let error = venue.disk_full_error();
+    assert!(
+        error.contains("message log") && error.contains("store") && error.contains("free_bytes="),
+        "the ERROR names the file and the free space: {error}"
+    );
+    venue.free_and_resume();
+}
