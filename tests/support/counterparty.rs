@@ -23,6 +23,8 @@ pub struct Counterparty {
     exec_ids: HashSet<String>,
     /// ExecTypes (150) processed per ClOrdID, in arrival order.
     pub reports: BTreeMap<String, Vec<String>>,
+    /// The input seq each of those reports answers (the first part of its ExecID), same order.
+    pub input_seqs: BTreeMap<String, Vec<u64>>,
     /// Resent copies of messages already processed, dropped as a counterparty must.
     pub poss_dup_dropped: u64,
 }
@@ -37,6 +39,7 @@ impl Counterparty {
             expected,
             exec_ids: HashSet::new(),
             reports: BTreeMap::new(),
+            input_seqs: BTreeMap::new(),
             poss_dup_dropped: 0,
         }
     }
@@ -86,8 +89,18 @@ impl Counterparty {
                 self.exec_ids.insert(exec_id.clone()),
                 "ExecID {exec_id} processed twice: {message:?}"
             );
+            let input_seq = exec_id
+                .split('-')
+                .next()
+                .and_then(|seq| seq.parse().ok())
+                .unwrap_or_else(|| panic!("ExecID {exec_id} is not INPUTSEQ-INDEX"));
+            let cl_ord_id = text(&message, 11);
+            self.input_seqs
+                .entry(cl_ord_id.clone())
+                .or_default()
+                .push(input_seq);
             self.reports
-                .entry(text(&message, 11))
+                .entry(cl_ord_id)
                 .or_default()
                 .push(text(&message, 150));
         }
