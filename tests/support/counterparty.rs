@@ -45,8 +45,12 @@ impl Counterparty {
     }
 
     /// Reconnects with a new connection: logs on with the numbers where the session left off
-    /// and asks for anything the acceptor sent that it has not processed.
-    pub fn reconnect(&mut self, mut client: Initiator, timeout: Duration) {
+    /// and asks for anything the acceptor sent that it has not processed. With `behind` > 0 its
+    /// inbound number lags what it processed by that much, as when a counterparty's sequence
+    /// store is persisted after its message store: the acceptor then resends those messages,
+    /// which must come marked PossDup and are dropped.
+    pub fn reconnect(&mut self, mut client: Initiator, behind: u64, timeout: Duration) {
+        self.expected -= behind;
         client.set_seq_num_next_out(self.client.seq_num_next_out());
         client.set_seq_num_next_in(self.expected);
         let logon = client.logon(false, timeout).expect("logon after reconnect");
