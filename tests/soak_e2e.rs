@@ -2,8 +2,10 @@
 //! continuously through 5 canaries (a quarter of the symbols to the standby and back), 20
 //! switches of authority between blue and green under an approved change, and 5 SIGKILLs of the
 //! authoritative engine. Afterwards no counterparty saw a Logout or a disconnect, every
-//! sequence number is gap-free, every order got exactly one acknowledgement, no ExecID came
-//! twice, and both engines' books equal a single engine's replay of the journal.
+//! sequence number is gap-free and none came twice without PossDup, every order got exactly one
+//! acknowledgement, no ExecID came twice, per symbol the quantity bought in fills equals the
+//! quantity sold, every order's last report says what a replay of the journal says, and both
+//! engines' books equal that replay.
 
 use std::time::Duration;
 
@@ -30,6 +32,10 @@ fn fifty_sessions_through_twenty_switches_and_five_kills() {
         "a session saw a Logout or a disconnect"
     );
     assert_eq!(report.gaps, 0, "sequence gaps");
+    assert_eq!(
+        report.repeated, 0,
+        "sequence numbers repeated without PossDup"
+    );
     assert_eq!(report.lost, 0, "orders without acknowledgement");
     assert_eq!(
         report.duplicated, 0,
@@ -58,4 +64,23 @@ fn fifty_sessions_through_twenty_switches_and_five_kills() {
         "books differ from the journal replay: {:?}",
         report.digests
     );
+    // Reconciled: every trade has a buyer and a seller, and the counterparties' view of every
+    // order is the journal's.
+    assert_eq!(
+        report.filled_per_symbol.len(),
+        4,
+        "{:?}",
+        report.filled_per_symbol
+    );
+    for (symbol, (bought, sold)) in &report.filled_per_symbol {
+        assert!(*bought > 0, "no fills on {symbol}");
+        assert_eq!(bought, sold, "{symbol}: bought {bought}, sold {sold}");
+    }
+    assert_eq!(report.final_states_compared, report.orders);
+    assert_eq!(
+        report.final_state_mismatches, 0,
+        "orders whose last report differs from the replay: {:?}",
+        report.final_state_samples
+    );
+    assert!(report.ok(), "{}", report.render());
 }

@@ -7,22 +7,27 @@
 //! build is filed and approved by a second operator, a canary moves a quarter of the symbols to
 //! the standby and back, authority switches back and forth under that change, and the
 //! authoritative engine is SIGKILLed (and restarted, so it rejoins as the standby). At the end it
-//! checks what the counterparties saw — no Logout, no disconnect, no sequence gap, exactly one
-//! acknowledgement per order, no ExecID twice — that both engines' books equal a single engine's
-//! replay of the journal, and that the audit log's chain verifies.
+//! checks what the counterparties saw — no Logout, no disconnect, no sequence gap, no sequence
+//! number repeated without PossDup, exactly one acknowledgement per order, no ExecID twice — and
+//! reconciles it: per symbol the quantity bought in fills equals the quantity sold, and every
+//! order's last report says what a single engine's replay of the journal says (CumQty and
+//! OrdStatus). Last, both engines' books equal that replay, and the audit log's chain verifies.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::initiator::{Initiator, InitiatorConfig, InitiatorError};
 use super::venue::{Venue, VenueConfig, VenueError, io};
 use crate::control::api::{ControlReply, ControlRequest, SwitchReport, SwitchScope};
 use crate::control::change::{ChangeSummary, rfc3339, scope_text};
-use crate::engine::{Engine, EngineConfig, MatchingEngine};
+use crate::engine::{
+    Digest, Engine, EngineConfig, ExecutionReport, Input, MatchingEngine, Output, Qty, Report,
+    SnapshotError,
+};
 use crate::fix::time::Timestamp;
 use crate::link::{self, Frame, LinkAddr};
 
@@ -94,6 +99,18 @@ pub struct DemoReport {
     pub fills: u64,
     /// Inbound sequence gaps seen by counterparties.
     pub gaps: u64,
+    /// Inbound sequence numbers counterparties saw twice without PossDupFlag.
+    pub repeated: u64,
+    /// Quantity bought and sold in fills, per symbol, over every counterparty: each trade has a
+    /// buyer and a seller, so the two must be equal.
+    pub filled_per_symbol: BTreeMap<String, (u64, u64)>,
+    /// Orders whose last report was compared with a replay of the journal (every order the
+    /// journal has).
+    pub final_states_compared: u64,
+    /// Orders whose last report (CumQty, OrdStatus) differs from a replay of the journal.
+    pub final_state_mismatches: u64,
+    /// A few of those, for the reader: ClOrdID, what the counterparty saw, what the replay says.
+    pub final_state_samples: Vec<String>,
     /// Every switch and failover, with its pause.
     pub switches: Vec<SwitchReport>,
     /// Inputs whose standby outputs matched the authoritative engine's, byte for byte.
@@ -123,6 +140,12 @@ impl DemoReport {
             && self.lost == 0
             && self.duplicated == 0
             && self.gaps == 0
+            && self.repeated == 0
+            && self
+                .filled_per_symbol
+                .values()
+                .all(|(bought, sold)| bought == sold)
+            && self.final_state_mismatches == 0
             && self.shadow_divergences == 0
             && self.books_match_replay
             && self.audit_verified
@@ -141,6 +164,20 @@ impl DemoReport {
         out.push_str(&format!("lost            {}\n", self.lost));
         out.push_str(&format!("duplicated      {}\n", self.duplicated));
         out.push_str(&format!("sequence gaps   {}\n", self.gaps));
+        out.push_str(&format!("repeated seqs   {}\n", self.repeated));
+        for (symbol, (bought, sold)) in &self.filled_per_symbol {
+            out.push_str(&format!(
+                "filled {symbol:<8} bought {bought}, sold {sold}{}\n",
+                if bought == sold { "" } else { "  UNBALANCED" }
+            ));
+        }
+        out.push_str(&format!(
+            "final states    {} compared with the replay, {} differ\n",
+            self.final_states_compared, self.final_state_mismatches
+        ));
+        for sample in &self.final_state_samples {
+            out.push_str(&format!("  {sample}\n"));
+        }
         if let Some(change) = &self.change {
             out.push_str(&format!(
                 "change          {} by {}, approved by {}, artifact sha256 {}\n",
@@ -218,6 +255,72 @@ struct Tally {
     dropped: bool,
     /// Gaps.
     gaps: u64,
+    /// Sequence numbers received again without PossDupFlag.
+    repeated: u64,
+    /// Quantity bought and sold in this counterparty's fills, per symbol.
+    filled: BTreeMap<String, (u64, u64)>,
+    /// The last report of each ClOrdID: the order's final state as the counterparty knows it.
+    final_states: HashMap<String, FinalState>,
+    /// TestReqID of the last Heartbeat that answered one.
+    last_test_req_id: Option<String>,
+}
+
+/// An order's state as its last ExecutionReport tells it: CumQty as written on the wire, and
+/// OrdStatus.
+type FinalState = (String, char);
+
+/// The final state an ExecutionReport gives its order, formatted as the gateway writes it.
+fn final_state(report: &ExecutionReport) -> FinalState {
+    let mut cum_qty = Vec::new();
+    report.cum_qty.write_decimal(&mut cum_qty);
+    (
+        String::from_utf8_lossy(&cum_qty).into_owned(),
+        char::from(report.ord_status.fix_value()),
+    )
+}
+
+/// The reference engine fed the journal, remembering the last report about each ClOrdID: what
+/// every counterparty must have seen last.
+struct Recording {
+    /// The engine replaying.
+    engine: MatchingEngine,
+    /// ClOrdID → its last report's state.
+    final_states: HashMap<String, FinalState>,
+}
+
+impl Engine for Recording {
+    fn apply(&mut self, input: &Input, outputs: &mut Vec<Output>) {
+        let from = outputs.len();
+        self.engine.apply(input, outputs);
+        for output in &outputs[from..] {
+            if let Report::Execution(report) = &output.report {
+                self.final_states.insert(
+                    String::from_utf8_lossy(report.cl_ord_id.as_bytes()).into_owned(),
+                    final_state(report),
+                );
+            }
+        }
+    }
+
+    fn last_input_seq(&self) -> u64 {
+        self.engine.last_input_seq()
+    }
+
+    fn snapshot(&self, out: &mut Vec<u8>) {
+        self.engine.snapshot(out)
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError> {
+        self.engine.restore(snapshot)
+    }
+
+    fn digest(&self) -> Digest {
+        self.engine.digest()
+    }
+
+    fn build_version(&self) -> &str {
+        self.engine.build_version()
+    }
 }
 
 /// Runs the demo and reports what happened.
@@ -242,8 +345,27 @@ pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, D
 
     // Stop the gateway (SIGTERM: sessions are logged out), then read the engines' digests.
     venue.stop_gateway();
-    let report = result.and_then(|mut report| {
-        report.replay_digest = replay_journal(&config.dir.join("journal"))?;
+    let report = result.and_then(|(mut report, seen)| {
+        let replay = replay_journal(&config.dir.join("journal"))?;
+        report.replay_digest = replay.engine.digest().to_string();
+        let mut ids: Vec<&String> = seen.keys().collect();
+        ids.sort();
+        for id in ids {
+            // An order the journal never got is counted as lost, not here.
+            let Some(replayed) = replay.final_states.get(id) else {
+                continue;
+            };
+            report.final_states_compared += 1;
+            let saw = seen.get(id).and_then(|state| state.as_ref());
+            if saw != Some(replayed) {
+                report.final_state_mismatches += 1;
+                if report.final_state_samples.len() < FINAL_STATE_SAMPLES_MAX {
+                    report.final_state_samples.push(format!(
+                        "{id}: saw {saw:?}, replay {replayed:?} (CumQty, OrdStatus)"
+                    ));
+                }
+            }
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -307,21 +429,42 @@ fn file_change(
     Ok(change)
 }
 
+/// Differing final states quoted in the report; the count says how many there were.
+const FINAL_STATE_SAMPLES_MAX: usize = 5;
+
+/// How long the end of the run waits for every counterparty to have its answers, and for the
+/// gateway to have delivered every output: generous, the machine may be loaded.
+const SETTLE_WAIT: Duration = Duration::from_secs(60);
+
+/// What each counterparty saw last about each order it sent (`None`: nothing).
+type SeenStates = HashMap<String, Option<FinalState>>;
+
+/// What the events and the flow amount to: the report so far, and the counterparties' final
+/// states for the reconciliation with the journal.
 fn trade_through_events(
     config: &DemoConfig,
     venue: &mut Venue,
     change: &str,
     progress: &dyn Fn(&str),
-) -> Result<DemoReport, DemoError> {
+) -> Result<(DemoReport, SeenStates), DemoError> {
     let fix_addr = venue.fix_addr;
     let stop = Arc::new(AtomicBool::new(false));
     let orders = Arc::new(AtomicU64::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let settled = Arc::new(AtomicBool::new(false));
     let traders: Vec<_> = (1..=config.sessions)
         .map(|n| {
-            let stop = stop.clone();
-            let orders = orders.clone();
+            let (stop, orders) = (stop.clone(), orders.clone());
+            let (finished, settled) = (finished.clone(), settled.clone());
             let rate = config.orders_per_session_per_s.max(1);
-            std::thread::spawn(move || trader(n, fix_addr, rate, &stop, &orders))
+            std::thread::spawn(move || {
+                let ends = Ends {
+                    stop: &stop,
+                    finished: &finished,
+                    settled: &settled,
+                };
+                trader(n, fix_addr, rate, &ends, &orders)
+            })
         })
         .collect();
 
@@ -406,6 +549,21 @@ fn trade_through_events(
         std::thread::sleep(config.event_gap);
     }
     stop.store(true, Ordering::Relaxed);
+    // Reconciling needs every answer: the counterparties wait, still connected, until all have
+    // stopped sending and the gateway has delivered every output (a passive fill may come from
+    // another counterparty's last order).
+    let deadline = Instant::now() + SETTLE_WAIT;
+    while finished.load(Ordering::Acquire) < config.sessions && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while Instant::now() < deadline {
+        let status = venue.status()?;
+        if status.delivered_through == status.journal_last_seq {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    settled.store(true, Ordering::Release);
     let close = ControlRequest::ChangeClose {
         operator: Some("ops".into()),
         change: change.to_owned(),
@@ -424,7 +582,8 @@ fn trade_through_events(
                 .map_err(|_| DemoError::Venue("a trader thread panicked".into()))?,
         );
     }
-    for tally in tallies {
+    let mut seen = SeenStates::new();
+    for mut tally in tallies {
         report.orders += tally.sent.len() as u64;
         for id in &tally.sent {
             match tally.acks.get(id).copied().unwrap_or(0) {
@@ -432,35 +591,76 @@ fn trade_through_events(
                 1 => report.acknowledged += 1,
                 _ => report.duplicated += 1,
             }
+            seen.insert(id.clone(), tally.final_states.remove(id));
         }
         report.duplicated += tally.duplicate_exec_ids;
         report.fills += tally.fills;
         report.gaps += tally.gaps;
+        report.repeated += tally.repeated;
+        for (symbol, (bought, sold)) in tally.filled {
+            let total = report.filled_per_symbol.entry(symbol).or_default();
+            total.0 += bought;
+            total.1 += sold;
+        }
         if !tally.dropped {
             report.sessions_kept += 1;
         }
     }
-    Ok(report)
+    Ok((report, seen))
+}
+
+/// How the end of a run reaches each counterparty.
+struct Ends<'a> {
+    /// Set when the counterparties are to stop sending.
+    stop: &'a AtomicBool,
+    /// Counterparties that stopped sending and have every acknowledgement (or gave up).
+    finished: &'a AtomicUsize,
+    /// Set once every counterparty finished and every output was delivered.
+    settled: &'a AtomicBool,
 }
 
 /// The symbols the demo's counterparties trade: the default instruments.
 const TRADED_SYMBOLS: [&str; 4] = ["AAPL", "MSFT", "ESZ6", "EURUSD"];
 
-/// One counterparty: sends crossing orders at `rate` per second until told to stop, then waits
-/// for every acknowledgement and logs out.
-fn trader(n: usize, addr: SocketAddr, rate: u64, stop: &AtomicBool, orders: &AtomicU64) -> Tally {
+/// One counterparty: sends crossing orders at `rate` per second until told to stop, waits for
+/// every acknowledgement, then for the run to settle (see [`settle`]), and logs out.
+fn trader(n: usize, addr: SocketAddr, rate: u64, ends: &Ends<'_>, orders: &AtomicU64) -> Tally {
     let mut tally = Tally::default();
+    let client = trade(n, addr, rate, ends.stop, orders, &mut tally);
+    // Stopped sending with every acknowledgement in (or given up): the run may settle.
+    ends.finished.fetch_add(1, Ordering::Release);
+    if let Some(mut client) = client {
+        settle(&mut client, &mut tally, ends.settled);
+        tally.gaps += client.gaps();
+        tally.repeated += client.repeated();
+        if !tally.dropped {
+            let _ = client.logout(Duration::from_secs(5));
+        }
+    }
+    tally
+}
+
+/// Logs on and sends crossing orders at `rate` per second until `stop`, then waits for every
+/// acknowledgement. `None` when the session could not start.
+fn trade(
+    n: usize,
+    addr: SocketAddr,
+    rate: u64,
+    stop: &AtomicBool,
+    orders: &AtomicU64,
+    tally: &mut Tally,
+) -> Option<Initiator> {
     let mut client =
         match Initiator::connect(addr, InitiatorConfig::new(&format!("TRADER{n}"), "BATON")) {
             Ok(client) => client,
             Err(_) => {
                 tally.dropped = true;
-                return tally;
+                return None;
             }
         };
     if !matches!(client.logon(true, Duration::from_secs(10)), Ok(m) if m.msg_type() == b"A") {
         tally.dropped = true;
-        return tally;
+        return None;
     }
     let interval = Duration::from_micros(1_000_000 / rate);
     // Counterparties spread over the default instruments (prices and quantity valid for all), so
@@ -496,23 +696,52 @@ fn trader(n: usize, addr: SocketAddr, rate: u64, stop: &AtomicBool, orders: &Ato
             i += 1;
             next += interval;
         }
-        if !drain(&mut client, &mut tally, Duration::from_millis(1)) {
+        if !drain(&mut client, tally, Duration::from_millis(1)) {
             break;
         }
     }
     // Wait for the last answers.
     let deadline = Instant::now() + Duration::from_secs(20);
     while tally.acks.len() < tally.sent.len() && Instant::now() < deadline && !tally.dropped {
-        if !drain(&mut client, &mut tally, Duration::from_millis(50)) {
+        if !drain(&mut client, tally, Duration::from_millis(50)) {
             break;
         }
     }
-    drain(&mut client, &mut tally, Duration::from_millis(200));
-    tally.gaps += client.gaps();
-    if !tally.dropped {
-        let _ = client.logout(Duration::from_secs(5));
+    Some(client)
+}
+
+/// TestReqID of the TestRequest that closes a counterparty's reading.
+const SETTLED_TEST_REQ_ID: &str = "SETTLED";
+
+/// Reads until the run says every output is delivered, then up to the answer to a TestRequest
+/// sent after that: a session sends in order, so every report delivered before it has been read
+/// once its Heartbeat is.
+fn settle(client: &mut Initiator, tally: &mut Tally, settled: &AtomicBool) {
+    let deadline = Instant::now() + SETTLE_WAIT;
+    while !settled.load(Ordering::Acquire) && Instant::now() < deadline && !tally.dropped {
+        if !drain(client, tally, Duration::from_millis(50)) {
+            return;
+        }
     }
-    tally
+    if tally.dropped {
+        return;
+    }
+    if client
+        .send(b"1", |e| {
+            e.str(112, SETTLED_TEST_REQ_ID);
+        })
+        .is_err()
+    {
+        tally.dropped = true;
+        return;
+    }
+    while tally.last_test_req_id.as_deref() != Some(SETTLED_TEST_REQ_ID)
+        && Instant::now() < deadline
+    {
+        if !drain(client, tally, Duration::from_millis(50)) {
+            return;
+        }
+    }
 }
 
 /// Reads what arrived; false when the connection is gone.
@@ -529,16 +758,38 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
                         if !tally.exec_ids.insert(exec_id) {
                             tally.duplicate_exec_ids += 1;
                         }
+                        let id = String::from_utf8_lossy(message.get(11).unwrap_or_default())
+                            .into_owned();
+                        let state = (
+                            String::from_utf8_lossy(message.get(14).unwrap_or_default())
+                                .into_owned(),
+                            message
+                                .get(39)
+                                .and_then(|s| s.first().copied())
+                                .map_or('?', char::from),
+                        );
                         match message.get(150) {
                             Some(b"0") | Some(b"8") => {
-                                let id =
-                                    String::from_utf8_lossy(message.get(11).unwrap_or_default())
-                                        .into_owned();
-                                *tally.acks.entry(id).or_default() += 1;
+                                *tally.acks.entry(id.clone()).or_default() += 1;
                             }
-                            Some(b"F") => tally.fills += 1,
+                            Some(b"F") => {
+                                tally.fills += 1;
+                                let qty = message
+                                    .get(32)
+                                    .and_then(Qty::parse_decimal)
+                                    .map_or(0, |q| q.0);
+                                let symbol =
+                                    String::from_utf8_lossy(message.get(55).unwrap_or_default())
+                                        .into_owned();
+                                let filled = tally.filled.entry(symbol).or_default();
+                                match message.get(54) {
+                                    Some(b"1") => filled.0 += qty,
+                                    _ => filled.1 += qty,
+                                }
+                            }
                             _ => {}
                         }
+                        tally.final_states.insert(id, state);
                     }
                     b"5" => {
                         tally.dropped = true;
@@ -546,6 +797,11 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
                     }
                     // The gateway asks for a resend only when it saw a gap in what we sent.
                     b"2" => tally.gaps += 1,
+                    b"0" => {
+                        tally.last_test_req_id = message
+                            .get(112)
+                            .map(|id| String::from_utf8_lossy(id).into_owned());
+                    }
                     _ => {}
                 }
             }
@@ -561,13 +817,18 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
     }
 }
 
-/// A fresh engine fed the whole journal: the state every engine must be in.
-fn replay_journal(dir: &Path) -> Result<String, DemoError> {
-    let mut engine = MatchingEngine::new(&EngineConfig::default())
+/// A fresh engine fed the whole journal: the state every engine must be in, and the last
+/// report about every order.
+fn replay_journal(dir: &Path) -> Result<Recording, DemoError> {
+    let engine = MatchingEngine::new(&EngineConfig::default())
         .map_err(|e| DemoError::Venue(e.to_string()))?;
-    crate::gateway::core::replay_journal(dir, &mut engine)
+    let mut replay = Recording {
+        engine,
+        final_states: HashMap::new(),
+    };
+    crate::gateway::core::replay_journal(dir, &mut replay)
         .map_err(|e| DemoError::Venue(e.to_string()))?;
-    Ok(engine.digest().to_string())
+    Ok(replay)
 }
 
 async fn engine_digest(addr: &LinkAddr) -> Result<String, DemoError> {

@@ -3,7 +3,8 @@
 //!
 //! It is deliberately plain: one socket, one thread, explicit calls. A test states exactly what
 //! the counterparty sends and checks exactly what comes back; the initiator only keeps sequence
-//! numbers, answers TestRequests (so a slow test is not logged out) and counts inbound gaps.
+//! numbers, answers TestRequests (so a slow test is not logged out) and counts inbound gaps and
+//! repeats.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -73,6 +74,9 @@ pub struct Initiator {
     seq_num_next_in: u64,
     /// Inbound sequence gaps seen (a number skipped without a gap fill).
     gaps: u64,
+    /// Inbound MsgSeqNums seen again without PossDupFlag: a resend must say it is one, so a
+    /// repeat without the flag is an acceptor that sent something twice (or reused a number).
+    repeated: u64,
     /// Whether TestRequests are answered automatically.
     auto_heartbeat: bool,
 }
@@ -92,6 +96,7 @@ impl Initiator {
             seq_num_next_out: 1,
             seq_num_next_in: 1,
             gaps: 0,
+            repeated: 0,
             auto_heartbeat: true,
         })
     }
@@ -119,6 +124,12 @@ impl Initiator {
     /// Inbound gaps seen so far.
     pub fn gaps(&self) -> u64 {
         self.gaps
+    }
+
+    /// MsgSeqNums received again without PossDupFlag so far: an error of the acceptor's, counted
+    /// like a gap.
+    pub fn repeated(&self) -> u64 {
+        self.repeated
     }
 
     /// Turns automatic answers to TestRequest on or off.
@@ -284,6 +295,8 @@ impl Initiator {
         } else if seq > self.seq_num_next_in && !poss_dup {
             self.gaps += 1;
             self.seq_num_next_in = seq + 1;
+        } else if seq < self.seq_num_next_in && !poss_dup {
+            self.repeated += 1;
         }
         if self.auto_heartbeat && message.msg_type() == msg_type::TEST_REQUEST {
             let id = message.get(tags::TEST_REQ_ID).unwrap_or_default().to_vec();
@@ -292,5 +305,45 @@ impl Initiator {
             })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn a_repeated_seq_num_is_counted_unless_it_is_marked_poss_dup() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = Initiator::connect(
+            listener.local_addr().unwrap(),
+            InitiatorConfig::new("C", "A"),
+        )
+        .unwrap();
+        let (mut acceptor, _) = listener.accept().unwrap();
+        let mut encoder = Encoder::new("FIX.4.4");
+        // 2 resent as a resend must be (PossDup), then 1 again without the flag.
+        let sent = [(1, false), (2, false), (2, true), (1, false), (3, false)];
+        for (seq, poss_dup) in sent {
+            encoder
+                .start(msg_type::HEARTBEAT)
+                .str(tags::SENDER_COMP_ID, "A")
+                .str(tags::TARGET_COMP_ID, "C")
+                .uint(tags::MSG_SEQ_NUM, seq)
+                .timestamp(tags::SENDING_TIME, Timestamp::now());
+            if poss_dup {
+                encoder.bool(tags::POSS_DUP_FLAG, true);
+            }
+            acceptor.write_all(encoder.finish()).unwrap();
+        }
+        for _ in sent {
+            assert!(client.recv(Duration::from_secs(30)).unwrap().is_some());
+        }
+        assert_eq!(
+            (client.repeated(), client.gaps(), client.seq_num_next_in()),
+            (1, 0, 4)
+        );
     }
 }

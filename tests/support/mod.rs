@@ -245,6 +245,7 @@ pub fn logged_on(gateway: &Gateway, n: usize) -> Initiator {
 }
 pub mod child;
 pub mod control;
+pub mod counterparty;
 
 /// Another build of baton in `dir`: the test binary with `tag` appended (an ELF ignores trailing
 /// bytes), so it runs the same code but hashes differently, as a new release would.
