@@ -334,6 +334,13 @@ pub const ENGINE_CONNECT_TIMEOUT_MS: u64 = 500;
 /// several link heartbeats, so one late heartbeat never triggers it.
 pub const FAILOVER_TIMEOUT_DEFAULT_MS: u64 = 1_000;
 
+/// The FIX listen address of `deploy/baton.toml`, and of a configuration imported from a QuickFIX
+/// file that names no SocketAcceptPort: 9878 is the port the FIX examples around QuickFIX use
+/// most, loopback so that an unreviewed import exposes nothing.
+pub const FIX_LISTEN_DEFAULT: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9878),
+);
+
 // ----- Control endpoint (`control::endpoint`, `baton ctl`) -------------------------------------
 
 /// Where the gateway listens for `baton ctl` by default: loopback only, because the endpoint

@@ -149,6 +149,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Convert configurations from other engines.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Verify or print the hash-chained audit log of control actions (read-only).
     Audit {
         #[command(subcommand)]
@@ -187,6 +192,19 @@ enum Command {
         operator: Option<String>,
         #[command(subcommand)]
         command: CtlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Write the baton TOML equivalent to a QuickFIX acceptor settings file; every key that
+    /// could not be carried over is listed on stderr with the reason.
+    ImportQuickfix {
+        /// The QuickFIX settings file (`[DEFAULT]` and `[SESSION]` sections).
+        file: PathBuf,
+        /// Where to write the TOML; without it, stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -508,7 +526,30 @@ fn main() -> anyhow::Result<()> {
             command,
         } => ctl(config, addr, operator, command),
         Command::Audit { command } => audit(command),
+        Command::Config {
+            command: ConfigCommand::ImportQuickfix { file, out },
+        } => import_quickfix(&file, out.as_deref()),
     }
+}
+
+fn import_quickfix(file: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let result = baton::config::quickfix::import(&text, &file.display().to_string());
+    let notes = match &result {
+        Ok(import) => &import.notes[..],
+        Err(_) => &[],
+    };
+    for note in notes {
+        eprintln!("quickfix import: {note}");
+    }
+    let import = result.with_context(|| format!("importing {}", file.display()))?;
+    match out {
+        Some(path) => std::fs::write(path, &import.toml)
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{}", import.toml),
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
