@@ -26,6 +26,8 @@
 //!
 //! [`config`] reads the TOML configuration shared by all of them; [`constants`] is the one home
 //! of every limit.
+//!
+//! [`sd_notify`] tells systemd when the gateway is ready, alive and stopping.
 
 pub mod bench;
 pub mod config;
@@ -37,3 +39,4 @@ pub mod gateway;
 pub mod link;
 pub mod mmap;
 mod record;
+pub mod sd_notify;

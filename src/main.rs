@@ -644,6 +644,17 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         let plane =
             control::plane::Plane::open(&plane_config, core.as_ref().map(|_| core_control_tx))
                 .context("starting the control plane")?;
+        // systemd (Type=notify): READY=1 once an engine is attached, WATCHDOG=1, STOPPING=1.
+        let notifier = baton::sd_notify::Notifier::from_env().unwrap_or_else(|error| {
+            tracing::warn!(%error, "not notifying systemd");
+            baton::sd_notify::Notifier::default()
+        });
+        tokio::spawn(baton::sd_notify::gateway_lifecycle(
+            notifier.clone(),
+            control_tx.clone(),
+            core.is_some(),
+            core_shutdown_rx.clone(),
+        ));
         // Scrapes ask for status down the same channel as `baton ctl status`.
         if let Some(metrics) = metrics {
             tokio::spawn(metrics.run(control_tx.clone(), core_shutdown_rx.clone()));
@@ -662,6 +673,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         tokio::spawn(async move {
             wait_for_shutdown_signal().await;
             tracing::info!("shutting down");
+            notifier.stopping();
             signal_handle.shutdown();
         });
         let result = acceptor.run().await.context("acceptor failed");
