@@ -124,3 +124,56 @@ fn ready_after_an_engine_attaches_then_watchdog_then_stopping() {
         "only watchdog pings before STOPPING=1: {skipped:?}"
     );
 }
+
+#[test]
+fn under_baton_up_the_gateway_child_speaks_for_the_unit() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let config = dir.path().join("baton.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\nengines = [\"unix://{}\"]\n\n[defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
+            path("store"),
+            path("journal"),
+            path("engine.sock"),
+        ),
+    )
+    .expect("write config");
+    let notify_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&notify_path).expect("bind NOTIFY_SOCKET");
+    // systemd arms the watchdog for the unit's main process, `baton up`: WATCHDOG_PID is its pid,
+    // which the shell knows before it execs into baton.
+    let up = Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" up --config \"$1\""])
+        .arg(env!("CARGO_BIN_EXE_baton"))
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn baton up");
+    let up = Running(up);
+
+    let ready = next(&socket, "READY=1");
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    // From the gateway, a child of the process WATCHDOG_PID names.
+    until(&socket, "WATCHDOG=1");
+
+    // SAFETY: kill(2) takes two integers and touches no memory of this process.
+    let pid = i32::try_from(up.0.id()).expect("pid");
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "SIGTERM");
+    until(&socket, "STOPPING=1");
+    // The supervisor stops its children and exits by itself.
+    let mut up = up;
+    let deadline = Instant::now() + NOTIFY_WAIT;
+    while up.0.try_wait().expect("try_wait").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "baton up did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
