@@ -557,8 +557,8 @@ pub fn import(text: &str, origin: &str) -> Result<Import, ImportError> {
         let _ = writeln!(toml, "\n[[session]]");
         toml.push_str(&section_keys(&sessions[*index], location, &mut notes));
     }
-    // Sessions left out still had their keys read: say nothing more about them than the session
-    // note, which already tells why.
+    // The keys of a session left out are not listed one by one: its one note says why the whole
+    // session stayed behind. What is written must load as it is, or nothing is handed back.
     Config::parse(&toml, "converted configuration")?;
     Ok(Import { toml, notes })
 }
