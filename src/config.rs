@@ -15,6 +15,8 @@ use crate::fix::schedule::{Schedule, TimeOfDay};
 use crate::fix::session::SessionConfig;
 use crate::fix::store::Durability;
 
+pub mod quickfix;
+
 /// The default configuration, compiled in so `baton gateway` runs with no file at all.
 pub const DEFAULT_CONFIG: &str = include_str!("../deploy/baton.toml");
 

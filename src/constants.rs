@@ -423,6 +423,13 @@ const _: () = assert!(
 /// several link heartbeats, so one late heartbeat never triggers it.
 pub const FAILOVER_TIMEOUT_DEFAULT_MS: u64 = 1_000;
 
+/// The FIX listen address of `deploy/baton.toml`, and of a configuration imported from a QuickFIX
+/// file that names no SocketAcceptPort: 9878 is the port the FIX examples around QuickFIX use
+/// most, loopback so that an unreviewed import exposes nothing.
+pub const FIX_LISTEN_DEFAULT: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 9878),
+);
+
 // ----- Control endpoint (`control::endpoint`, `baton ctl`) -------------------------------------
 
 /// Where the gateway listens for `baton ctl` by default: loopback only, because the endpoint
@@ -623,3 +630,21 @@ const _: () = assert!(
     AUDIT_LINE_BYTES_MAX >= 4 * 1024 + AUDIT_ACTOR_LEN_MAX,
     "a record's envelope (seq, time, actor, two hashes, ~240 bytes) must leave kilobytes for the event"
 );
+
+// ----- systemd notifications (`sd_notify`) ---------------------------------------------------
+
+/// How often the gateway asks whether an engine has attached before it tells systemd READY=1:
+/// an engine attaches within a link handshake, so a tenth of a second adds nothing noticeable
+/// to a start and costs one status request per poll.
+pub const NOTIFY_READY_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How long a readiness status request may take before the poll counts it as "not yet": the
+/// same bound a metrics scrape gets, since both ask the same control plane.
+pub const NOTIFY_STATUS_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_millis(METRICS_STATUS_TIMEOUT_MS);
+
+/// The shortest interval between watchdog pings, whatever WatchdogSec says: each ping costs a
+/// status request, and a watchdog tighter than this would restart a gateway that is merely busy.
+pub const WATCHDOG_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_millis(500);
+
+const _: () = assert!(NOTIFY_READY_POLL.as_millis() < WATCHDOG_INTERVAL_MIN.as_millis());

@@ -29,6 +29,8 @@
 //!
 //! [`config`] reads the TOML configuration shared by all of them; [`constants`] is the one home
 //! of every limit.
+//!
+//! [`sd_notify`] tells systemd when the gateway is ready, alive and stopping.
 
 pub mod bench;
 pub mod config;
@@ -41,3 +43,4 @@ pub mod link;
 pub mod logging;
 pub mod mmap;
 mod record;
+pub mod sd_notify;

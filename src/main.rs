@@ -165,6 +165,11 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Convert configurations from other engines.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Verify or print the hash-chained audit log of control actions (read-only).
     Audit {
         #[command(subcommand)]
@@ -203,6 +208,19 @@ enum Command {
         operator: Option<String>,
         #[command(subcommand)]
         command: CtlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Write the baton TOML equivalent to a QuickFIX acceptor settings file; every key that
+    /// could not be carried over is listed on stderr with the reason.
+    ImportQuickfix {
+        /// The QuickFIX settings file (`[DEFAULT]` and `[SESSION]` sections).
+        file: PathBuf,
+        /// Where to write the TOML; without it, stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -607,7 +625,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             command,
         } => ctl(config, addr, operator, command),
         Command::Audit { command } => audit(command),
+        Command::Config {
+            command: ConfigCommand::ImportQuickfix { file, out },
+        } => import_quickfix(&file, out.as_deref()),
     }
+}
+
+fn import_quickfix(file: &std::path::Path, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let result = baton::config::quickfix::import(&text, &file.display().to_string());
+    let notes = match &result {
+        Ok(import) => &import.notes[..],
+        Err(_) => &[],
+    };
+    for note in notes {
+        eprintln!("quickfix import: {note}");
+    }
+    let import = result.with_context(|| format!("importing {}", file.display()))?;
+    match out {
+        Some(path) => std::fs::write(path, &import.toml)
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{}", import.toml),
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -717,6 +758,17 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         let plane =
             control::plane::Plane::open(&plane_config, core.as_ref().map(|_| core_control_tx))
                 .context("starting the control plane")?;
+        // systemd (Type=notify): READY=1 once an engine is attached, WATCHDOG=1, STOPPING=1.
+        let notifier = baton::sd_notify::Notifier::from_env().unwrap_or_else(|error| {
+            tracing::warn!(%error, "not notifying systemd");
+            baton::sd_notify::Notifier::default()
+        });
+        tokio::spawn(baton::sd_notify::gateway_lifecycle(
+            notifier.clone(),
+            control_tx.clone(),
+            core.is_some(),
+            core_shutdown_rx.clone(),
+        ));
         // Scrapes ask for status down the same channel as `baton ctl status`.
         if let Some(metrics) = metrics {
             tokio::spawn(metrics.run(control_tx.clone(), core_shutdown_rx.clone()));
@@ -742,6 +794,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         tokio::spawn(async move {
             wait_for_shutdown_signal().await;
             tracing::info!("shutting down");
+            notifier.stopping();
             signal_handle.shutdown();
         });
         let result = acceptor.run().await.context("acceptor failed");

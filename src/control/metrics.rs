@@ -64,7 +64,7 @@ pub enum MetricsError {
 /// Why a scrape got no status: each becomes a 503 whose body says which, so the operator reading
 /// the scraper's error sees the cause.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-enum Unavailable {
+pub(crate) enum Unavailable {
     /// The command channel is closed: the control plane has stopped (the gateway is going away).
     #[error("the gateway's control plane is not running")]
     NotRunning,
@@ -245,7 +245,7 @@ async fn serve(
 
 /// Asks the control plane for the status, as `baton ctl status` does, within `timeout`. Status is
 /// read-only and not audited, so the request carries no operator or account.
-async fn fetch_status(
+pub(crate) async fn fetch_status(
     commands: &mpsc::Sender<ControlCommand>,
     timeout: Duration,
 ) -> Result<Status, Unavailable> {

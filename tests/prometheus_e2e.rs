@@ -1,0 +1,173 @@
+//! A real Prometheus server scraping a real `baton gateway`: the scrape configuration shape of
+//! `deploy/prometheus/prometheus.yml` (with a 1 s interval) and the shipped alert rules, loaded
+//! by the server itself, and a baton metric read back through Prometheus's HTTP API, as a
+//! dashboard or an alert would see it. Skips, saying so, where `prometheus` is not installed;
+//! CI installs it (`.ci/run`).
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::control::free_control_addr;
+use support::{EngineProcess, Gateway, wait_for_socket, write_config};
+
+/// Prometheus starts, scrapes and evaluates on its own clock; on a loaded machine the first
+/// sample can take a while.
+const PROMETHEUS_WAIT: Duration = Duration::from_secs(60);
+
+/// A running Prometheus; killed when dropped, its log kept for failure messages.
+struct Prometheus {
+    child: Child,
+    log: PathBuf,
+    web: SocketAddr,
+}
+
+impl Prometheus {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn installed() -> bool {
+    Command::new("prometheus")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn start_prometheus(dir: &Path, target: SocketAddr) -> Prometheus {
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/baton-rules.yml");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules:?}\nscrape_configs:\n  - job_name: baton\n    scrape_timeout: 1s\n    static_configs:\n      - targets: [\"{target}\"]\n"
+        ),
+    )
+    .expect("write prometheus.yml");
+    let web = free_control_addr();
+    let log = dir.join("prometheus.log");
+    let log_file = std::fs::File::create(&log).expect("log file");
+    let child = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={web}"))
+        .stdout(log_file.try_clone().expect("log file"))
+        .stderr(log_file)
+        .spawn()
+        .expect("spawn prometheus");
+    Prometheus { child, log, web }
+}
+
+/// One GET against Prometheus's HTTP API; the JSON body, or `None` while it is not answering.
+/// HTTP/1.0, so the body comes whole (no chunked encoding) and ends when the server closes.
+fn api(web: SocketAddr, path_and_query: &str) -> Option<serde_json::Value> {
+    let mut stream = TcpStream::connect(web).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path_and_query} HTTP/1.0\r\nHost: {web}\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return None;
+    }
+    serde_json::from_str(body).ok()
+}
+
+#[test]
+fn prometheus_scrapes_the_gateway_and_serves_its_metrics_back() {
+    if !installed() {
+        eprintln!(
+            "SKIPPED: `prometheus` is not installed (apt-get install prometheus); CI installs it"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = write_config(dir.path(), 3, "");
+    // With an engine, as in production: a gateway without one reports no sessions in its status.
+    let engine = EngineProcess::start(&config, dir.path(), "blue");
+    wait_for_socket(&dir.path().join("blue.sock"));
+    let metrics = free_control_addr();
+    let metrics_arg = metrics.to_string();
+    let journal = dir.path().join("journal");
+    let _gateway = Gateway::start_with(
+        &config,
+        &dir.path().join("store"),
+        &[
+            "--engine".as_ref(),
+            engine.addr.as_ref(),
+            "--journal-dir".as_ref(),
+            journal.as_os_str(),
+            "--metrics".as_ref(),
+            metrics_arg.as_ref(),
+        ],
+    );
+    let prometheus = start_prometheus(dir.path(), metrics);
+
+    let deadline = Instant::now() + PROMETHEUS_WAIT;
+    let value = loop {
+        let answer = api(
+            prometheus.web,
+            "/api/v1/query?query=baton_sessions_configured",
+        );
+        let value = answer.as_ref().and_then(|json| {
+            let sample = json["data"]["result"].as_array()?.first()?.clone();
+            Some((sample["metric"]["job"].clone(), sample["value"][1].clone()))
+        });
+        if let Some(value) = value {
+            break value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus never returned baton_sessions_configured (last answer {answer:?}); its log:\n{}",
+            prometheus.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(value.0, "baton", "scraped by the job of the config");
+    assert_eq!(value.1, "3", "the gateway's three sessions");
+
+    // The shipped rules loaded into the same server: every alert of baton-rules.yml is there.
+    let rules = api(prometheus.web, "/api/v1/rules").expect("rules answer");
+    let names: Vec<&str> = rules["data"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|group| group["rules"].as_array().into_iter().flatten())
+        .filter_map(|rule| rule["name"].as_str())
+        .collect();
+    for alert in [
+        "BatonEngineDown",
+        "BatonStandbyLagging",
+        "BatonCanaryGateBreached",
+        "BatonSymbolsHalted",
+        "BatonSessionLoggedOff",
+        "BatonAuditChainBroken",
+        "BatonLogLinesDropped",
+        "BatonDiskSpaceLow",
+    ] {
+        assert!(names.contains(&alert), "{alert} not loaded: {names:?}");
+    }
+}
