@@ -341,6 +341,17 @@ pub const CONTROL_CONNECTIONS_MAX: usize = 16;
 /// status more often than once a minute keeps its connection.
 pub const CONTROL_IDLE_TIMEOUT_MS: u64 = 60_000;
 
+/// How long a new control or metrics connection may take to send its first request (a request
+/// line, an HTTP request head). `baton ctl`, `curl` and Prometheus write theirs as soon as they
+/// connect, so this only ever closes connections that say nothing: 2 s is far beyond a loaded
+/// host's scheduling delay and still short enough that idle connections cannot hold the
+/// endpoint (the emergency rollback goes through it) for long, even without eviction.
+pub const LOCAL_FIRST_REQUEST_TIMEOUT_MS: u64 = 2_000;
+
+/// Pause after a failed accept on a local endpoint (out of descriptors and the like), so the
+/// accept loop does not spin while the condition lasts; short, because an operator is waiting.
+pub const LOCAL_ACCEPT_BACKOFF_MS: u64 = 50;
+
 /// Characters of each divergence sample `baton ctl status` shows in its table; the full text is in
 /// `--json`. Enough to see which fields differ without one sample filling the screen.
 pub const CONTROL_SAMPLE_TEXT_CHARS_MAX: usize = 160;
@@ -382,6 +393,11 @@ pub const METRICS_STATUS_TIMEOUT_MS: u64 = 5_000;
 /// a misbehaving client from holding descriptors the FIX sessions need.
 pub const METRICS_CONNECTIONS_MAX: usize = 8;
 
+const _: () = assert!(
+    LOCAL_FIRST_REQUEST_TIMEOUT_MS < CONTROL_IDLE_TIMEOUT_MS
+        && LOCAL_FIRST_REQUEST_TIMEOUT_MS <= METRICS_IO_TIMEOUT_MS,
+    "a connection that has sent nothing is dropped before any other idle connection"
+);
 const _: () = assert!(
     METRICS_STATUS_TIMEOUT_MS < 10_000,
     "a scrape must get its 503 before Prometheus's default 10 s scrape timeout"
