@@ -48,6 +48,7 @@ fn switched() -> SwitchReport {
         barrier_seq: 42,
         pause_us: 17,
         planned: true,
+        rollback: false,
         scope: Default::default(),
     }
 }

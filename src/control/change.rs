@@ -848,12 +848,13 @@ impl ChangeReport {
         for action in &self.actions {
             let _ = writeln!(
                 out,
-                "  {} -> {} at input {} ({}), pause {} µs",
+                "  {} -> {} at input {} ({}), pause {} µs{}",
                 action.from,
                 action.to,
                 action.barrier_seq,
                 scope_text(&action.scope),
-                action.pause_us
+                action.pause_us,
+                if action.rollback { ", rolled back" } else { "" }
             );
         }
         for breach in &self.gate_breaches {
@@ -1043,6 +1044,7 @@ mod tests {
                 barrier_seq: 1,
                 pause_us: 1,
                 planned: true,
+                rollback: false,
                 scope,
             },
             shadow: ShadowStatus::default(),
@@ -1069,6 +1071,7 @@ mod tests {
                     barrier_seq: 2,
                     pause_us: 0,
                     planned: false,
+                    rollback: false,
                     scope: SwitchScope::CanaryEnded {
                         symbols: vec!["MSFT".into()],
                     },
@@ -1167,6 +1170,7 @@ mod tests {
             barrier_seq: 10,
             pause_us: 5,
             planned: true,
+            rollback: false,
             scope: Default::default(),
         };
         push(

@@ -795,6 +795,7 @@ mod tests {
                         barrier_seq: 7,
                         pause_us: 3,
                         planned: true,
+                        rollback: false,
                         scope,
                     }),
                 };

@@ -278,6 +278,9 @@ struct PendingSwitch {
     started: Instant,
     /// What moves at the barrier.
     kind: SwitchKind,
+    /// Asked for as a rollback: returning authority uses up the rollback target, so a second
+    /// rollback cannot move it forward again without the approval a switch needs.
+    rollback: bool,
     /// Who to answer.
     reply: Option<oneshot::Sender<ControlReply>>,
 }
@@ -1280,6 +1283,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             barrier_seq: delivered,
             pause_us: 0,
             planned: false,
+            rollback: false,
             scope: if canary_lost {
                 SwitchScope::CanaryEnded {
                     symbols: canary_symbols,
@@ -1415,7 +1419,10 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             (true, _, Some(slot)) => (slot, SwitchKind::CanaryEnd),
             (true, kind, None) => match self.previous_authority {
                 Some((previous, _)) if previous != authority => (previous, kind),
-                _ => return Err("nothing to roll back to: no earlier authority".into()),
+                _ => return Err(
+                    "nothing to roll back to: authority has not moved since it was last rolled back or since the gateway started; moving it again is a switch, which needs its approval"
+                        .into(),
+                ),
             },
             (false, SwitchKind::CanaryStart(_), Some(_)) => {
                 return Err(
@@ -1476,6 +1483,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             barrier: self.journal.last_seq(),
             started: Instant::now(),
             kind,
+            rollback,
             reply: None,
         });
         Ok(())
@@ -1586,9 +1594,16 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             pause_us: pending.started.elapsed().as_micros() as u64,
             planned: true,
             scope,
+            rollback: pending.rollback,
         };
         tracing::info!(from = %report.from, to = %report.to, barrier = report.barrier_seq, pause_us = report.pause_us, scope = ?report.scope, "switched authority");
         match pending.kind {
+            // A rollback returns authority once: it leaves no target for another rollback.
+            SwitchKind::All if pending.rollback => {
+                self.previous_authority = None;
+                self.authority = Some(pending.to);
+                self.end_canary();
+            }
             SwitchKind::All => {
                 self.previous_authority = Some((authority, self.executable_of(authority)));
                 self.authority = Some(pending.to);
