@@ -136,3 +136,72 @@ fn a_rollback_returns_authority_once_and_moving_it_again_needs_an_approved_switc
     assert_eq!(authority(&status(control)), "blue");
 }
 
+#[test]
+fn a_rollback_without_a_change_is_in_the_open_changes_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_blue, _green, _gateway, control, _client) = venue(dir.path(), "");
+    approved_change(control);
+    ok(ctl(control, "alice", &["switch", "--change", "CHG-1"]));
+    ok(ctl(control, "ops", &["rollback"]));
+    // A second switch under the same change, and a second rollback without naming it.
+    ok(ctl(control, "alice", &["switch", "--change", "CHG-1"]));
+    ok(ctl(control, "ops", &["rollback"]));
+    let report = ok(ctl(control, "carol", &["change", "report", "CHG-1"]));
+    assert!(
+        report.contains("actions     4 completed, 2 rollbacks"),
+        "{report}"
+    );
+    let rollbacks: Vec<serde_json::Value> = audit_records(dir.path())
+        .into_iter()
+        .filter(|r| {
+            r["event"]["event"] == "action-completed" && r["event"]["action"]["kind"] == "rollback"
+        })
+        .collect();
+    assert_eq!(rollbacks.len(), 2, "{rollbacks:?}");
+    for record in rollbacks {
+        assert_eq!(record["event"]["change"], 1, "{record}");
+    }
+}
+
+#[test]
+fn a_failover_record_names_the_pause_the_waiting_order_saw() {
+    let dir = tempfile::tempdir().unwrap();
+    let (blue, _green, _gateway, control, mut client) = venue(dir.path(), "");
+    // Freeze blue, the authority: its link stays open, it just stops answering.
+    let pid = blue.child.id() as libc::pid_t;
+    // SAFETY: kill(2) on our own child process.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    order(&mut client, "P-1", "AAPL", b'1', "10");
+    // Green takes over after the failover timeout and answers P-1, which waited all along.
+    let ack = report(&mut client);
+    assert_eq!(
+        (text(&ack, 150), text(&ack, 11)),
+        ("0".into(), "P-1".into())
+    );
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(pid, libc::SIGCONT);
+    }
+    wait_until(control, "green has authority", |s| {
+        s.engines
+            .iter()
+            .any(|e| e.name == "green" && e.role == EngineRole::Authoritative)
+    });
+    let deadline = Instant::now() + WAIT * 3;
+    let failover = loop {
+        let found = audit_records(dir.path())
+            .into_iter()
+            .find(|r| r["event"]["event"] == "failover");
+        if let Some(record) = found {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "no failover in the audit log");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let pause_us = failover["event"]["report"]["pause_us"]
+        .as_u64()
+        .expect("a failover record has a pause");
+    assert!(pause_us > 0, "P-1 waited for the failover: {failover}");
+}

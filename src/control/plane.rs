@@ -254,7 +254,14 @@ impl Plane {
         // asked (the sequencer reads neither the operator nor the change: those stay here).
         let moves = match &request {
             ControlRequest::Switch { change, .. } => Some((Action::Switch, change.clone())),
-            ControlRequest::Rollback { change, .. } => Some((Action::Rollback, change.clone())),
+            // A rollback named under no change undoes the open change whose action moved
+            // authority last, so it belongs in that change's record.
+            ControlRequest::Rollback { change, .. } => Some((
+                Action::Rollback,
+                change
+                    .clone()
+                    .or_else(|| self.book.active().map(change::change_name)),
+            )),
             ControlRequest::Canary {
                 change,
                 percent,

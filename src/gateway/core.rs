@@ -1277,11 +1277,19 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             .map(|c| c.name.clone())
             .unwrap_or_default();
         tracing::warn!(from = %lost.name, to = %name, delivered_through = delivered, canary = canary_lost, "failover: the surviving engine takes the lost engine's inputs");
+        // The pause a failover cost: how long the oldest input still waiting for an answer had
+        // waited when the survivor took over (the lost engine's silence, up to the failover
+        // timeout); none waiting, no order was held.
+        let pause_us = if self.journal.last_seq() > delivered {
+            self.input_age_us(delivered + 1, Timestamp::now())
+        } else {
+            0
+        };
         let report = SwitchReport {
             from: lost.name,
             to: name,
             barrier_seq: delivered,
-            pause_us: 0,
+            pause_us,
             planned: false,
             rollback: false,
             scope: if canary_lost {
