@@ -87,6 +87,31 @@ pub struct ControlConfig {
     /// Canary gates.
     #[serde(default)]
     pub gates: GatesConfig,
+    /// `[control.operators]`: OS account name → the person (`alice = "alice"`) or people
+    /// (`ops = ["alice", "bob"]`) who act from it. Names are typed; accounts are what the kernel
+    /// says, so this is what lets the two-person rule trust them.
+    #[serde(default)]
+    pub operators: std::collections::BTreeMap<String, AccountOperators>,
+}
+
+/// The people one OS account is declared to be: one name, or several sharing the account.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AccountOperators {
+    /// The account is this one person.
+    One(String),
+    /// The account is shared by these people, each still a separate approver.
+    Many(Vec<String>),
+}
+
+impl AccountOperators {
+    /// The names, trimmed.
+    fn names(&self) -> Vec<String> {
+        match self {
+            AccountOperators::One(name) => vec![name.trim().to_owned()],
+            AccountOperators::Many(names) => names.iter().map(|n| n.trim().to_owned()).collect(),
+        }
+    }
 }
 
 impl Default for ControlConfig {
@@ -96,6 +121,7 @@ impl Default for ControlConfig {
             approval_required: default_approval_required(),
             approvals_min: default_approvals_min(),
             gates: GatesConfig::default(),
+            operators: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -106,6 +132,11 @@ impl ControlConfig {
         crate::control::change::Policy {
             approval_required: self.approval_required.clone(),
             approvals_min: self.approvals_min,
+            operators: self
+                .operators
+                .iter()
+                .map(|(account, people)| (account.clone(), people.names()))
+                .collect(),
         }
     }
 
@@ -330,6 +361,14 @@ impl Config {
             if !matches!(action.as_str(), "stage" | "switch" | "canary") {
                 return Err(invalid(format!(
                     "[control] approval_required: {action:?} is not an action that can require approval (stage, switch, canary)"
+                )));
+            }
+        }
+        for (account, people) in &self.control.operators {
+            let names = people.names();
+            if names.is_empty() || names.iter().any(String::is_empty) {
+                return Err(invalid(format!(
+                    "[control.operators] {account}: name at least one operator, none blank"
                 )));
             }
         }

@@ -352,6 +352,11 @@ pub const LOCAL_FIRST_REQUEST_TIMEOUT_MS: u64 = 2_000;
 /// accept loop does not spin while the condition lasts; short, because an operator is waiting.
 pub const LOCAL_ACCEPT_BACKOFF_MS: u64 = 50;
 
+/// Largest buffer getpwuid_r gets for one account's entry. An entry is a name, a home and a shell:
+/// a few hundred bytes; the lookup starts at 1 KiB and doubles while the C library says it is
+/// short, and a database whose entry needs more than 64 KiB is broken, not an account to name.
+pub const ACCOUNT_ENTRY_BYTES_MAX: usize = 64 * 1024;
+
 /// Characters of each divergence sample `baton ctl status` shows in its table; the full text is in
 /// `--json`. Enough to see which fields differ without one sample filling the screen.
 pub const CONTROL_SAMPLE_TEXT_CHARS_MAX: usize = 160;

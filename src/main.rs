@@ -182,7 +182,7 @@ enum Command {
         /// The gateway's control address; overrides the config.
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
-        /// Who asks, as the audit log records it; defaults to the login name ($USER).
+        /// Who asks, as the audit log records it; defaults to $USER, $LOGNAME, then the account's login name.
         #[arg(long, global = true)]
         operator: Option<String>,
         #[command(subcommand)]
@@ -856,6 +856,8 @@ fn ctl(
         ["USER", "LOGNAME"]
             .iter()
             .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+            // Root in a container has neither: the account's own login name, not a refusal.
+            .or_else(control::peer::current_account_name)
     });
     let request = match &command {
         CtlCommand::Status { .. } => ControlRequest::Status,

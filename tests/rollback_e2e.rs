@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use baton::bench::initiator::Initiator;
 use baton::control::api::{EngineRole, Status};
-use support::control::{ctl, free_control_addr, ok, order, refused, status};
+use support::control::{
+    ctl, free_control_addr, ok, order, refused, shared_account_operators, status,
+};
 use support::{
     EngineProcess, Gateway, WAIT, logged_on, report, start_gateway_for_engines, text,
     wait_for_engine, wait_for_socket,
@@ -102,7 +104,8 @@ fn approved_change(control: SocketAddr) {
 #[test]
 fn a_rollback_returns_authority_once_and_moving_it_again_needs_an_approved_switch() {
     let dir = tempfile::tempdir().unwrap();
-    let (_blue, _green, _gateway, control, _client) = venue(dir.path(), "");
+    let (_blue, _green, _gateway, control, _client) =
+        venue(dir.path(), &shared_account_operators());
     approved_change(control);
     let switched = ok(ctl(control, "alice", &["switch", "--change", "CHG-1"]));
     assert!(switched.starts_with("switched blue → green"), "{switched}");
@@ -139,7 +142,8 @@ fn a_rollback_returns_authority_once_and_moving_it_again_needs_an_approved_switc
 #[test]
 fn a_rollback_without_a_change_is_in_the_open_changes_report() {
     let dir = tempfile::tempdir().unwrap();
-    let (_blue, _green, _gateway, control, _client) = venue(dir.path(), "");
+    let (_blue, _green, _gateway, control, _client) =
+        venue(dir.path(), &shared_account_operators());
     approved_change(control);
     ok(ctl(control, "alice", &["switch", "--change", "CHG-1"]));
     ok(ctl(control, "ops", &["rollback"]));
@@ -166,7 +170,8 @@ fn a_rollback_without_a_change_is_in_the_open_changes_report() {
 #[test]
 fn a_failover_record_names_the_pause_the_waiting_order_saw() {
     let dir = tempfile::tempdir().unwrap();
-    let (blue, _green, _gateway, control, mut client) = venue(dir.path(), "");
+    let (blue, _green, _gateway, control, mut client) =
+        venue(dir.path(), &shared_account_operators());
     // Freeze blue, the authority: its link stays open, it just stops answering.
     let pid = blue.child.id() as libc::pid_t;
     // SAFETY: kill(2) on our own child process.

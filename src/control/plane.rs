@@ -250,6 +250,21 @@ impl Plane {
                 Some(uid) => format!("{name} (uid {uid})"),
                 None => name.to_owned(),
             });
+        // An account declared to be certain people acts under their names only.
+        let account = peer_uid.and_then(super::peer::account_name);
+        let read_only = matches!(
+            request,
+            ControlRequest::Status
+                | ControlRequest::ChangeReport { .. }
+                | ControlRequest::ChangeList
+        );
+        if let Some(name) = operator.as_deref().filter(|_| !read_only)
+            && let Err(error) = self.policy.check_account(account.as_deref(), name)
+        {
+            tracing::warn!(%error, "control command refused: operator not declared for the account");
+            let _ = reply.send(refused(error.to_string()));
+            return;
+        }
         // What moves authority or trading is checked, audited, then handed to the sequencer as
         // asked (the sequencer reads neither the operator nor the change: those stay here).
         let moves = match &request {
@@ -317,7 +332,21 @@ impl Plane {
                 .await
             }
             ControlRequest::ChangeApprove { change, .. } => {
-                let checked = self.book.check_approve(operator.as_deref(), &change);
+                let checked = self
+                    .book
+                    .check_approve(operator.as_deref(), &change)
+                    .and_then(|event| match operator.as_deref() {
+                        Some(approver) => self
+                            .book
+                            .check_approval_account(
+                                &self.policy,
+                                approver,
+                                &change,
+                                super::peer::account_name,
+                            )
+                            .map(|()| event),
+                        None => Ok(event),
+                    });
                 self.record_change(operator.as_deref(), checked)
             }
             ControlRequest::ChangeClose { change, .. } => {
@@ -978,6 +1007,7 @@ mod tests {
         let policy = Policy {
             approval_required: Vec::new(),
             approvals_min: 1,
+            ..Policy::default()
         };
         let mut h = harness(dir.path(), policy);
         h.plane.fail_appends = true;
