@@ -248,6 +248,34 @@ pub enum ControlEvent {
         /// The outputs as text.
         outputs: String,
     },
+    /// The gateway found part of a record at the end of the audit log (a crashed append, or an
+    /// edit) and cut it; the bytes are in `kept`.
+    AuditTailCut {
+        /// How many bytes were cut.
+        bytes: u64,
+        /// The file beside the log that holds them.
+        kept: String,
+        /// Their SHA-256.
+        sha256: String,
+        /// The last record left before them.
+        after_seq: u64,
+    },
+    /// An operator acknowledged records that failed verification (`baton audit acknowledge`):
+    /// they left the log for `kept`, and the chain goes on from the last good record.
+    TamperAcknowledged {
+        /// Why the operator says it is safe to go on.
+        reason: String,
+        /// What verification found at the first bad line.
+        first_bad: String,
+        /// How many bytes were moved.
+        bytes: u64,
+        /// The file beside the log that holds them.
+        kept: String,
+        /// Their SHA-256.
+        sha256: String,
+        /// The last good record.
+        after_seq: u64,
+    },
     /// An engine attached: which build and which bytes it runs.
     EngineAttached {
         /// Its name.
@@ -276,6 +304,8 @@ impl ControlEvent {
             | ControlEvent::Resumed { change, .. }
             | ControlEvent::Staged { change, .. } => *change,
             ControlEvent::GatewayStarted { .. }
+            | ControlEvent::AuditTailCut { .. }
+            | ControlEvent::TamperAcknowledged { .. }
             | ControlEvent::EngineAttached { .. }
             | ControlEvent::Diverged { .. }
             | ControlEvent::DivergenceCleared { .. }

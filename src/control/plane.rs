@@ -127,7 +127,8 @@ impl Plane {
             path: config.audit_path.clone(),
             source,
         };
-        let (audit, existing) = AuditLog::open(&config.audit_path).map_err(audit_error)?;
+        let (mut audit, existing) = AuditLog::open(&config.audit_path).map_err(audit_error)?;
+        let cut = audit.take_cut();
         let records: Vec<(u64, Timestamp, String, ControlEvent)> = existing
             .into_iter()
             .map(|r| (r.seq, r.time, r.actor, r.event))
@@ -162,6 +163,19 @@ impl Plane {
                 },
             )
             .map_err(audit_error)?;
+        if let Some(cut) = cut {
+            plane
+                .record(
+                    GATEWAY_ACTOR,
+                    ControlEvent::AuditTailCut {
+                        bytes: cut.bytes,
+                        kept: cut.kept.display().to_string(),
+                        sha256: cut.sha256,
+                        after_seq: cut.after_seq,
+                    },
+                )
+                .map_err(audit_error)?;
+        }
         tracing::info!(path = %config.audit_path.display(), head_seq = plane.audit.head().0, changes = plane.book.summaries().len(), "audit log open");
         Ok(plane)
     }
