@@ -195,6 +195,17 @@ pub const LINK_PEER_TIMEOUT_MS_DEFAULT: u64 = 10 * LINK_HEARTBEAT_INTERVAL_MS_DE
 /// other service that never speaks) is reported within seconds.
 pub const LINK_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 
+/// Connections an engine greets and waits on for a Welcome at once, between gateway
+/// connections. One gateway connects at a time; 16 lets it in beside a few stray or hostile
+/// connections that never speak (each costs a socket and one frame buffer, 1 MiB in all), and
+/// beyond it the oldest waiting connection is closed, so no number of silent connections keeps a
+/// gateway's reattach waiting longer than it takes the gateway to answer Hello.
+pub const LINK_PENDING_HANDSHAKES_MAX: usize = 16;
+
+/// Permissions of an engine's Unix link socket: read and write for the engine's own account
+/// only. Connecting needs write permission, and a connected peer can feed the engine inputs.
+pub const LINK_SOCKET_MODE: u32 = 0o600;
+
 /// How often a blocked engine-side loop wakes to check for shutdown and for due heartbeats when
 /// nothing arrives. 20 ms makes shutdown feel immediate to an operator at negligible cost.
 pub const LINK_POLL_INTERVAL_MS: u64 = 20;

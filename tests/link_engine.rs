@@ -431,3 +431,38 @@ async fn a_corrupt_snapshot_is_refused_and_the_engine_is_unchanged() {
     link.close("done").await.unwrap();
     engine.stop();
 }
+
+#[tokio::test]
+async fn silent_connections_do_not_delay_a_gateways_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blue.sock");
+    let engine = start(&LinkAddr::Unix(path.clone()), "blue", test_config());
+    // More connections that never say a word than the engine waits on at once, all queued
+    // before the gateway's: each would hold the engine for its whole handshake timeout if
+    // handshakes were taken one at a time, longer than the gateway waits for its Hello.
+    let silent: Vec<std::os::unix::net::UnixStream> = (0
+        ..baton::constants::LINK_PENDING_HANDSHAKES_MAX + 2)
+        .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+        .collect();
+    let (mut link, hello) = tokio::time::timeout(WAIT, connect(&engine.addr))
+        .await
+        .expect("the gateway attaches within the bound")
+        .expect("the gateway's handshake completes beside the silent ones");
+    assert_eq!(hello.engine_name, "blue");
+    link.send_inputs(&[limit(1, 1, "S-1", Side::Sell, 10, 5)])
+        .await
+        .unwrap();
+    assert_keyed(&recv_outputs(&mut link).await, 1);
+    drop(silent);
+}
+
+#[test]
+fn the_unix_link_socket_is_for_the_engines_account_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blue.sock");
+    let engine = start(&LinkAddr::Unix(path.clone()), "blue", test_config());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    engine.stop();
+}
