@@ -66,6 +66,32 @@ pub struct Config {
     /// Change policy, audit log and canary gates.
     #[serde(default)]
     pub control: ControlConfig,
+    /// The engine link's shared secret.
+    #[serde(default)]
+    pub link: LinkConfig,
+}
+
+/// `[link]`: settings both the gateway and its engines read, since they must agree.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// A file holding the link secret (at least 16 bytes; surrounding whitespace ignored). With
+    /// it, engine and gateway each prove they hold it at every handshake and refuse a peer that
+    /// does not; without it, whoever can connect to an engine's link can feed it.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl LinkConfig {
+    /// The secret, read now, if a file is configured.
+    pub fn secret(
+        &self,
+    ) -> Result<Option<crate::link::LinkSecret>, crate::link::auth::SecretError> {
+        self.secret_file
+            .as_deref()
+            .map(crate::link::LinkSecret::load)
+            .transpose()
+    }
 }
 
 /// `[control]`: what needs approval, where the audit trail lives, and when a canary is rolled

@@ -206,6 +206,14 @@ pub const LINK_PENDING_HANDSHAKES_MAX: usize = 16;
 /// only. Connecting needs write permission, and a connected peer can feed the engine inputs.
 pub const LINK_SOCKET_MODE: u32 = 0o600;
 
+/// Bytes of each side's handshake nonce when the link is authenticated: 256 bits, so a nonce
+/// never repeats and a recorded proof never matches a new handshake.
+pub const LINK_AUTH_NONCE_BYTES: usize = 32;
+
+/// Shortest link secret accepted from its file: 16 bytes (128 bits if random) is beyond guessing;
+/// a shorter file is a mistake (an empty file, a placeholder) the operator must hear about.
+pub const LINK_SECRET_BYTES_MIN: usize = 16;
+
 /// How often a blocked engine-side loop wakes to check for shutdown and for due heartbeats when
 /// nothing arrives. 20 ms makes shutdown feel immediate to an operator at negligible cost.
 pub const LINK_POLL_INTERVAL_MS: u64 = 20;

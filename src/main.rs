@@ -578,6 +578,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                     .filter_map(|i| baton::engine::Symbol::try_from_bytes(i.symbol.as_bytes()))
                     .collect(),
                 gates: config.control.gates.core(),
+                link_secret: config.link.secret()?,
             };
             Some(Core::open(sessions.clone(), core_config).context("opening the sequencer")?)
         }
@@ -696,10 +697,15 @@ fn engine(
         tracing::warn!(%error, "cannot hash this engine's executable; its Hello will not name it");
         String::new()
     });
+    let link_secret = config.link.secret()?;
+    if link_secret.is_none() && matches!(listen, LinkAddr::Tcp { .. }) {
+        tracing::warn!(%listen, "engine link on TCP without [link] secret_file: any process that can connect can feed this engine");
+    }
     let serve_config = ServeConfig {
         engine_name: name,
         snapshot_formats: engine.snapshot_formats(),
         executable_sha256,
+        link_secret,
         ..ServeConfig::default()
     };
     match fault_reject_symbol {

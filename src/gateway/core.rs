@@ -79,6 +79,8 @@ pub struct CoreConfig {
     pub symbols: Vec<Symbol>,
     /// Limits that roll a canary back.
     pub gates: GateConfig,
+    /// The engine link's shared secret (`[link] secret_file`), proven at every handshake.
+    pub link_secret: Option<link::LinkSecret>,
 }
 
 /// Limits on what a canary engine may do worse than the engine it is compared with, over the
@@ -1079,9 +1081,11 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 slot.connecting = true;
                 let addr = slot.addr.clone();
                 let attempts = self.attempts_tx.clone();
+                let secret = self.config.link_secret.clone();
                 tokio::spawn(async move {
                     let timeout = Duration::from_millis(constants::ENGINE_CONNECT_TIMEOUT_MS);
-                    let attempt = link::connect_with_timeout(&addr, timeout).await;
+                    let attempt =
+                        link::connect_authenticated(&addr, timeout, secret.as_ref()).await;
                     let _ = attempts.send((index, attempt)).await;
                 });
             }

@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::auth::{self, LinkSecret};
 use super::error::LinkError;
 use super::protocol::{
-    AlreadyApplied, Close, DigestReport, Frame, FrameDecoder, FrameKind, Heartbeat, Hello,
-    LINK_PROTOCOL_VERSION, Refused, RefusedRequest, Restored, Snapshot, encode,
+    AlreadyApplied, AuthProof, Close, DigestReport, Frame, FrameDecoder, FrameKind, Heartbeat,
+    Hello, LINK_PROTOCOL_VERSION, Refused, RefusedRequest, Restored, Snapshot, encode,
     encode_outputs_payload, write_message,
 };
 use super::replay::ReplayLog;
@@ -46,6 +47,9 @@ pub struct ServeConfig {
     /// ([`crate::control::artifact::self_sha256`]), as the serve loop cannot know which binary
     /// it is part of; empty (the default) means unknown.
     pub executable_sha256: String,
+    /// The link secret a gateway must prove before it may send anything, and that this engine
+    /// proves in turn ([`super::auth`]); `None` accepts any gateway that can connect.
+    pub link_secret: Option<LinkSecret>,
 }
 
 impl Default for ServeConfig {
@@ -58,6 +62,7 @@ impl Default for ServeConfig {
             peer_timeout: Duration::from_millis(LINK_PEER_TIMEOUT_MS_DEFAULT),
             handshake_timeout: Duration::from_millis(LINK_HANDSHAKE_TIMEOUT_MS),
             executable_sha256: String::new(),
+            link_secret: None,
         }
     }
 }
@@ -166,7 +171,7 @@ pub fn serve_on<E: Engine>(
         let mut welcomed = None;
         let mut index = 0;
         while index < pending.len() {
-            match pending[index].poll(config.handshake_timeout) {
+            match pending[index].poll(config) {
                 Ok(false) => index += 1,
                 Ok(true) => {
                     welcomed = pending.remove(index);
@@ -193,9 +198,22 @@ pub fn serve_on<E: Engine>(
             mut conn,
             peer,
             mut decoder,
+            proof,
             ..
         } = welcomed;
         tracing::info!(%peer, "gateway connected");
+        if let Some(proof) = proof {
+            let mut wbuf = Vec::new();
+            let sent = encode(&Frame::AuthProof(AuthProof { proof }), &mut wbuf).and_then(|()| {
+                conn.set_nonblocking(false)?;
+                conn.write_all(&wbuf).map_err(LinkError::from)
+            });
+            if let Err(error) = sent {
+                tracing::warn!(%peer, %error, "gateway link failed sending the engine's proof");
+                conn.shutdown();
+                continue;
+            }
+        }
         let served = conn
             .set_nonblocking(false)
             .map_err(LinkError::from)
@@ -223,18 +241,38 @@ struct Pending {
     decoder: FrameDecoder,
     /// When the handshake timeout expires.
     deadline: Instant,
+    /// The nonce sent in Hello when the link is authenticated.
+    nonce: Vec<u8>,
+    /// The engine's proof to send once the gateway's Welcome proved the secret.
+    proof: Option<Vec<u8>>,
 }
 
 impl Pending {
     /// Reads what arrived without blocking: `true` once a compatible Welcome is in, `false`
     /// while still waiting; an error ends the connection (wrong version, Close, anything but a
     /// Welcome, a disconnect, the handshake timeout).
-    fn poll(&mut self, timeout: Duration) -> Result<bool, LinkError> {
+    fn poll(&mut self, config: &ServeConfig) -> Result<bool, LinkError> {
+        let timeout = config.handshake_timeout;
         loop {
             match self.decoder.next_frame()? {
                 Some(Frame::Welcome(welcome))
                     if welcome.protocol_version == LINK_PROTOCOL_VERSION =>
                 {
+                    if let Some(secret) = &config.link_secret {
+                        let expected = secret.gateway_proof(&self.nonce, &welcome.auth_nonce);
+                        if !auth::nonce_ok(&welcome.auth_nonce)
+                            || !auth::proofs_equal(&welcome.auth_proof, &expected)
+                        {
+                            return Err(LinkError::Unauthenticated(
+                                if welcome.auth_proof.is_empty() {
+                                    "the gateway does not prove the link secret this engine requires: set [link] secret_file on the gateway to the engine's secret file".to_owned()
+                                } else {
+                                    "the gateway proved a different link secret".to_owned()
+                                },
+                            ));
+                        }
+                        self.proof = Some(secret.engine_proof(&self.nonce, &welcome.auth_nonce));
+                    }
                     return Ok(true);
                 }
                 Some(Frame::Welcome(welcome)) => {
@@ -327,6 +365,10 @@ impl<E: Engine> Server<'_, E> {
         let poll = Duration::from_millis(LINK_POLL_INTERVAL_MS).min(config.heartbeat_interval);
         conn.configure(poll, config.peer_timeout)?;
         let mut wbuf = Vec::new();
+        let nonce = match &config.link_secret {
+            Some(_) => auth::nonce()?,
+            None => Vec::new(),
+        };
         let hello = Hello {
             protocol_version: LINK_PROTOCOL_VERSION,
             engine_name: self.config.engine_name.clone(),
@@ -334,6 +376,7 @@ impl<E: Engine> Server<'_, E> {
             last_input_seq: self.engine.last_input_seq(),
             snapshot_formats: self.config.snapshot_formats.clone(),
             executable_sha256: self.config.executable_sha256.clone(),
+            auth_nonce: nonce.clone(),
         };
         encode(&Frame::Hello(hello), &mut wbuf)?;
         conn.write_all(&wbuf)?;
@@ -343,6 +386,8 @@ impl<E: Engine> Server<'_, E> {
             peer,
             decoder: FrameDecoder::new(),
             deadline: Instant::now() + config.handshake_timeout,
+            nonce,
+            proof: None,
         })
     }
 
