@@ -68,6 +68,32 @@ pub struct Config {
     /// Change policy, audit log and canary gates.
     #[serde(default)]
     pub control: ControlConfig,
+    /// The engine link's shared secret.
+    #[serde(default)]
+    pub link: LinkConfig,
+}
+
+/// `[link]`: settings both the gateway and its engines read, since they must agree.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// A file holding the link secret (at least 16 bytes; surrounding whitespace ignored). With
+    /// it, engine and gateway each prove they hold it at every handshake and refuse a peer that
+    /// does not; without it, whoever can connect to an engine's link can feed it.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+}
+
+impl LinkConfig {
+    /// The secret, read now, if a file is configured.
+    pub fn secret(
+        &self,
+    ) -> Result<Option<crate::link::LinkSecret>, crate::link::auth::SecretError> {
+        self.secret_file
+            .as_deref()
+            .map(crate::link::LinkSecret::load)
+            .transpose()
+    }
 }
 
 /// `[control]`: what needs approval, where the audit trail lives, and when a canary is rolled
@@ -89,6 +115,31 @@ pub struct ControlConfig {
     /// Canary gates.
     #[serde(default)]
     pub gates: GatesConfig,
+    /// `[control.operators]`: OS account name → the person (`alice = "alice"`) or people
+    /// (`ops = ["alice", "bob"]`) who act from it. Names are typed; accounts are what the kernel
+    /// says, so this is what lets the two-person rule trust them.
+    #[serde(default)]
+    pub operators: std::collections::BTreeMap<String, AccountOperators>,
+}
+
+/// The people one OS account is declared to be: one name, or several sharing the account.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum AccountOperators {
+    /// The account is this one person.
+    One(String),
+    /// The account is shared by these people, each still a separate approver.
+    Many(Vec<String>),
+}
+
+impl AccountOperators {
+    /// The names, trimmed.
+    fn names(&self) -> Vec<String> {
+        match self {
+            AccountOperators::One(name) => vec![name.trim().to_owned()],
+            AccountOperators::Many(names) => names.iter().map(|n| n.trim().to_owned()).collect(),
+        }
+    }
 }
 
 impl Default for ControlConfig {
@@ -98,6 +149,7 @@ impl Default for ControlConfig {
             approval_required: default_approval_required(),
             approvals_min: default_approvals_min(),
             gates: GatesConfig::default(),
+            operators: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -108,6 +160,11 @@ impl ControlConfig {
         crate::control::change::Policy {
             approval_required: self.approval_required.clone(),
             approvals_min: self.approvals_min,
+            operators: self
+                .operators
+                .iter()
+                .map(|(account, people)| (account.clone(), people.names()))
+                .collect(),
         }
     }
 
@@ -355,6 +412,14 @@ impl Config {
             if !matches!(action.as_str(), "stage" | "switch" | "canary") {
                 return Err(invalid(format!(
                     "[control] approval_required: {action:?} is not an action that can require approval (stage, switch, canary)"
+                )));
+            }
+        }
+        for (account, people) in &self.control.operators {
+            let names = people.names();
+            if names.is_empty() || names.iter().any(String::is_empty) {
+                return Err(invalid(format!(
+                    "[control.operators] {account}: name at least one operator, none blank"
                 )));
             }
         }

@@ -300,6 +300,25 @@ pub const LINK_PEER_TIMEOUT_MS_DEFAULT: u64 = 10 * LINK_HEARTBEAT_INTERVAL_MS_DE
 /// other service that never speaks) is reported within seconds.
 pub const LINK_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 
+/// Connections an engine greets and waits on for a Welcome at once, between gateway
+/// connections. One gateway connects at a time; 16 lets it in beside a few stray or hostile
+/// connections that never speak (each costs a socket and one frame buffer, 1 MiB in all), and
+/// beyond it the oldest waiting connection is closed, so no number of silent connections keeps a
+/// gateway's reattach waiting longer than it takes the gateway to answer Hello.
+pub const LINK_PENDING_HANDSHAKES_MAX: usize = 16;
+
+/// Permissions of an engine's Unix link socket: read and write for the engine's own account
+/// only. Connecting needs write permission, and a connected peer can feed the engine inputs.
+pub const LINK_SOCKET_MODE: u32 = 0o600;
+
+/// Bytes of each side's handshake nonce when the link is authenticated: 256 bits, so a nonce
+/// never repeats and a recorded proof never matches a new handshake.
+pub const LINK_AUTH_NONCE_BYTES: usize = 32;
+
+/// Shortest link secret accepted from its file: 16 bytes (128 bits if random) is beyond guessing;
+/// a shorter file is a mistake (an empty file, a placeholder) the operator must hear about.
+pub const LINK_SECRET_BYTES_MIN: usize = 16;
+
 /// How often a blocked engine-side loop wakes to check for shutdown and for due heartbeats when
 /// nothing arrives. 20 ms makes shutdown feel immediate to an operator at negligible cost.
 pub const LINK_POLL_INTERVAL_MS: u64 = 20;
@@ -469,6 +488,22 @@ pub const CONTROL_CONNECTIONS_MAX: usize = 16;
 /// status more often than once a minute keeps its connection.
 pub const CONTROL_IDLE_TIMEOUT_MS: u64 = 60_000;
 
+/// How long a new control or metrics connection may take to send its first request (a request
+/// line, an HTTP request head). `baton ctl`, `curl` and Prometheus write theirs as soon as they
+/// connect, so this only ever closes connections that say nothing: 2 s is far beyond a loaded
+/// host's scheduling delay and still short enough that idle connections cannot hold the
+/// endpoint (the emergency rollback goes through it) for long, even without eviction.
+pub const LOCAL_FIRST_REQUEST_TIMEOUT_MS: u64 = 2_000;
+
+/// Pause after a failed accept on a local endpoint (out of descriptors and the like), so the
+/// accept loop does not spin while the condition lasts; short, because an operator is waiting.
+pub const LOCAL_ACCEPT_BACKOFF_MS: u64 = 50;
+
+/// Largest buffer getpwuid_r gets for one account's entry. An entry is a name, a home and a shell:
+/// a few hundred bytes; the lookup starts at 1 KiB and doubles while the C library says it is
+/// short, and a database whose entry needs more than 64 KiB is broken, not an account to name.
+pub const ACCOUNT_ENTRY_BYTES_MAX: usize = 64 * 1024;
+
 /// Characters of each divergence sample `baton ctl status` shows in its table; the full text is in
 /// `--json`. Enough to see which fields differ without one sample filling the screen.
 pub const CONTROL_SAMPLE_TEXT_CHARS_MAX: usize = 160;
@@ -510,6 +545,11 @@ pub const METRICS_STATUS_TIMEOUT_MS: u64 = 5_000;
 /// a misbehaving client from holding descriptors the FIX sessions need.
 pub const METRICS_CONNECTIONS_MAX: usize = 8;
 
+const _: () = assert!(
+    LOCAL_FIRST_REQUEST_TIMEOUT_MS < CONTROL_IDLE_TIMEOUT_MS
+        && LOCAL_FIRST_REQUEST_TIMEOUT_MS <= METRICS_IO_TIMEOUT_MS,
+    "a connection that has sent nothing is dropped before any other idle connection"
+);
 const _: () = assert!(
     METRICS_STATUS_TIMEOUT_MS < 10_000,
     "a scrape must get its 503 before Prometheus's default 10 s scrape timeout"

@@ -203,7 +203,7 @@ enum Command {
         /// The gateway's control address; overrides the config.
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
-        /// Who asks, as the audit log records it; defaults to the login name ($USER).
+        /// Who asks, as the audit log records it; defaults to $USER, $LOGNAME, then the account's login name.
         #[arg(long, global = true)]
         operator: Option<String>,
         #[command(subcommand)]
@@ -244,6 +244,24 @@ enum AuditCommand {
     Verify {
         #[command(flatten)]
         log: AuditLogArgs,
+        /// The head kept elsewhere (`SEQ:HASH`, as a previous verify printed it): fails unless
+        /// record SEQ is still in the log with that hash, so records cut off the end or a
+        /// rewritten chain are caught.
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect_head: Option<String>,
+    },
+    /// Move the records a verification refuses (the first bad line and everything after it)
+    /// beside the log, and record who did it and why as the next record, so a gateway can start
+    /// again on a trail that says what left it. The gateway must be stopped.
+    Acknowledge {
+        #[command(flatten)]
+        log: AuditLogArgs,
+        /// Who acknowledges, as the record names them.
+        #[arg(long)]
+        operator: String,
+        /// Why it is safe to go on (what was found, who was told).
+        #[arg(long)]
+        reason: String,
     },
     /// Print one line per verified record (seq, UTC time, actor, event; with --json the lines as
     /// stored); fails after the last good record if the chain breaks.
@@ -700,6 +718,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                     .filter_map(|i| baton::engine::Symbol::try_from_bytes(i.symbol.as_bytes()))
                     .collect(),
                 gates: config.control.gates.core(),
+                link_secret: config.link.secret()?,
             };
             Some(Core::open(sessions.clone(), core_config).context("opening the sequencer")?)
         }
@@ -853,10 +872,15 @@ fn engine(
         tracing::warn!(%error, "cannot hash this engine's executable; its Hello will not name it");
         String::new()
     });
+    let link_secret = config.link.secret()?;
+    if link_secret.is_none() && matches!(listen, LinkAddr::Tcp { .. }) {
+        tracing::warn!(%listen, "engine link on TCP without [link] secret_file: any process that can connect can feed this engine");
+    }
     let serve_config = ServeConfig {
         engine_name: name,
         snapshot_formats: engine.snapshot_formats(),
         executable_sha256,
+        link_secret,
         ..ServeConfig::default()
     };
     match fault_reject_symbol {
@@ -911,8 +935,9 @@ fn journal_replay(
 }
 
 fn audit(command: AuditCommand) -> anyhow::Result<()> {
-    let (AuditCommand::Verify { log }
+    let (AuditCommand::Verify { log, .. }
     | AuditCommand::Show { log }
+    | AuditCommand::Acknowledge { log, .. }
     | AuditCommand::Report { log, .. }) = &command;
     let json = log.json;
     let path = match &log.file {
@@ -921,6 +946,12 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
             control::audit::default_path(&Config::load(log.config.as_deref())?.gateway.journal_dir)
         }
     };
+    if let AuditCommand::Acknowledge {
+        operator, reason, ..
+    } = &command
+    {
+        return audit_acknowledge(&path, operator, reason);
+    }
     let (records, report) = control::audit::read(&path)?;
     if let AuditCommand::Report { change, .. } = &command {
         if let Some(bad) = &report.first_bad {
@@ -942,13 +973,25 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
         (AuditCommand::Show { .. }, false) => {
             records.iter().for_each(|r| println!("{}", r.render()))
         }
-        (AuditCommand::Report { .. }, _) => {}
+        (AuditCommand::Report { .. } | AuditCommand::Acknowledge { .. }, _) => {}
     }
     if report.torn_tail_bytes > 0 {
         eprintln!(
-            "{} bytes after the last complete record: an append interrupted by a crash, never acknowledged; the gateway cuts them when it opens the log and keeps them beside it",
+            "WARNING: {} bytes after the last complete record are part of a record: an append interrupted by a crash, or an edit; the gateway cuts them when it opens the log, keeps them beside it and records the cut",
             report.torn_tail_bytes
         );
+    }
+    if report.newline_missing {
+        eprintln!(
+            "WARNING: the last record is whole and verifies but lacks its newline; the gateway completes it when it opens the log"
+        );
+    }
+    if let AuditCommand::Verify {
+        expect_head: Some(expected),
+        ..
+    } = &command
+    {
+        check_head(&records, &report, expected)?;
     }
     if let Some(bad) = report.first_bad {
         bail!(
@@ -957,6 +1000,72 @@ fn audit(command: AuditCommand) -> anyhow::Result<()> {
             report.records
         );
     }
+    Ok(())
+}
+
+/// Fails unless record SEQ of `expected` (`SEQ:HASH`) verified with that hash.
+fn check_head(
+    records: &[control::audit::RawAuditRecord],
+    report: &control::audit::VerifyReport,
+    expected: &str,
+) -> anyhow::Result<()> {
+    let Some((seq, hash)) = expected
+        .split_once(':')
+        .and_then(|(seq, hash)| Some((seq.trim().parse::<u64>().ok()?, hash.trim())))
+    else {
+        bail!("--expect-head {expected:?} is not SEQ:HASH (as `baton audit verify` prints them)");
+    };
+    match records.iter().find(|record| record.seq == seq) {
+        Some(record) if record.hash.eq_ignore_ascii_case(hash) => Ok(()),
+        Some(record) => bail!(
+            "record {seq} has hash {}, not the expected head {hash}: the chain was rewritten",
+            record.hash
+        ),
+        None => bail!(
+            "the log's verified records end at seq {} ({}), before the expected head {seq}: records were cut off",
+            report.head_seq,
+            report.head_hash
+        ),
+    }
+}
+
+/// `baton audit acknowledge`: the refused bytes move aside, and the next record says so.
+fn audit_acknowledge(path: &std::path::Path, operator: &str, reason: &str) -> anyhow::Result<()> {
+    use baton::control::change::ControlEvent;
+    let operator = operator.trim();
+    if operator.is_empty() || reason.trim().is_empty() {
+        bail!("an acknowledgement names its operator and a reason");
+    }
+    let control::audit::Acknowledged {
+        mut log,
+        moved,
+        first_bad: bad,
+        ..
+    } = control::audit::acknowledge::<ControlEvent>(path)?;
+    let event = ControlEvent::TamperAcknowledged {
+        reason: reason.trim().to_owned(),
+        first_bad: bad.to_string(),
+        bytes: moved.bytes,
+        kept: moved.kept.display().to_string(),
+        sha256: moved.sha256.clone(),
+        after_seq: moved.after_seq,
+    };
+    let record = log
+        .append(baton::fix::time::Timestamp::now(), operator, event)
+        .with_context(|| {
+            format!(
+                "the bad bytes are in {}, but the acknowledgement was not recorded",
+                moved.kept.display()
+            )
+        })?;
+    println!(
+        "moved {} bytes after record {} ({bad}) to {} (sha256 {}); recorded as seq {} by {operator}",
+        moved.bytes,
+        moved.after_seq,
+        moved.kept.display(),
+        moved.sha256,
+        record.seq
+    );
     Ok(())
 }
 
@@ -1034,6 +1143,8 @@ fn ctl(
         ["USER", "LOGNAME"]
             .iter()
             .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+            // Root in a container has neither: the account's own login name, not a refusal.
+            .or_else(control::peer::current_account_name)
     });
     let request = match &command {
         CtlCommand::Status { .. } => ControlRequest::Status,

@@ -3,8 +3,10 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use baton::control::audit::{self, AuditLog};
+use baton::control::change::ControlEvent;
 use baton::fix::time::Timestamp;
 
 /// Writes a log of `count` records and returns its head hash.
@@ -140,4 +142,233 @@ fn a_torn_tail_verifies_with_a_note() {
     assert!(text(&output.stderr).contains("interrupted by a crash"));
     // Read-only: the torn bytes are still there.
     assert_eq!(std::fs::read(&path).expect("read"), bytes);
+}
+
+/// Writes a log of `count` control-plane records (what a gateway writes) and returns every
+/// record's hash, by seq - 1.
+fn write_control_log(path: &Path, count: u64) -> Vec<String> {
+    let (mut log, _) = AuditLog::<ControlEvent>::open(path).expect("open");
+    (1..=count)
+        .map(|seq| {
+            log.append(
+                Timestamp(1_795_437_296_000_000_000 + seq),
+                "gateway",
+                ControlEvent::GatewayStarted {
+                    build: format!("baton {seq}"),
+                },
+            )
+            .expect("append")
+            .hash
+        })
+        .collect()
+}
+
+#[test]
+fn a_whole_last_record_missing_only_its_newline_is_completed_not_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.log");
+    write_control_log(&path, 3);
+    let bytes = std::fs::read(&path).expect("read");
+    std::fs::write(&path, &bytes[..bytes.len() - 1]).expect("write");
+    let output = baton(&["audit", "verify"], &path);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        stdout.contains("records 3\n") && stdout.contains("torn_tail_bytes 0\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("newline_missing true\n"), "{stdout}");
+    let (mut log, records) = AuditLog::<ControlEvent>::open(&path).expect("open");
+    assert_eq!(records.len(), 3);
+    assert_eq!(log.take_cut(), None, "nothing was cut");
+    drop(log);
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        bytes,
+        "the newline is back"
+    );
+}
+
+#[test]
+fn an_edited_last_record_without_its_newline_is_tampering_until_acknowledged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.log");
+    write_control_log(&path, 3);
+    let edited = std::fs::read_to_string(&path)
+        .expect("read")
+        .replacen("baton 3", "baton 9", 1);
+    let edited = edited.trim_end_matches('\n');
+    std::fs::write(&path, edited).expect("write");
+    let output = baton(&["audit", "verify"], &path);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success(), "{}", text(&output.stdout));
+    assert!(stderr.contains("line 3 (seq 3)"), "{stderr}");
+    assert!(stderr.contains("not a torn write"), "{stderr}");
+    assert!(text(&output.stdout).contains("records 2\n"));
+    match AuditLog::<ControlEvent>::open(&path) {
+        Err(audit::AuditError::Corrupt { line: 3, .. }) => {}
+        Err(other) => panic!("expected the edited line refused, got {other}"),
+        Ok(_) => panic!("a gateway must not start on an edited log"),
+    }
+
+    let bad_line = edited.rsplit('\n').next().expect("last line").to_owned();
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "audit",
+            "acknowledge",
+            "--operator",
+            "ops",
+            "--reason",
+            "edit found in review",
+        ])
+        .arg("--file")
+        .arg(&path)
+        .output()
+        .expect("run baton");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let kept = dir.path().join("audit.log.tampered-after-2");
+    assert_eq!(std::fs::read_to_string(&kept).expect("kept"), bad_line);
+    let output = baton(&["audit", "verify"], &path);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("records 3\n"));
+    let (records, _) = audit::read(&path).expect("read");
+    let last: serde_json::Value = serde_json::from_str(&records[2].event_json).expect("event json");
+    assert_eq!(records[2].actor, "ops");
+    assert_eq!(last["event"], "tamper-acknowledged");
+    assert_eq!(last["reason"], "edit found in review");
+    assert_eq!(last["kept"], kept.display().to_string());
+    assert_eq!(last["bytes"], bad_line.len() as u64);
+    // A log with nothing bad in it has nothing to acknowledge.
+    let again = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "audit",
+            "acknowledge",
+            "--operator",
+            "ops",
+            "--reason",
+            "again",
+        ])
+        .arg("--file")
+        .arg(&path)
+        .output()
+        .expect("run baton");
+    assert!(!again.status.success());
+    assert!(text(&again.stderr).contains("no tampering to acknowledge"));
+}
+
+#[test]
+fn expect_head_catches_records_cut_off_the_end_and_a_rewritten_chain() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.log");
+    let hashes = write_control_log(&path, 3);
+    let head = format!("3:{}", hashes[2]);
+    let output = baton(&["audit", "verify", "--expect-head", &head], &path);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    // A later head still contains the anchored record.
+    let output = baton(
+        &[
+            "audit",
+            "verify",
+            "--expect-head",
+            &format!("2:{}", hashes[1]),
+        ],
+        &path,
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let wrong = format!("2:{}", hashes[0]);
+    let output = baton(&["audit", "verify", "--expect-head", &wrong], &path);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("rewritten"),
+        "{}",
+        text(&output.stderr)
+    );
+
+    // The whole last record removed, newline and all: the chain alone cannot tell.
+    let content = std::fs::read_to_string(&path).expect("read");
+    let kept: Vec<&str> = content.lines().take(2).collect();
+    std::fs::write(&path, format!("{}\n", kept.join("\n"))).expect("write");
+    assert!(baton(&["audit", "verify"], &path).status.success());
+    let output = baton(&["audit", "verify", "--expect-head", &head], &path);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("records were cut off"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn a_gateway_records_the_torn_tail_it_cuts_and_refuses_an_edited_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = dir.path().join("journal");
+    let path = audit::default_path(&journal);
+    write_control_log(&path, 2);
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes.extend_from_slice(b"{\"seq\":3,\"ti");
+    std::fs::write(&path, &bytes).expect("write");
+    let config = dir.path().join("baton.toml");
+    std::fs::write(
+        &config,
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"store\"\n\n[defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
+    )
+    .expect("config");
+    let start = || {
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--store-dir")
+            .arg(dir.path().join("store"))
+            .arg("--journal-dir")
+            .arg(&journal)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn gateway")
+    };
+    let mut gateway = start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cut = loop {
+        let (records, _) = audit::read(&path).expect("read");
+        let found = records
+            .iter()
+            .find(|r| r.event_json.contains("\"audit-tail-cut\""))
+            .map(|r| r.event_json.clone());
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "the cut was never recorded");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = gateway.kill();
+    let _ = gateway.wait();
+    let cut: serde_json::Value = serde_json::from_str(&cut).expect("event json");
+    assert_eq!(
+        (cut["bytes"].as_u64(), cut["after_seq"].as_u64()),
+        (Some(12), Some(2))
+    );
+
+    // Now an edit of the last record that also removes its newline: the gateway does not start.
+    let edited = std::fs::read_to_string(&path)
+        .expect("read")
+        .replacen("baton 2", "baton 7", 1);
+    std::fs::write(&path, edited.trim_end_matches('\n')).expect("write");
+    let mut gateway = start();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = gateway.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = gateway.kill();
+            panic!("the gateway started on an edited audit log");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut gateway.stderr.take().expect("stderr"), &mut stderr)
+        .expect("stderr");
+    assert!(stderr.contains("acknowledge"), "{stderr}");
 }

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use baton::bench::initiator::Initiator;
 use baton::control::api::{ControlReply, ControlRequest, EngineRole, Status, SwitchScope};
-use support::control::{ask, audit_events, ctl, free_control_addr, ok, order, refused, status};
+use support::control::{
+    ask, audit_events, ctl, free_control_addr, ok, order, refused, shared_account_operators, status,
+};
 use support::{
     EngineProcess, Gateway, WAIT, logged_on, report, start_gateway_for_engines, text,
     wait_for_engine, wait_for_socket,
@@ -416,7 +418,8 @@ fn by_default_a_canary_needs_an_approved_change_and_the_cli_says_so() {
 #[test]
 fn the_release_lifecycle_runs_from_the_cli_under_a_second_operators_approval() {
     let dir = tempfile::tempdir().unwrap();
-    let (_blue, _green, _gateway, control, mut client) = venue(dir.path(), None, "");
+    let operators = shared_account_operators();
+    let (_blue, _green, _gateway, control, mut client) = venue(dir.path(), None, &operators);
     // The engines run the baton binary itself: that is the artifact of the first change.
     let build = env!("CARGO_BIN_EXE_baton");
     let filed = ok(ctl(

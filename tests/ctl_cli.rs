@@ -50,6 +50,7 @@ async fn serve() -> SocketAddr {
                     barrier_seq: 42,
                     pause_us: 17,
                     planned: true,
+                    rollback: false,
                     scope: Default::default(),
                 }),
                 ControlRequest::Rollback { .. } => ControlReply::Refused {

@@ -48,6 +48,7 @@ fn switched() -> SwitchReport {
         barrier_seq: 42,
         pause_us: 17,
         planned: true,
+        rollback: false,
         scope: Default::default(),
     }
 }
@@ -322,4 +323,101 @@ async fn client_reports_a_missing_gateway_and_a_silent_peer() {
         Err(ControlError::Timeout { timeout_ms, .. }) => assert_eq!(timeout_ms, 200),
         other => panic!("expected a timeout, got {other:?}"),
     }
+}
+
+/// Opens `count` connections to `addr` that never send a byte: enough to fill the endpoint's
+/// table when it admits them.
+fn silent_connections(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .map(|_| TcpStream::connect(addr).expect("connect"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_full_table_of_silent_connections_never_keeps_status_or_rollback_out() {
+    let harness = start(Fake::Answers, None).await;
+    let addr = harness.addr;
+    // Every slot held by a connection that never says anything, opened again after each command
+    // so the table is full whenever the next one arrives.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.extend(silent_connections(
+            addr,
+            baton::constants::CONTROL_CONNECTIONS_MAX,
+        ));
+        let status_reply = ask(addr, ControlRequest::Status).await.expect("status");
+        assert_eq!(status_reply, ControlReply::Status(status()));
+        let rollback = ask(
+            addr,
+            ControlRequest::Rollback {
+                operator: Some("ops".into()),
+                change: None,
+            },
+        )
+        .await
+        .expect("rollback answered");
+        assert_eq!(refusal(&rollback), "no switch to roll back");
+    }
+    drop(held);
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_soon() {
+    let harness = start(Fake::Answers, None).await;
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut silent = TcpStream::connect(harness.addr).expect("connect");
+        // Far beyond the first-request bound, far below the idle bound between requests: EOF
+        // inside it shows the silent connection was dropped for saying nothing.
+        let bound = Duration::from_millis(baton::constants::CONTROL_IDLE_TIMEOUT_MS / 2);
+        silent.set_read_timeout(Some(bound)).expect("timeout");
+        let mut byte = [0u8; 1];
+        std::io::Read::read(&mut silent, &mut byte)
+    })
+    .await
+    .expect("client thread");
+    match closed {
+        Ok(0) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("expected the endpoint to close a silent connection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_full_table_of_silent_connections_never_keeps_a_scrape_out() {
+    let metrics = baton::control::metrics::bind("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("bind loopback");
+    let addr = metrics.local_addr();
+    let (commands_tx, mut commands_rx) = mpsc::channel::<ControlCommand>(8);
+    tokio::spawn(async move {
+        while let Some(command) = commands_rx.recv().await {
+            let _ = command.reply.send(ControlReply::Status(status()));
+        }
+    });
+    let (_shutdown, shutdown_rx) = watch::channel(false);
+    tokio::spawn(metrics.run(commands_tx, shutdown_rx));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.extend(silent_connections(
+            addr,
+            baton::constants::METRICS_CONNECTIONS_MAX,
+        ));
+        let response = tokio::task::spawn_blocking(move || {
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            stream.set_read_timeout(Some(WAIT)).expect("timeout");
+            stream
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .expect("write");
+            let mut response = String::new();
+            std::io::Read::read_to_string(&mut stream, &mut response).map(|_| response)
+        })
+        .await
+        .expect("client thread")
+        .expect("a response before the connection closes");
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "scrape answered: {response:.200}"
+        );
+    }
+    drop(held);
 }

@@ -17,7 +17,8 @@ use baton::engine::{
 use baton::fix::time::Timestamp;
 use baton::link::{
     DigestReport, EngineLink, Frame, FrameDecoder, Hello, LINK_PROTOCOL_VERSION, LinkAddr,
-    LinkError, Outputs, Restored, ServeConfig, Snapshot, connect, encode,
+    LinkError, LinkSecret, Outputs, Restored, ServeConfig, Snapshot, connect,
+    connect_authenticated, encode,
 };
 use support_engine::RunningEngine;
 
@@ -342,6 +343,8 @@ fn malformed_frames_close_the_link_with_a_reason_and_the_engine_serves_on() {
         encode(
             &Frame::Welcome(baton::link::Welcome {
                 protocol_version: LINK_PROTOCOL_VERSION,
+                auth_nonce: Vec::new(),
+                auth_proof: Vec::new(),
             }),
             &mut welcome,
         )
@@ -430,4 +433,125 @@ async fn a_corrupt_snapshot_is_refused_and_the_engine_is_unchanged() {
     assert_eq!(digest(&mut link).await, before);
     link.close("done").await.unwrap();
     engine.stop();
+}
+
+#[tokio::test]
+async fn silent_connections_do_not_delay_a_gateways_attach() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blue.sock");
+    let engine = start(&LinkAddr::Unix(path.clone()), "blue", test_config());
+    // More connections that never say a word than the engine waits on at once, all queued
+    // before the gateway's: each would hold the engine for its whole handshake timeout if
+    // handshakes were taken one at a time, longer than the gateway waits for its Hello.
+    let silent: Vec<std::os::unix::net::UnixStream> = (0
+        ..baton::constants::LINK_PENDING_HANDSHAKES_MAX + 2)
+        .map(|_| std::os::unix::net::UnixStream::connect(&path).unwrap())
+        .collect();
+    let (mut link, hello) = tokio::time::timeout(WAIT, connect(&engine.addr))
+        .await
+        .expect("the gateway attaches within the bound")
+        .expect("the gateway's handshake completes beside the silent ones");
+    assert_eq!(hello.engine_name, "blue");
+    link.send_inputs(&[limit(1, 1, "S-1", Side::Sell, 10, 5)])
+        .await
+        .unwrap();
+    assert_keyed(&recv_outputs(&mut link).await, 1);
+    drop(silent);
+}
+
+#[test]
+fn the_unix_link_socket_is_for_the_engines_account_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blue.sock");
+    let engine = start(&LinkAddr::Unix(path.clone()), "blue", test_config());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    engine.stop();
+}
+
+fn secret_config(secret: &[u8]) -> ServeConfig {
+    ServeConfig {
+        link_secret: Some(LinkSecret::from_bytes(secret)),
+        ..test_config()
+    }
+}
+
+const SECRET: &[u8] = b"correct horse battery staple";
+
+#[tokio::test]
+async fn a_tcp_link_with_the_right_secret_works_and_any_other_is_refused_on_both_sides() {
+    let engine = start(
+        &"tcp://127.0.0.1:0".parse().unwrap(),
+        "blue",
+        secret_config(SECRET),
+    );
+    let other = LinkSecret::from_bytes(b"another secret of some length");
+    // A gateway with another secret: the engine finds its proof wrong and says so.
+    let wrong = connect_authenticated(&engine.addr, WAIT, Some(&other)).await;
+    match wrong {
+        Err(LinkError::Closed { reason }) => {
+            assert!(reason.contains("different link secret"), "{reason}")
+        }
+        other => panic!("expected the engine to refuse, got {other:?}"),
+    }
+    // A gateway without one: refused before it may send anything, naming the fix.
+    match connect_authenticated(&engine.addr, WAIT, None).await {
+        Err(LinkError::Unauthenticated(reason)) => {
+            assert!(reason.contains("[link] secret_file"), "{reason}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // The engine's own refusal, as a peer that speaks without the secret reads it.
+    let LinkAddr::Tcp { host, port } = &engine.addr else {
+        unreachable!()
+    };
+    let mut stream = std::net::TcpStream::connect((host.as_str(), *port)).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut decoder = FrameDecoder::new();
+    match read_frame(&mut stream, &mut decoder) {
+        Frame::Hello(hello) => assert_eq!(hello.auth_nonce.len(), 32),
+        other => panic!("expected Hello, got {other:?}"),
+    }
+    let mut welcome = Vec::new();
+    encode(
+        &Frame::Welcome(baton::link::Welcome {
+            protocol_version: LINK_PROTOCOL_VERSION,
+            auth_nonce: Vec::new(),
+            auth_proof: Vec::new(),
+        }),
+        &mut welcome,
+    )
+    .unwrap();
+    stream.write_all(&welcome).unwrap();
+    match read_frame(&mut stream, &mut decoder) {
+        Frame::Close(close) => assert!(
+            close.reason.contains("does not prove the link secret"),
+            "{}",
+            close.reason
+        ),
+        other => panic!("expected Close, got {other:?}"),
+    }
+    // The right secret: the link works.
+    let secret = LinkSecret::from_bytes(SECRET);
+    let (mut link, _) = connect_authenticated(&engine.addr, WAIT, Some(&secret))
+        .await
+        .expect("the right secret is accepted");
+    link.send_inputs(&[limit(1, 1, "S-1", Side::Sell, 10, 5)])
+        .await
+        .unwrap();
+    assert_keyed(&recv_outputs(&mut link).await, 1);
+}
+
+#[tokio::test]
+async fn a_gateway_with_a_secret_refuses_an_engine_without_one() {
+    let engine = start(&"tcp://127.0.0.1:0".parse().unwrap(), "blue", test_config());
+    let secret = LinkSecret::from_bytes(SECRET);
+    match connect_authenticated(&engine.addr, WAIT, Some(&secret)).await {
+        Err(LinkError::Unauthenticated(reason)) => assert!(
+            reason.contains("does not authenticate the link"),
+            "{reason}"
+        ),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use baton::bench::initiator::{Initiator, InitiatorConfig};
 use baton::control::api::{EngineRole, EngineStatus, Status};
-use support::control::{audit_events, ctl, free_control_addr, ok, order, refused, status};
+use support::control::{
+    audit_events, ctl, free_control_addr, ok, order, refused, shared_account_operators, status,
+};
 use support::{WAIT, other_build, report, spawn_up, text, wait_for_engine};
 
 /// `baton up`, stopped with SIGTERM (then SIGKILL) when dropped.
@@ -72,6 +74,7 @@ fn a_release_under_baton_up_stages_the_standby_from_the_approved_build() {
         path("blue.sock"),
         path("green.sock"),
     );
+    let config = config + &shared_account_operators();
     let config_path = dir.path().join("baton.toml");
     std::fs::write(&config_path, config).unwrap();
     let (child, addr) = spawn_up(&config_path);

@@ -104,6 +104,15 @@ pub struct Venue {
     engines: Vec<EngineChild>,
 }
 
+/// `[control.operators]` naming the account this process runs as shared by the demo's `ops` and
+/// `risk`; empty if the account has no name (the approval is then refused, and says why).
+fn shared_account_operators() -> String {
+    match crate::control::peer::current_account_name() {
+        Some(account) => format!("[control.operators]\n{account:?} = [\"ops\", \"risk\"]"),
+        None => String::new(),
+    }
+}
+
 impl Venue {
     /// Starts both engines and the gateway and waits until both engines are attached.
     pub fn start(config: &VenueConfig) -> Result<Venue, VenueError> {
@@ -129,9 +138,11 @@ impl Venue {
             sock("green"),
             control,
             if config.require_approval {
-                ""
+                // The demo's operators file and approve from this one account: declared, as a
+                // venue must declare a shared account for the two-person rule to accept it.
+                shared_account_operators()
             } else {
-                "approval_required = []"
+                "approval_required = []".to_owned()
             },
         );
         for n in 1..=config.sessions.max(1) {

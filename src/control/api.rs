@@ -356,6 +356,10 @@ pub struct SwitchReport {
     /// What moved: every symbol (`all`), a canary's symbols, or a canary ended.
     #[serde(default)]
     pub scope: SwitchScope,
+    /// Asked for as a rollback (by an operator or a gate breach), so status and the change
+    /// record show authority going back, not an ordinary switch.
+    #[serde(default)]
+    pub rollback: bool,
 }
 
 /// What a switch moved.

@@ -44,6 +44,14 @@
 //! [`verify`] reports its size without touching the file. A complete line that fails any check is
 //! never cut: it is damage or tampering, and [`AuditLog::open`] refuses the file, because a
 //! stopped control plane is better than a silently broken trail.
+//!
+//! A last line without its newline is only a torn write if it is not a whole record: an append
+//! writes the newline with the record, so a whole record missing only its newline was torn after
+//! its last byte and is completed (its hash verifies), while a whole record that fails its checks
+//! is an edit that also removed the newline to pass as torn, and is refused like any bad line.
+//! Bytes [`AuditLog::open`] cuts are kept beside the log and reported ([`AuditLog::take_cut`]),
+//! so the caller records the cut in the log itself. Refused bad bytes leave the log only through
+//! [`acknowledge`], which an operator runs and the caller audits.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -149,6 +157,9 @@ pub struct VerifyReport {
     /// Bytes after the last complete line: an append a crash interrupted, never acknowledged.
     /// `AuditLog::open` cuts them. Only counted when no record is bad.
     pub torn_tail_bytes: u64,
+    /// The last record is whole and verifies but its newline is missing: torn after its last
+    /// byte. Counted among `records`; `AuditLog::open` completes it.
+    pub newline_missing: bool,
     /// The first record that failed verification; `None` when the whole chain verifies.
     pub first_bad: Option<BadRecord>,
 }
@@ -160,6 +171,9 @@ impl VerifyReport {
             "records {}\nhead_seq {}\nhead_hash {}\ntorn_tail_bytes {}\n",
             self.records, self.head_seq, self.head_hash, self.torn_tail_bytes
         );
+        if self.newline_missing {
+            out.push_str("newline_missing true\n");
+        }
         if let Some(bad) = &self.first_bad {
             out.push_str(&format!("first_bad {bad}\n"));
         }
@@ -209,7 +223,7 @@ pub enum AuditError {
         path: PathBuf,
     },
     /// A complete line fails verification: damage or tampering. Not repaired automatically.
-    #[error("audit log is corrupt at line {line}{}: {reason}", seq.map(|s| format!(" (seq {s})")).unwrap_or_default())]
+    #[error("audit log is corrupt at line {line}{}: {reason} (damage or tampering: `baton audit verify` shows it; `baton audit acknowledge` moves it aside under an operator's name)", seq.map(|s| format!(" (seq {s})")).unwrap_or_default())]
     Corrupt {
         /// 1-based line number.
         line: u64,
@@ -235,6 +249,12 @@ pub enum AuditError {
         /// The limit.
         max: usize,
     },
+    /// [`acknowledge`] found nothing to acknowledge: every complete line verifies.
+    #[error("audit log {} verifies: there is no tampering to acknowledge", path.display())]
+    Intact {
+        /// The log file.
+        path: PathBuf,
+    },
     /// The event could not be serialized as JSON (e.g. a map with non-string keys).
     #[error("audit event does not encode as JSON: {source}")]
     Encode {
@@ -257,6 +277,8 @@ pub struct AuditLog<E> {
     /// Set when an append failed after it may have written bytes: the file may end in a partial
     /// line that the next append would bury mid-file, so appends are refused until reopened.
     failed: bool,
+    /// Bytes [`AuditLog::open`] cut off the end, until the caller takes them to record the cut.
+    cut: Option<MovedAside>,
     /// The event type this log's records carry.
     _event: PhantomData<fn(E) -> E>,
 }
@@ -319,34 +341,28 @@ impl<E: Serialize + DeserializeOwned + Clone> AuditLog<E> {
                 reason: bad.reason,
             });
         }
-        if scan.report.torn_tail_bytes > 0 {
+        let mut cut = None;
+        if scan.report.newline_missing {
             tracing::warn!(
                 path = %path.display(),
-                torn_tail_bytes = scan.report.torn_tail_bytes,
                 head_seq = scan.report.head_seq,
-                "cutting an incomplete last audit record (an append interrupted by a crash, never acknowledged)"
+                "the last audit record is whole and verifies but lacks its newline (a write torn after its last byte); completing it"
             );
+            (&file).write_all(b"\n").map_err(io_err)?;
+            file.sync_all().map_err(io_err)?;
+        } else if scan.report.torn_tail_bytes > 0 {
             // The cut bytes are evidence (a crash's half-written record, or someone's edit): keep
             // them beside the log before they leave it.
-            let mut torn = Vec::new();
-            (&file)
-                .seek(SeekFrom::Start(scan.good_bytes))
-                .map_err(io_err)?;
-            (&file).read_to_end(&mut torn).map_err(io_err)?;
-            let kept = torn_path(path, scan.report.head_seq);
-            std::fs::write(&kept, &torn)
-                .and_then(|()| File::open(&kept)?.sync_all())
-                .map_err(|source| AuditError::Io {
-                    path: kept.clone(),
-                    source,
-                })?;
-            file.set_len(scan.good_bytes).map_err(io_err)?;
-            file.sync_all().map_err(io_err)?;
-            sync_dir(
-                path.parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new(".")),
-            )?;
+            let moved = move_aside(&file, path, scan.good_bytes, scan.report.head_seq, "torn")?;
+            tracing::error!(
+                path = %path.display(),
+                torn_tail_bytes = moved.bytes,
+                head_seq = moved.after_seq,
+                kept = %moved.kept.display(),
+                sha256 = %moved.sha256,
+                "cut an incomplete last audit record (an append interrupted by a crash, never acknowledged, or an edit); the bytes are kept beside the log"
+            );
+            cut = Some(moved);
         }
         let log = AuditLog {
             path: path.to_path_buf(),
@@ -354,6 +370,7 @@ impl<E: Serialize + DeserializeOwned + Clone> AuditLog<E> {
             head_seq: scan.report.head_seq,
             head_hash: scan.report.head_hash,
             failed: false,
+            cut,
             _event: PhantomData,
         };
         Ok((log, records))
@@ -413,6 +430,12 @@ impl<E: Serialize + DeserializeOwned + Clone> AuditLog<E> {
         })
     }
 
+    /// The bytes [`AuditLog::open`] cut off a torn tail, once: the caller records the cut as an
+    /// event of its own, so the trail says what left it.
+    pub fn take_cut(&mut self) -> Option<MovedAside> {
+        self.cut.take()
+    }
+
     /// (last seq, last hash): the head an operator can anchor elsewhere. (0, 64 zeros) when empty.
     pub fn head(&self) -> (u64, &str) {
         (self.head_seq, &self.head_hash)
@@ -424,12 +447,127 @@ impl<E: Serialize + DeserializeOwned + Clone> AuditLog<E> {
     }
 }
 
+/// Bytes moved out of the log into a file beside it: a torn tail [`AuditLog::open`] cut, or a
+/// bad tail an operator acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MovedAside {
+    /// How many bytes left the log.
+    pub bytes: u64,
+    /// The file that holds them now.
+    pub kept: PathBuf,
+    /// Their SHA-256, so the record that names the file also pins its content.
+    pub sha256: String,
+    /// The last record still in the log.
+    pub after_seq: u64,
+}
+
+/// Copies everything from `from` to the end of `file` into a new file beside `log`
+/// (`.{what}-after-N`), durably, then cuts the log there.
+fn move_aside(
+    file: &File,
+    log: &Path,
+    from: u64,
+    after_seq: u64,
+    what: &str,
+) -> Result<MovedAside, AuditError> {
+    let io_err = |source| AuditError::Io {
+        path: log.to_path_buf(),
+        source,
+    };
+    let mut bytes = Vec::new();
+    let mut reader = file;
+    reader.seek(SeekFrom::Start(from)).map_err(io_err)?;
+    reader.read_to_end(&mut bytes).map_err(io_err)?;
+    let kept = aside_path(log, after_seq, what);
+    std::fs::write(&kept, &bytes)
+        .and_then(|()| File::open(&kept)?.sync_all())
+        .map_err(|source| AuditError::Io {
+            path: kept.clone(),
+            source,
+        })?;
+    file.set_len(from).map_err(io_err)?;
+    file.sync_all().map_err(io_err)?;
+    sync_dir(parent_dir(log))?;
+    Ok(MovedAside {
+        bytes: bytes.len() as u64,
+        kept,
+        sha256: sha256_hex(&bytes),
+        after_seq,
+    })
+}
+
+/// An operator's answer to a log that [`AuditLog::open`] refuses: the first bad line and
+/// everything after it move into a file beside the log (`.tampered-after-N`), named and hashed in
+/// what this returns, and the log is opened again, ending at its last good record. The caller
+/// must append a record naming what moved, who and why, before anything else. Refuses a log
+/// with nothing bad in it, and one another process has open.
+pub fn acknowledge<E: Serialize + DeserializeOwned + Clone>(
+    path: &Path,
+) -> Result<Acknowledged<E>, AuditError> {
+    let io_err = |source| AuditError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(io_err)?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            return Err(AuditError::Locked {
+                path: path.to_path_buf(),
+            });
+        }
+        Err(TryLockError::Error(source)) => return Err(io_err(source)),
+    }
+    let scan = scan(BufReader::new(&file), |_, _| Ok(())).map_err(io_err)?;
+    let Some(bad) = scan.report.first_bad else {
+        return Err(AuditError::Intact {
+            path: path.to_path_buf(),
+        });
+    };
+    let moved = move_aside(
+        &file,
+        path,
+        scan.good_bytes,
+        scan.report.head_seq,
+        "tampered",
+    )?;
+    drop(file);
+    let (log, records) = AuditLog::open(path)?;
+    Ok(Acknowledged {
+        log,
+        records,
+        moved,
+        first_bad: bad,
+    })
+}
+
+/// What [`acknowledge`] left: the log open again at its last good record, and what moved.
+pub struct Acknowledged<E> {
+    /// The log, open and locked, for the acknowledgement record.
+    pub log: AuditLog<E>,
+    /// The records that verified.
+    pub records: Vec<AuditRecord<E>>,
+    /// The bytes that left the log and where they are.
+    pub moved: MovedAside,
+    /// What verification found at the first bad line.
+    pub first_bad: BadRecord,
+}
+
 /// Where `open` keeps the bytes it cut after record `head_seq`: beside the log, named after it,
 /// never over an earlier cut (`.torn-after-N`, then `.torn-after-N.2`, ...).
 pub fn torn_path(log: &Path, head_seq: u64) -> PathBuf {
+    aside_path(log, head_seq, "torn")
+}
+
+/// `.{what}-after-N` beside `log`, never over an earlier one.
+fn aside_path(log: &Path, head_seq: u64, what: &str) -> PathBuf {
     let name = |n: u32| {
         let mut name = log.file_name().unwrap_or_default().to_os_string();
-        name.push(format!(".torn-after-{head_seq}"));
+        name.push(format!(".{what}-after-{head_seq}"));
         if n > 1 {
             name.push(format!(".{n}"));
         }
@@ -559,6 +697,7 @@ fn scan<R: BufRead>(
         head_seq: 0,
         head_hash: GENESIS_HASH.to_string(),
         torn_tail_bytes: 0,
+        newline_missing: false,
         first_bad: None,
     };
     let mut good_bytes = 0u64;
@@ -574,6 +713,9 @@ fn scan<R: BufRead>(
         };
         match kind {
             LineKind::End => break,
+            // A whole record without its newline is judged like any line: completed if it
+            // verifies, refused if not. Only a part of a record is a torn append.
+            LineKind::Torn if is_whole_record(&buf) => {}
             LineKind::Torn => {
                 report.torn_tail_bytes = buf.len() as u64;
                 break;
@@ -587,11 +729,25 @@ fn scan<R: BufRead>(
             }
             LineKind::Complete => {}
         }
-        let text = &buf[..buf.len() - 1];
+        let newline_missing = buf.last() != Some(&b'\n');
+        let text = if newline_missing {
+            &buf[..]
+        } else {
+            &buf[..buf.len() - 1]
+        };
+        let unterminated = |reason: String| {
+            if newline_missing {
+                format!(
+                    "{reason}; the record is whole but has no newline: an edit made to pass as a torn write, not a torn write"
+                )
+            } else {
+                reason
+            }
+        };
         let raw = match parse_line(text) {
             Ok(raw) => raw,
             Err(reason) => {
-                report.first_bad = Some(bad(reason, text));
+                report.first_bad = Some(bad(unterminated(reason), text));
                 break;
             }
         };
@@ -613,7 +769,7 @@ fn scan<R: BufRead>(
             report.first_bad = Some(BadRecord {
                 line: line_number,
                 seq: Some(raw.seq),
-                reason,
+                reason: unterminated(reason),
             });
             break;
         }
@@ -621,8 +777,36 @@ fn scan<R: BufRead>(
         report.head_seq = raw.seq;
         report.head_hash = raw.hash.to_string();
         good_bytes += buf.len() as u64;
+        if newline_missing {
+            report.newline_missing = true;
+            break;
+        }
     }
     Ok(Scan { report, good_bytes })
+}
+
+/// Whether `bytes` (a last line without its newline) end the way every record ends,
+/// `,"prev":"<64 hex>","hash":"<64 hex>"}`: then they are a whole record, not part of one, since
+/// an append writes the record and its newline at once and a torn write keeps a prefix.
+fn is_whole_record(bytes: &[u8]) -> bool {
+    const PREV_KEY: &[u8] = br#","prev":""#;
+    const HASH_KEY: &[u8] = br#"","hash":""#;
+    const END: &[u8] = br#""}"#;
+    let tail_len = PREV_KEY.len() + HASH_HEX_LEN + HASH_KEY.len() + HASH_HEX_LEN + END.len();
+    let Some(tail) = bytes.len().checked_sub(tail_len).map(|at| &bytes[at..]) else {
+        return false;
+    };
+    let hex = |b: &[u8]| b.iter().all(|c| c.is_ascii_hexdigit());
+    let (prev_key, rest) = tail.split_at(PREV_KEY.len());
+    let (prev, rest) = rest.split_at(HASH_HEX_LEN);
+    let (hash_key, rest) = rest.split_at(HASH_KEY.len());
+    let (hash, end) = rest.split_at(HASH_HEX_LEN);
+    bytes.starts_with(br#"{"seq":"#)
+        && prev_key == PREV_KEY
+        && hex(prev)
+        && hash_key == HASH_KEY
+        && hex(hash)
+        && end == END
 }
 
 /// How [`next_line`] ended.
@@ -926,6 +1110,7 @@ mod tests {
                 head_seq: 6,
                 head_hash: sixth.hash.clone(),
                 torn_tail_bytes: 0,
+                newline_missing: false,
                 first_bad: None,
             }
         );

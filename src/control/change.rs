@@ -32,13 +32,23 @@ pub fn same_person(a: &str, b: &str) -> bool {
 
 /// The name part of an actor: without the ` (uid N)` the control plane appends.
 fn person(actor: &str) -> &str {
+    split_actor(actor).0
+}
+
+/// The OS account a recorded actor's command came from, when the kernel said (` (uid N)`).
+pub fn actor_uid(actor: &str) -> Option<u32> {
+    split_actor(actor).1
+}
+
+/// An actor as its name and the uid the control plane appended, if any.
+fn split_actor(actor: &str) -> (&str, Option<u32>) {
     match actor.rsplit_once(" (uid ") {
         Some((name, uid))
             if uid.ends_with(')') && uid[..uid.len() - 1].bytes().all(|b| b.is_ascii_digit()) =>
         {
-            name
+            (name, uid[..uid.len() - 1].parse().ok())
         }
-        _ => actor,
+        _ => (actor, None),
     }
 }
 
@@ -238,6 +248,34 @@ pub enum ControlEvent {
         /// The outputs as text.
         outputs: String,
     },
+    /// The gateway found part of a record at the end of the audit log (a crashed append, or an
+    /// edit) and cut it; the bytes are in `kept`.
+    AuditTailCut {
+        /// How many bytes were cut.
+        bytes: u64,
+        /// The file beside the log that holds them.
+        kept: String,
+        /// Their SHA-256.
+        sha256: String,
+        /// The last record left before them.
+        after_seq: u64,
+    },
+    /// An operator acknowledged records that failed verification (`baton audit acknowledge`):
+    /// they left the log for `kept`, and the chain goes on from the last good record.
+    TamperAcknowledged {
+        /// Why the operator says it is safe to go on.
+        reason: String,
+        /// What verification found at the first bad line.
+        first_bad: String,
+        /// How many bytes were moved.
+        bytes: u64,
+        /// The file beside the log that holds them.
+        kept: String,
+        /// Their SHA-256.
+        sha256: String,
+        /// The last good record.
+        after_seq: u64,
+    },
     /// An engine attached: which build and which bytes it runs.
     EngineAttached {
         /// Its name.
@@ -266,6 +304,8 @@ impl ControlEvent {
             | ControlEvent::Resumed { change, .. }
             | ControlEvent::Staged { change, .. } => *change,
             ControlEvent::GatewayStarted { .. }
+            | ControlEvent::AuditTailCut { .. }
+            | ControlEvent::TamperAcknowledged { .. }
             | ControlEvent::EngineAttached { .. }
             | ControlEvent::Diverged { .. }
             | ControlEvent::DivergenceCleared { .. }
@@ -331,6 +371,38 @@ pub struct Policy {
     pub approval_required: Vec<String>,
     /// Approvals, by operators other than the filer, a change needs.
     pub approvals_min: usize,
+    /// OS account name → the people who act from it (`[control.operators]`). A listed account
+    /// may act only under those names; two people approve each other's changes from one account
+    /// only where both are listed for it. Unlisted accounts act under any name, but an approval
+    /// from the filer's own account is refused: names are typed, accounts are not.
+    pub operators: BTreeMap<String, Vec<String>>,
+}
+
+impl Policy {
+    /// Refuses `operator` acting from `account` when the account is declared to be other people.
+    pub fn check_account(&self, account: Option<&str>, operator: &str) -> Result<(), PolicyError> {
+        let Some((account, people)) =
+            account.and_then(|account| Some((account, self.operators.get(account)?)))
+        else {
+            return Ok(());
+        };
+        if people.iter().any(|name| same_person(name, operator)) {
+            return Ok(());
+        }
+        Err(PolicyError::NotAccountsOperator {
+            account: account.to_owned(),
+            operator: person(operator).to_owned(),
+            people: people.join(", "),
+        })
+    }
+
+    /// Whether `a` and `b` are declared as two people sharing `account`.
+    fn shared_by(&self, account: &str, a: &str, b: &str) -> bool {
+        self.operators.get(account).is_some_and(|people| {
+            people.iter().any(|name| same_person(name, a))
+                && people.iter().any(|name| same_person(name, b))
+        })
+    }
 }
 
 impl Default for Policy {
@@ -340,6 +412,7 @@ impl Default for Policy {
         Policy {
             approval_required: vec!["stage".into(), "switch".into(), "canary".into()],
             approvals_min: 1,
+            operators: BTreeMap::new(),
         }
     }
 }
@@ -366,6 +439,28 @@ pub enum PolicyError {
         operator: String,
         /// Which change.
         change: String,
+    },
+    /// The approval comes from the OS account the change was filed from.
+    #[error(
+        "{operator} approves {change} from the OS account that filed it ({account}): a second person approves from their own account, or [control.operators] declares the people who share it"
+    )]
+    SameAccount {
+        /// Who tried.
+        operator: String,
+        /// Which change.
+        change: String,
+        /// The shared account, by name where it has one.
+        account: String,
+    },
+    /// The OS account is declared to be other people.
+    #[error("OS account {account} acts as {people} ([control.operators]), not as {operator}")]
+    NotAccountsOperator {
+        /// The account the command came from.
+        account: String,
+        /// The name the command gave.
+        operator: String,
+        /// The names declared for the account.
+        people: String,
     },
     /// The same operator approved twice.
     #[error("{operator} already approved {change}")]
@@ -627,6 +722,44 @@ impl ChangeBook {
         Ok(ControlEvent::ChangeApproved { change: id })
     }
 
+    /// Checks that an approval does not come from the account the change was filed from, unless
+    /// the policy declares both people for that account. Both accounts come from the recorded
+    /// actors (` (uid N)`); where the kernel did not say, there is nothing to compare.
+    /// `account_name` names a uid (the password database, in the plane).
+    pub fn check_approval_account(
+        &self,
+        policy: &Policy,
+        operator: &str,
+        change: &str,
+        account_name: impl Fn(u32) -> Option<String>,
+    ) -> Result<(), PolicyError> {
+        let id = parse_change(change)?;
+        let summary = self.open_change(id)?;
+        let (Some(filer_uid), Some(approver_uid)) =
+            (actor_uid(&summary.filed_by), actor_uid(operator))
+        else {
+            return Ok(());
+        };
+        if filer_uid != approver_uid {
+            return Ok(());
+        }
+        let account = account_name(approver_uid);
+        if account
+            .as_deref()
+            .is_some_and(|account| policy.shared_by(account, &summary.filed_by, operator))
+        {
+            return Ok(());
+        }
+        Err(PolicyError::SameAccount {
+            operator: person(operator).to_owned(),
+            change: summary.id.clone(),
+            account: match account {
+                Some(name) => format!("{name}, uid {approver_uid}"),
+                None => format!("uid {approver_uid}"),
+            },
+        })
+    }
+
     /// Checks a closing.
     pub fn check_close(
         &self,
@@ -848,12 +981,13 @@ impl ChangeReport {
         for action in &self.actions {
             let _ = writeln!(
                 out,
-                "  {} -> {} at input {} ({}), pause {} µs",
+                "  {} -> {} at input {} ({}), pause {} µs{}",
                 action.from,
                 action.to,
                 action.barrier_seq,
                 scope_text(&action.scope),
-                action.pause_us
+                action.pause_us,
+                if action.rollback { ", rolled back" } else { "" }
             );
         }
         for breach in &self.gate_breaches {
@@ -1010,6 +1144,57 @@ mod tests {
     }
 
     #[test]
+    fn an_approval_from_the_filers_account_needs_both_people_declared_for_it() {
+        let mut policy = Policy::default();
+        let mut book = ChangeBook::default();
+        let id = filed(&mut book, "alice (uid 1000)");
+        let name = change_name(id);
+        let names = |uid: u32| (uid == 1000).then(|| "trader".to_owned());
+        assert!(matches!(
+            book.check_approval_account(&policy, "bob (uid 1000)", &name, names),
+            Err(PolicyError::SameAccount { .. })
+        ));
+        assert_eq!(
+            book.check_approval_account(&policy, "bob (uid 1001)", &name, names),
+            Ok(())
+        );
+        assert_eq!(
+            book.check_approval_account(&policy, "bob", &name, names),
+            Ok(()),
+            "no account known, nothing to compare"
+        );
+        policy
+            .operators
+            .insert("trader".into(), vec!["alice".into()]);
+        assert!(matches!(
+            book.check_approval_account(&policy, "bob (uid 1000)", &name, names),
+            Err(PolicyError::SameAccount { .. })
+        ));
+        policy
+            .operators
+            .insert("trader".into(), vec!["alice".into(), "Bob".into()]);
+        assert_eq!(
+            book.check_approval_account(&policy, "bob (uid 1000)", &name, names),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_declared_account_acts_only_as_its_people() {
+        let mut policy = Policy::default();
+        assert_eq!(policy.check_account(Some("root"), "mallory"), Ok(()));
+        policy.operators.insert("ops".into(), vec!["alice".into()]);
+        assert_eq!(policy.check_account(Some("ops"), "Alice (uid 7)"), Ok(()));
+        assert_eq!(policy.check_account(None, "bob"), Ok(()));
+        assert_eq!(
+            policy
+                .check_account(Some("ops"), "bob (uid 7)")
+                .map_err(|e| e.to_string()),
+            Err("OS account ops acts as alice ([control.operators]), not as bob".to_owned())
+        );
+    }
+
+    #[test]
     fn operators_are_one_person_whatever_the_case_and_a_running_canary_keeps_its_change_open() {
         let policy = Policy::default();
         let mut book = ChangeBook::default();
@@ -1043,6 +1228,7 @@ mod tests {
                 barrier_seq: 1,
                 pause_us: 1,
                 planned: true,
+                rollback: false,
                 scope,
             },
             shadow: ShadowStatus::default(),
@@ -1069,6 +1255,7 @@ mod tests {
                     barrier_seq: 2,
                     pause_us: 0,
                     planned: false,
+                    rollback: false,
                     scope: SwitchScope::CanaryEnded {
                         symbols: vec!["MSFT".into()],
                     },
@@ -1104,6 +1291,7 @@ mod tests {
         let policy = Policy {
             approval_required: Vec::new(),
             approvals_min: 1,
+            ..Policy::default()
         };
         let book = ChangeBook::default();
         assert_eq!(
@@ -1167,6 +1355,7 @@ mod tests {
             barrier_seq: 10,
             pause_us: 5,
             planned: true,
+            rollback: false,
             scope: Default::default(),
         };
         push(

@@ -172,6 +172,7 @@ pub fn render_status(status: &Status) -> String {
     out.push('\n');
 
     let last_switch = match &status.last_switch {
+        Some(report) if report.rollback => format!("rolled back {}", describe_switch(report)),
         Some(report) => describe_switch(report),
         None => "none".to_owned(),
     };
@@ -273,8 +274,14 @@ pub fn render_status(status: &Status) -> String {
 
 /// One line for a completed `baton ctl switch` or `rollback`: who has authority now, where the
 /// barrier fell and how long order flow paused, which is the number the change record needs.
+/// A rollback says so: the operator pulled the brake and must see that authority went back.
 pub fn render_switch(report: &SwitchReport) -> String {
-    format!("switched {}\n", describe_switch(report))
+    let verb = if report.rollback {
+        "rolled back"
+    } else {
+        "switched"
+    };
+    format!("{verb} {}\n", describe_switch(report))
 }
 
 /// One line per change, for `baton ctl change list` and after a filing or approval.
@@ -499,6 +506,7 @@ mod tests {
                 barrier_seq: 5000,
                 pause_us: 42,
                 planned: true,
+                rollback: false,
                 scope: Default::default(),
             }),
             switches: 1,
@@ -595,11 +603,38 @@ shadow             5290 matched, 2 diverged
             barrier_seq: 9001,
             pause_us: 1234,
             planned: false,
+            rollback: false,
             scope: Default::default(),
         };
         assert_eq!(
             render_switch(&report),
             "switched green → blue at barrier 9001 (all symbols), pause 1234 µs (failover)\n"
+        );
+    }
+
+    #[test]
+    fn a_rollback_says_rolled_back_in_its_reply_and_in_status() {
+        let report = SwitchReport {
+            from: "green".into(),
+            to: "blue".into(),
+            barrier_seq: 12,
+            pause_us: 40,
+            planned: true,
+            rollback: true,
+            scope: Default::default(),
+        };
+        assert_eq!(
+            render_switch(&report),
+            "rolled back green → blue at barrier 12 (all symbols), pause 40 µs (planned)\n"
+        );
+        let status = Status {
+            last_switch: Some(report),
+            ..Status::default()
+        };
+        let text = render_status(&status);
+        assert!(
+            text.contains("last switch        rolled back green → blue"),
+            "{text}"
         );
     }
 }

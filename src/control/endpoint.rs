@@ -12,6 +12,11 @@
 //! expose the switch to the network. Whatever a peer sends is answered or dropped, never trusted:
 //! lines are bounded, malformed JSON gets a [`ControlReply::Refused`] naming the problem, and a
 //! sequencer that does not answer in time yields a refusal instead of a hung client.
+//!
+//! The endpoint is also the emergency brake (`baton ctl rollback`), so no local process can hold
+//! it shut: a connection that sends nothing is closed within
+//! [`constants::LOCAL_FIRST_REQUEST_TIMEOUT_MS`], and when every slot is taken the oldest idle
+//! connection makes room for the newcomer ([`Slots`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -19,7 +24,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::api::{ControlReply, ControlRequest};
@@ -135,6 +140,8 @@ pub struct ControlEndpoint {
     reply_timeout: Duration,
     /// How long a connection may idle between requests, or take to read a reply.
     idle_timeout: Duration,
+    /// How long a new connection may take to send its first request.
+    first_request_timeout: Duration,
 }
 
 /// Binds the control endpoint to `addr`, which must be a loopback address: the endpoint can move
@@ -150,6 +157,7 @@ pub async fn bind(addr: SocketAddr) -> Result<ControlEndpoint, ControlError> {
         local_addr,
         reply_timeout: Duration::from_millis(constants::CONTROL_REPLY_TIMEOUT_MS),
         idle_timeout: Duration::from_millis(constants::CONTROL_IDLE_TIMEOUT_MS),
+        first_request_timeout: Duration::from_millis(constants::LOCAL_FIRST_REQUEST_TIMEOUT_MS),
     })
 }
 
@@ -167,20 +175,21 @@ pub(crate) async fn bind_loopback(
     Ok((listener, local_addr))
 }
 
-/// The next connection to an operator-facing endpoint (`what`: control, metrics), with the
-/// permit that bounds how many are open; `None` when it was dropped instead: an accept error
-/// (out of descriptors and the like, after a short back-off instead of spinning), a peer that is
-/// not local however the socket was set up, or no permit left.
+/// The next connection to an operator-facing endpoint (`what`: control, metrics), with the slot
+/// that bounds how many are open; `None` when it was dropped instead: an accept error (out of
+/// descriptors and the like, after a short back-off instead of spinning), a peer that is not
+/// local however the socket was set up, or every slot held by a connection in the middle of a
+/// request.
 pub(crate) async fn accept_local(
     listener: &TcpListener,
-    connections: &Arc<Semaphore>,
+    slots: &Arc<Slots>,
     what: &str,
-) -> Option<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+) -> Option<(TcpStream, SocketAddr, Slot)> {
     let (stream, peer) = match listener.accept().await {
         Ok(pair) => pair,
         Err(error) => {
             tracing::warn!(%error, what, "accept failed");
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(constants::LOCAL_ACCEPT_BACKOFF_MS)).await;
             return None;
         }
     };
@@ -188,11 +197,139 @@ pub(crate) async fn accept_local(
         tracing::warn!(%peer, what, "connection from a non-loopback address dropped");
         return None;
     }
-    let Ok(permit) = connections.clone().try_acquire_owned() else {
-        tracing::warn!(%peer, what, "connection limit reached; closing");
+    let Some(slot) = slots.admit(what) else {
+        tracing::warn!(%peer, what, "every connection is in the middle of a request; closing");
         return None;
     };
-    Some((stream, peer, permit))
+    Some((stream, peer, slot))
+}
+
+/// The open connections of one operator-facing endpoint. The endpoint is the venue's emergency
+/// brake (`baton ctl rollback`), so a full table must never keep a command out: when every slot
+/// is taken, the oldest connection that is not in the middle of a request is told to close and
+/// the newcomer takes its place. Only a table full of requests being answered refuses, and those
+/// end within the reply bound. Idle connections are also closed by the endpoints' own timeouts;
+/// eviction is what makes room at once.
+#[derive(Debug)]
+pub(crate) struct Slots {
+    /// Connections open at once before the oldest idle one is evicted.
+    max: usize,
+    /// Open connections by admission order (oldest first).
+    open: std::sync::Mutex<SlotTable>,
+}
+
+/// [`Slots`]' mutable part.
+#[derive(Debug, Default)]
+struct SlotTable {
+    /// The id the next admitted connection gets; ids only rise, so the smallest is the oldest.
+    id_next: u64,
+    /// Each open connection: whether it is in the middle of a request (never evicted then), and
+    /// how to tell it to close.
+    entries: std::collections::BTreeMap<u64, SlotEntry>,
+}
+
+/// One open connection in [`SlotTable`].
+#[derive(Debug)]
+struct SlotEntry {
+    /// True from a complete request until its answer is written: evicting then would lose a
+    /// command the gateway may already be carrying out.
+    busy: bool,
+    /// Notified when the connection is evicted; a stored permit means a connection that is not
+    /// waiting yet still sees it.
+    evict: Arc<tokio::sync::Notify>,
+}
+
+impl Slots {
+    /// A table of `max` connections.
+    pub(crate) fn new(max: usize) -> Arc<Slots> {
+        assert!(max > 0, "an endpoint needs at least one connection slot");
+        Arc::new(Slots {
+            max,
+            open: std::sync::Mutex::new(SlotTable::default()),
+        })
+    }
+
+    /// A slot for a new connection, evicting the oldest idle one when the table is full; `None`
+    /// only when every connection is in the middle of a request.
+    pub(crate) fn admit(self: &Arc<Self>, what: &str) -> Option<Slot> {
+        let mut table = self.lock();
+        if table.entries.len() >= self.max {
+            let oldest_idle = table
+                .entries
+                .iter()
+                .find(|(_, entry)| !entry.busy)
+                .map(|(&id, _)| id)?;
+            if let Some(evicted) = table.entries.remove(&oldest_idle) {
+                evicted.evict.notify_one();
+                tracing::info!(
+                    what,
+                    max = self.max,
+                    "connection limit reached; closing the oldest idle connection"
+                );
+            }
+        }
+        let id = table.id_next;
+        table.id_next += 1;
+        let evict = Arc::new(tokio::sync::Notify::new());
+        table.entries.insert(
+            id,
+            SlotEntry {
+                busy: false,
+                evict: evict.clone(),
+            },
+        );
+        Some(Slot {
+            id,
+            slots: self.clone(),
+            evict,
+        })
+    }
+
+    /// Connections holding a slot now, for tests.
+    #[cfg(test)]
+    fn open(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// The table; a panic while it was held cannot leave it inconsistent (every change is one
+    /// map operation), so a poisoned lock is used as is.
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotTable> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A connection's place in [`Slots`], given back when dropped.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    /// Its key in the table.
+    id: u64,
+    /// The table it belongs to.
+    slots: Arc<Slots>,
+    /// Notified when the table evicts this connection.
+    evict: Arc<tokio::sync::Notify>,
+}
+
+impl Slot {
+    /// Marks the connection as in the middle of a request (`true`, not evictable) or waiting for
+    /// one (`false`). An evicted connection is no longer in the table and stays out.
+    pub(crate) fn set_busy(&self, busy: bool) {
+        if let Some(entry) = self.slots.lock().entries.get_mut(&self.id) {
+            entry.busy = busy;
+        }
+    }
+
+    /// Resolves once the table has evicted this connection to make room for a newer one.
+    pub(crate) async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.lock().entries.remove(&self.id);
+    }
 }
 
 /// Loopback in either address family, including an IPv4 loopback written as an IPv4-mapped IPv6
@@ -228,14 +365,14 @@ impl ControlEndpoint {
         mut shutdown: watch::Receiver<bool>,
     ) {
         tracing::info!(addr = %self.local_addr, "control endpoint listening");
-        let connections = Arc::new(Semaphore::new(constants::CONTROL_CONNECTIONS_MAX));
+        let slots = Slots::new(constants::CONTROL_CONNECTIONS_MAX);
         let mut tasks = JoinSet::new();
         // Connections watch their own copy: the accept loop's is borrowed by its select.
         let connection_shutdown = shutdown.clone();
         loop {
             tokio::select! {
-                accepted = accept_local(&self.listener, &connections, "control") => {
-                    let Some((stream, peer, permit)) = accepted else {
+                accepted = accept_local(&self.listener, &slots, "control") => {
+                    let Some((stream, peer, slot)) = accepted else {
                         continue;
                     };
                     let peer_uid = super::peer::tcp_peer_uid(peer, self.local_addr);
@@ -246,11 +383,10 @@ impl ControlEndpoint {
                         shutdown: connection_shutdown.clone(),
                         reply_timeout: self.reply_timeout,
                         idle_timeout: self.idle_timeout,
+                        first_request_timeout: self.first_request_timeout,
+                        slot,
                     };
-                    tasks.spawn(async move {
-                        connection.serve(stream).await;
-                        drop(permit);
-                    });
+                    tasks.spawn(connection.serve(stream));
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 () = stopped(&mut shutdown) => break,
@@ -275,6 +411,11 @@ struct Connection {
     reply_timeout: Duration,
     /// Bound on waiting for the next request and on writing a reply.
     idle_timeout: Duration,
+    /// Bound on waiting for the first request: a connection that says nothing is dropped well
+    /// before a connection between requests would be.
+    first_request_timeout: Duration,
+    /// Its place among the open connections; evicted when idle and a newer connection needs it.
+    slot: Slot,
 }
 
 /// How reading one request line ended.
@@ -298,14 +439,23 @@ impl Connection {
         let (read_half, mut write_half) = stream.split();
         let mut reader = BufReader::new(read_half);
         let mut line = Vec::new();
+        let mut wait = self.first_request_timeout;
         loop {
+            self.slot.set_busy(false);
             let read = tokio::select! {
                 read = tokio::time::timeout(
-                    self.idle_timeout,
+                    wait,
                     read_line_bounded(&mut reader, &mut line, constants::CONTROL_REQUEST_LINE_BYTES_MAX),
                 ) => read,
                 () = stopped(&mut self.shutdown) => return,
+                () = self.slot.evicted() => {
+                    tracing::debug!(%peer, "idle control connection evicted for a newer one");
+                    return;
+                }
             };
+            // From here to the written reply the connection is not evicted: it holds a request.
+            self.slot.set_busy(true);
+            wait = self.idle_timeout;
             let reply = match read {
                 Err(_) => {
                     tracing::debug!(%peer, "control connection idle; closing");
@@ -544,6 +694,27 @@ mod tests {
                 (LineRead::Line, b"12345".to_vec()),
                 (LineRead::TooLong, Vec::new()),
             ]
+        );
+    }
+
+    #[test]
+    fn a_full_table_evicts_its_oldest_idle_connection_and_never_a_busy_one() {
+        let slots = Slots::new(2);
+        let first = slots.admit("test").expect("room");
+        let second = slots.admit("test").expect("room");
+        first.set_busy(true);
+        let third = slots.admit("test").expect("the idle one makes room");
+        assert_eq!(slots.open(), 2);
+        // The evicted connection's notification is waiting for it.
+        let evicted = std::pin::pin!(second.evicted());
+        let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(evicted.poll(&mut context).is_ready());
+        third.set_busy(true);
+        assert!(slots.admit("test").is_none(), "every connection is busy");
+        drop(first);
+        assert!(
+            slots.admit("test").is_some(),
+            "a closed connection frees its slot"
         );
     }
 

@@ -21,16 +21,15 @@
 //! address and every accepted peer is checked again.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::api::{ControlReply, ControlRequest, EngineRole, EngineStatus, Status};
-use super::endpoint::{ControlCommand, accept_local, bind_loopback, stopped};
+use super::endpoint::{ControlCommand, Slot, Slots, accept_local, bind_loopback, stopped};
 use crate::constants;
 
 /// The Content-Type of the Prometheus text exposition format 0.0.4, as Prometheus's own client
@@ -142,20 +141,19 @@ impl MetricsEndpoint {
         mut shutdown: watch::Receiver<bool>,
     ) {
         tracing::info!(addr = %self.local_addr, "metrics endpoint listening");
-        let connections = Arc::new(Semaphore::new(constants::METRICS_CONNECTIONS_MAX));
+        let slots = Slots::new(constants::METRICS_CONNECTIONS_MAX);
         let mut tasks = JoinSet::new();
         loop {
             tokio::select! {
-                accepted = accept_local(&self.listener, &connections, "metrics") => {
-                    let Some((stream, peer, permit)) = accepted else {
+                accepted = accept_local(&self.listener, &slots, "metrics") => {
+                    let Some((stream, peer, slot)) = accepted else {
                         continue;
                     };
                     let commands = commands.clone();
                     let status_timeout = self.status_timeout;
                     let io_timeout = self.io_timeout;
                     tasks.spawn(async move {
-                        serve(stream, peer, &commands, status_timeout, io_timeout).await;
-                        drop(permit);
+                        serve(stream, peer, &slot, &commands, status_timeout, io_timeout).await;
                     });
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -168,18 +166,30 @@ impl MetricsEndpoint {
 }
 
 /// One connection: read one request head, answer it, close.
+/// Until its head is complete the connection may be evicted for a newer one, and it must send
+/// that head within [`constants::LOCAL_FIRST_REQUEST_TIMEOUT_MS`]: a scraper writes it at once.
 async fn serve(
     mut stream: TcpStream,
     peer: SocketAddr,
+    slot: &Slot,
     commands: &mpsc::Sender<ControlCommand>,
     status_timeout: Duration,
     io_timeout: Duration,
 ) {
-    let read = tokio::time::timeout(
-        io_timeout,
-        read_head(&mut stream, constants::METRICS_REQUEST_HEAD_BYTES_MAX),
-    )
-    .await;
+    let head_timeout = io_timeout.min(Duration::from_millis(
+        constants::LOCAL_FIRST_REQUEST_TIMEOUT_MS,
+    ));
+    let read = tokio::select! {
+        read = tokio::time::timeout(
+            head_timeout,
+            read_head(&mut stream, constants::METRICS_REQUEST_HEAD_BYTES_MAX),
+        ) => read,
+        () = slot.evicted() => {
+            tracing::debug!(%peer, "idle metrics connection evicted for a newer one");
+            return;
+        }
+    };
+    slot.set_busy(true);
     let response = match read {
         Err(_) => {
             tracing::debug!(%peer, "metrics request head not received in time");

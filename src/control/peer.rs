@@ -39,6 +39,49 @@ fn find_uid(text: &str, peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     })
 }
 
+/// The login name of account `uid` from the password database (getpwuid_r), or `None` if it has
+/// none. Names, not uids, are what `[control.operators]` is written in, and what an operator
+/// without `USER` or `LOGNAME` (root in a container) is called by default.
+pub fn account_name(uid: u32) -> Option<String> {
+    let mut buffer: Vec<libc::c_char> = vec![0; 1024];
+    loop {
+        // SAFETY: `passwd` is plain data that getpwuid_r fills; every pointer it stores points
+        // into `buffer`, which outlives their use below; `result` is null or `&passwd`.
+        let mut passwd: libc::passwd = unsafe { std::mem::zeroed() };
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        let status = unsafe {
+            libc::getpwuid_r(
+                uid,
+                &mut passwd,
+                buffer.as_mut_ptr(),
+                buffer.len(),
+                &mut result,
+            )
+        };
+        if status == libc::ERANGE && buffer.len() < crate::constants::ACCOUNT_ENTRY_BYTES_MAX {
+            buffer.resize(buffer.len() * 2, 0);
+            continue;
+        }
+        if status != 0 || result.is_null() || passwd.pw_name.is_null() {
+            return None;
+        }
+        // SAFETY: a successful getpwuid_r leaves `pw_name` pointing at a NUL-terminated string
+        // inside `buffer`.
+        let name = unsafe { std::ffi::CStr::from_ptr(passwd.pw_name) };
+        return name
+            .to_str()
+            .ok()
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned);
+    }
+}
+
+/// The login name of the account this process runs as.
+pub fn current_account_name() -> Option<String> {
+    // SAFETY: getuid(2) has no preconditions and cannot fail.
+    account_name(unsafe { libc::getuid() })
+}
+
 /// An IPv4 address however it is spelled (an IPv4-mapped IPv6 address is the same socket).
 fn canonical(address: SocketAddr) -> SocketAddr {
     SocketAddr::new(address.ip().to_canonical(), address.port())
@@ -103,6 +146,13 @@ mod tests {
         assert_eq!(find_uid(&row("01", "0"), peer, local), None, "orphaned");
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:50000".parse().unwrap();
         assert_eq!(find_uid(&row("01", "4242"), mapped, local), Some(1000));
+    }
+
+    #[test]
+    fn accounts_are_named_from_the_password_database() {
+        assert_eq!(account_name(0).as_deref(), Some("root"));
+        assert!(current_account_name().is_some());
+        assert_eq!(account_name(u32::MAX - 7), None);
     }
 
     #[test]

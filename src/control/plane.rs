@@ -127,7 +127,8 @@ impl Plane {
             path: config.audit_path.clone(),
             source,
         };
-        let (audit, existing) = AuditLog::open(&config.audit_path).map_err(audit_error)?;
+        let (mut audit, existing) = AuditLog::open(&config.audit_path).map_err(audit_error)?;
+        let cut = audit.take_cut();
         let records: Vec<(u64, Timestamp, String, ControlEvent)> = existing
             .into_iter()
             .map(|r| (r.seq, r.time, r.actor, r.event))
@@ -162,6 +163,19 @@ impl Plane {
                 },
             )
             .map_err(audit_error)?;
+        if let Some(cut) = cut {
+            plane
+                .record(
+                    GATEWAY_ACTOR,
+                    ControlEvent::AuditTailCut {
+                        bytes: cut.bytes,
+                        kept: cut.kept.display().to_string(),
+                        sha256: cut.sha256,
+                        after_seq: cut.after_seq,
+                    },
+                )
+                .map_err(audit_error)?;
+        }
         tracing::info!(path = %config.audit_path.display(), head_seq = plane.audit.head().0, changes = plane.book.summaries().len(), "audit log open");
         Ok(plane)
     }
@@ -250,11 +264,33 @@ impl Plane {
                 Some(uid) => format!("{name} (uid {uid})"),
                 None => name.to_owned(),
             });
+        // An account declared to be certain people acts under their names only.
+        let account = peer_uid.and_then(super::peer::account_name);
+        let read_only = matches!(
+            request,
+            ControlRequest::Status
+                | ControlRequest::ChangeReport { .. }
+                | ControlRequest::ChangeList
+        );
+        if let Some(name) = operator.as_deref().filter(|_| !read_only)
+            && let Err(error) = self.policy.check_account(account.as_deref(), name)
+        {
+            tracing::warn!(%error, "control command refused: operator not declared for the account");
+            let _ = reply.send(refused(error.to_string()));
+            return;
+        }
         // What moves authority or trading is checked, audited, then handed to the sequencer as
         // asked (the sequencer reads neither the operator nor the change: those stay here).
         let moves = match &request {
             ControlRequest::Switch { change, .. } => Some((Action::Switch, change.clone())),
-            ControlRequest::Rollback { change, .. } => Some((Action::Rollback, change.clone())),
+            // A rollback named under no change undoes the open change whose action moved
+            // authority last, so it belongs in that change's record.
+            ControlRequest::Rollback { change, .. } => Some((
+                Action::Rollback,
+                change
+                    .clone()
+                    .or_else(|| self.book.active().map(change::change_name)),
+            )),
             ControlRequest::Canary {
                 change,
                 percent,
@@ -310,7 +346,21 @@ impl Plane {
                 .await
             }
             ControlRequest::ChangeApprove { change, .. } => {
-                let checked = self.book.check_approve(operator.as_deref(), &change);
+                let checked = self
+                    .book
+                    .check_approve(operator.as_deref(), &change)
+                    .and_then(|event| match operator.as_deref() {
+                        Some(approver) => self
+                            .book
+                            .check_approval_account(
+                                &self.policy,
+                                approver,
+                                &change,
+                                super::peer::account_name,
+                            )
+                            .map(|()| event),
+                        None => Ok(event),
+                    });
                 self.record_change(operator.as_deref(), checked)
             }
             ControlRequest::ChangeClose { change, .. } => {
@@ -795,6 +845,7 @@ mod tests {
                         barrier_seq: 7,
                         pause_us: 3,
                         planned: true,
+                        rollback: false,
                         scope,
                     }),
                 };
@@ -970,6 +1021,7 @@ mod tests {
         let policy = Policy {
             approval_required: Vec::new(),
             approvals_min: 1,
+            ..Policy::default()
         };
         let mut h = harness(dir.path(), policy);
         h.plane.fail_appends = true;

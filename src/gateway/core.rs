@@ -83,6 +83,8 @@ pub struct CoreConfig {
     pub symbols: Vec<Symbol>,
     /// Limits that roll a canary back.
     pub gates: GateConfig,
+    /// The engine link's shared secret (`[link] secret_file`), proven at every handshake.
+    pub link_secret: Option<link::LinkSecret>,
 }
 
 /// Limits on what a canary engine may do worse than the engine it is compared with, over the
@@ -282,6 +284,9 @@ struct PendingSwitch {
     started: Instant,
     /// What moves at the barrier.
     kind: SwitchKind,
+    /// Asked for as a rollback: returning authority uses up the rollback target, so a second
+    /// rollback cannot move it forward again without the approval a switch needs.
+    rollback: bool,
     /// Who to answer.
     reply: Option<oneshot::Sender<ControlReply>>,
 }
@@ -1248,9 +1253,11 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 slot.connecting = true;
                 let addr = slot.addr.clone();
                 let attempts = self.attempts_tx.clone();
+                let secret = self.config.link_secret.clone();
                 tokio::spawn(async move {
                     let timeout = Duration::from_millis(constants::ENGINE_CONNECT_TIMEOUT_MS);
-                    let attempt = link::connect_with_timeout(&addr, timeout).await;
+                    let attempt =
+                        link::connect_authenticated(&addr, timeout, secret.as_ref()).await;
                     let _ = attempts.send((index, attempt)).await;
                 });
             }
@@ -1446,12 +1453,21 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             .map(|c| c.name.clone())
             .unwrap_or_default();
         tracing::warn!(from = %lost.name, to = %name, delivered_through = delivered, canary = canary_lost, "failover: the surviving engine takes the lost engine's inputs");
+        // The pause a failover cost: how long the oldest input still waiting for an answer had
+        // waited when the survivor took over (the lost engine's silence, up to the failover
+        // timeout); none waiting, no order was held.
+        let pause_us = if self.journal.last_seq() > delivered {
+            self.input_age_us(delivered + 1, Timestamp::now())
+        } else {
+            0
+        };
         let report = SwitchReport {
             from: lost.name,
             to: name,
             barrier_seq: delivered,
-            pause_us: 0,
+            pause_us,
             planned: false,
+            rollback: false,
             scope: if canary_lost {
                 SwitchScope::CanaryEnded {
                     symbols: canary_symbols,
@@ -1587,7 +1603,10 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             (true, _, Some(slot)) => (slot, SwitchKind::CanaryEnd),
             (true, kind, None) => match self.previous_authority {
                 Some((previous, _)) if previous != authority => (previous, kind),
-                _ => return Err("nothing to roll back to: no earlier authority".into()),
+                _ => return Err(
+                    "nothing to roll back to: authority has not moved since it was last rolled back or since the gateway started; moving it again is a switch, which needs its approval"
+                        .into(),
+                ),
             },
             (false, SwitchKind::CanaryStart(_), Some(_)) => {
                 return Err(
@@ -1648,6 +1667,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             barrier: self.journal.last_seq(),
             started: Instant::now(),
             kind,
+            rollback,
             reply: None,
         });
         Ok(())
@@ -1758,9 +1778,16 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             pause_us: pending.started.elapsed().as_micros() as u64,
             planned: true,
             scope,
+            rollback: pending.rollback,
         };
         tracing::info!(from = %report.from, to = %report.to, barrier = report.barrier_seq, pause_us = report.pause_us, scope = ?report.scope, "switched authority");
         match pending.kind {
+            // A rollback returns authority once: it leaves no target for another rollback.
+            SwitchKind::All if pending.rollback => {
+                self.previous_authority = None;
+                self.authority = Some(pending.to);
+                self.end_canary();
+            }
             SwitchKind::All => {
                 self.previous_authority = Some((authority, self.executable_of(authority)));
                 self.authority = Some(pending.to);

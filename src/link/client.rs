@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
+use super::auth::{self, LinkSecret};
 use super::error::LinkError;
 use super::protocol::{
     Close, Frame, FrameDecoder, Heartbeat, Hello, LINK_PROTOCOL_VERSION, Welcome, encode,
@@ -83,14 +84,27 @@ pub async fn connect_with_timeout(
     addr: &LinkAddr,
     timeout: Duration,
 ) -> Result<(EngineLink, Hello), LinkError> {
-    match tokio::time::timeout(timeout, handshake(addr)).await {
+    connect_authenticated(addr, timeout, None).await
+}
+
+/// [`connect_with_timeout`] proving `secret` to the engine and requiring its proof in turn
+/// ([`super::auth`]); with `None`, an engine that requires a secret is refused with a reason.
+pub async fn connect_authenticated(
+    addr: &LinkAddr,
+    timeout: Duration,
+    secret: Option<&LinkSecret>,
+) -> Result<(EngineLink, Hello), LinkError> {
+    match tokio::time::timeout(timeout, handshake(addr, secret)).await {
         Ok(result) => result,
         Err(_) => Err(LinkError::HandshakeTimeout(timeout)),
     }
 }
 
 /// Connects, reads Hello, answers Welcome or Close.
-async fn handshake(addr: &LinkAddr) -> Result<(EngineLink, Hello), LinkError> {
+async fn handshake(
+    addr: &LinkAddr,
+    secret: Option<&LinkSecret>,
+) -> Result<(EngineLink, Hello), LinkError> {
     let (read, write) = connect_async(addr).await?;
     let now = Instant::now();
     let mut link = EngineLink {
@@ -107,11 +121,15 @@ async fn handshake(addr: &LinkAddr) -> Result<(EngineLink, Hello), LinkError> {
     };
     let refusal = match link.reader.recv().await {
         Ok(Frame::Hello(hello)) if hello.protocol_version == LINK_PROTOCOL_VERSION => {
-            link.writer
-                .send(&Frame::Welcome(Welcome {
-                    protocol_version: LINK_PROTOCOL_VERSION,
-                }))
-                .await?;
+            match authenticate(&mut link, &hello, secret).await {
+                Ok(()) => {}
+                Err(LinkError::Unauthenticated(reason)) => {
+                    let refusal = LinkError::Unauthenticated(reason);
+                    let _ = link.writer.close(&refusal.to_string()).await;
+                    return Err(refusal);
+                }
+                Err(error) => return Err(error),
+            }
             tracing::info!(
                 %addr,
                 engine = %hello.engine_name,
@@ -134,6 +152,61 @@ async fn handshake(addr: &LinkAddr) -> Result<(EngineLink, Hello), LinkError> {
     // Tell the engine why, in the frozen Close layout it can read whatever its version.
     let _ = link.writer.close(&refusal.to_string()).await;
     Err(refusal)
+}
+
+/// Answers the engine's Hello with Welcome, proving the secret when there is one and then
+/// waiting for the engine's proof; refuses an engine whose requirement does not match ours.
+async fn authenticate(
+    link: &mut EngineLink,
+    hello: &Hello,
+    secret: Option<&LinkSecret>,
+) -> Result<(), LinkError> {
+    let Some(secret) = secret else {
+        if !hello.auth_nonce.is_empty() {
+            return Err(LinkError::Unauthenticated(format!(
+                "engine {} requires the link secret and this gateway has none: set [link] secret_file to the engine's secret file",
+                hello.engine_name
+            )));
+        }
+        return link
+            .writer
+            .send(&Frame::Welcome(Welcome {
+                protocol_version: LINK_PROTOCOL_VERSION,
+                auth_nonce: Vec::new(),
+                auth_proof: Vec::new(),
+            }))
+            .await;
+    };
+    if !auth::nonce_ok(&hello.auth_nonce) {
+        return Err(LinkError::Unauthenticated(format!(
+            "engine {} does not authenticate the link: set [link] secret_file on the engine to the same secret as the gateway's",
+            hello.engine_name
+        )));
+    }
+    let gateway_nonce = auth::nonce()?;
+    let proof = secret.gateway_proof(&hello.auth_nonce, &gateway_nonce);
+    link.writer
+        .send(&Frame::Welcome(Welcome {
+            protocol_version: LINK_PROTOCOL_VERSION,
+            auth_nonce: gateway_nonce.clone(),
+            auth_proof: proof,
+        }))
+        .await?;
+    let expected = secret.engine_proof(&hello.auth_nonce, &gateway_nonce);
+    match link.reader.recv().await? {
+        Frame::AuthProof(answer) if auth::proofs_equal(&answer.proof, &expected) => Ok(()),
+        Frame::AuthProof(_) => Err(LinkError::Unauthenticated(format!(
+            "engine {} proved a different link secret",
+            hello.engine_name
+        ))),
+        Frame::Close(close) => Err(LinkError::Closed {
+            reason: close.reason,
+        }),
+        other => Err(LinkError::Unexpected {
+            got: other.kind().name(),
+            context: "instead of AuthProof",
+        }),
+    }
 }
 
 impl EngineLink {

@@ -130,6 +130,12 @@ pub enum LinkError {
     /// The peer did not complete the handshake in time.
     #[error("no handshake from the peer within {0:?}")]
     HandshakeTimeout(Duration),
+    /// The peer does not prove the link secret, or proves a different one.
+    #[error("link authentication failed: {0}")]
+    Unauthenticated(String),
+    /// The link secret file could not be used.
+    #[error(transparent)]
+    Secret(#[from] super::auth::SecretError),
     /// The link address does not parse or resolve.
     #[error(transparent)]
     Addr(#[from] LinkAddrError),

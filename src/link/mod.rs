@@ -47,6 +47,7 @@
 //! resent input is checked, not its content: the journal is the source of truth and the gateway
 //! resends from it.
 
+pub mod auth;
 mod client;
 mod error;
 pub mod protocol;
@@ -54,12 +55,15 @@ mod replay;
 mod server;
 pub mod transport;
 
-pub use client::{EngineLink, LinkReader, LinkWriter, connect, connect_with_timeout};
+pub use auth::LinkSecret;
+pub use client::{
+    EngineLink, LinkReader, LinkWriter, connect, connect_authenticated, connect_with_timeout,
+};
 pub use error::LinkError;
 pub use protocol::{
-    AlreadyApplied, Close, DigestReport, Frame, FrameDecoder, FrameKind, Heartbeat, Hello,
-    LINK_PROTOCOL_VERSION, Outputs, Refused, RefusedRequest, Restore, Restored, Snapshot, Welcome,
-    encode, encode_input, encode_restore,
+    AlreadyApplied, AuthProof, Close, DigestReport, Frame, FrameDecoder, FrameKind, Heartbeat,
+    Hello, LINK_PROTOCOL_VERSION, Outputs, Refused, RefusedRequest, Restore, Restored, Snapshot,
+    Welcome, encode, encode_input, encode_restore,
 };
 pub use server::{ServeConfig, Shutdown, serve, serve_on};
 pub use transport::{LinkAddr, LinkAddrError, LinkListener};

@@ -31,6 +31,7 @@
 //! | frame | direction | answer |
 //! |---|---|---|
 //! | [`Hello`] | engine → gateway, first frame | [`Welcome`] or [`Close`] |
+//! | [`AuthProof`] | engine → gateway, right after a Welcome that proved the link secret | — (the gateway closes on a wrong one) |
 //! | [`Frame::Input`] | gateway → engine | exactly one of `Outputs`, `Replayed`, `AlreadyApplied` |
 //! | [`Frame::Outputs`] | engine → gateway | — |
 //! | [`Frame::Replayed`] | engine → gateway | — |
@@ -108,6 +109,8 @@ pub enum FrameKind {
     DigestRequest = 14,
     /// [`DigestReport`].
     Digest = 15,
+    /// [`AuthProof`].
+    AuthProof = 16,
     /// Wire only: announces a chunked message (its kind and total length).
     ChunkedBegin = 0xF0,
     /// Wire only: the next piece of a chunked message's payload.
@@ -116,7 +119,7 @@ pub enum FrameKind {
 
 impl FrameKind {
     /// Every kind, for lookups by byte.
-    const ALL: [FrameKind; 17] = [
+    const ALL: [FrameKind; 18] = [
         FrameKind::Hello,
         FrameKind::Welcome,
         FrameKind::Close,
@@ -132,6 +135,7 @@ impl FrameKind {
         FrameKind::Refused,
         FrameKind::DigestRequest,
         FrameKind::Digest,
+        FrameKind::AuthProof,
         FrameKind::ChunkedBegin,
         FrameKind::Chunk,
     ];
@@ -173,6 +177,7 @@ impl FrameKind {
             FrameKind::Refused => "Refused",
             FrameKind::DigestRequest => "DigestRequest",
             FrameKind::Digest => "Digest",
+            FrameKind::AuthProof => "AuthProof",
             FrameKind::ChunkedBegin => "ChunkedBegin",
             FrameKind::Chunk => "Chunk",
         }
@@ -211,6 +216,10 @@ pub struct Hello {
     /// the engine did not say: it could not read its own binary, or it predates this field.
     /// Appended after version 1's layout.
     pub executable_sha256: String,
+    /// The engine's handshake nonce when it requires the link secret ([`super::auth`]); empty
+    /// when it does not. Appended after `executable_sha256`.
+    #[serde(with = "bytes_field")]
+    pub auth_nonce: Vec<u8>,
 }
 
 /// [`Hello`] as version 1 laid it out: the prefix every later Hello starts with.
@@ -233,6 +242,29 @@ struct HelloV1 {
 pub struct Welcome {
     /// The protocol version both sides speak from now on.
     pub protocol_version: u16,
+    /// The gateway's handshake nonce when it holds the link secret; empty otherwise. Appended
+    /// after version 1's layout.
+    #[serde(with = "bytes_field")]
+    pub auth_nonce: Vec<u8>,
+    /// The gateway's proof of the secret over both nonces ([`super::auth`]); empty without one.
+    #[serde(with = "bytes_field")]
+    pub auth_proof: Vec<u8>,
+}
+
+/// [`Welcome`] as version 1 laid it out.
+#[derive(Deserialize)]
+struct WelcomeV1 {
+    /// See [`Welcome::protocol_version`].
+    protocol_version: u16,
+}
+
+/// Engine → gateway, right after a Welcome that proved the link secret: the engine's proof in
+/// turn, so the gateway takes answers only from an engine that holds the secret too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthProof {
+    /// The engine's proof over both nonces.
+    #[serde(with = "bytes_field")]
+    pub proof: Vec<u8>,
 }
 
 /// Ends the link on purpose, with a reason the other side logs.
@@ -406,6 +438,8 @@ pub enum Frame {
     DigestRequest,
     /// Engine → gateway.
     Digest(DigestReport),
+    /// Engine → gateway, after an authenticated Welcome.
+    AuthProof(AuthProof),
 }
 
 impl Frame {
@@ -427,6 +461,7 @@ impl Frame {
             Frame::Refused(_) => FrameKind::Refused,
             Frame::DigestRequest => FrameKind::DigestRequest,
             Frame::Digest(_) => FrameKind::Digest,
+            Frame::AuthProof(_) => FrameKind::AuthProof,
         }
     }
 }
@@ -492,6 +527,7 @@ pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), LinkError> {
         Frame::Restored(restored) => encode_payload(kind, restored, out),
         Frame::Refused(refused) => encode_payload(kind, refused, out),
         Frame::Digest(report) => encode_payload(kind, report, out),
+        Frame::AuthProof(proof) => encode_payload(kind, proof, out),
     }
 }
 
@@ -828,7 +864,7 @@ fn accept(
 fn decode_payload(kind: FrameKind, payload: &[u8]) -> Result<Frame, LinkError> {
     Ok(match kind {
         FrameKind::Hello => Frame::Hello(decode_hello(payload)?),
-        FrameKind::Welcome => Frame::Welcome(decode_frozen(kind, payload)?),
+        FrameKind::Welcome => Frame::Welcome(decode_welcome(payload)?),
         FrameKind::Close => Frame::Close(decode_frozen(kind, payload)?),
         FrameKind::Heartbeat => Frame::Heartbeat(decode_exact(kind, payload)?),
         FrameKind::Input => Frame::Input(decode_exact(kind, payload)?),
@@ -848,6 +884,7 @@ fn decode_payload(kind: FrameKind, payload: &[u8]) -> Result<Frame, LinkError> {
             Frame::DigestRequest
         }
         FrameKind::Digest => Frame::Digest(decode_exact(kind, payload)?),
+        FrameKind::AuthProof => Frame::AuthProof(decode_exact(kind, payload)?),
         FrameKind::ChunkedBegin | FrameKind::Chunk => {
             // `accept` never passes these; refuse rather than trust that from here.
             return Err(LinkError::Chunking("a chunking frame as a message"));
@@ -886,9 +923,14 @@ fn decode_hello(payload: &[u8]) -> Result<Hello, LinkError> {
     let kind = FrameKind::Hello;
     let (v1, read): (HelloV1, usize) = decode_prefix(kind, payload)?;
     let rest = &payload[read..];
-    let executable_sha256 = match rest.is_empty() {
-        true => String::new(),
-        false => decode_frozen(kind, rest)?,
+    let (executable_sha256, read) = match rest.is_empty() {
+        true => (String::new(), 0),
+        false => decode_prefix(kind, rest)?,
+    };
+    let rest = &rest[read..];
+    let auth_nonce = match rest.is_empty() {
+        true => Vec::new(),
+        false => decode_prefix::<BytesField>(kind, rest)?.0.0,
     };
     Ok(Hello {
         protocol_version: v1.protocol_version,
@@ -897,6 +939,32 @@ fn decode_hello(payload: &[u8]) -> Result<Hello, LinkError> {
         last_input_seq: v1.last_input_seq,
         snapshot_formats: v1.snapshot_formats,
         executable_sha256,
+        auth_nonce,
+    })
+}
+
+/// One appended byte-string field, decoded alone.
+#[derive(Deserialize)]
+struct BytesField(#[serde(with = "bytes_field")] Vec<u8>);
+
+/// Decodes a Welcome of any version, as [`decode_hello`] does a Hello: a version 1 Welcome has
+/// no authentication fields.
+fn decode_welcome(payload: &[u8]) -> Result<Welcome, LinkError> {
+    let kind = FrameKind::Welcome;
+    let (v1, read): (WelcomeV1, usize) = decode_prefix(kind, payload)?;
+    let rest = &payload[read..];
+    let (auth_nonce, auth_proof) = match rest.is_empty() {
+        true => (Vec::new(), Vec::new()),
+        false => {
+            let (nonce, read): (BytesField, usize) = decode_prefix(kind, rest)?;
+            let (proof, _): (BytesField, usize) = decode_prefix(kind, &rest[read..])?;
+            (nonce.0, proof.0)
+        }
+    };
+    Ok(Welcome {
+        protocol_version: v1.protocol_version,
+        auth_nonce,
+        auth_proof,
     })
 }
 

@@ -3,23 +3,25 @@
 //!
 //! How resent inputs are answered is described in the [`crate::link`] docs.
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use super::auth::{self, LinkSecret};
 use super::error::LinkError;
 use super::protocol::{
-    AlreadyApplied, Close, DigestReport, Frame, FrameDecoder, FrameKind, Heartbeat, Hello,
-    LINK_PROTOCOL_VERSION, Refused, RefusedRequest, Restored, Snapshot, encode,
+    AlreadyApplied, AuthProof, Close, DigestReport, Frame, FrameDecoder, FrameKind, Heartbeat,
+    Hello, LINK_PROTOCOL_VERSION, Refused, RefusedRequest, Restored, Snapshot, encode,
     encode_outputs_payload, write_message,
 };
 use super::replay::ReplayLog;
 use super::transport::{Conn, LinkAddr, LinkListener};
 use crate::constants::{
     LINK_FRAME_BYTES_MAX, LINK_HANDSHAKE_TIMEOUT_MS, LINK_HEARTBEAT_INTERVAL_MS_DEFAULT,
-    LINK_PEER_TIMEOUT_MS_DEFAULT, LINK_POLL_INTERVAL_MS, LINK_REPLAY_BYTES_MAX,
-    LINK_REPLAY_INPUTS_MAX,
+    LINK_PEER_TIMEOUT_MS_DEFAULT, LINK_PENDING_HANDSHAKES_MAX, LINK_POLL_INTERVAL_MS,
+    LINK_REPLAY_BYTES_MAX, LINK_REPLAY_INPUTS_MAX,
 };
 use crate::engine::{Engine, Input, Output, SNAPSHOT_FORMAT_VERSIONS};
 use crate::fix::time::Timestamp;
@@ -45,6 +47,9 @@ pub struct ServeConfig {
     /// ([`crate::control::artifact::self_sha256`]), as the serve loop cannot know which binary
     /// it is part of; empty (the default) means unknown.
     pub executable_sha256: String,
+    /// The link secret a gateway must prove before it may send anything, and that this engine
+    /// proves in turn ([`super::auth`]); `None` accepts any gateway that can connect.
+    pub link_secret: Option<LinkSecret>,
 }
 
 impl Default for ServeConfig {
@@ -57,6 +62,7 @@ impl Default for ServeConfig {
             peer_timeout: Duration::from_millis(LINK_PEER_TIMEOUT_MS_DEFAULT),
             handshake_timeout: Duration::from_millis(LINK_HANDSHAKE_TIMEOUT_MS),
             executable_sha256: String::new(),
+            link_secret: None,
         }
     }
 }
@@ -100,6 +106,11 @@ pub fn serve<E: Engine>(
 /// Serves the engine on an already bound listener, one gateway connection at a time, until
 /// `shutdown`; returns the engine so the caller can snapshot it on the way out.
 ///
+/// Between connections, every new connection is greeted at once and waits for its Welcome
+/// beside the others (at most [`LINK_PENDING_HANDSHAKES_MAX`], the oldest closed beyond that):
+/// silent connections cost their own handshake timeout, never the gateway's reattach. The first
+/// to complete its handshake is served and the rest are closed.
+///
 /// A connection that fails or closes is logged and the next one accepted; the engine's state,
 /// its last input seq and its replay window survive. Connections that arrive while one is
 /// served wait in the listen backlog (a second gateway must not feed the same engine; who is
@@ -128,25 +139,177 @@ pub fn serve_on<E: Engine>(
         payload: Vec::new(),
     };
     let poll = Duration::from_millis(LINK_POLL_INTERVAL_MS);
+    // Connections greeted with Hello and waiting for their Welcome, oldest first. They are
+    // polled together, so a connection that never speaks delays nobody: the gateway's own
+    // connection is served as soon as its Welcome arrives, whatever waits beside it.
+    let mut pending: VecDeque<Pending> = VecDeque::new();
     while !shutdown.is_triggered() {
-        match listener.accept() {
-            Ok(Some((conn, peer))) => {
-                tracing::info!(%peer, "gateway connected");
-                match server.serve_connection(conn, shutdown) {
-                    Ok(()) => tracing::info!(%peer, "gateway link closed"),
-                    Err(error) => tracing::warn!(%peer, %error, "gateway link failed"),
+        loop {
+            match listener.accept() {
+                Ok(Some((conn, peer))) => {
+                    if pending.len() >= LINK_PENDING_HANDSHAKES_MAX
+                        && let Some(oldest) = pending.pop_front()
+                    {
+                        tracing::warn!(peer = %oldest.peer, "too many link connections waiting for a handshake; closing the oldest");
+                        oldest.close("too many connections waiting for their handshake");
+                    }
+                    match server.greet(conn, peer.clone()) {
+                        Ok(greeted) => pending.push_back(greeted),
+                        Err(error) => {
+                            tracing::warn!(%peer, %error, "gateway connection failed before its handshake")
+                        }
+                    }
+                }
+                Ok(None) => break,
+                Err(error) if is_transient_accept_error(&error) => {
+                    tracing::warn!(%error, "accepting a gateway connection failed; retrying");
+                    break;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let mut welcomed = None;
+        let mut index = 0;
+        while index < pending.len() {
+            match pending[index].poll(config) {
+                Ok(false) => index += 1,
+                Ok(true) => {
+                    welcomed = pending.remove(index);
+                    break;
+                }
+                Err(error) => {
+                    if let Some(mut failed) = pending.remove(index) {
+                        tracing::warn!(peer = %failed.peer, %error, "gateway handshake failed");
+                        send_close(&mut failed.conn, &error);
+                        failed.conn.shutdown();
+                    }
                 }
             }
-            Ok(None) => std::thread::sleep(poll),
-            Err(error) if is_transient_accept_error(&error) => {
-                tracing::warn!(%error, "accepting a gateway connection failed; retrying");
-                std::thread::sleep(poll);
-            }
-            Err(error) => return Err(error.into()),
         }
+        let Some(welcomed) = welcomed else {
+            std::thread::sleep(poll);
+            continue;
+        };
+        // One gateway feeds the engine at a time; the others waiting lost the race.
+        for other in pending.drain(..) {
+            other.close("another gateway completed its handshake first");
+        }
+        let Pending {
+            mut conn,
+            peer,
+            mut decoder,
+            proof,
+            ..
+        } = welcomed;
+        tracing::info!(%peer, "gateway connected");
+        if let Some(proof) = proof {
+            let mut wbuf = Vec::new();
+            let sent = encode(&Frame::AuthProof(AuthProof { proof }), &mut wbuf).and_then(|()| {
+                conn.set_nonblocking(false)?;
+                conn.write_all(&wbuf).map_err(LinkError::from)
+            });
+            if let Err(error) = sent {
+                tracing::warn!(%peer, %error, "gateway link failed sending the engine's proof");
+                conn.shutdown();
+                continue;
+            }
+        }
+        let served = conn
+            .set_nonblocking(false)
+            .map_err(LinkError::from)
+            .and_then(|()| server.converse(&mut conn, &mut decoder, shutdown));
+        conn.shutdown();
+        match served {
+            Ok(()) => tracing::info!(%peer, "gateway link closed"),
+            Err(error) => tracing::warn!(%peer, %error, "gateway link failed"),
+        }
+    }
+    for waiting in pending.drain(..) {
+        waiting.close("engine is shutting down");
     }
     tracing::info!(addr = %local, "engine link stopped");
     Ok(server.engine)
+}
+
+/// A connection greeted with Hello, waiting for the gateway's Welcome.
+struct Pending {
+    /// The connection, non-blocking while it waits.
+    conn: Conn,
+    /// Who, for logs.
+    peer: String,
+    /// What arrived so far.
+    decoder: FrameDecoder,
+    /// When the handshake timeout expires.
+    deadline: Instant,
+    /// The nonce sent in Hello when the link is authenticated.
+    nonce: Vec<u8>,
+    /// The engine's proof to send once the gateway's Welcome proved the secret.
+    proof: Option<Vec<u8>>,
+}
+
+impl Pending {
+    /// Reads what arrived without blocking: `true` once a compatible Welcome is in, `false`
+    /// while still waiting; an error ends the connection (wrong version, Close, anything but a
+    /// Welcome, a disconnect, the handshake timeout).
+    fn poll(&mut self, config: &ServeConfig) -> Result<bool, LinkError> {
+        let timeout = config.handshake_timeout;
+        loop {
+            match self.decoder.next_frame()? {
+                Some(Frame::Welcome(welcome))
+                    if welcome.protocol_version == LINK_PROTOCOL_VERSION =>
+                {
+                    if let Some(secret) = &config.link_secret {
+                        let expected = secret.gateway_proof(&self.nonce, &welcome.auth_nonce);
+                        if !auth::nonce_ok(&welcome.auth_nonce)
+                            || !auth::proofs_equal(&welcome.auth_proof, &expected)
+                        {
+                            return Err(LinkError::Unauthenticated(
+                                if welcome.auth_proof.is_empty() {
+                                    "the gateway does not prove the link secret this engine requires: set [link] secret_file on the gateway to the engine's secret file".to_owned()
+                                } else {
+                                    "the gateway proved a different link secret".to_owned()
+                                },
+                            ));
+                        }
+                        self.proof = Some(secret.engine_proof(&self.nonce, &welcome.auth_nonce));
+                    }
+                    return Ok(true);
+                }
+                Some(Frame::Welcome(welcome)) => {
+                    return Err(LinkError::IncompatibleVersion {
+                        peer: welcome.protocol_version,
+                    });
+                }
+                Some(Frame::Close(close)) => {
+                    return Err(LinkError::Closed {
+                        reason: close.reason,
+                    });
+                }
+                Some(other) => {
+                    return Err(LinkError::Unexpected {
+                        got: other.kind().name(),
+                        context: "before Welcome",
+                    });
+                }
+                None => {}
+            }
+            match read_some(&mut self.conn, &mut self.decoder)? {
+                Some(0) => return Err(LinkError::Disconnected),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if Instant::now() >= self.deadline {
+            return Err(LinkError::HandshakeTimeout(timeout));
+        }
+        Ok(false)
+    }
+
+    /// Ends a connection that will not be served, telling the peer why.
+    fn close(mut self, reason: &str) {
+        send_close_reason(&mut self.conn, reason);
+        self.conn.shutdown();
+    }
 }
 
 /// Accept errors that concern one connection or a passing resource shortage, not the listener.
@@ -195,22 +358,17 @@ enum Next {
 }
 
 impl<E: Engine> Server<'_, E> {
-    /// Serves one gateway connection: Hello, wait for Welcome, then inputs and requests until
-    /// Close, disconnect, silence, a protocol error or shutdown.
-    fn serve_connection(&mut self, mut conn: Conn, shutdown: &Shutdown) -> Result<(), LinkError> {
+    /// Configures a new connection for the engine loop and sends it Hello; it then waits,
+    /// non-blocking, for its Welcome beside the other pending connections.
+    fn greet(&mut self, mut conn: Conn, peer: String) -> Result<Pending, LinkError> {
         let config = self.config;
         let poll = Duration::from_millis(LINK_POLL_INTERVAL_MS).min(config.heartbeat_interval);
         conn.configure(poll, config.peer_timeout)?;
-        let result = self.converse(&mut conn, shutdown);
-        conn.shutdown();
-        result
-    }
-
-    /// The conversation on a configured connection; on a protocol error, tells the gateway why
-    /// before returning it.
-    fn converse(&mut self, conn: &mut Conn, shutdown: &Shutdown) -> Result<(), LinkError> {
-        let mut decoder = FrameDecoder::new();
         let mut wbuf = Vec::new();
+        let nonce = match &config.link_secret {
+            Some(_) => auth::nonce()?,
+            None => Vec::new(),
+        };
         let hello = Hello {
             protocol_version: LINK_PROTOCOL_VERSION,
             engine_name: self.config.engine_name.clone(),
@@ -218,27 +376,35 @@ impl<E: Engine> Server<'_, E> {
             last_input_seq: self.engine.last_input_seq(),
             snapshot_formats: self.config.snapshot_formats.clone(),
             executable_sha256: self.config.executable_sha256.clone(),
+            auth_nonce: nonce.clone(),
         };
         encode(&Frame::Hello(hello), &mut wbuf)?;
         conn.write_all(&wbuf)?;
-        wbuf.clear();
+        conn.set_nonblocking(true)?;
+        Ok(Pending {
+            conn,
+            peer,
+            decoder: FrameDecoder::new(),
+            deadline: Instant::now() + config.handshake_timeout,
+            nonce,
+            proof: None,
+        })
+    }
 
-        match self.handshake(conn, &mut decoder, shutdown) {
-            Ok(true) => {}
-            Ok(false) => {
-                send_close_reason(conn, "engine is shutting down");
-                return Ok(());
-            }
-            Err(error) => {
-                send_close(conn, &error);
-                return Err(error);
-            }
-        }
-
+    /// The conversation after the gateway's Welcome, until Close, disconnect, silence, a
+    /// protocol error or shutdown; on a protocol error, tells the gateway why before returning
+    /// it.
+    fn converse(
+        &mut self,
+        conn: &mut Conn,
+        decoder: &mut FrameDecoder,
+        shutdown: &Shutdown,
+    ) -> Result<(), LinkError> {
+        let mut wbuf = Vec::new();
         let mut last_sent = Instant::now();
         let mut last_received = Instant::now();
         loop {
-            let batch = self.handle_buffered(&mut decoder, &mut wbuf);
+            let batch = self.handle_buffered(decoder, &mut wbuf);
             if !wbuf.is_empty() {
                 conn.write_all(&wbuf)?;
                 wbuf.clear();
@@ -275,56 +441,10 @@ impl<E: Engine> Server<'_, E> {
                 last_sent = now;
             }
 
-            match read_some(conn, &mut decoder)? {
+            match read_some(conn, decoder)? {
                 Some(0) => return Err(LinkError::Disconnected),
                 Some(_) => last_received = Instant::now(),
                 None => {}
-            }
-        }
-    }
-
-    /// Waits for the gateway's Welcome (or Close) within the handshake timeout; false if
-    /// shutdown was requested meanwhile.
-    fn handshake(
-        &mut self,
-        conn: &mut Conn,
-        decoder: &mut FrameDecoder,
-        shutdown: &Shutdown,
-    ) -> Result<bool, LinkError> {
-        let deadline = Instant::now() + self.config.handshake_timeout;
-        loop {
-            match decoder.next_frame()? {
-                Some(Frame::Welcome(welcome))
-                    if welcome.protocol_version == LINK_PROTOCOL_VERSION =>
-                {
-                    return Ok(true);
-                }
-                Some(Frame::Welcome(welcome)) => {
-                    return Err(LinkError::IncompatibleVersion {
-                        peer: welcome.protocol_version,
-                    });
-                }
-                Some(Frame::Close(close)) => {
-                    return Err(LinkError::Closed {
-                        reason: close.reason,
-                    });
-                }
-                Some(other) => {
-                    return Err(LinkError::Unexpected {
-                        got: other.kind().name(),
-                        context: "before Welcome",
-                    });
-                }
-                None => {}
-            }
-            if shutdown.is_triggered() {
-                return Ok(false);
-            }
-            if Instant::now() >= deadline {
-                return Err(LinkError::HandshakeTimeout(self.config.handshake_timeout));
-            }
-            if read_some(conn, decoder)? == Some(0) {
-                return Err(LinkError::Disconnected);
             }
         }
     }

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as SocketShutdown, TcpListener, TcpStream};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -151,6 +151,11 @@ impl LinkListener {
             }
             LinkAddr::Unix(path) => {
                 let listener = bind_unix(path)?;
+                // Whoever can connect can feed the engine inputs: the engine's own account only.
+                std::fs::set_permissions(
+                    path,
+                    std::fs::Permissions::from_mode(crate::constants::LINK_SOCKET_MODE),
+                )?;
                 let meta = std::fs::metadata(path)?;
                 ListenerInner::Unix {
                     listener,
@@ -248,7 +253,7 @@ pub(crate) enum Conn {
 
 impl Conn {
     /// Sets blocking or non-blocking mode.
-    fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         match self {
             Conn::Tcp(stream) => stream.set_nonblocking(nonblocking),
             Conn::Unix(stream) => stream.set_nonblocking(nonblocking),

@@ -62,6 +62,7 @@ fn sample() -> Status {
             barrier_seq: 100,
             pause_us: 42,
             planned: true,
+            rollback: false,
             scope: SwitchScope::CanaryStarted {
                 symbols: vec!["MSFT".into()],
             },

@@ -313,10 +313,15 @@ fn frame() -> impl Strategy<Value = Frame> {
                         last_input_seq,
                         snapshot_formats,
                         executable_sha256,
+                        auth_nonce: vec![7; 32],
                     })
                 }
             ),
-        any::<u16>().prop_map(|protocol_version| Frame::Welcome(Welcome { protocol_version })),
+        any::<u16>().prop_map(|protocol_version| Frame::Welcome(Welcome {
+            protocol_version,
+            auth_nonce: vec![1; 32],
+            auth_proof: vec![2; 32],
+        })),
         text().prop_map(|reason| Frame::Close(Close { reason })),
         any::<u64>().prop_map(|last_input_seq| Frame::Heartbeat(Heartbeat { last_input_seq })),
         input().prop_map(Frame::Input),
@@ -595,6 +600,7 @@ fn handshake_frames_decode_at_any_version_and_ignore_appended_fields() {
         last_input_seq: 42,
         snapshot_formats: vec![1, 2],
         executable_sha256: "ab".repeat(32),
+        auth_nonce: vec![9; 32],
     };
     let mut bytes = encoded(&Frame::Hello(hello.clone()));
     // A later version's Hello: its own header version and a field appended.
@@ -634,6 +640,20 @@ fn a_version_1_hello_without_appended_fields_decodes_with_them_empty() {
             last_input_seq: 42,
             snapshot_formats: vec![1],
             executable_sha256: String::new(),
+            auth_nonce: Vec::new(),
+        })]
+    );
+
+    // A version 1 Welcome has no authentication fields: it decodes with them empty.
+    let welcome = raw_frame(1, FrameKind::Welcome as u8, &[1]);
+    let (frames, error, _) = decode_all(&welcome, welcome.len());
+    assert!(error.is_none(), "{error:?}");
+    assert_eq!(
+        frames,
+        [Frame::Welcome(Welcome {
+            protocol_version: 1,
+            auth_nonce: Vec::new(),
+            auth_proof: Vec::new(),
         })]
     );
 
@@ -654,7 +674,7 @@ fn a_version_1_hello_without_appended_fields_decodes_with_them_empty() {
 
 #[test]
 fn unknown_kind_is_a_typed_error() {
-    for kind in [0, 16, 0xEF, 0xF2, 0xFF] {
+    for kind in [0, 17, 0xEF, 0xF2, 0xFF] {
         assert!(matches!(
             single_error(&raw_frame(LINK_PROTOCOL_VERSION, kind, &[])),
             LinkError::UnknownKind { kind: k } if k == kind

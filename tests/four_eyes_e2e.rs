@@ -1,0 +1,120 @@
+//! The two-person rule against a real gateway: names are typed by whoever runs `baton ctl`, so an
+//! approval from the OS account that filed the change is refused unless `[control.operators]`
+//! declares both people for that account; a declared account acts only under its people's names;
+//! and an operator with neither USER nor LOGNAME is called by the account's login name.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+use support::control::{ctl, free_control_addr, ok, refused, shared_account_operators};
+use support::{Gateway, WAIT};
+
+/// A gateway with no engines (changes are filed and approved all the same) and `control` as its
+/// extra config; returns it with its control address.
+fn gateway(dir: &Path, control: &str) -> (Gateway, SocketAddr) {
+    let addr = free_control_addr();
+    let config = dir.join("baton.toml");
+    let text = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"{addr}\"\nstore_dir = \"store\"\n\n\
+         [defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n\n{control}"
+    );
+    std::fs::write(&config, text).expect("config");
+    let gateway = Gateway::start(&config, &dir.join("store"));
+    // The control endpoint answers once the gateway listens; poll rather than guess.
+    let deadline = std::time::Instant::now() + WAIT;
+    while ctl(addr, "ops", &["change", "list"]).status.code() != Some(0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "control endpoint never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    (gateway, addr)
+}
+
+fn file(control: SocketAddr, operator: &str) -> std::process::Output {
+    ctl(
+        control,
+        operator,
+        &[
+            "change",
+            "file",
+            "--artifact",
+            env!("CARGO_BIN_EXE_baton"),
+            "--reason",
+            "matching fix",
+        ],
+    )
+}
+
+fn account() -> String {
+    baton::control::peer::current_account_name().expect("the test account has a name")
+}
+
+#[test]
+fn an_approval_from_the_filers_account_is_refused_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_gateway, control) = gateway(dir.path(), "");
+    ok(file(control, "alice"));
+    let same_account = refused(ctl(control, "bob", &["change", "approve", "CHG-1"]));
+    assert!(
+        same_account.contains("from the OS account that filed it"),
+        "{same_account}"
+    );
+    let switch = refused(ctl(control, "alice", &["switch", "--change", "CHG-1"]));
+    assert!(switch.contains("not approved"), "{switch}");
+    let listed = ok(ctl(control, "ops", &["change", "list"]));
+    assert!(listed.contains("CHG-1   filed"), "{listed}");
+}
+
+#[test]
+fn people_declared_for_a_shared_account_approve_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_gateway, control) = gateway(dir.path(), &shared_account_operators());
+    ok(file(control, "alice"));
+    let approved = ok(ctl(control, "bob", &["change", "approve", "CHG-1"]));
+    assert!(approved.contains("approved"), "{approved}");
+    // Still two people: alice cannot approve her own change from it.
+    let own = refused(ctl(control, "alice", &["change", "approve", "CHG-1"]));
+    assert!(own.contains("cannot approve"), "{own}");
+}
+
+#[test]
+fn an_account_declared_as_one_person_acts_only_under_that_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let operators = format!("[control.operators]\n{} = \"alice\"\n", account());
+    let (_gateway, control) = gateway(dir.path(), &operators);
+    let posing = refused(file(control, "bob"));
+    assert!(
+        posing.contains(&format!("OS account {} acts as alice", account())),
+        "{posing}"
+    );
+    ok(file(control, "alice"));
+    let approve = refused(ctl(control, "bob", &["change", "approve", "CHG-1"]));
+    assert!(approve.contains("acts as alice"), "{approve}");
+}
+
+#[test]
+fn without_user_or_logname_the_operator_is_the_accounts_login_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_gateway, control) = gateway(dir.path(), "");
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["ctl", "--addr", &control.to_string()])
+        .args([
+            "change",
+            "file",
+            "--artifact",
+            env!("CARGO_BIN_EXE_baton"),
+            "--reason",
+            "container",
+        ])
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .output()
+        .expect("baton ctl");
+    let filed = ok(output);
+    assert!(filed.contains(&account()), "filed by the account: {filed}");
+}

@@ -1,0 +1,122 @@
+//! `[link] secret_file` with real processes over TCP: a gateway and an engine holding the same
+//! secret trade; an engine holding another refuses the gateway, and both say why in their logs.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::{Gateway, logged_on, wait_for_engine};
+
+/// A config naming `secret_file` in `[link]`, with one session.
+fn config(dir: &Path, name: &str, secret_file: &Path) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"store\"\n\n\
+             [link]\nsecret_file = {:?}\n\n\
+             [defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n\n\
+             [[session]]\nTargetCompID = \"CLIENT1\"\n",
+            secret_file.display().to_string()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+/// A free TCP link address on loopback.
+fn free_link_addr() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    format!("tcp://127.0.0.1:{port}")
+}
+
+/// `baton engine` on `addr` with `config`, its log lines sent to the returned channel.
+fn engine(config: &Path, addr: &str) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["engine", "--config"])
+        .arg(config)
+        .args(["--listen", addr, "--name", "blue"])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn engine");
+    let (lines_tx, lines) = mpsc::channel();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    (child, lines)
+}
+
+/// Waits for a line containing `needle`, within a generous bound.
+fn expect_line(lines: &mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(_) => panic!("no log line containing {needle:?}"),
+        }
+    }
+}
+
+#[test]
+fn gateway_and_engine_with_the_same_secret_trade_and_another_secret_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("link.secret");
+    std::fs::write(&secret, "a shared secret of enough length\n").unwrap();
+    let other = dir.path().join("other.secret");
+    std::fs::write(&other, "some other secret, also long enough").unwrap();
+    let gateway_config = config(dir.path(), "baton.toml", &secret);
+
+    // Same secret: the gateway attaches and orders are answered.
+    let addr = free_link_addr();
+    let (mut blue, _lines) = engine(&gateway_config, &addr);
+    let gateway = Gateway::start_with(
+        &gateway_config,
+        &dir.path().join("store"),
+        &[
+            "--engine".as_ref(),
+            addr.as_ref(),
+            "--journal-dir".as_ref(),
+            dir.path().join("journal").as_os_str(),
+        ],
+    );
+    let mut client = logged_on(&gateway, 1);
+    wait_for_engine(&mut client);
+    drop(client);
+    drop(gateway);
+    let _ = blue.kill();
+    let _ = blue.wait();
+
+    // Another secret on the engine: it refuses the gateway and says why.
+    let addr = free_link_addr();
+    let engine_config = config(dir.path(), "engine.toml", &other);
+    let (mut blue, lines) = engine(&engine_config, &addr);
+    let _gateway = Gateway::start_with(
+        &gateway_config,
+        &dir.path().join("store2"),
+        &[
+            "--engine".as_ref(),
+            addr.as_ref(),
+            "--journal-dir".as_ref(),
+            dir.path().join("journal2").as_os_str(),
+        ],
+    );
+    let refusal = expect_line(&lines, "gateway handshake failed");
+    assert!(refusal.contains("different link secret"), "{refusal}");
+    let _ = blue.kill();
+    let _ = blue.wait();
+}
