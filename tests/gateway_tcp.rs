@@ -250,3 +250,64 @@ fn sigkill_and_restart_keeps_sequence_numbers_and_resend() {
     let expected: Vec<String> = (0..25).map(|i| format!("K-{i}")).collect();
     assert_eq!(resent, expected);
 }
+
+/// A Logon for CLIENT1 padded with a Username of `padding` bytes.
+fn padded_logon(padding: usize) -> Vec<u8> {
+    let mut encoder = baton::fix::codec::Encoder::new("FIX.4.4");
+    encoder
+        .start(b"A")
+        .str(49, "CLIENT1")
+        .str(56, "BATON")
+        .uint(34, 1)
+        .timestamp(52, baton::fix::time::Timestamp::now())
+        .uint(98, 0)
+        .uint(108, 30)
+        .bytes(553, &vec![b'u'; padding]);
+    encoder.finish().to_vec()
+}
+
+#[test]
+fn oversized_message_before_logon_closes_the_connection_unanswered() {
+    use std::io::{Read, Write};
+    let (_dir, gateway) = setup(1);
+    let mut logon = padded_logon(2 * baton::constants::LOGON_BODY_LENGTH_MAX);
+    assert!(logon.len() < baton::constants::BODY_LENGTH_MAX);
+    // A proper Logon right behind it: a gateway that skipped the big frame and read on would
+    // answer this one.
+    logon.extend_from_slice(&padded_logon(8));
+    let mut stream = std::net::TcpStream::connect(gateway.addr).unwrap();
+    stream.set_read_timeout(Some(WAIT * 3)).unwrap();
+    // The gateway may close while the body is still being written; that is the point.
+    let _ = stream.write_all(&logon);
+    let mut answer = Vec::new();
+    let closed = match stream.read_to_end(&mut answer) {
+        Ok(_) => true,
+        Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "the connection must be closed, not left waiting");
+    // Neither Logon was answered: the connection ended at the oversized header.
+    assert!(
+        answer.is_empty(),
+        "answered: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The session itself is unharmed, and once logged on may send large messages.
+    let mut client = gateway.client(1);
+    client.logon(false, WAIT).unwrap();
+    let seq = client
+        .send(b"D", |e| {
+            e.str(11, "BIG-1")
+                .str(55, "ACME")
+                .char(54, b'1')
+                .str(60, "20261123-12:00:00")
+                .uint(38, 100)
+                .char(40, b'2')
+                .str(44, "10.5")
+                .bytes(58, &vec![b't'; 2 * baton::constants::LOGON_BODY_LENGTH_MAX]);
+        })
+        .unwrap();
+    let reject = client
+        .recv_until(WAIT, "BusinessMessageReject", |m| m.msg_type() == b"j")
+        .unwrap();
+    assert_eq!(text(&reject, 45), seq.to_string());
+}

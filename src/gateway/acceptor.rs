@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use super::translate;
 use crate::constants;
 use crate::engine::{Request, SessionId};
-use crate::fix::codec::{Decoder, Frame, Message};
+use crate::fix::codec::{Decoder, Frame, Garbled, Message};
 use crate::fix::session::{self, Event, Session, State};
 use crate::fix::store::SessionStore;
 use crate::fix::tags::{self, BusinessRejectReason, msg_type};
@@ -318,7 +318,9 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
     async fn serve(mut self, mut stream: TcpStream) {
         let peer = self.peer;
         let _ = stream.set_nodelay(true);
-        let decoder = Decoder::new(constants::BODY_LENGTH_MAX);
+        // Unauthenticated: a larger declared body than a Logon needs closes the connection
+        // before the body is read.
+        let decoder = Decoder::new(constants::LOGON_BODY_LENGTH_MAX);
         let mut buf: Vec<u8> = Vec::with_capacity(constants::READ_CHUNK);
         let mut chunk = vec![0u8; constants::READ_CHUNK];
         let deadline = tokio::time::Instant::now()
@@ -328,6 +330,13 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
         let first = loop {
             match decoder.frame(&buf) {
                 Frame::Complete(len) => break len,
+                Frame::Garbled {
+                    reason: Garbled::BodyTooLong,
+                    ..
+                } => {
+                    tracing::warn!(%peer, limit = constants::LOGON_BODY_LENGTH_MAX, "message before Logon larger than a Logon; closing");
+                    return;
+                }
                 Frame::Garbled { skip, reason } => {
                     tracing::warn!(%peer, ?reason, "garbled bytes before Logon ignored");
                     buf.drain(..skip.min(buf.len()));
