@@ -311,3 +311,67 @@ fn oversized_message_before_logon_closes_the_connection_unanswered() {
         .unwrap();
     assert_eq!(text(&reject, 45), seq.to_string());
 }
+
+#[test]
+fn orders_without_the_venues_required_party_roles_are_refused_with_a_clear_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1, "");
+    let mut text_config = std::fs::read_to_string(&config).unwrap();
+    text_config.push_str("\n[venue]\nparties_required_roles = [3, 12]\n");
+    std::fs::write(&config, text_config).unwrap();
+    let gateway = Gateway::start(&config, &dir.path().join("store"));
+    let mut client = gateway.client(1);
+    client.logon(false, WAIT).unwrap();
+    let order = |client: &mut Initiator, cl_ord_id: &str, parties: &[(u32, &str)]| {
+        client
+            .send(b"D", |e| {
+                e.str(11, cl_ord_id)
+                    .str(55, "ACME")
+                    .char(54, b'1')
+                    .str(60, "20261123-12:00:00")
+                    .uint(38, 100)
+                    .char(40, b'2')
+                    .str(44, "10.5");
+                for (tag, value) in parties {
+                    e.str(*tag, value);
+                }
+            })
+            .unwrap()
+    };
+    // Only the client ID: the executing trader is missing.
+    let seq = order(
+        &mut client,
+        "NO-TRADER",
+        &[(453, "1"), (448, "12345"), (447, "P"), (452, "3")],
+    );
+    let reject = client
+        .recv_until(WAIT, "BusinessMessageReject", |m| m.msg_type() == b"j")
+        .unwrap();
+    assert_eq!(text(&reject, 45), seq.to_string());
+    assert_eq!(text(&reject, 380), "5");
+    assert_eq!(
+        text(&reject, 58),
+        "Parties (453) must include PartyRole 12 (EXECUTING_TRADER); the venue requires it on every order"
+    );
+    // Both roles: the rule passes and the order goes on (here to "no engine", 380=4).
+    let seq = order(
+        &mut client,
+        "BOTH",
+        &[
+            (453, "2"),
+            (448, "12345"),
+            (447, "P"),
+            (452, "3"),
+            (448, "7"),
+            (447, "P"),
+            (452, "12"),
+            (2376, "24"),
+        ],
+    );
+    let reject = client
+        .recv_until(WAIT, "BusinessMessageReject", |m| {
+            m.msg_type() == b"j" && m.get(45) == Some(seq.to_string().as_bytes())
+        })
+        .unwrap();
+    assert_eq!(text(&reject, 380), "4");
+}

@@ -24,6 +24,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
 use super::translate;
+use crate::config::VenueConfig;
 use crate::constants;
 use crate::engine::{Request, SessionId};
 use crate::fix::codec::{Decoder, Frame, Garbled, Message};
@@ -60,6 +61,8 @@ pub struct Sessions<S: SessionStore> {
     slots: Vec<SessionSlot<S>>,
     /// (our CompID, their CompID) → id.
     by_key: HashMap<(Vec<u8>, Vec<u8>), SessionId>,
+    /// The venue's rules on business messages (`[venue]`), checked before sequencing.
+    venue: VenueConfig,
 }
 
 /// What status shows of one session.
@@ -78,6 +81,11 @@ pub struct SessionStatus {
 impl<S: SessionStore> Sessions<S> {
     /// Takes ownership of the configured sessions; their order defines their [`SessionId`]s.
     pub fn new(sessions: Vec<Session<S>>) -> Arc<Sessions<S>> {
+        Sessions::with_venue(sessions, VenueConfig::default())
+    }
+
+    /// [`Sessions::new`], with the venue's rules on business messages.
+    pub fn with_venue(sessions: Vec<Session<S>>, venue: VenueConfig) -> Arc<Sessions<S>> {
         let mut by_key = HashMap::new();
         let slots = sessions
             .into_iter()
@@ -97,7 +105,11 @@ impl<S: SessionStore> Sessions<S> {
                 }
             })
             .collect();
-        Arc::new(Sessions { slots, by_key })
+        Arc::new(Sessions {
+            slots,
+            by_key,
+            venue,
+        })
     }
 
     /// Number of sessions.
@@ -420,7 +432,7 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                             tracing::info!(session = %session.config().target_comp_id, reset, "session logged on");
                         }
                         Event::Application(message) => {
-                            match translate::request_from_fix(&message) {
+                            match translate::request_from_fix(&message, &self.sessions.venue) {
                                 Ok(request) => requests.push(Inbound {
                                     session: id,
                                     request,
