@@ -136,7 +136,7 @@ fn bench(c: &mut Criterion) {
     });
 }
 
-/// A NewOrderSingle header followed by `count` distinct user-defined tags (`5000=1`, `5001=1`,
+/// A NewOrderSingle header followed by `count` distinct tags (`1000=1`, `1001=1`,
 /// ...): the shape that made the old repeated-tag check quadratic.
 fn many_tags(count: usize) -> Vec<u8> {
     let mut encoder = Encoder::new("FIX.4.4");
@@ -147,7 +147,7 @@ fn many_tags(count: usize) -> Vec<u8> {
         .uint(34, 2)
         .timestamp(52, NOW);
     for i in 0..count {
-        encoder.uint(5_000 + i as u32, 1);
+        encoder.uint(1_000 + i as u32, 1);
     }
     encoder.finish().to_vec()
 }

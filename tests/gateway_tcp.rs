@@ -375,3 +375,32 @@ fn orders_without_the_venues_required_party_roles_are_refused_with_a_clear_text(
         .unwrap();
     assert_eq!(text(&reject, 380), "4");
 }
+
+#[test]
+fn message_with_more_fields_than_the_cap_gets_a_reject_and_the_session_goes_on() {
+    let (_dir, gateway) = setup(1);
+    let mut client = gateway.client(1);
+    client.logon(false, WAIT).unwrap();
+    let seq = client
+        .send(b"D", |e| {
+            e.str(11, "WIDE-1").str(55, "ACME").char(54, b'1');
+            for i in 0..baton::constants::FIELDS_PER_MESSAGE_MAX {
+                e.uint(5_000 + i as u32, 1);
+            }
+        })
+        .unwrap();
+    let reject = client
+        .recv_until(WAIT, "Reject", |m| m.msg_type() == b"3")
+        .unwrap();
+    assert_eq!(text(&reject, 45), seq.to_string());
+    assert_eq!(text(&reject, 373), "99");
+    client
+        .send(b"1", |e| {
+            e.str(112, "after-wide");
+        })
+        .unwrap();
+    let answer = client
+        .recv_until(WAIT, "Heartbeat", |m| m.get(112).is_some())
+        .unwrap();
+    assert_eq!(text(&answer, 112), "after-wide");
+}
