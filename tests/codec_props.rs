@@ -482,6 +482,37 @@ proptest! {
         drain(&Decoder::new(16), &bytes);
     }
 
+    /// Any sequence of fields drawn from the Parties group, its nested group, ordinary body
+    /// and header fields and unknown tags (repeats, wrong counts, members out of place, groups
+    /// left open) gets a verdict with a bounded number of validation steps per field: the
+    /// walk is linear whatever the peer sends, and never panics.
+    #[test]
+    fn validation_of_any_field_sequence_is_linear(
+        fields in prop::collection::vec(
+            (
+                prop::sample::select(vec![
+                    453u32, 448, 447, 452, 2376, 802, 523, 803, 11, 55, 54, 38, 40, 58, 49, 34,
+                    5_001, 5_002, 9_999, 77_777,
+                ]),
+                prop::sample::select(vec!["0", "1", "2", "3", "P", "12", "x"]),
+            ),
+            0..600,
+        )
+    ) {
+        let mut body = b"35=D\x0149=CLIENT\x0156=BATON\x0134=2\x0152=20260302-09:30:00.000\x01".to_vec();
+        for (tag, value) in &fields {
+            body.extend_from_slice(format!("{tag}={value}\x01").as_bytes());
+        }
+        let bytes = frame_body(&body);
+        let message = Message::parse(&bytes).expect("framed");
+        let (verdict, work) = Dictionary::venue().validate_counting_work(&message);
+        let count = message.fields().count() as u64;
+        // One step per field, a few per group closed, up to the unknown-tag fallback per
+        // unknown tag, one per required field: bounded per field.
+        let per_field = baton::constants::UNKNOWN_TAGS_TRACKED_MAX as u64 + 4;
+        prop_assert!(work <= per_field * count + 64, "{} steps for {} fields ({:?})", work, count, verdict);
+    }
+
     #[test]
     fn reframed_mutations_reach_the_validator_without_panic(
         frame in any_valid_frame(),
