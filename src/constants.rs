@@ -515,9 +515,10 @@ pub const GROUP_DEPTH_MAX: usize = 4;
 /// a mask.
 pub const GROUP_MEMBERS_MAX: usize = 64;
 
-/// Parties one order may carry (NoPartyIDs). MiFID II asks for client ID, investment decision
-/// maker, executing trader and the executing/entering firm: five roles, plus room for a few
-/// more, stored inline in every order record.
+/// Parties one order, cancel or replace may carry (NoPartyIDs); more is refused with a
+/// BusinessMessageReject. MiFID II asks for client ID, investment decision maker, executing
+/// trader and the executing/entering firm: five roles, plus room for a few more, while keeping
+/// a fixed-size party list small enough to store inline beside an order.
 pub const PARTIES_MAX: usize = 8;
 
 /// Longest PartyID (448) in bytes. An LEI is 20 characters, a MiFID II short code at most 10
