@@ -71,6 +71,9 @@ pub struct Config {
     /// The engine link's shared secret.
     #[serde(default)]
     pub link: LinkConfig,
+    /// Venue rules the gateway applies to business messages before sequencing them.
+    #[serde(default)]
+    pub venue: VenueConfig,
 }
 
 /// `[link]`: settings both the gateway and its engines read, since they must agree.
@@ -94,6 +97,18 @@ impl LinkConfig {
             .map(crate::link::LinkSecret::load)
             .transpose()
     }
+}
+
+/// `[venue]`: business rules the gateway checks on every order before it is sequenced, so
+/// every engine sees only orders the venue accepts.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct VenueConfig {
+    /// PartyRole (452) values every NewOrderSingle, OrderCancelRequest and
+    /// OrderCancelReplaceRequest must carry in its Parties group, e.g. `[3, 12]` for the client
+    /// ID and the executing trader MiFID II asks for; empty: Parties are optional.
+    #[serde(default)]
+    pub parties_required_roles: Vec<u32>,
 }
 
 /// `[control]`: what needs approval, where the audit trail lives, and when a canary is rolled
@@ -398,7 +413,42 @@ impl Config {
         })?;
         config.session_configs(origin)?;
         config.check_control(origin)?;
+        config.check_venue(origin)?;
         Ok(config)
+    }
+
+    /// Refuses a required role the dictionary does not list (a typo would make every order
+    /// fail) and more roles than an order may carry parties.
+    fn check_venue(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        let roles = &self.venue.parties_required_roles;
+        if roles.len() > constants::PARTIES_MAX {
+            return Err(invalid(format!(
+                "[venue] parties_required_roles lists {} roles, more than the {} parties an order may carry",
+                roles.len(),
+                constants::PARTIES_MAX
+            )));
+        }
+        let dictionary = crate::fix::dictionary::Dictionary::venue();
+        for (i, role) in roles.iter().enumerate() {
+            let listed = dictionary
+                .field(crate::gateway::translate::PARTY_ROLE)
+                .is_some_and(|field| field.accepts_value(role.to_string().as_bytes()));
+            if !listed {
+                return Err(invalid(format!(
+                    "[venue] parties_required_roles: {role} is not a PartyRole (452) the venue takes"
+                )));
+            }
+            if roles[..i].contains(role) {
+                return Err(invalid(format!(
+                    "[venue] parties_required_roles: {role} is listed twice"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Refuses a policy naming an action that does not exist (a typo must not silently drop an
@@ -557,6 +607,31 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn venue_party_roles_are_checked_against_the_dictionary() {
+        let base = "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"s\"\n";
+        let config = Config::parse(
+            &format!("{base}[venue]\nparties_required_roles = [3, 12]\n"),
+            "test",
+        )
+        .unwrap();
+        assert_eq!(config.venue.parties_required_roles, [3, 12]);
+        let error = Config::parse(
+            &format!("{base}[venue]\nparties_required_roles = [3, 4000]\n"),
+            "test",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("4000 is not a PartyRole"), "{error}");
+        let error = Config::parse(
+            &format!("{base}[venue]\nparties_required_roles = [3, 3]\n"),
+            "test",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("listed twice"), "{error}");
+    }
 
     #[test]
     fn embedded_default_config_is_valid() {

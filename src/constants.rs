@@ -688,3 +688,57 @@ pub const NOTIFY_STATUS_TIMEOUT: std::time::Duration =
 pub const WATCHDOG_INTERVAL_MIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 const _: () = assert!(NOTIFY_READY_POLL.as_millis() < WATCHDOG_INTERVAL_MIN.as_millis());
+
+// ---------------------------------------------------------------------------------------------
+// FIX codec and dictionary: what one message may hold (`fix::codec`, `fix::dictionary`).
+// ---------------------------------------------------------------------------------------------
+
+/// Largest BodyLength accepted before Logon. The Logon the venue takes is about 100 bytes of
+/// body (CompIDs, MsgSeqNum, SendingTime, HeartBtInt, ResetSeqNumFlag); 4 KiB is forty times
+/// that, yet an unauthenticated connection can make the gateway buffer and parse only 1/16 of
+/// what a logged-on one can.
+pub const LOGON_BODY_LENGTH_MAX: usize = 4 * 1024;
+
+/// Most fields indexed in one message; a message with more is rejected (373=99). The venue's
+/// largest message, an order with a full Parties group ([`PARTIES_MAX`] parties of five fields),
+/// is under 100 fields; ten times that leaves room for verbose peers while bounding the index
+/// (and so every walk over a message) far below the ~16,000 fields 64 KiB could hold.
+pub const FIELDS_PER_MESSAGE_MAX: usize = 1_024;
+
+/// Most fields a dictionary may define. Validation keeps a seen-set of one bit per dictionary
+/// field on the stack (128 bytes at this size) so that checking repeats is linear and allocates
+/// nothing; FIX 4.4 defines about 900 fields, so even a full dictionary fits.
+pub const DICTIONARY_FIELDS_MAX: usize = 1_024;
+
+/// Distinct tags outside the dictionary tracked for the repeated-tag check (a bounded
+/// fallback). A message with any such tag is rejected (373=0) anyway; tracking a few keeps a
+/// repeated unknown tag reported as 373=13 in ordinary cases, and the bound keeps the check
+/// linear when a peer sends thousands of them.
+pub const UNKNOWN_TAGS_TRACKED_MAX: usize = 16;
+
+/// Deepest nesting of repeating groups (a group inside a group's instance ...). FIX 4.4's
+/// deepest (Parties → PtysSubGrp) is two; four leaves room and bounds the validator's fixed
+/// stack of open groups.
+pub const GROUP_DEPTH_MAX: usize = 4;
+
+/// Most members one repeating group may define, so the members seen in an instance fit one
+/// 64-bit mask: checking order, repeats and required members per instance is then a shift and
+/// a mask.
+pub const GROUP_MEMBERS_MAX: usize = 64;
+
+/// Parties one order, cancel or replace may carry (NoPartyIDs); more is refused with a
+/// BusinessMessageReject. MiFID II asks for client ID, investment decision maker, executing
+/// trader and the executing/entering firm: five roles, plus room for a few more, while keeping
+/// a fixed-size party list small enough to store inline beside an order.
+pub const PARTIES_MAX: usize = 8;
+
+/// Longest PartyID (448) in bytes. An LEI is 20 characters, a MiFID II short code at most 10
+/// digits (a 32-bit integer), a MIC 4; 32 covers them and firms' own codes, and matches the
+/// ClOrdID bound so a party fits beside the order's other identifiers.
+pub const PARTY_ID_LEN_MAX: usize = 32;
+
+const _: () = assert!(LOGON_BODY_LENGTH_MAX < BODY_LENGTH_MAX);
+const _: () = assert!(PARTIES_MAX <= u8::MAX as usize);
+const _: () = assert!(FIELDS_PER_MESSAGE_MAX >= 20 * PARTIES_MAX);
+const _: () = assert!(DICTIONARY_FIELDS_MAX.is_multiple_of(64));
+const _: () = assert!(GROUP_MEMBERS_MAX <= 64);

@@ -688,7 +688,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("opening session store {}", dir.display()))?;
         sessions.push(Session::new(session_config, store, dictionary));
     }
-    let sessions = Sessions::new(sessions);
+    let sessions = Sessions::with_venue(sessions, config.venue.clone());
     let plane_config = control::plane::PlaneConfig {
         audit_path: config.control.audit_path(&config.gateway.journal_dir),
         policy: config.control.policy(),

@@ -153,39 +153,91 @@ fn field_value(field: &FieldDef) -> BoxedStrategy<Vec<u8>> {
 /// A tag and the value to encode for it.
 type TaggedValue = (u32, Vec<u8>);
 
-/// Every required field and a random subset of the optional ones, in random order.
+/// One field, or a whole repeating group (its count and instances) that must stay together.
+type Chunk = Vec<TaggedValue>;
+
+/// Every required field and a random subset of the optional ones, in random order; a
+/// repeating group of `message` (at its top level) moves as one block.
 fn fields_of(
     dictionary: &'static Dictionary,
     refs: &[FieldRef],
+    message: Option<&'static MessageDef>,
 ) -> BoxedStrategy<Vec<(u32, Vec<u8>)>> {
-    let per_field: Vec<BoxedStrategy<Option<TaggedValue>>> = refs
+    let per_field: Vec<BoxedStrategy<Option<Chunk>>> = refs
         .iter()
         .filter(|r| !FRAMING_TAGS.contains(&r.tag()))
-        .map(|r| {
-            let tag = r.tag();
-            let field = dictionary.field(tag).expect("message fields are defined");
-            let value = field_value(field).prop_map(move |v| (tag, v));
-            if r.is_required() {
-                value.prop_map(Some).boxed()
-            } else {
-                proptest::option::of(value).boxed()
-            }
-        })
+        .map(|r| member(dictionary, message, None, r))
         .collect();
     per_field
         .prop_map(|chosen| chosen.into_iter().flatten().collect::<Vec<_>>())
         .prop_shuffle()
+        .prop_map(|chunks| chunks.into_iter().flatten().collect())
+        .boxed()
+}
+
+/// A field of `message` at the top level (`parent` None) or inside group `parent`: a value, or
+/// a whole nested group if the field is a group's count; absent sometimes when optional.
+fn member(
+    dictionary: &'static Dictionary,
+    message: Option<&'static MessageDef>,
+    parent: Option<usize>,
+    r: &FieldRef,
+) -> BoxedStrategy<Option<Chunk>> {
+    let tag = r.tag();
+    let group = message.and_then(|m| {
+        m.groups()
+            .iter()
+            .position(|g| g.count_tag() == tag && g.parent() == parent)
+            .map(|g| (m, g))
+    });
+    let chunk = match group {
+        Some((message, g)) => group_block(dictionary, message, g),
+        None => {
+            let field = dictionary.field(tag).expect("message fields are defined");
+            field_value(field).prop_map(move |v| vec![(tag, v)]).boxed()
+        }
+    };
+    if r.is_required() {
+        chunk.prop_map(Some).boxed()
+    } else {
+        proptest::option::of(chunk).boxed()
+    }
+}
+
+/// A repeating group: its NumInGroup, then 0 to 3 instances, each with its members in the
+/// dictionary's order (required ones always, optional ones sometimes, nested groups included).
+fn group_block(
+    dictionary: &'static Dictionary,
+    message: &'static MessageDef,
+    g: usize,
+) -> BoxedStrategy<Chunk> {
+    let group = &message.groups()[g];
+    let count_tag = group.count_tag();
+    let instance: Vec<BoxedStrategy<Option<Chunk>>> = group
+        .members()
+        .iter()
+        .map(|r| member(dictionary, Some(message), Some(g), r))
+        .collect();
+    let instance = instance
+        .prop_map(|chosen| chosen.into_iter().flatten().flatten().collect::<Chunk>())
+        .boxed();
+    prop::collection::vec(instance, 0..=3)
+        .prop_map(move |instances| {
+            let mut block = vec![(count_tag, digits(instances.len() as u64))];
+            block.extend(instances.into_iter().flatten());
+            block
+        })
         .boxed()
 }
 
 /// A valid message of one type: header fields then body fields, each in random order.
 fn message_fields(
     dictionary: &'static Dictionary,
-    message: &MessageDef,
+    message: &'static MessageDef,
 ) -> BoxedStrategy<Vec<(u32, Vec<u8>)>> {
     (
-        fields_of(dictionary, dictionary.header()),
-        fields_of(dictionary, message.fields()),
+        fields_of(dictionary, dictionary.header(), None),
+        fields_of(dictionary, message.fields(), Some(message)),
     )
         .prop_map(|(mut header, body)| {
             header.extend(body);
@@ -354,8 +406,11 @@ fn every_venue_message_round_trips_and_validates() {
                 .filter(|(tag, _)| !matches!(tag, 8..=10))
                 .collect();
             prop_assert_eq!(body, expected);
-            for (tag, value) in &fields {
-                prop_assert_eq!(parsed.get(*tag), Some(&value[..]));
+            // `get` finds a tag's first occurrence; group members repeat.
+            for (i, (tag, value)) in fields.iter().enumerate() {
+                if fields[..i].iter().all(|(earlier, _)| earlier != tag) {
+                    prop_assert_eq!(parsed.get(*tag), Some(&value[..]));
+                }
             }
             prop_assert_eq!(dictionary.validate(&parsed), Ok(()));
             Ok(())
@@ -425,6 +480,37 @@ proptest! {
         drain(&Decoder::new(BODY_LENGTH_MAX), &bytes);
         // Small limits too, so BodyTooLong is exercised on real frames.
         drain(&Decoder::new(16), &bytes);
+    }
+
+    /// Any sequence of fields drawn from the Parties group, its nested group, ordinary body
+    /// and header fields and unknown tags (repeats, wrong counts, members out of place, groups
+    /// left open) gets a verdict with a bounded number of validation steps per field: the
+    /// walk is linear whatever the peer sends, and never panics.
+    #[test]
+    fn validation_of_any_field_sequence_is_linear(
+        fields in prop::collection::vec(
+            (
+                prop::sample::select(vec![
+                    453u32, 448, 447, 452, 2376, 802, 523, 803, 11, 55, 54, 38, 40, 58, 49, 34,
+                    5_001, 5_002, 9_999, 77_777,
+                ]),
+                prop::sample::select(vec!["0", "1", "2", "3", "P", "12", "x"]),
+            ),
+            0..600,
+        )
+    ) {
+        let mut body = b"35=D\x0149=CLIENT\x0156=BATON\x0134=2\x0152=20260302-09:30:00.000\x01".to_vec();
+        for (tag, value) in &fields {
+            body.extend_from_slice(format!("{tag}={value}\x01").as_bytes());
+        }
+        let bytes = frame_body(&body);
+        let message = Message::parse(&bytes).expect("framed");
+        let (verdict, work) = Dictionary::venue().validate_counting_work(&message);
+        let count = message.fields().count() as u64;
+        // One step per field, a few per group closed, up to the unknown-tag fallback per
+        // unknown tag, one per required field: bounded per field.
+        let per_field = baton::constants::UNKNOWN_TAGS_TRACKED_MAX as u64 + 4;
+        prop_assert!(work <= per_field * count + 64, "{} steps for {} fields ({:?})", work, count, verdict);
     }
 
     #[test]

@@ -252,3 +252,157 @@ fn sigkill_and_restart_keeps_sequence_numbers_and_resend() {
     let expected: Vec<String> = (0..25).map(|i| format!("K-{i}")).collect();
     assert_eq!(resent, expected);
 }
+
+/// A Logon for CLIENT1 padded with a Username of `padding` bytes.
+fn padded_logon(padding: usize) -> Vec<u8> {
+    let mut encoder = baton::fix::codec::Encoder::new("FIX.4.4");
+    encoder
+        .start(b"A")
+        .str(49, "CLIENT1")
+        .str(56, "BATON")
+        .uint(34, 1)
+        .timestamp(52, baton::fix::time::Timestamp::now())
+        .uint(98, 0)
+        .uint(108, 30)
+        .bytes(553, &vec![b'u'; padding]);
+    encoder.finish().to_vec()
+}
+
+#[test]
+fn oversized_message_before_logon_closes_the_connection_unanswered() {
+    use std::io::{Read, Write};
+    let (_dir, gateway) = setup(1);
+    let mut logon = padded_logon(2 * baton::constants::LOGON_BODY_LENGTH_MAX);
+    assert!(logon.len() < baton::constants::BODY_LENGTH_MAX);
+    // A proper Logon right behind it: a gateway that skipped the big frame and read on would
+    // answer this one.
+    logon.extend_from_slice(&padded_logon(8));
+    let mut stream = std::net::TcpStream::connect(gateway.addr).unwrap();
+    stream.set_read_timeout(Some(WAIT * 3)).unwrap();
+    // The gateway may close while the body is still being written; that is the point.
+    let _ = stream.write_all(&logon);
+    let mut answer = Vec::new();
+    let closed = match stream.read_to_end(&mut answer) {
+        Ok(_) => true,
+        Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "the connection must be closed, not left waiting");
+    // Neither Logon was answered: the connection ended at the oversized header.
+    assert!(
+        answer.is_empty(),
+        "answered: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    // The session itself is unharmed, and once logged on may send large messages.
+    let mut client = gateway.client(1);
+    client.logon(false, WAIT).unwrap();
+    let seq = client
+        .send(b"D", |e| {
+            e.str(11, "BIG-1")
+                .str(55, "ACME")
+                .char(54, b'1')
+                .str(60, "20261123-12:00:00")
+                .uint(38, 100)
+                .char(40, b'2')
+                .str(44, "10.5")
+                .bytes(58, &vec![b't'; 2 * baton::constants::LOGON_BODY_LENGTH_MAX]);
+        })
+        .unwrap();
+    let reject = client
+        .recv_until(WAIT, "BusinessMessageReject", |m| m.msg_type() == b"j")
+        .unwrap();
+    assert_eq!(text(&reject, 45), seq.to_string());
+}
+
+#[test]
+fn orders_without_the_venues_required_party_roles_are_refused_with_a_clear_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1, "");
+    let mut text_config = std::fs::read_to_string(&config).unwrap();
+    text_config.push_str("\n[venue]\nparties_required_roles = [3, 12]\n");
+    std::fs::write(&config, text_config).unwrap();
+    let gateway = Gateway::start(&config, &dir.path().join("store"));
+    let mut client = gateway.client(1);
+    client.logon(false, WAIT).unwrap();
+    let order = |client: &mut Initiator, cl_ord_id: &str, parties: &[(u32, &str)]| {
+        client
+            .send(b"D", |e| {
+                e.str(11, cl_ord_id)
+                    .str(55, "ACME")
+                    .char(54, b'1')
+                    .str(60, "20261123-12:00:00")
+                    .uint(38, 100)
+                    .char(40, b'2')
+                    .str(44, "10.5");
+                for (tag, value) in parties {
+                    e.str(*tag, value);
+                }
+            })
+            .unwrap()
+    };
+    // Only the client ID: the executing trader is missing.
+    let seq = order(
+        &mut client,
+        "NO-TRADER",
+        &[(453, "1"), (448, "12345"), (447, "P"), (452, "3")],
+    );
+    let reject = client
+        .recv_until(WAIT, "BusinessMessageReject", |m| m.msg_type() == b"j")
+        .unwrap();
+    assert_eq!(text(&reject, 45), seq.to_string());
+    assert_eq!(text(&reject, 380), "5");
+    assert_eq!(
+        text(&reject, 58),
+        "Parties (453) must include PartyRole 12 (EXECUTING_TRADER); the venue requires it on every order"
+    );
+    // Both roles: the rule passes and the order goes on (here to "no engine", 380=4).
+    let seq = order(
+        &mut client,
+        "BOTH",
+        &[
+            (453, "2"),
+            (448, "12345"),
+            (447, "P"),
+            (452, "3"),
+            (448, "7"),
+            (447, "P"),
+            (452, "12"),
+            (2376, "24"),
+        ],
+    );
+    let reject = client
+        .recv_until(WAIT, "BusinessMessageReject", |m| {
+            m.msg_type() == b"j" && m.get(45) == Some(seq.to_string().as_bytes())
+        })
+        .unwrap();
+    assert_eq!(text(&reject, 380), "4");
+}
+
+#[test]
+fn message_with_more_fields_than_the_cap_gets_a_reject_and_the_session_goes_on() {
+    let (_dir, gateway) = setup(1);
+    let mut client = gateway.client(1);
+    client.logon(false, WAIT).unwrap();
+    let seq = client
+        .send(b"D", |e| {
+            e.str(11, "WIDE-1").str(55, "ACME").char(54, b'1');
+            for i in 0..baton::constants::FIELDS_PER_MESSAGE_MAX {
+                e.uint(5_000 + i as u32, 1);
+            }
+        })
+        .unwrap();
+    let reject = client
+        .recv_until(WAIT, "Reject", |m| m.msg_type() == b"3")
+        .unwrap();
+    assert_eq!(text(&reject, 45), seq.to_string());
+    assert_eq!(text(&reject, 373), "99");
+    client
+        .send(b"1", |e| {
+            e.str(112, "after-wide");
+        })
+        .unwrap();
+    let answer = client
+        .recv_until(WAIT, "Heartbeat", |m| m.get(112).is_some())
+        .unwrap();
+    assert_eq!(text(&answer, 112), "after-wide");
+}

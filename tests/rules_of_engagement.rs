@@ -46,6 +46,11 @@ enum Owner {
         /// From the `##` section; `None` outside the two message sections.
         category: Option<MessageCategory>,
     },
+    /// `### Group NoXxx`: a repeating group's members, named by its NumInGroup field.
+    Group {
+        /// The NumInGroup field's name.
+        name: String,
+    },
 }
 
 /// One message table of the page.
@@ -105,6 +110,9 @@ fn parse(page: &str) -> Result<Vec<Table>, String> {
             owner = match heading.as_str() {
                 "Standard header" => Some(Owner::Header),
                 "Standard trailer" => Some(Owner::Trailer),
+                other if other.starts_with("Group ") => Some(Owner::Group {
+                    name: other["Group ".len()..].trim().to_owned(),
+                }),
                 other => message_heading(other).map(|(name, msg_type)| Owner::Message {
                     name,
                     msg_type,
@@ -122,7 +130,7 @@ fn parse(page: &str) -> Result<Vec<Table>, String> {
         if row == TABLE_HEADER {
             let Some(owner) = owner.clone() else {
                 return Err(format!(
-                    "line {line_number}: message table under \"{heading}\", which is not a message, header or trailer heading"
+                    "line {line_number}: message table under \"{heading}\", which is not a message, group, header or trailer heading"
                 ));
             };
             if tables.iter().any(|t| t.owner == owner) {
@@ -297,9 +305,38 @@ fn differences(dictionary: &Dictionary, tables: &[Table]) -> Vec<String> {
             &table.rows,
             &mut out,
         );
+        for group in message.groups() {
+            let context = format!("{context}: group {}", group.name());
+            let Some(table) = tables
+                .iter()
+                .find(|t| matches!(&t.owner, Owner::Group { name } if name == group.name()))
+            else {
+                out.push(format!("{context} has no table on the page"));
+                continue;
+            };
+            compare_fields(dictionary, &context, group.members(), &table.rows, &mut out);
+            // Unlike a message body, an instance's order is checked (reason 15), so the page
+            // must give it.
+            let page_order: Vec<u32> = table.rows.iter().map(|r| r.tag).collect();
+            let order: Vec<u32> = group.members().iter().map(|m| m.tag()).collect();
+            if page_order != order {
+                out.push(format!(
+                    "{context}: member order {order:?} in the dictionary, {page_order:?} on the page"
+                ));
+            }
+        }
     }
     for table in tables {
         listed_tags.extend(table.rows.iter().map(|r| r.tag));
+        if let Owner::Group { name } = &table.owner
+            && !dictionary
+                .messages()
+                .any(|m| m.groups().iter().any(|g| g.name() == name))
+        {
+            out.push(format!(
+                "group {name} has a table on the page but is in no message of the dictionary"
+            ));
+        }
         if let Owner::Message { name, msg_type, .. } = &table.owner
             && !dictionary.is_defined_msg_type(msg_type.as_bytes())
         {
@@ -477,4 +514,49 @@ fn malformed_rows_are_refused() {
     assert!(parse(&page).is_err_and(|e| e.contains("Required \"Yes\"")));
     let page = edited(PAGE, "| 7 | BeginSeqNo |", "| seven | BeginSeqNo |");
     assert!(parse(&page).is_err_and(|e| e.contains("Tag \"seven\"")));
+}
+
+#[test]
+fn group_edits_are_reported_on_either_side() {
+    // The page swaps two members: the order is part of the rule.
+    let page = edited(
+        PAGE,
+        "| 447 | PartyIDSource | char | Y | `D` Proprietary code, `G` MIC, `N` LEI, `P` Short code |\n| 452 | PartyRole",
+        "| 452 | PartyRole",
+    );
+    let page = edited(
+        &page,
+        "| 2376 | PartyRoleQualifier",
+        "| 447 | PartyIDSource | char | Y | `D` Proprietary code, `G` MIC, `N` LEI, `P` Short code |\n| 2376 | PartyRoleQualifier",
+    );
+    let differences = page_differences(&page, Dictionary::venue());
+    assert!(
+        !differences.is_empty()
+            && differences
+                .iter()
+                .all(|d| d.contains("group NoPartyIDs: member order")),
+        "{differences:?}"
+    );
+    // The dictionary makes a member optional.
+    let xml = edited(
+        DICTIONARY_XML,
+        r#"<field name="PartySubIDType" required="Y"/>"#,
+        r#"<field name="PartySubIDType" required="N"/>"#,
+    );
+    let dictionary = Dictionary::from_xml(&xml).expect("edited dictionary loads");
+    let differences = page_differences(PAGE, &dictionary);
+    assert!(
+        differences.contains(&"NewOrderSingle (MsgType D): group NoPartySubIDs: field 803 PartySubIDType: Required is N in the dictionary, Y on the page".to_owned()),
+        "{differences:?}"
+    );
+    // A group table without a group.
+    let page = edited(PAGE, "### Group NoPartySubIDs", "### Group NoPartySubIDz");
+    let differences = page_differences(&page, Dictionary::venue());
+    assert!(
+        differences.contains(
+            &"group NoPartySubIDz has a table on the page but is in no message of the dictionary"
+                .to_owned()
+        ),
+        "{differences:?}"
+    );
 }

@@ -8,6 +8,7 @@
 
 use super::tags::{self, SessionRejectReason};
 use super::time::Timestamp;
+use crate::constants;
 
 /// The FIX field delimiter.
 pub const SOH: u8 = 0x01;
@@ -62,7 +63,8 @@ pub enum Frame {
 /// Splits a byte stream into FIX frames, enforcing the message size limit.
 #[derive(Clone, Copy, Debug)]
 pub struct Decoder {
-    /// Largest BodyLength accepted; a larger declared length is refused before buffering it.
+    /// Largest BodyLength accepted now; a larger declared length is refused before buffering
+    /// it. The session lowers it before Logon and raises it once the counterparty is known.
     body_length_max: usize,
 }
 
@@ -70,6 +72,19 @@ impl Decoder {
     /// A decoder that refuses bodies longer than `body_length_max` bytes.
     pub fn new(body_length_max: usize) -> Decoder {
         Decoder { body_length_max }
+    }
+
+    /// Changes the largest BodyLength accepted from the next frame on: an unauthenticated
+    /// connection may only send a Logon-sized message
+    /// ([`constants::LOGON_BODY_LENGTH_MAX`]), a logged-on one up to
+    /// [`constants::BODY_LENGTH_MAX`].
+    pub fn set_body_length_max(&mut self, body_length_max: usize) {
+        self.body_length_max = body_length_max;
+    }
+
+    /// The largest BodyLength accepted now.
+    pub fn body_length_max(&self) -> usize {
+        self.body_length_max
     }
 
     /// The most bytes one frame can occupy, so a connection's receive buffer can be bounded.
@@ -258,10 +273,13 @@ impl FieldError {
 pub struct Message {
     /// The whole frame, `8=` through the CheckSum's SOH.
     bytes: Vec<u8>,
-    /// Every readable field, in wire order; duplicates and empty values are not indexed.
+    /// Every readable field with a value, in wire order, repeats included; at most
+    /// [`constants::FIELDS_PER_MESSAGE_MAX`], so a message's index never outgrows that bound.
     fields: Vec<FieldSpan>,
     /// The first field-level defect, if any.
     problem: Option<FieldProblem>,
+    /// Whether fields beyond [`constants::FIELDS_PER_MESSAGE_MAX`] were left out of the index.
+    too_many_fields: bool,
 }
 
 impl std::fmt::Debug for Message {
@@ -290,6 +308,7 @@ impl Message {
         self.bytes.extend_from_slice(frame);
         self.fields.clear();
         self.problem = None;
+        self.too_many_fields = false;
         if !self.bytes.ends_with(&[SOH]) || u32::try_from(self.bytes.len()).is_err() {
             return Err(Garbled::BadTrailer);
         }
@@ -331,9 +350,14 @@ impl Message {
                     }
                     if value_start == field_end {
                         self.note(SessionRejectReason::TagSpecifiedWithoutValue, tag);
-                    } else if self.fields.iter().any(|f| f.tag == tag) {
-                        self.note(SessionRejectReason::TagAppearsMoreThanOnce, tag);
+                    } else if self.fields.len() >= constants::FIELDS_PER_MESSAGE_MAX {
+                        // Framing is still checked to the end (linear in the bytes), but the
+                        // index, and so all later work on the message, stays bounded.
+                        self.note(SessionRejectReason::Other, 0);
+                        self.too_many_fields = true;
                     } else {
+                        // Repeats are indexed too: whether a repeat is legal depends on the
+                        // repeating groups of the message type, which only the dictionary knows.
                         self.fields.push(FieldSpan {
                             tag,
                             start: value_start as u32,
@@ -368,9 +392,17 @@ impl Message {
         &self.bytes
     }
 
-    /// The first field-level defect (empty value, repeated tag, unreadable tag), if any.
+    /// The first field-level defect the codec alone can see (empty value, unreadable tag, more
+    /// fields than [`constants::FIELDS_PER_MESSAGE_MAX`]), if any. Repeated tags are the
+    /// dictionary's to judge, since a repeating group repeats its members legitimately.
     pub fn problem(&self) -> Option<FieldProblem> {
         self.problem
+    }
+
+    /// Whether the message had more fields than [`constants::FIELDS_PER_MESSAGE_MAX`]; the
+    /// fields beyond it are not indexed, and the message is rejected (373=99).
+    pub fn has_too_many_fields(&self) -> bool {
+        self.too_many_fields
     }
 
     /// MsgType (35); always present in a parsed message.
@@ -378,7 +410,7 @@ impl Message {
         self.get(tags::MSG_TYPE).unwrap_or_default()
     }
 
-    /// The value of `tag`, if present.
+    /// The value of `tag`'s first occurrence, if present.
     pub fn get(&self, tag: u32) -> Option<&[u8]> {
         self.fields
             .iter()
@@ -386,7 +418,8 @@ impl Message {
             .map(|f| &self.bytes[f.start as usize..f.end as usize])
     }
 
-    /// Every indexed field as (tag, value), in wire order, header and trailer included.
+    /// Every indexed field as (tag, value), in wire order, header, trailer and repeated group
+    /// members included.
     pub fn fields(&self) -> impl Iterator<Item = (u32, &[u8])> + '_ {
         self.fields
             .iter()
@@ -699,15 +732,11 @@ mod tests {
                 tag: 58
             })
         );
+        // A repeat is indexed, not judged: only the dictionary knows the repeating groups.
         let msg = Message::parse(&wire("8=FIX.4.4|9=5|35=D|49=X|49=Y|10=000|")).unwrap();
-        assert_eq!(
-            msg.problem(),
-            Some(FieldProblem {
-                reason: SessionRejectReason::TagAppearsMoreThanOnce,
-                tag: 49
-            })
-        );
+        assert_eq!(msg.problem(), None);
         assert_eq!(msg.get(49), Some(&b"X"[..]));
+        assert_eq!(msg.fields().filter(|&(tag, _)| tag == 49).count(), 2);
         let msg = Message::parse(&wire("8=FIX.4.4|9=5|35=D|x9=1|10=000|")).unwrap();
         assert_eq!(
             msg.problem().map(|p| p.reason),
@@ -715,6 +744,50 @@ mod tests {
         );
         let msg = Message::parse(&wire("8=FIX.4.4|9=5|35=D|34=zz|10=000|")).unwrap();
         assert_eq!(msg.uint(34), Err(FieldError::Format(34)));
+    }
+
+    #[test]
+    fn fields_beyond_the_cap_are_not_indexed_and_reported() {
+        let extra = 10;
+        let mut body = String::from("35=D|");
+        for tag in 0..constants::FIELDS_PER_MESSAGE_MAX + extra {
+            body.push_str(&format!("{}=1|", 5000 + tag));
+        }
+        let msg = Message::parse(&wire(&format!("8=FIX.4.4|9=5|{body}10=000|"))).unwrap();
+        assert_eq!(
+            msg.problem(),
+            Some(FieldProblem {
+                reason: SessionRejectReason::Other,
+                tag: 0
+            })
+        );
+        assert!(msg.has_too_many_fields());
+        assert_eq!(msg.fields().count(), constants::FIELDS_PER_MESSAGE_MAX);
+        // Exactly at the cap (8, 9, 35 and 10 count too) is fine.
+        let mut body = String::from("35=D|");
+        for tag in 0..constants::FIELDS_PER_MESSAGE_MAX - 4 {
+            body.push_str(&format!("{}=1|", 5000 + tag));
+        }
+        let msg = Message::parse(&wire(&format!("8=FIX.4.4|9=5|{body}10=000|"))).unwrap();
+        assert_eq!(msg.problem(), None);
+        assert!(!msg.has_too_many_fields());
+    }
+
+    #[test]
+    fn the_body_limit_can_be_changed_between_frames() {
+        let bytes = logon();
+        let mut decoder = Decoder::new(constants::LOGON_BODY_LENGTH_MAX);
+        assert_eq!(decoder.frame(&bytes), Frame::Complete(bytes.len()));
+        let header = wire("8=FIX.4.4|9=5000|35=A|");
+        assert!(matches!(
+            decoder.frame(&header),
+            Frame::Garbled {
+                reason: Garbled::BodyTooLong,
+                ..
+            }
+        ));
+        decoder.set_body_length_max(constants::BODY_LENGTH_MAX);
+        assert_eq!(decoder.frame(&header), Frame::Incomplete);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use super::codec::{self, FieldProblem, Message};
 use super::tags::{self, SessionRejectReason};
 use super::time::Timestamp;
+use crate::constants;
 
 /// The venue's dictionary, compiled into the binary so a gateway can never start with a
 /// dictionary other than the one its rules of engagement describe.
@@ -84,10 +85,10 @@ pub enum DictionaryError {
         /// Line of the element.
         line: u32,
     },
-    /// A `<group>`: the venue uses no repeating groups, and the validator does not check them,
-    /// so accepting one would let unchecked fields through.
+    /// A `<group>` where the validator does not check groups (the standard header or
+    /// trailer), so accepting one would let unchecked fields through.
     #[error(
-        "line {line}: repeating group {group} in {context}: the venue uses no repeating groups"
+        "line {line}: repeating group {group} in {context}: groups are checked only in message bodies"
     )]
     RepeatingGroup {
         /// The message, component, header or trailer holding the group.
@@ -96,6 +97,29 @@ pub enum DictionaryError {
         group: String,
         /// Line of the group.
         line: u32,
+    },
+    /// A `<group>` the validator cannot check within its fixed bounds: its name is not a
+    /// NumInGroup field, it has no members, too many members
+    /// ([`constants::GROUP_MEMBERS_MAX`]) or it nests too deep
+    /// ([`constants::GROUP_DEPTH_MAX`]).
+    #[error("line {line}: repeating group {group} in {context}: {reason}")]
+    InvalidGroup {
+        /// The message holding the group.
+        context: String,
+        /// The group's name attribute.
+        group: String,
+        /// What is wrong with it.
+        reason: &'static str,
+        /// Line of the group.
+        line: u32,
+    },
+    /// More fields than the validator's fixed seen-set holds.
+    #[error("the dictionary defines {count} fields, more than the {max} the validator tracks")]
+    TooManyFields {
+        /// Fields defined.
+        count: usize,
+        /// [`constants::DICTIONARY_FIELDS_MAX`].
+        max: usize,
     },
     /// A field type that is not a FIX 4.4 type.
     #[error("line {line}: field {field} has unknown type {type_name}")]
@@ -554,6 +578,73 @@ impl FieldSet {
     }
 }
 
+/// Where a dictionary field stands in one message type: at the top level of the body, or as
+/// the member at `position` of one of its repeating groups. Built at load for every field of the
+/// dictionary, so the validator finds a field's place with one array read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+struct Place {
+    /// 0: top level (or not in the message: see `MessageDef::allowed`); `g + 1`: member of
+    /// the message's group `g`.
+    group: u8,
+    /// The member's position in its group (0 is the delimiter); 0 at the top level.
+    position: u8,
+    /// `g + 1` when this field is the NumInGroup count that opens group `g`; 0 otherwise.
+    opens: u8,
+}
+
+/// One repeating group of a message type, as the XML's `<group>` defines it: a NumInGroup
+/// field, then that many instances of the members, each starting with the first member (the
+/// delimiter) and keeping the dictionary's member order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupDef {
+    /// The NumInGroup field's name (the `<group>` name).
+    name: String,
+    /// The NumInGroup tag that precedes the instances.
+    count_tag: u32,
+    /// Whether a message of this type without the group is rejected (reason 1).
+    required: bool,
+    /// Members in order, components flattened; the first is the delimiter. A member that is
+    /// itself a NumInGroup field opens a nested group. At most
+    /// [`constants::GROUP_MEMBERS_MAX`] (checked at load).
+    members: Vec<FieldRef>,
+    /// Bit `p` set when the member at position `p` is required in every instance.
+    required_mask: u64,
+    /// The enclosing group's index in the message's groups; `None` at the body's top level.
+    parent: Option<usize>,
+}
+
+impl GroupDef {
+    /// The NumInGroup field's name, e.g. `NoPartyIDs`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The NumInGroup tag that counts the instances.
+    pub fn count_tag(&self) -> u32 {
+        self.count_tag
+    }
+
+    /// Whether the message requires the group.
+    pub fn is_required(&self) -> bool {
+        self.required
+    }
+
+    /// The tag every instance must start with.
+    pub fn delimiter(&self) -> u32 {
+        self.members[0].tag
+    }
+
+    /// Members in the order every instance must keep; the first is the delimiter.
+    pub fn members(&self) -> &[FieldRef] {
+        &self.members
+    }
+
+    /// The enclosing group (an index into [`MessageDef::groups`]), `None` at the top level.
+    pub fn parent(&self) -> Option<usize> {
+        self.parent
+    }
+}
+
 /// One message of the dictionary's `<messages>` section, with its lookup sets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MessageDef {
@@ -563,12 +654,17 @@ pub struct MessageDef {
     msg_type: String,
     /// Session or business.
     category: MessageCategory,
-    /// Body fields in dictionary order, components flattened.
+    /// Top-level body fields in dictionary order, components flattened; a group appears as its
+    /// NumInGroup field (required when the group is).
     fields: Vec<FieldRef>,
-    /// The body fields as a set of field indexes, for the per-field check.
+    /// Repeating groups, outer before inner, in dictionary order.
+    groups: Vec<GroupDef>,
+    /// Every body field, group members included, as a set of field indexes.
     allowed: FieldSet,
-    /// Tags of the required body fields, in dictionary order, for the missing-field check.
-    required: Box<[u32]>,
+    /// Per dictionary field index: where that field stands in this message.
+    places: Box<[Place]>,
+    /// Field indexes of the required top-level body fields, for the missing-field check.
+    required: Box<[usize]>,
 }
 
 impl MessageDef {
@@ -587,9 +683,15 @@ impl MessageDef {
         self.category
     }
 
-    /// Body fields in dictionary order (header and trailer excluded), components flattened.
+    /// Top-level body fields in dictionary order (header, trailer and group members excluded),
+    /// components flattened; each group is represented by its NumInGroup field.
     pub fn fields(&self) -> &[FieldRef] {
         &self.fields
+    }
+
+    /// The message's repeating groups, outer before inner.
+    pub fn groups(&self) -> &[GroupDef] {
+        &self.groups
     }
 }
 
@@ -607,14 +709,14 @@ pub struct Dictionary {
     header: Vec<FieldRef>,
     /// The header fields as a set of field indexes.
     header_set: FieldSet,
-    /// Tags of the required header fields.
-    header_required: Box<[u32]>,
+    /// Field indexes of the required header fields.
+    header_required: Box<[usize]>,
     /// Trailer fields in dictionary order.
     trailer: Vec<FieldRef>,
     /// The trailer fields as a set of field indexes.
     trailer_set: FieldSet,
-    /// Tags of the required trailer fields.
-    trailer_required: Box<[u32]>,
+    /// Field indexes of the required trailer fields.
+    trailer_required: Box<[usize]>,
     /// Messages in dictionary order. No message field is also a header or trailer field
     /// (checked at load), so every tag has one place.
     messages: Vec<MessageDef>,
@@ -627,23 +729,209 @@ pub struct Dictionary {
 /// went wrong on the counterparty's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Problem {
+    /// Reason 13: a tag repeated outside a repeating group, or within one instance.
+    Repeated,
+    /// Reason 0: the tag is not in the dictionary.
+    Unknown,
     /// Reason 2: the tag is defined but not in this message, header or trailer.
     NotInMessage,
     /// Reason 14: a header field after a body field, or a field after the trailer started.
     OutOfOrder,
+    /// Reason 15: a group member outside an instance of its group, before the delimiter, or
+    /// out of the dictionary's member order.
+    GroupOrder,
+    /// Reason 16: a group's NumInGroup differs from the instances that follow it.
+    GroupCount,
     /// Reason 6: the value is malformed for the field's type.
     Format,
     /// Reason 5: the value is well formed but not in the field's list.
     Value,
+    /// Reason 1: a required field (or required group member) is absent.
+    Missing,
 }
 
 impl Problem {
     fn reason(self) -> SessionRejectReason {
         match self {
+            Problem::Repeated => SessionRejectReason::TagAppearsMoreThanOnce,
+            Problem::Unknown => SessionRejectReason::InvalidTagNumber,
             Problem::NotInMessage => SessionRejectReason::TagNotDefinedForMessageType,
             Problem::OutOfOrder => SessionRejectReason::TagSpecifiedOutOfRequiredOrder,
+            Problem::GroupOrder => SessionRejectReason::RepeatingGroupFieldsOutOfOrder,
+            Problem::GroupCount => SessionRejectReason::IncorrectNumInGroupCount,
             Problem::Format => SessionRejectReason::IncorrectDataFormat,
             Problem::Value => SessionRejectReason::ValueIsIncorrect,
+            Problem::Missing => SessionRejectReason::RequiredTagMissing,
+        }
+    }
+}
+
+/// Words of the validator's seen-set: one bit per dictionary field.
+const SEEN_WORDS: usize = constants::DICTIONARY_FIELDS_MAX / 64;
+
+/// The state of one validation pass, all of it fixed-size and on the stack, so that validating
+/// never allocates and does a bounded amount of work per field (the "work" counter says how
+/// much, so a test can prove the pass linear without a clock).
+struct Walk<'d> {
+    /// The message type's definition.
+    definition: &'d MessageDef,
+    /// Top-level fields seen (header, body outside groups, trailer), by field index.
+    seen: [u64; SEEN_WORDS],
+    /// Tags outside the dictionary seen so far, for the repeated-tag check; the first
+    /// [`constants::UNKNOWN_TAGS_TRACKED_MAX`] only.
+    unknown: [u32; constants::UNKNOWN_TAGS_TRACKED_MAX],
+    /// How many of `unknown` are filled.
+    unknown_len: usize,
+    /// Groups open at this point of the message, innermost last.
+    open: [OpenGroup; constants::GROUP_DEPTH_MAX],
+    /// How many of `open` are in use.
+    depth: usize,
+    /// The highest-ranked problem so far and its tag.
+    first: Option<(Problem, u32)>,
+    /// Steps taken: one per field, per closed instance, per unknown tag compared and per
+    /// required field checked.
+    work: u64,
+}
+
+/// A repeating group whose instances are being read.
+#[derive(Clone, Copy, Debug, Default)]
+struct OpenGroup {
+    /// Index into the message's groups.
+    group: usize,
+    /// The NumInGroup value; `None` when it was malformed (already a reason-6 problem, so
+    /// the instances are not counted against it).
+    declared: Option<u64>,
+    /// Instances started so far (delimiters seen).
+    instances: u64,
+    /// Bit `p` set for each member position seen in the current instance.
+    members_seen: u64,
+    /// Position of the last member seen in the current instance.
+    position_last: u8,
+}
+
+impl<'d> Walk<'d> {
+    fn new(definition: &'d MessageDef) -> Walk<'d> {
+        Walk {
+            definition,
+            seen: [0; SEEN_WORDS],
+            unknown: [0; constants::UNKNOWN_TAGS_TRACKED_MAX],
+            unknown_len: 0,
+            open: [OpenGroup::default(); constants::GROUP_DEPTH_MAX],
+            depth: 0,
+            first: None,
+            work: 0,
+        }
+    }
+
+    fn note(&mut self, problem: Problem, tag: u32) {
+        note(&mut self.first, problem, tag);
+    }
+
+    /// Marks a top-level field seen; false if it already was.
+    fn see(&mut self, index: usize) -> bool {
+        let (word, bit) = (index / 64, 1u64 << (index % 64));
+        let fresh = self.seen[word] & bit == 0;
+        self.seen[word] |= bit;
+        fresh
+    }
+
+    fn has_seen(&self, index: usize) -> bool {
+        self.seen[index / 64] & (1u64 << (index % 64)) != 0
+    }
+
+    /// A tag outside the dictionary: reason 0, or 13 if it repeats one tracked earlier.
+    fn unknown_tag(&mut self, tag: u32) {
+        let tracked = &self.unknown[..self.unknown_len];
+        self.work += tracked.len() as u64;
+        if tracked.contains(&tag) {
+            self.note(Problem::Repeated, tag);
+        } else if self.unknown_len < self.unknown.len() {
+            self.unknown[self.unknown_len] = tag;
+            self.unknown_len += 1;
+        }
+        self.note(Problem::Unknown, tag);
+    }
+
+    /// Ends the current instance of the innermost open group: its required members must be
+    /// there.
+    fn close_instance(&mut self) {
+        let open = self.open[self.depth - 1];
+        if open.instances == 0 {
+            return;
+        }
+        self.work += 1;
+        let group = &self.definition.groups[open.group];
+        let missing = group.required_mask & !open.members_seen;
+        if missing != 0 {
+            let tag = group.members[missing.trailing_zeros() as usize].tag;
+            self.note(Problem::Missing, tag);
+        }
+    }
+
+    /// Ends the innermost open group: its count must match the instances read.
+    fn close_group(&mut self) {
+        self.close_instance();
+        let open = self.open[self.depth - 1];
+        if open
+            .declared
+            .is_some_and(|declared| declared != open.instances)
+        {
+            let tag = self.definition.groups[open.group].count_tag;
+            self.note(Problem::GroupCount, tag);
+        }
+        self.depth -= 1;
+    }
+
+    /// A field of this message's body or of one of its groups; returns nothing, notes problems.
+    fn body_field(&mut self, index: usize, tag: u32, place: Place) {
+        // Close the groups this field is not a member of.
+        while self.depth > 0 && usize::from(place.group) != self.open[self.depth - 1].group + 1 {
+            self.work += 1;
+            self.close_group();
+        }
+        if self.depth == 0 {
+            if place.group != 0 {
+                // A member of a group that is not open here.
+                self.note(Problem::GroupOrder, tag);
+            } else if !self.see(index) {
+                self.note(Problem::Repeated, tag);
+            }
+            return;
+        }
+        let open = &mut self.open[self.depth - 1];
+        let bit = 1u64 << place.position;
+        if place.position == 0 {
+            self.close_instance();
+            let open = &mut self.open[self.depth - 1];
+            open.instances += 1;
+            open.members_seen = bit;
+            open.position_last = 0;
+        } else if open.instances == 0 {
+            // The first instance must start with the delimiter.
+            open.members_seen |= bit;
+            self.note(Problem::GroupOrder, tag);
+        } else if open.members_seen & bit != 0 {
+            self.note(Problem::Repeated, tag);
+        } else if place.position < open.position_last {
+            open.members_seen |= bit;
+            self.note(Problem::GroupOrder, tag);
+        } else {
+            open.members_seen |= bit;
+            open.position_last = place.position;
+        }
+    }
+
+    /// A NumInGroup field with a well-formed value opens its group.
+    fn open_group(&mut self, group: usize, declared: Option<u64>) {
+        // Nesting is bounded at load, so the stack cannot overflow; if it ever did, the
+        // group is left unchecked rather than indexing out of bounds on peer input.
+        if self.depth < self.open.len() {
+            self.open[self.depth] = OpenGroup {
+                group,
+                declared,
+                ..OpenGroup::default()
+            };
+            self.depth += 1;
         }
     }
 }
@@ -746,40 +1034,46 @@ impl Dictionary {
     /// (SessionRejectReason and RefTagID) for its first problem.
     ///
     /// The first problem is chosen by kind, then by position in the message:
-    /// 1. the codec's own finding ([`Message::problem`]: empty value 4, repeated tag 13,
-    ///    unreadable tag 0);
-    /// 2. MsgType not in the dictionary: 11 (RefTagID 35);
-    /// 3. a tag not in the dictionary: 0;
-    /// 4. a tag not in this message, header or trailer: 2;
-    /// 5. a header tag after a body tag: 14;
-    /// 6. a value malformed for its type: 6;
-    /// 7. a value outside the field's list: 5;
-    /// 8. a required header, body or trailer field missing: 1.
+    /// 1. the codec's own finding ([`Message::problem`]: empty value 4, unreadable tag 0, too
+    ///    many fields 99);
+    /// 2. a tag repeated outside a repeating group or within one instance: 13;
+    /// 3. MsgType not in the dictionary: 11 (RefTagID 35);
+    /// 4. a tag not in the dictionary: 0;
+    /// 5. a tag not in this message, header or trailer: 2;
+    /// 6. a header tag after a body tag: 14;
+    /// 7. a group member outside its group, before its delimiter or out of member order: 15;
+    /// 8. a NumInGroup that differs from the instances that follow: 16 (RefTagID the count);
+    /// 9. a value malformed for its type: 6;
+    /// 10. a value outside the field's list: 5;
+    /// 11. a required header, body, trailer or group-instance field missing: 1.
     ///
     /// BeginString, CompIDs, sequence numbers and SendingTime accuracy are the session's to
     /// check; conditionally required fields (Price on a limit order) are business rules.
     ///
-    /// Runs on every inbound message, so it only walks the message's field index and the
-    /// tables built at load: no allocation.
+    /// Runs on every inbound message, so it walks the message's field index once, with a
+    /// fixed-size seen-set and group stack on the stack: linear in the fields, no allocation.
     pub fn validate(&self, message: &Message) -> Result<(), FieldProblem> {
+        self.validate_counting_work(message).0
+    }
+
+    /// [`Dictionary::validate`], also returning the steps it took (one per field, per group
+    /// instance closed, per tracked unknown tag compared, per required field checked), so a
+    /// test can show the work grows linearly with the message without timing anything.
+    #[doc(hidden)]
+    pub fn validate_counting_work(&self, message: &Message) -> (Result<(), FieldProblem>, u64) {
         if let Some(problem) = message.problem() {
-            return Err(problem);
+            return (Err(problem), 0);
         }
         let Some(definition) = self.message(message.msg_type()) else {
-            return Err(FieldProblem {
-                reason: SessionRejectReason::InvalidMsgType,
-                tag: tags::MSG_TYPE,
-            });
+            return self.repeats_in_unknown_type(message);
         };
-        let mut first: Option<(Problem, u32)> = None;
+        let mut walk = Walk::new(definition);
         let mut section = Section::Header;
         for (tag, value) in message.fields() {
+            walk.work += 1;
             let Some(index) = self.field_index(tag) else {
-                // Nothing outranks an unknown tag, so the first one is the answer.
-                return Err(FieldProblem {
-                    reason: SessionRejectReason::InvalidTagNumber,
-                    tag,
-                });
+                walk.unknown_tag(tag);
+                continue;
             };
             let field_section = if self.header_set.contains(index) {
                 Section::Header
@@ -788,41 +1082,111 @@ impl Dictionary {
             } else if self.trailer_set.contains(index) {
                 Section::Trailer
             } else {
-                note(&mut first, Problem::NotInMessage, tag);
+                walk.note(Problem::NotInMessage, tag);
                 continue;
             };
+            if field_section == Section::Body {
+                walk.body_field(index, tag, definition.places[index]);
+            } else {
+                while walk.depth > 0 {
+                    walk.work += 1;
+                    walk.close_group();
+                }
+                if !walk.see(index) {
+                    walk.note(Problem::Repeated, tag);
+                }
+            }
             if field_section < section {
-                note(&mut first, Problem::OutOfOrder, tag);
+                walk.note(Problem::OutOfOrder, tag);
             } else {
                 section = field_section;
             }
             let field = &self.fields[index];
-            if !field.field_type.accepts(value) {
-                note(&mut first, Problem::Format, tag);
+            let well_formed = field.field_type.accepts(value);
+            if !well_formed {
+                walk.note(Problem::Format, tag);
             } else if !field.accepts_value(value) {
-                note(&mut first, Problem::Value, tag);
+                walk.note(Problem::Value, tag);
+            }
+            let opens = definition.places[index].opens;
+            if field_section == Section::Body && opens != 0 {
+                // A malformed count still opens its group, so its members are read as members
+                // and the answer is the count's reason 6, not a 15 on every member. A count
+                // too large for u64 cannot match any number of instances.
+                let declared = well_formed.then(|| codec::parse_uint(value).unwrap_or(u64::MAX));
+                walk.open_group(usize::from(opens - 1), declared);
             }
         }
-        if let Some((problem, tag)) = first {
-            return Err(FieldProblem {
-                reason: problem.reason(),
-                tag,
-            });
+        while walk.depth > 0 {
+            walk.work += 1;
+            walk.close_group();
         }
         let required = self
             .header_required
             .iter()
             .chain(definition.required.iter())
             .chain(self.trailer_required.iter());
-        for &tag in required {
-            if message.get(tag).is_none() {
-                return Err(FieldProblem {
-                    reason: SessionRejectReason::RequiredTagMissing,
-                    tag,
-                });
+        for &index in required {
+            walk.work += 1;
+            if !walk.has_seen(index) {
+                walk.note(Problem::Missing, self.fields[index].number);
+                // Required fields are listed in dictionary order: the first missing one is
+                // the answer among missing fields.
+                break;
             }
         }
-        Ok(())
+        let work = walk.work;
+        match walk.first {
+            Some((problem, tag)) => (
+                Err(FieldProblem {
+                    reason: problem.reason(),
+                    tag,
+                }),
+                work,
+            ),
+            None => (Ok(()), work),
+        }
+    }
+
+    /// A MsgType the venue does not know: reason 11, unless a tag repeats (13), which the
+    /// counterparty needs to hear about first because it says the message is malformed.
+    fn repeats_in_unknown_type(&self, message: &Message) -> (Result<(), FieldProblem>, u64) {
+        let mut seen = [0u64; SEEN_WORDS];
+        let mut unknown = [0u32; constants::UNKNOWN_TAGS_TRACKED_MAX];
+        let mut unknown_len = 0;
+        let mut work = 0u64;
+        for (tag, _) in message.fields() {
+            work += 1;
+            let repeated = match self.field_index(tag) {
+                Some(index) => {
+                    let (word, bit) = (index / 64, 1u64 << (index % 64));
+                    let repeated = seen[word] & bit != 0;
+                    seen[word] |= bit;
+                    repeated
+                }
+                None => {
+                    work += unknown_len as u64;
+                    let repeated = unknown[..unknown_len].contains(&tag);
+                    if !repeated && unknown_len < unknown.len() {
+                        unknown[unknown_len] = tag;
+                        unknown_len += 1;
+                    }
+                    repeated
+                }
+            };
+            if repeated {
+                let problem = FieldProblem {
+                    reason: SessionRejectReason::TagAppearsMoreThanOnce,
+                    tag,
+                };
+                return (Err(problem), work);
+            }
+        }
+        let problem = FieldProblem {
+            reason: SessionRejectReason::InvalidMsgType,
+            tag: tags::MSG_TYPE,
+        };
+        (Err(problem), work)
     }
 
     fn field_index(&self, tag: u32) -> Option<usize> {
@@ -865,6 +1229,12 @@ impl<'a, 'input> Loader<'a, 'input> {
         }
         let begin_string = self.begin_string(root)?;
         let fields = self.fields(child(root, "fix", "fields")?)?;
+        if fields.len() > constants::DICTIONARY_FIELDS_MAX {
+            return Err(DictionaryError::TooManyFields {
+                count: fields.len(),
+                max: constants::DICTIONARY_FIELDS_MAX,
+            });
+        }
         let by_name: HashMap<&str, usize> = fields
             .iter()
             .enumerate()
@@ -932,10 +1302,10 @@ impl<'a, 'input> Loader<'a, 'input> {
         let trailer_refs = refs(&trailer);
         Ok(Dictionary {
             begin_string,
-            header_required: required_tags(&header_refs),
+            header_required: required_indexes(&header),
             header: header_refs,
             header_set,
-            trailer_required: required_tags(&trailer_refs),
+            trailer_required: required_indexes(&trailer),
             trailer: trailer_refs,
             trailer_set,
             messages,
@@ -1128,8 +1498,8 @@ impl<'a, 'input> Loader<'a, 'input> {
                     line,
                 });
             }
-            let members = resolver.members(node, &label)?;
-            for &(index, _) in &members {
+            let body = resolver.body(node, &label)?;
+            for &index in &body.all {
                 if header_set.contains(index) || trailer_set.contains(index) {
                     return Err(DictionaryError::DuplicateMember {
                         field: resolver.fields[index].name.clone(),
@@ -1138,20 +1508,47 @@ impl<'a, 'input> Loader<'a, 'input> {
                     });
                 }
             }
-            let fields: Vec<FieldRef> = members
-                .iter()
-                .map(|&(index, required)| FieldRef {
-                    tag: resolver.fields[index].number,
-                    required,
-                })
-                .collect();
+            let field_ref = |&(index, required): &(usize, bool)| FieldRef {
+                tag: resolver.fields[index].number,
+                required,
+            };
+            let mut places = vec![Place::default(); resolver.fields.len()].into_boxed_slice();
+            let mut groups = Vec::with_capacity(body.groups.len());
+            for (g, build) in body.groups.iter().enumerate() {
+                // Both bounds are checked while collecting.
+                let group_id = u8::try_from(g + 1).unwrap_or(u8::MAX);
+                places[build.count_index].opens = group_id;
+                let mut required_mask = 0u64;
+                for (position, &(index, required)) in build.members.iter().enumerate() {
+                    places[index].group = group_id;
+                    places[index].position = u8::try_from(position).unwrap_or(u8::MAX);
+                    if required {
+                        required_mask |= 1 << position;
+                    }
+                }
+                groups.push(GroupDef {
+                    name: build.name.clone(),
+                    count_tag: resolver.fields[build.count_index].number,
+                    required: build.required,
+                    members: build.members.iter().map(field_ref).collect(),
+                    required_mask,
+                    parent: build.parent,
+                });
+            }
             messages.push(MessageDef {
                 name: name.to_owned(),
                 msg_type: msg_type.to_owned(),
                 category,
-                allowed: FieldSet::new(resolver.fields.len(), members.iter().map(|&(i, _)| i)),
-                required: required_tags(&fields),
-                fields,
+                allowed: FieldSet::new(resolver.fields.len(), body.all.iter().copied()),
+                places,
+                required: body
+                    .top
+                    .iter()
+                    .filter(|&&(_, required)| required)
+                    .map(|&(index, _)| index)
+                    .collect(),
+                fields: body.top.iter().map(field_ref).collect(),
+                groups,
             });
         }
         Ok(messages)
@@ -1199,28 +1596,73 @@ struct Resolver<'l, 'a, 'input> {
     fields: &'l [FieldDef],
 }
 
+/// The fields of a header, trailer or message body as the loader collects them: the top level
+/// and each repeating group, as (field index, required) in dictionary order.
+#[derive(Default)]
+struct Collected {
+    /// Top-level fields; a group is represented by its NumInGroup field.
+    top: Vec<(usize, bool)>,
+    /// Groups in the order their `<group>` elements open (so outer before inner).
+    groups: Vec<GroupBuild>,
+    /// Every field index collected anywhere, to refuse a field in two places.
+    all: Vec<usize>,
+}
+
+/// One `<group>` while it is being collected.
+struct GroupBuild {
+    /// The group's (NumInGroup field's) name.
+    name: String,
+    /// Field index of the NumInGroup field.
+    count_index: usize,
+    /// Whether the message requires the group.
+    required: bool,
+    /// Members in order; the first is the delimiter.
+    members: Vec<(usize, bool)>,
+    /// The enclosing group, if nested.
+    parent: Option<usize>,
+    /// Nesting depth: 1 for a group at the body's top level.
+    depth: usize,
+}
+
 impl<'a, 'input> Resolver<'_, 'a, 'input> {
-    /// The fields of a header, trailer or message, in order, as (field index, required).
+    /// The fields of a header or trailer, in order, as (field index, required). Groups are
+    /// refused there: the validator checks them only in message bodies.
     fn members(
         &self,
         node: roxmltree::Node<'a, 'input>,
         context: &str,
     ) -> Result<Vec<(usize, bool)>, DictionaryError> {
-        let mut members = Vec::new();
+        let mut collected = Collected::default();
         let mut stack = Vec::new();
-        self.collect(node, context, true, &mut stack, &mut members)?;
-        Ok(members)
+        self.collect(node, context, true, &mut stack, &mut collected, None, false)?;
+        Ok(collected.top)
     }
 
-    /// Appends the fields under `node`; `stack` holds the components being expanded, to detect
-    /// cycles. A field is required when it and every component around it are.
+    /// The fields and groups of a message body.
+    fn body(
+        &self,
+        node: roxmltree::Node<'a, 'input>,
+        context: &str,
+    ) -> Result<Collected, DictionaryError> {
+        let mut collected = Collected::default();
+        let mut stack = Vec::new();
+        self.collect(node, context, true, &mut stack, &mut collected, None, true)?;
+        Ok(collected)
+    }
+
+    /// Appends the fields under `node` to the top level (`target` None) or to group `target`;
+    /// `stack` holds the components being expanded, to detect cycles. A field is required when
+    /// it and every component around it (up to its group) are.
+    #[allow(clippy::too_many_arguments)]
     fn collect(
         &self,
         node: roxmltree::Node<'a, 'input>,
         context: &str,
         required_outer: bool,
         stack: &mut Vec<&'a str>,
-        members: &mut Vec<(usize, bool)>,
+        out: &mut Collected,
+        target: Option<usize>,
+        groups_allowed: bool,
     ) -> Result<(), DictionaryError> {
         for member in elements(node) {
             let line = self.loader.line(member);
@@ -1230,21 +1672,61 @@ impl<'a, 'input> Resolver<'_, 'a, 'input> {
                         self.loader
                             .attribute(member, "name", &format!("field in {context}"))?;
                     let required = self.required(member, name)?;
-                    let Some(&index) = self.by_name.get(name) else {
-                        return Err(DictionaryError::UndefinedField {
-                            name: name.to_owned(),
-                            context: context.to_owned(),
-                            line,
-                        });
+                    let index = self.field_named(name, context, line)?;
+                    self.place(
+                        out,
+                        target,
+                        index,
+                        required_outer && required,
+                        name,
+                        context,
+                        line,
+                    )?;
+                }
+                "group" if groups_allowed => {
+                    let name =
+                        self.loader
+                            .attribute(member, "name", &format!("group in {context}"))?;
+                    let required = self.required(member, name)?;
+                    let index = self.field_named(name, context, line)?;
+                    let invalid = |reason| DictionaryError::InvalidGroup {
+                        context: context.to_owned(),
+                        group: name.to_owned(),
+                        reason,
+                        line,
                     };
-                    if members.iter().any(|&(other, _)| other == index) {
-                        return Err(DictionaryError::DuplicateMember {
-                            field: name.to_owned(),
-                            context: context.to_owned(),
-                            line,
-                        });
+                    if self.fields[index].field_type != FieldType::NumInGroup {
+                        return Err(invalid("its name is not a NumInGroup field"));
                     }
-                    members.push((index, required_outer && required));
+                    let depth = target.map_or(0, |t| out.groups[t].depth) + 1;
+                    if depth > constants::GROUP_DEPTH_MAX {
+                        return Err(invalid("nested deeper than the validator tracks"));
+                    }
+                    let group_required = required_outer && required;
+                    self.place(out, target, index, group_required, name, context, line)?;
+                    let group = out.groups.len();
+                    if group >= usize::from(u8::MAX) {
+                        return Err(invalid(
+                            "more groups in one message than the validator tracks",
+                        ));
+                    }
+                    out.groups.push(GroupBuild {
+                        name: name.to_owned(),
+                        count_index: index,
+                        required: group_required,
+                        members: Vec::new(),
+                        parent: target,
+                        depth,
+                    });
+                    // Members are required per instance, whatever the group's own flag says.
+                    self.collect(member, context, true, stack, out, Some(group), true)?;
+                    let members = out.groups[group].members.len();
+                    if members == 0 {
+                        return Err(invalid("it has no members"));
+                    }
+                    if members > constants::GROUP_MEMBERS_MAX {
+                        return Err(invalid("more members than the validator tracks"));
+                    }
                 }
                 "component" => {
                     let name = self.loader.attribute(
@@ -1274,12 +1756,53 @@ impl<'a, 'input> Resolver<'_, 'a, 'input> {
                         context,
                         required_outer && required,
                         stack,
-                        members,
+                        out,
+                        target,
+                        groups_allowed,
                     )?;
                     stack.pop();
                 }
                 _ => return Err(self.loader.unexpected(context, member)),
             }
+        }
+        Ok(())
+    }
+
+    fn field_named(&self, name: &str, context: &str, line: u32) -> Result<usize, DictionaryError> {
+        self.by_name
+            .get(name)
+            .copied()
+            .ok_or_else(|| DictionaryError::UndefinedField {
+                name: name.to_owned(),
+                context: context.to_owned(),
+                line,
+            })
+    }
+
+    /// Adds a field to the top level or a group, refusing a field in two places of one
+    /// message: every tag has one place, which is what lets the validator find it in O(1).
+    #[allow(clippy::too_many_arguments)]
+    fn place(
+        &self,
+        out: &mut Collected,
+        target: Option<usize>,
+        index: usize,
+        required: bool,
+        name: &str,
+        context: &str,
+        line: u32,
+    ) -> Result<(), DictionaryError> {
+        if out.all.contains(&index) {
+            return Err(DictionaryError::DuplicateMember {
+                field: name.to_owned(),
+                context: context.to_owned(),
+                line,
+            });
+        }
+        out.all.push(index);
+        match target {
+            None => out.top.push((index, required)),
+            Some(group) => out.groups[group].members.push((index, required)),
         }
         Ok(())
     }
@@ -1324,11 +1847,11 @@ fn child<'a, 'input>(
         })
 }
 
-fn required_tags(fields: &[FieldRef]) -> Box<[u32]> {
-    fields
+fn required_indexes(members: &[(usize, bool)]) -> Box<[usize]> {
+    members
         .iter()
-        .filter(|f| f.required)
-        .map(|f| f.tag)
+        .filter(|&&(_, required)| required)
+        .map(|&(index, _)| index)
         .collect()
 }
 
@@ -1929,17 +2452,272 @@ mod tests {
     }
 
     #[test]
-    fn repeating_group_is_refused_with_its_name() {
+    fn repeating_group_in_the_header_is_refused_with_its_name() {
         let error = venue_with(
-            r#"<field name="Username" required="N"/>"#,
-            r#"<group name="NoMsgTypes" required="N"><field name="RefMsgType" required="N"/></group>"#,
+            r#"<field name="PossDupFlag" required="N"/>"#,
+            r#"<group name="NoPartyIDs" required="N"><field name="PartyID" required="N"/></group>"#,
         )
-        .expect_err("groups are refused");
+        .expect_err("header groups are refused");
         assert!(
             matches!(&error, DictionaryError::RepeatingGroup { group, context, .. }
-            if group == "NoMsgTypes" && context == "message Logon"),
+            if group == "NoPartyIDs" && context == "the header"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn group_named_after_a_field_that_is_not_a_count_is_refused() {
+        let error = venue_with(
+            r#"<field name="Username" required="N"/>"#,
+            r#"<group name="Username" required="N"><field name="Password" required="N"/></group>"#,
+        )
+        .expect_err("not a NumInGroup");
+        assert!(
+            matches!(&error, DictionaryError::InvalidGroup { group, context, .. }
+            if group == "Username" && context == "message Logon"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn venue_parties_group_is_loaded_with_its_nested_group() {
+        let order = venue().message(b"D").expect("NewOrderSingle");
+        let groups = order.groups();
+        assert_eq!(groups.len(), 2);
+        assert_eq!(
+            (
+                groups[0].name(),
+                groups[0].count_tag(),
+                groups[0].delimiter()
+            ),
+            ("NoPartyIDs", 453, 448)
+        );
+        let members: Vec<u32> = groups[0].members().iter().map(|m| m.tag()).collect();
+        assert_eq!(members, [448, 447, 452, 2376, 802]);
+        assert_eq!(groups[0].parent(), None);
+        assert_eq!(
+            (groups[1].name(), groups[1].delimiter(), groups[1].parent()),
+            ("NoPartySubIDs", 523, Some(0))
+        );
+        // The top level shows the group as its count field.
+        assert!(order.fields().iter().any(|f| f.tag() == 453));
+        assert!(!order.fields().iter().any(|f| f.tag() == 448));
+    }
+
+    /// A NewOrderSingle with these Parties fields after the order's own.
+    fn order_with_parties(parties: &[(u32, &str)]) -> Message {
+        new_order(parties)
+    }
+
+    #[test]
+    fn parties_group_validates() {
+        assert_eq!(
+            venue().validate(&order_with_parties(&[
+                (453, "3"),
+                (448, "12345"),
+                (447, "P"),
+                (452, "3"),
+                (448, "TRADER7"),
+                (447, "P"),
+                (452, "12"),
+                (2376, "24"),
+                (448, "ALGO1"),
+                (447, "P"),
+                (452, "122"),
+                (2376, "22"),
+            ])),
+            Ok(())
+        );
+        // NumInGroup 0 with no instances, and the group absent altogether.
+        assert_eq!(venue().validate(&order_with_parties(&[(453, "0")])), Ok(()));
+        assert_eq!(venue().validate(&order_with_parties(&[])), Ok(()));
+    }
+
+    #[test]
+    fn nested_group_validates_and_is_checked() {
+        let nested = [
+            (453, "2"),
+            (448, "12345"),
+            (447, "P"),
+            (452, "3"),
+            (802, "2"),
+            (523, "desk-4"),
+            (803, "1"),
+            (523, "room-2"),
+            (803, "2"),
+            (448, "TRADER7"),
+            (447, "P"),
+            (452, "12"),
+        ];
+        assert_eq!(venue().validate(&order_with_parties(&nested)), Ok(()));
+        // One sub-instance short: the nested count is wrong.
+        let mut short = nested.to_vec();
+        short.drain(7..9);
+        assert_eq!(
+            venue().validate(&order_with_parties(&short)),
+            problem(SessionRejectReason::IncorrectNumInGroupCount, 802)
+        );
+        // A nested member after the outer instance moved on: out of order.
+        let mut late = nested.to_vec();
+        late.push((523, "late"));
+        assert_eq!(
+            venue().validate(&order_with_parties(&late)),
+            problem(SessionRejectReason::RepeatingGroupFieldsOutOfOrder, 523)
+        );
+    }
+
+    #[test]
+    fn wrong_num_in_group_is_reason_16() {
+        let two_declared_one_sent = [(453, "2"), (448, "12345"), (447, "P"), (452, "3")];
+        assert_eq!(
+            venue().validate(&order_with_parties(&two_declared_one_sent)),
+            problem(SessionRejectReason::IncorrectNumInGroupCount, 453)
+        );
+        let one_declared_two_sent = [
+            (453, "1"),
+            (448, "12345"),
+            (447, "P"),
+            (452, "3"),
+            (448, "TRADER7"),
+            (447, "P"),
+            (452, "12"),
+        ];
+        assert_eq!(
+            venue().validate(&order_with_parties(&one_declared_two_sent)),
+            problem(SessionRejectReason::IncorrectNumInGroupCount, 453)
+        );
+    }
+
+    #[test]
+    fn group_order_problems_are_reason_15() {
+        // The first instance does not start with the delimiter.
+        assert_eq!(
+            venue().validate(&order_with_parties(&[
+                (453, "1"),
+                (447, "P"),
+                (448, "12345"),
+                (452, "3"),
+            ])),
+            problem(SessionRejectReason::RepeatingGroupFieldsOutOfOrder, 447)
+        );
+        // Members out of the dictionary's order within an instance.
+        assert_eq!(
+            venue().validate(&order_with_parties(&[
+                (453, "1"),
+                (448, "12345"),
+                (452, "3"),
+                (447, "P"),
+            ])),
+            problem(SessionRejectReason::RepeatingGroupFieldsOutOfOrder, 447)
+        );
+        // A member without its group.
+        assert_eq!(
+            venue().validate(&order_with_parties(&[(448, "12345")])),
+            problem(SessionRejectReason::RepeatingGroupFieldsOutOfOrder, 448)
+        );
+    }
+
+    #[test]
+    fn repeats_within_an_instance_or_of_the_count_are_reason_13() {
+        assert_eq!(
+            venue().validate(&order_with_parties(&[
+                (453, "1"),
+                (448, "12345"),
+                (447, "P"),
+                (447, "D"),
+                (452, "3"),
+            ])),
+            problem(SessionRejectReason::TagAppearsMoreThanOnce, 447)
+        );
+        assert_eq!(
+            venue().validate(&order_with_parties(&[(453, "0"), (453, "0")])),
+            problem(SessionRejectReason::TagAppearsMoreThanOnce, 453)
+        );
+    }
+
+    #[test]
+    fn required_member_missing_from_an_instance_is_reason_1() {
+        assert_eq!(
+            venue().validate(&order_with_parties(&[
+                (453, "2"),
+                (448, "12345"),
+                (447, "P"),
+                (452, "3"),
+                (448, "TRADER7"),
+                (452, "12"),
+            ])),
+            problem(SessionRejectReason::RequiredTagMissing, 447)
+        );
+    }
+
+    #[test]
+    fn malformed_count_is_reason_6_not_a_group_problem() {
+        assert_eq!(
+            venue().validate(&order_with_parties(&[
+                (453, "x"),
+                (448, "12345"),
+                (447, "P"),
+                (452, "3"),
+            ])),
+            problem(SessionRejectReason::IncorrectDataFormat, 453)
+        );
+    }
+
+    #[test]
+    fn more_fields_than_the_cap_are_reason_99() {
+        let mut body = Vec::new();
+        let values: Vec<String> = (0..constants::FIELDS_PER_MESSAGE_MAX)
+            .map(|i| i.to_string())
+            .collect();
+        for value in &values {
+            body.push((58, value.as_str()));
+        }
+        assert_eq!(
+            venue().validate(&new_order(&body)),
+            problem(SessionRejectReason::Other, 0)
+        );
+    }
+
+    /// Validation work per field stays bounded however the fields are chosen: distinct unknown
+    /// tags (the repeated-tag fallback), distinct known tags, repeats, and long groups. The
+    /// old duplicate check compared every field with every earlier one; this counts steps, so
+    /// it proves the bound without a clock.
+    #[test]
+    fn validation_work_is_linear_in_the_fields() {
+        let per_field_max = constants::UNKNOWN_TAGS_TRACKED_MAX as u64 + 4;
+        for n in [16usize, 64, 256, 1_000] {
+            let unknown: Vec<(u32, String)> =
+                (0..n).map(|i| (5_000 + i as u32, "1".to_owned())).collect();
+            let repeats: Vec<(u32, String)> = (0..n).map(|_| (58, "x".to_owned())).collect();
+            let mut group = vec![(453, (n / 3).to_string())];
+            for i in 0..n / 3 {
+                group.push((448, format!("P{i}")));
+                group.push((447, "P".to_owned()));
+                group.push((452, "3".to_owned()));
+            }
+            let nested = {
+                let mut fields = vec![(453, "1".to_owned())];
+                fields.push((448, "P".to_owned()));
+                fields.push((447, "P".to_owned()));
+                fields.push((452, "3".to_owned()));
+                fields.push((802, (n / 2).to_string()));
+                for i in 0..n / 2 {
+                    fields.push((523, format!("S{i}")));
+                    fields.push((803, "1".to_owned()));
+                }
+                fields
+            };
+            for extra in [unknown, repeats, group, nested] {
+                let body: Vec<(u32, &str)> = extra.iter().map(|(t, v)| (*t, v.as_str())).collect();
+                let message = new_order(&body);
+                let fields = message.fields().count() as u64;
+                let (_, work) = venue().validate_counting_work(&message);
+                assert!(
+                    work <= per_field_max * fields + 64,
+                    "{work} steps for {fields} fields"
+                );
+            }
+        }
     }
 
     #[test]

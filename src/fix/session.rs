@@ -319,6 +319,9 @@ impl<S: SessionStore> Session<S> {
         self.end_resend();
         self.timers = [None; TIMER_COUNT];
         self.state = State::AwaitingLogon;
+        // Until the counterparty is known, a Logon-sized message is all it may send.
+        self.decoder
+            .set_body_length_max(constants::LOGON_BODY_LENGTH_MAX);
         self.set_timer(
             Timer::LogonDeadline,
             now.plus_millis(self.config.logon_timeout_ms),
@@ -714,6 +717,7 @@ impl<S: SessionStore> Session<S> {
 
         self.heartbeat_interval_ms = heart_bt_int * 1000;
         self.state = State::Active;
+        self.decoder.set_body_length_max(constants::BODY_LENGTH_MAX);
         self.timers[Timer::LogonDeadline as usize] = None;
         self.stats.logons += 1;
         self.send_admin(now, msg_type::LOGON, |e| {
@@ -1507,6 +1511,10 @@ fn describe(problem: FieldProblem) -> String {
         SessionRejectReason::TagSpecifiedOutOfRequiredOrder => {
             "tag specified out of required order"
         }
+        SessionRejectReason::RepeatingGroupFieldsOutOfOrder => {
+            "repeating group fields out of order"
+        }
+        SessionRejectReason::IncorrectNumInGroupCount => "incorrect NumInGroup count",
         SessionRejectReason::Other => "other",
     };
     if problem.tag == 0 {

@@ -138,6 +138,11 @@ pub enum SessionRejectReason {
     TagAppearsMoreThanOnce = 13,
     /// 14: header or trailer fields out of place.
     TagSpecifiedOutOfRequiredOrder = 14,
+    /// 15: a repeating group's members out of order, or an instance not starting with the
+    /// group's delimiter.
+    RepeatingGroupFieldsOutOfOrder = 15,
+    /// 16: NumInGroup differs from the instances that follow it.
+    IncorrectNumInGroupCount = 16,
     /// 99: anything else.
     Other = 99,
 }

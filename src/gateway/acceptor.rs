@@ -24,9 +24,10 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::translate;
+use crate::config::VenueConfig;
 use crate::constants;
 use crate::engine::{Request, SessionId};
-use crate::fix::codec::{Decoder, Frame, Message};
+use crate::fix::codec::{Decoder, Frame, Garbled, Message};
 use crate::fix::escape::Escaped;
 use crate::fix::session::{self, Event, Session, State};
 use crate::fix::store::SessionStore;
@@ -61,6 +62,8 @@ pub struct Sessions<S: SessionStore> {
     slots: Vec<SessionSlot<S>>,
     /// (our CompID, their CompID) → id.
     by_key: HashMap<(Vec<u8>, Vec<u8>), SessionId>,
+    /// The venue's rules on business messages (`[venue]`), checked before sequencing.
+    venue: VenueConfig,
 }
 
 /// What status shows of one session.
@@ -79,6 +82,11 @@ pub struct SessionStatus {
 impl<S: SessionStore> Sessions<S> {
     /// Takes ownership of the configured sessions; their order defines their [`SessionId`]s.
     pub fn new(sessions: Vec<Session<S>>) -> Arc<Sessions<S>> {
+        Sessions::with_venue(sessions, VenueConfig::default())
+    }
+
+    /// [`Sessions::new`], with the venue's rules on business messages.
+    pub fn with_venue(sessions: Vec<Session<S>>, venue: VenueConfig) -> Arc<Sessions<S>> {
         let mut by_key = HashMap::new();
         let slots = sessions
             .into_iter()
@@ -98,7 +106,11 @@ impl<S: SessionStore> Sessions<S> {
                 }
             })
             .collect();
-        Arc::new(Sessions { slots, by_key })
+        Arc::new(Sessions {
+            slots,
+            by_key,
+            venue,
+        })
     }
 
     /// Number of sessions.
@@ -491,7 +503,9 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
     async fn serve(mut self, mut stream: TcpStream, mut admission: Admission) {
         let peer = self.peer;
         let _ = stream.set_nodelay(true);
-        let decoder = Decoder::new(constants::BODY_LENGTH_MAX);
+        // Unauthenticated: a larger declared body than a Logon needs closes the connection
+        // before the body is read.
+        let decoder = Decoder::new(constants::LOGON_BODY_LENGTH_MAX);
         let mut buf: Vec<u8> = Vec::with_capacity(constants::READ_CHUNK);
         let mut chunk = vec![0u8; constants::READ_CHUNK];
         let deadline = tokio::time::Instant::now()
@@ -501,6 +515,13 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
         let first = loop {
             match decoder.frame(&buf) {
                 Frame::Complete(len) => break len,
+                Frame::Garbled {
+                    reason: Garbled::BodyTooLong,
+                    ..
+                } => {
+                    tracing::warn!(%peer, limit = constants::LOGON_BODY_LENGTH_MAX, "message before Logon larger than a Logon; closing");
+                    return;
+                }
                 Frame::Garbled { skip, reason } => {
                     tracing::warn!(%peer, ?reason, "garbled bytes before Logon ignored");
                     buf.drain(..skip.min(buf.len()));
@@ -587,7 +608,7 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                             tracing::info!(session = %session.config().target_comp_id, reset, "session logged on");
                         }
                         Event::Application(message) => {
-                            match translate::request_from_fix(&message) {
+                            match translate::request_from_fix(&message, &self.sessions.venue) {
                                 Ok(request) => requests.push(Inbound {
                                     session: id,
                                     request,

@@ -6,11 +6,14 @@
 //! ClOrdID longer than the venue allows); such a message is answered with a
 //! BusinessMessageReject and never reaches the sequencer.
 
+use crate::config::VenueConfig;
+use crate::constants;
 use crate::engine::{
     CancelOrder, ClOrdId, NewOrder, OrdType, Output, Price, Qty, ReplaceOrder, Report, Request,
     Side, Symbol, TimeInForce,
 };
 use crate::fix::codec::{Encoder, Message, push_uint};
+use crate::fix::dictionary::Dictionary;
 use crate::fix::tags::{self, BusinessRejectReason, msg_type};
 
 /// Tags of the order fields this module reads or writes (the session layer names its own in
@@ -38,6 +41,13 @@ mod tag {
     pub const LEAVES_QTY: u32 = 151;
     pub const CXL_REJ_RESPONSE_TO: u32 = 434;
 }
+
+/// PartyRole (452), read by the venue's party rules (and by the config check of them).
+pub const PARTY_ROLE: u32 = 452;
+/// NoPartyIDs (453): how many parties follow.
+const NO_PARTY_IDS: u32 = 453;
+/// PartyID (448): the first field of each party.
+const PARTY_ID: u32 = 448;
 
 /// Why a business message cannot become an engine request: answered with a
 /// BusinessMessageReject carrying this reason and text.
@@ -158,8 +168,99 @@ fn price(message: &Message, ord_type: OrdType) -> Result<Option<Price>, Unusable
     }
 }
 
-/// The engine request for a business message the dictionary accepted.
-pub fn request_from_fix(message: &Message) -> Result<Request, Unusable> {
+/// Checks an order request's Parties group against the venue's bounds and rules: at most
+/// [`constants::PARTIES_MAX`] parties, PartyIDs of at most [`constants::PARTY_ID_LEN_MAX`]
+/// bytes, and every role `[venue] parties_required_roles` names. The dictionary has already
+/// checked the group's structure (count, order, required members), so the PartyRole fields of
+/// the message are exactly the roles of its parties (the nested sub-ID group has none).
+///
+/// A missing role is answered with a BusinessMessageReject (380=5, conditionally required field
+/// missing) naming the roles, rather than an ExecutionReport: the order never reaches the
+/// sequencer, so no engine assigns it an OrderID, exactly like a limit order without a Price.
+fn check_parties(message: &Message, venue: &VenueConfig) -> Result<(), Unusable> {
+    let count = message.uint_opt(NO_PARTY_IDS).unwrap_or(None).unwrap_or(0);
+    if count > constants::PARTIES_MAX as u64 {
+        return Err(unusable(
+            BusinessRejectReason::Other,
+            format!(
+                "NoPartyIDs (453) is {count}; the venue takes at most {} parties per order",
+                constants::PARTIES_MAX
+            ),
+        ));
+    }
+    let mut roles = [0u32; constants::PARTIES_MAX];
+    let mut roles_len = 0;
+    for (tag, value) in message.fields() {
+        match tag {
+            PARTY_ID if value.len() > constants::PARTY_ID_LEN_MAX => {
+                return Err(unusable(
+                    BusinessRejectReason::Other,
+                    format!(
+                        "PartyID (448) must be at most {} characters",
+                        constants::PARTY_ID_LEN_MAX
+                    ),
+                ));
+            }
+            PARTY_ROLE if roles_len < roles.len() => {
+                // The dictionary checked the value against PartyRole's list of integers.
+                roles[roles_len] = crate::fix::codec::parse_uint(value)
+                    .and_then(|role| u32::try_from(role).ok())
+                    .unwrap_or(u32::MAX);
+                roles_len += 1;
+            }
+            _ => {}
+        }
+    }
+    let present = &roles[..roles_len];
+    let missing: Vec<u32> = venue
+        .parties_required_roles
+        .iter()
+        .copied()
+        .filter(|role| !present.contains(role))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = missing.iter().map(|&role| role_name(role)).collect();
+    Err(unusable(
+        BusinessRejectReason::ConditionallyRequiredFieldMissing,
+        format!(
+            "Parties (453) must include PartyRole {}; the venue requires it on every order",
+            names.join(", ")
+        ),
+    ))
+}
+
+/// `3 (CLIENT_ID)`: a role with the name the dictionary gives it, for reject texts.
+fn role_name(role: u32) -> String {
+    let description = Dictionary::venue()
+        .field(PARTY_ROLE)
+        .and_then(|field| {
+            field
+                .values()
+                .iter()
+                .find(|v| v.value() == role.to_string())
+        })
+        .map(|v| v.description().to_owned())
+        .unwrap_or_default();
+    if description.is_empty() {
+        role.to_string()
+    } else {
+        format!("{role} ({description})")
+    }
+}
+
+/// The engine request for a business message the dictionary accepted, checked against the
+/// venue's rules.
+pub fn request_from_fix(message: &Message, venue: &VenueConfig) -> Result<Request, Unusable> {
+    if matches!(
+        message.msg_type(),
+        msg_type::NEW_ORDER_SINGLE
+            | msg_type::ORDER_CANCEL_REQUEST
+            | msg_type::ORDER_CANCEL_REPLACE_REQUEST
+    ) {
+        check_parties(message, venue)?;
+    }
     match message.msg_type() {
         msg_type::NEW_ORDER_SINGLE => {
             let ord_type = ord_type(message)?;
@@ -341,7 +442,7 @@ mod tests {
                 (59, "3"),
             ],
         );
-        let Request::New(order) = request_from_fix(&msg).unwrap() else {
+        let Request::New(order) = request_from_fix(&msg, &VenueConfig::default()).unwrap() else {
             panic!("not a new order")
         };
         assert_eq!(order.cl_ord_id.as_bytes(), b"A1");
@@ -357,7 +458,7 @@ mod tests {
             b"D",
             &[(11, "A1"), (55, "ACME"), (54, "1"), (38, "300"), (40, "2")],
         );
-        let error = request_from_fix(&msg).unwrap_err();
+        let error = request_from_fix(&msg, &VenueConfig::default()).unwrap_err();
         assert_eq!(
             error.reason,
             BusinessRejectReason::ConditionallyRequiredFieldMissing
@@ -372,23 +473,93 @@ mod tests {
             b"D",
             &[(11, &long), (55, "ACME"), (54, "1"), (38, "300"), (40, "1")],
         );
-        assert!(request_from_fix(&msg).unwrap_err().text.contains("ClOrdID"));
+        assert!(
+            request_from_fix(&msg, &VenueConfig::default())
+                .unwrap_err()
+                .text
+                .contains("ClOrdID")
+        );
         let msg = message(
             b"D",
             &[(11, "A"), (55, "ACME"), (54, "1"), (38, "1.5"), (40, "1")],
         );
         assert!(
-            request_from_fix(&msg)
+            request_from_fix(&msg, &VenueConfig::default())
                 .unwrap_err()
                 .text
                 .contains("OrderQty")
         );
     }
 
+    /// A NewOrderSingle with these parties, as (PartyID, PartyRole).
+    fn order_with_parties(parties: &[(&str, &str)]) -> Message {
+        let count = parties.len().to_string();
+        let mut fields: Vec<(u32, &str)> = vec![
+            (11, "A1"),
+            (55, "ACME"),
+            (54, "1"),
+            (38, "300"),
+            (40, "1"),
+            (453, &count),
+        ];
+        for (id, role) in parties {
+            fields.extend([(448, *id), (447, "P"), (452, *role)]);
+        }
+        message(b"D", &fields)
+    }
+
+    fn roles(roles: &[u32]) -> VenueConfig {
+        VenueConfig {
+            parties_required_roles: roles.to_vec(),
+        }
+    }
+
+    #[test]
+    fn required_party_roles_are_checked_and_named() {
+        let venue = roles(&[3, 12]);
+        let both = order_with_parties(&[("12345", "3"), ("7", "12"), ("9", "122")]);
+        assert!(request_from_fix(&both, &venue).is_ok());
+        let error = request_from_fix(&order_with_parties(&[("7", "12")]), &venue).unwrap_err();
+        assert_eq!(
+            error.reason,
+            BusinessRejectReason::ConditionallyRequiredFieldMissing
+        );
+        assert_eq!(
+            error.text,
+            "Parties (453) must include PartyRole 3 (CLIENT_ID); the venue requires it on every order"
+        );
+        let error = request_from_fix(&order_with_parties(&[]), &venue).unwrap_err();
+        assert!(
+            error
+                .text
+                .contains("PartyRole 3 (CLIENT_ID), 12 (EXECUTING_TRADER)"),
+            "{}",
+            error.text
+        );
+        // No rule: no parties needed. Cancels are held to the rule too.
+        assert!(request_from_fix(&order_with_parties(&[]), &roles(&[])).is_ok());
+        let cancel = message(b"F", &[(41, "A1"), (11, "C1"), (55, "ACME"), (54, "1")]);
+        assert!(request_from_fix(&cancel, &roles(&[3])).is_err());
+    }
+
+    #[test]
+    fn parties_beyond_the_bounds_are_unusable() {
+        let many: Vec<(&str, &str)> = (0..=constants::PARTIES_MAX).map(|_| ("1", "3")).collect();
+        let error = request_from_fix(&order_with_parties(&many), &roles(&[])).unwrap_err();
+        assert!(error.text.contains("at most 8 parties"), "{}", error.text);
+        let long = "9".repeat(constants::PARTY_ID_LEN_MAX + 1);
+        let error =
+            request_from_fix(&order_with_parties(&[(&long, "3")]), &roles(&[])).unwrap_err();
+        assert!(error.text.contains("PartyID (448)"), "{}", error.text);
+        let longest = "9".repeat(constants::PARTY_ID_LEN_MAX);
+        assert!(request_from_fix(&order_with_parties(&[(&longest, "3")]), &roles(&[])).is_ok());
+    }
+
     #[test]
     fn cancel_and_replace_requests_carry_orig_cl_ord_id() {
         let msg = message(b"F", &[(41, "A1"), (11, "C1"), (55, "ACME"), (54, "1")]);
-        let Request::Cancel(cancel) = request_from_fix(&msg).unwrap() else {
+        let Request::Cancel(cancel) = request_from_fix(&msg, &VenueConfig::default()).unwrap()
+        else {
             panic!()
         };
         assert_eq!(cancel.orig_cl_ord_id.as_bytes(), b"A1");
@@ -404,7 +575,8 @@ mod tests {
                 (44, "9"),
             ],
         );
-        let Request::Replace(replace) = request_from_fix(&msg).unwrap() else {
+        let Request::Replace(replace) = request_from_fix(&msg, &VenueConfig::default()).unwrap()
+        else {
             panic!()
         };
         assert_eq!(replace.qty, Qty(50));
