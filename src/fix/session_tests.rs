@@ -1625,3 +1625,41 @@ fn a_logout_during_a_resend_goes_out_at_once_and_ends_it() {
     assert_eq!(sent[0].msg_type(), b"5");
     assert!(!h.session.resend_pending());
 }
+
+// ----- Repeating groups at the session level (cases 14i and 14j) ---------------------------------
+
+#[test]
+fn group_count_differing_from_its_instances_is_rejected_with_reason_16() {
+    let (answer, h) = reject_for(&frame(
+        "35=D|49=CLIENT|56=BATON|34=2|52=20261123-12:00:00|11=O-1|453=2|448=CL1|447=D|452=3|55=ACME|54=1|60=20261123-12:00:00|38=100|40=2|44=10.5|",
+    ));
+    assert_eq!(text(&answer[0], 373), "16");
+    assert_eq!(text(&answer[0], 371), "453");
+    assert_eq!(h.session.seq_num_next_in(), 3, "the number is consumed");
+    assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn group_instance_not_starting_with_its_delimiter_is_rejected_with_reason_15() {
+    let (answer, h) = reject_for(&frame(
+        "35=D|49=CLIENT|56=BATON|34=2|52=20261123-12:00:00|11=O-1|453=1|447=D|448=CL1|452=3|55=ACME|54=1|60=20261123-12:00:00|38=100|40=2|44=10.5|",
+    ));
+    assert_eq!(text(&answer[0], 373), "15");
+    assert_eq!(h.session.seq_num_next_in(), 3, "the number is consumed");
+    assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn a_well_formed_parties_group_reaches_the_application() {
+    let mut h = Harness::new();
+    h.logon();
+    h.events();
+    let answer = h.feed(&frame(
+        "35=D|49=CLIENT|56=BATON|34=2|52=20261123-12:00:00|11=O-1|453=2|448=CL1|447=P|452=3|448=TRD7|447=P|452=12|55=ACME|54=1|60=20261123-12:00:00|38=100|40=2|44=10.5|",
+    ));
+    assert!(answer.is_empty(), "{answer:?}");
+    match h.events().as_slice() {
+        [Event::Application(message)] => assert_eq!(text(message, 453), "2"),
+        other => panic!("expected the order, got {other:?}"),
+    }
+}
