@@ -420,6 +420,18 @@ impl<E: Engine> Server<'_, E> {
                 }
             }
 
+            // Read before judging the peer: after a stall of this process (a pause, SIGSTOP) the
+            // gateway's frames are waiting in the socket, and it is not silent, nor is a
+            // heartbeat due before they are handled.
+            let received = match read_some(conn, decoder)? {
+                Some(0) => return Err(LinkError::Disconnected),
+                Some(_) => {
+                    last_received = Instant::now();
+                    true
+                }
+                None => false,
+            };
+
             let now = Instant::now();
             if shutdown.is_triggered() {
                 send_close_reason(conn, "engine is shutting down");
@@ -431,7 +443,8 @@ impl<E: Engine> Server<'_, E> {
                 send_close(conn, &error);
                 return Err(error);
             }
-            if now.duration_since(last_sent) >= self.config.heartbeat_interval {
+            // What was just read is handled (and answered) first.
+            if !received && now.duration_since(last_sent) >= self.config.heartbeat_interval {
                 let heartbeat = Heartbeat {
                     last_input_seq: self.engine.last_input_seq(),
                 };
@@ -439,12 +452,6 @@ impl<E: Engine> Server<'_, E> {
                 conn.write_all(&wbuf)?;
                 wbuf.clear();
                 last_sent = now;
-            }
-
-            match read_some(conn, decoder)? {
-                Some(0) => return Err(LinkError::Disconnected),
-                Some(_) => last_received = Instant::now(),
-                None => {}
             }
         }
     }
