@@ -5,7 +5,6 @@
 pub mod acceptor;
 pub mod core;
 pub mod cursor;
-pub mod isolate;
 pub mod journal;
 pub mod translate;
 
