@@ -129,16 +129,19 @@ const _: () = assert!(STORE_MESSAGES_GROWTH_FACTOR >= 2);
 pub const CONNECTIONS_MAX: usize = 1_024;
 
 /// Connections at once that have not logged on yet, by default. A counterparty sends its Logon
-/// within a round trip of connecting, so a healthy venue has a handful; 256 lets that many
-/// counterparties reconnect at the same instant (after a network blip) while an unknown peer's
-/// idle sockets can hold only a quarter of the connection budget. When it is full the oldest
-/// such connection is closed to make room, so idle sockets cannot lock a counterparty out.
-pub const PRELOGON_CONNECTIONS_MAX: usize = 256;
+/// within a round trip of connecting, so a healthy venue has a handful; 512 lets that many
+/// counterparties reconnect at the same instant (after a network blip, each Logon read a little
+/// later on a loaded gateway) while an unknown peer's idle sockets can hold only half of the
+/// connection budget. When it is full the oldest such connection is closed to make room, so
+/// idle sockets cannot lock a counterparty out.
+pub const PRELOGON_CONNECTIONS_MAX: usize = 512;
 
-/// Connections at once not yet logged on from one source address, by default: a counterparty
-/// reconnects one session (or a few) at a time, and one address must not take the whole
-/// pre-logon budget. The oldest from that address is closed to make room.
-pub const PRELOGON_CONNECTIONS_PER_ADDRESS_MAX: usize = 32;
+/// Connections at once not yet logged on from one source address, by default: one address must
+/// not take the whole pre-logon budget, yet a broker may run a hundred sessions from one host
+/// (or behind one NAT address) and reconnect them all at once. The oldest from that address is
+/// closed to make room, so its newest connection, the one about to send a Logon, survives a
+/// flood of up to this many connections arriving before its Logon is read.
+pub const PRELOGON_CONNECTIONS_PER_ADDRESS_MAX: usize = 128;
 
 const _: () = assert!(PRELOGON_CONNECTIONS_PER_ADDRESS_MAX <= PRELOGON_CONNECTIONS_MAX);
 const _: () = assert!(

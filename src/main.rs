@@ -795,20 +795,13 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         tokio::spawn(endpoint.run(control_tx, core_shutdown_rx.clone()));
         let carried = plane.carried().clone();
         tokio::spawn(plane.run(control_rx, events_rx, core_shutdown_rx.clone()));
-        // On its own thread: engine-link liveness never waits for the connections' work.
-        let core_task = core
-            .map(|core| {
-                baton::gateway::isolate::spawn_isolated(
-                    "baton-core",
-                    core.with_events(events_tx).with_carried(&carried).run(
-                        business_rx,
-                        core_control_rx,
-                        core_shutdown_rx,
-                    ),
-                )
-            })
-            .transpose()
-            .context("starting the sequencer's thread")?;
+        let core_task = core.map(|core| {
+            tokio::spawn(core.with_events(events_tx).with_carried(&carried).run(
+                business_rx,
+                core_control_rx,
+                core_shutdown_rx,
+            ))
+        });
         let signal_handle = handle.clone();
         tokio::spawn(async move {
             wait_for_shutdown_signal().await;

@@ -1,8 +1,9 @@
 //! Hostile neighbours: one counterparty trades normally through the real gateway and engines
 //! while other connections do their worst: a ResendRequest storm over a full store, Logons from
 //! unknown CompIDs with thousands of tags, a flood of connections that never log on, and a
-//! session that fills its queue behind a sequence gap. The well-behaved session must get every
-//! order answered, no engine link may drop, and the gateway's memory stays bounded.
+//! session that fills its queue behind a sequence gap, while an operator asks for status. The
+//! well-behaved session must get every order answered, no engine link may drop, and the
+//! gateway's memory stays bounded.
 
 mod support;
 
@@ -300,6 +301,17 @@ fn hostile_neighbours_do_not_hurt_a_well_behaved_session() {
         })
     };
 
+    // Meanwhile an operator asks for status, which reads every session, the storming one too.
+    let poller = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                status(control);
+                thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+
     // 2. Logons with thousands of distinct tags from CompIDs nobody configured.
     let wide = {
         let addr = gateway.addr;
@@ -347,6 +359,7 @@ fn hostile_neighbours_do_not_hurt_a_well_behaved_session() {
     let answered = trader.join().expect("the well-behaved session");
     stop.store(true, Ordering::Relaxed);
     sampler.join().expect("sampler");
+    poller.join().expect("status answered throughout");
     drop((idle, gapper));
 
     let peak = rss_peak.load(Ordering::Relaxed);

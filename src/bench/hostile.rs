@@ -18,7 +18,8 @@ use crate::fix::time::Timestamp;
 /// What the hostile neighbour does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hostile {
-    /// A session with a full store asks for all of it again, many times, in one write.
+    /// A session with a full store asks for all of it again, many times, in one write, while
+    /// status is asked of the gateway (own venue).
     ResendStorm,
     /// Logons from unknown CompIDs, each with thousands of distinct tags.
     WideLogons,
@@ -220,9 +221,38 @@ fn resend_storm(target: &HostileTarget, prepared: Prepared) -> String {
     if let Err(error) = stream.write_all(&packet) {
         return format!("could not send: {error}");
     }
-    let (bytes, last) = drain(&mut stream, Duration::from_secs(1), Duration::from_secs(60));
+    // Meanwhile an operator (or a metrics scraper) asks for status, which reads every
+    // session, the storming one included.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (bytes, last, slowest_status) = std::thread::scope(|scope| {
+        let poller = target.control.map(|control| {
+            let done = &done;
+            scope.spawn(move || {
+                let mut slowest = Duration::ZERO;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let asked = Instant::now();
+                    let _ =
+                        client::request(control, &ControlRequest::Status, Duration::from_secs(30));
+                    slowest = slowest.max(asked.elapsed());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                slowest
+            })
+        });
+        let (bytes, last) = drain(&mut stream, Duration::from_secs(1), Duration::from_secs(60));
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let slowest = poller.and_then(|poller| poller.join().ok());
+        (bytes, last, slowest)
+    });
+    let status = match slowest_status {
+        Some(slowest) => format!(
+            "; status every 100 ms meanwhile, slowest {} ms",
+            slowest.as_millis()
+        ),
+        None => String::new(),
+    };
     format!(
-        "{} ResendRequests for {} stored messages in one write; {bytes} bytes resent in {} ms",
+        "{} ResendRequests for {} stored messages in one write; {bytes} bytes resent in {} ms{status}",
         constants::BENCH_HOSTILE_RESEND_REQUESTS,
         constants::BENCH_HOSTILE_STORED,
         last.saturating_duration_since(started).as_millis()

@@ -6,7 +6,6 @@ pub mod acceptor;
 pub mod core;
 pub mod cursor;
 pub mod disk;
-pub mod isolate;
 pub mod journal;
 pub mod translate;
 
