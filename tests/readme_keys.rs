@@ -73,7 +73,10 @@ fn every_key_readme_names_is_a_key_the_loader_knows() {
             }
         }
     }
-    assert!(unknown.is_empty(), "README names keys the loader refuses:\n{unknown:#?}");
+    assert!(
+        unknown.is_empty(),
+        "README names keys the loader refuses:\n{unknown:#?}"
+    );
 }
 
 #[test]

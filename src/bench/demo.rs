@@ -1,7 +1,8 @@
 //! A whole venue under load while its engine is upgraded and crashes: the driver behind
 //! `baton demo` and the soak test.
 //!
-//! It starts two engines (blue on the current snapshot format, green as the "new build") and a
+//! It starts two engines (blue writing snapshot format 1, the "old build"; green format 2, the
+//! "new build") and a
 //! gateway as real processes in a scratch directory, connects simulated counterparties that trade
 //! continuously, and meanwhile runs a release the way an operator would: a change naming the
 //! build is filed and approved by a second operator, a canary moves a quarter of the symbols to
@@ -562,7 +563,8 @@ fn trade_through_events(
         if let Some(switch) = venue.status()?.last_switch.filter(|s| !s.planned) {
             progress(&format!(
                 "failover: {} -> {}, {name} back as standby",
-                switch.from, switch.to
+                engine_label(&switch.from),
+                engine_label(&switch.to)
             ));
             report.switches.push(switch);
         }
