@@ -2,9 +2,8 @@
 //! `baton demo` and the soak test.
 //!
 //! It starts two engines (blue writing snapshot format 1, the "old build"; green format 2, the
-//! "new build") and a
-//! gateway as real processes in a scratch directory, connects simulated counterparties that trade
-//! continuously, and meanwhile runs a release the way an operator would: a change naming the
+//! "new build") and a gateway as real processes in a scratch directory, connects simulated
+//! counterparties that trade continuously, and meanwhile runs a release the way an operator would: a change naming the
 //! build is filed and approved by a second operator, a canary moves a quarter of the symbols to
 //! the standby and back, authority switches back and forth under that change, and the
 //! authoritative engine is SIGKILLed (and restarted, so it rejoins as the standby). At the end it
