@@ -1,13 +1,13 @@
 //! A whole venue under load while its engine is upgraded and crashes: the driver behind
 //! `baton demo` and the soak test.
 //!
-//! It starts two engines (blue writing snapshot format 1, the "old build"; green format 2, the
-//! "new build") and a gateway as real processes in a scratch directory, connects simulated
-//! counterparties that trade continuously, and meanwhile runs a release the way an operator would: a change naming the
-//! build is filed and approved by a second operator, a canary moves a quarter of the symbols to
-//! the standby and back, authority switches back and forth under that change, and the
-//! authoritative engine is SIGKILLed (and restarted, so it rejoins as the standby). At the end it
-//! checks what the counterparties saw — no Logout, no disconnect, no sequence gap, no sequence
+//! It starts two engines (blue writing snapshot format 1, the "old build"; green format 2, the "new
+//! build") and a gateway as real processes in a scratch directory, connects simulated
+//! counterparties that trade continuously, and meanwhile runs a release the way an operator would:
+//! a change naming the build is filed and approved by a second operator, a canary moves a quarter
+//! of the symbols to the standby and back, authority switches back and forth under that change, and
+//! the authoritative engine is SIGKILLed (and restarted, so it rejoins as the standby). At the end
+//! it checks what the counterparties saw — no Logout, no disconnect, no sequence gap, no sequence
 //! number repeated without PossDup, exactly one acknowledgement per order, no ExecID twice — and
 //! reconciles it: per symbol the quantity bought in fills equals the quantity sold, and every
 //! order's last report says what a single engine's replay of the journal says (CumQty and
