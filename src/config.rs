@@ -604,9 +604,33 @@ impl Config {
     }
 }
 
+/// A socket address given on the command line that is not `IP:PORT`. The gateway binds and
+/// connects to literal addresses only, so that what it listens on never depends on a resolver;
+/// the message says so, because `localhost:9878` looks valid to a person.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("expected IP:PORT, host names are not accepted: {0}")]
+pub struct SocketAddrError(pub String);
+
+/// Parses `IP:PORT` (`[v6]:PORT` for IPv6), with an error that names what was wrong.
+pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, SocketAddrError> {
+    text.parse().map_err(|_| SocketAddrError(text.to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_name_is_refused_with_a_hint() {
+        assert_eq!(
+            parse_socket_addr("localhost:9878").unwrap_err().to_string(),
+            "expected IP:PORT, host names are not accepted: localhost:9878"
+        );
+        assert_eq!(
+            parse_socket_addr("127.0.0.1:9878"),
+            Ok(SocketAddr::from(([127, 0, 0, 1], 9878)))
+        );
+    }
 
     #[test]
     fn venue_party_roles_are_checked_against_the_dictionary() {

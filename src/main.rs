@@ -92,7 +92,7 @@ enum Command {
         #[arg(long)]
         venue_program: Option<PathBuf>,
         /// Measure this FIX acceptor instead of starting a venue.
-        #[arg(long)]
+        #[arg(long, value_parser = baton::config::parse_socket_addr)]
         target: Option<std::net::SocketAddr>,
         /// SenderCompID prefix with --target (sessions are PREFIX1..N).
         #[arg(long, default_value = "TRADER")]
@@ -114,7 +114,7 @@ enum Command {
         config: Option<PathBuf>,
         /// Overrides `[gateway] listen` (use port 0 to pick a free port; the bound address is
         /// printed on stdout).
-        #[arg(long)]
+        #[arg(long, value_parser = baton::config::parse_socket_addr)]
         listen: Option<std::net::SocketAddr>,
         /// Overrides `[gateway] store_dir`.
         #[arg(long)]
@@ -127,11 +127,11 @@ enum Command {
         #[arg(long)]
         journal_dir: Option<PathBuf>,
         /// Overrides `[gateway] control` (loopback only; port 0 picks a free one).
-        #[arg(long)]
+        #[arg(long, value_parser = baton::config::parse_socket_addr)]
         control: Option<std::net::SocketAddr>,
         /// Serves Prometheus metrics on `GET /metrics` at ADDR, overriding `[gateway] metrics`
         /// (loopback only).
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", value_parser = baton::config::parse_socket_addr)]
         metrics: Option<std::net::SocketAddr>,
     },
     /// Run a matching engine serving the engine link.
@@ -201,7 +201,7 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
         /// The gateway's control address; overrides the config.
-        #[arg(long)]
+        #[arg(long, value_parser = baton::config::parse_socket_addr)]
         addr: Option<std::net::SocketAddr>,
         /// Who asks, as the audit log records it; defaults to $USER, $LOGNAME, then the account's login name.
         #[arg(long, global = true)]
@@ -1325,6 +1325,23 @@ fn change_request(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_host_name_for_an_address_says_why_it_is_refused() {
+        for args in [
+            &["baton", "gateway", "--listen", "localhost:9878"][..],
+            &["baton", "ctl", "--addr", "localhost:9878", "status"][..],
+        ] {
+            let error = match Cli::try_parse_from(args) {
+                Ok(_) => panic!("{args:?} parsed"),
+                Err(error) => error.to_string(),
+            };
+            assert!(
+                error.contains("expected IP:PORT, host names are not accepted: localhost:9878"),
+                "{error}"
+            );
+        }
+    }
 
     #[test]
     fn an_error_is_one_line_with_each_cause_once() {

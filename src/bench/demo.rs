@@ -1,13 +1,13 @@
 //! A whole venue under load while its engine is upgraded and crashes: the driver behind
 //! `baton demo` and the soak test.
 //!
-//! It starts two engines (blue on the current snapshot format, green as the "new build") and a
-//! gateway as real processes in a scratch directory, connects simulated counterparties that trade
-//! continuously, and meanwhile runs a release the way an operator would: a change naming the
-//! build is filed and approved by a second operator, a canary moves a quarter of the symbols to
-//! the standby and back, authority switches back and forth under that change, and the
-//! authoritative engine is SIGKILLed (and restarted, so it rejoins as the standby). At the end it
-//! checks what the counterparties saw — no Logout, no disconnect, no sequence gap, no sequence
+//! It starts two engines (blue writing snapshot format 1, the "old build"; green format 2, the "new
+//! build") and a gateway as real processes in a scratch directory, connects simulated
+//! counterparties that trade continuously, and meanwhile runs a release the way an operator would:
+//! a change naming the build is filed and approved by a second operator, a canary moves a quarter
+//! of the symbols to the standby and back, authority switches back and forth under that change, and
+//! the authoritative engine is SIGKILLed (and restarted, so it rejoins as the standby). At the end
+//! it checks what the counterparties saw — no Logout, no disconnect, no sequence gap, no sequence
 //! number repeated without PossDup, exactly one acknowledgement per order, no ExecID twice — and
 //! reconciles it: per symbol the quantity bought in fills equals the quantity sold, and every
 //! order's last report says what a single engine's replay of the journal says (CumQty and
@@ -95,7 +95,8 @@ pub struct DemoReport {
     pub lost: u64,
     /// Acknowledgements or ExecIDs received more than once.
     pub duplicated: u64,
-    /// Fills received.
+    /// Fill reports received by the counterparties (ExecutionReports with ExecType Trade): each
+    /// trade sends one to the buyer and one to the seller, so this is twice the trades.
     pub fills: u64,
     /// Inbound sequence gaps seen by counterparties.
     pub gaps: u64,
@@ -160,7 +161,11 @@ impl DemoReport {
         ));
         out.push_str(&format!("orders          {}\n", self.orders));
         out.push_str(&format!("acknowledged    {}\n", self.acknowledged));
-        out.push_str(&format!("fills           {}\n", self.fills));
+        out.push_str(&format!(
+            "fill reports    {} received by counterparties (one per side: {} trades)\n",
+            self.fills,
+            self.fills / 2
+        ));
         out.push_str(&format!("lost            {}\n", self.lost));
         out.push_str(&format!("duplicated      {}\n", self.duplicated));
         out.push_str(&format!("sequence gaps   {}\n", self.gaps));
@@ -195,9 +200,9 @@ impl DemoReport {
                 (_, false) => "failover",
             };
             out.push_str(&format!(
-                "{kind:<15} {} -> {} at input {} ({}), pause {} us\n",
-                switch.from,
-                switch.to,
+                "{kind:<15} {} -> {} at input {} ({}), pause {} µs\n",
+                engine_label(&switch.from),
+                engine_label(&switch.to),
                 switch.barrier_seq,
                 scope_text(&switch.scope),
                 switch.pause_us
@@ -323,6 +328,20 @@ impl Engine for Recording {
     }
 }
 
+/// The demo's two engines, in the order the venue starts them: name, the snapshot format it
+/// writes, and which build that makes it in the upgrade story the report tells.
+const DEMO_BUILDS: [(&str, u16, &str); 2] = [("blue", 1, "old build"), ("green", 2, "new build")];
+
+/// `blue (old build, snapshot format 1)`: switch lines name the build, so the report shows
+/// authority moving from the old build to the new one and back. Any other name (an engine
+/// reported by its link address) is printed as it is.
+fn engine_label(name: &str) -> String {
+    match DEMO_BUILDS.iter().find(|(n, _, _)| *n == name) {
+        Some((name, format, build)) => format!("{name} ({build}, snapshot format {format})"),
+        None => name.to_owned(),
+    }
+}
+
 /// Runs the demo and reports what happened.
 pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, DemoError> {
     let mut venue = Venue::start(&VenueConfig {
@@ -330,15 +349,16 @@ pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, D
         dir: config.dir.clone(),
         sessions: config.sessions,
         // Blue writes the older snapshot format, green the newer: two builds.
-        snapshot_formats: [1, 2],
+        snapshot_formats: DEMO_BUILDS.map(|(_, format, _)| format),
         engine_section: String::new(),
         // The demo goes through the release process: a change, a second operator's approval.
         require_approval: true,
     })?;
     let authoritative = venue.authoritative()?;
     progress(&format!(
-        "venue up: gateway {}, engine {authoritative} authoritative (the first to attach), the other standby",
-        venue.fix_addr
+        "venue up: gateway {}, engine {} authoritative (the first to attach), the other standby",
+        venue.fix_addr,
+        engine_label(&authoritative)
     ));
     let result = file_change(config, &venue, progress)
         .and_then(|change| trade_through_events(config, &mut venue, &change, progress));
@@ -488,11 +508,11 @@ fn trade_through_events(
             match venue.request(&request, Duration::from_secs(30))? {
                 ControlReply::Switched(switch) => {
                     progress(&format!(
-                        "canary {} {}: {} -> {} at input {} ({}), pause {} us",
+                        "canary {} {}: {} -> {} at input {} ({}), pause {} µs",
                         i + 1,
                         if step == 0 { "start" } else { "rollback" },
-                        switch.from,
-                        switch.to,
+                        engine_label(&switch.from),
+                        engine_label(&switch.to),
                         switch.barrier_seq,
                         scope_text(&switch.scope),
                         switch.pause_us
@@ -516,10 +536,10 @@ fn trade_through_events(
         match venue.request(&request, Duration::from_secs(30)) {
             Ok(ControlReply::Switched(switch)) => {
                 progress(&format!(
-                    "switch {}: {} -> {} at input {}, pause {} us ({} orders so far)",
+                    "switch {}: {} -> {} at input {}, pause {} µs ({} orders so far)",
                     i + 1,
-                    switch.from,
-                    switch.to,
+                    engine_label(&switch.from),
+                    engine_label(&switch.to),
                     switch.barrier_seq,
                     switch.pause_us,
                     orders.load(Ordering::Relaxed)
@@ -542,7 +562,8 @@ fn trade_through_events(
         if let Some(switch) = venue.status()?.last_switch.filter(|s| !s.planned) {
             progress(&format!(
                 "failover: {} -> {}, {name} back as standby",
-                switch.from, switch.to
+                engine_label(&switch.from),
+                engine_label(&switch.to)
             ));
             report.switches.push(switch);
         }
@@ -844,5 +865,41 @@ async fn engine_digest(addr: &LinkAddr) -> Result<String, DemoError> {
             Ok(_) => {}
             Err(error) => return Err(DemoError::Venue(format!("{addr}: {error}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_report_names_each_build_and_counts_in_microseconds() {
+        let switch = SwitchReport {
+            from: "blue".into(),
+            to: "green".into(),
+            barrier_seq: 7,
+            pause_us: 12,
+            planned: true,
+            scope: SwitchScope::All,
+            rollback: false,
+        };
+        let report = DemoReport {
+            fills: 6,
+            switches: vec![switch],
+            ..DemoReport::default()
+        };
+        let text = report.render();
+        assert!(
+            text.contains(
+                "blue (old build, snapshot format 1) -> green (new build, snapshot format 2)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("pause 12 µs"), "{text}");
+        assert!(!text.contains(" us"), "{text}");
+        assert!(
+            text.contains("fill reports    6 received by counterparties (one per side: 3 trades)"),
+            "{text}"
+        );
     }
 }

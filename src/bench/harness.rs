@@ -252,8 +252,10 @@ fn measure(config: &BenchConfig, venue: Option<&mut Venue>) -> Result<BenchRepor
         .map(|&(_, l)| l)
         .collect();
     let steady_p99_us = percentile(steady, 0.99);
-    for event in &mut events {
-        event.worst_us = report::worst_during(&baton.samples, event.at_ms, event.until_ms);
+    let windows: Vec<(u64, u64)> = events.iter().map(|e| (e.at_ms, e.until_ms)).collect();
+    let worst = report::worst_per_event(&baton.samples, &windows);
+    for (event, worst_us) in events.iter_mut().zip(worst) {
+        event.worst_us = worst_us;
         event.worst_to_steady_p99 = if steady_p99_us == 0 {
             0.0
         } else {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::report::{BenchReport, Latency, SeriesPoint};
+use super::report::{BenchReport, Latency, SeriesPoint, plural};
 
 /// Why a plot or the report file could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -60,18 +60,20 @@ fn over_time(report: &BenchReport, path: &Path) -> DrawResult {
     let all = || report.series.iter().chain(&report.baseline_series);
     let end_s = all().map(|p| p.at_ms).max().unwrap_or(0) as f64 / 1_000.0 + 0.1;
     let top_us = all().map(|p| p.max_us).max().unwrap_or(10).max(10) as f64 * 2.0;
+    let bottom_us = log_floor(all().map(|p| p.p50_us.min(p.p99_us)).min());
     let mut chart = ChartBuilder::on(&root)
         .caption(
             format!(
-                "latency over time: {} sessions, {} orders/s",
-                report.sessions, report.rate_per_s
+                "latency over time: {}, {} orders/s",
+                plural(report.sessions as u64, "session"),
+                report.rate_per_s
             ),
             ("sans-serif", 18),
         )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..end_s, (1f64..top_us).log_scale())?;
+        .build_cartesian_2d(0f64..end_s, (bottom_us..top_us).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("seconds since start (by intended send time)")
@@ -96,7 +98,7 @@ fn over_time(report: &BenchReport, path: &Path) -> DrawResult {
             .draw_series(LineSeries::new(
                 series
                     .iter()
-                    .map(|p| (p.at_ms as f64 / 1_000.0, value(p).max(1) as f64)),
+                    .map(|p| (p.at_ms as f64 / 1_000.0, (value(p) as f64).max(bottom_us))),
                 color.stroke_width(2),
             ))?
             .label(name)
@@ -106,7 +108,7 @@ fn over_time(report: &BenchReport, path: &Path) -> DrawResult {
     for event in &report.events {
         let x = event.at_ms as f64 / 1_000.0;
         chart.draw_series(std::iter::once(PathElement::new(
-            vec![(x, 1.0), (x, top_us)],
+            vec![(x, bottom_us), (x, top_us)],
             green.stroke_width(1),
         )))?;
         chart.draw_series(std::iter::once(Text::new(
@@ -130,8 +132,20 @@ fn over_time(report: &BenchReport, path: &Path) -> DrawResult {
 fn percentiles(report: &BenchReport, path: &Path) -> DrawResult {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
+    // The worst sample is drawn as the last point, at MAX_X: past 99.99% (x = 10 000), labelled
+    // "max" rather than a percentile it is not.
     let quantiles = [0.5, 0.9, 0.99, 0.999, 0.9999];
-    let values = |l: &Latency| [l.p50_us, l.p90_us, l.p99_us, l.p99_9_us, l.p99_99_us];
+    let xs = quantiles.map(|q| 1.0 / (1.0 - q));
+    let values = |l: &Latency| {
+        [
+            l.p50_us,
+            l.p90_us,
+            l.p99_us,
+            l.p99_9_us,
+            l.p99_99_us,
+            l.max_us,
+        ]
+    };
     let baton = values(&report.baton.latency);
     let echo = values(&report.baseline.latency);
     let top_us = baton
@@ -142,6 +156,7 @@ fn percentiles(report: &BenchReport, path: &Path) -> DrawResult {
         .unwrap_or(10)
         .max(10) as f64
         * 2.0;
+    let bottom_us = log_floor(baton.iter().chain(&echo).copied().filter(|&v| v > 0).min());
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "latency by percentile: baton and the same-run echo baseline",
@@ -150,32 +165,48 @@ fn percentiles(report: &BenchReport, path: &Path) -> DrawResult {
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(70)
-        .build_cartesian_2d((1.5f64..20_000f64).log_scale(), (1f64..top_us).log_scale())?;
+        .build_cartesian_2d(
+            (1.5f64..MAX_X * 1.5).log_scale(),
+            (bottom_us..top_us).log_scale(),
+        )?;
     chart
         .configure_mesh()
         .x_desc("percentile")
         .y_desc("latency, µs (log)")
-        .x_label_formatter(&|x| percent((1.0 - 1.0 / x) * 100.0))
+        .x_label_formatter(&|&x| {
+            if x >= MAX_X * 0.99 {
+                "max".to_string()
+            } else if x > xs[4] * 1.01 {
+                String::new()
+            } else {
+                percent((1.0 - 1.0 / x) * 100.0)
+            }
+        })
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
     for (name, color, values) in [
         ("baton", BLUE, baton),
         ("echo baseline", RGBColor(127, 127, 127), echo),
     ] {
-        let points: Vec<(f64, f64)> = quantiles
+        let points: Vec<(f64, f64)> = xs
             .iter()
+            .copied()
+            .chain([MAX_X])
             .zip(values)
-            .map(|(&q, v)| (1.0 / (1.0 - q), v.max(1) as f64))
+            .map(|(x, v)| (x, (v as f64).max(bottom_us)))
             .collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
-        chart.draw_series(
-            points
-                .into_iter()
-                .map(|p| Circle::new(p, 3, color.filled())),
-        )?;
+        chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        if let Some(&(x, y)) = points.last() {
+            chart.draw_series(std::iter::once(Text::new(
+                format!("max {} µs", y.round()),
+                (x / 3.0, y),
+                ("sans-serif", 12).into_font().color(&color),
+            )))?;
+        }
     }
     chart
         .configure_series_labels()
@@ -187,9 +218,55 @@ fn percentiles(report: &BenchReport, path: &Path) -> DrawResult {
     Ok(())
 }
 
+/// Where the percentile plot puts the maximum: right of 99.99% (x = 10 000).
+const MAX_X: f64 = 20_000.0;
+
+/// The bottom of a log latency axis: the power of ten at or below the smallest value, so the
+/// lines use the height of the plot instead of starting at 1 µs (1 µs when there is no data).
+fn log_floor(min_us: Option<u64>) -> f64 {
+    match min_us {
+        Some(min) if min > 1 => 10f64.powi((min as f64).log10().floor() as i32),
+        _ => 1.0,
+    }
+}
+
 /// `99.9%` rather than `99.90000000000001%`.
 fn percent(value: f64) -> String {
     let text = format!("{value:.3}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     format!("{text}%")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latency_axis_starts_at_the_data_not_at_one_microsecond() {
+        assert_eq!(log_floor(Some(112)), 100.0);
+        assert_eq!(log_floor(Some(100)), 100.0);
+        assert_eq!(log_floor(Some(9)), 1.0);
+        assert_eq!(log_floor(Some(2_500)), 1_000.0);
+        assert_eq!(log_floor(None), 1.0);
+    }
+
+    #[test]
+    fn the_percentile_plot_shows_the_maximum() {
+        let latency = |base: u64| Latency {
+            p50_us: base,
+            p90_us: base * 2,
+            p99_us: base * 4,
+            p99_9_us: base * 8,
+            p99_99_us: base * 16,
+            max_us: base * 40,
+        };
+        let mut report = BenchReport::default();
+        report.baton.latency = latency(300);
+        report.baseline.latency = latency(120);
+        let dir = tempfile::tempdir().unwrap();
+        write_all(&report, dir.path()).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("percentiles.svg")).unwrap();
+        assert!(svg.contains("max 12000 µs"), "{svg}");
+        assert!(svg.contains("max 4800 µs"), "{svg}");
+    }
 }

@@ -93,8 +93,11 @@ pub struct Measurement {
     pub missing: u64,
     /// Answers received twice.
     pub duplicates: u64,
-    /// Orders and cancels refused (a cancel of an order a crossing order already filled is
-    /// refused legitimately; many refusals mean the load is not the mix asked for).
+    /// Requests answered with a refusal: an ExecutionReport with ExecType Rejected, an
+    /// OrderCancelReject, a session Reject or a BusinessMessageReject. They are answers too
+    /// (counted in `answered` and in the latency). Some are expected: a cancel or replace of an
+    /// order that a crossing order has already filled is refused; many mean the load is not the
+    /// mix asked for.
     pub refused: u64,
     /// Inbound sequence gaps.
     pub gaps: u64,
@@ -177,27 +180,72 @@ pub struct EventReport {
     #[serde(default)]
     pub until_ms: u64,
     /// Worst latency of orders meant to be sent from just before the event to
-    /// [`constants::BENCH_EVENT_WINDOW_MS`] after it, µs.
+    /// [`constants::BENCH_EVENT_WINDOW_MS`] after it, µs; an order in the windows of several
+    /// events counts for one of them only (see [`worst_per_event`]).
     pub worst_us: u64,
     /// `worst_us` ÷ the run's steady p99 (orders outside every event window).
     pub worst_to_steady_p99: f64,
 }
 
-/// The worst latency in the window around an event at `at_ms`.
-pub fn worst_around(samples: &[(u64, u64)], at_ms: u64) -> u64 {
-    worst_during(samples, at_ms, at_ms)
-}
-
-/// The worst latency in the window around an event lasting from `at_ms` to `until_ms`.
-pub fn worst_during(samples: &[(u64, u64)], at_ms: u64, until_ms: u64) -> u64 {
+/// The window around an event lasting from `at_ms` to `until_ms`, µs since the start: from just
+/// before it to [`constants::BENCH_EVENT_WINDOW_MS`] after its end.
+fn window_us(at_ms: u64, until_ms: u64) -> (u64, u64) {
     let from = at_ms.saturating_sub(constants::BENCH_SERIES_BUCKET_MS) * 1_000;
     let to = (until_ms.max(at_ms) + constants::BENCH_EVENT_WINDOW_MS) * 1_000;
-    samples
+    (from, to)
+}
+
+/// The worst latency in the window around an event at `at_ms`.
+pub fn worst_around(samples: &[(u64, u64)], at_ms: u64) -> u64 {
+    worst_per_event(samples, &[(at_ms, at_ms)])[0]
+}
+
+/// The worst latency in the window of each event (`(at_ms, until_ms)`), where each order counts
+/// for one event only: events closer together than a window would otherwise all report the same
+/// spike. An order inside several windows belongs to the latest event that had begun when it
+/// was meant to be sent (the most recent suspect), or, in the margin before any of them began,
+/// to the first one.
+pub fn worst_per_event(samples: &[(u64, u64)], events: &[(u64, u64)]) -> Vec<u64> {
+    let windows: Vec<(u64, u64, u64)> = events
         .iter()
-        .filter(|&&(at, _)| at >= from && at <= to)
-        .map(|&(_, l)| l)
-        .max()
-        .unwrap_or(0)
+        .map(|&(at_ms, until_ms)| {
+            let (from, to) = window_us(at_ms, until_ms);
+            (at_ms * 1_000, from, to)
+        })
+        .collect();
+    let mut worst = vec![0; events.len()];
+    for &(at, latency) in samples {
+        // The latest event begun by `at` whose window holds it; failing that, the first event
+        // whose window holds it (the sample is in the margin before it).
+        let mut begun: Option<(usize, u64)> = None;
+        let mut upcoming: Option<(usize, u64)> = None;
+        for (i, &(start, from, to)) in windows.iter().enumerate() {
+            if at < from || at > to {
+                continue;
+            }
+            if start <= at {
+                if begun.is_none_or(|(_, s)| start > s) {
+                    begun = Some((i, start));
+                }
+            } else if upcoming.is_none_or(|(_, s)| start < s) {
+                upcoming = Some((i, start));
+            }
+        }
+        let owner = begun.or(upcoming).map(|(i, _)| i);
+        if let Some(i) = owner {
+            worst[i] = worst[i].max(latency);
+        }
+    }
+    worst
+}
+
+/// `1 session`, `2 sessions`.
+pub fn plural(count: u64, noun: &str) -> String {
+    if count == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{count} {noun}s")
+    }
 }
 
 /// Everything one `baton bench` run measured.
@@ -248,8 +296,12 @@ impl BenchReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "target        {}\nload          {} sessions, {} orders/s for {:.1} s, mix {}",
-            self.target, self.sessions, self.rate_per_s, self.duration_s, self.mix
+            "target        {}\nload          {}, {} orders/s for {:.1} s, mix {}",
+            self.target,
+            plural(self.sessions as u64, "session"),
+            self.rate_per_s,
+            self.duration_s,
+            self.mix
         );
         let _ = writeln!(out, "placement     {}", self.placement);
         let _ = writeln!(
@@ -284,8 +336,20 @@ impl BenchReport {
             "\norders {}  answered {}  refused {}  missing {}  duplicates {}  gaps {}  disconnects {}",
             b.orders, b.answered, b.refused, b.missing, b.duplicates, b.gaps, b.disconnects
         );
+        let _ = writeln!(
+            out,
+            "              refused: answers that refuse a request (rejected order, cancel reject, \
+             session or business reject), among the answered; a cancel or replace of an order \
+             already filled is refused legitimately"
+        );
         if !self.events.is_empty() {
             let _ = writeln!(out, "steady p99    {} µs", self.steady_p99_us);
+            let _ = writeln!(
+                out,
+                "              worst per event: orders from just before it to {} ms after it, \
+                 each order counted for one event only (the latest begun)",
+                constants::BENCH_EVENT_WINDOW_MS
+            );
         }
         for event in &self.events {
             let _ = writeln!(
@@ -325,6 +389,38 @@ mod tests {
     fn worst_around_looks_just_before_and_after_an_event() {
         let samples = [(0, 500), (950_000, 40), (2_000_000, 90), (3_000_000, 900)];
         assert_eq!(worst_around(&samples, 1_000), 90);
+    }
+
+    #[test]
+    fn a_spike_in_overlapping_windows_is_reported_once() {
+        // Events at 1.0 s and 2.0 s: their windows (0.9-2.5 s, 1.9-3.5 s) overlap. The spike at
+        // 2.2 s is after both began, so it is the second event's; the one at 1.95 s is in both
+        // windows but only the first had begun.
+        let samples = [(1_100_000, 50), (1_950_000, 700), (2_200_000, 900)];
+        assert_eq!(
+            worst_per_event(&samples, &[(1_000, 1_000), (2_000, 2_000)]),
+            [700, 900]
+        );
+        // Alone, each event would have claimed the 900 µs spike.
+        assert_eq!(worst_around(&samples, 1_000), 900);
+        // An event lasting 1.0-1.5 s (hostile traffic) and a kill at 1.2 s inside it: orders
+        // after the kill are the kill's.
+        assert_eq!(
+            worst_per_event(&samples, &[(1_000, 1_500), (1_200, 1_200)]),
+            [50, 900]
+        );
+    }
+
+    #[test]
+    fn counts_are_pluralised() {
+        assert_eq!(plural(1, "session"), "1 session");
+        assert_eq!(plural(0, "session"), "0 sessions");
+        assert_eq!(plural(50, "session"), "50 sessions");
+        let report = BenchReport {
+            sessions: 1,
+            ..BenchReport::default()
+        };
+        assert!(report.render().contains("load          1 session, "));
     }
 
     #[test]
