@@ -74,6 +74,19 @@ pub struct Config {
     /// Venue rules the gateway applies to business messages before sequencing them.
     #[serde(default)]
     pub venue: VenueConfig,
+    /// How the commands that read this file (gateway, engine, up) write their log lines.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+/// `[log]`: one format for every process of a venue, so its log shipper parses them all alike.
+/// `--log-format` on the command line wins over it.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (the default) or `json`.
+    #[serde(default)]
+    pub format: crate::logging::LogFormat,
 }
 
 /// `[link]`: settings both the gateway and its engines read, since they must agree.

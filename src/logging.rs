@@ -14,14 +14,63 @@
 //! once writes work again, the log says how many lines it lost before the next one.
 //! SIGPIPE stays ignored (Rust's start-up default), so a closed pipe is an error return, not a
 //! signal.
+//!
+//! Lines are text for a person or JSON for a log shipper ([`LogFormat`]); either goes through
+//! the same queue. Colour codes are written only to a terminal, and never when `NO_COLOR` is set
+//! ([`ansi_wanted`]): escape codes in a file or a shipper's pipe are noise in every search.
 
 use std::collections::VecDeque;
+use std::ffi::OsStr;
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::constants;
+
+/// How log lines are written. Chosen by `--log-format`, else [`LOG_FORMAT_ENV`], else the
+/// config's `[log] format`, else text; `baton up` hands its choice to its children in
+/// [`LOG_FORMAT_ENV`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event, spans as `session{sender=.. target=..}:` prefixes.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`, `span`, `spans`), so
+    /// a log shipper indexes fields such as a session's CompIDs without parsing text.
+    Json,
+}
+
+impl LogFormat {
+    /// The name the flag, the environment and the config key use.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+
+    /// Parses a name as [`LogFormat::name`] writes it.
+    pub fn from_name(name: &str) -> Option<LogFormat> {
+        match name {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
+/// The environment variable that carries a log format to a child process. An environment
+/// variable rather than a flag because a supervisor may start a staged older build, which
+/// would refuse a flag it does not know; a variable it does not know it ignores.
+pub const LOG_FORMAT_ENV: &str = "BATON_LOG_FORMAT";
+
+/// Whether to write colour codes: only to a terminal, and not when `no_color` (the value of
+/// `NO_COLOR`) is set and non-empty, the convention tools honour for people who turn colour off.
+pub fn ansi_wanted(is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    is_terminal && no_color.is_none_or(OsStr::is_empty)
+}
 
 /// The writer [`LogWriter::stderr`] installed: one per process, found by the metrics endpoint
 /// without a handle being passed through every layer in between.
@@ -60,6 +109,9 @@ struct Shared {
     finished: Condvar,
     /// Lines dropped: refused by a full queue or failed to write.
     dropped: AtomicU64,
+    /// The writer's own notice of dropped lines is a JSON object, like the lines around it,
+    /// so a log shipper expecting JSON never meets a line it cannot parse.
+    json: AtomicBool,
 }
 
 impl Shared {
@@ -104,6 +156,13 @@ impl LogWriter {
         Ok(writer)
     }
 
+    /// Writes the writer's own notices in `format`, as the subscriber writes its lines.
+    pub fn set_format(&self, format: LogFormat) {
+        self.shared
+            .json
+            .store(format == LogFormat::Json, Ordering::Relaxed);
+    }
+
     /// Lines this writer dropped so far.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
@@ -136,10 +195,8 @@ impl LogWriter {
                     };
                     let dropped = drain.dropped.load(Ordering::Relaxed);
                     if dropped > reported {
-                        let notice = format!(
-                            "baton: {} log lines dropped (stderr closed, or its reader too slow)\n",
-                            dropped - reported
-                        );
+                        let notice =
+                            dropped_notice(dropped - reported, drain.json.load(Ordering::Relaxed));
                         if out.write_all(notice.as_bytes()).is_ok() {
                             reported = dropped;
                         }
@@ -183,6 +240,25 @@ impl LogWriter {
     }
 }
 
+/// The line that tells the log it is missing `dropped` lines: text, or a JSON object with the
+/// fields the subscriber's JSON lines have (`timestamp`, `level`, `target`, `fields`).
+fn dropped_notice(dropped: u64, json: bool) -> String {
+    const WHY: &str = "log lines dropped (stderr closed, or its reader too slow)";
+    if !json {
+        return format!("baton: {dropped} {WHY}\n");
+    }
+    let timestamp = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let notice = serde_json::json!({
+        "timestamp": timestamp,
+        "level": "WARN",
+        "target": module_path!(),
+        "fields": { "message": WHY, "dropped": dropped },
+    });
+    format!("{notice}\n")
+}
+
 /// One event's writer: `tracing_subscriber::fmt` formats a whole line and writes it at once.
 pub struct LineWriter<'a> {
     /// Where the line goes.
@@ -213,6 +289,22 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color_set() {
+        assert!(ansi_wanted(true, None));
+        assert!(ansi_wanted(true, Some(OsStr::new(""))));
+        assert!(!ansi_wanted(true, Some(OsStr::new("1"))));
+        assert!(!ansi_wanted(false, None));
+    }
+
+    #[test]
+    fn a_format_name_reads_back_as_written() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            assert_eq!(LogFormat::from_name(format.name()), Some(format));
+        }
+        assert_eq!(LogFormat::from_name("JSON"), None);
+    }
 
     /// A sink that fails every write, like a pipe whose reader is gone.
     struct Closed;
@@ -294,6 +386,33 @@ mod tests {
             text,
             "baton: 3 log lines dropped (stderr closed, or its reader too slow)\nkept\n"
         );
+    }
+
+    #[test]
+    fn in_json_the_notice_of_lost_lines_is_a_json_line_too() {
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = LogWriter::spawn(Recovers {
+            open: open.clone(),
+            written: written.clone(),
+        })
+        .unwrap();
+        writer.set_format(LogFormat::Json);
+        for _ in 0..2 {
+            writer.line(b"{}\n");
+            assert!(writer.flush());
+        }
+        open.store(true, Ordering::Relaxed);
+        writer.line(b"{}\n");
+        assert!(writer.flush());
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        let notice: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        assert_eq!(notice["level"], "WARN");
+        assert_eq!(notice["fields"]["dropped"], 2);
+        assert!(notice["timestamp"].as_str().is_some_and(|t| !t.is_empty()));
+        assert_eq!(lines[1], "{}");
     }
 
     #[test]

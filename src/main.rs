@@ -24,11 +24,16 @@ use baton::gateway::core::{Core, CoreConfig};
 use baton::gateway::journal::JournalConfig;
 use baton::gateway::{Acceptor, Sessions};
 use baton::link::{self, LinkAddr, ServeConfig, Shutdown};
+use baton::logging::{LOG_FORMAT_ENV, LogFormat};
 
 /// FIX session gateway that keeps counterparties connected while the engine behind it changes.
 #[derive(Parser)]
 #[command(name = "baton", version, about)]
 struct Cli {
+    /// Log lines as `text` or `json` (one object per line); wins over BATON_LOG_FORMAT and the
+    /// config's `[log] format`.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -409,33 +414,57 @@ enum ChangeCommand {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // A format that cannot be read is the command's error, reported once logging is up.
+    let (format, format_error) = match log_format(&cli) {
+        Ok(format) => (format, None),
+        Err(error) => (LogFormat::Text, Some(error)),
+    };
     // Log lines leave through a queue and a thread of their own, so a closed or stalled stderr
     // pipe costs lines (counted), never the process; stderr directly only if that thread
     // cannot start.
     let log = baton::logging::LogWriter::stderr().ok();
     let writer = match &log {
-        Some(log) => BoxMakeWriter::new(log.clone()),
+        Some(log) => {
+            log.set_format(format);
+            BoxMakeWriter::new(log.clone())
+        }
         None => BoxMakeWriter::new(std::io::stderr),
     };
-    tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(writer)
-        // Colour only for a person at a terminal, not escape codes in a log file or pipe.
-        .with_ansi(std::io::stderr().is_terminal())
         // Its own report of a failed write is an eprintln!, which panics on a closed pipe.
-        .log_internal_errors(false)
-        .init();
-    let cli = Cli::parse();
-    let code = match run(cli) {
+        .log_internal_errors(false);
+    match format {
+        LogFormat::Text => subscriber
+            // Colour only for a person at a terminal who has not turned it off, not escape
+            // codes in a log file or pipe.
+            .with_ansi(baton::logging::ansi_wanted(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            ))
+            .init(),
+        LogFormat::Json => subscriber.json().with_ansi(false).init(),
+    }
+    let result = match format_error {
+        Some(error) => Err(error),
+        None => run(cli, format),
+    };
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let line = format!("error: {}\n", one_line(&error));
-            match &log {
-                Some(log) => log.line(line.as_bytes()),
-                None => {
+            match (format, &log) {
+                // JSON in, JSON out: the last line is an event like the others.
+                (LogFormat::Json, _) => tracing::error!("{}", one_line(&error)),
+                (LogFormat::Text, Some(log)) => {
+                    log.line(format!("error: {}\n", one_line(&error)).as_bytes())
+                }
+                (LogFormat::Text, None) => {
+                    let line = format!("error: {}\n", one_line(&error));
                     let _ = std::io::stderr().write_all(line.as_bytes());
                 }
             }
@@ -446,6 +475,35 @@ fn main() -> ExitCode {
         log.flush();
     }
     code
+}
+
+/// The log format: `--log-format`, else [`LOG_FORMAT_ENV`] (how `baton up` tells its
+/// children), else `[log] format` of the config a gateway, engine or venue runs with, else
+/// text. A config that does not load counts as text here: the command itself reports why.
+fn log_format(cli: &Cli) -> anyhow::Result<LogFormat> {
+    if let Some(format) = cli.log_format {
+        return Ok(format);
+    }
+    if let Some(value) = std::env::var_os(LOG_FORMAT_ENV).filter(|value| !value.is_empty()) {
+        return value
+            .to_str()
+            .and_then(LogFormat::from_name)
+            .with_context(|| {
+                format!(
+                    "{LOG_FORMAT_ENV}={} is not a log format (text or json)",
+                    value.to_string_lossy()
+                )
+            });
+    }
+    let config = match &cli.command {
+        Command::Up { config }
+        | Command::Gateway { config, .. }
+        | Command::Engine { config, .. } => config,
+        _ => return Ok(LogFormat::Text),
+    };
+    Ok(Config::load(config.as_deref())
+        .map(|config| config.log.format)
+        .unwrap_or_default())
 }
 
 /// Set once a long-running command (gateway, engine) has bound its sockets and opened its
@@ -493,9 +551,9 @@ fn one_line(error: &anyhow::Error) -> String {
     line.replace(['\n', '\r'], " ")
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
     match cli.command {
-        Command::Up { config } => up(config),
+        Command::Up { config } => up(config, log_format),
         Command::Demo {
             sessions,
             dir,
@@ -1065,8 +1123,10 @@ fn audit_acknowledge(path: &std::path::Path, operator: &str, reason: &str) -> an
 /// Names `baton up` gives its engines, in `[gateway] engines` order.
 const ENGINE_NAMES: [&str; 2] = ["blue", "green"];
 
-fn up(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+fn up(config_path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
+    // The children log as this process does, whichever of flag, variable or key chose it.
+    let env: Vec<(OsString, OsString)> = vec![(LOG_FORMAT_ENV.into(), log_format.name().into())];
     let program = std::env::current_exe().context("locating the baton binary")?;
     let mut config_args: Vec<OsString> = Vec::new();
     if let Some(path) = &config_path {
@@ -1100,6 +1160,7 @@ fn up(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             name: format!("engine-{name}"),
             program: program.clone(),
             args,
+            env: env.clone(),
             stage: Some(control::supervisor::StageSource {
                 dir: control::stage::stage_dir(&config.gateway.journal_dir),
                 engine: name.clone(),
@@ -1112,6 +1173,7 @@ fn up(config_path: Option<PathBuf>) -> anyhow::Result<()> {
         name: "gateway".into(),
         program,
         args: gateway_args,
+        env,
         stage: None,
     });
     runtime()?.block_on(supervise(

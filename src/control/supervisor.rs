@@ -27,6 +27,9 @@ pub struct ChildSpec {
     pub program: PathBuf,
     /// Its arguments.
     pub args: Vec<OsString>,
+    /// Environment variables set for it on top of the supervisor's own (e.g. the log format,
+    /// which a staged older build would refuse as a flag but ignores as a variable).
+    pub env: Vec<(OsString, OsString)>,
     /// For an engine: where the control plane records the build it is to run (see
     /// [`super::stage`]). When a build is staged, the child runs as `baton launch --sha256 H
     /// ARTIFACT -- ARGS`, and a newly staged build restarts it.
@@ -204,6 +207,7 @@ fn spawn(spec: &ChildSpec) -> Result<(Child, Option<String>), SupervisorError> {
     }
     let child = command
         .args(&spec.args)
+        .envs(spec.env.iter().map(|(key, value)| (key, value)))
         .kill_on_drop(true)
         .spawn()
         .map_err(|source| SupervisorError::Spawn {
@@ -388,6 +392,7 @@ mod tests {
                 name: "engine-green".into(),
                 program: "sleep".into(),
                 args: Vec::new(),
+                env: Vec::new(),
                 stage: Some(StageSource {
                     dir: stage_dir,
                     engine: "green".into(),

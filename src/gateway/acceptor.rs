@@ -22,6 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use super::translate;
 use crate::config::VenueConfig;
@@ -562,26 +563,34 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             tracing::warn!(%peer, sender = %Escaped(&key.1), target = %Escaped(&key.0), "Logon for an unknown CompID pair: closed without an answer");
             return;
         };
-        let slot = &sessions.slots[id as usize];
-        if slot
-            .connected
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_err()
-        {
-            tracing::warn!(%peer, session = %Escaped(&key.1), "Logon for a session that is already connected: closed without an answer");
-            return;
+        // From here on the connection speaks for one session: every line it logs names the
+        // session's CompIDs (ours as sender, theirs as target), in text and in JSON alike.
+        let span =
+            tracing::info_span!("session", sender = %Escaped(&key.0), target = %Escaped(&key.1));
+        async {
+            let slot = &sessions.slots[id as usize];
+            if slot
+                .connected
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                tracing::warn!(%peer, session = %Escaped(&key.1), "Logon for a session that is already connected: closed without an answer");
+                return;
+            }
+            let _claim = Claim { slot };
+            // Holds a session now: out of the pre-logon budget, never evicted.
+            admission.logged_on();
+            {
+                let mut session = sessions.lock(id).expect("id comes from by_key");
+                let now = Timestamp::now();
+                session.on_connect(now);
+                session.handle_bytes(now, &buf);
+                tracing::info!(%peer, session = %session.config().target_comp_id, "connection holds session");
+            }
+            self.drive(id, slot, stream, chunk).await;
         }
-        let _claim = Claim { slot };
-        // Holds a session now: out of the pre-logon budget, never evicted.
-        admission.logged_on();
-        {
-            let mut session = sessions.lock(id).expect("id comes from by_key");
-            let now = Timestamp::now();
-            session.on_connect(now);
-            session.handle_bytes(now, &buf);
-            tracing::info!(%peer, session = %session.config().target_comp_id, "connection holds session");
-        }
-        self.drive(id, slot, stream, chunk).await;
+        .instrument(span)
+        .await;
     }
 
     /// Runs one connection until the session says to close it or the peer goes away.
