@@ -246,6 +246,7 @@ pub fn logged_on(gateway: &Gateway, n: usize) -> Initiator {
 pub mod child;
 pub mod control;
 pub mod counterparty;
+pub mod mount;
 
 /// Another build of baton in `dir`: the test binary with `tag` appended (an ELF ignores trailing
 /// bytes), so it runs the same code but hashes differently, as a new release would.
