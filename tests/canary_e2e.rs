@@ -617,7 +617,15 @@ fn diverged_standby(dir: &Path) -> (EngineProcess, EngineProcess, Gateway, Socke
     order(&mut client, "M-1", "MSFT", b'1', "10");
     assert_eq!(text(&report(&mut client), 150), "0");
     wait_for_standby(control);
-    std::thread::sleep(Duration::from_millis(100));
+    // Green's reject of M-1 has been compared with blue's fill: one divergence, on record.
+    let deadline = Instant::now() + WAIT;
+    while status(control).shadow.divergences != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the divergence was never noticed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let refused_switch = ask(control, &ControlRequest::switch("alice"));
     assert!(
         matches!(&refused_switch, ControlReply::Refused { reason }
