@@ -6,9 +6,9 @@ mod support;
 
 use std::collections::HashSet;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use baton::bench::initiator::Initiator;
+use baton::bench::initiator::{Initiator, InitiatorError};
 use baton::fix::codec::Message;
 use support::{
     EngineProcess, WAIT, logged_on, new_order, report, start_gateway_for, start_trading, text,
@@ -27,6 +27,32 @@ fn assert_unique_exec_ids(reports: &[Message]) {
     }
 }
 
+/// Waits until the gateway has noticed its engine is gone: probes until one is answered by the
+/// gateway itself (BusinessMessageReject naming that probe). A probe sent before it noticed may
+/// stay unanswered, so each gets a short wait and the next one is sent; rejects of earlier
+/// probes arrive before the one awaited and are skipped.
+fn wait_for_no_engine(client: &mut Initiator) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for attempt in 0.. {
+        let id = format!("GONE-{attempt}");
+        new_order(client, &id, b'1', 1, "10");
+        let answer = client.recv_until(Duration::from_millis(500), "probe reject", |m| {
+            m.msg_type() == b"j" && text(m, 379) == id
+        });
+        match answer {
+            Ok(reject) => {
+                assert_eq!(text(&reject, 380), "4", "{reject:?}");
+                return;
+            }
+            Err(InitiatorError::Timeout(_)) => assert!(
+                Instant::now() < deadline,
+                "the gateway never noticed its engine is gone"
+            ),
+            Err(error) => panic!("the session failed while probing: {error}"),
+        }
+    }
+}
+
 #[test]
 fn engine_down_means_business_reject_and_sessions_stay_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,7 +60,7 @@ fn engine_down_means_business_reject_and_sessions_stay_up() {
     let mut client = logged_on(&gateway, 1);
     wait_for_engine(&mut client);
     engine.kill();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_no_engine(&mut client);
     new_order(&mut client, "DOWN-1", b'1', 10, "10");
     let reject = client
         .recv_until(WAIT, "BusinessMessageReject", |m| m.msg_type() == b"j")
