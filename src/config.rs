@@ -232,6 +232,10 @@ pub struct GatesConfig {
     /// Compared inputs before the reject and latency gates judge.
     #[serde(default = "default_min_samples")]
     pub min_samples: u64,
+    /// Inputs a standby may be behind when a switch onto it is asked for; further behind, the
+    /// switch is refused rather than pausing the venue while it catches up.
+    #[serde(default = "default_switch_lag_max_inputs")]
+    pub switch_lag_max_inputs: u64,
 }
 
 impl Default for GatesConfig {
@@ -242,6 +246,7 @@ impl Default for GatesConfig {
             latency_p99_ratio_max: default_latency_p99_ratio_max(),
             latency_slack_us: default_latency_slack_us(),
             min_samples: default_min_samples(),
+            switch_lag_max_inputs: default_switch_lag_max_inputs(),
         }
     }
 }
@@ -256,6 +261,7 @@ impl GatesConfig {
             latency_p99_ratio_max: self.latency_p99_ratio_max,
             latency_slack_us: self.latency_slack_us,
             latency_min_samples: self.min_samples,
+            switch_lag_max_inputs: self.switch_lag_max_inputs,
         }
     }
 }
@@ -278,6 +284,10 @@ fn default_latency_slack_us() -> u64 {
 
 fn default_min_samples() -> u64 {
     constants::GATE_MIN_SAMPLES_DEFAULT
+}
+
+fn default_switch_lag_max_inputs() -> u64 {
+    constants::SWITCH_LAG_MAX_INPUTS
 }
 
 /// `[gateway]`: where to listen and where to keep state.

@@ -419,7 +419,8 @@ pub const SHADOW_PENDING_MAX: usize = 1 << 16;
 pub const SHADOW_SAMPLES_MAX: usize = 10;
 
 /// A planned switch is refused while the standby is further behind than this: the pause is
-/// bounded by how far the new engine lags, and this keeps it to milliseconds.
+/// bounded by how far the new engine lags, and this keeps it to milliseconds. The default of
+/// `[control.gates] switch_lag_max_inputs`.
 pub const SWITCH_LAG_MAX_INPUTS: u64 = 10_000;
 
 /// How long one attempt to reach an engine may take before the gateway moves on.

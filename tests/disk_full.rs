@@ -16,43 +16,11 @@ use std::time::{Duration, Instant};
 
 use baton::bench::initiator::{Initiator, InitiatorConfig};
 use support::control::free_control_addr;
+use support::mount::Mount;
 use support::{EngineProcess, WAIT, new_order, text, wait_for_engine};
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A tmpfs mounted for the test, unmounted when it ends, passed or not.
-struct Mount(PathBuf);
-
-impl Mount {
-    /// Mounts a tmpfs of `size` at `dir`, or says why it cannot.
-    fn tmpfs(dir: &Path, size: &str) -> Result<Mount, String> {
-        // SAFETY: geteuid(2) has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            return Err("not running as root".into());
-        }
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "mount refused: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        Ok(Mount(dir.to_path_buf()))
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        // Lazy, so a process that still holds a file there cannot keep the mount alive.
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// A child killed when the test ends, its stderr collected as it comes.
 struct Logged {

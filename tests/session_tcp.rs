@@ -46,10 +46,7 @@ impl LoggedGateway {
                 lines.lock().unwrap().push(std::mem::take(&mut line));
             }
         });
-        let mut first = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut first)
-            .expect("read address line");
+        let first = support::first_stdout_line(&mut child, support::STARTUP_WAIT);
         let addr = first
             .trim()
             .rsplit(' ')

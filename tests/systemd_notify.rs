@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -78,10 +77,7 @@ fn ready_after_an_engine_attaches_then_watchdog_then_stopping() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn baton gateway");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
+    let line = support::first_stdout_line(&mut child, support::STARTUP_WAIT);
     assert!(line.contains("listening"), "{line:?}");
     let gateway = Running(child);
 

@@ -105,6 +105,9 @@ pub struct GateConfig {
     pub latency_slack_us: u64,
     /// Canary inputs answered by both before the latency gate judges.
     pub latency_min_samples: u64,
+    /// How far behind a standby may be for a switch onto it to start (the pause the switch
+    /// causes is bounded by this lag).
+    pub switch_lag_max_inputs: u64,
 }
 
 impl Default for GateConfig {
@@ -116,6 +119,7 @@ impl Default for GateConfig {
             latency_p99_ratio_max: constants::GATE_LATENCY_P99_RATIO_MAX_DEFAULT,
             latency_slack_us: constants::GATE_LATENCY_SLACK_US_DEFAULT,
             latency_min_samples: constants::GATE_MIN_SAMPLES_DEFAULT,
+            switch_lag_max_inputs: constants::SWITCH_LAG_MAX_INPUTS,
         }
     }
 }
@@ -1659,7 +1663,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             .last_seq()
             .saturating_sub(standby.answered_through);
         // Ending a canary is backing out: it waits for the canary engine however far behind.
-        if lag > constants::SWITCH_LAG_MAX_INPUTS && kind != SwitchKind::CanaryEnd {
+        if lag > self.config.gates.switch_lag_max_inputs && kind != SwitchKind::CanaryEnd {
             return Err(format!("standby {} is {lag} inputs behind", standby.name));
         }
         self.pending_switch = Some(PendingSwitch {

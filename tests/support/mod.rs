@@ -13,6 +13,10 @@ use baton::bench::initiator::{Initiator, InitiatorConfig};
 /// Generous bound for anything over loopback; tests assert behavior, never speed.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Bound on a child process printing its first line: it may be starting while the machine is
+/// busy building and testing, so this only stands between a hang and a failure.
+pub const STARTUP_WAIT: Duration = Duration::from_secs(60);
+
 /// A config with `sessions` counterparties CLIENT1..CLIENTn and the given extra defaults.
 pub fn write_config(dir: &Path, sessions: usize, extra_defaults: &str) -> PathBuf {
     let mut text = String::from(
@@ -246,6 +250,7 @@ pub fn logged_on(gateway: &Gateway, n: usize) -> Initiator {
 pub mod child;
 pub mod control;
 pub mod counterparty;
+pub mod mount;
 
 /// Another build of baton in `dir`: the test binary with `tag` appended (an ELF ignores trailing
 /// bytes), so it runs the same code but hashes differently, as a new release would.
@@ -276,13 +281,34 @@ pub fn spawn_up(config: &Path) -> (Child, SocketAddr) {
 /// The FIX address from the gateway's first stdout line, `baton gateway listening on ADDR`,
 /// printed once it is bound (by `baton gateway` itself, or by the one `baton up` starts).
 fn listening_addr(child: &mut Child) -> SocketAddr {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("read address line");
+    let line = first_stdout_line(child, STARTUP_WAIT);
     line.trim()
         .rsplit(' ')
         .next()
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// The child's first stdout line, read on a thread so a child that never prints (or hangs
+/// before it does) fails the test after `within` instead of hanging it; the child is killed
+/// then. The rest of its stdout is drained until it closes, so a later print never fails.
+pub fn first_stdout_line(child: &mut Child, within: Duration) -> String {
+    let stdout = child.stdout.take().expect("the child's stdout is piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        let first = reader.read_line(&mut line).map(|_| line);
+        let _ = tx.send(first);
+        let _ = std::io::copy(&mut reader, &mut std::io::sink());
+    });
+    match rx.recv_timeout(within) {
+        Ok(Ok(line)) if !line.is_empty() => line,
+        Ok(Ok(_)) => panic!("the child closed its stdout without printing a line"),
+        Ok(Err(error)) => panic!("reading the child's stdout: {error}"),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("the child printed no line within {within:?}");
+        }
+    }
 }
