@@ -2224,3 +2224,23 @@ pub fn replay_journal(
     }
     Ok(count)
 }
+
+#[cfg(test)]
+mod gate_limit_tests {
+    use super::GateConfig;
+
+    #[test]
+    fn the_latency_allowance_is_the_larger_of_the_ratio_and_the_slack() {
+        let gates = GateConfig {
+            latency_p99_ratio_max: 3.0,
+            latency_slack_us: 2_000,
+            ..GateConfig::default()
+        };
+        // A fast baseline: scheduling noise (the slack) dominates.
+        assert_eq!(gates.latency_limit_us(100), 2_100.0);
+        // A slow baseline: the ratio dominates.
+        assert_eq!(gates.latency_limit_us(5_000), 15_000.0);
+        // Nothing measured yet: only the slack.
+        assert_eq!(gates.latency_limit_us(0), 2_000.0);
+    }
+}
