@@ -113,8 +113,9 @@ pub fn draw(frame: &mut Frame, view: &View) {
         return;
     };
 
-    // Tables get their rows plus borders and header; the canary and the bottom panel have a
-    // fixed number of lines, so they are never squeezed by many sessions.
+    // Tables ask for their rows plus borders and header; on a screen too short for them all,
+    // the layout cuts the sessions table, so engines, the canary and halts (what decides a
+    // release) stay in view; the full list is in `baton ctl status`.
     let rows = |n: usize| {
         u16::try_from(n.max(1))
             .unwrap_or(u16::MAX)

@@ -301,6 +301,25 @@ fn a_refused_status_counts_as_a_failure() {
 }
 
 #[test]
+fn many_sessions_do_not_push_the_canary_and_halts_off_the_screen() {
+    let mut status = troubled_status();
+    status.sessions = (0..200)
+        .map(|n| SessionStatus {
+            target_comp_id: format!("CLIENT{n}"),
+            logged_on: true,
+            seq_num_next_out: 1,
+            seq_num_next_in: 1,
+        })
+        .collect();
+    let screen = text(&render(&connected(status)));
+    assert!(screen.contains("CLIENT0"), "{screen}");
+    assert!(screen.contains("LAGGING"), "{screen}");
+    assert!(screen.contains("BREACHED error-rate"), "{screen}");
+    assert!(screen.contains("halted       AAPL"), "{screen}");
+    assert!(screen.contains("last switch  blue → green"), "{screen}");
+}
+
+#[test]
 fn a_tiny_terminal_does_not_panic() {
     let view = connected(troubled_status());
     for (width, height) in [(1, 1), (10, 3), (40, 8)] {
