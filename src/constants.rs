@@ -517,6 +517,29 @@ pub const CONTROL_SAMPLE_TEXT_CHARS_MAX: usize = 160;
 /// for closer study.
 pub const CONTROL_SAMPLES_SHOWN: usize = 3;
 
+/// How often `baton ctl watch` asks for status, ms. Once a second is as fast as a person reads a
+/// changing number, and one status request a second is nothing to the sequencer.
+pub const CONTROL_WATCH_REFRESH_MS: u64 = 1_000;
+
+/// How long `baton ctl watch` waits for one status reply, ms, before it shows the gateway as
+/// unreachable. Much shorter than [`CONTROL_CLIENT_TIMEOUT_MS`]: a status is answered at once
+/// (it moves nothing), and a watch retries anyway, so the operator should learn of a hung
+/// gateway within seconds rather than after the one-shot client's patience.
+pub const CONTROL_WATCH_REQUEST_TIMEOUT_MS: u64 = 5_000;
+
+/// How long `baton ctl watch` waits for a key before it looks for a new status, ms: `q` is
+/// answered within a tenth of a second, without spinning a core.
+pub const CONTROL_WATCH_KEY_POLL_MS: u64 = 100;
+
+const _: () = assert!(
+    CONTROL_WATCH_REQUEST_TIMEOUT_MS < CONTROL_CLIENT_TIMEOUT_MS,
+    "a watch retries, so it gives up on one reply sooner than a one-shot ctl command"
+);
+const _: () = assert!(
+    CONTROL_WATCH_KEY_POLL_MS < CONTROL_WATCH_REFRESH_MS,
+    "keys must be read between refreshes, or quitting waits for the next status"
+);
+
 const _: () = assert!(
     CONTROL_CLIENT_TIMEOUT_MS > CONTROL_REPLY_TIMEOUT_MS,
     "the client must outwait the endpoint so the endpoint's refusal reaches the operator"

@@ -315,6 +315,10 @@ enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of the same status, redrawn every second: sessions, engines and their lag,
+    /// the canary's gate evidence, halts and the last switch. q, Esc or Ctrl-C quits; an
+    /// unreachable gateway is shown and retried, not an exit.
+    Watch,
     /// Move authority for every symbol to the standby engine at a barrier; prints the pause.
     /// Completes a running canary.
     Switch {
@@ -1202,6 +1206,7 @@ fn ctl(
             .or_else(control::peer::current_account_name)
     });
     let request = match &command {
+        CtlCommand::Watch => return Ok(control::watch::run(addr)?),
         CtlCommand::Status { .. } => ControlRequest::Status,
         CtlCommand::Switch { change } => ControlRequest::Switch {
             operator,

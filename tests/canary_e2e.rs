@@ -183,6 +183,13 @@ fn a_canary_moves_only_its_symbols_then_a_switch_completes_it() {
     let gates = after.canary.expect("canary still running").gates;
     assert!(gates.compared >= 10 && gates.errors == 0, "{gates:?}");
     assert!(gates.breach.is_none());
+    // Status carries the p99 the latency gate tolerates, at least the default slack above the
+    // baseline's, so `baton ctl watch` can show how close the gate is.
+    assert!(
+        gates.latency_allowance_p99_us
+            >= gates.baseline_p99_us + baton::constants::GATE_LATENCY_SLACK_US_DEFAULT,
+        "{gates:?}"
+    );
 
     // A switch completes the canary: every symbol to green.
     let ControlReply::Switched(done) = ask(control, &ControlRequest::switch("alice")) else {

@@ -262,6 +262,11 @@ pub struct GateStatus {
     pub canary_p99_us: u64,
     /// p99 answer latency of the baseline engine on the same inputs, µs.
     pub baseline_p99_us: u64,
+    /// The canary p99 the latency gate tolerates against that baseline, µs: shown next to the
+    /// canary's p99 so an operator sees how close the gate is. 0 from a gateway that does not
+    /// report it.
+    #[serde(default)]
+    pub latency_allowance_p99_us: u64,
     /// The first gate breached, if any (the canary is then rolled back).
     pub breach: Option<GateBreach>,
 }

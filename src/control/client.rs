@@ -326,7 +326,7 @@ fn short_hash(hash: &str) -> String {
 }
 
 /// A switch in words, shared by the status overview and the switch reply so both read alike.
-fn describe_switch(report: &SwitchReport) -> String {
+pub(crate) fn describe_switch(report: &SwitchReport) -> String {
     format!(
         "{} → {} at barrier {} ({}), pause {} µs ({})",
         report.from,
@@ -401,7 +401,7 @@ fn yes_no(value: bool) -> &'static str {
 }
 
 /// The role as the API spells it, so the table and `--json` use the same words.
-fn role(role: EngineRole) -> &'static str {
+pub(crate) fn role(role: EngineRole) -> &'static str {
     match role {
         EngineRole::Authoritative => "authoritative",
         EngineRole::Standby => "standby",

@@ -15,3 +15,4 @@ pub mod peer;
 pub mod plane;
 pub mod stage;
 pub mod supervisor;
+pub mod watch;

@@ -124,6 +124,15 @@ impl Default for GateConfig {
     }
 }
 
+impl GateConfig {
+    /// The canary p99 the latency gate tolerates against a baseline p99: one formula for the
+    /// gate and for status, so what an operator watches is what trips.
+    pub fn latency_limit_us(&self, baseline_p99_us: u64) -> f64 {
+        (baseline_p99_us as f64 * self.latency_p99_ratio_max)
+            .max(baseline_p99_us.saturating_add(self.latency_slack_us) as f64)
+    }
+}
+
 /// What the core tells the control plane happened on its own (not as the answer to a command),
 /// so it reaches the audit log.
 #[derive(Clone, Debug, PartialEq)]
@@ -1975,8 +1984,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             let compared = g.compared.max(1) as f64;
             let error_rate = g.errors as f64 / compared;
             let reject_increase = (g.canary_rejects as f64 - g.baseline_rejects as f64) / compared;
-            let latency_limit = (g.baseline_p99_us as f64 * gates.latency_p99_ratio_max)
-                .max(g.baseline_p99_us.saturating_add(gates.latency_slack_us) as f64);
+            let latency_limit = gates.latency_limit_us(g.baseline_p99_us);
             let latency_samples = canary
                 .canary_latency
                 .len()
@@ -2103,10 +2111,19 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     .unwrap_or_default(),
                 symbols: canary.symbol_names(),
                 since_seq: canary.since_seq,
-                gates: GateStatus {
-                    canary_p99_us: canary.canary_latency.value_at_quantile(0.99),
-                    baseline_p99_us: canary.baseline_latency.value_at_quantile(0.99),
-                    ..canary.gates.clone()
+                gates: {
+                    let baseline_p99_us = canary.baseline_latency.value_at_quantile(0.99);
+                    GateStatus {
+                        canary_p99_us: canary.canary_latency.value_at_quantile(0.99),
+                        baseline_p99_us,
+                        // Saturating float-to-int cast: the limit is a finite µs count.
+                        latency_allowance_p99_us: self
+                            .config
+                            .gates
+                            .latency_limit_us(baseline_p99_us)
+                            as u64,
+                        ..canary.gates.clone()
+                    }
                 },
             }),
             open_changes: Vec::new(),
@@ -2210,4 +2227,24 @@ pub fn replay_journal(
         count += 1;
     }
     Ok(count)
+}
+
+#[cfg(test)]
+mod gate_limit_tests {
+    use super::GateConfig;
+
+    #[test]
+    fn the_latency_allowance_is_the_larger_of_the_ratio_and_the_slack() {
+        let gates = GateConfig {
+            latency_p99_ratio_max: 3.0,
+            latency_slack_us: 2_000,
+            ..GateConfig::default()
+        };
+        // A fast baseline: scheduling noise (the slack) dominates.
+        assert_eq!(gates.latency_limit_us(100), 2_100.0);
+        // A slow baseline: the ratio dominates.
+        assert_eq!(gates.latency_limit_us(5_000), 15_000.0);
+        // Nothing measured yet: only the slack.
+        assert_eq!(gates.latency_limit_us(0), 2_000.0);
+    }
 }

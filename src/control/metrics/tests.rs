@@ -85,6 +85,7 @@ fn sample() -> Status {
                 baseline_rejects: 3,
                 canary_p99_us: 250,
                 baseline_p99_us: 200,
+                latency_allowance_p99_us: 400,
                 breach: Some(GateBreach {
                     gate: "error-rate".into(),
                     observed: 0.05,
