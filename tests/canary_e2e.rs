@@ -112,6 +112,41 @@ fn canary(symbols: &[&str]) -> ControlRequest {
     }
 }
 
+/// Waits until status satisfies `condition`; returns that status.
+fn status_until(control: SocketAddr, what: &str, condition: impl Fn(&Status) -> bool) -> Status {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let s = status(control);
+        if condition(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what} never happened: {s:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends an order and waits until the sequencer journaled it (its engine may be frozen).
+fn order_journaled(
+    control: SocketAddr,
+    client: &mut Initiator,
+    cl_ord_id: &str,
+    symbol: &str,
+    price: &str,
+) {
+    let before = status(control).journal_last_seq;
+    order(client, cl_ord_id, symbol, b'1', price);
+    status_until(control, "the order journaled", |s| {
+        s.journal_last_seq > before
+    });
+}
+
+/// Waits until the switch asked for waits at its barrier.
+fn switch_waiting(control: SocketAddr) {
+    status_until(control, "the switch waiting at its barrier", |s| {
+        s.switch_waiting_at.is_some()
+    });
+}
+
 /// Waits until no canary runs (rolled back, completed or its engine lost); returns that status.
 fn canary_ended(control: SocketAddr) -> Status {
     let deadline = Instant::now() + WAIT;
@@ -310,15 +345,22 @@ fn a_breach_while_a_switch_waits_at_its_barrier_keeps_the_faulty_build_from_auth
     let (blue_pid, green_pid) = (blue.child.id(), green.child.id());
     // Green holds M-1's (diverging) answer; blue holds A-1's, so the switch's barrier waits.
     signal(green_pid, libc::SIGSTOP);
-    order(&mut client, "M-1", "MSFT", b'1', "10");
-    std::thread::sleep(Duration::from_millis(60));
+    order_journaled(control, &mut client, "M-1", "MSFT", "10");
+    // Blue, the baseline, has answered M-1 before it freezes: only green's answer is missing.
+    status_until(control, "blue answering M-1", |s| {
+        s.engines
+            .iter()
+            .any(|e| e.name == "blue" && e.answered_through >= s.journal_last_seq)
+    });
     signal(blue_pid, libc::SIGSTOP);
-    order(&mut client, "A-1", "AAPL", b'1', "10");
-    std::thread::sleep(Duration::from_millis(60));
+    order_journaled(control, &mut client, "A-1", "AAPL", "10");
     let switch = std::thread::spawn(move || ask(control, &ControlRequest::switch("alice")));
-    std::thread::sleep(Duration::from_millis(100));
+    switch_waiting(control);
     signal(green_pid, libc::SIGCONT);
-    std::thread::sleep(Duration::from_millis(300));
+    // Green's diverging answer arrives while the barrier still waits for blue's.
+    status_until(control, "the canary's gate breached", |s| {
+        s.canary.as_ref().is_none_or(|c| c.gates.breach.is_some())
+    });
     signal(blue_pid, libc::SIGCONT);
     let reply = switch.join().expect("switch thread");
     assert!(
@@ -335,10 +377,9 @@ fn a_divergence_that_arrives_with_the_barrier_is_judged_before_the_switch() {
     let dir = tempfile::tempdir().unwrap();
     let (_blue, green, _gateway, control, mut client) = faulty_msft_canary(dir.path());
     signal(green.child.id(), libc::SIGSTOP);
-    order(&mut client, "M-1", "MSFT", b'1', "10");
-    std::thread::sleep(Duration::from_millis(60));
+    order_journaled(control, &mut client, "M-1", "MSFT", "10");
     let switch = std::thread::spawn(move || ask(control, &ControlRequest::switch("alice")));
-    std::thread::sleep(Duration::from_millis(100));
+    switch_waiting(control);
     signal(green.child.id(), libc::SIGCONT);
     let reply = switch.join().expect("switch thread");
     assert!(matches!(reply, ControlReply::Refused { .. }), "{reply:?}");

@@ -203,6 +203,10 @@ pub struct Status {
     pub delivered_through: u64,
     /// The most recent switch (planned or failover), if any.
     pub last_switch: Option<SwitchReport>,
+    /// The barrier a requested switch (or canary start or end) waits at, while it waits: until
+    /// both engines answered every input up to it and every output up to it is delivered.
+    #[serde(default)]
+    pub switch_waiting_at: Option<u64>,
     /// Switches and failovers since start.
     pub switches: u64,
     /// Shadow comparison of the standby against the authoritative engine.

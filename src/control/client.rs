@@ -217,6 +217,10 @@ pub fn render_status(status: &Status) -> String {
         Some(head) => format!("#{} {}", head.seq, head.hash),
         None => "-".to_owned(),
     };
+    let last_switch = match status.switch_waiting_at {
+        Some(barrier) => format!("{last_switch}; another waits at barrier {barrier}"),
+        None => last_switch,
+    };
     let facts = [
         ("journal last seq", status.journal_last_seq.to_string()),
         ("delivered through", status.delivered_through.to_string()),
@@ -500,6 +504,7 @@ mod tests {
             ],
             journal_last_seq: 5310,
             delivered_through: 5309,
+            switch_waiting_at: None,
             last_switch: Some(SwitchReport {
                 from: "blue".into(),
                 to: "green".into(),

@@ -2096,6 +2096,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             journal_last_seq: journal_last,
             delivered_through: self.cursor.get(),
             last_switch: self.last_switch.clone(),
+            switch_waiting_at: self.pending_switch.as_ref().map(|pending| pending.barrier),
             switches: self.switches,
             shadow: self.shadow_status.clone(),
             canary: self.canary.as_ref().map(|canary| CanaryStatus {

@@ -56,6 +56,7 @@ fn sample() -> Status {
         ],
         journal_last_seq: 120,
         delivered_through: 118,
+        switch_waiting_at: None,
         last_switch: Some(SwitchReport {
             from: "blue".into(),
             to: "green".into(),
