@@ -34,6 +34,7 @@ fn status() -> Status {
             silent_ms: 1,
             executable_sha256: String::new(),
             delivered_inputs: 42,
+            sent_through: 42,
         }],
         journal_last_seq: 42,
         delivered_through: 42,

@@ -133,8 +133,11 @@ fn orders_in_flight_when_the_gateway_dies_are_answered_exactly_once_after_restar
     for i in 0..10 {
         new_order(&mut buyer.client, &format!("B-{i}"), b'1', 10, "40");
     }
-    let in_flight = status_until(control, "orders journaled", |s| {
+    // Journaled is not yet sent: wait until the gateway wrote all fifteen to blue's socket, so
+    // they outlive the gateway there.
+    let in_flight = status_until(control, "orders journaled and sent to blue", |s| {
         s.journal_last_seq == before.journal_last_seq + 15
+            && engine(s, "blue").sent_through == s.journal_last_seq
     });
     assert_eq!(
         in_flight.delivered_through, before.delivered_through,

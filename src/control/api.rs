@@ -346,6 +346,10 @@ pub struct EngineStatus {
     /// where authority really sat, per symbol, during a canary.
     #[serde(default)]
     pub delivered_inputs: u64,
+    /// Last input written to its link: inputs past `answered_through` and up to here are in
+    /// flight, in the engine's socket or being applied.
+    #[serde(default)]
+    pub sent_through: u64,
 }
 
 /// A completed switch of authority.

@@ -2064,6 +2064,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     silent_ms: c.last_heard.elapsed().as_millis() as u64,
                     executable_sha256: c.executable_sha256.clone(),
                     delivered_inputs: slot.delivered_inputs,
+                    sent_through: c.sent_through,
                 },
                 None => EngineStatus {
                     name: String::new(),
@@ -2076,6 +2077,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     silent_ms: 0,
                     executable_sha256: String::new(),
                     delivered_inputs: slot.delivered_inputs,
+                    sent_through: 0,
                 },
             })
             .collect();

@@ -32,6 +32,7 @@ fn engine(name: &str, addr: &str, role: EngineRole, lag_inputs: u64) -> EngineSt
         silent_ms: 3,
         executable_sha256: String::new(),
         delivered_inputs: 60,
+        sent_through: 0,
     }
 }
 
