@@ -251,6 +251,7 @@ pub mod child;
 pub mod control;
 pub mod counterparty;
 pub mod mount;
+pub mod venue;
 
 /// Another build of baton in `dir`: the test binary with `tag` appended (an ELF ignores trailing
 /// bytes), so it runs the same code but hashes differently, as a new release would.
