@@ -250,6 +250,7 @@ pub fn logged_on(gateway: &Gateway, n: usize) -> Initiator {
 pub mod child;
 pub mod control;
 pub mod counterparty;
+pub mod logged;
 pub mod mount;
 pub mod venue;
 
