@@ -6,42 +6,16 @@
 mod support;
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use baton::bench::initiator::{Initiator, InitiatorConfig};
 use support::control::free_control_addr;
-use support::{EngineProcess, WAIT, write_config};
+use support::{EngineProcess, Killed, log_on_when_listening, write_config, write_up_config};
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A child killed when the test ends, passed or not.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Logs CLIENT1 on at `addr`, retrying the connection until the gateway listens.
-fn log_on(addr: SocketAddr) -> Initiator {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(mut client) = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON"))
-            && client.logon(false, WAIT).is_ok()
-        {
-            return client;
-        }
-        assert!(Instant::now() < deadline, "no logon at {addr}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// SIGTERM, then everything the child wrote to its piped stderr once it has exited.
 fn stop_and_read_stderr(mut child: Killed) -> String {
@@ -115,7 +89,7 @@ fn a_gateway_logging_json_writes_only_json_objects_and_its_session_lines_name_th
         .spawn()
         .expect("spawn baton gateway");
     let gateway = Killed(gateway);
-    let client = log_on(listen);
+    let client = log_on_when_listening(listen);
     drop(client);
 
     let lines = json_lines(&stop_and_read_stderr(gateway));
@@ -132,17 +106,8 @@ fn a_gateway_logging_json_writes_only_json_objects_and_its_session_lines_name_th
 #[test]
 fn baton_up_hands_its_log_format_to_the_engine_and_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name).display().to_string();
     let listen = free_control_addr();
-    let config = format!(
-        "[gateway]\nlisten = \"{listen}\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\nengines = [\"unix://{}\"]\n\n\
-         [defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
-        path("store"),
-        path("journal"),
-        path("engine.sock"),
-    );
-    let config_path = dir.path().join("baton.toml");
-    std::fs::write(&config_path, config).unwrap();
+    let config_path = write_up_config(dir.path(), listen);
     let up = Command::new(env!("CARGO_BIN_EXE_baton"))
         .args(["up", "--log-format", "json", "--config"])
         .arg(&config_path)
@@ -153,7 +118,7 @@ fn baton_up_hands_its_log_format_to_the_engine_and_the_gateway() {
         .spawn()
         .expect("spawn baton up");
     let up = Killed(up);
-    drop(log_on(listen));
+    drop(log_on_when_listening(listen));
 
     let lines = json_lines(&stop_and_read_stderr(up));
     assert!(

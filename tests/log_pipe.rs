@@ -10,22 +10,15 @@ use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use baton::bench::initiator::{Initiator, InitiatorConfig};
+use baton::bench::initiator::Initiator;
 use support::control::free_control_addr;
-use support::{EngineProcess, WAIT, new_order, report, text, wait_for_engine, write_config};
+use support::{
+    EngineProcess, Killed, log_on_when_listening, new_order, report, text, wait_for_engine,
+    write_config, write_up_config,
+};
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A child killed when the test ends, passed or not.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Reads `lines` lines from the pipe, then closes its read end: the next writes fail with EPIPE.
 fn read_then_close(reader: std::io::PipeReader, lines: usize) {
@@ -35,20 +28,6 @@ fn read_then_close(reader: std::io::PipeReader, lines: usize) {
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             break;
         }
-    }
-}
-
-/// Logs CLIENT1 on at `addr`, retrying the connection until the gateway listens.
-fn log_on(addr: SocketAddr) -> Initiator {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(mut client) = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON"))
-            && client.logon(false, WAIT).is_ok()
-        {
-            return client;
-        }
-        assert!(Instant::now() < deadline, "no logon at {addr}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -125,7 +104,7 @@ fn a_gateway_whose_log_pipe_closes_keeps_trading_counts_the_lines_and_stops_on_s
     let mut gateway = Killed(gateway);
     read_then_close(reader, 3);
 
-    let mut client = log_on(listen);
+    let mut client = log_on_when_listening(listen);
     trades(&mut client, "PIPE-1");
     assert!(
         lines_dropped(metrics) > 0,
@@ -137,17 +116,8 @@ fn a_gateway_whose_log_pipe_closes_keeps_trading_counts_the_lines_and_stops_on_s
 #[test]
 fn baton_up_whose_log_pipe_closes_keeps_trading_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name).display().to_string();
     let listen = free_control_addr();
-    let config = format!(
-        "[gateway]\nlisten = \"{listen}\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\nengines = [\"unix://{}\"]\n\n\
-         [defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
-        path("store"),
-        path("journal"),
-        path("engine.sock"),
-    );
-    let config_path = dir.path().join("baton.toml");
-    std::fs::write(&config_path, config).unwrap();
+    let config_path = write_up_config(dir.path(), listen);
     // `baton up 2>&1 | head -3`.
     let (reader, writer) = std::io::pipe().unwrap();
     let up = Command::new(env!("CARGO_BIN_EXE_baton"))
@@ -161,7 +131,7 @@ fn baton_up_whose_log_pipe_closes_keeps_trading_and_stops_on_sigterm() {
     let mut up = Killed(up);
     read_then_close(reader, 3);
 
-    let mut client = log_on(listen);
+    let mut client = log_on_when_listening(listen);
     trades(&mut client, "UP-PIPE-1");
     stops_on_sigterm(&mut up.0);
 }
@@ -201,7 +171,7 @@ fn a_gateway_whose_log_pipe_is_never_read_keeps_trading_and_stops_on_sigterm() {
         .expect("spawn baton gateway");
     let mut gateway = Killed(gateway);
 
-    let mut client = log_on(listen);
+    let mut client = log_on_when_listening(listen);
     for n in 0..20 {
         trades(&mut client, &format!("STALL-{n}"));
     }

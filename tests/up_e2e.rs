@@ -6,21 +6,12 @@ mod support;
 use std::time::{Duration, Instant};
 
 use baton::bench::initiator::{Initiator, InitiatorConfig};
-use support::{WAIT, new_order, report, spawn_up, text, wait_for_engine};
+use support::{WAIT, new_order, report, spawn_up, text, wait_for_engine, write_up_config};
 
 #[test]
 fn up_runs_the_venue_restarts_a_dead_engine_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name).display().to_string();
-    let config = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\nengines = [\"unix://{}\"]\n\n\
-         [defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
-        path("store"),
-        path("journal"),
-        path("engine.sock"),
-    );
-    let config_path = dir.path().join("baton.toml");
-    std::fs::write(&config_path, config).unwrap();
+    let config_path = write_up_config(dir.path(), "127.0.0.1:0");
     let (mut up, addr) = spawn_up(&config_path);
     let mut client = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON")).unwrap();
     client.logon(false, WAIT).unwrap();

@@ -314,3 +314,45 @@ pub fn first_stdout_line(child: &mut Child, within: Duration) -> String {
         }
     }
 }
+
+/// A `baton up` config in `dir` for one engine (on a Unix socket there) and one session,
+/// CLIENT1, with the gateway listening on `listen`; store and journal in `dir` too.
+pub fn write_up_config(dir: &Path, listen: impl std::fmt::Display) -> PathBuf {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let config = format!(
+        "[gateway]\nlisten = \"{listen}\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\nengines = [\"unix://{}\"]\n\n\
+         [defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
+        path("store"),
+        path("journal"),
+        path("engine.sock"),
+    );
+    let config_path = dir.join("baton.toml");
+    std::fs::write(&config_path, config).unwrap();
+    config_path
+}
+
+/// A child killed when the test ends, passed or not: for children spawned with their own
+/// stdio (pipes the test reads or closes), which `Gateway` and `EngineProcess` do not allow.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Logs CLIENT1 on at `addr`, retrying the connection until the gateway listens: for a gateway
+/// whose stdout the test does not read, so its "listening" line cannot say when it is ready.
+pub fn log_on_when_listening(addr: SocketAddr) -> Initiator {
+    let deadline = std::time::Instant::now() + STARTUP_WAIT;
+    loop {
+        if let Ok(mut client) = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON"))
+            && client.logon(false, WAIT).is_ok()
+        {
+            return client;
+        }
+        assert!(std::time::Instant::now() < deadline, "no logon at {addr}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
