@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use baton::bench::initiator::{Initiator, InitiatorConfig};
+use baton::bench::initiator::{Initiator, InitiatorConfig, InitiatorError};
+use baton::fix::codec::Encoder;
 
 /// Generous bound for anything over loopback; tests assert behavior, never speed.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -219,16 +220,7 @@ pub fn wait_for_engine(client: &mut Initiator) {
             std::time::Instant::now() < deadline,
             "no engine attached in time"
         );
-        client
-            .send(b"D", |e| {
-                e.str(11, &format!("PROBE-{attempt}"))
-                    .str(55, "PROBE")
-                    .char(54, b'1')
-                    .str(60, "20261123-12:00:00")
-                    .uint(38, 1)
-                    .char(40, b'1');
-            })
-            .expect("send probe");
+        send_probe(client, &format!("PROBE-{attempt}")).expect("send probe");
         let answer = client
             .recv_until(WAIT, "probe answer", |m| {
                 m.msg_type() == b"8" || m.msg_type() == b"j"
@@ -239,6 +231,23 @@ pub fn wait_for_engine(client: &mut Initiator) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The fields of a market NewOrderSingle for PROBE, a symbol no engine lists: the engine
+/// answers it with a reject ExecutionReport, so it goes the whole way through the gateway and
+/// the engine (and is sequenced with everything else) without growing any book.
+pub fn probe_order_fields(e: &mut Encoder, cl_ord_id: &str) {
+    e.str(11, cl_ord_id)
+        .str(55, "PROBE")
+        .char(54, b'1')
+        .str(60, "20261123-12:00:00")
+        .uint(38, 1)
+        .char(40, b'1');
+}
+
+/// Sends a PROBE order (see `probe_order_fields`); returns its MsgSeqNum.
+pub fn send_probe(client: &mut Initiator, cl_ord_id: &str) -> Result<u64, InitiatorError> {
+    client.send(b"D", |e| probe_order_fields(e, cl_ord_id))
 }
 
 /// A logged-on initiator for CLIENTn.
