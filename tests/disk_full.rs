@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,7 +17,7 @@ use baton::bench::initiator::{Initiator, InitiatorConfig};
 use support::control::free_control_addr;
 use support::logged::Logged;
 use support::mount::Mount;
-use support::{EngineProcess, WAIT, new_order, text, wait_for_engine};
+use support::{EngineProcess, WAIT, new_order, scrape_metrics, text, wait_for_engine};
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -34,12 +34,7 @@ fn fill(path: &Path) {
 
 /// `name`'s value from the metrics endpoint at `addr`, if present.
 fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
-    let mut stream = std::net::TcpStream::connect(addr).expect("metrics connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = scrape_metrics(addr);
     response.lines().find_map(|line| {
         line.strip_prefix(name)
             .and_then(|rest| rest.strip_prefix(' '))

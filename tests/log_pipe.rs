@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use baton::bench::initiator::Initiator;
 use support::control::free_control_addr;
 use support::{
-    EngineProcess, Killed, log_on_when_listening, new_order, report, text, wait_for_engine,
-    write_config, write_up_config,
+    EngineProcess, Killed, log_on_when_listening, new_order, report, scrape_metrics, text,
+    wait_for_engine, write_config, write_up_config,
 };
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
@@ -61,12 +61,7 @@ fn stops_on_sigterm(child: &mut Child) {
 
 /// `baton_log_lines_dropped_total` from the metrics endpoint at `addr`.
 fn lines_dropped(addr: SocketAddr) -> u64 {
-    let mut stream = std::net::TcpStream::connect(addr).expect("metrics connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = scrape_metrics(addr);
     response
         .lines()
         .find_map(|line| line.strip_prefix("baton_log_lines_dropped_total "))

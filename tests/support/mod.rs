@@ -365,3 +365,37 @@ pub fn log_on_when_listening(addr: SocketAddr) -> Initiator {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The whole HTTP response of one `GET /metrics` at `addr`, head and body: the scrape the
+/// tests that read a single counter share.
+pub fn scrape_metrics(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("metrics connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// A gateway over `dir` (laid out as `start_trading` does) talking to the engine at
+/// `engine_addr` and serving metrics on a free loopback port, returned with it.
+pub fn start_gateway_with_metrics(dir: &Path, engine_addr: &str) -> (Gateway, SocketAddr) {
+    let metrics = control::free_control_addr();
+    let journal = dir.join("journal");
+    let metrics_arg = metrics.to_string();
+    let gateway = Gateway::start_with(
+        &dir.join("baton.toml"),
+        &dir.join("store"),
+        &[
+            "--engine".as_ref(),
+            engine_addr.as_ref(),
+            "--journal-dir".as_ref(),
+            journal.as_os_str(),
+            "--metrics".as_ref(),
+            metrics_arg.as_ref(),
+        ],
+    );
+    (gateway, metrics)
+}
