@@ -6,11 +6,12 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::{
-    EngineProcess, WAIT, logged_on, start_gateway_with_metrics, wait_for_socket, write_config,
+    EngineProcess, WAIT, gateway_command, logged_on, start_gateway_with_metrics, wait_for_socket,
+    write_config,
 };
 
 /// A response: its status line, its head (status line and headers) and its body.
@@ -125,13 +126,7 @@ fn a_scrape_shows_sessions_and_engines_and_follows_a_logon() {
 fn a_non_loopback_metrics_address_stops_the_gateway_naming_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), 1, "");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--store-dir")
-        .arg(dir.path().join("store"))
-        .arg("--journal-dir")
-        .arg(dir.path().join("journal"))
+    let mut child = gateway_command(&config, dir.path())
         .args(["--metrics", "0.0.0.0:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

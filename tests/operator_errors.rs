@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::logged::Logged;
-use support::{WAIT, logged_on, start_gateway_for, wait_for_engine, write_config, write_up_config};
+use support::{
+    WAIT, gateway_command, logged_on, start_gateway_for, wait_for_engine, write_config,
+    write_up_config,
+};
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -158,13 +161,7 @@ fn a_gateway_without_a_reachable_engine_says_so_periodically() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), 1, "");
     let gateway = spawn(
-        Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .arg("--store-dir")
-            .arg(dir.path().join("store"))
-            .arg("--journal-dir")
-            .arg(dir.path().join("journal"))
+        gateway_command(&config, dir.path())
             .arg("--engine")
             .arg(format!(
                 "unix://{}",

@@ -399,3 +399,17 @@ pub fn start_gateway_with_metrics(dir: &Path, engine_addr: &str) -> (Gateway, So
     );
     (gateway, metrics)
 }
+
+/// `baton gateway` on a free FIX port with `config`, its store and journal in `dir`, not yet
+/// spawned: for tests that set their own flags, environment or stdio on it, or expect it to fail.
+pub fn gateway_command(config: &Path, dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+    command
+        .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
+        .arg(config)
+        .arg("--store-dir")
+        .arg(dir.join("store"))
+        .arg("--journal-dir")
+        .arg(dir.join("journal"));
+    command
+}
