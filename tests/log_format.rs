@@ -12,7 +12,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use support::control::free_control_addr;
-use support::{EngineProcess, Killed, log_on_when_listening, write_config, write_up_config};
+use support::{
+    EngineProcess, Killed, gateway_command_on, log_on_when_listening, write_config, write_up_config,
+};
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -72,15 +74,8 @@ fn a_gateway_logging_json_writes_only_json_objects_and_its_session_lines_name_th
     let config = write_config(dir.path(), 1, "");
     let engine = EngineProcess::start(&config, dir.path(), "blue");
     let listen = free_control_addr();
-    let gateway = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["gateway", "--log-format", "json", "--config"])
-        .arg(&config)
-        .arg("--listen")
-        .arg(listen.to_string())
-        .arg("--store-dir")
-        .arg(dir.path().join("store"))
-        .arg("--journal-dir")
-        .arg(dir.path().join("journal"))
+    let gateway = gateway_command_on(&config, dir.path(), &listen.to_string())
+        .args(["--log-format", "json"])
         .args(["--engine", &engine.addr])
         .env("RUST_LOG", "info")
         .env_remove("BATON_LOG_FORMAT")

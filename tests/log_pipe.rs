@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use baton::bench::initiator::Initiator;
 use support::control::free_control_addr;
 use support::{
-    EngineProcess, Killed, log_on_when_listening, new_order, report, scrape_metrics, text,
-    wait_for_engine, write_config, write_up_config,
+    EngineProcess, Killed, gateway_command_on, log_on_when_listening, new_order, report,
+    scrape_metrics, text, wait_for_engine, write_config, write_up_config,
 };
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
@@ -79,18 +79,10 @@ fn a_gateway_whose_log_pipe_closes_keeps_trading_counts_the_lines_and_stops_on_s
     // `baton gateway ... 2>&1 | head -3`: stdout and stderr into one pipe, closed after 3 lines,
     // before the gateway prints where it listens.
     let (reader, writer) = std::io::pipe().unwrap();
-    let gateway = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["gateway", "--config"])
-        .arg(&config)
-        .arg("--listen")
-        .arg(listen.to_string())
+    let gateway = gateway_command_on(&config, dir.path(), &listen.to_string())
+        .args(["--engine", &engine.addr])
         .arg("--metrics")
         .arg(metrics.to_string())
-        .arg("--store-dir")
-        .arg(dir.path().join("store"))
-        .arg("--journal-dir")
-        .arg(dir.path().join("journal"))
-        .args(["--engine", &engine.addr])
         .env("RUST_LOG", "info")
         .stdout(writer.try_clone().unwrap())
         .stderr(writer)
@@ -149,15 +141,7 @@ fn a_gateway_whose_log_pipe_is_never_read_keeps_trading_and_stops_on_sigterm() {
     writer
         .write_all(&vec![b'.'; capacity as usize])
         .expect("fill the pipe");
-    let gateway = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["gateway", "--config"])
-        .arg(&config)
-        .arg("--listen")
-        .arg(listen.to_string())
-        .arg("--store-dir")
-        .arg(dir.path().join("store"))
-        .arg("--journal-dir")
-        .arg(dir.path().join("journal"))
+    let gateway = gateway_command_on(&config, dir.path(), &listen.to_string())
         .args(["--engine", &engine.addr])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())

@@ -403,9 +403,15 @@ pub fn start_gateway_with_metrics(dir: &Path, engine_addr: &str) -> (Gateway, So
 /// `baton gateway` on a free FIX port with `config`, its store and journal in `dir`, not yet
 /// spawned: for tests that set their own flags, environment or stdio on it, or expect it to fail.
 pub fn gateway_command(config: &Path, dir: &Path) -> Command {
+    gateway_command_on(config, dir, "127.0.0.1:0")
+}
+
+/// `gateway_command` listening on `listen`: for tests that must know the FIX address without
+/// reading the gateway's stdout (which they pipe elsewhere).
+pub fn gateway_command_on(config: &Path, dir: &Path, listen: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
     command
-        .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
+        .args(["gateway", "--listen", listen, "--config"])
         .arg(config)
         .arg("--store-dir")
         .arg(dir.join("store"))
