@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use support::control::free_control_addr;
 use support::{
-    EngineProcess, Killed, gateway_command_on, log_on_when_listening, write_config, write_up_config,
+    EngineProcess, Killed, exit_within, gateway_command_on, log_on_when_listening, sigterm,
+    write_config, write_up_config,
 };
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
@@ -28,15 +29,8 @@ fn stop_and_read_stderr(mut child: Killed) -> String {
         stderr.read_to_string(&mut text).expect("stderr is UTF-8");
         text
     });
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(child.0.id() as i32, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + PATIENCE;
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sigterm(&child.0);
+    exit_within(&mut child.0, PATIENCE).expect("did not stop on SIGTERM");
     reader.join().unwrap()
 }
 

@@ -8,13 +8,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton::bench::initiator::Initiator;
 use support::control::free_control_addr;
 use support::{
-    EngineProcess, Killed, gateway_command_on, log_on_when_listening, new_order, report,
-    scrape_metrics, text, wait_for_engine, write_config, write_up_config,
+    EngineProcess, Killed, exit_within, gateway_command_on, log_on_when_listening, new_order,
+    report, scrape_metrics, sigterm, text, wait_for_engine, write_config, write_up_config,
 };
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
@@ -44,19 +44,9 @@ fn trades(client: &mut Initiator, cl_ord_id: &str) {
 
 /// SIGTERM, then the process exits cleanly within the bound.
 fn stops_on_sigterm(child: &mut Child) {
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "exited with {status}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sigterm(child);
+    let status = exit_within(child, PATIENCE).expect("did not stop on SIGTERM");
+    assert!(status.success(), "exited with {status}");
 }
 
 /// `baton_log_lines_dropped_total` from the metrics endpoint at `addr`.

@@ -3,10 +3,12 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton::bench::initiator::{Initiator, InitiatorConfig};
-use support::{WAIT, new_order, report, spawn_up, text, wait_for_engine, write_up_config};
+use support::{
+    WAIT, exit_within, new_order, report, sigterm, spawn_up, text, wait_for_engine, write_up_config,
+};
 
 #[test]
 fn up_runs_the_venue_restarts_a_dead_engine_and_stops_on_sigterm() {
@@ -56,23 +58,13 @@ fn up_runs_the_venue_restarts_a_dead_engine_and_stops_on_sigterm() {
     );
 
     // SIGTERM: the gateway logs the session out, everything stops.
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(up.id() as i32, libc::SIGTERM);
-    }
+    sigterm(&up);
     let logout = client
         .recv_until(WAIT, "Logout", |m| m.msg_type() == b"5")
         .unwrap();
     assert_eq!(text(&logout, 58), "gateway shutting down");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = up.try_wait().unwrap() {
-            assert!(status.success(), "baton up exited with {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "baton up did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = exit_within(&mut up, WAIT).expect("baton up did not stop");
+    assert!(status.success(), "baton up exited with {status}");
 }
 
 /// The pid of a running process whose command line contains every one of `words`.

@@ -419,3 +419,26 @@ pub fn gateway_command_on(config: &Path, dir: &Path, listen: &str) -> Command {
         .arg(dir.join("journal"));
     command
 }
+
+/// Sends SIGTERM to `child`, the way systemd or an operator stops baton.
+pub fn sigterm(child: &Child) {
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+}
+
+/// Polls until `child` exits, for at most `within`; `None` if it is still running then, so the
+/// caller's assertion can say what it was waiting for.
+pub fn exit_within(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
