@@ -4,19 +4,24 @@
 mod support;
 
 use baton::bench::initiator::{Initiator, InitiatorError};
+use baton::fix::codec::Encoder;
 use support::{Gateway, WAIT, text, write_config};
+
+/// The fields of the limit buy for ACME these tests send, so an order with extra fields (the
+/// parties tests) differs from the plain one only by those.
+fn acme_order_fields(e: &mut Encoder, cl_ord_id: &str) {
+    e.str(11, cl_ord_id)
+        .str(55, "ACME")
+        .char(54, b'1')
+        .str(60, "20261123-12:00:00")
+        .uint(38, 100)
+        .char(40, b'2')
+        .str(44, "10.5");
+}
 
 fn send_order(client: &mut Initiator, cl_ord_id: &str) -> u64 {
     client
-        .send(b"D", |e| {
-            e.str(11, cl_ord_id)
-                .str(55, "ACME")
-                .char(54, b'1')
-                .str(60, "20261123-12:00:00")
-                .uint(38, 100)
-                .char(40, b'2')
-                .str(44, "10.5");
-        })
+        .send(b"D", |e| acme_order_fields(e, cl_ord_id))
         .expect("send order")
 }
 
@@ -298,14 +303,8 @@ fn oversized_message_before_logon_closes_the_connection_unanswered() {
     client.logon(false, WAIT).unwrap();
     let seq = client
         .send(b"D", |e| {
-            e.str(11, "BIG-1")
-                .str(55, "ACME")
-                .char(54, b'1')
-                .str(60, "20261123-12:00:00")
-                .uint(38, 100)
-                .char(40, b'2')
-                .str(44, "10.5")
-                .bytes(58, &vec![b't'; 2 * baton::constants::LOGON_BODY_LENGTH_MAX]);
+            acme_order_fields(e, "BIG-1");
+            e.bytes(58, &vec![b't'; 2 * baton::constants::LOGON_BODY_LENGTH_MAX]);
         })
         .unwrap();
     let reject = client
@@ -327,13 +326,7 @@ fn orders_without_the_venues_required_party_roles_are_refused_with_a_clear_text(
     let order = |client: &mut Initiator, cl_ord_id: &str, parties: &[(u32, &str)]| {
         client
             .send(b"D", |e| {
-                e.str(11, cl_ord_id)
-                    .str(55, "ACME")
-                    .char(54, b'1')
-                    .str(60, "20261123-12:00:00")
-                    .uint(38, 100)
-                    .char(40, b'2')
-                    .str(44, "10.5");
+                acme_order_fields(e, cl_ord_id);
                 for (tag, value) in parties {
                     e.str(*tag, value);
                 }
