@@ -1,6 +1,8 @@
 //! The real `baton audit` binary on audit logs written through the library: what an operator
 //! sees on stdout and stderr, and the exit status a script checks.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -8,6 +10,7 @@ use std::time::{Duration, Instant};
 use baton::control::audit::{self, AuditLog};
 use baton::control::change::ControlEvent;
 use baton::fix::time::Timestamp;
+use support::gateway_command;
 
 /// Writes a log of `count` records and returns its head hash.
 fn write_log(path: &Path, count: u64) -> String {
@@ -314,13 +317,8 @@ fn a_gateway_records_the_torn_tail_it_cuts_and_refuses_an_edited_log() {
     )
     .expect("config");
     let start = || {
-        Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .arg("--store-dir")
-            .arg(dir.path().join("store"))
-            .arg("--journal-dir")
-            .arg(&journal)
+        // The journal is `dir/journal`, where the torn log was written.
+        gateway_command(&config, dir.path())
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

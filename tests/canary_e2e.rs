@@ -16,9 +16,10 @@ use baton::control::api::{ControlReply, ControlRequest, EngineRole, Status, Swit
 use support::control::{
     ask, audit_events, ctl, free_control_addr, ok, order, refused, shared_account_operators, status,
 };
+use support::venue::{start_blue_then_green, write_venue_config};
 use support::{
     EngineProcess, Gateway, WAIT, logged_on, report, start_gateway_for_engines, text,
-    wait_for_engine, wait_for_socket,
+    wait_for_engine,
 };
 
 /// Blue (authoritative) and green (standby, optionally faulty on one symbol) behind a gateway
@@ -30,39 +31,8 @@ fn venue(
     control: &str,
 ) -> (EngineProcess, EngineProcess, Gateway, SocketAddr, Initiator) {
     let addr = free_control_addr();
-    let config = dir.join("baton.toml");
-    let text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"{addr}\"\nstore_dir = \"store\"\n\n\
-         [control]\n{control}\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n\n\
-         [[session]]\nTargetCompID = \"CLIENT1\"\n\n[[session]]\nTargetCompID = \"CLIENT2\"\n"
-    );
-    std::fs::write(&config, text).expect("config");
-    let blue = EngineProcess::start(&config, dir, "blue");
-    wait_for_socket(&dir.join("blue.sock"));
-    let green_addr = format!("unix://{}", dir.join("green.sock").display());
-    let gateway = start_gateway_for_engines(dir, &[&blue.addr, &green_addr]);
-    let mut client = logged_on(&gateway, 1);
-    wait_for_engine(&mut client);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
-    command.args(["engine", "--config"]).arg(&config).args([
-        "--listen",
-        &green_addr,
-        "--name",
-        "green",
-    ]);
-    if let Some(symbol) = green_fault {
-        command.args(["--fault-reject-symbol", symbol]);
-    }
-    let child = command
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn green");
-    let green = EngineProcess {
-        child,
-        addr: green_addr,
-    };
+    let config = write_venue_config(dir, addr, "", control, 2);
+    let (blue, green, gateway, client) = start_blue_then_green(dir, &config, green_fault, "error");
     wait_for_standby(addr);
     (blue, green, gateway, addr, client)
 }

@@ -1,6 +1,8 @@
 //! The real `baton ctl` binary against a control endpoint served in this process by a fake
 //! sequencer: what the operator sees on stdout, and the exit status a script checks.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -9,8 +11,7 @@ use baton::config::Config;
 use baton::control::api::{
     ControlReply, ControlRequest, EngineRole, EngineStatus, Status, SwitchReport,
 };
-use baton::control::endpoint::{self, ControlCommand};
-use tokio::sync::{mpsc, watch};
+use baton::control::endpoint;
 
 fn status() -> Status {
     Status {
@@ -40,34 +41,23 @@ async fn serve() -> SocketAddr {
         .await
         .expect("bind loopback");
     let addr = control.local_addr();
-    let (commands_tx, mut commands_rx) = mpsc::channel::<ControlCommand>(8);
-    tokio::spawn(async move {
-        while let Some(command) = commands_rx.recv().await {
-            let reply = match command.request {
-                ControlRequest::Status => ControlReply::Status(status()),
-                ControlRequest::Switch { .. } => ControlReply::Switched(SwitchReport {
-                    from: "blue".into(),
-                    to: "green".into(),
-                    barrier_seq: 42,
-                    pause_us: 17,
-                    planned: true,
-                    rollback: false,
-                    scope: Default::default(),
-                }),
-                ControlRequest::Rollback { .. } => ControlReply::Refused {
-                    reason: "no switch to roll back".into(),
-                },
-                _ => ControlReply::Refused {
-                    reason: "not handled by this fake".into(),
-                },
-            };
-            let _ = command.reply.send(reply);
-        }
-    });
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        control.run(commands_tx, shutdown_rx).await;
-        drop(shutdown_tx);
+    support::control::serve_fake_sequencer(control, |request| match request {
+        ControlRequest::Status => ControlReply::Status(status()),
+        ControlRequest::Switch { .. } => ControlReply::Switched(SwitchReport {
+            from: "blue".into(),
+            to: "green".into(),
+            barrier_seq: 42,
+            pause_us: 17,
+            planned: true,
+            rollback: false,
+            scope: Default::default(),
+        }),
+        ControlRequest::Rollback { .. } => ControlReply::Refused {
+            reason: "no switch to roll back".into(),
+        },
+        _ => ControlReply::Refused {
+            reason: "not handled by this fake".into(),
+        },
     });
     addr
 }

@@ -2,6 +2,8 @@
 //! control endpoint served in this process: it shows an absent gateway and keeps asking, shows
 //! the status once the gateway appears, and on `q` exits 0 with the terminal restored.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -9,8 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton::control::api::{ControlReply, ControlRequest, SessionStatus, Status};
-use baton::control::endpoint::{self, ControlCommand};
-use tokio::sync::{mpsc, watch};
+use baton::control::endpoint;
 
 /// Generous: the machine running the tests may be loaded.
 const WAIT: Duration = Duration::from_secs(60);
@@ -18,31 +19,20 @@ const WAIT: Duration = Duration::from_secs(60);
 /// Serves status on `addr` from a fake sequencer until the runtime ends.
 async fn serve(addr: SocketAddr) {
     let control = endpoint::bind(addr).await.expect("bind the freed port");
-    let (commands_tx, mut commands_rx) = mpsc::channel::<ControlCommand>(8);
-    tokio::spawn(async move {
-        while let Some(command) = commands_rx.recv().await {
-            let reply = match command.request {
-                ControlRequest::Status => ControlReply::Status(Status {
-                    sessions: vec![SessionStatus {
-                        target_comp_id: "WATCHED1".into(),
-                        logged_on: true,
-                        seq_num_next_out: 77,
-                        seq_num_next_in: 66,
-                    }],
-                    halted: vec!["HALTSYM".into()],
-                    ..Status::default()
-                }),
-                _ => ControlReply::Refused {
-                    reason: "not handled by this fake".into(),
-                },
-            };
-            let _ = command.reply.send(reply);
-        }
-    });
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        control.run(commands_tx, shutdown_rx).await;
-        drop(shutdown_tx);
+    support::control::serve_fake_sequencer(control, |request| match request {
+        ControlRequest::Status => ControlReply::Status(Status {
+            sessions: vec![SessionStatus {
+                target_comp_id: "WATCHED1".into(),
+                logged_on: true,
+                seq_num_next_out: 77,
+                seq_num_next_in: 66,
+            }],
+            halted: vec!["HALTSYM".into()],
+            ..Status::default()
+        }),
+        _ => ControlReply::Refused {
+            reason: "not handled by this fake".into(),
+        },
     });
 }
 

@@ -7,59 +7,20 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use baton::bench::initiator::{Initiator, InitiatorConfig};
 use support::control::free_control_addr;
+use support::logged::Logged;
 use support::mount::Mount;
-use support::{EngineProcess, WAIT, new_order, text, wait_for_engine};
+use support::{EngineProcess, WAIT, new_order, scrape_metrics, text, wait_for_engine};
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A child killed when the test ends, its stderr collected as it comes.
-struct Logged {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Logged {
-    fn spawn(command: &mut Command) -> Logged {
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn baton");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr");
-        let collected = stderr.clone();
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                collected
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        Logged { child, stderr }
-    }
-}
-
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Fills the file system holding `path` with one file, to the last byte it takes.
 fn fill(path: &Path) {
@@ -73,12 +34,7 @@ fn fill(path: &Path) {
 
 /// `name`'s value from the metrics endpoint at `addr`, if present.
 fn metric(addr: SocketAddr, name: &str) -> Option<u64> {
-    let mut stream = std::net::TcpStream::connect(addr).expect("metrics connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = scrape_metrics(addr);
     response.lines().find_map(|line| {
         line.strip_prefix(name)
             .and_then(|rest| rest.strip_prefix(' '))
@@ -181,7 +137,7 @@ impl Venue {
 
     /// The gateway's ERROR about the full disk.
     fn disk_full_error(&self) -> String {
-        let log = self.gateway.stderr.lock().unwrap().clone();
+        let log = self.gateway.stderr();
         log.lines()
             .find(|line| line.contains("ERROR") && line.contains("disk full"))
             .unwrap_or_else(|| panic!("no ERROR naming the full disk:\n{log}"))

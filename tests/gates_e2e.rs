@@ -7,16 +7,13 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use baton::bench::initiator::Initiator;
 use baton::control::api::{ControlReply, ControlRequest, EngineRole, GateBreach, Status};
 use support::control::{ask, free_control_addr, order, status};
-use support::{
-    EngineProcess, Gateway, logged_on, report, start_gateway_for_engines, text, wait_for_engine,
-    wait_for_socket,
-};
+use support::venue::{start_blue_then_green, write_venue_config};
+use support::{EngineProcess, Gateway, report, text};
 
 /// Blue (authoritative) and green (standby, optionally rejecting every order on one symbol)
 /// behind a gateway with the given `[gateway]` extras and `[control]` config; CLIENT1 logged on.
@@ -28,40 +25,14 @@ fn venue(
     control: &str,
 ) -> (EngineProcess, EngineProcess, Gateway, SocketAddr, Initiator) {
     let addr = free_control_addr();
-    let config = dir.join("baton.toml");
-    let text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"{addr}\"\nstore_dir = \"store\"\n\
-         {gateway_extra}\n\n[control]\napproval_required = []\n{control}\n\n\
-         [defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n\n\
-         [[session]]\nTargetCompID = \"CLIENT1\"\n\n[[session]]\nTargetCompID = \"CLIENT2\"\n"
+    let config = write_venue_config(
+        dir,
+        addr,
+        &format!("{gateway_extra}\n"),
+        &format!("approval_required = []\n{control}"),
+        2,
     );
-    std::fs::write(&config, text).expect("config");
-    let blue = EngineProcess::start(&config, dir, "blue");
-    wait_for_socket(&dir.join("blue.sock"));
-    let green_addr = format!("unix://{}", dir.join("green.sock").display());
-    let gateway = start_gateway_for_engines(dir, &[&blue.addr, &green_addr]);
-    let mut client = logged_on(&gateway, 1);
-    wait_for_engine(&mut client);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
-    command.args(["engine", "--config"]).arg(&config).args([
-        "--listen",
-        &green_addr,
-        "--name",
-        "green",
-    ]);
-    if let Some(symbol) = green_fault {
-        command.args(["--fault-reject-symbol", symbol]);
-    }
-    let child = command
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn green");
-    let green = EngineProcess {
-        child,
-        addr: green_addr,
-    };
+    let (blue, green, gateway, client) = start_blue_then_green(dir, &config, green_fault, "error");
     wait_until(addr, "the standby caught up", |s| {
         s.engines
             .iter()

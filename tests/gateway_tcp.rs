@@ -4,19 +4,37 @@
 mod support;
 
 use baton::bench::initiator::{Initiator, InitiatorError};
+use baton::fix::codec::{Encoder, Message};
 use support::{Gateway, WAIT, text, write_config};
+
+/// The fields of the limit buy for ACME these tests send, so an order with extra fields (the
+/// parties tests) differs from the plain one only by those.
+fn acme_order_fields(e: &mut Encoder, cl_ord_id: &str) {
+    e.str(11, cl_ord_id)
+        .str(55, "ACME")
+        .char(54, b'1')
+        .str(60, "20261123-12:00:00")
+        .uint(38, 100)
+        .char(40, b'2')
+        .str(44, "10.5");
+}
+
+/// Sends a TestRequest with TestReqID `id` and returns the Heartbeat that answers it: the
+/// check that a session is still alive and processing after whatever the test did to it.
+fn test_request_answered(client: &mut Initiator, id: &str) -> Message {
+    client
+        .send(b"1", |e| {
+            e.str(112, id);
+        })
+        .unwrap();
+    client
+        .recv_until(WAIT, "Heartbeat", |m| m.get(112).is_some())
+        .unwrap()
+}
 
 fn send_order(client: &mut Initiator, cl_ord_id: &str) -> u64 {
     client
-        .send(b"D", |e| {
-            e.str(11, cl_ord_id)
-                .str(55, "ACME")
-                .char(54, b'1')
-                .str(60, "20261123-12:00:00")
-                .uint(38, 100)
-                .char(40, b'2')
-                .str(44, "10.5");
-        })
+        .send(b"D", |e| acme_order_fields(e, cl_ord_id))
         .expect("send order")
 }
 
@@ -43,14 +61,7 @@ fn logon_heartbeat_and_logout_over_tcp() {
         .recv_until(WAIT, "Heartbeat", |m| m.msg_type() == b"0")
         .unwrap();
     assert_eq!(text(&heartbeat, 49), "BATON");
-    client
-        .send(b"1", |e| {
-            e.str(112, "are-you-there");
-        })
-        .unwrap();
-    let answer = client
-        .recv_until(WAIT, "Heartbeat with TestReqID", |m| m.get(112).is_some())
-        .unwrap();
+    let answer = test_request_answered(&mut client, "are-you-there");
     assert_eq!(text(&answer, 112), "are-you-there");
     let logout = client.logout(WAIT).unwrap();
     assert_eq!(logout.msg_type(), b"5");
@@ -72,14 +83,7 @@ fn business_message_without_engine_gets_business_message_reject() {
     assert_eq!(text(&reject, 372), "D");
     assert_eq!(text(&reject, 379), "ORD-1");
     // The session stays up.
-    client
-        .send(b"1", |e| {
-            e.str(112, "still-here");
-        })
-        .unwrap();
-    client
-        .recv_until(WAIT, "Heartbeat", |m| m.get(112).is_some())
-        .unwrap();
+    test_request_answered(&mut client, "still-here");
 }
 
 #[test]
@@ -105,14 +109,7 @@ fn unknown_comp_id_and_second_connection_are_closed_without_a_message() {
         "closed with nothing sent: {answer:?}"
     );
     // The first connection is untouched.
-    first
-        .send(b"1", |e| {
-            e.str(112, "first");
-        })
-        .unwrap();
-    first
-        .recv_until(WAIT, "Heartbeat", |m| m.get(112).is_some())
-        .unwrap();
+    test_request_answered(&mut first, "first");
 }
 
 #[test]
@@ -160,14 +157,7 @@ fn garbled_bytes_over_tcp_are_ignored() {
     client
         .send_raw(b"8=FIX.4.4\x019=5\x0135=0\x0110=000\x01garbage")
         .unwrap();
-    client
-        .send(b"1", |e| {
-            e.str(112, "after-garbage");
-        })
-        .unwrap();
-    let answer = client
-        .recv_until(WAIT, "Heartbeat", |m| m.get(112).is_some())
-        .unwrap();
+    let answer = test_request_answered(&mut client, "after-garbage");
     assert_eq!(text(&answer, 112), "after-garbage");
 }
 
@@ -298,14 +288,8 @@ fn oversized_message_before_logon_closes_the_connection_unanswered() {
     client.logon(false, WAIT).unwrap();
     let seq = client
         .send(b"D", |e| {
-            e.str(11, "BIG-1")
-                .str(55, "ACME")
-                .char(54, b'1')
-                .str(60, "20261123-12:00:00")
-                .uint(38, 100)
-                .char(40, b'2')
-                .str(44, "10.5")
-                .bytes(58, &vec![b't'; 2 * baton::constants::LOGON_BODY_LENGTH_MAX]);
+            acme_order_fields(e, "BIG-1");
+            e.bytes(58, &vec![b't'; 2 * baton::constants::LOGON_BODY_LENGTH_MAX]);
         })
         .unwrap();
     let reject = client
@@ -327,13 +311,7 @@ fn orders_without_the_venues_required_party_roles_are_refused_with_a_clear_text(
     let order = |client: &mut Initiator, cl_ord_id: &str, parties: &[(u32, &str)]| {
         client
             .send(b"D", |e| {
-                e.str(11, cl_ord_id)
-                    .str(55, "ACME")
-                    .char(54, b'1')
-                    .str(60, "20261123-12:00:00")
-                    .uint(38, 100)
-                    .char(40, b'2')
-                    .str(44, "10.5");
+                acme_order_fields(e, cl_ord_id);
                 for (tag, value) in parties {
                     e.str(*tag, value);
                 }
@@ -396,13 +374,6 @@ fn message_with_more_fields_than_the_cap_gets_a_reject_and_the_session_goes_on()
         .unwrap();
     assert_eq!(text(&reject, 45), seq.to_string());
     assert_eq!(text(&reject, 373), "99");
-    client
-        .send(b"1", |e| {
-            e.str(112, "after-wide");
-        })
-        .unwrap();
-    let answer = client
-        .recv_until(WAIT, "Heartbeat", |m| m.get(112).is_some())
-        .unwrap();
+    let answer = test_request_answered(&mut client, "after-wide");
     assert_eq!(text(&answer, 112), "after-wide");
 }

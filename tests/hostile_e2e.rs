@@ -15,14 +15,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use baton::bench::initiator::Initiator;
 use baton::control::api::EngineRole;
 use baton::fix::codec::Encoder;
 use baton::fix::time::Timestamp;
 use support::control::{audit_events, free_control_addr, status};
 use support::{
-    EngineProcess, Gateway, WAIT, logged_on, start_gateway_for_engines, text, wait_for_engine,
-    wait_for_socket, write_config,
+    EngineProcess, Gateway, WAIT, logged_on, probe_order_fields, send_probe,
+    start_gateway_for_engines, text, wait_for_engine, wait_for_socket, write_config,
 };
 
 /// Bound for what the hostile connections take to do their part on a loaded machine.
@@ -72,21 +71,6 @@ fn rss_kb(pid: u32) -> u64 {
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// A NewOrderSingle for a symbol no engine lists: the engine answers it with a reject
-/// ExecutionReport, so the test exercises the whole path without growing any book.
-fn probe_order(client: &mut Initiator, cl_ord_id: &str) {
-    client
-        .send(b"D", |e| {
-            e.str(11, cl_ord_id)
-                .str(55, "PROBE")
-                .char(54, b'1')
-                .str(60, "20261123-12:00:00")
-                .uint(38, 1)
-                .char(40, b'1');
-        })
-        .expect("send order");
 }
 
 /// A message from `sender` to the gateway with MsgSeqNum `seq`.
@@ -206,7 +190,7 @@ fn hostile_neighbours_do_not_hurt_a_well_behaved_session() {
     let mut hostile = logged_on(&gateway, 2);
     for batch in 0..STORED / 100 {
         for n in 0..100 {
-            probe_order(&mut hostile, &format!("FILL-{batch}-{n}"));
+            send_probe(&mut hostile, &format!("FILL-{batch}-{n}")).expect("send order");
         }
         for _ in 0..100 {
             hostile
@@ -239,7 +223,7 @@ fn hostile_neighbours_do_not_hurt_a_well_behaved_session() {
             let mut answered = 0u64;
             while trading.load(Ordering::Relaxed) {
                 let id = format!("GOOD-{answered}");
-                probe_order(&mut good, &id);
+                send_probe(&mut good, &id).expect("send order");
                 let answer = good
                     .recv_until(LONG_WAIT, "answer", |m| {
                         m.msg_type() == b"8" || m.msg_type() == b"j"
@@ -271,12 +255,7 @@ fn hostile_neighbours_do_not_hurt_a_well_behaved_session() {
             for n in 0..50 {
                 seq += 1;
                 packet.extend(build(&mut encoder, "CLIENT2", b"D", seq, |e| {
-                    e.str(11, &format!("STORM-{n}"))
-                        .str(55, "PROBE")
-                        .char(54, b'1')
-                        .str(60, "20261123-12:00:00")
-                        .uint(38, 1)
-                        .char(40, b'1');
+                    probe_order_fields(e, &format!("STORM-{n}"));
                 }));
             }
             for _ in 0..STORM_REQUESTS {

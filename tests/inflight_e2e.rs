@@ -24,7 +24,7 @@ use baton::control::api::{ControlReply, ControlRequest, EngineRole, Status, Swit
 use support::control::{ask, free_control_addr, status};
 use support::counterparty::Counterparty;
 use support::{
-    EngineProcess, Gateway, WAIT, logged_on, new_order, start_gateway_for,
+    EngineProcess, Gateway, WAIT, logged_on, new_order, send_probe, start_gateway_for,
     start_gateway_for_engines, wait_for_engine, wait_for_socket,
 };
 
@@ -86,17 +86,7 @@ fn engine_last_input(addr: &str) -> u64 {
 /// before it, and the outbox delivers in input order, so once it is processed every earlier
 /// answer has been too.
 fn marker(counterparty: &mut Counterparty, cl_ord_id: &str) {
-    counterparty
-        .client
-        .send(b"D", |e| {
-            e.str(11, cl_ord_id)
-                .str(55, "PROBE")
-                .char(54, b'1')
-                .str(60, "20261123-12:00:00")
-                .uint(38, 1)
-                .char(40, b'1');
-        })
-        .expect("send marker");
+    send_probe(&mut counterparty.client, cl_ord_id).expect("send marker");
     counterparty.until(RECOVERY_WAIT, "marker answered", |c| {
         !c.exec_types(cl_ord_id).is_empty()
     });

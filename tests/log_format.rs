@@ -6,42 +6,19 @@
 mod support;
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use baton::bench::initiator::{Initiator, InitiatorConfig};
 use support::control::free_control_addr;
-use support::{EngineProcess, WAIT, write_config};
+use support::{
+    EngineProcess, Killed, exit_within, gateway_command_on, log_on_when_listening, sigterm,
+    write_config, write_up_config,
+};
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A child killed when the test ends, passed or not.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Logs CLIENT1 on at `addr`, retrying the connection until the gateway listens.
-fn log_on(addr: SocketAddr) -> Initiator {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(mut client) = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON"))
-            && client.logon(false, WAIT).is_ok()
-        {
-            return client;
-        }
-        assert!(Instant::now() < deadline, "no logon at {addr}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// SIGTERM, then everything the child wrote to its piped stderr once it has exited.
 fn stop_and_read_stderr(mut child: Killed) -> String {
@@ -52,15 +29,8 @@ fn stop_and_read_stderr(mut child: Killed) -> String {
         stderr.read_to_string(&mut text).expect("stderr is UTF-8");
         text
     });
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(child.0.id() as i32, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + PATIENCE;
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sigterm(&child.0);
+    exit_within(&mut child.0, PATIENCE).expect("did not stop on SIGTERM");
     reader.join().unwrap()
 }
 
@@ -98,15 +68,8 @@ fn a_gateway_logging_json_writes_only_json_objects_and_its_session_lines_name_th
     let config = write_config(dir.path(), 1, "");
     let engine = EngineProcess::start(&config, dir.path(), "blue");
     let listen = free_control_addr();
-    let gateway = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["gateway", "--log-format", "json", "--config"])
-        .arg(&config)
-        .arg("--listen")
-        .arg(listen.to_string())
-        .arg("--store-dir")
-        .arg(dir.path().join("store"))
-        .arg("--journal-dir")
-        .arg(dir.path().join("journal"))
+    let gateway = gateway_command_on(&config, dir.path(), &listen.to_string())
+        .args(["--log-format", "json"])
         .args(["--engine", &engine.addr])
         .env("RUST_LOG", "info")
         .env_remove("BATON_LOG_FORMAT")
@@ -115,7 +78,7 @@ fn a_gateway_logging_json_writes_only_json_objects_and_its_session_lines_name_th
         .spawn()
         .expect("spawn baton gateway");
     let gateway = Killed(gateway);
-    let client = log_on(listen);
+    let client = log_on_when_listening(listen);
     drop(client);
 
     let lines = json_lines(&stop_and_read_stderr(gateway));
@@ -132,17 +95,8 @@ fn a_gateway_logging_json_writes_only_json_objects_and_its_session_lines_name_th
 #[test]
 fn baton_up_hands_its_log_format_to_the_engine_and_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name).display().to_string();
     let listen = free_control_addr();
-    let config = format!(
-        "[gateway]\nlisten = \"{listen}\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\nengines = [\"unix://{}\"]\n\n\
-         [defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
-        path("store"),
-        path("journal"),
-        path("engine.sock"),
-    );
-    let config_path = dir.path().join("baton.toml");
-    std::fs::write(&config_path, config).unwrap();
+    let config_path = write_up_config(dir.path(), listen);
     let up = Command::new(env!("CARGO_BIN_EXE_baton"))
         .args(["up", "--log-format", "json", "--config"])
         .arg(&config_path)
@@ -153,7 +107,7 @@ fn baton_up_hands_its_log_format_to_the_engine_and_the_gateway() {
         .spawn()
         .expect("spawn baton up");
     let up = Killed(up);
-    drop(log_on(listen));
+    drop(log_on_when_listening(listen));
 
     let lines = json_lines(&stop_and_read_stderr(up));
     assert!(

@@ -4,28 +4,21 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use baton::bench::initiator::{Initiator, InitiatorConfig};
+use baton::bench::initiator::Initiator;
 use support::control::free_control_addr;
-use support::{EngineProcess, WAIT, new_order, report, text, wait_for_engine, write_config};
+use support::{
+    EngineProcess, Killed, exit_within, gateway_command_on, log_on_when_listening, new_order,
+    report, scrape_metrics, sigterm, text, wait_for_engine, write_config, write_up_config,
+};
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A child killed when the test ends, passed or not.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Reads `lines` lines from the pipe, then closes its read end: the next writes fail with EPIPE.
 fn read_then_close(reader: std::io::PipeReader, lines: usize) {
@@ -35,20 +28,6 @@ fn read_then_close(reader: std::io::PipeReader, lines: usize) {
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
             break;
         }
-    }
-}
-
-/// Logs CLIENT1 on at `addr`, retrying the connection until the gateway listens.
-fn log_on(addr: SocketAddr) -> Initiator {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Ok(mut client) = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON"))
-            && client.logon(false, WAIT).is_ok()
-        {
-            return client;
-        }
-        assert!(Instant::now() < deadline, "no logon at {addr}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -65,29 +44,14 @@ fn trades(client: &mut Initiator, cl_ord_id: &str) {
 
 /// SIGTERM, then the process exits cleanly within the bound.
 fn stops_on_sigterm(child: &mut Child) {
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(child.id() as i32, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "exited with {status}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    sigterm(child);
+    let status = exit_within(child, PATIENCE).expect("did not stop on SIGTERM");
+    assert!(status.success(), "exited with {status}");
 }
 
 /// `baton_log_lines_dropped_total` from the metrics endpoint at `addr`.
 fn lines_dropped(addr: SocketAddr) -> u64 {
-    let mut stream = std::net::TcpStream::connect(addr).expect("metrics connect");
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = scrape_metrics(addr);
     response
         .lines()
         .find_map(|line| line.strip_prefix("baton_log_lines_dropped_total "))
@@ -105,18 +69,10 @@ fn a_gateway_whose_log_pipe_closes_keeps_trading_counts_the_lines_and_stops_on_s
     // `baton gateway ... 2>&1 | head -3`: stdout and stderr into one pipe, closed after 3 lines,
     // before the gateway prints where it listens.
     let (reader, writer) = std::io::pipe().unwrap();
-    let gateway = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["gateway", "--config"])
-        .arg(&config)
-        .arg("--listen")
-        .arg(listen.to_string())
+    let gateway = gateway_command_on(&config, dir.path(), &listen.to_string())
+        .args(["--engine", &engine.addr])
         .arg("--metrics")
         .arg(metrics.to_string())
-        .arg("--store-dir")
-        .arg(dir.path().join("store"))
-        .arg("--journal-dir")
-        .arg(dir.path().join("journal"))
-        .args(["--engine", &engine.addr])
         .env("RUST_LOG", "info")
         .stdout(writer.try_clone().unwrap())
         .stderr(writer)
@@ -125,7 +81,7 @@ fn a_gateway_whose_log_pipe_closes_keeps_trading_counts_the_lines_and_stops_on_s
     let mut gateway = Killed(gateway);
     read_then_close(reader, 3);
 
-    let mut client = log_on(listen);
+    let mut client = log_on_when_listening(listen);
     trades(&mut client, "PIPE-1");
     assert!(
         lines_dropped(metrics) > 0,
@@ -137,17 +93,8 @@ fn a_gateway_whose_log_pipe_closes_keeps_trading_counts_the_lines_and_stops_on_s
 #[test]
 fn baton_up_whose_log_pipe_closes_keeps_trading_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name).display().to_string();
     let listen = free_control_addr();
-    let config = format!(
-        "[gateway]\nlisten = \"{listen}\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\nengines = [\"unix://{}\"]\n\n\
-         [defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
-        path("store"),
-        path("journal"),
-        path("engine.sock"),
-    );
-    let config_path = dir.path().join("baton.toml");
-    std::fs::write(&config_path, config).unwrap();
+    let config_path = write_up_config(dir.path(), listen);
     // `baton up 2>&1 | head -3`.
     let (reader, writer) = std::io::pipe().unwrap();
     let up = Command::new(env!("CARGO_BIN_EXE_baton"))
@@ -161,7 +108,7 @@ fn baton_up_whose_log_pipe_closes_keeps_trading_and_stops_on_sigterm() {
     let mut up = Killed(up);
     read_then_close(reader, 3);
 
-    let mut client = log_on(listen);
+    let mut client = log_on_when_listening(listen);
     trades(&mut client, "UP-PIPE-1");
     stops_on_sigterm(&mut up.0);
 }
@@ -184,15 +131,7 @@ fn a_gateway_whose_log_pipe_is_never_read_keeps_trading_and_stops_on_sigterm() {
     writer
         .write_all(&vec![b'.'; capacity as usize])
         .expect("fill the pipe");
-    let gateway = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["gateway", "--config"])
-        .arg(&config)
-        .arg("--listen")
-        .arg(listen.to_string())
-        .arg("--store-dir")
-        .arg(dir.path().join("store"))
-        .arg("--journal-dir")
-        .arg(dir.path().join("journal"))
+    let gateway = gateway_command_on(&config, dir.path(), &listen.to_string())
         .args(["--engine", &engine.addr])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -201,7 +140,7 @@ fn a_gateway_whose_log_pipe_is_never_read_keeps_trading_and_stops_on_sigterm() {
         .expect("spawn baton gateway");
     let mut gateway = Killed(gateway);
 
-    let mut client = log_on(listen);
+    let mut client = log_on_when_listening(listen);
     for n in 0..20 {
         trades(&mut client, &format!("STALL-{n}"));
     }

@@ -6,11 +6,13 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::control::free_control_addr;
-use support::{EngineProcess, Gateway, WAIT, logged_on, wait_for_socket, write_config};
+use support::{
+    EngineProcess, WAIT, gateway_command, logged_on, start_gateway_with_metrics, wait_for_socket,
+    write_config,
+};
 
 /// A response: its status line, its head (status line and headers) and its body.
 struct Scraped {
@@ -70,21 +72,7 @@ fn a_scrape_shows_sessions_and_engines_and_follows_a_logon() {
     let config = write_config(dir.path(), 2, "");
     let engine = EngineProcess::start(&config, dir.path(), "blue");
     wait_for_socket(&dir.path().join("blue.sock"));
-    let metrics = free_control_addr();
-    let journal = dir.path().join("journal");
-    let metrics_arg = metrics.to_string();
-    let gateway = Gateway::start_with(
-        &config,
-        &dir.path().join("store"),
-        &[
-            "--engine".as_ref(),
-            engine.addr.as_ref(),
-            "--journal-dir".as_ref(),
-            journal.as_os_str(),
-            "--metrics".as_ref(),
-            metrics_arg.as_ref(),
-        ],
-    );
+    let (gateway, metrics) = start_gateway_with_metrics(dir.path(), &engine.addr);
 
     let scraped = scrape_until(
         metrics,
@@ -138,13 +126,7 @@ fn a_scrape_shows_sessions_and_engines_and_follows_a_logon() {
 fn a_non_loopback_metrics_address_stops_the_gateway_naming_it() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = write_config(dir.path(), 1, "");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--store-dir")
-        .arg(dir.path().join("store"))
-        .arg("--journal-dir")
-        .arg(dir.path().join("journal"))
+    let mut child = gateway_command(&config, dir.path())
         .args(["--metrics", "0.0.0.0:0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())

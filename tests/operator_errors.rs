@@ -4,13 +4,15 @@
 
 mod support;
 
-use std::io::Read;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{WAIT, logged_on, start_gateway_for, wait_for_engine, write_config};
+use support::logged::Logged;
+use support::{
+    WAIT, gateway_command, logged_on, start_gateway_for, wait_for_engine, write_config,
+    write_up_config,
+};
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -18,42 +20,12 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// The exit status of a gateway or engine that cannot start (sysexits' EX_CONFIG).
 const FATAL_STARTUP: i32 = baton::constants::EXIT_FATAL_STARTUP as i32;
 
-/// A child whose stderr is collected as it comes; killed when the test ends, passed or not.
-struct Logged {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
+/// A `Logged` child with backtraces on, so a panic in it shows where in the failure.
+fn spawn(command: &mut Command) -> Logged {
+    Logged::spawn(command.env("RUST_BACKTRACE", "1"))
 }
 
 impl Logged {
-    fn spawn(command: &mut Command) -> Logged {
-        let mut child = command
-            .env("RUST_BACKTRACE", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn baton");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr");
-        let collected = stderr.clone();
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                collected
-                    .lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        Logged { child, stderr }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
     /// Waits for the exit, within the bound, and returns its code.
     fn exit_code(&mut self) -> Option<i32> {
         let deadline = Instant::now() + PATIENCE;
@@ -84,13 +56,6 @@ impl Logged {
     }
 }
 
-impl Drop for Logged {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The whole of a stopped child's stderr, once every process that held the pipe let go of it.
 fn final_stderr(logged: &Logged) -> String {
     let deadline = Instant::now() + PATIENCE;
@@ -100,27 +65,12 @@ fn final_stderr(logged: &Logged) -> String {
     logged.stderr()
 }
 
-/// A `baton up` config for one engine and one session, listening on `listen`.
-fn up_config(dir: &Path, listen: std::net::SocketAddr) -> std::path::PathBuf {
-    let path = |name: &str| dir.join(name).display().to_string();
-    let config = format!(
-        "[gateway]\nlisten = \"{listen}\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\nengines = [\"unix://{}\"]\n\n\
-         [defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
-        path("store"),
-        path("journal"),
-        path("engine.sock"),
-    );
-    let config_path = dir.join("baton.toml");
-    std::fs::write(&config_path, config).unwrap();
-    config_path
-}
-
 #[test]
 fn baton_up_stops_with_one_line_and_a_distinct_status_when_the_fix_address_is_taken() {
     let dir = tempfile::tempdir().unwrap();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let config = up_config(dir.path(), taken.local_addr().unwrap());
-    let mut up = Logged::spawn(
+    let config = write_up_config(dir.path(), taken.local_addr().unwrap());
+    let mut up = spawn(
         Command::new(env!("CARGO_BIN_EXE_baton"))
             .args(["up", "--config"])
             .arg(&config)
@@ -153,7 +103,7 @@ fn a_store_held_by_another_gateway_is_a_one_line_fatal_error() {
     let config = write_config(dir.path(), 1, "");
     let store = dir.path().join("store");
     let _first = support::Gateway::start(&config, &store);
-    let mut second = Logged::spawn(
+    let mut second = spawn(
         Command::new(env!("CARGO_BIN_EXE_baton"))
             .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config)
@@ -176,7 +126,7 @@ fn a_store_held_by_another_gateway_is_a_one_line_fatal_error() {
 fn a_clean_gateway_stop_closes_the_engine_link_without_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), 1, "");
-    let engine = Logged::spawn(
+    let engine = spawn(
         Command::new(env!("CARGO_BIN_EXE_baton"))
             .args(["engine", "--config"])
             .arg(&config)
@@ -210,14 +160,8 @@ fn a_clean_gateway_stop_closes_the_engine_link_without_a_warning() {
 fn a_gateway_without_a_reachable_engine_says_so_periodically() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), 1, "");
-    let gateway = Logged::spawn(
-        Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .arg("--store-dir")
-            .arg(dir.path().join("store"))
-            .arg("--journal-dir")
-            .arg(dir.path().join("journal"))
+    let gateway = spawn(
+        gateway_command(&config, dir.path())
             .arg("--engine")
             .arg(format!(
                 "unix://{}",

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::control::free_control_addr;
-use support::{EngineProcess, Gateway, wait_for_socket, write_config};
+use support::{EngineProcess, start_gateway_with_metrics, wait_for_socket, write_config};
 
 /// Prometheus starts, scrapes and evaluates on its own clock; on a loaded machine the first
 /// sample can take a while.
@@ -109,21 +109,7 @@ fn prometheus_scrapes_the_gateway_and_serves_its_metrics_back() {
     // With an engine, as in production: a gateway without one reports no sessions in its status.
     let engine = EngineProcess::start(&config, dir.path(), "blue");
     wait_for_socket(&dir.path().join("blue.sock"));
-    let metrics = free_control_addr();
-    let metrics_arg = metrics.to_string();
-    let journal = dir.path().join("journal");
-    let _gateway = Gateway::start_with(
-        &config,
-        &dir.path().join("store"),
-        &[
-            "--engine".as_ref(),
-            engine.addr.as_ref(),
-            "--journal-dir".as_ref(),
-            journal.as_os_str(),
-            "--metrics".as_ref(),
-            metrics_arg.as_ref(),
-        ],
-    );
+    let (_gateway, metrics) = start_gateway_with_metrics(dir.path(), &engine.addr);
     let prometheus = start_prometheus(dir.path(), metrics);
 
     let deadline = Instant::now() + PROMETHEUS_WAIT;

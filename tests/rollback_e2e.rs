@@ -13,10 +13,8 @@ use baton::control::api::{EngineRole, Status};
 use support::control::{
     ctl, free_control_addr, ok, order, refused, shared_account_operators, status,
 };
-use support::{
-    EngineProcess, Gateway, WAIT, logged_on, report, start_gateway_for_engines, text,
-    wait_for_engine, wait_for_socket,
-};
+use support::venue::{start_blue_then_green, write_venue_config};
+use support::{EngineProcess, Gateway, WAIT, report, text};
 
 /// Blue (authoritative) and green (standby, caught up) behind a gateway with the default
 /// approval policy and `control` as extra `[control]` config; returns the control address.
@@ -25,25 +23,8 @@ fn venue(
     control: &str,
 ) -> (EngineProcess, EngineProcess, Gateway, SocketAddr, Initiator) {
     let addr = free_control_addr();
-    let config = dir.join("baton.toml");
-    let text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"{addr}\"\nstore_dir = \"store\"\n\n\
-         [control]\n{control}\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n\n\
-         [[session]]\nTargetCompID = \"CLIENT1\"\n"
-    );
-    std::fs::write(&config, text).expect("config");
-    let blue = EngineProcess::start(&config, dir, "blue");
-    wait_for_socket(&dir.join("blue.sock"));
-    let gateway = start_gateway_for_engines(
-        dir,
-        &[
-            &blue.addr,
-            &format!("unix://{}", dir.join("green.sock").display()),
-        ],
-    );
-    let mut client = logged_on(&gateway, 1);
-    wait_for_engine(&mut client);
-    let green = EngineProcess::start(&config, dir, "green");
+    let config = write_venue_config(dir, addr, "", control, 1);
+    let (blue, green, gateway, client) = start_blue_then_green(dir, &config, None, "warn");
     wait_until(addr, "green attached and caught up", |s| {
         s.engines
             .iter()

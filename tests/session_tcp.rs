@@ -6,13 +6,13 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use baton::fix::codec::Encoder;
 use baton::fix::time::Timestamp;
-use support::{WAIT, logged_on, text, write_config};
+use support::{WAIT, gateway_command, logged_on, text, write_config};
 
 /// A gateway whose stderr (its log) is captured line by line, as raw bytes.
 struct LoggedGateway {
@@ -24,13 +24,7 @@ struct LoggedGateway {
 impl LoggedGateway {
     fn start(dir: &std::path::Path) -> LoggedGateway {
         let config = write_config(dir, 1, "");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-            .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
-            .arg(&config)
-            .arg("--store-dir")
-            .arg(dir.join("store"))
-            .arg("--journal-dir")
-            .arg(dir.join("journal"))
+        let mut child = gateway_command(&config, dir)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

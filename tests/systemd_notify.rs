@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use baton::control::api::EngineRole;
 use support::control::{free_control_addr, status};
-use support::{EngineProcess, wait_for_socket, write_config};
+use support::{EngineProcess, gateway_command, wait_for_socket, write_config};
 
 /// Generous: the gateway, engine and the machine's other work all share two cores.
 const NOTIFY_WAIT: Duration = Duration::from_secs(60);
@@ -59,13 +59,7 @@ fn ready_after_an_engine_attaches_then_watchdog_then_stopping() {
     let socket = UnixDatagram::bind(&notify_path).expect("bind NOTIFY_SOCKET");
     let engine_addr = format!("unix://{}", dir.path().join("blue.sock").display());
     let control = free_control_addr();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .arg("--store-dir")
-        .arg(dir.path().join("store"))
-        .arg("--journal-dir")
-        .arg(dir.path().join("journal"))
+    let mut child = gateway_command(&config, dir.path())
         .args(["--engine", &engine_addr])
         .args(["--control", &control.to_string()])
         .env("NOTIFY_SOCKET", &notify_path)

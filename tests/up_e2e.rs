@@ -3,24 +3,17 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use baton::bench::initiator::{Initiator, InitiatorConfig};
-use support::{WAIT, new_order, report, spawn_up, text, wait_for_engine};
+use support::{
+    WAIT, exit_within, new_order, report, sigterm, spawn_up, text, wait_for_engine, write_up_config,
+};
 
 #[test]
 fn up_runs_the_venue_restarts_a_dead_engine_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let path = |name: &str| dir.path().join(name).display().to_string();
-    let config = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\nengines = [\"unix://{}\"]\n\n\
-         [defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
-        path("store"),
-        path("journal"),
-        path("engine.sock"),
-    );
-    let config_path = dir.path().join("baton.toml");
-    std::fs::write(&config_path, config).unwrap();
+    let config_path = write_up_config(dir.path(), "127.0.0.1:0");
     let (mut up, addr) = spawn_up(&config_path);
     let mut client = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON")).unwrap();
     client.logon(false, WAIT).unwrap();
@@ -65,23 +58,13 @@ fn up_runs_the_venue_restarts_a_dead_engine_and_stops_on_sigterm() {
     );
 
     // SIGTERM: the gateway logs the session out, everything stops.
-    // SAFETY: kill(2) on our own child.
-    unsafe {
-        libc::kill(up.id() as i32, libc::SIGTERM);
-    }
+    sigterm(&up);
     let logout = client
         .recv_until(WAIT, "Logout", |m| m.msg_type() == b"5")
         .unwrap();
     assert_eq!(text(&logout, 58), "gateway shutting down");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Some(status) = up.try_wait().unwrap() {
-            assert!(status.success(), "baton up exited with {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "baton up did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let status = exit_within(&mut up, WAIT).expect("baton up did not stop");
+    assert!(status.success(), "baton up exited with {status}");
 }
 
 /// The pid of a running process whose command line contains every one of `words`.

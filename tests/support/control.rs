@@ -95,3 +95,25 @@ pub fn shared_account_operators() -> String {
         baton::control::peer::current_account_name().expect("the test account has a name");
     format!("[control.operators]\n{account:?} = [\"alice\", \"bob\", \"carol\", \"ops\"]\n")
 }
+
+/// Runs `control` with a fake sequencer behind it that answers every request with `answer`,
+/// until the test's runtime ends: for testing `baton ctl` against a real control endpoint
+/// without a gateway.
+pub fn serve_fake_sequencer(
+    control: baton::control::endpoint::ControlEndpoint,
+    answer: impl Fn(ControlRequest) -> ControlReply + Send + 'static,
+) {
+    let (commands_tx, mut commands_rx) =
+        tokio::sync::mpsc::channel::<baton::control::endpoint::ControlCommand>(8);
+    tokio::spawn(async move {
+        while let Some(command) = commands_rx.recv().await {
+            let reply = answer(command.request);
+            let _ = command.reply.send(reply);
+        }
+    });
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        control.run(commands_tx, shutdown_rx).await;
+        drop(shutdown_tx);
+    });
+}

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use baton::bench::initiator::{Initiator, InitiatorConfig};
+use baton::bench::initiator::{Initiator, InitiatorConfig, InitiatorError};
+use baton::fix::codec::Encoder;
 
 /// Generous bound for anything over loopback; tests assert behavior, never speed.
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -219,16 +220,7 @@ pub fn wait_for_engine(client: &mut Initiator) {
             std::time::Instant::now() < deadline,
             "no engine attached in time"
         );
-        client
-            .send(b"D", |e| {
-                e.str(11, &format!("PROBE-{attempt}"))
-                    .str(55, "PROBE")
-                    .char(54, b'1')
-                    .str(60, "20261123-12:00:00")
-                    .uint(38, 1)
-                    .char(40, b'1');
-            })
-            .expect("send probe");
+        send_probe(client, &format!("PROBE-{attempt}")).expect("send probe");
         let answer = client
             .recv_until(WAIT, "probe answer", |m| {
                 m.msg_type() == b"8" || m.msg_type() == b"j"
@@ -241,6 +233,23 @@ pub fn wait_for_engine(client: &mut Initiator) {
     }
 }
 
+/// The fields of a market NewOrderSingle for PROBE, a symbol no engine lists: the engine
+/// answers it with a reject ExecutionReport, so it goes the whole way through the gateway and
+/// the engine (and is sequenced with everything else) without growing any book.
+pub fn probe_order_fields(e: &mut Encoder, cl_ord_id: &str) {
+    e.str(11, cl_ord_id)
+        .str(55, "PROBE")
+        .char(54, b'1')
+        .str(60, "20261123-12:00:00")
+        .uint(38, 1)
+        .char(40, b'1');
+}
+
+/// Sends a PROBE order (see `probe_order_fields`); returns its MsgSeqNum.
+pub fn send_probe(client: &mut Initiator, cl_ord_id: &str) -> Result<u64, InitiatorError> {
+    client.send(b"D", |e| probe_order_fields(e, cl_ord_id))
+}
+
 /// A logged-on initiator for CLIENTn.
 pub fn logged_on(gateway: &Gateway, n: usize) -> Initiator {
     let mut client = gateway.client(n);
@@ -250,7 +259,9 @@ pub fn logged_on(gateway: &Gateway, n: usize) -> Initiator {
 pub mod child;
 pub mod control;
 pub mod counterparty;
+pub mod logged;
 pub mod mount;
+pub mod venue;
 
 /// Another build of baton in `dir`: the test binary with `tag` appended (an ELF ignores trailing
 /// bytes), so it runs the same code but hashes differently, as a new release would.
@@ -310,5 +321,124 @@ pub fn first_stdout_line(child: &mut Child, within: Duration) -> String {
             let _ = child.kill();
             panic!("the child printed no line within {within:?}");
         }
+    }
+}
+
+/// A `baton up` config in `dir` for one engine (on a Unix socket there) and one session,
+/// CLIENT1, with the gateway listening on `listen`; store and journal in `dir` too.
+pub fn write_up_config(dir: &Path, listen: impl std::fmt::Display) -> PathBuf {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let config = format!(
+        "[gateway]\nlisten = \"{listen}\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\nengines = [\"unix://{}\"]\n\n\
+         [defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
+        path("store"),
+        path("journal"),
+        path("engine.sock"),
+    );
+    let config_path = dir.join("baton.toml");
+    std::fs::write(&config_path, config).unwrap();
+    config_path
+}
+
+/// A child killed when the test ends, passed or not: for children spawned with their own
+/// stdio (pipes the test reads or closes), which `Gateway` and `EngineProcess` do not allow.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Logs CLIENT1 on at `addr`, retrying the connection until the gateway listens: for a gateway
+/// whose stdout the test does not read, so its "listening" line cannot say when it is ready.
+pub fn log_on_when_listening(addr: SocketAddr) -> Initiator {
+    let deadline = std::time::Instant::now() + STARTUP_WAIT;
+    loop {
+        if let Ok(mut client) = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON"))
+            && client.logon(false, WAIT).is_ok()
+        {
+            return client;
+        }
+        assert!(std::time::Instant::now() < deadline, "no logon at {addr}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The whole HTTP response of one `GET /metrics` at `addr`, head and body: the scrape the
+/// tests that read a single counter share.
+pub fn scrape_metrics(addr: SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("metrics connect");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// A gateway over `dir` (laid out as `start_trading` does) talking to the engine at
+/// `engine_addr` and serving metrics on a free loopback port, returned with it.
+pub fn start_gateway_with_metrics(dir: &Path, engine_addr: &str) -> (Gateway, SocketAddr) {
+    let metrics = control::free_control_addr();
+    let journal = dir.join("journal");
+    let metrics_arg = metrics.to_string();
+    let gateway = Gateway::start_with(
+        &dir.join("baton.toml"),
+        &dir.join("store"),
+        &[
+            "--engine".as_ref(),
+            engine_addr.as_ref(),
+            "--journal-dir".as_ref(),
+            journal.as_os_str(),
+            "--metrics".as_ref(),
+            metrics_arg.as_ref(),
+        ],
+    );
+    (gateway, metrics)
+}
+
+/// `baton gateway` on a free FIX port with `config`, its store and journal in `dir`, not yet
+/// spawned: for tests that set their own flags, environment or stdio on it, or expect it to fail.
+pub fn gateway_command(config: &Path, dir: &Path) -> Command {
+    gateway_command_on(config, dir, "127.0.0.1:0")
+}
+
+/// `gateway_command` listening on `listen`: for tests that must know the FIX address without
+/// reading the gateway's stdout (which they pipe elsewhere).
+pub fn gateway_command_on(config: &Path, dir: &Path, listen: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
+    command
+        .args(["gateway", "--listen", listen, "--config"])
+        .arg(config)
+        .arg("--store-dir")
+        .arg(dir.join("store"))
+        .arg("--journal-dir")
+        .arg(dir.join("journal"));
+    command
+}
+
+/// Sends SIGTERM to `child`, the way systemd or an operator stops baton.
+pub fn sigterm(child: &Child) {
+    // SAFETY: kill(2) on our own child.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+}
+
+/// Polls until `child` exits, for at most `within`; `None` if it is still running then, so the
+/// caller's assertion can say what it was waiting for.
+pub fn exit_within(child: &mut Child, within: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
