@@ -765,6 +765,13 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                 .iter()
                 .map(|engine| engine.parse::<LinkAddr>().context("[gateway] engines"))
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            if config.link.secret_file.is_none()
+                && let Some(remote) = engines.iter().find(|engine| !engine.stays_on_host())
+            {
+                bail!(
+                    "engine link {remote} leaves this host: set [link] secret_file (the same secret as the engine's) so the link authenticates its peer"
+                );
+            }
             let core_config = CoreConfig {
                 engines,
                 failover_timeout: Duration::from_millis(config.gateway.failover_timeout_ms),
@@ -928,8 +935,13 @@ fn engine(
         String::new()
     });
     let link_secret = config.link.secret()?;
+    if link_secret.is_none() && !listen.stays_on_host() {
+        bail!(
+            "engine link {listen} is reachable from other hosts: set [link] secret_file (the same secret as the gateway's) so the link authenticates its peer"
+        );
+    }
     if link_secret.is_none() && matches!(listen, LinkAddr::Tcp { .. }) {
-        tracing::warn!(%listen, "engine link on TCP without [link] secret_file: any process that can connect can feed this engine");
+        tracing::warn!(%listen, "engine link on TCP without [link] secret_file: any process on this host that can connect can feed this engine");
     }
     let serve_config = ServeConfig {
         engine_name: name,

@@ -120,3 +120,70 @@ fn gateway_and_engine_with_the_same_secret_trade_and_another_secret_is_refused()
     let _ = blue.kill();
     let _ = blue.wait();
 }
+
+/// Runs `baton` with `args` until it exits (bounded); returns its status and stderr.
+fn run_to_exit(args: &[&str], dir: &Path) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn baton");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("baton {args:?} kept running with a link that leaves the host and no secret");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    (status, stderr)
+}
+
+#[test]
+fn a_link_reachable_from_other_hosts_without_a_secret_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // An engine listening on every interface.
+    let (status, stderr) = run_to_exit(
+        &["engine", "--listen", "tcp://0.0.0.0:0", "--name", "blue"],
+        dir.path(),
+    );
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("reachable from other hosts") && stderr.contains("[link] secret_file"),
+        "{stderr}"
+    );
+    // A gateway whose engine is on another host.
+    let (status, stderr) = run_to_exit(
+        &[
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--store-dir",
+            "store",
+            "--journal-dir",
+            "journal",
+            "--engine",
+            "tcp://192.0.2.10:9900",
+        ],
+        dir.path(),
+    );
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("leaves this host") && stderr.contains("[link] secret_file"),
+        "{stderr}"
+    );
+}

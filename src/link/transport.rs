@@ -54,6 +54,25 @@ pub enum LinkAddrError {
     Unresolved(String),
 }
 
+impl LinkAddr {
+    /// Whether only processes on this host can reach the address: a Unix socket, or TCP on a
+    /// loopback address. A link reachable from other hosts must prove the shared secret
+    /// (`[link] secret_file`), so gateway and engine refuse to run one without it.
+    pub fn stays_on_host(&self) -> bool {
+        match self {
+            LinkAddr::Unix(_) => true,
+            LinkAddr::Tcp { host, .. } => {
+                host.eq_ignore_ascii_case("localhost")
+                    || host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+        }
+    }
+}
+
 impl FromStr for LinkAddr {
     type Err = LinkAddrError;
 
@@ -345,6 +364,27 @@ pub(crate) async fn connect_async(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_unix_sockets_and_loopback_tcp_stay_on_the_host() {
+        for text in [
+            "unix:///run/baton/blue.sock",
+            "tcp://127.0.0.1:9900",
+            "tcp://127.1.2.3:9900",
+            "tcp://[::1]:9900",
+            "tcp://localhost:9900",
+        ] {
+            assert!(text.parse::<LinkAddr>().unwrap().stays_on_host(), "{text}");
+        }
+        for text in [
+            "tcp://0.0.0.0:9900",
+            "tcp://[::]:9900",
+            "tcp://10.0.0.7:9900",
+            "tcp://engine-blue.internal:9900",
+        ] {
+            assert!(!text.parse::<LinkAddr>().unwrap().stays_on_host(), "{text}");
+        }
+    }
 
     #[test]
     fn addresses_round_trip_through_text() {
