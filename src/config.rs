@@ -458,7 +458,7 @@ impl Config {
         let dictionary = crate::fix::dictionary::Dictionary::venue();
         for (i, role) in roles.iter().enumerate() {
             let listed = dictionary
-                .field(crate::gateway::translate::PARTY_ROLE)
+                .field(crate::gateway::translate::tag::PARTY_ROLE)
                 .is_some_and(|field| field.accepts_value(role.to_string().as_bytes()));
             if !listed {
                 return Err(invalid(format!(

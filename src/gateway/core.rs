@@ -596,8 +596,8 @@ impl<S: SessionStore + Send + 'static> Core<S> {
     /// [`constants::DISK_FULL_RETRY_MS`], so business resumes by itself when space returns, even
     /// if the short session is idle.
     fn stores_short_of_space(&mut self) -> bool {
-        let now = Instant::now();
         if crate::mmap::files_short_of_space() > 0 {
+            let now = Instant::now();
             match self.stores_retry_at {
                 // Just found short: the store itself tried a moment ago.
                 None => {
@@ -723,17 +723,22 @@ impl<S: SessionStore + Send + 'static> Core<S> {
 
     // ----- sequencing ------------------------------------------------------------------------
 
+    /// Refuses a request before it is sequenced with a BusinessMessageReject (380=4) saying why.
+    fn refuse(&self, request: &Inbound, text: &str) {
+        self.sessions.business_reject(
+            request.session,
+            &request.message,
+            BusinessRejectReason::ApplicationNotAvailable,
+            text,
+        );
+    }
+
     /// Stamps, journals and fans out a batch of requests; one journal flush and one link write
     /// per engine per batch.
     async fn sequence(&mut self, batch: &mut Vec<Inbound>) {
         if self.authority.is_none() {
             for request in batch.drain(..) {
-                self.sessions.business_reject(
-                    request.session,
-                    &request.message,
-                    BusinessRejectReason::ApplicationNotAvailable,
-                    "application not available",
-                );
+                self.refuse(&request, "application not available");
             }
             return;
         }
@@ -741,15 +746,15 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         let first_seq = self.journal.last_seq() + 1;
         let mut inputs = Vec::with_capacity(batch.len());
         for request in batch.drain(..) {
-            if stores_short {
-                // A session store could not keep room ahead of need: the room it has is kept
-                // for the answers owed to inputs already journaled.
-                self.sessions.business_reject(
-                    request.session,
-                    &request.message,
-                    BusinessRejectReason::ApplicationNotAvailable,
-                    DISK_FULL_TEXT,
-                );
+            // A session store short of room keeps what it has for the answers owed to inputs
+            // already journaled; a journal that could not grow is tried again only after the
+            // back-off, not on every message.
+            if stores_short
+                || self
+                    .disk_full_retry_at
+                    .is_some_and(|retry_at| Instant::now() < retry_at)
+            {
+                self.refuse(&request, DISK_FULL_TEXT);
                 continue;
             }
             if !self.halted.is_empty() {
@@ -783,20 +788,6 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 &mut self.payload,
                 bincode::config::standard(),
             );
-            if self
-                .disk_full_retry_at
-                .is_some_and(|retry_at| Instant::now() < retry_at)
-            {
-                // Still full as far as we know: refused at once, the allocation retried after
-                // the back-off instead of on every message.
-                self.sessions.business_reject(
-                    request.session,
-                    &request.message,
-                    BusinessRejectReason::ApplicationNotAvailable,
-                    DISK_FULL_TEXT,
-                );
-                continue;
-            }
             let appended = encoded.map_err(|error| error.to_string()).and_then(|_| {
                 match self.journal.append(seq, time, &self.payload) {
                     Ok(()) => Ok(()),
@@ -804,32 +795,31 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     Err(error) => Err(error.to_string()),
                 }
             });
-            if self.disk_full_retry_at.is_some() && appended.is_ok() {
-                self.disk_full_retry_at = None;
-                crate::gateway::disk::set_space_returned();
-                tracing::info!(
-                    "disk space returned: the input journal grows again and new business is accepted"
-                );
-            }
-            if let Err(error) = appended {
-                if self.disk_full_retry_at.is_some() {
+            match appended {
+                Ok(()) => {
+                    if self.disk_full_retry_at.take().is_some() {
+                        crate::gateway::disk::set_space_returned();
+                        tracing::info!(
+                            "disk space returned: the input journal grows again and new business is accepted"
+                        );
+                    }
+                }
+                Err(error) => {
+                    // Not journaled means not sequenced: the request is refused, never half-done.
+                    let text = if self.disk_full_retry_at.is_some() {
+                        DISK_FULL_TEXT
+                    } else {
+                        tracing::error!(%error, seq, "journal append failed");
+                        "application not available"
+                    };
                     self.sessions.business_reject(
                         request.session,
                         &request.message,
                         BusinessRejectReason::ApplicationNotAvailable,
-                        DISK_FULL_TEXT,
+                        text,
                     );
                     continue;
                 }
-                // Not journaled means not sequenced: the request is refused, never half-done.
-                tracing::error!(%error, seq, "journal append failed");
-                self.sessions.business_reject(
-                    request.session,
-                    &request.message,
-                    BusinessRejectReason::ApplicationNotAvailable,
-                    "application not available",
-                );
-                continue;
             }
             self.last_time = time;
             // Journaled: the session may now persist that it received this message.

@@ -18,7 +18,7 @@ use crate::fix::tags::{self, BusinessRejectReason, msg_type};
 
 /// Tags of the order fields this module reads or writes (the session layer names its own in
 /// [`tags`]).
-mod tag {
+pub(crate) mod tag {
     pub const AVG_PX: u32 = 6;
     pub const CUM_QTY: u32 = 14;
     pub const EXEC_ID: u32 = 17;
@@ -40,14 +40,13 @@ mod tag {
     pub const EXEC_TYPE: u32 = 150;
     pub const LEAVES_QTY: u32 = 151;
     pub const CXL_REJ_RESPONSE_TO: u32 = 434;
+    /// PartyID (448): the first field of each party.
+    pub const PARTY_ID: u32 = 448;
+    /// PartyRole (452), read by the venue's party rules (and by the config check of them).
+    pub const PARTY_ROLE: u32 = 452;
+    /// NoPartyIDs (453): how many parties follow.
+    pub const NO_PARTY_IDS: u32 = 453;
 }
-
-/// PartyRole (452), read by the venue's party rules (and by the config check of them).
-pub const PARTY_ROLE: u32 = 452;
-/// NoPartyIDs (453): how many parties follow.
-const NO_PARTY_IDS: u32 = 453;
-/// PartyID (448): the first field of each party.
-const PARTY_ID: u32 = 448;
 
 /// Why a business message cannot become an engine request: answered with a
 /// BusinessMessageReject carrying this reason and text.
@@ -178,7 +177,14 @@ fn price(message: &Message, ord_type: OrdType) -> Result<Option<Price>, Unusable
 /// missing) naming the roles, rather than an ExecutionReport: the order never reaches the
 /// sequencer, so no engine assigns it an OrderID, exactly like a limit order without a Price.
 fn check_parties(message: &Message, venue: &VenueConfig) -> Result<(), Unusable> {
-    let count = message.uint_opt(NO_PARTY_IDS).unwrap_or(None).unwrap_or(0);
+    let count = message
+        .uint_opt(tag::NO_PARTY_IDS)
+        .unwrap_or(None)
+        .unwrap_or(0);
+    if count == 0 && venue.parties_required_roles.is_empty() {
+        // Nothing to bound and nothing required: the common order costs no walk of its fields.
+        return Ok(());
+    }
     if count > constants::PARTIES_MAX as u64 {
         return Err(unusable(
             BusinessRejectReason::Other,
@@ -192,7 +198,7 @@ fn check_parties(message: &Message, venue: &VenueConfig) -> Result<(), Unusable>
     let mut roles_len = 0;
     for (tag, value) in message.fields() {
         match tag {
-            PARTY_ID if value.len() > constants::PARTY_ID_LEN_MAX => {
+            tag::PARTY_ID if value.len() > constants::PARTY_ID_LEN_MAX => {
                 return Err(unusable(
                     BusinessRejectReason::Other,
                     format!(
@@ -201,7 +207,7 @@ fn check_parties(message: &Message, venue: &VenueConfig) -> Result<(), Unusable>
                     ),
                 ));
             }
-            PARTY_ROLE if roles_len < roles.len() => {
+            tag::PARTY_ROLE if roles_len < roles.len() => {
                 // The dictionary checked the value against PartyRole's list of integers.
                 roles[roles_len] = crate::fix::codec::parse_uint(value)
                     .and_then(|role| u32::try_from(role).ok())
@@ -234,7 +240,7 @@ fn check_parties(message: &Message, venue: &VenueConfig) -> Result<(), Unusable>
 /// `3 (CLIENT_ID)`: a role with the name the dictionary gives it, for reject texts.
 fn role_name(role: u32) -> String {
     let description = Dictionary::venue()
-        .field(PARTY_ROLE)
+        .field(tag::PARTY_ROLE)
         .and_then(|field| {
             field
                 .values()
