@@ -337,6 +337,24 @@ pub struct GatewayConfig {
     /// reaches it through an agent or a proxy on this one that the operator chose.
     #[serde(default)]
     pub metrics: Option<SocketAddr>,
+    /// PEM certificate chain the FIX listener presents; with `tls_key`, every FIX connection
+    /// speaks TLS (plain TCP clients are refused at the handshake). Read at start: a file that
+    /// does not load stops the gateway.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM certificates of the authority that issues counterparties' client certificates; with
+    /// it a counterparty must present one, and may log on only as the CompIDs
+    /// `[gateway.tls_clients]` maps its certificate to.
+    #[serde(default)]
+    pub tls_client_ca: Option<PathBuf>,
+    /// `[gateway.tls_clients]`: a client certificate's name (subject CN or a DNS subject
+    /// alternative name) → the counterparty CompIDs (their SenderCompID, our TargetCompID) a
+    /// connection presenting it may log on as.
+    #[serde(default)]
+    pub tls_clients: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 fn default_failover_timeout_ms() -> u64 {
@@ -437,7 +455,58 @@ impl Config {
         config.session_configs(origin)?;
         config.check_control(origin)?;
         config.check_venue(origin)?;
+        config.check_tls(origin)?;
         Ok(config)
+    }
+
+    /// Refuses TLS settings that cannot mean what the operator wanted: a certificate without its
+    /// key, client certificates without TLS, a client authority that maps nobody (every Logon
+    /// would be refused), or a mapping to a CompID no session has (a typo locks a counterparty
+    /// out).
+    fn check_tls(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        let gateway = &self.gateway;
+        match (&gateway.tls_cert, &gateway.tls_key) {
+            (Some(_), None) => {
+                return Err(invalid("[gateway] tls_cert is set without tls_key".into()));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("[gateway] tls_key is set without tls_cert".into()));
+            }
+            (None, None) if gateway.tls_client_ca.is_some() => {
+                return Err(invalid(
+                    "[gateway] tls_client_ca needs tls_cert and tls_key: client certificates are asked for in a TLS handshake".into(),
+                ));
+            }
+            _ => {}
+        }
+        if gateway.tls_client_ca.is_none() {
+            if !gateway.tls_clients.is_empty() {
+                return Err(invalid(
+                    "[gateway.tls_clients] is set without [gateway] tls_client_ca: no client certificate is asked for, so nothing can be mapped".into(),
+                ));
+            }
+            return Ok(());
+        }
+        if gateway.tls_clients.values().all(Vec::is_empty) {
+            return Err(invalid(
+                "[gateway] tls_client_ca is set but [gateway.tls_clients] maps no certificate name to a CompID: every Logon would be refused".into(),
+            ));
+        }
+        let sessions = self.session_configs(origin)?;
+        for (name, comp_ids) in &gateway.tls_clients {
+            for comp_id in comp_ids {
+                if !sessions.iter().any(|s| &s.target_comp_id == comp_id) {
+                    return Err(invalid(format!(
+                        "[gateway.tls_clients] {name:?}: {comp_id:?} is not the TargetCompID of any [[session]]"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Refuses a required role the dictionary does not list (a typo would make every order
@@ -678,6 +747,39 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(error.contains("listed twice"), "{error}");
+    }
+
+    #[test]
+    fn tls_settings_must_be_whole_and_map_configured_comp_ids() {
+        let base = "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"s\"\n";
+        let session = "[[session]]\nSenderCompID = \"V\"\nTargetCompID = \"CLIENT1\"\n";
+        let both = "tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n";
+        let ca = "tls_client_ca = \"ca.pem\"\n";
+        let config = Config::parse(
+            &format!(
+                "{base}{both}{ca}[gateway.tls_clients]\n\"one.example\" = [\"CLIENT1\"]\n{session}"
+            ),
+            "t",
+        )
+        .expect("whole TLS settings load");
+        assert_eq!(config.gateway.tls_clients["one.example"], ["CLIENT1"]);
+        for (text, needle) in [
+            (format!("{base}tls_cert = \"c.pem\"\n"), "without tls_key"),
+            (format!("{base}tls_key = \"k.pem\"\n"), "without tls_cert"),
+            (format!("{base}{ca}"), "needs tls_cert and tls_key"),
+            (format!("{base}{both}{ca}{session}"), "maps no certificate"),
+            (
+                format!("{base}{both}[gateway.tls_clients]\nx = [\"CLIENT1\"]\n{session}"),
+                "without [gateway] tls_client_ca",
+            ),
+            (
+                format!("{base}{both}{ca}[gateway.tls_clients]\nx = [\"CLIENT9\"]\n{session}"),
+                "\"CLIENT9\" is not the TargetCompID",
+            ),
+        ] {
+            let error = Config::parse(&text, "t").unwrap_err().to_string();
+            assert!(error.contains(needle), "{error}");
+        }
     }
 
     #[test]

@@ -814,6 +814,8 @@ fn gateway(config: Config) -> anyhow::Result<()> {
             config.gateway.prelogon_connections_max,
             config.gateway.prelogon_connections_per_address_max,
         );
+        // Loaded before the address line: a certificate that does not load is a start-up error.
+        acceptor.set_tls(baton::gateway::tls::FixTls::from_config(&config.gateway)?);
         let endpoint = control::endpoint::bind(config.gateway.control)
             .await
             .with_context(|| format!("[gateway] control {}", config.gateway.control))?;

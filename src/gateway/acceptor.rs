@@ -24,6 +24,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use super::tls::{self, FixStream, FixTls, Peer};
 use super::translate;
 use crate::config::VenueConfig;
 use crate::constants;
@@ -199,6 +200,8 @@ pub struct Acceptor<S: SessionStore + Send + 'static> {
     budget: Arc<ConnectionBudget>,
     /// Turns true when the gateway is shutting down.
     shutdown: watch::Receiver<bool>,
+    /// `Some`: every connection speaks TLS (see [`super::tls`]).
+    tls: Option<Arc<FixTls>>,
 }
 
 /// Controls a running [`Acceptor`] from outside its task.
@@ -244,6 +247,7 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                     constants::PRELOGON_CONNECTIONS_PER_ADDRESS_MAX,
                 )),
                 shutdown: shutdown_rx,
+                tls: None,
             },
             AcceptorHandle {
                 shutdown: shutdown_tx,
@@ -261,6 +265,11 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
             total,
             per_address,
         ));
+    }
+
+    /// Makes every connection speak TLS; `None` keeps plain TCP.
+    pub fn set_tls(&mut self, tls: Option<Arc<FixTls>>) {
+        self.tls = tls;
     }
 
     /// Accepts until shutdown, then waits (bounded) for every session to log out.
@@ -288,6 +297,7 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                         business: self.business.clone(),
                         shutdown: self.shutdown.clone(),
                         peer,
+                        tls: self.tls.clone(),
                     };
                     tasks.spawn(async move {
                         connection.serve(stream, admission).await;
@@ -476,6 +486,8 @@ struct Connection<S: SessionStore> {
     shutdown: watch::Receiver<bool>,
     /// The counterparty's address, for logs.
     peer: SocketAddr,
+    /// The TLS side, when the listener speaks TLS.
+    tls: Option<Arc<FixTls>>,
 }
 
 /// Releases a session's connection claim however the connection ends.
@@ -501,9 +513,9 @@ impl<S: SessionStore> Drop for Claim<'_, S> {
 }
 
 impl<S: SessionStore + Send + 'static> Connection<S> {
-    async fn serve(mut self, mut stream: TcpStream, mut admission: Admission) {
+    async fn serve(mut self, tcp: TcpStream, mut admission: Admission) {
         let peer = self.peer;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
         // Unauthenticated: a larger declared body than a Logon needs closes the connection
         // before the body is read.
         let decoder = Decoder::new(constants::LOGON_BODY_LENGTH_MAX);
@@ -511,6 +523,30 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
         let mut chunk = vec![0u8; constants::READ_CHUNK];
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(constants::LOGON_TIMEOUT_DEFAULT_MS);
+        // The TLS handshake is part of getting to a Logon: same deadline, same budget (eviction).
+        let (mut stream, identity) = match self.tls.clone() {
+            None => (FixStream::Plain(tcp), Peer::Unverified),
+            Some(fix_tls) => {
+                let handshake = tokio::select! {
+                    handshake = tokio::time::timeout_at(deadline, fix_tls.accept(tcp)) => handshake,
+                    _ = &mut admission.evicted => {
+                        tracing::debug!(%peer, "TLS handshake not done; closed to make room for a new connection");
+                        return;
+                    }
+                };
+                match handshake {
+                    Ok(Ok(accepted)) => accepted,
+                    Ok(Err(error)) => {
+                        tls::log_handshake_failure(peer, &error);
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, "TLS handshake not done before the Logon deadline; closing");
+                        return;
+                    }
+                }
+            }
+        };
 
         // Read up to the first whole frame: it must be a Logon naming a configured session.
         let first = loop {
@@ -555,6 +591,11 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             return;
         };
         let key = (our_comp_id.to_vec(), their_comp_id.to_vec());
+        // A client certificate that does not cover the CompID is refused like an unknown CompID.
+        if !identity.may_log_on_as(&key.1) {
+            tls::log_not_mapped(peer, &identity, &key.1);
+            return;
+        }
         let sessions = self.sessions.clone();
         // A connection that names no session, or one that is already connected, is closed
         // without a message (FIX session test cases 1S b and c): the peer is not authenticated,
@@ -598,7 +639,7 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
         &mut self,
         id: SessionId,
         slot: &SessionSlot<S>,
-        mut stream: TcpStream,
+        mut stream: FixStream,
         mut chunk: Vec<u8>,
     ) {
         let mut out: Vec<u8> = Vec::with_capacity(constants::READ_CHUNK);
@@ -671,9 +712,13 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                 // A counterparty that stops reading is disconnected rather than allowed to hold
                 // the task (and the session's unsent bytes) forever; what it missed is stored and
                 // resent after it logs on again.
+                // Flushed too: TLS may hold written bytes back until asked (plain TCP does not).
                 let write = tokio::time::timeout(
                     Duration::from_millis(constants::CONNECTION_WRITE_TIMEOUT_MS),
-                    stream.write_all(&out),
+                    async {
+                        stream.write_all(&out).await?;
+                        stream.flush().await
+                    },
                 );
                 if !matches!(write.await, Ok(Ok(()))) {
                     tracing::warn!(session = id, "write failed or timed out; disconnecting");
