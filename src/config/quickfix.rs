@@ -181,16 +181,44 @@ fn disposition(key: &str) -> Disposition {
         "defaultapplverid" => Dropped("FIXT.1.1 sessions are not supported"),
         "socketconnecthost" | "socketconnectport" | "reconnectinterval" | "socketconnecthost1"
         | "socketconnectport1" => Dropped("initiator setting: baton only accepts connections"),
+        // TLS: read by the import into [gateway] (one listener), see `tls_keys`.
         "sslenable"
         | "socketusessl"
-        | "sslprotocols"
-        | "sslcertificate"
-        | "sslcertificatepassword"
-        | "sslvalidatecertificates"
         | "servercertificatefile"
-        | "serverkeyfile" => {
-            Dropped("TLS is not configured per session here; terminate TLS in front of the gateway")
+        | "servercertificatekeyfile"
+        | "serverkeyfile"
+        | "certificationauthoritiesfile"
+        | "sslcacertificate"
+        | "certificateverifylevel"
+        | "sslrequireclientcertificate"
+        | "needclientauth" => Handled,
+        "sslprotocol" | "sslprotocols" | "enabledprotocols" | "sslciphersuite" | "ciphersuites" => {
+            Dropped(
+                "baton offers TLS 1.2 and 1.3 with rustls's default cipher suites; protocols and ciphers are not configurable",
+            )
         }
+        "sslcertificate" | "socketkeystore" | "sockettruststore" => Dropped(
+            "a PKCS#12 file or Java keystore is not read: export the certificate chain and key to PEM (e.g. `openssl pkcs12 -in FILE -nodes`) and set [gateway] tls_cert and tls_key (tls_client_ca for the authority)",
+        ),
+        "sslcertificatepassword" | "socketkeystorepassword" | "sockettruststorepassword" => {
+            Dropped(
+                "baton reads unencrypted PEM keys only; protect the key file by its owner and mode instead",
+            )
+        }
+        "certificaterevocationlistfile"
+        | "certificaterevocationlistdirectory"
+        | "sslcheckcertificaterevocation" => Dropped(
+            "revocation lists are not read: to lock a counterparty out, remove its certificate name from [gateway.tls_clients]",
+        ),
+        "certificationauthoritiesdirectory" => Dropped(
+            "a directory of authorities is not read: put the authorities in one PEM file for [gateway] tls_client_ca",
+        ),
+        "clientcertificatefile"
+        | "clientcertificatekeyfile"
+        | "sslservername"
+        | "sslvalidatecertificates" => Dropped(
+            "initiator setting (the certificate an initiator presents, or how it checks the acceptor's): baton only accepts connections",
+        ),
         "sendredundantresendrequests" | "resendsessionlevelrejects" | "senderdefaultapplverid" => {
             Dropped("baton's resend behaviour is fixed; see README's Session behavior")
         }
@@ -370,6 +398,130 @@ fn canonical(key: &str) -> &'static str {
         .unwrap_or_else(|| unreachable!("canonical() is called only for carried keys: {key}"))
 }
 
+/// QuickFIX's TLS settings as `[gateway]` TLS keys (the text to put under `[gateway]`, possibly
+/// ending with a `[gateway.tls_clients]` table), noting what does not carry. QuickFIX turns TLS
+/// on with `SSLEnable` (QuickFIX/n), `SocketUseSSL` (QuickFIX/J) or by being the SSL build given
+/// `ServerCertificateFile` (QuickFIX C++); only PEM files carry, which is what the C++ build
+/// reads.
+///
+/// QuickFIX checks a client certificate against its authority but does not tie it to a CompID.
+/// Where it required one, the import keeps it required and writes one placeholder certificate
+/// name per session: no certificate bears those names, so no one logs on until the operator
+/// names each counterparty's certificate. Failing closed is the point; an import that let any
+/// certificate of the authority log on as any CompID would be weaker than nothing said.
+fn tls_keys<'a>(
+    gateway_value: &dyn Fn(&str) -> Option<&'a Entry>,
+    carried: &[(usize, String)],
+    sessions: &'a [Section],
+    default: &'a Section,
+    notes: &mut Vec<Note>,
+) -> String {
+    let mut note = |entry: &Entry, reason: String| {
+        notes.push(Note {
+            location: format!("line {}", entry.line),
+            key: entry.key.clone(),
+            reason,
+        })
+    };
+    let switch = gateway_value("SSLEnable").or_else(|| gateway_value("SocketUseSSL"));
+    let enabled = match switch {
+        None => None,
+        Some(entry) => match flag(&entry.value) {
+            Some(on) => Some(on),
+            None => {
+                note(
+                    entry,
+                    format!("{:?} is neither Y nor N; TLS is left off", entry.value),
+                );
+                Some(false)
+            }
+        },
+    };
+    let cert = gateway_value("ServerCertificateFile");
+    let key = gateway_value("ServerCertificateKeyFile").or_else(|| gateway_value("ServerKeyFile"));
+    let authority =
+        gateway_value("CertificationAuthoritiesFile").or_else(|| gateway_value("SSLCACertificate"));
+    let level = gateway_value("CertificateVerifyLevel");
+    let required = gateway_value("SSLRequireClientCertificate")
+        .or_else(|| gateway_value("NeedClientAuth"))
+        .and_then(|entry| flag(&entry.value))
+        .unwrap_or(false)
+        || level.is_some_and(|entry| entry.value.trim().parse::<u32>().is_ok_and(|l| l > 0));
+    if enabled == Some(false) {
+        for entry in [cert, key, authority].into_iter().flatten() {
+            note(
+                entry,
+                "TLS is switched off in the QuickFIX file; not carried".into(),
+            );
+        }
+        return String::new();
+    }
+    let (Some(cert), Some(key)) = (cert, key) else {
+        let given = cert.or(key).or(switch);
+        if let Some(entry) = given {
+            note(
+                entry,
+                "TLS was on, but ServerCertificateFile and ServerCertificateKeyFile (PEM) are not both set: the converted gateway listens in plain TCP until [gateway] tls_cert and tls_key are set".into(),
+            );
+        }
+        return String::new();
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "tls_cert = {}", quoted(&cert.value));
+    let _ = writeln!(out, "tls_key = {}", quoted(&key.value));
+    match (required, authority) {
+        (false, None) => {}
+        (false, Some(entry)) => note(
+            entry,
+            "client certificates were not required (CertificateVerifyLevel 0 or unset), so the authority is not carried; set [gateway] tls_client_ca to require them".into(),
+        ),
+        (true, None) => {
+            if let Some(entry) = level.or(gateway_value("SSLRequireClientCertificate")) {
+                note(
+                    entry,
+                    "client certificates were required but no CertificationAuthoritiesFile names their authority: the converted gateway encrypts without asking for one until [gateway] tls_client_ca and [gateway.tls_clients] are set".into(),
+                );
+            }
+        }
+        (true, Some(entry)) => {
+            let _ = writeln!(out, "tls_client_ca = {}", quoted(&entry.value));
+            let _ = writeln!(
+                out,
+                "\n# QuickFIX did not tie certificates to CompIDs. Replace each name with the subject CN or a\n\
+                 # DNS name of that counterparty's certificate: until then no certificate matches and no one\n\
+                 # logs on.\n[gateway.tls_clients]"
+            );
+            for (index, _) in carried {
+                if let Some(target) = effective(&sessions[*index], default, "TargetCompID") {
+                    let placeholder = format!("REPLACE with the certificate name of {}", target.value);
+                    let _ = writeln!(
+                        out,
+                        "{} = [{}]",
+                        quoted(&placeholder),
+                        quoted(&target.value)
+                    );
+                }
+            }
+            note(
+                entry,
+                "carried as [gateway] tls_client_ca: every counterparty must present a certificate from it; [gateway.tls_clients] holds a placeholder name per session, replace each with that counterparty's certificate CN or DNS name or no one can log on".into(),
+            );
+            if let Some(level) = level
+                && level.value.trim() != "2"
+            {
+                note(
+                    level,
+                    format!(
+                        "CertificateVerifyLevel {}: baton always requires the client certificate when tls_client_ca is set",
+                        level.value
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
 /// The effective value of `key` for a session: its own, else `[DEFAULT]`'s.
 fn effective<'a>(session: &'a Section, default: &'a Section, key: &str) -> Option<&'a Entry> {
     session.get(key).or_else(|| default.get(key))
@@ -502,7 +654,14 @@ pub fn import(text: &str, origin: &str) -> Result<Import, ImportError> {
     }
     let listen: SocketAddr = listen;
     for (index, location) in &carried {
-        for key in ["SocketAcceptPort", "SocketAcceptAddress", "FileStorePath"] {
+        for key in [
+            "SocketAcceptPort",
+            "SocketAcceptAddress",
+            "FileStorePath",
+            "ServerCertificateFile",
+            "ServerCertificateKeyFile",
+            "CertificationAuthoritiesFile",
+        ] {
             let (Some(own), Some(first)) = (sessions[*index].get(key), gateway_value(key)) else {
                 continue;
             };
@@ -535,6 +694,7 @@ pub fn import(text: &str, origin: &str) -> Result<Import, ImportError> {
         }
         None => "var/store".to_string(),
     };
+    let tls = tls_keys(&gateway_value, &carried, &sessions, &default, &mut notes);
 
     let mut toml = String::new();
     let _ = writeln!(
@@ -550,6 +710,9 @@ pub fn import(text: &str, origin: &str) -> Result<Import, ImportError> {
         "# The engines behind the gateway; without any, business messages are rejected (380=4).\n\
          # engines = [\"unix://var/engine-blue.sock\", \"unix://var/engine-green.sock\"]\n"
     );
+    if !tls.is_empty() {
+        let _ = writeln!(toml, "{tls}");
+    }
     let _ = writeln!(toml, "[defaults]");
     let _ = writeln!(toml, "BeginString = \"FIX.4.4\"");
     toml.push_str(&section_keys(&default, "[DEFAULT]", &mut notes));
@@ -638,6 +801,91 @@ mod tests {
                 import.toml
             );
         }
+    }
+
+    #[test]
+    fn pem_tls_settings_carry_and_required_client_certificates_fail_closed() {
+        let text = format!(
+            "{BASE}ServerCertificateFile=/etc/fix/venue.pem\nServerCertificateKeyFile=/etc/fix/venue.key\n\
+             CertificationAuthoritiesFile=/etc/fix/clients.pem\nCertificateVerifyLevel=2\nSSLProtocol=+TLSv1.2\n\
+             [SESSION]\nTargetCompID=A\n[SESSION]\nTargetCompID=B\n"
+        );
+        let import = import(&text, "t.cfg").expect("imports");
+        let config = Config::parse(&import.toml, "t").expect("loads");
+        let gateway = &config.gateway;
+        assert_eq!(
+            gateway.tls_cert.as_deref(),
+            Some(std::path::Path::new("/etc/fix/venue.pem"))
+        );
+        assert_eq!(
+            gateway.tls_key.as_deref(),
+            Some(std::path::Path::new("/etc/fix/venue.key"))
+        );
+        assert_eq!(
+            gateway.tls_client_ca.as_deref(),
+            Some(std::path::Path::new("/etc/fix/clients.pem"))
+        );
+        // One placeholder per session: no real certificate is named, so no one logs on yet.
+        let mapped: Vec<(&str, &[String])> = gateway
+            .tls_clients
+            .iter()
+            .map(|(name, ids)| (name.as_str(), ids.as_slice()))
+            .collect();
+        assert_eq!(mapped.len(), 2, "{mapped:?}");
+        assert!(
+            mapped
+                .iter()
+                .all(|(name, ids)| name.starts_with("REPLACE") && ids.len() == 1),
+            "{mapped:?}"
+        );
+        let reasons: Vec<String> = import.notes.iter().map(|n| n.to_string()).collect();
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("CertificationAuthoritiesFile") && r.contains("placeholder")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons
+                .iter()
+                .any(|r| r.contains("SSLProtocol") && r.contains("not configurable")),
+            "{reasons:?}"
+        );
+    }
+
+    #[test]
+    fn tls_that_cannot_carry_is_said_and_not_guessed() {
+        // QuickFIX/n with a PKCS#12 file: on, but nothing baton can read.
+        let text = format!(
+            "{BASE}SSLEnable=Y\nSSLCertificate=venue.pfx\nSSLCertificatePassword=secret\n[SESSION]\nTargetCompID=A\n"
+        );
+        let imported = import(&text, "t.cfg").expect("imports");
+        assert!(!imported.toml.contains("tls_"), "{}", imported.toml);
+        let reasons: Vec<String> = imported.notes.iter().map(|n| n.to_string()).collect();
+        for (key, why) in [
+            ("SSLEnable", "plain TCP"),
+            ("SSLCertificate", "PKCS#12"),
+            ("SSLCertificatePassword", "unencrypted PEM"),
+        ] {
+            assert!(
+                reasons.iter().any(|r| r.contains(key) && r.contains(why)),
+                "{key}: {reasons:?}"
+            );
+        }
+        // Switched off: the files are noted, not carried.
+        let text = format!(
+            "{BASE}SocketUseSSL=N\nServerCertificateFile=v.pem\nServerCertificateKeyFile=v.key\n[SESSION]\nTargetCompID=A\n"
+        );
+        let imported = import(&text, "t.cfg").expect("imports");
+        assert!(!imported.toml.contains("tls_"), "{}", imported.toml);
+        assert!(
+            imported
+                .notes
+                .iter()
+                .any(|n| n.key == "ServerCertificateFile" && n.reason.contains("switched off")),
+            "{:?}",
+            imported.notes
+        );
     }
 
     #[test]
