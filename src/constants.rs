@@ -577,6 +577,12 @@ const _: () = assert!(
         && LOCAL_FIRST_REQUEST_TIMEOUT_MS <= METRICS_IO_TIMEOUT_MS,
     "a connection that has sent nothing is dropped before any other idle connection"
 );
+/// How often a scrape re-verifies the audit log on disk for `baton_audit_chain_ok`; scrapes in
+/// between report the last result. A verification reads and hashes the whole log, which grows
+/// for the venue's life; once a minute keeps that off every 5 s scrape, and the alert on a broken
+/// chain is about a trail someone edited, which minutes of delay do not make worse.
+pub const METRICS_AUDIT_VERIFY_INTERVAL_MS: u64 = 60_000;
+
 const _: () = assert!(
     METRICS_STATUS_TIMEOUT_MS < 10_000,
     "a scrape must get its 503 before Prometheus's default 10 s scrape timeout"

@@ -824,9 +824,19 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         // address stops the gateway before it takes traffic.
         let metrics = match config.gateway.metrics {
             Some(addr) => {
+                let windows = config
+                    .session_configs("config")?
+                    .into_iter()
+                    .map(|session| (session.target_comp_id, session.schedule))
+                    .collect();
                 let metrics = control::metrics::bind(addr)
                     .await
-                    .with_context(|| format!("[gateway] metrics {addr}"))?;
+                    .with_context(|| format!("[gateway] metrics {addr}"))?
+                    .with_session_windows(windows)
+                    .with_audit_log(
+                        plane_config.audit_path.clone(),
+                        Duration::from_millis(baton::constants::METRICS_AUDIT_VERIFY_INTERVAL_MS),
+                    );
                 tracing::info!(metrics = %metrics.local_addr(), "metrics endpoint ready");
                 Some(metrics)
             }

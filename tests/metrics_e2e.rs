@@ -98,6 +98,10 @@ fn a_scrape_shows_sessions_and_engines_and_follows_a_logon() {
         "# TYPE baton_sessions_logged_on gauge",
         "baton_sessions_logged_on 0",
         "baton_session_logged_on{target_comp_id=\"CLIENT1\"} 0",
+        // Non-stop sessions: always inside their window. The audit log the gateway just opened
+        // verifies through its head.
+        "baton_session_in_window{target_comp_id=\"CLIENT1\"} 1",
+        "baton_audit_chain_ok 1",
         "baton_canary_active 0",
         "baton_halted_symbols 0",
     ] {

@@ -19,18 +19,29 @@
 //!
 //! Only the local host may connect, as for the control endpoint: [`bind`] refuses a non-loopback
 //! address and every accepted peer is checked again.
+//!
+//! Two figures are not in the status, because they are checks rather than state, and the endpoint
+//! makes them itself at scrape time ([`Checks`]): whether each session is inside its window now
+//! (from the configured schedules), so "logged off inside its window" is an exact alert; and
+//! whether the audit log on disk still verifies through the head the control plane holds, so a
+//! trail edited, cut or replaced while the gateway runs is an alert rather than a surprise at the
+//! next start (where a log that does not verify stops the gateway).
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::api::{ControlReply, ControlRequest, EngineRole, EngineStatus, Status};
+use super::api::{AuditHead, ControlReply, ControlRequest, EngineRole, EngineStatus, Status};
 use super::endpoint::{ControlCommand, Slot, Slots, accept_local, bind_loopback, stopped};
 use crate::constants;
+use crate::fix::schedule::Schedule;
+use crate::fix::time::Timestamp;
 
 /// The Content-Type of the Prometheus text exposition format 0.0.4, as Prometheus's own client
 /// libraries send it: the version tells the scraper which parser to use, and the charset covers
@@ -99,6 +110,115 @@ pub struct MetricsEndpoint {
     status_timeout: Duration,
     /// How long a connection may take to send its request head, or to take its response.
     io_timeout: Duration,
+    /// What scrapes check beside the status.
+    checker: Checker,
+}
+
+/// What the endpoint checks itself at each scrape (see [`Checks`]); shared by its connections.
+#[derive(Clone, Debug, Default)]
+struct Checker {
+    /// Each configured session's counterparty CompID and schedule, in config (= status) order.
+    windows: Arc<Vec<(String, Schedule)>>,
+    /// The audit log to re-verify; `None`: `baton_audit_chain_ok` is not exported.
+    audit: Option<Arc<AuditCheck>>,
+}
+
+/// Re-verifies the audit log on disk, at most once per interval.
+#[derive(Debug)]
+struct AuditCheck {
+    /// The log the control plane appends to.
+    path: PathBuf,
+    /// Least time between two verifications.
+    interval: Duration,
+    /// When the last verification ran and what it found; held across a verification, so
+    /// concurrent scrapes wait for one instead of each reading the log.
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+}
+
+/// Figures a scrape adds to the status: checks the endpoint makes itself, not state the gateway
+/// keeps. Empty (the default) renders nothing extra.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Checks {
+    /// Per session, in status order: whether now is inside its window (`None`: unknown).
+    pub in_window: Vec<Option<bool>>,
+    /// Whether the audit log on disk verifies through the head in the status.
+    pub audit_chain_ok: Option<bool>,
+}
+
+impl Checker {
+    /// The checks for `status`, made now.
+    async fn checks(&self, status: &Status) -> Checks {
+        let now = Timestamp::now();
+        let in_window = status
+            .sessions
+            .iter()
+            .enumerate()
+            .map(|(index, session)| {
+                self.windows
+                    .get(index)
+                    .filter(|(target, _)| *target == session.target_comp_id)
+                    .map(|(_, schedule)| schedule.window(now).is_some())
+            })
+            .collect();
+        let audit_chain_ok = match (&self.audit, &status.audit_head) {
+            (Some(audit), Some(head)) => Some(audit.holds(head).await),
+            _ => None,
+        };
+        Checks {
+            in_window,
+            audit_chain_ok,
+        }
+    }
+}
+
+impl AuditCheck {
+    /// Whether the log verifies through `head`, re-reading it when the last look is older than
+    /// the interval.
+    async fn holds(&self, head: &AuditHead) -> bool {
+        let mut last = self.last.lock().await;
+        if let Some((at, ok)) = *last
+            && at.elapsed() < self.interval
+        {
+            return ok;
+        }
+        let path = self.path.clone();
+        let (seq, hash) = (head.seq, head.hash.clone());
+        let verdict = tokio::task::spawn_blocking(move || chain_holds(&path, seq, &hash))
+            .await
+            .unwrap_or_else(|error| Err(format!("verification did not finish: {error}")));
+        let ok = verdict.is_ok();
+        let was_ok = last.is_none_or(|(_, ok)| ok);
+        match verdict {
+            Err(reason) if was_ok => {
+                tracing::error!(path = %self.path.display(), %reason, "the audit log on disk no longer verifies");
+            }
+            Ok(()) if !was_ok => {
+                tracing::warn!(path = %self.path.display(), "the audit log on disk verifies again");
+            }
+            _ => {}
+        }
+        *last = Some((Instant::now(), ok));
+        ok
+    }
+}
+
+/// Checks the audit log at `path` without touching it: every complete record must verify, and
+/// the record the control plane last wrote (`seq`, `hash`) must be among them, so an edited
+/// record, a cut and a log rebuilt with fresh hashes all fail. Records appended after the head
+/// was read, and a line being appended (a torn tail), are fine.
+fn chain_holds(path: &std::path::Path, seq: u64, hash: &str) -> Result<(), String> {
+    let (records, report) = super::audit::read(path).map_err(|error| error.to_string())?;
+    if let Some(bad) = report.first_bad {
+        return Err(format!("record at {bad}"));
+    }
+    if seq == 0 || records.iter().any(|r| r.seq == seq && r.hash == hash) {
+        Ok(())
+    } else {
+        Err(format!(
+            "record {seq} with the hash the gateway wrote is gone (the log ends at {})",
+            report.head_seq
+        ))
+    }
 }
 
 /// Binds the metrics endpoint to `addr`, which must be a loopback address: the metrics name the
@@ -114,6 +234,7 @@ pub async fn bind(addr: SocketAddr) -> Result<MetricsEndpoint, MetricsError> {
         local_addr,
         status_timeout: Duration::from_millis(constants::METRICS_STATUS_TIMEOUT_MS),
         io_timeout: Duration::from_millis(constants::METRICS_IO_TIMEOUT_MS),
+        checker: Checker::default(),
     })
 }
 
@@ -128,6 +249,25 @@ impl MetricsEndpoint {
     /// waiting for the full bound.
     pub fn with_status_timeout(mut self, status_timeout: Duration) -> MetricsEndpoint {
         self.status_timeout = status_timeout;
+        self
+    }
+
+    /// Exports `baton_session_in_window` for these sessions (counterparty CompID and schedule,
+    /// in config order), so an alert can tell a session lost inside its window from one closed
+    /// by its schedule.
+    pub fn with_session_windows(mut self, windows: Vec<(String, Schedule)>) -> MetricsEndpoint {
+        self.checker.windows = Arc::new(windows);
+        self
+    }
+
+    /// Exports `baton_audit_chain_ok`, re-verifying the audit log at `path` at most once per
+    /// `interval` ([`constants::METRICS_AUDIT_VERIFY_INTERVAL_MS`] in the gateway).
+    pub fn with_audit_log(mut self, path: PathBuf, interval: Duration) -> MetricsEndpoint {
+        self.checker.audit = Some(Arc::new(AuditCheck {
+            path,
+            interval,
+            last: tokio::sync::Mutex::new(None),
+        }));
         self
     }
 
@@ -152,8 +292,9 @@ impl MetricsEndpoint {
                     let commands = commands.clone();
                     let status_timeout = self.status_timeout;
                     let io_timeout = self.io_timeout;
+                    let checker = self.checker.clone();
                     tasks.spawn(async move {
-                        serve(stream, peer, &slot, &commands, status_timeout, io_timeout).await;
+                        serve(stream, peer, &slot, &commands, status_timeout, io_timeout, &checker).await;
                     });
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -175,6 +316,7 @@ async fn serve(
     commands: &mpsc::Sender<ControlCommand>,
     status_timeout: Duration,
     io_timeout: Duration,
+    checker: &Checker,
 ) {
     let head_timeout = io_timeout.min(Duration::from_millis(
         constants::LOCAL_FIRST_REQUEST_TIMEOUT_MS,
@@ -222,7 +364,10 @@ async fn serve(
         }
         Ok(Ok(HeadRead::Complete(head))) => match route(&head) {
             Route::Metrics => match fetch_status(commands, status_timeout).await {
-                Ok(status) => Response::metrics(render(&status)),
+                Ok(status) => {
+                    let checks = checker.checks(&status).await;
+                    Response::metrics(render_with(&status, &checks))
+                }
                 Err(error) => {
                     tracing::warn!(%peer, %error, "metrics scrape without status");
                     Response::text(503, "Service Unavailable", &format!("{error}\n"))
@@ -568,6 +713,12 @@ fn role_name(role: EngineRole) -> &'static str {
 /// alert can say "no canary". Last come the process's own `baton_log_lines_dropped_total` and
 /// `baton_disk_full` (with `baton_disk_free_bytes` while full).
 pub fn render(status: &Status) -> String {
+    render_with(status, &Checks::default())
+}
+
+/// [`render`], with the scrape's own [`Checks`]: `baton_session_in_window` after the sessions'
+/// families and `baton_audit_chain_ok` after the audit head, each only when known.
+pub fn render_with(status: &Status, checks: &Checks) -> String {
     let mut out = Exposition::default();
     let sessions = &status.sessions;
     out.single(
@@ -592,6 +743,22 @@ pub fn render(status: &Status) -> String {
                 u64::from(s.logged_on),
             )
         }),
+    );
+    out.family(
+        "baton_session_in_window",
+        Kind::Gauge,
+        "Whether the session's schedule has it open now (1) or closed (0); logged off while 1 means the counterparty lost its session in trading hours.",
+        sessions
+            .iter()
+            .zip(&checks.in_window)
+            .filter_map(|(s, in_window)| {
+                in_window.map(|open| {
+                    (
+                        vec![("target_comp_id", s.target_comp_id.as_str())],
+                        u64::from(open),
+                    )
+                })
+            }),
     );
     out.family(
         "baton_session_seq_num_next_in",
@@ -793,6 +960,14 @@ pub fn render(status: &Status) -> String {
             Kind::Gauge,
             "Sequence number of the last audit record.",
             head.seq,
+        );
+    }
+    if let Some(ok) = checks.audit_chain_ok {
+        out.single(
+            "baton_audit_chain_ok",
+            Kind::Gauge,
+            "Whether the audit log on disk verifies through the last record the gateway wrote (1); 0: a record was edited or removed, or the file replaced.",
+            u64::from(ok),
         );
     }
     // Not part of the status: the gateway process's own, read where it is kept.

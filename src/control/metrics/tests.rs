@@ -617,3 +617,161 @@ async fn shutdown_stops_the_endpoint() {
         .expect("endpoint task");
     assert!(TcpStream::connect(harness.addr).await.is_err());
 }
+
+#[test]
+fn checks_add_the_session_windows_and_the_audit_chain_when_known() {
+    let checks = Checks {
+        in_window: vec![Some(true), Some(false)],
+        audit_chain_ok: Some(false),
+    };
+    let text = render_with(&sample(), &checks);
+    for line in [
+        "baton_session_in_window{target_comp_id=\"CLIENT1\"} 1\n",
+        "baton_session_in_window{target_comp_id=\"CLIENT2\"} 0\n",
+        "# TYPE baton_session_in_window gauge\n",
+        "baton_audit_chain_ok 0\n",
+        "# TYPE baton_audit_chain_ok gauge\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing:\n{text}");
+    }
+    // Unknown is left out, not reported as closed or broken.
+    let unknown = Checks {
+        in_window: vec![None, Some(true)],
+        audit_chain_ok: None,
+    };
+    let text = render_with(&sample(), &unknown);
+    assert!(
+        !text.contains("in_window{target_comp_id=\"CLIENT1\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("in_window{target_comp_id=\"CLIENT2\"} 1"),
+        "{text}"
+    );
+    assert!(!text.contains("baton_audit_chain_ok"), "{text}");
+}
+
+/// An audit log of `records` records in `dir`, returned with its head.
+fn audit_log(path: &std::path::Path, records: u64) -> (u64, String) {
+    let (mut log, _) =
+        crate::control::audit::AuditLog::<serde_json::Value>::open(path).expect("open audit log");
+    for n in 0..records {
+        log.append(
+            Timestamp::from_secs(1_795_392_000 + n),
+            "alice",
+            serde_json::json!({ "n": n }),
+        )
+        .expect("append");
+    }
+    let (seq, hash) = log.head();
+    (seq, hash.to_owned())
+}
+
+#[test]
+fn the_audit_chain_check_catches_an_edit_a_cut_and_a_rebuilt_log() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("audit.log");
+    let (seq, hash) = audit_log(&path, 3);
+    assert_eq!(chain_holds(&path, seq, &hash), Ok(()));
+    let original = std::fs::read_to_string(&path).expect("read");
+
+    // Records appended after the head was read, and a line being written, are fine.
+    {
+        let (mut log, _) =
+            crate::control::audit::AuditLog::<serde_json::Value>::open(&path).expect("reopen");
+        log.append(
+            Timestamp::from_secs(1_795_393_000),
+            "bob",
+            serde_json::json!({ "n": 3 }),
+        )
+        .expect("append");
+    }
+    let mut grown = std::fs::read_to_string(&path).expect("read");
+    grown.push_str("{\"seq\":5,\"time\":\"2026-11-2");
+    std::fs::write(&path, &grown).expect("write");
+    assert_eq!(
+        chain_holds(&path, seq, &hash),
+        Ok(()),
+        "later records and a torn tail"
+    );
+
+    let edited = original.replacen("alice", "mallo", 1);
+    std::fs::write(&path, &edited).expect("write");
+    assert!(chain_holds(&path, seq, &hash).is_err(), "an edited record");
+
+    let cut: String = original.lines().take(2).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&path, &cut).expect("write");
+    let error = chain_holds(&path, seq, &hash).expect_err("a cut log");
+    assert!(error.contains("is gone"), "{error}");
+
+    // A log rebuilt from scratch verifies on its own, but not through the head the gateway wrote.
+    std::fs::remove_file(&path).expect("remove");
+    let rebuilt = path.with_file_name("rebuilt.log");
+    let (rebuilt_seq, rebuilt_hash) = {
+        let (mut log, _) =
+            crate::control::audit::AuditLog::<serde_json::Value>::open(&rebuilt).expect("open");
+        for n in 0..3u64 {
+            log.append(
+                Timestamp::from_secs(1_795_392_100 + n),
+                "alice",
+                serde_json::json!({ "n": n }),
+            )
+            .expect("append");
+        }
+        let (seq, hash) = log.head();
+        (seq, hash.to_owned())
+    };
+    assert_eq!((rebuilt_seq, rebuilt_hash == hash), (seq, false));
+    std::fs::copy(&rebuilt, &path).expect("copy");
+    assert!(chain_holds(&path, seq, &hash).is_err(), "a rebuilt log");
+
+    std::fs::remove_file(&path).expect("remove");
+    assert!(chain_holds(&path, seq, &hash).is_err(), "a missing log");
+}
+
+#[tokio::test]
+async fn a_scrape_reports_each_sessions_window_and_a_tampered_audit_log() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("audit.log");
+    let (seq, hash) = audit_log(&path, 3);
+    let closed = Schedule {
+        weekdays: 0,
+        non_stop: false,
+        ..Schedule::non_stop()
+    };
+    let endpoint = bind("127.0.0.1:0".parse().expect("address"))
+        .await
+        .expect("bind")
+        .with_session_windows(vec![
+            ("CLIENT1".to_owned(), Schedule::non_stop()),
+            ("CLIENT2".to_owned(), closed),
+        ])
+        // Every scrape verifies again.
+        .with_audit_log(path.clone(), Duration::ZERO);
+    let addr = endpoint.local_addr();
+    let (commands_tx, mut commands_rx) = mpsc::channel::<ControlCommand>(4);
+    let head = AuditHead { seq, hash };
+    tokio::spawn(async move {
+        while let Some(command) = commands_rx.recv().await {
+            let mut status = sample();
+            status.audit_head = Some(head.clone());
+            let _ = command.reply.send(ControlReply::Status(status));
+        }
+    });
+    let (_shutdown, shutdown_rx) = watch::channel(false);
+    tokio::spawn(endpoint.run(commands_tx, shutdown_rx));
+    let scrape = || exchange(addr, b"GET /metrics HTTP/1.1\r\n\r\n");
+
+    let body = scrape().await;
+    for line in [
+        "baton_session_in_window{target_comp_id=\"CLIENT1\"} 1\n",
+        "baton_session_in_window{target_comp_id=\"CLIENT2\"} 0\n",
+        "baton_audit_chain_ok 1\n",
+    ] {
+        assert!(body.contains(line), "{line:?} missing:\n{body}");
+    }
+    let text = std::fs::read_to_string(&path).expect("read");
+    std::fs::write(&path, text.replacen("alice", "mallo", 1)).expect("tamper");
+    let body = scrape().await;
+    assert!(body.contains("baton_audit_chain_ok 0\n"), "{body}");
+}
