@@ -97,11 +97,16 @@ impl Peer {
         }
     }
 
-    /// The certificate's names joined for a log line (empty when there is no certificate).
+    /// The certificate's names for a log line (empty when there is no certificate), escaped
+    /// and bounded like any peer-supplied value: a CN may hold any character.
     pub fn names(&self) -> String {
         match self {
             Peer::Unverified => String::new(),
-            Peer::Certified { names, .. } => names.join(","),
+            Peer::Certified { names, .. } => names
+                .iter()
+                .map(|name| Escaped(name.as_bytes()).to_string())
+                .collect::<Vec<_>>()
+                .join(","),
         }
     }
 }
@@ -435,6 +440,17 @@ mod tests {
             assert!(common_names(bytes).is_empty());
         }
         assert!(certificate_names(&CertificateDer::from(vec![0x30, 0x03, 1, 2, 3])).is_empty());
+    }
+
+    #[test]
+    fn names_in_a_log_line_cannot_break_it() {
+        let peer = Peer::Certified {
+            names: vec!["evil\nlevel=ERROR forged".into(), "ok.example".into()],
+            comp_ids: Vec::new(),
+        };
+        let shown = peer.names();
+        assert!(!shown.contains('\n'), "{shown}");
+        assert!(shown.ends_with(",ok.example"), "{shown}");
     }
 
     #[test]
