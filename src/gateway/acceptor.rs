@@ -6,6 +6,8 @@
 //! closed without a message). The driver reads, feeds the session with the wall-clock time, writes
 //! what the session returns, and sleeps until the session's next deadline: all protocol decisions
 //! are the session's.
+//! On a TLS listener the handshake comes first, under the same Logon deadline and pre-logon
+//! budget (see [`super::tls`]); the driver then reads and writes the TLS stream as it would TCP.
 //!
 //! Sessions live in [`Sessions`] for the gateway's whole life, connected or not, each behind its
 //! own mutex. That is what lets the outbox hand an execution report to a session whatever its

@@ -17,8 +17,9 @@
 //! the pre-logon budget and under the same Logon deadline: a client that stalls its handshake is
 //! an idle pre-logon connection like any other, closed at the deadline or evicted to make room.
 //!
-//! Sockets the gateway hands over across a restart carry plain TCP; a TLS session's keys live in
-//! the process, so a TLS counterparty reconnects (and resumes by FIX resend) after a restart.
+//! A TLS session's keys live in the gateway process: a socket kept open across a gateway restart
+//! could not carry the session on, so a TLS counterparty reconnects after a restart and catches up
+//! by FIX resend.
 
 use std::collections::BTreeMap;
 use std::io;
