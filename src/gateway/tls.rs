@@ -181,7 +181,7 @@ impl FixTls {
             .map_err(|error| TlsError::Refused {
                 key: "tls_key",
                 path: key.clone(),
-                reason: format!("does not fit tls_cert {}: {error}", cert.display()),
+                reason: format!("cannot serve tls_cert {}: {error}", cert.display()),
             })?;
         tracing::info!(
             cert = %cert.display(),
@@ -506,7 +506,7 @@ mod tests {
         std::fs::write(dir.path().join("key.pem"), other_key.serialize_pem()).unwrap();
         let mismatch = error(&config);
         assert!(
-            mismatch.contains("tls_key") && mismatch.contains("does not fit tls_cert"),
+            mismatch.contains("tls_key") && mismatch.contains("cannot serve tls_cert"),
             "{mismatch}"
         );
         std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
