@@ -738,6 +738,32 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// Names a file the gateway writes once its FIX listener, control endpoint and metrics endpoint
+/// are bound, with the address each one got: whoever started it on port 0 (a test, a script, a
+/// supervisor) then knows where to connect without picking a port first and racing another
+/// process for it, and without reading stdout. An environment variable rather than a flag so it
+/// reaches the gateway that `baton up` starts.
+const READY_FILE_ENV: &str = "BATON_READY_FILE";
+
+/// Writes the ready file: `listen ADDR`, `control ADDR` and, when metrics are served,
+/// `metrics ADDR`, one per line. Written beside it and renamed into place, so a reader polling
+/// for the file never sees half of it.
+fn write_ready_file(
+    path: &std::path::Path,
+    listen: std::net::SocketAddr,
+    control: std::net::SocketAddr,
+    metrics: Option<std::net::SocketAddr>,
+) -> std::io::Result<()> {
+    let mut text = format!("listen {listen}\ncontrol {control}\n");
+    if let Some(metrics) = metrics {
+        text.push_str(&format!("metrics {metrics}\n"));
+    }
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, text)?;
+    std::fs::rename(&partial, path)
+}
+
 fn gateway(config: Config) -> anyhow::Result<()> {
     let dictionary = Dictionary::venue();
     let mut sessions = Vec::new();
@@ -836,6 +862,15 @@ fn gateway(config: Config) -> anyhow::Result<()> {
             "baton gateway listening on {}",
             handle.local_addr()
         );
+        if let Some(path) = std::env::var_os(READY_FILE_ENV) {
+            write_ready_file(
+                path.as_ref(),
+                handle.local_addr(),
+                endpoint.local_addr(),
+                metrics.as_ref().map(|m| m.local_addr()),
+            )
+            .with_context(|| format!("{READY_FILE_ENV} {}", path.to_string_lossy()))?;
+        }
         STARTED.store(true, Ordering::Relaxed);
         let (core_shutdown_tx, core_shutdown_rx) = tokio::sync::watch::channel(false);
         // endpoint -> control plane (policy, audit) -> sequencer; sequencer events -> plane.

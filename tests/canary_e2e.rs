@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use baton::bench::initiator::{Initiator, InitiatorError};
 use baton::control::api::{ControlReply, ControlRequest, EngineRole, Status, SwitchScope};
 use support::control::{
-    ask, audit_events, ctl, free_control_addr, ok, order, refused, shared_account_operators, status,
+    ask, audit_events, ctl, ok, order, refused, shared_account_operators, status,
 };
 use support::venue::{start_blue_then_green, write_venue_config};
 use support::{
@@ -30,9 +30,9 @@ fn venue(
     green_fault: Option<&str>,
     control: &str,
 ) -> (EngineProcess, EngineProcess, Gateway, SocketAddr, Initiator) {
-    let addr = free_control_addr();
-    let config = write_venue_config(dir, addr, "", control, 2);
+    let config = write_venue_config(dir, "", control, 2);
     let (blue, green, gateway, client) = start_blue_then_green(dir, &config, green_fault, "error");
+    let addr = gateway.control;
     wait_for_standby(addr);
     (blue, green, gateway, addr, client)
 }
@@ -656,11 +656,13 @@ fn diverged_standby(dir: &Path) -> (EngineProcess, EngineProcess, Gateway, Socke
 #[test]
 fn halts_and_divergence_survive_a_gateway_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (blue, green, mut gateway, control, client) = diverged_standby(dir.path());
+    let (blue, green, mut gateway, _control, client) = diverged_standby(dir.path());
     // The gateway dies; the engines keep their books; the new gateway remembers from the log.
     gateway.kill();
     drop(client);
     let gateway = start_gateway_for_engines(dir.path(), &[&blue.addr, &green.addr]);
+    // The new gateway's control endpoint is on a port of its own.
+    let control = gateway.control;
     let mut seller = logged_on(&gateway, 2);
     wait_for_engine(&mut seller);
     wait_for_standby(control);

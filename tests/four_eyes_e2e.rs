@@ -9,21 +9,21 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use support::control::{ctl, free_control_addr, ok, refused, shared_account_operators};
+use support::control::{ctl, ok, refused, shared_account_operators};
 use support::{Gateway, WAIT};
 
 /// A gateway with no engines (changes are filed and approved all the same) and `control` as its
 /// extra config; returns it with its control address.
 fn gateway(dir: &Path, control: &str) -> (Gateway, SocketAddr) {
-    let addr = free_control_addr();
     let config = dir.join("baton.toml");
     let text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"{addr}\"\nstore_dir = \"store\"\n\n\
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"store\"\n\n\
          [defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n\n{control}"
     );
     std::fs::write(&config, text).expect("config");
     let gateway = Gateway::start(&config, &dir.join("store"));
-    // The control endpoint answers once the gateway listens; poll rather than guess.
+    let addr = gateway.control;
+    // The endpoint is bound once the gateway is ready; poll until the plane behind it answers.
     let deadline = std::time::Instant::now() + WAIT;
     while ctl(addr, "ops", &["change", "list"]).status.code() != Some(0) {
         assert!(

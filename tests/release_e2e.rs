@@ -77,7 +77,8 @@ fn a_release_under_baton_up_stages_the_standby_from_the_approved_build() {
     let config = config + &shared_account_operators();
     let config_path = dir.path().join("baton.toml");
     std::fs::write(&config_path, config).unwrap();
-    let (child, addr) = spawn_up(&config_path);
+    let (child, ready) = spawn_up(&config_path);
+    let addr = ready.listen;
     let _up = Up(child);
     let mut client = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON")).unwrap();
     client.logon(false, WAIT).unwrap();
