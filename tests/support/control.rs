@@ -29,6 +29,36 @@ pub fn status(addr: SocketAddr) -> Status {
     }
 }
 
+/// Polls the gateway's status at `control` until `done` holds and returns that status; fails
+/// after `STATUS_WAIT` naming `what` was awaited and showing the last status.
+pub fn status_until(control: SocketAddr, what: &str, done: impl Fn(&Status) -> bool) -> Status {
+    let deadline = std::time::Instant::now() + STATUS_WAIT;
+    loop {
+        let s = status(control);
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {STATUS_WAIT:?}; last status {s:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Bound on waiting for a status condition: generous, since the gateway, its engines and the
+/// machine's other work share two cores; it only stands between a hang and a failure.
+pub const STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether engine `name` is attached as the standby and has answered every journaled input.
+pub fn standby_caught_up(s: &Status, name: &str) -> bool {
+    s.engines.iter().any(|e| {
+        e.name == name
+            && e.role == baton::control::api::EngineRole::Standby
+            && e.answered_through == s.journal_last_seq
+    })
+}
+
 /// Sends a resting limit order on `symbol`.
 pub fn order(client: &mut Initiator, cl_ord_id: &str, symbol: &str, side: u8, price: &str) {
     client
