@@ -9,7 +9,25 @@ use baton::bench::initiator::Initiator;
 use baton::control::api::{ControlReply, ControlRequest, Status};
 use baton::control::client;
 
-/// A free loopback port for the control endpoint, so the test can reach it.
+/// A loopback address nothing listens on, held for as long as the returned socket lives: a
+/// connection to it is refused, and no other test can take the port meanwhile, as it could one
+/// bound, released and assumed free. The socket is bound without listening, with SO_REUSEADDR,
+/// so a listener the test starts on it later (tokio's, as the control endpoint's, sets it too)
+/// can bind it while it is held.
+pub fn held_refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket
+        .bind("127.0.0.1:0".parse().expect("loopback"))
+        .expect("bind loopback port 0");
+    let addr = socket.local_addr().expect("bound address");
+    (socket, addr)
+}
+
+/// A free loopback port, picked here and released: only for a program that cannot bind port 0
+/// and say which port it got (Prometheus's web listener, and `baton up`, whose supervisor
+/// must know the control address before its gateway starts). Another test may take the port
+/// in between; everything baton starts binds port 0 and reports the address instead.
 pub fn free_control_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
