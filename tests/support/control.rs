@@ -108,19 +108,20 @@ pub fn audit_events(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Runs `baton ctl` against `control` as `operator`.
+/// Runs `baton ctl` against `control` as `operator`, bounded by `super::STARTUP_WAIT`.
 pub fn ctl(control: SocketAddr, operator: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args([
-            "ctl",
-            "--addr",
-            &control.to_string(),
-            "--operator",
-            operator,
-        ])
-        .args(args)
-        .output()
-        .expect("baton ctl")
+    super::output_within(
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args([
+                "ctl",
+                "--addr",
+                &control.to_string(),
+                "--operator",
+                operator,
+            ])
+            .args(args),
+        super::STARTUP_WAIT,
+    )
 }
 
 /// The stdout of a command that must succeed.

@@ -432,11 +432,17 @@ pub fn log_on(addr: SocketAddr) -> Initiator {
 pub fn scrape_metrics(addr: SocketAddr) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("metrics connect");
+    // Bounded: an endpoint that answers and never closes fails the read instead of hanging it.
+    stream
+        .set_read_timeout(Some(STARTUP_WAIT))
+        .expect("read timeout");
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    stream
+        .read_to_string(&mut response)
+        .expect("the whole response, then the close");
     response
 }
 
@@ -481,6 +487,49 @@ pub fn gateway_command_ready(config: &Path, dir: &Path) -> (Command, PathBuf) {
     let mut command = gateway_command(config, dir);
     command.env(READY_FILE_ENV, &ready_path);
     (command, ready_path)
+}
+
+/// Runs `command` to its exit like `Command::output`, but for at most `within`: a command that
+/// hangs is killed and fails the test with what it wrote to stderr so far, instead of hanging
+/// it. Its output is read on threads as it comes, so a chatty command never blocks on a pipe.
+pub fn output_within(command: &mut Command, within: Duration) -> std::process::Output {
+    use std::io::Read;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the command");
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            let _ = done_tx.send(bytes);
+        });
+        done
+    };
+    let stdout = collect(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = collect(Box::new(child.stderr.take().expect("piped stderr")));
+    let Some(status) = exit_within(&mut child, within) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let stderr = stderr.recv_timeout(within).unwrap_or_default();
+        panic!(
+            "{command:?} still running after {within:?}; its stderr:\n{}",
+            String::from_utf8_lossy(&stderr)
+        );
+    };
+    // Bounded too: a process the command left behind could hold its pipes open.
+    let output = |pipe: std::sync::mpsc::Receiver<Vec<u8>>, name: &str| {
+        pipe.recv_timeout(within)
+            .unwrap_or_else(|_| panic!("{command:?} exited but its {name} stayed open"))
+    };
+    std::process::Output {
+        status,
+        stdout: output(stdout, "stdout"),
+        stderr: output(stderr, "stderr"),
+    }
 }
 
 /// Sends SIGTERM to `child`, the way systemd or an operator stops baton.
