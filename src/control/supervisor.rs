@@ -93,6 +93,10 @@ struct Supervised {
     stage_check: Option<tokio::task::JoinHandle<Option<super::api::EngineRole>>>,
     /// When it was last asked.
     stage_checked: Option<tokio::time::Instant>,
+    /// How long one such question may take ([`constants::SUPERVISOR_STATUS_TIMEOUT_MS`]); a
+    /// field rather than the constant so a test can hold a question open for as long as it
+    /// looks at it, whatever the machine's load.
+    status_timeout: Duration,
 }
 
 /// Restarts a running engine from a newly staged build, but only while the gateway says it is a
@@ -143,13 +147,11 @@ async fn restage_if_staged(supervised: &mut Supervised, control: Option<std::net
         return;
     }
     let engine = source.engine.clone();
+    let status_timeout = supervised.status_timeout;
     supervised.stage_checked = Some(tokio::time::Instant::now());
     supervised.stage_check = Some(tokio::task::spawn_blocking(move || {
-        let status = super::client::request(
-            control,
-            &super::api::ControlRequest::Status,
-            Duration::from_millis(constants::SUPERVISOR_STATUS_TIMEOUT_MS),
-        );
+        let status =
+            super::client::request(control, &super::api::ControlRequest::Status, status_timeout);
         match status {
             Ok(super::api::ControlReply::Status(status)) => status
                 .engines
@@ -257,6 +259,7 @@ pub async fn supervise(
             restart_at: None,
             stage_check: None,
             stage_checked: None,
+            status_timeout: Duration::from_millis(constants::SUPERVISOR_STATUS_TIMEOUT_MS),
         });
         tokio::time::sleep(start_gap).await;
     }
@@ -407,6 +410,10 @@ mod tests {
             restart_at: None,
             stage_check: None,
             stage_checked: None,
+            // Longer than the test: the question cannot time out (and so finish) while the
+            // test checks it is still in flight, however slowly a loaded machine runs it. It
+            // ends when `hung` is dropped at the end of the test and resets the connection.
+            status_timeout: Duration::from_secs(3_600),
         };
         let control = Some(hung.local_addr().unwrap());
         // The question is handed to a task and the call returns with it unanswered: a call that
