@@ -36,12 +36,10 @@ const RECOVERY_WAIT: Duration = Duration::from_secs(60);
 /// test, so the frozen engine is never declared dead: the orders must be journaled and sent to
 /// it, not refused as "application not available".
 fn write_config(dir: &Path) {
-    let text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"store\"\n\
+    let text = "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"store\"\n\
          failover_timeout_ms = 600000\n\n[control]\napproval_required = []\n\n\
          [defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n\n\
-         [[session]]\nTargetCompID = \"CLIENT1\"\n\n[[session]]\nTargetCompID = \"CLIENT2\"\n"
-    );
+         [[session]]\nTargetCompID = \"CLIENT1\"\n\n[[session]]\nTargetCompID = \"CLIENT2\"\n";
     std::fs::write(dir.join("baton.toml"), text).expect("config");
 }
 
