@@ -257,24 +257,31 @@ fn journal_replay_reproduces_the_engine_digest() {
     let addr: baton::link::LinkAddr = format!("unix://{}", dir.path().join("blue.sock").display())
         .parse()
         .unwrap();
+    // Bounded as a whole: an engine that never sends its digest fails the test, not hangs it.
     let live = runtime.block_on(async {
-        let (mut link, hello) = baton::link::connect(&addr).await.unwrap();
-        link.request_digest().await.unwrap();
-        loop {
-            if let baton::link::Frame::Digest(report) = link.recv().await.unwrap() {
-                assert_eq!(report.at_input_seq, hello.last_input_seq);
-                return report.digest.to_string();
+        let digest = async {
+            let (mut link, hello) = baton::link::connect(&addr).await.unwrap();
+            link.request_digest().await.unwrap();
+            loop {
+                if let baton::link::Frame::Digest(report) = link.recv().await.unwrap() {
+                    assert_eq!(report.at_input_seq, hello.last_input_seq);
+                    return report.digest.to_string();
+                }
             }
-        }
+        };
+        tokio::time::timeout(Duration::from_secs(60), digest)
+            .await
+            .expect("the engine's digest within 60 s")
     });
 
-    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["journal", "replay", "--config"])
-        .arg(dir.path().join("baton.toml"))
-        .arg("--journal-dir")
-        .arg(dir.path().join("journal"))
-        .output()
-        .unwrap();
+    let output = support::output_within(
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["journal", "replay", "--config"])
+            .arg(dir.path().join("baton.toml"))
+            .arg("--journal-dir")
+            .arg(dir.path().join("journal")),
+        Duration::from_secs(60),
+    );
     assert!(
         output.status.success(),
         "{}",
