@@ -25,9 +25,8 @@ pub fn held_refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
 }
 
 /// A free loopback port, picked here and released: only for a program that cannot bind port 0
-/// and say which port it got (Prometheus's web listener, and `baton up`, whose supervisor
-/// must know the control address before its gateway starts). Another test may take the port
-/// in between; everything baton starts binds port 0 and reports the address instead.
+/// and say which port it got (Prometheus's web listener). Another test may take the port in
+/// between; everything baton starts binds port 0 and reports the address in its ready file.
 pub fn free_control_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())

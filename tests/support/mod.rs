@@ -304,20 +304,7 @@ pub fn spawn_up(config: &Path) -> (Child, Ready) {
     (up, ready)
 }
 
-/// The environment variable naming the file a gateway writes its bound addresses to (`baton up`
-/// hands it to the gateway it starts).
-pub const READY_FILE_ENV: &str = "BATON_READY_FILE";
-
-/// The addresses a gateway bound, from its ready file.
-#[derive(Clone, Copy, Debug)]
-pub struct Ready {
-    /// The FIX listener.
-    pub listen: SocketAddr,
-    /// The control endpoint.
-    pub control: SocketAddr,
-    /// The metrics endpoint, when the gateway serves one.
-    pub metrics: Option<SocketAddr>,
-}
+pub use baton::control::ready::{READY_FILE_ENV, Ready};
 
 /// A path in `dir` for a gateway's ready file that no earlier gateway of this test process used,
 /// so a restarted gateway is never taken for ready because of the file its predecessor wrote.
@@ -333,8 +320,10 @@ pub fn ready_file(dir: &Path) -> PathBuf {
 pub fn wait_ready(path: &Path, child: &mut Child) -> Ready {
     let deadline = std::time::Instant::now() + STARTUP_WAIT;
     loop {
-        if let Ok(text) = std::fs::read_to_string(path) {
-            return parse_ready(&text);
+        // Renamed into place once whole: once it is there, it reads.
+        if path.exists() {
+            return baton::control::ready::read(path)
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
         }
         if let Some(status) = child.try_wait().expect("poll the child") {
             panic!("the gateway exited ({status}) before it was ready");
@@ -347,24 +336,6 @@ pub fn wait_ready(path: &Path, child: &mut Child) -> Ready {
             );
         }
         std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The addresses in a ready file: `listen ADDR`, `control ADDR`, maybe `metrics ADDR`.
-fn parse_ready(text: &str) -> Ready {
-    let field = |name: &str| -> Option<SocketAddr> {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-            .map(|addr| {
-                addr.parse()
-                    .unwrap_or_else(|_| panic!("{name} {addr:?} in the ready file"))
-            })
-    };
-    Ready {
-        listen: field("listen").unwrap_or_else(|| panic!("no listen in the ready file {text:?}")),
-        control: field("control")
-            .unwrap_or_else(|| panic!("no control in the ready file {text:?}")),
-        metrics: field("metrics"),
     }
 }
 
