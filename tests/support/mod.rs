@@ -11,8 +11,10 @@ use std::time::Duration;
 use baton::bench::initiator::{Initiator, InitiatorConfig, InitiatorError};
 use baton::fix::codec::Encoder;
 
-/// Generous bound for anything over loopback; tests assert behavior, never speed.
-pub const WAIT: Duration = Duration::from_secs(10);
+/// Generous bound for anything over loopback; tests assert behavior, never speed. 30 s, not
+/// less: the machine may be building and testing on every core at once, and nothing waits for
+/// it to pass (it only stands between a hang and a failure).
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// Bound on a child process printing its first line: it may be starting while the machine is
 /// busy building and testing, so this only stands between a hang and a failure.
