@@ -453,11 +453,7 @@ fn a_killed_canary_engine_gives_its_symbols_back_without_loss() {
 fn by_default_a_canary_needs_an_approved_change_and_the_cli_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let (_blue, _green, _gateway, control, _client) = venue(dir.path(), None, "");
-    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["ctl", "--addr", &control.to_string(), "--operator", "alice"])
-        .args(["canary", "--percent", "5"])
-        .output()
-        .expect("baton ctl");
+    let output = ctl(control, "alice", &["canary", "--percent", "5"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("approved change"), "{stderr}");

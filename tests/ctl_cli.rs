@@ -65,12 +65,13 @@ async fn serve() -> SocketAddr {
 /// Runs `baton ctl` with `args` off the runtime's threads.
 async fn ctl(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_baton"))
-            .arg("ctl")
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run baton ctl")
+        support::output_within(
+            Command::new(env!("CARGO_BIN_EXE_baton"))
+                .arg("ctl")
+                .args(args)
+                .env("RUST_LOG", "warn"),
+            support::STARTUP_WAIT,
+        )
     })
     .await
     .expect("client thread")

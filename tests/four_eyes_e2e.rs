@@ -101,20 +101,21 @@ fn an_account_declared_as_one_person_acts_only_under_that_name() {
 fn without_user_or_logname_the_operator_is_the_accounts_login_name() {
     let dir = tempfile::tempdir().unwrap();
     let (_gateway, control) = gateway(dir.path(), "");
-    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["ctl", "--addr", &control.to_string()])
-        .args([
-            "change",
-            "file",
-            "--artifact",
-            env!("CARGO_BIN_EXE_baton"),
-            "--reason",
-            "container",
-        ])
-        .env_remove("USER")
-        .env_remove("LOGNAME")
-        .output()
-        .expect("baton ctl");
+    let output = support::output_within(
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["ctl", "--addr", &control.to_string()])
+            .args([
+                "change",
+                "file",
+                "--artifact",
+                env!("CARGO_BIN_EXE_baton"),
+                "--reason",
+                "container",
+            ])
+            .env_remove("USER")
+            .env_remove("LOGNAME"),
+        support::STARTUP_WAIT,
+    );
     let filed = ok(output);
     assert!(filed.contains(&account()), "filed by the account: {filed}");
 }

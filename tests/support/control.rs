@@ -24,15 +24,6 @@ pub fn held_refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
     (socket, addr)
 }
 
-/// A free loopback port, picked here and released: only for a program that cannot bind port 0
-/// and say which port it got (Prometheus's web listener). Another test may take the port in
-/// between; everything baton starts binds port 0 and reports the address in its ready file.
-pub fn free_control_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-}
-
 /// One control request, answered.
 pub fn ask(addr: SocketAddr, request: &ControlRequest) -> ControlReply {
     client::request(addr, request, std::time::Duration::from_secs(30)).expect("control reply")
