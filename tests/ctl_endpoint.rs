@@ -13,7 +13,7 @@ use baton::control::endpoint::{self, ControlCommand, ControlError};
 use tokio::sync::{mpsc, watch};
 
 /// Generous bound for anything over loopback; tests assert behavior, never speed.
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(30);
 
 fn status() -> Status {
     Status {

@@ -23,7 +23,7 @@ use baton::link::{
 use support_engine::RunningEngine;
 
 /// Generous bound on any single wait, so a bug fails the test instead of hanging it.
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(30);
 
 /// The reference engine served under `name`.
 fn start(addr: &LinkAddr, name: &str, config: ServeConfig) -> RunningEngine {

@@ -163,7 +163,7 @@ proptest! {
 // ----- Over the real link ----------------------------------------------------------------------
 
 /// Generous bound on any single wait, so a bug fails the test instead of hanging it.
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(30);
 
 /// A matching engine writing one snapshot format, served on a thread as `baton engine
 /// --snapshot-format N` serves it.
