@@ -15,7 +15,7 @@ use baton::config::Config;
 use baton::constants;
 use baton::control;
 use baton::control::api::{ControlReply, ControlRequest};
-use baton::control::supervisor::{ChildSpec, SupervisorError, supervise};
+use baton::control::supervisor::{ChildSpec, ControlAddr, SupervisorError, supervise};
 use baton::engine::{Engine, MatchingEngine};
 use baton::fix::dictionary::Dictionary;
 use baton::fix::session::Session;
@@ -848,6 +848,20 @@ fn gateway(config: Config) -> anyhow::Result<()> {
             "baton gateway listening on {}",
             handle.local_addr()
         );
+        if let Some(path) = std::env::var_os(control::ready::READY_FILE_ENV) {
+            let ready = control::ready::Ready {
+                listen: handle.local_addr(),
+                control: endpoint.local_addr(),
+                metrics: metrics.as_ref().map(|m| m.local_addr()),
+            };
+            control::ready::write(path.as_ref(), &ready).with_context(|| {
+                format!(
+                    "{} {}",
+                    control::ready::READY_FILE_ENV,
+                    path.to_string_lossy()
+                )
+            })?;
+        }
         STARTED.store(true, Ordering::Relaxed);
         let (core_shutdown_tx, core_shutdown_rx) = tokio::sync::watch::channel(false);
         // endpoint -> control plane (policy, audit) -> sequencer; sequencer events -> plane.
@@ -1195,19 +1209,38 @@ fn up(config_path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()>
             }),
         });
     }
+    // The supervisor asks the gateway before it restarts a standby for a staged build. A control
+    // endpoint on port 0 has its port only once the gateway bound it, and the gateway says which
+    // in its ready file: the one the caller named, or one beside the journal.
+    let mut gateway_env = env;
+    let control = if config.gateway.control.port() != 0 {
+        ControlAddr::Fixed(config.gateway.control)
+    } else {
+        let path = std::env::var_os(control::ready::READY_FILE_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| config.gateway.journal_dir.join("gateway.ready"));
+        // A file left by an earlier run names a port nobody may listen on now, or another
+        // process does.
+        let _ = std::fs::remove_file(&path);
+        gateway_env.push((
+            control::ready::READY_FILE_ENV.into(),
+            path.clone().into_os_string(),
+        ));
+        ControlAddr::ReadyFile(path)
+    };
     let mut gateway_args: Vec<OsString> = vec!["gateway".into()];
     gateway_args.extend(config_args);
     children.push(ChildSpec {
         name: "gateway".into(),
         program,
         args: gateway_args,
-        env,
+        env: gateway_env,
         stage: None,
     });
     runtime()?.block_on(supervise(
         children,
         Duration::from_millis(200),
-        Some(config.gateway.control),
+        Some(control),
     ))?;
     Ok(())
 }

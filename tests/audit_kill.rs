@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use baton::control::audit::{self, AuditLog};
 use baton::fix::time::Timestamp;
@@ -18,11 +17,11 @@ use support::child::{Reporter, Round, writer_dir};
 const AUDIT_DIR_VAR: &str = "BATON_AUDIT_KILL_DIR";
 /// The `#[ignore]`d test the child runs.
 const WRITER_TEST: &str = "writer_appends_until_killed";
-/// The child stops by itself after this many records, so a parent that failed before killing it
-/// never leaves it running.
+/// A last stop for the child, never reached in a round: it blocks on its stdout whenever the
+/// parent is not reading, so it runs at most a pipe's worth of reports ahead of the kill, and a
+/// parent that is gone fails its next report. No time limit: a child still writing when a
+/// loaded machine lets the parent kill it late is what the round needs, not a failure.
 const WRITER_RECORDS_MAX: u64 = 100_000;
-/// ... or after this long. Generous: every append is an fsync, which a busy disk can make slow.
-const WRITER_DURATION_MAX: Duration = Duration::from_secs(60);
 /// Reports the parent reads before it kills the child: enough that the child is in full flow.
 const REPORTS_BEFORE_KILL: usize = 40;
 /// Kill, reopen, check, resume.
@@ -62,12 +61,8 @@ fn writer_appends_until_killed() {
     };
     let (mut log, _) = AuditLog::<Event>::open(&log_path(&dir)).unwrap();
     let mut reporter = Reporter::new();
-    let started = Instant::now();
     let first = log.head().0 + 1;
     for seq in first..first + WRITER_RECORDS_MAX {
-        if started.elapsed() > WRITER_DURATION_MAX {
-            break;
-        }
         let record = log.append(time(seq), "operator", event(seq)).unwrap();
         assert_eq!(record.seq, seq);
         reporter.appended(seq);

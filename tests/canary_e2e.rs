@@ -11,14 +11,14 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use baton::bench::initiator::{Initiator, InitiatorError};
+use baton::bench::initiator::Initiator;
 use baton::control::api::{ControlReply, ControlRequest, EngineRole, Status, SwitchScope};
 use support::control::{
-    ask, audit_events, ctl, free_control_addr, ok, order, refused, shared_account_operators, status,
+    STATUS_WAIT, ask, audit_events, ctl, ok, order, refused, shared_account_operators, status,
 };
 use support::venue::{start_blue_then_green, write_venue_config};
 use support::{
-    EngineProcess, Gateway, WAIT, logged_on, report, start_gateway_for_engines, text,
+    EngineProcess, Gateway, WAIT, logged_on, report, send_probe, start_gateway_for_engines, text,
     wait_for_engine,
 };
 
@@ -30,16 +30,16 @@ fn venue(
     green_fault: Option<&str>,
     control: &str,
 ) -> (EngineProcess, EngineProcess, Gateway, SocketAddr, Initiator) {
-    let addr = free_control_addr();
-    let config = write_venue_config(dir, addr, "", control, 2);
+    let config = write_venue_config(dir, "", control, 2);
     let (blue, green, gateway, client) = start_blue_then_green(dir, &config, green_fault, "error");
+    let addr = gateway.control;
     wait_for_standby(addr);
     (blue, green, gateway, addr, client)
 }
 
 /// Waits until both engines are attached and the standby is caught up, so a switch can start.
 fn wait_for_standby(addr: SocketAddr) {
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + STATUS_WAIT;
     loop {
         let s = status(addr);
         let standby_ready = s
@@ -52,6 +52,33 @@ fn wait_for_standby(addr: SocketAddr) {
         assert!(Instant::now() < deadline, "standby never caught up: {s:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The last input written to engine `name`'s link (it may be frozen and not have read it).
+fn sent_through(s: &Status, name: &str) -> u64 {
+    s.engines
+        .iter()
+        .find(|e| e.name == name)
+        .map_or(0, |e| e.sent_through)
+}
+
+/// The last input engine `name` answered.
+fn answered_through(s: &Status, name: &str) -> u64 {
+    s.engines
+        .iter()
+        .find(|e| e.name == name)
+        .map_or(0, |e| e.answered_through)
+}
+
+/// Sends a PROBE order from `client` and checks that its answer is the next ExecutionReport:
+/// the outbox delivers in input order, so a report still owed for an earlier input (one that
+/// must never be sent) would come first.
+fn nothing_owed_before_a_probe(client: &mut Initiator, what: &str) {
+    send_probe(client, "PROBE-AFTER").expect("send probe");
+    let next = client
+        .recv_until(WAIT, "the probe's answer", |m| m.msg_type() == b"8")
+        .unwrap_or_else(|error| panic!("{what}: the session failed: {error}"));
+    assert_eq!(text(&next, 11), "PROBE-AFTER", "{what}: {next:?}");
 }
 
 fn delivered(s: &Status, name: &str) -> u64 {
@@ -84,7 +111,7 @@ fn canary(symbols: &[&str]) -> ControlRequest {
 
 /// Waits until status satisfies `condition`; returns that status.
 fn status_until(control: SocketAddr, what: &str, condition: impl Fn(&Status) -> bool) -> Status {
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + STATUS_WAIT;
     loop {
         let s = status(control);
         if condition(&s) {
@@ -119,7 +146,7 @@ fn switch_waiting(control: SocketAddr) {
 
 /// Waits until no canary runs (rolled back, completed or its engine lost); returns that status.
 fn canary_ended(control: SocketAddr) -> Status {
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + STATUS_WAIT;
     loop {
         let s = status(control);
         if s.canary.is_none() {
@@ -240,7 +267,10 @@ fn a_faulty_canary_breaches_its_gate_and_is_rolled_back_automatically() {
         }
     );
     assert_eq!((last.from.as_str(), last.to.as_str()), ("green", "blue"));
-    assert!(rolled_back.shadow.divergences >= 1);
+    assert_eq!(
+        rolled_back.shadow.divergences, 1,
+        "only M-1 was answered differently"
+    );
     // Blue's MSFT book holds M-1, which the counterparty was told is rejected: MSFT is halted,
     // so nothing can trade against it until an operator has reconciled it.
     assert_eq!(rolled_back.halted, ["MSFT".to_owned()]);
@@ -365,8 +395,12 @@ fn a_killed_faulty_canary_engine_leaves_its_symbols_halted() {
     // Green rejects M-1 but dies before the gate's rollback can be asked for... or after: either
     // way blue's MSFT book (with M-1 resting) must not trade.
     signal(green.child.id(), libc::SIGSTOP);
+    let before = status(control).journal_last_seq;
     order(&mut client, "M-1", "MSFT", b'1', "10");
-    std::thread::sleep(Duration::from_millis(60));
+    // M-1 waits in the frozen green's socket.
+    status_until(control, "M-1 journaled and written to green", |s| {
+        s.journal_last_seq > before && sent_through(s, "green") == s.journal_last_seq
+    });
     signal(green.child.id(), libc::SIGCONT);
     assert_eq!(text(&report(&mut client), 150), "8");
     green.kill();
@@ -379,12 +413,9 @@ fn a_killed_faulty_canary_engine_leaves_its_symbols_halted() {
         .expect("business reject");
     assert!(text(&refused, 58).contains("halted"), "{refused:?}");
     // CLIENT1 gets nothing more for M-1: no fill of an order it was told is rejected.
-    let more = client.recv_until(Duration::from_millis(500), "report", |m| {
-        m.msg_type() == b"8"
-    });
-    assert!(
-        matches!(more, Err(InitiatorError::Timeout(_))),
-        "CLIENT1 got a report for an order it was told is rejected, or lost its session: {more:?}"
+    nothing_owed_before_a_probe(
+        &mut client,
+        "CLIENT1 got a report for an order it was told is rejected",
     );
 }
 
@@ -422,11 +453,7 @@ fn a_killed_canary_engine_gives_its_symbols_back_without_loss() {
 fn by_default_a_canary_needs_an_approved_change_and_the_cli_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let (_blue, _green, _gateway, control, _client) = venue(dir.path(), None, "");
-    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["ctl", "--addr", &control.to_string(), "--operator", "alice"])
-        .args(["canary", "--percent", "5"])
-        .output()
-        .expect("baton ctl");
+    let output = ctl(control, "alice", &["canary", "--percent", "5"]);
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("approved change"), "{stderr}");
@@ -605,19 +632,24 @@ fn an_input_in_flight_on_a_newly_halted_symbol_is_withheld_not_answered_from_the
     );
     // S-1 is sequenced while green is paused; blue, resumed, fills it against M-1.
     signal(green.child.id(), libc::SIGSTOP);
+    let before = status(control).journal_last_seq;
     order(&mut seller, "S-1", "MSFT", b'2', "10");
-    std::thread::sleep(Duration::from_millis(60));
+    let s_1 = status_until(control, "S-1 journaled and written to both engines", |s| {
+        s.journal_last_seq > before
+            && sent_through(s, "blue") == s.journal_last_seq
+            && sent_through(s, "green") == s.journal_last_seq
+    })
+    .journal_last_seq;
     signal(blue.child.id(), libc::SIGCONT);
-    std::thread::sleep(Duration::from_millis(200));
+    status_until(control, "blue answered S-1", |s| {
+        answered_through(s, "blue") >= s_1
+    });
     green.kill();
     assert_eq!(canary_ended(control).halted, ["MSFT".to_owned()]);
     // Blue's answers for S-1 come from a book with M-1 in it: withheld, not sent.
-    let more = client.recv_until(Duration::from_millis(500), "report", |m| {
-        m.msg_type() == b"8"
-    });
-    assert!(
-        matches!(more, Err(InitiatorError::Timeout(_))),
-        "CLIENT1 got a report for an order it was told is rejected, or lost its session: {more:?}"
+    nothing_owed_before_a_probe(
+        &mut client,
+        "CLIENT1 got a report for an order it was told is rejected",
     );
     let events = audit_events(dir.path());
     assert!(
@@ -636,7 +668,7 @@ fn diverged_standby(dir: &Path) -> (EngineProcess, EngineProcess, Gateway, Socke
     assert_eq!(text(&report(&mut client), 150), "0");
     wait_for_standby(control);
     // Green's reject of M-1 has been compared with blue's fill: one divergence, on record.
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + STATUS_WAIT;
     while status(control).shadow.divergences != 1 {
         assert!(
             Instant::now() < deadline,
@@ -656,11 +688,13 @@ fn diverged_standby(dir: &Path) -> (EngineProcess, EngineProcess, Gateway, Socke
 #[test]
 fn halts_and_divergence_survive_a_gateway_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (blue, green, mut gateway, control, client) = diverged_standby(dir.path());
+    let (blue, green, mut gateway, _control, client) = diverged_standby(dir.path());
     // The gateway dies; the engines keep their books; the new gateway remembers from the log.
     gateway.kill();
     drop(client);
     let gateway = start_gateway_for_engines(dir.path(), &[&blue.addr, &green.addr]);
+    // The new gateway's control endpoint is on a port of its own.
+    let control = gateway.control;
     let mut seller = logged_on(&gateway, 2);
     wait_for_engine(&mut seller);
     wait_for_standby(control);

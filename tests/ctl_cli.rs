@@ -65,12 +65,13 @@ async fn serve() -> SocketAddr {
 /// Runs `baton ctl` with `args` off the runtime's threads.
 async fn ctl(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
-        Command::new(env!("CARGO_BIN_EXE_baton"))
-            .arg("ctl")
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run baton ctl")
+        support::output_within(
+            Command::new(env!("CARGO_BIN_EXE_baton"))
+                .arg("ctl")
+                .args(args)
+                .env("RUST_LOG", "warn"),
+            support::STARTUP_WAIT,
+        )
     })
     .await
     .expect("client thread")
@@ -135,10 +136,7 @@ async fn the_address_comes_from_the_config_when_not_given() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_gateway_fails_naming_the_address() {
-    let addr = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    let (_held, addr) = support::control::held_refusing_addr();
     let output = ctl(vec!["--addr".into(), addr.to_string(), "status".into()]).await;
     assert!(!output.status.success(), "{output:?}");
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -13,7 +13,7 @@ use baton::control::endpoint::{self, ControlCommand, ControlError};
 use tokio::sync::{mpsc, watch};
 
 /// Generous bound for anything over loopback; tests assert behavior, never speed.
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(30);
 
 fn status() -> Status {
     Status {
@@ -267,6 +267,7 @@ async fn a_gone_sequencer_gives_a_refusal() {
 async fn shutdown_stops_the_endpoint_and_closes_connections() {
     let harness = start(Fake::Answers, None).await;
     // An idle connection must not keep the endpoint alive.
+    let (answered_tx, answered) = tokio::sync::oneshot::channel();
     let idle = tokio::task::spawn_blocking({
         let addr = harness.addr;
         move || {
@@ -275,15 +276,16 @@ async fn shutdown_stops_the_endpoint_and_closes_connections() {
                 raw.exchange(b"{\"command\":\"status\"}\n"),
                 ControlReply::Status(status())
             );
+            let _ = answered_tx.send(());
             let mut rest = String::new();
             raw.reader.read_line(&mut rest).expect("read until closed")
         }
     });
-    // Let the connection settle before shutting down.
-    ask(harness.addr, ControlRequest::Status)
+    // The connection was served once and now sits idle when the shutdown comes.
+    tokio::time::timeout(WAIT, answered)
         .await
-        .expect("reply");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+        .expect("the idle connection's first request answered")
+        .expect("client thread");
     harness.shutdown.send(true).expect("endpoint listening");
     tokio::time::timeout(WAIT, harness.endpoint)
         .await
@@ -302,11 +304,12 @@ async fn shutdown_stops_the_endpoint_and_closes_connections() {
 
 #[tokio::test]
 async fn client_reports_a_missing_gateway_and_a_silent_peer() {
-    // Nothing listens on a port just released.
-    let addr = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    // Nothing listens on a port held bound without listening: no other test can take it, as
+    // it could a port bound and released.
+    let held = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    held.bind("127.0.0.1:0".parse().expect("loopback"))
+        .expect("bind loopback port 0");
+    let addr = held.local_addr().expect("bound address");
     match ask(addr, ControlRequest::Status).await {
         Err(ControlError::Connect { addr: tried, .. }) => assert_eq!(tried, addr),
         other => panic!("expected a connect error, got {other:?}"),

@@ -18,7 +18,7 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Serves status on `addr` from a fake sequencer until the runtime ends.
 async fn serve(addr: SocketAddr) {
-    let control = endpoint::bind(addr).await.expect("bind the freed port");
+    let control = endpoint::bind(addr).await.expect("bind the held port");
     support::control::serve_fake_sequencer(control, |request| match request {
         ControlRequest::Status => ControlReply::Status(Status {
             sessions: vec![SessionStatus {
@@ -62,11 +62,9 @@ async fn watch_retries_until_the_gateway_answers_then_q_restores_the_terminal() 
         have_script,
         "this test needs util-linux `script` for a pseudo-terminal"
     );
-    // A port nothing listens on yet; the fake gateway binds it later.
-    let addr = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        listener.local_addr().expect("addr")
-    };
+    // A port nothing listens on yet, held so no other test takes it; the fake gateway binds
+    // it later.
+    let (held, addr) = support::control::held_refusing_addr();
 
     // A pseudo-terminal starts 0x0; give it a size the layout fits in, then run the watch.
     let inner = format!(
@@ -109,6 +107,7 @@ async fn watch_retries_until_the_gateway_answers_then_q_restores_the_terminal() 
     );
 
     serve(addr).await;
+    drop(held);
     wait_for(&output, "WATCHED1").await;
     wait_for(&output, "HALTSYM").await;
 

@@ -13,11 +13,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use baton::bench::initiator::{Initiator, InitiatorConfig};
-use support::control::free_control_addr;
+use baton::bench::initiator::Initiator;
 use support::logged::Logged;
 use support::mount::Mount;
-use support::{EngineProcess, WAIT, new_order, scrape_metrics, text, wait_for_engine};
+use support::{
+    EngineProcess, READY_FILE_ENV, WAIT, log_on, new_order, ready_file, scrape_metrics, text,
+    wait_for_engine, wait_ready,
+};
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -76,10 +78,8 @@ impl Venue {
                 return None;
             }
         };
-        let listen = free_control_addr();
-        let metrics = free_control_addr();
         let config = format!(
-            "[gateway]\nlisten = \"{listen}\"\ncontrol = \"127.0.0.1:0\"\nmetrics = \"{metrics}\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\njournal_segment_bytes = {journal_segment_bytes}\n\n\
+            "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nmetrics = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\njournal_segment_bytes = {journal_segment_bytes}\n\n\
              [control]\napproval_required = []\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
             disk.join("store").display(),
             disk.join("journal").display(),
@@ -88,24 +88,18 @@ impl Venue {
         std::fs::write(&config_path, config).unwrap();
         let engine = EngineProcess::start(&config_path, dir.path(), "blue");
         support::wait_for_socket(&dir.path().join("blue.sock"));
-        let gateway = Logged::spawn(
+        let ready_path = ready_file(dir.path());
+        let mut gateway = Logged::spawn(
             Command::new(env!("CARGO_BIN_EXE_baton"))
                 .args(["gateway", "--config"])
                 .arg(&config_path)
                 .args(["--engine", &engine.addr])
-                .env("RUST_LOG", "warn"),
+                .env("RUST_LOG", "warn")
+                .env(READY_FILE_ENV, &ready_path),
         );
-        let deadline = Instant::now() + PATIENCE;
-        let mut client = loop {
-            if let Ok(mut client) =
-                Initiator::connect(listen, InitiatorConfig::new("CLIENT1", "BATON"))
-                && client.logon(false, WAIT).is_ok()
-            {
-                break client;
-            }
-            assert!(Instant::now() < deadline, "no logon");
-            std::thread::sleep(Duration::from_millis(100));
-        };
+        let ready = wait_ready(&ready_path, &mut gateway.child);
+        let metrics = ready.metrics.expect("the gateway serves metrics");
+        let mut client = log_on(ready.listen);
         // Journals its first inputs: the journal's first segment is allocated now.
         wait_for_engine(&mut client);
         Some(Venue {
@@ -135,13 +129,24 @@ impl Venue {
         }
     }
 
-    /// The gateway's ERROR about the full disk.
+    /// The gateway's ERROR about the full disk, waited for: the gateway's log lines reach its
+    /// stderr from a writer thread of their own, so the line may land after the refusal did.
     fn disk_full_error(&self) -> String {
-        let log = self.gateway.stderr();
-        log.lines()
-            .find(|line| line.contains("ERROR") && line.contains("disk full"))
-            .unwrap_or_else(|| panic!("no ERROR naming the full disk:\n{log}"))
-            .to_string()
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            let log = self.gateway.stderr();
+            if let Some(line) = log
+                .lines()
+                .find(|line| line.contains("ERROR") && line.contains("disk full"))
+            {
+                return line.to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no ERROR naming the full disk within {PATIENCE:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Frees the disk and waits until an order is accepted again.

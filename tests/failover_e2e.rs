@@ -4,8 +4,8 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
+use support::control::{standby_caught_up, status_until};
 use support::{
     EngineProcess, logged_on, new_order, report, start_blue_green, text, wait_for_engine,
     wait_for_socket,
@@ -23,7 +23,11 @@ fn authoritative_engine_killed_standby_takes_over_without_loss_or_duplicates() {
         new_order(&mut seller, &format!("S-{i}"), b'2', 10, "50");
         assert_eq!(text(&report(&mut seller), 150), "0");
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Green holds every resting order before blue dies: it is the standby and has answered
+    // every input journaled so far.
+    status_until(gateway.control, "green caught up as the standby", |s| {
+        standby_caught_up(s, "green")
+    });
     blue.kill();
     // Orders keep flowing: green has the book, so each buy fills against blue-era resting orders.
     let mut acks: HashMap<String, usize> = HashMap::new();
@@ -73,7 +77,10 @@ fn silent_authoritative_engine_is_failed_over_after_the_timeout() {
     wait_for_engine(&mut client);
     new_order(&mut client, "R-1", b'2', 10, "70");
     assert_eq!(text(&report(&mut client), 150), "0");
-    std::thread::sleep(Duration::from_millis(200));
+    // Green has R-1 on its book before blue freezes, so it can fill R-2 once it takes over.
+    status_until(gateway.control, "green caught up as the standby", |s| {
+        standby_caught_up(s, "green")
+    });
     // Freeze blue: its socket stays open, it just stops answering.
     let pid = blue.child.id() as libc::pid_t;
     // SAFETY: kill(2) on our own child process.

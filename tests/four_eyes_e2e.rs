@@ -9,21 +9,21 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 
-use support::control::{ctl, free_control_addr, ok, refused, shared_account_operators};
+use support::control::{ctl, ok, refused, shared_account_operators};
 use support::{Gateway, WAIT};
 
 /// A gateway with no engines (changes are filed and approved all the same) and `control` as its
 /// extra config; returns it with its control address.
 fn gateway(dir: &Path, control: &str) -> (Gateway, SocketAddr) {
-    let addr = free_control_addr();
     let config = dir.join("baton.toml");
     let text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"{addr}\"\nstore_dir = \"store\"\n\n\
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"store\"\n\n\
          [defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n\n{control}"
     );
     std::fs::write(&config, text).expect("config");
     let gateway = Gateway::start(&config, &dir.join("store"));
-    // The control endpoint answers once the gateway listens; poll rather than guess.
+    let addr = gateway.control;
+    // The endpoint is bound once the gateway is ready; poll until the plane behind it answers.
     let deadline = std::time::Instant::now() + WAIT;
     while ctl(addr, "ops", &["change", "list"]).status.code() != Some(0) {
         assert!(
@@ -101,20 +101,21 @@ fn an_account_declared_as_one_person_acts_only_under_that_name() {
 fn without_user_or_logname_the_operator_is_the_accounts_login_name() {
     let dir = tempfile::tempdir().unwrap();
     let (_gateway, control) = gateway(dir.path(), "");
-    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["ctl", "--addr", &control.to_string()])
-        .args([
-            "change",
-            "file",
-            "--artifact",
-            env!("CARGO_BIN_EXE_baton"),
-            "--reason",
-            "container",
-        ])
-        .env_remove("USER")
-        .env_remove("LOGNAME")
-        .output()
-        .expect("baton ctl");
+    let output = support::output_within(
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["ctl", "--addr", &control.to_string()])
+            .args([
+                "change",
+                "file",
+                "--artifact",
+                env!("CARGO_BIN_EXE_baton"),
+                "--reason",
+                "container",
+            ])
+            .env_remove("USER")
+            .env_remove("LOGNAME"),
+        support::STARTUP_WAIT,
+    );
     let filed = ok(output);
     assert!(filed.contains(&account()), "filed by the account: {filed}");
 }

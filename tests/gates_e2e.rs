@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use baton::bench::initiator::Initiator;
 use baton::control::api::{ControlReply, ControlRequest, EngineRole, GateBreach, Status};
-use support::control::{ask, free_control_addr, order, status};
+use support::control::{ask, order, status};
 use support::venue::{start_blue_then_green, write_venue_config};
 use support::{EngineProcess, Gateway, report, text};
 
@@ -24,15 +24,14 @@ fn venue(
     gateway_extra: &str,
     control: &str,
 ) -> (EngineProcess, EngineProcess, Gateway, SocketAddr, Initiator) {
-    let addr = free_control_addr();
     let config = write_venue_config(
         dir,
-        addr,
         &format!("{gateway_extra}\n"),
         &format!("approval_required = []\n{control}"),
         2,
     );
     let (blue, green, gateway, client) = start_blue_then_green(dir, &config, green_fault, "error");
+    let addr = gateway.control;
     wait_until(addr, "the standby caught up", |s| {
         s.engines
             .iter()

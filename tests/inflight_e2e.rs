@@ -21,7 +21,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use baton::control::api::{ControlReply, ControlRequest, EngineRole, Status, SwitchReport};
-use support::control::{ask, free_control_addr, status};
+use support::control::{ask, status};
 use support::counterparty::Counterparty;
 use support::{
     EngineProcess, Gateway, WAIT, logged_on, new_order, send_probe, start_gateway_for,
@@ -32,16 +32,14 @@ use support::{
 /// on a loaded machine; the test asserts what arrives, never how fast.
 const RECOVERY_WAIT: Duration = Duration::from_secs(60);
 
-/// Two counterparties, a control endpoint at `control`, and a failover timeout far beyond the
+/// Two counterparties, a control endpoint on a port the gateway picks, and a failover timeout far beyond the
 /// test, so the frozen engine is never declared dead: the orders must be journaled and sent to
 /// it, not refused as "application not available".
-fn write_config(dir: &Path, control: SocketAddr) {
-    let text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"{control}\"\nstore_dir = \"store\"\n\
+fn write_config(dir: &Path) {
+    let text = "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"store\"\n\
          failover_timeout_ms = 600000\n\n[control]\napproval_required = []\n\n\
          [defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n\n\
-         [[session]]\nTargetCompID = \"CLIENT1\"\n\n[[session]]\nTargetCompID = \"CLIENT2\"\n"
-    );
+         [[session]]\nTargetCompID = \"CLIENT1\"\n\n[[session]]\nTargetCompID = \"CLIENT2\"\n";
     std::fs::write(dir.join("baton.toml"), text).expect("config");
 }
 
@@ -95,11 +93,11 @@ fn marker(counterparty: &mut Counterparty, cl_ord_id: &str) {
 #[test]
 fn orders_in_flight_when_the_gateway_dies_are_answered_exactly_once_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let control = free_control_addr();
-    write_config(dir.path(), control);
+    write_config(dir.path());
     let blue = EngineProcess::start(&dir.path().join("baton.toml"), dir.path(), "blue");
     wait_for_socket(&dir.path().join("blue.sock"));
     let mut gateway = start_gateway_for(dir.path(), &blue.addr);
+    let control = gateway.control;
     let mut buyer = logged_on(&gateway, 1);
     wait_for_engine(&mut buyer);
     let mut buyer = Counterparty::new(buyer);
@@ -148,6 +146,8 @@ fn orders_in_flight_when_the_gateway_dies_are_answered_exactly_once_after_restar
 
     // Same store, same journal, same engine with its state.
     let gateway = start_gateway_for(dir.path(), &blue.addr);
+    // The new gateway's control endpoint is on a port of its own.
+    let control = gateway.control;
     // The seller's inbound number lags two messages it processed (the last two acks): they are
     // resent, PossDup, and dropped.
     buyer.reconnect(gateway.client(1), 0, RECOVERY_WAIT);
@@ -188,7 +188,6 @@ fn engine<'a>(s: &'a Status, name: &str) -> &'a baton::control::api::EngineStatu
 /// Green starts only once blue has authority, so the roles are certain.
 fn blue_green_with_resting_sells(
     dir: &Path,
-    control: SocketAddr,
 ) -> (
     EngineProcess,
     EngineProcess,
@@ -196,7 +195,7 @@ fn blue_green_with_resting_sells(
     Counterparty,
     Counterparty,
 ) {
-    write_config(dir, control);
+    write_config(dir);
     let config = dir.join("baton.toml");
     let blue = EngineProcess::start(&config, dir, "blue");
     wait_for_socket(&dir.join("blue.sock"));
@@ -213,7 +212,7 @@ fn blue_green_with_resting_sells(
     seller.until(WAIT, "resting sells acknowledged", |c| {
         (0..10).all(|i| c.exec_types(&format!("S-{i}")) == ["0"])
     });
-    status_until(control, "green caught up as the standby", |s| {
+    status_until(gateway.control, "green caught up as the standby", |s| {
         s.engines
             .iter()
             .any(|e| e.name == "green" && e.role == EngineRole::Standby && e.lag_inputs == 0)
@@ -314,9 +313,8 @@ fn assert_buys_around(buyer: &Counterparty, barrier: u64, before: std::ops::Rang
 #[test]
 fn a_switch_with_orders_in_flight_answers_up_to_the_barrier_from_the_old_engine() {
     let dir = tempfile::tempdir().unwrap();
-    let control = free_control_addr();
-    let (blue, _green, _gateway, mut buyer, mut seller) =
-        blue_green_with_resting_sells(dir.path(), control);
+    let (blue, _green, gateway, mut buyer, mut seller) = blue_green_with_resting_sells(dir.path());
+    let control = gateway.control;
     let delivered_before = buys_in_flight(control, &blue, &mut buyer);
 
     // Green has answered everything; blue owes five answers. The switch must wait for them.
@@ -357,9 +355,9 @@ fn a_switch_with_orders_in_flight_answers_up_to_the_barrier_from_the_old_engine(
 #[test]
 fn a_failover_with_orders_in_flight_answers_them_from_the_standby_once() {
     let dir = tempfile::tempdir().unwrap();
-    let control = free_control_addr();
-    let (mut blue, _green, _gateway, mut buyer, mut seller) =
-        blue_green_with_resting_sells(dir.path(), control);
+    let (mut blue, _green, gateway, mut buyer, mut seller) =
+        blue_green_with_resting_sells(dir.path());
+    let control = gateway.control;
     let delivered_before = buys_in_flight(control, &blue, &mut buyer);
 
     // Blue dies owing five answers that green already produced as a shadow.

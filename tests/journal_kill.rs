@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use baton::fix::store::Durability;
 use baton::fix::time::Timestamp;
@@ -19,11 +18,11 @@ use support::child::{Reporter, Round, writer_dir};
 const JOURNAL_DIR_VAR: &str = "BATON_JOURNAL_KILL_DIR";
 /// The `#[ignore]`d test the child runs.
 const WRITER_TEST: &str = "writer_appends_until_killed";
-/// The child stops by itself after this many records, so a parent that failed before killing it
-/// never leaves it running.
+/// A last stop for the child, never reached in a round: it blocks on its stdout whenever the
+/// parent is not reading, so it runs at most a pipe's worth of reports ahead of the kill, and a
+/// parent that is gone fails its next report. No time limit: a child still writing when a
+/// loaded machine lets the parent kill it late is what the round needs, not a failure.
 const WRITER_RECORDS_MAX: u64 = 200_000;
-/// ... or after this long, whichever comes first.
-const WRITER_DURATION_MAX: Duration = Duration::from_secs(5);
 /// Reports the parent reads before it kills the child: a few segments' worth.
 const REPORTS_BEFORE_KILL: usize = 300;
 /// Kill, reopen, check, resume.
@@ -60,12 +59,8 @@ fn writer_appends_until_killed() {
     };
     let mut journal = Journal::open(&dir, config()).unwrap();
     let mut reporter = Reporter::new();
-    let started = Instant::now();
     let first = journal.last_seq() + 1;
     for seq in first..first + WRITER_RECORDS_MAX {
-        if started.elapsed() > WRITER_DURATION_MAX {
-            break;
-        }
         journal.append(seq, time(seq), &payload(seq)).unwrap();
         reporter.appended(seq);
     }

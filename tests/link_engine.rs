@@ -23,7 +23,7 @@ use baton::link::{
 use support_engine::RunningEngine;
 
 /// Generous bound on any single wait, so a bug fails the test instead of hanging it.
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(30);
 
 /// The reference engine served under `name`.
 fn start(addr: &LinkAddr, name: &str, config: ServeConfig) -> RunningEngine {
@@ -71,13 +71,20 @@ async fn recv(link: &mut EngineLink) -> Frame {
     recv_result(link).await.unwrap()
 }
 
+/// Bounded as a whole, not per frame: an engine that only ever heartbeats fails the test
+/// after `WAIT` instead of keeping it waiting forever.
 async fn recv_result(link: &mut EngineLink) -> Result<Frame, LinkError> {
-    loop {
-        match tokio::time::timeout(WAIT, link.recv()).await.unwrap()? {
-            Frame::Heartbeat(_) => continue,
-            frame => return Ok(frame),
+    let skip_heartbeats = async {
+        loop {
+            match link.recv().await? {
+                Frame::Heartbeat(_) => continue,
+                frame => return Ok(frame),
+            }
         }
-    }
+    };
+    tokio::time::timeout(WAIT, skip_heartbeats)
+        .await
+        .unwrap_or_else(|_| panic!("no frame but heartbeats within {WAIT:?}"))
 }
 
 async fn recv_outputs(link: &mut EngineLink) -> Outputs {
@@ -351,9 +358,14 @@ fn malformed_frames_close_the_link_with_a_reason_and_the_engine_serves_on() {
         .unwrap();
         stream.write_all(&welcome).unwrap();
         stream.write_all(bytes).unwrap();
+        // Bounded: an engine that heartbeats on instead of closing fails here, not hangs.
+        let deadline = std::time::Instant::now() + WAIT;
         loop {
             match read_frame(&mut stream, &mut decoder) {
-                Frame::Heartbeat(_) => continue,
+                Frame::Heartbeat(_) => assert!(
+                    std::time::Instant::now() < deadline,
+                    "no Close for {reason:?} within {WAIT:?}, only heartbeats"
+                ),
                 Frame::Close(close) => {
                     assert!(close.reason.contains(reason), "{} / {reason}", close.reason);
                     break;
@@ -396,12 +408,7 @@ async fn an_idle_engine_heartbeats_and_drops_a_silent_gateway() {
         "{frame:?}"
     );
     // Never answering: the engine gives up on us with a reason.
-    let error = loop {
-        match tokio::time::timeout(WAIT, link.recv()).await.unwrap() {
-            Ok(Frame::Heartbeat(_)) => continue,
-            other => break other,
-        }
-    };
+    let error = recv_result(&mut link).await;
     match error {
         Err(LinkError::Closed { reason }) => assert!(reason.contains("no frame"), "{reason}"),
         other => panic!("expected Close, got {other:?}"),

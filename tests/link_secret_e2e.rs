@@ -28,21 +28,14 @@ fn config(dir: &Path, name: &str, secret_file: &Path) -> std::path::PathBuf {
     path
 }
 
-/// A free TCP link address on loopback.
-fn free_link_addr() -> String {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    format!("tcp://127.0.0.1:{port}")
-}
-
-/// `baton engine` on `addr` with `config`, its log lines sent to the returned channel.
-fn engine(config: &Path, addr: &str) -> (Child, mpsc::Receiver<String>) {
+/// `baton engine` on a loopback TCP port of its choosing with `config`; returns it with the
+/// link address it logged once listening (no port is picked here, released and hoped free) and
+/// the rest of its log lines, sent to the returned channel.
+fn engine(config: &Path) -> (Child, String, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
         .args(["engine", "--config"])
         .arg(config)
-        .args(["--listen", addr, "--name", "blue"])
+        .args(["--listen", "tcp://127.0.0.1:0", "--name", "blue"])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -56,7 +49,13 @@ fn engine(config: &Path, addr: &str) -> (Child, mpsc::Receiver<String>) {
             let _ = lines_tx.send(line);
         }
     });
-    (child, lines)
+    let listening = expect_line(&lines, "engine link listening");
+    let addr = listening
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("addr="))
+        .unwrap_or_else(|| panic!("no addr= in {listening:?}"))
+        .to_owned();
+    (child, addr, lines)
 }
 
 /// Waits for a line containing `needle`, within a generous bound.
@@ -82,8 +81,7 @@ fn gateway_and_engine_with_the_same_secret_trade_and_another_secret_is_refused()
     let gateway_config = config(dir.path(), "baton.toml", &secret);
 
     // Same secret: the gateway attaches and orders are answered.
-    let addr = free_link_addr();
-    let (mut blue, _lines) = engine(&gateway_config, &addr);
+    let (mut blue, addr, _lines) = engine(&gateway_config);
     let gateway = Gateway::start_with(
         &gateway_config,
         &dir.path().join("store"),
@@ -102,9 +100,8 @@ fn gateway_and_engine_with_the_same_secret_trade_and_another_secret_is_refused()
     let _ = blue.wait();
 
     // Another secret on the engine: it refuses the gateway and says why.
-    let addr = free_link_addr();
     let engine_config = config(dir.path(), "engine.toml", &other);
-    let (mut blue, lines) = engine(&engine_config, &addr);
+    let (mut blue, addr, lines) = engine(&engine_config);
     let _gateway = Gateway::start_with(
         &gateway_config,
         &dir.path().join("store2"),

@@ -11,10 +11,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::control::free_control_addr;
 use support::{
-    EngineProcess, Killed, exit_within, gateway_command_on, log_on_when_listening, sigterm,
-    write_config, write_up_config,
+    EngineProcess, Killed, READY_FILE_ENV, exit_within, gateway_command_ready, log_on, ready_file,
+    sigterm, wait_ready, write_config, write_up_config,
 };
 
 /// Generous bound for a loaded machine: the test asserts outcomes, never speed.
@@ -24,14 +23,18 @@ const PATIENCE: Duration = Duration::from_secs(60);
 fn stop_and_read_stderr(mut child: Killed) -> String {
     let mut stderr = child.0.stderr.take().expect("stderr piped");
     // Read while it stops, so a full pipe cannot hold its exit.
-    let reader = std::thread::spawn(move || {
+    let (text_tx, text) = mpsc::channel();
+    std::thread::spawn(move || {
         let mut text = String::new();
-        stderr.read_to_string(&mut text).expect("stderr is UTF-8");
-        text
+        let read = stderr.read_to_string(&mut text).map(|_| text);
+        let _ = text_tx.send(read);
     });
     sigterm(&child.0);
     exit_within(&mut child.0, PATIENCE).expect("did not stop on SIGTERM");
-    reader.join().unwrap()
+    // Bounded too: a grandchild left running would hold the pipe open.
+    text.recv_timeout(PATIENCE)
+        .expect("stderr still open long after the child exited")
+        .expect("stderr is UTF-8")
 }
 
 /// Every line of `text` as a JSON object with a level, a target and fields; panics naming the
@@ -67,8 +70,8 @@ fn a_gateway_logging_json_writes_only_json_objects_and_its_session_lines_name_th
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), 1, "");
     let engine = EngineProcess::start(&config, dir.path(), "blue");
-    let listen = free_control_addr();
-    let gateway = gateway_command_on(&config, dir.path(), &listen.to_string())
+    let (mut command, ready_path) = gateway_command_ready(&config, dir.path());
+    let gateway = command
         .args(["--log-format", "json"])
         .args(["--engine", &engine.addr])
         .env("RUST_LOG", "info")
@@ -77,8 +80,8 @@ fn a_gateway_logging_json_writes_only_json_objects_and_its_session_lines_name_th
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn baton gateway");
-    let gateway = Killed(gateway);
-    let client = log_on_when_listening(listen);
+    let mut gateway = Killed(gateway);
+    let client = log_on(wait_ready(&ready_path, &mut gateway.0).listen);
     drop(client);
 
     let lines = json_lines(&stop_and_read_stderr(gateway));
@@ -95,19 +98,20 @@ fn a_gateway_logging_json_writes_only_json_objects_and_its_session_lines_name_th
 #[test]
 fn baton_up_hands_its_log_format_to_the_engine_and_the_gateway() {
     let dir = tempfile::tempdir().unwrap();
-    let listen = free_control_addr();
-    let config_path = write_up_config(dir.path(), listen);
+    let config_path = write_up_config(dir.path(), "127.0.0.1:0");
+    let ready_path = ready_file(dir.path());
     let up = Command::new(env!("CARGO_BIN_EXE_baton"))
         .args(["up", "--log-format", "json", "--config"])
         .arg(&config_path)
         .env("RUST_LOG", "info")
+        .env(READY_FILE_ENV, &ready_path)
         .env_remove("BATON_LOG_FORMAT")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn baton up");
-    let up = Killed(up);
-    drop(log_on_when_listening(listen));
+    let mut up = Killed(up);
+    drop(log_on(wait_ready(&ready_path, &mut up.0).listen));
 
     let lines = json_lines(&stop_and_read_stderr(up));
     assert!(

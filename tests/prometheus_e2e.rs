@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::control::free_control_addr;
 use support::{EngineProcess, start_gateway_with_metrics, wait_for_socket, write_config};
 
 /// Prometheus starts, scrapes and evaluates on its own clock; on a loaded machine the first
@@ -58,21 +57,51 @@ fn start_prometheus(dir: &Path, target: SocketAddr) -> Prometheus {
         ),
     )
     .expect("write prometheus.yml");
-    let web = free_control_addr();
     let log = dir.join("prometheus.log");
     let log_file = std::fs::File::create(&log).expect("log file");
-    let child = Command::new("prometheus")
+    let mut child = Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
             dir.join("data").display()
         ))
-        .arg(format!("--web.listen-address={web}"))
+        // Port 0: Prometheus logs the port it got, so none is picked here and reused.
+        .arg("--web.listen-address=127.0.0.1:0")
         .stdout(log_file.try_clone().expect("log file"))
         .stderr(log_file)
         .spawn()
         .expect("spawn prometheus");
+    let web = listening_addr(&mut child, &log);
     Prometheus { child, log, web }
+}
+
+/// The web address from Prometheus's `msg="Listening on" address=ADDR` log line, waited for
+/// within `PROMETHEUS_WAIT`; Prometheus is killed if it never says.
+fn listening_addr(child: &mut Child, log: &Path) -> SocketAddr {
+    let deadline = Instant::now() + PROMETHEUS_WAIT;
+    loop {
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        let bound = log
+            .lines()
+            .filter(|line| line.contains("msg=\"Listening on\""))
+            .find_map(|line| {
+                line.split_whitespace()
+                    .find_map(|f| f.strip_prefix("address="))
+            })
+            .and_then(|addr| addr.parse().ok());
+        if let Some(addr) = bound {
+            return addr;
+        }
+        if let Some(status) = child.try_wait().expect("poll prometheus") {
+            panic!("prometheus exited ({status}) before listening; its log:\n{log}");
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("prometheus said nowhere where it listens; its log:\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// One GET against Prometheus's HTTP API; the JSON body, or `None` while it is not answering.

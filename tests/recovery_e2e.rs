@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use baton::bench::initiator::{Initiator, InitiatorError};
 use baton::fix::codec::Message;
+use support::control::status_until;
 use support::{
-    EngineProcess, WAIT, logged_on, new_order, report, start_gateway_for, start_trading, text,
-    wait_for_engine,
+    EngineProcess, WAIT, logged_on, new_order, report, send_probe, start_gateway_for,
+    start_trading, text, wait_for_engine,
 };
 
 /// ExecIDs seen by one counterparty; a repeat is a duplicated execution.
@@ -213,13 +214,13 @@ fn gateway_sigkill_and_restart_delivers_every_report_exactly_once() {
     }
     assert_unique_exec_ids(&seller_reports);
     assert_eq!((buyer.gaps(), seller.gaps()), (0, 0));
-    // Nothing more is pending: no stray report arrives.
-    assert!(
-        seller
-            .recv(Duration::from_millis(300))
-            .unwrap()
-            .is_none_or(|m| m.msg_type() != b"8")
-    );
+    // Nothing more is pending: the outbox delivers in input order, so a stray report for an
+    // earlier input would come before the answer to a probe sent now.
+    send_probe(&mut seller, "AFTER").expect("send probe");
+    let next = seller
+        .recv_until(WAIT, "the probe's answer", |m| m.msg_type() == b"8")
+        .expect("probe answered");
+    assert_eq!(text(&next, 11), "AFTER", "a stray report: {next:?}");
 }
 
 #[test]
@@ -243,8 +244,10 @@ fn journal_replay_reproduces_the_engine_digest() {
         new_order(&mut buyer, &format!("B-{i}"), b'1', 15, "51");
         report(&mut buyer);
     }
-    // Let the last answers land, then stop the gateway so the engine is idle.
-    std::thread::sleep(Duration::from_millis(200));
+    // Every input answered and delivered before the gateway stops, so the engine is idle.
+    status_until(gateway.control, "every input delivered", |s| {
+        s.journal_last_seq > 0 && s.delivered_through == s.journal_last_seq
+    });
     gateway.kill();
 
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -254,24 +257,31 @@ fn journal_replay_reproduces_the_engine_digest() {
     let addr: baton::link::LinkAddr = format!("unix://{}", dir.path().join("blue.sock").display())
         .parse()
         .unwrap();
+    // Bounded as a whole: an engine that never sends its digest fails the test, not hangs it.
     let live = runtime.block_on(async {
-        let (mut link, hello) = baton::link::connect(&addr).await.unwrap();
-        link.request_digest().await.unwrap();
-        loop {
-            if let baton::link::Frame::Digest(report) = link.recv().await.unwrap() {
-                assert_eq!(report.at_input_seq, hello.last_input_seq);
-                return report.digest.to_string();
+        let digest = async {
+            let (mut link, hello) = baton::link::connect(&addr).await.unwrap();
+            link.request_digest().await.unwrap();
+            loop {
+                if let baton::link::Frame::Digest(report) = link.recv().await.unwrap() {
+                    assert_eq!(report.at_input_seq, hello.last_input_seq);
+                    return report.digest.to_string();
+                }
             }
-        }
+        };
+        tokio::time::timeout(Duration::from_secs(60), digest)
+            .await
+            .expect("the engine's digest within 60 s")
     });
 
-    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["journal", "replay", "--config"])
-        .arg(dir.path().join("baton.toml"))
-        .arg("--journal-dir")
-        .arg(dir.path().join("journal"))
-        .output()
-        .unwrap();
+    let output = support::output_within(
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args(["journal", "replay", "--config"])
+            .arg(dir.path().join("baton.toml"))
+            .arg("--journal-dir")
+            .arg(dir.path().join("journal")),
+        Duration::from_secs(60),
+    );
     assert!(
         output.status.success(),
         "{}",

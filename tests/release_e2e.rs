@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 
 use baton::bench::initiator::{Initiator, InitiatorConfig};
 use baton::control::api::{EngineRole, EngineStatus, Status};
-use support::control::{
-    audit_events, ctl, free_control_addr, ok, order, refused, shared_account_operators, status,
-};
+use support::control::{audit_events, ctl, ok, order, refused, shared_account_operators, status};
 use support::{WAIT, other_build, report, spawn_up, text, wait_for_engine};
 
 /// `baton up`, stopped with SIGTERM (then SIGKILL) when dropped.
@@ -64,9 +62,10 @@ fn a_release_under_baton_up_stages_the_standby_from_the_approved_build() {
     let build = other_build(dir.path(), "next");
     let build_sha = baton::control::artifact::sha256_file(&build).unwrap();
 
-    let control = free_control_addr();
+    // The control endpoint on port 0 too: the supervisor learns its port from the gateway's
+    // ready file, as the test does.
     let config = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"{control}\"\nstore_dir = \"{}\"\n\
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"{}\"\n\
          journal_dir = \"{}\"\nengines = [\"unix://{}\", \"unix://{}\"]\n\n\
          [defaults]\nSenderCompID = \"BATON\"\n\n[[session]]\nTargetCompID = \"CLIENT1\"\n",
         path("store"),
@@ -77,7 +76,8 @@ fn a_release_under_baton_up_stages_the_standby_from_the_approved_build() {
     let config = config + &shared_account_operators();
     let config_path = dir.path().join("baton.toml");
     std::fs::write(&config_path, config).unwrap();
-    let (child, addr) = spawn_up(&config_path);
+    let (child, ready) = spawn_up(&config_path);
+    let (addr, control) = (ready.listen, ready.control);
     let _up = Up(child);
     let mut client = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON")).unwrap();
     client.logon(false, WAIT).unwrap();

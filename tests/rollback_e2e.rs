@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use baton::bench::initiator::Initiator;
 use baton::control::api::{EngineRole, Status};
-use support::control::{
-    ctl, free_control_addr, ok, order, refused, shared_account_operators, status,
-};
+use support::control::{ctl, ok, order, refused, shared_account_operators, status};
 use support::venue::{start_blue_then_green, write_venue_config};
 use support::{EngineProcess, Gateway, WAIT, report, text};
 
@@ -22,9 +20,9 @@ fn venue(
     dir: &Path,
     control: &str,
 ) -> (EngineProcess, EngineProcess, Gateway, SocketAddr, Initiator) {
-    let addr = free_control_addr();
-    let config = write_venue_config(dir, addr, "", control, 1);
+    let config = write_venue_config(dir, "", control, 1);
     let (blue, green, gateway, client) = start_blue_then_green(dir, &config, None, "warn");
+    let addr = gateway.control;
     wait_until(addr, "green attached and caught up", |s| {
         s.engines
             .iter()

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use baton::fix::codec::Encoder;
 use baton::fix::time::Timestamp;
-use support::{WAIT, gateway_command, logged_on, text, write_config};
+use support::{WAIT, gateway_command_ready, logged_on, text, wait_ready, write_config};
 
 /// A gateway whose stderr (its log) is captured line by line, as raw bytes.
 struct LoggedGateway {
@@ -24,9 +24,10 @@ struct LoggedGateway {
 impl LoggedGateway {
     fn start(dir: &std::path::Path) -> LoggedGateway {
         let config = write_config(dir, 1, "");
-        let mut child = gateway_command(&config, dir)
+        let (mut command, ready_path) = gateway_command_ready(&config, dir);
+        let mut child = command
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn baton gateway");
@@ -40,13 +41,7 @@ impl LoggedGateway {
                 lines.lock().unwrap().push(std::mem::take(&mut line));
             }
         });
-        let first = support::first_stdout_line(&mut child, support::STARTUP_WAIT);
-        let addr = first
-            .trim()
-            .rsplit(' ')
-            .next()
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        let addr = wait_ready(&ready_path, &mut child).listen;
         LoggedGateway { child, addr, log }
     }
 

@@ -163,7 +163,7 @@ proptest! {
 // ----- Over the real link ----------------------------------------------------------------------
 
 /// Generous bound on any single wait, so a bug fails the test instead of hanging it.
-const WAIT: Duration = Duration::from_secs(10);
+const WAIT: Duration = Duration::from_secs(30);
 
 /// A matching engine writing one snapshot format, served on a thread as `baton engine
 /// --snapshot-format N` serves it.
@@ -186,18 +186,20 @@ async fn connect_ok(addr: &LinkAddr) -> (EngineLink, Hello) {
         .unwrap()
 }
 
-/// The next frame that is not a heartbeat.
+/// The next frame that is not a heartbeat, within `WAIT` as a whole: an engine that only ever
+/// heartbeats fails the test instead of keeping it waiting forever.
 async fn recv(link: &mut EngineLink) -> Frame {
-    loop {
-        match tokio::time::timeout(WAIT, link.recv())
-            .await
-            .unwrap()
-            .unwrap()
-        {
-            Frame::Heartbeat(_) => continue,
-            frame => return frame,
+    let skip_heartbeats = async {
+        loop {
+            match link.recv().await.unwrap() {
+                Frame::Heartbeat(_) => continue,
+                frame => return frame,
+            }
         }
-    }
+    };
+    tokio::time::timeout(WAIT, skip_heartbeats)
+        .await
+        .unwrap_or_else(|_| panic!("no frame but heartbeats within {WAIT:?}"))
 }
 
 async fn digest(link: &mut EngineLink) -> DigestReport {

@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use baton::fix::store::{Durability, MmapStore, SessionStore};
 use support::child::{Reporter, Round, writer_dir};
 
@@ -15,11 +13,11 @@ use support::child::{Reporter, Round, writer_dir};
 const STORE_DIR_VAR: &str = "BATON_STORE_KILL_DIR";
 /// The `#[ignore]`d test the child runs.
 const WRITER_TEST: &str = "writer_appends_until_killed";
-/// The child stops by itself after this many messages, so a parent that failed before killing it
-/// never leaves it running.
+/// A last stop for the child, never reached in a round: it blocks on its stdout whenever the
+/// parent is not reading, so it runs at most a pipe's worth of reports ahead of the kill, and a
+/// parent that is gone fails its next report. No time limit: a child still writing when a
+/// loaded machine lets the parent kill it late is what the round needs, not a failure.
 const WRITER_MESSAGES_MAX: u64 = 200_000;
-/// ... or after this long, whichever comes first.
-const WRITER_DURATION_MAX: Duration = Duration::from_secs(5);
 /// How many reports the parent reads before it kills the child: enough that the child is in full
 /// flow (and has grown its log past the first remap), few enough to stay fast.
 const REPORTS_BEFORE_KILL: usize = 300;
@@ -46,12 +44,8 @@ fn writer_appends_until_killed() {
     };
     let mut store = MmapStore::open(&dir, Durability::Os).unwrap();
     let mut reporter = Reporter::new();
-    let started = Instant::now();
     let first = store.seq_num_next_out();
     for seq in first..first + WRITER_MESSAGES_MAX {
-        if started.elapsed() > WRITER_DURATION_MAX {
-            break;
-        }
         store.append_sent(seq, &payload(seq)).unwrap();
         if seq.is_multiple_of(SEQ_NUM_IN_EVERY) {
             store

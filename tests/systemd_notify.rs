@@ -9,8 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use baton::control::api::EngineRole;
-use support::control::{free_control_addr, status};
-use support::{EngineProcess, gateway_command, wait_for_socket, write_config};
+use support::control::status;
+use support::{EngineProcess, gateway_command_ready, wait_for_socket, wait_ready, write_config};
 
 /// Generous: the gateway, engine and the machine's other work all share two cores.
 const NOTIFY_WAIT: Duration = Duration::from_secs(60);
@@ -58,21 +58,19 @@ fn ready_after_an_engine_attaches_then_watchdog_then_stopping() {
     let notify_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&notify_path).expect("bind NOTIFY_SOCKET");
     let engine_addr = format!("unix://{}", dir.path().join("blue.sock").display());
-    let control = free_control_addr();
-    let mut child = gateway_command(&config, dir.path())
+    let (mut command, ready_path) = gateway_command_ready(&config, dir.path());
+    let mut child = command
         .args(["--engine", &engine_addr])
-        .args(["--control", &control.to_string()])
         .env("NOTIFY_SOCKET", &notify_path)
         // 1 s: pings every 0.5 s, the shortest the gateway sends.
         .env("WATCHDOG_USEC", "1000000")
         .env_remove("WATCHDOG_PID")
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn baton gateway");
-    let line = support::first_stdout_line(&mut child, support::STARTUP_WAIT);
-    assert!(line.contains("listening"), "{line:?}");
+    let control = wait_ready(&ready_path, &mut child).control;
     let gateway = Running(child);
 
     // Listening, but its engine is not there: the status says so, and systemd has heard nothing.

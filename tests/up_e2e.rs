@@ -14,7 +14,8 @@ use support::{
 fn up_runs_the_venue_restarts_a_dead_engine_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let config_path = write_up_config(dir.path(), "127.0.0.1:0");
-    let (mut up, addr) = spawn_up(&config_path);
+    let (mut up, ready) = spawn_up(&config_path);
+    let addr = ready.listen;
     let mut client = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON")).unwrap();
     client.logon(false, WAIT).unwrap();
     wait_for_engine(&mut client);

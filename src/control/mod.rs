@@ -13,6 +13,7 @@ pub mod endpoint;
 pub mod metrics;
 pub mod peer;
 pub mod plane;
+pub mod ready;
 pub mod stage;
 pub mod supervisor;
 pub mod watch;

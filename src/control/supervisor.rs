@@ -69,6 +69,27 @@ pub enum SupervisorError {
     },
 }
 
+/// Where the supervisor asks the gateway for an engine's role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlAddr {
+    /// The configured control address.
+    Fixed(std::net::SocketAddr),
+    /// The ready file of a gateway whose control endpoint is on port 0: the port is known only
+    /// once the gateway bound it, so the file is read at each question (a restarted gateway
+    /// may have another port).
+    ReadyFile(std::path::PathBuf),
+}
+
+impl ControlAddr {
+    /// The address to ask now; `None` while the gateway has not said where it listens.
+    fn resolve(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            ControlAddr::Fixed(addr) => Some(*addr),
+            ControlAddr::ReadyFile(path) => super::ready::read(path).ok().map(|r| r.control),
+        }
+    }
+}
+
 /// A running child and its restart bookkeeping.
 struct Supervised {
     /// What to run.
@@ -93,6 +114,10 @@ struct Supervised {
     stage_check: Option<tokio::task::JoinHandle<Option<super::api::EngineRole>>>,
     /// When it was last asked.
     stage_checked: Option<tokio::time::Instant>,
+    /// How long one such question may take ([`constants::SUPERVISOR_STATUS_TIMEOUT_MS`]); a
+    /// field rather than the constant so a test can hold a question open for as long as it
+    /// looks at it, whatever the machine's load.
+    status_timeout: Duration,
 }
 
 /// Restarts a running engine from a newly staged build, but only while the gateway says it is a
@@ -101,7 +126,7 @@ struct Supervised {
 /// start instead. Without a gateway to ask, nothing is restarted. The gateway is asked from a
 /// task of its own, at most once per [`constants::SUPERVISOR_STAGE_CHECK_MS`], so a slow or
 /// hung gateway never holds up the supervision of the other children.
-async fn restage_if_staged(supervised: &mut Supervised, control: Option<std::net::SocketAddr>) {
+async fn restage_if_staged(supervised: &mut Supervised, control: Option<&ControlAddr>) {
     let Some(child) = supervised.child.as_mut() else {
         return;
     };
@@ -142,14 +167,17 @@ async fn restage_if_staged(supervised: &mut Supervised, control: Option<std::net
     if wanted.is_none() || wanted == supervised.running_stage {
         return;
     }
+    // Resolved only when a question is due; a gateway that has not said where it listens yet
+    // cannot be asked, so nothing is restarted.
+    let Some(control) = control.resolve() else {
+        return;
+    };
     let engine = source.engine.clone();
+    let status_timeout = supervised.status_timeout;
     supervised.stage_checked = Some(tokio::time::Instant::now());
     supervised.stage_check = Some(tokio::task::spawn_blocking(move || {
-        let status = super::client::request(
-            control,
-            &super::api::ControlRequest::Status,
-            Duration::from_millis(constants::SUPERVISOR_STATUS_TIMEOUT_MS),
-        );
+        let status =
+            super::client::request(control, &super::api::ControlRequest::Status, status_timeout);
         match status {
             Ok(super::api::ControlReply::Status(status)) => status
                 .engines
@@ -239,7 +267,7 @@ fn terminate(child: &Child) {
 pub async fn supervise(
     specs: Vec<ChildSpec>,
     start_gap: Duration,
-    control: Option<std::net::SocketAddr>,
+    control: Option<ControlAddr>,
 ) -> Result<(), SupervisorError> {
     let mut interrupt = signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?;
     let mut terminate_signal = signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?;
@@ -257,6 +285,7 @@ pub async fn supervise(
             restart_at: None,
             stage_check: None,
             stage_checked: None,
+            status_timeout: Duration::from_millis(constants::SUPERVISOR_STATUS_TIMEOUT_MS),
         });
         tokio::time::sleep(start_gap).await;
     }
@@ -271,7 +300,7 @@ pub async fn supervise(
         }
         let now = tokio::time::Instant::now();
         for supervised in &mut children {
-            restage_if_staged(supervised, control).await;
+            restage_if_staged(supervised, control.as_ref()).await;
             let exited = match supervised.child.as_mut() {
                 Some(child) => match child.try_wait() {
                     Ok(Some(status)) => Some((status.to_string(), status.code())),
@@ -407,12 +436,16 @@ mod tests {
             restart_at: None,
             stage_check: None,
             stage_checked: None,
+            // Longer than the test: the question cannot time out (and so finish) while the
+            // test checks it is still in flight, however slowly a loaded machine runs it. It
+            // ends when `hung` is dropped at the end of the test and resets the connection.
+            status_timeout: Duration::from_secs(3_600),
         };
-        let control = Some(hung.local_addr().unwrap());
+        let control = ControlAddr::Fixed(hung.local_addr().unwrap());
         // The question is handed to a task and the call returns with it unanswered: a call that
         // waited for the answer would come back with the question settled (answered or timed
         // out), not still in flight. Later calls neither wait for it nor ask again.
-        restage_if_staged(&mut supervised, control).await;
+        restage_if_staged(&mut supervised, Some(&control)).await;
         let asked_at = supervised.stage_checked.expect("the gateway was asked");
         for _ in 0..3 {
             assert!(
@@ -423,7 +456,7 @@ mod tests {
                 "the call returned only once the question was settled"
             );
             assert_eq!(supervised.stage_checked, Some(asked_at), "asked again");
-            restage_if_staged(&mut supervised, control).await;
+            restage_if_staged(&mut supervised, Some(&control)).await;
         }
         // No restart without an answer.
         assert!(supervised.restaging.is_none());

@@ -406,7 +406,12 @@ impl<E: Engine> Server<'_, E> {
         loop {
             let batch = self.handle_buffered(decoder, &mut wbuf);
             if !wbuf.is_empty() {
-                conn.write_all(&wbuf)?;
+                if let Err(error) = conn.write_all(&wbuf) {
+                    if batch.is_ok() {
+                        self.apply_what_was_sent(conn, decoder);
+                    }
+                    return Err(error.into());
+                }
                 wbuf.clear();
                 wbuf.shrink_to(WRITE_BUFFER_KEPT_BYTES);
                 last_sent = Instant::now();
@@ -449,9 +454,33 @@ impl<E: Engine> Server<'_, E> {
                     last_input_seq: self.engine.last_input_seq(),
                 };
                 encode(&Frame::Heartbeat(heartbeat), &mut wbuf)?;
-                conn.write_all(&wbuf)?;
+                if let Err(error) = conn.write_all(&wbuf) {
+                    self.apply_what_was_sent(conn, decoder);
+                    return Err(error.into());
+                }
                 wbuf.clear();
                 last_sent = now;
+            }
+        }
+    }
+
+    /// The gateway is gone (a write to it failed), but what it wrote before it went is still in
+    /// the socket: applies those inputs before the link ends, so the engine holds every input
+    /// its gateway managed to send, wherever this process happened to stall (stopped between a
+    /// read that found nothing and a heartbeat, or after a read that took only part of what
+    /// was sent). Their answers have nowhere to go; the next gateway resends the inputs from its
+    /// outbox cursor and is answered from the replay window. Reads until the end of the stream,
+    /// a read error, a read that times out, or a frame that ends the link.
+    fn apply_what_was_sent(&mut self, conn: &mut Conn, decoder: &mut FrameDecoder) {
+        let mut unanswerable = Vec::new();
+        loop {
+            match self.handle_buffered(decoder, &mut unanswerable) {
+                Ok(Next::Continue) => unanswerable.clear(),
+                Ok(Next::Stop) | Err(_) => return,
+            }
+            match read_some(conn, decoder) {
+                Ok(Some(n)) if n > 0 => {}
+                _ => return,
             }
         }
     }

@@ -9,11 +9,19 @@ use baton::bench::initiator::Initiator;
 use baton::control::api::{ControlReply, ControlRequest, Status};
 use baton::control::client;
 
-/// A free loopback port for the control endpoint, so the test can reach it.
-pub fn free_control_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
+/// A loopback address nothing listens on, held for as long as the returned socket lives: a
+/// connection to it is refused, and no other test can take the port meanwhile, as it could one
+/// bound, released and assumed free. The socket is bound without listening, with SO_REUSEADDR,
+/// so a listener the test starts on it later (tokio's, as the control endpoint's, sets it too)
+/// can bind it while it is held.
+pub fn held_refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket.set_reuseaddr(true).expect("SO_REUSEADDR");
+    socket
+        .bind("127.0.0.1:0".parse().expect("loopback"))
+        .expect("bind loopback port 0");
+    let addr = socket.local_addr().expect("bound address");
+    (socket, addr)
 }
 
 /// One control request, answered.
@@ -27,6 +35,36 @@ pub fn status(addr: SocketAddr) -> Status {
         ControlReply::Status(status) => status,
         other => panic!("status: {other:?}"),
     }
+}
+
+/// Polls the gateway's status at `control` until `done` holds and returns that status; fails
+/// after `STATUS_WAIT` naming `what` was awaited and showing the last status.
+pub fn status_until(control: SocketAddr, what: &str, done: impl Fn(&Status) -> bool) -> Status {
+    let deadline = std::time::Instant::now() + STATUS_WAIT;
+    loop {
+        let s = status(control);
+        if done(&s) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {STATUS_WAIT:?}; last status {s:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Bound on waiting for a status condition: generous, since the gateway, its engines and the
+/// machine's other work share two cores; it only stands between a hang and a failure.
+pub const STATUS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether engine `name` is attached as the standby and has answered every journaled input.
+pub fn standby_caught_up(s: &Status, name: &str) -> bool {
+    s.engines.iter().any(|e| {
+        e.name == name
+            && e.role == baton::control::api::EngineRole::Standby
+            && e.answered_through == s.journal_last_seq
+    })
 }
 
 /// Sends a resting limit order on `symbol`.
@@ -60,19 +98,20 @@ pub fn audit_events(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Runs `baton ctl` against `control` as `operator`.
+/// Runs `baton ctl` against `control` as `operator`, bounded by `super::STARTUP_WAIT`.
 pub fn ctl(control: SocketAddr, operator: &str, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args([
-            "ctl",
-            "--addr",
-            &control.to_string(),
-            "--operator",
-            operator,
-        ])
-        .args(args)
-        .output()
-        .expect("baton ctl")
+    super::output_within(
+        Command::new(env!("CARGO_BIN_EXE_baton"))
+            .args([
+                "ctl",
+                "--addr",
+                &control.to_string(),
+                "--operator",
+                operator,
+            ])
+            .args(args),
+        super::STARTUP_WAIT,
+    )
 }
 
 /// The stdout of a command that must succeed.

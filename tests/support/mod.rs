@@ -11,8 +11,10 @@ use std::time::Duration;
 use baton::bench::initiator::{Initiator, InitiatorConfig, InitiatorError};
 use baton::fix::codec::Encoder;
 
-/// Generous bound for anything over loopback; tests assert behavior, never speed.
-pub const WAIT: Duration = Duration::from_secs(10);
+/// Generous bound for anything over loopback; tests assert behavior, never speed. 30 s, not
+/// less: the machine may be building and testing on every core at once, and nothing waits for
+/// it to pass (it only stands between a hang and a failure).
+pub const WAIT: Duration = Duration::from_secs(30);
 
 /// Bound on a child process printing its first line: it may be starting while the machine is
 /// busy building and testing, so this only stands between a hang and a failure.
@@ -36,8 +38,12 @@ pub fn write_config(dir: &Path, sessions: usize, extra_defaults: &str) -> PathBu
 pub struct Gateway {
     /// The process.
     pub child: Child,
-    /// Where it listens.
+    /// Where it listens for FIX.
     pub addr: SocketAddr,
+    /// Where its control endpoint listens.
+    pub control: SocketAddr,
+    /// Where it serves metrics, when it was asked to.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Gateway {
@@ -53,8 +59,11 @@ impl Gateway {
         )
     }
 
-    /// Starts the gateway with extra command-line arguments (engine address, journal).
+    /// Starts the gateway with extra command-line arguments (engine address, journal). Every
+    /// endpoint it opens on port 0 gets whatever port the kernel gives it, and the gateway says
+    /// which in its ready file: no port is picked by the test and reused.
     pub fn start_with(config: &Path, store_dir: &Path, extra: &[&std::ffi::OsStr]) -> Gateway {
+        let ready_path = ready_file(store_dir.parent().unwrap_or(store_dir));
         let mut child = Command::new(env!("CARGO_BIN_EXE_baton"))
             .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
             .arg(config)
@@ -62,12 +71,18 @@ impl Gateway {
             .arg(store_dir)
             .args(extra)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
+            .env(READY_FILE_ENV, &ready_path)
+            .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn baton gateway");
-        let addr = listening_addr(&mut child);
-        Gateway { child, addr }
+        let ready = wait_ready(&ready_path, &mut child);
+        Gateway {
+            child,
+            addr: ready.listen,
+            control: ready.control,
+            metrics: ready.metrics,
+        }
     }
 
     /// SIGKILL, no goodbye: the crash case.
@@ -275,29 +290,55 @@ pub fn other_build(dir: &Path, tag: &str) -> PathBuf {
     path
 }
 
-/// Starts `baton up` with `config` and returns it with the FIX address its gateway printed.
-pub fn spawn_up(config: &Path) -> (Child, SocketAddr) {
+/// Starts `baton up` with `config` and returns it with the addresses its gateway bound.
+pub fn spawn_up(config: &Path) -> (Child, Ready) {
+    let ready_path = ready_file(config.parent().expect("the config is in a directory"));
     let mut up = Command::new(env!("CARGO_BIN_EXE_baton"))
         .args(["up", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
+        .env(READY_FILE_ENV, &ready_path)
+        .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn baton up");
-    let addr = listening_addr(&mut up);
-    (up, addr)
+    let ready = wait_ready(&ready_path, &mut up);
+    (up, ready)
 }
 
-/// The FIX address from the gateway's first stdout line, `baton gateway listening on ADDR`,
-/// printed once it is bound (by `baton gateway` itself, or by the one `baton up` starts).
-fn listening_addr(child: &mut Child) -> SocketAddr {
-    let line = first_stdout_line(child, STARTUP_WAIT);
-    line.trim()
-        .rsplit(' ')
-        .next()
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
+pub use baton::control::ready::{READY_FILE_ENV, Ready};
+
+/// A path in `dir` for a gateway's ready file that no earlier gateway of this test process used,
+/// so a restarted gateway is never taken for ready because of the file its predecessor wrote.
+pub fn ready_file(dir: &Path) -> PathBuf {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.join(format!("gateway-{n}.ready"))
+}
+
+/// Waits until the gateway started as (or by) `child` has written its ready file at `path`, for
+/// at most `STARTUP_WAIT`; fails at once if `child` exits first. The child is killed when the
+/// bound passes.
+pub fn wait_ready(path: &Path, child: &mut Child) -> Ready {
+    let deadline = std::time::Instant::now() + STARTUP_WAIT;
+    loop {
+        // Renamed into place once whole: once it is there, it reads.
+        if path.exists() {
+            return baton::control::ready::read(path)
+                .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+        }
+        if let Some(status) = child.try_wait().expect("poll the child") {
+            panic!("the gateway exited ({status}) before it was ready");
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!(
+                "the gateway wrote no ready file ({}) within {STARTUP_WAIT:?}",
+                path.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The child's first stdout line, read on a thread so a child that never prints (or hangs
@@ -351,19 +392,12 @@ impl Drop for Killed {
     }
 }
 
-/// Logs CLIENT1 on at `addr`, retrying the connection until the gateway listens: for a gateway
-/// whose stdout the test does not read, so its "listening" line cannot say when it is ready.
-pub fn log_on_when_listening(addr: SocketAddr) -> Initiator {
-    let deadline = std::time::Instant::now() + STARTUP_WAIT;
-    loop {
-        if let Ok(mut client) = Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON"))
-            && client.logon(false, WAIT).is_ok()
-        {
-            return client;
-        }
-        assert!(std::time::Instant::now() < deadline, "no logon at {addr}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// CLIENT1 logged on at `addr`, the FIX address of a gateway that said it is ready.
+pub fn log_on(addr: SocketAddr) -> Initiator {
+    let mut client =
+        Initiator::connect(addr, InitiatorConfig::new("CLIENT1", "BATON")).expect("connect");
+    client.logon(false, WAIT).expect("logon");
+    client
 }
 
 /// The whole HTTP response of one `GET /metrics` at `addr`, head and body: the scrape the
@@ -371,20 +405,24 @@ pub fn log_on_when_listening(addr: SocketAddr) -> Initiator {
 pub fn scrape_metrics(addr: SocketAddr) -> String {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).expect("metrics connect");
+    // Bounded: an endpoint that answers and never closes fails the read instead of hanging it.
+    stream
+        .set_read_timeout(Some(STARTUP_WAIT))
+        .expect("read timeout");
     stream
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
     let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    stream
+        .read_to_string(&mut response)
+        .expect("the whole response, then the close");
     response
 }
 
 /// A gateway over `dir` (laid out as `start_trading` does) talking to the engine at
-/// `engine_addr` and serving metrics on a free loopback port, returned with it.
+/// `engine_addr` and serving metrics on a loopback port of its choosing, returned with it.
 pub fn start_gateway_with_metrics(dir: &Path, engine_addr: &str) -> (Gateway, SocketAddr) {
-    let metrics = control::free_control_addr();
     let journal = dir.join("journal");
-    let metrics_arg = metrics.to_string();
     let gateway = Gateway::start_with(
         &dir.join("baton.toml"),
         &dir.join("store"),
@@ -394,30 +432,77 @@ pub fn start_gateway_with_metrics(dir: &Path, engine_addr: &str) -> (Gateway, So
             "--journal-dir".as_ref(),
             journal.as_os_str(),
             "--metrics".as_ref(),
-            metrics_arg.as_ref(),
+            "127.0.0.1:0".as_ref(),
         ],
     );
+    let metrics = gateway.metrics.expect("the gateway serves metrics");
     (gateway, metrics)
 }
 
 /// `baton gateway` on a free FIX port with `config`, its store and journal in `dir`, not yet
 /// spawned: for tests that set their own flags, environment or stdio on it, or expect it to fail.
 pub fn gateway_command(config: &Path, dir: &Path) -> Command {
-    gateway_command_on(config, dir, "127.0.0.1:0")
-}
-
-/// `gateway_command` listening on `listen`: for tests that must know the FIX address without
-/// reading the gateway's stdout (which they pipe elsewhere).
-pub fn gateway_command_on(config: &Path, dir: &Path, listen: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_baton"));
     command
-        .args(["gateway", "--listen", listen, "--config"])
+        .args(["gateway", "--listen", "127.0.0.1:0", "--config"])
         .arg(config)
         .arg("--store-dir")
         .arg(dir.join("store"))
         .arg("--journal-dir")
         .arg(dir.join("journal"));
     command
+}
+
+/// `gateway_command` writing its ready file at the returned path (see `wait_ready`): for tests
+/// that must know the gateway's addresses without reading its stdout (which they pipe elsewhere).
+pub fn gateway_command_ready(config: &Path, dir: &Path) -> (Command, PathBuf) {
+    let ready_path = ready_file(dir);
+    let mut command = gateway_command(config, dir);
+    command.env(READY_FILE_ENV, &ready_path);
+    (command, ready_path)
+}
+
+/// Runs `command` to its exit like `Command::output`, but for at most `within`: a command that
+/// hangs is killed and fails the test with what it wrote to stderr so far, instead of hanging
+/// it. Its output is read on threads as it comes, so a chatty command never blocks on a pipe.
+pub fn output_within(command: &mut Command, within: Duration) -> std::process::Output {
+    use std::io::Read;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the command");
+    let collect = |mut pipe: Box<dyn Read + Send>| {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = pipe.read_to_end(&mut bytes);
+            let _ = done_tx.send(bytes);
+        });
+        done
+    };
+    let stdout = collect(Box::new(child.stdout.take().expect("piped stdout")));
+    let stderr = collect(Box::new(child.stderr.take().expect("piped stderr")));
+    let Some(status) = exit_within(&mut child, within) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        let stderr = stderr.recv_timeout(within).unwrap_or_default();
+        panic!(
+            "{command:?} still running after {within:?}; its stderr:\n{}",
+            String::from_utf8_lossy(&stderr)
+        );
+    };
+    // Bounded too: a process the command left behind could hold its pipes open.
+    let output = |pipe: std::sync::mpsc::Receiver<Vec<u8>>, name: &str| {
+        pipe.recv_timeout(within)
+            .unwrap_or_else(|_| panic!("{command:?} exited but its {name} stayed open"))
+    };
+    std::process::Output {
+        status,
+        stdout: output(stdout, "stdout"),
+        stderr: output(stderr, "stderr"),
+    }
 }
 
 /// Sends SIGTERM to `child`, the way systemd or an operator stops baton.

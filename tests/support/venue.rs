@@ -1,7 +1,6 @@
 //! A blue/green venue behind one gateway with a reachable control endpoint: the layout the
 //! canary, gate and rollback tests all start from.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -11,19 +10,18 @@ use super::{
     EngineProcess, Gateway, logged_on, start_gateway_for_engines, wait_for_engine, wait_for_socket,
 };
 
-/// Writes `baton.toml` in `dir` with the control endpoint on `control_addr`, `gateway_extra`
-/// appended to `[gateway]`, `control` as the whole body of `[control]` and `sessions`
+/// Writes `baton.toml` in `dir` with the control endpoint on a port the gateway picks (see
+/// `Gateway::control`), `gateway_extra` appended to `[gateway]`, `control` as the whole body of `[control]` and `sessions`
 /// counterparties CLIENT1..CLIENTn. Unlike `write_config` it leaves the approval policy to the
 /// caller, which is what the release tests vary.
 pub fn write_venue_config(
     dir: &Path,
-    control_addr: SocketAddr,
     gateway_extra: &str,
     control: &str,
     sessions: usize,
 ) -> PathBuf {
     let mut text = format!(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"{control_addr}\"\nstore_dir = \"store\"\n\
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"store\"\n\
          {gateway_extra}\n[control]\n{control}\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n"
     );
     for n in 1..=sessions {
