@@ -122,21 +122,12 @@ impl Venue {
         );
         let config_path = dir.path().join("baton.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let addr = support::control::free_control_addr();
-        let gateway = Logged::spawn(
-            support::gateway_command_on(&config_path, dir.path(), &addr.to_string())
-                // The acceptor's debug lines say why a pre-logon connection was closed.
-                .env("RUST_LOG", "warn,baton::gateway::acceptor=debug"),
+        let (mut command, ready_path) = support::gateway_command_ready(&config_path, dir.path());
+        let mut gateway = Logged::spawn(
+            // The acceptor's debug lines say why a pre-logon connection was closed.
+            command.env("RUST_LOG", "warn,baton::gateway::acceptor=debug"),
         );
-        let deadline = Instant::now() + STARTUP_WAIT;
-        while TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the gateway never listened on {addr}: {}",
-                gateway.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let addr = support::wait_ready(&ready_path, &mut gateway.child).listen;
         Venue {
             dir,
             ca,
