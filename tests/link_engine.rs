@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use baton::engine::{
     ClOrdId, Engine, EngineConfig, ExecType, Input, MatchingEngine, NewOrder, OrdType, Output,
-    Price, Qty, Report, Request, SNAPSHOT_FORMAT_DEFAULT, SNAPSHOT_FORMAT_VERSIONS, Side, Symbol,
-    TimeInForce,
+    Parties, Price, Qty, Report, Request, SNAPSHOT_FORMAT_DEFAULT, SNAPSHOT_FORMAT_VERSIONS, Side,
+    Symbol, TimeInForce,
 };
 use baton::fix::time::Timestamp;
 use baton::link::{
@@ -55,6 +55,7 @@ fn limit(seq: u64, session: u32, cl_ord_id: &str, side: Side, price: i64, qty: u
             price: Some(Price(price * Price::SCALE)),
             qty: Qty(qty),
             time_in_force: TimeInForce::Day,
+            parties: Parties::NONE,
         }),
     }
 }

@@ -10,8 +10,8 @@ mod support_engine;
 use std::time::Duration;
 
 use baton::engine::{
-    CancelOrder, ClOrdId, Engine, Input, MatchingEngine, NewOrder, OrdType, Price, Qty, RejectText,
-    ReplaceOrder, Report, Request, Side, Symbol, TimeInForce,
+    CancelOrder, ClOrdId, Engine, Input, MatchingEngine, NewOrder, OrdType, Parties, Price, Qty,
+    RejectText, ReplaceOrder, Report, Request, Side, Symbol, TimeInForce,
 };
 use baton::fix::time::Timestamp;
 use baton::link::{
@@ -288,6 +288,7 @@ fn limit(
         price: Some(Price(price * Price::SCALE)),
         qty: Qty(qty),
         time_in_force: TimeInForce::Day,
+        parties: Parties::NONE,
     });
     input(seq, session, request)
 }
@@ -320,6 +321,7 @@ async fn engines_writing_v1_and_v2_restore_each_others_snapshots_over_the_link()
                 ord_type: OrdType::Limit,
                 price: Some(Price(102 * Price::SCALE)),
                 qty: Qty(6),
+                parties: Parties::NONE,
             }),
         ),
         input(
@@ -330,6 +332,7 @@ async fn engines_writing_v1_and_v2_restore_each_others_snapshots_over_the_link()
                 orig_cl_ord_id: cl_ord_id("never"),
                 symbol: Symbol::try_from_bytes(b"AAA").unwrap(),
                 side: Side::Buy,
+                parties: Parties::NONE,
             }),
         ),
         limit(6, 3, "d1", "BBB", Side::Buy, 50, 20),
@@ -380,6 +383,7 @@ async fn engines_writing_v1_and_v2_restore_each_others_snapshots_over_the_link()
             orig_cl_ord_id: cl_ord_id(orig),
             symbol: Symbol::try_from_bytes(b"AAA").unwrap(),
             side: Side::Sell,
+            parties: Parties::NONE,
         });
         input(seq, 1, request)
     };

@@ -56,7 +56,10 @@ use crate::engine::{Digest, Input, Output};
 
 /// The protocol version this build speaks. Bump it when any non-handshake frame's layout or
 /// meaning changes; the handshake frames stay readable across versions (see the module docs).
-pub const LINK_PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2: every request (Input) and every ExecutionReport (Outputs) ends with its parties.
+/// An engine of version 1 would misread both, so the handshake refuses it by name.
+pub const LINK_PROTOCOL_VERSION: u16 = 2;
 
 /// Bytes of the length prefix.
 const LENGTH_PREFIX_BYTES: usize = 4;
@@ -404,6 +407,9 @@ pub struct DigestReport {
 }
 
 /// One message on the link. See the module docs for who sends which and what answers it.
+// An Input carries its request's parties inline and outweighs every other frame; boxing it would
+// allocate once per input on the engine's hot path, which a frame's size on the stack does not.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     /// Engine → gateway, first frame.

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 
 use baton::engine::{
     CancelOrder, ClOrdId, Engine, EngineConfig, ExecType, Input, InstrumentConfig, MatchingEngine,
-    NewOrder, OrdType, Output, Price, Qty, ReplaceOrder, Report, Request, Side, Symbol,
+    NewOrder, OrdType, Output, Parties, Price, Qty, ReplaceOrder, Report, Request, Side, Symbol,
     TimeInForce,
 };
 use baton::fix::time::Timestamp;
@@ -253,6 +253,7 @@ pub fn build_inputs(actions: &[(Action, u64)]) -> Vec<Input> {
                     price: limit.then(|| price(symbol, side, ticks, off_tick)),
                     qty: Qty(lots * lot + u64::from(off_lot && lot > 1)),
                     time_in_force,
+                    parties: Parties::NONE,
                 };
                 (session, Request::New(request), None)
             }
@@ -263,6 +264,7 @@ pub fn build_inputs(actions: &[(Action, u64)]) -> Vec<Input> {
                     orig_cl_ord_id: id("never-used"),
                     symbol: Symbol::try_from_bytes(b"AAA").unwrap(),
                     side: Side::Buy,
+                    parties: Parties::NONE,
                 };
                 (1, Request::Cancel(request), None)
             }
@@ -287,6 +289,7 @@ pub fn build_inputs(actions: &[(Action, u64)]) -> Vec<Input> {
                     } else {
                         chain.side
                     },
+                    parties: Parties::NONE,
                 };
                 (session, Request::Cancel(request), None)
             }
@@ -315,6 +318,7 @@ pub fn build_inputs(actions: &[(Action, u64)]) -> Vec<Input> {
                     ord_type: OrdType::Limit,
                     price: Some(price(symbol, chain.side, ticks, false)),
                     qty: Qty(lots * SYMBOLS[symbol].2),
+                    parties: Parties::NONE,
                 };
                 (session, Request::Replace(request), Some(at))
             }
