@@ -13,13 +13,15 @@
 //! what an engine running older code wrote, and a rollback goes the other way. A
 //! [`MatchingEngine`] writes one format, chosen when it is built
 //! ([`MatchingEngine::with_snapshot_format`], default [`SNAPSHOT_FORMAT_DEFAULT`]), and restores
-//! every format in [`SNAPSHOT_FORMAT_VERSIONS`] to the identical state. v1 is a flat model of
-//! the state; v2 holds the same information per symbol (each book with its orders and every
-//! ClOrdID that names them) and records the state's digest, which the reader verifies. The
-//! [`Digest`] does not depend on the format written, so engines writing different formats, and
-//! builds from before v2, compare equal in the same state. A binary from before v2 reads v1 only:
-//! to keep a rollback to it possible, run the newer build with `--snapshot-format 1` until the
-//! change is closed.
+//! every format in [`SNAPSHOT_FORMAT_VERSIONS`]. v1 is a flat model of the state; v2 holds the
+//! same information per symbol (each book with its orders and every ClOrdID that names them) and
+//! records the state's digest, which the reader verifies; v3 adds each resting order's parties.
+//! The [`Digest`] does not depend on the format written, so engines writing different formats,
+//! and builds from before v2, compare equal in the same state (for builds from before v3, while
+//! no order has parties). A binary from before v2 reads v1 only, one from before v3 reads v1 and
+//! v2: to keep a rollback to it possible, run the newer build with `--snapshot-format` set to
+//! what it reads until the change is closed, accepting that the parties of resting orders are
+//! not in those snapshots (see `engine::snapshot`).
 
 mod book;
 mod config;
@@ -372,8 +374,9 @@ pub struct CancelReject {
 
 /// SHA-256 of an engine's canonical state. Two engines with equal digests will emit the same
 /// outputs for the same inputs, which is how shadow comparison and restores are verified. For
-/// [`MatchingEngine`] it hashes the state's v1 snapshot whatever format the engine writes, so it
-/// compares engines across snapshot formats and builds (see `engine::snapshot`).
+/// [`MatchingEngine`] it hashes the state's v1 snapshot, plus its orders' parties when there
+/// are any, whatever format it writes, so it compares engines across snapshot formats and
+/// builds (see `engine::snapshot`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Digest(pub [u8; 32]);
 

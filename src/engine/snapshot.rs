@@ -23,30 +23,41 @@
 //!   decodes to a plausible state (a flipped price or quantity), or a conversion mistake between
 //!   formats, is refused before the engine is touched. The time of the last input, which a
 //!   restored engine needs so that time never goes backwards, is already in v1 and stays.
+//! * **v3** ([`v3`]) is v2 with each resting order's parties (the MiFID II Parties group it
+//!   echoes on its reports) beside the order in its book's section, and a recorded digest that
+//!   covers them. Ended orders keep no parties: nothing is reported about them any more.
 //!
 //! # What reads what (DESIGN.md invariant 6)
 //!
 //! This build reads every version in [`SNAPSHOT_FORMAT_VERSIONS`] whichever one it is configured
-//! to write (`MatchingEngine::with_snapshot_format`): an engine writing v1 reads v2 snapshots and
-//! an engine writing v2 reads v1 snapshots, both with the identical resulting state. Each version
-//! converts to and from one in-memory form, [`State`], which is the v1 model: v2 is a different
-//! layout of the same information, so v1 → v2 → v1 (and v2 → v1 → v2) is lossless.
+//! to write (`MatchingEngine::with_snapshot_format`), each into one in-memory form, [`State`]:
+//! the v1 model plus the resting orders' parties. v1 and v2 are two layouts of the same
+//! information, so v1 → v2 → v1 (and v2 → v1 → v2) is lossless; v3 adds the parties, so a
+//! state round-trips through v3 exactly, and through v1 or v2 exactly when no resting order has
+//! parties.
 //!
-//! A binary built before v2 existed reads only v1: it refuses a v2 snapshot with
-//! `UnknownVersion`, unchanged, and never misreads one. That is why the written format is
-//! selectable: during an upgrade the new build runs with `--snapshot-format 1` until the change
-//! is closed, so that a rollback to the old binary can restore any snapshot the new one took;
-//! once nothing older than this build can be asked to restore, it writes v2.
+//! A binary built before v2 existed reads only v1, and one built before v3 reads v1 and v2: each
+//! refuses a newer snapshot with `UnknownVersion`, unchanged, and never misreads one. That is why
+//! the written format is selectable: during an upgrade the new build runs with
+//! `--snapshot-format N` (the newest format the old build reads) until the change is closed, so
+//! that a rollback to the old binary can restore any snapshot the new one took. Written as v1 or
+//! v2, a state loses its parties: the rolled-back engine keeps every order, price, quantity and
+//! ClOrdID, and reports its orders without their Parties group, which is all the older build
+//! could do anyway. [`write`] logs a warning naming how many orders lost their parties, and the
+//! digest of the restored state differs from the writer's (see below), so a shadow comparison
+//! shows it too. Once nothing older than this build can be asked to restore, it writes v3.
 //!
 //! # The digest
 //!
-//! The digest is the SHA-256 of the state's v1 snapshot, whatever format the engine writes. v1
-//! can express the whole state, so equal states have equal digests however they were reached
-//! (applied, restored from v1 or from v2), and it is exactly the digest builds from before v2
-//! computed (they hashed the v1 snapshot they wrote), so shadow comparison and restore checks
-//! also work against an engine running an older binary. If a future format adds state that v1
-//! cannot express, the digest has to move to that format's encoding, and comparing digests with
-//! builds from before that change stops working, which that build's notes must say.
+//! The digest is the SHA-256 of the state's v1 snapshot, followed by a parties section (a marker
+//! and the (OrderID, parties) list in OrderID order) only when some resting order has parties,
+//! whatever format the engine writes. Equal states have equal digests however they were reached
+//! (applied, restored from any format), and a state without parties has exactly the digest that
+//! builds from before v2 and v3 computed (they hashed the v1 snapshot they wrote), so shadow
+//! comparison and restore checks also work against an engine running an older binary as long
+//! as no order carries parties. A state with parties has no older equivalent: an older build
+//! (or a v1/v2 snapshot) cannot hold them, and its digest differs, as it should. If a future
+//! format adds other state that v1 cannot express, it adds its own section the same way.
 //!
 //! # Adding a format
 //!
