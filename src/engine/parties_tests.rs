@@ -436,4 +436,3 @@ fn a_journal_payload_of_an_earlier_build_reads_as_the_same_input_without_parties
         }
     );
 }
-
