@@ -485,6 +485,26 @@ proptest! {
     }
 
     #[test]
+    fn an_input_at_version_1_is_the_input_without_its_parties(input in input()) {
+        // Version 2's encoding of the input without parties ends with the one byte that says
+        // "none"; version 1's is the rest, under a version 1 header.
+        let mut stripped = input.clone();
+        match &mut stripped.request {
+            Request::New(order) => order.parties = Parties::NONE,
+            Request::Cancel(cancel) => cancel.parties = Parties::NONE,
+            Request::Replace(replace) => replace.parties = Parties::NONE,
+        }
+        let mut expected = encoded(&Frame::Input(stripped));
+        prop_assert_eq!(expected.pop(), Some(0));
+        let rest = u32::from_le_bytes(expected[..4].try_into().unwrap()) - 1;
+        expected[..4].copy_from_slice(&rest.to_le_bytes());
+        expected[4..6].copy_from_slice(&LINK_PROTOCOL_VERSION_BEFORE_PARTIES.to_le_bytes());
+        let mut bytes = Vec::new();
+        encode_input_at(LINK_PROTOCOL_VERSION_BEFORE_PARTIES, &input, &mut bytes).unwrap();
+        prop_assert_eq!(bytes, expected);
+    }
+
+    #[test]
     fn a_frame_split_anywhere_decodes_once_complete(frame in frame()) {
         let bytes = encoded(&frame);
         // Every boundary for small frames; for chunked ones, boundaries around each frame edge.
@@ -596,6 +616,59 @@ fn too_short_length_is_refused() {
         single_error(&[2, 0, 0, 0, 1, 0]),
         LinkError::FrameTooShort { len: 2 }
     ));
+}
+
+#[test]
+fn a_decoder_speaking_version_1_reads_reports_without_parties_and_refuses_version_2() {
+    let outputs = Outputs {
+        input_seq: 3,
+        outputs: vec![Output {
+            input_seq: 3,
+            index: 0,
+            session: 1,
+            report: Report::CancelReject(CancelReject {
+                order_id: None,
+                cl_ord_id: ClOrdId::try_from_bytes(b"C").unwrap(),
+                orig_cl_ord_id: ClOrdId::try_from_bytes(b"O").unwrap(),
+                ord_status: OrdStatus::Rejected,
+                response_to: CxlRejResponseTo::Cancel,
+                reason: CxlRejReason::UnknownOrder,
+                text: Some(RejectText::UnknownOrder),
+                transact_time: Timestamp(9),
+            }),
+        }],
+    };
+    // A CancelReject has no parties, so its layout is the same in both versions.
+    let mut v1 = Vec::new();
+    encode_at(
+        LINK_PROTOCOL_VERSION,
+        &Frame::Outputs(outputs.clone()),
+        &mut v1,
+    )
+    .unwrap();
+    v1[4..6].copy_from_slice(&LINK_PROTOCOL_VERSION_BEFORE_PARTIES.to_le_bytes());
+    let mut decoder = FrameDecoder::new();
+    decoder.speak(LINK_PROTOCOL_VERSION_BEFORE_PARTIES);
+    decoder.push(&v1);
+    assert_eq!(
+        decoder.next_frame().unwrap(),
+        Some(Frame::Outputs(outputs.clone()))
+    );
+    // Speaking version 1, a version 2 frame is refused, like any other version.
+    decoder.push(&encoded(&Frame::Outputs(outputs.clone())));
+    assert!(matches!(
+        decoder.next_frame(),
+        Err(LinkError::UnsupportedVersion { version: 2, .. })
+    ));
+    // Outputs are never sent at version 1: only engines send them, and they speak version 2.
+    assert!(
+        encode_at(
+            LINK_PROTOCOL_VERSION_BEFORE_PARTIES,
+            &Frame::Outputs(outputs),
+            &mut Vec::new()
+        )
+        .is_err()
+    );
 }
 
 #[test]
