@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use baton::engine::{
     CancelOrder, ClOrdId, Engine, EngineConfig, ExecType, ExecutionReport, Input, InstrumentConfig,
-    MatchingEngine, NewOrder, OrdStatus, OrdType, Output, Price, Qty, Report, Request, Side,
-    Symbol, TimeInForce,
+    MatchingEngine, NewOrder, OrdStatus, OrdType, Output, Parties, Price, Qty, Report, Request,
+    Side, Symbol, TimeInForce,
 };
 use baton::fix::time::Timestamp;
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -123,6 +123,7 @@ impl Fixture {
                 price: Some(price),
                 qty: Qty(qty),
                 time_in_force: TimeInForce::Day,
+                parties: Parties::NONE,
             }),
         )
     }
@@ -165,6 +166,7 @@ impl Fixture {
                 orig_cl_ord_id: order.cl_ord_id,
                 symbol: order.symbol,
                 side: order.side,
+                parties: Parties::NONE,
             });
             let mut input = self.input_at(seq, request);
             input.session = add.session;
@@ -217,6 +219,7 @@ fn baseline(c: &mut Criterion) {
             transact_time: Timestamp(1),
             ord_rej_reason: None,
             text: None,
+            parties: Parties::NONE,
         }),
     };
     let mut outputs: Vec<Output> = Vec::with_capacity(1024);

@@ -9,8 +9,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use baton::engine::{
-    ClOrdId, ExecType, ExecutionReport, Input, NewOrder, OrdStatus, OrdType, Output, Price, Qty,
-    Report, Request, Side, Symbol, TimeInForce,
+    ClOrdId, ExecType, ExecutionReport, Input, NewOrder, OrdStatus, OrdType, Output, Parties,
+    Price, Qty, Report, Request, Side, Symbol, TimeInForce,
 };
 use baton::fix::time::Timestamp;
 use baton::link::{Frame, FrameDecoder, Outputs, encode, encode_input};
@@ -42,6 +42,7 @@ fn input() -> Input {
             price: Some(Price(18_525 * Price::SCALE / 100)),
             qty: Qty(300),
             time_in_force: TimeInForce::Day,
+            parties: Parties::NONE,
         }),
     }
 }
@@ -76,6 +77,7 @@ fn outputs() -> Outputs {
             transact_time: time(),
             ord_rej_reason: None,
             text: None,
+            parties: Parties::NONE,
         }),
     };
     Outputs {

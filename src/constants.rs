@@ -170,7 +170,9 @@ pub const ENGINE_SYMBOL_LEN_MAX: usize = 16;
 pub const ENGINE_INSTRUMENTS_MAX: usize = 1024;
 
 /// Open orders across all books when the configuration does not say: far above what a demo or
-/// a test venue rests, and about 30 MB of order records reserved up front.
+/// a test venue rests, and about 120 MB of order records reserved up front (each record holds
+/// its parties inline, [`PARTIES_MAX`] of them, which is most of its ~450 bytes). Reserved is
+/// address space: the pages of slots no order has used yet are never touched.
 pub const ENGINE_ORDERS_MAX_DEFAULT: u32 = 1 << 18;
 
 /// Upper bound for `orders_max`. Order records are addressed by `u32` slab indices with one value
@@ -759,10 +761,11 @@ pub const GROUP_DEPTH_MAX: usize = 4;
 /// a mask.
 pub const GROUP_MEMBERS_MAX: usize = 64;
 
-/// Parties one order, cancel or replace may carry (NoPartyIDs); more is refused with a
-/// BusinessMessageReject. MiFID II asks for client ID, investment decision maker, executing
-/// trader and the executing/entering firm: five roles, plus room for a few more, while keeping
-/// a fixed-size party list small enough to store inline beside an order.
+/// Parties one order, cancel or replace may carry (NoPartyIDs); more is refused whole with a
+/// BusinessMessageReject, never cut to fit. MiFID II asks for client ID, investment decision
+/// maker, executing trader and the executing/entering firm: five roles, plus room for a few
+/// more, while keeping the fixed-size party list the engine stores inline in every order record
+/// (and every ExecutionReport) to about 320 bytes, so the records stay `Copy` and heap-free.
 pub const PARTIES_MAX: usize = 8;
 
 /// Longest PartyID (448) in bytes. An LEI is 20 characters, a MiFID II short code at most 10
@@ -772,6 +775,10 @@ pub const PARTY_ID_LEN_MAX: usize = 32;
 
 const _: () = assert!(LOGON_BODY_LENGTH_MAX < BODY_LENGTH_MAX);
 const _: () = assert!(PARTIES_MAX <= u8::MAX as usize);
+const _: () = assert!(
+    PARTIES_MAX * (PARTY_ID_LEN_MAX + 8) <= 512,
+    "an order record's inline parties (ID, source, role, qualifier each) stay within 512 bytes"
+);
 const _: () = assert!(FIELDS_PER_MESSAGE_MAX >= 20 * PARTIES_MAX);
 const _: () = assert!(DICTIONARY_FIELDS_MAX.is_multiple_of(64));
 const _: () = assert!(GROUP_MEMBERS_MAX <= 64);

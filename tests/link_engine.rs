@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use baton::engine::{
     ClOrdId, Engine, EngineConfig, ExecType, Input, MatchingEngine, NewOrder, OrdType, Output,
-    Price, Qty, Report, Request, SNAPSHOT_FORMAT_DEFAULT, SNAPSHOT_FORMAT_VERSIONS, Side, Symbol,
-    TimeInForce,
+    Parties, Price, Qty, Report, Request, SNAPSHOT_FORMAT_DEFAULT, SNAPSHOT_FORMAT_VERSIONS, Side,
+    Symbol, TimeInForce,
 };
 use baton::fix::time::Timestamp;
 use baton::link::{
@@ -55,6 +55,7 @@ fn limit(seq: u64, session: u32, cl_ord_id: &str, side: Side, price: i64, qty: u
             price: Some(Price(price * Price::SCALE)),
             qty: Qty(qty),
             time_in_force: TimeInForce::Day,
+            parties: Parties::NONE,
         }),
     }
 }
@@ -334,8 +335,9 @@ fn malformed_frames_close_the_link_with_a_reason_and_the_engine_serves_on() {
         unreachable!()
     };
     let cases: [(&[u8], &str); 3] = [
-        (&[3, 0, 0, 0, 1, 0, 200], "unknown frame kind 200"),
-        (&[3, 0, 0, 0, 2, 0, 9], "protocol version 2"),
+        (&[3, 0, 0, 0, 2, 0, 200], "unknown frame kind 200"),
+        // Version 1 is the layout from before requests and reports carried parties.
+        (&[3, 0, 0, 0, 1, 0, 9], "protocol version 1"),
         (&[0xFF, 0xFF, 0xFF, 0xFF], "exceeds the limit"),
     ];
     for (bytes, reason) in cases {
@@ -382,7 +384,7 @@ fn malformed_frames_close_the_link_with_a_reason_and_the_engine_serves_on() {
         read_frame(&mut stream, &mut decoder),
         Frame::Hello(_)
     ));
-    stream.write_all(&[3, 0, 0, 0, 1, 0, 14]).unwrap(); // DigestRequest before Welcome
+    stream.write_all(&[3, 0, 0, 0, 2, 0, 14]).unwrap(); // DigestRequest before Welcome
     match read_frame(&mut stream, &mut decoder) {
         Frame::Close(close) => assert!(close.reason.contains("before Welcome"), "{}", close.reason),
         other => panic!("expected Close, got {other:?}"),

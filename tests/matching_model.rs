@@ -12,7 +12,7 @@
 
 use baton::engine::{
     CancelOrder, ClOrdId, Engine, EngineConfig, ExecType, Input, InstrumentConfig, MatchingEngine,
-    NewOrder, OrdType, Output, Price, Qty, ReplaceOrder, Report, Request, Side, Symbol,
+    NewOrder, OrdType, Output, Parties, Price, Qty, ReplaceOrder, Report, Request, Side, Symbol,
     TimeInForce,
 };
 use baton::fix::time::Timestamp;
@@ -337,6 +337,7 @@ fn check(actions: &[Action]) -> Result<(), TestCaseError> {
                         Kind::Ioc | Kind::Market => TimeInForce::Ioc,
                         Kind::Fok => TimeInForce::Fok,
                     },
+                    parties: Parties::NONE,
                 });
                 let available: u64 = model
                     .resting
@@ -368,6 +369,7 @@ fn check(actions: &[Action]) -> Result<(), TestCaseError> {
                     orig_cl_ord_id: cl_ord_id(order.cl_ord),
                     symbol: symbol(),
                     side: order.side,
+                    parties: Parties::NONE,
                 });
                 (order.session, request, Some((ExecType::Canceled, true)))
             }
@@ -392,6 +394,7 @@ fn check(actions: &[Action]) -> Result<(), TestCaseError> {
                     ord_type: OrdType::Limit,
                     price: Some(Price(new_price * Price::SCALE)),
                     qty: Qty(new_qty),
+                    parties: Parties::NONE,
                 });
                 // A replace must leave something open: the new total must exceed the fills.
                 let accepted = new_qty > order.cum_qty;

@@ -560,3 +560,42 @@ fn group_edits_are_reported_on_either_side() {
         "{differences:?}"
     );
 }
+
+#[test]
+fn the_party_rules_state_the_echo_and_the_venue_limits() {
+    // The dictionary puts Parties on ExecutionReports, so the table comparison above holds the
+    // page to listing the echoed group there.
+    let report = Dictionary::venue().message(b"8").expect("ExecutionReport");
+    assert!(
+        report
+            .groups()
+            .iter()
+            .any(|group| group.name() == "NoPartyIDs"),
+        "ExecutionReports carry the Parties group"
+    );
+    let rules = PAGE
+        .split("### Parties\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n### ").next())
+        .expect("a Parties section under Business rules");
+    let rules = rules.split_whitespace().collect::<Vec<_>>().join(" ");
+    for stated in [
+        format!(
+            "At most {} parties per message",
+            baton::constants::PARTIES_MAX
+        ),
+        format!(
+            "each PartyID (448) at most {} characters",
+            baton::constants::PARTY_ID_LEN_MAX
+        ),
+        "Every ExecutionReport about the order".to_owned(),
+        "An OrderCancelReplaceRequest with parties replaces the order's parties".to_owned(),
+        "one without parties leaves the order's parties as they are".to_owned(),
+        "the Canceled report carries the order's own".to_owned(),
+    ] {
+        assert!(
+            rules.contains(&stated),
+            "the Parties rules must say \"{stated}\":\n{rules}"
+        );
+    }
+}

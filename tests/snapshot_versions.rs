@@ -1,6 +1,8 @@
 //! Engines that write different snapshot formats, as an upgrade and a rollback have them: an
 //! engine writing v1 (the older build) and one writing v2 (the newer) restore each other's
-//! snapshots into the identical engine, over random order streams and over the real link.
+//! snapshots into the identical engine, over random order streams and over the real link. v3
+//! adds the orders' parties: it round-trips them exactly, and an engine written to be rolled back
+//! to (v2) restores everything but the parties, which it drops.
 //!
 //! What "identical" means here: the same book, the same outputs for every later input, and the
 //! same digest after every input, whichever format was written and however the state was reached.
@@ -10,15 +12,17 @@ mod support_engine;
 use std::time::Duration;
 
 use baton::engine::{
-    CancelOrder, ClOrdId, Engine, Input, MatchingEngine, NewOrder, OrdType, Price, Qty, RejectText,
-    ReplaceOrder, Report, Request, Side, Symbol, TimeInForce,
+    CancelOrder, ClOrdId, Engine, Input, MatchingEngine, NewOrder, OrdType, Parties, Price, Qty,
+    RejectText, ReplaceOrder, Report, Request, Side, Symbol, TimeInForce,
 };
 use baton::fix::time::Timestamp;
 use baton::link::{
     DigestReport, EngineLink, Frame, Hello, LinkAddr, Restored, ServeConfig, Snapshot, connect,
 };
 use proptest::prelude::*;
-use support_engine::{RunningEngine, actions, build_inputs, fresh_writing, run};
+use support_engine::{
+    RunningEngine, actions, build_inputs, fresh_writing, parties_for, run, with_parties,
+};
 
 /// The format version in a snapshot's header.
 fn version_of(snapshot: &[u8]) -> u16 {
@@ -115,6 +119,85 @@ proptest! {
     }
 
     #[test]
+    fn a_v3_snapshot_with_parties_restores_into_the_identical_engine(
+        actions in actions(200),
+        split in any::<prop::sample::Index>(),
+    ) {
+        let inputs = with_parties(&build_inputs(&actions));
+        restore_across_formats(3, 3, &inputs, split.index(inputs.len() + 1))?;
+    }
+
+    #[test]
+    fn v2_and_v3_restore_each_other_without_parties_identically(
+        actions in actions(200),
+        split in any::<prop::sample::Index>(),
+    ) {
+        let inputs = build_inputs(&actions);
+        let split = split.index(inputs.len() + 1);
+        restore_across_formats(2, 3, &inputs, split)?;
+        restore_across_formats(3, 2, &inputs, split)?;
+        restore_across_formats(1, 3, &inputs, split)?;
+    }
+
+    #[test]
+    fn an_engine_writing_v2_for_a_rollback_drops_exactly_the_parties(actions in actions(200)) {
+        let plain = build_inputs(&actions);
+        let inputs = with_parties(&plain);
+        let mut with = fresh_writing(2);
+        run(&mut with, &inputs);
+        let mut without = fresh_writing(2);
+        run(&mut without, &plain);
+        // The rollback target restores the book the counterparties saw, parties aside.
+        let mut rolled_back = fresh_writing(2);
+        rolled_back.restore(&snapshot_of(&with)).unwrap();
+        prop_assert_eq!(rolled_back.digest(), without.digest());
+        prop_assert_eq!(rolled_back.open_orders(), without.open_orders());
+        let stripped: Vec<_> = with
+            .open_orders()
+            .into_iter()
+            .map(|order| baton::engine::OpenOrder { parties: Parties::NONE, ..order })
+            .collect();
+        prop_assert_eq!(stripped, without.open_orders());
+        // The digest tells the two apart whenever a resting order had parties.
+        let any_parties = with.open_orders().iter().any(|order| !order.parties.is_empty());
+        prop_assert_eq!(with.digest() != without.digest(), any_parties);
+        // And every resting order of the v3 writer carries the parties its last request set.
+        for order in with.open_orders() {
+            prop_assert!(order.parties.is_empty() || order.parties == parties_for_order(&inputs, order.order_id));
+        }
+    }
+
+    #[test]
+    fn a_damaged_v3_snapshot_restores_the_written_state_or_nothing(
+        actions in actions(80),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), 1..=255u8), 0..4),
+        cut in prop::option::weighted(0.3, any::<prop::sample::Index>()),
+    ) {
+        let inputs = with_parties(&build_inputs(&actions));
+        let mut source = fresh_writing(3);
+        run(&mut source, &inputs);
+        let mut snapshot = snapshot_of(&source);
+        for (at, xor) in &flips {
+            let at = at.index(snapshot.len());
+            snapshot[at] ^= xor;
+        }
+        if let Some(cut) = cut {
+            snapshot.truncate(cut.index(snapshot.len()));
+        }
+        for format in [2, 3] {
+            let mut engine = fresh_writing(format);
+            let before = engine.digest();
+            match engine.restore(&snapshot) {
+                Ok(()) => {
+                    prop_assert_eq!(engine.digest(), source.digest());
+                    prop_assert_eq!(engine.open_orders(), source.open_orders());
+                }
+                Err(_) => prop_assert_eq!(engine.digest(), before, "a failed restore changes nothing"),
+            }
+        }
+    }
+
+    #[test]
     fn a_damaged_v2_snapshot_restores_the_written_state_or_nothing(
         actions in actions(80),
         flips in prop::collection::vec((any::<prop::sample::Index>(), 1..=255u8), 0..4),
@@ -144,13 +227,13 @@ proptest! {
 
     #[test]
     fn restore_of_arbitrary_bytes_under_any_version_never_panics(
-        version in prop_oneof![Just(1u16), Just(2u16), any::<u16>()],
+        version in prop_oneof![Just(1u16), Just(2u16), Just(3u16), any::<u16>()],
         bytes in prop::collection::vec(any::<u8>(), 0..512),
     ) {
         let mut snapshot = b"BTNSNAP\0".to_vec();
         snapshot.extend_from_slice(&version.to_le_bytes());
         snapshot.extend_from_slice(&bytes);
-        for format in [1, 2] {
+        for format in [1, 2, 3] {
             let mut engine = fresh_writing(format);
             let before = engine.digest();
             if engine.restore(&snapshot).is_err() {
@@ -158,6 +241,29 @@ proptest! {
             }
         }
     }
+}
+
+/// The parties resting order `order_id` should carry: those of the last accepted request on it
+/// that had any. Replaces name the order by ClOrdID, so this follows the reports instead: the
+/// engine's own Replaced reports say which replace applied.
+fn parties_for_order(inputs: &[Input], order_id: u64) -> Parties {
+    let mut engine = fresh_writing(3);
+    let mut outputs = Vec::new();
+    let mut parties = parties_for(order_id);
+    for input in inputs {
+        outputs.clear();
+        engine.apply(input, &mut outputs);
+        for output in &outputs {
+            if let Report::Execution(report) = &output.report
+                && report.order_id == order_id
+                && report.exec_type == baton::engine::ExecType::Replaced
+                && !parties_for(input.seq).is_empty()
+            {
+                parties = parties_for(input.seq);
+            }
+        }
+    }
+    parties
 }
 
 // ----- Over the real link ----------------------------------------------------------------------
@@ -290,6 +396,7 @@ fn limit(
         price: Some(Price(price * Price::SCALE)),
         qty: Qty(qty),
         time_in_force: TimeInForce::Day,
+        parties: Parties::NONE,
     });
     input(seq, session, request)
 }
@@ -300,11 +407,11 @@ async fn engines_writing_v1_and_v2_restore_each_others_snapshots_over_the_link()
     let green = start("green", 2);
     let (mut old, old_hello) = connect_ok(&blue.addr).await;
     let (mut new, new_hello) = connect_ok(&green.addr).await;
-    // The handshake shows two builds, each reading both formats and writing the last it lists.
+    // The handshake shows two builds, each reading every format and writing the last it lists.
     assert!(old_hello.build_version.ends_with("+snap1"));
     assert!(new_hello.build_version.ends_with("+snap2"));
-    assert_eq!(old_hello.snapshot_formats, [2, 1]);
-    assert_eq!(new_hello.snapshot_formats, [1, 2]);
+    assert_eq!(old_hello.snapshot_formats, [2, 3, 1]);
+    assert_eq!(new_hello.snapshot_formats, [1, 3, 2]);
 
     // The older build trades: a fill, a replace, a rejected cancel, a second book.
     let history = [
@@ -322,6 +429,7 @@ async fn engines_writing_v1_and_v2_restore_each_others_snapshots_over_the_link()
                 ord_type: OrdType::Limit,
                 price: Some(Price(102 * Price::SCALE)),
                 qty: Qty(6),
+                parties: Parties::NONE,
             }),
         ),
         input(
@@ -332,6 +440,7 @@ async fn engines_writing_v1_and_v2_restore_each_others_snapshots_over_the_link()
                 orig_cl_ord_id: cl_ord_id("never"),
                 symbol: Symbol::try_from_bytes(b"AAA").unwrap(),
                 side: Side::Buy,
+                parties: Parties::NONE,
             }),
         ),
         limit(6, 3, "d1", "BBB", Side::Buy, 50, 20),
@@ -382,6 +491,7 @@ async fn engines_writing_v1_and_v2_restore_each_others_snapshots_over_the_link()
             orig_cl_ord_id: cl_ord_id(orig),
             symbol: Symbol::try_from_bytes(b"AAA").unwrap(),
             side: Side::Sell,
+            parties: Parties::NONE,
         });
         input(seq, 1, request)
     };

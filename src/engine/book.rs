@@ -7,7 +7,7 @@
 //! trading at the touch never shifts the vector.
 
 use super::SessionId;
-use super::types::{ClOrdId, OrdStatus, OrdType, Price, Qty, Side, TimeInForce};
+use super::types::{ClOrdId, OrdStatus, OrdType, Parties, Price, Qty, Side, TimeInForce};
 
 /// "No order": the end of a FIFO or of the free list.
 pub(crate) const NIL: u32 = u32::MAX;
@@ -47,6 +47,10 @@ pub(crate) struct Order {
     pub prev: u32,
     /// Next order in the level FIFO, or [`NIL`]; for a free slot, the next free slot.
     pub next: u32,
+    /// The order's parties, echoed on every report about it: those of its NewOrderSingle, or of
+    /// the latest replace that carried any. Inline, so the record stays `Copy` and the slab is
+    /// still one allocation made at start.
+    pub parties: Parties,
 }
 
 impl Order {

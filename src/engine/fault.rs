@@ -78,7 +78,8 @@ impl<E: Engine> Engine for RejectSymbol<E> {
 mod tests {
     use super::*;
     use crate::engine::{
-        ClOrdId, EngineConfig, MatchingEngine, NewOrder, OrdType, Price, Request, Side, TimeInForce,
+        ClOrdId, EngineConfig, MatchingEngine, NewOrder, OrdType, Parties, Price, Request, Side,
+        TimeInForce,
     };
     use crate::fix::time::Timestamp;
 
@@ -95,6 +96,7 @@ mod tests {
                 price: Price::parse_decimal(b"10"),
                 qty: Qty(1),
                 time_in_force: TimeInForce::Day,
+                parties: Parties::NONE,
             }),
         }
     }

@@ -14,8 +14,8 @@ use super::snapshot::{
     self, SNAPSHOT_FORMAT_DEFAULT, SNAPSHOT_FORMAT_VERSIONS, SnapshotError, SnapshotFormat,
 };
 use super::types::{
-    ClOrdId, CxlRejReason, CxlRejResponseTo, ExecType, OrdRejReason, OrdStatus, OrdType, Price,
-    Qty, RejectText, Side, Symbol, TimeInForce,
+    ClOrdId, CxlRejReason, CxlRejResponseTo, ExecType, OrdRejReason, OrdStatus, OrdType, Parties,
+    Price, Qty, RejectText, Side, Symbol, TimeInForce,
 };
 use super::{
     CancelOrder, CancelReject, Digest, Engine, ExecutionReport, Input, NewOrder, Output,
@@ -98,6 +98,8 @@ pub struct OpenOrder {
     pub cum_qty: Qty,
     /// Still open; always positive for a resting order.
     pub leaves_qty: Qty,
+    /// The parties its reports echo.
+    pub parties: Parties,
 }
 
 /// Appends the outputs of one input with consecutive indices.
@@ -155,6 +157,7 @@ impl Emitter<'_> {
             transact_time: self.time,
             ord_rej_reason: None,
             text: None,
+            parties: order.parties,
         };
         self.push(order.session, Report::Execution(report));
     }
@@ -187,6 +190,7 @@ impl Emitter<'_> {
             transact_time: self.time,
             ord_rej_reason: Some(reason),
             text: Some(text),
+            parties: request.parties,
         };
         self.push(session, Report::Execution(report));
     }
@@ -320,6 +324,7 @@ impl MatchingEngine {
                         order_qty: order.order_qty,
                         cum_qty: order.cum_qty,
                         leaves_qty: order.leaves_qty(),
+                        parties: order.parties,
                     });
                 }
             }
@@ -385,6 +390,7 @@ impl MatchingEngine {
             notional: 0,
             prev: NIL,
             next: NIL,
+            parties: request.parties,
         };
         let symbol = request.symbol;
         out.execution(&order, symbol, ExecType::New, OrdStatus::New, None, None);
@@ -741,6 +747,9 @@ impl MatchingEngine {
         replaced.cl_ord_id = request.cl_ord_id;
         replaced.price = Some(new_price);
         replaced.order_qty = request.qty;
+        if !request.parties.is_empty() {
+            replaced.parties = request.parties;
+        }
         out.execution(
             &replaced,
             request.symbol,

@@ -13,13 +13,15 @@
 //! what an engine running older code wrote, and a rollback goes the other way. A
 //! [`MatchingEngine`] writes one format, chosen when it is built
 //! ([`MatchingEngine::with_snapshot_format`], default [`SNAPSHOT_FORMAT_DEFAULT`]), and restores
-//! every format in [`SNAPSHOT_FORMAT_VERSIONS`] to the identical state. v1 is a flat model of
-//! the state; v2 holds the same information per symbol (each book with its orders and every
-//! ClOrdID that names them) and records the state's digest, which the reader verifies. The
-//! [`Digest`] does not depend on the format written, so engines writing different formats, and
-//! builds from before v2, compare equal in the same state. A binary from before v2 reads v1 only:
-//! to keep a rollback to it possible, run the newer build with `--snapshot-format 1` until the
-//! change is closed.
+//! every format in [`SNAPSHOT_FORMAT_VERSIONS`]. v1 is a flat model of the state; v2 holds the
+//! same information per symbol (each book with its orders and every ClOrdID that names them) and
+//! records the state's digest, which the reader verifies; v3 adds each resting order's parties.
+//! The [`Digest`] does not depend on the format written, so engines writing different formats,
+//! and builds from before v2, compare equal in the same state (for builds from before v3, while
+//! no order has parties). A binary from before v2 reads v1 only, one from before v3 reads v1 and
+//! v2: to keep a rollback to it possible, run the newer build with `--snapshot-format` set to
+//! what it reads until the change is closed, accepting that the parties of resting orders are
+//! not in those snapshots (see `engine::snapshot`).
 
 mod book;
 mod config;
@@ -40,8 +42,8 @@ pub use config::{EngineConfig, EngineConfigError, InstrumentConfig};
 pub use matching::{MatchingEngine, OpenOrder};
 pub use snapshot::{SNAPSHOT_FORMAT_DEFAULT, SNAPSHOT_FORMAT_VERSIONS, SnapshotError};
 pub use types::{
-    ClOrdId, CxlRejReason, CxlRejResponseTo, ExecType, OrdRejReason, OrdStatus, OrdType, Price,
-    Qty, RejectText, Side, Symbol, TimeInForce,
+    ClOrdId, CxlRejReason, CxlRejResponseTo, ExecType, OrdRejReason, OrdStatus, OrdType, Parties,
+    Party, PartyId, Price, Qty, RejectText, Side, Symbol, TimeInForce,
 };
 
 /// An opaque owner id the gateway assigns to each FIX session. The engine only routes outputs
@@ -61,6 +63,141 @@ pub struct Input {
     pub session: SessionId,
     /// What the session asks for.
     pub request: Request,
+}
+
+impl Input {
+    /// Decodes one journal record's payload (bincode's standard configuration, as the sequencer
+    /// writes it), whole: trailing bytes are refused.
+    ///
+    /// Journals written before parties were carried hold the same encoding without the request's
+    /// last field, its parties (every request type ends with them, and the request ends the
+    /// input). Such a payload ends where the current encoding would read the parties' length, so
+    /// it never decodes as the current encoding; it is then read with the earlier layout and
+    /// given no parties. The journal's file format is unchanged, so a gateway of this build
+    /// replays a journal an earlier build wrote, and no payload can be read both ways.
+    pub fn decode_journaled(payload: &[u8]) -> Result<Input, bincode::error::DecodeError> {
+        let config = bincode::config::standard();
+        let current = match bincode::serde::decode_from_slice::<Input, _>(payload, config) {
+            Ok((input, used)) if used == payload.len() => return Ok(input),
+            Ok((_, used)) => {
+                return Err(bincode::error::DecodeError::OtherString(format!(
+                    "{} bytes after the input",
+                    payload.len() - used
+                )));
+            }
+            Err(error) => error,
+        };
+        match bincode::serde::decode_from_slice::<journal_v0::Input, _>(payload, config) {
+            Ok((input, used)) if used == payload.len() => Ok(input.into()),
+            // Neither layout reads it: report why the current one did not.
+            _ => Err(current),
+        }
+    }
+}
+
+/// The input layout journals held before requests carried parties: each request type without
+/// its last field. Frozen; read only, by [`Input::decode_journaled`].
+mod journal_v0 {
+    use serde::Deserialize;
+
+    use super::{ClOrdId, OrdType, Parties, Price, Qty, Side, Symbol, TimeInForce, Timestamp};
+
+    #[derive(Deserialize)]
+    pub struct Input {
+        seq: u64,
+        time: Timestamp,
+        session: u32,
+        request: Request,
+    }
+
+    #[derive(Deserialize)]
+    enum Request {
+        New {
+            cl_ord_id: ClOrdId,
+            symbol: Symbol,
+            side: Side,
+            ord_type: OrdType,
+            price: Option<Price>,
+            qty: Qty,
+            time_in_force: TimeInForce,
+        },
+        Cancel {
+            cl_ord_id: ClOrdId,
+            orig_cl_ord_id: ClOrdId,
+            symbol: Symbol,
+            side: Side,
+        },
+        Replace {
+            cl_ord_id: ClOrdId,
+            orig_cl_ord_id: ClOrdId,
+            symbol: Symbol,
+            side: Side,
+            ord_type: OrdType,
+            price: Option<Price>,
+            qty: Qty,
+        },
+    }
+
+    impl From<Input> for super::Input {
+        fn from(input: Input) -> super::Input {
+            let request = match input.request {
+                Request::New {
+                    cl_ord_id,
+                    symbol,
+                    side,
+                    ord_type,
+                    price,
+                    qty,
+                    time_in_force,
+                } => super::Request::New(super::NewOrder {
+                    cl_ord_id,
+                    symbol,
+                    side,
+                    ord_type,
+                    price,
+                    qty,
+                    time_in_force,
+                    parties: Parties::NONE,
+                }),
+                Request::Cancel {
+                    cl_ord_id,
+                    orig_cl_ord_id,
+                    symbol,
+                    side,
+                } => super::Request::Cancel(super::CancelOrder {
+                    cl_ord_id,
+                    orig_cl_ord_id,
+                    symbol,
+                    side,
+                    parties: Parties::NONE,
+                }),
+                Request::Replace {
+                    cl_ord_id,
+                    orig_cl_ord_id,
+                    symbol,
+                    side,
+                    ord_type,
+                    price,
+                    qty,
+                } => super::Request::Replace(super::ReplaceOrder {
+                    cl_ord_id,
+                    orig_cl_ord_id,
+                    symbol,
+                    side,
+                    ord_type,
+                    price,
+                    qty,
+                    parties: Parties::NONE,
+                }),
+            };
+            super::Input {
+                seq: input.seq,
+                time: input.time,
+                session: input.session,
+                request,
+            }
+        }
+    }
 }
 
 /// The business messages an engine understands.
@@ -91,6 +228,10 @@ pub struct NewOrder {
     pub qty: Qty,
     /// How long the order may rest.
     pub time_in_force: TimeInForce,
+    /// The Parties group (MiFID II identification): kept with the order and echoed on every
+    /// ExecutionReport about it. Last in the struct, so an input journaled before parties were
+    /// carried is this encoding without its last field (see [`Input::decode_journaled`]).
+    pub parties: Parties,
 }
 
 /// An OrderCancelRequest.
@@ -104,6 +245,9 @@ pub struct CancelOrder {
     pub symbol: Symbol,
     /// Must match the order's side, for the same reason.
     pub side: Side,
+    /// The parties the request carried: journaled with it as the record of who canceled. The
+    /// order keeps (and its Canceled report echoes) the parties it had.
+    pub parties: Parties,
 }
 
 /// An OrderCancelReplaceRequest: a new price and/or quantity for an open limit order.
@@ -124,6 +268,10 @@ pub struct ReplaceOrder {
     /// The new total quantity (FIX OrderQty semantics, fills included); must exceed what has
     /// already been filled.
     pub qty: Qty,
+    /// The parties the request carried. When there are any they replace the order's, since a
+    /// replace restates the order; when there are none the order keeps its own, so a client
+    /// that names parties only on the NewOrderSingle does not lose them by amending a price.
+    pub parties: Parties,
 }
 
 /// One report to one session. `(input_seq, index)` identifies it across engines (invariant 4) and
@@ -141,6 +289,10 @@ pub struct Output {
 }
 
 /// The two kinds of report an engine sends.
+// An ExecutionReport carries its order's parties inline and so outweighs a CancelReject several
+// times; boxing it would cost a heap allocation per report on the hot path (invariant 11),
+// while the size only matters for the output vector, which the caller reuses.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Report {
     /// ExecutionReport (35=8).
@@ -193,6 +345,9 @@ pub struct ExecutionReport {
     pub ord_rej_reason: Option<OrdRejReason>,
     /// Text (58), on rejects only.
     pub text: Option<RejectText>,
+    /// The order's Parties group (453), echoed so a counterparty's trade records carry the
+    /// MiFID II identification of each execution; on a rejected NewOrderSingle, the request's.
+    pub parties: Parties,
 }
 
 /// An OrderCancelReject: a cancel or replace request that was not applied.
@@ -219,8 +374,9 @@ pub struct CancelReject {
 
 /// SHA-256 of an engine's canonical state. Two engines with equal digests will emit the same
 /// outputs for the same inputs, which is how shadow comparison and restores are verified. For
-/// [`MatchingEngine`] it hashes the state's v1 snapshot whatever format the engine writes, so it
-/// compares engines across snapshot formats and builds (see `engine::snapshot`).
+/// [`MatchingEngine`] it hashes the state's v1 snapshot, plus its orders' parties when there
+/// are any, whatever format it writes, so it compares engines across snapshot formats and
+/// builds (see `engine::snapshot`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Digest(pub [u8; 32]);
 
@@ -273,3 +429,6 @@ pub trait Engine: Send + 'static {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod parties_tests;

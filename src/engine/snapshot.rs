@@ -23,30 +23,41 @@
 //!   decodes to a plausible state (a flipped price or quantity), or a conversion mistake between
 //!   formats, is refused before the engine is touched. The time of the last input, which a
 //!   restored engine needs so that time never goes backwards, is already in v1 and stays.
+//! * **v3** ([`v3`]) is v2 with each resting order's parties (the MiFID II Parties group it
+//!   echoes on its reports) beside the order in its book's section, and a recorded digest that
+//!   covers them. Ended orders keep no parties: nothing is reported about them any more.
 //!
 //! # What reads what (DESIGN.md invariant 6)
 //!
 //! This build reads every version in [`SNAPSHOT_FORMAT_VERSIONS`] whichever one it is configured
-//! to write (`MatchingEngine::with_snapshot_format`): an engine writing v1 reads v2 snapshots and
-//! an engine writing v2 reads v1 snapshots, both with the identical resulting state. Each version
-//! converts to and from one in-memory form, [`State`], which is the v1 model: v2 is a different
-//! layout of the same information, so v1 → v2 → v1 (and v2 → v1 → v2) is lossless.
+//! to write (`MatchingEngine::with_snapshot_format`), each into one in-memory form, [`State`]:
+//! the v1 model plus the resting orders' parties. v1 and v2 are two layouts of the same
+//! information, so v1 → v2 → v1 (and v2 → v1 → v2) is lossless; v3 adds the parties, so a
+//! state round-trips through v3 exactly, and through v1 or v2 exactly when no resting order has
+//! parties.
 //!
-//! A binary built before v2 existed reads only v1: it refuses a v2 snapshot with
-//! `UnknownVersion`, unchanged, and never misreads one. That is why the written format is
-//! selectable: during an upgrade the new build runs with `--snapshot-format 1` until the change
-//! is closed, so that a rollback to the old binary can restore any snapshot the new one took;
-//! once nothing older than this build can be asked to restore, it writes v2.
+//! A binary built before v2 existed reads only v1, and one built before v3 reads v1 and v2: each
+//! refuses a newer snapshot with `UnknownVersion`, unchanged, and never misreads one. That is why
+//! the written format is selectable: during an upgrade the new build runs with
+//! `--snapshot-format N` (the newest format the old build reads) until the change is closed, so
+//! that a rollback to the old binary can restore any snapshot the new one took. Written as v1 or
+//! v2, a state loses its parties: the rolled-back engine keeps every order, price, quantity and
+//! ClOrdID, and reports its orders without their Parties group, which is all the older build
+//! could do anyway. [`write`] logs a warning naming how many orders lost their parties, and the
+//! digest of the restored state differs from the writer's (see below), so a shadow comparison
+//! shows it too. Once nothing older than this build can be asked to restore, it writes v3.
 //!
 //! # The digest
 //!
-//! The digest is the SHA-256 of the state's v1 snapshot, whatever format the engine writes. v1
-//! can express the whole state, so equal states have equal digests however they were reached
-//! (applied, restored from v1 or from v2), and it is exactly the digest builds from before v2
-//! computed (they hashed the v1 snapshot they wrote), so shadow comparison and restore checks
-//! also work against an engine running an older binary. If a future format adds state that v1
-//! cannot express, the digest has to move to that format's encoding, and comparing digests with
-//! builds from before that change stops working, which that build's notes must say.
+//! The digest is the SHA-256 of the state's v1 snapshot, followed by a parties section (a marker
+//! and the (OrderID, parties) list in OrderID order) only when some resting order has parties,
+//! whatever format the engine writes. Equal states have equal digests however they were reached
+//! (applied, restored from any format), and a state without parties has exactly the digest that
+//! builds from before v2 and v3 computed (they hashed the v1 snapshot they wrote), so shadow
+//! comparison and restore checks also work against an engine running an older binary as long
+//! as no order carries parties. A state with parties has no older equivalent: an older build
+//! (or a v1/v2 snapshot) cannot hold them, and its digest differs, as it should. If a future
+//! format adds other state that v1 cannot express, it adds its own section the same way.
 //!
 //! # Adding a format
 //!
@@ -70,7 +81,9 @@ use super::Digest;
 use super::book::{NIL, Order, avg_px};
 use super::matching::{MatchingEngine, OrderRecord, OrderState};
 use super::registry::NO_ORDER;
-use super::types::{ClOrdId, OrdStatus, OrdType, Price, Qty, Side, Symbol, TimeInForce};
+use super::types::{
+    ClOrdId, OrdStatus, OrdType, Parties, Party, Price, Qty, Side, Symbol, TimeInForce,
+};
 use crate::constants::ENGINE_ORDER_QTY_MAX;
 use crate::fix::time::Timestamp;
 
@@ -82,11 +95,11 @@ const HEADER_LEN: usize = MAGIC.len() + 2;
 
 /// Format versions this build reads, oldest first. Whichever one an engine is configured to
 /// write, it reads all of them.
-pub const SNAPSHOT_FORMAT_VERSIONS: &[u16] = &[1, 2];
+pub const SNAPSHOT_FORMAT_VERSIONS: &[u16] = &[1, 2, 3];
 
-/// The format an engine writes unless configured otherwise: the newest, since it carries the
-/// integrity check and per-symbol layout; older ones are chosen on purpose, for a rollback.
-pub const SNAPSHOT_FORMAT_DEFAULT: u16 = 2;
+/// The format an engine writes unless configured otherwise: the newest, since it is the only
+/// one that keeps the orders' parties; older ones are chosen on purpose, for a rollback.
+pub const SNAPSHOT_FORMAT_DEFAULT: u16 = 3;
 
 const _: () = assert!(
     SNAPSHOT_FORMAT_VERSIONS[SNAPSHOT_FORMAT_VERSIONS.len() - 1] == SNAPSHOT_FORMAT_DEFAULT,
@@ -97,9 +110,57 @@ const _: () = assert!(
 /// input seqs, which start at 1).
 const NO_ORDER_ID: u64 = 0;
 
-/// The in-memory form every format converts to and from, and whose v1 encoding the digest
-/// hashes. It is the v1 model because v1 can express the whole state (see the module docs).
-pub(crate) type State = v1::StateV1;
+/// The in-memory form every format converts to and from: the v1 model, which expresses all of
+/// the state except parties, plus the parties of the resting orders that have any (see the
+/// module docs). Dereferences to the v1 model, which is what most checks read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct State {
+    /// Everything but parties.
+    pub base: v1::StateV1,
+    /// The parties of every resting order that has any, sorted by OrderID (unique), each list
+    /// non-empty. Ended orders are not listed: nothing is reported about them any more.
+    pub parties: Vec<RestingParties>,
+}
+
+/// One resting order's parties.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct RestingParties {
+    /// The order.
+    pub order_id: u64,
+    /// Its parties, at least one.
+    pub parties: Parties,
+}
+
+impl State {
+    /// A state without parties: what formats 1 and 2 hold.
+    fn without_parties(base: v1::StateV1) -> State {
+        State {
+            base,
+            parties: Vec::new(),
+        }
+    }
+
+    /// The parties of resting order `order_id`; none if it has none.
+    pub(crate) fn parties_of(&self, order_id: u64) -> Parties {
+        self.parties
+            .binary_search_by_key(&order_id, |entry| entry.order_id)
+            .map_or(Parties::NONE, |at| self.parties[at].parties)
+    }
+}
+
+impl std::ops::Deref for State {
+    type Target = v1::StateV1;
+
+    fn deref(&self) -> &v1::StateV1 {
+        &self.base
+    }
+}
+
+impl std::ops::DerefMut for State {
+    fn deref_mut(&mut self) -> &mut v1::StateV1 {
+        &mut self.base
+    }
+}
 
 /// A format this build can write; the `u16` on the wire and the command line maps to it, so
 /// every place that depends on the format is an exhaustive `match`.
@@ -109,6 +170,8 @@ pub(crate) enum SnapshotFormat {
     V1,
     /// Format version 2, per-symbol sections and a recorded digest.
     V2,
+    /// Format version 3, v2 with each resting order's parties.
+    V3,
 }
 
 impl SnapshotFormat {
@@ -117,6 +180,7 @@ impl SnapshotFormat {
         match version {
             1 => Some(SnapshotFormat::V1),
             2 => Some(SnapshotFormat::V2),
+            3 => Some(SnapshotFormat::V3),
             _ => None,
         }
     }
@@ -126,6 +190,7 @@ impl SnapshotFormat {
         match self {
             SnapshotFormat::V1 => 1,
             SnapshotFormat::V2 => 2,
+            SnapshotFormat::V3 => 3,
         }
     }
 
@@ -147,6 +212,13 @@ impl SnapshotFormat {
                     "baton-matching-engine/",
                     env!("CARGO_PKG_VERSION"),
                     "+snap2"
+                )
+            }
+            SnapshotFormat::V3 => {
+                concat!(
+                    "baton-matching-engine/",
+                    env!("CARGO_PKG_VERSION"),
+                    "+snap3"
                 )
             }
         }
@@ -375,6 +447,67 @@ pub(crate) mod v2 {
     }
 }
 
+/// Format version 3: v2 with each resting order's parties beside it, and the digest of the
+/// whole state, parties included. Frozen: change nothing here once released; add `v4` instead.
+pub(crate) mod v3 {
+    use serde::{Deserialize, Serialize};
+
+    use super::v2::{ClOrdIdUnattachedV2, OrderEndedV2, OrderV2};
+    use crate::engine::types::{PartyId, Symbol};
+
+    /// The whole engine state.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct StateV3 {
+        /// Seq of the last applied input; replay resumes after it.
+        pub last_input_seq: u64,
+        /// Time of the last applied input in ns since the epoch; later inputs may not be earlier.
+        pub last_time_ns: u64,
+        /// One section per book with at least one resting order, sorted by symbol (unique).
+        pub books: Vec<BookV3>,
+        /// The day section, as in v2: every order that ended today, sorted by OrderID (unique).
+        pub orders_ended: Vec<OrderEndedV2>,
+        /// The day section, as in v2: ClOrdIDs of requests that created or touched no order.
+        pub cl_ord_ids_unattached: Vec<ClOrdIdUnattachedV2>,
+        /// The engine's digest of this state, parties included; the reader refuses the snapshot
+        /// unless what it decoded hashes to this.
+        pub digest: [u8; 32],
+    }
+
+    /// One book, as in v2 with parties on each order.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct BookV3 {
+        /// The instrument.
+        pub symbol: Symbol,
+        /// Buy orders, best (highest) price first, oldest first within a price.
+        pub bids: Vec<OrderV3>,
+        /// Sell orders, best (lowest) price first, oldest first within a price.
+        pub asks: Vec<OrderV3>,
+    }
+
+    /// One resting order: its v2 record and its parties.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct OrderV3 {
+        /// Everything v2 records about the order.
+        pub order: OrderV2,
+        /// Its parties in the order the counterparty sent them; empty when it has none, at most
+        /// `PARTIES_MAX`.
+        pub parties: Vec<PartyV3>,
+    }
+
+    /// One party of an order, in FIX wire values.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct PartyV3 {
+        /// PartyID (448).
+        pub id: PartyId,
+        /// PartyIDSource (447) as its FIX character.
+        pub source: u8,
+        /// PartyRole (452).
+        pub role: u16,
+        /// PartyRoleQualifier (2376), if the party had one.
+        pub role_qualifier: Option<u16>,
+    }
+}
+
 /// bincode settings of every format version: varint integers, no size limit beyond the input
 /// itself (decoding borrows from the slice, and serde caps what a claimed length preallocates).
 fn bincode_config() -> bincode::config::Configuration {
@@ -382,10 +515,28 @@ fn bincode_config() -> bincode::config::Configuration {
 }
 
 /// Appends the snapshot of `state` in `format` to `out`.
+///
+/// Formats 1 and 2 cannot hold parties: written from a state with parties they drop them (an
+/// engine that restores such a snapshot echoes no parties on its orders' reports, and its
+/// digest differs from the writer's), and a warning says so. They are written only for a
+/// rollback to a build that reads nothing newer, which would not keep parties anyway.
 pub(crate) fn write(format: SnapshotFormat, state: &State, out: &mut Vec<u8>) {
+    if !state.parties.is_empty() && format != SnapshotFormat::V3 {
+        tracing::warn!(
+            format = format.version(),
+            orders = state.parties.len(),
+            "snapshot format {} cannot hold parties: the parties of {} resting orders are not in this snapshot, and an engine restored from it reports those orders without them",
+            format.version(),
+            state.parties.len()
+        );
+    }
     match format {
-        SnapshotFormat::V1 => encode(format, state, out),
-        SnapshotFormat::V2 => encode(format, &v2_from_state(state, digest(state)), out),
+        SnapshotFormat::V1 => encode(format, &state.base, out),
+        SnapshotFormat::V2 => {
+            let base = State::without_parties(state.base.clone());
+            encode(format, &v2_from_state(&base, digest(&base)), out)
+        }
+        SnapshotFormat::V3 => encode(format, &v3_from_state(state, digest(state)), out),
     }
 }
 
@@ -398,11 +549,23 @@ fn encode<T: Serialize>(format: SnapshotFormat, payload: &T, out: &mut impl Writ
         .expect("encoding plain data into a Vec or a hasher cannot fail");
 }
 
-/// The digest of `state`: SHA-256 of its v1 snapshot, computed without materializing the bytes.
-/// Always v1, whatever format the engine writes (see the module docs for why).
+/// Marks the parties section of the digested bytes. The v1 snapshot before it ends where its
+/// encoding says, so nothing else can be read as this section.
+const DIGEST_PARTIES_SECTION: &[u8] = b"PARTIES\0";
+
+/// The digest of `state`: SHA-256 of its v1 snapshot, followed, only when some resting order has
+/// parties, by [`DIGEST_PARTIES_SECTION`] and the list of (OrderID, parties) in OrderID order.
+/// So a state without parties has exactly the digest builds before parties computed, and a
+/// change of any party of any resting order changes it. Computed without materializing the
+/// bytes, whatever format the engine writes (see the module docs for why).
 pub(crate) fn digest(state: &State) -> Digest {
     let mut hasher = HashWriter(Sha256::new());
-    encode(SnapshotFormat::V1, state, &mut hasher);
+    encode(SnapshotFormat::V1, &state.base, &mut hasher);
+    if !state.parties.is_empty() {
+        hasher.0.update(DIGEST_PARTIES_SECTION);
+        bincode::serde::encode_into_std_write(&state.parties, &mut hasher, bincode_config())
+            .expect("encoding plain data into a hasher cannot fail");
+    }
     Digest(hasher.0.finalize().into())
 }
 
@@ -434,19 +597,128 @@ pub(crate) fn read(bytes: &[u8]) -> Result<State, SnapshotError> {
     let version = u16::from_le_bytes([bytes[MAGIC.len()], bytes[MAGIC.len() + 1]]);
     let payload = &bytes[HEADER_LEN..];
     match SnapshotFormat::from_version(version) {
-        Some(SnapshotFormat::V1) => decode::<v1::StateV1>(payload),
+        Some(SnapshotFormat::V1) => decode::<v1::StateV1>(payload).map(State::without_parties),
         Some(SnapshotFormat::V2) => {
             let stored = decode::<v2::StateV2>(payload)?;
             let recorded = Digest(stored.digest);
             let state = state_from_v2(stored)?;
-            let decoded = digest(&state);
-            if decoded != recorded {
-                return Err(SnapshotError::DigestMismatch { recorded, decoded });
-            }
+            check_digest(&state, recorded)?;
+            Ok(state)
+        }
+        Some(SnapshotFormat::V3) => {
+            let stored = decode::<v3::StateV3>(payload)?;
+            let recorded = Digest(stored.digest);
+            let state = state_from_v3(stored)?;
+            check_digest(&state, recorded)?;
             Ok(state)
         }
         None => Err(SnapshotError::UnknownVersion { version }),
     }
+}
+
+/// Refuses a decoded state whose digest is not the one its writer recorded.
+fn check_digest(state: &State, recorded: Digest) -> Result<(), SnapshotError> {
+    let decoded = digest(state);
+    if decoded != recorded {
+        return Err(SnapshotError::DigestMismatch { recorded, decoded });
+    }
+    Ok(())
+}
+
+/// Lays `state` out as v3: the v2 layout with each resting order's parties beside it.
+pub(crate) fn v3_from_state(state: &State, digest: Digest) -> v3::StateV3 {
+    let layout = v2_from_state(state, digest);
+    let order = |order: v2::OrderV2| v3::OrderV3 {
+        parties: state
+            .parties_of(order.order_id)
+            .as_slice()
+            .iter()
+            .map(|party| v3::PartyV3 {
+                id: party.id,
+                source: party.source,
+                role: party.role,
+                role_qualifier: party.role_qualifier,
+            })
+            .collect(),
+        order,
+    };
+    v3::StateV3 {
+        last_input_seq: layout.last_input_seq,
+        last_time_ns: layout.last_time_ns,
+        books: layout
+            .books
+            .into_iter()
+            .map(|book| v3::BookV3 {
+                symbol: book.symbol,
+                bids: book.bids.into_iter().map(order).collect(),
+                asks: book.asks.into_iter().map(order).collect(),
+            })
+            .collect(),
+        orders_ended: layout.orders_ended,
+        cl_ord_ids_unattached: layout.cl_ord_ids_unattached,
+        digest: layout.digest,
+    }
+}
+
+/// Converts a decoded v3 payload into the in-memory form: the v2 conversion for everything but
+/// parties, and each order's parties checked (a valid source character, at most
+/// `PARTIES_MAX`). Whether each party list belongs to a resting order is by construction.
+pub(crate) fn state_from_v3(stored: v3::StateV3) -> Result<State, SnapshotError> {
+    let mut parties = Vec::new();
+    let mut split = |orders: Vec<v3::OrderV3>| -> Result<Vec<v2::OrderV2>, SnapshotError> {
+        let mut layout = Vec::with_capacity(orders.len());
+        for order in orders {
+            if !order.parties.is_empty() {
+                let mut list = Parties::NONE;
+                for party in order.parties {
+                    let party = Party::try_from_wire(
+                        party.id,
+                        party.source,
+                        party.role,
+                        party.role_qualifier,
+                    )
+                    .ok_or(SnapshotError::Inconsistent(
+                        "a party's PartyIDSource is not a printable character",
+                    ))?;
+                    list.push(party).map_err(|_| {
+                        SnapshotError::Inconsistent("a resting order has more parties than allowed")
+                    })?;
+                }
+                parties.push(RestingParties {
+                    order_id: order.order.order_id,
+                    parties: list,
+                });
+            }
+            layout.push(order.order);
+        }
+        Ok(layout)
+    };
+    let mut books = Vec::with_capacity(stored.books.len());
+    for book in stored.books {
+        books.push(v2::BookV2 {
+            symbol: book.symbol,
+            bids: split(book.bids)?,
+            asks: split(book.asks)?,
+        });
+    }
+    let mut state = state_from_v2(v2::StateV2 {
+        last_input_seq: stored.last_input_seq,
+        last_time_ns: stored.last_time_ns,
+        books,
+        orders_ended: stored.orders_ended,
+        cl_ord_ids_unattached: stored.cl_ord_ids_unattached,
+        digest: stored.digest,
+    })?;
+    parties.sort_unstable_by_key(|entry| entry.order_id);
+    // An OrderID resting twice would list its parties twice; `check_state` refuses it too.
+    if parties
+        .windows(2)
+        .any(|pair| pair[0].order_id == pair[1].order_id)
+    {
+        return Err(SnapshotError::Inconsistent("an OrderID rests twice"));
+    }
+    state.parties = parties;
+    Ok(state)
 }
 
 /// Lays `state` out as v2. `state` is the engine's own, so every order is named by ClOrdIDs of
@@ -629,13 +901,13 @@ pub(crate) fn state_from_v2(stored: v2::StateV2) -> Result<State, SnapshotError>
     );
     // A ClOrdID listed in two places stays as two equal keys, which `check_state` refuses.
     cl_ord_ids.sort_unstable_by_key(|entry| (entry.session, entry.cl_ord_id));
-    Ok(State {
+    Ok(State::without_parties(v1::StateV1 {
         last_input_seq: stored.last_input_seq,
         last_time_ns: stored.last_time_ns,
         books,
         cl_ord_ids,
         orders_ended,
-    })
+    }))
 }
 
 /// Decodes exactly one `T` from `payload`.
@@ -670,7 +942,16 @@ impl MatchingEngine {
             notional: order.notional,
         };
         let mut books = Vec::new();
+        let mut parties = Vec::new();
         for instrument in &self.instruments {
+            for side in [&instrument.book.bids, &instrument.book.asks] {
+                parties.extend(side.iter(&self.slab).filter_map(|order| {
+                    (!order.parties.is_empty()).then_some(RestingParties {
+                        order_id: order.order_id,
+                        parties: order.parties,
+                    })
+                }));
+            }
             let bids: Vec<_> = instrument.book.bids.iter(&self.slab).map(resting).collect();
             let asks: Vec<_> = instrument.book.asks.iter(&self.slab).map(resting).collect();
             if !bids.is_empty() || !asks.is_empty() {
@@ -709,12 +990,17 @@ impl MatchingEngine {
             .collect();
         // `orders` is in OrderID order, so this is already sorted.
         debug_assert!(orders_ended.is_sorted_by_key(|ended| ended.order_id));
+        // OrderIDs are unique, so an unstable sort is deterministic.
+        parties.sort_unstable_by_key(|entry| entry.order_id);
         State {
-            last_input_seq: self.last_input_seq,
-            last_time_ns: self.last_time.0,
-            books,
-            cl_ord_ids,
-            orders_ended,
+            base: v1::StateV1 {
+                last_input_seq: self.last_input_seq,
+                last_time_ns: self.last_time.0,
+                books,
+                cl_ord_ids,
+                orders_ended,
+            },
+            parties,
         }
     }
 
@@ -826,6 +1112,18 @@ impl MatchingEngine {
         };
         if live_ids.iter().any(|&order_id| is_ended(order_id)) {
             return inconsistent("an order is both resting and ended");
+        }
+        if !state
+            .parties
+            .windows(2)
+            .all(|pair| pair[0].order_id < pair[1].order_id)
+        {
+            return inconsistent("parties are not sorted by OrderID and unique");
+        }
+        if state.parties.iter().any(|entry| {
+            entry.parties.is_empty() || live_ids.binary_search(&entry.order_id).is_err()
+        }) {
+            return inconsistent("parties are listed for an order that does not rest");
         }
         for order in state
             .books
@@ -942,6 +1240,7 @@ impl MatchingEngine {
                             notional: resting.notional,
                             prev: NIL,
                             next: NIL,
+                            parties: state.parties_of(resting.order_id),
                         };
                         let slot = self.slab.insert(order);
                         self.instruments[instrument]

@@ -107,6 +107,7 @@ impl Harness {
                 price: price.map(px),
                 qty: Qty(qty),
                 time_in_force: tif,
+                parties: Parties::NONE,
             }),
         )
     }
@@ -130,6 +131,7 @@ impl Harness {
                 orig_cl_ord_id: cid(orig),
                 symbol: sym(AAA),
                 side,
+                parties: Parties::NONE,
             }),
         )
     }
@@ -153,6 +155,7 @@ impl Harness {
                 ord_type: OrdType::Limit,
                 price: Some(px(price)),
                 qty: Qty(qty),
+                parties: Parties::NONE,
             }),
         )
     }
@@ -466,6 +469,7 @@ fn market_with_price_or_limit_without_price_is_rejected() {
         price: Some(px("1")),
         qty: Qty(1),
         time_in_force: Day,
+        parties: Parties::NONE,
     };
     let out = h.apply(1, Request::New(request.clone()));
     assert_rejected(
@@ -525,6 +529,7 @@ fn cancel_of_an_unknown_order_is_rejected() {
             orig_cl_ord_id: cid("b1"),
             symbol: sym(BBB),
             side: Buy,
+            parties: Parties::NONE,
         }),
     );
     assert_eq!(
@@ -663,6 +668,7 @@ fn replace_is_validated_like_a_new_order() {
             ord_type: OrdType::Market,
             price: None,
             qty: Qty(10),
+            parties: Parties::NONE,
         }),
     );
     assert_eq!(cxl_reject(&out[0]).text, Some(RejectText::OrdTypeChange));
@@ -751,6 +757,7 @@ fn apply_refuses_a_sequence_gap() {
         orig_cl_ord_id: cid("b"),
         symbol: sym(AAA),
         side: Buy,
+        parties: Parties::NONE,
     });
     engine.apply(
         &Input {
@@ -773,6 +780,7 @@ fn apply_refuses_time_going_backwards() {
         orig_cl_ord_id: cid("a"),
         symbol: sym(AAA),
         side: Buy,
+        parties: Parties::NONE,
     });
     h.engine.apply(
         &Input {
@@ -828,7 +836,7 @@ fn snapshot_restore_preserves_digest_and_behavior() {
     let mut bytes = Vec::new();
     original.engine.snapshot(&mut bytes);
     assert!(
-        bytes.starts_with(b"BTNSNAP\0\x02\x00"),
+        bytes.starts_with(b"BTNSNAP\0\x03\x00"),
         "the newest format by default"
     );
 
@@ -1027,7 +1035,7 @@ fn restore_refuses_bad_headers_and_leaves_the_engine_unchanged() {
         target.engine.restore(b""),
         Err(SnapshotError::Truncated)
     ));
-    for version in [0, 3, u16::MAX] {
+    for version in [0, 4, u16::MAX] {
         let mut other = bytes.clone();
         other[8..10].copy_from_slice(&version.to_le_bytes());
         assert!(matches!(
@@ -1323,7 +1331,7 @@ fn build_version_names_the_engine_crate_version_and_written_format() {
 
 #[test]
 fn only_known_snapshot_formats_can_be_chosen() {
-    for format in [0, 3, u16::MAX] {
+    for format in [0, 4, u16::MAX] {
         assert_eq!(
             MatchingEngine::with_snapshot_format(&small_config(), format).err(),
             Some(EngineConfigError::UnsupportedSnapshotFormat { format })
@@ -1351,8 +1359,9 @@ fn the_link_is_told_every_format_read_with_the_written_one_last() {
             .unwrap()
             .snapshot_formats()
     };
-    assert_eq!(formats(2), [1, 2]);
-    assert_eq!(formats(1), [2, 1]);
+    assert_eq!(formats(3), [1, 2, 3]);
+    assert_eq!(formats(2), [1, 3, 2]);
+    assert_eq!(formats(1), [2, 3, 1]);
 }
 
 #[test]
@@ -1373,6 +1382,7 @@ fn the_default_config_builds_an_engine_usable_as_a_trait_object() {
             price: Some(px("187.25")),
             qty: Qty(100),
             time_in_force: Day,
+            parties: Parties::NONE,
         }),
     };
     let mut outputs = Vec::new();

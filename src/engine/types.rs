@@ -11,7 +11,9 @@ use std::hash::{Hash, Hasher};
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::constants::{ENGINE_CL_ORD_ID_LEN_MAX, ENGINE_SYMBOL_LEN_MAX};
+use crate::constants::{
+    ENGINE_CL_ORD_ID_LEN_MAX, ENGINE_SYMBOL_LEN_MAX, PARTIES_MAX, PARTY_ID_LEN_MAX,
+};
 
 /// A price as a fixed-point number with [`Price::SCALE`] units per 1.
 ///
@@ -399,6 +401,204 @@ inline_ascii!(
     ENGINE_SYMBOL_LEN_MAX,
     "Symbol"
 );
+
+inline_ascii!(
+    /// A party's identifier (FIX PartyID, tag 448): a MiFID II short code, an LEI, a MIC or a
+    /// firm's own code. Inline and `Copy` so an order keeps its parties without a heap pointer.
+    PartyId,
+    PARTY_ID_LEN_MAX,
+    "PartyID"
+);
+
+/// One instance of the Parties group (NoPartyIDs, 453): who stands behind an order in one role.
+///
+/// Roles and sources are kept as their FIX wire values rather than enums: the gateway's
+/// dictionary decides which values the venue accepts, and the engine only stores and echoes
+/// them, so adding a role to the dictionary needs no engine change (and no snapshot format).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[serde(try_from = "PartyWire")]
+pub struct Party {
+    /// PartyID (448).
+    pub id: PartyId,
+    /// PartyIDSource (447) as its FIX character; printable ASCII, so it can be echoed as is.
+    pub source: u8,
+    /// PartyRole (452).
+    pub role: u16,
+    /// PartyRoleQualifier (2376), when the party had one.
+    pub role_qualifier: Option<u16>,
+}
+
+/// A [`Party`] as decoded, before the source character is checked: a link frame or a snapshot
+/// is external input and must not put a control character into an ExecutionReport.
+#[derive(Deserialize)]
+struct PartyWire {
+    id: PartyId,
+    source: u8,
+    role: u16,
+    role_qualifier: Option<u16>,
+}
+
+impl Party {
+    /// A party from decoded wire values; `None` unless `source` is one printable, non-space
+    /// ASCII character, the only kind the FIX side can have produced and can echo.
+    pub fn try_from_wire(
+        id: PartyId,
+        source: u8,
+        role: u16,
+        role_qualifier: Option<u16>,
+    ) -> Option<Party> {
+        (0x21..=0x7e).contains(&source).then_some(Party {
+            id,
+            source,
+            role,
+            role_qualifier,
+        })
+    }
+}
+
+impl TryFrom<PartyWire> for Party {
+    type Error = String;
+
+    fn try_from(wire: PartyWire) -> Result<Party, String> {
+        Party::try_from_wire(wire.id, wire.source, wire.role, wire.role_qualifier).ok_or_else(
+            || {
+                format!(
+                    "PartyIDSource must be one printable character, not byte {}",
+                    wire.source
+                )
+            },
+        )
+    }
+}
+
+/// A slot of [`Parties`] past its length. Never read: equality, hashing and serialization look
+/// at the first `len` entries only, or at whole arrays whose unused slots all hold this value.
+const PARTY_UNUSED: Party = Party {
+    id: PartyId {
+        len: 0,
+        bytes: [0; PARTY_ID_LEN_MAX],
+    },
+    source: 0,
+    role: 0,
+    role_qualifier: None,
+};
+
+/// The parties of an order (or of a cancel or replace request), in the order the counterparty
+/// sent them, which is the order they are echoed in.
+///
+/// A fixed-capacity inline list of at most [`PARTIES_MAX`] entries, so an order record, a
+/// request and a report stay `Copy` and heap-free (the engine allocates nothing per order). The
+/// gateway refuses a message with more parties before it is sequenced, so nothing is ever
+/// truncated here; [`Parties::push`] reports a full list instead. Encoded (link, journal,
+/// snapshots) as a length-prefixed sequence of its entries, so an order without parties costs
+/// one byte.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Parties {
+    /// Entries in use, 0..=PARTIES_MAX.
+    len: u8,
+    /// The entries; slots from `len` on hold `PARTY_UNUSED`, which is what lets the derived
+    /// equality and hash compare whole arrays.
+    entries: [Party; PARTIES_MAX],
+}
+
+impl Parties {
+    /// No parties: the value for an order that carried none.
+    pub const NONE: Parties = Parties {
+        len: 0,
+        entries: [PARTY_UNUSED; PARTIES_MAX],
+    };
+
+    /// Appends `party`; gives it back when the list already holds [`PARTIES_MAX`] entries.
+    pub fn push(&mut self, party: Party) -> Result<(), Party> {
+        let Some(slot) = self.entries.get_mut(usize::from(self.len)) else {
+            return Err(party);
+        };
+        *slot = party;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// The parties, in the order they were sent.
+    pub fn as_slice(&self) -> &[Party] {
+        &self.entries[..usize::from(self.len)]
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// How many there are.
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    /// Builds a list from a slice; `None` if it has more than [`PARTIES_MAX`] entries.
+    pub fn from_slice(parties: &[Party]) -> Option<Parties> {
+        let mut list = Parties::NONE;
+        for party in parties {
+            list.push(*party).ok()?;
+        }
+        Some(list)
+    }
+}
+
+impl Default for Parties {
+    fn default() -> Parties {
+        Parties::NONE
+    }
+}
+
+impl PartialOrd for Parties {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Parties {
+    /// Entry by entry, so sorted lists do not depend on the capacity.
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.as_slice().cmp(other.as_slice())
+    }
+}
+
+impl fmt::Debug for Parties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl Serialize for Parties {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.as_slice())
+    }
+}
+
+impl<'de> Deserialize<'de> for Parties {
+    /// Refuses more than [`PARTIES_MAX`] entries, so a frame or snapshot cannot overflow the
+    /// inline list (the gateway never sequences such an order).
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PartiesVisitor;
+        impl<'de> Visitor<'de> for PartiesVisitor {
+            type Value = Parties;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "a list of at most {PARTIES_MAX} parties")
+            }
+
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Parties, A::Error> {
+                let mut parties = Parties::NONE;
+                while let Some(party) = seq.next_element::<Party>()? {
+                    if parties.push(party).is_err() {
+                        return Err(de::Error::invalid_length(PARTIES_MAX + 1, &self));
+                    }
+                }
+                Ok(parties)
+            }
+        }
+        deserializer.deserialize_seq(PartiesVisitor)
+    }
+}
 
 /// Defines a FIX enumeration whose wire value is one ASCII character.
 macro_rules! fix_char_enum {

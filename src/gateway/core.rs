@@ -2179,13 +2179,10 @@ fn read_input(reader: &mut JournalReader) -> Result<Option<Input>, CoreError> {
     let Some(entry) = reader.next()? else {
         return Ok(None);
     };
-    let (input, _): (Input, usize) =
-        bincode::serde::decode_from_slice(&entry.payload, bincode::config::standard()).map_err(
-            |error| CoreError::Record {
-                seq: entry.seq,
-                reason: error.to_string(),
-            },
-        )?;
+    let input = Input::decode_journaled(&entry.payload).map_err(|error| CoreError::Record {
+        seq: entry.seq,
+        reason: error.to_string(),
+    })?;
     if input.seq != entry.seq {
         return Err(CoreError::Record {
             seq: entry.seq,

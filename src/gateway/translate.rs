@@ -9,8 +9,8 @@
 use crate::config::VenueConfig;
 use crate::constants;
 use crate::engine::{
-    CancelOrder, ClOrdId, NewOrder, OrdType, Output, Price, Qty, ReplaceOrder, Report, Request,
-    Side, Symbol, TimeInForce,
+    CancelOrder, ClOrdId, NewOrder, OrdType, Output, Parties, Party, PartyId, Price, Qty,
+    ReplaceOrder, Report, Request, Side, Symbol, TimeInForce,
 };
 use crate::fix::codec::{Encoder, Message, push_uint};
 use crate::fix::dictionary::Dictionary;
@@ -40,12 +40,16 @@ pub(crate) mod tag {
     pub const EXEC_TYPE: u32 = 150;
     pub const LEAVES_QTY: u32 = 151;
     pub const CXL_REJ_RESPONSE_TO: u32 = 434;
+    /// PartyIDSource (447).
+    pub const PARTY_ID_SOURCE: u32 = 447;
     /// PartyID (448): the first field of each party.
     pub const PARTY_ID: u32 = 448;
     /// PartyRole (452), read by the venue's party rules (and by the config check of them).
     pub const PARTY_ROLE: u32 = 452;
     /// NoPartyIDs (453): how many parties follow.
     pub const NO_PARTY_IDS: u32 = 453;
+    /// PartyRoleQualifier (2376).
+    pub const PARTY_ROLE_QUALIFIER: u32 = 2376;
 }
 
 /// Why a business message cannot become an engine request: answered with a
@@ -167,65 +171,94 @@ fn price(message: &Message, ord_type: OrdType) -> Result<Option<Price>, Unusable
     }
 }
 
-/// Checks an order request's Parties group against the venue's bounds and rules: at most
-/// [`constants::PARTIES_MAX`] parties, PartyIDs of at most [`constants::PARTY_ID_LEN_MAX`]
+/// Reads an order request's Parties group and checks it against the venue's bounds and rules: at
+/// most [`constants::PARTIES_MAX`] parties, PartyIDs of at most [`constants::PARTY_ID_LEN_MAX`]
 /// bytes, and every role `[venue] parties_required_roles` names. The dictionary has already
-/// checked the group's structure (count, order, required members), so the PartyRole fields of
-/// the message are exactly the roles of its parties (the nested sub-ID group has none).
+/// checked the group's structure (count, order, required members), so each PartyID (448) starts
+/// a party and the PartyIDSource, PartyRole and PartyRoleQualifier after it are that party's.
+/// The nested sub-IDs (802) are validated by the dictionary but not kept: the order record holds
+/// the four fields MiFID II reporting needs, in a fixed inline size.
 ///
-/// A missing role is answered with a BusinessMessageReject (380=5, conditionally required field
-/// missing) naming the roles, rather than an ExecutionReport: the order never reaches the
-/// sequencer, so no engine assigns it an OrderID, exactly like a limit order without a Price.
-fn check_parties(message: &Message, venue: &VenueConfig) -> Result<(), Unusable> {
+/// A message over the cap is refused whole, never cut to the cap: a report echoing some of an
+/// order's parties would misstate who is behind it. A missing role is answered with a
+/// BusinessMessageReject (380=5, conditionally required field missing) naming the roles, rather
+/// than an ExecutionReport: the order never reaches the sequencer, so no engine assigns it an
+/// OrderID, exactly like a limit order without a Price.
+fn parties(message: &Message, venue: &VenueConfig) -> Result<Parties, Unusable> {
     let count = message
         .uint_opt(tag::NO_PARTY_IDS)
         .unwrap_or(None)
         .unwrap_or(0);
     if count == 0 && venue.parties_required_roles.is_empty() {
-        // Nothing to bound and nothing required: the common order costs no walk of its fields.
-        return Ok(());
+        // Nothing to read and nothing required: the common order costs no walk of its fields.
+        return Ok(Parties::NONE);
     }
-    if count > constants::PARTIES_MAX as u64 {
-        return Err(unusable(
+    let over_cap = || {
+        unusable(
             BusinessRejectReason::Other,
             format!(
                 "NoPartyIDs (453) is {count}; the venue takes at most {} parties per order",
                 constants::PARTIES_MAX
             ),
-        ));
+        )
+    };
+    if count > constants::PARTIES_MAX as u64 {
+        return Err(over_cap());
     }
-    let mut roles = [0u32; constants::PARTIES_MAX];
-    let mut roles_len = 0;
+    let mut parties = Parties::NONE;
+    let mut pending: Option<PartyFields> = None;
     for (tag, value) in message.fields() {
         match tag {
-            tag::PARTY_ID if value.len() > constants::PARTY_ID_LEN_MAX => {
-                return Err(unusable(
-                    BusinessRejectReason::Other,
-                    format!(
-                        "PartyID (448) must be at most {} characters",
-                        constants::PARTY_ID_LEN_MAX
-                    ),
-                ));
+            tag::PARTY_ID => {
+                if let Some(fields) = pending.take() {
+                    parties.push(fields.party()?).map_err(|_| over_cap())?;
+                }
+                let id = PartyId::try_from_bytes(value).ok_or_else(|| {
+                    unusable(
+                        BusinessRejectReason::Other,
+                        format!(
+                            "PartyID (448) must be 1 to {} printable characters",
+                            constants::PARTY_ID_LEN_MAX
+                        ),
+                    )
+                })?;
+                pending = Some(PartyFields {
+                    id,
+                    source: None,
+                    role: None,
+                    role_qualifier: None,
+                });
             }
-            tag::PARTY_ROLE if roles_len < roles.len() => {
-                // The dictionary checked the value against PartyRole's list of integers.
-                roles[roles_len] = crate::fix::codec::parse_uint(value)
-                    .and_then(|role| u32::try_from(role).ok())
-                    .unwrap_or(u32::MAX);
-                roles_len += 1;
+            tag::PARTY_ID_SOURCE => {
+                if let (Some(fields), [source]) = (pending.as_mut(), value) {
+                    fields.source = Some(*source);
+                }
+            }
+            tag::PARTY_ROLE => {
+                if let Some(fields) = pending.as_mut() {
+                    fields.role = Some(small_int(value, "PartyRole (452)")?);
+                }
+            }
+            tag::PARTY_ROLE_QUALIFIER => {
+                if let Some(fields) = pending.as_mut() {
+                    fields.role_qualifier = Some(small_int(value, "PartyRoleQualifier (2376)")?);
+                }
             }
             _ => {}
         }
     }
-    let present = &roles[..roles_len];
+    if let Some(fields) = pending {
+        parties.push(fields.party()?).map_err(|_| over_cap())?;
+    }
+    let present = parties.as_slice();
     let missing: Vec<u32> = venue
         .parties_required_roles
         .iter()
         .copied()
-        .filter(|role| !present.contains(role))
+        .filter(|&role| !present.iter().any(|party| u32::from(party.role) == role))
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        return Ok(parties);
     }
     let names: Vec<String> = missing.iter().map(|&role| role_name(role)).collect();
     Err(unusable(
@@ -235,6 +268,49 @@ fn check_parties(message: &Message, venue: &VenueConfig) -> Result<(), Unusable>
             names.join(", ")
         ),
     ))
+}
+
+/// The fields of one Parties instance while it is read.
+struct PartyFields {
+    /// PartyID (448), which opened the instance.
+    id: PartyId,
+    /// PartyIDSource (447).
+    source: Option<u8>,
+    /// PartyRole (452).
+    role: Option<u16>,
+    /// PartyRoleQualifier (2376).
+    role_qualifier: Option<u16>,
+}
+
+impl PartyFields {
+    /// The party, once the instance is complete. The dictionary requires PartyIDSource and
+    /// PartyRole in every instance, so an incomplete one means the message was not validated;
+    /// it is refused like any other unusable message rather than trusted.
+    fn party(self) -> Result<Party, Unusable> {
+        let incomplete = || {
+            unusable(
+                BusinessRejectReason::Other,
+                "each party in Parties (453) needs PartyIDSource (447) and PartyRole (452)",
+            )
+        };
+        let (Some(source), Some(role)) = (self.source, self.role) else {
+            return Err(incomplete());
+        };
+        Party::try_from_wire(self.id, source, role, self.role_qualifier).ok_or_else(incomplete)
+    }
+}
+
+/// An integer field the venue stores in 16 bits (PartyRole, PartyRoleQualifier: FIX's values
+/// are all below 1,000).
+fn small_int(value: &[u8], name: &str) -> Result<u16, Unusable> {
+    crate::fix::codec::parse_uint(value)
+        .and_then(|v| u16::try_from(v).ok())
+        .ok_or_else(|| {
+            unusable(
+                BusinessRejectReason::Other,
+                format!("{name} is out of range"),
+            )
+        })
 }
 
 /// `3 (CLIENT_ID)`: a role with the name the dictionary gives it, for reject texts.
@@ -259,14 +335,16 @@ fn role_name(role: u32) -> String {
 /// The engine request for a business message the dictionary accepted, checked against the
 /// venue's rules.
 pub fn request_from_fix(message: &Message, venue: &VenueConfig) -> Result<Request, Unusable> {
-    if matches!(
+    let parties = if matches!(
         message.msg_type(),
         msg_type::NEW_ORDER_SINGLE
             | msg_type::ORDER_CANCEL_REQUEST
             | msg_type::ORDER_CANCEL_REPLACE_REQUEST
     ) {
-        check_parties(message, venue)?;
-    }
+        parties(message, venue)?
+    } else {
+        Parties::NONE
+    };
     match message.msg_type() {
         msg_type::NEW_ORDER_SINGLE => {
             let ord_type = ord_type(message)?;
@@ -293,6 +371,7 @@ pub fn request_from_fix(message: &Message, venue: &VenueConfig) -> Result<Reques
                 price: price(message, ord_type)?,
                 qty: qty(message)?,
                 time_in_force,
+                parties,
             }))
         }
         msg_type::ORDER_CANCEL_REQUEST => Ok(Request::Cancel(CancelOrder {
@@ -300,6 +379,7 @@ pub fn request_from_fix(message: &Message, venue: &VenueConfig) -> Result<Reques
             orig_cl_ord_id: cl_ord_id(message, tag::ORIG_CL_ORD_ID, "OrigClOrdID")?,
             symbol: symbol(message)?,
             side: side(message)?,
+            parties,
         })),
         msg_type::ORDER_CANCEL_REPLACE_REQUEST => {
             let ord_type = ord_type(message)?;
@@ -311,6 +391,7 @@ pub fn request_from_fix(message: &Message, venue: &VenueConfig) -> Result<Reques
                 ord_type,
                 price: price(message, ord_type)?,
                 qty: qty(message)?,
+                parties,
             }))
         }
         _ => Err(unusable(
@@ -374,6 +455,7 @@ pub fn write_output(encoder: &mut Encoder, output: &Output) {
             if let Some(text) = report.text {
                 encoder.str(tag::TEXT, text.as_str());
             }
+            write_parties(encoder, &report.parties);
         }
         Report::CancelReject(reject) => {
             match reject.order_id {
@@ -390,6 +472,25 @@ pub fn write_output(encoder: &mut Encoder, output: &Output) {
                 encoder.str(tag::TEXT, text.as_str());
             }
             encoder.timestamp(tag::TRANSACT_TIME, reject.transact_time);
+        }
+    }
+}
+
+/// Writes the Parties group (453 and its instances, each in the dictionary's member order) when
+/// there are parties. Nothing otherwise, so a report about an order without parties is byte for
+/// byte what it was before parties were echoed.
+fn write_parties(encoder: &mut Encoder, parties: &Parties) {
+    if parties.is_empty() {
+        return;
+    }
+    encoder.uint(tag::NO_PARTY_IDS, parties.len() as u64);
+    for party in parties.as_slice() {
+        encoder
+            .bytes(tag::PARTY_ID, party.id.as_bytes())
+            .char(tag::PARTY_ID_SOURCE, party.source)
+            .uint(tag::PARTY_ROLE, u64::from(party.role));
+        if let Some(qualifier) = party.role_qualifier {
+            encoder.uint(tag::PARTY_ROLE_QUALIFIER, u64::from(qualifier));
         }
     }
 }
@@ -559,6 +660,150 @@ mod tests {
         assert!(error.text.contains("PartyID (448)"), "{}", error.text);
         let longest = "9".repeat(constants::PARTY_ID_LEN_MAX);
         assert!(request_from_fix(&order_with_parties(&[(&longest, "3")]), &roles(&[])).is_ok());
+    }
+
+    #[test]
+    fn parties_are_carried_into_every_order_request_in_the_order_sent() {
+        let fields = [
+            (11, "A1"),
+            (41, "A0"),
+            (55, "ACME"),
+            (54, "1"),
+            (38, "300"),
+            (40, "2"),
+            (44, "10"),
+            (453, "2"),
+            (448, "12345"),
+            (447, "P"),
+            (452, "3"),
+            (2376, "24"),
+            (802, "1"),
+            (523, "desk"),
+            (803, "9"),
+            (448, "FIRMLEI"),
+            (447, "N"),
+            (452, "1"),
+        ];
+        let expected = [
+            Party::try_from_wire(
+                PartyId::try_from_bytes(b"12345").unwrap(),
+                b'P',
+                3,
+                Some(24),
+            )
+            .unwrap(),
+            Party::try_from_wire(PartyId::try_from_bytes(b"FIRMLEI").unwrap(), b'N', 1, None)
+                .unwrap(),
+        ];
+        for msg_type in [&b"D"[..], b"F", b"G"] {
+            let msg = message(msg_type, &fields);
+            let carried = match request_from_fix(&msg, &VenueConfig::default()).unwrap() {
+                Request::New(order) => order.parties,
+                Request::Cancel(cancel) => cancel.parties,
+                Request::Replace(replace) => replace.parties,
+            };
+            assert_eq!(carried.as_slice(), expected, "{msg_type:?}");
+        }
+        let plain = message(
+            b"D",
+            &[(11, "A1"), (55, "ACME"), (54, "1"), (38, "300"), (40, "1")],
+        );
+        let Request::New(order) = request_from_fix(&plain, &VenueConfig::default()).unwrap() else {
+            panic!("not a new order")
+        };
+        assert!(order.parties.is_empty());
+    }
+
+    /// The ExecutionReport for `report` as the counterparty receives it.
+    fn report_message(report: crate::engine::ExecutionReport) -> Message {
+        let output = Output {
+            input_seq: 5,
+            index: 0,
+            session: 1,
+            report: Report::Execution(report),
+        };
+        let mut encoder = Encoder::new("FIX.4.4");
+        encoder
+            .start(output_msg_type(&output))
+            .str(49, "B")
+            .str(56, "C")
+            .uint(34, 9)
+            .timestamp(52, Timestamp::ZERO);
+        write_output(&mut encoder, &output);
+        Message::parse(encoder.finish()).unwrap()
+    }
+
+    #[test]
+    fn execution_reports_echo_parties_and_validate() {
+        let mut parties = Parties::NONE;
+        for (id, source, role, qualifier) in [
+            ("12345", b'P', 3, Some(24)),
+            ("7", b'P', 12, None),
+            ("ALGO1", b'P', 122, Some(22)),
+        ] {
+            parties
+                .push(
+                    Party::try_from_wire(
+                        PartyId::try_from_bytes(id.as_bytes()).unwrap(),
+                        source,
+                        role,
+                        qualifier,
+                    )
+                    .unwrap(),
+                )
+                .unwrap();
+        }
+        let report = crate::engine::ExecutionReport {
+            order_id: 5,
+            cl_ord_id: ClOrdId::try_from_bytes(b"A1").unwrap(),
+            orig_cl_ord_id: None,
+            exec_type: crate::engine::ExecType::New,
+            ord_status: crate::engine::OrdStatus::New,
+            symbol: Symbol::try_from_bytes(b"ACME").unwrap(),
+            side: Side::Buy,
+            ord_type: OrdType::Limit,
+            price: Price::parse_decimal(b"10"),
+            time_in_force: TimeInForce::Day,
+            order_qty: Qty(300),
+            last_qty: Qty::ZERO,
+            last_px: None,
+            cum_qty: Qty::ZERO,
+            leaves_qty: Qty(300),
+            avg_px: Price::ZERO,
+            transact_time: Timestamp::ZERO,
+            ord_rej_reason: None,
+            text: None,
+            parties,
+        };
+        let echoed = report_message(report.clone());
+        Dictionary::venue().validate(&echoed).unwrap();
+        let group: Vec<(u32, &[u8])> = echoed
+            .fields()
+            .skip_while(|(tag, _)| *tag != tag::NO_PARTY_IDS)
+            .take_while(|(tag, _)| *tag != 10)
+            .collect();
+        let expected: Vec<(u32, &[u8])> = vec![
+            (453, b"3"),
+            (448, b"12345"),
+            (447, b"P"),
+            (452, b"3"),
+            (2376, b"24"),
+            (448, b"7"),
+            (447, b"P"),
+            (452, b"12"),
+            (448, b"ALGO1"),
+            (447, b"P"),
+            (452, b"122"),
+            (2376, b"22"),
+        ];
+        assert_eq!(group, expected);
+        // Without parties, no group at all.
+        let plain = report_message(crate::engine::ExecutionReport {
+            parties: Parties::NONE,
+            ..report
+        });
+        Dictionary::venue().validate(&plain).unwrap();
+        assert_eq!(plain.get(tag::NO_PARTY_IDS), None);
     }
 
     #[test]

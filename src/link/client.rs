@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use super::auth::{self, LinkSecret};
 use super::error::LinkError;
 use super::protocol::{
-    Close, Frame, FrameDecoder, Heartbeat, Hello, LINK_PROTOCOL_VERSION, Welcome, encode,
-    encode_input, encode_restore,
+    Close, Frame, FrameDecoder, Heartbeat, Hello, LINK_PROTOCOL_VERSION,
+    LINK_PROTOCOL_VERSIONS_GATEWAY, Welcome, encode_at, encode_input_at, encode_restore_at,
 };
 use super::transport::{AsyncReadHalf, AsyncWriteHalf, LinkAddr, connect_async};
 use crate::constants::{LINK_FRAME_BYTES_MAX, LINK_HANDSHAKE_TIMEOUT_MS};
@@ -51,6 +51,9 @@ pub struct LinkWriter {
     buf: Vec<u8>,
     /// When bytes were last written, for the caller's heartbeat schedule.
     last_sent: Instant,
+    /// The protocol version the engine speaks (one of `LINK_PROTOCOL_VERSIONS_GATEWAY`), which
+    /// every frame is encoded at: an engine of the build before parties gets inputs without them.
+    version: u16,
 }
 
 impl std::fmt::Debug for LinkReader {
@@ -117,10 +120,26 @@ async fn handshake(
             stream: write,
             buf: Vec::new(),
             last_sent: now,
+            version: LINK_PROTOCOL_VERSION,
         },
     };
     let refusal = match link.reader.recv().await {
-        Ok(Frame::Hello(hello)) if hello.protocol_version == LINK_PROTOCOL_VERSION => {
+        Ok(Frame::Hello(hello))
+            if LINK_PROTOCOL_VERSIONS_GATEWAY.contains(&hello.protocol_version) =>
+        {
+            // From the Welcome on, speak the engine's version (the handshake kinds are frozen,
+            // so everything before read the same at any version).
+            link.reader.decoder.speak(hello.protocol_version);
+            link.writer.version = hello.protocol_version;
+            if hello.protocol_version != LINK_PROTOCOL_VERSION {
+                tracing::warn!(
+                    %addr,
+                    engine = %hello.engine_name,
+                    build = %hello.build_version,
+                    protocol_version = hello.protocol_version,
+                    "engine speaks a link protocol from before parties: its inputs go without them and its reports carry none"
+                );
+            }
             match authenticate(&mut link, &hello, secret).await {
                 Ok(()) => {}
                 Err(LinkError::Unauthenticated(reason)) => {
@@ -171,7 +190,7 @@ async fn authenticate(
         return link
             .writer
             .send(&Frame::Welcome(Welcome {
-                protocol_version: LINK_PROTOCOL_VERSION,
+                protocol_version: hello.protocol_version,
                 auth_nonce: Vec::new(),
                 auth_proof: Vec::new(),
             }))
@@ -187,7 +206,7 @@ async fn authenticate(
     let proof = secret.gateway_proof(&hello.auth_nonce, &gateway_nonce);
     link.writer
         .send(&Frame::Welcome(Welcome {
-            protocol_version: LINK_PROTOCOL_VERSION,
+            protocol_version: hello.protocol_version,
             auth_nonce: gateway_nonce.clone(),
             auth_proof: proof,
         }))
@@ -294,21 +313,28 @@ impl LinkReader {
 impl LinkWriter {
     /// Sends any frame.
     pub async fn send(&mut self, frame: &Frame) -> Result<(), LinkError> {
-        self.buffer(|buf| encode(frame, buf))?;
+        let version = self.version;
+        self.buffer(|buf| encode_at(version, frame, buf))?;
         self.write_buffered().await
     }
 
     /// Sends one input. The engine answers each input with exactly one Outputs, Replayed or
     /// AlreadyApplied frame, in order.
     pub async fn send_input(&mut self, input: &Input) -> Result<(), LinkError> {
-        self.buffer(|buf| encode_input(input, buf))?;
+        let version = self.version;
+        self.buffer(|buf| encode_input_at(version, input, buf))?;
         self.write_buffered().await
     }
 
     /// Sends many inputs with one write: one syscall instead of one per input, and the engine
     /// answers a batch read in one read with one write of its own.
     pub async fn send_inputs(&mut self, inputs: &[Input]) -> Result<(), LinkError> {
-        self.buffer(|buf| inputs.iter().try_for_each(|input| encode_input(input, buf)))?;
+        let version = self.version;
+        self.buffer(|buf| {
+            inputs
+                .iter()
+                .try_for_each(|input| encode_input_at(version, input, buf))
+        })?;
         self.write_buffered().await
     }
 
@@ -333,7 +359,8 @@ impl LinkWriter {
     /// Sends snapshot bytes for the engine to restore (answered Restored or Refused); inputs
     /// then continue from the snapshot's seq + 1.
     pub async fn restore(&mut self, snapshot: &[u8]) -> Result<(), LinkError> {
-        self.buffer(|buf| encode_restore(snapshot, buf))?;
+        let version = self.version;
+        self.buffer(|buf| encode_restore_at(version, snapshot, buf))?;
         self.write_buffered().await
     }
 

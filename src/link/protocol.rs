@@ -25,6 +25,9 @@
 //! which older readers ignore and newer readers leave empty when absent), so peers of different versions can always tell each other which
 //! version they speak and why they hang up. The handshake then decides: the engine's Hello names
 //! its version, and the gateway answers Welcome with the version both will speak, or Close.
+//! An engine speaks only [`LINK_PROTOCOL_VERSION`]; a gateway also speaks the version before
+//! parties ([`LINK_PROTOCOL_VERSIONS_GATEWAY`]), whose Input and Outputs lack them, so an engine
+//! of the previous build can be rolled back to.
 //!
 //! # Conversation
 //!
@@ -56,7 +59,22 @@ use crate::engine::{Digest, Input, Output};
 
 /// The protocol version this build speaks. Bump it when any non-handshake frame's layout or
 /// meaning changes; the handshake frames stay readable across versions (see the module docs).
-pub const LINK_PROTOCOL_VERSION: u16 = 1;
+///
+/// Version 2: every request (Input) and every ExecutionReport (Outputs) ends with its parties.
+pub const LINK_PROTOCOL_VERSION: u16 = 2;
+
+/// The version before requests and reports carried parties, the only one whose frames differ
+/// from [`LINK_PROTOCOL_VERSION`]'s: Input and Outputs lack the parties, every other layout is
+/// the same.
+pub const LINK_PROTOCOL_VERSION_BEFORE_PARTIES: u16 = 1;
+
+/// Versions a gateway of this build speaks to an engine, chosen per link from the engine's
+/// Hello: its own, and the one before parties, so that an engine of the build before (the
+/// target of a rollback) can still be attached. To such an engine inputs go without their
+/// parties, and its reports come back without them; an engine of this build speaks only
+/// [`LINK_PROTOCOL_VERSION`].
+pub const LINK_PROTOCOL_VERSIONS_GATEWAY: [u16; 2] =
+    [LINK_PROTOCOL_VERSION_BEFORE_PARTIES, LINK_PROTOCOL_VERSION];
 
 /// Bytes of the length prefix.
 const LENGTH_PREFIX_BYTES: usize = 4;
@@ -404,6 +422,9 @@ pub struct DigestReport {
 }
 
 /// One message on the link. See the module docs for who sends which and what answers it.
+// An Input carries its request's parties inline and outweighs every other frame; boxing it would
+// allocate once per input on the engine's hot path, which a frame's size on the stack does not.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     /// Engine → gateway, first frame.
@@ -512,34 +533,73 @@ mod bytes_field {
 /// Appends `frame` to `out`, chunked if its payload exceeds one frame. On error `out` is left as
 /// it was.
 pub fn encode(frame: &Frame, out: &mut Vec<u8>) -> Result<(), LinkError> {
+    encode_at(LINK_PROTOCOL_VERSION, frame, out)
+}
+
+/// [`encode`] at protocol `version`, one of [`LINK_PROTOCOL_VERSIONS_GATEWAY`], for a gateway
+/// talking to an engine of that version. Outputs are never sent at an older version: only an
+/// engine sends them, and an engine of this build speaks only its own.
+pub fn encode_at(version: u16, frame: &Frame, out: &mut Vec<u8>) -> Result<(), LinkError> {
     let kind = frame.kind();
     match frame {
-        Frame::Hello(hello) => encode_payload(kind, hello, out),
-        Frame::Welcome(welcome) => encode_payload(kind, welcome, out),
-        Frame::Close(close) => encode_payload(kind, close, out),
-        Frame::Heartbeat(heartbeat) => encode_payload(kind, heartbeat, out),
-        Frame::Input(input) => encode_payload(kind, input, out),
-        Frame::Outputs(outputs) | Frame::Replayed(outputs) => encode_payload(kind, outputs, out),
-        Frame::AlreadyApplied(already) => encode_payload(kind, already, out),
-        Frame::SnapshotRequest | Frame::DigestRequest => write_message(kind, &[], out),
-        Frame::Snapshot(snapshot) => encode_payload(kind, snapshot, out),
-        Frame::Restore(restore) => encode_payload(kind, restore, out),
-        Frame::Restored(restored) => encode_payload(kind, restored, out),
-        Frame::Refused(refused) => encode_payload(kind, refused, out),
-        Frame::Digest(report) => encode_payload(kind, report, out),
-        Frame::AuthProof(proof) => encode_payload(kind, proof, out),
+        Frame::Hello(hello) => encode_payload_at(version, kind, hello, out),
+        Frame::Welcome(welcome) => encode_payload_at(version, kind, welcome, out),
+        Frame::Close(close) => encode_payload_at(version, kind, close, out),
+        Frame::Heartbeat(heartbeat) => encode_payload_at(version, kind, heartbeat, out),
+        Frame::Input(input) => encode_input_at(version, input, out),
+        Frame::Outputs(outputs) | Frame::Replayed(outputs) => {
+            if version != LINK_PROTOCOL_VERSION {
+                return Err(LinkError::UnsupportedVersion {
+                    version,
+                    kind: kind as u8,
+                });
+            }
+            encode_payload_at(version, kind, outputs, out)
+        }
+        Frame::AlreadyApplied(already) => encode_payload_at(version, kind, already, out),
+        Frame::SnapshotRequest | Frame::DigestRequest => write_message_at(version, kind, &[], out),
+        Frame::Snapshot(snapshot) => encode_payload_at(version, kind, snapshot, out),
+        Frame::Restore(restore) => encode_payload_at(version, kind, restore, out),
+        Frame::Restored(restored) => encode_payload_at(version, kind, restored, out),
+        Frame::Refused(refused) => encode_payload_at(version, kind, refused, out),
+        Frame::Digest(report) => encode_payload_at(version, kind, report, out),
+        Frame::AuthProof(proof) => encode_payload_at(version, kind, proof, out),
     }
 }
 
 /// Appends an Input frame without building a [`Frame`], so the gateway sends journal entries
 /// without cloning them.
 pub fn encode_input(input: &Input, out: &mut Vec<u8>) -> Result<(), LinkError> {
-    encode_payload(FrameKind::Input, input, out)
+    encode_input_at(LINK_PROTOCOL_VERSION, input, out)
+}
+
+/// [`encode_input`] at protocol `version`: at the version before parties, the input without
+/// them (that engine's build cannot keep them).
+pub fn encode_input_at(version: u16, input: &Input, out: &mut Vec<u8>) -> Result<(), LinkError> {
+    if version == LINK_PROTOCOL_VERSION_BEFORE_PARTIES {
+        encode_payload_at(version, FrameKind::Input, &v1::InputRef::new(input), out)
+    } else {
+        encode_payload_at(version, FrameKind::Input, input, out)
+    }
 }
 
 /// Appends a Restore frame from borrowed snapshot bytes, which can be large.
 pub fn encode_restore(snapshot: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
-    encode_payload(FrameKind::Restore, &RestoreRef { bytes: snapshot }, out)
+    encode_restore_at(LINK_PROTOCOL_VERSION, snapshot, out)
+}
+
+/// [`encode_restore`] at protocol `version` (the layout is the same at every version).
+pub fn encode_restore_at(
+    version: u16,
+    snapshot: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), LinkError> {
+    encode_payload_at(
+        version,
+        FrameKind::Restore,
+        &RestoreRef { bytes: snapshot },
+        out,
+    )
 }
 
 /// Appends the payload of an Outputs frame (no header) for outputs in a borrowed buffer. The
@@ -559,9 +619,10 @@ pub(crate) fn encode_outputs_payload(
     Ok(())
 }
 
-/// Encodes `value` as the payload of a `kind` frame appended to `out`; in place when it fits
-/// one frame (the common case: no copy), otherwise moved into chunks.
-fn encode_payload<T: Serialize>(
+/// Encodes `value` as the payload of a `kind` frame at protocol `version` appended to `out`; in
+/// place when it fits one frame (the common case: no copy), otherwise moved into chunks.
+fn encode_payload_at<T: Serialize>(
+    version: u16,
     kind: FrameKind,
     value: &T,
     out: &mut Vec<u8>,
@@ -575,6 +636,7 @@ fn encode_payload<T: Serialize>(
     let payload_len = out.len() - start - FRAME_HEADER_BYTES;
     if payload_len <= FRAME_PAYLOAD_BYTES_MAX {
         write_header(
+            version,
             kind,
             payload_len,
             &mut out[start..start + FRAME_HEADER_BYTES],
@@ -583,7 +645,7 @@ fn encode_payload<T: Serialize>(
     }
     let payload = out.split_off(start + FRAME_HEADER_BYTES);
     out.truncate(start);
-    write_message(kind, &payload, out)
+    write_message_at(version, kind, &payload, out)
 }
 
 /// Appends a message of `kind` with an already encoded payload: one frame, or a chunked message.
@@ -592,9 +654,19 @@ pub(crate) fn write_message(
     payload: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), LinkError> {
+    write_message_at(LINK_PROTOCOL_VERSION, kind, payload, out)
+}
+
+/// [`write_message`] with the frame headers at protocol `version`.
+fn write_message_at(
+    version: u16,
+    kind: FrameKind,
+    payload: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), LinkError> {
     debug_assert!(!kind.is_wire_only());
     if payload.len() <= FRAME_PAYLOAD_BYTES_MAX {
-        write_frame(kind, payload, out);
+        write_frame(version, kind, payload, out);
         return Ok(());
     }
     if payload.len() > LINK_MESSAGE_BYTES_MAX {
@@ -607,23 +679,23 @@ pub(crate) fn write_message(
     begin[0] = kind as u8;
     begin[1..].copy_from_slice(&(payload.len() as u64).to_le_bytes());
     out.reserve(payload.len() + FRAME_HEADER_BYTES * (2 + payload.len() / FRAME_PAYLOAD_BYTES_MAX));
-    write_frame(FrameKind::ChunkedBegin, &begin, out);
+    write_frame(version, FrameKind::ChunkedBegin, &begin, out);
     for chunk in payload.chunks(FRAME_PAYLOAD_BYTES_MAX) {
-        write_frame(FrameKind::Chunk, chunk, out);
+        write_frame(version, FrameKind::Chunk, chunk, out);
     }
     Ok(())
 }
 
 /// Appends one frame; the caller has checked that the payload fits.
-fn write_frame(kind: FrameKind, payload: &[u8], out: &mut Vec<u8>) {
+fn write_frame(version: u16, kind: FrameKind, payload: &[u8], out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
-    write_header(kind, payload.len(), &mut out[start..]);
+    write_header(version, kind, payload.len(), &mut out[start..]);
     out.extend_from_slice(payload);
 }
 
-/// Fills a frame header for a payload of `payload_len` bytes.
-fn write_header(kind: FrameKind, payload_len: usize, header: &mut [u8]) {
+/// Fills a frame header at protocol `version` for a payload of `payload_len` bytes.
+fn write_header(version: u16, kind: FrameKind, payload_len: usize, header: &mut [u8]) {
     assert!(
         payload_len <= FRAME_PAYLOAD_BYTES_MAX,
         "frame payload over the limit"
@@ -631,7 +703,7 @@ fn write_header(kind: FrameKind, payload_len: usize, header: &mut [u8]) {
     // Fits a u32: FRAME_PAYLOAD_BYTES_MAX < LINK_FRAME_BYTES_MAX <= u32::MAX (constants.rs).
     let rest = (payload_len + FRAME_HEADER_BYTES - LENGTH_PREFIX_BYTES) as u32;
     header[..4].copy_from_slice(&rest.to_le_bytes());
-    header[4..6].copy_from_slice(&LINK_PROTOCOL_VERSION.to_le_bytes());
+    header[4..6].copy_from_slice(&version.to_le_bytes());
     header[6] = kind as u8;
 }
 
@@ -657,6 +729,9 @@ pub struct FrameDecoder {
     end: usize,
     /// The chunked message being reassembled, between its ChunkedBegin and its last Chunk.
     chunked: Option<Chunked>,
+    /// The protocol version the peer speaks; frames of another version are refused (handshake
+    /// kinds aside). [`LINK_PROTOCOL_VERSION`] unless a gateway chose another at the handshake.
+    version: u16,
 }
 
 /// A chunked message in reassembly.
@@ -698,7 +773,14 @@ impl FrameDecoder {
             start: 0,
             end: 0,
             chunked: None,
+            version: LINK_PROTOCOL_VERSION,
         }
+    }
+
+    /// Decodes the frames of protocol `version` from now on: a gateway calls this when the
+    /// engine's Hello names a version of [`LINK_PROTOCOL_VERSIONS_GATEWAY`] other than its own.
+    pub fn speak(&mut self, version: u16) {
+        self.version = version;
     }
 
     /// Bytes received but not yet returned as frames, chunk reassembly included; what the
@@ -765,19 +847,19 @@ impl FrameDecoder {
             let kind_byte = available[6];
             let payload_range = self.start + FRAME_HEADER_BYTES..self.start + frame_len;
             self.start += frame_len;
-            let kind = check_kind(version, kind_byte)?;
+            let kind = check_kind(self.version, version, kind_byte)?;
             let payload = &self.buf[payload_range];
-            if let Some(frame) = accept(&mut self.chunked, kind, payload)? {
+            if let Some(frame) = accept(&mut self.chunked, self.version, kind, payload)? {
                 return Ok(Some(frame));
             }
         }
     }
 }
 
-/// The kind of a frame header, if this build may decode it at that version.
-fn check_kind(version: u16, kind_byte: u8) -> Result<FrameKind, LinkError> {
+/// The kind of a frame header, if a decoder expecting `expected` may decode it at `version`.
+fn check_kind(expected: u16, version: u16, kind_byte: u8) -> Result<FrameKind, LinkError> {
     let kind = FrameKind::from_byte(kind_byte);
-    if version != LINK_PROTOCOL_VERSION && !kind.is_some_and(FrameKind::is_frozen) {
+    if version != expected && !kind.is_some_and(FrameKind::is_frozen) {
         // At another version the kind numbers may mean something else: refuse on the version.
         return Err(LinkError::UnsupportedVersion {
             version,
@@ -791,6 +873,7 @@ fn check_kind(version: u16, kind_byte: u8) -> Result<FrameKind, LinkError> {
 /// chunked message is incomplete.
 fn accept(
     chunked: &mut Option<Chunked>,
+    version: u16,
     kind: FrameKind,
     payload: &[u8],
 ) -> Result<Option<Frame>, LinkError> {
@@ -847,7 +930,7 @@ fn accept(
             }
             message.payload.extend_from_slice(payload);
             match chunked.take_if(|message| message.payload.len() == message.len) {
-                Some(message) => decode_payload(message.kind, &message.payload).map(Some),
+                Some(message) => decode_payload(version, message.kind, &message.payload).map(Some),
                 None => Ok(None),
             }
         }
@@ -855,13 +938,27 @@ fn accept(
             if chunked.is_some() {
                 return Err(LinkError::Chunking("a frame interrupted a chunked message"));
             }
-            decode_payload(kind, payload).map(Some)
+            decode_payload(version, kind, payload).map(Some)
         }
     }
 }
 
-/// Decodes a complete payload of `kind` (never a wire-only kind).
-fn decode_payload(kind: FrameKind, payload: &[u8]) -> Result<Frame, LinkError> {
+/// Decodes a complete payload of `kind` (never a wire-only kind) at protocol `version`.
+fn decode_payload(version: u16, kind: FrameKind, payload: &[u8]) -> Result<Frame, LinkError> {
+    if version == LINK_PROTOCOL_VERSION_BEFORE_PARTIES {
+        match kind {
+            FrameKind::Outputs => return decode_outputs_v1(kind, payload).map(Frame::Outputs),
+            FrameKind::Replayed => return decode_outputs_v1(kind, payload).map(Frame::Replayed),
+            // A gateway never receives inputs; refuse rather than misread one.
+            FrameKind::Input => {
+                return Err(LinkError::UnsupportedVersion {
+                    version,
+                    kind: kind as u8,
+                });
+            }
+            _ => {}
+        }
+    }
     Ok(match kind {
         FrameKind::Hello => Frame::Hello(decode_hello(payload)?),
         FrameKind::Welcome => Frame::Welcome(decode_welcome(payload)?),
@@ -994,7 +1091,17 @@ fn decode_empty(kind: FrameKind, payload: &[u8]) -> Result<(), LinkError> {
 /// Decodes an Outputs payload and checks its keys: the gateway's outbox relies on
 /// `(input_seq, index)` naming each output exactly once.
 fn decode_outputs(kind: FrameKind, payload: &[u8]) -> Result<Outputs, LinkError> {
-    let outputs: Outputs = decode_exact(kind, payload)?;
+    check_output_keys(kind, decode_exact(kind, payload)?)
+}
+
+/// [`decode_outputs`] for an engine of the version before parties: its reports carry none.
+fn decode_outputs_v1(kind: FrameKind, payload: &[u8]) -> Result<Outputs, LinkError> {
+    let outputs: v1::Outputs = decode_exact(kind, payload)?;
+    check_output_keys(kind, outputs.into())
+}
+
+/// Refuses outputs whose keys are not `(input_seq, 0)`, `(input_seq, 1)`, ...
+fn check_output_keys(kind: FrameKind, outputs: Outputs) -> Result<Outputs, LinkError> {
     for (index, output) in outputs.outputs.iter().enumerate() {
         if output.input_seq != outputs.input_seq {
             return Err(LinkError::Inconsistent {
@@ -1011,6 +1118,8 @@ fn decode_outputs(kind: FrameKind, payload: &[u8]) -> Result<Outputs, LinkError>
     }
     Ok(outputs)
 }
+
+mod v1;
 
 #[cfg(test)]
 mod tests;

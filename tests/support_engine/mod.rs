@@ -14,8 +14,8 @@ use std::collections::HashMap;
 
 use baton::engine::{
     CancelOrder, ClOrdId, Engine, EngineConfig, ExecType, Input, InstrumentConfig, MatchingEngine,
-    NewOrder, OrdType, Output, Price, Qty, ReplaceOrder, Report, Request, Side, Symbol,
-    TimeInForce,
+    NewOrder, OrdType, Output, Parties, Party, PartyId, Price, Qty, ReplaceOrder, Report, Request,
+    Side, Symbol, TimeInForce,
 };
 use baton::fix::time::Timestamp;
 use proptest::prelude::*;
@@ -253,6 +253,7 @@ pub fn build_inputs(actions: &[(Action, u64)]) -> Vec<Input> {
                     price: limit.then(|| price(symbol, side, ticks, off_tick)),
                     qty: Qty(lots * lot + u64::from(off_lot && lot > 1)),
                     time_in_force,
+                    parties: Parties::NONE,
                 };
                 (session, Request::New(request), None)
             }
@@ -263,6 +264,7 @@ pub fn build_inputs(actions: &[(Action, u64)]) -> Vec<Input> {
                     orig_cl_ord_id: id("never-used"),
                     symbol: Symbol::try_from_bytes(b"AAA").unwrap(),
                     side: Side::Buy,
+                    parties: Parties::NONE,
                 };
                 (1, Request::Cancel(request), None)
             }
@@ -287,6 +289,7 @@ pub fn build_inputs(actions: &[(Action, u64)]) -> Vec<Input> {
                     } else {
                         chain.side
                     },
+                    parties: Parties::NONE,
                 };
                 (session, Request::Cancel(request), None)
             }
@@ -315,6 +318,7 @@ pub fn build_inputs(actions: &[(Action, u64)]) -> Vec<Input> {
                     ord_type: OrdType::Limit,
                     price: Some(price(symbol, chain.side, ticks, false)),
                     qty: Qty(lots * SYMBOLS[symbol].2),
+                    parties: Parties::NONE,
                 };
                 (session, Request::Replace(request), Some(at))
             }
@@ -358,6 +362,45 @@ pub fn build_inputs(actions: &[(Action, u64)]) -> Vec<Input> {
         inputs.push(input);
     }
     inputs
+}
+
+/// The parties a stream gives input `seq`: none for a third of the inputs (so replaces both
+/// keep and replace parties), otherwise one to three MiFID II-like parties whose identifiers
+/// and qualifiers depend on `seq`, so two orders' parties differ and a mix-up shows.
+pub fn parties_for(seq: u64) -> Parties {
+    let count = (seq % 4) as usize;
+    let roles = [3u16, 12, 122];
+    let list: Vec<Party> = (0..count.min(3))
+        .map(|i| {
+            let id = format!("{}{}", ["C", "T", "D"][i], seq * 7 + i as u64);
+            Party::try_from_wire(
+                PartyId::try_from_bytes(id.as_bytes()).unwrap(),
+                if i == 0 { b'P' } else { b'D' },
+                roles[i],
+                seq.is_multiple_of(2).then_some(22 + i as u16),
+            )
+            .unwrap()
+        })
+        .collect();
+    Parties::from_slice(&list).unwrap()
+}
+
+/// `inputs` with [`parties_for`] each one's seq on every request: matching is unchanged, only
+/// what orders carry and reports echo.
+pub fn with_parties(inputs: &[Input]) -> Vec<Input> {
+    inputs
+        .iter()
+        .map(|input| {
+            let mut input = input.clone();
+            let parties = parties_for(input.seq);
+            match &mut input.request {
+                Request::New(order) => order.parties = parties,
+                Request::Cancel(cancel) => cancel.parties = parties,
+                Request::Replace(replace) => replace.parties = parties,
+            }
+            input
+        })
+        .collect()
 }
 
 /// Applies `inputs` to `engine`, returning each input's outputs.

@@ -7,8 +7,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::engine::{
     CancelOrder, CancelReject, ClOrdId, CxlRejReason, CxlRejResponseTo, ExecType, ExecutionReport,
-    NewOrder, OrdRejReason, OrdStatus, OrdType, Price, Qty, RejectText, ReplaceOrder, Report,
-    Request, Side, Symbol, TimeInForce,
+    NewOrder, OrdRejReason, OrdStatus, OrdType, Parties, Party, PartyId, Price, Qty, RejectText,
+    ReplaceOrder, Report, Request, Side, Symbol, TimeInForce,
 };
 use crate::fix::time::Timestamp;
 
@@ -68,6 +68,27 @@ fn reject_text() -> impl Strategy<Value = RejectText> {
     ])
 }
 
+/// Up to the cap of parties, with any identifier, printable source, role and qualifier.
+fn parties() -> impl Strategy<Value = Parties> {
+    let party = (
+        "[ -~]{1,32}",
+        0x21..=0x7eu8,
+        any::<u16>(),
+        proptest::option::of(any::<u16>()),
+    )
+        .prop_map(|(id, source, role, role_qualifier)| {
+            Party::try_from_wire(
+                PartyId::try_from_bytes(id.as_bytes()).unwrap(),
+                source,
+                role,
+                role_qualifier,
+            )
+            .unwrap()
+        });
+    vec(party, 0..=crate::constants::PARTIES_MAX)
+        .prop_map(|list| Parties::from_slice(&list).unwrap())
+}
+
 fn request() -> impl Strategy<Value = Request> {
     let new = (
         cl_ord_id(),
@@ -77,9 +98,10 @@ fn request() -> impl Strategy<Value = Request> {
         proptest::option::of(price()),
         qty(),
         time_in_force(),
+        parties(),
     )
         .prop_map(
-            |(cl_ord_id, symbol, side, ord_type, price, qty, time_in_force)| {
+            |(cl_ord_id, symbol, side, ord_type, price, qty, time_in_force, parties)| {
                 Request::New(NewOrder {
                     cl_ord_id,
                     symbol,
@@ -88,16 +110,18 @@ fn request() -> impl Strategy<Value = Request> {
                     price,
                     qty,
                     time_in_force,
+                    parties,
                 })
             },
         );
-    let cancel = (cl_ord_id(), cl_ord_id(), symbol(), side()).prop_map(
-        |(cl_ord_id, orig_cl_ord_id, symbol, side)| {
+    let cancel = (cl_ord_id(), cl_ord_id(), symbol(), side(), parties()).prop_map(
+        |(cl_ord_id, orig_cl_ord_id, symbol, side, parties)| {
             Request::Cancel(CancelOrder {
                 cl_ord_id,
                 orig_cl_ord_id,
                 symbol,
                 side,
+                parties,
             })
         },
     );
@@ -109,9 +133,10 @@ fn request() -> impl Strategy<Value = Request> {
         ord_type(),
         proptest::option::of(price()),
         qty(),
+        parties(),
     )
         .prop_map(
-            |(cl_ord_id, orig_cl_ord_id, symbol, side, ord_type, price, qty)| {
+            |(cl_ord_id, orig_cl_ord_id, symbol, side, ord_type, price, qty, parties)| {
                 Request::Replace(ReplaceOrder {
                     cl_ord_id,
                     orig_cl_ord_id,
@@ -120,6 +145,7 @@ fn request() -> impl Strategy<Value = Request> {
                     ord_type,
                     price,
                     qty,
+                    parties,
                 })
             },
         );
@@ -180,12 +206,13 @@ fn execution_report() -> impl Strategy<Value = Report> {
             OrdRejReason::Other,
         ])),
         proptest::option::of(reject_text()),
+        parties(),
     );
     (ids, quantities, rest).prop_map(
         |(
             (order_id, cl_ord_id, orig_cl_ord_id, exec_type, ord_status, symbol, side, ord_type),
             (price, time_in_force, order_qty, last_qty, last_px, cum_qty, leaves_qty, avg_px),
-            (transact_time, ord_rej_reason, text),
+            (transact_time, ord_rej_reason, text, parties),
         )| {
             Report::Execution(ExecutionReport {
                 order_id,
@@ -207,6 +234,7 @@ fn execution_report() -> impl Strategy<Value = Report> {
                 transact_time,
                 ord_rej_reason,
                 text,
+                parties,
             })
         },
     )
@@ -457,6 +485,26 @@ proptest! {
     }
 
     #[test]
+    fn an_input_at_version_1_is_the_input_without_its_parties(input in input()) {
+        // Version 2's encoding of the input without parties ends with the one byte that says
+        // "none"; version 1's is the rest, under a version 1 header.
+        let mut stripped = input.clone();
+        match &mut stripped.request {
+            Request::New(order) => order.parties = Parties::NONE,
+            Request::Cancel(cancel) => cancel.parties = Parties::NONE,
+            Request::Replace(replace) => replace.parties = Parties::NONE,
+        }
+        let mut expected = encoded(&Frame::Input(stripped));
+        prop_assert_eq!(expected.pop(), Some(0));
+        let rest = u32::from_le_bytes(expected[..4].try_into().unwrap()) - 1;
+        expected[..4].copy_from_slice(&rest.to_le_bytes());
+        expected[4..6].copy_from_slice(&LINK_PROTOCOL_VERSION_BEFORE_PARTIES.to_le_bytes());
+        let mut bytes = Vec::new();
+        encode_input_at(LINK_PROTOCOL_VERSION_BEFORE_PARTIES, &input, &mut bytes).unwrap();
+        prop_assert_eq!(bytes, expected);
+    }
+
+    #[test]
     fn a_frame_split_anywhere_decodes_once_complete(frame in frame()) {
         let bytes = encoded(&frame);
         // Every boundary for small frames; for chunked ones, boundaries around each frame edge.
@@ -536,10 +584,10 @@ proptest! {
 #[test]
 fn wire_layout_is_as_documented() {
     let bytes = encoded(&Frame::Heartbeat(Heartbeat { last_input_seq: 5 }));
-    // Length of the rest (version 2 + kind 1 + varint 1), version 1, kind 4, payload.
-    assert_eq!(bytes, [4, 0, 0, 0, 1, 0, 4, 5]);
+    // Length of the rest (version 2 + kind 1 + varint 1), version 2, kind 4, payload.
+    assert_eq!(bytes, [4, 0, 0, 0, 2, 0, 4, 5]);
     let bytes = encoded(&Frame::SnapshotRequest);
-    assert_eq!(bytes, [3, 0, 0, 0, 1, 0, 9]);
+    assert_eq!(bytes, [3, 0, 0, 0, 2, 0, 9]);
 }
 
 #[test]
@@ -571,13 +619,67 @@ fn too_short_length_is_refused() {
 }
 
 #[test]
+fn a_decoder_speaking_version_1_reads_reports_without_parties_and_refuses_version_2() {
+    let outputs = Outputs {
+        input_seq: 3,
+        outputs: vec![Output {
+            input_seq: 3,
+            index: 0,
+            session: 1,
+            report: Report::CancelReject(CancelReject {
+                order_id: None,
+                cl_ord_id: ClOrdId::try_from_bytes(b"C").unwrap(),
+                orig_cl_ord_id: ClOrdId::try_from_bytes(b"O").unwrap(),
+                ord_status: OrdStatus::Rejected,
+                response_to: CxlRejResponseTo::Cancel,
+                reason: CxlRejReason::UnknownOrder,
+                text: Some(RejectText::UnknownOrder),
+                transact_time: Timestamp(9),
+            }),
+        }],
+    };
+    // A CancelReject has no parties, so its layout is the same in both versions.
+    let mut v1 = Vec::new();
+    encode_at(
+        LINK_PROTOCOL_VERSION,
+        &Frame::Outputs(outputs.clone()),
+        &mut v1,
+    )
+    .unwrap();
+    v1[4..6].copy_from_slice(&LINK_PROTOCOL_VERSION_BEFORE_PARTIES.to_le_bytes());
+    let mut decoder = FrameDecoder::new();
+    decoder.speak(LINK_PROTOCOL_VERSION_BEFORE_PARTIES);
+    decoder.push(&v1);
+    assert_eq!(
+        decoder.next_frame().unwrap(),
+        Some(Frame::Outputs(outputs.clone()))
+    );
+    // Speaking version 1, a version 2 frame is refused, like any other version.
+    decoder.push(&encoded(&Frame::Outputs(outputs.clone())));
+    assert!(matches!(
+        decoder.next_frame(),
+        Err(LinkError::UnsupportedVersion { version: 2, .. })
+    ));
+    // Outputs are never sent at version 1: only engines send them, and they speak version 2.
+    assert!(
+        encode_at(
+            LINK_PROTOCOL_VERSION_BEFORE_PARTIES,
+            &Frame::Outputs(outputs),
+            &mut Vec::new()
+        )
+        .is_err()
+    );
+}
+
+#[test]
 fn wrong_protocol_version_is_a_typed_error() {
+    // Version 1 is the layout before requests and reports carried parties.
     let mut bytes = encoded(&Frame::Heartbeat(Heartbeat { last_input_seq: 5 }));
-    bytes[4] = 2;
+    bytes[4] = 1;
     assert!(matches!(
         single_error(&bytes),
         LinkError::UnsupportedVersion {
-            version: 2,
+            version: 1,
             kind: 4
         }
     ));
@@ -848,6 +950,7 @@ fn a_sweep_too_large_for_one_frame_is_chunked_and_reassembled() {
             transact_time: Timestamp(1_700_000_000_000_000_000),
             ord_rej_reason: None,
             text: None,
+            parties: Parties::NONE,
         }),
     };
     let outputs = Outputs {
