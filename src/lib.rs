@@ -30,6 +30,9 @@
 //! [`config`] reads the TOML configuration shared by all of them; [`constants`] is the one home
 //! of every limit.
 //!
+//! [`time`] is the one time type every part shares and the one place the wall clock is read;
+//! the state machines are given `now` instead.
+//!
 //! [`sd_notify`] tells systemd when the gateway is ready, alive and stopping.
 
 pub mod bench;
@@ -44,3 +47,4 @@ pub mod logging;
 pub mod mmap;
 mod record;
 pub mod sd_notify;
+pub mod time;
