@@ -29,14 +29,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::acceptor::{Inbound, Sessions};
 use super::cursor::{CursorError, OutboxCursor};
 use super::journal::{Journal, JournalConfig, JournalError, JournalReader};
+use super::status::{
+    CanaryStatus, CoreStatus, DivergenceSample, EngineRole, EngineStatus, GateBreach, GateStatus,
+    SessionStatus, ShadowStatus, SwitchReport, SwitchScope,
+};
 use super::translate;
 use crate::constants;
-use crate::control::api::{
-    CanaryStatus, ControlReply, ControlRequest, DivergenceSample, EngineRole, EngineStatus,
-    GateBreach, GateStatus, SessionStatus, ShadowStatus, Status, SwitchReport, SwitchScope,
-};
-use crate::control::change::ControlEvent;
-use crate::control::endpoint::ControlCommand;
 use crate::engine::{ExecType, Input, Output, Report, Request, Symbol};
 use crate::fix::store::SessionStore;
 use crate::fix::tags::BusinessRejectReason;
@@ -145,7 +143,123 @@ pub enum CoreEvent {
     Completed(SwitchReport),
     /// Anything else worth a record that belongs to no change: a divergence or its clearing, a
     /// halt, withheld outputs, an engine attaching.
-    Record(ControlEvent),
+    Record(CoreRecord),
+}
+
+/// Something worth a record in the audit log that belongs to no change. The control plane
+/// turns each into its own audit event; the core does not know the audit log's types.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoreRecord {
+    /// An engine answered differently from the engine whose answers were delivered: its book on
+    /// these symbols is not what the counterparties were told.
+    Diverged {
+        /// The engine.
+        engine: String,
+        /// The symbols newly diverged.
+        symbols: Vec<String>,
+    },
+    /// The engine was restored from a snapshot: its divergence is gone (all symbols when empty).
+    DivergenceCleared {
+        /// The engine.
+        engine: String,
+        /// The symbols; empty for all.
+        symbols: Vec<String>,
+    },
+    /// Symbols halted: their owner's book differs from what the counterparties were told.
+    Halted {
+        /// The symbols.
+        symbols: Vec<String>,
+    },
+    /// Outputs of an input on a halted symbol, not delivered, kept for reconciliation.
+    OutputsWithheld {
+        /// The input.
+        input_seq: u64,
+        /// Its symbol.
+        symbol: String,
+        /// The outputs as text.
+        outputs: String,
+    },
+    /// An engine attached: which build and which bytes it runs.
+    EngineAttached {
+        /// Its name.
+        name: String,
+        /// Its build version.
+        build_version: String,
+        /// SHA-256 of its executable, as it reported it.
+        executable_sha256: String,
+    },
+}
+
+/// What the control plane may ask of the core, after policy and the audit log allowed it: the
+/// part of an operator's request the core acts on, without the operator or the change (those
+/// are the control plane's business).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CoreRequest {
+    /// The core's part of status.
+    Status,
+    /// Move authority for every symbol to the standby at a barrier (completes a canary).
+    Switch,
+    /// End a canary, or return authority to the engine that had it before the last switch.
+    Rollback,
+    /// Move authority for a share of the symbols, or for the named ones, to the standby.
+    Canary {
+        /// Share of the configured symbols, 1 to 100.
+        percent: Option<u8>,
+        /// Or exactly these symbols.
+        symbols: Vec<String>,
+    },
+    /// Whether `engine` may be restarted from another build.
+    Stage {
+        /// The engine's name.
+        engine: String,
+    },
+    /// Trade again on halted symbols: the operator's word that they were reconciled.
+    Resume {
+        /// The symbols.
+        symbols: Vec<String>,
+    },
+}
+
+/// The core's answer to a [`CoreRequest`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum CoreReply {
+    /// The core's part of status.
+    Status(Box<CoreStatus>),
+    /// A switch, canary or rollback completed at its barrier.
+    Switched(SwitchReport),
+    /// The engine may be restarted from the artifact.
+    Staged {
+        /// The engine.
+        engine: String,
+        /// The artifact's SHA-256 it will run.
+        artifact_sha256: String,
+    },
+    /// Halted symbols trade again.
+    Resumed {
+        /// The symbols resumed.
+        symbols: Vec<String>,
+    },
+    /// Not done; the text says why, in words an operator can act on.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A request on its way to the core with the channel its answer comes back on. The core answers
+/// every command it takes, exactly once; a dropped `reply` reads as a refusal.
+#[derive(Debug)]
+pub struct CoreCommand {
+    /// What to do.
+    pub request: CoreRequest,
+    /// The SHA-256 of the executable the engine taking authority must run: the artifact of the
+    /// approved change the command carries out. `None`: no change names one.
+    pub expect_sha256: Option<String>,
+    /// A rollback that may only end a canary (the gateway's own, after a gate breach): with no
+    /// canary running it is refused rather than moving all authority back.
+    pub canary_only: bool,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<CoreReply>,
 }
 
 /// A connected engine.
@@ -301,7 +415,7 @@ struct PendingSwitch {
     /// rollback cannot move it forward again without the approval a switch needs.
     rollback: bool,
     /// Who to answer.
-    reply: Option<oneshot::Sender<ControlReply>>,
+    reply: Option<oneshot::Sender<CoreReply>>,
 }
 
 /// Outputs of one input from both engines, until compared (and, for the standby's, until
@@ -534,7 +648,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
     pub async fn run(
         mut self,
         mut inbound: mpsc::Receiver<Inbound>,
-        mut control: mpsc::Receiver<ControlCommand>,
+        mut control: mpsc::Receiver<CoreCommand>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut tick =
@@ -1002,7 +1116,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 // A copy of the authoritative book: whatever it diverged on before is gone.
                 let name = connection.name.clone();
                 if self.diverged.remove(&name).is_some() {
-                    self.emit(CoreEvent::Record(ControlEvent::DivergenceCleared {
+                    self.emit(CoreEvent::Record(CoreRecord::DivergenceCleared {
                         engine: name,
                         symbols: Vec::new(),
                     }));
@@ -1097,7 +1211,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 let set = self.diverged.entry(connection.name.clone()).or_default();
                 let new: Vec<Symbol> = symbols.into_iter().filter(|s| set.insert(*s)).collect();
                 if !new.is_empty() {
-                    diverged = Some(CoreEvent::Record(ControlEvent::Diverged {
+                    diverged = Some(CoreEvent::Record(CoreRecord::Diverged {
                         engine: connection.name.clone(),
                         symbols: names(&new),
                     }));
@@ -1196,7 +1310,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 symbol = symbol.as_str(),
                 "outputs withheld: the symbol is halted"
             );
-            self.emit(CoreEvent::Record(ControlEvent::OutputsWithheld {
+            self.emit(CoreEvent::Record(CoreRecord::OutputsWithheld {
                 input_seq,
                 symbol: symbol.as_str().to_owned(),
                 outputs: text,
@@ -1297,7 +1411,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 }
             }
         });
-        self.emit(CoreEvent::Record(ControlEvent::EngineAttached {
+        self.emit(CoreEvent::Record(CoreRecord::EngineAttached {
             name: hello.engine_name.clone(),
             build_version: hello.build_version.clone(),
             executable_sha256: hello.executable_sha256.clone(),
@@ -1364,7 +1478,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             && let Some(mut pending) = self.pending_switch.take()
             && let Some(reply) = pending.reply.take()
         {
-            let _ = reply.send(ControlReply::Refused {
+            let _ = reply.send(CoreReply::Refused {
                 reason: format!("standby {} was lost during the switch", lost.name),
             });
         }
@@ -1420,7 +1534,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         if let Some(mut pending) = self.pending_switch.take()
             && let Some(reply) = pending.reply.take()
         {
-            let _ = reply.send(ControlReply::Refused {
+            let _ = reply.send(CoreReply::Refused {
                 reason: format!("engine {} was lost; failed over instead", lost.name),
             });
         }
@@ -1506,32 +1620,29 @@ impl<S: SessionStore + Send + 'static> Core<S> {
 
     // ----- control ---------------------------------------------------------------------------------
 
-    fn on_control(&mut self, command: ControlCommand) {
+    fn on_control(&mut self, command: CoreCommand) {
         let kind = match &command.request {
-            ControlRequest::Status => {
-                let _ = command.reply.send(ControlReply::Status(self.status()));
+            CoreRequest::Status => {
+                let _ = command
+                    .reply
+                    .send(CoreReply::Status(Box::new(self.status())));
                 return;
             }
-            ControlRequest::Resume { symbols, .. } => {
+            CoreRequest::Resume { symbols } => {
                 let reply = self.resume(symbols);
                 let _ = command.reply.send(reply);
                 return;
             }
-            ControlRequest::Stage { engine, .. } => {
+            CoreRequest::Stage { engine } => {
                 let reply = self.check_stage(engine, command.expect_sha256.as_deref());
                 let _ = command.reply.send(reply);
                 return;
             }
-            ControlRequest::Switch { .. } => Ok((false, SwitchKind::All)),
-            ControlRequest::Rollback { .. } => Ok((true, SwitchKind::All)),
-            ControlRequest::Canary {
-                percent, symbols, ..
-            } => self
+            CoreRequest::Switch => Ok((false, SwitchKind::All)),
+            CoreRequest::Rollback => Ok((true, SwitchKind::All)),
+            CoreRequest::Canary { percent, symbols } => self
                 .choose_canary(*percent, symbols)
                 .map(|symbols| (false, SwitchKind::CanaryStart(symbols))),
-            other => Err(format!(
-                "the sequencer does not handle {other:?}; the control plane does"
-            )),
         };
         let started = kind.and_then(|(rollback, kind)| self.start_switch(rollback, kind, &command));
         match started {
@@ -1541,7 +1652,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 }
             }
             Err(reason) => {
-                let _ = command.reply.send(ControlReply::Refused { reason });
+                let _ = command.reply.send(CoreReply::Refused { reason });
             }
         }
     }
@@ -1589,7 +1700,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         &mut self,
         rollback: bool,
         kind: SwitchKind,
-        command: &ControlCommand,
+        command: &CoreCommand,
     ) -> Result<(), String> {
         if self.pending_switch.is_some() {
             return Err("a switch is already in progress".into());
@@ -1742,7 +1853,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         if let Err(reason) = self.refuse_diverged(pending.to, &pending.kind) {
             tracing::warn!(%reason, "switch refused at its barrier");
             if let Some(reply) = pending.reply.take() {
-                let _ = reply.send(ControlReply::Refused { reason });
+                let _ = reply.send(CoreReply::Refused { reason });
             }
             return;
         }
@@ -1812,7 +1923,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         self.switches += 1;
         self.last_switch = Some(report.clone());
         let answered = match pending.reply.take() {
-            Some(reply) => reply.send(ControlReply::Switched(report.clone())).is_ok(),
+            Some(reply) => reply.send(CoreReply::Switched(report.clone())).is_ok(),
             None => false,
         };
         if !answered {
@@ -1870,7 +1981,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             .collect();
         if !new.is_empty() {
             tracing::error!(symbols = ?names(&new), "halted: the owner's book differs from what counterparties were told");
-            self.emit(CoreEvent::Record(ControlEvent::Halted {
+            self.emit(CoreEvent::Record(CoreRecord::Halted {
                 symbols: names(&new),
             }));
         }
@@ -1878,12 +1989,12 @@ impl<S: SessionStore + Send + 'static> Core<S> {
 
     /// Whether engine `name` may be restarted from another build: never while it owns inputs
     /// (authority, or a canary's symbols), nor while a switch is on its way to it.
-    fn check_stage(&self, name: &str, artifact_sha256: Option<&str>) -> ControlReply {
+    fn check_stage(&self, name: &str, artifact_sha256: Option<&str>) -> CoreReply {
         let owning = |slot: Option<usize>| {
             slot.and_then(|slot| self.engines[slot].connection.as_ref())
                 .is_some_and(|c| c.name == name)
         };
-        let refuse = |why: &str| ControlReply::Refused {
+        let refuse = |why: &str| CoreReply::Refused {
             reason: format!("engine {name} {why}; stage the standby"),
         };
         if owning(self.authority) {
@@ -1901,7 +2012,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             .filter_map(|slot| slot.connection.as_ref())
             .any(|c| c.name == name);
         if !attached {
-            return ControlReply::Refused {
+            return CoreReply::Refused {
                 reason: format!(
                     "no engine named {name} is attached (engines: {})",
                     self.engines
@@ -1913,7 +2024,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 ),
             };
         }
-        ControlReply::Staged {
+        CoreReply::Staged {
             engine: name.to_owned(),
             artifact_sha256: artifact_sha256.unwrap_or_default().to_owned(),
         }
@@ -1923,7 +2034,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
     /// engine's book for them is taken as what the counterparties have been told.
     /// An operator's word that `symbols` were reconciled: halted ones trade again, and every
     /// engine's book for them is taken as what the counterparties have been told.
-    fn resume(&mut self, symbols: &[String]) -> ControlReply {
+    fn resume(&mut self, symbols: &[String]) -> CoreReply {
         let mut resumed = Vec::new();
         for name in symbols {
             let known = |s: &Symbol| s.as_str() == name.as_str();
@@ -1936,7 +2047,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             match symbol {
                 Some(symbol) => resumed.push(symbol),
                 None => {
-                    return ControlReply::Refused {
+                    return CoreReply::Refused {
                         reason: format!(
                             "{name} is neither halted nor diverged on any engine (halted: {})",
                             names(&self.halted).join(", ")
@@ -1953,7 +2064,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             tracing::warn!(symbol = symbol.as_str(), "symbol resumed by an operator");
         }
         self.diverged.retain(|_, set| !set.is_empty());
-        ControlReply::Resumed {
+        CoreReply::Resumed {
             symbols: names(&resumed),
         }
     }
@@ -2029,7 +2140,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         }
     }
 
-    fn status(&self) -> Status {
+    fn status(&self) -> CoreStatus {
         let journal_last = self.journal.last_seq();
         let now = Timestamp::now();
         let engines = self
@@ -2082,7 +2193,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                 seq_num_next_in: s.seq_num_next_in,
             })
             .collect();
-        Status {
+        CoreStatus {
             sessions,
             engines,
             journal_last_seq: journal_last,
@@ -2119,8 +2230,6 @@ impl<S: SessionStore + Send + 'static> Core<S> {
                     }
                 },
             }),
-            open_changes: Vec::new(),
-            audit_head: None,
             halted: names(&self.halted),
         }
     }

@@ -7,6 +7,7 @@ pub mod core;
 pub mod cursor;
 pub mod disk;
 pub mod journal;
+pub mod status;
 pub mod translate;
 
 pub use acceptor::{Acceptor, AcceptorHandle, Inbound, Sessions};
