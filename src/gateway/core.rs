@@ -28,7 +28,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::acceptor::{Inbound, Sessions};
 use super::cursor::{CursorError, OutboxCursor};
-use super::journal::{Journal, JournalConfig, JournalError, JournalReader};
+use super::input_journal::{InputJournal, JournalRead};
+use super::journal::{Journal, JournalConfig, JournalError};
 use super::status::{
     CanaryStatus, CoreStatus, DivergenceSample, EngineRole, EngineStatus, GateBreach, GateStatus,
     SessionStatus, ShadowStatus, SwitchReport, SwitchScope,
@@ -282,7 +283,7 @@ struct Connection {
     /// While a snapshot is being fetched for it and restored, it gets no inputs.
     restoring: bool,
     /// Reads the journal while the engine is behind it.
-    catch_up: Option<JournalReader>,
+    catch_up: Option<Box<dyn JournalRead + Send>>,
     /// When the engine last sent anything.
     last_heard: Instant,
 }
@@ -440,13 +441,13 @@ type TaggedFrame = (usize, u64, Result<Frame, LinkError>);
 type Attempt = (usize, Result<(link::EngineLink, link::Hello), LinkError>);
 
 /// The sequencer/router/outbox task. Build with [`Core::open`], run with [`Core::run`].
-pub struct Core<S: SessionStore> {
+pub struct Core<S: SessionStore, J: InputJournal = Journal> {
     /// Where answers go.
     sessions: Arc<Sessions<S>>,
     /// Paths and settings.
     config: CoreConfig,
     /// The source of truth for inputs.
-    journal: Journal,
+    journal: J,
     /// Last input whose outputs are all delivered.
     cursor: OutboxCursor,
     /// Time of the last sequenced input: stamps never go backwards, even if the wall clock does.
@@ -529,19 +530,30 @@ pub struct Carried {
     pub diverged: Vec<(String, Vec<String>)>,
 }
 
-impl<S: SessionStore + Send + 'static> Core<S> {
-    /// Opens the journal and the cursor.
+impl<S: SessionStore + Send + 'static> Core<S, Journal> {
+    /// Opens the memory-mapped journal and the cursor in the configured directory.
     pub fn open(sessions: Arc<Sessions<S>>, config: CoreConfig) -> Result<Core<S>, CoreError> {
         let journal = Journal::open(&config.journal_dir, config.journal)?;
-        // Stamps never go backwards, also across a restart on a clock that is behind.
-        let last_time = match journal.last_seq() {
-            0 => Timestamp::ZERO,
-            last => Journal::read_from(&config.journal_dir, last)?
-                .next()?
-                .map(|entry| entry.time)
-                .unwrap_or(Timestamp::ZERO),
-        };
         let cursor = OutboxCursor::open(&config.journal_dir.join("outbox.cursor"))?;
+        Ok(Core::with_journal(sessions, config, journal, cursor))
+    }
+}
+
+impl<S, J> Core<S, J>
+where
+    S: SessionStore + Send + 'static,
+    J: InputJournal,
+    J::Reader: Send + 'static,
+{
+    /// A core over `journal` and `cursor` as they are (after a crash, as they were left).
+    pub fn with_journal(
+        sessions: Arc<Sessions<S>>,
+        config: CoreConfig,
+        journal: J,
+        cursor: OutboxCursor,
+    ) -> Core<S, J> {
+        // Stamps never go backwards, also across a restart on a clock that is behind.
+        let last_time = journal.last_time();
         tracing::info!(
             journal_last_seq = journal.last_seq(),
             delivered_through = cursor.get(),
@@ -564,7 +576,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
         let (frames_tx, frames_rx) =
             mpsc::channel(config.engines.len().max(1) * constants::LINK_INPUTS_IN_FLIGHT_MAX + 256);
         let (attempts_tx, attempts_rx) = mpsc::channel(config.engines.len().max(1));
-        Ok(Core {
+        Core {
             attempts_tx,
             attempts_rx,
             engine_absent_warned: now,
@@ -595,18 +607,18 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             events: None,
             halted: BTreeSet::new(),
             diverged: BTreeMap::new(),
-        })
+        }
     }
 
     /// Reports failovers, gate breaches and engine attachments on `events`, so the control plane
     /// can write them to the audit log.
-    pub fn with_events(mut self, events: mpsc::Sender<CoreEvent>) -> Core<S> {
+    pub fn with_events(mut self, events: mpsc::Sender<CoreEvent>) -> Core<S, J> {
         self.events = Some(events);
         self
     }
 
     /// Starts from what the gateway knew before a restart (see [`Carried`]).
-    pub fn with_carried(mut self, carried: &Carried) -> Core<S> {
+    pub fn with_carried(mut self, carried: &Carried) -> Core<S, J> {
         let symbol = |name: &String| Symbol::try_from_bytes(name.as_bytes());
         self.halted = carried.halted.iter().filter_map(symbol).collect();
         self.diverged = carried
@@ -1017,8 +1029,8 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             }
             let from = connection.sent_through + 1;
             if connection.catch_up.is_none() {
-                match Journal::read_from(&self.config.journal_dir, from) {
-                    Ok(reader) => connection.catch_up = Some(reader),
+                match self.journal.read_from(from) {
+                    Ok(reader) => connection.catch_up = Some(Box::new(reader)),
                     Err(error) => {
                         tracing::error!(engine = %connection.name, %error, from, "cannot read the journal to catch up");
                         self.lose(index);
@@ -1033,7 +1045,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             let mut failure = None;
             if let Some(reader) = connection.catch_up.as_mut() {
                 for _ in 0..count {
-                    match read_input(reader) {
+                    match read_input(reader.as_mut()) {
                         Ok(Some(input)) => inputs.push(input),
                         Ok(None) => break,
                         Err(error) => {
@@ -1542,7 +1554,7 @@ impl<S: SessionStore + Send + 'static> Core<S> {
             tracing::error!(engine = %lost.name, "authoritative engine lost and no standby can take over");
             return;
         };
-        let previous_owner = |core: &Core<S>, seq: u64| {
+        let previous_owner = |core: &Core<S, J>, seq: u64| {
             if core.canary_owned.contains(&seq) == canary_lost {
                 index
             } else {
@@ -2284,8 +2296,8 @@ fn latency_histogram() -> hdrhistogram::Histogram<u64> {
 }
 
 /// The next journal entry as an input.
-fn read_input(reader: &mut JournalReader) -> Result<Option<Input>, CoreError> {
-    let Some(entry) = reader.next()? else {
+fn read_input(reader: &mut dyn JournalRead) -> Result<Option<Input>, CoreError> {
+    let Some(entry) = reader.next_entry()? else {
         return Ok(None);
     };
     let (input, _): (Input, usize) =

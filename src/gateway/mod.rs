@@ -6,7 +6,9 @@ pub mod acceptor;
 pub mod core;
 pub mod cursor;
 pub mod disk;
+pub mod input_journal;
 pub mod journal;
+pub mod memory_journal;
 pub mod status;
 pub mod translate;
 
