@@ -426,6 +426,11 @@ pub const SWITCH_LAG_MAX_INPUTS: u64 = 10_000;
 /// How long one attempt to reach an engine may take before the gateway moves on.
 pub const ENGINE_CONNECT_TIMEOUT_MS: u64 = 500;
 
+/// Frames the core's driver buffers from engine reader tasks beyond every engine's full window
+/// of answers: room for the heartbeats, snapshots and refusals that come besides outputs, so a
+/// reader task does not block on them while the driver writes to another engine.
+pub const LINK_FRAMES_SLACK: usize = 256;
+
 /// How often a gateway with no engine attached says so in its log: often enough that an
 /// operator reading the log finds it at once, rarely enough (one line per 25 reconnect attempts)
 /// that it does not drown everything else.

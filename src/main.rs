@@ -789,7 +789,10 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                 gates: config.control.gates.core(),
                 link_secret: config.link.secret()?,
             };
-            Some(Core::open(sessions.clone(), core_config).context("opening the sequencer")?)
+            Some(
+                Core::open(sessions.clone(), core_config, baton::time::Timestamp::now())
+                    .context("opening the sequencer")?,
+            )
         }
         true => {
             tracing::warn!(
@@ -865,7 +868,9 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         let carried = plane.carried().clone();
         tokio::spawn(plane.run(control_rx, events_rx, core_shutdown_rx.clone()));
         let core_task = core.map(|core| {
-            tokio::spawn(core.with_events(events_tx).with_carried(&carried).run(
+            tokio::spawn(baton::gateway::driver::run(
+                core.with_carried(&carried),
+                events_tx,
                 business_rx,
                 core_control_rx,
                 core_shutdown_rx,

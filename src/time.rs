@@ -57,6 +57,20 @@ impl Timestamp {
         self.0.abs_diff(other.0) / 1_000_000
     }
 
+    /// This time moved later by `duration`; saturates like [`Timestamp::plus_millis`].
+    pub fn plus(self, duration: std::time::Duration) -> Timestamp {
+        Timestamp(
+            self.0
+                .saturating_add(u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)),
+        )
+    }
+
+    /// How long after `earlier` this is; zero if it is not after it (a clock that stepped back
+    /// must not read as a huge interval).
+    pub const fn since(self, earlier: Timestamp) -> std::time::Duration {
+        std::time::Duration::from_nanos(self.0.saturating_sub(earlier.0))
+    }
+
     /// Reads the wall clock. Only the I/O edges (acceptor, CLI, bench) may call this; the state
     /// machines receive the result.
     pub fn now() -> Timestamp {

@@ -32,6 +32,7 @@ use super::stage::Staged;
 use crate::constants;
 use crate::fix::time::Timestamp;
 use crate::gateway::core::{Carried, CoreCommand, CoreEvent, CoreReply, CoreRequest};
+use crate::gateway::driver::CoreCall;
 
 /// The actor recorded for what the gateway does by itself (failover, gate breach, auto
 /// rollback, attachments).
@@ -100,7 +101,7 @@ pub struct Plane {
     /// Where staged builds are recorded.
     stage_dir: PathBuf,
     /// Where authority-moving commands go; `None` for a gateway without engines.
-    core: Option<mpsc::Sender<CoreCommand>>,
+    core: Option<mpsc::Sender<CoreCall>>,
     /// Answers of the sequencer come back here, so the plane never waits for a switch.
     outcomes_tx: mpsc::Sender<Pending>,
     /// See `outcomes_tx`.
@@ -121,7 +122,7 @@ impl Plane {
     /// records the start.
     pub fn open(
         config: &PlaneConfig,
-        core: Option<mpsc::Sender<CoreCommand>>,
+        core: Option<mpsc::Sender<CoreCall>>,
     ) -> Result<Plane, PlaneError> {
         let audit_error = |source| PlaneError::Audit {
             path: config.audit_path.clone(),
@@ -764,7 +765,7 @@ impl CarriedFold {
 
 /// Sends `request` to the sequencer and waits for its answer, bounded like the endpoint's wait.
 async fn ask(
-    core: &mpsc::Sender<CoreCommand>,
+    core: &mpsc::Sender<CoreCall>,
     request: ControlRequest,
     expect_sha256: Option<String>,
     canary_only: bool,
@@ -777,11 +778,14 @@ async fn ask(
     let (reply_tx, reply_rx) = oneshot::channel();
     let command = CoreCommand {
         request,
-        reply: reply_tx,
         expect_sha256,
         canary_only,
     };
-    if core.send(command).await.is_err() {
+    let call = CoreCall {
+        command,
+        reply: reply_tx,
+    };
+    if core.send(call).await.is_err() {
         return refused("the gateway's sequencer is not running".into());
     }
     let wait = Duration::from_millis(constants::CONTROL_REPLY_TIMEOUT_MS);
@@ -861,11 +865,11 @@ mod tests {
 
     fn harness(dir: &Path, policy: Policy) -> Harness {
         let log = dir.join("audit.log");
-        let (core_tx, mut core_rx) = mpsc::channel::<CoreCommand>(8);
+        let (core_tx, mut core_rx) = mpsc::channel::<CoreCall>(8);
         let (seen_tx, seen) = mpsc::channel(8);
         let log_for_core = log.clone();
         tokio::spawn(async move {
-            while let Some(command) = core_rx.recv().await {
+            while let Some(CoreCall { command, reply }) = core_rx.recv().await {
                 let last_line = std::fs::read_to_string(&log_for_core)
                     .unwrap_or_default()
                     .lines()
@@ -878,7 +882,7 @@ mod tests {
                     },
                     _ => SwitchScope::All,
                 };
-                let reply = match &command.request {
+                let answer = match &command.request {
                     CoreRequest::Status => CoreReply::Status(Box::default()),
                     _ => CoreReply::Switched(SwitchReport {
                         from: "blue".into(),
@@ -899,7 +903,7 @@ mod tests {
                         ))
                         .await;
                 }
-                let _ = command.reply.send(reply);
+                let _ = reply.send(answer);
             }
         });
         let config = PlaneConfig {

@@ -22,9 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use tokio::sync::{mpsc, oneshot, watch};
+use std::time::Duration;
 
 use super::acceptor::{Inbound, Sessions};
 use super::cursor::{CursorError, OutboxCursor};
@@ -39,8 +37,8 @@ use crate::constants;
 use crate::engine::{ExecType, Input, Output, Report, Request, Symbol};
 use crate::fix::store::SessionStore;
 use crate::fix::tags::BusinessRejectReason;
-use crate::fix::time::Timestamp;
-use crate::link::{self, Frame, LinkAddr, LinkError, LinkWriter, Outputs};
+use crate::link::{self, Frame, LinkAddr, Outputs};
+use crate::time::Timestamp;
 
 /// Text of the BusinessMessageReject (380=4) for a message refused because the gateway's disk
 /// is full: the cause, for the counterparty's support desk, without naming any path.
@@ -247,9 +245,9 @@ pub enum CoreReply {
     },
 }
 
-/// A request on its way to the core with the channel its answer comes back on. The core answers
-/// every command it takes, exactly once; a dropped `reply` reads as a refusal.
-#[derive(Debug)]
+/// A request for the core. The core answers every command it takes exactly once, through
+/// [`Core::poll_reply`] under the [`CommandId`] it was handed with.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CoreCommand {
     /// What to do.
     pub request: CoreRequest,
@@ -259,16 +257,52 @@ pub struct CoreCommand {
     /// A rollback that may only end a canary (the gateway's own, after a gate breach): with no
     /// canary running it is refused rather than moving all authority back.
     pub canary_only: bool,
-    /// Where the answer goes.
-    pub reply: oneshot::Sender<CoreReply>,
+}
+
+/// Names a command so its answer, which may come much later (a switch answers at its
+/// barrier), finds whoever asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CommandId(pub u64);
+
+/// What the core asks the driver to do on engine slot `slot`'s link.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinkTransmit {
+    /// The configured engine it is for.
+    pub slot: usize,
+    /// What to do.
+    pub command: LinkCommand,
+}
+
+/// One action on an engine link. The driver carries them out in order; a write that fails or
+/// times out is reported back with [`Core::handle_lost`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum LinkCommand {
+    /// Try to connect; the outcome comes back as [`Core::handle_attached`] or
+    /// [`Core::handle_connect_failed`].
+    Connect,
+    /// Send these inputs, in order.
+    Inputs(Vec<Input>),
+    /// Ask for a snapshot (of the authoritative engine, for a joining standby).
+    RequestSnapshot,
+    /// Restore the engine from these snapshot bytes.
+    Restore(Vec<u8>),
+    /// Nothing else was sent for a while: say the gateway is alive and how far the journal is.
+    Heartbeat {
+        /// The journal's last seq.
+        last_input_seq: u64,
+    },
+    /// End the link with a Close naming why (the gateway is stopping).
+    Close {
+        /// Why.
+        reason: String,
+    },
+    /// The core gave up on this connection (silent, out of step, refused): drop it without a
+    /// word and ignore anything still arriving on it.
+    Drop,
 }
 
 /// A connected engine.
 struct Connection {
-    /// Inputs and requests go out here.
-    writer: LinkWriter,
-    /// Distinguishes this connection's frames from an earlier one's still in the channel.
-    generation: u64,
     /// The engine's name from its Hello.
     name: String,
     /// Its build from its Hello.
@@ -285,7 +319,10 @@ struct Connection {
     /// Reads the journal while the engine is behind it.
     catch_up: Option<Box<dyn JournalRead + Send>>,
     /// When the engine last sent anything.
-    last_heard: Instant,
+    last_heard: Timestamp,
+    /// When the core last asked the driver to send it anything: a link idle for the heartbeat
+    /// interval gets a heartbeat.
+    last_sent: Timestamp,
 }
 
 impl Connection {
@@ -303,8 +340,8 @@ struct EngineSlot {
     /// The live connection.
     connection: Option<Connection>,
     /// Earliest time to try connecting again.
-    retry_at: Instant,
-    /// A connection attempt is running in its own task.
+    retry_at: Timestamp,
+    /// A connection attempt was asked of the driver and has not come back.
     connecting: bool,
     /// Inputs whose outputs were delivered while this slot owned them.
     delivered_inputs: u64,
@@ -337,7 +374,7 @@ struct Canary {
     baseline_latency: hdrhistogram::Histogram<u64>,
     /// When the breach was last handed to the control plane: it is handed again every second
     /// until the canary ends, so a lost event or a refused rollback is retried.
-    breach_emitted: Option<Instant>,
+    breach_emitted: Option<Timestamp>,
 }
 
 impl Canary {
@@ -409,14 +446,14 @@ struct PendingSwitch {
     /// Last input sequenced under the old authority.
     barrier: u64,
     /// When inputs started being held.
-    started: Instant,
+    started: Timestamp,
     /// What moves at the barrier.
     kind: SwitchKind,
     /// Asked for as a rollback: returning authority uses up the rollback target, so a second
     /// rollback cannot move it forward again without the approval a switch needs.
     rollback: bool,
     /// Who to answer.
-    reply: Option<oneshot::Sender<CoreReply>>,
+    reply: Option<CommandId>,
 }
 
 /// Outputs of one input from both engines, until compared (and, for the standby's, until
@@ -433,14 +470,12 @@ struct ShadowEntry {
     compared: bool,
 }
 
-/// A frame from some engine connection.
-type TaggedFrame = (usize, u64, Result<Frame, LinkError>);
-
-/// The outcome of a connection attempt to slot `usize`, made in its own task so an unreachable
-/// engine never delays sequencing.
-type Attempt = (usize, Result<(link::EngineLink, link::Hello), LinkError>);
-
-/// The sequencer/router/outbox task. Build with [`Core::open`], run with [`Core::run`].
+/// The sequencer, router and outbox, as a state machine without I/O (invariant 10): inputs come
+/// in through `handle_*` with the time, what to send to engines comes out of
+/// [`Core::poll_link`], events for the audit log out of [`Core::poll_event`], answers to
+/// commands out of [`Core::poll_reply`], and [`Core::next_timeout`] says when to call
+/// [`Core::handle_timeout`]. Outputs go into the sessions, which are state machines too. The
+/// driver (`gateway::driver`) owns sockets, tasks and the one timer. Build with [`Core::open`].
 pub struct Core<S: SessionStore, J: InputJournal = Journal> {
     /// Where answers go.
     sessions: Arc<Sessions<S>>,
@@ -464,7 +499,7 @@ pub struct Core<S: SessionStore, J: InputJournal = Journal> {
     pending_switch: Option<PendingSwitch>,
     /// Set when authority moved; cleared by the first input sequenced after, to measure the
     /// pause.
-    switch_started: Option<(Instant, SwitchReport)>,
+    switch_started: Option<(Timestamp, SwitchReport)>,
     /// The last completed switch.
     last_switch: Option<SwitchReport>,
     /// Switches and failovers since start.
@@ -479,25 +514,25 @@ pub struct Core<S: SessionStore, J: InputJournal = Journal> {
     /// (seq, stamp, symbol) of recent inputs, for lag in time and to know which book a
     /// divergence is about.
     recent: VecDeque<(u64, Timestamp, Symbol)>,
-    /// Frames from every connection's reader task.
-    frames_tx: mpsc::Sender<TaggedFrame>,
-    /// See `frames_tx`.
-    frames_rx: mpsc::Receiver<TaggedFrame>,
-    /// Connection generations.
-    generation: u64,
-    /// Results of connection attempts.
-    attempts_tx: mpsc::Sender<Attempt>,
+    /// The time of the call being handled: every decision reads it here, never from a clock.
+    now: Timestamp,
+    /// When housekeeping (silence, reconnects, heartbeats, gates) runs next.
+    next_housekeeping: Timestamp,
+    /// What the driver is to send on engine links, in order.
+    transmits: VecDeque<LinkTransmit>,
+    /// Events for the control plane, in order; bounded by [`constants::CONTROL_EVENTS_MAX`].
+    events: VecDeque<CoreEvent>,
+    /// Answers to commands, in order.
+    replies: VecDeque<(CommandId, CoreReply)>,
     /// When the log last said that no engine is reachable (or when the core started): an
     /// operator whose engines are all unreachable sees it every
     /// [`constants::ENGINE_ABSENT_WARN_MS`], not once per reconnect attempt.
-    engine_absent_warned: Instant,
+    engine_absent_warned: Timestamp,
     /// Set while the input journal cannot get disk space: until then new business is refused
     /// without touching the disk; at this instant the allocation is tried again.
-    disk_full_retry_at: Option<Instant>,
+    disk_full_retry_at: Option<Timestamp>,
     /// Set while a session store is short of space: when the stores are next asked to grow.
-    stores_retry_at: Option<Instant>,
-    /// See `attempts_tx`.
-    attempts_rx: mpsc::Receiver<Attempt>,
+    stores_retry_at: Option<Timestamp>,
     /// Reused to encode journal payloads.
     payload: Vec<u8>,
     /// The running canary, if any.
@@ -505,8 +540,6 @@ pub struct Core<S: SessionStore, J: InputJournal = Journal> {
     /// Inputs sequenced for the canary engine's symbols and not yet delivered and compared: their
     /// outputs are delivered from the canary engine. Every other input belongs to `authority`.
     canary_owned: BTreeSet<u64>,
-    /// Where failovers and gate breaches are reported for the audit log.
-    events: Option<mpsc::Sender<CoreEvent>>,
     /// Symbols whose owner's book differs from what the counterparties were told (a canary or
     /// standby that answered differently took or returned them): requests for them are refused,
     /// never sequenced, and outputs still arriving for them are withheld, until an operator
@@ -531,11 +564,16 @@ pub struct Carried {
 }
 
 impl<S: SessionStore + Send + 'static> Core<S, Journal> {
-    /// Opens the memory-mapped journal and the cursor in the configured directory.
-    pub fn open(sessions: Arc<Sessions<S>>, config: CoreConfig) -> Result<Core<S>, CoreError> {
+    /// Opens the memory-mapped journal and the cursor in the configured directory; `now` is
+    /// the driver's clock at start.
+    pub fn open(
+        sessions: Arc<Sessions<S>>,
+        config: CoreConfig,
+        now: Timestamp,
+    ) -> Result<Core<S>, CoreError> {
         let journal = Journal::open(&config.journal_dir, config.journal)?;
         let cursor = OutboxCursor::open(&config.journal_dir.join("outbox.cursor"))?;
-        Ok(Core::with_journal(sessions, config, journal, cursor))
+        Ok(Core::with_journal(sessions, config, journal, cursor, now))
     }
 }
 
@@ -551,6 +589,7 @@ where
         config: CoreConfig,
         journal: J,
         cursor: OutboxCursor,
+        now: Timestamp,
     ) -> Core<S, J> {
         // Stamps never go backwards, also across a restart on a clock that is behind.
         let last_time = journal.last_time();
@@ -559,7 +598,6 @@ where
             delivered_through = cursor.get(),
             "sequencer ready"
         );
-        let now = Instant::now();
         let engines = config
             .engines
             .iter()
@@ -571,14 +609,12 @@ where
                 delivered_inputs: 0,
             })
             .collect();
-        // Room for every engine's full in-flight window of answers, so a reader task never blocks
-        // while the core is blocked writing to another engine.
-        let (frames_tx, frames_rx) =
-            mpsc::channel(config.engines.len().max(1) * constants::LINK_INPUTS_IN_FLIGHT_MAX + 256);
-        let (attempts_tx, attempts_rx) = mpsc::channel(config.engines.len().max(1));
         Core {
-            attempts_tx,
-            attempts_rx,
+            now,
+            next_housekeeping: now,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            replies: VecDeque::new(),
             engine_absent_warned: now,
             disk_full_retry_at: None,
             stores_retry_at: None,
@@ -598,23 +634,12 @@ where
             undelivered: BTreeMap::new(),
             shadow_status: ShadowStatus::default(),
             recent: VecDeque::with_capacity(constants::RECENT_INPUTS_MAX),
-            frames_tx,
-            frames_rx,
-            generation: 0,
             payload: Vec::with_capacity(256),
             canary: None,
             canary_owned: BTreeSet::new(),
-            events: None,
             halted: BTreeSet::new(),
             diverged: BTreeMap::new(),
         }
-    }
-
-    /// Reports failovers, gate breaches and engine attachments on `events`, so the control plane
-    /// can write them to the audit log.
-    pub fn with_events(mut self, events: mpsc::Sender<CoreEvent>) -> Core<S, J> {
-        self.events = Some(events);
-        self
     }
 
     /// Starts from what the gateway knew before a restart (see [`Carried`]).
@@ -633,18 +658,31 @@ where
         self
     }
 
-    /// Hands `event` to the control plane; false if it could not take it now.
-    fn emit(&self, event: CoreEvent) -> bool {
-        let Some(events) = &self.events else {
+    /// Queues `event` for the control plane; false if the queue is full (the driver has not
+    /// taken the earlier ones), in which case it is not audited and says so.
+    fn emit(&mut self, event: CoreEvent) -> bool {
+        if self.events.len() >= constants::CONTROL_EVENTS_MAX {
+            tracing::error!(
+                ?event,
+                "control plane not taking events; this one is not audited"
+            );
             return false;
-        };
-        match events.try_send(event) {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::error!(%error, "control plane not taking events; this one is not audited");
-                false
-            }
         }
+        self.events.push_back(event);
+        true
+    }
+
+    /// Queues `command` for engine slot `slot`'s link.
+    fn transmit(&mut self, slot: usize, command: LinkCommand) {
+        if let Some(connection) = self.engines[slot].connection.as_mut() {
+            connection.last_sent = self.now;
+        }
+        self.transmits.push_back(LinkTransmit { slot, command });
+    }
+
+    /// Queues the answer to command `id`.
+    fn reply(&mut self, id: CommandId, reply: CoreReply) {
+        self.replies.push_back((id, reply));
     }
 
     /// The engine whose outputs for input `seq` are delivered: the canary engine for the inputs
@@ -656,66 +694,146 @@ where
         }
     }
 
-    /// Runs until shutdown.
-    pub async fn run(
-        mut self,
-        mut inbound: mpsc::Receiver<Inbound>,
-        mut control: mpsc::Receiver<CoreCommand>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let mut tick =
-            tokio::time::interval(Duration::from_millis(constants::LINK_POLL_INTERVAL_MS));
-        let mut batch: Vec<Inbound> = Vec::with_capacity(constants::SEQUENCER_BATCH_MAX);
-        loop {
-            self.catch_up().await;
-            let accepting = self.pending_switch.is_none() && self.room_for_inputs();
-            let lagging = self.any_catching_up();
-            tokio::select! {
-                received = inbound.recv_many(&mut batch, constants::SEQUENCER_BATCH_MAX), if accepting => {
-                    if received == 0 {
-                        // Every session sender is gone: the gateway is stopping.
-                        self.close_links().await;
-                        return;
-                    }
-                    self.sequence(&mut batch).await;
-                }
-                Some((slot, generation, frame)) = self.frames_rx.recv() => {
-                    self.on_frame(slot, generation, frame).await;
-                }
-                Some(command) = control.recv() => self.on_control(command),
-                Some((slot, attempt)) = self.attempts_rx.recv() => {
-                    self.engines[slot].connecting = false;
-                    match attempt {
-                        Ok((link, hello)) => self.attach(slot, link, hello).await,
-                        Err(error) => {
-                            tracing::debug!(engine = %self.engines[slot].addr, %error, "engine not reachable");
-                            self.warn_if_no_engine(slot, &error);
-                        }
-                    }
-                }
-                _ = tick.tick() => self.housekeeping().await,
-                _ = tokio::task::yield_now(), if lagging => {}
-                _ = shutdown.changed() => {
-                    // Requests already taken from sessions (their MsgSeqNums consumed) are
-                    // sequenced, not dropped; their answers reach the sessions by resend after a
-                    // restart if the engines answer too late.
-                    inbound.close();
-                    while let Ok(request) = inbound.try_recv() {
-                        batch.push(request);
-                    }
-                    if !batch.is_empty() {
-                        self.sequence(&mut batch).await;
-                    }
-                    if let Err(error) = self.journal.flush() {
-                        tracing::error!(%error, "journal flush at shutdown");
-                    }
-                    self.close_links().await;
-                    return;
-                }
+    // ----- the driver's interface ------------------------------------------------------------
+
+    /// Whether the core takes new requests now: not while a switch holds them at its barrier,
+    /// nor while an owning engine's in-flight window is full. Held requests wait in the
+    /// driver's queue; they are not refused.
+    pub fn accepting(&self) -> bool {
+        self.pending_switch.is_none() && self.room_for_inputs()
+    }
+
+    /// Whether an engine is behind the journal and has room in its window: the driver calls
+    /// [`Core::handle_catch_up`] again without waiting for anything else.
+    pub fn lagging(&self) -> bool {
+        self.any_catching_up()
+    }
+
+    /// Sends the next journal batch to every engine behind the journal. The driver calls it
+    /// once per wake-up, before waiting.
+    pub fn handle_catch_up(&mut self, now: Timestamp) {
+        self.now = now;
+        self.catch_up();
+    }
+
+    /// Stamps, journals and fans out a batch of requests from the sessions (drained from
+    /// `batch`).
+    pub fn handle_requests(&mut self, now: Timestamp, batch: &mut Vec<Inbound>) {
+        self.now = now;
+        self.sequence(batch);
+        self.try_complete_switch();
+    }
+
+    /// A frame arrived from the engine in `slot` (on its current connection; the driver drops
+    /// frames of a connection it was told to drop).
+    pub fn handle_frame(&mut self, now: Timestamp, slot: usize, frame: Frame) {
+        self.now = now;
+        self.on_frame(slot, frame);
+        self.try_complete_switch();
+    }
+
+    /// The connection attempt to `slot` succeeded with `hello`. Returns false if the core
+    /// refuses the engine (it claims inputs the journal does not hold): the driver drops the
+    /// link.
+    pub fn handle_attached(&mut self, now: Timestamp, slot: usize, hello: &link::Hello) -> bool {
+        self.now = now;
+        self.engines[slot].connecting = false;
+        let attached = self.attach(slot, hello);
+        self.try_complete_switch();
+        attached
+    }
+
+    /// The connection attempt to `slot` failed; another is made after the reconnect delay.
+    pub fn handle_connect_failed(&mut self, now: Timestamp, slot: usize, error: &str) {
+        self.now = now;
+        self.engines[slot].connecting = false;
+        tracing::debug!(engine = %self.engines[slot].addr, %error, "engine not reachable");
+        self.warn_if_no_engine(slot, error);
+    }
+
+    /// The link to `slot` failed (a read or write error, a write that timed out).
+    pub fn handle_lost(&mut self, now: Timestamp, slot: usize, error: &str) {
+        self.now = now;
+        if let Some(connection) = self.engines[slot].connection.as_ref() {
+            tracing::warn!(engine = %connection.name, %error, "engine link lost");
+        }
+        self.lose(slot);
+        self.try_complete_switch();
+    }
+
+    /// An operator's command, already allowed and audited by the control plane; answered
+    /// through [`Core::poll_reply`] under `id`.
+    pub fn handle_command(&mut self, now: Timestamp, id: CommandId, command: CoreCommand) {
+        self.now = now;
+        self.on_control(id, command);
+        self.try_complete_switch();
+    }
+
+    /// Runs what is due at `now`: silence detection, reconnects, heartbeats, the gates.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.now = now;
+        if now >= self.next_housekeeping {
+            self.next_housekeeping =
+                now.plus(Duration::from_millis(constants::LINK_POLL_INTERVAL_MS));
+            self.housekeeping();
+        }
+        self.try_complete_switch();
+    }
+
+    /// The gateway is stopping: the journal is flushed and every engine link gets a Close.
+    pub fn handle_shutdown(&mut self, now: Timestamp) {
+        self.now = now;
+        if let Err(error) = self.journal.flush() {
+            tracing::error!(%error, "journal flush at shutdown");
+        }
+        for slot in 0..self.engines.len() {
+            if self.engines[slot].connection.is_some() {
+                self.transmit(
+                    slot,
+                    LinkCommand::Close {
+                        reason: "gateway shutting down".into(),
+                    },
+                );
             }
-            self.try_complete_switch();
         }
     }
+
+    /// When [`Core::handle_timeout`] is next due.
+    pub fn next_timeout(&self) -> Timestamp {
+        self.next_housekeeping
+    }
+
+    /// The next thing to do on an engine link.
+    pub fn poll_link(&mut self) -> Option<LinkTransmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the control plane's audit log.
+    pub fn poll_event(&mut self) -> Option<CoreEvent> {
+        self.events.pop_front()
+    }
+
+    /// The next answer to a command.
+    pub fn poll_reply(&mut self) -> Option<(CommandId, CoreReply)> {
+        self.replies.pop_front()
+    }
+
+    /// How many engines are configured (slots `0..engine_count()`).
+    pub fn engine_count(&self) -> usize {
+        self.engines.len()
+    }
+
+    /// The address of engine slot `slot`, for the driver to connect to.
+    pub fn engine_addr(&self, slot: usize) -> &LinkAddr {
+        &self.engines[slot].addr
+    }
+
+    /// The engine link's shared secret, for the driver's handshakes.
+    pub fn link_secret(&self) -> Option<&link::LinkSecret> {
+        self.config.link_secret.as_ref()
+    }
+
+    // ----- housekeeping ------------------------------------------------------------------------
 
     /// Whether some session store is short of the room it keeps ahead of need (its disk is
     /// full). While one is, every store is asked to grow again once per
@@ -723,7 +841,7 @@ where
     /// if the short session is idle.
     fn stores_short_of_space(&mut self) -> bool {
         if crate::mmap::files_short_of_space() > 0 {
-            let now = Instant::now();
+            let now = self.now;
             match self.stores_retry_at {
                 // Just found short: the store itself tried a moment ago.
                 None => {
@@ -745,7 +863,7 @@ where
             if crate::mmap::files_short_of_space() > 0 {
                 if self.stores_retry_at.is_none_or(|at| at <= now) {
                     self.stores_retry_at =
-                        Some(now + Duration::from_millis(constants::DISK_FULL_RETRY_MS));
+                        Some(now.plus(Duration::from_millis(constants::DISK_FULL_RETRY_MS)));
                 }
                 return true;
             }
@@ -775,20 +893,22 @@ where
             );
         }
         crate::gateway::disk::set_full(free_bytes);
-        self.disk_full_retry_at =
-            Some(Instant::now() + Duration::from_millis(constants::DISK_FULL_RETRY_MS));
+        self.disk_full_retry_at = Some(
+            self.now
+                .plus(Duration::from_millis(constants::DISK_FULL_RETRY_MS)),
+        );
         error.to_string()
     }
 
     /// Says in the log, at most once per [`constants::ENGINE_ABSENT_WARN_MS`], that no engine
     /// is attached, naming the engine whose connection attempt just failed and why: until one
     /// attaches, every business message is refused, which an operator must not have to guess.
-    fn warn_if_no_engine(&mut self, slot: usize, error: &link::LinkError) {
+    fn warn_if_no_engine(&mut self, slot: usize, error: &str) {
         let period = Duration::from_millis(constants::ENGINE_ABSENT_WARN_MS);
-        if self.authority.is_some() || self.engine_absent_warned.elapsed() < period {
+        if self.authority.is_some() || self.now.since(self.engine_absent_warned) < period {
             return;
         }
-        self.engine_absent_warned = Instant::now();
+        self.engine_absent_warned = self.now;
         let engines: Vec<String> = self.engines.iter().map(|e| e.addr.to_string()).collect();
         tracing::warn!(
             engines = %engines.join(","),
@@ -796,31 +916,6 @@ where
             %error,
             "no engine reachable: business messages are refused (380=4) until one attaches"
         );
-    }
-
-    /// Ends every engine link with a Close, so an engine sees a gateway that stopped on purpose
-    /// rather than one that vanished; bounded per link, since a stopping gateway must not wait
-    /// on a stuck engine.
-    async fn close_links(&mut self) {
-        let timeout = Duration::from_millis(constants::ENGINE_WRITE_TIMEOUT_MS);
-        for slot in &mut self.engines {
-            if let Some(connection) = slot.connection.as_mut() {
-                match tokio::time::timeout(
-                    timeout,
-                    connection.writer.close("gateway shutting down"),
-                )
-                .await
-                {
-                    Ok(Ok(())) => {}
-                    Ok(Err(error)) => {
-                        tracing::debug!(engine = %connection.name, %error, "engine link close failed")
-                    }
-                    Err(_) => {
-                        tracing::debug!(engine = %connection.name, "engine link close timed out")
-                    }
-                }
-            }
-        }
     }
 
     /// Whether the authoritative engine can take more inputs now. A standby never holds the
@@ -861,7 +956,7 @@ where
 
     /// Stamps, journals and fans out a batch of requests; one journal flush and one link write
     /// per engine per batch.
-    async fn sequence(&mut self, batch: &mut Vec<Inbound>) {
+    fn sequence(&mut self, batch: &mut Vec<Inbound>) {
         if self.authority.is_none() {
             for request in batch.drain(..) {
                 self.refuse(&request, "application not available");
@@ -878,7 +973,7 @@ where
             if stores_short
                 || self
                     .disk_full_retry_at
-                    .is_some_and(|retry_at| Instant::now() < retry_at)
+                    .is_some_and(|retry_at| self.now < retry_at)
             {
                 self.refuse(&request, DISK_FULL_TEXT);
                 continue;
@@ -901,7 +996,7 @@ where
                 }
             }
             let seq = self.journal.last_seq() + 1;
-            let time = Timestamp::now().max(self.last_time);
+            let time = self.now.max(self.last_time);
             let input = Input {
                 seq,
                 time,
@@ -971,7 +1066,7 @@ where
             return;
         };
         if let Some((started, mut report)) = self.switch_started.take() {
-            report.pause_us = started.elapsed().as_micros() as u64;
+            report.pause_us = self.now.since(started).as_micros() as u64;
             tracing::info!(from = %report.from, to = %report.to, pause_us = report.pause_us, "first input after the switch");
             self.last_switch = Some(report);
         }
@@ -983,34 +1078,24 @@ where
                     && c.in_flight() < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
             });
             if live {
-                self.send_to(index, &inputs, last).await;
+                self.send_to(index, inputs.clone(), last);
             }
         }
     }
 
-    async fn send_to(&mut self, index: usize, inputs: &[Input], last: u64) {
+    /// Queues `inputs` (ending at `last`) for engine `index`; a failed write comes back as
+    /// [`Core::handle_lost`].
+    fn send_to(&mut self, index: usize, inputs: Vec<Input>, last: u64) {
         let Some(connection) = self.engines[index].connection.as_mut() else {
             return;
         };
-        let timeout = Duration::from_millis(constants::ENGINE_WRITE_TIMEOUT_MS);
-        let sent = match tokio::time::timeout(timeout, connection.writer.send_inputs(inputs)).await
-        {
-            Ok(sent) => sent,
-            Err(_) => Err(LinkError::PeerSilent(timeout)),
-        };
-        match sent {
-            Ok(()) => connection.sent_through = last,
-            Err(error) => {
-                let name = connection.name.clone();
-                tracing::warn!(engine = %name, %error, "engine link lost while sending");
-                self.lose(index);
-            }
-        }
+        connection.sent_through = last;
+        self.transmit(index, LinkCommand::Inputs(inputs));
     }
 
     /// Sends the next journal entries to every engine behind the journal (after an attach, a
     /// restore or a reconnect), one batch each, within its in-flight window.
-    async fn catch_up(&mut self) {
+    fn catch_up(&mut self) {
         let last = self.journal.last_seq();
         for index in 0..self.engines.len() {
             let Some(connection) = self.engines[index].connection.as_mut() else {
@@ -1071,14 +1156,14 @@ where
                 if last_sent >= last {
                     connection.catch_up = None;
                 }
-                self.send_to(index, &inputs, last_sent).await;
+                self.send_to(index, inputs, last_sent);
             }
         }
     }
 
     // ----- engine frames -----------------------------------------------------------------------
 
-    async fn on_frame(&mut self, index: usize, generation: u64, frame: Result<Frame, LinkError>) {
+    fn on_frame(&mut self, index: usize, frame: Frame) {
         let Some(connection) = self
             .engines
             .get_mut(index)
@@ -1086,16 +1171,13 @@ where
         else {
             return;
         };
-        if connection.generation != generation {
-            return;
-        }
-        connection.last_heard = Instant::now();
+        connection.last_heard = self.now;
         match frame {
-            Ok(Frame::Outputs(outputs)) | Ok(Frame::Replayed(outputs)) => {
+            Frame::Outputs(outputs) | Frame::Replayed(outputs) => {
                 connection.answered_through = connection.answered_through.max(outputs.input_seq);
                 self.on_outputs(index, outputs);
             }
-            Ok(Frame::AlreadyApplied(applied)) => {
+            Frame::AlreadyApplied(applied) => {
                 connection.answered_through = connection.answered_through.max(applied.input_seq);
                 if Some(index) == self.authority && applied.input_seq > self.cursor.get() {
                     tracing::error!(
@@ -1106,23 +1188,20 @@ where
                     self.drain_undelivered();
                 }
             }
-            Ok(Frame::Snapshot(snapshot)) => {
+            Frame::Snapshot(snapshot) => {
                 // Asked from the authoritative engine for a joining standby.
                 let target = self
                     .engines
                     .iter()
                     .position(|slot| slot.connection.as_ref().is_some_and(|c| c.restoring));
                 if let Some(target) = target
-                    && let Some(standby) = self.engines[target].connection.as_mut()
+                    && let Some(standby) = self.engines[target].connection.as_ref()
                 {
                     tracing::info!(engine = %standby.name, at = snapshot.at_input_seq, bytes = snapshot.bytes.len(), "restoring standby from snapshot");
-                    if let Err(error) = standby.writer.restore(&snapshot.bytes).await {
-                        tracing::warn!(engine = %standby.name, %error, "restore failed");
-                        self.lose(target);
-                    }
+                    self.transmit(target, LinkCommand::Restore(snapshot.bytes));
                 }
             }
-            Ok(Frame::Restored(restored)) => {
+            Frame::Restored(restored) => {
                 tracing::info!(engine = %connection.name, at = restored.at_input_seq, digest = %restored.digest, "standby restored; catching up from the journal");
                 connection.restoring = false;
                 // A copy of the authoritative book: whatever it diverged on before is gone.
@@ -1140,18 +1219,14 @@ where
                 connection.answered_through = restored.at_input_seq;
                 connection.catch_up = None;
             }
-            Ok(Frame::Refused(refused)) => {
+            Frame::Refused(refused) => {
                 tracing::error!(engine = %connection.name, reason = %refused.reason, "engine refused a request");
                 if connection.restoring {
                     self.lose(index);
                 }
             }
-            Ok(Frame::Heartbeat(_)) | Ok(Frame::Digest(_)) => {}
-            Ok(other) => tracing::debug!(kind = %other.kind(), "engine frame ignored"),
-            Err(error) => {
-                tracing::warn!(engine = %connection.name, %error, "engine link lost");
-                self.lose(index);
-            }
+            Frame::Heartbeat(_) | Frame::Digest(_) => {}
+            other => tracing::debug!(kind = %other.kind(), "engine frame ignored"),
         }
     }
 
@@ -1166,7 +1241,7 @@ where
             && self.canary_owned.contains(&seq)
         {
             // Each engine's answer latency on the canary's inputs, the same inputs for both.
-            let age_us = input_age(&self.recent, seq, Timestamp::now());
+            let age_us = input_age(&self.recent, seq, self.now);
             let latency = if index == canary.slot {
                 &mut canary.canary_latency
             } else {
@@ -1330,7 +1405,7 @@ where
             self.cursor.set(input_seq);
             return;
         }
-        let now = Timestamp::now();
+        let now = self.now;
         if let Some(owner) = self.owner_of(input_seq) {
             self.engines[owner].delivered_inputs += 1;
         }
@@ -1357,19 +1432,19 @@ where
 
     // ----- attach, loss, failover ----------------------------------------------------------------
 
-    async fn housekeeping(&mut self) {
-        let now = Instant::now();
+    fn housekeeping(&mut self) {
+        let now = self.now;
         // Declare a silent authoritative engine dead.
         if let Some(authority) = self.authority
             && let Some(connection) = self.engines[authority].connection.as_ref()
-            && connection.last_heard.elapsed() > self.config.failover_timeout
+            && now.since(connection.last_heard) > self.config.failover_timeout
         {
-            tracing::warn!(engine = %connection.name, silent_ms = connection.last_heard.elapsed().as_millis() as u64, "authoritative engine silent; failing over");
+            tracing::warn!(engine = %connection.name, silent_ms = now.since(connection.last_heard).as_millis() as u64, "authoritative engine silent; failing over");
             self.lose(authority);
         }
         if let Some(slot) = self.canary.as_ref().map(|c| c.slot)
             && let Some(connection) = self.engines[slot].connection.as_ref()
-            && connection.last_heard.elapsed() > self.config.failover_timeout
+            && now.since(connection.last_heard) > self.config.failover_timeout
         {
             tracing::warn!(engine = %connection.name, "canary engine silent; its symbols return");
             self.lose(slot);
@@ -1378,59 +1453,39 @@ where
         for index in 0..self.engines.len() {
             let slot = &mut self.engines[index];
             if slot.connection.is_none() && !slot.connecting && slot.retry_at <= now {
-                slot.retry_at = now + Duration::from_millis(constants::ENGINE_RECONNECT_MS);
+                slot.retry_at = now.plus(Duration::from_millis(constants::ENGINE_RECONNECT_MS));
                 slot.connecting = true;
-                let addr = slot.addr.clone();
-                let attempts = self.attempts_tx.clone();
-                let secret = self.config.link_secret.clone();
-                tokio::spawn(async move {
-                    let timeout = Duration::from_millis(constants::ENGINE_CONNECT_TIMEOUT_MS);
-                    let attempt =
-                        link::connect_authenticated(&addr, timeout, secret.as_ref()).await;
-                    let _ = attempts.send((index, attempt)).await;
-                });
+                self.transmit(index, LinkCommand::Connect);
             }
         }
+        let heartbeat = Duration::from_millis(constants::LINK_HEARTBEAT_INTERVAL_MS_DEFAULT);
+        let last_input_seq = self.journal.last_seq();
         for index in 0..self.engines.len() {
-            if let Some(connection) = self.engines[index].connection.as_mut()
-                && connection.writer.last_sent().elapsed()
-                    >= Duration::from_millis(constants::LINK_HEARTBEAT_INTERVAL_MS_DEFAULT)
-                && let Err(error) = connection.writer.heartbeat(self.journal.last_seq()).await
+            if self.engines[index]
+                .connection
+                .as_ref()
+                .is_some_and(|connection| now.since(connection.last_sent) >= heartbeat)
             {
-                let name = connection.name.clone();
-                tracing::warn!(engine = %name, %error, "engine link lost");
-                self.lose(index);
+                self.transmit(index, LinkCommand::Heartbeat { last_input_seq });
             }
         }
     }
 
-    async fn attach(&mut self, index: usize, link: link::EngineLink, hello: link::Hello) {
+    /// Takes the engine that answered on slot `index` with `hello`; false if it is refused.
+    fn attach(&mut self, index: usize, hello: &link::Hello) -> bool {
         let journal_last = self.journal.last_seq();
         if hello.last_input_seq > journal_last {
             tracing::error!(engine = %hello.engine_name, engine_last = hello.last_input_seq, journal_last, "engine is ahead of the journal; refusing it");
-            return;
+            return false;
         }
-        self.generation += 1;
-        let generation = self.generation;
-        let (mut reader, writer) = link.into_split();
-        let frames = self.frames_tx.clone();
-        tokio::spawn(async move {
-            loop {
-                let frame = reader.recv().await;
-                let failed = frame.is_err();
-                if frames.send((index, generation, frame)).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
+        // A connection the driver still had for this slot is replaced, never doubled.
+        self.lose(index);
         self.emit(CoreEvent::Record(CoreRecord::EngineAttached {
             name: hello.engine_name.clone(),
             build_version: hello.build_version.clone(),
             executable_sha256: hello.executable_sha256.clone(),
         }));
         let mut connection = Connection {
-            writer,
-            generation,
             name: hello.engine_name.clone(),
             build_version: hello.build_version.clone(),
             executable_sha256: hello.executable_sha256.clone(),
@@ -1438,7 +1493,8 @@ where
             answered_through: hello.last_input_seq,
             restoring: false,
             catch_up: None,
-            last_heard: Instant::now(),
+            last_heard: self.now,
+            last_sent: self.now,
         };
         match self.authority {
             None => {
@@ -1459,13 +1515,8 @@ where
                 connection.restoring = true;
                 tracing::info!(engine = %hello.engine_name, build = %hello.build_version, "standby attached empty; requesting a snapshot");
                 self.engines[index].connection = Some(connection);
-                let requested = match self.engines[authority].connection.as_mut() {
-                    Some(authoritative) => authoritative.writer.request_snapshot().await,
-                    None => Ok(()),
-                };
-                if let Err(error) = requested {
-                    tracing::warn!(%error, "snapshot request failed");
-                    self.lose(authority);
+                if self.engines[authority].connection.is_some() {
+                    self.transmit(authority, LinkCommand::RequestSnapshot);
                 }
             }
             Some(_) => {
@@ -1473,6 +1524,7 @@ where
                 self.engines[index].connection = Some(connection);
             }
         }
+        true
     }
 
     /// The connection of slot `index` is gone. If it owned inputs (authority, or the canary's
@@ -1484,15 +1536,24 @@ where
         let Some(lost) = self.engines[index].connection.take() else {
             return;
         };
-        self.engines[index].retry_at =
-            Instant::now() + Duration::from_millis(constants::ENGINE_RECONNECT_MS);
+        // Whoever noticed first, the driver drops the link and ignores what still arrives on it.
+        self.transmits.push_back(LinkTransmit {
+            slot: index,
+            command: LinkCommand::Drop,
+        });
+        self.engines[index].retry_at = self
+            .now
+            .plus(Duration::from_millis(constants::ENGINE_RECONNECT_MS));
         if self.pending_switch.as_ref().is_some_and(|p| p.to == index)
             && let Some(mut pending) = self.pending_switch.take()
             && let Some(reply) = pending.reply.take()
         {
-            let _ = reply.send(CoreReply::Refused {
-                reason: format!("standby {} was lost during the switch", lost.name),
-            });
+            self.reply(
+                reply,
+                CoreReply::Refused {
+                    reason: format!("standby {} was lost during the switch", lost.name),
+                },
+            );
         }
         // Comparisons waiting for the lost engine's answers can no longer be made; counted as
         // made, they are trimmed once delivered instead of pinning the shadow map (and the gates
@@ -1546,9 +1607,12 @@ where
         if let Some(mut pending) = self.pending_switch.take()
             && let Some(reply) = pending.reply.take()
         {
-            let _ = reply.send(CoreReply::Refused {
-                reason: format!("engine {} was lost; failed over instead", lost.name),
-            });
+            self.reply(
+                reply,
+                CoreReply::Refused {
+                    reason: format!("engine {} was lost; failed over instead", lost.name),
+                },
+            );
         }
         let Some(next) = next else {
             tracing::error!(engine = %lost.name, "authoritative engine lost and no standby can take over");
@@ -1586,7 +1650,7 @@ where
         // waited when the survivor took over (the lost engine's silence, up to the failover
         // timeout); none waiting, no order was held.
         let pause_us = if self.journal.last_seq() > delivered {
-            self.input_age_us(delivered + 1, Timestamp::now())
+            self.input_age_us(delivered + 1, self.now)
         } else {
             0
         };
@@ -1607,7 +1671,7 @@ where
         };
         self.emit(CoreEvent::Failover(report.clone()));
         self.last_switch = Some(report.clone());
-        self.switch_started = Some((Instant::now(), report));
+        self.switch_started = Some((self.now, report));
         // Deliver what the survivor already produced, as a shadow, for the lost engine's
         // undelivered inputs, in input order.
         for seq in lost_owned {
@@ -1632,22 +1696,21 @@ where
 
     // ----- control ---------------------------------------------------------------------------------
 
-    fn on_control(&mut self, command: CoreCommand) {
+    fn on_control(&mut self, id: CommandId, command: CoreCommand) {
         let kind = match &command.request {
             CoreRequest::Status => {
-                let _ = command
-                    .reply
-                    .send(CoreReply::Status(Box::new(self.status())));
+                let status = CoreReply::Status(Box::new(self.status()));
+                self.reply(id, status);
                 return;
             }
             CoreRequest::Resume { symbols } => {
                 let reply = self.resume(symbols);
-                let _ = command.reply.send(reply);
+                self.reply(id, reply);
                 return;
             }
             CoreRequest::Stage { engine } => {
                 let reply = self.check_stage(engine, command.expect_sha256.as_deref());
-                let _ = command.reply.send(reply);
+                self.reply(id, reply);
                 return;
             }
             CoreRequest::Switch => Ok((false, SwitchKind::All)),
@@ -1660,12 +1723,10 @@ where
         match started {
             Ok(()) => {
                 if let Some(pending) = self.pending_switch.as_mut() {
-                    pending.reply = Some(command.reply);
+                    pending.reply = Some(id);
                 }
             }
-            Err(reason) => {
-                let _ = command.reply.send(CoreReply::Refused { reason });
-            }
+            Err(reason) => self.reply(id, CoreReply::Refused { reason }),
         }
     }
 
@@ -1791,7 +1852,7 @@ where
         self.pending_switch = Some(PendingSwitch {
             to: target,
             barrier: self.journal.last_seq(),
-            started: Instant::now(),
+            started: self.now,
             kind,
             rollback,
             reply: None,
@@ -1865,7 +1926,7 @@ where
         if let Err(reason) = self.refuse_diverged(pending.to, &pending.kind) {
             tracing::warn!(%reason, "switch refused at its barrier");
             if let Some(reply) = pending.reply.take() {
-                let _ = reply.send(CoreReply::Refused { reason });
+                self.reply(reply, CoreReply::Refused { reason });
             }
             return;
         }
@@ -1901,7 +1962,7 @@ where
             from: name(from),
             to: name(to),
             barrier_seq: pending.barrier,
-            pause_us: pending.started.elapsed().as_micros() as u64,
+            pause_us: self.now.since(pending.started).as_micros() as u64,
             planned: true,
             scope,
             rollback: pending.rollback,
@@ -1934,14 +1995,14 @@ where
         }
         self.switches += 1;
         self.last_switch = Some(report.clone());
-        let answered = match pending.reply.take() {
-            Some(reply) => reply.send(CoreReply::Switched(report.clone())).is_ok(),
-            None => false,
-        };
-        if !answered {
-            // The control plane stopped waiting (its reply timed out): tell it what happened,
-            // so the audit log does not end on a refusal for a switch that ran.
-            self.emit(CoreEvent::Completed(report));
+        match pending.reply.take() {
+            // If the control plane stopped waiting (its reply timed out), the driver turns the
+            // answer into a `CoreEvent::Completed`, so the audit log does not end on a refusal
+            // for a switch that ran.
+            Some(reply) => self.reply(reply, CoreReply::Switched(report)),
+            None => {
+                self.emit(CoreEvent::Completed(report));
+            }
         }
     }
 
@@ -2140,7 +2201,7 @@ where
         // The breach goes to the control plane, and again every second until the canary has
         // ended: a dropped event or a refused rollback is retried, never forgotten.
         let due = canary.breach_emitted.is_none_or(|at| {
-            at.elapsed() >= Duration::from_millis(constants::GATE_BREACH_REPEAT_MS)
+            self.now.since(at) >= Duration::from_millis(constants::GATE_BREACH_REPEAT_MS)
         });
         let Some(breach) = canary.gates.breach.clone().filter(|_| due) else {
             return;
@@ -2148,13 +2209,13 @@ where
         if self.emit(CoreEvent::GateBreached(breach))
             && let Some(canary) = self.canary.as_mut()
         {
-            canary.breach_emitted = Some(Instant::now());
+            canary.breach_emitted = Some(self.now);
         }
     }
 
     fn status(&self) -> CoreStatus {
         let journal_last = self.journal.last_seq();
-        let now = Timestamp::now();
+        let now = self.now;
         let engines = self
             .engines
             .iter()
@@ -2174,7 +2235,7 @@ where
                     answered_through: c.answered_through,
                     lag_inputs: journal_last.saturating_sub(c.answered_through),
                     lag_us: self.input_age_us(c.answered_through + 1, now),
-                    silent_ms: c.last_heard.elapsed().as_millis() as u64,
+                    silent_ms: now.since(c.last_heard).as_millis() as u64,
                     executable_sha256: c.executable_sha256.clone(),
                     delivered_inputs: slot.delivered_inputs,
                     sent_through: c.sent_through,

@@ -6,6 +6,7 @@ pub mod acceptor;
 pub mod core;
 pub mod cursor;
 pub mod disk;
+pub mod driver;
 pub mod input_journal;
 pub mod journal;
 pub mod memory_journal;
