@@ -426,6 +426,10 @@ pub const SWITCH_LAG_MAX_INPUTS: u64 = 10_000;
 /// How long one attempt to reach an engine may take before the gateway moves on.
 pub const ENGINE_CONNECT_TIMEOUT_MS: u64 = 500;
 
+/// Longest a file of the gateway core may grow (checked by its `tidy` test): past this, a file
+/// holds more than one responsibility and its state machine can no longer be read in one sitting.
+pub const CORE_FILE_LINES_MAX: usize = 800;
+
 /// Frames the core's driver buffers from engine reader tasks beyond every engine's full window
 /// of answers: room for the heartbeats, snapshots and refusals that come besides outputs, so a
 /// reader task does not block on them while the driver writes to another engine.
