@@ -67,3 +67,489 @@ fn tidy_the_core_reads_no_clock_spawns_nothing_awaits_nothing_and_stays_small() 
         );
     }
 }
+
+// ----- the core on virtual time -------------------------------------------------------------
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    CommandId, Core, CoreCommand, CoreConfig, CoreEvent, CoreReply, CoreRequest, GateConfig,
+    LinkCommand, LinkTransmit,
+};
+use crate::engine::{
+    ClOrdId, Engine, EngineConfig, Input, InstrumentConfig, MatchingEngine, NewOrder, OrdType,
+    Output, Price, Qty, Request, Side, Symbol, TimeInForce,
+};
+use crate::fix::codec::{Encoder, Message};
+use crate::fix::dictionary::Dictionary;
+use crate::fix::session::{Session, SessionConfig};
+use crate::fix::store::MemoryStore;
+use crate::gateway::acceptor::{Inbound, Sessions};
+use crate::gateway::cursor::OutboxCursor;
+use crate::gateway::memory_journal::MemoryJournal;
+use crate::gateway::status::EngineRole;
+use crate::link::{self, Frame, Outputs};
+use crate::time::Timestamp;
+
+const AAA: &str = "AAA";
+const BBB: &str = "BBB";
+/// Silence after which the authoritative engine is failed over in these tests.
+const FAILOVER_MS: u64 = 1_000;
+/// Steps a test may take to settle before it is a livelock, not a slow machine.
+const SETTLE_STEPS_MAX: usize = 10_000;
+
+fn symbol(name: &str) -> Symbol {
+    Symbol::try_from_bytes(name.as_bytes()).expect("a symbol")
+}
+
+fn engine_config() -> EngineConfig {
+    let instrument = |name: &str| InstrumentConfig {
+        symbol: name.into(),
+        tick_size: Price::parse_decimal(b"0.01").expect("a tick"),
+        lot_size: 1,
+    };
+    EngineConfig {
+        instruments: vec![instrument(AAA), instrument(BBB)],
+        orders_max: 1_024,
+        levels_max: 64,
+        cl_ord_ids_max: 1_024,
+    }
+}
+
+/// An engine behind an in-memory link: it answers the inputs it was sent when the test says.
+struct FakeEngine {
+    name: &'static str,
+    engine: Box<dyn Engine + Send>,
+    /// Whether the core holds a link to it.
+    linked: bool,
+    /// Whether a connection attempt reaches it.
+    reachable: bool,
+    /// Hung: it sends nothing, not even heartbeats.
+    silent: bool,
+    /// Inputs sent on the link, not yet answered.
+    inbox: VecDeque<Input>,
+    /// What it answered per input, for a resent input.
+    answered: BTreeMap<u64, Vec<Output>>,
+}
+
+/// The core with two engines ("blue" in slot 0, "green" in slot 1), one session per test
+/// counterparty, all on virtual time.
+struct Harness {
+    core: Core<MemoryStore, MemoryJournal>,
+    sessions: Arc<Sessions<MemoryStore>>,
+    engines: Vec<FakeEngine>,
+    now: Timestamp,
+    fix_seq: u64,
+    next_command: u64,
+    replies: Vec<(CommandId, CoreReply)>,
+    events: Vec<CoreEvent>,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new(green: Box<dyn Engine + Send>) -> Harness {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let sessions = Sessions::new(vec![Session::new(
+            SessionConfig::new("BATON", "CLIENT1"),
+            MemoryStore::new(),
+            Dictionary::venue(),
+        )]);
+        let addr = |name: &str| {
+            format!("unix:///{name}.sock")
+                .parse::<crate::link::LinkAddr>()
+                .expect("an address")
+        };
+        let config = CoreConfig {
+            engines: vec![addr("blue"), addr("green")],
+            journal_dir: dir.path().to_path_buf(),
+            journal: Default::default(),
+            failover_timeout: Duration::from_millis(FAILOVER_MS),
+            symbols: vec![symbol(AAA), symbol(BBB)],
+            gates: GateConfig::default(),
+            link_secret: None,
+        };
+        let cursor = OutboxCursor::open(&dir.path().join("outbox.cursor")).expect("a cursor");
+        let now = Timestamp::from_secs(1_800_000_000);
+        let core = Core::with_journal(sessions.clone(), config, MemoryJournal::new(), cursor, now);
+        let fake = |name, engine| FakeEngine {
+            name,
+            engine,
+            linked: false,
+            reachable: true,
+            silent: false,
+            inbox: VecDeque::new(),
+            answered: BTreeMap::new(),
+        };
+        let blue: Box<dyn Engine + Send> =
+            Box::new(MatchingEngine::new(&engine_config()).expect("an engine"));
+        let mut harness = Harness {
+            core,
+            sessions,
+            engines: vec![fake("blue", blue), fake("green", green)],
+            now,
+            fix_seq: 0,
+            next_command: 0,
+            replies: Vec::new(),
+            events: Vec::new(),
+            _dir: dir,
+        };
+        // Blue is reachable first, so it takes authority; green joins as the standby.
+        harness.engines[1].reachable = false;
+        harness.tick();
+        harness.engines[1].reachable = true;
+        harness.advance(crate::constants::ENGINE_RECONNECT_MS);
+        assert!(
+            harness.engines.iter().all(|e| e.linked),
+            "both engines attach"
+        );
+        harness
+    }
+
+    /// Two copies of the same engine.
+    fn blue_green() -> Harness {
+        Harness::new(Box::new(
+            MatchingEngine::new(&engine_config()).expect("an engine"),
+        ))
+    }
+
+    /// Runs the core's timer at the current time and carries out what it asks; every engine
+    /// that is not hung says it is alive, as engines do when idle.
+    fn tick(&mut self) {
+        for slot in 0..self.engines.len() {
+            let engine = &self.engines[slot];
+            if engine.linked && !engine.silent {
+                let last_input_seq = engine.engine.last_input_seq();
+                self.core.handle_frame(
+                    self.now,
+                    slot,
+                    Frame::Heartbeat(link::Heartbeat { last_input_seq }),
+                );
+            }
+        }
+        self.core.handle_timeout(self.now);
+        self.pump();
+    }
+
+    /// Moves virtual time on by `ms`, firing every timer on the way.
+    fn advance(&mut self, ms: u64) {
+        let until = self.now.plus_millis(ms);
+        while self.core.next_timeout() <= until {
+            self.now = self.core.next_timeout().max(self.now);
+            self.tick();
+        }
+        self.now = until;
+        self.tick();
+    }
+
+    /// Carries out everything the core asked, the way the driver would.
+    fn pump(&mut self) {
+        for _ in 0..SETTLE_STEPS_MAX {
+            self.core.handle_catch_up(self.now);
+            while let Some(event) = self.core.poll_event() {
+                self.events.push(event);
+            }
+            while let Some(reply) = self.core.poll_reply() {
+                self.replies.push(reply);
+            }
+            let Some(LinkTransmit { slot, command }) = self.core.poll_link() else {
+                return;
+            };
+            let engine = &mut self.engines[slot];
+            match command {
+                LinkCommand::Connect if engine.reachable => {
+                    let hello = link::Hello {
+                        protocol_version: link::LINK_PROTOCOL_VERSION,
+                        engine_name: engine.name.into(),
+                        build_version: engine.engine.build_version().into(),
+                        last_input_seq: engine.engine.last_input_seq(),
+                        snapshot_formats: vec![],
+                        executable_sha256: String::new(),
+                        auth_nonce: Vec::new(),
+                    };
+                    engine.linked = self.core.handle_attached(self.now, slot, &hello);
+                }
+                LinkCommand::Connect => {
+                    self.core
+                        .handle_connect_failed(self.now, slot, "connection refused")
+                }
+                LinkCommand::Inputs(inputs) if engine.linked => engine.inbox.extend(inputs),
+                LinkCommand::Drop => {
+                    engine.linked = false;
+                    engine.inbox.clear();
+                }
+                _ => {}
+            }
+        }
+        panic!("the core kept asking for more after {SETTLE_STEPS_MAX} steps");
+    }
+
+    /// Engine `slot` answers up to `count` of the inputs it was sent, in order.
+    fn answer(&mut self, slot: usize, count: usize) {
+        for _ in 0..count {
+            let Some(input) = self.engines[slot].inbox.pop_front() else {
+                break;
+            };
+            let engine = &mut self.engines[slot];
+            let frame = if input.seq == engine.engine.last_input_seq() + 1 {
+                let mut outputs = Vec::new();
+                engine.engine.apply(&input, &mut outputs);
+                engine.answered.insert(input.seq, outputs.clone());
+                Frame::Outputs(Outputs {
+                    input_seq: input.seq,
+                    outputs,
+                })
+            } else {
+                let outputs = engine.answered.get(&input.seq).cloned().expect("retained");
+                Frame::Replayed(Outputs {
+                    input_seq: input.seq,
+                    outputs,
+                })
+            };
+            self.core.handle_frame(self.now, slot, frame);
+            self.pump();
+        }
+    }
+
+    /// Every linked engine answers everything, until nothing is left to answer.
+    fn settle(&mut self) {
+        for _ in 0..SETTLE_STEPS_MAX {
+            self.pump();
+            let busy: Vec<usize> = (0..self.engines.len())
+                .filter(|&slot| self.engines[slot].linked && !self.engines[slot].inbox.is_empty())
+                .collect();
+            if busy.is_empty() {
+                return;
+            }
+            for slot in busy {
+                self.answer(slot, usize::MAX);
+            }
+        }
+        panic!("the engines never settled");
+    }
+
+    /// CLIENT1 sends a buy limit order on `symbol`; it is sequenced if the core accepts.
+    fn order(&mut self, symbol_name: &str) {
+        self.fix_seq += 1;
+        let id = format!("O{}", self.fix_seq);
+        let mut encoder = Encoder::new("FIX.4.4");
+        encoder
+            .start(b"D")
+            .uint(crate::fix::tags::MSG_SEQ_NUM, self.fix_seq)
+            .str(11, &id)
+            .str(55, symbol_name);
+        let message = Message::parse(encoder.finish()).expect("a message");
+        let request = Request::New(NewOrder {
+            cl_ord_id: ClOrdId::try_from_bytes(id.as_bytes()).expect("an id"),
+            symbol: symbol(symbol_name),
+            side: Side::Buy,
+            ord_type: OrdType::Limit,
+            price: Some(Price::parse_decimal(b"10.00").expect("a price")),
+            qty: Qty(100),
+            time_in_force: TimeInForce::Day,
+        });
+        let mut batch = vec![Inbound {
+            session: 0,
+            request,
+            message,
+        }];
+        self.core.handle_requests(self.now, &mut batch);
+        self.pump();
+    }
+
+    fn command(&mut self, request: CoreRequest) -> CommandId {
+        self.next_command += 1;
+        let id = CommandId(self.next_command);
+        let command = CoreCommand {
+            request,
+            expect_sha256: None,
+            canary_only: false,
+        };
+        self.core.handle_command(self.now, id, command);
+        self.pump();
+        id
+    }
+
+    fn reply(&self, id: CommandId) -> Option<&CoreReply> {
+        self.replies
+            .iter()
+            .find(|(answered, _)| *answered == id)
+            .map(|(_, reply)| reply)
+    }
+
+    fn status(&mut self) -> crate::gateway::status::CoreStatus {
+        let id = self.command(CoreRequest::Status);
+        match self.reply(id) {
+            Some(CoreReply::Status(status)) => (**status).clone(),
+            other => panic!("status answered {other:?}"),
+        }
+    }
+
+    /// Inputs whose outputs were delivered from each engine: (blue, green).
+    fn delivered_from(&mut self) -> (u64, u64) {
+        let status = self.status();
+        (
+            status.engines[0].delivered_inputs,
+            status.engines[1].delivered_inputs,
+        )
+    }
+
+    /// Messages CLIENT1's session holds for the counterparty: every delivered output once.
+    fn messages_out(&self) -> u64 {
+        self.sessions.status()[0].seq_num_next_out - 1
+    }
+}
+
+#[test]
+fn a_switch_holds_new_requests_until_both_engines_answered_through_its_barrier() {
+    let mut h = Harness::blue_green();
+    for _ in 0..3 {
+        h.order(AAA);
+    }
+    h.settle();
+    assert_eq!(h.delivered_from(), (3, 0));
+    h.order(AAA);
+    // Blue answered the fourth input, green has not: the barrier is 4 and waits for green.
+    h.answer(0, 1);
+    let switch = h.command(CoreRequest::Switch);
+    assert_eq!(h.status().switch_waiting_at, Some(4));
+    assert!(!h.core.accepting(), "requests wait while the barrier does");
+    assert_eq!(h.reply(switch), None);
+    h.answer(1, 1);
+    match h.reply(switch) {
+        Some(CoreReply::Switched(report)) => {
+            assert_eq!(
+                (report.from.as_str(), report.to.as_str()),
+                ("blue", "green")
+            );
+            assert_eq!(report.barrier_seq, 4);
+        }
+        other => panic!("the switch answered {other:?}"),
+    }
+    assert!(h.core.accepting());
+    h.order(AAA);
+    h.order(BBB);
+    h.settle();
+    // Outputs up to the barrier came from blue, after it from green; each once.
+    assert_eq!(h.delivered_from(), (4, 2));
+    assert_eq!(h.messages_out(), 6);
+    let status = h.status();
+    assert_eq!(status.engines[1].role, EngineRole::Authoritative);
+    assert_eq!(status.engines[0].role, EngineRole::Standby);
+}
+
+#[test]
+fn a_lost_authoritative_engine_fails_over_and_the_standby_delivers_what_was_not_delivered() {
+    let mut h = Harness::blue_green();
+    for _ in 0..4 {
+        h.order(AAA);
+    }
+    // Green (standby) answered everything, blue only the first two.
+    h.answer(1, 4);
+    h.answer(0, 2);
+    assert_eq!(h.messages_out(), 2);
+    h.core.handle_lost(h.now, 0, "connection reset");
+    h.pump();
+    h.settle();
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e, CoreEvent::Failover(r) if r.from == "blue" && r.to == "green" && r.barrier_seq == 2)),
+        "a failover at the last delivered input: {:?}",
+        h.events
+    );
+    // The two undelivered inputs came from green's shadow answers; nothing twice.
+    assert_eq!(h.delivered_from(), (2, 2));
+    assert_eq!(h.messages_out(), 4);
+    h.order(BBB);
+    h.settle();
+    assert_eq!(h.messages_out(), 5);
+}
+
+#[test]
+fn a_silent_authoritative_engine_is_failed_over_after_the_timeout_on_virtual_time() {
+    let mut h = Harness::blue_green();
+    h.order(AAA);
+    h.answer(1, 1);
+    h.engines[0].silent = true;
+    // Blue says nothing; just before the timeout it still has authority.
+    h.advance(FAILOVER_MS - crate::constants::LINK_POLL_INTERVAL_MS);
+    assert_eq!(h.status().engines[0].role, EngineRole::Authoritative);
+    h.advance(2 * crate::constants::LINK_POLL_INTERVAL_MS);
+    assert!(!h.engines[0].linked, "the driver was told to drop blue");
+    assert_eq!(h.status().engines[1].role, EngineRole::Authoritative);
+    assert_eq!(
+        h.messages_out(),
+        1,
+        "green delivered the unanswered input once"
+    );
+}
+
+#[test]
+fn an_answer_that_arrives_twice_is_delivered_once() {
+    let mut h = Harness::blue_green();
+    h.order(AAA);
+    h.order(AAA);
+    h.settle();
+    let again = h.engines[0].answered[&1].clone();
+    h.core.handle_frame(
+        h.now,
+        0,
+        Frame::Replayed(Outputs {
+            input_seq: 1,
+            outputs: again,
+        }),
+    );
+    h.pump();
+    assert_eq!(h.messages_out(), 2);
+    assert_eq!(h.delivered_from(), (2, 0));
+}
+
+#[test]
+fn a_canary_owns_its_symbols_and_the_authoritative_engine_keeps_the_rest() {
+    let mut h = Harness::blue_green();
+    let canary = h.command(CoreRequest::Canary {
+        percent: None,
+        symbols: vec![AAA.into()],
+    });
+    h.settle();
+    assert!(
+        matches!(h.reply(canary), Some(CoreReply::Switched(_))),
+        "{:?}",
+        h.replies
+    );
+    h.order(AAA);
+    h.order(BBB);
+    h.order(AAA);
+    h.settle();
+    assert_eq!(h.delivered_from(), (1, 2));
+    assert_eq!(h.messages_out(), 3);
+    let status = h.status();
+    assert_eq!(status.engines[1].role, EngineRole::Canary);
+    let gates = status.canary.expect("a canary").gates;
+    assert_eq!((gates.compared, gates.errors), (2, 0));
+}
+
+#[test]
+fn a_canary_that_answers_differently_trips_its_error_gate() {
+    let green = crate::engine::fault::RejectSymbol::new(
+        MatchingEngine::new(&engine_config()).expect("an engine"),
+        symbol(AAA),
+    );
+    let mut h = Harness::new(Box::new(green));
+    h.command(CoreRequest::Canary {
+        percent: None,
+        symbols: vec![AAA.into()],
+    });
+    h.settle();
+    h.order(AAA);
+    h.settle();
+    assert!(
+        h.events
+            .iter()
+            .any(|e| matches!(e, CoreEvent::GateBreached(b) if b.gate == "error-rate")),
+        "{:?}",
+        h.events
+    );
+}
