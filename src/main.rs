@@ -180,6 +180,23 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Run the seeded simulation of the gateway core, sessions and engines: many seeds, or one
+    /// to replay a failure exactly. Prints seeds per second; exits non-zero on the first broken
+    /// invariant, naming its seed.
+    Sim {
+        /// How many seeds to run, from --first.
+        #[arg(long, default_value_t = 1_000)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+        /// Replay exactly this one seed (overrides --seeds and --first).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Random steps per seed.
+        #[arg(long, default_value_t = baton::constants::SIM_STEPS_DEFAULT)]
+        steps: usize,
+    },
     /// Start a build only if its bytes hash to the SHA-256 a change names: the file is hashed
     /// and executed through one open descriptor, so nothing swapped in after the check runs.
     /// Replaces this process (ELF executables only); on a mismatch prints both hashes and
@@ -694,6 +711,15 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
             MatchingEngine::new(&loaded.engine).context("[engine]")?;
             Ok(())
         }
+        Command::Sim {
+            seeds,
+            first,
+            seed,
+            steps,
+        } => sim(
+            seed.map_or(first..first.saturating_add(seeds), |s| s..s + 1),
+            steps,
+        ),
         Command::Launch { sha256, path, args } => launch(&sha256, path, &args),
         Command::Artifact {
             command: ArtifactCommand::Hash { path },
@@ -1404,6 +1430,27 @@ fn change_request(
             change: change.clone(),
         },
     })
+}
+
+fn sim(seeds: std::ops::Range<u64>, steps: usize) -> anyhow::Result<()> {
+    let config = baton::gateway::sim::SimConfig {
+        steps,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let mut ran = 0u64;
+    for seed in seeds {
+        if let Err(failure) = baton::gateway::sim::run(seed, &config) {
+            bail!("{failure}");
+        }
+        ran += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{ran} seeds passed in {seconds:.1}s ({:.0} seeds/s, {steps} steps each)",
+        ran as f64 / seconds.max(f64::EPSILON)
+    );
+    Ok(())
 }
 
 #[cfg(test)]

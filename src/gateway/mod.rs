@@ -10,6 +10,8 @@ pub mod driver;
 pub mod input_journal;
 pub mod journal;
 pub mod memory_journal;
+pub mod outbox_mark;
+pub mod sim;
 pub mod status;
 pub mod translate;
 

@@ -281,3 +281,15 @@ mod gate_limit_tests {
         assert_eq!(gates.latency_limit_us(0), 2_000.0);
     }
 }
+
+/// Bugs the seeded simulation must catch, each behind [`Core::plant`]: proof that its
+/// invariants bite, not only that the core passes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlantedBug {
+    /// A switch completes as soon as the old engine answered through the barrier, without
+    /// waiting for the new one.
+    SwitchBeforeStandbyAnswered,
+    /// After a failover the survivor is asked again from one input before the cursor, whose
+    /// outputs were already delivered.
+    RedeliverAfterFailover,
+}

@@ -44,6 +44,7 @@ use super::acceptor::{Inbound, Sessions};
 use super::cursor::{CursorError, OutboxCursor};
 use super::input_journal::{InputJournal, JournalRead};
 use super::journal::{Journal, JournalConfig, JournalError};
+use super::outbox_mark::CursorStore;
 use super::status::{
     CanaryStatus, CoreStatus, DivergenceSample, EngineRole, EngineStatus, GateBreach, GateStatus,
     SessionStatus, ShadowStatus, SwitchReport, SwitchScope,
@@ -68,7 +69,7 @@ mod tests;
 
 pub use api::{
     CommandId, CoreCommand, CoreConfig, CoreError, CoreEvent, CoreRecord, CoreReply, CoreRequest,
-    GateConfig, LinkCommand, LinkTransmit,
+    GateConfig, LinkCommand, LinkTransmit, PlantedBug,
 };
 pub use sequencer::replay_journal;
 pub use switch::canary_symbols;
@@ -207,7 +208,7 @@ pub struct Core<S: SessionStore, J: InputJournal = Journal> {
     /// The source of truth for inputs.
     journal: J,
     /// Last input whose outputs are all delivered.
-    cursor: OutboxCursor,
+    cursor: Box<dyn CursorStore>,
     /// Time of the last sequenced input: stamps never go backwards, even if the wall clock does.
     last_time: Timestamp,
     /// Configured engines.
@@ -274,6 +275,12 @@ pub struct Core<S: SessionStore, J: InputJournal = Journal> {
     /// restarts, so this is carried across restarts too (through the audit log); it is cleared
     /// when the engine is restored from a snapshot, or by an operator's resume.
     diverged: BTreeMap<String, BTreeSet<Symbol>>,
+    /// Per session, the newest (input seq, index) its store held at start beyond the cursor
+    /// (see `outbox::stored_marks`): outputs up to it are not delivered again. Empty once
+    /// delivery has passed them all.
+    stored_marks: BTreeMap<crate::engine::SessionId, (u64, u32)>,
+    /// A known bug switched on to prove the simulation finds it; `None` everywhere else.
+    planted: Option<PlantedBug>,
 }
 
 /// What a restarted gateway must remember from before: halted symbols and engines whose books
@@ -296,7 +303,13 @@ impl<S: SessionStore + Send + 'static> Core<S, Journal> {
     ) -> Result<Core<S>, CoreError> {
         let journal = Journal::open(&config.journal_dir, config.journal)?;
         let cursor = OutboxCursor::open(&config.journal_dir.join("outbox.cursor"))?;
-        Ok(Core::with_journal(sessions, config, journal, cursor, now))
+        Ok(Core::with_journal(
+            sessions,
+            config,
+            journal,
+            Box::new(cursor),
+            now,
+        ))
     }
 }
 
@@ -311,7 +324,7 @@ where
         sessions: Arc<Sessions<S>>,
         config: CoreConfig,
         journal: J,
-        cursor: OutboxCursor,
+        cursor: Box<dyn CursorStore>,
         now: Timestamp,
     ) -> Core<S, J> {
         // Stamps never go backwards, also across a restart on a clock that is behind.
@@ -332,6 +345,7 @@ where
                 delivered_inputs: 0,
             })
             .collect();
+        let stored_marks = outbox::stored_marks(&sessions, cursor.get());
         Core {
             now,
             next_housekeeping: now,
@@ -361,6 +375,8 @@ where
             canary: None,
             canary_owned: BTreeSet::new(),
             halted: BTreeSet::new(),
+            stored_marks,
+            planted: None,
             diverged: BTreeMap::new(),
         }
     }
@@ -539,6 +555,13 @@ where
     /// The next answer to a command.
     pub fn poll_reply(&mut self) -> Option<(CommandId, CoreReply)> {
         self.replies.pop_front()
+    }
+
+    /// Switches on a known bug, for the simulation's proof that its invariants catch it. Never
+    /// called outside that self-test.
+    #[doc(hidden)]
+    pub fn plant(&mut self, bug: PlantedBug) {
+        self.planted = Some(bug);
     }
 
     /// How many engines are configured (slots `0..engine_count()`).

@@ -163,6 +163,9 @@ where
             self.engines[owner].delivered_inputs += 1;
         }
         for output in outputs {
+            if self.stored_before_restart(output) {
+                continue;
+            }
             let delivered = self.sessions.with(output.session, |session| {
                 session.send_app(now, translate::output_msg_type(output), |e| {
                     translate::write_output(e, output)
@@ -198,4 +201,91 @@ pub(super) fn output_symbol(
                 Report::CancelReject(_) => None,
             })
         })
+}
+
+impl<S, J> Core<S, J>
+where
+    S: SessionStore + Send + 'static,
+    J: InputJournal,
+    J::Reader: Send + 'static,
+{
+    /// Whether `output` reached its session before a restart although the cursor does not say
+    /// so: the previous gateway died after storing it and before its cursor write landed. Each
+    /// session receives outputs in (input seq, index) order, so everything up to the newest
+    /// ExecID its store holds is there; the store is written with the delivery itself, so this
+    /// mark cannot lag the way the cursor can.
+    fn stored_before_restart(&mut self, output: &Output) -> bool {
+        if self.stored_marks.is_empty() {
+            return false;
+        }
+        let key = (output.input_seq, output.index);
+        let stored = self
+            .stored_marks
+            .get(&output.session)
+            .is_some_and(|mark| key <= *mark);
+        if stored {
+            tracing::info!(
+                session = output.session,
+                input_seq = output.input_seq,
+                index = output.index,
+                "output already in its session before the restart; not delivered again"
+            );
+        }
+        // Past every mark, nothing more can be ambiguous.
+        if self
+            .stored_marks
+            .values()
+            .all(|mark| mark.0 < output.input_seq)
+        {
+            self.stored_marks.clear();
+        }
+        stored
+    }
+}
+
+/// For each session, the (input seq, index) of the newest execution report its store holds, if
+/// it is past `delivered_through`: outputs up to it were stored by a gateway that died before
+/// its cursor recorded them. Only the newest few messages of each store are read
+/// ([`constants::OUTBOX_RECOVERY_SCAN_MAX`]): a gateway dies inside one input's delivery.
+pub(super) fn stored_marks<S: SessionStore + Send + 'static>(
+    sessions: &Sessions<S>,
+    delivered_through: u64,
+) -> BTreeMap<crate::engine::SessionId, (u64, u32)> {
+    let mut marks = BTreeMap::new();
+    for id in 0..sessions.len() as crate::engine::SessionId {
+        let mark = sessions.with(id, |session| {
+            let store = session.store();
+            let newest = store.seq_num_next_out().saturating_sub(1);
+            let oldest = newest
+                .saturating_sub(constants::OUTBOX_RECOVERY_SCAN_MAX)
+                .max(1);
+            (oldest..=newest).rev().find_map(|seq| {
+                let message = crate::fix::codec::Message::parse(store.sent(seq)?).ok()?;
+                if message.msg_type() != crate::fix::tags::msg_type::EXECUTION_REPORT {
+                    return None;
+                }
+                exec_key(message.get(translate::tag::EXEC_ID)?)
+            })
+        });
+        if let Some(Some(mark)) = mark
+            && mark.0 > delivered_through
+        {
+            tracing::warn!(
+                session = id,
+                input_seq = mark.0,
+                index = mark.1,
+                delivered_through,
+                "outputs stored after the last cursor write: they are not delivered again"
+            );
+            marks.insert(id, mark);
+        }
+    }
+    marks
+}
+
+/// `(input seq, index)` from an ExecID as `translate` writes it, `seq-index`.
+pub(super) fn exec_key(value: &[u8]) -> Option<(u64, u32)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (seq, index) = text.split_once('-')?;
+    Some((seq.parse().ok()?, index.parse().ok()?))
 }

@@ -105,6 +105,8 @@ where
                 self.authority = Some(index);
                 // An engine whose book diverged before a restart halts those symbols.
                 self.halt_diverged();
+                self.request_snapshot_for_restoring();
+                return true;
             }
             Some(authority) if hello.last_input_seq == 0 && journal_last > 0 => {
                 // An empty standby: restore it from the authoritative engine's snapshot.
@@ -235,6 +237,7 @@ where
         }
         self.authority = Some(next);
         self.halt_diverged();
+        self.request_snapshot_for_restoring();
         self.switches += 1;
         let name = self.engines[next]
             .connection
@@ -280,13 +283,32 @@ where
         self.drain_undelivered();
         // Whatever it answered beyond that is asked again: the engine answers a resent input
         // from its replay window, and answers arriving meanwhile wait in `undelivered`.
-        let delivered = self.cursor.get();
+        let mut delivered = self.cursor.get();
+        if self.planted == Some(PlantedBug::RedeliverAfterFailover) && delivered > 0 {
+            delivered -= 1;
+            self.cursor.set(delivered);
+        }
         if let Some(connection) = self.engines[next].connection.as_mut()
             && connection.answered_through > delivered
         {
             connection.sent_through = delivered;
             connection.answered_through = delivered;
             connection.catch_up = None;
+        }
+    }
+
+    /// A standby waiting for a snapshot asked it of an authoritative engine that is gone: the
+    /// new one is asked, or the standby would wait, and get no inputs, for good.
+    fn request_snapshot_for_restoring(&mut self) {
+        let restoring = self
+            .engines
+            .iter()
+            .any(|slot| slot.connection.as_ref().is_some_and(|c| c.restoring));
+        if let Some(authority) = self.authority
+            && restoring
+            && self.engines[authority].connection.is_some()
+        {
+            self.transmit(authority, LinkCommand::RequestSnapshot);
         }
     }
 }

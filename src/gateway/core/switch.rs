@@ -230,7 +230,8 @@ where
                 .map(|c| c.answered_through)
         };
         let ready = answered(authority).is_some_and(|a| a >= pending.barrier)
-            && answered(pending.to).is_some_and(|a| a >= pending.barrier)
+            && (answered(pending.to).is_some_and(|a| a >= pending.barrier)
+                || self.planted == Some(PlantedBug::SwitchBeforeStandbyAnswered))
             && self.cursor.get() >= pending.barrier;
         if !ready {
             return;

@@ -172,7 +172,13 @@ impl Harness {
         };
         let cursor = OutboxCursor::open(&dir.path().join("outbox.cursor")).expect("a cursor");
         let now = Timestamp::from_secs(1_800_000_000);
-        let core = Core::with_journal(sessions.clone(), config, MemoryJournal::new(), cursor, now);
+        let core = Core::with_journal(
+            sessions.clone(),
+            config,
+            MemoryJournal::new(),
+            Box::new(cursor),
+            now,
+        );
         let fake = |name, engine| FakeEngine {
             name,
             engine,
