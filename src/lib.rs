@@ -11,7 +11,8 @@
 //!   FIX <-> engine translation, and the core: sequencer, input journal (every inbound business
 //!   message is appended before an engine sees it), router (which engine is authoritative for
 //!   which symbol: one engine, or a canary's symbols on another) and outbox (each output
-//!   delivered once).
+//!   delivered once). The core is sans-IO; its driver owns the engine links and the timer, and
+//!   a seeded simulation (`baton sim`) runs it through crashes and failovers on virtual time.
 //! - [`link`]: the gateway <-> engine wire protocol and its transports.
 //! - [`engine`]: the `Engine` trait, order books, matching, snapshot/restore and state digest.
 //! - [`control`]: the `baton ctl` API and endpoint, and the Prometheus metrics endpoint that

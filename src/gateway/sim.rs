@@ -11,9 +11,11 @@
 //! in-memory stores, which survive a gateway crash as their memory-mapped files do.
 //!
 //! After every step it checks that no output was delivered twice (every ExecID once per
-//! session) and none that the journal does not explain; at the end it heals every fault, lets
-//! everything settle and checks that every journaled input's outputs were delivered exactly
-//! once and every engine's digest equals a fresh replay of the journal. A failure names the
+//! session), that each session got its outputs in input order, none that the journal does not
+//! explain, and that a switch moved authority only to an engine that had answered through its
+//! barrier; at the end it heals every fault, lets everything settle and checks that each
+//! session holds exactly the execution reports a fresh replay of the journal produces for it,
+//! and every engine's digest equals that replay's. A failure names the
 //! seed and the last steps; the same seed replays the same run exactly.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -746,6 +748,19 @@ impl Sim {
                         key.0, key.1
                     )));
                 }
+                if let Some(last) = self.exec_ids[session].last()
+                    && key < *last
+                    && !self.exec_ids[session].contains(&key)
+                {
+                    return Err(self.fail(format!(
+                        "ExecID {}-{} reached CLIENT{} after {}-{}: outputs out of input order",
+                        key.0,
+                        key.1,
+                        session + 1,
+                        last.0,
+                        last.1
+                    )));
+                }
                 if !self.exec_ids[session].insert(key) {
                     return Err(self.fail(format!(
                         "ExecID {}-{} delivered twice to CLIENT{}",
@@ -832,6 +847,14 @@ impl Sim {
         for session in 0..self.config.sessions {
             let want = expected.remove(&(session as u32)).unwrap_or_default();
             let got = &self.exec_ids[session];
+            if let Some(extra) = got.difference(&want).next() {
+                return Err(self.fail(format!(
+                    "ExecID {}-{} reached CLIENT{} but a replay of the journal does not produce it there",
+                    extra.0,
+                    extra.1,
+                    session + 1
+                )));
+            }
             if let Some(missing) = want.difference(got).next() {
                 return Err(self.fail(format!(
                     "ExecID {}-{} never reached CLIENT{} ({} of {} delivered)",
