@@ -101,7 +101,8 @@ where
 
     /// Refuses a request before it is sequenced with a BusinessMessageReject (380=4) saying why.
     pub(super) fn refuse(&self, request: &Inbound, text: &str) {
-        self.sessions.business_reject(
+        self.sessions.business_reject_at(
+            self.now,
             request.session,
             &request.message,
             BusinessRejectReason::ApplicationNotAvailable,
@@ -141,7 +142,8 @@ where
                         "{} is halted for reconciliation after a release; try again later",
                         symbol.as_str()
                     );
-                    self.sessions.business_reject(
+                    self.sessions.business_reject_at(
+                        self.now,
                         request.session,
                         &request.message,
                         BusinessRejectReason::Other,
@@ -188,7 +190,8 @@ where
                         tracing::error!(%error, seq, "journal append failed");
                         "application not available"
                     };
-                    self.sessions.business_reject(
+                    self.sessions.business_reject_at(
+                        self.now,
                         request.session,
                         &request.message,
                         BusinessRejectReason::ApplicationNotAvailable,
