@@ -87,8 +87,9 @@ use crate::fix::dictionary::Dictionary;
 use crate::fix::session::{Session, SessionConfig};
 use crate::fix::store::MemoryStore;
 use crate::gateway::acceptor::{Inbound, Sessions};
-use crate::gateway::cursor::OutboxCursor;
+use crate::gateway::memory_journal::CrashFate;
 use crate::gateway::memory_journal::MemoryJournal;
+use crate::gateway::outbox_mark::MemoryCursor;
 use crate::gateway::status::EngineRole;
 use crate::link::{self, Frame, Outputs};
 use crate::time::Timestamp;
@@ -128,6 +129,8 @@ struct FakeEngine {
     reachable: bool,
     /// Hung: it sends nothing, not even heartbeats.
     silent: bool,
+    /// Snapshot requests and restores sent on the link, not yet served.
+    requests: VecDeque<LinkCommand>,
     /// Inputs sent on the link, not yet answered.
     inbox: VecDeque<Input>,
     /// What it answered per input, for a resent input.
@@ -145,6 +148,10 @@ struct Harness {
     next_command: u64,
     replies: Vec<(CommandId, CoreReply)>,
     events: Vec<CoreEvent>,
+    /// What the core journals and where its cursor is, kept to restart it from.
+    journal: MemoryJournal,
+    cursor: MemoryCursor,
+    config: CoreConfig,
     _dir: tempfile::TempDir,
 }
 
@@ -170,13 +177,14 @@ impl Harness {
             gates: GateConfig::default(),
             link_secret: None,
         };
-        let cursor = OutboxCursor::open(&dir.path().join("outbox.cursor")).expect("a cursor");
+        let journal = MemoryJournal::new();
+        let cursor = MemoryCursor::new();
         let now = Timestamp::from_secs(1_800_000_000);
         let core = Core::with_journal(
             sessions.clone(),
-            config,
-            MemoryJournal::new(),
-            Box::new(cursor),
+            config.clone(),
+            journal.clone(),
+            Box::new(cursor.clone()),
             now,
         );
         let fake = |name, engine| FakeEngine {
@@ -185,6 +193,7 @@ impl Harness {
             linked: false,
             reachable: true,
             silent: false,
+            requests: VecDeque::new(),
             inbox: VecDeque::new(),
             answered: BTreeMap::new(),
         };
@@ -199,6 +208,9 @@ impl Harness {
             next_command: 0,
             replies: Vec::new(),
             events: Vec::new(),
+            journal,
+            cursor,
+            config,
             _dir: dir,
         };
         // Blue is reachable first, so it takes authority; green joins as the standby.
@@ -211,6 +223,27 @@ impl Harness {
             "both engines attach"
         );
         harness
+    }
+
+    /// The gateway dies and a new core starts from the journal, the sessions' stores and the
+    /// cursor (without its last write when `lose_cursor_write`); the engines keep running and
+    /// reconnect.
+    fn restart(&mut self, lose_cursor_write: bool) {
+        self.journal = self.journal.crash(CrashFate::KeepAll);
+        self.cursor = self.cursor.crash(lose_cursor_write);
+        for engine in &mut self.engines {
+            engine.linked = false;
+            engine.inbox.clear();
+        }
+        self.core = Core::with_journal(
+            self.sessions.clone(),
+            self.config.clone(),
+            self.journal.clone(),
+            Box::new(self.cursor.clone()),
+            self.now,
+        );
+        self.tick();
+        self.advance(crate::constants::ENGINE_RECONNECT_MS);
     }
 
     /// Two copies of the same engine.
@@ -281,9 +314,15 @@ impl Harness {
                         .handle_connect_failed(self.now, slot, "connection refused")
                 }
                 LinkCommand::Inputs(inputs) if engine.linked => engine.inbox.extend(inputs),
+                request @ (LinkCommand::RequestSnapshot | LinkCommand::Restore(_))
+                    if engine.linked =>
+                {
+                    engine.requests.push_back(request)
+                }
                 LinkCommand::Drop => {
                     engine.linked = false;
                     engine.inbox.clear();
+                    engine.requests.clear();
                 }
                 _ => {}
             }
@@ -318,17 +357,51 @@ impl Harness {
         }
     }
 
+    /// Engine `slot` serves the snapshot requests and restores it was sent.
+    fn serve_requests(&mut self, slot: usize) {
+        while let Some(request) = self.engines[slot].requests.pop_front() {
+            let engine = &mut self.engines[slot];
+            let frame = match request {
+                LinkCommand::RequestSnapshot => {
+                    let mut bytes = Vec::new();
+                    engine.engine.snapshot(&mut bytes);
+                    Frame::Snapshot(link::Snapshot {
+                        at_input_seq: engine.engine.last_input_seq(),
+                        format_version: crate::engine::SNAPSHOT_FORMAT_DEFAULT,
+                        digest: engine.engine.digest(),
+                        bytes,
+                    })
+                }
+                LinkCommand::Restore(bytes) => {
+                    engine.engine.restore(&bytes).expect("a snapshot restores");
+                    engine.answered.clear();
+                    Frame::Restored(link::Restored {
+                        at_input_seq: engine.engine.last_input_seq(),
+                        digest: engine.engine.digest(),
+                    })
+                }
+                _ => continue,
+            };
+            self.core.handle_frame(self.now, slot, frame);
+            self.pump();
+        }
+    }
+
     /// Every linked engine answers everything, until nothing is left to answer.
     fn settle(&mut self) {
         for _ in 0..SETTLE_STEPS_MAX {
             self.pump();
             let busy: Vec<usize> = (0..self.engines.len())
-                .filter(|&slot| self.engines[slot].linked && !self.engines[slot].inbox.is_empty())
+                .filter(|&slot| {
+                    let engine = &self.engines[slot];
+                    engine.linked && (!engine.inbox.is_empty() || !engine.requests.is_empty())
+                })
                 .collect();
             if busy.is_empty() {
                 return;
             }
             for slot in busy {
+                self.serve_requests(slot);
                 self.answer(slot, usize::MAX);
             }
         }
@@ -558,4 +631,49 @@ fn a_canary_that_answers_differently_trips_its_error_gate() {
         "{:?}",
         h.events
     );
+}
+
+#[test]
+fn outputs_stored_before_a_crash_that_lost_the_cursor_write_are_not_delivered_again() {
+    let mut h = Harness::blue_green();
+    h.order(AAA);
+    h.order(AAA);
+    h.settle();
+    assert_eq!(h.messages_out(), 2);
+    // Killed after input 2's report reached the session, before the cursor said so.
+    h.restart(true);
+    h.settle();
+    assert_eq!(h.messages_out(), 2, "input 2's report was delivered again");
+    h.order(BBB);
+    h.settle();
+    assert_eq!(h.messages_out(), 3);
+}
+
+#[test]
+fn a_standby_whose_snapshot_source_died_is_restored_from_the_engine_that_took_authority() {
+    let mut h = Harness::blue_green();
+    h.order(AAA);
+    h.order(BBB);
+    h.settle();
+    // Green restarts empty and asks for blue's snapshot; blue's link breaks before it answers.
+    h.engines[1].engine = Box::new(MatchingEngine::new(&engine_config()).expect("an engine"));
+    h.engines[1].answered.clear();
+    h.core.handle_lost(h.now, 1, "engine restarted");
+    h.pump();
+    h.advance(crate::constants::ENGINE_RECONNECT_MS);
+    assert!(h.engines[1].linked && !h.engines[0].requests.is_empty());
+    h.engines[0].requests.clear();
+    h.core.handle_lost(h.now, 0, "connection reset");
+    h.pump();
+    // Blue comes back with its book and takes authority again; green must not wait for good.
+    h.advance(crate::constants::ENGINE_RECONNECT_MS);
+    h.settle();
+    h.order(AAA);
+    h.settle();
+    assert_eq!(
+        h.engines[1].engine.last_input_seq(),
+        3,
+        "green restored and caught up"
+    );
+    assert_eq!(h.engines[1].engine.digest(), h.engines[0].engine.digest());
 }
