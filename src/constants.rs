@@ -430,10 +430,12 @@ pub const ENGINE_CONNECT_TIMEOUT_MS: u64 = 500;
 /// holds more than one responsibility and its state machine can no longer be read in one sitting.
 pub const CORE_FILE_LINES_MAX: usize = 800;
 
-/// Newest messages of each session store a restarted gateway reads for outputs stored after its
-/// cursor's last write. A gateway dies inside one input's delivery, so only that input's outputs
-/// can be there; this covers an input that fills against a deep book many times over.
-pub const OUTBOX_RECOVERY_SCAN_MAX: u64 = 4_096;
+/// Newest messages of each session store a restarted gateway reads for the newest ExecID, to
+/// find outputs stored after its cursor's last write. Only that one execution report is
+/// looked for, so this need only cover what the session's connection stored around it
+/// (heartbeats, rejects of unusable messages): a few; the bound keeps a start with many idle
+/// sessions fast.
+pub const OUTBOX_RECOVERY_SCAN_MAX: u64 = 256;
 
 /// Frames the core's driver buffers from engine reader tasks beyond every engine's full window
 /// of answers: room for the heartbeats, snapshots and refusals that come besides outputs, so a

@@ -74,8 +74,8 @@ where
             tracing::error!(engine = %hello.engine_name, engine_last = hello.last_input_seq, journal_last, "engine is ahead of the journal; refusing it");
             return false;
         }
-        // A connection the driver still had for this slot is replaced, never doubled.
-        self.lose(index);
+        // The core asks for a connection only to a slot that has none, one attempt at a time.
+        debug_assert!(self.engines[index].connection.is_none());
         self.emit(CoreEvent::Record(CoreRecord::EngineAttached {
             name: hello.engine_name.clone(),
             build_version: hello.build_version.clone(),
