@@ -2,9 +2,9 @@
 //!
 //! It owns what the core must not touch: the engine links (a reader task per connection, the
 //! writers), connection attempts (each in its own task, so an unreachable engine never delays
-//! sequencing), the queues from the sessions and the control plane, and the one timer. Each
-//! wake-up reads the clock once, hands the core what arrived with that `now`, then carries out
-//! what the core asks: link writes (bounded by [`constants::ENGINE_WRITE_TIMEOUT_MS`], a failure
+//! sequencing), the queues from the sessions and the control plane, and the one timer. It reads
+//! the wall clock for every call it makes into the core (the core never does), hands it what
+//! arrived, then carries out what the core asks: link writes (bounded by [`constants::ENGINE_WRITE_TIMEOUT_MS`], a failure
 //! reported back as a lost link), events for the audit log, answers to commands. Every decision
 //! is the core's.
 
