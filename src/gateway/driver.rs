@@ -4,9 +4,9 @@
 //! writers), connection attempts (each in its own task, so an unreachable engine never delays
 //! sequencing), the queues from the sessions and the control plane, and the one timer. It reads
 //! the wall clock for every call it makes into the core (the core never does), hands it what
-//! arrived, then carries out what the core asks: link writes (bounded by [`constants::ENGINE_WRITE_TIMEOUT_MS`], a failure
-//! reported back as a lost link), events for the audit log, answers to commands. Every decision
-//! is the core's.
+//! arrived, then carries out what the core asks: link writes (input writes bounded by
+//! [`constants::ENGINE_WRITE_TIMEOUT_MS`], a failure reported back as a lost link), events for
+//! the audit log, answers to commands. Every decision is the core's.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
