@@ -286,6 +286,9 @@ mod gate_limit_tests {
 /// invariants bite, not only that the core passes them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PlantedBug {
+    /// Inputs are sent to engines, and their outputs delivered, before they are journaled (the
+    /// append waits for the next housekeeping).
+    DeliverBeforeJournal,
     /// A switch completes as soon as the old engine answered through the barrier, without
     /// waiting for the new one.
     SwitchBeforeStandbyAnswered,

@@ -279,6 +279,9 @@ pub struct Core<S: SessionStore, J: InputJournal = Journal> {
     /// (see `outbox::stored_marks`): outputs up to it are not delivered again. Empty once
     /// delivery has passed them all.
     stored_marks: BTreeMap<crate::engine::SessionId, (u64, u32)>,
+    /// Inputs sequenced, sent and not yet journaled: only ever filled by the planted
+    /// [`PlantedBug::DeliverBeforeJournal`].
+    unjournaled: Vec<(u64, Timestamp, Vec<u8>)>,
     /// A known bug switched on to prove the simulation finds it; `None` everywhere else.
     planted: Option<PlantedBug>,
 }
@@ -376,6 +379,7 @@ where
             canary_owned: BTreeSet::new(),
             halted: BTreeSet::new(),
             stored_marks,
+            unjournaled: Vec::new(),
             planted: None,
             diverged: BTreeMap::new(),
         }

@@ -12,6 +12,12 @@ where
 {
     pub(super) fn housekeeping(&mut self) {
         let now = self.now;
+        // Only with the planted bug: what was sent and delivered is journaled only now.
+        for (seq, time, payload) in std::mem::take(&mut self.unjournaled) {
+            if let Err(error) = self.journal.append(seq, time, &payload) {
+                tracing::error!(%error, seq, "late journal append failed");
+            }
+        }
         // Declare a silent authoritative engine dead.
         if let Some(authority) = self.authority
             && let Some(connection) = self.engines[authority].connection.as_ref()

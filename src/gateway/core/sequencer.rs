@@ -120,7 +120,7 @@ where
             return;
         }
         let stores_short = self.stores_short_of_space();
-        let first_seq = self.journal.last_seq() + 1;
+        let first_seq = self.journal.last_seq() + 1 + self.unjournaled.len() as u64;
         let mut inputs = Vec::with_capacity(batch.len());
         for request in batch.drain(..) {
             // A session store short of room keeps what it has for the answers owed to inputs
@@ -152,7 +152,7 @@ where
                     continue;
                 }
             }
-            let seq = self.journal.last_seq() + 1;
+            let seq = self.journal.last_seq() + 1 + self.unjournaled.len() as u64;
             let time = self.now.max(self.last_time);
             let input = Input {
                 seq,
@@ -166,7 +166,14 @@ where
                 &mut self.payload,
                 bincode::config::standard(),
             );
+            let deferred = self.planted == Some(PlantedBug::DeliverBeforeJournal);
+            if deferred {
+                self.unjournaled.push((seq, time, self.payload.clone()));
+            }
             let appended = encoded.map_err(|error| error.to_string()).and_then(|_| {
+                if deferred {
+                    return Ok(());
+                }
                 match self.journal.append(seq, time, &self.payload) {
                     Ok(()) => Ok(()),
                     Err(error) if error.is_no_space() => Err(self.disk_full(&error)),

@@ -39,6 +39,18 @@ fn caught(bug: PlantedBug) -> Option<(u64, String)> {
 }
 
 #[test]
+fn a_planted_delivery_before_journaling_is_caught() {
+    let caught = caught(PlantedBug::DeliverBeforeJournal);
+    assert!(
+        caught
+            .as_ref()
+            .is_some_and(|(_, why)| why.contains("journal does not hold")),
+        "not caught within {} seeds: {caught:?}",
+        constants::SIM_PLANTED_SEEDS_MAX
+    );
+}
+
+#[test]
 fn a_planted_redelivery_after_failover_is_caught() {
     let caught = caught(PlantedBug::RedeliverAfterFailover);
     assert!(
