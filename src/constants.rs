@@ -428,6 +428,22 @@ pub const SWITCH_LAG_MAX_INPUTS: u64 = 10_000;
 /// How long one attempt to reach an engine may take before the gateway moves on.
 pub const ENGINE_CONNECT_TIMEOUT_MS: u64 = 500;
 
+/// Longest a file of the gateway core may grow (checked by its `tidy` test): past this, a file
+/// holds more than one responsibility and its state machine can no longer be read in one sitting.
+pub const CORE_FILE_LINES_MAX: usize = 800;
+
+/// Newest messages of each session store a restarted gateway reads for the newest ExecID, to
+/// find outputs stored after its cursor's last write. Only that one execution report is
+/// looked for, so this need only cover what the session's connection stored around it
+/// (heartbeats, rejects of unusable messages): a few; the bound keeps a start with many idle
+/// sessions fast.
+pub const OUTBOX_RECOVERY_SCAN_MAX: u64 = 256;
+
+/// Frames the core's driver buffers from engine reader tasks beyond every engine's full window
+/// of answers: room for the heartbeats, snapshots and refusals that come besides outputs, so a
+/// reader task does not block on them while the driver writes to another engine.
+pub const LINK_FRAMES_SLACK: usize = 256;
+
 /// How often a gateway with no engine attached says so in its log: often enough that an
 /// operator reading the log finds it at once, rarely enough (one line per 25 reconnect attempts)
 /// that it does not drown everything else.
@@ -782,3 +798,42 @@ const _: () = assert!(
 const _: () = assert!(FIELDS_PER_MESSAGE_MAX >= 20 * PARTIES_MAX);
 const _: () = assert!(DICTIONARY_FIELDS_MAX.is_multiple_of(64));
 const _: () = assert!(GROUP_MEMBERS_MAX <= 64);
+
+// ----- The seeded simulation (`gateway::sim`) -------------------------------------------------
+
+/// Random steps per seed before faults heal: enough for several crashes, failovers and
+/// switches to overlap in one run, few enough that a seed runs in a few milliseconds.
+pub const SIM_STEPS_DEFAULT: usize = 300;
+
+/// Counterparty sessions per seed: three, so one input's fills answer more than one session.
+pub const SIM_SESSIONS_DEFAULT: usize = 3;
+
+/// Orders, levels and ClOrdIDs per simulated engine: a seed sends at most one order per step,
+/// so this never refuses for capacity.
+pub const SIM_ORDERS_MAX: u32 = 4_096;
+
+const _: () = assert!(SIM_STEPS_DEFAULT as u64 <= SIM_ORDERS_MAX as u64);
+
+/// Virtual time a run starts at (2027-01-15): any fixed instant works; a realistic one keeps
+/// SendingTimes readable in a trace.
+pub const SIM_EPOCH_SECS: u64 = 1_800_000_000;
+
+/// The simulated gateway's failover timeout: long against a step, so silence and answers
+/// interleave, short enough that a few time steps reach it.
+pub const SIM_FAILOVER_TIMEOUT_MS: u64 = 1_000;
+
+/// Steps a failure prints: enough to see the crash or switch that led to it.
+pub const SIM_TRACE_LINES: usize = 40;
+
+/// Link actions one step may ask for before it is a livelock rather than a busy step.
+pub const SIM_PUMP_STEPS_MAX: usize = 100_000;
+
+/// Reconnect periods the healed run may take to settle.
+pub const SIM_SETTLE_ROUNDS_MAX: usize = 200;
+
+/// Seeds `cargo test` runs: about half a minute on a loaded debug build (some 40 seeds a
+/// second); `baton sim --seeds N` runs as many as asked.
+pub const SIM_TEST_SEEDS: u64 = 1_000;
+
+/// Seeds within which each planted bug must be caught.
+pub const SIM_PLANTED_SEEDS_MAX: u64 = 50;

@@ -11,7 +11,8 @@
 //!   FIX <-> engine translation, and the core: sequencer, input journal (every inbound business
 //!   message is appended before an engine sees it), router (which engine is authoritative for
 //!   which symbol: one engine, or a canary's symbols on another) and outbox (each output
-//!   delivered once).
+//!   delivered once). The core is sans-IO; its driver owns the engine links and the timer, and
+//!   a seeded simulation (`baton sim`) runs it through crashes and failovers on virtual time.
 //! - [`link`]: the gateway <-> engine wire protocol and its transports.
 //! - [`engine`]: the `Engine` trait, order books, matching, snapshot/restore and state digest.
 //! - [`control`]: the `baton ctl` API and endpoint, and the Prometheus metrics endpoint that
@@ -30,6 +31,9 @@
 //! [`config`] reads the TOML configuration shared by all of them; [`constants`] is the one home
 //! of every limit.
 //!
+//! [`time`] is the one time type every part shares and the one place the wall clock is read;
+//! the state machines are given `now` instead.
+//!
 //! [`sd_notify`] tells systemd when the gateway is ready, alive and stopping.
 
 pub mod bench;
@@ -44,3 +48,4 @@ pub mod logging;
 pub mod mmap;
 mod record;
 pub mod sd_notify;
+pub mod time;

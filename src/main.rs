@@ -180,6 +180,23 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Run the seeded simulation of the gateway core, sessions and engines: many seeds, or one
+    /// to replay a failure exactly. Prints seeds per second; exits non-zero on the first broken
+    /// invariant, naming its seed.
+    Sim {
+        /// How many seeds to run, from --first.
+        #[arg(long, default_value_t = 1_000)]
+        seeds: u64,
+        /// The first seed.
+        #[arg(long, default_value_t = 0)]
+        first: u64,
+        /// Replay exactly this one seed (overrides --seeds and --first).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Random steps per seed.
+        #[arg(long, default_value_t = baton::constants::SIM_STEPS_DEFAULT)]
+        steps: usize,
+    },
     /// Start a build only if its bytes hash to the SHA-256 a change names: the file is hashed
     /// and executed through one open descriptor, so nothing swapped in after the check runs.
     /// Replaces this process (ELF executables only); on a mismatch prints both hashes and
@@ -435,10 +452,17 @@ fn main() -> ExitCode {
         }
         None => BoxMakeWriter::new(std::io::stderr),
     };
+    // The simulation's cores fail over and crash on purpose, thousands of times a second: their
+    // log lines are noise unless asked for with RUST_LOG.
+    let default_filter = if matches!(cli.command, Command::Sim { .. }) {
+        "off"
+    } else {
+        "info"
+    };
     let subscriber = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(writer)
         // Its own report of a failed write is an eprintln!, which panics on a closed pipe.
@@ -694,6 +718,15 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
             MatchingEngine::new(&loaded.engine).context("[engine]")?;
             Ok(())
         }
+        Command::Sim {
+            seeds,
+            first,
+            seed,
+            steps,
+        } => sim(
+            seed.map_or(first..first.saturating_add(seeds), |s| s..s + 1),
+            steps,
+        ),
         Command::Launch { sha256, path, args } => launch(&sha256, path, &args),
         Command::Artifact {
             command: ArtifactCommand::Hash { path },
@@ -789,7 +822,10 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                 gates: config.control.gates.core(),
                 link_secret: config.link.secret()?,
             };
-            Some(Core::open(sessions.clone(), core_config).context("opening the sequencer")?)
+            Some(
+                Core::open(sessions.clone(), core_config, baton::time::Timestamp::now())
+                    .context("opening the sequencer")?,
+            )
         }
         true => {
             tracing::warn!(
@@ -891,7 +927,9 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         let carried = plane.carried().clone();
         tokio::spawn(plane.run(control_rx, events_rx, core_shutdown_rx.clone()));
         let core_task = core.map(|core| {
-            tokio::spawn(core.with_events(events_tx).with_carried(&carried).run(
+            tokio::spawn(baton::gateway::driver::run(
+                core.with_carried(&carried),
+                events_tx,
                 business_rx,
                 core_control_rx,
                 core_shutdown_rx,
@@ -1444,6 +1482,33 @@ fn change_request(
             change: change.clone(),
         },
     })
+}
+
+fn sim(seeds: std::ops::Range<u64>, steps: usize) -> anyhow::Result<()> {
+    let config = baton::gateway::sim::SimConfig {
+        steps,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let mut ran = 0u64;
+    for seed in seeds {
+        if let Err(failure) = baton::gateway::sim::run(seed, &config) {
+            // The trace is for a person reading it line by line; the error is the one-line
+            // summary every command ends with.
+            let _ = writeln!(std::io::stdout(), "{failure}");
+            bail!(
+                "seed {seed} broke an invariant after {ran} seeds passed: {}",
+                failure.invariant
+            );
+        }
+        ran += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{ran} seeds passed in {seconds:.1}s ({:.0} seeds/s, {steps} steps each)",
+        ran as f64 / seconds.max(f64::EPSILON)
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -287,6 +287,37 @@ pub enum ControlEvent {
     },
 }
 
+impl From<crate::gateway::core::CoreRecord> for ControlEvent {
+    fn from(record: crate::gateway::core::CoreRecord) -> ControlEvent {
+        use crate::gateway::core::CoreRecord;
+        match record {
+            CoreRecord::Diverged { engine, symbols } => ControlEvent::Diverged { engine, symbols },
+            CoreRecord::DivergenceCleared { engine, symbols } => {
+                ControlEvent::DivergenceCleared { engine, symbols }
+            }
+            CoreRecord::Halted { symbols } => ControlEvent::Halted { symbols },
+            CoreRecord::OutputsWithheld {
+                input_seq,
+                symbol,
+                outputs,
+            } => ControlEvent::OutputsWithheld {
+                input_seq,
+                symbol,
+                outputs,
+            },
+            CoreRecord::EngineAttached {
+                name,
+                build_version,
+                executable_sha256,
+            } => ControlEvent::EngineAttached {
+                name,
+                build_version,
+                executable_sha256,
+            },
+        }
+    }
+}
+
 impl ControlEvent {
     /// The change this event belongs to, if any.
     pub fn change(&self) -> Option<ChangeId> {

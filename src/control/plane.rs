@@ -31,7 +31,8 @@ use super::endpoint::ControlCommand;
 use super::stage::Staged;
 use crate::constants;
 use crate::fix::time::Timestamp;
-use crate::gateway::core::{Carried, CoreEvent};
+use crate::gateway::core::{Carried, CoreCommand, CoreEvent, CoreReply, CoreRequest};
+use crate::gateway::driver::CoreCall;
 
 /// The actor recorded for what the gateway does by itself (failover, gate breach, auto
 /// rollback, attachments).
@@ -100,7 +101,7 @@ pub struct Plane {
     /// Where staged builds are recorded.
     stage_dir: PathBuf,
     /// Where authority-moving commands go; `None` for a gateway without engines.
-    core: Option<mpsc::Sender<ControlCommand>>,
+    core: Option<mpsc::Sender<CoreCall>>,
     /// Answers of the sequencer come back here, so the plane never waits for a switch.
     outcomes_tx: mpsc::Sender<Pending>,
     /// See `outcomes_tx`.
@@ -121,7 +122,7 @@ impl Plane {
     /// records the start.
     pub fn open(
         config: &PlaneConfig,
-        core: Option<mpsc::Sender<ControlCommand>>,
+        core: Option<mpsc::Sender<CoreCall>>,
     ) -> Result<Plane, PlaneError> {
         let audit_error = |source| PlaneError::Audit {
             path: config.audit_path.clone(),
@@ -632,7 +633,7 @@ impl Plane {
         let event = match event {
             CoreEvent::Failover(report) => ControlEvent::Failover { change, report },
             CoreEvent::Completed(report) => ControlEvent::CompletedLate { change, report },
-            CoreEvent::Record(event) => event,
+            CoreEvent::Record(record) => ControlEvent::from(record),
             CoreEvent::GateBreached(breach) => {
                 // The sequencer repeats a breach until its canary ends: one rollback at a time,
                 // and the breach itself recorded once per canary.
@@ -764,27 +765,71 @@ impl CarriedFold {
 
 /// Sends `request` to the sequencer and waits for its answer, bounded like the endpoint's wait.
 async fn ask(
-    core: &mpsc::Sender<ControlCommand>,
+    core: &mpsc::Sender<CoreCall>,
     request: ControlRequest,
     expect_sha256: Option<String>,
     canary_only: bool,
 ) -> ControlReply {
+    let Some(request) = core_request(request) else {
+        return refused(
+            "the sequencer does not handle this request; the control plane does".into(),
+        );
+    };
     let (reply_tx, reply_rx) = oneshot::channel();
-    let command = ControlCommand {
+    let command = CoreCommand {
         request,
-        reply: reply_tx,
         expect_sha256,
         canary_only,
-        peer_uid: None,
     };
-    if core.send(command).await.is_err() {
+    let call = CoreCall {
+        command,
+        reply: reply_tx,
+    };
+    if core.send(call).await.is_err() {
         return refused("the gateway's sequencer is not running".into());
     }
     let wait = Duration::from_millis(constants::CONTROL_REPLY_TIMEOUT_MS);
     match tokio::time::timeout(wait, reply_rx).await {
-        Ok(Ok(reply)) => reply,
+        Ok(Ok(reply)) => control_reply(reply),
         Ok(Err(_)) => refused("the sequencer stopped before answering".into()),
         Err(_) => refused("the sequencer did not answer in time; run status to see".into()),
+    }
+}
+
+/// The part of an operator's request the sequencer acts on; `None` for the requests the control
+/// plane answers itself (changes, reports).
+fn core_request(request: ControlRequest) -> Option<CoreRequest> {
+    Some(match request {
+        ControlRequest::Status => CoreRequest::Status,
+        ControlRequest::Switch { .. } => CoreRequest::Switch,
+        ControlRequest::Rollback { .. } => CoreRequest::Rollback,
+        ControlRequest::Canary {
+            percent, symbols, ..
+        } => CoreRequest::Canary { percent, symbols },
+        ControlRequest::Stage { engine, .. } => CoreRequest::Stage { engine },
+        ControlRequest::Resume { symbols, .. } => CoreRequest::Resume { symbols },
+        ControlRequest::ChangeFile { .. }
+        | ControlRequest::ChangeApprove { .. }
+        | ControlRequest::ChangeClose { .. }
+        | ControlRequest::ChangeReport { .. }
+        | ControlRequest::ChangeList => return None,
+    })
+}
+
+/// The sequencer's answer as the endpoint writes it.
+fn control_reply(reply: CoreReply) -> ControlReply {
+    match reply {
+        CoreReply::Status(status) => ControlReply::Status(Status::from(*status)),
+        CoreReply::Switched(report) => ControlReply::Switched(report),
+        CoreReply::Staged {
+            engine,
+            artifact_sha256,
+        } => ControlReply::Staged {
+            engine,
+            artifact_sha256,
+        },
+        CoreReply::Resumed { symbols } => ControlReply::Resumed { symbols },
+        CoreReply::Refused { reason } => ControlReply::Refused { reason },
     }
 }
 
@@ -814,17 +859,17 @@ mod tests {
     /// together with the audit log's last line at that moment, and switches.
     struct Harness {
         plane: Plane,
-        seen: mpsc::Receiver<(ControlRequest, Option<String>, String)>,
+        seen: mpsc::Receiver<(CoreRequest, Option<String>, String)>,
         log: PathBuf,
     }
 
     fn harness(dir: &Path, policy: Policy) -> Harness {
         let log = dir.join("audit.log");
-        let (core_tx, mut core_rx) = mpsc::channel::<ControlCommand>(8);
+        let (core_tx, mut core_rx) = mpsc::channel::<CoreCall>(8);
         let (seen_tx, seen) = mpsc::channel(8);
         let log_for_core = log.clone();
         tokio::spawn(async move {
-            while let Some(command) = core_rx.recv().await {
+            while let Some(CoreCall { command, reply }) = core_rx.recv().await {
                 let last_line = std::fs::read_to_string(&log_for_core)
                     .unwrap_or_default()
                     .lines()
@@ -832,14 +877,14 @@ mod tests {
                     .unwrap_or_default()
                     .to_owned();
                 let scope = match &command.request {
-                    ControlRequest::Canary { .. } => SwitchScope::CanaryStarted {
+                    CoreRequest::Canary { .. } => SwitchScope::CanaryStarted {
                         symbols: vec!["MSFT".into()],
                     },
                     _ => SwitchScope::All,
                 };
-                let reply = match &command.request {
-                    ControlRequest::Status => ControlReply::Status(Status::default()),
-                    _ => ControlReply::Switched(SwitchReport {
+                let answer = match &command.request {
+                    CoreRequest::Status => CoreReply::Status(Box::default()),
+                    _ => CoreReply::Switched(SwitchReport {
                         from: "blue".into(),
                         to: "green".into(),
                         barrier_seq: 7,
@@ -849,7 +894,7 @@ mod tests {
                         scope,
                     }),
                 };
-                if !matches!(command.request, ControlRequest::Status) {
+                if !matches!(command.request, CoreRequest::Status) {
                     let _ = seen_tx
                         .send((
                             command.request.clone(),
@@ -858,7 +903,7 @@ mod tests {
                         ))
                         .await;
                 }
-                let _ = command.reply.send(reply);
+                let _ = reply.send(answer);
             }
         });
         let config = PlaneConfig {
@@ -980,7 +1025,7 @@ mod tests {
         let reply = action(&mut h.plane, switch).await;
         assert!(matches!(reply, ControlReply::Switched(_)), "{reply:?}");
         let (request, expect_sha256, last_line) = h.seen.recv().await.expect("forwarded");
-        assert!(matches!(request, ControlRequest::Switch { .. }));
+        assert!(matches!(request, CoreRequest::Switch));
         // The engine taking authority must run the approved artifact.
         assert_eq!(expect_sha256.as_deref(), Some(sha.as_str()));
         // Invariant 7: when the sequencer got the switch, its request was already on disk.
@@ -1062,7 +1107,7 @@ mod tests {
         let pending = h.plane.outcomes_rx.recv().await.expect("rollback outcome");
         h.plane.on_outcome(pending);
         let (request, _, last_line) = h.seen.recv().await.expect("rollback forwarded");
-        assert!(matches!(request, ControlRequest::Rollback { .. }));
+        assert!(matches!(request, CoreRequest::Rollback));
         assert!(last_line.contains("auto-rollback"), "{last_line}");
         assert!(
             h.seen.try_recv().is_err(),
@@ -1115,7 +1160,7 @@ mod tests {
         let pending = h.plane.outcomes_rx.recv().await.expect("rollback outcome");
         h.plane.on_outcome(pending);
         let (request, _, last_line) = h.seen.recv().await.expect("rollback forwarded");
-        assert!(matches!(request, ControlRequest::Rollback { .. }));
+        assert!(matches!(request, CoreRequest::Rollback));
         assert!(last_line.contains("auto-rollback"), "{last_line}");
         let log = events(&h.log);
         let closed = log

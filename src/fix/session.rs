@@ -117,25 +117,53 @@ pub enum Event {
     Disconnect(DisconnectReason),
 }
 
-/// The session's timers, one slot each in a table; `next_timeout` is the earliest.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(usize)]
-enum Timer {
-    /// A connection must log on before this.
-    LogonDeadline,
-    /// Send a Heartbeat if nothing was sent by then.
-    Heartbeat,
-    /// Send a TestRequest if nothing was received by then.
-    TestRequest,
-    /// Disconnect if still nothing received after the TestRequest.
-    PeerDead,
-    /// Disconnect if our Logout is not answered by then.
-    LogoutDeadline,
-    /// End of the session day: log the counterparty out.
-    SessionEnd,
+/// Declares [`Timer`] and its firing order from one list, so the table's size, the order
+/// `handle_timeout` checks them in and the enum cannot disagree: a new timer is a new line here,
+/// and it has a slot and is fired without another edit.
+macro_rules! timers {
+    ($($(#[doc = $doc:expr])* $name:ident,)+) => {
+        /// The session's timers, one slot each in a table; `next_timeout` is the earliest.
+        /// Declared in the order they fire when several are due at once: the deadlines that end
+        /// the connection first, then those that send.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(usize)]
+        enum Timer {
+            $($(#[doc = $doc])* $name,)+
+        }
+
+        impl Timer {
+            /// Every timer, in firing order; a timer's slot in the table is its position here.
+            const ALL: [Timer; [$(Timer::$name),+].len()] = [$(Timer::$name),+];
+        }
+    };
 }
 
-const TIMER_COUNT: usize = 6;
+timers! {
+    /// A connection must log on before this.
+    LogonDeadline,
+    /// Disconnect if our Logout is not answered by then.
+    LogoutDeadline,
+    /// Disconnect if still nothing received after the TestRequest.
+    PeerDead,
+    /// End of the session day: log the counterparty out.
+    SessionEnd,
+    /// Send a TestRequest if nothing was received by then.
+    TestRequest,
+    /// Send a Heartbeat if nothing was sent by then.
+    Heartbeat,
+}
+
+/// Slots in the timer table: one per [`Timer`], by construction.
+const TIMER_COUNT: usize = Timer::ALL.len();
+
+// A timer's discriminant is its slot: the declaration order is the table's order.
+const _: () = {
+    let mut slot = 0;
+    while slot < TIMER_COUNT {
+        assert!(Timer::ALL[slot] as usize == slot);
+        slot += 1;
+    }
+};
 
 /// Counters an operator reads in status; they never affect behavior.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -479,14 +507,7 @@ impl<S: SessionStore> Session<S> {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Timestamp) {
-        for timer in [
-            Timer::LogonDeadline,
-            Timer::LogoutDeadline,
-            Timer::PeerDead,
-            Timer::SessionEnd,
-            Timer::TestRequest,
-            Timer::Heartbeat,
-        ] {
+        for timer in Timer::ALL {
             let due = self.timers[timer as usize].is_some_and(|at| at <= now);
             if !due || self.state == State::Disconnected {
                 continue;

@@ -1,71 +1,13 @@
-//! UTC time as FIX carries it, computed from a time the caller passes in.
+//! UTC time as FIX carries it: the UTCTimestamp text form of a [`Timestamp`].
 //!
-//! Nothing here reads a clock: the session state machine and the engine are given `now`, which is
-//! what lets tests run on virtual time and replays reproduce a run byte for byte.
+//! Nothing here reads a clock; the type and the one clock read live in [`crate::time`], which
+//! this module re-exports so FIX code keeps naming its time where it always did.
 
 use std::fmt;
 
-/// Nanoseconds since the Unix epoch, UTC. The one time type that crosses module boundaries, so
-/// that a sequencer stamp, a SendingTime and a timer deadline can be compared without conversion.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-pub struct Timestamp(pub u64);
+pub use crate::time::Timestamp;
 
 impl Timestamp {
-    /// The epoch itself; used as "never" by callers that need a sentinel.
-    pub const ZERO: Timestamp = Timestamp(0);
-
-    /// Whole seconds since the epoch; schedules and session periods work at this resolution.
-    pub const fn from_secs(secs: u64) -> Timestamp {
-        Timestamp(secs * 1_000_000_000)
-    }
-
-    /// Milliseconds since the epoch; FIX timestamps carry millisecond precision.
-    pub const fn from_millis(millis: u64) -> Timestamp {
-        Timestamp(millis * 1_000_000)
-    }
-
-    /// Whole seconds since the epoch, rounding down.
-    pub const fn as_secs(self) -> u64 {
-        self.0 / 1_000_000_000
-    }
-
-    /// Whole milliseconds since the epoch, rounding down.
-    pub const fn as_millis(self) -> u64 {
-        self.0 / 1_000_000
-    }
-
-    /// This time moved later by `millis`; saturates rather than wrapping so a huge configured
-    /// interval can never produce a deadline in the past.
-    pub const fn plus_millis(self, millis: u64) -> Timestamp {
-        Timestamp(self.0.saturating_add(millis.saturating_mul(1_000_000)))
-    }
-
-    /// Absolute distance between two times in milliseconds, for SendingTime accuracy checks.
-    pub const fn abs_diff_millis(self, other: Timestamp) -> u64 {
-        self.0.abs_diff(other.0) / 1_000_000
-    }
-
-    /// Reads the wall clock. Only the I/O edges (acceptor, CLI, bench) may call this; the state
-    /// machines receive the result.
-    pub fn now() -> Timestamp {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        Timestamp(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
-    }
-
     /// Writes the FIX UTCTimestamp form `YYYYMMDD-HH:MM:SS.sss` (21 bytes) without allocating,
     /// because every outbound message carries one.
     pub fn write_fix(self, out: &mut Vec<u8>) {

@@ -160,11 +160,24 @@ impl<S: SessionStore> Sessions<S> {
         reason: BusinessRejectReason,
         text: &str,
     ) {
+        self.business_reject_at(Timestamp::now(), id, message, reason, text);
+    }
+
+    /// [`Sessions::business_reject`] at `now`, for the sans-IO core, which is given the time
+    /// rather than reading a clock.
+    pub fn business_reject_at(
+        &self,
+        now: Timestamp,
+        id: SessionId,
+        message: &Message,
+        reason: BusinessRejectReason,
+        text: &str,
+    ) {
         self.with(id, |session| {
             if let Ok(seq) = message.uint(tags::MSG_SEQ_NUM) {
                 session.confirm_in(seq);
             }
-            let sent = session.send_app(Timestamp::now(), msg_type::BUSINESS_MESSAGE_REJECT, |e| {
+            let sent = session.send_app(now, msg_type::BUSINESS_MESSAGE_REJECT, |e| {
                 translate::write_business_reject(e, message, reason, text)
             });
             if let Err(error) = sent {

@@ -462,6 +462,16 @@ impl Journal {
         self.first_seq
     }
 
+    /// Time of the last record (zero when empty): a restarted sequencer stamps no earlier.
+    pub fn last_time(&self) -> Timestamp {
+        self.last_time
+    }
+
+    /// The directory this writer appends to, where its readers read.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Makes what was appended durable as the [`Durability`] mode asks: `Os` does nothing,
     /// `Batch` writes back what was appended since the last flush and waits for it (the
     /// sequencer calls this once per batch), `Message` has nothing left to do.

@@ -1,0 +1,291 @@
+//! The outbox: frames from engines, and delivery. The owner's outputs of each input are handed
+//! to their sessions once, in input order (invariant 4); the outbox cursor is the last input
+//! whose outputs are all delivered.
+
+use super::*;
+
+impl<S, J> Core<S, J>
+where
+    S: SessionStore + Send + 'static,
+    J: InputJournal,
+    J::Reader: Send + 'static,
+{
+    pub(super) fn on_frame(&mut self, index: usize, frame: Frame) {
+        let Some(connection) = self
+            .engines
+            .get_mut(index)
+            .and_then(|slot| slot.connection.as_mut())
+        else {
+            return;
+        };
+        connection.last_heard = self.now;
+        match frame {
+            Frame::Outputs(outputs) | Frame::Replayed(outputs) => {
+                connection.answered_through = connection.answered_through.max(outputs.input_seq);
+                self.on_outputs(index, outputs);
+            }
+            Frame::AlreadyApplied(applied) => {
+                connection.answered_through = connection.answered_through.max(applied.input_seq);
+                if Some(index) == self.authority && applied.input_seq > self.cursor.get() {
+                    tracing::error!(
+                        input_seq = applied.input_seq,
+                        "engine no longer holds the outputs of an undelivered input"
+                    );
+                    self.cursor.set(applied.input_seq);
+                    self.drain_undelivered();
+                }
+            }
+            Frame::Snapshot(snapshot) => {
+                // Asked from the authoritative engine for a joining standby.
+                let target = self
+                    .engines
+                    .iter()
+                    .position(|slot| slot.connection.as_ref().is_some_and(|c| c.restoring));
+                if let Some(target) = target
+                    && let Some(standby) = self.engines[target].connection.as_ref()
+                {
+                    tracing::info!(engine = %standby.name, at = snapshot.at_input_seq, bytes = snapshot.bytes.len(), "restoring standby from snapshot");
+                    self.transmit(target, LinkCommand::Restore(snapshot.bytes));
+                }
+            }
+            Frame::Restored(restored) => {
+                tracing::info!(engine = %connection.name, at = restored.at_input_seq, digest = %restored.digest, "standby restored; catching up from the journal");
+                connection.restoring = false;
+                // A copy of the authoritative book: whatever it diverged on before is gone.
+                let name = connection.name.clone();
+                if self.diverged.remove(&name).is_some() {
+                    self.emit(CoreEvent::Record(CoreRecord::DivergenceCleared {
+                        engine: name,
+                        symbols: Vec::new(),
+                    }));
+                }
+                let Some(connection) = self.engines[index].connection.as_mut() else {
+                    return;
+                };
+                connection.sent_through = restored.at_input_seq;
+                connection.answered_through = restored.at_input_seq;
+                connection.catch_up = None;
+            }
+            Frame::Refused(refused) => {
+                tracing::error!(engine = %connection.name, reason = %refused.reason, "engine refused a request");
+                if connection.restoring {
+                    self.lose(index);
+                }
+            }
+            Frame::Heartbeat(_) | Frame::Digest(_) => {}
+            other => tracing::debug!(kind = %other.kind(), "engine frame ignored"),
+        }
+    }
+
+    pub(super) fn on_outputs(&mut self, index: usize, outputs: Outputs) {
+        let seq = outputs.input_seq;
+        let owner = self.owner_of(seq);
+        let is_authority = Some(index) == owner;
+        let has_standby = self.engines.iter().enumerate().any(|(i, slot)| {
+            Some(i) != owner && slot.connection.as_ref().is_some_and(|c| !c.restoring)
+        });
+        if let Some(canary) = self.canary.as_mut()
+            && self.canary_owned.contains(&seq)
+        {
+            // Each engine's answer latency on the canary's inputs, the same inputs for both.
+            let age_us = input_age(&self.recent, seq, self.now);
+            let latency = if index == canary.slot {
+                &mut canary.canary_latency
+            } else {
+                &mut canary.baseline_latency
+            };
+            latency.saturating_record(age_us);
+        }
+        if is_authority {
+            if has_standby {
+                self.record_shadow(seq, outputs.outputs.clone(), None);
+            }
+            if seq > self.cursor.get() {
+                self.undelivered.insert(seq, outputs.outputs);
+                self.drain_undelivered();
+            }
+        } else if seq > self.cursor.get() || self.shadow.contains_key(&seq) {
+            self.record_shadow(seq, outputs.outputs, Some(index));
+        }
+        self.trim_shadow();
+        if self.canary.is_some() {
+            self.check_gates(false);
+        }
+    }
+
+    /// Delivers the authoritative outputs that are next in input order.
+    pub(super) fn drain_undelivered(&mut self) {
+        while let Some(entry) = self.undelivered.first_entry() {
+            let seq = *entry.key();
+            if seq <= self.cursor.get() {
+                entry.remove();
+            } else if seq == self.cursor.get() + 1 {
+                let outputs = entry.remove();
+                self.deliver(seq, &outputs);
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Hands each output of `input_seq` to its session, once.
+    pub(super) fn deliver(&mut self, input_seq: u64, outputs: &[Output]) {
+        if input_seq <= self.cursor.get() {
+            return;
+        }
+        if !self.halted.is_empty()
+            && let Some(symbol) = output_symbol(&self.recent, input_seq, outputs)
+            && self.halted.contains(&symbol)
+        {
+            // Sequenced before the halt; its answers come from a book that is not what the
+            // counterparties were told. Kept in the audit log for the reconciliation instead.
+            let mut text = format!("{outputs:?}");
+            let mut cut = text.len().min(constants::WITHHELD_OUTPUTS_TEXT_BYTES_MAX);
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            tracing::error!(
+                input_seq,
+                symbol = symbol.as_str(),
+                "outputs withheld: the symbol is halted"
+            );
+            self.emit(CoreEvent::Record(CoreRecord::OutputsWithheld {
+                input_seq,
+                symbol: symbol.as_str().to_owned(),
+                outputs: text,
+            }));
+            self.cursor.set(input_seq);
+            return;
+        }
+        let now = self.now;
+        if let Some(owner) = self.owner_of(input_seq) {
+            self.engines[owner].delivered_inputs += 1;
+        }
+        for output in outputs {
+            if self.stored_before_restart(output) {
+                continue;
+            }
+            let delivered = self.sessions.with(output.session, |session| {
+                session.send_app(now, translate::output_msg_type(output), |e| {
+                    translate::write_output(e, output)
+                })
+            });
+            match delivered {
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    tracing::error!(%error, input_seq, "cannot store an output in its session")
+                }
+                None => tracing::error!(
+                    session = output.session,
+                    input_seq,
+                    "output for an unknown session"
+                ),
+            }
+        }
+        self.cursor.set(input_seq);
+    }
+}
+
+/// The symbol input `seq` is about: remembered, or read from its execution reports.
+pub(super) fn output_symbol(
+    recent: &VecDeque<(u64, Timestamp, Symbol)>,
+    seq: u64,
+    outputs: &[Output],
+) -> Option<Symbol> {
+    recent_input(recent, seq)
+        .map(|(_, symbol)| symbol)
+        .or_else(|| {
+            outputs.iter().find_map(|output| match &output.report {
+                Report::Execution(report) => Some(report.symbol),
+                Report::CancelReject(_) => None,
+            })
+        })
+}
+
+impl<S, J> Core<S, J>
+where
+    S: SessionStore + Send + 'static,
+    J: InputJournal,
+    J::Reader: Send + 'static,
+{
+    /// Whether `output` reached its session before a restart although the cursor does not say
+    /// so: the previous gateway died after storing it and before its cursor write landed. Each
+    /// session receives outputs in (input seq, index) order, so everything up to the newest
+    /// ExecID its store holds is there; the store is written with the delivery itself, so this
+    /// mark cannot lag the way the cursor can.
+    fn stored_before_restart(&mut self, output: &Output) -> bool {
+        if self.stored_marks.is_empty() {
+            return false;
+        }
+        let key = (output.input_seq, output.index);
+        let stored = self
+            .stored_marks
+            .get(&output.session)
+            .is_some_and(|mark| key <= *mark);
+        if stored {
+            tracing::info!(
+                session = output.session,
+                input_seq = output.input_seq,
+                index = output.index,
+                "output already in its session before the restart; not delivered again"
+            );
+        }
+        // Past every mark, nothing more can be ambiguous.
+        if self
+            .stored_marks
+            .values()
+            .all(|mark| mark.0 < output.input_seq)
+        {
+            self.stored_marks.clear();
+        }
+        stored
+    }
+}
+
+/// For each session, the (input seq, index) of the newest execution report its store holds, if
+/// it is past `delivered_through`: outputs up to it were stored by a gateway that died before
+/// its cursor recorded them. Only the newest few messages of each store are read
+/// ([`constants::OUTBOX_RECOVERY_SCAN_MAX`]): a gateway dies inside one input's delivery.
+pub(super) fn stored_marks<S: SessionStore + Send + 'static>(
+    sessions: &Sessions<S>,
+    delivered_through: u64,
+) -> BTreeMap<crate::engine::SessionId, (u64, u32)> {
+    let mut marks = BTreeMap::new();
+    for id in 0..sessions.len() as crate::engine::SessionId {
+        let mark = sessions.with(id, |session| {
+            let store = session.store();
+            let newest = store.seq_num_next_out().saturating_sub(1);
+            let oldest = newest
+                .saturating_sub(constants::OUTBOX_RECOVERY_SCAN_MAX)
+                .max(1);
+            (oldest..=newest).rev().find_map(|seq| {
+                let message = crate::fix::codec::Message::parse(store.sent(seq)?).ok()?;
+                if message.msg_type() != crate::fix::tags::msg_type::EXECUTION_REPORT {
+                    return None;
+                }
+                exec_key(message.get(translate::tag::EXEC_ID)?)
+            })
+        });
+        if let Some(Some(mark)) = mark
+            && mark.0 > delivered_through
+        {
+            tracing::warn!(
+                session = id,
+                input_seq = mark.0,
+                index = mark.1,
+                delivered_through,
+                "outputs stored after the last cursor write: they are not delivered again"
+            );
+            marks.insert(id, mark);
+        }
+    }
+    marks
+}
+
+/// `(input seq, index)` from an ExecID as `translate` writes it, `seq-index`.
+pub(super) fn exec_key(value: &[u8]) -> Option<(u64, u32)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (seq, index) = text.split_once('-')?;
+    Some((seq.parse().ok()?, index.parse().ok()?))
+}

@@ -1,0 +1,304 @@
+//! The core's driver: the only async code around the sans-IO [`Core`].
+//!
+//! It owns what the core must not touch: the engine links (a reader task per connection, the
+//! writers), connection attempts (each in its own task, so an unreachable engine never delays
+//! sequencing), the queues from the sessions and the control plane, and the one timer. It reads
+//! the wall clock for every call it makes into the core (the core never does), hands it what
+//! arrived, then carries out what the core asks: link writes (input writes bounded by
+//! [`constants::ENGINE_WRITE_TIMEOUT_MS`], a failure reported back as a lost link), events for
+//! the audit log, answers to commands. Every decision is the core's.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::acceptor::Inbound;
+use super::core::{CommandId, Core, CoreCommand, CoreEvent, CoreReply, LinkCommand, LinkTransmit};
+use super::input_journal::InputJournal;
+use crate::constants;
+use crate::fix::store::SessionStore;
+use crate::link::{self, Frame, LinkError, LinkWriter};
+use crate::time::Timestamp;
+
+/// A command for the core with the channel its answer goes back on. The core answers every
+/// command it takes exactly once; a dropped `reply` reads as a refusal.
+#[derive(Debug)]
+pub struct CoreCall {
+    /// What to do.
+    pub command: CoreCommand,
+    /// Where the answer goes; the control plane waits on the other end (or gave up, in which
+    /// case a switch that completed is reported as an event instead).
+    pub reply: oneshot::Sender<CoreReply>,
+}
+
+/// A frame from some engine connection: slot, connection generation, frame.
+type TaggedFrame = (usize, u64, Result<Frame, LinkError>);
+
+/// The outcome of a connection attempt to a slot.
+type Attempt = (usize, Result<(link::EngineLink, link::Hello), LinkError>);
+
+/// A live engine connection as the driver holds it.
+struct DriverLink {
+    /// Inputs and requests go out here.
+    writer: LinkWriter,
+    /// Tells this connection's frames from an earlier one's still in the channel.
+    generation: u64,
+    /// The task reading frames; aborted when the link is dropped.
+    reader: JoinHandle<()>,
+}
+
+/// Runs `core` until shutdown: requests from the sessions on `inbound`, commands from the control
+/// plane on `control`, events for the audit log out on `events`.
+pub async fn run<S, J>(
+    mut core: Core<S, J>,
+    events: mpsc::Sender<CoreEvent>,
+    mut inbound: mpsc::Receiver<Inbound>,
+    mut control: mpsc::Receiver<CoreCall>,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: SessionStore + Send + 'static,
+    J: InputJournal,
+    J::Reader: Send + 'static,
+{
+    let engines = core.engine_count();
+    // Room for every engine's full in-flight window of answers, so a reader task never blocks
+    // while the driver is blocked writing to another engine.
+    let (frames_tx, mut frames_rx) = mpsc::channel::<TaggedFrame>(
+        engines.max(1) * constants::LINK_INPUTS_IN_FLIGHT_MAX + constants::LINK_FRAMES_SLACK,
+    );
+    let (attempts_tx, mut attempts_rx) = mpsc::channel::<Attempt>(engines.max(1));
+    let mut driver = Driver {
+        links: (0..engines).map(|_| None).collect(),
+        generation: 0,
+        frames_tx,
+        attempts_tx,
+        replies: BTreeMap::new(),
+        next_command: 0,
+        events,
+    };
+    let mut batch: Vec<Inbound> = Vec::with_capacity(constants::SEQUENCER_BATCH_MAX);
+    loop {
+        core.handle_catch_up(Timestamp::now());
+        driver.carry_out(&mut core).await;
+        let accepting = core.accepting();
+        let lagging = core.lagging();
+        let sleep_for = core.next_timeout().since(Timestamp::now());
+        tokio::select! {
+            received = inbound.recv_many(&mut batch, constants::SEQUENCER_BATCH_MAX), if accepting => {
+                if received == 0 {
+                    // Every session sender is gone: the gateway is stopping.
+                    core.handle_shutdown(Timestamp::now());
+                    driver.carry_out(&mut core).await;
+                    return;
+                }
+                core.handle_requests(Timestamp::now(), &mut batch);
+            }
+            Some((slot, generation, frame)) = frames_rx.recv() => {
+                if driver.current(slot, generation) {
+                    match frame {
+                        Ok(frame) => core.handle_frame(Timestamp::now(), slot, frame),
+                        Err(error) => {
+                            driver.forget(slot);
+                            core.handle_lost(Timestamp::now(), slot, &error.to_string());
+                        }
+                    }
+                }
+            }
+            Some(call) = control.recv() => {
+                let id = driver.remember(call.reply);
+                core.handle_command(Timestamp::now(), id, call.command);
+            }
+            Some((slot, attempt)) = attempts_rx.recv() => match attempt {
+                Ok((link, hello)) => {
+                    if core.handle_attached(Timestamp::now(), slot, &hello) {
+                        driver.adopt(slot, link);
+                    }
+                }
+                Err(error) => core.handle_connect_failed(Timestamp::now(), slot, &error.to_string()),
+            },
+            _ = tokio::time::sleep(sleep_for) => core.handle_timeout(Timestamp::now()),
+            _ = tokio::task::yield_now(), if lagging => {}
+            _ = shutdown.changed() => {
+                // Requests already taken from sessions (their MsgSeqNums consumed) are
+                // sequenced, not dropped; their answers reach the sessions by resend after a
+                // restart if the engines answer too late.
+                inbound.close();
+                while let Ok(request) = inbound.try_recv() {
+                    batch.push(request);
+                }
+                if !batch.is_empty() {
+                    core.handle_requests(Timestamp::now(), &mut batch);
+                }
+                core.handle_shutdown(Timestamp::now());
+                driver.carry_out(&mut core).await;
+                return;
+            }
+        }
+    }
+}
+
+/// What the driver keeps beside the core.
+struct Driver {
+    /// By slot: the live connection.
+    links: Vec<Option<DriverLink>>,
+    /// Connection generations handed out so far.
+    generation: u64,
+    /// Where reader tasks send frames.
+    frames_tx: mpsc::Sender<TaggedFrame>,
+    /// Where connection attempts report.
+    attempts_tx: mpsc::Sender<Attempt>,
+    /// Commands the core has not answered yet.
+    replies: BTreeMap<CommandId, oneshot::Sender<CoreReply>>,
+    /// The next command's id.
+    next_command: u64,
+    /// To the control plane.
+    events: mpsc::Sender<CoreEvent>,
+}
+
+impl Driver {
+    /// Whether a frame of `generation` on `slot` is from the link the core knows.
+    fn current(&self, slot: usize, generation: u64) -> bool {
+        self.links
+            .get(slot)
+            .and_then(Option::as_ref)
+            .is_some_and(|link| link.generation == generation)
+    }
+
+    /// Drops the link of `slot`, if any; its reader stops and its frames are ignored.
+    fn forget(&mut self, slot: usize) {
+        if let Some(link) = self.links.get_mut(slot).and_then(Option::take) {
+            link.reader.abort();
+        }
+    }
+
+    /// Takes `link` as the connection of `slot`, with a reader task of a new generation.
+    fn adopt(&mut self, slot: usize, link: link::EngineLink) {
+        self.forget(slot);
+        self.generation += 1;
+        let generation = self.generation;
+        let (mut reader, writer) = link.into_split();
+        let frames = self.frames_tx.clone();
+        let reader = tokio::spawn(async move {
+            loop {
+                let frame = reader.recv().await;
+                let failed = frame.is_err();
+                if frames.send((slot, generation, frame)).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        self.links[slot] = Some(DriverLink {
+            writer,
+            generation,
+            reader,
+        });
+    }
+
+    /// Files `reply` under a new command id.
+    fn remember(&mut self, reply: oneshot::Sender<CoreReply>) -> CommandId {
+        self.next_command += 1;
+        let id = CommandId(self.next_command);
+        self.replies.insert(id, reply);
+        id
+    }
+
+    /// Carries out everything the core asked, in order, until it asks nothing more (a failed
+    /// write is reported back, and the core may ask for more in return).
+    async fn carry_out<S, J>(&mut self, core: &mut Core<S, J>)
+    where
+        S: SessionStore + Send + 'static,
+        J: InputJournal,
+        J::Reader: Send + 'static,
+    {
+        loop {
+            while let Some(event) = core.poll_event() {
+                if let Err(error) = self.events.try_send(event) {
+                    tracing::error!(%error, "control plane not taking events; this one is not audited");
+                }
+            }
+            while let Some((id, reply)) = core.poll_reply() {
+                let Some(waiting) = self.replies.remove(&id) else {
+                    continue;
+                };
+                if let Err(CoreReply::Switched(report)) = waiting.send(reply) {
+                    // The control plane stopped waiting (its reply timed out): tell it what
+                    // happened, so the audit log does not end on a refusal for a switch that ran.
+                    if let Err(error) = self.events.try_send(CoreEvent::Completed(report)) {
+                        tracing::error!(%error, "control plane not taking events; a late switch is not audited");
+                    }
+                }
+            }
+            let Some(transmit) = core.poll_link() else {
+                return;
+            };
+            // Read before the write is awaited: the core is not shared across the await.
+            let target = match transmit.command {
+                LinkCommand::Connect => Some((
+                    core.engine_addr(transmit.slot).clone(),
+                    core.link_secret().cloned(),
+                )),
+                _ => None,
+            };
+            if let Err(error) = self.transmit(transmit, target).await {
+                let (slot, error) = error;
+                self.forget(slot);
+                core.handle_lost(Timestamp::now(), slot, &error);
+            }
+        }
+    }
+
+    /// Does one thing the core asked on a link; the slot and the reason if the link failed.
+    /// `target` is where to connect, for [`LinkCommand::Connect`].
+    async fn transmit(
+        &mut self,
+        LinkTransmit { slot, command }: LinkTransmit,
+        target: Option<(link::LinkAddr, Option<link::LinkSecret>)>,
+    ) -> Result<(), (usize, String)> {
+        if let Some((addr, secret)) = target {
+            let attempts = self.attempts_tx.clone();
+            tokio::spawn(async move {
+                let timeout = Duration::from_millis(constants::ENGINE_CONNECT_TIMEOUT_MS);
+                let attempt = link::connect_authenticated(&addr, timeout, secret.as_ref()).await;
+                let _ = attempts.send((slot, attempt)).await;
+            });
+            return Ok(());
+        }
+        if let LinkCommand::Drop = command {
+            self.forget(slot);
+            return Ok(());
+        }
+        let Some(link) = self.links.get_mut(slot).and_then(Option::as_mut) else {
+            // Lost since the core asked: the core has been or will be told.
+            return Ok(());
+        };
+        let timeout = Duration::from_millis(constants::ENGINE_WRITE_TIMEOUT_MS);
+        let writer = &mut link.writer;
+        let written = match command {
+            // Only input writes are bounded: an engine that stops reading them would stall the
+            // venue. Requests and heartbeats are small and answered by the link itself.
+            LinkCommand::Inputs(inputs) => {
+                match tokio::time::timeout(timeout, writer.send_inputs(&inputs)).await {
+                    Ok(written) => written,
+                    Err(_) => Err(LinkError::PeerSilent(timeout)),
+                }
+            }
+            LinkCommand::RequestSnapshot => writer.request_snapshot().await,
+            LinkCommand::Restore(bytes) => writer.restore(&bytes).await,
+            LinkCommand::Heartbeat { last_input_seq } => writer.heartbeat(last_input_seq).await,
+            LinkCommand::Close { reason } => {
+                // A stopping gateway must not wait on a stuck engine: bounded, and a failure
+                // only logged.
+                match tokio::time::timeout(timeout, writer.close(&reason)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => tracing::debug!(%error, "engine link close failed"),
+                    Err(_) => tracing::debug!("engine link close timed out"),
+                }
+                return Ok(());
+            }
+            LinkCommand::Connect | LinkCommand::Drop => return Ok(()),
+        };
+        written.map_err(|error| (slot, error.to_string()))
+    }
+}

@@ -1,0 +1,219 @@
+//! What the simulation checks: after every step, that nothing was delivered twice, out of
+//! order or without a journaled input; at rest, that each session holds exactly what a replay
+//! of the journal gives it and every engine's book equals that replay's.
+
+use super::*;
+
+impl Sim {
+    pub(super) fn status(&mut self) -> crate::gateway::status::CoreStatus {
+        let id = CommandId(u64::MAX);
+        self.core.handle_command(
+            self.now,
+            id,
+            CoreCommand {
+                request: CoreRequest::Status,
+                expect_sha256: None,
+                canary_only: false,
+            },
+        );
+        while let Some((answered, reply)) = self.core.poll_reply() {
+            if let (true, crate::gateway::core::CoreReply::Status(status)) = (answered == id, reply)
+            {
+                return *status;
+            }
+        }
+        crate::gateway::status::CoreStatus::default()
+    }
+
+    /// See [`SimReport::fingerprint`].
+    pub(super) fn fingerprint(&self) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        for session in 0..self.config.sessions {
+            self.sessions.with(session as u32, |s| {
+                let store = s.store();
+                for seq in 1..store.seq_num_next_out() {
+                    if let Some(bytes) = store.sent(seq) {
+                        hasher.update(bytes);
+                    }
+                }
+            });
+        }
+        hasher.finalize().into()
+    }
+
+    // ----- invariants -------------------------------------------------------------------------
+
+    /// No output delivered twice, none the journal does not explain.
+    pub(super) fn check(&mut self) -> Result<(), SimFailure> {
+        if let Some(broken) = self.broken.take() {
+            return Err(self.fail(broken));
+        }
+        let journal_last = self.journal.last_seq();
+        for session in 0..self.config.sessions {
+            let (next_out, messages) = self
+                .sessions
+                .with(session as u32, |s| {
+                    let store = s.store();
+                    let from = self.checked[session] + 1;
+                    let next = store.seq_num_next_out();
+                    let messages: Vec<Vec<u8>> = (from..next)
+                        .filter_map(|seq| store.sent(seq).map(<[u8]>::to_vec))
+                        .collect();
+                    (next, messages)
+                })
+                .unwrap_or_default();
+            self.checked[session] = next_out.saturating_sub(1);
+            for bytes in messages {
+                let Ok(message) = Message::parse(&bytes) else {
+                    return Err(
+                        self.fail(format!("CLIENT{} holds an unparsable message", session + 1))
+                    );
+                };
+                if message.msg_type() != b"8" {
+                    continue;
+                }
+                let Some(key) = message.get(17).and_then(exec_key) else {
+                    return Err(self.fail("an execution report without an ExecID".into()));
+                };
+                if key.0 > journal_last {
+                    return Err(self.fail(format!(
+                        "ExecID {}-{} delivered for an input the journal does not hold (last {journal_last})",
+                        key.0, key.1
+                    )));
+                }
+                if let Some(last) = self.exec_ids[session].last()
+                    && key < *last
+                    && !self.exec_ids[session].contains(&key)
+                {
+                    return Err(self.fail(format!(
+                        "ExecID {}-{} reached CLIENT{} after {}-{}: outputs out of input order",
+                        key.0,
+                        key.1,
+                        session + 1,
+                        last.0,
+                        last.1
+                    )));
+                }
+                if !self.exec_ids[session].insert(key) {
+                    return Err(self.fail(format!(
+                        "ExecID {}-{} delivered twice to CLIENT{}",
+                        key.0,
+                        key.1,
+                        session + 1
+                    )));
+                }
+                self.report.delivered += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every fault healed, engines reachable: the run settles.
+    pub(super) fn heal_and_settle(&mut self) -> Result<(), SimFailure> {
+        self.log("heal: every engine answers; time passes".into());
+        for engine in &mut self.engines {
+            engine.silent = false;
+        }
+        // Any switch left waiting completes or is refused; engines reconnect.
+        for _ in 0..constants::SIM_SETTLE_ROUNDS_MAX {
+            self.advance(constants::ENGINE_RECONNECT_MS);
+            for slot in 0..self.engines.len() {
+                self.answer(slot, usize::MAX);
+            }
+            let idle = self.engines.iter().all(|e| {
+                e.linked
+                    && e.inbox.is_empty()
+                    && e.engine.last_input_seq() == self.journal.last_seq()
+            });
+            if idle && self.core.accepting() {
+                self.advance(constants::ENGINE_RECONNECT_MS);
+                return Ok(());
+            }
+        }
+        let engines: Vec<String> = self
+            .engines
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} linked={} at={} inbox={}",
+                    e.name,
+                    e.linked,
+                    e.engine.last_input_seq(),
+                    e.inbox.len()
+                )
+            })
+            .collect();
+        let status = self.status();
+        Err(self.fail(format!(
+            "the run did not settle after every fault was healed: journal at {}, accepting={}, switch waiting at {:?}, roles {:?}, {}",
+            self.journal.last_seq(),
+            self.core.accepting(),
+            status.switch_waiting_at,
+            status.engines.iter().map(|e| (e.role, e.sent_through, e.answered_through)).collect::<Vec<_>>(),
+            engines.join("; ")
+        )))
+    }
+
+    /// At rest: every journaled input's execution reports delivered once, and every engine's
+    /// book equal to a fresh replay of the journal.
+    pub(super) fn check_quiescent(&mut self) -> Result<(), SimFailure> {
+        let mut reference = fresh_engine();
+        let mut expected: BTreeMap<u32, BTreeSet<(u64, u32)>> = BTreeMap::new();
+        let mut outputs = Vec::new();
+        for entry in self.journal.entries() {
+            let Ok(input) = Input::decode_journaled(&entry.payload) else {
+                return Err(self.fail(format!("journal record {} does not decode", entry.seq)));
+            };
+            outputs.clear();
+            reference.apply(&input, &mut outputs);
+            for output in &outputs {
+                if let Report::Execution(_) = output.report {
+                    expected
+                        .entry(output.session)
+                        .or_default()
+                        .insert((output.input_seq, output.index));
+                }
+            }
+        }
+        for session in 0..self.config.sessions {
+            let want = expected.remove(&(session as u32)).unwrap_or_default();
+            let got = &self.exec_ids[session];
+            if let Some(extra) = got.difference(&want).next() {
+                return Err(self.fail(format!(
+                    "ExecID {}-{} reached CLIENT{} but a replay of the journal does not produce it there",
+                    extra.0,
+                    extra.1,
+                    session + 1
+                )));
+            }
+            if let Some(missing) = want.difference(got).next() {
+                return Err(self.fail(format!(
+                    "ExecID {}-{} never reached CLIENT{} ({} of {} delivered)",
+                    missing.0,
+                    missing.1,
+                    session + 1,
+                    got.len(),
+                    want.len()
+                )));
+            }
+        }
+        let digest = reference.digest();
+        for engine in &self.engines {
+            if engine.engine.digest() != digest {
+                return Err(self.fail(format!(
+                    "{}'s book differs from a replay of the journal",
+                    engine.name
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `(input seq, index)` from an ExecID `seq-index`.
+pub(super) fn exec_key(value: &[u8]) -> Option<(u64, u32)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (seq, index) = text.split_once('-')?;
+    Some((seq.parse().ok()?, index.parse().ok()?))
+}
