@@ -30,7 +30,8 @@
 //! [`config`] reads the TOML configuration shared by all of them; [`constants`] is the one home
 //! of every limit.
 //!
-//! [`sd_notify`] tells systemd when the gateway is ready, alive and stopping.
+//! [`sd_notify`] tells systemd when the gateway is ready, alive and stopping; [`handover`] passes
+//! sockets between the gateway and the process that holds them while it restarts.
 
 pub mod bench;
 pub mod config;
@@ -39,6 +40,7 @@ pub mod control;
 pub mod engine;
 pub mod fix;
 pub mod gateway;
+pub mod handover;
 pub mod link;
 pub mod logging;
 pub mod mmap;

@@ -136,6 +136,29 @@ pub fn watchdog_interval() -> Option<Duration> {
     Some(Duration::from_micros(usec / 2).max(crate::constants::WATCHDOG_INTERVAL_MIN))
 }
 
+/// Returns once the control plane reports an authoritative engine: when a restarted gateway may
+/// read the connections it took back from the socket holder (see
+/// [`crate::gateway::Acceptor::set_resume_gate`]).
+pub async fn engine_attached(commands: mpsc::Sender<ControlCommand>) {
+    loop {
+        let attached = crate::control::metrics::fetch_status(
+            &commands,
+            crate::constants::NOTIFY_STATUS_TIMEOUT,
+        )
+        .await
+        .is_ok_and(|status| {
+            status
+                .engines
+                .iter()
+                .any(|engine| engine.role == EngineRole::Authoritative)
+        });
+        if attached || commands.is_closed() {
+            return;
+        }
+        tokio::time::sleep(crate::constants::NOTIFY_READY_POLL).await;
+    }
+}
+
 /// The gateway's side of the conversation, run as a task once it listens: `READY=1` when it can
 /// serve (with `engines_configured`, once an engine is authoritative), then `WATCHDOG=1` each
 /// interval for as long as the control plane answers a status request in time, until `shutdown`.

@@ -1,0 +1,292 @@
+//! The gateway process dies under `baton up` and its counterparties do not notice a disconnect:
+//! the supervisor holds every accepted socket, the restarted gateway takes them back, and FIX
+//! resend closes whatever the dead process had read or written but not finished. Real
+//! processes, real TCP, SIGKILL.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use baton::bench::initiator::{Initiator, InitiatorConfig, InitiatorError};
+use baton::fix::codec::Message;
+use support::counterparty::Counterparty;
+use support::{Killed, STARTUP_WAIT, spawn_up, text, wait_for_engine};
+
+/// Bound on everything that waits for the venue while a gateway restarts on a loaded machine.
+const RECOVERY_WAIT: Duration = Duration::from_secs(60);
+
+/// A `baton up` config for `sessions` counterparties CLIENT1..n, holding sockets `hold_ms`,
+/// with its control endpoint on `control`.
+fn write_config(dir: &Path, sessions: usize, hold_ms: u64, control: SocketAddr) -> PathBuf {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let mut config = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"{control}\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\nengines = [\"unix://{}\"]\nhold_sockets_max_ms = {hold_ms}\n\n\
+         [defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
+        path("store"),
+        path("journal"),
+        path("engine.sock"),
+    );
+    for n in 1..=sessions {
+        config.push_str(&format!("\n[[session]]\nTargetCompID = \"CLIENT{n}\"\n"));
+    }
+    let config_path = dir.join("baton.toml");
+    std::fs::write(&config_path, config).unwrap();
+    config_path
+}
+
+/// The pid of the gateway `baton up` (pid `up`) runs now, polled for until one runs.
+fn gateway_pid(up: u32, not: Option<u32>) -> u32 {
+    let deadline = Instant::now() + RECOVERY_WAIT;
+    loop {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let is_gateway = cmdline.split(|b| *b == 0).any(|arg| arg == b"gateway");
+            if ppid == Some(up) && is_gateway && Some(pid) != not {
+                return pid;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no gateway process under baton up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn sigkill(pid: u32) {
+    // SAFETY: kill(2) on a process this test's `baton up` started.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+}
+
+/// One counterparty with what it sent, so it can answer the gateway's ResendRequests.
+struct Client {
+    /// Its books.
+    party: Counterparty,
+    /// ClOrdID of each order, by the MsgSeqNum it went out with.
+    orders: BTreeMap<u64, String>,
+    /// ResendRequests of the gateway's answered.
+    resends_served: u64,
+    /// ResendRequests of ours (gaps on the gateway's side).
+    resends_asked: u64,
+    /// The connection's local port: the same one throughout means the same TCP connection.
+    local_port: u16,
+}
+
+fn order(
+    client: &mut Initiator,
+    seq: u64,
+    cl_ord_id: &str,
+    resend: bool,
+) -> Result<(), InitiatorError> {
+    client.send_with_seq(b"D", seq, |e| {
+        if resend {
+            e.char(43, b'Y').str(122, "20261123-12:00:00.000");
+        }
+        e.str(11, cl_ord_id)
+            .str(55, "AAPL")
+            .char(54, b'1')
+            .str(60, "20261123-12:00:00")
+            .uint(38, 1)
+            .char(40, b'2')
+            .str(44, "10");
+    })
+}
+
+impl Client {
+    fn log_on(addr: SocketAddr, n: usize) -> Client {
+        let mut initiator =
+            Initiator::connect(addr, InitiatorConfig::new(&format!("CLIENT{n}"), "BATON"))
+                .expect("connect");
+        let logon = initiator.logon(false, STARTUP_WAIT).expect("logon");
+        assert_eq!(logon.msg_type(), b"A", "{logon:?}");
+        if n == 1 {
+            wait_for_engine(&mut initiator);
+        }
+        let local_port = initiator_port(&initiator);
+        // The Logon is counted as processed by `Counterparty::new`.
+        let party = Counterparty::new(initiator);
+        Client {
+            party,
+            orders: BTreeMap::new(),
+            resends_served: 0,
+            resends_asked: 0,
+            local_port,
+        }
+    }
+
+    fn send_order(&mut self, cl_ord_id: &str) {
+        let seq = self.party.client.seq_num_next_out();
+        self.party.client.set_seq_num_next_out(seq + 1);
+        order(&mut self.party.client, seq, cl_ord_id, false).expect("send order: disconnected");
+        self.orders.insert(seq, cl_ord_id.to_string());
+    }
+
+    /// Answers a ResendRequest: orders again marked PossDup, everything else as gap fills.
+    fn serve_resend(&mut self, request: &Message) {
+        self.resends_served += 1;
+        let begin = request.uint(7).expect("BeginSeqNo");
+        let last = self.party.client.seq_num_next_out() - 1;
+        let end = match request.uint(16).expect("EndSeqNo") {
+            0 => last,
+            end => end.min(last),
+        };
+        for seq in begin..=end {
+            let client = &mut self.party.client;
+            match self.orders.get(&seq) {
+                Some(cl_ord_id) => order(client, seq, cl_ord_id, true),
+                None => client.send_with_seq(b"4", seq, |e| {
+                    e.char(43, b'Y')
+                        .str(122, "20261123-12:00:00.000")
+                        .char(123, b'Y')
+                        .uint(36, seq + 1);
+                }),
+            }
+            .expect("resend: disconnected");
+        }
+    }
+
+    /// Processes messages until every order has exactly its one New report.
+    fn until_acknowledged(&mut self, what: &str) {
+        let deadline = Instant::now() + RECOVERY_WAIT;
+        loop {
+            let done = self
+                .orders
+                .values()
+                .all(|id| !self.party.exec_types(id).is_empty());
+            if done {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "{what}: orders not acknowledged: {:?}",
+                self.party.reports
+            );
+            let gaps_before = self.party.client.gaps();
+            match self.party.client.recv(left.min(Duration::from_millis(500))) {
+                Ok(Some(message)) => {
+                    if message.msg_type() == b"2" && text(&message, 43) != "Y" {
+                        self.serve_resend(&message);
+                    }
+                    self.party.process(message);
+                    if self.party.client.gaps() > gaps_before {
+                        self.resends_asked += 1;
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => panic!(
+                    "{what}: {error} (a disconnect); reports {:?}",
+                    self.party.reports
+                ),
+            }
+        }
+    }
+}
+
+fn initiator_port(initiator: &Initiator) -> u16 {
+    initiator.local_addr().expect("local address").port()
+}
+
+/// `baton up` running: the process, the FIX address, the control address.
+fn start(dir: &Path, sessions: usize, hold_ms: u64) -> (Killed, SocketAddr, SocketAddr) {
+    let control = support::control::free_control_addr();
+    let config = write_config(dir, sessions, hold_ms, control);
+    let (up, addr) = spawn_up(&config);
+    (Killed(up), addr, control)
+}
+
+fn up_pid(up: &Killed) -> u32 {
+    let child: &Child = &up.0;
+    child.id()
+}
+
+#[test]
+fn counterparties_keep_their_connections_across_gateway_kills() {
+    const SESSIONS: usize = 10;
+    const KILLS: usize = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let (up, addr, control) = start(dir.path(), SESSIONS, 60_000);
+    let mut clients: Vec<Client> = (1..=SESSIONS).map(|n| Client::log_on(addr, n)).collect();
+    // Warm-up: the engine is attached once one order per session is acknowledged.
+    for (n, client) in clients.iter_mut().enumerate() {
+        client.send_order(&format!("WARM-{n}"));
+    }
+    for client in &mut clients {
+        client.until_acknowledged("warm-up");
+    }
+    let mut previous = None;
+    let started = Instant::now();
+    for kill in 0..KILLS {
+        let pid = gateway_pid(up_pid(&up), previous);
+        // Orders in flight when the gateway dies: some read and not journaled, some not read.
+        for (n, client) in clients.iter_mut().enumerate() {
+            client.send_order(&format!("K{kill}-A-{n}"));
+        }
+        sigkill(pid);
+        // Orders sent while no gateway runs: the kernel keeps them on the held connection.
+        for (n, client) in clients.iter_mut().enumerate() {
+            client.send_order(&format!("K{kill}-B-{n}"));
+        }
+        for client in &mut clients {
+            client.until_acknowledged(&format!("after kill {kill}"));
+        }
+        previous = Some(pid);
+    }
+    let took = started.elapsed();
+    let mut served = 0;
+    let mut asked = 0;
+    for client in &mut clients {
+        assert_eq!(
+            initiator_port(&client.party.client),
+            client.local_port,
+            "a new connection"
+        );
+        for id in client.orders.values() {
+            assert_eq!(
+                client.party.exec_types(id),
+                ["0"],
+                "{id}: not acknowledged exactly once"
+            );
+        }
+        assert!(client.party.gap_free(), "a gap the gateway never closed");
+        served += client.resends_served;
+        asked += client.resends_asked;
+    }
+    // The gateway's side: every order was taken in, none is still expected.
+    let status = support::control::status(control);
+    for (n, client) in clients.iter().enumerate() {
+        let session = &status.sessions[n];
+        assert!(session.logged_on, "{session:?}");
+        assert_eq!(
+            session.seq_num_next_in,
+            client.party.client.seq_num_next_out(),
+            "{session:?}"
+        );
+        assert_eq!(
+            session.seq_num_next_out,
+            client.party.client.seq_num_next_in(),
+            "{session:?}"
+        );
+    }
+    eprintln!(
+        "socket hold: {SESSIONS} sessions, {KILLS} gateway kills in {took:?}: 0 disconnects; resend requests served by counterparties {served}, sent by counterparties {asked}"
+    );
+    drop(up);
+}
