@@ -373,7 +373,7 @@ fn a_gateway_killed_after_reading_half_a_frame_recovers_it_by_resend_on_the_same
 }
 
 #[test]
-fn a_counterparty_the_gateway_logs_out_is_really_disconnected() {
+fn a_counterparty_the_gateway_logs_out_or_refuses_is_really_disconnected() {
     let dir = tempfile::tempdir().unwrap();
     let (up, addr, _control) = start(dir.path(), 1, 60_000);
     let mut client = Client::log_on(addr, 1);
@@ -387,6 +387,22 @@ fn a_counterparty_the_gateway_logs_out_is_really_disconnected() {
     assert!(
         client.party.client.closed_within(RECOVERY_WAIT),
         "the connection stayed open after Logout"
+    );
+    // A Logon the gateway refuses without an answer: it only closes its descriptor, so without
+    // the holder closing its duplicate the counterparty would wait on an open connection.
+    let mut stranger =
+        Initiator::connect(addr, InitiatorConfig::new("STRANGER", "BATON")).expect("connect");
+    let refused = stranger.logon(false, Duration::from_millis(1));
+    assert!(
+        matches!(
+            refused,
+            Err(InitiatorError::Timeout(_)) | Err(InitiatorError::Closed)
+        ),
+        "{refused:?}"
+    );
+    assert!(
+        stranger.closed_within(RECOVERY_WAIT),
+        "the refused connection stayed open"
     );
     drop(up);
 }
