@@ -136,6 +136,16 @@ pub fn send<T: serde::Serialize>(
     fd: Option<BorrowedFd<'_>>,
 ) -> Result<(), HandoverError> {
     let bytes = serde_json::to_vec(message).map_err(|e| HandoverError::Malformed(e.to_string()))?;
+    send_bytes(socket, &bytes, fd)
+}
+
+/// Sends `bytes` as one message with `fd` attached (also what an `sd_notify` datagram with
+/// `FDSTORE=1` is), on a connected socket.
+pub fn send_bytes(
+    socket: BorrowedFd<'_>,
+    bytes: &[u8],
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<(), HandoverError> {
     if bytes.len() > constants::HANDOVER_MESSAGE_BYTES_MAX {
         // Only a label can grow, with configured CompIDs far longer than any venue uses.
         return Err(HandoverError::Malformed(format!(
@@ -190,6 +200,21 @@ pub fn recv<T: serde::de::DeserializeOwned>(
     socket: BorrowedFd<'_>,
     wait: bool,
 ) -> Result<(T, Option<OwnedFd>), HandoverError> {
+    let (bytes, mut fds) = recv_bytes(socket, wait)?;
+    if fds.len() > 1 {
+        return Err(HandoverError::Malformed("more than one descriptor".into()));
+    }
+    let message =
+        serde_json::from_slice(&bytes).map_err(|e| HandoverError::Malformed(e.to_string()))?;
+    Ok((message, fds.pop()))
+}
+
+/// Receives one message's bytes and every descriptor attached (close-on-exec); for the holder
+/// channel and for a test standing in for systemd's notification socket.
+pub fn recv_bytes(
+    socket: BorrowedFd<'_>,
+    wait: bool,
+) -> Result<(Vec<u8>, Vec<OwnedFd>), HandoverError> {
     let mut bytes = vec![0u8; constants::HANDOVER_MESSAGE_BYTES_MAX];
     let mut iov = libc::iovec {
         iov_base: bytes.as_mut_ptr() as *mut libc::c_void,
@@ -244,12 +269,8 @@ pub fn recv<T: serde::de::DeserializeOwned>(
             "message or descriptors truncated".into(),
         ));
     }
-    if fds.len() > 1 {
-        return Err(HandoverError::Malformed("more than one descriptor".into()));
-    }
-    let message = serde_json::from_slice(&bytes[..received])
-        .map_err(|e| HandoverError::Malformed(e.to_string()))?;
-    Ok((message, fds.pop()))
+    bytes.truncate(received);
+    Ok((bytes, fds))
 }
 
 /// Registers a channel end with tokio's reactor, for the holder's read readiness.
@@ -293,7 +314,7 @@ pub fn holder_fd_from_env() -> Result<Option<OwnedFd>, HandoverError> {
 /// short blocking send on a local socket the holder drains at once.
 pub struct HolderLink {
     /// `None` once the holder is gone: the gateway serves on, unprotected.
-    channel: Mutex<Option<OwnedFd>>,
+    channel: Mutex<Option<Channel>>,
     /// Next connection id; above every id the holder already knows.
     next_id: AtomicU64,
 }
@@ -307,12 +328,130 @@ pub struct TakenBack {
     pub connections: Vec<(u64, Option<Label>, OwnedFd)>,
 }
 
+/// Who holds the sockets.
+enum Channel {
+    /// The supervisor behind `baton up`, over the inherited seqpacket end.
+    Supervisor(OwnedFd),
+    /// systemd's file descriptor store (`FDSTORE=1` on the notification socket), when the
+    /// gateway is a unit's main process.
+    Systemd(crate::sd_notify::Notifier),
+}
+
+/// The name a socket is stored under in systemd's store: `listener`, `c<id>` before Logon,
+/// `s<id>-<HeartBtInt ms>-<our CompID>-<their CompID>` after, CompIDs in hex so any CompID
+/// makes a valid name (printable, no `:`).
+fn fd_name(id: u64, label: Option<&Label>) -> String {
+    let hex = |text: &str| text.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+    match label {
+        None => format!("c{id}"),
+        Some(label) => format!(
+            "s{id}-{}-{}-{}",
+            label.heartbeat_interval_ms,
+            hex(&label.sender_comp_id),
+            hex(&label.target_comp_id)
+        ),
+    }
+}
+
+/// The connection a stored name describes; `None` for a name that is not one of ours.
+fn parse_fd_name(name: &str) -> Option<(u64, Option<Label>)> {
+    if let Some(id) = name.strip_prefix('c') {
+        return Some((id.parse().ok()?, None));
+    }
+    let mut parts = name.strip_prefix('s')?.split('-');
+    let id = parts.next()?.parse().ok()?;
+    let heartbeat_interval_ms = parts.next()?.parse().ok()?;
+    let unhex = |hex: &str| -> Option<String> {
+        if !hex.len().is_multiple_of(2) {
+            return None;
+        }
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        String::from_utf8(bytes).ok()
+    };
+    let sender_comp_id = unhex(parts.next()?)?;
+    let target_comp_id = unhex(parts.next()?)?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((
+        id,
+        Some(Label {
+            sender_comp_id,
+            target_comp_id,
+            heartbeat_interval_ms,
+        }),
+    ))
+}
+
+/// What systemd passed back from its store (`LISTEN_PID`, `LISTEN_FDS` from descriptor 3,
+/// `LISTEN_FDNAMES`), meant for this process. Descriptors under names that are not ours are
+/// closed.
+pub fn taken_from_systemd() -> TakenBack {
+    const LISTEN_FDS_START: RawFd = 3;
+    let mut taken = TakenBack::default();
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|pid| pid.parse::<u32>().ok())
+        == Some(std::process::id());
+    let count: Option<RawFd> = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok());
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    let (true, Some(count)) = (ours, count) else {
+        return taken;
+    };
+    let names: Vec<&str> = names.split(':').collect();
+    for index in 0..count.clamp(0, constants::CONNECTIONS_MAX as RawFd + 1) {
+        let raw = LISTEN_FDS_START + index;
+        // SAFETY: fcntl(F_GETFD) only asks whether the number is an open descriptor.
+        if unsafe { libc::fcntl(raw, libc::F_GETFD) } == -1 {
+            continue;
+        }
+        // Close-on-exec, so the gateway's own children do not inherit them.
+        // SAFETY: flags only, on a descriptor just checked to be open.
+        unsafe {
+            libc::fcntl(raw, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        // SAFETY: systemd passed descriptors 3.. to this process for it to own (sd_listen_fds);
+        // they were open at exec, so no file this process opened since has their numbers, and
+        // nothing else here knows them.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        match names.get(index as usize).copied() {
+            Some("listener") => taken.listener = Some(fd),
+            Some(name) => match parse_fd_name(name) {
+                Some((id, label)) => taken.connections.push((id, label, fd)),
+                None => {
+                    tracing::warn!(
+                        name,
+                        "descriptor from systemd under a name not ours; closing"
+                    )
+                }
+            },
+            None => tracing::warn!(index, "descriptor from systemd without a name; closing"),
+        }
+    }
+    taken
+}
+
 impl HolderLink {
-    /// A link over the gateway's end of the channel.
+    /// A link over the gateway's end of the supervisor's channel.
     pub fn new(channel: OwnedFd) -> Arc<HolderLink> {
         Arc::new(HolderLink {
-            channel: Mutex::new(Some(channel)),
+            channel: Mutex::new(Some(Channel::Supervisor(channel))),
             next_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A link to systemd's file descriptor store; `taken` is what systemd gave back at start
+    /// ([`taken_from_systemd`]), so new ids do not collide with those still stored.
+    pub fn systemd(notifier: crate::sd_notify::Notifier, taken: &TakenBack) -> Arc<HolderLink> {
+        let next = taken.connections.iter().map(|c| c.0 + 1).max().unwrap_or(1);
+        Arc::new(HolderLink {
+            channel: Mutex::new(Some(Channel::Systemd(notifier))),
+            next_id: AtomicU64::new(next),
         })
     }
 
@@ -320,7 +459,7 @@ impl HolderLink {
     /// holder answered: it answers from memory, at once.
     pub fn take_back(&self) -> Result<TakenBack, HandoverError> {
         let guard = self.lock();
-        let Some(channel) = guard.as_ref() else {
+        let Some(Channel::Supervisor(channel)) = guard.as_ref() else {
             return Err(HandoverError::Closed);
         };
         send(channel.as_fd(), &ToHolder::TakeBack, None)?;
@@ -356,19 +495,25 @@ impl HolderLink {
         HeldConnection {
             link: self.clone(),
             id,
+            label: Mutex::new(None),
+            fd: matches!(self.lock().as_ref(), Some(Channel::Systemd(_)))
+                .then(|| connection.try_clone_to_owned().ok())
+                .flatten(),
         }
     }
 
     /// Marks connection `id`, taken back from a previous gateway, as this gateway's: released
     /// from the holder when the returned guard is dropped.
-    pub fn adopt(self: &Arc<Self>, id: u64) -> HeldConnection {
+    pub fn adopt(self: &Arc<Self>, id: u64, label: Option<Label>) -> HeldConnection {
         HeldConnection {
             link: self.clone(),
             id,
+            label: Mutex::new(label),
+            fd: None,
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<OwnedFd>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Channel>> {
         self.channel
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -376,10 +521,32 @@ impl HolderLink {
 
     fn send(&self, message: &ToHolder, fd: Option<BorrowedFd<'_>>) {
         let mut guard = self.lock();
-        let Some(channel) = guard.as_ref() else {
-            return;
+        let sent = match guard.as_ref() {
+            None => return,
+            Some(Channel::Supervisor(channel)) => send(channel.as_fd(), message, fd),
+            Some(Channel::Systemd(notifier)) => {
+                let state = match message {
+                    ToHolder::Listener => "FDSTORE=1\nFDNAME=listener".to_string(),
+                    ToHolder::Connection { id } => {
+                        format!("FDSTORE=1\nFDNAME={}", fd_name(*id, None))
+                    }
+                    // systemd renames nothing: the old name goes, the descriptor comes again
+                    // under the new one.
+                    ToHolder::Label { id, label } => {
+                        let removed = format!("FDSTOREREMOVE=1\nFDNAME={}", fd_name(*id, None));
+                        if let Err(error) = notifier.notify(&removed) {
+                            tracing::warn!(%error, "systemd not told to drop a connection's old name");
+                        }
+                        format!("FDSTORE=1\nFDNAME={}", fd_name(*id, Some(label)))
+                    }
+                    ToHolder::Release { .. } | ToHolder::TakeBack => return,
+                };
+                notifier
+                    .notify_with_fd(&state, fd)
+                    .map_err(|error| HandoverError::Io(io::Error::other(error.to_string())))
+            }
         };
-        if let Err(error) = send(channel.as_fd(), message, fd) {
+        if let Err(error) = sent {
             // The holder's death costs the protection only: say so once and serve on.
             tracing::error!(%error, "socket holder gone: connections no longer outlive this gateway process");
             *guard = None;
@@ -394,18 +561,34 @@ pub struct HeldConnection {
     link: Arc<HolderLink>,
     /// The connection's id.
     id: u64,
+    /// The session it logged on as, once it did: its name in systemd's store.
+    label: Mutex<Option<Label>>,
+    /// A duplicate for systemd's store, which takes the descriptor again with each new name.
+    fd: Option<OwnedFd>,
 }
 
 impl HeldConnection {
     /// Records the session the connection logged on as.
     pub fn label(&self, label: Label) {
-        self.link
-            .send(&ToHolder::Label { id: self.id, label }, None);
+        *self.label.lock().unwrap_or_else(|p| p.into_inner()) = Some(label.clone());
+        let fd = self.fd.as_ref().map(|fd| fd.as_fd());
+        self.link.send(&ToHolder::Label { id: self.id, label }, fd);
     }
 }
 
 impl Drop for HeldConnection {
     fn drop(&mut self) {
+        let guard = self.link.lock();
+        if let Some(Channel::Systemd(notifier)) = guard.as_ref() {
+            // systemd removes by name: whichever name the connection is stored under.
+            let label = self.label.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let name = fd_name(self.id, label.as_ref());
+            if let Err(error) = notifier.notify(&format!("FDSTOREREMOVE=1\nFDNAME={name}")) {
+                tracing::warn!(%error, "systemd not told to drop a closed connection");
+            }
+            return;
+        }
+        drop(guard);
         self.link.send(&ToHolder::Release { id: self.id }, None);
     }
 }
@@ -435,6 +618,31 @@ mod tests {
         let mut buf = [0u8; 4];
         held.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"ping");
+    }
+
+    #[test]
+    fn stored_names_carry_the_session_whatever_its_comp_ids() {
+        let label = Label {
+            sender_comp_id: "BATON:1".into(),
+            target_comp_id: "CLIENT-\u{e9}".into(),
+            heartbeat_interval_ms: 30_000,
+        };
+        let name = fd_name(7, Some(&label));
+        assert!(
+            name.bytes().all(|b| b.is_ascii_graphic() && b != b':'),
+            "{name}"
+        );
+        assert_eq!(parse_fd_name(&name), Some((7, Some(label))));
+        assert_eq!(parse_fd_name(&fd_name(9, None)), Some((9, None)));
+        for foreign in [
+            "listener2",
+            "s1-x-00-00",
+            "s1-1-0-00",
+            "other",
+            "s1-1-00-00-00",
+        ] {
+            assert_eq!(parse_fd_name(foreign), None, "{foreign}");
+        }
     }
 
     #[test]

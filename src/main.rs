@@ -1197,7 +1197,24 @@ fn take_back_held_sockets(
 ) {
     let channel = match baton::handover::holder_fd_from_env() {
         Ok(Some(channel)) => channel,
-        Ok(None) => return (None, Default::default()),
+        // A unit's main process under systemd: its file descriptor store is the holder.
+        Ok(None) => {
+            let taken = baton::handover::taken_from_systemd();
+            let notifier = baton::sd_notify::Notifier::from_env().unwrap_or_default();
+            if !notifier.is_enabled() || tls {
+                return (None, Default::default());
+            }
+            if taken.listener.is_some() || !taken.connections.is_empty() {
+                tracing::warn!(
+                    connections = taken.connections.len(),
+                    "taking back the sockets systemd stored for a previous gateway process"
+                );
+            }
+            return (
+                Some(baton::handover::HolderLink::systemd(notifier, &taken)),
+                taken,
+            );
+        }
         Err(error) => {
             tracing::warn!(%error, "no socket holder");
             return (None, Default::default());

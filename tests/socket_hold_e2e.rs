@@ -110,13 +110,18 @@ fn order(
 }
 
 impl Client {
+    /// Logs CLIENTn on; the first one waits until an engine answers, when `engine`.
     fn log_on(addr: SocketAddr, n: usize) -> Client {
+        Client::log_on_with(addr, n, true)
+    }
+
+    fn log_on_with(addr: SocketAddr, n: usize, engine: bool) -> Client {
         let mut initiator =
             Initiator::connect(addr, InitiatorConfig::new(&format!("CLIENT{n}"), "BATON"))
                 .expect("connect");
         let logon = initiator.logon(false, STARTUP_WAIT).expect("logon");
         assert_eq!(logon.msg_type(), b"A", "{logon:?}");
-        if n == 1 {
+        if n == 1 && engine {
             wait_for_engine(&mut initiator);
         }
         let local_port = initiator_port(&initiator);
@@ -419,4 +424,154 @@ fn sockets_are_released_when_the_gateway_does_not_come_back_in_time() {
         "the holder kept the connection past its bound"
     );
     drop(up);
+}
+
+/// systemd's side of the file descriptor store, stood in for by a datagram socket bound as
+/// `NOTIFY_SOCKET`: every state line seen, and the descriptors stored by name.
+struct FdStore {
+    socket: std::os::unix::net::UnixDatagram,
+    seen: Vec<String>,
+    stored: BTreeMap<String, std::os::fd::OwnedFd>,
+}
+
+impl FdStore {
+    /// Reads notifications, applying FDSTORE/FDSTOREREMOVE as systemd does, until `done`.
+    fn until(&mut self, what: &str, done: impl Fn(&FdStore) -> bool) {
+        use std::os::fd::AsFd;
+        let deadline = Instant::now() + RECOVERY_WAIT;
+        while !done(self) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "{what}: not seen; seen {:?}", self.seen);
+            self.socket.set_read_timeout(Some(left)).unwrap();
+            let (bytes, mut fds) = baton::handover::recv_bytes(self.socket.as_fd(), true)
+                .unwrap_or_else(|error| panic!("{what}: {error}; seen {:?}", self.seen));
+            let text = String::from_utf8(bytes).unwrap();
+            let mut store = false;
+            for line in text.lines() {
+                match line.split_once('=') {
+                    Some(("FDSTORE", "1")) => store = true,
+                    Some(("FDSTOREREMOVE", "1")) => store = false,
+                    Some(("FDNAME", name)) if store => {
+                        let fd = fds.pop().expect("FDSTORE=1 without a descriptor");
+                        self.stored.insert(name.to_string(), fd);
+                    }
+                    Some(("FDNAME", name)) => {
+                        self.stored.remove(name);
+                    }
+                    _ => {}
+                }
+            }
+            self.seen.push(text);
+        }
+    }
+}
+
+#[test]
+fn under_systemd_the_sockets_are_stored_with_it_and_a_new_gateway_takes_them_back() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::write_config(dir.path(), 1, "");
+    let notify_path = dir.path().join("notify");
+    let mut store = FdStore {
+        socket: std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap(),
+        seen: Vec::new(),
+        stored: BTreeMap::new(),
+    };
+    let mut first = support::gateway_command(&config, dir.path());
+    first
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .env_remove("LISTEN_PID")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped());
+    let mut first = Killed(first.spawn().unwrap());
+    let line = support::first_stdout_line(&mut first.0, STARTUP_WAIT);
+    let addr: SocketAddr = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let mut client = Client::log_on_with(addr, 1, false);
+    store.until(
+        "READY, WATCHDOG, the listener and the logged-on connection",
+        |s| {
+            s.seen.iter().any(|m| m.contains("READY=1"))
+                && s.seen.iter().any(|m| m.contains("WATCHDOG=1"))
+                && s.stored.contains_key("listener")
+                && s.stored.keys().any(|name| name.starts_with('s'))
+        },
+    );
+    assert_eq!(store.stored.len(), 2, "{:?}", store.stored.keys());
+    sigkill(first.0.id());
+    let _ = first.0.wait();
+
+    // Started as systemd starts a unit again: its stored descriptors from 3 on, their names in
+    // LISTEN_FDNAMES, LISTEN_PID the new process's (the shell's pid, kept by exec).
+    let names: Vec<String> = store.stored.keys().cloned().collect();
+    let high: Vec<libc::c_int> = names
+        .iter()
+        .map(|name| {
+            // SAFETY: F_DUPFD_CLOEXEC duplicates a descriptor this test owns, above 100, so the
+            // dup2 to 3.. in the child cannot overwrite a source.
+            unsafe { libc::fcntl(store.stored[name].as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) }
+        })
+        .collect();
+    assert!(high.iter().all(|fd| *fd >= 100));
+    let mut second = std::process::Command::new("sh");
+    second
+        .arg("-c")
+        .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_baton"))
+        .args(support::gateway_command(&config, dir.path()).get_args())
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("LISTEN_FDS", names.len().to_string())
+        .env("LISTEN_FDNAMES", names.join(":"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null());
+    let sources = high.clone();
+    // SAFETY: only dup2(2), async-signal-safe, between fork and exec.
+    unsafe {
+        second.pre_exec(move || {
+            for (index, fd) in sources.iter().enumerate() {
+                if libc::dup2(*fd, 3 + index as libc::c_int) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let second = Killed(second.spawn().unwrap());
+    for fd in high {
+        // SAFETY: closing the duplicates made above, owned by this test alone.
+        unsafe {
+            libc::close(fd);
+        }
+    }
+    // The same connection answers a TestRequest from the new process.
+    client
+        .party
+        .client
+        .send(b"1", |e| {
+            e.str(112, "after-restart");
+        })
+        .expect("send TestRequest: disconnected");
+    let answer = client
+        .party
+        .client
+        .recv_until(RECOVERY_WAIT, "Heartbeat from the new gateway", |m| {
+            m.get(112) == Some(b"after-restart".as_slice())
+        })
+        .expect("the session answers on the same connection");
+    assert_eq!(answer.msg_type(), b"0");
+    assert_eq!(initiator_port(&client.party.client), client.local_port);
+    // A Logout makes the new gateway drop the connection from the store.
+    let label = names.iter().find(|n| n.starts_with('s')).unwrap().clone();
+    client
+        .party
+        .client
+        .logout(RECOVERY_WAIT)
+        .expect("Logout answered");
+    store.until("the connection removed from the store", |s| {
+        s.seen
+            .iter()
+            .any(|m| m.contains("FDSTOREREMOVE=1") && m.contains(&label))
+    });
+    drop(second);
 }

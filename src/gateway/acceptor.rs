@@ -330,7 +330,7 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                         connection = id,
                         "held connection had not logged on; closing"
                     );
-                    drop(holder.adopt(id));
+                    drop(holder.adopt(id, None));
                 }
             }
         }
@@ -355,7 +355,7 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
             let Some(holder) = self.holder.clone() else {
                 break;
             };
-            let held = holder.adopt(id);
+            let held = holder.adopt(id, Some(label.clone()));
             let tcp = std::net::TcpStream::from(fd);
             let stream = match tcp
                 .set_nonblocking(true)
