@@ -340,13 +340,20 @@ impl<S: SessionStore> Session<S> {
     /// HeartBtInt agreed then. No Logon is exchanged; a TestRequest goes out at once so the
     /// counterparty's answer (or the gap its MsgSeqNum shows) tells both sides within a round
     /// trip what the dead process had read or written but not finished. Returns false, and
-    /// leaves the session disconnected, outside session time: the connection is then closed.
+    /// leaves the session disconnected, outside session time or on a new session day: the
+    /// connection is then closed.
     pub fn resume(&mut self, now: Timestamp, heartbeat_interval_ms: u64) -> bool {
         self.on_connect(now);
         let Some(window) = self.config.schedule.window(now) else {
             self.on_disconnect();
             return false;
         };
+        if self.store.session_period() != window.start.as_secs() {
+            // A new session day began while no gateway ran: both sides start again at 1, which
+            // takes a Logon.
+            self.on_disconnect();
+            return false;
+        }
         self.timers = [None; TIMER_COUNT];
         self.heartbeat_interval_ms = heartbeat_interval_ms;
         self.state = State::Active;
