@@ -355,6 +355,15 @@ pub struct GatewayConfig {
     /// connection presenting it may log on as.
     #[serde(default)]
     pub tls_clients: std::collections::BTreeMap<String, Vec<String>>,
+    /// Under `baton up`: how long the supervisor keeps counterparties' connections after the
+    /// gateway died, waiting for the restarted one to take them back; past it they are closed.
+    /// 0 turns the socket holder off (a gateway death then disconnects everyone, as before).
+    #[serde(default = "default_hold_sockets_max_ms")]
+    pub hold_sockets_max_ms: u64,
+}
+
+fn default_hold_sockets_max_ms() -> u64 {
+    constants::HOLD_SOCKETS_MAX_MS_DEFAULT
 }
 
 fn default_failover_timeout_ms() -> u64 {

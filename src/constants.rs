@@ -234,6 +234,24 @@ pub const SUPERVISOR_BACKOFF_MS: u64 = 100;
 /// Longest restart back-off.
 pub const SUPERVISOR_BACKOFF_MAX_MS: u64 = 5_000;
 
+/// How long the socket holder keeps counterparties' connections after the gateway died, when
+/// `[gateway] hold_sockets_max_ms` is not set. A restart takes the supervisor's longest back-off
+/// plus the gateway's start (stores, journal, engine link: seconds); 30 s covers that with room,
+/// and is one common HeartBtInt, so a counterparty left on a venue that does not come back has
+/// had at most one unanswered heartbeat before its socket is closed.
+pub const HOLD_SOCKETS_MAX_MS_DEFAULT: u64 = 30_000;
+
+/// How long a restarted gateway waits for an engine before it reads the connections it took
+/// back from the socket holder: an engine reattaches within a link handshake (well under a
+/// second here), and what counterparties sent meanwhile would otherwise be refused as
+/// "application not available". Bounded well below a 30 s HeartBtInt, so a venue whose engine
+/// does not come back still answers its sessions' heartbeats in time.
+pub const RESUME_ENGINE_WAIT_MS: u64 = 10_000;
+
+/// Largest message on the socket hand-over channel: a label is two CompIDs and a number in
+/// JSON, so 4 KiB allows CompIDs far longer than any venue uses and still fits one datagram.
+pub const HANDOVER_MESSAGE_BYTES_MAX: usize = 4 * 1024;
+
 /// How long children get to stop cleanly on shutdown: the gateway's Logout round trip plus
 /// margin.
 pub const SUPERVISOR_GRACE_MS: u64 = LOGOUT_TIMEOUT_DEFAULT_MS + 3_000;
@@ -798,6 +816,7 @@ const _: () = assert!(
 const _: () = assert!(FIELDS_PER_MESSAGE_MAX >= 20 * PARTIES_MAX);
 const _: () = assert!(DICTIONARY_FIELDS_MAX.is_multiple_of(64));
 const _: () = assert!(GROUP_MEMBERS_MAX <= 64);
+const _: () = assert!(HOLD_SOCKETS_MAX_MS_DEFAULT > SUPERVISOR_BACKOFF_MAX_MS);
 
 // ----- The seeded simulation (`gateway::sim`) -------------------------------------------------
 

@@ -34,7 +34,8 @@
 //! [`time`] is the one time type every part shares and the one place the wall clock is read;
 //! the state machines are given `now` instead.
 //!
-//! [`sd_notify`] tells systemd when the gateway is ready, alive and stopping.
+//! [`sd_notify`] tells systemd when the gateway is ready, alive and stopping; [`handover`] passes
+//! sockets between the gateway and the process that holds them while it restarts.
 
 pub mod bench;
 pub mod config;
@@ -43,6 +44,7 @@ pub mod control;
 pub mod engine;
 pub mod fix;
 pub mod gateway;
+pub mod handover;
 pub mod link;
 pub mod logging;
 pub mod mmap;

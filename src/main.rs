@@ -838,14 +838,41 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         let (business_tx, business_rx) =
             tokio::sync::mpsc::channel(baton::constants::SEQUENCER_QUEUE_MAX);
         let business = core.as_ref().map(|_| business_tx);
-        let (mut acceptor, handle) = Acceptor::bind(
-            config.gateway.listen,
-            sessions,
-            business,
-            config.gateway.connections_max,
-        )
-        .await
+        // Under `baton up`, the supervisor holds our sockets; a previous gateway's, if any, are
+        // taken back: its listening socket (no rebind) and its logged-on connections.
+        let (holder, mut taken) = take_back_held_sockets(config.gateway.tls_cert.is_some());
+        let held_listener = taken
+            .listener
+            .take()
+            .map(std::net::TcpListener::from)
+            .filter(|l| {
+                l.local_addr().is_ok_and(|at| {
+                    at == config.gateway.listen
+                        || (config.gateway.listen.port() == 0
+                            && at.ip() == config.gateway.listen.ip())
+                })
+            });
+        let (mut acceptor, handle) = match held_listener {
+            Some(listener) => Acceptor::from_listener(
+                listener,
+                sessions,
+                business,
+                config.gateway.connections_max,
+            ),
+            None => {
+                Acceptor::bind(
+                    config.gateway.listen,
+                    sessions,
+                    business,
+                    config.gateway.connections_max,
+                )
+                .await
+            }
+        }
         .with_context(|| format!("listening on {}", config.gateway.listen))?;
+        if let Some(holder) = holder {
+            acceptor.set_holder(holder, taken.connections);
+        }
         acceptor.set_prelogon_limits(
             config.gateway.prelogon_connections_max,
             config.gateway.prelogon_connections_per_address_max,
@@ -923,6 +950,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         if let Some(metrics) = metrics {
             tokio::spawn(metrics.run(control_tx.clone(), core_shutdown_rx.clone()));
         }
+        let control_tx_for_gate = control_tx.clone();
         tokio::spawn(endpoint.run(control_tx, core_shutdown_rx.clone()));
         let carried = plane.carried().clone();
         tokio::spawn(plane.run(control_rx, events_rx, core_shutdown_rx.clone()));
@@ -935,6 +963,16 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                 core_shutdown_rx,
             ))
         });
+        // Connections taken back from the holder are read once an engine is attached.
+        if acceptor.has_adopted() && core_task.is_some() {
+            let (open_tx, open_rx) = tokio::sync::watch::channel(false);
+            acceptor.set_resume_gate(open_rx);
+            let commands = control_tx_for_gate.clone();
+            tokio::spawn(async move {
+                baton::sd_notify::engine_attached(commands).await;
+                let _ = open_tx.send(true);
+            });
+        }
         let signal_handle = handle.clone();
         tokio::spawn(async move {
             wait_for_shutdown_signal().await;
@@ -1200,6 +1238,62 @@ fn audit_acknowledge(path: &std::path::Path, operator: &str, reason: &str) -> an
     Ok(())
 }
 
+/// The socket holder's link and what it held for a previous gateway process; none without a
+/// holder, or with TLS (a TLS connection cannot outlive the process that holds its keys). A
+/// holder that cannot be reached costs the protection, not the start.
+fn take_back_held_sockets(
+    tls: bool,
+) -> (
+    Option<std::sync::Arc<baton::handover::HolderLink>>,
+    baton::handover::TakenBack,
+) {
+    let channel = match baton::handover::holder_fd_from_env() {
+        Ok(Some(channel)) => channel,
+        // A unit's main process under systemd: its file descriptor store is the holder.
+        Ok(None) => {
+            let taken = baton::handover::taken_from_systemd();
+            let notifier = baton::sd_notify::Notifier::from_env().unwrap_or_default();
+            if !notifier.is_enabled() || tls {
+                return (None, Default::default());
+            }
+            if taken.listener.is_some() || !taken.connections.is_empty() {
+                tracing::warn!(
+                    connections = taken.connections.len(),
+                    "taking back the sockets systemd stored for a previous gateway process"
+                );
+            }
+            return (
+                Some(baton::handover::HolderLink::systemd(notifier, &taken)),
+                taken,
+            );
+        }
+        Err(error) => {
+            tracing::warn!(%error, "no socket holder");
+            return (None, Default::default());
+        }
+    };
+    if tls {
+        tracing::info!("TLS listener: connections are not held, a gateway restart ends them");
+        return (None, Default::default());
+    }
+    let holder = baton::handover::HolderLink::new(channel);
+    match holder.take_back() {
+        Ok(taken) => {
+            if taken.listener.is_some() || !taken.connections.is_empty() {
+                tracing::warn!(
+                    connections = taken.connections.len(),
+                    "taking back the sockets a previous gateway process left with the holder"
+                );
+            }
+            (Some(holder), taken)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "socket holder did not answer; serving without it");
+            (None, Default::default())
+        }
+    }
+}
+
 /// Names `baton up` gives its engines, in `[gateway] engines` order.
 const ENGINE_NAMES: [&str; 2] = ["blue", "green"];
 
@@ -1245,6 +1339,7 @@ fn up(config_path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()>
                 dir: control::stage::stage_dir(&config.gateway.journal_dir),
                 engine: name.clone(),
             }),
+            hold_sockets: None,
         });
     }
     // The supervisor asks the gateway before it restarts a standby for a staged build. A control
@@ -1268,12 +1363,17 @@ fn up(config_path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()>
     };
     let mut gateway_args: Vec<OsString> = vec!["gateway".into()];
     gateway_args.extend(config_args);
+    // A TLS connection cannot be held: its keys and record state live in the gateway process.
+    let hold_sockets = (config.gateway.hold_sockets_max_ms > 0
+        && config.gateway.tls_cert.is_none())
+    .then(|| Duration::from_millis(config.gateway.hold_sockets_max_ms));
     children.push(ChildSpec {
         name: "gateway".into(),
         program,
         args: gateway_args,
         env: gateway_env,
         stage: None,
+        hold_sockets,
     });
     runtime()?.block_on(supervise(
         children,

@@ -1,7 +1,10 @@
 //! Telling systemd how the gateway is doing, so a `Type=notify` unit means something: `READY=1`
 //! once counterparties can trade (listening, and an engine attached when engines are
 //! configured), `WATCHDOG=1` while the control plane and the sequencer still answer, and
-//! `STOPPING=1` when a shutdown begins.
+//! `STOPPING=1` when a shutdown begins. As a unit's main process (not under `baton up`, whose
+//! supervisor holds the sockets instead) the gateway also stores its listening socket and every
+//! connection in systemd's file descriptor store (`FDSTORE=1`, see [`crate::handover`]), so a
+//! restart of the unit after a crash takes them back.
 //!
 //! The protocol is one datagram per state change to the Unix socket named by `$NOTIFY_SOCKET`
 //! (a path, or an abstract name written with a leading `@`); without the variable every call
@@ -111,6 +114,46 @@ impl Notifier {
         })
     }
 
+    /// Sends `state` with `fd` attached (`SCM_RIGHTS`), as `FDSTORE=1` needs: systemd keeps a
+    /// duplicate of the descriptor for the unit's next start. Without `fd`, as [`Notifier::notify`].
+    pub fn notify_with_fd(
+        &self,
+        state: &str,
+        fd: Option<std::os::fd::BorrowedFd<'_>>,
+    ) -> Result<(), NotifyError> {
+        let Some(target) = &self.target else {
+            return Ok(());
+        };
+        let Some(fd) = fd else {
+            return self.notify(state);
+        };
+        let send = || -> std::io::Result<()> {
+            use std::os::fd::AsFd;
+            let socket = UnixDatagram::unbound()?;
+            match target {
+                Target::Path(path) => socket.connect(path)?,
+                Target::Abstract(name) => {
+                    use std::os::linux::net::SocketAddrExt;
+                    let address = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+                    socket.connect_addr(&address)?
+                }
+            };
+            crate::handover::send_bytes(socket.as_fd(), state.as_bytes(), Some(fd)).map_err(
+                |error| match error {
+                    crate::handover::HandoverError::Io(error) => error,
+                    other => std::io::Error::other(other.to_string()),
+                },
+            )
+        };
+        send().map_err(|source| NotifyError::Send {
+            target: match target {
+                Target::Path(path) => path.display().to_string(),
+                Target::Abstract(name) => format!("@{}", String::from_utf8_lossy(name)),
+            },
+            source,
+        })
+    }
+
     /// `STOPPING=1`, logged rather than returned: called on the way out.
     pub fn stopping(&self) {
         if let Err(error) = self.notify("STOPPING=1\nSTATUS=shutting down") {
@@ -134,6 +177,29 @@ pub fn watchdog_interval() -> Option<Duration> {
         }
     }
     Some(Duration::from_micros(usec / 2).max(crate::constants::WATCHDOG_INTERVAL_MIN))
+}
+
+/// Returns once the control plane reports an authoritative engine: when a restarted gateway may
+/// read the connections it took back from the socket holder (see
+/// [`crate::gateway::Acceptor::set_resume_gate`]).
+pub async fn engine_attached(commands: mpsc::Sender<ControlCommand>) {
+    loop {
+        let attached = crate::control::metrics::fetch_status(
+            &commands,
+            crate::constants::NOTIFY_STATUS_TIMEOUT,
+        )
+        .await
+        .is_ok_and(|status| {
+            status
+                .engines
+                .iter()
+                .any(|engine| engine.role == EngineRole::Authoritative)
+        });
+        if attached || commands.is_closed() {
+            return;
+        }
+        tokio::time::sleep(crate::constants::NOTIFY_READY_POLL).await;
+    }
 }
 
 /// The gateway's side of the conversation, run as a task once it listens: `READY=1` when it can

@@ -106,6 +106,12 @@ impl Initiator {
         self.seq_num_next_out
     }
 
+    /// This end's address: a test that sees the same one before and after an event knows its
+    /// TCP connection was never replaced.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+
     /// Moves our outbound sequence number (to resume a session, or to create a gap on purpose).
     pub fn set_seq_num_next_out(&mut self, seq: u64) {
         self.seq_num_next_out = seq;

@@ -34,6 +34,9 @@ pub struct ChildSpec {
     /// [`super::stage`]). When a build is staged, the child runs as `baton launch --sha256 H
     /// ARTIFACT -- ARGS`, and a newly staged build restarts it.
     pub stage: Option<StageSource>,
+    /// For the gateway: hold a duplicate of its listening socket and connections for it (see
+    /// [`super::holder`]), and for this long after it died.
+    pub hold_sockets: Option<Duration>,
 }
 
 /// Where to look for the build staged for one engine.
@@ -204,9 +207,34 @@ fn staged(spec: &ChildSpec) -> Option<super::stage::Staged> {
 
 /// Starts `spec`, from its staged build when there is one; returns the process and the staged
 /// hash it runs.
-fn spawn(spec: &ChildSpec) -> Result<(Child, Option<String>), SupervisorError> {
+fn spawn(
+    spec: &ChildSpec,
+    holder: Option<&super::holder::HolderHandle>,
+) -> Result<(Child, Option<String>), SupervisorError> {
     let staged = staged(spec);
     let mut command = Command::new(&spec.program);
+    // The gateway's end of a fresh hand-over channel: inherited across exec, its number in the
+    // environment. Without one the gateway runs unprotected rather than not at all.
+    let channel = match (spec.hold_sockets, holder) {
+        (Some(_), Some(holder)) => match holder.channel_for_gateway() {
+            Ok(channel) => Some(channel),
+            Err(error) => {
+                tracing::error!(child = %spec.name, %error, "no socket holder for this start");
+                None
+            }
+        },
+        _ => None,
+    };
+    if let Some(channel) = &channel {
+        use std::os::fd::AsRawFd;
+        let raw = channel.as_raw_fd();
+        command.env(crate::handover::HOLDER_FD_ENV, raw.to_string());
+        // SAFETY: the closure runs in the forked child before exec and only calls fcntl(2),
+        // which is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            command.pre_exec(move || crate::handover::clear_cloexec(raw));
+        }
+    }
     if let Some(staged) = &staged {
         // `baton launch` hashes and executes one descriptor: nothing swapped in after the
         // check runs, and a mismatch exits without running anything (and is retried).
@@ -271,9 +299,13 @@ pub async fn supervise(
 ) -> Result<(), SupervisorError> {
     let mut interrupt = signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?;
     let mut terminate_signal = signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?;
+    let holder = specs
+        .iter()
+        .find_map(|spec| spec.hold_sockets)
+        .map(super::holder::start);
     let mut children = Vec::with_capacity(specs.len());
     for spec in specs {
-        let (child, running_stage) = spawn(&spec)?;
+        let (child, running_stage) = spawn(&spec, holder.as_ref())?;
         children.push(Supervised {
             spec,
             child: Some(child),
@@ -345,7 +377,7 @@ pub async fn supervise(
                 supervised.restart_at = Some(now + backoff);
             }
             if supervised.child.is_none() && supervised.restart_at.is_some_and(|at| at <= now) {
-                match spawn(&supervised.spec) {
+                match spawn(&supervised.spec, holder.as_ref()) {
                     Ok((child, running_stage)) => {
                         supervised.restarted = true;
                         supervised.child = Some(child);
@@ -426,6 +458,7 @@ mod tests {
                     dir: stage_dir,
                     engine: "green".into(),
                 }),
+                hold_sockets: None,
             },
             child: Some(child),
             failures: 0,

@@ -646,6 +646,33 @@ mod tests {
         assert_eq!(message.problem(), None);
     }
 
+    /// A gateway that takes a connection back from the socket holder starts reading wherever
+    /// the dead process stopped: possibly inside a frame. Whatever tail of a frame comes first,
+    /// it is garbled and skipped, and the next whole frame is found intact.
+    #[test]
+    fn a_stream_that_starts_inside_a_frame_resumes_at_the_next_frame() {
+        let bytes = logon();
+        let decoder = Decoder::new(4096);
+        for start in 1..bytes.len() {
+            let mut stream = bytes[start..].to_vec();
+            stream.extend_from_slice(&bytes);
+            let mut at = 0;
+            let mut skipped = 0;
+            let found = loop {
+                match decoder.frame(&stream[at..]) {
+                    Frame::Complete(len) => break Some(len),
+                    Frame::Garbled { skip, .. } => {
+                        at += skip;
+                        skipped += skip;
+                    }
+                    Frame::Incomplete => break None,
+                }
+            };
+            assert_eq!(found, Some(bytes.len()), "started at {start}");
+            assert_eq!(skipped, bytes.len() - start, "started at {start}");
+        }
+    }
+
     #[test]
     fn partial_frames_are_incomplete_at_every_split() {
         let bytes = logon();

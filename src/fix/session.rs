@@ -356,6 +356,45 @@ impl<S: SessionStore> Session<S> {
         );
     }
 
+    /// The agreed HeartBtInt in milliseconds (0 before Logon): a socket holder keeps it with a
+    /// logged-on connection, because a restarted gateway that takes the connection back has no
+    /// Logon to learn it from.
+    pub fn heartbeat_interval_ms(&self) -> u64 {
+        self.heartbeat_interval_ms
+    }
+
+    /// A connection that was logged on under a gateway process that died is taken back by the
+    /// next one: the session continues as logged on, from the numbers in its store, with the
+    /// HeartBtInt agreed then. No Logon is exchanged; a TestRequest goes out at once so the
+    /// counterparty's answer (or the gap its MsgSeqNum shows) tells both sides within a round
+    /// trip what the dead process had read or written but not finished. Returns false, and
+    /// leaves the session disconnected, outside session time or on a new session day: the
+    /// connection is then closed.
+    pub fn resume(&mut self, now: Timestamp, heartbeat_interval_ms: u64) -> bool {
+        self.on_connect(now);
+        let Some(window) = self.config.schedule.window(now) else {
+            self.on_disconnect();
+            return false;
+        };
+        if self.store.session_period() != window.start.as_secs() {
+            // A new session day began while no gateway ran: both sides start again at 1, which
+            // takes a Logon.
+            self.on_disconnect();
+            return false;
+        }
+        self.timers = [None; TIMER_COUNT];
+        self.heartbeat_interval_ms = heartbeat_interval_ms;
+        self.state = State::Active;
+        self.decoder.set_body_length_max(constants::BODY_LENGTH_MAX);
+        if window.end != Timestamp(u64::MAX) {
+            self.set_timer(Timer::SessionEnd, window.end);
+        }
+        self.arm_heartbeat(now);
+        self.set_timer(Timer::TestRequest, now);
+        tracing::info!(session = %self.config.target_comp_id, seq_num_next_in = self.seq_num_next_in, seq_num_next_out = self.store.seq_num_next_out(), "connection taken back from the socket holder: still logged on");
+        true
+    }
+
     /// The transport closed (by either side). Unsent bytes are dropped: whatever was stored
     /// reaches the counterparty by resend after it logs on again.
     pub fn on_disconnect(&mut self) {

@@ -295,6 +295,35 @@ fn logon_with_seq_too_low_is_refused() {
 }
 
 #[test]
+fn a_connection_taken_back_after_a_crash_continues_logged_on_and_closes_gaps_by_resend() {
+    let mut h = Harness::new();
+    h.logon();
+    h.session.on_disconnect();
+    assert!(h.session.resume(h.now, 30_000));
+    assert_eq!(h.session.state(), State::Active);
+    // No Logon: a TestRequest at once, numbered where the store left off.
+    let sent = h.advance(0);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].msg_type(), b"1");
+    assert_eq!(sent[0].uint(34), Ok(2));
+    // A message the dead process had read is gone: the next one shows the gap, which is asked for.
+    h.seq += 1;
+    let answer = h.send(b"0", &[]);
+    assert_eq!(answer[0].msg_type(), b"2", "{answer:?}");
+    assert_eq!(answer[0].uint(7), Ok(2));
+}
+
+#[test]
+fn a_connection_taken_back_on_a_new_session_day_is_closed() {
+    let mut h = Harness::new();
+    h.logon();
+    h.session.on_disconnect();
+    h.session.store_mut().reset(12345).unwrap();
+    assert!(!h.session.resume(h.now, 30_000));
+    assert_eq!(h.session.state(), State::Disconnected);
+}
+
+#[test]
 fn logon_with_reset_seq_num_flag_resets_both_sides() {
     let mut h = Harness::new();
     h.session.store_mut().set_seq_num_next_in(10).unwrap();

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -37,6 +38,7 @@ use crate::fix::session::{self, Event, Session, State};
 use crate::fix::store::SessionStore;
 use crate::fix::tags::{self, BusinessRejectReason, msg_type};
 use crate::fix::time::Timestamp;
+use crate::handover::{HeldConnection, HolderLink, Label};
 
 /// A business request on its way to the sequencer.
 #[derive(Debug)]
@@ -217,6 +219,15 @@ pub struct Acceptor<S: SessionStore + Send + 'static> {
     shutdown: watch::Receiver<bool>,
     /// `Some`: every connection speaks TLS (see [`super::tls`]).
     tls: Option<Arc<FixTls>>,
+    /// `Some`: a socket holder keeps a duplicate of every connection (see [`crate::handover`]).
+    holder: Option<Arc<HolderLink>>,
+    /// Logged-on connections taken back from the holder, resumed when [`Acceptor::run`] starts.
+    adopted: Vec<(u64, Label, OwnedFd)>,
+    /// Turns true once business messages can be sequenced (an engine attached): taken-back
+    /// connections are read from then on (or after [`constants::RESUME_ENGINE_WAIT_MS`]), so
+    /// what counterparties sent while no gateway ran is not refused only because the engine
+    /// link of the new process is seconds younger than its sessions.
+    resume_gate: Option<watch::Receiver<bool>>,
 }
 
 /// Controls a running [`Acceptor`] from outside its task.
@@ -249,6 +260,29 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
         connections_max: usize,
     ) -> std::io::Result<(Acceptor<S>, AcceptorHandle)> {
         let listener = TcpListener::bind(listen).await?;
+        Acceptor::with_listener(listener, sessions, business, connections_max)
+    }
+
+    /// [`Acceptor::bind`] on a listening socket that is already bound: the one a previous
+    /// gateway process listened on, taken back from the socket holder, so there is no moment
+    /// when the address is free for another process to take.
+    pub fn from_listener(
+        listener: std::net::TcpListener,
+        sessions: Arc<Sessions<S>>,
+        business: Option<mpsc::Sender<Inbound>>,
+        connections_max: usize,
+    ) -> std::io::Result<(Acceptor<S>, AcceptorHandle)> {
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
+        Acceptor::with_listener(listener, sessions, business, connections_max)
+    }
+
+    fn with_listener(
+        listener: TcpListener,
+        sessions: Arc<Sessions<S>>,
+        business: Option<mpsc::Sender<Inbound>>,
+        connections_max: usize,
+    ) -> std::io::Result<(Acceptor<S>, AcceptorHandle)> {
         let local_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         Ok((
@@ -263,6 +297,9 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                 )),
                 shutdown: shutdown_rx,
                 tls: None,
+                holder: None,
+                adopted: Vec::new(),
+                resume_gate: None,
             },
             AcceptorHandle {
                 shutdown: shutdown_tx,
@@ -287,9 +324,97 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
         self.tls = tls;
     }
 
+    /// Lets `holder` keep a duplicate of the listening socket and of every connection, and
+    /// takes over `connections` (taken back from it after a previous gateway process died):
+    /// logged-on ones are resumed as logged on when [`Acceptor::run`] starts; the others had
+    /// not logged on and are closed, in the holder too. Not for TLS: a TLS connection's keys
+    /// and record state die with the process that negotiated them.
+    pub fn set_holder(
+        &mut self,
+        holder: Arc<HolderLink>,
+        connections: Vec<(u64, Option<Label>, OwnedFd)>,
+    ) {
+        holder.hold_listener(self.listener.as_fd());
+        for (id, label, fd) in connections {
+            match label {
+                Some(label) => self.adopted.push((id, label, fd)),
+                None => {
+                    tracing::info!(
+                        connection = id,
+                        "held connection had not logged on; closing"
+                    );
+                    drop(holder.adopt(id, None));
+                }
+            }
+        }
+        self.holder = Some(holder);
+    }
+
+    /// Sets the gate taken-back connections wait for (see the field); without one they resume
+    /// at once.
+    pub fn set_resume_gate(&mut self, gate: watch::Receiver<bool>) {
+        self.resume_gate = Some(gate);
+    }
+
+    /// Whether connections were taken back from the holder and wait to resume.
+    pub fn has_adopted(&self) -> bool {
+        !self.adopted.is_empty()
+    }
+
     /// Accepts until shutdown, then waits (bounded) for every session to log out.
     pub async fn run(mut self) -> std::io::Result<()> {
         let mut tasks = JoinSet::new();
+        for (id, label, fd) in std::mem::take(&mut self.adopted) {
+            let Some(holder) = self.holder.clone() else {
+                break;
+            };
+            let held = holder.adopt(id, Some(label.clone()));
+            let tcp = std::net::TcpStream::from(fd);
+            let stream = match tcp
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(tcp))
+            {
+                Ok(stream) => stream,
+                Err(error) => {
+                    tracing::warn!(connection = id, %error, "held connection unusable; closing");
+                    continue;
+                }
+            };
+            let Ok(peer) = stream.peer_addr() else {
+                tracing::info!(
+                    connection = id,
+                    "held connection closed by the counterparty meanwhile"
+                );
+                continue;
+            };
+            let Some(admission) = ConnectionBudget::admit(&self.budget, peer.ip()) else {
+                continue;
+            };
+            let connection = Connection {
+                sessions: self.sessions.clone(),
+                business: self.business.clone(),
+                shutdown: self.shutdown.clone(),
+                peer,
+                tls: None,
+                held: Some(held),
+            };
+            let gate = self.resume_gate.clone();
+            tasks.spawn(async move {
+                if let Some(mut gate) = gate {
+                    let wait = Duration::from_millis(constants::RESUME_ENGINE_WAIT_MS);
+                    if tokio::time::timeout(wait, gate.wait_for(|open| *open))
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(
+                            connection = id,
+                            "no engine attached in time; resuming the session without one"
+                        );
+                    }
+                }
+                connection.resume(stream, admission, label).await;
+            });
+        }
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
@@ -307,12 +432,14 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                         drop(stream);
                         continue;
                     };
+                    let held = self.holder.as_ref().map(|holder| holder.hold(stream.as_fd()));
                     let connection = Connection {
                         sessions: self.sessions.clone(),
                         business: self.business.clone(),
                         shutdown: self.shutdown.clone(),
                         peer,
                         tls: self.tls.clone(),
+                        held,
                     };
                     tasks.spawn(async move {
                         connection.serve(stream, admission).await;
@@ -503,6 +630,8 @@ struct Connection<S: SessionStore> {
     peer: SocketAddr,
     /// The TLS side, when the listener speaks TLS.
     tls: Option<Arc<FixTls>>,
+    /// The socket holder's duplicate; released when the connection ends.
+    held: Option<HeldConnection>,
 }
 
 /// Releases a session's connection claim however the connection ends.
@@ -528,6 +657,48 @@ impl<S: SessionStore> Drop for Claim<'_, S> {
 }
 
 impl<S: SessionStore + Send + 'static> Connection<S> {
+    /// Continues a session that was logged on over `tcp` under a gateway process that died.
+    async fn resume(mut self, tcp: TcpStream, mut admission: Admission, label: Label) {
+        let peer = self.peer;
+        let _ = tcp.set_nodelay(true);
+        let key = (
+            label.sender_comp_id.as_bytes().to_vec(),
+            label.target_comp_id.as_bytes().to_vec(),
+        );
+        let sessions = self.sessions.clone();
+        let Some(&id) = sessions.by_key.get(&key) else {
+            tracing::warn!(%peer, sender = %Escaped(&key.0), target = %Escaped(&key.1), "held connection's session is not configured any more; closing");
+            return;
+        };
+        let span =
+            tracing::info_span!("session", sender = %Escaped(&key.0), target = %Escaped(&key.1));
+        async {
+            let slot = &sessions.slots[id as usize];
+            if slot
+                .connected
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                tracing::warn!(%peer, "held connection's session is connected already; closing");
+                return;
+            }
+            let _claim = Claim { slot };
+            admission.logged_on();
+            let resumed = {
+                let mut session = sessions.lock(id).expect("id comes from by_key");
+                session.resume(Timestamp::now(), label.heartbeat_interval_ms)
+            };
+            if !resumed {
+                tracing::info!(%peer, "held connection outside session time; closing");
+                return;
+            }
+            let chunk = vec![0u8; constants::READ_CHUNK];
+            self.drive(id, slot, FixStream::Plain(tcp), chunk).await;
+        }
+        .instrument(span)
+        .await;
+    }
+
     async fn serve(mut self, tcp: TcpStream, mut admission: Admission) {
         let peer = self.peer;
         let _ = tcp.set_nodelay(true);
@@ -671,6 +842,13 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                     match event {
                         Event::LoggedOn { reset } => {
                             tracing::info!(session = %session.config().target_comp_id, reset, "session logged on");
+                            if let Some(held) = &self.held {
+                                held.label(Label {
+                                    sender_comp_id: session.config().sender_comp_id.clone(),
+                                    target_comp_id: session.config().target_comp_id.clone(),
+                                    heartbeat_interval_ms: session.heartbeat_interval_ms(),
+                                });
+                            }
                         }
                         Event::Application(message) => {
                             match translate::request_from_fix(&message, &self.sessions.venue) {

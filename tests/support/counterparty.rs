@@ -129,6 +129,12 @@ impl Counterparty {
         }
     }
 
+    /// Whether every MsgSeqNum below the next expected one was processed or gap-filled.
+    pub fn gap_free(&self) -> bool {
+        self.processed.len() as u64 == self.expected - 1
+            && self.processed.first().is_none_or(|first| *first == 1)
+    }
+
     /// The ExecTypes processed for `cl_ord_id`.
     pub fn exec_types(&self, cl_ord_id: &str) -> &[String] {
         self.reports.get(cl_ord_id).map_or(&[], Vec::as_slice)
