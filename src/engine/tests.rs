@@ -1380,3 +1380,26 @@ fn the_default_config_builds_an_engine_usable_as_a_trait_object() {
     assert_eq!(exec(&outputs[0]).exec_type, Ack);
     assert_eq!(engine.last_input_seq(), 1);
 }
+
+// ----- Found by mutation testing -----------------------------------------------------------------
+
+#[test]
+fn fok_counts_only_what_is_left_at_a_partly_filled_level() {
+    let mut h = Harness::new();
+    h.limit(1, "s1", Sell, "100", 10);
+    h.limit(2, "b1", Buy, "100", 4);
+    // 6 left at 100: a FOK for 8 cannot fill and must not trade at all.
+    let out = h.order(2, "f1", AAA, Buy, Some("100"), 8, Fok);
+    assert_eq!(
+        summary(&out),
+        [
+            (2, Ack, Open, "f1".into(), 0, 0, 8),
+            (2, Canceled, Done, "f1".into(), 0, 0, 0)
+        ]
+    );
+    assert_eq!(h.book(), [(1, "s1".into(), 6)]);
+    // Exactly what is left fills completely.
+    let out = h.order(2, "f2", AAA, Buy, Some("100"), 6, Fok);
+    assert_eq!(exec(out.last().unwrap()).ord_status, Filled);
+    assert!(h.book().is_empty());
+}

@@ -1663,3 +1663,39 @@ fn a_well_formed_parties_group_reaches_the_application() {
         other => panic!("expected the order, got {other:?}"),
     }
 }
+
+// ----- Found by mutation testing -----------------------------------------------------------------
+
+#[test]
+fn gap_fill_whose_new_seq_no_is_its_own_number_is_rejected() {
+    let mut h = Harness::new();
+    h.logon();
+    // In sequence at 2, claiming the next number is 2: it moves nothing forward.
+    let answer = h.send(b"4", &[(123, "Y"), (36, "2")]);
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 45), "2");
+    assert_eq!(text(&answer[0], 373), "5");
+    assert_eq!(text(&answer[0], 371), "36");
+    assert_eq!(
+        h.session.seq_num_next_in(),
+        3,
+        "the reject takes its number"
+    );
+    assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn wrong_target_comp_id_is_rejected_then_logged_out() {
+    let (answer, mut h) = reject_for(&frame(
+        "35=0|49=CLIENT|56=ELSEWHERE|34=2|52=20261123-12:00:00|",
+    ));
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 373), "9");
+    assert_eq!(text(&answer[0], 371), "56");
+    assert_eq!(answer[1].msg_type(), b"5");
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::ProtocolViolation(_))
+    ));
+}
