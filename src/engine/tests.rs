@@ -1403,3 +1403,15 @@ fn fok_counts_only_what_is_left_at_a_partly_filled_level() {
     assert_eq!(exec(out.last().unwrap()).ord_status, Filled);
     assert!(h.book().is_empty());
 }
+
+#[test]
+fn cancel_naming_a_rejected_order_is_an_unknown_order() {
+    let mut h = Harness::new();
+    // Off tick: rejected, but its ClOrdID is used (recorded without an order).
+    h.limit(1, "r1", Buy, "100.001", 10);
+    let out = h.cancel(1, "c1", "r1", Buy);
+    let reject = cxl_reject(&out[0]);
+    assert_eq!(reject.reason, CxlRejReason::UnknownOrder);
+    assert_eq!(reject.text, Some(RejectText::UnknownOrder));
+    assert_eq!(reject.order_id, None);
+}

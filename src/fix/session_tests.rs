@@ -1699,3 +1699,30 @@ fn wrong_target_comp_id_is_rejected_then_logged_out() {
         Some(DisconnectReason::ProtocolViolation(_))
     ));
 }
+
+#[test]
+fn orig_sending_time_equal_to_sending_time_is_accepted() {
+    let mut h = Harness::new();
+    h.logon();
+    // SendingTime is T0, 2026-11-23 12:00:00: a message resent at once is not from the future.
+    let answer = h.send(b"0", &[(43, "Y"), (122, "20261123-12:00:00")]);
+    assert!(answer.is_empty(), "{answer:?}");
+    assert_eq!(h.session.seq_num_next_in(), 3);
+    assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn sequence_reset_to_exactly_the_largest_sequence_number_is_accepted() {
+    let largest = constants::SEQ_NUM_MAX.to_string();
+    // GapFill mode, in sequence.
+    let mut h = Harness::new();
+    h.logon();
+    assert!(h.send(b"4", &[(123, "Y"), (36, &largest)]).is_empty());
+    assert_eq!(h.session.seq_num_next_in(), constants::SEQ_NUM_MAX);
+    // Reset mode.
+    let mut h = Harness::new();
+    h.logon();
+    let bytes = h.build_with_seq(b"4", 2, &[(36, &largest)]);
+    assert!(h.feed(&bytes).is_empty());
+    assert_eq!(h.session.seq_num_next_in(), constants::SEQ_NUM_MAX);
+}

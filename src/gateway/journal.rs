@@ -1869,4 +1869,26 @@ mod tests {
             prop_assert_eq!(&read_all(dir, 0).unwrap(), &model);
         }
     }
+
+    #[test]
+    fn the_cut_of_a_torn_tail_is_written_into_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        append_all(&mut open(dir, SMALL), 1..=5);
+        let last = segments(dir).pop().unwrap();
+        let (_, at) = *records(&last).last().unwrap();
+        edit_file(&last, |bytes| bytes[at + HEADER_BYTES + 3] ^= 0x40);
+        let before = fs::read(&last).unwrap();
+        let journal = open(dir, SMALL);
+        assert_eq!(journal.last_seq(), 4);
+        // The torn record's length is zeroed, so the file itself (a copy, a follower's replica)
+        // ends its data at the last good record, not only this process's view of it; nothing
+        // else is touched.
+        let bytes = fs::read(&last).unwrap();
+        assert_eq!(bytes[at..at + 4], [0; 4]);
+        assert_eq!(bytes[..at], before[..at]);
+        assert_eq!(bytes[at + 4..], before[at + 4..]);
+        drop(journal);
+        assert_eq!(records(&last).len(), 4);
+    }
 }
