@@ -1415,3 +1415,29 @@ fn cancel_naming_a_rejected_order_is_an_unknown_order() {
     assert_eq!(reject.text, Some(RejectText::UnknownOrder));
     assert_eq!(reject.order_id, None);
 }
+
+#[test]
+fn replace_of_a_partly_filled_order_that_fully_crosses_needs_no_level() {
+    let config = EngineConfig {
+        levels_max: 2,
+        ..small_config()
+    };
+    let mut h = Harness::with_config(&config);
+    h.limit(1, "a", Buy, "100", 10);
+    h.limit(2, "s", Sell, "100", 4);
+    h.limit(1, "b", Buy, "100", 1);
+    h.limit(1, "c", Buy, "99", 1);
+    h.limit(2, "t", Sell, "105", 6);
+    // Both bid levels are taken and "a" does not leave 100 empty, but its 6 left (10 - 4
+    // filled) trade in full at 105, so it never needs a level of its own.
+    let out = h.replace(1, "a2", "a", Buy, "105", 10);
+    assert_eq!(
+        summary(&out),
+        [
+            (1, Replaced, Partial, "a2".into(), 0, 4, 6),
+            (2, Trade, Filled, "t".into(), 6, 6, 0),
+            (1, Trade, Filled, "a2".into(), 6, 10, 0),
+        ]
+    );
+    assert_eq!(h.book(), [(1, "b".into(), 1), (1, "c".into(), 1)]);
+}
