@@ -1441,3 +1441,21 @@ fn replace_of_a_partly_filled_order_that_fully_crosses_needs_no_level() {
     );
     assert_eq!(h.book(), [(1, "b".into(), 1), (1, "c".into(), 1)]);
 }
+
+#[test]
+fn fok_counts_a_reduced_order_at_its_new_quantity() {
+    let mut h = Harness::new();
+    h.limit(1, "s", Sell, "100", 10);
+    h.replace(1, "s2", "s", Sell, "100", 6);
+    let out = h.order(2, "f1", AAA, Buy, Some("100"), 7, Fok);
+    assert_eq!(
+        summary(&out),
+        [
+            (2, Ack, Open, "f1".into(), 0, 0, 7),
+            (2, Canceled, Done, "f1".into(), 0, 0, 0)
+        ]
+    );
+    assert_eq!(h.book(), [(1, "s2".into(), 6)]);
+    let out = h.order(2, "f2", AAA, Buy, Some("100"), 6, Fok);
+    assert_eq!(exec(out.last().unwrap()).ord_status, Filled);
+}
