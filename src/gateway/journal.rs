@@ -1891,4 +1891,21 @@ mod tests {
         drop(journal);
         assert_eq!(records(&last).len(), 4);
     }
+
+    #[test]
+    fn roll_over_reuses_a_segment_file_left_without_a_header() {
+        for leftover in [Vec::new(), vec![0; 64]] {
+            let dir = tempfile::tempdir().unwrap();
+            let dir = dir.path();
+            let mut journal = open(dir, SMALL);
+            append_all(&mut journal, 1..=3);
+            // As if a roll-over to 4 created its file and failed before writing the header.
+            fs::write(segment_path(dir, 4), &leftover).unwrap();
+            journal.append(4, time(4), &vec![4; 4000]).unwrap();
+            journal.append(5, time(5), &vec![5; 4000]).unwrap();
+            assert_eq!(journal.last_seq(), 5, "{} bytes", leftover.len());
+            drop(journal);
+            assert_eq!(read_all(dir, 4).unwrap().len(), 2);
+        }
+    }
 }
