@@ -1459,3 +1459,17 @@ fn fok_counts_a_reduced_order_at_its_new_quantity() {
     let out = h.order(2, "f2", AAA, Buy, Some("100"), 6, Fok);
     assert_eq!(exec(out.last().unwrap()).ord_status, Filled);
 }
+
+#[test]
+fn the_largest_quantity_is_accepted_for_new_orders_and_replaces() {
+    let largest = crate::constants::ENGINE_ORDER_QTY_MAX;
+    let mut h = Harness::new();
+    let out = h.limit(1, "a", Buy, "100", largest);
+    assert_eq!(summary(&out), [(1, Ack, Open, "a".into(), 0, 0, largest)]);
+    h.limit(1, "b", Buy, "99", 1);
+    let out = h.replace(1, "b2", "b", Buy, "99", largest);
+    assert_eq!(
+        summary(&out),
+        [(1, Replaced, Open, "b2".into(), 0, 0, largest)]
+    );
+}
