@@ -1473,3 +1473,13 @@ fn the_largest_quantity_is_accepted_for_new_orders_and_replaces() {
         [(1, Replaced, Open, "b2".into(), 0, 0, largest)]
     );
 }
+
+#[test]
+fn last_input_seq_follows_every_applied_input() {
+    let mut h = Harness::new();
+    assert_eq!(h.engine.last_input_seq(), 0);
+    h.limit(1, "a", Buy, "100", 1);
+    h.limit(1, "a", Buy, "100", 1); // rejected as a duplicate: still an applied input
+    h.cancel(1, "c", "nope", Buy);
+    assert_eq!(h.engine.last_input_seq(), 3);
+}
