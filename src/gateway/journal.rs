@@ -1894,7 +1894,10 @@ mod tests {
 
     #[test]
     fn roll_over_reuses_a_segment_file_left_without_a_header() {
-        for leftover in [Vec::new(), vec![0; 64]] {
+        // Zero header and zero first length: no record, whatever lies further on.
+        let mut zero_head = vec![0; 64];
+        zero_head[40] = 0x5a;
+        for leftover in [Vec::new(), vec![0; 64], zero_head] {
             let dir = tempfile::tempdir().unwrap();
             let dir = dir.path();
             let mut journal = open(dir, SMALL);
@@ -1907,5 +1910,19 @@ mod tests {
             drop(journal);
             assert_eq!(read_all(dir, 4).unwrap().len(), 2);
         }
+    }
+
+    #[test]
+    fn roll_over_refuses_a_headerless_segment_file_holding_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let mut journal = open(dir, SMALL);
+        append_all(&mut journal, 1..=3);
+        let mut foreign = vec![0; 64];
+        record::write(&mut foreign, FIRST_RECORD, 4, 0, b"not ours");
+        fs::write(segment_path(dir, 4), foreign).unwrap();
+        let error = journal.append(4, time(4), &vec![4; 4000]).unwrap_err();
+        assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
+        assert_eq!(journal.last_seq(), 3);
     }
 }
