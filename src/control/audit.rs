@@ -1534,4 +1534,138 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn reopening_an_intact_log_cuts_nothing_and_keeps_nothing_aside() {
+        let (dir, path, _) = write_log(3);
+        let before = std::fs::read(&path).unwrap();
+        let (mut log, records) = AuditLog::<Event>::open(&path).unwrap();
+        assert_eq!(records.len(), 3);
+        assert_eq!(log.take_cut(), None, "an intact log has no torn tail");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        let beside: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(beside, [AUDIT_FILE_NAME], "nothing was moved aside");
+        drop(dir);
+    }
+
+    #[test]
+    fn a_whole_last_record_without_its_newline_is_completed_not_cut() {
+        let (_dir, path, written) = write_log(3);
+        let full = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &full[..full.len() - 1]).unwrap();
+
+        let report = verify(&path).unwrap();
+        assert_eq!(report.first_bad, None);
+        assert_eq!((report.records, report.torn_tail_bytes), (3, 0));
+        assert!(report.newline_missing, "torn after its last byte");
+        assert_eq!(report.head_hash, written[2].hash);
+
+        let (mut log, records) = AuditLog::<Event>::open(&path).unwrap();
+        assert_eq!(records, written, "the record is kept, not cut");
+        assert_eq!(log.take_cut(), None);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            full,
+            "open puts the newline back"
+        );
+    }
+
+    #[test]
+    fn only_a_whole_record_missing_its_newline_passes_as_one() {
+        let (_dir, path, _) = write_log(3);
+        let full = std::fs::read(&path).unwrap();
+        let last = lines(&path)[2].clone();
+        let head = &full[..full.len() - last.len()];
+        // Torn one byte before its end: the tail is long enough to be judged, and is not whole.
+        let torn = &last[..last.len() - 2];
+        // Ends like a record but does not start like one: an edit, never an append.
+        let mut headless = last[..last.len() - 1].to_vec();
+        headless[0] = b'x';
+        for tail in [torn, &headless[..]] {
+            std::fs::write(&path, [head, tail].concat()).unwrap();
+            let report = verify(&path).unwrap();
+            assert_eq!(report.first_bad, None, "{}", String::from_utf8_lossy(tail));
+            assert_eq!(report.records, 2);
+            assert_eq!(report.torn_tail_bytes, tail.len() as u64);
+            assert!(!report.newline_missing);
+        }
+    }
+
+    /// A reader whose first `fill_buf` fails with `kind`, then reads `bytes`.
+    struct FailsOnce {
+        kind: Option<io::ErrorKind>,
+        bytes: io::Cursor<Vec<u8>>,
+    }
+
+    impl Read for FailsOnce {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            self.bytes.read(out)
+        }
+    }
+
+    impl BufRead for FailsOnce {
+        fn fill_buf(&mut self) -> io::Result<&[u8]> {
+            match self.kind.take() {
+                Some(kind) => Err(io::Error::from(kind)),
+                None => self.bytes.fill_buf(),
+            }
+        }
+
+        fn consume(&mut self, amount: usize) {
+            self.bytes.consume(amount);
+        }
+    }
+
+    #[test]
+    fn an_interrupted_read_is_retried_and_any_other_error_returned() {
+        let mut buf = Vec::new();
+        let mut reader = FailsOnce {
+            kind: Some(io::ErrorKind::Interrupted),
+            bytes: io::Cursor::new(b"line\n".to_vec()),
+        };
+        assert!(matches!(
+            next_line(&mut reader, &mut buf),
+            Ok(LineKind::Complete)
+        ));
+        assert_eq!(buf, b"line\n");
+        let mut reader = FailsOnce {
+            kind: Some(io::ErrorKind::PermissionDenied),
+            bytes: io::Cursor::new(b"line\n".to_vec()),
+        };
+        let error = next_line(&mut reader, &mut buf)
+            .err()
+            .expect("the error is returned");
+        assert_eq!(error.kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn a_line_too_short_for_prev_and_hash_is_corrupt_not_a_panic() {
+        let (_dir, path, _) = write_log(2);
+        let good = std::fs::read(&path).unwrap();
+        let short = br#"{"seq":3,"time":1,"actor":"alice","event":{},"prev":"00"}"#;
+        std::fs::write(&path, [&good[..], short, b"\n"].concat()).unwrap();
+        assert_eq!(corrupt_at(&path).0, 3);
+    }
+
+    #[test]
+    fn numbers_and_hashes_are_read_only_in_their_canonical_form() {
+        let number = |text: &[u8]| {
+            let mut rest = text;
+            take_number(&mut rest, b"n:").map(|value| (value, rest.len()))
+        };
+        assert_eq!(number(b"n:0,"), Some((0, 1)));
+        assert_eq!(number(b"n:10,"), Some((10, 1)));
+        assert_eq!(number(b"n:07,"), None, "a leading zero");
+        assert_eq!(number(b"n:,"), None, "no digits");
+        assert_eq!(number(b"m:1,"), None, "another key");
+
+        let lower = "0123456789abcdef".repeat(4);
+        assert_eq!(lower_hex(lower.as_bytes()), Some(lower.as_str()));
+        let upper = lower.to_uppercase();
+        assert_eq!(lower_hex(upper.as_bytes()), None, "uppercase hex");
+        assert_eq!(lower_hex(&lower.as_bytes()[1..]), None, "63 digits");
+    }
 }

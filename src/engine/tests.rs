@@ -1390,3 +1390,106 @@ fn the_default_config_builds_an_engine_usable_as_a_trait_object() {
     assert_eq!(exec(&outputs[0]).exec_type, Ack);
     assert_eq!(engine.last_input_seq(), 1);
 }
+
+// ----- Found by mutation testing -----------------------------------------------------------------
+
+#[test]
+fn fok_counts_only_what_is_left_at_a_partly_filled_level() {
+    let mut h = Harness::new();
+    h.limit(1, "s1", Sell, "100", 10);
+    h.limit(2, "b1", Buy, "100", 4);
+    // 6 left at 100: a FOK for 8 cannot fill and must not trade at all.
+    let out = h.order(2, "f1", AAA, Buy, Some("100"), 8, Fok);
+    assert_eq!(
+        summary(&out),
+        [
+            (2, Ack, Open, "f1".into(), 0, 0, 8),
+            (2, Canceled, Done, "f1".into(), 0, 0, 0)
+        ]
+    );
+    assert_eq!(h.book(), [(1, "s1".into(), 6)]);
+    // Exactly what is left fills completely.
+    let out = h.order(2, "f2", AAA, Buy, Some("100"), 6, Fok);
+    assert_eq!(exec(out.last().unwrap()).ord_status, Filled);
+    assert!(h.book().is_empty());
+}
+
+#[test]
+fn cancel_naming_a_rejected_order_is_an_unknown_order() {
+    let mut h = Harness::new();
+    // Off tick: rejected, but its ClOrdID is used (recorded without an order).
+    h.limit(1, "r1", Buy, "100.001", 10);
+    let out = h.cancel(1, "c1", "r1", Buy);
+    let reject = cxl_reject(&out[0]);
+    assert_eq!(reject.reason, CxlRejReason::UnknownOrder);
+    assert_eq!(reject.text, Some(RejectText::UnknownOrder));
+    assert_eq!(reject.order_id, None);
+}
+
+#[test]
+fn replace_of_a_partly_filled_order_that_fully_crosses_needs_no_level() {
+    let config = EngineConfig {
+        levels_max: 2,
+        ..small_config()
+    };
+    let mut h = Harness::with_config(&config);
+    h.limit(1, "a", Buy, "100", 10);
+    h.limit(2, "s", Sell, "100", 4);
+    h.limit(1, "b", Buy, "100", 1);
+    h.limit(1, "c", Buy, "99", 1);
+    h.limit(2, "t", Sell, "105", 6);
+    // Both bid levels are taken and "a" does not leave 100 empty, but its 6 left (10 - 4
+    // filled) trade in full at 105, so it never needs a level of its own.
+    let out = h.replace(1, "a2", "a", Buy, "105", 10);
+    assert_eq!(
+        summary(&out),
+        [
+            (1, Replaced, Partial, "a2".into(), 0, 4, 6),
+            (2, Trade, Filled, "t".into(), 6, 6, 0),
+            (1, Trade, Filled, "a2".into(), 6, 10, 0),
+        ]
+    );
+    assert_eq!(h.book(), [(1, "b".into(), 1), (1, "c".into(), 1)]);
+}
+
+#[test]
+fn fok_counts_a_reduced_order_at_its_new_quantity() {
+    let mut h = Harness::new();
+    h.limit(1, "s", Sell, "100", 10);
+    h.replace(1, "s2", "s", Sell, "100", 6);
+    let out = h.order(2, "f1", AAA, Buy, Some("100"), 7, Fok);
+    assert_eq!(
+        summary(&out),
+        [
+            (2, Ack, Open, "f1".into(), 0, 0, 7),
+            (2, Canceled, Done, "f1".into(), 0, 0, 0)
+        ]
+    );
+    assert_eq!(h.book(), [(1, "s2".into(), 6)]);
+    let out = h.order(2, "f2", AAA, Buy, Some("100"), 6, Fok);
+    assert_eq!(exec(out.last().unwrap()).ord_status, Filled);
+}
+
+#[test]
+fn the_largest_quantity_is_accepted_for_new_orders_and_replaces() {
+    let largest = crate::constants::ENGINE_ORDER_QTY_MAX;
+    let mut h = Harness::new();
+    let out = h.limit(1, "a", Buy, "100", largest);
+    assert_eq!(summary(&out), [(1, Ack, Open, "a".into(), 0, 0, largest)]);
+    h.limit(1, "b", Buy, "99", 1);
+    let out = h.replace(1, "b2", "b", Buy, "99", largest);
+    assert_eq!(
+        summary(&out),
+        [(1, Replaced, Open, "b2".into(), 0, 0, largest)]
+    );
+}
+
+#[test]
+fn last_input_seq_follows_every_applied_input() {
+    let mut h = Harness::new();
+    assert_eq!(h.engine.last_input_seq(), 0);
+    h.limit(1, "a", Buy, "100", 1);
+    h.limit(1, "a", Buy, "100", 1); // rejected as a duplicate: still an applied input
+    h.cancel(1, "c", "nope", Buy);
+    assert_eq!(h.engine.last_input_seq(), 3);
+}

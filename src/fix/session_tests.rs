@@ -1692,3 +1692,66 @@ fn a_well_formed_parties_group_reaches_the_application() {
         other => panic!("expected the order, got {other:?}"),
     }
 }
+
+// ----- Found by mutation testing -----------------------------------------------------------------
+
+#[test]
+fn gap_fill_whose_new_seq_no_is_its_own_number_is_rejected() {
+    let mut h = Harness::new();
+    h.logon();
+    // In sequence at 2, claiming the next number is 2: it moves nothing forward.
+    let answer = h.send(b"4", &[(123, "Y"), (36, "2")]);
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 45), "2");
+    assert_eq!(text(&answer[0], 373), "5");
+    assert_eq!(text(&answer[0], 371), "36");
+    assert_eq!(
+        h.session.seq_num_next_in(),
+        3,
+        "the reject takes its number"
+    );
+    assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn wrong_target_comp_id_is_rejected_then_logged_out() {
+    let (answer, mut h) = reject_for(&frame(
+        "35=0|49=CLIENT|56=ELSEWHERE|34=2|52=20261123-12:00:00|",
+    ));
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 373), "9");
+    assert_eq!(text(&answer[0], 371), "56");
+    assert_eq!(answer[1].msg_type(), b"5");
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::ProtocolViolation(_))
+    ));
+}
+
+#[test]
+fn orig_sending_time_equal_to_sending_time_is_accepted() {
+    let mut h = Harness::new();
+    h.logon();
+    // SendingTime is T0, 2026-11-23 12:00:00: a message resent at once is not from the future.
+    let answer = h.send(b"0", &[(43, "Y"), (122, "20261123-12:00:00")]);
+    assert!(answer.is_empty(), "{answer:?}");
+    assert_eq!(h.session.seq_num_next_in(), 3);
+    assert_eq!(h.session.state(), State::Active);
+}
+
+#[test]
+fn sequence_reset_to_exactly_the_largest_sequence_number_is_accepted() {
+    let largest = constants::SEQ_NUM_MAX.to_string();
+    // GapFill mode, in sequence.
+    let mut h = Harness::new();
+    h.logon();
+    assert!(h.send(b"4", &[(123, "Y"), (36, &largest)]).is_empty());
+    assert_eq!(h.session.seq_num_next_in(), constants::SEQ_NUM_MAX);
+    // Reset mode.
+    let mut h = Harness::new();
+    h.logon();
+    let bytes = h.build_with_seq(b"4", 2, &[(36, &largest)]);
+    assert!(h.feed(&bytes).is_empty());
+    assert_eq!(h.session.seq_num_next_in(), constants::SEQ_NUM_MAX);
+}

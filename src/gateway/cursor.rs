@@ -125,4 +125,34 @@ mod tests {
             Err(CursorError::Corrupt(_))
         ));
     }
+
+    #[test]
+    fn cursor_refuses_garbage_in_the_second_slot_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor");
+        // Slot 0 never written (all zeros), slot 1 not a valid slot: neither fresh nor readable.
+        let mut bytes = vec![0u8; 2 * SLOT_LEN];
+        bytes[2 * SLOT_LEN - 1] = 0x5a;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            OutboxCursor::open(&path),
+            Err(CursorError::Corrupt(_))
+        ));
+    }
+
+    #[test]
+    fn cursor_never_trusts_a_slot_of_generation_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cursor");
+        // Generation 0 means "never written", even with a checksum that matches: a fresh file
+        // with such a slot is not a cursor at 7.
+        let mut bytes = vec![0u8; 2 * SLOT_LEN];
+        bytes[8..16].copy_from_slice(&7u64.to_le_bytes());
+        bytes[16..20].copy_from_slice(&slot_checksum(0, 7).to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            OutboxCursor::open(&path),
+            Err(CursorError::Corrupt(_))
+        ));
+    }
 }

@@ -1879,4 +1879,60 @@ mod tests {
             prop_assert_eq!(&read_all(dir, 0).unwrap(), &model);
         }
     }
+
+    #[test]
+    fn the_cut_of_a_torn_tail_is_written_into_the_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        append_all(&mut open(dir, SMALL), 1..=5);
+        let last = segments(dir).pop().unwrap();
+        let (_, at) = *records(&last).last().unwrap();
+        edit_file(&last, |bytes| bytes[at + HEADER_BYTES + 3] ^= 0x40);
+        let before = fs::read(&last).unwrap();
+        let journal = open(dir, SMALL);
+        assert_eq!(journal.last_seq(), 4);
+        // The torn record's length is zeroed, so the file itself (a copy, a follower's replica)
+        // ends its data at the last good record, not only this process's view of it; nothing
+        // else is touched.
+        let bytes = fs::read(&last).unwrap();
+        assert_eq!(bytes[at..at + 4], [0; 4]);
+        assert_eq!(bytes[..at], before[..at]);
+        assert_eq!(bytes[at + 4..], before[at + 4..]);
+        drop(journal);
+        assert_eq!(records(&last).len(), 4);
+    }
+
+    #[test]
+    fn roll_over_reuses_a_segment_file_left_without_a_header() {
+        // Zero header and zero first length: no record, whatever lies further on.
+        let mut zero_head = vec![0; 64];
+        zero_head[40] = 0x5a;
+        for leftover in [Vec::new(), vec![0; 64], zero_head] {
+            let dir = tempfile::tempdir().unwrap();
+            let dir = dir.path();
+            let mut journal = open(dir, SMALL);
+            append_all(&mut journal, 1..=3);
+            // As if a roll-over to 4 created its file and failed before writing the header.
+            fs::write(segment_path(dir, 4), &leftover).unwrap();
+            journal.append(4, time(4), &vec![4; 4000]).unwrap();
+            journal.append(5, time(5), &vec![5; 4000]).unwrap();
+            assert_eq!(journal.last_seq(), 5, "{} bytes", leftover.len());
+            drop(journal);
+            assert_eq!(read_all(dir, 4).unwrap().len(), 2);
+        }
+    }
+
+    #[test]
+    fn roll_over_refuses_a_headerless_segment_file_holding_a_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let mut journal = open(dir, SMALL);
+        append_all(&mut journal, 1..=3);
+        let mut foreign = vec![0; 64];
+        record::write(&mut foreign, FIRST_RECORD, 4, 0, b"not ours");
+        fs::write(segment_path(dir, 4), foreign).unwrap();
+        let error = journal.append(4, time(4), &vec![4; 4000]).unwrap_err();
+        assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
+        assert_eq!(journal.last_seq(), 3);
+    }
 }
