@@ -118,12 +118,22 @@ fn shown_commands() -> Vec<(String, String)> {
                 }
             }
         }
-        for candidate in candidates {
-            let candidate = candidate.trim();
-            let candidate = candidate
-                .strip_prefix("cargo run --release -- ")
-                .map(|rest| format!("baton {rest}"))
-                .unwrap_or_else(|| candidate.to_owned());
+        // `cd DIR && sudo -u baton /usr/local/bin/baton ...` runs `baton ...`.
+        let commands_in = |candidate: &str| -> Vec<String> {
+            candidate
+                .split("&&")
+                .map(|part| {
+                    let mut part = part.trim();
+                    for prefix in ["sudo -u baton ", "sudo ", "/usr/local/bin/"] {
+                        part = part.strip_prefix(prefix).unwrap_or(part);
+                    }
+                    part.strip_prefix("cargo run --release -- ")
+                        .map(|rest| format!("baton {rest}"))
+                        .unwrap_or_else(|| part.to_owned())
+                })
+                .collect()
+        };
+        for candidate in candidates.iter().flat_map(|c| commands_in(c)) {
             if let Some(rest) = candidate.strip_prefix("baton ") {
                 let rest = rest.split(" # ").next().unwrap_or_default();
                 // `baton ...` and `cargo run --release -- ARGS` stand for any command.
@@ -213,7 +223,11 @@ fn every_command_the_documents_show_is_accepted_by_the_binary() {
     let commands = shown_commands();
     // README's command table alone has over twenty: an extraction that finds few is broken.
     assert!(commands.len() > 40, "only found {commands:#?}");
-    for expected in ["ctl [--operator NAME] stage", "engine --config /etc/baton"] {
+    for expected in [
+        "ctl [--operator NAME] stage",
+        "engine --config /etc/baton",
+        "audit verify --config /etc/baton/baton.toml",
+    ] {
         assert!(
             commands.iter().any(|(_, line)| line.contains(expected)),
             "no command containing {expected:?} in {commands:#?}"
