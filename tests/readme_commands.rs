@@ -258,3 +258,44 @@ fn a_misspelt_flag_or_subcommand_is_caught() {
     assert!(check(&mut helps, "gateway --listn 127.0.0.1:0").is_err());
     assert!(check(&mut helps, "engine --name blue --snapshot-fmt 1").is_err());
 }
+
+#[test]
+fn every_repository_file_the_documents_name_exists() {
+    // A page that points a reader to notes the repository does not hold sends them nowhere.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut named = 0;
+    let mut missing = Vec::new();
+    for (name, text) in [("README.md", README), ("BENCHMARKS.md", BENCHMARKS)] {
+        let links = text
+            .split("](")
+            .skip(1)
+            .filter_map(|rest| rest.split(')').next());
+        let spans = text.split('`').skip(1).step_by(2);
+        for path in links.chain(spans) {
+            let path = path.split('#').next().unwrap_or_default();
+            let in_repository = [
+                "deploy/",
+                "docs/",
+                "fix-specs/",
+                "src/",
+                "tests/",
+                "benches/",
+            ]
+            .iter()
+            .any(|top| path.starts_with(top));
+            // `docs/bench/<run>/...` is a pattern, `src/a.rs:12` a place: not single paths.
+            if !in_repository || path.contains(['<', '*', ' ', ':']) {
+                continue;
+            }
+            named += 1;
+            if !root.join(path).exists() {
+                missing.push(format!("{name}: {path}"));
+            }
+        }
+    }
+    assert!(named > 10, "only {named} paths found");
+    assert!(
+        missing.is_empty(),
+        "named but not in the repository: {missing:#?}"
+    );
+}
