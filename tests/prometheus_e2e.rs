@@ -1,6 +1,6 @@
-//! A real Prometheus server scraping a real `baton gateway`: the scrape configuration shape of
-//! `deploy/prometheus/prometheus.yml` (with a 1 s interval) and the shipped alert rules, loaded
-//! by the server itself, and a baton metric read back through Prometheus's HTTP API, as a
+//! A real Prometheus server scraping a real `baton gateway`: the shipped
+//! `deploy/prometheus/prometheus.yml` itself (its target pointed at the test's gateway, its
+//! intervals at 1 s) with the shipped alert rules beside it, loaded by the server itself, and a baton metric read back through Prometheus's HTTP API, as a
 //! dashboard or an alert would see it. Skips, saying so, where `prometheus` is not installed;
 //! CI installs it (`.ci/run`).
 
@@ -48,15 +48,40 @@ fn installed() -> bool {
 }
 
 fn start_prometheus(dir: &Path, target: SocketAddr) -> Prometheus {
-    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/baton-rules.yml");
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {rules:?}\nscrape_configs:\n  - job_name: baton\n    scrape_timeout: 1s\n    static_configs:\n      - targets: [\"{target}\"]\n"
+    // What README has an operator do: both shipped files side by side in one directory, the
+    // config naming the rules by their relative path. Only the scrape target (this test's
+    // gateway) and the intervals (1 s instead of 5 s, so the test waits less) change, each
+    // found exactly once, so a shipped file that drifts fails here rather than on a venue.
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus");
+    std::fs::copy(deploy.join("baton-rules.yml"), dir.join("baton-rules.yml"))
+        .expect("copy baton-rules.yml");
+    let shipped =
+        std::fs::read_to_string(deploy.join("prometheus.yml")).expect("read prometheus.yml");
+    let mut text = shipped.clone();
+    for (from, to) in [
+        ("\"127.0.0.1:9880\"".to_owned(), format!("\"{target}\"")),
+        (
+            "scrape_interval: 5s".to_owned(),
+            "scrape_interval: 1s".to_owned(),
         ),
-    )
-    .expect("write prometheus.yml");
+        (
+            "evaluation_interval: 5s".to_owned(),
+            "evaluation_interval: 1s".to_owned(),
+        ),
+        (
+            "scrape_timeout: 5s".to_owned(),
+            "scrape_timeout: 1s".to_owned(),
+        ),
+    ] {
+        assert_eq!(
+            text.matches(&from).count(),
+            1,
+            "deploy/prometheus/prometheus.yml no longer has {from} once:\n{shipped}"
+        );
+        text = text.replacen(&from, &to, 1);
+    }
+    let config = dir.join("prometheus.yml");
+    std::fs::write(&config, text).expect("write prometheus.yml");
     let log = dir.join("prometheus.log");
     let log_file = std::fs::File::create(&log).expect("log file");
     let mut child = Command::new("prometheus")

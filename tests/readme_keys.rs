@@ -87,3 +87,45 @@ fn a_misnamed_key_is_caught() {
         .unwrap_or_default();
     assert!(error.contains("unknown field"), "{error}");
 }
+
+#[test]
+fn the_instruments_readme_lists_are_the_defaults_and_the_shipped_config() {
+    // A reader trades the symbols README names: they must be what an engine without an
+    // `[engine]` section and one on `deploy/baton.toml` actually list.
+    let row = README
+        .lines()
+        .find(|line| line.starts_with("| `instruments` |"))
+        .expect("README's [engine] table has an instruments row");
+    let default_cell = row.split(" | ").nth(1).unwrap_or_default();
+    let mut listed: Vec<String> = default_cell
+        .split(',')
+        .map(|symbol| symbol.trim().to_owned())
+        .collect();
+    listed.sort();
+    let mut defaults: Vec<String> = baton::engine::EngineConfig::default()
+        .instruments
+        .into_iter()
+        .map(|instrument| instrument.symbol)
+        .collect();
+    defaults.sort();
+    let shipped = Config::parse(baton::config::DEFAULT_CONFIG, "deploy/baton.toml")
+        .expect("the shipped config parses");
+    let mut configured: Vec<String> = shipped
+        .engine
+        .instruments
+        .iter()
+        .map(|instrument| instrument.symbol.clone())
+        .collect();
+    configured.sort();
+    assert_eq!(listed, defaults, "README's instruments row: {row}");
+    assert_eq!(
+        listed, configured,
+        "deploy/baton.toml's [[engine.instruments]]"
+    );
+    for symbol in &listed {
+        assert!(
+            README.contains(&format!("`{symbol}`")),
+            "README's opening does not name {symbol}"
+        );
+    }
+}
