@@ -34,11 +34,19 @@ where
             self.lose(slot);
         }
         self.check_gates(true);
+        // Until an engine holds authority, engines are tried in their configured order, one
+        // attempt in flight at a time, so the first listed that answers takes authority (the
+        // order operators give: authoritative first), not whichever Hello happens to land first.
+        let in_order = self.authority.is_none();
+        let mut earlier_in_flight = false;
         for index in 0..self.engines.len() {
             let slot = &mut self.engines[index];
-            if slot.connection.is_none() && !slot.connecting && slot.retry_at <= now {
+            let may_try = !(in_order && earlier_in_flight);
+            earlier_in_flight |= slot.connecting;
+            if may_try && slot.connection.is_none() && !slot.connecting && slot.retry_at <= now {
                 slot.retry_at = now.plus(Duration::from_millis(constants::ENGINE_RECONNECT_MS));
                 slot.connecting = true;
+                earlier_in_flight = true;
                 self.transmit(index, LinkCommand::Connect);
             }
         }

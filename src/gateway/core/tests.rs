@@ -678,3 +678,38 @@ fn a_standby_whose_snapshot_source_died_is_restored_from_the_engine_that_took_au
     );
     assert_eq!(h.engines[1].engine.digest(), h.engines[0].engine.digest());
 }
+
+#[test]
+fn until_an_engine_holds_authority_engines_are_tried_in_their_configured_order() {
+    let mut harness = Harness::blue_green();
+    // A new gateway with both engines up: only blue, listed first, is asked to connect while
+    // its attempt is in flight, so green cannot take authority by answering sooner.
+    harness.core = Core::with_journal(
+        harness.sessions.clone(),
+        harness.config.clone(),
+        harness.journal.clone(),
+        Box::new(harness.cursor.clone()),
+        harness.now,
+    );
+    harness.core.handle_timeout(harness.now);
+    let mut connects = Vec::new();
+    while let Some(LinkTransmit { slot, command }) = harness.core.poll_link() {
+        if matches!(command, LinkCommand::Connect) {
+            connects.push(slot);
+        }
+    }
+    assert_eq!(connects, [0], "only the first engine is tried");
+    // Blue cannot be reached: green is tried next, and takes authority.
+    harness
+        .core
+        .handle_connect_failed(harness.now, 0, "refused");
+    harness.now = harness.core.next_timeout().max(harness.now);
+    harness.core.handle_timeout(harness.now);
+    let mut connects = Vec::new();
+    while let Some(LinkTransmit { slot, command }) = harness.core.poll_link() {
+        if matches!(command, LinkCommand::Connect) {
+            connects.push(slot);
+        }
+    }
+    assert_eq!(connects, [1], "the next engine once the first failed");
+}
