@@ -697,6 +697,16 @@ pub const BENCH_SERIES_BUCKET_MS: u64 = 100;
 /// failover timeout of the bench venue (1 s) plus the queue it leaves behind.
 pub const BENCH_EVENT_WINDOW_MS: u64 = 1_500;
 
+/// How long the bench waits for its QuickFIX peer to report it listens, s: it binds at start,
+/// well under a second alone, but the bench shares two cores with whatever else runs; a minute
+/// only bounds a peer that hangs.
+pub const BENCH_PEER_READY_S: u64 = 60;
+
+/// Times the bench starts its QuickFIX peer before giving up: the peer binds a port the bench
+/// picked and released, which another process can take in between; three losses in a row mean
+/// something else is wrong.
+pub const BENCH_PEER_START_ATTEMPTS: usize = 3;
+
 /// Messages the `--hostile resend-storm` session has in its store before the storm: the number
 /// the storm was first seen with.
 pub const BENCH_HOSTILE_STORED: usize = 50_000;

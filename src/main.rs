@@ -105,6 +105,11 @@ enum Command {
         /// The acceptor's CompID with --target.
         #[arg(long, default_value = "BATON")]
         target_comp_id: String,
+        /// Also measure a third-party acceptor with the same load, after baton and the echo:
+        /// `quickfix` (built by benches/peers/quickfix/build.sh when missing) or
+        /// `quickfix=PATH` (a built peer). It answers new orders only: use with --mix new=1.
+        #[arg(long)]
+        peer: Option<baton::bench::peer::PeerSpec>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -619,6 +624,7 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
             target,
             sender,
             target_comp_id,
+            peer,
             json,
             out,
         } => {
@@ -641,6 +647,7 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
                 canary,
                 hostile: hostile.map(|kind| (kind, secs(hostile_at.unwrap_or(duration / 2.0)))),
                 venue_program,
+                peer,
             };
             let report = baton::bench::harness::run(&config)?;
             baton::bench::plot::write_all(&report, &out)

@@ -49,3 +49,80 @@ fn bench_runs_and_reports_everything() {
         assert!(dir.path().join(file).exists(), "{file} missing");
     }
 }
+
+/// The QuickFIX C++ peer (`--peer quickfix`) runs after baton and the echo with the same load and
+/// its numbers and ratios are in the report; a mix it cannot answer is refused before anything
+/// runs. Needs Debian's libquickfix-dev (`.ci/run` installs it); skipped without it.
+#[test]
+fn bench_compares_with_the_quickfix_peer() {
+    let installed = Command::new("pkg-config")
+        .args(["--exists", "quickfix"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !installed {
+        eprintln!("skipped: libquickfix-dev is not installed (pkg-config knows no quickfix)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["bench", "--peer", "quickfix", "--out"])
+        .arg(dir.path())
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run baton bench");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "the default mix has cancels");
+    assert!(stderr.contains("new orders only"), "{stderr}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "bench",
+            "--sessions",
+            "2",
+            "--rate",
+            "200",
+            "--duration",
+            "2",
+            "--mix",
+            "new=1",
+            "--peer",
+            "quickfix",
+            "--json",
+            "--out",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run baton bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let peer = &report["peer"];
+    assert_eq!(peer["name"].as_str(), Some("quickfix"), "{report}");
+    let measured = &peer["measurement"];
+    let orders = measured["orders"].as_u64().expect("orders");
+    assert_eq!(Some(orders), report["baton"]["orders"].as_u64(), "{report}");
+    assert_eq!(measured["answered"].as_u64(), Some(orders), "{report}");
+    assert_eq!(measured["refused"].as_u64(), Some(0), "{report}");
+    assert_eq!(measured["disconnects"].as_u64(), Some(0), "{report}");
+    assert!(
+        measured["latency"]["p50_us"].as_u64().unwrap_or(0) > 0,
+        "{report}"
+    );
+    for ratio in ["p50", "p90", "p99", "p99_9", "max"] {
+        assert!(
+            peer["ratios"][ratio].as_f64().unwrap_or(0.0) > 0.0,
+            "{ratio}: {report}"
+        );
+    }
+    assert!(!peer["series"].as_array().expect("series").is_empty());
+    let plot = std::fs::read_to_string(dir.path().join("percentiles.svg")).expect("plot");
+    assert!(
+        plot.contains("quickfix"),
+        "the peer is a series of the plot"
+    );
+}

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use super::echo::{self, EchoServer};
 use super::hostile::{self, Hostile, HostileTarget};
 use super::load::{self, FixTarget, LoadError, Mix, Plan, Progress};
-use super::report::{self, BenchReport, EventReport, Measurement};
+use super::peer::{self, PeerError, PeerProcess, PeerSpec};
+use super::report::{self, BenchReport, EventReport, Measurement, PeerReport};
 use super::venue::{Venue, VenueConfig, VenueError};
 use crate::control::api::{ControlReply, ControlRequest};
 use crate::control::client;
@@ -27,6 +28,15 @@ pub enum BenchError {
     /// Starting or driving the bench's own venue failed.
     #[error(transparent)]
     Process(#[from] VenueError),
+    /// The third-party peer could not be built or started.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    /// The order mix has requests the peer does not answer.
+    #[error(
+        "the {0} peer answers new orders only, and the mix has cancels, replaces or crossing \
+         orders: pass --mix new=1 (the same load then runs against baton, echo and the peer)"
+    )]
+    PeerMix(String),
 }
 
 /// An existing FIX acceptor to measure instead of a venue started by the bench.
@@ -71,6 +81,8 @@ pub struct BenchConfig {
     /// The `baton` binary the venue runs, when not `program` (to measure another build under
     /// the same harness); own venue only.
     pub venue_program: Option<PathBuf>,
+    /// Measure a third-party acceptor too, after baton and the echo, with the same load.
+    pub peer: Option<PeerSpec>,
 }
 
 /// How client threads are placed; printed with every report so numbers are read in context.
@@ -100,6 +112,18 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
                 .into(),
         ));
     }
+    // A peer is checked and built before anything runs: a run must not measure baton for
+    // minutes and then fail on the peer.
+    let peer_binary = match &config.peer {
+        Some(spec) => {
+            let mix = config.mix;
+            if mix.cancel + mix.replace + mix.cross > 0 {
+                return Err(BenchError::PeerMix("quickfix".into()));
+            }
+            Some(peer::locate(spec, &config.program)?)
+        }
+        None => None,
+    };
     let mut venue = match &config.external {
         Some(_) => None,
         None => Some(Venue::start(&VenueConfig {
@@ -116,7 +140,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             require_approval: false,
         })?),
     };
-    let result = measure(config, venue.as_mut());
+    let result = measure(config, venue.as_mut(), peer_binary.as_deref());
     if let Some(venue) = venue.as_mut() {
         venue.stop();
         // Stores and journals of a clean run are only bulk; a failed run keeps them to look at.
@@ -127,7 +151,11 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     result
 }
 
-fn measure(config: &BenchConfig, venue: Option<&mut Venue>) -> Result<BenchReport, BenchError> {
+fn measure(
+    config: &BenchConfig,
+    venue: Option<&mut Venue>,
+    peer_binary: Option<&std::path::Path>,
+) -> Result<BenchReport, BenchError> {
     let plan = Plan {
         sessions: config.sessions.max(1),
         rate_per_s: config.rate_per_s.max(1),
@@ -264,6 +292,10 @@ fn measure(config: &BenchConfig, venue: Option<&mut Venue>) -> Result<BenchRepor
     }
     let baton_m = Measurement::of(&baton);
     let baseline_m = Measurement::of(&baseline);
+    let peer = match peer_binary {
+        Some(binary) => Some(measure_peer(config, &plan, binary, &baton_m)?),
+        None => None,
+    };
     Ok(BenchReport {
         target: match &config.external {
             Some(external) => external.addr.to_string(),
@@ -288,7 +320,66 @@ fn measure(config: &BenchConfig, venue: Option<&mut Venue>) -> Result<BenchRepor
         events,
         series: report::series(&baton.samples),
         baseline_series: report::series(&baseline.samples),
+        peer,
     })
+}
+
+/// Runs the same plan against the QuickFIX peer (its sessions named like the venue's), after
+/// baton and the echo so neither shares the machine with it.
+fn measure_peer(
+    config: &BenchConfig,
+    plan: &Plan,
+    binary: &std::path::Path,
+    baton: &Measurement,
+) -> Result<PeerReport, BenchError> {
+    let process = PeerProcess::start(binary, plan.sessions, &config.dir.join("quickfix"))?;
+    let target = FixTarget {
+        addr: process.addr,
+        sender_prefix: "TRADER".into(),
+        target_comp_id: "BATON".into(),
+        symbol: "AAPL".into(),
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = ProgressBar::new(config, "qfix", plan);
+    let start = Instant::now() + Duration::from_millis(200 + 20 * plan.sessions as u64);
+    let result = std::thread::scope(|scope| {
+        let handle =
+            scope.spawn(|| load::run(plan, start, &|n| load::connect_fix(&target, n), &progress));
+        bar.follow(&progress, &handle);
+        handle.join().map_err(|_| LoadError::Panicked)?
+    })?;
+    bar.finish();
+    drop(process);
+    let measurement = Measurement::of(&result);
+    Ok(PeerReport {
+        name: "quickfix".into(),
+        detail: format!(
+            "QuickFIX C++ {} acceptor (SocketAcceptor, one thread for all sessions), FileStore, \
+             {}, answering each NewOrderSingle with ExecutionReport New in its own process",
+            quickfix_version(),
+            if peer::dictionary().is_some() {
+                "validating with the venue's FIX44.xml"
+            } else {
+                "no data dictionary"
+            }
+        ),
+        mix: format!("new={},cancel=0,replace=0,cross=0", plan.mix.new),
+        ratios: baton.latency.ratio_to(&measurement.latency),
+        measurement,
+        series: report::series(&result.samples),
+    })
+}
+
+/// The installed QuickFIX package's version (its pkg-config file lags behind the library, so
+/// the package manager is asked), or "" when it cannot tell.
+fn quickfix_version() -> String {
+    std::process::Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "libquickfix-dev"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
 }
 
 fn percentile(mut values: Vec<u64>, q: f64) -> u64 {

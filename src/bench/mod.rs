@@ -7,6 +7,7 @@ pub mod harness;
 pub mod hostile;
 pub mod initiator;
 pub mod load;
+pub mod peer;
 pub mod plot;
 pub mod report;
 pub mod venue;

@@ -57,7 +57,14 @@ type Line<'a> = (
 fn over_time(report: &BenchReport, path: &Path) -> DrawResult {
     let root = SVGBackend::new(path, SIZE).into_drawing_area();
     root.fill(&WHITE)?;
-    let all = || report.series.iter().chain(&report.baseline_series);
+    let peer_series: &[SeriesPoint] = report.peer.as_ref().map_or(&[], |p| &p.series);
+    let all = || {
+        report
+            .series
+            .iter()
+            .chain(&report.baseline_series)
+            .chain(peer_series)
+    };
     let end_s = all().map(|p| p.at_ms).max().unwrap_or(0) as f64 / 1_000.0 + 0.1;
     let top_us = all().map(|p| p.max_us).max().unwrap_or(10).max(10) as f64 * 2.0;
     let bottom_us = log_floor(all().map(|p| p.p50_us.min(p.p99_us)).min());
@@ -80,7 +87,8 @@ fn over_time(report: &BenchReport, path: &Path) -> DrawResult {
         .y_desc("latency, µs (log)")
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
-    let lines: [Line<'_>; 4] = [
+    let peer_name = report.peer.as_ref().map(|p| format!("{} p99", p.name));
+    let mut lines: Vec<Line<'_>> = vec![
         ("baton p50", BLUE, &report.series, |p| p.p50_us),
         ("baton p99", RGBColor(255, 127, 14), &report.series, |p| {
             p.p99_us
@@ -93,6 +101,9 @@ fn over_time(report: &BenchReport, path: &Path) -> DrawResult {
             |p| p.p99_us,
         ),
     ];
+    if let Some(name) = &peer_name {
+        lines.push((name.as_str(), PEER_COLOR, peer_series, |p| p.p99_us));
+    }
     for (name, color, series, value) in lines {
         chart
             .draw_series(LineSeries::new(
@@ -148,18 +159,37 @@ fn percentiles(report: &BenchReport, path: &Path) -> DrawResult {
     };
     let baton = values(&report.baton.latency);
     let echo = values(&report.baseline.latency);
+    let peer = report
+        .peer
+        .as_ref()
+        .map(|p| (p.name.as_str(), values(&p.measurement.latency)));
+    let peer_values: &[u64] = peer.as_ref().map_or(&[], |(_, v)| v);
     let top_us = baton
         .iter()
         .chain(&echo)
+        .chain(peer_values)
         .copied()
         .max()
         .unwrap_or(10)
         .max(10) as f64
         * 2.0;
-    let bottom_us = log_floor(baton.iter().chain(&echo).copied().filter(|&v| v > 0).min());
+    let bottom_us = log_floor(
+        baton
+            .iter()
+            .chain(&echo)
+            .chain(peer_values)
+            .copied()
+            .filter(|&v| v > 0)
+            .min(),
+    );
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "latency by percentile: baton and the same-run echo baseline",
+            match &peer {
+                Some((name, _)) => {
+                    format!("latency by percentile: baton, the same-run echo baseline and {name}")
+                }
+                None => "latency by percentile: baton and the same-run echo baseline".into(),
+            },
             ("sans-serif", 18),
         )
         .margin(12)
@@ -184,10 +214,14 @@ fn percentiles(report: &BenchReport, path: &Path) -> DrawResult {
         })
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
-    for (name, color, values) in [
+    let mut series = vec![
         ("baton", BLUE, baton),
         ("echo baseline", RGBColor(127, 127, 127), echo),
-    ] {
+    ];
+    if let Some((name, values)) = peer {
+        series.push((name, PEER_COLOR, values));
+    }
+    for (name, color, values) in series {
         let points: Vec<(f64, f64)> = xs
             .iter()
             .copied()
@@ -217,6 +251,9 @@ fn percentiles(report: &BenchReport, path: &Path) -> DrawResult {
     root.present()?;
     Ok(())
 }
+
+/// The third-party peer's lines, apart from baton's blues and reds and the echo's grey.
+const PEER_COLOR: RGBColor = RGBColor(148, 103, 189);
 
 /// Where the percentile plot puts the maximum: right of 99.99% (x = 10 000).
 const MAX_X: f64 = 20_000.0;
@@ -268,5 +305,29 @@ mod tests {
         let svg = std::fs::read_to_string(dir.path().join("percentiles.svg")).unwrap();
         assert!(svg.contains("max 12000 µs"), "{svg}");
         assert!(svg.contains("max 4800 µs"), "{svg}");
+        assert!(!svg.contains("quickfix"), "{svg}");
+        report.peer = Some(super::super::report::PeerReport {
+            name: "quickfix".into(),
+            measurement: super::super::report::Measurement {
+                latency: latency(100),
+                ..Default::default()
+            },
+            series: vec![SeriesPoint {
+                at_ms: 0,
+                orders: 1,
+                p50_us: 90,
+                p99_us: 95,
+                max_us: 99,
+            }],
+            ..Default::default()
+        });
+        write_all(&report, dir.path()).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("percentiles.svg")).unwrap();
+        assert!(
+            svg.contains("max 4000 µs"),
+            "the peer's series is drawn: {svg}"
+        );
+        let svg = std::fs::read_to_string(dir.path().join("latency_over_time.svg")).unwrap();
+        assert!(svg.contains("quickfix p99"), "{svg}");
     }
 }

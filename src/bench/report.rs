@@ -248,6 +248,25 @@ pub fn plural(count: u64, noun: &str) -> String {
     }
 }
 
+/// A third-party acceptor measured in the same run (`--peer`), with baton's ratios to it.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PeerReport {
+    /// Which peer: "quickfix".
+    pub name: String,
+    /// How it ran (library, store, dictionary, threads), so its numbers are read for what they
+    /// are.
+    pub detail: String,
+    /// Its load: the same sessions, rate and duration as baton's; new orders only, the one
+    /// request it answers.
+    pub mix: String,
+    /// What it measured.
+    pub measurement: Measurement,
+    /// baton ÷ peer, per percentile.
+    pub ratios: Ratios,
+    /// Its latency per time bucket.
+    pub series: Vec<SeriesPoint>,
+}
+
 /// Everything one `baton bench` run measured.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct BenchReport {
@@ -279,6 +298,8 @@ pub struct BenchReport {
     pub series: Vec<SeriesPoint>,
     /// The baseline's latency per time bucket.
     pub baseline_series: Vec<SeriesPoint>,
+    /// The third-party peer, when `--peer` asked for one.
+    pub peer: Option<PeerReport>,
 }
 
 impl BenchReport {
@@ -289,6 +310,10 @@ impl BenchReport {
             && self.baton.duplicates == 0
             && self.baton.disconnects == 0
             && self.baseline.answered > 0
+            && self.peer.as_ref().is_none_or(|peer| {
+                let m = &peer.measurement;
+                m.orders > 0 && m.missing == 0 && m.duplicates == 0 && m.disconnects == 0
+            })
     }
 
     /// A summary a person reads.
@@ -309,7 +334,11 @@ impl BenchReport {
             "\n{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11}",
             "µs", "p50", "p90", "p99", "p99.9", "p99.99", "max", "answers/s"
         );
-        for (name, m) in [("baton", &self.baton), ("echo", &self.baseline)] {
+        let mut rows = vec![("baton", &self.baton), ("echo", &self.baseline)];
+        if let Some(peer) = &self.peer {
+            rows.push((peer.name.as_str(), &peer.measurement));
+        }
+        for (name, m) in rows {
             let l = &m.latency;
             let _ = writeln!(
                 out,
@@ -324,12 +353,17 @@ impl BenchReport {
                 m.throughput_per_s
             );
         }
-        let r = &self.ratios;
-        let _ = writeln!(
-            out,
-            "{:<10} {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x",
-            "ratio", r.p50, r.p90, r.p99, r.p99_9, r.p99_99, r.max
-        );
+        let mut ratios = vec![("÷ echo".to_string(), &self.ratios)];
+        if let Some(peer) = &self.peer {
+            ratios.push((format!("÷ {}", peer.name), &peer.ratios));
+        }
+        for (name, r) in ratios {
+            let _ = writeln!(
+                out,
+                "{:<10} {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x",
+                name, r.p50, r.p90, r.p99, r.p99_9, r.p99_99, r.max
+            );
+        }
         let b = &self.baton;
         let _ = writeln!(
             out,
@@ -342,6 +376,24 @@ impl BenchReport {
              session or business reject), among the answered; a cancel or replace of an order \
              already filled is refused legitimately"
         );
+        if let Some(peer) = &self.peer {
+            let m = &peer.measurement;
+            let _ = writeln!(
+                out,
+                "{} orders {}  answered {}  refused {}  missing {}  duplicates {}  gaps {}  \
+                 disconnects {}\n              {}; mix {}",
+                peer.name,
+                m.orders,
+                m.answered,
+                m.refused,
+                m.missing,
+                m.duplicates,
+                m.gaps,
+                m.disconnects,
+                peer.detail,
+                peer.mix
+            );
+        }
         if !self.events.is_empty() {
             let _ = writeln!(out, "steady p99    {} µs", self.steady_p99_us);
             let _ = writeln!(
@@ -421,6 +473,46 @@ mod tests {
             ..BenchReport::default()
         };
         assert!(report.render().contains("load          1 session, "));
+    }
+
+    #[test]
+    fn a_peer_is_reported_beside_the_echo_and_must_be_complete() {
+        let answered = Measurement {
+            orders: 10,
+            answered: 10,
+            latency: Latency {
+                p50_us: 40,
+                ..Latency::default()
+            },
+            ..Measurement::default()
+        };
+        let mut report = BenchReport {
+            baton: answered.clone(),
+            baseline: answered.clone(),
+            ..BenchReport::default()
+        };
+        assert!(report.complete());
+        assert!(!report.render().contains("÷ quickfix"));
+        report.peer = Some(PeerReport {
+            name: "quickfix".into(),
+            measurement: Measurement {
+                missing: 1,
+                ..answered.clone()
+            },
+            ratios: Ratios {
+                p50: 1.25,
+                ..Ratios::default()
+            },
+            ..PeerReport::default()
+        });
+        assert!(
+            !report.complete(),
+            "a peer that lost orders makes the run incomplete"
+        );
+        let text = report.render();
+        assert!(text.contains("÷ echo"), "{text}");
+        assert!(text.contains("÷ quickfix     1.25x"), "{text}");
+        assert!(text.contains("quickfix orders 10"), "{text}");
     }
 
     #[test]
