@@ -638,6 +638,8 @@ impl<E: Engine> Server<'_, E> {
             }
             Err(error) => {
                 tracing::warn!(%error, "no thread for the snapshot; writing it between inputs");
+                // The failed spawn dropped the copy with its closure; no input was applied
+                // since, so a second copy is the same state.
                 let mut bytes = Vec::new();
                 let frozen = self
                     .engine
@@ -749,8 +751,8 @@ fn snapshot_frame(
 }
 
 /// The snapshot thread ended without delivering: it panicked, which is a bug in writing the
-/// snapshot. The engine stops, as it would have had the snapshot been written on its own thread,
-/// and its standby takes over.
+/// snapshot. The engine stops, as it would have had the same bug struck on the order loop, and
+/// its standby takes over.
 fn snapshot_thread_died(at_input_seq: u64) -> ! {
     panic!("the thread writing the snapshot at input {at_input_seq} died without it");
 }
