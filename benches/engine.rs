@@ -4,7 +4,8 @@
 //! the same process, so results can be read as ratios that hold across machines.
 //!
 //! Only `MatchingEngine::apply` is timed: inputs are built, and the book is restored to its
-//! depth, outside the timed sections.
+//! depth, outside the timed sections. The `snapshot` group times what a snapshot of that book
+//! costs the order loop and what it costs the thread that writes it.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -12,9 +13,10 @@ use std::time::{Duration, Instant};
 use baton::engine::{
     CancelOrder, ClOrdId, Engine, EngineConfig, ExecType, ExecutionReport, Input, InstrumentConfig,
     MatchingEngine, NewOrder, OrdStatus, OrdType, Output, Parties, Price, Qty, Report, Request,
-    Side, Symbol, TimeInForce,
+    SNAPSHOT_FORMAT_DEFAULT, Side, Symbol, TimeInForce,
 };
 use baton::fix::time::Timestamp;
+use baton::link::{Frame, Snapshot, encode};
 use criterion::{Criterion, criterion_group, criterion_main};
 
 /// Price levels per side of the deep book.
@@ -311,5 +313,53 @@ fn sweep(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, baseline, add_resting, cancel_resting, sweep);
+/// What a SnapshotRequest costs the engine's order loop on the deep book: before, the whole
+/// snapshot (canonical state, digest, encoding, the link frame) was written between two inputs;
+/// now only the frozen copy is taken there, and the rest runs on the snapshot's own thread.
+fn snapshot(c: &mut Criterion) {
+    let fixture = Fixture::new();
+    let engine = &fixture.engine;
+    let mut group = c.benchmark_group("snapshot");
+    // Milliseconds per iteration: a few samples are enough and keep the run short.
+    group.sample_size(10);
+    let mut bytes = Vec::new();
+    engine.snapshot(&mut bytes);
+    println!("snapshot of the deep book: {} bytes", bytes.len());
+    group.bench_function("written_on_the_loop", |b| {
+        b.iter(|| {
+            let mut bytes = Vec::new();
+            engine.snapshot(&mut bytes);
+            let snapshot = Snapshot {
+                at_input_seq: engine.last_input_seq(),
+                format_version: SNAPSHOT_FORMAT_DEFAULT,
+                digest: engine.digest(),
+                bytes,
+            };
+            let mut frame = Vec::new();
+            encode(&Frame::Snapshot(snapshot), &mut frame).unwrap();
+            black_box(frame)
+        })
+    });
+    group.bench_function("freeze_on_the_loop", |b| {
+        b.iter(|| black_box(engine.freeze().unwrap()))
+    });
+    let frozen = engine.freeze().unwrap();
+    group.bench_function("frozen_written_off_the_loop", |b| {
+        b.iter(|| {
+            let mut bytes = Vec::new();
+            black_box(frozen.snapshot_and_digest(&mut bytes));
+            black_box(bytes)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    baseline,
+    add_resting,
+    cancel_resting,
+    sweep,
+    snapshot
+);
 criterion_main!(benches);

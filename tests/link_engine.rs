@@ -10,9 +10,9 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use baton::engine::{
-    ClOrdId, Engine, EngineConfig, ExecType, Input, MatchingEngine, NewOrder, OrdType, Output,
-    Parties, Price, Qty, Report, Request, SNAPSHOT_FORMAT_DEFAULT, SNAPSHOT_FORMAT_VERSIONS, Side,
-    Symbol, TimeInForce,
+    ClOrdId, Digest, Engine, EngineConfig, ExecType, FrozenState, Input, MatchingEngine, NewOrder,
+    OrdType, Output, Parties, Price, Qty, Report, Request, SNAPSHOT_FORMAT_DEFAULT,
+    SNAPSHOT_FORMAT_VERSIONS, Side, SnapshotError, Symbol, TimeInForce,
 };
 use baton::fix::time::Timestamp;
 use baton::link::{
@@ -563,4 +563,148 @@ async fn a_gateway_with_a_secret_refuses_an_engine_without_one() {
         ),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+/// Opens once the test has seen what it waits for; bounded, so a broken engine loop fails the
+/// test after [`WAIT`] instead of hanging it.
+#[derive(Clone)]
+struct Gate(std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Receiver<()>>>);
+
+impl Gate {
+    fn new() -> (std::sync::mpsc::Sender<()>, Gate) {
+        let (open, gate) = std::sync::mpsc::channel();
+        (open, Gate(std::sync::Arc::new(std::sync::Mutex::new(gate))))
+    }
+
+    fn wait(&self) {
+        let _ = self.0.lock().unwrap().recv_timeout(WAIT);
+    }
+}
+
+/// The reference engine whose snapshots are written only once the gate opens: a snapshot that
+/// takes as long as the test likes, wherever it is written.
+struct SlowSnapshots {
+    engine: MatchingEngine,
+    gate: Gate,
+}
+
+/// [`SlowSnapshots`]' frozen state, equally slow.
+struct SlowFrozen {
+    frozen: Box<dyn FrozenState>,
+    gate: Gate,
+}
+
+impl FrozenState for SlowFrozen {
+    fn last_input_seq(&self) -> u64 {
+        self.frozen.last_input_seq()
+    }
+
+    fn snapshot_and_digest(&self, out: &mut Vec<u8>) -> Digest {
+        self.gate.wait();
+        self.frozen.snapshot_and_digest(out)
+    }
+}
+
+impl Engine for SlowSnapshots {
+    fn apply(&mut self, input: &Input, outputs: &mut Vec<Output>) {
+        self.engine.apply(input, outputs);
+    }
+
+    fn last_input_seq(&self) -> u64 {
+        self.engine.last_input_seq()
+    }
+
+    fn snapshot(&self, out: &mut Vec<u8>) {
+        self.gate.wait();
+        self.engine.snapshot(out);
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), SnapshotError> {
+        self.engine.restore(snapshot)
+    }
+
+    fn digest(&self) -> Digest {
+        self.engine.digest()
+    }
+
+    fn build_version(&self) -> &str {
+        self.engine.build_version()
+    }
+
+    fn freeze(&self) -> Option<Box<dyn FrozenState>> {
+        let frozen = self.engine.freeze()?;
+        Some(Box::new(SlowFrozen {
+            frozen,
+            gate: self.gate.clone(),
+        }))
+    }
+}
+
+/// A snapshot is written beside the order loop: an input sent after the SnapshotRequest is
+/// answered while the snapshot is still being written (its writer waits for the test to see
+/// that answer), and the snapshot, when it comes, is the state at the input it names, not one
+/// that includes the later input.
+#[tokio::test]
+async fn inputs_after_a_snapshot_request_are_answered_before_the_snapshot_is_written() {
+    let (open, gate) = Gate::new();
+    let engine = SlowSnapshots {
+        engine: MatchingEngine::new(&EngineConfig::default()).unwrap(),
+        gate,
+    };
+    let listener = baton::link::LinkListener::bind(&"tcp://127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = baton::link::Shutdown::new();
+    let stop = shutdown.clone();
+    let config = test_config();
+    let serving = std::thread::spawn(move || {
+        baton::link::serve_on(engine, listener, &config, &stop).unwrap()
+    });
+
+    let (mut link, _) = connect_ok(&addr).await;
+    link.send_input(&limit(1, 1, "a", Side::Buy, 100, 10))
+        .await
+        .unwrap();
+    assert_keyed(&recv_outputs(&mut link).await, 1);
+    let at_first = digest(&mut link).await;
+
+    link.request_snapshot().await.unwrap();
+    link.send_input(&limit(2, 2, "b", Side::Sell, 100, 4))
+        .await
+        .unwrap();
+    let second = recv_outputs(&mut link).await;
+    assert_keyed(&second, 2);
+    assert_eq!(
+        exec_types_by_session(&second.outputs).len(),
+        3,
+        "the cross was applied while the snapshot waited"
+    );
+    open.send(()).unwrap();
+    let snapshot = match recv(&mut link).await {
+        Frame::Snapshot(snapshot) => snapshot,
+        other => panic!("expected the Snapshot, got {other:?}"),
+    };
+    assert_eq!(
+        DigestReport {
+            at_input_seq: snapshot.at_input_seq,
+            digest: snapshot.digest
+        },
+        at_first,
+        "the snapshot is the state at the request, not after the input that followed it"
+    );
+    let at_second = digest(&mut link).await;
+    assert_eq!(at_second.at_input_seq, 2);
+    link.close("done").await.unwrap();
+
+    // The bytes are that state too: restored and fed the second input, another engine reaches
+    // the same digest as the engine that went on.
+    let mut replica = MatchingEngine::new(&EngineConfig::default()).unwrap();
+    replica.restore(&snapshot.bytes).unwrap();
+    assert_eq!(replica.digest(), at_first.digest);
+    let mut outputs = Vec::new();
+    replica.apply(&limit(2, 2, "b", Side::Sell, 100, 4), &mut outputs);
+    assert_eq!(outputs, second.outputs);
+    assert_eq!(replica.digest(), at_second.digest);
+
+    shutdown.trigger();
+    serving.join().unwrap();
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use baton::engine::{
     CancelOrder, ClOrdId, Engine, Input, MatchingEngine, NewOrder, OrdType, Parties, Price, Qty,
-    RejectText, ReplaceOrder, Report, Request, Side, Symbol, TimeInForce,
+    RejectText, ReplaceOrder, Report, Request, SNAPSHOT_FORMAT_VERSIONS, Side, Symbol, TimeInForce,
 };
 use baton::fix::time::Timestamp;
 use baton::link::{
@@ -137,6 +137,27 @@ proptest! {
         restore_across_formats(2, 3, &inputs, split)?;
         restore_across_formats(3, 2, &inputs, split)?;
         restore_across_formats(1, 3, &inputs, split)?;
+    }
+
+    #[test]
+    fn a_frozen_state_writes_the_snapshot_and_digest_of_the_moment_it_was_frozen(
+        actions in actions(200),
+        split in any::<prop::sample::Index>(),
+    ) {
+        let inputs = with_parties(&build_inputs(&actions));
+        let split = split.index(inputs.len() + 1);
+        for format in SNAPSHOT_FORMAT_VERSIONS.iter().copied() {
+            let mut engine = fresh_writing(format);
+            run(&mut engine, &inputs[..split]);
+            let (bytes, digest) = (snapshot_of(&engine), engine.digest());
+            let frozen = engine.freeze().expect("the reference engine freezes its state");
+            // The engine goes on; the copy does not.
+            run(&mut engine, &inputs[split..]);
+            let mut written = Vec::new();
+            prop_assert_eq!(frozen.snapshot_and_digest(&mut written), digest);
+            prop_assert_eq!(frozen.last_input_seq(), split as u64);
+            prop_assert_eq!(written, bytes);
+        }
     }
 
     #[test]

@@ -25,8 +25,8 @@ use super::venue::{Venue, VenueConfig, VenueError, io};
 use crate::control::api::{ControlReply, ControlRequest, SwitchReport, SwitchScope};
 use crate::control::change::{ChangeSummary, rfc3339, scope_text};
 use crate::engine::{
-    Digest, Engine, EngineConfig, ExecutionReport, Input, MatchingEngine, Output, Qty, Report,
-    SnapshotError,
+    Digest, Engine, EngineConfig, ExecutionReport, FrozenState, Input, MatchingEngine, Output, Qty,
+    Report, SnapshotError,
 };
 use crate::fix::time::Timestamp;
 use crate::link::{self, Frame, LinkAddr};
@@ -321,6 +321,10 @@ impl Engine for Recording {
 
     fn digest(&self) -> Digest {
         self.engine.digest()
+    }
+
+    fn freeze(&self) -> Option<Box<dyn FrozenState>> {
+        self.engine.freeze()
     }
 
     fn build_version(&self) -> &str {

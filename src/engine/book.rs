@@ -104,6 +104,7 @@ pub(crate) fn avg_px(notional: i128, cum_qty: Qty) -> Option<Price> {
 }
 
 /// Every order record, in memory reserved at start.
+#[derive(Clone)]
 pub(crate) struct Slab {
     /// Order records; grows by push up to `capacity` (never reallocating, as the vector was
     /// created with that capacity) and then only reuses freed slots.
@@ -209,6 +210,7 @@ pub(crate) struct Level {
 }
 
 /// One side of one book.
+#[derive(Clone)]
 pub(crate) struct BookSide {
     /// Which side; decides the sort direction of `levels`.
     side: Side,
@@ -370,6 +372,7 @@ impl BookSide {
 }
 
 /// The two sides of one instrument's book.
+#[derive(Clone)]
 pub(crate) struct Book {
     /// Resting buy orders.
     pub bids: BookSide,

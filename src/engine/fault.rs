@@ -9,8 +9,8 @@
 //! `baton engine --fault-reject-symbol SYMBOL` runs it.
 
 use super::{
-    Digest, Engine, ExecType, Input, OrdRejReason, OrdStatus, Output, Qty, RejectText, Report,
-    SnapshotError, Symbol,
+    Digest, Engine, ExecType, FrozenState, Input, OrdRejReason, OrdStatus, Output, Qty, RejectText,
+    Report, SnapshotError, Symbol,
 };
 
 /// Rejects every new order on `symbol` that the wrapped engine accepted.
@@ -67,6 +67,10 @@ impl<E: Engine> Engine for RejectSymbol<E> {
 
     fn digest(&self) -> Digest {
         self.inner.digest()
+    }
+
+    fn freeze(&self) -> Option<Box<dyn FrozenState>> {
+        self.inner.freeze()
     }
 
     fn build_version(&self) -> &str {

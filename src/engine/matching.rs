@@ -18,8 +18,8 @@ use super::types::{
     Price, Qty, RejectText, Side, Symbol, TimeInForce,
 };
 use super::{
-    CancelOrder, CancelReject, Digest, Engine, ExecutionReport, Input, NewOrder, Output,
-    ReplaceOrder, Report, Request, SessionId,
+    CancelOrder, CancelReject, Digest, Engine, ExecutionReport, FrozenState, Input, NewOrder,
+    Output, ReplaceOrder, Report, Request, SessionId,
 };
 use crate::constants::ENGINE_ORDER_QTY_MAX;
 use crate::fix::time::Timestamp;
@@ -44,6 +44,7 @@ pub(crate) struct OrderRecord {
 }
 
 /// One configured instrument and its book.
+#[derive(Clone)]
 pub(crate) struct Instrument {
     /// Symbol, tick and lot from the configuration.
     pub spec: InstrumentSpec,
@@ -868,5 +869,9 @@ impl Engine for MatchingEngine {
 
     fn build_version(&self) -> &str {
         self.snapshot_format.build_version()
+    }
+
+    fn freeze(&self) -> Option<Box<dyn FrozenState>> {
+        Some(Box::new(self.frozen()))
     }
 }

@@ -425,6 +425,25 @@ pub trait Engine: Send + 'static {
     /// binary configured differently in a way that matters to an upgrade (the snapshot format
     /// [`MatchingEngine`] writes) report different builds.
     fn build_version(&self) -> &str;
+
+    /// A copy of the state as it is now, from which another thread writes the snapshot and the
+    /// digest while this engine goes on applying inputs: building, hashing and encoding a large
+    /// state takes long enough that doing it between two inputs stalls every order behind it.
+    /// `None` (the default) when the engine offers no such copy; the link then calls
+    /// [`Engine::snapshot`] and [`Engine::digest`] between inputs instead.
+    fn freeze(&self) -> Option<Box<dyn FrozenState>> {
+        None
+    }
+}
+
+/// An engine's state frozen between two inputs by [`Engine::freeze`].
+pub trait FrozenState: Send + 'static {
+    /// Seq of the last input the frozen state applied: the snapshot's position.
+    fn last_input_seq(&self) -> u64;
+
+    /// Appends what [`Engine::snapshot`] would have appended at the moment of the freeze, and
+    /// returns what [`Engine::digest`] would have returned then.
+    fn snapshot_and_digest(&self, out: &mut Vec<u8>) -> Digest;
 }
 
 #[cfg(test)]

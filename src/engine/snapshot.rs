@@ -78,9 +78,9 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest as _, Sha256};
 
 use super::Digest;
-use super::book::{NIL, Order, avg_px};
-use super::matching::{MatchingEngine, OrderRecord, OrderState};
-use super::registry::NO_ORDER;
+use super::book::{NIL, Order, Slab, avg_px};
+use super::matching::{Instrument, MatchingEngine, OrderRecord, OrderState};
+use super::registry::{Entry, NO_ORDER};
 use super::types::{
     ClOrdId, OrdStatus, OrdType, Parties, Party, Price, Qty, Side, Symbol, TimeInForce,
 };
@@ -930,80 +930,172 @@ fn inconsistent(what: &'static str) -> Result<(), SnapshotError> {
 impl MatchingEngine {
     /// The canonical form of the current state (see the module documentation for the order).
     pub(crate) fn canonical_state(&self) -> State {
-        let resting = |order: &Order| v1::OrderV1 {
-            order_id: order.order_id,
-            session: order.session,
-            cl_ord_id: order.cl_ord_id,
-            ord_type: order.ord_type.fix_value(),
-            time_in_force: order.time_in_force.fix_value(),
-            price: order.price.expect("resting orders have a price").0,
-            order_qty: order.order_qty.0,
-            cum_qty: order.cum_qty.0,
-            notional: order.notional,
-        };
-        let mut books = Vec::new();
-        let mut parties = Vec::new();
-        for instrument in &self.instruments {
-            for side in [&instrument.book.bids, &instrument.book.asks] {
-                parties.extend(side.iter(&self.slab).filter_map(|order| {
-                    (!order.parties.is_empty()).then_some(RestingParties {
-                        order_id: order.order_id,
-                        parties: order.parties,
-                    })
-                }));
-            }
-            let bids: Vec<_> = instrument.book.bids.iter(&self.slab).map(resting).collect();
-            let asks: Vec<_> = instrument.book.asks.iter(&self.slab).map(resting).collect();
-            if !bids.is_empty() || !asks.is_empty() {
-                books.push(v1::BookV1 {
-                    symbol: instrument.spec.symbol,
-                    bids,
-                    asks,
-                });
-            }
-        }
-        let mut cl_ord_ids: Vec<_> = self
-            .cl_ord_ids
-            .entries()
-            .iter()
-            .map(|entry| v1::ClOrdIdV1 {
-                session: entry.session,
-                cl_ord_id: entry.cl_ord_id,
-                order_id: match entry.order {
-                    NO_ORDER => NO_ORDER_ID,
-                    index => self.orders[index as usize].order_id,
-                },
-            })
-            .collect();
-        // Keys are unique, so an unstable sort is still a total, deterministic order.
-        cl_ord_ids.sort_unstable_by_key(|entry| (entry.session, entry.cl_ord_id));
-        let orders_ended: Vec<_> = self
-            .orders
-            .iter()
-            .filter_map(|record| match record.state {
-                OrderState::Ended(status) => Some(v1::OrderEndedV1 {
-                    order_id: record.order_id,
-                    ord_status: status.fix_value(),
-                }),
-                OrderState::Live(_) => None,
-            })
-            .collect();
-        // `orders` is in OrderID order, so this is already sorted.
-        debug_assert!(orders_ended.is_sorted_by_key(|ended| ended.order_id));
-        // OrderIDs are unique, so an unstable sort is deterministic.
-        parties.sort_unstable_by_key(|entry| entry.order_id);
-        State {
-            base: v1::StateV1 {
-                last_input_seq: self.last_input_seq,
-                last_time_ns: self.last_time.0,
-                books,
-                cl_ord_ids,
-                orders_ended,
-            },
-            parties,
-        }
+        canonical_state(&StateParts {
+            instruments: &self.instruments,
+            slab: &self.slab,
+            cl_ord_ids: self.cl_ord_ids.entries(),
+            orders: &self.orders,
+            last_input_seq: self.last_input_seq,
+            last_time: self.last_time,
+        })
     }
 
+    /// A copy of what the snapshot and the digest read, taken between two inputs. Only the
+    /// arrays are copied (the ClOrdID probe table, sized for the day's capacity, is left out: a
+    /// snapshot lists the entries, not the table), which costs a fraction of building the
+    /// canonical state, hashing and encoding it; those then run on the copy.
+    pub(crate) fn frozen(&self) -> FrozenMatchingState {
+        FrozenMatchingState {
+            instruments: self.instruments.clone(),
+            slab: self.slab.clone(),
+            cl_ord_ids: self.cl_ord_ids.entries().to_vec(),
+            orders: self.orders.clone(),
+            last_input_seq: self.last_input_seq,
+            last_time: self.last_time,
+            format: self.snapshot_format,
+        }
+    }
+}
+
+/// The parts of a matching engine's state a snapshot reads, borrowed from the engine itself or
+/// from a frozen copy of it, so both produce the canonical state the same way.
+struct StateParts<'a> {
+    /// Instruments and their books.
+    instruments: &'a [Instrument],
+    /// The resting orders the books link.
+    slab: &'a Slab,
+    /// The ClOrdID registry's entries, in arrival order.
+    cl_ord_ids: &'a [Entry],
+    /// Every order of the day.
+    orders: &'a [OrderRecord],
+    /// Seq of the last applied input.
+    last_input_seq: u64,
+    /// Time of the last applied input.
+    last_time: Timestamp,
+}
+
+/// A matching engine's state as it was between two inputs, owned, so another thread can write
+/// its snapshot and digest while the engine goes on applying inputs; see
+/// [`crate::engine::FrozenState`].
+pub(crate) struct FrozenMatchingState {
+    /// Instruments and their books.
+    instruments: Vec<Instrument>,
+    /// The resting orders the books link.
+    slab: Slab,
+    /// The ClOrdID registry's entries, in arrival order.
+    cl_ord_ids: Vec<Entry>,
+    /// Every order of the day.
+    orders: Vec<OrderRecord>,
+    /// Seq of the last applied input.
+    last_input_seq: u64,
+    /// Time of the last applied input.
+    last_time: Timestamp,
+    /// The format the engine writes.
+    format: SnapshotFormat,
+}
+
+impl FrozenMatchingState {
+    /// The canonical form of the frozen state.
+    fn canonical_state(&self) -> State {
+        canonical_state(&StateParts {
+            instruments: &self.instruments,
+            slab: &self.slab,
+            cl_ord_ids: &self.cl_ord_ids,
+            orders: &self.orders,
+            last_input_seq: self.last_input_seq,
+            last_time: self.last_time,
+        })
+    }
+}
+
+impl super::FrozenState for FrozenMatchingState {
+    fn last_input_seq(&self) -> u64 {
+        self.last_input_seq
+    }
+
+    fn snapshot_and_digest(&self, out: &mut Vec<u8>) -> Digest {
+        let state = self.canonical_state();
+        write(self.format, &state, out);
+        digest(&state)
+    }
+}
+
+/// The canonical form of the state in `parts` (see the module documentation for the order).
+fn canonical_state(parts: &StateParts<'_>) -> State {
+    let resting = |order: &Order| v1::OrderV1 {
+        order_id: order.order_id,
+        session: order.session,
+        cl_ord_id: order.cl_ord_id,
+        ord_type: order.ord_type.fix_value(),
+        time_in_force: order.time_in_force.fix_value(),
+        price: order.price.expect("resting orders have a price").0,
+        order_qty: order.order_qty.0,
+        cum_qty: order.cum_qty.0,
+        notional: order.notional,
+    };
+    let mut books = Vec::new();
+    let mut parties = Vec::new();
+    for instrument in parts.instruments {
+        for side in [&instrument.book.bids, &instrument.book.asks] {
+            parties.extend(side.iter(parts.slab).filter_map(|order| {
+                (!order.parties.is_empty()).then_some(RestingParties {
+                    order_id: order.order_id,
+                    parties: order.parties,
+                })
+            }));
+        }
+        let bids: Vec<_> = instrument.book.bids.iter(parts.slab).map(resting).collect();
+        let asks: Vec<_> = instrument.book.asks.iter(parts.slab).map(resting).collect();
+        if !bids.is_empty() || !asks.is_empty() {
+            books.push(v1::BookV1 {
+                symbol: instrument.spec.symbol,
+                bids,
+                asks,
+            });
+        }
+    }
+    let mut cl_ord_ids: Vec<_> = parts
+        .cl_ord_ids
+        .iter()
+        .map(|entry| v1::ClOrdIdV1 {
+            session: entry.session,
+            cl_ord_id: entry.cl_ord_id,
+            order_id: match entry.order {
+                NO_ORDER => NO_ORDER_ID,
+                index => parts.orders[index as usize].order_id,
+            },
+        })
+        .collect();
+    // Keys are unique, so an unstable sort is still a total, deterministic order.
+    cl_ord_ids.sort_unstable_by_key(|entry| (entry.session, entry.cl_ord_id));
+    let orders_ended: Vec<_> = parts
+        .orders
+        .iter()
+        .filter_map(|record| match record.state {
+            OrderState::Ended(status) => Some(v1::OrderEndedV1 {
+                order_id: record.order_id,
+                ord_status: status.fix_value(),
+            }),
+            OrderState::Live(_) => None,
+        })
+        .collect();
+    // `orders` is in OrderID order, so this is already sorted.
+    debug_assert!(orders_ended.is_sorted_by_key(|ended| ended.order_id));
+    // OrderIDs are unique, so an unstable sort is deterministic.
+    parties.sort_unstable_by_key(|entry| entry.order_id);
+    State {
+        base: v1::StateV1 {
+            last_input_seq: parts.last_input_seq,
+            last_time_ns: parts.last_time.0,
+            books,
+            cl_ord_ids,
+            orders_ended,
+        },
+        parties,
+    }
+}
+
+impl MatchingEngine {
     /// Refuses any state this engine could not have reached or cannot hold, so that loading
     /// cannot trip an internal assertion and the loaded engine behaves like the one that wrote
     /// the snapshot. Tick and lot sizes are deliberately not re-checked: a new configuration may

@@ -46,7 +46,9 @@
 //! | [`Close`] | both | the connection ends |
 //!
 //! The engine answers requests in the order it receives them, so the gateway can match answers
-//! to requests by position.
+//! to requests by position. A Snapshot stands at the last input applied before its request, which
+//! it names; the engine may write it beside its order loop, so the outputs of inputs sent after
+//! the request can arrive before it.
 
 use std::fmt;
 

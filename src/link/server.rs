@@ -5,8 +5,8 @@
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use super::auth::{self, LinkSecret};
@@ -23,7 +23,7 @@ use crate::constants::{
     LINK_PEER_TIMEOUT_MS_DEFAULT, LINK_PENDING_HANDSHAKES_MAX, LINK_POLL_INTERVAL_MS,
     LINK_REPLAY_BYTES_MAX, LINK_REPLAY_INPUTS_MAX,
 };
-use crate::engine::{Engine, Input, Output, SNAPSHOT_FORMAT_VERSIONS};
+use crate::engine::{Digest, Engine, FrozenState, Input, Output, SNAPSHOT_FORMAT_VERSIONS};
 use crate::fix::time::Timestamp;
 
 /// How an engine process presents itself and paces its link.
@@ -137,6 +137,7 @@ pub fn serve_on<E: Engine>(
         last_time: None,
         outputs: Vec::new(),
         payload: Vec::new(),
+        snapshot_in_flight: None,
     };
     let poll = Duration::from_millis(LINK_POLL_INTERVAL_MS);
     // Connections greeted with Hello and waiting for their Welcome, oldest first. They are
@@ -218,6 +219,9 @@ pub fn serve_on<E: Engine>(
             .set_nonblocking(false)
             .map_err(LinkError::from)
             .and_then(|()| server.converse(&mut conn, &mut decoder, shutdown));
+        // A snapshot still being written was asked for by this connection; nobody else wants
+        // it, and its thread finishes on its own.
+        server.snapshot_in_flight = None;
         conn.shutdown();
         match served {
             Ok(()) => tracing::info!(%peer, "gateway link closed"),
@@ -347,6 +351,17 @@ struct Server<'a, E> {
     outputs: Vec<Output>,
     /// Reused encoding buffer for one Outputs payload.
     payload: Vec<u8>,
+    /// The snapshot being written on its own thread, if one was asked for and is not sent yet.
+    snapshot_in_flight: Option<SnapshotInFlight>,
+}
+
+/// A snapshot written from a frozen copy of the engine on its own thread, so the inputs that
+/// arrive meanwhile are applied and answered instead of waiting behind it.
+struct SnapshotInFlight {
+    /// Delivers the encoded Snapshot (or Refused) frame once written.
+    frame: mpsc::Receiver<Vec<u8>>,
+    /// The input the snapshot stands at, for logs.
+    at_input_seq: u64,
 }
 
 /// What the connection loop does after a frame.
@@ -404,6 +419,9 @@ impl<E: Engine> Server<'_, E> {
         let mut last_sent = Instant::now();
         let mut last_received = Instant::now();
         loop {
+            // A snapshot written meanwhile goes out between two batches: its frames are one
+            // message, and the outputs before and after it are whole messages too.
+            self.poll_snapshot(&mut wbuf);
             let batch = self.handle_buffered(decoder, &mut wbuf);
             if !wbuf.is_empty() {
                 if let Err(error) = conn.write_all(&wbuf) {
@@ -505,9 +523,18 @@ impl<E: Engine> Server<'_, E> {
         match frame {
             Frame::Input(input) => self.input(&input, wbuf)?,
             Frame::Heartbeat(_) => {}
-            Frame::SnapshotRequest => self.snapshot(wbuf)?,
-            Frame::Restore(restore) => self.restore(&restore.bytes, wbuf)?,
+            // Requests are answered in the order they arrive: one behind a snapshot in flight
+            // waits for it.
+            Frame::SnapshotRequest => {
+                self.finish_snapshot(wbuf);
+                self.snapshot(wbuf)?;
+            }
+            Frame::Restore(restore) => {
+                self.finish_snapshot(wbuf);
+                self.restore(&restore.bytes, wbuf)?;
+            }
             Frame::DigestRequest => {
+                self.finish_snapshot(wbuf);
                 let report = DigestReport {
                     at_input_seq: self.engine.last_input_seq(),
                     digest: self.engine.digest(),
@@ -575,32 +602,79 @@ impl<E: Engine> Server<'_, E> {
         Ok(())
     }
 
-    /// Answers a SnapshotRequest.
+    /// Answers a SnapshotRequest. An engine that can freeze its state has the snapshot written
+    /// from the frozen copy on another thread, and goes on applying inputs: the Snapshot frame
+    /// names the input it stands at and follows the outputs of whatever inputs were applied
+    /// meanwhile ([`Server::poll_snapshot`]). Otherwise it is written here, between inputs.
     fn snapshot(&mut self, wbuf: &mut Vec<u8>) -> Result<(), LinkError> {
-        let mut bytes = Vec::new();
-        self.engine.snapshot(&mut bytes);
-        let snapshot = Snapshot {
-            at_input_seq: self.engine.last_input_seq(),
-            format_version: self.config.snapshot_formats.last().copied().unwrap_or(0),
-            digest: self.engine.digest(),
-            bytes,
+        let format = self.config.snapshot_formats.last().copied().unwrap_or(0);
+        let Some(frozen) = self.engine.freeze() else {
+            let mut bytes = Vec::new();
+            self.engine.snapshot(&mut bytes);
+            let at_input_seq = self.engine.last_input_seq();
+            return snapshot_frame(at_input_seq, format, self.engine.digest(), bytes, wbuf);
         };
-        let at_input_seq = snapshot.at_input_seq;
-        let len = snapshot.bytes.len();
-        match encode(&Frame::Snapshot(snapshot), wbuf) {
-            Ok(()) => {
-                tracing::info!(at_input_seq, len, "snapshot sent");
+        let at_input_seq = frozen.last_input_seq();
+        let (deliver, frame) = mpsc::sync_channel(1);
+        let spawned = std::thread::Builder::new()
+            .name("snapshot".to_owned())
+            .spawn(move || {
+                let mut out = Vec::new();
+                write_frozen(frozen.as_ref(), format, &mut out);
+                // The connection that asked may be gone; then nobody wants it.
+                let _ = deliver.send(out);
+            });
+        match spawned {
+            Ok(_) => {
+                tracing::debug!(
+                    at_input_seq,
+                    "snapshot frozen; writing it beside the order loop"
+                );
+                self.snapshot_in_flight = Some(SnapshotInFlight {
+                    frame,
+                    at_input_seq,
+                });
                 Ok(())
             }
-            Err(error @ LinkError::MessageTooLong { .. }) => {
-                tracing::error!(at_input_seq, len, %error, "snapshot refused");
-                let refused = Refused {
-                    request: RefusedRequest::Snapshot,
-                    reason: error.to_string(),
-                };
-                encode(&Frame::Refused(refused), wbuf)
+            Err(error) => {
+                tracing::warn!(%error, "no thread for the snapshot; writing it between inputs");
+                // The failed spawn dropped the copy with its closure; no input was applied
+                // since, so a second copy is the same state.
+                let mut bytes = Vec::new();
+                let frozen = self
+                    .engine
+                    .freeze()
+                    .expect("the engine froze its state just now");
+                let digest = frozen.snapshot_and_digest(&mut bytes);
+                snapshot_frame(at_input_seq, format, digest, bytes, wbuf)
             }
-            Err(error) => Err(error),
+        }
+    }
+
+    /// Appends the snapshot in flight to `wbuf` if its thread has written it.
+    fn poll_snapshot(&mut self, wbuf: &mut Vec<u8>) {
+        let Some(in_flight) = &self.snapshot_in_flight else {
+            return;
+        };
+        match in_flight.frame.try_recv() {
+            Ok(frame) => {
+                wbuf.extend_from_slice(&frame);
+                self.snapshot_in_flight = None;
+            }
+            Err(mpsc::TryRecvError::Empty) => {}
+            Err(mpsc::TryRecvError::Disconnected) => snapshot_thread_died(in_flight.at_input_seq),
+        }
+    }
+
+    /// Waits for the snapshot in flight, if any, and appends it to `wbuf`, so that an answer to
+    /// a later request does not overtake it.
+    fn finish_snapshot(&mut self, wbuf: &mut Vec<u8>) {
+        let Some(in_flight) = self.snapshot_in_flight.take() else {
+            return;
+        };
+        match in_flight.frame.recv() {
+            Ok(frame) => wbuf.extend_from_slice(&frame),
+            Err(mpsc::RecvError) => snapshot_thread_died(in_flight.at_input_seq),
         }
     }
 
@@ -632,6 +706,55 @@ impl<E: Engine> Server<'_, E> {
             }
         }
     }
+}
+
+/// Writes the Snapshot frame of a frozen state into `out`; runs on the snapshot's own thread.
+fn write_frozen(frozen: &dyn FrozenState, format: u16, out: &mut Vec<u8>) {
+    let mut bytes = Vec::new();
+    let digest = frozen.snapshot_and_digest(&mut bytes);
+    if let Err(error) = snapshot_frame(frozen.last_input_seq(), format, digest, bytes, out) {
+        // Encoding into memory fails only on a limit, which `snapshot_frame` answers itself.
+        panic!("encoding a snapshot frame into memory failed: {error}");
+    }
+}
+
+/// Appends the Snapshot frame, or a Refused one when the snapshot exceeds the message limit.
+fn snapshot_frame(
+    at_input_seq: u64,
+    format_version: u16,
+    digest: Digest,
+    bytes: Vec<u8>,
+    wbuf: &mut Vec<u8>,
+) -> Result<(), LinkError> {
+    let len = bytes.len();
+    let snapshot = Snapshot {
+        at_input_seq,
+        format_version,
+        digest,
+        bytes,
+    };
+    match encode(&Frame::Snapshot(snapshot), wbuf) {
+        Ok(()) => {
+            tracing::info!(at_input_seq, len, "snapshot sent");
+            Ok(())
+        }
+        Err(error @ LinkError::MessageTooLong { .. }) => {
+            tracing::error!(at_input_seq, len, %error, "snapshot refused");
+            let refused = Refused {
+                request: RefusedRequest::Snapshot,
+                reason: error.to_string(),
+            };
+            encode(&Frame::Refused(refused), wbuf)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+/// The snapshot thread ended without delivering: it panicked, which is a bug in writing the
+/// snapshot. The engine stops, as it would have had the same bug struck on the order loop, and
+/// its standby takes over.
+fn snapshot_thread_died(at_input_seq: u64) -> ! {
+    panic!("the thread writing the snapshot at input {at_input_seq} died without it");
 }
 
 /// One read into the decoder: `Some(n)` bytes (0 at end of stream), `None` when the read timed
