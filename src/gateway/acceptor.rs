@@ -640,6 +640,17 @@ struct Claim<'a, S: SessionStore> {
     slot: &'a SessionSlot<S>,
 }
 
+impl<'a, S: SessionStore> Claim<'a, S> {
+    /// Claims `slot` for one connection, or `None` while another connection holds it: a
+    /// session is driven by one connection at a time, whether it logs on or is taken back.
+    fn take(slot: &'a SessionSlot<S>) -> Option<Self> {
+        slot.connected
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        Some(Claim { slot })
+    }
+}
+
 impl<S: SessionStore> Drop for Claim<'_, S> {
     fn drop(&mut self) {
         let mut session = self
@@ -674,15 +685,10 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             tracing::info_span!("session", sender = %Escaped(&key.0), target = %Escaped(&key.1));
         async {
             let slot = &sessions.slots[id as usize];
-            if slot
-                .connected
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
+            let Some(_claim) = Claim::take(slot) else {
                 tracing::warn!(%peer, "held connection's session is connected already; closing");
                 return;
-            }
-            let _claim = Claim { slot };
+            };
             admission.logged_on();
             let resumed = {
                 let mut session = sessions.lock(id).expect("id comes from by_key");
@@ -796,15 +802,10 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             tracing::info_span!("session", sender = %Escaped(&key.0), target = %Escaped(&key.1));
         async {
             let slot = &sessions.slots[id as usize];
-            if slot
-                .connected
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
+            let Some(_claim) = Claim::take(slot) else {
                 tracing::warn!(%peer, session = %Escaped(&key.1), "Logon for a session that is already connected: closed without an answer");
                 return;
-            }
-            let _claim = Claim { slot };
+            };
             // Holds a session now: out of the pre-logon budget, never evicted.
             admission.logged_on();
             {

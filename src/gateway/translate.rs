@@ -417,6 +417,15 @@ fn write_exec_id(out: &mut Vec<u8>, output: &Output) {
     push_uint(out, u64::from(output.index));
 }
 
+/// The `(input seq, index)` an ExecID written by [`write_output`] names, or `None` for any other
+/// value: what a restarted gateway and the simulation read back from a session's store to know
+/// which outputs it already holds.
+pub fn exec_id_key(value: &[u8]) -> Option<(u64, u32)> {
+    let text = std::str::from_utf8(value).ok()?;
+    let (seq, index) = text.split_once('-')?;
+    Some((seq.parse().ok()?, index.parse().ok()?))
+}
+
 /// Writes the body (everything after the standard header) of the FIX message for `output`.
 pub fn write_output(encoder: &mut Encoder, output: &Output) {
     match &output.report {
@@ -831,5 +840,32 @@ mod tests {
             panic!()
         };
         assert_eq!(replace.qty, Qty(50));
+    }
+
+    #[test]
+    fn an_exec_id_reads_back_as_the_output_it_was_written_for() {
+        for (input_seq, index) in [(0, 0), (5, 3), (u64::MAX, u32::MAX)] {
+            let output = Output {
+                input_seq,
+                index,
+                session: 1,
+                report: Report::CancelReject(crate::engine::CancelReject {
+                    order_id: None,
+                    cl_ord_id: ClOrdId::try_from_bytes(b"C1").unwrap(),
+                    orig_cl_ord_id: ClOrdId::try_from_bytes(b"C0").unwrap(),
+                    ord_status: crate::engine::OrdStatus::Rejected,
+                    response_to: crate::engine::CxlRejResponseTo::Replace,
+                    reason: crate::engine::CxlRejReason::TooLateToCancel,
+                    text: None,
+                    transact_time: Timestamp::ZERO,
+                }),
+            };
+            let mut written = Vec::new();
+            write_exec_id(&mut written, &output);
+            assert_eq!(exec_id_key(&written), Some((input_seq, index)));
+        }
+        for other in [&b""[..], b"5", b"5-", b"-3", b"5-x", b"5-3-1", b"\xff-1"] {
+            assert_eq!(exec_id_key(other), None, "{other:?}");
+        }
     }
 }

@@ -264,7 +264,7 @@ pub(super) fn stored_marks<S: SessionStore + Send + 'static>(
                 if message.msg_type() != crate::fix::tags::msg_type::EXECUTION_REPORT {
                     return None;
                 }
-                exec_key(message.get(translate::tag::EXEC_ID)?)
+                translate::exec_id_key(message.get(translate::tag::EXEC_ID)?)
             })
         });
         if let Some(Some(mark)) = mark
@@ -281,11 +281,4 @@ pub(super) fn stored_marks<S: SessionStore + Send + 'static>(
         }
     }
     marks
-}
-
-/// `(input seq, index)` from an ExecID as `translate` writes it, `seq-index`.
-pub(super) fn exec_key(value: &[u8]) -> Option<(u64, u32)> {
-    let text = std::str::from_utf8(value).ok()?;
-    let (seq, index) = text.split_once('-')?;
-    Some((seq.parse().ok()?, index.parse().ok()?))
 }

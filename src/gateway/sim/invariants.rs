@@ -73,7 +73,10 @@ impl Sim {
                 if message.msg_type() != b"8" {
                     continue;
                 }
-                let Some(key) = message.get(17).and_then(exec_key) else {
+                let Some(key) = message
+                    .get(crate::gateway::translate::tag::EXEC_ID)
+                    .and_then(crate::gateway::translate::exec_id_key)
+                else {
                     return Err(self.fail("an execution report without an ExecID".into()));
                 };
                 if key.0 > journal_last {
@@ -209,11 +212,4 @@ impl Sim {
         }
         Ok(())
     }
-}
-
-/// `(input seq, index)` from an ExecID `seq-index`.
-pub(super) fn exec_key(value: &[u8]) -> Option<(u64, u32)> {
-    let text = std::str::from_utf8(value).ok()?;
-    let (seq, index) = text.split_once('-')?;
-    Some((seq.parse().ok()?, index.parse().ok()?))
 }
