@@ -94,13 +94,12 @@ fn seed_12_a_standby_whose_snapshot_source_died_is_restored_from_the_next_one() 
     }
 }
 
-/// The counterparties find what the gateway does wrong on the wire: a gateway killed after an
-/// order's journal write and before its session store recorded the message asks for the order
-/// again after the restart, and takes the counterparty's PossDup resend as a new order, which
-/// is journaled and acknowledged twice. Ignored until a restarted gateway recovers each
-/// session's inbound MsgSeqNum from the journal; then the crash joins every seed.
+/// Regression: a gateway killed after an order's journal write and before its session store
+/// recorded the message asked for the order again after the restart, and took the
+/// counterparty's PossDup resend as a new order, journaled and acknowledged twice. Found by
+/// this seed once the counterparties spoke FIX; fixed by recovering each session's inbound
+/// MsgSeqNum from the journal at start.
 #[test]
-#[ignore = "needs the inbound MsgSeqNum recovered from the journal at restart"]
 fn seed_4_an_order_journaled_before_its_session_confirmed_it_is_acknowledged_once() {
     let config = SimConfig {
         crash_before_confirm: true,
