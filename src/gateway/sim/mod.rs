@@ -257,6 +257,26 @@ fn client_comp_id(session: usize) -> String {
     format!("CLIENT{}", session + 1)
 }
 
+/// Each engine in `alive`, as (slot, last input seq), tells the core it is alive, as an idle
+/// engine's heartbeat does; shared by every harness that plays the engines' side of the link.
+pub(crate) fn engines_alive<S, J>(
+    core: &mut Core<S, J>,
+    now: Timestamp,
+    alive: impl IntoIterator<Item = (usize, u64)>,
+) where
+    S: SessionStore + Send + 'static,
+    J: InputJournal,
+    J::Reader: Send + 'static,
+{
+    for (slot, last_input_seq) in alive {
+        core.handle_frame(
+            now,
+            slot,
+            Frame::Heartbeat(link::Heartbeat { last_input_seq }),
+        );
+    }
+}
+
 /// The whole simulated venue.
 struct Sim {
     seed: u64,
@@ -838,17 +858,13 @@ impl Sim {
 
     /// Fires the core's timer now; engines that are not hung say they are alive first.
     fn tick(&mut self) {
-        for slot in 0..self.engines.len() {
-            let engine = &self.engines[slot];
-            if engine.linked && !engine.silent {
-                let last_input_seq = engine.engine.last_input_seq();
-                self.core.handle_frame(
-                    self.now,
-                    slot,
-                    Frame::Heartbeat(link::Heartbeat { last_input_seq }),
-                );
-            }
-        }
+        let alive = self
+            .engines
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.linked && !e.silent)
+            .map(|(slot, e)| (slot, e.engine.last_input_seq()));
+        engines_alive(&mut self.core, self.now, alive);
         self.core.handle_timeout(self.now);
         let now = self.now;
         for session in 0..self.config.sessions {
