@@ -143,6 +143,11 @@ pub struct ControlConfig {
     /// Canary gates.
     #[serde(default)]
     pub gates: GatesConfig,
+    /// How a canary engine's answers reach counterparties: `"immediate"` (as they arrive,
+    /// judged after) or `"verified"` (only once the baseline engine's answer matches; on a
+    /// mismatch the baseline's is delivered and the canary rolled back).
+    #[serde(default)]
+    pub canary_delivery: crate::gateway::core::CanaryDelivery,
     /// `[control.operators]`: OS account name → the person (`alice = "alice"`) or people
     /// (`ops = ["alice", "bob"]`) who act from it. Names are typed; accounts are what the kernel
     /// says, so this is what lets the two-person rule trust them.
@@ -177,6 +182,7 @@ impl Default for ControlConfig {
             approval_required: default_approval_required(),
             approvals_min: default_approvals_min(),
             gates: GatesConfig::default(),
+            canary_delivery: Default::default(),
             operators: std::collections::BTreeMap::new(),
         }
     }

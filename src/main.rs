@@ -412,6 +412,14 @@ enum ChangeCommand {
         /// Window length when --window-end is not given.
         #[arg(long, default_value_t = 4)]
         window_hours: u64,
+        /// Symbols on which the new build is expected to answer differently (comma-separated):
+        /// the canary gates judge them on reject rate and latency, not equality.
+        #[arg(long, value_delimiter = ',')]
+        expect_divergence_symbols: Vec<String>,
+        /// Request types on which the new build is expected to answer differently, as MsgType
+        /// or name (D or NewOrderSingle, F or OrderCancelRequest, G or OrderCancelReplaceRequest).
+        #[arg(long, value_delimiter = ',')]
+        expect_divergence_msg_types: Vec<String>,
     },
     /// Approve a change someone else filed.
     Approve {
@@ -827,6 +835,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                     .filter_map(|i| baton::engine::Symbol::try_from_bytes(i.symbol.as_bytes()))
                     .collect(),
                 gates: config.control.gates.core(),
+                canary_delivery: config.control.canary_delivery,
                 link_secret: config.link.secret()?,
             };
             Some(
@@ -1551,7 +1560,14 @@ fn change_request(
             window_start,
             window_end,
             window_hours,
+            expect_divergence_symbols,
+            expect_divergence_msg_types,
         } => {
+            let expected_divergence = baton::gateway::core::ExpectedDivergence::parse(
+                expect_divergence_symbols,
+                expect_divergence_msg_types,
+            )
+            .map_err(|error| anyhow::anyhow!("--expect-divergence: {error}"))?;
             let path = std::fs::canonicalize(artifact)
                 .with_context(|| format!("artifact {}", artifact.display()))?;
             let sha256 = match sha256 {
@@ -1574,6 +1590,7 @@ fn change_request(
                 reason: reason.clone(),
                 window_start: rfc3339(start),
                 window_end: rfc3339(end),
+                expected_divergence,
             }
         }
         ChangeCommand::Approve { change } => ControlRequest::ChangeApprove {

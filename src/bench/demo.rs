@@ -436,6 +436,7 @@ fn file_change(
         reason: "demo: deploy the new matching build".into(),
         window_start: rfc3339(now),
         window_end: rfc3339(now.plus_millis(3_600_000)),
+        expected_divergence: Default::default(),
     };
     let change = match venue.request(&filing, Duration::from_secs(30))? {
         ControlReply::Change(change) => change.id,

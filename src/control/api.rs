@@ -96,6 +96,9 @@ pub enum ControlRequest {
         window_start: String,
         /// Window end, RFC 3339 UTC.
         window_end: String,
+        /// Symbols and request MsgTypes on which the build is expected to answer differently.
+        #[serde(default)]
+        expected_divergence: crate::gateway::core::ExpectedDivergence,
     },
     /// Approve a change filed by someone else.
     ChangeApprove {

@@ -14,6 +14,7 @@ impl Sim {
                 request: CoreRequest::Status,
                 expect_sha256: None,
                 canary_only: false,
+                expected_divergence: Default::default(),
             },
         );
         while let Some((answered, reply)) = self.core.poll_reply() {

@@ -294,6 +294,7 @@ impl Sim {
             symbols: SYMBOLS.iter().map(|s| symbol(s)).collect(),
             gates: GateConfig::default(),
             link_secret: None,
+            canary_delivery: Default::default(),
         };
         let mut core = Core::with_journal(
             sessions.clone(),
@@ -474,6 +475,7 @@ impl Sim {
                 request,
                 expect_sha256: None,
                 canary_only: false,
+                expected_divergence: Default::default(),
             },
         );
         self.pump();
