@@ -1615,21 +1615,30 @@ fn sim(seeds: std::ops::Range<u64>, steps: usize) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let mut ran = 0u64;
+    let (mut verified, mut wrong_answers) = (0u64, 0u64);
     for seed in seeds {
-        if let Err(failure) = baton::gateway::sim::run(seed, &config) {
-            // The trace is for a person reading it line by line; the error is the one-line
-            // summary every command ends with.
-            let _ = writeln!(std::io::stdout(), "{failure}");
-            bail!(
-                "seed {seed} broke an invariant after {ran} seeds passed: {}",
-                failure.invariant
-            );
+        if baton::gateway::sim::delivery_of(seed, &config)
+            == baton::gateway::core::CanaryDelivery::Verified
+        {
+            verified += 1;
+        }
+        match baton::gateway::sim::run(seed, &config) {
+            Ok(report) => wrong_answers += report.wrong_answers,
+            Err(failure) => {
+                // The trace is for a person reading it line by line; the error is the one-line
+                // summary every command ends with.
+                let _ = writeln!(std::io::stdout(), "{failure}");
+                bail!(
+                    "seed {seed} broke an invariant after {ran} seeds passed: {}",
+                    failure.invariant
+                );
+            }
         }
         ran += 1;
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "{ran} seeds passed in {seconds:.1}s ({:.0} seeds/s, {steps} steps each)",
+        "{ran} seeds passed in {seconds:.1}s ({:.0} seeds/s, {steps} steps each); {verified} with verified canaries, whose faulty engine answered wrongly {wrong_answers} times, none delivered",
         ran as f64 / seconds.max(f64::EPSILON)
     );
     Ok(())

@@ -162,6 +162,9 @@ impl ControlRequest {
 }
 
 /// The gateway's answer.
+// Status outweighs the other answers; boxing it would change every match on it for nothing:
+// one reply is built per operator request, never on the trading path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum ControlReply {

@@ -341,8 +341,7 @@ impl Plane {
             } => {
                 self.file(
                     operator.as_deref(),
-                    &artifact_path,
-                    &artifact_sha256,
+                    (&artifact_path, &artifact_sha256),
                     &reason,
                     (&window_start, &window_end),
                     &expected_divergence,
@@ -387,12 +386,12 @@ impl Plane {
         let _ = reply.send(answer);
     }
 
-    /// Files a change once the artifact on disk hashes to what the operator said.
+    /// Files a change once the artifact (path, SHA-256) on disk hashes to what the operator
+    /// said.
     async fn file(
         &mut self,
         operator: Option<&str>,
-        path: &str,
-        sha256: &str,
+        (path, sha256): (&str, &str),
         reason: &str,
         window: (&str, &str),
         divergence: &ExpectedDivergence,

@@ -417,6 +417,9 @@ pub enum PlantedBug {
     /// After a failover the survivor is asked again from one input before the cursor, whose
     /// outputs were already delivered.
     RedeliverAfterFailover,
+    /// A verified canary's answers are delivered as they arrive, as in immediate mode, without
+    /// waiting for the baseline's.
+    DeliverUnverified,
 }
 
 #[cfg(test)]

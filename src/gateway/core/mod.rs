@@ -487,6 +487,7 @@ where
     fn held_for_verification(&self, seq: u64) -> bool {
         self.canary.as_ref().is_some_and(|canary| {
             canary.delivery == CanaryDelivery::Verified
+                && self.planted != Some(PlantedBug::DeliverUnverified)
                 && self.canary_owned.contains(&seq)
                 && !canary.expected_seqs.contains(&seq)
         })
@@ -497,9 +498,15 @@ where
     /// inputs wrongly.
     #[doc(hidden)]
     pub fn verified_canary_of(&self, seq: u64) -> Option<usize> {
+        // Not `held_for_verification`: a planted bug that skips the hold must not also stop
+        // the simulated canary from answering wrongly.
         self.canary
             .as_ref()
-            .filter(|_| self.held_for_verification(seq))
+            .filter(|canary| {
+                canary.delivery == CanaryDelivery::Verified
+                    && self.canary_owned.contains(&seq)
+                    && !canary.expected_seqs.contains(&seq)
+            })
             .map(|canary| canary.slot)
     }
 
