@@ -821,6 +821,33 @@ mod tests {
     }
 
     #[test]
+    fn canary_delivery_defaults_to_immediate_and_refuses_an_unknown_mode() {
+        use crate::gateway::core::CanaryDelivery;
+        let base = "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"s\"\n";
+        let default = Config::parse(base, "t").expect("config without [control]");
+        assert_eq!(default.control.canary_delivery, CanaryDelivery::Immediate);
+        let verified = Config::parse(
+            &format!("{base}[control]\ncanary_delivery = \"verified\"\n"),
+            "t",
+        )
+        .expect("verified");
+        assert_eq!(verified.control.canary_delivery, CanaryDelivery::Verified);
+        let error = Config::parse(
+            &format!("{base}[control]\ncanary_delivery = \"eventually\"\n"),
+            "t",
+        )
+        .expect_err("unknown mode")
+        .to_string();
+        assert!(
+            error.contains("eventually") && error.contains("verified"),
+            "{error}"
+        );
+        // The shipped config spells the default out.
+        let shipped = Config::load(None).expect("embedded config");
+        assert_eq!(shipped.control.canary_delivery, CanaryDelivery::Immediate);
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_the_key() {
         let text = DEFAULT_CONFIG.replace("[defaults]", "[defaults]\nMaxLatancy = 5");
         let error = Config::parse(&text, "test.toml").unwrap_err().to_string();

@@ -85,6 +85,11 @@ enum Command {
         /// what a canary costs; own venue only.
         #[arg(long)]
         canary: bool,
+        /// With --canary: then run the same load on a fresh venue whose canary delivers verified
+        /// (`[control] canary_delivery = "verified"`) and report its latency as a ratio to the
+        /// default canary's.
+        #[arg(long, requires = "canary")]
+        verified_canary: bool,
         /// Hostile traffic beside the measured sessions: resend-storm, wide-logons,
         /// prelogon-flood or ctl-flood (the last needs the bench's own venue).
         #[arg(long)]
@@ -626,6 +631,7 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
             switch_every,
             kill_at,
             canary,
+            verified_canary,
             hostile,
             hostile_at,
             venue_program,
@@ -653,6 +659,7 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
                 kill_at: kill_at.into_iter().map(secs).collect(),
                 progress_bar: !json,
                 canary,
+                verified_canary,
                 hostile: hostile.map(|kind| (kind, secs(hostile_at.unwrap_or(duration / 2.0)))),
                 venue_program,
                 peer,

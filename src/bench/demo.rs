@@ -349,6 +349,7 @@ fn engine_label(name: &str) -> String {
 /// Runs the demo and reports what happened.
 pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, DemoError> {
     let mut venue = Venue::start(&VenueConfig {
+        control_extra: String::new(),
         program: config.program.clone(),
         dir: config.dir.clone(),
         sessions: config.sessions,
