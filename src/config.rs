@@ -143,6 +143,11 @@ pub struct ControlConfig {
     /// Canary gates.
     #[serde(default)]
     pub gates: GatesConfig,
+    /// How a canary engine's answers reach counterparties: `"immediate"` (as they arrive,
+    /// judged after) or `"verified"` (only once the baseline engine's answer matches; on a
+    /// mismatch the baseline's is delivered and the canary rolled back).
+    #[serde(default)]
+    pub canary_delivery: crate::gateway::core::CanaryDelivery,
     /// `[control.operators]`: OS account name → the person (`alice = "alice"`) or people
     /// (`ops = ["alice", "bob"]`) who act from it. Names are typed; accounts are what the kernel
     /// says, so this is what lets the two-person rule trust them.
@@ -177,6 +182,7 @@ impl Default for ControlConfig {
             approval_required: default_approval_required(),
             approvals_min: default_approvals_min(),
             gates: GatesConfig::default(),
+            canary_delivery: Default::default(),
             operators: std::collections::BTreeMap::new(),
         }
     }
@@ -812,6 +818,33 @@ mod tests {
             .expect_err("not a socket address")
             .to_string();
         assert!(error.contains("metrics"), "{error}");
+    }
+
+    #[test]
+    fn canary_delivery_defaults_to_immediate_and_refuses_an_unknown_mode() {
+        use crate::gateway::core::CanaryDelivery;
+        let base = "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"s\"\n";
+        let default = Config::parse(base, "t").expect("config without [control]");
+        assert_eq!(default.control.canary_delivery, CanaryDelivery::Immediate);
+        let verified = Config::parse(
+            &format!("{base}[control]\ncanary_delivery = \"verified\"\n"),
+            "t",
+        )
+        .expect("verified");
+        assert_eq!(verified.control.canary_delivery, CanaryDelivery::Verified);
+        let error = Config::parse(
+            &format!("{base}[control]\ncanary_delivery = \"eventually\"\n"),
+            "t",
+        )
+        .expect_err("unknown mode")
+        .to_string();
+        assert!(
+            error.contains("eventually") && error.contains("verified"),
+            "{error}"
+        );
+        // The shipped config spells the default out.
+        let shipped = Config::load(None).expect("embedded config");
+        assert_eq!(shipped.control.canary_delivery, CanaryDelivery::Immediate);
     }
 
     #[test]

@@ -878,5 +878,12 @@ pub const SIM_SETTLE_ROUNDS_MAX: usize = 200;
 /// second); `baton sim --seeds N` runs as many as asked.
 pub const SIM_TEST_SEEDS: u64 = 1_000;
 
+/// OrderID (37) the simulation's faulty canary engine writes into the answers it gets wrong, so
+/// a wrong answer that reaches a session is recognised there. Order ids are input seqs, and a
+/// run journals at most [`SIM_ORDERS_MAX`] inputs, so no real order gets this id; it is short
+/// enough for a FIX integer field to read back.
+pub const SIM_WRONG_ORDER_ID: u64 = 999_999_999;
+const _: () = assert!(SIM_WRONG_ORDER_ID > SIM_ORDERS_MAX as u64);
+
 /// Seeds within which each planted bug must be caught.
 pub const SIM_PLANTED_SEEDS_MAX: u64 = 50;

@@ -85,6 +85,11 @@ enum Command {
         /// what a canary costs; own venue only.
         #[arg(long)]
         canary: bool,
+        /// With --canary: then run the same load on a fresh venue whose canary delivers verified
+        /// (`[control] canary_delivery = "verified"`) and report its latency as a ratio to the
+        /// default canary's.
+        #[arg(long, requires = "canary")]
+        verified_canary: bool,
         /// Hostile traffic beside the measured sessions: resend-storm, wide-logons,
         /// prelogon-flood or ctl-flood (the last needs the bench's own venue).
         #[arg(long)]
@@ -412,6 +417,14 @@ enum ChangeCommand {
         /// Window length when --window-end is not given.
         #[arg(long, default_value_t = 4)]
         window_hours: u64,
+        /// Symbols on which the new build is expected to answer differently (comma-separated):
+        /// the canary gates judge them on reject rate and latency, not equality.
+        #[arg(long, value_delimiter = ',')]
+        expect_divergence_symbols: Vec<String>,
+        /// Request types on which the new build is expected to answer differently, as MsgType
+        /// or name (D or NewOrderSingle, F or OrderCancelRequest, G or OrderCancelReplaceRequest).
+        #[arg(long, value_delimiter = ',')]
+        expect_divergence_msg_types: Vec<String>,
     },
     /// Approve a change someone else filed.
     Approve {
@@ -618,6 +631,7 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
             switch_every,
             kill_at,
             canary,
+            verified_canary,
             hostile,
             hostile_at,
             venue_program,
@@ -645,6 +659,7 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
                 kill_at: kill_at.into_iter().map(secs).collect(),
                 progress_bar: !json,
                 canary,
+                verified_canary,
                 hostile: hostile.map(|kind| (kind, secs(hostile_at.unwrap_or(duration / 2.0)))),
                 venue_program,
                 peer,
@@ -827,6 +842,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                     .filter_map(|i| baton::engine::Symbol::try_from_bytes(i.symbol.as_bytes()))
                     .collect(),
                 gates: config.control.gates.core(),
+                canary_delivery: config.control.canary_delivery,
                 link_secret: config.link.secret()?,
             };
             Some(
@@ -1551,7 +1567,14 @@ fn change_request(
             window_start,
             window_end,
             window_hours,
+            expect_divergence_symbols,
+            expect_divergence_msg_types,
         } => {
+            let expected_divergence = baton::gateway::core::ExpectedDivergence::parse(
+                expect_divergence_symbols,
+                expect_divergence_msg_types,
+            )
+            .map_err(|error| anyhow::anyhow!("--expect-divergence: {error}"))?;
             let path = std::fs::canonicalize(artifact)
                 .with_context(|| format!("artifact {}", artifact.display()))?;
             let sha256 = match sha256 {
@@ -1574,6 +1597,7 @@ fn change_request(
                 reason: reason.clone(),
                 window_start: rfc3339(start),
                 window_end: rfc3339(end),
+                expected_divergence,
             }
         }
         ChangeCommand::Approve { change } => ControlRequest::ChangeApprove {
@@ -1598,21 +1622,30 @@ fn sim(seeds: std::ops::Range<u64>, steps: usize) -> anyhow::Result<()> {
     };
     let started = std::time::Instant::now();
     let mut ran = 0u64;
+    let (mut verified, mut wrong_answers) = (0u64, 0u64);
     for seed in seeds {
-        if let Err(failure) = baton::gateway::sim::run(seed, &config) {
-            // The trace is for a person reading it line by line; the error is the one-line
-            // summary every command ends with.
-            let _ = writeln!(std::io::stdout(), "{failure}");
-            bail!(
-                "seed {seed} broke an invariant after {ran} seeds passed: {}",
-                failure.invariant
-            );
+        if baton::gateway::sim::delivery_of(seed, &config)
+            == baton::gateway::core::CanaryDelivery::Verified
+        {
+            verified += 1;
+        }
+        match baton::gateway::sim::run(seed, &config) {
+            Ok(report) => wrong_answers += report.wrong_answers,
+            Err(failure) => {
+                // The trace is for a person reading it line by line; the error is the one-line
+                // summary every command ends with.
+                let _ = writeln!(std::io::stdout(), "{failure}");
+                bail!(
+                    "seed {seed} broke an invariant after {ran} seeds passed: {}",
+                    failure.invariant
+                );
+            }
         }
         ran += 1;
     }
     let seconds = started.elapsed().as_secs_f64();
     println!(
-        "{ran} seeds passed in {seconds:.1}s ({:.0} seeds/s, {steps} steps each)",
+        "{ran} seeds passed in {seconds:.1}s ({:.0} seeds/s, {steps} steps each); {verified} with verified canaries, whose faulty engine answered wrongly {wrong_answers} times, none delivered",
         ran as f64 / seconds.max(f64::EPSILON)
     );
     Ok(())

@@ -126,3 +126,62 @@ fn bench_compares_with_the_quickfix_peer() {
         "the peer is a series of the plot"
     );
 }
+
+/// `--canary --verified-canary` runs the load under the default canary, then again on a fresh
+/// venue under a verified one, and reports the second as a ratio to the first; without
+/// `--canary` the flag is refused.
+#[test]
+fn bench_compares_verified_canary_delivery_with_the_default() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refused = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["bench", "--verified-canary", "--out"])
+        .arg(dir.path())
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run baton bench");
+    assert!(
+        !refused.status.success(),
+        "--verified-canary without --canary"
+    );
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("--canary"), "{stderr}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "bench",
+            "--sessions",
+            "2",
+            "--rate",
+            "200",
+            "--duration",
+            "2",
+            "--canary",
+            "--verified-canary",
+            "--json",
+            "--out",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run baton bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let verified = &report["verified_canary"]["measurement"];
+    let orders = verified["orders"].as_u64().expect("verified orders");
+    assert!(orders > 0, "{report}");
+    assert_eq!(verified["answered"].as_u64(), Some(orders), "{report}");
+    assert_eq!(verified["missing"].as_u64(), Some(0), "{report}");
+    assert_eq!(verified["duplicates"].as_u64(), Some(0), "{report}");
+    assert!(
+        report["verified_canary"]["ratios"]["p50"]
+            .as_f64()
+            .unwrap_or(0.0)
+            > 0.0,
+        "{report}"
+    );
+}

@@ -349,6 +349,7 @@ fn engine_label(name: &str) -> String {
 /// Runs the demo and reports what happened.
 pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, DemoError> {
     let mut venue = Venue::start(&VenueConfig {
+        control_extra: String::new(),
         program: config.program.clone(),
         dir: config.dir.clone(),
         sessions: config.sessions,
@@ -436,6 +437,7 @@ fn file_change(
         reason: "demo: deploy the new matching build".into(),
         window_start: rfc3339(now),
         window_end: rfc3339(now.plus_millis(3_600_000)),
+        expected_divergence: Default::default(),
     };
     let change = match venue.request(&filing, Duration::from_secs(30))? {
         ControlReply::Change(change) => change.id,

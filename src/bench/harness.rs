@@ -11,7 +11,7 @@ use super::echo::{self, EchoServer};
 use super::hostile::{self, Hostile, HostileTarget};
 use super::load::{self, FixTarget, LoadError, Mix, Plan, Progress};
 use super::peer::{self, PeerError, PeerProcess, PeerSpec};
-use super::report::{self, BenchReport, EventReport, Measurement, PeerReport};
+use super::report::{self, BenchReport, DeliveryComparison, EventReport, Measurement, PeerReport};
 use super::venue::{Venue, VenueConfig, VenueError};
 use crate::control::api::{ControlReply, ControlRequest};
 use crate::control::client;
@@ -76,6 +76,10 @@ pub struct BenchConfig {
     /// Run the whole load under a canary (every symbol owned by the standby, gates watching it
     /// against the other engine), to measure what a canary costs; own venue only.
     pub canary: bool,
+    /// With `canary`: then run the same load on a fresh venue whose canary delivers verified
+    /// (`[control] canary_delivery = "verified"`), and report its latency as a ratio to the
+    /// immediate canary's.
+    pub verified_canary: bool,
     /// Hostile traffic beside the measured sessions, and when it starts.
     pub hostile: Option<(Hostile, Duration)>,
     /// The `baton` binary the venue runs, when not `program` (to measure another build under
@@ -104,6 +108,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         && (config.switch_every.is_some()
             || !config.kill_at.is_empty()
             || config.canary
+            || config.verified_canary
             || config.venue_program.is_some())
     {
         return Err(BenchError::Venue(
@@ -124,6 +129,11 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
         }
         None => None,
     };
+    if config.verified_canary && !config.canary {
+        return Err(BenchError::Venue(
+            "--verified-canary compares with the default canary's run: pass --canary too".into(),
+        ));
+    }
     let mut venue = match &config.external {
         Some(_) => None,
         None => Some(Venue::start(&VenueConfig {
@@ -138,6 +148,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             snapshot_formats: [crate::engine::SNAPSHOT_FORMAT_DEFAULT; 2],
             engine_section: ENGINE_SECTION.into(),
             require_approval: false,
+            control_extra: String::new(),
         })?),
     };
     let result = measure(config, venue.as_mut(), peer_binary.as_deref());
@@ -213,17 +224,7 @@ fn measure(
     if config.canary
         && let Some(venue) = venue.as_ref()
     {
-        let canary = ControlRequest::Canary {
-            operator: Some("bench".into()),
-            change: None,
-            percent: Some(100),
-            symbols: Vec::new(),
-        };
-        match client::request(venue.control, &canary, Duration::from_secs(30)) {
-            Ok(ControlReply::Switched(_)) => {}
-            Ok(other) => return Err(BenchError::Venue(format!("canary refused: {other:?}"))),
-            Err(error) => return Err(BenchError::Venue(format!("canary: {error}"))),
-        }
+        start_canary(venue)?;
     }
     let progress = Arc::new(Progress::default());
     let bar = ProgressBar::new(config, "baton", &plan);
@@ -296,6 +297,11 @@ fn measure(
         Some(binary) => Some(measure_peer(config, &plan, binary, &baton_m)?),
         None => None,
     };
+    let verified_canary = if config.verified_canary {
+        Some(measure_verified_canary(config, &plan, &baton_m)?)
+    } else {
+        None
+    };
     Ok(BenchReport {
         target: match &config.external {
             Some(external) => external.addr.to_string(),
@@ -321,6 +327,73 @@ fn measure(
         series: report::series(&baton.samples),
         baseline_series: report::series(&baseline.samples),
         peer,
+        verified_canary,
+    })
+}
+
+/// Gives every symbol to green under a canary, gates watching.
+fn start_canary(venue: &Venue) -> Result<(), BenchError> {
+    let canary = ControlRequest::Canary {
+        operator: Some("bench".into()),
+        change: None,
+        percent: Some(100),
+        symbols: Vec::new(),
+    };
+    match client::request(venue.control, &canary, Duration::from_secs(30)) {
+        Ok(ControlReply::Switched(_)) => Ok(()),
+        Ok(other) => Err(BenchError::Venue(format!("canary refused: {other:?}"))),
+        Err(error) => Err(BenchError::Venue(format!("canary: {error}"))),
+    }
+}
+
+/// Runs the same plan on a fresh venue whose canary delivers verified, after the immediate
+/// canary's run so the two never share the machine; `immediate` is that run's measurement.
+fn measure_verified_canary(
+    config: &BenchConfig,
+    plan: &Plan,
+    immediate: &Measurement,
+) -> Result<DeliveryComparison, BenchError> {
+    let mut venue = Venue::start(&VenueConfig {
+        program: config
+            .venue_program
+            .clone()
+            .unwrap_or_else(|| config.program.clone()),
+        dir: config.dir.join("verified"),
+        sessions: plan.sessions,
+        snapshot_formats: [crate::engine::SNAPSHOT_FORMAT_DEFAULT; 2],
+        engine_section: ENGINE_SECTION.into(),
+        require_approval: false,
+        control_extra: "canary_delivery = \"verified\"".into(),
+    })?;
+    let result = (|| {
+        start_canary(&venue)?;
+        let target = FixTarget {
+            addr: venue.fix_addr,
+            sender_prefix: "TRADER".into(),
+            target_comp_id: "BATON".into(),
+            symbol: "AAPL".into(),
+        };
+        let progress = Arc::new(Progress::default());
+        let bar = ProgressBar::new(config, "verified", plan);
+        let start = Instant::now() + Duration::from_millis(200 + 20 * plan.sessions as u64);
+        let result = std::thread::scope(|scope| {
+            let handle = scope
+                .spawn(|| load::run(plan, start, &|n| load::connect_fix(&target, n), &progress));
+            bar.follow(&progress, &handle);
+            handle.join().map_err(|_| LoadError::Panicked)?
+        })?;
+        bar.finish();
+        Ok::<_, BenchError>(result)
+    })();
+    venue.stop();
+    let result = result?;
+    let measurement = Measurement::of(&result);
+    Ok(DeliveryComparison {
+        detail: "the same load on a fresh venue, canary delivery verified: each answer waits \
+                 for both engines' and goes out once they match"
+            .into(),
+        ratios: measurement.latency.ratio_to(&immediate.latency),
+        measurement,
     })
 }
 

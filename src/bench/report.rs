@@ -267,6 +267,18 @@ pub struct PeerReport {
     pub series: Vec<SeriesPoint>,
 }
 
+/// The load run again under a verified canary (`--verified-canary`), against the run under the
+/// default (immediate) canary: what waiting for the baseline's matching answer costs.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct DeliveryComparison {
+    /// How it ran.
+    pub detail: String,
+    /// What it measured.
+    pub measurement: Measurement,
+    /// verified ÷ immediate (the main run's baton), per percentile.
+    pub ratios: Ratios,
+}
+
 /// Everything one `baton bench` run measured.
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct BenchReport {
@@ -300,6 +312,9 @@ pub struct BenchReport {
     pub baseline_series: Vec<SeriesPoint>,
     /// The third-party peer, when `--peer` asked for one.
     pub peer: Option<PeerReport>,
+    /// The same load under a verified canary, when `--verified-canary` asked for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified_canary: Option<DeliveryComparison>,
 }
 
 impl BenchReport {
@@ -312,6 +327,10 @@ impl BenchReport {
             && self.baseline.answered > 0
             && self.peer.as_ref().is_none_or(|peer| {
                 let m = &peer.measurement;
+                m.orders > 0 && m.missing == 0 && m.duplicates == 0 && m.disconnects == 0
+            })
+            && self.verified_canary.as_ref().is_none_or(|verified| {
+                let m = &verified.measurement;
                 m.orders > 0 && m.missing == 0 && m.duplicates == 0 && m.disconnects == 0
             })
     }
@@ -338,6 +357,9 @@ impl BenchReport {
         if let Some(peer) = &self.peer {
             rows.push((peer.name.as_str(), &peer.measurement));
         }
+        if let Some(verified) = &self.verified_canary {
+            rows.push(("verified", &verified.measurement));
+        }
         for (name, m) in rows {
             let l = &m.latency;
             let _ = writeln!(
@@ -356,6 +378,10 @@ impl BenchReport {
         let mut ratios = vec![("÷ echo".to_string(), &self.ratios)];
         if let Some(peer) = &self.peer {
             ratios.push((format!("÷ {}", peer.name), &peer.ratios));
+        }
+        if let Some(verified) = &self.verified_canary {
+            // The other way round: what verified delivery costs over the immediate canary.
+            ratios.push(("verif÷bat".to_string(), &verified.ratios));
         }
         for (name, r) in ratios {
             let _ = writeln!(
@@ -392,6 +418,23 @@ impl BenchReport {
                 m.disconnects,
                 peer.detail,
                 peer.mix
+            );
+        }
+        if let Some(verified) = &self.verified_canary {
+            let m = &verified.measurement;
+            let _ = writeln!(
+                out,
+                "verified orders {}  answered {}  refused {}  missing {}  duplicates {}  gaps {}  \
+                 disconnects {}\n              {}; verif÷bat is its latency ÷ baton's (the \
+                 default, immediate canary) in this run",
+                m.orders,
+                m.answered,
+                m.refused,
+                m.missing,
+                m.duplicates,
+                m.gaps,
+                m.disconnects,
+                verified.detail
             );
         }
         if !self.events.is_empty() {
@@ -513,6 +556,40 @@ mod tests {
         assert!(text.contains("÷ echo"), "{text}");
         assert!(text.contains("÷ quickfix     1.25x"), "{text}");
         assert!(text.contains("quickfix orders 10"), "{text}");
+    }
+
+    #[test]
+    fn a_verified_canary_run_is_reported_as_a_ratio_to_the_default_canary_and_must_be_complete() {
+        let answered = Measurement {
+            orders: 10,
+            answered: 10,
+            ..Measurement::default()
+        };
+        let mut report = BenchReport {
+            baton: answered.clone(),
+            baseline: answered.clone(),
+            ..BenchReport::default()
+        };
+        assert!(!report.render().contains("verif÷bat"));
+        report.verified_canary = Some(DeliveryComparison {
+            measurement: answered.clone(),
+            ratios: Ratios {
+                p50: 1.5,
+                ..Ratios::default()
+            },
+            ..DeliveryComparison::default()
+        });
+        assert!(report.complete());
+        let text = report.render();
+        assert!(text.contains("verif÷bat      1.50x"), "{text}");
+        assert!(text.contains("verified orders 10"), "{text}");
+        if let Some(verified) = report.verified_canary.as_mut() {
+            verified.measurement.duplicates = 1;
+        }
+        assert!(
+            !report.complete(),
+            "a verified run that duplicated makes the run incomplete"
+        );
     }
 
     #[test]

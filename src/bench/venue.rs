@@ -51,6 +51,8 @@ pub struct VenueConfig {
     /// Keep the default policy (switches and canaries need an approved change); otherwise the
     /// venue lets them run bare, as the bench's repeated switches need.
     pub require_approval: bool,
+    /// More `[control]` keys (e.g. `canary_delivery = "verified"`), or empty.
+    pub control_extra: String,
 }
 
 /// One engine process.
@@ -130,7 +132,7 @@ impl Venue {
         let mut text = format!(
             "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\n\
              engines = [\"{}\", \"{}\"]\ncontrol = \"{}\"\nfailover_timeout_ms = 1000\n\n\
-             [control]\n{}\n\n\
+             [control]\n{}\n{}\n\n\
              [defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
             dir.join("store").display(),
             dir.join("journal").display(),
@@ -144,6 +146,7 @@ impl Venue {
             } else {
                 "approval_required = []".to_owned()
             },
+            config.control_extra,
         );
         for n in 1..=config.sessions.max(1) {
             text.push_str(&format!("\n[[session]]\nTargetCompID = \"TRADER{n}\"\n"));

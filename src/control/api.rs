@@ -96,6 +96,9 @@ pub enum ControlRequest {
         window_start: String,
         /// Window end, RFC 3339 UTC.
         window_end: String,
+        /// Symbols and request MsgTypes on which the build is expected to answer differently.
+        #[serde(default)]
+        expected_divergence: crate::gateway::core::ExpectedDivergence,
     },
     /// Approve a change filed by someone else.
     ChangeApprove {
@@ -159,6 +162,9 @@ impl ControlRequest {
 }
 
 /// The gateway's answer.
+// Status outweighs the other answers; boxing it would change every match on it for nothing:
+// one reply is built per operator request, never on the trading path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "kebab-case")]
 pub enum ControlReply {

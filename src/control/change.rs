@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::api::{GateBreach, ShadowStatus, SwitchReport, SwitchScope};
 use crate::fix::time::Timestamp;
+use crate::gateway::core::ExpectedDivergence;
 
 /// A change's number. Shown as `CHG-n`; operators may type either form.
 pub type ChangeId = u64;
@@ -137,6 +138,10 @@ pub enum ControlEvent {
         window_start: Timestamp,
         /// End of the window.
         window_end: Timestamp,
+        /// Divergence the new build is expected to show (absent from records of changes that
+        /// declare none, so older records hash as they did).
+        #[serde(default, skip_serializing_if = "ExpectedDivergence::is_empty")]
+        expected_divergence: ExpectedDivergence,
     },
     /// A second operator approved it.
     ChangeApproved {
@@ -393,6 +398,10 @@ pub struct ChangeSummary {
     pub approved_by: Vec<String>,
     /// Actions completed under it.
     pub actions_completed: u64,
+    /// Divergence the new build is expected to show: the canary gates judge those answers on
+    /// reject rate and latency, not equality.
+    #[serde(default, skip_serializing_if = "ExpectedDivergence::is_empty")]
+    pub expected_divergence: ExpectedDivergence,
 }
 
 /// What the policy requires; from `[control]` in the config.
@@ -581,6 +590,7 @@ impl ChangeBook {
                 reason,
                 window_start,
                 window_end,
+                expected_divergence,
             } => {
                 self.changes.insert(
                     *change,
@@ -597,6 +607,7 @@ impl ChangeBook {
                             window_end: *window_end,
                             approved_by: Vec::new(),
                             actions_completed: 0,
+                            expected_divergence: expected_divergence.clone(),
                         },
                     },
                 );
@@ -722,6 +733,7 @@ impl ChangeBook {
             reason: reason.trim().to_owned(),
             window_start: start,
             window_end: end,
+            expected_divergence: ExpectedDivergence::default(),
         })
     }
 
@@ -996,6 +1008,13 @@ impl ChangeReport {
             c.approved_by.join(", ")
         };
         let _ = writeln!(out, "approved by {approvals}");
+        if !c.expected_divergence.is_empty() {
+            let _ = writeln!(
+                out,
+                "expected    divergence on {}: judged on reject rate and latency, not equality",
+                c.expected_divergence.describe()
+            );
+        }
         let _ = writeln!(
             out,
             "shadow      {} matched, {} diverged (at the last action)",

@@ -187,8 +187,22 @@ pub fn render_status(status: &Status) -> String {
                 ),
                 None => String::new(),
             };
+            let delivery = if canary.delivery.is_empty() {
+                String::new()
+            } else {
+                format!(", {} delivery", canary.delivery)
+            };
+            let expected = if canary.expected_divergence.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", {} expected divergences on {}",
+                    g.expected_divergences,
+                    canary.expected_divergence.describe()
+                )
+            };
             format!(
-                "{} on {} (rest on {}) since input {}; {} compared, {} errors, rejects {} vs {}, p99 {} vs {} µs{breach}",
+                "{} on {} (rest on {}) since input {}{delivery}; {} compared, {} errors{expected}, rejects {} vs {}, p99 {} vs {} µs{breach}",
                 canary.engine,
                 canary.symbols.join(","),
                 canary.baseline,

@@ -31,7 +31,9 @@ use super::endpoint::ControlCommand;
 use super::stage::Staged;
 use crate::constants;
 use crate::fix::time::Timestamp;
-use crate::gateway::core::{Carried, CoreCommand, CoreEvent, CoreReply, CoreRequest};
+use crate::gateway::core::{
+    Carried, CoreCommand, CoreEvent, CoreReply, CoreRequest, ExpectedDivergence,
+};
 use crate::gateway::driver::CoreCall;
 
 /// The actor recorded for what the gateway does by itself (failover, gate breach, auto
@@ -334,14 +336,15 @@ impl Plane {
                 reason,
                 window_start,
                 window_end,
+                expected_divergence,
                 ..
             } => {
                 self.file(
                     operator.as_deref(),
-                    &artifact_path,
-                    &artifact_sha256,
+                    (&artifact_path, &artifact_sha256),
                     &reason,
                     (&window_start, &window_end),
+                    &expected_divergence,
                     now,
                 )
                 .await
@@ -383,16 +386,23 @@ impl Plane {
         let _ = reply.send(answer);
     }
 
-    /// Files a change once the artifact on disk hashes to what the operator said.
+    /// Files a change once the artifact (path, SHA-256) on disk hashes to what the operator
+    /// said.
     async fn file(
         &mut self,
         operator: Option<&str>,
-        path: &str,
-        sha256: &str,
+        (path, sha256): (&str, &str),
         reason: &str,
         window: (&str, &str),
+        divergence: &ExpectedDivergence,
         now: Timestamp,
     ) -> ControlReply {
+        // Checked again here, not only by the CLI: the control socket takes any JSON.
+        let divergence = match ExpectedDivergence::parse(&divergence.symbols, &divergence.msg_types)
+        {
+            Ok(divergence) => divergence,
+            Err(error) => return refused(format!("expected divergence: {error}")),
+        };
         let expected = match artifact::parse_sha256(sha256) {
             Ok(expected) => expected,
             Err(error) => return refused(error.to_string()),
@@ -419,9 +429,16 @@ impl Plane {
                 "the artifact {path} hashes to {found}, not {expected}: it is not the build you named"
             ));
         }
-        let checked = self
+        let mut checked = self
             .book
             .check_file(operator, path, &expected, reason, window, now);
+        if let Ok(ControlEvent::ChangeFiled {
+            expected_divergence,
+            ..
+        }) = &mut checked
+        {
+            *expected_divergence = divergence;
+        }
         self.record_change(operator, checked)
     }
 
@@ -540,17 +557,30 @@ impl Plane {
             }),
             _ => None,
         };
+        // A canary carries the divergence its change declares, for the gates to set aside.
+        let expected = match (&action, change_id.and_then(|id| self.book.summary(id))) {
+            (Action::Canary { .. }, Some(summary)) => summary.expected_divergence.clone(),
+            _ => ExpectedDivergence::default(),
+        };
         let outcomes = self.outcomes_tx.clone();
         let canary_only = action == Action::AutoRollback;
         if canary_only {
             self.auto_rollback_in_flight = true;
         }
         tokio::spawn(async move {
-            let outcome = ask(&core, request, expect_sha256, canary_only).await;
+            let outcome = ask(&core, request, expect_sha256, canary_only, expected).await;
             // The shadow counters right after the switch: the evidence it was safe.
             let shadow = match &outcome {
                 ControlReply::Switched(_) => {
-                    match ask(&core, ControlRequest::Status, None, false).await {
+                    match ask(
+                        &core,
+                        ControlRequest::Status,
+                        None,
+                        false,
+                        Default::default(),
+                    )
+                    .await
+                    {
                         ControlReply::Status(status) => status.shadow,
                         _ => ShadowStatus::default(),
                     }
@@ -678,7 +708,15 @@ impl Plane {
         tokio::spawn(async move {
             let reply_to = reply;
             let mut status = match core {
-                Some(core) => match ask(&core, ControlRequest::Status, None, false).await {
+                Some(core) => match ask(
+                    &core,
+                    ControlRequest::Status,
+                    None,
+                    false,
+                    Default::default(),
+                )
+                .await
+                {
                     ControlReply::Status(status) => status,
                     other => {
                         let _ = reply_to.send(other);
@@ -769,6 +807,7 @@ async fn ask(
     request: ControlRequest,
     expect_sha256: Option<String>,
     canary_only: bool,
+    expected_divergence: ExpectedDivergence,
 ) -> ControlReply {
     let Some(request) = core_request(request) else {
         return refused(
@@ -780,6 +819,7 @@ async fn ask(
         request,
         expect_sha256,
         canary_only,
+        expected_divergence,
     };
     let call = CoreCall {
         command,
@@ -969,6 +1009,7 @@ mod tests {
             reason: "new matching build".into(),
             window_start: "2020-01-01T00:00:00Z".into(),
             window_end: "2099-01-01T00:00:00Z".into(),
+            expected_divergence: Default::default(),
         }
     }
 

@@ -45,6 +45,13 @@ pub struct CanaryStatus {
     pub since_seq: u64,
     /// Gate evidence so far.
     pub gates: GateStatus,
+    /// How its answers are delivered: `immediate` or `verified` (empty from a gateway that
+    /// does not report it).
+    #[serde(default)]
+    pub delivery: String,
+    /// The divergence its change declared expected.
+    #[serde(default)]
+    pub expected_divergence: crate::gateway::core::ExpectedDivergence,
 }
 
 /// What the canary gates have measured: the canary engine's answers for its symbols against the
@@ -55,6 +62,10 @@ pub struct GateStatus {
     pub compared: u64,
     /// Of those, answers that differed: a deterministic engine that differs is an error.
     pub errors: u64,
+    /// Of those, answers that differed where the change declared the divergence expected: not
+    /// errors, shown so the new behaviour's reach is visible.
+    #[serde(default)]
+    pub expected_divergences: u64,
     /// Reject reports (rejected orders, cancel rejects) the canary engine sent for them.
     pub canary_rejects: u64,
     /// Reject reports the baseline engine produced for the same inputs.
@@ -75,7 +86,8 @@ pub struct GateStatus {
 /// A gate that tripped.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GateBreach {
-    /// Which gate: `error-rate`, `reject-rate` or `latency`.
+    /// Which gate: `error-rate`, `reject-rate`, `latency`, or `verification` (a verified
+    /// canary's answer did not match the baseline's).
     pub gate: String,
     /// What was measured.
     pub observed: f64,

@@ -88,6 +88,7 @@ fn sample() -> Status {
                 canary_p99_us: 250,
                 baseline_p99_us: 200,
                 latency_allowance_p99_us: 400,
+                expected_divergences: 0,
                 breach: Some(GateBreach {
                     gate: "error-rate".into(),
                     observed: 0.05,
@@ -96,6 +97,8 @@ fn sample() -> Status {
                     since_seq: 101,
                 }),
             },
+            delivery: "immediate".into(),
+            expected_divergence: Default::default(),
         }),
         open_changes: vec![ChangeSummary {
             id: "CHG-1".into(),
@@ -109,6 +112,7 @@ fn sample() -> Status {
             window_end: Timestamp(2),
             approved_by: vec!["bob".into()],
             actions_completed: 1,
+            expected_divergence: Default::default(),
         }],
         audit_head: Some(AuditHead {
             seq: 7,

@@ -137,6 +137,7 @@ fn troubled_status() -> Status {
                 canary_p99_us: 250,
                 baseline_p99_us: 200,
                 latency_allowance_p99_us: 400,
+                expected_divergences: 0,
                 breach: Some(GateBreach {
                     gate: "error-rate".into(),
                     observed: 0.0526,
@@ -145,6 +146,8 @@ fn troubled_status() -> Status {
                     since_seq: 5001,
                 }),
             },
+            delivery: "immediate".into(),
+            expected_divergence: Default::default(),
         }),
         halted: vec!["AAPL".into()],
         ..Status::default()

@@ -43,6 +43,125 @@ pub struct CoreConfig {
     pub gates: GateConfig,
     /// The engine link's shared secret (`[link] secret_file`), proven at every handshake.
     pub link_secret: Option<link::LinkSecret>,
+    /// How a canary engine's answers are delivered (`[control] canary_delivery`).
+    pub canary_delivery: CanaryDelivery,
+}
+
+/// How a canary engine's answers reach the counterparties (`[control] canary_delivery`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CanaryDelivery {
+    /// The canary engine's answer is delivered as soon as it arrives, and the baseline's answer
+    /// judges it afterwards: no added latency, but a wrong answer reaches its counterparty
+    /// before the gate that catches it trips.
+    #[default]
+    Immediate,
+    /// The canary engine's answer is delivered only once the baseline engine's answer for the
+    /// same input matches it; on a mismatch the baseline's answer is delivered and the canary is
+    /// rolled back, so no counterparty ever sees a divergent answer and the baseline's book stays
+    /// what they were told. Costs the wait for the slower of the two engines on each input.
+    Verified,
+}
+
+impl CanaryDelivery {
+    /// The name the config and status use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CanaryDelivery::Immediate => "immediate",
+            CanaryDelivery::Verified => "verified",
+        }
+    }
+}
+
+/// Divergence a change declares it expects from the new build (a new order type, a rule change):
+/// on the canary's inputs for these symbols or of these request types, a different answer is
+/// not an error; the reject-rate and latency gates still judge them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct ExpectedDivergence {
+    /// Symbols whose answers may differ.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub symbols: Vec<String>,
+    /// FIX MsgTypes of the requests whose answers may differ: `D`, `F` or `G` (see
+    /// [`REQUEST_MSG_TYPES`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub msg_types: Vec<String>,
+}
+
+/// The requests an engine answers, by FIX MsgType and name: what a change may declare
+/// divergence on.
+pub const REQUEST_MSG_TYPES: [(&str, &str); 3] = [
+    ("D", "NewOrderSingle"),
+    ("F", "OrderCancelRequest"),
+    ("G", "OrderCancelReplaceRequest"),
+];
+
+impl ExpectedDivergence {
+    /// Whether nothing is declared.
+    pub fn is_empty(&self) -> bool {
+        self.symbols.is_empty() && self.msg_types.is_empty()
+    }
+
+    /// Checks and normalises what an operator typed: each message type given by MsgType (`D`)
+    /// or name (`NewOrderSingle`, any case) becomes its MsgType; each symbol must be a valid
+    /// symbol. Both lists come back sorted without duplicates. The error names the bad entry and
+    /// what is accepted.
+    pub fn parse(symbols: &[String], msg_types: &[String]) -> Result<ExpectedDivergence, String> {
+        let mut parsed = ExpectedDivergence::default();
+        for name in symbols.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            if Symbol::try_from_bytes(name.as_bytes()).is_none() {
+                return Err(format!("{name:?} is not a valid symbol"));
+            }
+            parsed.symbols.push(name.to_owned());
+        }
+        for text in msg_types.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
+            let found = REQUEST_MSG_TYPES
+                .iter()
+                .find(|(code, name)| *code == text || name.eq_ignore_ascii_case(text));
+            match found {
+                Some((code, _)) => parsed.msg_types.push((*code).to_owned()),
+                None => {
+                    let known: Vec<String> = REQUEST_MSG_TYPES
+                        .iter()
+                        .map(|(code, name)| format!("{code} ({name})"))
+                        .collect();
+                    return Err(format!(
+                        "unknown message type {text:?}: divergence can be declared on {}",
+                        known.join(", ")
+                    ));
+                }
+            }
+        }
+        parsed.symbols.sort();
+        parsed.symbols.dedup();
+        parsed.msg_types.sort();
+        parsed.msg_types.dedup();
+        Ok(parsed)
+    }
+
+    /// The declaration in words, for reports and status: `symbols AAPL; messages G`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.symbols.is_empty() {
+            parts.push(format!("symbols {}", self.symbols.join(",")));
+        }
+        if !self.msg_types.is_empty() {
+            parts.push(format!("messages {}", self.msg_types.join(",")));
+        }
+        if parts.is_empty() {
+            "none".to_owned()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+/// The FIX MsgType of the request an input carries.
+pub fn request_msg_type(request: &Request) -> &'static str {
+    match request {
+        Request::New(_) => "D",
+        Request::Cancel(_) => "F",
+        Request::Replace(_) => "G",
+    }
 }
 
 /// Limits on what a canary engine may do worse than the engine it is compared with, over the
@@ -218,6 +337,9 @@ pub struct CoreCommand {
     /// A rollback that may only end a canary (the gateway's own, after a gate breach): with no
     /// canary running it is refused rather than moving all authority back.
     pub canary_only: bool,
+    /// For a canary: the divergence the change it runs under declares it expects, so the gates
+    /// do not count it as an error. Empty: every difference is one.
+    pub expected_divergence: ExpectedDivergence,
 }
 
 /// Names a command so its answer, which may come much later (a switch answers at its
@@ -295,4 +417,37 @@ pub enum PlantedBug {
     /// After a failover the survivor is asked again from one input before the cursor, whose
     /// outputs were already delivered.
     RedeliverAfterFailover,
+    /// A verified canary's answers are delivered as they arrive, as in immediate mode, without
+    /// waiting for the baseline's.
+    DeliverUnverified,
+}
+
+#[cfg(test)]
+mod expected_divergence_tests {
+    use super::ExpectedDivergence;
+
+    #[test]
+    fn message_types_are_taken_by_msg_type_or_name_and_anything_else_is_refused() {
+        let parsed = ExpectedDivergence::parse(
+            &[" AAPL ".into(), "AAPL".into(), "MSFT".into()],
+            &["G".into(), "newordersingle".into(), "".into()],
+        )
+        .expect("valid");
+        assert_eq!(parsed.symbols, vec!["AAPL", "MSFT"]);
+        assert_eq!(parsed.msg_types, vec!["D", "G"]);
+        assert_eq!(parsed.describe(), "symbols AAPL,MSFT; messages D,G");
+        let error = ExpectedDivergence::parse(&[], &["X".into()]).expect_err("unknown");
+        assert!(
+            error.contains("unknown message type \"X\"") && error.contains("D (NewOrderSingle)"),
+            "{error}"
+        );
+        let error = ExpectedDivergence::parse(&["WAY-TOO-LONG-A-SYMBOL-NAME-FOR-FIX".into()], &[])
+            .expect_err("bad symbol");
+        assert!(error.contains("not a valid symbol"), "{error}");
+        assert!(
+            ExpectedDivergence::parse(&[], &[])
+                .expect("empty")
+                .is_empty()
+        );
+    }
 }

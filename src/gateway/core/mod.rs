@@ -68,8 +68,9 @@ mod switch;
 mod tests;
 
 pub use api::{
-    CommandId, CoreCommand, CoreConfig, CoreError, CoreEvent, CoreRecord, CoreReply, CoreRequest,
-    GateConfig, LinkCommand, LinkTransmit, PlantedBug,
+    CanaryDelivery, CommandId, CoreCommand, CoreConfig, CoreError, CoreEvent, CoreRecord,
+    CoreReply, CoreRequest, ExpectedDivergence, GateConfig, LinkCommand, LinkTransmit, PlantedBug,
+    REQUEST_MSG_TYPES, request_msg_type,
 };
 pub use sequencer::replay_journal;
 pub use switch::canary_symbols;
@@ -151,9 +152,51 @@ struct Canary {
     /// When the breach was last handed to the control plane: it is handed again every second
     /// until the canary ends, so a lost event or a refused rollback is retried.
     breach_emitted: Option<Timestamp>,
+    /// How its answers are delivered, fixed when it starts so a canary never changes mode.
+    delivery: CanaryDelivery,
+    /// The divergence its change declares expected (symbols and request MsgTypes).
+    expected: ExpectedDivergence,
+    /// The canary-owned inputs `expected` covers, until they are delivered and compared: their
+    /// differences are not errors, and in verified mode they are delivered as they arrive.
+    expected_seqs: BTreeSet<u64>,
 }
 
 impl Canary {
+    /// A canary of `symbols` on engine `slot` starting after input `barrier`.
+    fn new(
+        slot: usize,
+        symbols: Vec<Symbol>,
+        barrier: u64,
+        delivery: CanaryDelivery,
+        expected: ExpectedDivergence,
+    ) -> Canary {
+        Canary {
+            slot,
+            symbols,
+            since_seq: barrier + 1,
+            gates: GateStatus::default(),
+            canary_latency: latency_histogram(),
+            baseline_latency: latency_histogram(),
+            breach_emitted: None,
+            delivery,
+            expected,
+            expected_seqs: BTreeSet::new(),
+        }
+    }
+
+    /// Whether `request` on `symbol` is one whose divergence the change declared.
+    fn expects_divergence(&self, symbol: &Symbol, request: &Request) -> bool {
+        self.expected
+            .symbols
+            .iter()
+            .any(|name| name.as_str() == symbol.as_str())
+            || self
+                .expected
+                .msg_types
+                .iter()
+                .any(|t| t.as_str() == request_msg_type(request))
+    }
+
     fn covers(&self, symbol: &Symbol) -> bool {
         self.symbols.binary_search(symbol).is_ok()
     }
@@ -178,6 +221,8 @@ struct PendingSwitch {
     rollback: bool,
     /// Who to answer.
     reply: Option<CommandId>,
+    /// For a canary: the divergence its change declares expected.
+    expected: ExpectedDivergence,
 }
 
 /// Outputs of one input from both engines, until compared (and, for the standby's, until
@@ -436,6 +481,34 @@ where
             Some(canary) if self.canary_owned.contains(&seq) => Some(canary.slot),
             _ => self.authority,
         }
+    }
+
+    /// Whether input `seq` is a canary input whose delivery waits for the baseline's matching
+    /// answer: a verified canary owns it and its change did not declare its divergence.
+    fn held_for_verification(&self, seq: u64) -> bool {
+        self.canary.as_ref().is_some_and(|canary| {
+            canary.delivery == CanaryDelivery::Verified
+                && self.planted != Some(PlantedBug::DeliverUnverified)
+                && self.canary_owned.contains(&seq)
+                && !canary.expected_seqs.contains(&seq)
+        })
+    }
+
+    /// The engine a verified canary's inputs are held to: `Some(slot)` while input `seq` waits
+    /// for verification. For the simulation, which plays a canary engine that answers its own
+    /// inputs wrongly.
+    #[doc(hidden)]
+    pub fn verified_canary_of(&self, seq: u64) -> Option<usize> {
+        // Not `held_for_verification`: a planted bug that skips the hold must not also stop
+        // the simulated canary from answering wrongly.
+        self.canary
+            .as_ref()
+            .filter(|canary| {
+                canary.delivery == CanaryDelivery::Verified
+                    && self.canary_owned.contains(&seq)
+                    && !canary.expected_seqs.contains(&seq)
+            })
+            .map(|canary| canary.slot)
     }
 
     // ----- the driver's interface ------------------------------------------------------------

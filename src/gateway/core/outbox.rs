@@ -96,7 +96,16 @@ where
             };
             latency.saturating_record(age_us);
         }
-        if is_authority {
+        if self.held_for_verification(seq) {
+            // Neither answer goes out on arrival: the comparison decides which one does.
+            let canary_slot = self.canary.as_ref().map(|c| c.slot);
+            if Some(index) == canary_slot {
+                self.record_shadow(seq, outputs.outputs, None);
+            } else if Some(index) == self.authority {
+                self.record_shadow(seq, outputs.outputs, Some(index));
+            }
+            self.release_verified(seq);
+        } else if is_authority {
             if has_standby {
                 self.record_shadow(seq, outputs.outputs.clone(), None);
             }
@@ -110,6 +119,23 @@ where
         self.trim_shadow();
         if self.canary.is_some() {
             self.check_gates(false);
+        }
+    }
+
+    /// Once both engines answered a verified canary input, the baseline's answer is queued for
+    /// delivery: when they match it is the canary's answer too, and when they differ it is the
+    /// one that keeps the baseline's book what the counterparties were told (the mismatch has
+    /// already been counted, and trips the verification gate).
+    pub(super) fn release_verified(&mut self, seq: u64) {
+        let Some(entry) = self.shadow.get(&seq) else {
+            return;
+        };
+        if !entry.compared || seq <= self.cursor.get() {
+            return;
+        }
+        if let Some(baseline) = entry.standby.clone() {
+            self.undelivered.insert(seq, baseline);
+            self.drain_undelivered();
         }
     }
 

@@ -221,10 +221,13 @@ where
             }
             let symbol = *input_symbol(&input.request);
             self.recent.push_back((seq, time, symbol));
-            if let Some(canary) = &self.canary
+            if let Some(canary) = self.canary.as_mut()
                 && canary.covers(&symbol)
             {
                 self.canary_owned.insert(seq);
+                if canary.expects_divergence(&symbol, &input.request) {
+                    canary.expected_seqs.insert(seq);
+                }
             }
             inputs.push(input);
         }

@@ -14,9 +14,22 @@ where
     /// standby slot `standby`) and compares once both are there. A standby that answers
     /// differently is marked as diverged on the input's symbol.
     pub(super) fn record_shadow(&mut self, seq: u64, outputs: Vec<Output>, standby: Option<usize>) {
-        if self.shadow.len() >= constants::SHADOW_PENDING_MAX && !self.shadow.contains_key(&seq) {
+        // A verified canary input is always kept: its delivery waits on the comparison. Those
+        // are bounded by the two engines' in-flight windows, which hold new inputs back.
+        let verified = self.held_for_verification(seq);
+        if self.shadow.len() >= constants::SHADOW_PENDING_MAX
+            && !self.shadow.contains_key(&seq)
+            && !verified
+        {
             return;
         }
+        let canary_input = self.canary.is_some() && self.canary_owned.contains(&seq);
+        let expected = canary_input
+            && self
+                .canary
+                .as_ref()
+                .is_some_and(|c| c.expected_seqs.contains(&seq));
+        let canary_slot = self.canary.as_ref().map(|c| c.slot);
         let mut diverged = None;
         let entry = self.shadow.entry(seq).or_default();
         match standby {
@@ -30,8 +43,16 @@ where
             && let (Some(a), Some(b)) = (&entry.authoritative, &entry.standby)
         {
             entry.compared = true;
+            // The engine whose book is no longer what the counterparties were told: the one
+            // whose answer is not delivered. That is the standby, except on a verified canary
+            // input, where the baseline's answer goes out and the canary's is held back.
+            let not_delivered = if verified {
+                canary_slot
+            } else {
+                entry.standby_slot
+            };
             if a != b
-                && let Some(slot) = entry.standby_slot
+                && let Some(slot) = not_delivered
                 && let Some(connection) = self.engines[slot].connection.as_ref()
             {
                 // Unknown symbol (too old to remember): hold it against every symbol it trades.
@@ -53,7 +74,13 @@ where
             {
                 // `a` is the canary engine's (it owns the input), `b` the baseline's.
                 canary.gates.compared += 1;
-                canary.gates.errors += u64::from(a != b);
+                // A difference the change declared is the new behaviour, not an error; the
+                // reject-rate and latency gates still judge those inputs.
+                if expected {
+                    canary.gates.expected_divergences += u64::from(a != b);
+                } else {
+                    canary.gates.errors += u64::from(a != b);
+                }
                 canary.gates.canary_rejects += rejects(a);
                 canary.gates.baseline_rejects += rejects(b);
             }
@@ -81,8 +108,11 @@ where
     pub(super) fn trim_shadow(&mut self) {
         let delivered = self.cursor.get();
         while let Some(entry) = self.shadow.first_entry() {
-            let done = *entry.key() <= delivered && entry.get().compared;
-            let stale = self.shadow.len() >= constants::SHADOW_PENDING_MAX;
+            let seq = *entry.key();
+            let done = seq <= delivered && entry.get().compared;
+            // An input waiting for verification is never dropped: nothing else delivers it.
+            let stale = self.shadow.len() >= constants::SHADOW_PENDING_MAX
+                && !(seq > delivered && self.held_for_verification(seq));
             if done || stale {
                 self.shadow.pop_first();
             } else {
@@ -101,6 +131,15 @@ where
             .is_some_and(|seq| *seq < keep_from)
         {
             self.canary_owned.pop_first();
+        }
+        if let Some(canary) = self.canary.as_mut() {
+            while canary
+                .expected_seqs
+                .first()
+                .is_some_and(|seq| *seq < keep_from)
+            {
+                canary.expected_seqs.pop_first();
+            }
         }
     }
 
@@ -125,7 +164,12 @@ where
                 .canary_latency
                 .len()
                 .min(canary.baseline_latency.len());
-            let breach = if g.errors > 0 && error_rate > gates.error_rate_max {
+            let verified = canary.delivery == CanaryDelivery::Verified;
+            let breach = if verified && g.errors > 0 {
+                // A verified canary is rolled back at its first undeclared mismatch: its answer
+                // was held back, and the next one may be wrong too.
+                Some(("verification", g.errors as f64, 0.0))
+            } else if g.errors > 0 && error_rate > gates.error_rate_max {
                 Some(("error-rate", error_rate, gates.error_rate_max))
             } else if g.compared >= gates.reject_min_samples
                 && reject_increase > gates.reject_rate_increase_max

@@ -98,6 +98,8 @@ where
                         ..canary.gates.clone()
                     }
                 },
+                delivery: canary.delivery.as_str().to_owned(),
+                expected_divergence: canary.expected.clone(),
             }),
             halted: names(&self.halted),
         }

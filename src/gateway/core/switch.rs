@@ -30,7 +30,8 @@ where
             CoreRequest::Switch => Ok((false, SwitchKind::All)),
             CoreRequest::Rollback => Ok((true, SwitchKind::All)),
             CoreRequest::Canary { percent, symbols } => self
-                .choose_canary(*percent, symbols)
+                .check_expected(&command.expected_divergence)
+                .and_then(|()| self.choose_canary(*percent, symbols))
                 .map(|symbols| (false, SwitchKind::CanaryStart(symbols))),
         };
         let started = kind.and_then(|(rollback, kind)| self.start_switch(rollback, kind, &command));
@@ -85,6 +86,21 @@ where
             )),
             None => Err("a canary needs a share (--percent) or symbols (--symbols)".into()),
         }
+    }
+
+    /// Refuses a declared divergence on a symbol the venue does not trade (a typo would
+    /// otherwise silently leave the real symbol's differences counted as errors); message types
+    /// were checked when the change was filed, and are checked again here.
+    pub(super) fn check_expected(&self, expected: &ExpectedDivergence) -> Result<(), String> {
+        for name in &expected.symbols {
+            if !self.config.symbols.iter().any(|s| s.as_str() == name) {
+                return Err(format!(
+                    "the change declares divergence on {name}, which is not a configured symbol (configured: {})",
+                    names(&self.config.symbols).join(", ")
+                ));
+            }
+        }
+        ExpectedDivergence::parse(&[], &expected.msg_types).map(|_| ())
     }
 
     pub(super) fn start_switch(
@@ -174,6 +190,7 @@ where
             kind,
             rollback,
             reply: None,
+            expected: command.expected_divergence.clone(),
         });
         Ok(())
     }
@@ -300,15 +317,13 @@ where
                 self.end_canary();
             }
             SwitchKind::CanaryStart(symbols) => {
-                self.canary = Some(Canary {
-                    slot: pending.to,
+                self.canary = Some(Canary::new(
+                    pending.to,
                     symbols,
-                    since_seq: pending.barrier + 1,
-                    gates: GateStatus::default(),
-                    canary_latency: latency_histogram(),
-                    baseline_latency: latency_histogram(),
-                    breach_emitted: None,
-                });
+                    pending.barrier,
+                    self.config.canary_delivery,
+                    std::mem::take(&mut pending.expected),
+                ));
             }
             SwitchKind::CanaryEnd => self.end_canary(),
         }

@@ -75,8 +75,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    CommandId, Core, CoreCommand, CoreConfig, CoreEvent, CoreReply, CoreRequest, GateConfig,
-    LinkCommand, LinkTransmit,
+    CanaryDelivery, CommandId, Core, CoreCommand, CoreConfig, CoreEvent, CoreRecord, CoreReply,
+    CoreRequest, ExpectedDivergence, GateConfig, LinkCommand, LinkTransmit,
 };
 use crate::engine::{
     ClOrdId, Engine, EngineConfig, Input, InstrumentConfig, MatchingEngine, NewOrder, OrdType,
@@ -157,6 +157,11 @@ struct Harness {
 
 impl Harness {
     fn new(green: Box<dyn Engine + Send>) -> Harness {
+        Harness::with_config(green, |_| {})
+    }
+
+    /// As [`Harness::new`], with the core's configuration adjusted by `adjust` first.
+    fn with_config(green: Box<dyn Engine + Send>, adjust: impl FnOnce(&mut CoreConfig)) -> Harness {
         let dir = tempfile::tempdir().expect("a temp dir");
         let sessions = Sessions::new(vec![Session::new(
             SessionConfig::new("BATON", "CLIENT1"),
@@ -176,7 +181,10 @@ impl Harness {
             symbols: vec![symbol(AAA), symbol(BBB)],
             gates: GateConfig::default(),
             link_secret: None,
+            canary_delivery: Default::default(),
         };
+        let mut config = config;
+        adjust(&mut config);
         let journal = MemoryJournal::new();
         let cursor = MemoryCursor::new();
         let now = Timestamp::from_secs(1_800_000_000);
@@ -435,12 +443,24 @@ impl Harness {
     }
 
     fn command(&mut self, request: CoreRequest) -> CommandId {
+        self.command_with(request, false, ExpectedDivergence::default())
+    }
+
+    /// A command as the control plane gives it: a gateway's own rollback (`canary_only`), or a
+    /// canary under a change that declares `expected` divergence.
+    fn command_with(
+        &mut self,
+        request: CoreRequest,
+        canary_only: bool,
+        expected: ExpectedDivergence,
+    ) -> CommandId {
         self.next_command += 1;
         let id = CommandId(self.next_command);
         let command = CoreCommand {
             request,
             expect_sha256: None,
-            canary_only: false,
+            canary_only,
+            expected_divergence: expected,
         };
         self.core.handle_command(self.now, id, command);
         self.pump();
@@ -746,5 +766,251 @@ fn a_journaled_message_from_before_a_sequence_reset_does_not_move_the_new_sequen
         expected,
         Some(1),
         "a MsgSeqNum journaled before the reset was applied to the numbers after it"
+    );
+}
+
+// ----- verified canary delivery and declared divergence --------------------------------------
+
+/// Blue authoritative, green a build that rejects every new AAA order blue accepts.
+fn faulty_green(adjust: impl FnOnce(&mut CoreConfig)) -> Harness {
+    let green = crate::engine::fault::RejectSymbol::new(
+        MatchingEngine::new(&engine_config()).expect("an engine"),
+        symbol(AAA),
+    );
+    Harness::with_config(Box::new(green), adjust)
+}
+
+fn verified(config: &mut CoreConfig) {
+    config.canary_delivery = CanaryDelivery::Verified;
+}
+
+/// The ExecType (150) of every execution report CLIENT1 holds, in order.
+fn exec_types(h: &Harness) -> Vec<u8> {
+    let next = h.sessions.status()[0].seq_num_next_out;
+    h.sessions
+        .with(0, |session| {
+            (1..next)
+                .filter_map(|seq| {
+                    let bytes = session.store().sent(seq)?;
+                    let message = Message::parse(bytes).ok()?;
+                    (message.msg_type() == b"8").then(|| message.get(150).map(|v| v[0]))?
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn start_canary(h: &mut Harness, symbols: &[&str], expected: ExpectedDivergence) {
+    let canary = h.command_with(
+        CoreRequest::Canary {
+            percent: None,
+            symbols: symbols.iter().map(|s| (*s).to_owned()).collect(),
+        },
+        false,
+        expected,
+    );
+    h.settle();
+    assert!(
+        matches!(h.reply(canary), Some(CoreReply::Switched(_))),
+        "{:?}",
+        h.replies
+    );
+}
+
+#[test]
+fn a_verified_canary_answer_waits_for_the_baselines_matching_answer() {
+    let mut h = Harness::with_config(
+        Box::new(MatchingEngine::new(&engine_config()).expect("an engine")),
+        verified,
+    );
+    start_canary(&mut h, &[AAA], ExpectedDivergence::default());
+    h.order(AAA);
+    // The canary answered; the baseline has not: nothing reaches the counterparty yet.
+    h.answer(1, 1);
+    assert_eq!(h.messages_out(), 0, "delivered before the baseline agreed");
+    h.answer(0, 1);
+    assert_eq!(h.messages_out(), 1);
+    // An answer arriving again changes nothing.
+    let again = h.engines[1].answered[&1].clone();
+    h.core.handle_frame(
+        h.now,
+        1,
+        Frame::Replayed(Outputs {
+            input_seq: 1,
+            outputs: again,
+        }),
+    );
+    h.pump();
+    h.order(BBB);
+    h.order(AAA);
+    h.settle();
+    assert_eq!(h.messages_out(), 3);
+    assert_eq!(
+        h.delivered_from(),
+        (1, 2),
+        "the canary's inputs count as its own"
+    );
+    let canary = h.status().canary.expect("a canary");
+    assert_eq!(canary.delivery, "verified");
+    assert_eq!((canary.gates.compared, canary.gates.errors), (2, 0));
+    assert!(canary.gates.breach.is_none());
+}
+
+#[test]
+fn a_verified_canary_that_answers_differently_delivers_the_baselines_answer_and_rolls_back_without_a_halt()
+ {
+    let mut h = faulty_green(verified);
+    start_canary(&mut h, &[AAA], ExpectedDivergence::default());
+    h.order(AAA);
+    h.answer(1, 1);
+    assert_eq!(h.messages_out(), 0);
+    h.answer(0, 1);
+    // Blue's acknowledgement went out, never green's reject.
+    assert_eq!(exec_types(&h), vec![b'0']);
+    let breach = h.events.iter().find_map(|e| match e {
+        CoreEvent::GateBreached(breach) => Some(breach.clone()),
+        _ => None,
+    });
+    assert_eq!(breach.map(|b| b.gate), Some("verification".to_owned()));
+    // The engine whose answer was held back is the one marked diverged.
+    assert!(
+        h.events.iter().any(|e| matches!(e,
+            CoreEvent::Record(CoreRecord::Diverged { engine, symbols })
+                if engine == "green" && symbols == &vec![AAA.to_owned()])),
+        "{:?}",
+        h.events
+    );
+    // The control plane's rollback: the canary ends, nothing halts.
+    let rollback = h.command_with(CoreRequest::Rollback, true, ExpectedDivergence::default());
+    h.settle();
+    assert!(
+        matches!(h.reply(rollback), Some(CoreReply::Switched(_))),
+        "{:?}",
+        h.replies
+    );
+    let status = h.status();
+    assert!(status.canary.is_none());
+    assert!(status.halted.is_empty(), "halted {:?}", status.halted);
+    assert!(
+        !h.events
+            .iter()
+            .any(|e| matches!(e, CoreEvent::Record(CoreRecord::Halted { .. })))
+    );
+    // AAA keeps trading, from blue.
+    h.order(AAA);
+    h.settle();
+    assert_eq!(exec_types(&h), vec![b'0', b'0']);
+    // Green's book is not what the counterparties were told: a switch onto it is refused.
+    let switch = h.command(CoreRequest::Switch);
+    assert!(
+        matches!(h.reply(switch), Some(CoreReply::Refused { reason }) if reason.contains("AAA")),
+        "{:?}",
+        h.reply(switch)
+    );
+}
+
+#[test]
+fn in_immediate_mode_the_faulty_canarys_answer_is_delivered_and_the_baseline_is_marked() {
+    // The contrast with verified mode: the same fault reaches the counterparty.
+    let mut h = faulty_green(|_| {});
+    start_canary(&mut h, &[AAA], ExpectedDivergence::default());
+    h.order(AAA);
+    h.answer(1, 1);
+    assert_eq!(exec_types(&h), vec![b'8']);
+    h.answer(0, 1);
+    assert!(h.events.iter().any(|e| matches!(e,
+        CoreEvent::Record(CoreRecord::Diverged { engine, .. }) if engine == "blue")));
+}
+
+#[test]
+fn when_a_verified_canary_is_lost_the_baselines_answers_are_delivered() {
+    let mut h = faulty_green(verified);
+    start_canary(&mut h, &[AAA], ExpectedDivergence::default());
+    h.order(AAA);
+    h.order(AAA);
+    h.answer(1, 2);
+    h.answer(0, 1);
+    assert_eq!(exec_types(&h), vec![b'0']);
+    h.core.handle_lost(h.now, 1, "connection reset");
+    h.pump();
+    h.answer(0, 1);
+    h.settle();
+    assert_eq!(exec_types(&h), vec![b'0', b'0']);
+}
+
+#[test]
+fn when_the_baseline_of_a_verified_canary_is_lost_the_canary_takes_over_and_nothing_is_stuck() {
+    let mut h = Harness::with_config(
+        Box::new(MatchingEngine::new(&engine_config()).expect("an engine")),
+        verified,
+    );
+    start_canary(&mut h, &[AAA], ExpectedDivergence::default());
+    h.order(AAA);
+    h.order(BBB);
+    h.answer(1, 2);
+    assert_eq!(h.messages_out(), 0);
+    h.core.handle_lost(h.now, 0, "connection reset");
+    h.pump();
+    h.settle();
+    assert_eq!(h.messages_out(), 2, "every input answered once");
+    h.order(AAA);
+    h.settle();
+    assert_eq!(h.messages_out(), 3);
+}
+
+#[test]
+fn a_declared_divergence_is_not_an_error_but_the_reject_gate_still_judges_it() {
+    let mut h = faulty_green(|config| {
+        config.gates.reject_min_samples = 3;
+    });
+    let expected = ExpectedDivergence::parse(&[AAA.into()], &[]).expect("valid");
+    start_canary(&mut h, &[AAA], expected);
+    h.order(AAA);
+    h.settle();
+    let canary = h.status().canary.expect("a canary");
+    assert_eq!(
+        (canary.gates.errors, canary.gates.expected_divergences),
+        (0, 1)
+    );
+    assert!(canary.gates.breach.is_none(), "{:?}", canary.gates.breach);
+    assert_eq!(canary.expected_divergence.symbols, vec![AAA.to_owned()]);
+    h.order(AAA);
+    h.order(AAA);
+    h.settle();
+    let breach = h.status().canary.and_then(|c| c.gates.breach);
+    assert_eq!(breach.map(|b| b.gate), Some("reject-rate".to_owned()));
+}
+
+#[test]
+fn a_divergence_declared_by_message_type_covers_only_that_type() {
+    let mut h = faulty_green(|_| {});
+    // Cancels may differ; the new orders this build rejects are still errors.
+    let expected = ExpectedDivergence::parse(&[], &["OrderCancelRequest".into()]).expect("valid");
+    assert_eq!(expected.msg_types, vec!["F".to_owned()]);
+    start_canary(&mut h, &[AAA], expected);
+    h.order(AAA);
+    h.settle();
+    let breach = h.status().canary.and_then(|c| c.gates.breach);
+    assert_eq!(breach.map(|b| b.gate), Some("error-rate".to_owned()));
+}
+
+#[test]
+fn a_canary_declaring_divergence_on_an_unknown_symbol_is_refused() {
+    let mut h = Harness::blue_green();
+    let canary = h.command_with(
+        CoreRequest::Canary {
+            percent: None,
+            symbols: vec![AAA.into()],
+        },
+        false,
+        ExpectedDivergence {
+            symbols: vec!["ZZZ".into()],
+            msg_types: Vec::new(),
+        },
+    );
+    assert!(
+        matches!(h.reply(canary), Some(CoreReply::Refused { reason }) if reason.contains("ZZZ")),
+        "{:?}",
+        h.reply(canary)
     );
 }

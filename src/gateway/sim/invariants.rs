@@ -14,6 +14,7 @@ impl Sim {
                 request: CoreRequest::Status,
                 expect_sha256: None,
                 canary_only: false,
+                expected_divergence: Default::default(),
             },
         );
         while let Some((answered, reply)) = self.core.poll_reply() {
@@ -91,6 +92,18 @@ impl Sim {
                 else {
                     return Err(self.fail("an execution report without an ExecID".into()));
                 };
+                // Invariant of verified canaries: no answer the baseline did not match is ever
+                // delivered. Only the faulty canary writes this OrderID.
+                if message.uint(crate::gateway::translate::tag::ORDER_ID)
+                    == Ok(constants::SIM_WRONG_ORDER_ID)
+                {
+                    return Err(self.fail(format!(
+                        "ExecID {}-{}: a verified canary's wrong answer reached CLIENT{} without the baseline's matching it",
+                        key.0,
+                        key.1,
+                        session + 1
+                    )));
+                }
                 if key.0 > journal_last {
                     return Err(self.fail(format!(
                         "ExecID {}-{} delivered for an input the journal does not hold (last {journal_last})",
@@ -222,20 +235,35 @@ impl Sim {
             })
     }
 
-    /// At rest: every journaled input's execution reports delivered once, and every engine's
+    /// At rest: every journaled input's execution reports delivered once (except those the core
+    /// withheld on a halted symbol, which must never be), and every engine's
     /// book equal to a fresh replay of the journal.
     pub(super) fn check_quiescent(&mut self) -> Result<(), SimFailure> {
         let mut reference = fresh_engine();
         let mut expected: BTreeMap<u32, BTreeSet<(u64, u32)>> = BTreeMap::new();
         let mut outputs = Vec::new();
+        let mut unanswered: BTreeSet<(u32, String)> = BTreeSet::new();
         for entry in self.journal.entries() {
             let Ok(input) = Input::decode_journaled(&entry.payload) else {
                 return Err(self.fail(format!("journal record {} does not decode", entry.seq)));
             };
+            if self.withheld.contains(&input.seq) {
+                // Its answer is withheld for good, so its counterparty may never see one.
+                let id = match &input.request {
+                    crate::engine::Request::New(order) => Some(order.cl_ord_id),
+                    crate::engine::Request::Cancel(cancel) => Some(cancel.cl_ord_id),
+                    crate::engine::Request::Replace(replace) => Some(replace.cl_ord_id),
+                };
+                if let Some(id) = id {
+                    unanswered.insert((input.session, id.as_str().to_string()));
+                }
+            }
             outputs.clear();
             reference.apply(&input, &mut outputs);
             for output in &outputs {
-                if let Report::Execution(_) = output.report {
+                if let Report::Execution(_) = output.report
+                    && !self.withheld.contains(&output.input_seq)
+                {
                     expected
                         .entry(output.session)
                         .or_default()
@@ -276,7 +304,12 @@ impl Sim {
                     counterparty.comp_id
                 )));
             }
-            if let Some((id, count)) = counterparty.acks.iter().find(|(_, count)| **count != 1) {
+            let withheld = |id: &String| unanswered.contains(&(session as u32, id.clone()));
+            if let Some((id, count)) = counterparty
+                .acks
+                .iter()
+                .find(|(id, count)| **count > 1 || (**count == 0 && !withheld(id)))
+            {
                 return Err(self.fail(format!("order {id} acknowledged {count} times at rest")));
             }
         }

@@ -14,6 +14,11 @@
 //! survive a gateway crash as their memory-mapped files do; requests they had handed over and
 //! the sequencer had not taken die with the process.
 //!
+//! Odd seeds run canaries in verified delivery (`[control] canary_delivery = "verified"`) with a
+//! faulty canary engine: its answers to the inputs held for verification are wrong (its book is
+//! right), the gate breach it causes is rolled back as the control plane would, and no wrong
+//! answer may ever reach a session.
+//!
 //! After every step it checks that no output was delivered twice (every ExecID once per
 //! session), that each session got its outputs in input order, none that the journal does not
 //! explain, that every session's outbound numbers are gap-free, that each counterparty saw its
@@ -32,8 +37,8 @@ use std::time::Duration;
 
 use super::acceptor::{self, Inbound, Sessions};
 use super::core::{
-    CommandId, Core, CoreCommand, CoreConfig, CoreRequest, GateConfig, LinkCommand, LinkTransmit,
-    PlantedBug,
+    CanaryDelivery, CommandId, Core, CoreCommand, CoreConfig, CoreEvent, CoreRecord, CoreRequest,
+    GateConfig, LinkCommand, LinkTransmit, PlantedBug,
 };
 use super::input_journal::InputJournal;
 use super::memory_journal::{CrashFate, MemoryJournal};
@@ -70,6 +75,8 @@ pub struct SimConfig {
     /// Whether a gateway crash may fall between an input's journal write and its session's
     /// record of the message (see [`constants::SIM_CRASH_BEFORE_CONFIRM`]).
     pub crash_before_confirm: bool,
+    /// How canaries deliver; `None`: by the seed, odd seeds verified (see [`delivery_of`]).
+    pub canary_delivery: Option<CanaryDelivery>,
 }
 
 impl Default for SimConfig {
@@ -79,8 +86,20 @@ impl Default for SimConfig {
             sessions: constants::SIM_SESSIONS_DEFAULT,
             planted: None,
             crash_before_confirm: constants::SIM_CRASH_BEFORE_CONFIRM,
+            canary_delivery: None,
         }
     }
+}
+
+/// The canary delivery seed `seed` runs with under `config`: odd seeds run verified canaries
+/// whose engine answers the inputs held for verification wrongly, so every run of many seeds
+/// covers both modes.
+pub fn delivery_of(seed: u64, config: &SimConfig) -> CanaryDelivery {
+    config.canary_delivery.unwrap_or(if seed % 2 == 1 {
+        CanaryDelivery::Verified
+    } else {
+        CanaryDelivery::Immediate
+    })
 }
 
 /// What a passing seed did.
@@ -104,6 +123,8 @@ pub struct SimReport {
     pub resend_requests: u64,
     /// Gateway crashes that tore the journal's last write.
     pub torn_writes: u64,
+    /// Wrong answers the faulty verified canary gave (each held back, or the run fails).
+    pub wrong_answers: u64,
     /// SHA-256 of every message every session stored, in order: equal for two runs of one seed
     /// when the run is deterministic down to the bytes.
     pub fingerprint: [u8; 32],
@@ -302,6 +323,14 @@ struct Sim {
     trace: VecDeque<String>,
     /// An invariant broken inside a step, reported by the next check.
     broken: Option<String>,
+    /// How canaries deliver in this run.
+    delivery: CanaryDelivery,
+    /// A gate breach asked for a rollback, which the next pump gives, as the control plane does.
+    rollback_due: bool,
+    /// Inputs whose outputs the core withheld: their symbol was halted because the engine that
+    /// took it over had answered differently from what was delivered (in verified runs, after
+    /// the faulty canary's wrong answer). Never delivered, by design.
+    withheld: BTreeSet<u64>,
     step: usize,
     report: SimReport,
 }
@@ -328,7 +357,8 @@ impl Sim {
         let now = Timestamp::from_secs(constants::SIM_EPOCH_SECS);
         let journal = MemoryJournal::new();
         let cursor = MemoryCursor::new();
-        let core = Sim::core(&sessions, &journal, &cursor, now, config.planted);
+        let delivery = delivery_of(seed, &config);
+        let core = Sim::core(&sessions, &journal, &cursor, now, config.planted, delivery);
         let count = config.sessions;
         let mut sim = Sim {
             seed,
@@ -350,6 +380,9 @@ impl Sim {
             exec_ids: vec![BTreeSet::new(); count],
             trace: VecDeque::new(),
             broken: None,
+            delivery,
+            rollback_due: false,
+            withheld: BTreeSet::new(),
             step: 0,
             report: SimReport::default(),
         };
@@ -366,6 +399,7 @@ impl Sim {
         cursor: &MemoryCursor,
         now: Timestamp,
         planted: Option<PlantedBug>,
+        canary_delivery: CanaryDelivery,
     ) -> Core<MemoryStore, MemoryJournal> {
         let addr = |name: &str| match format!("unix:///sim/{name}.sock").parse::<link::LinkAddr>() {
             Ok(addr) => addr,
@@ -379,6 +413,7 @@ impl Sim {
             symbols: SYMBOLS.iter().map(|s| symbol(s)).collect(),
             gates: GateConfig::default(),
             link_secret: None,
+            canary_delivery,
         };
         let mut core = Core::with_journal(
             sessions.clone(),
@@ -723,6 +758,11 @@ impl Sim {
     }
 
     fn command(&mut self, request: CoreRequest) -> CommandId {
+        self.command_as(request, false)
+    }
+
+    /// A command; `canary_only` for the gateway's own rollback after a gate breach.
+    fn command_as(&mut self, request: CoreRequest, canary_only: bool) -> CommandId {
         self.next_command += 1;
         let id = CommandId(self.next_command);
         self.core.handle_command(
@@ -731,7 +771,8 @@ impl Sim {
             CoreCommand {
                 request,
                 expect_sha256: None,
-                canary_only: false,
+                canary_only,
+                expected_divergence: Default::default(),
             },
         );
         self.pump();
@@ -803,6 +844,7 @@ impl Sim {
             &self.cursor,
             self.now,
             self.config.planted,
+            self.delivery,
         );
         for (session, held) in held.into_iter().enumerate() {
             let now = self.now;
@@ -918,7 +960,20 @@ impl Sim {
     fn pump(&mut self) {
         for _ in 0..constants::SIM_PUMP_STEPS_MAX {
             self.core.handle_catch_up(self.now);
-            while self.core.poll_event().is_some() {}
+            while let Some(event) = self.core.poll_event() {
+                match event {
+                    CoreEvent::GateBreached(_) => self.rollback_due = true,
+                    CoreEvent::Record(CoreRecord::OutputsWithheld { input_seq, .. }) => {
+                        self.withheld.insert(input_seq);
+                    }
+                    _ => {}
+                }
+            }
+            if std::mem::take(&mut self.rollback_due) {
+                // As the control plane does: audit (not modelled) and roll the canary back.
+                self.log("gate breached: the gateway rolls the canary back".into());
+                self.command_as(CoreRequest::Rollback, true);
+            }
             while let Some((_, reply)) = self.core.poll_reply() {
                 self.on_reply(reply);
             }
@@ -1048,6 +1103,19 @@ impl Sim {
             let mut outputs = Vec::new();
             engine.engine.apply(input, &mut outputs);
             engine.answered.insert(input.seq, outputs.clone());
+            if self.delivery == CanaryDelivery::Verified
+                && self.core.verified_canary_of(input.seq) == Some(slot)
+                && wrong(&mut outputs)
+            {
+                // A faulty build: its answers to the inputs it owns as a verified canary are
+                // wrong (its book is right, so only delivering them could do harm).
+                self.report.wrong_answers += 1;
+                let line = format!(
+                    "{} answers input {} wrongly",
+                    self.engines[slot].name, input.seq
+                );
+                self.log(line);
+            }
             Frame::Outputs(Outputs {
                 input_seq: input.seq,
                 outputs,
@@ -1076,4 +1144,17 @@ impl Sim {
         };
         self.core.handle_frame(self.now, slot, frame);
     }
+}
+
+/// Makes `outputs` wrong the way the simulation's faulty canary does: every execution report
+/// names [`constants::SIM_WRONG_ORDER_ID`]. False if there was nothing to make wrong.
+fn wrong(outputs: &mut [Output]) -> bool {
+    let mut changed = false;
+    for output in outputs {
+        if let Report::Execution(report) = &mut output.report {
+            report.order_id = constants::SIM_WRONG_ORDER_ID;
+            changed = true;
+        }
+    }
+    changed
 }

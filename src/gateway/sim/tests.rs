@@ -17,6 +17,42 @@ fn the_simulation_keeps_every_invariant_on_a_fixed_set_of_seeds() {
 }
 
 #[test]
+fn verified_seeds_hold_back_every_wrong_answer_of_their_faulty_canary() {
+    // The invariant is checked after every step of every odd seed above; here, that it was
+    // exercised: the faulty canary did answer wrongly, and every such answer was held back.
+    let config = SimConfig {
+        canary_delivery: Some(CanaryDelivery::Verified),
+        ..SimConfig::default()
+    };
+    let mut wrong_answers = 0;
+    for seed in 0..constants::SIM_PLANTED_SEEDS_MAX {
+        match run(seed, &config) {
+            Ok(report) => wrong_answers += report.wrong_answers,
+            Err(failure) => panic!("{failure}"),
+        }
+    }
+    assert!(wrong_answers > 0, "no seed had the canary answer wrongly");
+}
+
+#[test]
+fn a_planted_delivery_of_unverified_canary_answers_is_caught() {
+    let config = SimConfig {
+        planted: Some(PlantedBug::DeliverUnverified),
+        canary_delivery: Some(CanaryDelivery::Verified),
+        ..SimConfig::default()
+    };
+    let caught = (0..constants::SIM_PLANTED_SEEDS_MAX)
+        .find_map(|seed| run(seed, &config).err().map(|f| (seed, f.invariant)));
+    assert!(
+        caught
+            .as_ref()
+            .is_some_and(|(_, why)| why.contains("wrong answer")),
+        "not caught within {} seeds: {caught:?}",
+        constants::SIM_PLANTED_SEEDS_MAX
+    );
+}
+
+#[test]
 fn the_same_seed_runs_the_same_way_down_to_the_bytes_the_sessions_stored() {
     let config = SimConfig::default();
     let first = run(7, &config).map_err(|f| f.to_string());
