@@ -257,6 +257,28 @@ fn client_comp_id(session: usize) -> String {
     format!("CLIENT{}", session + 1)
 }
 
+/// Each engine, by slot, that is linked and not hung (its last input seq in `alive`) tells the
+/// core it is alive, as an idle engine's heartbeat does; shared by every harness that plays the
+/// engines' side of the link.
+pub(crate) fn engines_alive<S, J>(
+    core: &mut Core<S, J>,
+    now: Timestamp,
+    alive: impl IntoIterator<Item = Option<u64>>,
+) where
+    S: SessionStore + Send + 'static,
+    J: InputJournal,
+    J::Reader: Send + 'static,
+{
+    let alive = alive.into_iter().enumerate();
+    for (slot, last_input_seq) in alive.filter_map(|(slot, seq)| Some((slot, seq?))) {
+        core.handle_frame(
+            now,
+            slot,
+            Frame::Heartbeat(link::Heartbeat { last_input_seq }),
+        );
+    }
+}
+
 /// The whole simulated venue.
 struct Sim {
     seed: u64,
@@ -838,17 +860,9 @@ impl Sim {
 
     /// Fires the core's timer now; engines that are not hung say they are alive first.
     fn tick(&mut self) {
-        for slot in 0..self.engines.len() {
-            let engine = &self.engines[slot];
-            if engine.linked && !engine.silent {
-                let last_input_seq = engine.engine.last_input_seq();
-                self.core.handle_frame(
-                    self.now,
-                    slot,
-                    Frame::Heartbeat(link::Heartbeat { last_input_seq }),
-                );
-            }
-        }
+        let alive = (self.engines.iter())
+            .map(|e| (e.linked && !e.silent).then(|| e.engine.last_input_seq()));
+        engines_alive(&mut self.core, self.now, alive);
         self.core.handle_timeout(self.now);
         let now = self.now;
         for session in 0..self.config.sessions {
