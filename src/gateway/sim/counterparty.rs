@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::constants;
 use crate::fix::codec::{Decoder, Encoder, Frame, Message};
 use crate::fix::tags::{self, msg_type};
 use crate::gateway::translate::{exec_id_key, tag};
@@ -65,9 +66,6 @@ pub(super) struct Counterparty {
 /// The gateway's CompID in the simulation.
 pub(super) const GATEWAY_COMP_ID: &str = "BATON";
 
-/// HeartBtInt (108) the counterparties ask for, in seconds.
-const HEART_BT_INT_S: u64 = 30;
-
 impl Counterparty {
     pub(super) fn new(comp_id: String) -> Counterparty {
         Counterparty {
@@ -79,7 +77,7 @@ impl Counterparty {
             logged_on: false,
             resend_target: None,
             recv: Vec::new(),
-            decoder: Decoder::new(crate::constants::BODY_LENGTH_MAX),
+            decoder: Decoder::new(constants::BODY_LENGTH_MAX),
             encoder: Encoder::new("FIX.4.4"),
             out: Vec::new(),
             acks: BTreeMap::new(),
@@ -133,7 +131,7 @@ impl Counterparty {
         self.resend_target = None;
         self.send_admin(now, msg_type::LOGON, |e| {
             e.uint(tags::ENCRYPT_METHOD, 0)
-                .uint(tags::HEART_BT_INT, HEART_BT_INT_S);
+                .uint(tags::HEART_BT_INT, constants::SIM_HEART_BT_INT_S);
         });
     }
 
