@@ -227,6 +227,9 @@ impl Sim {
     pub(super) fn check_quiescent(&mut self) -> Result<(), SimFailure> {
         let mut reference = fresh_engine();
         let mut expected: BTreeMap<u32, BTreeSet<(u64, u32)>> = BTreeMap::new();
+        // What each execution report must say, by session and ExecID.
+        let mut bodies: BTreeMap<(u32, (u64, u32)), counterparty::Body> = BTreeMap::new();
+        let mut encoder = crate::fix::codec::Encoder::new("FIX.4.4");
         let mut outputs = Vec::new();
         for entry in self.journal.entries() {
             let Ok(input) = Input::decode_journaled(&entry.payload) else {
@@ -236,10 +239,13 @@ impl Sim {
             reference.apply(&input, &mut outputs);
             for output in &outputs {
                 if let Report::Execution(_) = output.report {
-                    expected
-                        .entry(output.session)
-                        .or_default()
-                        .insert((output.input_seq, output.index));
+                    let key = (output.input_seq, output.index);
+                    expected.entry(output.session).or_default().insert(key);
+                    encoder.start(crate::fix::tags::msg_type::EXECUTION_REPORT);
+                    crate::gateway::translate::write_output(&mut encoder, output);
+                    if let Ok(message) = Message::parse(encoder.finish()) {
+                        bodies.insert((output.session, key), counterparty::body_fields(&message));
+                    }
                 }
             }
         }
@@ -275,6 +281,14 @@ impl Sim {
                     "{} did not receive every execution report its session stored (first missing {missing:?})",
                     counterparty.comp_id
                 )));
+            }
+            for (key, body) in &counterparty.reports {
+                if bodies.get(&(session as u32, *key)) != Some(body) {
+                    return Err(self.fail(format!(
+                        "{} received ExecID {}-{} saying other than a replay of the journal does",
+                        counterparty.comp_id, key.0, key.1
+                    )));
+                }
             }
             if let Some((id, count)) = counterparty.acks.iter().find(|(_, count)| **count != 1) {
                 return Err(self.fail(format!("order {id} acknowledged {count} times at rest")));

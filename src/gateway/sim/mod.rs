@@ -21,8 +21,9 @@
 //! acknowledged at most once, and that a switch moved authority only to an engine that had
 //! answered through its barrier; at the end it heals every fault, reconnects every client, lets
 //! everything settle and checks that each session holds exactly the execution reports a fresh
-//! replay of the journal produces for it, that its counterparty received them all and every
-//! order it sent was acknowledged exactly once, and every engine's digest equals that replay's.
+//! replay of the journal produces for it, that its counterparty received them all, each saying
+//! what the replay's report says, and every order it sent was acknowledged exactly once, and
+//! every engine's digest equals that replay's.
 //! A failure names the seed and the last steps; the same seed replays the same run exactly.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
