@@ -855,6 +855,12 @@ const _: () = assert!(SIM_STEPS_DEFAULT as u64 <= SIM_ORDERS_MAX as u64);
 /// SendingTimes readable in a trace.
 pub const SIM_EPOCH_SECS: u64 = 1_800_000_000;
 
+/// HeartBtInt (seconds) the simulation's counterparties log on with: long against the
+/// simulated failovers, so heartbeats and TestRequests interleave with them without dominating.
+pub const SIM_HEART_BT_INT_S: u64 = 30;
+const _: () =
+    assert!(SIM_HEART_BT_INT_S >= HEART_BT_INT_MIN_S && SIM_HEART_BT_INT_S <= HEART_BT_INT_MAX_S);
+
 /// Whether the simulation kills the gateway between an input's journal write and its
 /// session's record of having received the message: a restarted gateway must recover each
 /// session's inbound MsgSeqNum from the journal, or the counterparty's PossDup resend of such an

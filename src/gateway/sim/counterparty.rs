@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::constants;
 use crate::fix::codec::{Decoder, Encoder, Frame, Message};
 use crate::fix::tags::{self, msg_type};
 use crate::gateway::translate::{exec_id_key, tag};
@@ -54,6 +55,10 @@ pub(super) struct Counterparty {
     pub(super) acks: BTreeMap<String, u32>,
     /// ExecIDs received, as (input seq, index).
     pub(super) exec_ids: BTreeSet<(u64, u32)>,
+    /// The body of each execution report received, by ExecID: checked at rest against what a
+    /// replay of the journal says the report is, so a report from an engine whose book
+    /// diverged is caught even when its ExecID is right.
+    pub(super) reports: BTreeMap<(u64, u32), Body>,
     /// Orders sent so far, for ClOrdIDs.
     orders: u64,
     /// The first thing the gateway did wrong, if anything.
@@ -64,9 +69,6 @@ pub(super) struct Counterparty {
 
 /// The gateway's CompID in the simulation.
 pub(super) const GATEWAY_COMP_ID: &str = "BATON";
-
-/// HeartBtInt (108) the counterparties ask for, in seconds.
-const HEART_BT_INT_S: u64 = 30;
 
 impl Counterparty {
     pub(super) fn new(comp_id: String) -> Counterparty {
@@ -79,11 +81,12 @@ impl Counterparty {
             logged_on: false,
             resend_target: None,
             recv: Vec::new(),
-            decoder: Decoder::new(crate::constants::BODY_LENGTH_MAX),
+            decoder: Decoder::new(constants::BODY_LENGTH_MAX),
             encoder: Encoder::new("FIX.4.4"),
             out: Vec::new(),
             acks: BTreeMap::new(),
             exec_ids: BTreeSet::new(),
+            reports: BTreeMap::new(),
             orders: 0,
             broken: None,
             logout_sent: false,
@@ -133,7 +136,7 @@ impl Counterparty {
         self.resend_target = None;
         self.send_admin(now, msg_type::LOGON, |e| {
             e.uint(tags::ENCRYPT_METHOD, 0)
-                .uint(tags::HEART_BT_INT, HEART_BT_INT_S);
+                .uint(tags::HEART_BT_INT, constants::SIM_HEART_BT_INT_S);
         });
     }
 
@@ -357,6 +360,7 @@ impl Counterparty {
         if !self.exec_ids.insert(key) {
             self.problem(format!("ExecID {}-{} received twice", key.0, key.1));
         }
+        self.reports.insert(key, body_fields(message));
         let exec_type = message.get(tag::EXEC_TYPE).unwrap_or_default();
         if ACKNOWLEDGING_EXEC_TYPES.contains(&exec_type) {
             let id = String::from_utf8_lossy(message.get(tags::CL_ORD_ID).unwrap_or_default())
@@ -422,6 +426,31 @@ impl Counterparty {
             seq = to;
         }
     }
+}
+
+/// A message's body fields, (tag, value) in order.
+pub(super) type Body = Vec<(u32, Vec<u8>)>;
+
+/// The fields of `message` after its standard header and before its trailer: what the
+/// message says, whichever MsgSeqNum and transmission carried it.
+pub(super) fn body_fields(message: &Message) -> Body {
+    const HEADER_AND_TRAILER: [u32; 10] = [
+        tags::BEGIN_STRING,
+        tags::BODY_LENGTH,
+        tags::MSG_TYPE,
+        tags::SENDER_COMP_ID,
+        tags::TARGET_COMP_ID,
+        tags::MSG_SEQ_NUM,
+        tags::SENDING_TIME,
+        tags::POSS_DUP_FLAG,
+        tags::ORIG_SENDING_TIME,
+        tags::CHECK_SUM,
+    ];
+    message
+        .fields()
+        .filter(|(tag, _)| !HEADER_AND_TRAILER.contains(tag))
+        .map(|(tag, value)| (tag, value.to_vec()))
+        .collect()
 }
 
 /// TransactTime (60) of an order sent at `now`.

@@ -241,6 +241,9 @@ impl Sim {
     pub(super) fn check_quiescent(&mut self) -> Result<(), SimFailure> {
         let mut reference = fresh_engine();
         let mut expected: BTreeMap<u32, BTreeSet<(u64, u32)>> = BTreeMap::new();
+        // What each execution report must say, by session and ExecID.
+        let mut bodies: BTreeMap<(u32, (u64, u32)), counterparty::Body> = BTreeMap::new();
+        let mut encoder = crate::fix::codec::Encoder::new("FIX.4.4");
         let mut outputs = Vec::new();
         let mut unanswered: BTreeSet<(u32, String)> = BTreeSet::new();
         for entry in self.journal.entries() {
@@ -264,10 +267,13 @@ impl Sim {
                 if let Report::Execution(_) = output.report
                     && !self.withheld.contains(&output.input_seq)
                 {
-                    expected
-                        .entry(output.session)
-                        .or_default()
-                        .insert((output.input_seq, output.index));
+                    let key = (output.input_seq, output.index);
+                    expected.entry(output.session).or_default().insert(key);
+                    encoder.start(crate::fix::tags::msg_type::EXECUTION_REPORT);
+                    crate::gateway::translate::write_output(&mut encoder, output);
+                    if let Ok(message) = Message::parse(encoder.finish()) {
+                        bodies.insert((output.session, key), counterparty::body_fields(&message));
+                    }
                 }
             }
         }
@@ -303,6 +309,14 @@ impl Sim {
                     "{} did not receive every execution report its session stored (first missing {missing:?})",
                     counterparty.comp_id
                 )));
+            }
+            for (key, body) in &counterparty.reports {
+                if bodies.get(&(session as u32, *key)) != Some(body) {
+                    return Err(self.fail(format!(
+                        "{} received ExecID {}-{} saying other than a replay of the journal does",
+                        counterparty.comp_id, key.0, key.1
+                    )));
+                }
             }
             let withheld = |id: &String| unanswered.contains(&(session as u32, id.clone()));
             if let Some((id, count)) = counterparty

@@ -26,8 +26,9 @@
 //! acknowledged at most once, and that a switch moved authority only to an engine that had
 //! answered through its barrier; at the end it heals every fault, reconnects every client, lets
 //! everything settle and checks that each session holds exactly the execution reports a fresh
-//! replay of the journal produces for it, that its counterparty received them all and every
-//! order it sent was acknowledged exactly once, and every engine's digest equals that replay's.
+//! replay of the journal produces for it, that its counterparty received them all, each saying
+//! what the replay's report says, and every order it sent was acknowledged exactly once, and
+//! every engine's digest equals that replay's.
 //! A failure names the seed and the last steps; the same seed replays the same run exactly.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -53,8 +54,10 @@ use crate::fix::session::{Session, SessionConfig};
 use crate::fix::store::{MemoryStore, SessionStore};
 use crate::link::{self, AlreadyApplied, Frame, Outputs, Restored, Snapshot};
 use crate::time::Timestamp;
-use counterparty::{Counterparty, GATEWAY_COMP_ID};
+use connections::{Wire, client_comp_id, gateway_sessions};
+use counterparty::Counterparty;
 
+mod connections;
 mod counterparty;
 mod invariants;
 #[cfg(test)]
@@ -236,60 +239,20 @@ fn symbol(name: &str) -> Symbol {
     }
 }
 
-/// A TCP connection between a counterparty and the gateway, as two byte queues: bytes written
-/// and not yet read, each way. A closed connection loses what is in flight.
-#[derive(Default)]
-struct Wire {
-    /// Written by the counterparty, not yet read by the gateway.
-    to_gateway: VecDeque<u8>,
-    /// Written by the gateway, not yet read by the counterparty.
-    to_client: VecDeque<u8>,
-}
-
-impl Wire {
-    fn clear(&mut self) {
-        self.to_gateway.clear();
-        self.to_client.clear();
-    }
-
-    fn is_empty(&self) -> bool {
-        self.to_gateway.is_empty() && self.to_client.is_empty()
-    }
-}
-
-/// The gateway's sessions over `stores`, as a gateway process builds them at start.
-fn gateway_sessions(stores: Vec<MemoryStore>) -> Arc<Sessions<MemoryStore>> {
-    Sessions::new(
-        stores
-            .into_iter()
-            .enumerate()
-            .map(|(i, store)| {
-                Session::new(
-                    SessionConfig::new(GATEWAY_COMP_ID, &client_comp_id(i)),
-                    store,
-                    Dictionary::venue(),
-                )
-            })
-            .collect(),
-    )
-}
-
-fn client_comp_id(session: usize) -> String {
-    format!("CLIENT{}", session + 1)
-}
-
-/// Each engine in `alive`, as (slot, last input seq), tells the core it is alive, as an idle
-/// engine's heartbeat does; shared by every harness that plays the engines' side of the link.
+/// Each engine, by slot, that is linked and not hung (its last input seq in `alive`) tells the
+/// core it is alive, as an idle engine's heartbeat does; shared by every harness that plays the
+/// engines' side of the link.
 pub(crate) fn engines_alive<S, J>(
     core: &mut Core<S, J>,
     now: Timestamp,
-    alive: impl IntoIterator<Item = (usize, u64)>,
+    alive: impl IntoIterator<Item = Option<u64>>,
 ) where
     S: SessionStore + Send + 'static,
     J: InputJournal,
     J::Reader: Send + 'static,
 {
-    for (slot, last_input_seq) in alive {
+    let alive = alive.into_iter().enumerate();
+    for (slot, last_input_seq) in alive.filter_map(|(slot, seq)| Some((slot, seq?))) {
         core.handle_frame(
             now,
             slot,
@@ -559,204 +522,6 @@ impl Sim {
         }
     }
 
-    /// The counterparty of `session` opens a connection and logs on.
-    fn connect(&mut self, session: usize) {
-        self.wires[session].clear();
-        self.counterparties[session].connect(self.now);
-        let now = self.now;
-        self.sessions.with(session as u32, |s| s.on_connect(now));
-        let line = format!(
-            "{} connects and logs on at {}",
-            client_comp_id(session),
-            self.counterparties[session].next_out() - 1
-        );
-        self.log(line);
-        self.flush_client(session);
-    }
-
-    /// The connection of `session` closes: what was in flight is lost, both sides see it.
-    fn close(&mut self, session: usize) {
-        self.wires[session].clear();
-        self.counterparties[session].disconnect();
-        self.sessions.with(session as u32, |s| s.on_disconnect());
-    }
-
-    /// A counterparty goes away: its connection drops, or it logs out.
-    fn counterparty_leaves(&mut self) {
-        let session = self.rng.below(self.config.sessions as u64) as usize;
-        if !self.counterparties[session].connected {
-            return;
-        }
-        self.report.disconnects += 1;
-        if self.rng.chance(50) {
-            self.log(format!("{} connection drops", client_comp_id(session)));
-            self.close(session);
-        } else {
-            self.log(format!("{} logs out", client_comp_id(session)));
-            self.counterparties[session].logout(self.now);
-            self.flush_client(session);
-        }
-    }
-
-    /// A counterparty asks for some of what it already has again.
-    fn counterparty_asks_resend(&mut self) {
-        let session = self.rng.below(self.config.sessions as u64) as usize;
-        let counterparty = &self.counterparties[session];
-        if !counterparty.logged_on || counterparty.next_in() <= 1 {
-            return;
-        }
-        let begin = 1 + self.rng.below(counterparty.next_in() - 1);
-        let end = if self.rng.chance(50) {
-            0
-        } else {
-            begin + self.rng.below(counterparty.next_in() - begin)
-        };
-        self.log(format!(
-            "{} asks for {begin}..{end} again",
-            client_comp_id(session)
-        ));
-        self.report.resend_requests += 1;
-        self.counterparties[session].ask_resend(self.now, begin, end);
-        self.flush_client(session);
-    }
-
-    /// Moves some bytes one way on one connection: whole messages, parts of them, or all.
-    fn network(&mut self) {
-        let session = self.rng.below(self.config.sessions as u64) as usize;
-        let to_gateway = self.rng.chance(50);
-        let queued = if to_gateway {
-            self.wires[session].to_gateway.len()
-        } else {
-            self.wires[session].to_client.len()
-        };
-        if queued == 0 {
-            return;
-        }
-        let count = if self.rng.chance(50) {
-            queued
-        } else {
-            1 + self.rng.below(queued as u64) as usize
-        };
-        if to_gateway {
-            self.gateway_reads(session, count);
-        } else {
-            self.client_reads(session, count);
-        }
-    }
-
-    /// The gateway reads `count` bytes of `session`'s connection.
-    fn gateway_reads(&mut self, session: usize, count: usize) {
-        let wire = &mut self.wires[session].to_gateway;
-        let bytes: Vec<u8> = wire.drain(..count.min(wire.len())).collect();
-        let now = self.now;
-        self.sessions
-            .with(session as u32, |s| s.handle_bytes(now, &bytes));
-        self.serve(session);
-    }
-
-    /// The counterparty of `session` reads `count` bytes of its connection.
-    fn client_reads(&mut self, session: usize, count: usize) {
-        let wire = &mut self.wires[session].to_client;
-        let bytes: Vec<u8> = wire.drain(..count.min(wire.len())).collect();
-        if self.counterparties[session].handle_bytes(self.now, &bytes) {
-            self.log(format!("{} logged out", client_comp_id(session)));
-            self.close(session);
-            return;
-        }
-        self.flush_client(session);
-    }
-
-    /// Every byte in flight on `session`'s connection is read, both ways, until it is quiet.
-    fn carry_all(&mut self, session: usize) {
-        for _ in 0..constants::SIM_PUMP_STEPS_MAX {
-            let wire = &self.wires[session];
-            if wire.is_empty() {
-                return;
-            }
-            let (to_gateway, to_client) = (wire.to_gateway.len(), wire.to_client.len());
-            self.gateway_reads(session, to_gateway);
-            self.client_reads(session, to_client);
-        }
-        panic!(
-            "seed {}: {} and the gateway kept talking after {} rounds",
-            self.seed,
-            client_comp_id(session),
-            constants::SIM_PUMP_STEPS_MAX
-        );
-    }
-
-    /// What the counterparty wrote goes on its connection.
-    fn flush_client(&mut self, session: usize) {
-        let out = std::mem::take(&mut self.counterparties[session].out);
-        if self.counterparties[session].connected {
-            self.wires[session].to_gateway.extend(out);
-        }
-    }
-
-    /// The gateway's connection task for `session`: takes the session's events (requests for
-    /// the sequencer, a close) and writes what it has to send, resends included.
-    fn serve(&mut self, session: usize) {
-        let now = self.now;
-        let venue = self.sessions.venue().clone();
-        let mut requests = Vec::new();
-        let mut out = Vec::new();
-        let closing = self
-            .sessions
-            .with(session as u32, |s| {
-                let closing =
-                    acceptor::take_events(s, session as u32, &venue, now, &mut requests, |_| {});
-                s.poll_transmit(&mut out);
-                let mut steps = 0;
-                while s.resend_pending() && steps < constants::SIM_PUMP_STEPS_MAX {
-                    steps += 1;
-                    s.continue_resend(now);
-                    s.poll_transmit(&mut out);
-                }
-                closing
-            })
-            .unwrap_or(false);
-        self.pending.append(&mut requests);
-        if self.counterparties[session].connected {
-            self.wires[session].to_client.extend(out);
-        }
-        if closing {
-            // The gateway writes what it has, then closes: the counterparty reads it first.
-            let line = format!("gateway closes {}'s connection", client_comp_id(session));
-            self.log(line);
-            let queued = self.wires[session].to_client.len();
-            self.client_reads(session, queued);
-            self.close(session);
-        }
-    }
-
-    /// Every session's connection task runs once.
-    fn serve_all(&mut self) {
-        for session in 0..self.config.sessions {
-            self.serve(session);
-        }
-    }
-
-    /// The sequencer takes the requests waiting for it, if it takes requests now.
-    fn sequence_pending(&mut self) {
-        if self.pending.is_empty() || !self.core.accepting() {
-            return;
-        }
-        let before = self.journal.last_seq();
-        let mut batch = std::mem::take(&mut self.pending);
-        let count = batch.len();
-        self.core.handle_requests(self.now, &mut batch);
-        let after = self.journal.last_seq();
-        self.log(format!(
-            "sequencer takes {count} request(s) -> {}",
-            if after > before {
-                format!("inputs {}..={after}", before + 1)
-            } else {
-                "refused".into()
-            }
-        ));
-        self.pump();
-    }
-
     fn command(&mut self, request: CoreRequest) -> CommandId {
         self.command_as(request, false)
     }
@@ -900,12 +665,8 @@ impl Sim {
 
     /// Fires the core's timer now; engines that are not hung say they are alive first.
     fn tick(&mut self) {
-        let alive = self
-            .engines
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.linked && !e.silent)
-            .map(|(slot, e)| (slot, e.engine.last_input_seq()));
+        let alive = (self.engines.iter())
+            .map(|e| (e.linked && !e.silent).then(|| e.engine.last_input_seq()));
         engines_alive(&mut self.core, self.now, alive);
         self.core.handle_timeout(self.now);
         let now = self.now;
@@ -946,14 +707,6 @@ impl Sim {
         self.now = until;
         self.tick();
         self.carry_everything();
-    }
-
-    /// Every connection carries what is in flight, and the sequencer takes what arrived.
-    fn carry_everything(&mut self) {
-        for session in 0..self.config.sessions {
-            self.carry_all(session);
-        }
-        self.sequence_pending();
     }
 
     /// Carries out what the core asked, as the driver does.
