@@ -845,6 +845,14 @@ impl Engine for MatchingEngine {
             Request::New(request) => self.new_order(input.session, request, &mut out),
             Request::Cancel(request) => self.cancel(input.session, request, &mut out),
             Request::Replace(request) => self.replace(input.session, request, &mut out),
+            Request::Transfer(transfer) => {
+                // Every engine applies the same transfer to the same state, so one that cannot
+                // take it is one whose state already differed: it keeps its own, says why, and
+                // the shadow comparison shows the difference from then on.
+                if let Err(error) = self.apply_transfer(transfer, input.seq, input.time) {
+                    tracing::error!(seq = input.seq, %error, "state transfer not applied");
+                }
+            }
         }
     }
 

@@ -47,11 +47,11 @@ use super::journal::{Journal, JournalConfig, JournalError};
 use super::outbox_mark::CursorStore;
 use super::status::{
     CanaryStatus, CoreStatus, DivergenceSample, EngineRole, EngineStatus, GateBreach, GateStatus,
-    SessionStatus, ShadowStatus, SwitchReport, SwitchScope,
+    SessionStatus, ShadowStatus, SwitchReport, SwitchScope, TransferReport,
 };
 use super::translate;
 use crate::constants;
-use crate::engine::{ExecType, Input, Output, Report, Request, Symbol};
+use crate::engine::{ExecType, Input, Output, Report, Request, StateTransfer, Symbol};
 use crate::fix::store::SessionStore;
 use crate::fix::tags::BusinessRejectReason;
 use crate::link::{self, Frame, LinkAddr, Outputs};
@@ -86,6 +86,9 @@ struct Connection {
     /// SHA-256 of its executable from its Hello: checked against a change's artifact before it
     /// is given authority.
     executable_sha256: String,
+    /// The link protocol version it speaks: below [`link::LINK_PROTOCOL_VERSION`]'s transfer
+    /// support it cannot take a state transfer, and a canary's rollback halts instead.
+    protocol_version: u16,
     /// Highest input seq sent on this connection.
     sent_through: u64,
     /// Highest input seq answered on this connection.
@@ -142,6 +145,9 @@ struct Canary {
     symbols: Vec<Symbol>,
     /// First input sequenced under the canary.
     since_seq: u64,
+    /// Inputs sequenced for its symbols: with none, the canary engine told the counterparties
+    /// nothing, and ending it moves no state.
+    owned_inputs: u64,
     /// What the gates have seen.
     gates: GateStatus,
     /// Answer latency of the canary engine on its inputs, µs.
@@ -178,6 +184,23 @@ struct PendingSwitch {
     rollback: bool,
     /// Who to answer.
     reply: Option<CommandId>,
+    /// Where a canary's end stands in moving the canary engine's state back.
+    transfer: TransferStep,
+}
+
+/// The steps of a state transfer at a canary's end (see `switch::try_transfer`).
+#[derive(Clone, Debug, Default, PartialEq)]
+enum TransferStep {
+    /// Not decided yet (or not a canary's end).
+    #[default]
+    Undecided,
+    /// The canary engine was asked for its snapshot at the barrier, at this time.
+    Requested(Timestamp),
+    /// The transfer was sequenced as input `barrier + 1`; the switch completes once every
+    /// engine answered it.
+    Sequenced(TransferReport),
+    /// No transfer: the canary's diverged symbols are halted as before, for this reason.
+    Refused(String),
 }
 
 /// Outputs of one input from both engines, until compared (and, for the standby's, until

@@ -11,6 +11,7 @@ where
     J::Reader: Send + 'static,
 {
     pub(super) fn on_frame(&mut self, index: usize, frame: Frame) {
+        let for_transfer = self.awaits_transfer_from(index);
         let Some(connection) = self
             .engines
             .get_mut(index)
@@ -34,6 +35,12 @@ where
                     self.cursor.set(applied.input_seq);
                     self.drain_undelivered();
                 }
+            }
+            Frame::Snapshot(snapshot) if for_transfer => {
+                self.on_transfer_snapshot(snapshot.at_input_seq, snapshot.bytes);
+            }
+            Frame::Refused(refused) if for_transfer => {
+                self.on_transfer_refused(refused.reason);
             }
             Frame::Snapshot(snapshot) => {
                 // Asked from the authoritative engine for a joining standby.

@@ -493,6 +493,7 @@ proptest! {
             Request::New(order) => order.parties = Parties::NONE,
             Request::Cancel(cancel) => cancel.parties = Parties::NONE,
             Request::Replace(replace) => replace.parties = Parties::NONE,
+            Request::Transfer(_) => {}
         }
         let mut expected = encoded(&Frame::Input(stripped));
         prop_assert_eq!(expected.pop(), Some(0));
