@@ -465,6 +465,15 @@ pub trait Engine: Send + 'static {
     fn freeze(&self) -> Option<Box<dyn FrozenState>> {
         None
     }
+
+    /// Takes resting order `order_id` out of its book without a report; false if the engine
+    /// cannot or the order does not rest. Only the deliberately faulty build
+    /// ([`fault::RejectSymbol`]) uses it, so that what it holds agrees with the rejects it sends;
+    /// an engine that offers no such thing keeps the default.
+    #[doc(hidden)]
+    fn withdraw(&mut self, _order_id: u64) -> bool {
+        false
+    }
 }
 
 /// An engine's state frozen between two inputs by [`Engine::freeze`].

@@ -1554,10 +1554,16 @@ fn a_transfer_gives_every_engine_the_donors_state_for_its_symbols() {
             parties: Parties::NONE,
         }),
     );
-    assert!(matches!(&cancel[0].report, Report::CancelReject(_)), "{cancel:?}");
+    assert!(
+        matches!(&cancel[0].report, Report::CancelReject(_)),
+        "{cancel:?}"
+    );
     let duplicate = baseline.limit(2, "Y-1", Side::Buy, "1", 1);
-    assert!(matches!(&duplicate[0].report,
-        Report::Execution(r) if r.exec_type == ExecType::Rejected), "{duplicate:?}");
+    assert!(
+        matches!(&duplicate[0].report,
+        Report::Execution(r) if r.exec_type == ExecType::Rejected),
+        "{duplicate:?}"
+    );
     assert_eq!(baseline.engine.digest(), {
         canary.apply(
             2,
@@ -1633,6 +1639,9 @@ fn transfer_orders_counts_the_resting_orders_of_the_named_books() {
         .iter()
         .filter(|o| o.symbol == sym(AAA))
         .count() as u64;
-    assert_eq!(transfer_orders(&snapshot, &[sym(AAA)]).unwrap(), resting_aaa);
+    assert_eq!(
+        transfer_orders(&snapshot, &[sym(AAA)]).unwrap(),
+        resting_aaa
+    );
     assert_eq!(transfer_orders(&snapshot, &[]).unwrap(), 0);
 }

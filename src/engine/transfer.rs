@@ -72,13 +72,7 @@ impl MatchingEngine {
                 expected_seq,
             });
         }
-        let merged = merge(
-            self.canonical_state(),
-            donor,
-            &transfer.symbols,
-            seq,
-            time,
-        );
+        let merged = merge(self.canonical_state(), donor, &transfer.symbols, seq, time);
         self.check_state(&merged)?;
         self.load_state(merged);
         Ok(())

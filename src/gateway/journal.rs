@@ -1208,7 +1208,8 @@ pub fn store_blob(dir: &Path, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), Jou
         return Ok(());
     }
     let temporary = path.with_extension("blob.tmp");
-    let mut file = File::create(&temporary).map_err(|source| io_error(&temporary, "create", source))?;
+    let mut file =
+        File::create(&temporary).map_err(|source| io_error(&temporary, "create", source))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .map_err(|source| io_error(&temporary, "write", source))?;
@@ -1222,7 +1223,11 @@ pub fn load_blob(dir: &Path, sha256: &[u8; 32]) -> Result<Vec<u8>, JournalError>
     let path = blob_path(dir, sha256);
     let bytes = fs::read(&path).map_err(|source| io_error(&path, "read", source))?;
     if sha2::Sha256::digest(&bytes).as_slice() != sha256 {
-        return Err(corrupt(&path, 0, "content does not hash to the file's name".into()));
+        return Err(corrupt(
+            &path,
+            0,
+            "content does not hash to the file's name".into(),
+        ));
     }
     Ok(bytes)
 }

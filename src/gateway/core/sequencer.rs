@@ -300,9 +300,10 @@ where
             if let Some(reader) = connection.catch_up.as_mut() {
                 for _ in 0..count {
                     let journal = &self.journal;
-                    match read_input(reader.as_mut())
-                        .and_then(|read| read.map(|input| with_blob(input, |sha256| journal.load_blob(sha256))).transpose())
-                    {
+                    match read_input(reader.as_mut()).and_then(|read| {
+                        read.map(|input| with_blob(input, |sha256| journal.load_blob(sha256)))
+                            .transpose()
+                    }) {
                         Ok(Some(input)) => inputs.push(input),
                         Ok(None) => break,
                         Err(error) => {
@@ -396,7 +397,9 @@ pub fn replay_journal(
     let mut outputs: Vec<Output> = Vec::new();
     let mut count = 0;
     while let Some(input) = read_input(&mut reader)? {
-        let input = with_blob(input, |sha256| super::super::journal::load_blob(dir, sha256))?;
+        let input = with_blob(input, |sha256| {
+            super::super::journal::load_blob(dir, sha256)
+        })?;
         if input.seq != engine.last_input_seq() + 1 {
             return Err(CoreError::Record {
                 seq: input.seq,

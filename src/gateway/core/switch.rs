@@ -381,7 +381,10 @@ where
         match (refusal, canary_slot) {
             (None, Some(slot)) => {
                 pending.transfer = TransferStep::Requested(now);
-                tracing::info!(barrier = pending.barrier, "canary ending: asking the canary engine for its state");
+                tracing::info!(
+                    barrier = pending.barrier,
+                    "canary ending: asking the canary engine for its state"
+                );
                 self.transmit(slot, LinkCommand::RequestSnapshot);
                 false
             }
@@ -528,10 +531,16 @@ where
         };
         self.journal
             .store_blob(&sha256, &snapshot)
-            .map_err(|error| format!("its snapshot could not be stored beside the journal: {error}"))?;
+            .map_err(|error| {
+                format!("its snapshot could not be stored beside the journal: {error}")
+            })?;
         self.payload.clear();
-        bincode::serde::encode_into_std_write(&input, &mut self.payload, bincode::config::standard())
-            .map_err(|error| error.to_string())?;
+        bincode::serde::encode_into_std_write(
+            &input,
+            &mut self.payload,
+            bincode::config::standard(),
+        )
+        .map_err(|error| error.to_string())?;
         self.journal
             .append(seq, time, &self.payload)
             .and_then(|()| self.journal.flush())
@@ -547,9 +556,10 @@ where
             transfer.snapshot = snapshot;
         }
         for index in 0..self.engines.len() {
-            let live = self.engines[index].connection.as_ref().is_some_and(|c| {
-                !c.restoring && c.catch_up.is_none() && c.sent_through + 1 == seq
-            });
+            let live = self.engines[index]
+                .connection
+                .as_ref()
+                .is_some_and(|c| !c.restoring && c.catch_up.is_none() && c.sent_through + 1 == seq);
             if live {
                 self.send_to(index, vec![input.clone()], seq);
             }
@@ -573,7 +583,10 @@ where
         }
         self.diverged.retain(|_, set| !set.is_empty());
         for (engine, symbols) in cleared {
-            self.emit(CoreEvent::Record(CoreRecord::DivergenceCleared { engine, symbols }));
+            self.emit(CoreEvent::Record(CoreRecord::DivergenceCleared {
+                engine,
+                symbols,
+            }));
         }
     }
 
