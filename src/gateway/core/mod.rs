@@ -33,6 +33,7 @@
 //! - `shadow`: the standby's answers compared with the owner's; the canary's gates.
 //! - `router`: engines attaching, lost or silent, and failover to the survivor.
 //! - `switch`: operator commands; switches, canaries and rollbacks at their barrier.
+//! - `transfer`: a canary's end moving the canary engine's per-symbol state to every engine.
 //! - `status`: what an operator sees.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -66,6 +67,7 @@ mod status;
 mod switch;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 pub use api::{
     CommandId, CoreCommand, CoreConfig, CoreError, CoreEvent, CoreRecord, CoreReply, CoreRequest,
@@ -188,7 +190,7 @@ struct PendingSwitch {
     transfer: TransferStep,
 }
 
-/// The steps of a state transfer at a canary's end (see `switch::try_transfer`).
+/// The steps of a state transfer at a canary's end (see the `transfer` module).
 #[derive(Clone, Debug, Default, PartialEq)]
 enum TransferStep {
     /// Not decided yet (or not a canary's end).

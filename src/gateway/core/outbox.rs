@@ -11,7 +11,7 @@ where
     J::Reader: Send + 'static,
 {
     pub(super) fn on_frame(&mut self, index: usize, frame: Frame) {
-        let for_transfer = self.awaits_transfer_from(index);
+        let for_transfer = self.transfer_asked_of(index);
         let Some(connection) = self
             .engines
             .get_mut(index)
