@@ -73,7 +73,7 @@ pub use api::{
     CommandId, CoreCommand, CoreConfig, CoreError, CoreEvent, CoreRecord, CoreReply, CoreRequest,
     GateConfig, LinkCommand, LinkTransmit, PlantedBug,
 };
-pub use sequencer::replay_journal;
+pub use sequencer::{replay_journal, with_blob};
 pub use switch::canary_symbols;
 
 use shadow::latency_histogram;

@@ -352,8 +352,9 @@ pub(super) fn input_symbol(request: &Request) -> Option<&Symbol> {
 }
 
 /// Fills in a journaled state transfer's snapshot from the blob its record names (the record
-/// holds only the hash); any other input is returned as it is.
-pub(super) fn with_blob(
+/// holds only the hash); any other input is returned as it is. Every reader of the journal that
+/// feeds an engine calls it: catch-up, `baton journal replay`, the simulation's replay check.
+pub fn with_blob(
     mut input: Input,
     load: impl FnOnce(&[u8; 32]) -> Result<Vec<u8>, JournalError>,
 ) -> Result<Input, CoreError> {

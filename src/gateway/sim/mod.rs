@@ -84,6 +84,9 @@ pub struct SimReport {
     pub engine_faults: u64,
     /// Operator commands given.
     pub commands: u64,
+    /// State transfers journaled (canaries ended with their state moved back), as of the last
+    /// check at rest.
+    pub transfers: u64,
     /// SHA-256 of every message every session stored, in order: equal for two runs of one seed
     /// when the run is deterministic down to the bytes.
     pub fingerprint: [u8; 32],
