@@ -302,7 +302,7 @@ fn transfer_of(status: &Status) -> baton::control::api::TransferReport {
         Some(SwitchScope::CanaryEnded {
             transfer: Some(transfer),
             ..
-        }) => transfer.clone(),
+        }) => (**transfer).clone(),
         other => panic!("no transfer in the last switch: {other:?}"),
     }
 }
@@ -532,9 +532,20 @@ fn a_divergence_that_arrives_with_the_barrier_is_judged_before_the_switch() {
 #[test]
 fn a_killed_faulty_canary_engine_leaves_its_symbols_halted() {
     let dir = tempfile::tempdir().unwrap();
-    let (_blue, mut green, gateway, control, mut client) = faulty_msft_canary(dir.path());
-    // Green rejects M-1 but dies before the gate's rollback can be asked for... or after: either
-    // way blue's MSFT book (with M-1 resting) must not trade.
+    // Gates that judge nothing before a thousand samples: no rollback moves green's state back
+    // before it dies, so what a dead canary engine leaves is tested alone.
+    let (_blue, mut green, gateway, control, mut client) = venue(
+        dir.path(),
+        Some("MSFT"),
+        "approval_required = []\n[control.gates]\nerror_rate_max = 1.0\n\
+         reject_rate_increase_max = 1.0\nmin_samples = 1000\n",
+    );
+    assert!(matches!(
+        ask(control, &canary(&["MSFT"])),
+        ControlReply::Switched(_)
+    ));
+    // Green rejects M-1 and dies: it gives nothing back, so blue's MSFT book (with M-1 resting)
+    // must not trade.
     signal(green.child.id(), libc::SIGSTOP);
     let before = status(control).journal_last_seq;
     order(&mut client, "M-1", "MSFT", b'1', "10");
@@ -544,9 +555,21 @@ fn a_killed_faulty_canary_engine_leaves_its_symbols_halted() {
     });
     signal(green.child.id(), libc::SIGCONT);
     assert_eq!(text(&report(&mut client), 150), "8");
+    status_until(control, "M-1's divergence seen", |s| {
+        s.shadow.divergences == 1
+    });
     green.kill();
     let s = canary_ended(control);
     assert_eq!(s.halted, ["MSFT".to_owned()]);
+    let failover = s.last_switch.expect("the failover");
+    assert!(!failover.planned);
+    assert!(
+        matches!(
+            failover.scope,
+            SwitchScope::CanaryEnded { transfer: None, .. }
+        ),
+        "{failover:?}"
+    );
     let mut seller = logged_on(&gateway, 2);
     order(&mut seller, "S-1", "MSFT", b'2', "10");
     let refused = seller

@@ -1057,7 +1057,7 @@ pub fn scope_text(scope: &super::api::SwitchScope) -> String {
             format!("canary {}", symbols.join(","))
         }
         super::api::SwitchScope::CanaryEnded { symbols, transfer } => {
-            let moved = match transfer {
+            let moved = match transfer.as_deref() {
                 Some(super::api::TransferReport {
                     refused: Some(reason),
                     ..

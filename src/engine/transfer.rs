@@ -127,7 +127,7 @@ fn merge(own: State, donor: State, symbols: &[Symbol], seq: u64, time: Timestamp
                 .cloned(),
         )
         .collect();
-    cl_ord_ids.sort_by(|a, b| (a.session, a.cl_ord_id).cmp(&(b.session, b.cl_ord_id)));
+    cl_ord_ids.sort_by_key(|entry| (entry.session, entry.cl_ord_id));
     let mut parties: Vec<_> = own
         .parties
         .into_iter()

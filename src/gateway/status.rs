@@ -189,9 +189,10 @@ pub enum SwitchScope {
         /// The symbols that returned.
         symbols: Vec<String>,
         /// How the canary engine's state for them went back, or why it did not (then its
-        /// diverged symbols were halted).
+        /// diverged symbols were halted). Boxed: status replies carry the last switch, and
+        /// most switches have none.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        transfer: Option<TransferReport>,
+        transfer: Option<Box<TransferReport>>,
     },
 }
 

@@ -134,24 +134,23 @@ where
                 self.refuse(&request, DISK_FULL_TEXT);
                 continue;
             }
-            if !self.halted.is_empty() {
-                if let Some(symbol) = input_symbol(&request.request)
-                    && self.halted.contains(symbol)
-                {
-                    // Not sequenced: the book it would reach is not the one counterparties know.
-                    let text = format!(
-                        "{} is halted for reconciliation after a release; try again later",
-                        symbol.as_str()
-                    );
-                    self.sessions.business_reject_at(
-                        self.now,
-                        request.session,
-                        &request.message,
-                        BusinessRejectReason::Other,
-                        &text,
-                    );
-                    continue;
-                }
+            if !self.halted.is_empty()
+                && let Some(symbol) = input_symbol(&request.request)
+                && self.halted.contains(symbol)
+            {
+                // Not sequenced: the book it would reach is not the one counterparties know.
+                let text = format!(
+                    "{} is halted for reconciliation after a release; try again later",
+                    symbol.as_str()
+                );
+                self.sessions.business_reject_at(
+                    self.now,
+                    request.session,
+                    &request.message,
+                    BusinessRejectReason::Other,
+                    &text,
+                );
+                continue;
             }
             let seq = self.journal.last_seq() + 1 + self.unjournaled.len() as u64;
             let time = self.now.max(self.last_time);

@@ -276,12 +276,12 @@ where
                     .map(|c| c.symbol_names())
                     .unwrap_or_default();
                 let transfer = match &pending.transfer {
-                    TransferStep::Sequenced(report) => Some(report.clone()),
-                    TransferStep::Refused(reason) => Some(TransferReport {
+                    TransferStep::Sequenced(report) => Some(Box::new(report.clone())),
+                    TransferStep::Refused(reason) => Some(Box::new(TransferReport {
                         symbols: symbols.clone(),
                         refused: Some(reason.clone()),
                         ..TransferReport::default()
-                    }),
+                    })),
                     TransferStep::Undecided | TransferStep::Requested(_) => None,
                 };
                 (

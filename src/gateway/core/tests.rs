@@ -757,7 +757,7 @@ fn transfer_in(h: &Harness, id: CommandId) -> crate::gateway::status::TransferRe
                     ..
                 },
             ..
-        })) => transfer.clone(),
+        })) => (**transfer).clone(),
         other => panic!("no canary end with a transfer: {other:?}"),
     }
 }
