@@ -405,6 +405,93 @@ fn a_faulty_canary_breaches_its_gate_and_its_state_goes_back_with_authority() {
     drop(green);
 }
 
+/// RFC 3339 UTC, whole seconds, `seconds` from now.
+fn rfc3339_in(seconds: i64) -> String {
+    let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds);
+    at.replace_nanosecond(0)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+#[test]
+fn a_canary_whose_window_closes_is_rolled_back_with_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let operators = shared_account_operators();
+    let (blue, green, mut gateway, control, mut client) = venue(dir.path(), None, &operators);
+    let build = env!("CARGO_BIN_EXE_baton");
+    let window_end = rfc3339_in(12);
+    ok(ctl(
+        control,
+        "alice",
+        &[
+            "change",
+            "file",
+            "--artifact",
+            build,
+            "--reason",
+            "a short window",
+            "--window-end",
+            &window_end,
+        ],
+    ));
+    ok(ctl(control, "bob", &["change", "approve", "CHG-1"]));
+    ok(ctl(
+        control,
+        "alice",
+        &["canary", "--symbols", "AAPL", "--change", "CHG-1"],
+    ));
+    // Sells green books as the owner of AAPL, while the window is open.
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = format!("W-{i}");
+        order(&mut client, &id, "AAPL", b'2', "40");
+        ids.push(id);
+    }
+    let got = answers(&mut client, &ids);
+    assert!(got.values().all(|exec_type| exec_type == "0"), "{got:?}");
+    // The window closes: the gateway rolls the canary back, moving green's AAPL state to blue.
+    let s = canary_ended(control);
+    let transfer = transfer_of(&s);
+    assert_eq!(transfer.refused, None, "{transfer:?}");
+    assert_eq!(transfer.orders_moved, 3);
+    assert!(s.halted.is_empty());
+    assert!(audit_events(dir.path()).contains(&"window-closed".to_owned()));
+    // The change report shows the transfer.
+    let report_text = ok(ctl(control, "carol", &["change", "report", "CHG-1"]));
+    assert!(
+        report_text.contains("state moved back for AAPL: 3 resting orders"),
+        "{report_text}"
+    );
+    // The three sells are live under blue.
+    let mut buyer = logged_on(&gateway, 2);
+    buyer
+        .send(b"D", |e| {
+            e.str(11, "B-W")
+                .str(55, "AAPL")
+                .char(54, b'1')
+                .str(60, "20261123-12:00:00")
+                .uint(38, 30)
+                .char(40, b'2')
+                .str(44, "40");
+        })
+        .expect("send order");
+    let filled = buyer
+        .recv_until(WAIT, "B-W filled in full", |m| {
+            m.msg_type() == b"8" && text(m, 150) == "F" && text(m, 39) == "2"
+        })
+        .expect("B-W fills");
+    assert_eq!(text(&filled, 14), "30");
+    status_until(control, "every input delivered", |s| {
+        s.delivered_through == s.journal_last_seq
+            && answered_through(s, "green") == s.journal_last_seq
+    });
+    gateway.kill();
+    let replayed = replayed_digest(dir.path());
+    assert_eq!(engine_digest(&blue.addr), replayed);
+    assert_eq!(engine_digest(&green.addr), replayed);
+}
+
 #[test]
 fn a_manual_rollback_of_a_canary_moves_its_state_back() {
     let dir = tempfile::tempdir().unwrap();
