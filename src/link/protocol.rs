@@ -26,8 +26,9 @@
 //! version they speak and why they hang up. The handshake then decides: the engine's Hello names
 //! its version, and the gateway answers Welcome with the version both will speak, or Close.
 //! An engine speaks only [`LINK_PROTOCOL_VERSION`]; a gateway also speaks the version before
-//! parties ([`LINK_PROTOCOL_VERSIONS_GATEWAY`]), whose Input and Outputs lack them, so an engine
-//! of the previous build can be rolled back to.
+//! parties, whose Input and Outputs lack them, and the version before state transfers, whose
+//! frames are the current ones but which is never sent a transfer
+//! ([`LINK_PROTOCOL_VERSIONS_GATEWAY`]), so an engine of an earlier build can be rolled back to.
 //!
 //! # Conversation
 //!
