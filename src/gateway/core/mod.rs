@@ -52,7 +52,9 @@ use super::status::{
 };
 use super::translate;
 use crate::constants;
-use crate::engine::{ExecType, Input, Output, Report, Request, StateTransfer, Symbol};
+use crate::engine::{
+    ExecType, Input, JournalOrigin, Output, Report, Request, StateTransfer, Symbol,
+};
 use crate::fix::store::SessionStore;
 use crate::fix::tags::BusinessRejectReason;
 use crate::link::{self, Frame, LinkAddr, Outputs};
@@ -373,6 +375,7 @@ where
                 delivered_inputs: 0,
             })
             .collect();
+        sequencer::recover_inbound_sequence(&sessions, &journal);
         let stored_marks = outbox::stored_marks(&sessions, cursor.get());
         Core {
             now,

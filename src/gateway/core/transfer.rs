@@ -204,12 +204,10 @@ where
                 format!("its snapshot could not be stored beside the journal: {error}")
             })?;
         self.payload.clear();
-        bincode::serde::encode_into_std_write(
-            &input,
-            &mut self.payload,
-            bincode::config::standard(),
-        )
-        .map_err(|error| error.to_string())?;
+        // The gateway's own input: no session's MsgSeqNum goes with it.
+        input
+            .encode_journaled(None, &mut self.payload)
+            .map_err(|error| error.to_string())?;
         self.journal
             .append(seq, time, &self.payload)
             .and_then(|()| self.journal.flush())
