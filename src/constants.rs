@@ -412,6 +412,12 @@ const _: () = assert!(JOURNAL_SEGMENT_BYTES_DEFAULT <= JOURNAL_SEGMENT_BYTES_MAX
 // inbound message is ever refused as too large for a segment.
 const _: () = assert!(JOURNAL_SEGMENT_BYTES_DEFAULT >= 1_000 * BODY_LENGTH_MAX as u64);
 
+/// How long a canary's end waits for the canary engine's snapshot before it gives up moving
+/// the state back and halts the diverged symbols instead. New orders wait meanwhile, so this
+/// bounds the rollback's pause; 10 s is ample for a million resting orders (the snapshot is
+/// written beside the order loop in well under that) and short of a session's heartbeat.
+pub const TRANSFER_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
+
 // ----- Sequencer ----------------------------------------------------------------------------------
 
 /// Requests sequenced per batch: one journal flush and one link write per batch. Large enough to

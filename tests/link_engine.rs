@@ -334,10 +334,13 @@ fn malformed_frames_close_the_link_with_a_reason_and_the_engine_serves_on() {
     let LinkAddr::Tcp { host, port } = &engine.addr else {
         unreachable!()
     };
-    let cases: [(&[u8], &str); 3] = [
-        (&[3, 0, 0, 0, 2, 0, 200], "unknown frame kind 200"),
+    let cases: [(&[u8], &str); 4] = [
+        (&[3, 0, 0, 0, 3, 0, 200], "unknown frame kind 200"),
         // Version 1 is the layout from before requests and reports carried parties.
         (&[3, 0, 0, 0, 1, 0, 9], "protocol version 1"),
+        // Version 2 is the one before inputs could carry a state transfer: an engine of this
+        // build speaks only the current one.
+        (&[3, 0, 0, 0, 2, 0, 9], "protocol version 2"),
         (&[0xFF, 0xFF, 0xFF, 0xFF], "exceeds the limit"),
     ];
     for (bytes, reason) in cases {
@@ -384,7 +387,7 @@ fn malformed_frames_close_the_link_with_a_reason_and_the_engine_serves_on() {
         read_frame(&mut stream, &mut decoder),
         Frame::Hello(_)
     ));
-    stream.write_all(&[3, 0, 0, 0, 2, 0, 14]).unwrap(); // DigestRequest before Welcome
+    stream.write_all(&[3, 0, 0, 0, 3, 0, 14]).unwrap(); // DigestRequest before Welcome
     match read_frame(&mut stream, &mut decoder) {
         Frame::Close(close) => assert!(close.reason.contains("before Welcome"), "{}", close.reason),
         other => panic!("expected Close, got {other:?}"),

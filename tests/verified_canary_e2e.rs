@@ -214,16 +214,19 @@ fn a_faulty_verified_canary_never_delivers_a_divergent_answer_and_its_symbol_kee
     // Rolled back at the first mismatch, by the verification gate, and nothing halted.
     let rolled_back = status_until(control, "the rollback", |s| s.canary.is_none());
     let last = rolled_back.last_switch.clone().expect("the rollback");
-    assert_eq!(
-        (last.from.as_str(), last.to.as_str(), last.scope),
-        (
-            "green",
-            "blue",
-            SwitchScope::CanaryEnded {
-                symbols: vec!["MSFT".into()]
-            }
-        )
-    );
+    assert_eq!((last.from.as_str(), last.to.as_str()), ("green", "blue"));
+    // No state moves back: the baseline's books are the ones counterparties were told about.
+    match &last.scope {
+        SwitchScope::CanaryEnded { symbols, transfer } => {
+            assert_eq!(symbols, &vec!["MSFT".to_owned()]);
+            let refused = transfer.as_ref().and_then(|t| t.refused.clone());
+            assert!(
+                refused.as_deref().is_some_and(|r| r.contains("verified")),
+                "{transfer:?}"
+            );
+        }
+        other => panic!("the rollback's scope is {other:?}"),
+    }
     assert!(rolled_back.halted.is_empty(), "{:?}", rolled_back.halted);
     let events = audit_events(dir.path());
     assert!(events.contains(&"gate-breached".to_owned()), "{events:?}");

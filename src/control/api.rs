@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::gateway::status::{
     CanaryStatus, CoreStatus, DivergenceSample, EngineRole, EngineStatus, GateBreach, GateStatus,
-    SessionStatus, ShadowStatus, SwitchReport, SwitchScope,
+    SessionStatus, ShadowStatus, SwitchReport, SwitchScope, TransferReport,
 };
 
 /// A command to the gateway. Every command that can move authority names the operator who asks

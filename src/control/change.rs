@@ -1075,8 +1075,22 @@ pub fn scope_text(scope: &super::api::SwitchScope) -> String {
         super::api::SwitchScope::CanaryStarted { symbols } => {
             format!("canary {}", symbols.join(","))
         }
-        super::api::SwitchScope::CanaryEnded { symbols } => {
-            format!("canary ended {}", symbols.join(","))
+        super::api::SwitchScope::CanaryEnded { symbols, transfer } => {
+            let moved = match transfer.as_deref() {
+                Some(super::api::TransferReport {
+                    refused: Some(reason),
+                    ..
+                }) => format!("; state not moved back ({reason})"),
+                Some(transfer) => format!(
+                    "; state moved back for {}: {} resting orders, transfer pause {} us (input {})",
+                    transfer.symbols.join(","),
+                    transfer.orders_moved,
+                    transfer.pause_us,
+                    transfer.transfer_seq
+                ),
+                None => String::new(),
+            };
+            format!("canary ended {}{moved}", symbols.join(","))
         }
     }
 }
@@ -1308,6 +1322,7 @@ mod tests {
                     rollback: false,
                     scope: SwitchScope::CanaryEnded {
                         symbols: vec!["MSFT".into()],
+                        transfer: None,
                     },
                 },
             },

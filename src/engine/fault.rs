@@ -4,8 +4,11 @@
 //! to test that the gates catch it) an operator needs a build that is wrong on purpose, in a way
 //! that is visible to counterparties and limited to a symbol: [`RejectSymbol`] wraps a real engine
 //! and turns every acknowledgement of a new order on one symbol into a reject, as a build with a
-//! bad risk check would. Its book is the wrapped engine's, so its digest matches a correct
-//! engine's; only what it says differs, which is what shadow comparison and the gates look at.
+//! bad risk check would. Like such a build, it then does not hold the order it rejected: the
+//! wrapped engine's order is withdrawn from its book, so that when a canary's rollback moves
+//! this engine's state back (a state transfer), the book that moves is the one its answers
+//! told the counterparties about. Until it rejects something, its digest matches a correct
+//! engine's.
 //! `baton engine --fault-reject-symbol SYMBOL` runs it.
 
 use super::{
@@ -44,6 +47,9 @@ impl<E: Engine> Engine for RejectSymbol<E> {
                 && report.symbol == self.symbol
                 && report.exec_type == ExecType::New
             {
+                // Withdrawn before the reject goes out: the order this build says it refused
+                // must not rest in its book (a partly filled aggressor's rest included).
+                self.inner.withdraw(report.order_id);
                 report.exec_type = ExecType::Rejected;
                 report.ord_status = OrdStatus::Rejected;
                 report.leaves_qty = Qty(0);
@@ -76,6 +82,10 @@ impl<E: Engine> Engine for RejectSymbol<E> {
     fn build_version(&self) -> &str {
         &self.build_version
     }
+
+    fn withdraw(&mut self, order_id: u64) -> bool {
+        self.inner.withdraw(order_id)
+    }
 }
 
 #[cfg(test)]
@@ -106,7 +116,7 @@ mod tests {
     }
 
     #[test]
-    fn only_the_faulty_symbol_is_answered_differently_and_the_book_is_the_same() {
+    fn only_the_faulty_symbol_is_answered_differently_and_its_book_agrees_with_the_reject() {
         let config = EngineConfig::default();
         let mut good = MatchingEngine::new(&config).unwrap();
         let mut bad = RejectSymbol::new(
@@ -117,6 +127,7 @@ mod tests {
         good.apply(&order(1, "AAPL"), &mut a);
         bad.apply(&order(1, "AAPL"), &mut b);
         assert_eq!(a, b);
+        assert_eq!(good.digest(), bad.digest());
         good.apply(&order(2, "MSFT"), &mut a);
         bad.apply(&order(2, "MSFT"), &mut b);
         assert_ne!(a, b);
@@ -124,7 +135,11 @@ mod tests {
             panic!("execution report");
         };
         assert_eq!(report.exec_type, ExecType::Rejected);
-        assert_eq!(good.digest(), bad.digest());
+        // The rejected order rests in the good engine's book only.
+        let msft = Symbol::try_from_bytes(b"MSFT").unwrap();
+        assert!(good.open_orders().iter().any(|o| o.symbol == msft));
+        assert!(bad.inner.open_orders().iter().all(|o| o.symbol != msft));
+        assert_ne!(good.digest(), bad.digest());
         assert!(bad.build_version().ends_with("+fault-reject-MSFT"));
     }
 }

@@ -692,6 +692,30 @@ impl MatchingEngine {
         );
     }
 
+    /// Takes resting order `order_id` out of its book without a report, as if it had never
+    /// rested: what a build that rejected it would hold. Only [`super::fault::RejectSymbol`]
+    /// calls it, so that the deliberately faulty build's state agrees with the rejects it
+    /// sends, as a real build's would. False if the order is not resting.
+    pub(crate) fn withdraw(&mut self, order_id: u64) -> bool {
+        let Ok(at) = self
+            .orders
+            .binary_search_by_key(&order_id, |record| record.order_id)
+        else {
+            return false;
+        };
+        let OrderState::Live(slot) = self.orders[at].state else {
+            return false;
+        };
+        let order = *self.slab.get(slot);
+        self.instruments[order.instrument as usize]
+            .book
+            .side_mut(order.side)
+            .unlink(&mut self.slab, slot);
+        self.slab.remove(slot);
+        self.orders[at].state = OrderState::Ended(OrdStatus::Canceled);
+        true
+    }
+
     /// OrderCancelReplaceRequest: new price and/or quantity under a new ClOrdID, same OrderID.
     /// A quantity decrease at the same price keeps the order's place in the queue; any other
     /// change requeues it at the back of its (new) price, trading first if the price crosses.
@@ -845,6 +869,14 @@ impl Engine for MatchingEngine {
             Request::New(request) => self.new_order(input.session, request, &mut out),
             Request::Cancel(request) => self.cancel(input.session, request, &mut out),
             Request::Replace(request) => self.replace(input.session, request, &mut out),
+            Request::Transfer(transfer) => {
+                // Every engine applies the same transfer to the same state, so one that cannot
+                // take it is one whose state already differed: it keeps its own, says why, and
+                // the shadow comparison shows the difference from then on.
+                if let Err(error) = self.apply_transfer(transfer, input.seq, input.time) {
+                    tracing::error!(seq = input.seq, %error, "state transfer not applied");
+                }
+            }
         }
     }
 
@@ -873,5 +905,9 @@ impl Engine for MatchingEngine {
 
     fn freeze(&self) -> Option<Box<dyn FrozenState>> {
         Some(Box::new(self.frozen()))
+    }
+
+    fn withdraw(&mut self, order_id: u64) -> bool {
+        MatchingEngine::withdraw(self, order_id)
     }
 }

@@ -30,6 +30,7 @@ mod hash;
 mod matching;
 mod registry;
 mod snapshot;
+mod transfer;
 mod types;
 
 use std::fmt;
@@ -41,6 +42,7 @@ use crate::fix::time::Timestamp;
 pub use config::{EngineConfig, EngineConfigError, InstrumentConfig};
 pub use matching::{MatchingEngine, OpenOrder};
 pub use snapshot::{SNAPSHOT_FORMAT_DEFAULT, SNAPSHOT_FORMAT_VERSIONS, SnapshotError};
+pub use transfer::{TransferError, transfer_orders};
 pub use types::{
     ClOrdId, CxlRejReason, CxlRejResponseTo, ExecType, OrdRejReason, OrdStatus, OrdType, Parties,
     Party, PartyId, Price, Qty, RejectText, Side, Symbol, TimeInForce,
@@ -250,6 +252,35 @@ pub enum Request {
     Cancel(CancelOrder),
     /// OrderCancelReplaceRequest (35=G).
     Replace(ReplaceOrder),
+    /// Not from a counterparty: the gateway's word, at a canary's rollback, that the canary
+    /// engine's state for some symbols is what the counterparties were told, so every engine
+    /// takes it (see [`StateTransfer`]). Last, so the encodings of the other requests, and every
+    /// journal written before it existed, are unchanged.
+    Transfer(StateTransfer),
+}
+
+/// The per-symbol state of the engine that owned some symbols during a canary, moved to every
+/// engine when the canary ends (issue: a rollback that halts the instrument is a market
+/// incident). It is an input like any other, sequenced and journaled, so replaying the journal
+/// reproduces it (invariant 2), and each engine applies it at the same seq (invariant 3).
+///
+/// The canary engine's whole snapshot travels, not only the named books: order records that
+/// ended and the ClOrdIDs of rejected requests carry no symbol in any snapshot format (the day
+/// section), so the day section comes whole with the books. A receiving engine keeps its own
+/// books for every other symbol, with their orders and ClOrdIDs, and takes the named books and
+/// the day section from the snapshot; where the two engines agreed on every other symbol (the
+/// gateway checks that the canary engine answered no input outside its symbols differently)
+/// the result is the canary engine's state exactly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateTransfer {
+    /// The symbols whose books move, sorted and unique.
+    pub symbols: Vec<Symbol>,
+    /// SHA-256 of `snapshot`: the journal keeps the snapshot in a file beside it named by this
+    /// (a whole venue's orders do not fit a journal record) and the record holds only the hash.
+    pub snapshot_sha256: [u8; 32],
+    /// The canary engine's snapshot at the input before this one. Empty in the journal record;
+    /// filled from the file before the input reaches an engine.
+    pub snapshot: Vec<u8>,
 }
 
 /// A NewOrderSingle, already parsed and type-checked by the gateway.
@@ -474,6 +505,15 @@ pub trait Engine: Send + 'static {
     /// [`Engine::snapshot`] and [`Engine::digest`] between inputs instead.
     fn freeze(&self) -> Option<Box<dyn FrozenState>> {
         None
+    }
+
+    /// Takes resting order `order_id` out of its book without a report; false if the engine
+    /// cannot or the order does not rest. Only the deliberately faulty build
+    /// ([`fault::RejectSymbol`]) uses it, so that what it holds agrees with the rejects it sends;
+    /// an engine that offers no such thing keeps the default.
+    #[doc(hidden)]
+    fn withdraw(&mut self, _order_id: u64) -> bool {
+        false
     }
 }
 

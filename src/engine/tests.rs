@@ -1493,3 +1493,155 @@ fn last_input_seq_follows_every_applied_input() {
     h.cancel(1, "c", "nope", Buy);
     assert_eq!(h.engine.last_input_seq(), 3);
 }
+
+// ----- state transfer ----------------------------------------------------------------------
+
+/// The transfer of `donor`'s state for `symbols`, as the gateway sequences it.
+fn transfer_of(donor: &MatchingEngine, symbols: &[&str]) -> Request {
+    use sha2::Digest as _;
+    let mut snapshot = Vec::new();
+    donor.snapshot(&mut snapshot);
+    Request::Transfer(StateTransfer {
+        symbols: symbols.iter().map(|s| sym(s)).collect(),
+        snapshot_sha256: sha2::Sha256::digest(&snapshot).into(),
+        snapshot,
+    })
+}
+
+/// Two engines that agree on everything until they are given different AAA inputs at the same
+/// seqs (as a canary engine that answered differently would be), then the same BBB ones.
+fn diverged_on_aaa() -> (Harness, Harness) {
+    let mut baseline = Harness::new();
+    let mut canary = Harness::new();
+    for h in [&mut baseline, &mut canary] {
+        h.limit(1, "S-0", Side::Sell, "20", 5);
+        h.order(1, "B-0", BBB, Side::Buy, Some("10"), 10, TimeInForce::Day);
+    }
+    // Same seqs, different books: each booked a different bid.
+    baseline.limit(2, "X-1", Side::Buy, "15", 3);
+    canary.limit(2, "Y-1", Side::Buy, "18", 2);
+    for h in [&mut baseline, &mut canary] {
+        h.order(1, "B-1", BBB, Side::Sell, Some("12"), 10, TimeInForce::Day);
+    }
+    assert_ne!(baseline.engine.digest(), canary.engine.digest());
+    (baseline, canary)
+}
+
+#[test]
+fn a_transfer_gives_every_engine_the_donors_state_for_its_symbols() {
+    let (mut baseline, mut canary) = diverged_on_aaa();
+    let transfer = transfer_of(&canary.engine, &[AAA]);
+    let expected_orders: Vec<OpenOrder> = canary.engine.open_orders();
+    assert!(baseline.apply(0, transfer.clone()).is_empty());
+    assert!(canary.apply(0, transfer).is_empty());
+    assert_eq!(baseline.engine.digest(), canary.engine.digest());
+    assert_eq!(baseline.engine.open_orders(), expected_orders);
+    // The donor's resting order is live: it trades, with the same report on both engines.
+    let fill_baseline = baseline.limit(3, "T-1", Side::Sell, "18", 2);
+    let fill_canary = canary.limit(3, "T-1", Side::Sell, "18", 2);
+    assert_eq!(fill_baseline, fill_canary);
+    assert!(fill_baseline.iter().any(|o| matches!(&o.report,
+        Report::Execution(r) if r.exec_type == ExecType::Trade && r.cl_ord_id == cid("Y-1"))));
+    // The baseline's own order X-1, which the counterparties never saw, is gone; its ClOrdID
+    // (unknown to the donor) is free, and the donor's Y-1 is a duplicate.
+    let cancel = baseline.apply(
+        2,
+        Request::Cancel(CancelOrder {
+            cl_ord_id: cid("C-1"),
+            orig_cl_ord_id: cid("X-1"),
+            symbol: sym(AAA),
+            side: Side::Buy,
+            parties: Parties::NONE,
+        }),
+    );
+    assert!(
+        matches!(&cancel[0].report, Report::CancelReject(_)),
+        "{cancel:?}"
+    );
+    let duplicate = baseline.limit(2, "Y-1", Side::Buy, "1", 1);
+    assert!(
+        matches!(&duplicate[0].report,
+        Report::Execution(r) if r.exec_type == ExecType::Rejected),
+        "{duplicate:?}"
+    );
+    assert_eq!(baseline.engine.digest(), {
+        canary.apply(
+            2,
+            Request::Cancel(CancelOrder {
+                cl_ord_id: cid("C-1"),
+                orig_cl_ord_id: cid("X-1"),
+                symbol: sym(AAA),
+                side: Side::Buy,
+                parties: Parties::NONE,
+            }),
+        );
+        canary.limit(2, "Y-1", Side::Buy, "1", 1);
+        canary.engine.digest()
+    });
+}
+
+#[test]
+fn a_transfer_keeps_the_receivers_other_books() {
+    let (mut baseline, canary) = diverged_on_aaa();
+    let bbb_before: Vec<OpenOrder> = baseline
+        .engine
+        .open_orders()
+        .into_iter()
+        .filter(|o| o.symbol == sym(BBB))
+        .collect();
+    // Only BBB named: the baseline's AAA book is its own, its BBB book the donor's (the same).
+    baseline.apply(0, transfer_of(&canary.engine, &[BBB]));
+    let bbb_after: Vec<OpenOrder> = baseline
+        .engine
+        .open_orders()
+        .into_iter()
+        .filter(|o| o.symbol == sym(BBB))
+        .collect();
+    assert_eq!(bbb_before, bbb_after);
+    assert!(
+        baseline
+            .engine
+            .open_orders()
+            .iter()
+            .any(|o| o.cl_ord_id == cid("X-1"))
+    );
+}
+
+#[test]
+fn a_transfer_that_does_not_fit_leaves_the_engine_as_it_was() {
+    let (mut baseline, canary) = diverged_on_aaa();
+    let before = baseline.engine.canonical_state();
+    // A snapshot from another position (the donor one input behind) is refused.
+    let mut stale = Harness::new();
+    stale.limit(1, "S-0", Side::Sell, "20", 5);
+    let transfer = transfer_of(&stale.engine, &[AAA]);
+    baseline.apply(0, transfer);
+    let after = baseline.engine.canonical_state();
+    assert_eq!(after.books, before.books);
+    assert_eq!(after.cl_ord_ids, before.cl_ord_ids);
+    // Bytes that do not hash to what the input names are refused too.
+    let Request::Transfer(mut bad) = transfer_of(&canary.engine, &[AAA]) else {
+        unreachable!()
+    };
+    bad.snapshot_sha256 = [0; 32];
+    baseline.apply(0, Request::Transfer(bad));
+    assert_eq!(baseline.engine.canonical_state().books, before.books);
+}
+
+#[test]
+fn transfer_orders_counts_the_resting_orders_of_the_named_books() {
+    let (_, canary) = diverged_on_aaa();
+    let mut snapshot = Vec::new();
+    canary.engine.snapshot(&mut snapshot);
+    let resting_aaa = canary
+        .engine
+        .open_orders()
+        .iter()
+        .filter(|o| o.symbol == sym(AAA))
+        .count() as u64;
+    assert_eq!(
+        transfer_orders(&snapshot, &[sym(AAA)]).unwrap(),
+        resting_aaa
+    );
+    assert_eq!(transfer_orders(&snapshot, &[]).unwrap(), 0);
+}

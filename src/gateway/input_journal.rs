@@ -30,6 +30,13 @@ pub trait InputJournal {
 
     /// A reader from input seq `from_seq` on (inclusive).
     fn read_from(&self, from_seq: u64) -> Result<Self::Reader, JournalError>;
+
+    /// Keeps `bytes` under their SHA-256 `sha256` beside the records, durably, before a record
+    /// naming them is appended: a state transfer's snapshot can be larger than a record may be.
+    fn store_blob(&mut self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), JournalError>;
+
+    /// The bytes stored under `sha256`.
+    fn load_blob(&self, sha256: &[u8; 32]) -> Result<Vec<u8>, JournalError>;
 }
 
 /// A cursor over journal entries. Not an iterator: the end of data on a live journal is not
@@ -60,6 +67,14 @@ impl InputJournal for Journal {
 
     fn read_from(&self, from_seq: u64) -> Result<JournalReader, JournalError> {
         Journal::read_from(self.dir(), from_seq)
+    }
+
+    fn store_blob(&mut self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), JournalError> {
+        super::journal::store_blob(self.dir(), sha256, bytes)
+    }
+
+    fn load_blob(&self, sha256: &[u8; 32]) -> Result<Vec<u8>, JournalError> {
+        super::journal::load_blob(self.dir(), sha256)
     }
 }
 

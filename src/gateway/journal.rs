@@ -45,7 +45,7 @@
 
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -1186,6 +1186,50 @@ fn segment_path(dir: &Path, seq: u64) -> PathBuf {
         "{seq:0width$}.{SEGMENT_EXTENSION}",
         width = SEGMENT_NAME_DIGITS
     ))
+}
+
+/// Where the journal in `dir` keeps the blob with SHA-256 `sha256` (a state transfer's snapshot,
+/// too large for a record): a file named by its content beside the segments, so that a record
+/// can name it by hash and a reader can check it is the one named.
+pub fn blob_path(dir: &Path, sha256: &[u8; 32]) -> PathBuf {
+    let hex: String = sha256.iter().map(|byte| format!("{byte:02x}")).collect();
+    dir.join(format!("{hex}.{BLOB_EXTENSION}"))
+}
+
+/// Extension of a blob file; not the segments' one, so segment listing skips it.
+const BLOB_EXTENSION: &str = "blob";
+
+/// Stores `bytes` as the blob `sha256` in `dir`, durably before it returns: written to a
+/// temporary name, synced, renamed, and the directory synced, so a crash leaves either no blob
+/// or the whole one, and a record naming it is appended only after.
+pub fn store_blob(dir: &Path, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), JournalError> {
+    let path = blob_path(dir, sha256);
+    if path.exists() {
+        return Ok(());
+    }
+    let temporary = path.with_extension("blob.tmp");
+    let mut file =
+        File::create(&temporary).map_err(|source| io_error(&temporary, "create", source))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|source| io_error(&temporary, "write", source))?;
+    fs::rename(&temporary, &path).map_err(|source| io_error(&path, "rename", source))?;
+    sync_dir(dir)
+}
+
+/// Reads the blob `sha256` from `dir`, refusing one whose content does not hash to its name.
+pub fn load_blob(dir: &Path, sha256: &[u8; 32]) -> Result<Vec<u8>, JournalError> {
+    use sha2::Digest as _;
+    let path = blob_path(dir, sha256);
+    let bytes = fs::read(&path).map_err(|source| io_error(&path, "read", source))?;
+    if sha2::Sha256::digest(&bytes).as_slice() != sha256 {
+        return Err(corrupt(
+            &path,
+            0,
+            "content does not hash to the file's name".into(),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Makes a created or removed directory entry survive a power loss.

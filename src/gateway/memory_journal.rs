@@ -31,6 +31,9 @@ type Entries = Arc<Mutex<Vec<JournalEntry>>>;
 pub struct MemoryJournal {
     /// Every record, in seq order, gap-free.
     entries: Entries,
+    /// Blobs by SHA-256; stored before the record naming them, so a crash never loses one a
+    /// surviving record names.
+    blobs: Arc<Mutex<std::collections::BTreeMap<[u8; 32], Vec<u8>>>>,
 }
 
 fn lock(entries: &Entries) -> MutexGuard<'_, Vec<JournalEntry>> {
@@ -54,6 +57,7 @@ impl MemoryJournal {
         }
         MemoryJournal {
             entries: Arc::new(Mutex::new(entries)),
+            blobs: self.blobs.clone(),
         }
     }
 
@@ -121,6 +125,27 @@ impl InputJournal for MemoryJournal {
             entries: Arc::clone(&self.entries),
             next_seq: from_seq.max(1),
         })
+    }
+
+    fn store_blob(&mut self, sha256: &[u8; 32], bytes: &[u8]) -> Result<(), JournalError> {
+        self.blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(*sha256, bytes.to_vec());
+        Ok(())
+    }
+
+    fn load_blob(&self, sha256: &[u8; 32]) -> Result<Vec<u8>, JournalError> {
+        self.blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(sha256)
+            .cloned()
+            .ok_or_else(|| JournalError::Corrupt {
+                path: "(memory)".into(),
+                offset: 0,
+                reason: "a record names a blob that was never stored".into(),
+            })
     }
 }
 

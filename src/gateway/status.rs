@@ -200,7 +200,32 @@ pub enum SwitchScope {
     CanaryEnded {
         /// The symbols that returned.
         symbols: Vec<String>,
+        /// How the canary engine's state for them went back, or why it did not (then its
+        /// diverged symbols were halted). Boxed: status replies carry the last switch, and
+        /// most switches have none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        transfer: Option<Box<TransferReport>>,
     },
+}
+
+/// A canary's end that moved the canary engine's per-symbol state to every engine, or why it
+/// could not: shown in status and the change record, since a rollback that moved books is what
+/// the counterparties' view rests on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferReport {
+    /// The symbols whose books moved.
+    pub symbols: Vec<String>,
+    /// Resting orders in those books that moved.
+    pub orders_moved: u64,
+    /// The input seq of the transfer in the journal; 0 when none was sequenced.
+    pub transfer_seq: u64,
+    /// Microseconds from asking the canary engine for its state to sequencing the transfer:
+    /// what the transfer adds to the rollback's pause.
+    pub pause_us: u64,
+    /// Why no transfer was made, when none was (then the symbols whose book differs are
+    /// halted, as a rollback did before transfers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// Shadow comparison counters.

@@ -710,6 +710,7 @@ mod tests {
                 Request::New(order) => order.parties,
                 Request::Cancel(cancel) => cancel.parties,
                 Request::Replace(replace) => replace.parties,
+                Request::Transfer(_) => unreachable!("FIX never makes a transfer"),
             };
             assert_eq!(carried.as_slice(), expected, "{msg_type:?}");
         }

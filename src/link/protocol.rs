@@ -26,8 +26,9 @@
 //! version they speak and why they hang up. The handshake then decides: the engine's Hello names
 //! its version, and the gateway answers Welcome with the version both will speak, or Close.
 //! An engine speaks only [`LINK_PROTOCOL_VERSION`]; a gateway also speaks the version before
-//! parties ([`LINK_PROTOCOL_VERSIONS_GATEWAY`]), whose Input and Outputs lack them, so an engine
-//! of the previous build can be rolled back to.
+//! parties, whose Input and Outputs lack them, and the version before state transfers, whose
+//! frames are the current ones but which is never sent a transfer
+//! ([`LINK_PROTOCOL_VERSIONS_GATEWAY`]), so an engine of an earlier build can be rolled back to.
 //!
 //! # Conversation
 //!
@@ -63,7 +64,14 @@ use crate::engine::{Digest, Input, Output};
 /// meaning changes; the handshake frames stay readable across versions (see the module docs).
 ///
 /// Version 2: every request (Input) and every ExecutionReport (Outputs) ends with its parties.
-pub const LINK_PROTOCOL_VERSION: u16 = 2;
+/// Version 3: an Input may carry a state transfer (`Request::Transfer`); every layout is the
+/// same as version 2's, and a gateway sends no transfer to an engine that speaks 2 or less.
+pub const LINK_PROTOCOL_VERSION: u16 = 3;
+
+/// The version before an Input could carry a state transfer: its frames are exactly version
+/// 3's, but an engine speaking it cannot decode a transfer, so a canary's rollback to it halts
+/// the canary's symbols instead of moving their state.
+pub const LINK_PROTOCOL_VERSION_BEFORE_TRANSFER: u16 = 2;
 
 /// The version before requests and reports carried parties, the only one whose frames differ
 /// from [`LINK_PROTOCOL_VERSION`]'s: Input and Outputs lack the parties, every other layout is
@@ -75,8 +83,11 @@ pub const LINK_PROTOCOL_VERSION_BEFORE_PARTIES: u16 = 1;
 /// target of a rollback) can still be attached. To such an engine inputs go without their
 /// parties, and its reports come back without them; an engine of this build speaks only
 /// [`LINK_PROTOCOL_VERSION`].
-pub const LINK_PROTOCOL_VERSIONS_GATEWAY: [u16; 2] =
-    [LINK_PROTOCOL_VERSION_BEFORE_PARTIES, LINK_PROTOCOL_VERSION];
+pub const LINK_PROTOCOL_VERSIONS_GATEWAY: [u16; 3] = [
+    LINK_PROTOCOL_VERSION_BEFORE_PARTIES,
+    LINK_PROTOCOL_VERSION_BEFORE_TRANSFER,
+    LINK_PROTOCOL_VERSION,
+];
 
 /// Bytes of the length prefix.
 const LENGTH_PREFIX_BYTES: usize = 4;

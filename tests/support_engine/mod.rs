@@ -358,6 +358,8 @@ pub fn build_inputs(actions: &[(Action, u64)]) -> Vec<Input> {
                 }
             }
             Request::Cancel(cancel) => used.entry(session).or_default().push(cancel.cl_ord_id),
+            // Not generated: the gateway makes transfers, counterparties do not.
+            Request::Transfer(_) => {}
         }
         inputs.push(input);
     }
@@ -397,6 +399,7 @@ pub fn with_parties(inputs: &[Input]) -> Vec<Input> {
                 Request::New(order) => order.parties = parties,
                 Request::Cancel(cancel) => cancel.parties = parties,
                 Request::Replace(replace) => replace.parties = parties,
+                Request::Transfer(_) => {}
             }
             input
         })

@@ -155,12 +155,14 @@ impl ExpectedDivergence {
     }
 }
 
-/// The FIX MsgType of the request an input carries.
+/// The FIX MsgType of the request an input carries; empty for a state transfer, the core's own
+/// input, which no counterparty sent and no declared divergence can name.
 pub fn request_msg_type(request: &Request) -> &'static str {
     match request {
         Request::New(_) => "D",
         Request::Cancel(_) => "F",
         Request::Replace(_) => "G",
+        Request::Transfer(_) => "",
     }
 }
 

@@ -33,6 +33,7 @@
 //! - `shadow`: the standby's answers compared with the owner's; the canary's gates.
 //! - `router`: engines attaching, lost or silent, and failover to the survivor.
 //! - `switch`: operator commands; switches, canaries and rollbacks at their barrier.
+//! - `transfer`: a canary's end moving the canary engine's per-symbol state to every engine.
 //! - `status`: what an operator sees.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -47,11 +48,13 @@ use super::journal::{Journal, JournalConfig, JournalError};
 use super::outbox_mark::CursorStore;
 use super::status::{
     CanaryStatus, CoreStatus, DivergenceSample, EngineRole, EngineStatus, GateBreach, GateStatus,
-    SessionStatus, ShadowStatus, SwitchReport, SwitchScope,
+    SessionStatus, ShadowStatus, SwitchReport, SwitchScope, TransferReport,
 };
 use super::translate;
 use crate::constants;
-use crate::engine::{ExecType, Input, JournalOrigin, Output, Report, Request, Symbol};
+use crate::engine::{
+    ExecType, Input, JournalOrigin, Output, Report, Request, StateTransfer, Symbol,
+};
 use crate::fix::store::SessionStore;
 use crate::fix::tags::BusinessRejectReason;
 use crate::link::{self, Frame, LinkAddr, Outputs};
@@ -66,13 +69,14 @@ mod status;
 mod switch;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 pub use api::{
     CanaryDelivery, CommandId, CoreCommand, CoreConfig, CoreError, CoreEvent, CoreRecord,
     CoreReply, CoreRequest, ExpectedDivergence, GateConfig, LinkCommand, LinkTransmit, PlantedBug,
     REQUEST_MSG_TYPES, request_msg_type,
 };
-pub use sequencer::replay_journal;
+pub use sequencer::{replay_journal, with_blob};
 pub use switch::canary_symbols;
 
 use shadow::latency_histogram;
@@ -87,6 +91,9 @@ struct Connection {
     /// SHA-256 of its executable from its Hello: checked against a change's artifact before it
     /// is given authority.
     executable_sha256: String,
+    /// The link protocol version it speaks: below [`link::LINK_PROTOCOL_VERSION`]'s transfer
+    /// support it cannot take a state transfer, and a canary's rollback halts instead.
+    protocol_version: u16,
     /// Highest input seq sent on this connection.
     sent_through: u64,
     /// Highest input seq answered on this connection.
@@ -143,6 +150,9 @@ struct Canary {
     symbols: Vec<Symbol>,
     /// First input sequenced under the canary.
     since_seq: u64,
+    /// Inputs sequenced for its symbols: with none, the canary engine told the counterparties
+    /// nothing, and ending it moves no state.
+    owned_inputs: u64,
     /// What the gates have seen.
     gates: GateStatus,
     /// Answer latency of the canary engine on its inputs, µs.
@@ -174,6 +184,7 @@ impl Canary {
             slot,
             symbols,
             since_seq: barrier + 1,
+            owned_inputs: 0,
             gates: GateStatus::default(),
             canary_latency: latency_histogram(),
             baseline_latency: latency_histogram(),
@@ -223,6 +234,23 @@ struct PendingSwitch {
     reply: Option<CommandId>,
     /// For a canary: the divergence its change declares expected.
     expected: ExpectedDivergence,
+    /// Where a canary's end stands in moving the canary engine's state back.
+    transfer: TransferStep,
+}
+
+/// The steps of a state transfer at a canary's end (see the `transfer` module).
+#[derive(Clone, Debug, Default, PartialEq)]
+enum TransferStep {
+    /// Not decided yet (or not a canary's end).
+    #[default]
+    Undecided,
+    /// The canary engine was asked for its snapshot at the barrier, at this time.
+    Requested(Timestamp),
+    /// The transfer was sequenced as input `barrier + 1`; the switch completes once every
+    /// engine answered it.
+    Sequenced(TransferReport),
+    /// No transfer: the canary's diverged symbols are halted as before, for this reason.
+    Refused(String),
 }
 
 /// Outputs of one input from both engines, until compared (and, for the standby's, until

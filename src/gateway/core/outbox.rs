@@ -11,6 +11,8 @@ where
     J::Reader: Send + 'static,
 {
     pub(super) fn on_frame(&mut self, index: usize, frame: Frame) {
+        let for_transfer = self.transfer_asked_of(index);
+        let from_authority = Some(index) == self.authority;
         let Some(connection) = self
             .engines
             .get_mut(index)
@@ -34,6 +36,17 @@ where
                     self.cursor.set(applied.input_seq);
                     self.drain_undelivered();
                 }
+            }
+            Frame::Snapshot(snapshot) if for_transfer => {
+                self.on_transfer_snapshot(snapshot.at_input_seq, snapshot.bytes);
+            }
+            Frame::Refused(refused) if for_transfer => {
+                self.on_transfer_refused(refused.reason);
+            }
+            // Only the authoritative engine is asked for a standby's snapshot: one from another
+            // engine answers a transfer that was given up on, and restores nobody.
+            Frame::Snapshot(snapshot) if !from_authority => {
+                tracing::warn!(engine = %connection.name, at = snapshot.at_input_seq, "snapshot not asked for any more; dropped");
             }
             Frame::Snapshot(snapshot) => {
                 // Asked from the authoritative engine for a joining standby.

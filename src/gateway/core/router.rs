@@ -99,6 +99,7 @@ where
             name: hello.engine_name.clone(),
             build_version: hello.build_version.clone(),
             executable_sha256: hello.executable_sha256.clone(),
+            protocol_version: hello.protocol_version,
             sent_through: hello.last_input_seq,
             answered_through: hello.last_input_seq,
             restoring: false,
@@ -275,8 +276,11 @@ where
             planned: false,
             rollback: false,
             scope: if canary_lost {
+                // A canary engine that died gives nothing back: its symbols are halted where
+                // the survivor's book differs, as they always were.
                 SwitchScope::CanaryEnded {
                     symbols: canary_symbols,
+                    transfer: None,
                 }
             } else {
                 SwitchScope::All

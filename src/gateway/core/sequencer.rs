@@ -134,23 +134,23 @@ where
                 self.refuse(&request, DISK_FULL_TEXT);
                 continue;
             }
-            if !self.halted.is_empty() {
-                let symbol = input_symbol(&request.request);
-                if self.halted.contains(symbol) {
-                    // Not sequenced: the book it would reach is not the one counterparties know.
-                    let text = format!(
-                        "{} is halted for reconciliation after a release; try again later",
-                        symbol.as_str()
-                    );
-                    self.sessions.business_reject_at(
-                        self.now,
-                        request.session,
-                        &request.message,
-                        BusinessRejectReason::Other,
-                        &text,
-                    );
-                    continue;
-                }
+            if !self.halted.is_empty()
+                && let Some(symbol) = input_symbol(&request.request)
+                && self.halted.contains(symbol)
+            {
+                // Not sequenced: the book it would reach is not the one counterparties know.
+                let text = format!(
+                    "{} is halted for reconciliation after a release; try again later",
+                    symbol.as_str()
+                );
+                self.sessions.business_reject_at(
+                    self.now,
+                    request.session,
+                    &request.message,
+                    BusinessRejectReason::Other,
+                    &text,
+                );
+                continue;
             }
             let seq = self.journal.last_seq() + 1 + self.unjournaled.len() as u64;
             let time = self.now.max(self.last_time);
@@ -216,17 +216,20 @@ where
             if let Some(fix_seq) = fix_seq {
                 self.sessions.confirm(request.session, fix_seq);
             }
-            if self.recent.len() == constants::RECENT_INPUTS_MAX {
-                self.recent.pop_front();
-            }
-            let symbol = *input_symbol(&input.request);
-            self.recent.push_back((seq, time, symbol));
-            if let Some(canary) = self.canary.as_mut()
-                && canary.covers(&symbol)
-            {
-                self.canary_owned.insert(seq);
-                if canary.expects_divergence(&symbol, &input.request) {
-                    canary.expected_seqs.insert(seq);
+            // A session's request always names one symbol (a transfer is the core's own input).
+            if let Some(symbol) = input_symbol(&input.request).copied() {
+                if self.recent.len() == constants::RECENT_INPUTS_MAX {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back((seq, time, symbol));
+                if let Some(canary) = self.canary.as_mut()
+                    && canary.covers(&symbol)
+                {
+                    canary.owned_inputs += 1;
+                    self.canary_owned.insert(seq);
+                    if canary.expects_divergence(&symbol, &input.request) {
+                        canary.expected_seqs.insert(seq);
+                    }
                 }
             }
             inputs.push(input);
@@ -302,7 +305,11 @@ where
             let mut failure = None;
             if let Some(reader) = connection.catch_up.as_mut() {
                 for _ in 0..count {
-                    match read_input(reader.as_mut()) {
+                    let journal = &self.journal;
+                    match read_input(reader.as_mut()).and_then(|read| {
+                        read.map(|input| with_blob(input, |sha256| journal.load_blob(sha256)))
+                            .transpose()
+                    }) {
                         Ok(Some(input)) => inputs.push(input),
                         Ok(None) => break,
                         Err(error) => {
@@ -338,13 +345,34 @@ where
 /// is full: the cause, for the counterparty's support desk, without naming any path.
 const DISK_FULL_TEXT: &str = "gateway disk full: new business refused until space returns";
 
-/// The symbol an input is about: authority is decided per symbol.
-pub(super) fn input_symbol(request: &Request) -> &Symbol {
+/// The symbol an input is about: authority is decided per symbol. A state transfer is about
+/// several (its first stands for them in the recent-inputs ring); it is the gateway's own input
+/// and always belongs to the authoritative engine.
+pub(super) fn input_symbol(request: &Request) -> Option<&Symbol> {
     match request {
-        Request::New(order) => &order.symbol,
-        Request::Cancel(cancel) => &cancel.symbol,
-        Request::Replace(replace) => &replace.symbol,
+        Request::New(order) => Some(&order.symbol),
+        Request::Cancel(cancel) => Some(&cancel.symbol),
+        Request::Replace(replace) => Some(&replace.symbol),
+        Request::Transfer(transfer) => transfer.symbols.first(),
     }
+}
+
+/// Fills in a journaled state transfer's snapshot from the blob its record names (the record
+/// holds only the hash); any other input is returned as it is. Every reader of the journal that
+/// feeds an engine calls it: catch-up, `baton journal replay`, the simulation's replay check.
+pub fn with_blob(
+    mut input: Input,
+    load: impl FnOnce(&[u8; 32]) -> Result<Vec<u8>, JournalError>,
+) -> Result<Input, CoreError> {
+    if let Request::Transfer(transfer) = &mut input.request
+        && transfer.snapshot.is_empty()
+    {
+        transfer.snapshot = load(&transfer.snapshot_sha256).map_err(|error| CoreError::Record {
+            seq: input.seq,
+            reason: format!("the state transfer's snapshot: {error}"),
+        })?;
+    }
+    Ok(input)
 }
 
 /// Moves each session's expected inbound MsgSeqNum past the newest of its messages the journal
@@ -434,6 +462,9 @@ pub fn replay_journal(
     let mut outputs: Vec<Output> = Vec::new();
     let mut count = 0;
     while let Some(input) = read_input(&mut reader)? {
+        let input = with_blob(input, |sha256| {
+            super::super::journal::load_blob(dir, sha256)
+        })?;
         if input.seq != engine.last_input_seq() + 1 {
             return Err(CoreError::Record {
                 seq: input.seq,

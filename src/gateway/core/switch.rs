@@ -191,6 +191,7 @@ where
             rollback,
             reply: None,
             expected: command.expected_divergence.clone(),
+            transfer: TransferStep::Undecided,
         });
         Ok(())
     }
@@ -256,6 +257,9 @@ where
         // Every answer up to the barrier is in: judge the canary on all of them, and re-check
         // what may have diverged while the barrier waited, before anything moves.
         self.check_gates(true);
+        if !self.advance_transfer() {
+            return;
+        }
         let Some(mut pending) = self.pending_switch.take() else {
             return;
         };
@@ -282,17 +286,27 @@ where
                     symbols: names(symbols),
                 },
             ),
-            SwitchKind::CanaryEnd => (
-                pending.to,
-                authority,
-                SwitchScope::CanaryEnded {
-                    symbols: self
-                        .canary
-                        .as_ref()
-                        .map(|c| c.symbol_names())
-                        .unwrap_or_default(),
-                },
-            ),
+            SwitchKind::CanaryEnd => {
+                let symbols = self
+                    .canary
+                    .as_ref()
+                    .map(|c| c.symbol_names())
+                    .unwrap_or_default();
+                let transfer = match &pending.transfer {
+                    TransferStep::Sequenced(report) => Some(Box::new(report.clone())),
+                    TransferStep::Refused(reason) => Some(Box::new(TransferReport {
+                        symbols: symbols.clone(),
+                        refused: Some(reason.clone()),
+                        ..TransferReport::default()
+                    })),
+                    TransferStep::Undecided | TransferStep::Requested(_) => None,
+                };
+                (
+                    pending.to,
+                    authority,
+                    SwitchScope::CanaryEnded { symbols, transfer },
+                )
+            }
         };
         let report = SwitchReport {
             from: name(from),
@@ -325,7 +339,12 @@ where
                     std::mem::take(&mut pending.expected),
                 ));
             }
-            SwitchKind::CanaryEnd => self.end_canary(),
+            SwitchKind::CanaryEnd => {
+                if matches!(pending.transfer, TransferStep::Sequenced(_)) {
+                    self.clear_transferred();
+                }
+                self.end_canary();
+            }
         }
         self.switches += 1;
         self.last_switch = Some(report.clone());

@@ -2,7 +2,7 @@
 
 /// Every file of the core, by name, as compiled: a file added to the core without being listed
 /// here is caught by the count in the test below.
-const CORE_FILES: [(&str, &str); 8] = [
+const CORE_FILES: [(&str, &str); 9] = [
     ("mod.rs", include_str!("mod.rs")),
     ("api.rs", include_str!("api.rs")),
     ("sequencer.rs", include_str!("sequencer.rs")),
@@ -11,6 +11,7 @@ const CORE_FILES: [(&str, &str); 8] = [
     ("router.rs", include_str!("router.rs")),
     ("switch.rs", include_str!("switch.rs")),
     ("status.rs", include_str!("status.rs")),
+    ("transfer.rs", include_str!("transfer.rs")),
 ];
 
 /// What the core must never do (invariant 10), as it would be spelled: read a clock, spawn,
@@ -87,10 +88,11 @@ use crate::fix::dictionary::Dictionary;
 use crate::fix::session::{Session, SessionConfig};
 use crate::fix::store::{MemoryStore, SessionStore};
 use crate::gateway::acceptor::{Inbound, Sessions};
+use crate::gateway::input_journal::InputJournal as _;
 use crate::gateway::memory_journal::CrashFate;
 use crate::gateway::memory_journal::MemoryJournal;
 use crate::gateway::outbox_mark::MemoryCursor;
-use crate::gateway::status::EngineRole;
+use crate::gateway::status::{EngineRole, SwitchReport, SwitchScope};
 use crate::link::{self, Frame, Outputs};
 use crate::time::Timestamp;
 
@@ -122,6 +124,8 @@ fn engine_config() -> EngineConfig {
 /// An engine behind an in-memory link: it answers the inputs it was sent when the test says.
 struct FakeEngine {
     name: &'static str,
+    /// The link protocol version its Hello names.
+    protocol_version: u16,
     engine: Box<dyn Engine + Send>,
     /// Whether the core holds a link to it.
     linked: bool,
@@ -157,11 +161,24 @@ struct Harness {
 
 impl Harness {
     fn new(green: Box<dyn Engine + Send>) -> Harness {
-        Harness::with_config(green, |_| {})
+        Harness::build(green, link::LINK_PROTOCOL_VERSION, |_| {})
     }
 
     /// As [`Harness::new`], with the core's configuration adjusted by `adjust` first.
     fn with_config(green: Box<dyn Engine + Send>, adjust: impl FnOnce(&mut CoreConfig)) -> Harness {
+        Harness::build(green, link::LINK_PROTOCOL_VERSION, adjust)
+    }
+
+    /// Blue speaking link protocol `blue_protocol`, green the current one.
+    fn speaking(green: Box<dyn Engine + Send>, blue_protocol: u16) -> Harness {
+        Harness::build(green, blue_protocol, |_| {})
+    }
+
+    fn build(
+        green: Box<dyn Engine + Send>,
+        blue_protocol: u16,
+        adjust: impl FnOnce(&mut CoreConfig),
+    ) -> Harness {
         let dir = tempfile::tempdir().expect("a temp dir");
         let sessions = Sessions::new(vec![Session::new(
             SessionConfig::new("BATON", "CLIENT1"),
@@ -195,8 +212,9 @@ impl Harness {
             Box::new(cursor.clone()),
             now,
         );
-        let fake = |name, engine| FakeEngine {
+        let fake = |name, engine, protocol_version| FakeEngine {
             name,
+            protocol_version,
             engine,
             linked: false,
             reachable: true,
@@ -210,7 +228,10 @@ impl Harness {
         let mut harness = Harness {
             core,
             sessions,
-            engines: vec![fake("blue", blue), fake("green", green)],
+            engines: vec![
+                fake("blue", blue, blue_protocol),
+                fake("green", green, link::LINK_PROTOCOL_VERSION),
+            ],
             now,
             fix_seq: 0,
             next_command: 0,
@@ -299,7 +320,7 @@ impl Harness {
             match command {
                 LinkCommand::Connect if engine.reachable => {
                     let hello = link::Hello {
-                        protocol_version: link::LINK_PROTOCOL_VERSION,
+                        protocol_version: engine.protocol_version,
                         engine_name: engine.name.into(),
                         build_version: engine.engine.build_version().into(),
                         last_input_seq: engine.engine.last_input_seq(),
@@ -726,6 +747,126 @@ fn until_an_engine_holds_authority_engines_are_tried_in_their_configured_order()
     assert_eq!(connects, [1], "the next engine once the first failed");
 }
 
+/// Green rejecting every AAA order, running a canary of AAA that answered one order (blue booked
+/// it, green rejected it and holds nothing), with everything answered.
+fn faulty_aaa_canary(blue_protocol: u16) -> Harness {
+    let green = crate::engine::fault::RejectSymbol::new(
+        MatchingEngine::new(&engine_config()).expect("an engine"),
+        symbol(AAA),
+    );
+    let mut h = Harness::speaking(Box::new(green), blue_protocol);
+    h.command(CoreRequest::Canary {
+        percent: None,
+        symbols: vec![AAA.into()],
+    });
+    h.settle();
+    h.order(AAA);
+    h.order(BBB);
+    h.settle();
+    assert_ne!(h.engines[0].engine.digest(), h.engines[1].engine.digest());
+    h
+}
+
+/// The transfer report of the canary's end answered to command `id`.
+fn transfer_in(h: &Harness, id: CommandId) -> crate::gateway::status::TransferReport {
+    match h.reply(id) {
+        Some(CoreReply::Switched(SwitchReport {
+            scope:
+                SwitchScope::CanaryEnded {
+                    transfer: Some(transfer),
+                    ..
+                },
+            ..
+        })) => (**transfer).clone(),
+        other => panic!("no canary end with a transfer: {other:?}"),
+    }
+}
+
+/// The digest of a fresh engine fed the whole journal, transfers filled in from their blobs.
+fn replayed_digest(h: &Harness) -> crate::engine::Digest {
+    let mut engine = MatchingEngine::new(&engine_config()).expect("an engine");
+    let mut outputs = Vec::new();
+    for entry in h.journal.entries() {
+        let input = Input::decode_journaled(&entry.payload).expect("a journaled input");
+        let input = super::sequencer::with_blob(input, |sha256| h.journal.load_blob(sha256))
+            .expect("the transfer's blob");
+        engine.apply(&input, &mut outputs);
+    }
+    engine.digest()
+}
+
+#[test]
+fn a_canarys_rollback_moves_its_state_to_every_engine_and_halts_nothing() {
+    let mut h = faulty_aaa_canary(link::LINK_PROTOCOL_VERSION);
+    let journaled = h.journal.entries().len();
+    let rollback = h.command(CoreRequest::Rollback);
+    // New requests wait while the canary engine's state is fetched and sequenced.
+    assert!(!h.core.accepting());
+    h.settle();
+    let transfer = transfer_in(&h, rollback);
+    assert_eq!(transfer.refused, None, "{transfer:?}");
+    assert_eq!(transfer.symbols, [AAA.to_owned()]);
+    // Green rejected the one AAA order, so no AAA order rests in its book.
+    assert_eq!(transfer.orders_moved, 0);
+    assert_eq!(transfer.transfer_seq, journaled as u64 + 1);
+    assert_eq!(h.journal.entries().len(), journaled + 1);
+    let status = h.status();
+    assert!(status.canary.is_none());
+    assert!(status.halted.is_empty(), "{:?}", status.halted);
+    // Both engines hold green's AAA book, blue's BBB one: the same state, the journal's.
+    let digest = h.engines[0].engine.digest();
+    assert_eq!(h.engines[1].engine.digest(), digest);
+    assert_eq!(replayed_digest(&h), digest);
+    // AAA trades on, answered by blue.
+    let before = h.messages_out();
+    assert!(h.core.accepting());
+    h.order(AAA);
+    h.settle();
+    assert_eq!(h.messages_out(), before + 1);
+    assert!(
+        !h.events
+            .iter()
+            .any(|e| matches!(e, CoreEvent::Record(CoreRecord::Halted { .. })))
+    );
+}
+
+#[test]
+fn an_engine_of_the_build_before_transfers_makes_the_rollback_halt_and_say_why() {
+    let mut h = faulty_aaa_canary(link::LINK_PROTOCOL_VERSION_BEFORE_TRANSFER);
+    let journaled = h.journal.entries().len();
+    let rollback = h.command(CoreRequest::Rollback);
+    h.settle();
+    let transfer = transfer_in(&h, rollback);
+    let reason = transfer.refused.expect("refused");
+    assert!(reason.contains("blue speaks link protocol 2"), "{reason}");
+    assert_eq!(
+        h.journal.entries().len(),
+        journaled,
+        "no transfer journaled"
+    );
+    assert_eq!(h.status().halted, [AAA.to_owned()]);
+}
+
+#[test]
+fn a_canary_engine_that_never_sends_its_snapshot_is_given_up_on_and_the_rollback_halts() {
+    let mut h = faulty_aaa_canary(link::LINK_PROTOCOL_VERSION);
+    let rollback = h.command(CoreRequest::Rollback);
+    // Green answers inputs but never serves the snapshot request.
+    h.answer(0, usize::MAX);
+    h.answer(1, usize::MAX);
+    assert!(h.reply(rollback).is_none());
+    h.advance(crate::constants::TRANSFER_SNAPSHOT_TIMEOUT_MS + FAILOVER_MS);
+    let transfer = transfer_in(&h, rollback);
+    assert!(
+        transfer
+            .refused
+            .as_deref()
+            .is_some_and(|r| r.contains("no snapshot")),
+        "{transfer:?}"
+    );
+    assert_eq!(h.status().halted, [AAA.to_owned()]);
+}
+
 #[test]
 fn a_message_journaled_before_a_crash_is_not_asked_for_again_after_the_restart() {
     let mut h = Harness::blue_green();
@@ -891,6 +1032,20 @@ fn a_verified_canary_that_answers_differently_delivers_the_baselines_answer_and_
         !h.events
             .iter()
             .any(|e| matches!(e, CoreEvent::Record(CoreRecord::Halted { .. })))
+    );
+    // Nor does the canary engine's state move back: blue's books are what was delivered.
+    let transfers = h
+        .journal
+        .entries()
+        .iter()
+        .filter(|entry| {
+            Input::decode_journaled(&entry.payload)
+                .is_ok_and(|input| matches!(input.request, Request::Transfer(_)))
+        })
+        .count();
+    assert_eq!(
+        transfers, 0,
+        "a verified canary's wrong state was moved back"
     );
     // AAA keeps trading, from blue.
     h.order(AAA);

@@ -246,16 +246,28 @@ impl Sim {
         let mut encoder = crate::fix::codec::Encoder::new("FIX.4.4");
         let mut outputs = Vec::new();
         let mut unanswered: BTreeSet<(u32, String)> = BTreeSet::new();
+        let mut transfers = 0;
         for entry in self.journal.entries() {
             let Ok(input) = Input::decode_journaled(&entry.payload) else {
                 return Err(self.fail(format!("journal record {} does not decode", entry.seq)));
             };
+            // A state transfer's snapshot is beside the journal, named by its record.
+            let input = match crate::gateway::core::with_blob(input, |sha256| {
+                self.journal.load_blob(sha256)
+            }) {
+                Ok(input) => input,
+                Err(error) => return Err(self.fail(error.to_string())),
+            };
+            if matches!(input.request, crate::engine::Request::Transfer(_)) {
+                transfers += 1;
+            }
             if self.withheld.contains(&input.seq) {
                 // Its answer is withheld for good, so its counterparty may never see one.
                 let id = match &input.request {
                     crate::engine::Request::New(order) => Some(order.cl_ord_id),
                     crate::engine::Request::Cancel(cancel) => Some(cancel.cl_ord_id),
                     crate::engine::Request::Replace(replace) => Some(replace.cl_ord_id),
+                    crate::engine::Request::Transfer(_) => None,
                 };
                 if let Some(id) = id {
                     unanswered.insert((input.session, id.as_str().to_string()));
@@ -327,6 +339,7 @@ impl Sim {
                 return Err(self.fail(format!("order {id} acknowledged {count} times at rest")));
             }
         }
+        self.report.transfers = transfers;
         let digest = reference.digest();
         for engine in &self.engines {
             if engine.engine.digest() != digest {

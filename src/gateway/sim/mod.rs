@@ -128,6 +128,9 @@ pub struct SimReport {
     pub torn_writes: u64,
     /// Wrong answers the faulty verified canary gave (each held back, or the run fails).
     pub wrong_answers: u64,
+    /// State transfers journaled (canaries ended with their state moved back), as of the last
+    /// check at rest.
+    pub transfers: u64,
     /// SHA-256 of every message every session stored, in order: equal for two runs of one seed
     /// when the run is deterministic down to the bytes.
     pub fingerprint: [u8; 32],

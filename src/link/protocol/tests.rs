@@ -493,6 +493,7 @@ proptest! {
             Request::New(order) => order.parties = Parties::NONE,
             Request::Cancel(cancel) => cancel.parties = Parties::NONE,
             Request::Replace(replace) => replace.parties = Parties::NONE,
+            Request::Transfer(_) => {}
         }
         let mut expected = encoded(&Frame::Input(stripped));
         prop_assert_eq!(expected.pop(), Some(0));
@@ -584,10 +585,10 @@ proptest! {
 #[test]
 fn wire_layout_is_as_documented() {
     let bytes = encoded(&Frame::Heartbeat(Heartbeat { last_input_seq: 5 }));
-    // Length of the rest (version 2 + kind 1 + varint 1), version 2, kind 4, payload.
-    assert_eq!(bytes, [4, 0, 0, 0, 2, 0, 4, 5]);
+    // Length of the rest (version 2 + kind 1 + varint 1), version 3, kind 4, payload.
+    assert_eq!(bytes, [4, 0, 0, 0, 3, 0, 4, 5]);
     let bytes = encoded(&Frame::SnapshotRequest);
-    assert_eq!(bytes, [3, 0, 0, 0, 2, 0, 9]);
+    assert_eq!(bytes, [3, 0, 0, 0, 3, 0, 9]);
 }
 
 #[test]
@@ -619,7 +620,7 @@ fn too_short_length_is_refused() {
 }
 
 #[test]
-fn a_decoder_speaking_version_1_reads_reports_without_parties_and_refuses_version_2() {
+fn a_decoder_speaking_version_1_reads_reports_without_parties_and_refuses_the_current_version() {
     let outputs = Outputs {
         input_seq: 3,
         outputs: vec![Output {
@@ -654,13 +655,16 @@ fn a_decoder_speaking_version_1_reads_reports_without_parties_and_refuses_versio
         decoder.next_frame().unwrap(),
         Some(Frame::Outputs(outputs.clone()))
     );
-    // Speaking version 1, a version 2 frame is refused, like any other version.
+    // Speaking version 1, a frame of the current version is refused, like any other version.
     decoder.push(&encoded(&Frame::Outputs(outputs.clone())));
     assert!(matches!(
         decoder.next_frame(),
-        Err(LinkError::UnsupportedVersion { version: 2, .. })
+        Err(LinkError::UnsupportedVersion {
+            version: LINK_PROTOCOL_VERSION,
+            ..
+        })
     ));
-    // Outputs are never sent at version 1: only engines send them, and they speak version 2.
+    // Outputs are never sent at version 1: only engines send them, and they speak the current one.
     assert!(
         encode_at(
             LINK_PROTOCOL_VERSION_BEFORE_PARTIES,

@@ -47,6 +47,10 @@ enum RequestRef<'a> {
         price: Option<Price>,
         qty: Qty,
     },
+    /// Never sent: a gateway gives no state transfer to an engine of this version (see
+    /// `LINK_PROTOCOL_VERSION_BEFORE_TRANSFER`). Encoded as a variant such an engine does not
+    /// know, so that a mistake is refused by it rather than misread.
+    Transfer,
 }
 
 impl<'a> InputRef<'a> {
@@ -77,6 +81,7 @@ impl<'a> InputRef<'a> {
                 price: replace.price,
                 qty: replace.qty,
             },
+            Request::Transfer(_) => RequestRef::Transfer,
         };
         InputRef {
             seq: input.seq,
