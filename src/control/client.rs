@@ -226,6 +226,19 @@ pub fn render_status(status: &Status) -> String {
         ("delivered through", status.delivered_through.to_string()),
         ("last switch", last_switch),
         ("switches", status.switches.to_string()),
+        (
+            "gateway upgrade",
+            match &status.gateway_upgrade {
+                Some(u) => format!(
+                    "{} to {}: {} sessions handed over, pause {} µs",
+                    u.change,
+                    u.artifact_sha256.get(..12).unwrap_or(&u.artifact_sha256),
+                    u.sessions,
+                    u.pause_us
+                ),
+                None => "none".to_owned(),
+            },
+        ),
         ("canary", canary),
         (
             "halted",
@@ -538,6 +551,7 @@ mod tests {
             open_changes: Vec::new(),
             audit_head: None,
             halted: Vec::new(),
+            gateway_upgrade: None,
         }
     }
 

@@ -21,7 +21,8 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
-use crate::handover::{self, HandoverError, Label, ToGateway, ToHolder};
+use crate::fix::session::SessionCarry;
+use crate::handover::{self, HandoverError, Label, Successor, ToGateway, ToHolder};
 
 /// One connection held.
 struct HeldConnection {
@@ -29,6 +30,9 @@ struct HeldConnection {
     fd: OwnedFd,
     /// The session it logged on as; `None` until then.
     label: Option<Label>,
+    /// Its session's unstored state, from a gateway handing over at a planned upgrade; given
+    /// to the successor once, then forgotten (a later restart is a crash, not a hand-over).
+    carry: Option<SessionCarry>,
 }
 
 /// Everything held for the gateway.
@@ -38,6 +42,8 @@ struct Held {
     listener: Option<OwnedFd>,
     /// Accepted connections by the gateway's id.
     connections: BTreeMap<u64, HeldConnection>,
+    /// The running gateway announced its hand-over: barrier time and change.
+    handing_over: Option<(u64, String)>,
 }
 
 impl Held {
@@ -45,13 +51,41 @@ impl Held {
         self.listener.is_none() && self.connections.is_empty()
     }
 
-    /// Applies one message of the gateway's.
-    fn apply(&mut self, message: ToHolder, fd: Option<OwnedFd>, channel: &OwnedFd) {
+    /// Applies one message of the gateway's; returns what the supervisor must do about a
+    /// successor, if anything.
+    fn apply(
+        &mut self,
+        message: ToHolder,
+        fd: Option<OwnedFd>,
+        channel: &OwnedFd,
+    ) -> Option<SuccessorRequest> {
         match (message, fd) {
             (ToHolder::Listener, Some(fd)) => self.listener = Some(fd),
             (ToHolder::Connection { id }, Some(fd)) => {
-                self.connections
-                    .insert(id, HeldConnection { fd, label: None });
+                self.connections.insert(
+                    id,
+                    HeldConnection {
+                        fd,
+                        label: None,
+                        carry: None,
+                    },
+                );
+            }
+            (ToHolder::StartSuccessor(successor), None) => {
+                return Some(SuccessorRequest::Start(successor));
+            }
+            (ToHolder::AbandonSuccessor, None) => return Some(SuccessorRequest::Abandon),
+            (
+                ToHolder::HandingOver {
+                    barrier_unix_ns,
+                    change,
+                },
+                None,
+            ) => self.handing_over = Some((barrier_unix_ns, change)),
+            (ToHolder::Carry { id, carry }, None) => {
+                if let Some(held) = self.connections.get_mut(&id) {
+                    held.carry = Some(carry);
+                }
             }
             (ToHolder::Label { id, label }, None) => {
                 if let Some(held) = self.connections.get_mut(&id) {
@@ -74,10 +108,19 @@ impl Held {
                 )
             }
         }
+        None
     }
 
-    /// Sends a duplicate of everything held (the holder keeps its own), then the end mark.
-    fn give_back(&self, channel: &OwnedFd) -> Result<(), HandoverError> {
+    /// Sends a duplicate of everything held (the holder keeps its own), then the end mark. What
+    /// a hand-over left (barrier, carries) goes once: a later restart is a crash.
+    fn give_back(&mut self, channel: &OwnedFd) -> Result<(), HandoverError> {
+        if let Some((barrier_unix_ns, change)) = self.handing_over.take() {
+            let upgraded = ToGateway::Upgraded {
+                barrier_unix_ns,
+                change,
+            };
+            handover::send(channel.as_fd(), &upgraded, None)?;
+        }
         if let Some(listener) = &self.listener {
             handover::send(
                 channel.as_fd(),
@@ -85,10 +128,11 @@ impl Held {
                 Some(listener.as_fd()),
             )?;
         }
-        for (id, held) in &self.connections {
+        for (id, held) in &mut self.connections {
             let message = ToGateway::Connection {
                 id: *id,
                 label: held.label.clone(),
+                carry: held.carry.take(),
             };
             handover::send(channel.as_fd(), &message, Some(held.fd.as_fd()))?;
         }
@@ -102,41 +146,96 @@ impl Held {
     }
 }
 
+/// What the running gateway asks the supervisor about a planned upgrade's successor.
+#[derive(Debug)]
+pub enum SuccessorRequest {
+    /// Start this build as the gateway's successor, with [`HolderHandle::channel_for_successor`].
+    Start(Successor),
+    /// Stop the successor: the running gateway serves on.
+    Abandon,
+}
+
 /// Hands the holder each new gateway's channel.
 #[derive(Clone)]
 pub struct HolderHandle {
-    /// Holder ends of new channels.
-    channels: mpsc::UnboundedSender<OwnedFd>,
+    /// Holder ends of new channels, and whether each is a successor's.
+    channels: mpsc::UnboundedSender<(OwnedFd, bool)>,
 }
 
 impl HolderHandle {
     /// Makes the channel for a gateway about to start and returns the end it inherits.
     pub fn channel_for_gateway(&self) -> std::io::Result<OwnedFd> {
+        self.channel(false)
+    }
+
+    /// The channel for a successor started for a planned upgrade while the running gateway
+    /// still serves: its request for the sockets is answered once the running one handed over.
+    pub fn channel_for_successor(&self) -> std::io::Result<OwnedFd> {
+        self.channel(true)
+    }
+
+    fn channel(&self, successor: bool) -> std::io::Result<OwnedFd> {
         let (ours, theirs) = handover::seqpacket_pair()?;
         self.channels
-            .send(ours)
+            .send((ours, successor))
             .map_err(|_| std::io::Error::other("the socket holder has stopped"))?;
         Ok(theirs)
     }
 }
 
 /// Starts the holder as a task; it runs until every handle is dropped, and closes what it holds
-/// then. `hold_max`: how long to keep the sockets once the gateway died.
-pub fn start(hold_max: Duration) -> HolderHandle {
+/// then. `hold_max`: how long to keep the sockets once the gateway died. The receiver carries
+/// the running gateway's requests about a successor to the supervisor.
+pub fn start(hold_max: Duration) -> (HolderHandle, mpsc::UnboundedReceiver<SuccessorRequest>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(rx, hold_max));
-    HolderHandle { channels: tx }
+    let (requests_tx, requests_rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(rx, requests_tx, hold_max));
+    (HolderHandle { channels: tx }, requests_rx)
 }
 
-async fn run(mut channels: mpsc::UnboundedReceiver<OwnedFd>, hold_max: Duration) {
+/// A successor's channel and whether it asked for the sockets yet.
+struct Pending {
+    /// Its channel.
+    channel: AsyncFd<OwnedFd>,
+    /// It sent [`ToHolder::TakeBack`]: it started, and waits for the hand-over.
+    asked: bool,
+}
+
+/// Tells the running gateway about its successor; a gateway that cannot hear it is gone, which
+/// the channel's end of stream reports.
+fn tell(gateway: &Option<AsyncFd<OwnedFd>>, message: &ToGateway) {
+    if let Some(gateway) = gateway
+        && let Err(error) = handover::send(gateway.get_ref().as_fd(), message, None)
+    {
+        tracing::warn!(%error, "could not tell the gateway about its successor");
+    }
+}
+
+async fn run(
+    mut channels: mpsc::UnboundedReceiver<(OwnedFd, bool)>,
+    requests: mpsc::UnboundedSender<SuccessorRequest>,
+    hold_max: Duration,
+) {
     let mut held = Held::default();
     let mut gateway: Option<AsyncFd<OwnedFd>> = None;
+    // A planned upgrade's successor, from its start until it takes the sockets.
+    let mut successor: Option<Pending> = None;
     // Set while no gateway is connected and something is held.
     let mut release_at: Option<tokio::time::Instant> = None;
     loop {
         let readable = async {
             match &gateway {
                 Some(fd) => fd.readable().await.map(|mut guard| guard.clear_ready()),
+                None => std::future::pending().await,
+            }
+        };
+        let successor_readable = async {
+            match &successor {
+                Some(pending) => pending
+                    .channel
+                    .readable()
+                    .await
+                    .map(|mut guard| guard.clear_ready()),
                 None => std::future::pending().await,
             }
         };
@@ -147,15 +246,17 @@ async fn run(mut channels: mpsc::UnboundedReceiver<OwnedFd>, hold_max: Duration)
             }
         };
         tokio::select! {
-            channel = channels.recv() => match channel.map(handover::watch) {
-                Some(Ok(channel)) => {
+            channel = channels.recv() => match channel.map(|(fd, is_successor)| (handover::watch(fd), is_successor)) {
+                Some((Ok(channel), false)) => {
                     gateway = Some(channel);
                     release_at = None;
                 }
-                Some(Err(error)) => tracing::error!(%error, "cannot watch the gateway's hand-over channel"),
+                Some((Ok(channel), true)) => successor = Some(Pending { channel, asked: false }),
+                Some((Err(error), _)) => tracing::error!(%error, "cannot watch the gateway's hand-over channel"),
                 None => break,
             },
             _ = readable => {}
+            _ = successor_readable => {}
             _ = deadline => {
                 tracing::warn!(
                     connections = held.connections.len(),
@@ -166,10 +267,73 @@ async fn run(mut channels: mpsc::UnboundedReceiver<OwnedFd>, hold_max: Duration)
                 release_at = None;
             }
         }
+        // The successor's messages: before it takes over, only its request for the sockets.
+        while let Some(pending) = &mut successor {
+            match handover::recv::<ToHolder>(pending.channel.get_ref().as_fd(), false) {
+                Ok((ToHolder::TakeBack, None)) => {
+                    pending.asked = true;
+                    tell(&gateway, &ToGateway::SuccessorReady);
+                }
+                Ok((message, _)) => {
+                    tracing::warn!(?message, "message from a successor that has not taken over; ignored")
+                }
+                Err(HandoverError::Io(error)) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the new gateway build exited before taking over");
+                    successor = None;
+                    tell(
+                        &gateway,
+                        &ToGateway::SuccessorFailed {
+                            reason: format!("the new build exited before taking over ({error})"),
+                        },
+                    );
+                }
+            }
+        }
+        // With no gateway running, a successor that asked takes everything: after the running
+        // one handed over and exited, or died while it did (then it is a crash restart).
+        if gateway.is_none()
+            && successor.as_ref().is_some_and(|pending| pending.asked)
+            && let Some(pending) = successor.take()
+        {
+            if let Err(error) = held.give_back(pending.channel.get_ref()) {
+                tracing::warn!(%error, "could not hand the held sockets to the new build");
+            }
+            gateway = Some(pending.channel);
+            release_at = None;
+        }
         // Whatever is waiting on the channel, without blocking.
         while let Some(channel) = &gateway {
             match handover::recv::<ToHolder>(channel.get_ref().as_fd(), false) {
-                Ok((message, fd)) => held.apply(message, fd, channel.get_ref()),
+                Ok((message, fd)) => {
+                    // A second upgrade while one is under way is refused at once.
+                    let request = held.apply(message, fd, channel.get_ref());
+                    match request {
+                        Some(SuccessorRequest::Start(_)) if successor.is_some() => tell(
+                            &gateway,
+                            &ToGateway::SuccessorFailed {
+                                reason: "an upgrade is already under way".into(),
+                            },
+                        ),
+                        Some(SuccessorRequest::Abandon) => {
+                            successor = None;
+                            let _ = requests.send(SuccessorRequest::Abandon);
+                        }
+                        Some(request) => {
+                            if requests.send(request).is_err() {
+                                tell(
+                                    &gateway,
+                                    &ToGateway::SuccessorFailed {
+                                        reason: "no supervisor to start the new build".into(),
+                                    },
+                                );
+                            }
+                        }
+                        None => {}
+                    }
+                }
                 Err(HandoverError::Io(error)) if error.kind() == std::io::ErrorKind::WouldBlock => {
                     break;
                 }
@@ -178,6 +342,17 @@ async fn run(mut channels: mpsc::UnboundedReceiver<OwnedFd>, hold_max: Duration)
                         tracing::warn!(%error, "hand-over channel failed");
                     }
                     gateway = None;
+                    if let Some(pending) = successor.as_ref().filter(|p| p.asked) {
+                        // Handed over (or died handing over): the successor takes everything.
+                        if held.handing_over.is_some() {
+                            tracing::info!(connections = held.connections.len(), "gateway handed over; its successor takes the sockets");
+                        }
+                        if let Err(error) = held.give_back(pending.channel.get_ref()) {
+                            tracing::warn!(%error, "could not hand the held sockets to the new build");
+                        }
+                        gateway = successor.take().map(|pending| pending.channel);
+                        continue;
+                    }
                     if !held.is_empty() {
                         tracing::warn!(
                             connections = held.connections.len(),
