@@ -280,8 +280,7 @@ pub const UPGRADE_EXIT_GRACE_MS: u64 = 10;
 
 const _: () = assert!(HANDOVER_MESSAGE_BYTES_MAX < 200 * 1024);
 // The operator's `upgrade-gateway` is answered before the endpoint gives up on it.
-const _: () =
-    assert!(UPGRADE_SUCCESSOR_WAIT_MS + UPGRADE_DRAIN_MAX_MS < CONTROL_REPLY_TIMEOUT_MS);
+const _: () = assert!(UPGRADE_SUCCESSOR_WAIT_MS + UPGRADE_DRAIN_MAX_MS < CONTROL_REPLY_TIMEOUT_MS);
 const _: () = assert!(UPGRADE_DRAIN_POLL_MS < UPGRADE_DRAIN_MAX_MS);
 
 /// How long children get to stop cleanly on shutdown: the gateway's Logout round trip plus

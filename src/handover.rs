@@ -533,7 +533,13 @@ impl HolderLink {
                     }
                     taken.connections.push((id, label, fd));
                 }
-                (ToGateway::Upgraded { barrier_unix_ns, change }, _) => {
+                (
+                    ToGateway::Upgraded {
+                        barrier_unix_ns,
+                        change,
+                    },
+                    _,
+                ) => {
                     taken.upgraded = Some((barrier_unix_ns, change));
                 }
                 // Meant for a gateway that is running, not one taking over.
@@ -705,7 +711,8 @@ impl HeldConnection {
     /// leaves the connection with the holder when this process lets go of it.
     pub fn hand_over(mut self, carry: SessionCarry) -> Result<(), HandoverError> {
         self.handed_over = true;
-        self.link.send_checked(&ToHolder::Carry { id: self.id, carry })
+        self.link
+            .send_checked(&ToHolder::Carry { id: self.id, carry })
     }
 }
 

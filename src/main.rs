@@ -985,8 +985,9 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                     change,
                     artifact_sha256: String::new(),
                     barrier_unix_ns,
-                    pause_us: now.since(baton::time::Timestamp(barrier_unix_ns)).as_micros()
-                        as u64,
+                    pause_us: now
+                        .since(baton::time::Timestamp(barrier_unix_ns))
+                        .as_micros() as u64,
                     sessions: adopted_sessions as u64,
                 });
             }
@@ -1594,7 +1595,7 @@ fn wait_for_upgraded_gateway(
                 .gateway_upgrade
                 .filter(|u| u.barrier_unix_ns == barrier_unix_ns)
         {
-            return Ok(upgrade);
+            return Ok(*upgrade);
         }
         if std::time::Instant::now() >= deadline {
             bail!(

@@ -761,8 +761,14 @@ fn counterparties_see_no_disconnect_and_no_resend_across_planned_gateway_upgrade
     for (n, client) in clients.iter().enumerate() {
         let session = &status.sessions[n];
         assert!(session.logged_on, "{session:?}");
-        assert_eq!(session.seq_num_next_in, client.party.client.seq_num_next_out());
-        assert_eq!(session.seq_num_next_out, client.party.client.seq_num_next_in());
+        assert_eq!(
+            session.seq_num_next_in,
+            client.party.client.seq_num_next_out()
+        );
+        assert_eq!(
+            session.seq_num_next_out,
+            client.party.client.seq_num_next_in()
+        );
     }
     // The change reports carry each upgrade and its pause.
     let report = support::control::ok(support::control::ctl(
@@ -780,6 +786,76 @@ fn counterparties_see_no_disconnect_and_no_resend_across_planned_gateway_upgrade
         "planned gateway upgrades: {SESSIONS} sessions, {UPGRADES} upgrades, {orders} orders: 0 disconnects, 0 resends, 0 gaps; pause p50 {} µs, max {} µs",
         pauses[pauses.len() / 2],
         pauses[pauses.len() - 1]
+    );
+    drop(up);
+}
+
+#[test]
+fn a_refused_or_failed_gateway_upgrade_leaves_the_running_gateway_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let (up, addr, ready_path) = start(dir.path(), 1, 60_000);
+    let control = control_of(&ready_path);
+    let build = support::other_build(dir.path(), "broken");
+    let filed = support::control::ok(support::control::ctl(
+        control,
+        "alice",
+        &[
+            "change",
+            "file",
+            "--artifact",
+            build.to_str().unwrap(),
+            "--reason",
+            "gateway build",
+        ],
+    ));
+    assert!(filed.contains("CHG-1"), "{filed}");
+    let mut client = Client::log_on(addr, 1);
+    client.send_order("BEFORE");
+    client.until_acknowledged("before");
+    let pid = gateway_pid(up_pid(&up), None);
+    // Not approved: refused by policy, nothing started.
+    let refused = support::control::refused(support::control::ctl(
+        control,
+        "alice",
+        &["upgrade-gateway", "--change", "CHG-1"],
+    ));
+    assert!(refused.contains("not approved"), "{refused}");
+    support::control::ok(support::control::ctl(
+        control,
+        "bob",
+        &["change", "approve", "CHG-1"],
+    ));
+    // Approved, but the file no longer is the approved build: `baton launch` refuses to run it,
+    // the new process exits, and the running gateway hears of it and reads again.
+    let mut bytes = std::fs::read(&build).unwrap();
+    bytes.extend_from_slice(b"tampered");
+    std::fs::write(&build, bytes).unwrap();
+    let failed = support::control::refused(support::control::ctl(
+        control,
+        "alice",
+        &["upgrade-gateway", "--change", "CHG-1"],
+    ));
+    assert!(failed.contains("exited before taking over"), "{failed}");
+    client.send_order("AFTER");
+    client.until_acknowledged("after the failed upgrade");
+    assert_eq!(
+        gateway_pid(up_pid(&up), None),
+        pid,
+        "the gateway was replaced"
+    );
+    assert_eq!(initiator_port(&client.party.client), client.local_port);
+    assert_eq!((client.resends_served, client.resends_asked), (0, 0));
+    for id in ["BEFORE", "AFTER"] {
+        assert_eq!(client.party.exec_types(id), ["0"], "{id}");
+    }
+    let events = support::control::audit_events(dir.path());
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.as_str() == "action-refused:upgrade-gateway")
+            .count(),
+        2,
+        "{events:?}"
     );
     drop(up);
 }

@@ -254,7 +254,7 @@ pub struct Status {
     /// The last planned upgrade of the gateway process, as the gateway it started recorded it
     /// (filled in by the control plane).
     #[serde(default)]
-    pub gateway_upgrade: Option<GatewayUpgrade>,
+    pub gateway_upgrade: Option<Box<GatewayUpgrade>>,
 }
 
 /// A planned gateway upgrade as the gateway that took over measured it.

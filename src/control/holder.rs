@@ -275,7 +275,10 @@ async fn run(
                     tell(&gateway, &ToGateway::SuccessorReady);
                 }
                 Ok((message, _)) => {
-                    tracing::warn!(?message, "message from a successor that has not taken over; ignored")
+                    tracing::warn!(
+                        ?message,
+                        "message from a successor that has not taken over; ignored"
+                    )
                 }
                 Err(HandoverError::Io(error)) if error.kind() == std::io::ErrorKind::WouldBlock => {
                     break;
@@ -322,7 +325,8 @@ async fn run(
                             let _ = requests.send(SuccessorRequest::Abandon);
                         }
                         Some(request) => {
-                            if requests.send(request).is_err() {
+                            let unheard = requests.send(request).is_err();
+                            if unheard {
                                 tell(
                                     &gateway,
                                     &ToGateway::SuccessorFailed {
@@ -345,7 +349,10 @@ async fn run(
                     if let Some(pending) = successor.as_ref().filter(|p| p.asked) {
                         // Handed over (or died handing over): the successor takes everything.
                         if held.handing_over.is_some() {
-                            tracing::info!(connections = held.connections.len(), "gateway handed over; its successor takes the sockets");
+                            tracing::info!(
+                                connections = held.connections.len(),
+                                "gateway handed over; its successor takes the sockets"
+                            );
                         }
                         if let Err(error) = held.give_back(pending.channel.get_ref()) {
                             tracing::warn!(%error, "could not hand the held sockets to the new build");

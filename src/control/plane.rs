@@ -771,10 +771,13 @@ impl Plane {
 
     /// The last planned gateway upgrade in the log.
     fn last_gateway_upgrade(&self) -> Option<super::api::GatewayUpgrade> {
-        self.records.iter().rev().find_map(|(_, _, _, event)| match event {
-            ControlEvent::GatewayUpgraded { upgrade, .. } => Some(upgrade.clone()),
-            _ => None,
-        })
+        self.records
+            .iter()
+            .rev()
+            .find_map(|(_, _, _, event)| match event {
+                ControlEvent::GatewayUpgraded { upgrade, .. } => Some(upgrade.clone()),
+                _ => None,
+            })
     }
 
     /// Records what the sequencer answered and passes it on.
@@ -895,7 +898,7 @@ impl Plane {
                 None => Status::default(),
             };
             status.open_changes = open_changes;
-            status.gateway_upgrade = gateway_upgrade;
+            status.gateway_upgrade = gateway_upgrade.map(Box::new);
             status.audit_head = Some(head);
             let _ = reply_to.send(ControlReply::Status(status));
         });

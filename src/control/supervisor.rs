@@ -359,8 +359,7 @@ pub async fn supervise(
 ) -> Result<(), SupervisorError> {
     let mut interrupt = signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?;
     let mut terminate_signal = signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?;
-    let (holder, mut successor_requests) = match specs.iter().find_map(|spec| spec.hold_sockets)
-    {
+    let (holder, mut successor_requests) = match specs.iter().find_map(|spec| spec.hold_sockets) {
         Some(hold_max) => {
             let (holder, requests) = super::holder::start(hold_max);
             (Some(holder), Some(requests))

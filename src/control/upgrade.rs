@@ -115,14 +115,16 @@ impl<S: SessionStore + Send + 'static> Upgrader<S> {
     /// Steps 1 and 2: the successor started, and this gateway stopped at a settled barrier.
     async fn prepare(&self, successor: Successor) -> Result<u64, String> {
         if !self.holder.is_supervised() {
-            return Err("no supervisor holds this gateway's sockets (run it under baton up)".into());
+            return Err(
+                "no supervisor holds this gateway's sockets (run it under baton up)".into(),
+            );
         }
         self.holder
             .start_successor(successor)
             .map_err(|error| format!("cannot ask the supervisor to start the build: {error}"))?;
         let poll = Duration::from_millis(constants::UPGRADE_DRAIN_POLL_MS);
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(constants::UPGRADE_SUCCESSOR_WAIT_MS);
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(constants::UPGRADE_SUCCESSOR_WAIT_MS);
         loop {
             match self.holder.poll_answer() {
                 Ok(Some(ToGateway::SuccessorReady)) => break,
@@ -175,7 +177,8 @@ impl<S: SessionStore + Send + 'static> Upgrader<S> {
         }
         if let Some(core) = &self.core {
             match super::plane::ask(core, ControlRequest::Status, None, false).await {
-                ControlReply::Status(status) if status.delivered_through >= status.journal_last_seq => {}
+                ControlReply::Status(status)
+                    if status.delivered_through >= status.journal_last_seq => {}
                 _ => return false,
             }
         }

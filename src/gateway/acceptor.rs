@@ -1074,7 +1074,9 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                     tracing::error!(%error, peer = %self.peer, "session state not handed over; the successor continues it as after a crash");
                 }
             }
-            None => tracing::warn!(peer = %self.peer, "connection not held: it ends with this process"),
+            None => {
+                tracing::warn!(peer = %self.peer, "connection not held: it ends with this process")
+            }
         }
         // Dropped, not shut down: the holder's duplicate keeps the connection established.
         drop(stream);
