@@ -573,6 +573,7 @@ journal last seq   5310
 delivered through  5309
 last switch        blue → green at barrier 5000 (all symbols), pause 42 µs (planned)
 switches           1
+gateway upgrade    none
 canary             none
 halted             none
 changes            none open
