@@ -45,6 +45,10 @@ enum Command {
         /// Config file; without it the embedded default (deploy/baton.toml) is used.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Supervise the gateway alone (its engines run elsewhere: other hosts, other units):
+        /// it is still restarted, its sockets held, and it can be upgraded in place.
+        #[arg(long)]
+        gateway_only: bool,
     },
     /// Show it: start a venue (blue and green engines, gateway), trade from simulated
     /// counterparties, upgrade blue to green live, crash the authoritative engine, and print
@@ -538,7 +542,7 @@ fn log_format(cli: &Cli) -> anyhow::Result<LogFormat> {
             });
     }
     let config = match &cli.command {
-        Command::Up { config }
+        Command::Up { config, .. }
         | Command::Gateway { config, .. }
         | Command::Engine { config, .. } => config,
         _ => return Ok(LogFormat::Text),
@@ -595,7 +599,10 @@ fn one_line(error: &anyhow::Error) -> String {
 
 fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
     match cli.command {
-        Command::Up { config } => up(config, log_format),
+        Command::Up {
+            config,
+            gateway_only,
+        } => up(config, log_format, gateway_only),
         Command::Demo {
             sessions,
             dir,
@@ -1359,7 +1366,11 @@ fn take_back_held_sockets(
 /// Names `baton up` gives its engines, in `[gateway] engines` order.
 const ENGINE_NAMES: [&str; 2] = ["blue", "green"];
 
-fn up(config_path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()> {
+fn up(
+    config_path: Option<PathBuf>,
+    log_format: LogFormat,
+    gateway_only: bool,
+) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
     // The children log as this process does, whichever of flag, variable or key chose it.
     let env: Vec<(OsString, OsString)> = vec![(LOG_FORMAT_ENV.into(), log_format.name().into())];
@@ -1373,7 +1384,12 @@ fn up(config_path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()>
         bail!("[gateway] engines must name at least one engine for `baton up`");
     }
     let mut children = Vec::new();
-    for (index, addr) in config.gateway.engines.iter().enumerate() {
+    let engines = if gateway_only {
+        &[][..]
+    } else {
+        &config.gateway.engines[..]
+    };
+    for (index, addr) in engines.iter().enumerate() {
         if let Ok(LinkAddr::Unix(path)) = addr.parse::<LinkAddr>()
             && let Some(parent) = path.parent()
         {

@@ -218,11 +218,22 @@ fn initiator_port(initiator: &Initiator) -> u16 {
 /// rewrites with the addresses it bound (the FIX listener is held across restarts; the control
 /// endpoint is bound anew on port 0 by each gateway).
 fn start(dir: &Path, sessions: usize, hold_ms: u64) -> (Killed, SocketAddr, PathBuf) {
+    start_with_env(dir, sessions, hold_ms, &[])
+}
+
+/// [`start`] with variables added to `baton up`'s environment (its children inherit them).
+fn start_with_env(
+    dir: &Path,
+    sessions: usize,
+    hold_ms: u64,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> (Killed, SocketAddr, PathBuf) {
     let config = write_config(dir, sessions, hold_ms);
     let ready_path = ready_file(dir);
     let mut up = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
         .args(["up", "--config"])
         .arg(&config)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "warn")
         .env(READY_FILE_ENV, &ready_path)
         .stdout(std::process::Stdio::null())
@@ -401,6 +412,59 @@ fn a_gateway_killed_after_reading_half_a_frame_recovers_it_by_resend_on_the_same
     assert_eq!(
         status.sessions[0].seq_num_next_in,
         client.party.client.seq_num_next_out()
+    );
+    drop(up);
+}
+
+#[test]
+fn a_gateway_that_dies_half_way_through_writing_a_report_resends_it_on_the_same_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("aborted-mid-write");
+    // Disarmed (the file exists) while the session logs on and the engine answers a probe.
+    std::fs::write(&marker, b"").unwrap();
+    let (up, addr, control) = start_with_env(
+        dir.path(),
+        1,
+        60_000,
+        &[(
+            baton::gateway::acceptor::TEST_ABORT_MID_WRITE_ENV,
+            marker.as_os_str(),
+        )],
+    );
+    let mut client = Client::log_on(addr, 1);
+    client.party.client.set_skip_garbled(true);
+    let pid = gateway_pid(up_pid(&up), None);
+    // Armed: the next ExecutionReport is written in half, then the gateway aborts.
+    std::fs::remove_file(&marker).unwrap();
+    client.send_order("CUT");
+    let deadline = Instant::now() + RECOVERY_WAIT;
+    while !marker.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway never wrote a report"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    client.send_order("AFTER");
+    client.until_acknowledged("after the crash in the middle of a write");
+    assert_ne!(gateway_pid(up_pid(&up), Some(pid)), pid);
+    assert_eq!(
+        initiator_port(&client.party.client),
+        client.local_port,
+        "a new connection"
+    );
+    assert!(
+        client.party.client.garbled() >= 1,
+        "the half-written report was not seen"
+    );
+    for id in ["CUT", "AFTER"] {
+        assert_eq!(client.party.exec_types(id), ["0"], "{id}");
+    }
+    assert!(client.party.gap_free(), "a gap left open");
+    let status = support::control::status(control_of(&control));
+    assert_eq!(
+        status.sessions[0].seq_num_next_out,
+        client.party.client.seq_num_next_in()
     );
     drop(up);
 }

@@ -40,6 +40,38 @@ use crate::fix::tags::{self, BusinessRejectReason, msg_type};
 use crate::fix::time::Timestamp;
 use crate::handover::{HeldConnection, HolderLink, Label};
 
+/// Test-only fault injection: with this variable naming a file that does not exist yet, the
+/// gateway creates the file, writes the first half of the next bytes that carry an
+/// ExecutionReport to a counterparty, and aborts, so a test can prove that a crash in the middle
+/// of a write is recovered on the same connection. The file makes it happen once across the
+/// restarts that inherit the variable. Unset (always, outside tests) it changes nothing: the
+/// variable is read once, and its check is one branch on the write path.
+pub const TEST_ABORT_MID_WRITE_ENV: &str = "BATON_TEST_ABORT_MID_WRITE";
+
+/// The file [`TEST_ABORT_MID_WRITE_ENV`] names, while it does not exist.
+fn abort_mid_write_armed() -> Option<&'static std::path::Path> {
+    static ARMED: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    ARMED
+        .get_or_init(|| std::env::var_os(TEST_ABORT_MID_WRITE_ENV).map(Into::into))
+        .as_deref()
+        .filter(|marker| !marker.exists())
+}
+
+/// The test-only crash of [`TEST_ABORT_MID_WRITE_ENV`], when armed and `out` carries an
+/// ExecutionReport: half of it written, then the process aborts.
+async fn abort_mid_write_if_armed(stream: &mut FixStream, out: &[u8]) {
+    let Some(marker) = abort_mid_write_armed() else {
+        return;
+    };
+    if !out.windows(6).any(|w| w == b"\x0135=8\x01") || std::fs::write(marker, b"").is_err() {
+        return;
+    }
+    let _ = stream.write_all(&out[..out.len() / 2]).await;
+    let _ = stream.flush().await;
+    tracing::error!("{TEST_ABORT_MID_WRITE_ENV}: aborting in the middle of a write, as asked");
+    std::process::abort();
+}
+
 /// A business request on its way to the sequencer.
 #[derive(Debug)]
 pub struct Inbound {
@@ -985,6 +1017,7 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                 self.forward(inbound).await;
             }
             if !out.is_empty() {
+                abort_mid_write_if_armed(&mut stream, &out).await;
                 // A counterparty that stops reading is disconnected rather than allowed to hold
                 // the task (and the session's unsent bytes) forever; what it missed is stored and
                 // resent after it logs on again.
