@@ -76,6 +76,10 @@ pub enum ToHolder {
         barrier_unix_ns: u64,
         /// The change the upgrade runs under.
         change: String,
+        /// The handing-over process: the holder gives the successor the sockets only once it is
+        /// gone, since its channel may close before its stores, journal and addresses do.
+        #[serde(default)]
+        pid: u32,
     },
     /// Connection `id`'s session state that is not in its store, for the successor.
     Carry {
@@ -576,6 +580,7 @@ impl HolderLink {
         self.send_checked(&ToHolder::HandingOver {
             barrier_unix_ns,
             change: change.to_owned(),
+            pid: std::process::id(),
         })
     }
 

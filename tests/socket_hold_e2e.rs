@@ -294,6 +294,34 @@ fn counterparties_keep_their_connections_across_gateway_kills() {
         previous = Some(pid);
     }
     let took = started.elapsed();
+    // The tail of a resend asked for around the last kill may still be on its way (a
+    // ResendRequest asks for everything from the gap on): one more order each, answered after
+    // whatever the gateway sends before it, settles it.
+    for (n, client) in clients.iter_mut().enumerate() {
+        client.send_order(&format!("SETTLE-{n}"));
+    }
+    for client in &mut clients {
+        client.until_acknowledged("after the kills");
+    }
+    // Then planned upgrades between two builds, under the same flow: no resend at all.
+    let resent_before: Vec<(u64, u64, u64)> = clients
+        .iter()
+        .map(|c| (c.resends_served, c.resends_asked, c.party.poss_dup_dropped))
+        .collect();
+    let (builds, changes) = file_gateway_builds(dir.path(), control_of(&control));
+    let config = dir.path().join("baton.toml");
+    let pauses = upgrade_rounds(&up, &config, &control, &builds, &changes, &mut clients);
+    for (client, before) in clients.iter().zip(&resent_before) {
+        assert_eq!(
+            (
+                client.resends_served,
+                client.resends_asked,
+                client.party.poss_dup_dropped
+            ),
+            *before,
+            "a resend around a planned upgrade"
+        );
+    }
     let mut served = 0;
     let mut asked = 0;
     for client in &mut clients {
@@ -331,9 +359,12 @@ fn counterparties_keep_their_connections_across_gateway_kills() {
     }
     recoveries.sort_unstable();
     eprintln!(
-        "socket hold: {SESSIONS} sessions, {KILLS} gateway kills in {took:?}: 0 disconnects; resend requests served by counterparties {served}, sent by counterparties {asked}; from SIGKILL to every session answered again p50 {:?}, max {:?}",
+        "socket hold: {SESSIONS} sessions, {KILLS} gateway kills in {took:?}: 0 disconnects; resend requests served by counterparties {served}, sent by counterparties {asked}, all around the kills; from SIGKILL to every session answered again p50 {:?}, max {:?}; then {} planned upgrades without a resend, pause p50 {} µs, max {} µs",
         recoveries[recoveries.len() / 2],
-        recoveries[recoveries.len() - 1]
+        recoveries[recoveries.len() - 1],
+        pauses.len(),
+        pauses[pauses.len() / 2],
+        pauses[pauses.len() - 1]
     );
     drop(up);
 }
@@ -718,21 +749,15 @@ fn upgrade_under_load(
         .unwrap_or_else(|| panic!("no pause in {stdout:?}"))
 }
 
-#[test]
-fn counterparties_see_no_disconnect_and_no_resend_across_planned_gateway_upgrades() {
-    const SESSIONS: usize = 50;
-    const UPGRADES: usize = 5;
-    let dir = tempfile::tempdir().unwrap();
-    let (up, addr, ready_path) = start(dir.path(), SESSIONS, 60_000);
-    let config = dir.path().join("baton.toml");
-    // Two builds: the same program under two hashes (bytes appended to the executable, which
-    // it ignores). Honestly the same code; what differs is the artifact the change approves and
-    // `baton launch` verifies, which is what a planned upgrade moves between.
+/// Files and approves a change for each of two gateway builds: the same program under two
+/// hashes (bytes appended to the executable, which it ignores). Honestly the same code; what
+/// differs is the artifact the change approves and `baton launch` verifies, which is what a
+/// planned upgrade moves between.
+fn file_gateway_builds(dir: &Path, control: SocketAddr) -> ([PathBuf; 2], Vec<String>) {
     let builds = [
-        support::other_build(dir.path(), "upgrade-a"),
-        support::other_build(dir.path(), "upgrade-b"),
+        support::other_build(dir, "upgrade-a"),
+        support::other_build(dir, "upgrade-b"),
     ];
-    let control = control_of(&ready_path);
     let mut changes = Vec::new();
     for build in &builds {
         let filed = support::control::ok(support::control::ctl(
@@ -759,26 +784,32 @@ fn counterparties_see_no_disconnect_and_no_resend_across_planned_gateway_upgrade
         ));
         changes.push(change);
     }
-    let mut clients: Vec<Client> = (1..=SESSIONS).map(|n| Client::log_on(addr, n)).collect();
-    for (n, client) in clients.iter_mut().enumerate() {
-        client.send_order(&format!("WARM-{n}"));
-    }
-    for client in &mut clients {
-        client.until_acknowledged("warm-up");
-    }
+    (builds, changes)
+}
+
+/// Planned gateway upgrades in each round: A, B, A, B, A, so every one after the first is also
+/// a rollback to the other build.
+const UPGRADES: usize = 5;
+
+/// Runs [`UPGRADES`] planned upgrades under order flow, checking after each that a new gateway
+/// process, adopted by the supervisor, serves every session from the change's build; returns the
+/// pauses, sorted.
+fn upgrade_rounds(
+    up: &Killed,
+    config: &Path,
+    ready_path: &Path,
+    builds: &[PathBuf; 2],
+    changes: &[String],
+    clients: &mut [Client],
+) -> Vec<u64> {
     let mut pauses = Vec::new();
-    let mut previous = gateway_pid(up_pid(&up), None);
+    let mut previous = gateway_pid(up_pid(up), None);
     for round in 0..UPGRADES {
-        // A, B, A, B, A: every upgrade after the first is also a rollback to the other build.
         let change = &changes[round % 2];
         pauses.push(upgrade_under_load(
-            &config,
-            &ready_path,
-            change,
-            &mut clients,
-            round,
+            config, ready_path, change, clients, round,
         ));
-        let now = gateway_pid(up_pid(&up), Some(previous));
+        let now = gateway_pid(up_pid(up), Some(previous));
         assert_ne!(now, previous, "upgrade {round}: the same gateway process");
         // The supervisor adopted the new process: it is its child, and the old one is gone.
         assert!(
@@ -788,15 +819,34 @@ fn counterparties_see_no_disconnect_and_no_resend_across_planned_gateway_upgrade
             "upgrade {round}: the old gateway still runs"
         );
         previous = now;
-        let status = support::control::status(control_of(&ready_path));
+        let status = support::control::status(control_of(ready_path));
         let upgrade = status.gateway_upgrade.expect("the upgrade in status");
         assert_eq!(&upgrade.change, change);
-        assert_eq!(upgrade.sessions, SESSIONS as u64);
+        assert_eq!(upgrade.sessions, clients.len() as u64);
         assert_eq!(
             upgrade.artifact_sha256,
             baton::control::artifact::sha256_file(&builds[round % 2]).unwrap()
         );
     }
+    pauses.sort_unstable();
+    pauses
+}
+
+#[test]
+fn counterparties_see_no_disconnect_and_no_resend_across_planned_gateway_upgrades() {
+    const SESSIONS: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let (up, addr, ready_path) = start(dir.path(), SESSIONS, 60_000);
+    let config = dir.path().join("baton.toml");
+    let (builds, changes) = file_gateway_builds(dir.path(), control_of(&ready_path));
+    let mut clients: Vec<Client> = (1..=SESSIONS).map(|n| Client::log_on(addr, n)).collect();
+    for (n, client) in clients.iter_mut().enumerate() {
+        client.send_order(&format!("WARM-{n}"));
+    }
+    for client in &mut clients {
+        client.until_acknowledged("warm-up");
+    }
+    let pauses = upgrade_rounds(&up, &config, &ready_path, &builds, &changes, &mut clients);
     // After the last upgrade, more flow on the last build.
     for (n, client) in clients.iter_mut().enumerate() {
         client.send_order(&format!("AFTER-{n}"));
@@ -848,7 +898,6 @@ fn counterparties_see_no_disconnect_and_no_resend_across_planned_gateway_upgrade
         UPGRADES.div_ceil(2),
         "{report}"
     );
-    pauses.sort_unstable();
     eprintln!(
         "planned gateway upgrades: {SESSIONS} sessions, {UPGRADES} upgrades, {orders} orders: 0 disconnects, 0 resends, 0 gaps; pause p50 {} µs, max {} µs",
         pauses[pauses.len() / 2],

@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
+use crate::constants;
 use crate::fix::session::SessionCarry;
 use crate::handover::{self, HandoverError, Label, Successor, ToGateway, ToHolder};
 
@@ -44,6 +45,8 @@ struct Held {
     connections: BTreeMap<u64, HeldConnection>,
     /// The running gateway announced its hand-over: barrier time and change.
     handing_over: Option<(u64, String)>,
+    /// The process handing over, to wait for before the successor opens what it held.
+    handing_over_pid: Option<u32>,
 }
 
 impl Held {
@@ -79,9 +82,13 @@ impl Held {
                 ToHolder::HandingOver {
                     barrier_unix_ns,
                     change,
+                    pid,
                 },
                 None,
-            ) => self.handing_over = Some((barrier_unix_ns, change)),
+            ) => {
+                self.handing_over = Some((barrier_unix_ns, change));
+                self.handing_over_pid = (pid != 0).then_some(pid);
+            }
             (ToHolder::Carry { id, carry }, None) => {
                 if let Some(held) = self.connections.get_mut(&id) {
                     held.carry = Some(carry);
@@ -211,6 +218,32 @@ fn tell(gateway: &Option<AsyncFd<OwnedFd>>, message: &ToGateway) {
     }
 }
 
+/// Waits (bounded by [`constants::UPGRADE_HANDOVER_MAX_MS`]) until process `pid` has exited:
+/// gone, or a zombie, which it becomes only after the kernel closed its files and sockets. Its
+/// hand-over channel closes with the first of them, before the store locks and addresses the
+/// successor is about to open are free.
+async fn exited(pid: u32) {
+    let stat = format!("/proc/{pid}/stat");
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(constants::UPGRADE_HANDOVER_MAX_MS);
+    while tokio::time::Instant::now() < deadline {
+        let running = std::fs::read_to_string(&stat).is_ok_and(|text| {
+            // pid (comm) state ...: comm may hold spaces and parentheses, so after the last ')'.
+            text.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state != "Z" && state != "X")
+        });
+        if !running {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tracing::warn!(
+        pid,
+        "the gateway that handed over has not exited; its successor starts anyway"
+    );
+}
+
 async fn run(
     mut channels: mpsc::UnboundedReceiver<(OwnedFd, bool)>,
     requests: mpsc::UnboundedSender<SuccessorRequest>,
@@ -301,6 +334,9 @@ async fn run(
             && successor.as_ref().is_some_and(|pending| pending.asked)
             && let Some(pending) = successor.take()
         {
+            if let Some(pid) = held.handing_over_pid.take() {
+                exited(pid).await;
+            }
             if let Err(error) = held.give_back(pending.channel.get_ref()) {
                 tracing::warn!(%error, "could not hand the held sockets to the new build");
             }
@@ -353,6 +389,9 @@ async fn run(
                                 connections = held.connections.len(),
                                 "gateway handed over; its successor takes the sockets"
                             );
+                        }
+                        if let Some(pid) = held.handing_over_pid.take() {
+                            exited(pid).await;
                         }
                         if let Err(error) = held.give_back(pending.channel.get_ref()) {
                             tracing::warn!(%error, "could not hand the held sockets to the new build");
