@@ -415,3 +415,118 @@ async fn run(
         "socket holder stopped"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handover::{recv, send};
+
+    /// Receives one message on a blocking thread, so the holder task runs meanwhile.
+    async fn next(channel: &OwnedFd) -> (ToGateway, Option<OwnedFd>) {
+        let fd = channel.try_clone().unwrap();
+        tokio::task::spawn_blocking(move || recv::<ToGateway>(fd.as_fd(), true).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_successor_gets_the_sockets_and_carries_only_once_the_gateway_handed_over_and_left() {
+        let (holder, mut requests) = start(Duration::from_secs(60));
+        let gateway = holder.channel_for_gateway().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        send(gateway.as_fd(), &ToHolder::Listener, Some(listener.as_fd())).unwrap();
+        send(
+            gateway.as_fd(),
+            &ToHolder::Connection { id: 4 },
+            Some(accepted.as_fd()),
+        )
+        .unwrap();
+        let successor = Successor {
+            artifact_path: "/opt/baton-next/baton".into(),
+            artifact_sha256: "ab".repeat(32),
+            change: "CHG-2".into(),
+        };
+        send(
+            gateway.as_fd(),
+            &ToHolder::StartSuccessor(successor.clone()),
+            None,
+        )
+        .unwrap();
+        // The supervisor is asked to start it.
+        match requests.recv().await {
+            Some(SuccessorRequest::Start(asked)) => assert_eq!(asked, successor),
+            other => panic!("{other:?}"),
+        }
+        // The successor asks for the sockets: the running gateway hears it is ready; the
+        // successor gets nothing yet.
+        let next_gateway = holder.channel_for_successor().unwrap();
+        send(next_gateway.as_fd(), &ToHolder::TakeBack, None).unwrap();
+        assert_eq!(next(&gateway).await.0, ToGateway::SuccessorReady);
+        let early = recv::<ToGateway>(next_gateway.as_fd(), false);
+        assert!(
+            matches!(&early, Err(HandoverError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{early:?}"
+        );
+        let carry = SessionCarry {
+            heartbeat_interval_ms: 30_000,
+            timers: vec![None, None, None, None, Some(7), Some(9)],
+            test_request_id: 0,
+            unread_hex: "383d".into(),
+        };
+        let handing_over = ToHolder::HandingOver {
+            barrier_unix_ns: 42,
+            change: "CHG-2".into(),
+            pid: 0,
+        };
+        send(gateway.as_fd(), &handing_over, None).unwrap();
+        send(
+            gateway.as_fd(),
+            &ToHolder::Carry {
+                id: 4,
+                carry: carry.clone(),
+            },
+            None,
+        )
+        .unwrap();
+        // Its exit completes the hand-over.
+        drop(gateway);
+        let upgraded = ToGateway::Upgraded {
+            barrier_unix_ns: 42,
+            change: "CHG-2".into(),
+        };
+        assert_eq!(next(&next_gateway).await.0, upgraded);
+        let (message, fd) = next(&next_gateway).await;
+        assert_eq!((message, fd.is_some()), (ToGateway::Listener, true));
+        let (message, fd) = next(&next_gateway).await;
+        let connection = ToGateway::Connection {
+            id: 4,
+            label: None,
+            carry: Some(carry),
+        };
+        assert_eq!((message, fd.is_some()), (connection, true));
+        assert_eq!(next(&next_gateway).await.0, ToGateway::End);
+        // The carry went once: the same gateway asking again (a restart) gets none.
+        send(next_gateway.as_fd(), &ToHolder::TakeBack, None).unwrap();
+        assert_eq!(next(&next_gateway).await.0, ToGateway::Listener);
+        let (message, _) = next(&next_gateway).await;
+        assert!(
+            matches!(message, ToGateway::Connection { carry: None, .. }),
+            "{message:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_successor_that_exits_before_taking_over_is_reported_to_the_running_gateway() {
+        let (holder, _requests) = start(Duration::from_secs(60));
+        let gateway = holder.channel_for_gateway().unwrap();
+        let next_gateway = holder.channel_for_successor().unwrap();
+        drop(next_gateway);
+        let (message, _) = next(&gateway).await;
+        assert!(
+            matches!(&message, ToGateway::SuccessorFailed { reason } if reason.contains("exited before taking over")),
+            "{message:?}"
+        );
+    }
+}
