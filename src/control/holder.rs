@@ -218,22 +218,15 @@ fn tell(gateway: &Option<AsyncFd<OwnedFd>>, message: &ToGateway) {
     }
 }
 
-/// Waits (bounded by [`constants::UPGRADE_HANDOVER_MAX_MS`]) until process `pid` has exited:
-/// gone, or a zombie, which it becomes only after the kernel closed its files and sockets. Its
-/// hand-over channel closes with the first of them, before the store locks and addresses the
-/// successor is about to open are free.
+/// Waits (bounded by [`constants::UPGRADE_HANDOVER_MAX_MS`]) until process `pid` has exited
+/// entirely: gone, or a zombie with no thread left. Only then has the kernel closed its files and
+/// sockets; its hand-over channel closes with the first of them, and a zombie group leader can
+/// still have threads that hold the store locks and addresses the successor is about to open.
 async fn exited(pid: u32) {
-    let stat = format!("/proc/{pid}/stat");
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(constants::UPGRADE_HANDOVER_MAX_MS);
     while tokio::time::Instant::now() < deadline {
-        let running = std::fs::read_to_string(&stat).is_ok_and(|text| {
-            // pid (comm) state ...: comm may hold spaces and parentheses, so after the last ')'.
-            text.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .is_some_and(|state| state != "Z" && state != "X")
-        });
-        if !running {
+        if !running(pid) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -242,6 +235,20 @@ async fn exited(pid: u32) {
         pid,
         "the gateway that handed over has not exited; its successor starts anyway"
     );
+}
+
+/// Whether any thread of process `pid` is still alive (see [`exited`]).
+fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // pid (comm) state ...: comm may hold spaces and parentheses, so after the last ')'.
+    let zombie = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "Z" || state == "X");
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |dir| dir.count());
+    !zombie || threads > 1
 }
 
 async fn run(
