@@ -6,7 +6,9 @@
 //! counterparties that trade continuously, and meanwhile runs a release the way an operator would:
 //! a change naming the build is filed and approved by a second operator, a canary moves a quarter
 //! of the symbols to the standby and back, authority switches back and forth under that change, and
-//! the authoritative engine is SIGKILLed (and restarted, so it rejoins as the standby). At the end
+//! the gateway process itself is upgraded in place (its sockets and sessions handed to a new
+//! process under the same change), and the authoritative engine is SIGKILLed (and restarted, so
+//! it rejoins as the standby). At the end
 //! it checks what the counterparties saw — no Logout, no disconnect, no sequence gap, no sequence
 //! number repeated without PossDup, exactly one acknowledgement per order, no ExecID twice — and
 //! reconciles it: per symbol the quantity bought in fills equals the quantity sold, and every
