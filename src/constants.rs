@@ -248,9 +248,40 @@ pub const HOLD_SOCKETS_MAX_MS_DEFAULT: u64 = 30_000;
 /// does not come back still answers its sessions' heartbeats in time.
 pub const RESUME_ENGINE_WAIT_MS: u64 = 10_000;
 
-/// Largest message on the socket hand-over channel: a label is two CompIDs and a number in
-/// JSON, so 4 KiB allows CompIDs far longer than any venue uses and still fits one datagram.
-pub const HANDOVER_MESSAGE_BYTES_MAX: usize = 4 * 1024;
+/// Largest message on the socket hand-over channel. A label is two CompIDs and a number in
+/// JSON; the largest message is a planned upgrade's carry of a session, whose unframed input
+/// (less than one frame of [`BODY_LENGTH_MAX`] plus its header and trailer) travels as hex:
+/// twice that, plus room for the rest. Well under a Unix socket's default send buffer
+/// (about 208 KiB), so it is one datagram.
+pub const HANDOVER_MESSAGE_BYTES_MAX: usize = 2 * (BODY_LENGTH_MAX + 1024) + 4 * 1024;
+
+/// How long a planned gateway upgrade waits for the new build to start and ask for the
+/// sockets: a cold start of a release build on a loaded host, with room. Past it the new
+/// process is stopped and the running gateway serves on, untouched.
+pub const UPGRADE_SUCCESSOR_WAIT_MS: u64 = 20_000;
+
+/// How long a planned gateway upgrade may hold its counterparties' input at the barrier while
+/// what is in flight settles (inputs journaled, outputs delivered, no resend under way). The
+/// pause a counterparty sees is bounded by this; past it the upgrade is called off and the
+/// gateway reads again, untouched.
+pub const UPGRADE_DRAIN_MAX_MS: u64 = 5_000;
+
+/// How often the barrier looks whether everything in flight settled.
+pub const UPGRADE_DRAIN_POLL_MS: u64 = 2;
+
+/// How long the gateway that hands over waits for its connections to write what they hold and
+/// give their state to the holder; a counterparty that does not read for this long is handed
+/// over with its bytes still in the kernel's send buffer, which is where they would be anyway.
+pub const UPGRADE_HANDOVER_MAX_MS: u64 = 5_000;
+
+/// How long the gateway that handed over lingers before it exits, so the operator's answer
+/// leaves its control endpoint; the counterparties' pause grows by this much.
+pub const UPGRADE_EXIT_GRACE_MS: u64 = 10;
+
+const _: () = assert!(HANDOVER_MESSAGE_BYTES_MAX < 200 * 1024);
+// The operator's `upgrade-gateway` is answered before the endpoint gives up on it.
+const _: () = assert!(UPGRADE_SUCCESSOR_WAIT_MS + UPGRADE_DRAIN_MAX_MS < CONTROL_REPLY_TIMEOUT_MS);
+const _: () = assert!(UPGRADE_DRAIN_POLL_MS < UPGRADE_DRAIN_MAX_MS);
 
 /// How long children get to stop cleanly on shutdown: the gateway's Logout round trip plus
 /// margin.

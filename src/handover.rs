@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::constants;
+use crate::fix::session::SessionCarry;
 
 /// The variable naming the gateway's end of the holder channel (a descriptor number).
 pub const HOLDER_FD_ENV: &str = "BATON_HOLDER_FD";
@@ -57,8 +58,47 @@ pub enum ToHolder {
         id: u64,
     },
     /// A starting gateway asks for everything held; the holder answers with one [`ToGateway`]
-    /// per socket and [`ToGateway::End`], and keeps holding them.
+    /// per socket and [`ToGateway::End`], and keeps holding them. From a successor started for
+    /// a planned upgrade, the answer waits until the running gateway has handed over and exited.
     TakeBack,
+    /// Planned upgrade: start this build as the successor (the supervisor runs it through
+    /// `baton launch`, which checks the hash); the holder answers [`ToGateway::SuccessorReady`]
+    /// once it asks for the sockets, or [`ToGateway::SuccessorFailed`].
+    StartSuccessor(Successor),
+    /// The successor is not wanted after all (the barrier could not be reached): stop it; the
+    /// running gateway serves on.
+    AbandonSuccessor,
+    /// The running gateway stopped at its barrier and hands over; the [`ToHolder::Carry`]
+    /// messages follow, and its exit (end of stream) completes the hand-over.
+    HandingOver {
+        /// When the gateway stopped reading its counterparties (ns since the epoch): the
+        /// successor measures the pause from it.
+        barrier_unix_ns: u64,
+        /// The change the upgrade runs under.
+        change: String,
+        /// The handing-over process: the holder gives the successor the sockets only once it is
+        /// gone, since its channel may close before its stores, journal and addresses do.
+        #[serde(default)]
+        pid: u32,
+    },
+    /// Connection `id`'s session state that is not in its store, for the successor.
+    Carry {
+        /// The connection.
+        id: u64,
+        /// The state.
+        carry: SessionCarry,
+    },
+}
+
+/// The build a planned upgrade starts.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Successor {
+    /// Absolute path of the artifact.
+    pub artifact_path: String,
+    /// Its SHA-256, checked by `baton launch` on the descriptor it executes.
+    pub artifact_sha256: String,
+    /// The approved change.
+    pub change: String,
 }
 
 /// Holder → gateway, answering [`ToHolder::TakeBack`].
@@ -72,6 +112,23 @@ pub enum ToGateway {
         id: u64,
         /// Its session, when it had logged on.
         label: Option<Label>,
+        /// What a gateway that handed over at a planned upgrade left of its session.
+        #[serde(default)]
+        carry: Option<SessionCarry>,
+    },
+    /// These sockets come from a planned upgrade, not a crash (sent before the connections).
+    Upgraded {
+        /// When the previous gateway stopped reading (ns since the epoch).
+        barrier_unix_ns: u64,
+        /// The change.
+        change: String,
+    },
+    /// To the running gateway: its successor started and asked for the sockets.
+    SuccessorReady,
+    /// To the running gateway: its successor did not start, or exited before taking over.
+    SuccessorFailed {
+        /// What happened.
+        reason: String,
     },
     /// Nothing more.
     End,
@@ -326,6 +383,11 @@ pub struct TakenBack {
     pub listener: Option<OwnedFd>,
     /// Its connections: id, session label (if logged on), descriptor.
     pub connections: Vec<(u64, Option<Label>, OwnedFd)>,
+    /// After a planned upgrade: each handed-over connection's session state, by id.
+    pub carries: std::collections::BTreeMap<u64, SessionCarry>,
+    /// After a planned upgrade: when the previous gateway stopped reading (ns since the epoch)
+    /// and the change.
+    pub upgraded: Option<(u64, String)>,
 }
 
 /// Who holds the sockets.
@@ -468,10 +530,24 @@ impl HolderLink {
             match recv::<ToGateway>(channel.as_fd(), true)? {
                 (ToGateway::End, _) => break,
                 (ToGateway::Listener, Some(fd)) => taken.listener = Some(fd),
-                (ToGateway::Connection { id, label }, Some(fd)) => {
+                (ToGateway::Connection { id, label, carry }, Some(fd)) => {
                     self.next_id.fetch_max(id + 1, Ordering::Relaxed);
+                    if let Some(carry) = carry {
+                        taken.carries.insert(id, carry);
+                    }
                     taken.connections.push((id, label, fd));
                 }
+                (
+                    ToGateway::Upgraded {
+                        barrier_unix_ns,
+                        change,
+                    },
+                    _,
+                ) => {
+                    taken.upgraded = Some((barrier_unix_ns, change));
+                }
+                // Meant for a gateway that is running, not one taking over.
+                (ToGateway::SuccessorReady | ToGateway::SuccessorFailed { .. }, _) => {}
                 (message, None) => {
                     return Err(HandoverError::Malformed(format!(
                         "{message:?} without its descriptor"
@@ -480,6 +556,55 @@ impl HolderLink {
             }
         }
         Ok(taken)
+    }
+
+    /// Whether a supervisor holds the sockets: a planned upgrade needs one to start the
+    /// successor and keep every socket while the two processes change places.
+    pub fn is_supervised(&self) -> bool {
+        matches!(self.lock().as_ref(), Some(Channel::Supervisor(_)))
+    }
+
+    /// Asks the supervisor to start `successor`; its answer comes through
+    /// [`HolderLink::poll_answer`].
+    pub fn start_successor(&self, successor: Successor) -> Result<(), HandoverError> {
+        self.send_checked(&ToHolder::StartSuccessor(successor))
+    }
+
+    /// The successor is not wanted: the supervisor stops it.
+    pub fn abandon_successor(&self) {
+        self.send(&ToHolder::AbandonSuccessor, None);
+    }
+
+    /// Tells the holder this gateway hands over at `barrier_unix_ns`; its exit completes it.
+    pub fn handing_over(&self, barrier_unix_ns: u64, change: &str) -> Result<(), HandoverError> {
+        self.send_checked(&ToHolder::HandingOver {
+            barrier_unix_ns,
+            change: change.to_owned(),
+            pid: std::process::id(),
+        })
+    }
+
+    /// The holder's answer about a successor, if one arrived; never waits.
+    pub fn poll_answer(&self) -> Result<Option<ToGateway>, HandoverError> {
+        let guard = self.lock();
+        let Some(Channel::Supervisor(channel)) = guard.as_ref() else {
+            return Err(HandoverError::Closed);
+        };
+        match recv::<ToGateway>(channel.as_fd(), false) {
+            Ok((message, _)) => Ok(Some(message)),
+            Err(HandoverError::Io(error)) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Sends to the supervisor and says whether it arrived (a hand-over must not go on without
+    /// the holder).
+    fn send_checked(&self, message: &ToHolder) -> Result<(), HandoverError> {
+        let guard = self.lock();
+        let Some(Channel::Supervisor(channel)) = guard.as_ref() else {
+            return Err(HandoverError::Closed);
+        };
+        send(channel.as_fd(), message, None)
     }
 
     /// Gives the holder a duplicate of the listening socket.
@@ -496,6 +621,7 @@ impl HolderLink {
             link: self.clone(),
             id,
             label: Mutex::new(None),
+            handed_over: false,
             fd: matches!(self.lock().as_ref(), Some(Channel::Systemd(_)))
                 .then(|| connection.try_clone_to_owned().ok())
                 .flatten(),
@@ -509,6 +635,7 @@ impl HolderLink {
             link: self.clone(),
             id,
             label: Mutex::new(label),
+            handed_over: false,
             fd: None,
         }
     }
@@ -539,7 +666,13 @@ impl HolderLink {
                         }
                         format!("FDSTORE=1\nFDNAME={}", fd_name(*id, Some(label)))
                     }
-                    ToHolder::Release { .. } | ToHolder::TakeBack => return,
+                    // Releases are by name (see `Drop`); the rest is for a supervisor only.
+                    ToHolder::Release { .. }
+                    | ToHolder::TakeBack
+                    | ToHolder::StartSuccessor(_)
+                    | ToHolder::AbandonSuccessor
+                    | ToHolder::HandingOver { .. }
+                    | ToHolder::Carry { .. } => return,
                 };
                 notifier
                     .notify_with_fd(&state, fd)
@@ -565,6 +698,8 @@ pub struct HeldConnection {
     label: Mutex<Option<Label>>,
     /// A duplicate for systemd's store, which takes the descriptor again with each new name.
     fd: Option<OwnedFd>,
+    /// Handed to a successor at a planned upgrade: the holder keeps it when this is dropped.
+    handed_over: bool,
 }
 
 impl HeldConnection {
@@ -576,8 +711,21 @@ impl HeldConnection {
     }
 }
 
+impl HeldConnection {
+    /// Planned upgrade: gives the holder the session's unstored state for the successor, and
+    /// leaves the connection with the holder when this process lets go of it.
+    pub fn hand_over(mut self, carry: SessionCarry) -> Result<(), HandoverError> {
+        self.handed_over = true;
+        self.link
+            .send_checked(&ToHolder::Carry { id: self.id, carry })
+    }
+}
+
 impl Drop for HeldConnection {
     fn drop(&mut self) {
+        if self.handed_over {
+            return;
+        }
         let guard = self.link.lock();
         if let Some(Channel::Systemd(notifier)) = guard.as_ref() {
             // systemd removes by name: whichever name the connection is stored under.

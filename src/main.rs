@@ -45,10 +45,14 @@ enum Command {
         /// Config file; without it the embedded default (deploy/baton.toml) is used.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Supervise the gateway alone (its engines run elsewhere: other hosts, other units):
+        /// it is still restarted, its sockets held, and it can be upgraded in place.
+        #[arg(long)]
+        gateway_only: bool,
     },
     /// Show it: start a venue (blue and green engines, gateway), trade from simulated
-    /// counterparties, upgrade blue to green live, crash the authoritative engine, and print
-    /// what the counterparties saw.
+    /// counterparties, upgrade blue to green live, replace the gateway process by a new one,
+    /// crash the authoritative engine, and print what the counterparties saw.
     Demo {
         /// Simulated counterparties.
         #[arg(long, default_value_t = 8)]
@@ -382,6 +386,15 @@ enum CtlCommand {
         #[arg(long)]
         engine: String,
     },
+    /// Replace the running gateway process by the artifact of an approved change (under `baton
+    /// up`): sockets and sessions are handed over at a barrier, so counterparties see neither a
+    /// disconnect nor a resend; prints the pause. A rollback is an upgrade to the previous
+    /// build's change.
+    UpgradeGateway {
+        /// The approved change whose artifact to run (CHG-n).
+        #[arg(long)]
+        change: String,
+    },
     /// Trade again on symbols halted after a release diverged, once they are reconciled.
     Resume {
         /// The halted symbols, comma-separated.
@@ -542,7 +555,7 @@ fn log_format(cli: &Cli) -> anyhow::Result<LogFormat> {
             });
     }
     let config = match &cli.command {
-        Command::Up { config }
+        Command::Up { config, .. }
         | Command::Gateway { config, .. }
         | Command::Engine { config, .. } => config,
         _ => return Ok(LogFormat::Text),
@@ -599,7 +612,10 @@ fn one_line(error: &anyhow::Error) -> String {
 
 fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
     match cli.command {
-        Command::Up { config } => up(config, log_format),
+        Command::Up {
+            config,
+            gateway_only,
+        } => up(config, log_format, gateway_only),
         Command::Demo {
             sessions,
             dir,
@@ -794,6 +810,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn gateway(config: Config) -> anyhow::Result<()> {
+    // Under `baton up`, the supervisor holds our sockets; a previous gateway's, if any, are
+    // taken back: its listening socket (no rebind) and its logged-on connections. First of all:
+    // a successor started for a planned upgrade waits here until the running gateway handed
+    // over and exited, so the stores and addresses below are free when it opens them.
+    let (holder, mut taken) = take_back_held_sockets(config.gateway.tls_cert.is_some());
     let dictionary = Dictionary::venue();
     let mut sessions = Vec::new();
     for session_config in config.session_configs("config")? {
@@ -861,9 +882,6 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         let (business_tx, business_rx) =
             tokio::sync::mpsc::channel(baton::constants::SEQUENCER_QUEUE_MAX);
         let business = core.as_ref().map(|_| business_tx);
-        // Under `baton up`, the supervisor holds our sockets; a previous gateway's, if any, are
-        // taken back: its listening socket (no rebind) and its logged-on connections.
-        let (holder, mut taken) = take_back_held_sockets(config.gateway.tls_cert.is_some());
         let held_listener = taken
             .listener
             .take()
@@ -875,6 +893,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                             && at.ip() == config.gateway.listen.ip())
                 })
             });
+        let upgrade_parts = (sessions.clone(), business.clone());
         let (mut acceptor, handle) = match held_listener {
             Some(listener) => Acceptor::from_listener(
                 listener,
@@ -893,8 +912,10 @@ fn gateway(config: Config) -> anyhow::Result<()> {
             }
         }
         .with_context(|| format!("listening on {}", config.gateway.listen))?;
-        if let Some(holder) = holder {
-            acceptor.set_holder(holder, taken.connections);
+        let adopted_sessions = taken.connections.iter().filter(|c| c.1.is_some()).count();
+        acceptor.set_carries(std::mem::take(&mut taken.carries));
+        if let Some(holder) = &holder {
+            acceptor.set_holder(holder.clone(), taken.connections);
         }
         acceptor.set_prelogon_limits(
             config.gateway.prelogon_connections_max,
@@ -955,9 +976,45 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         let (core_control_tx, core_control_rx) = tokio::sync::mpsc::channel(16);
         let (events_tx, events_rx) =
             tokio::sync::mpsc::channel(baton::constants::CONTROL_EVENTS_MAX);
-        let plane =
+        let core_for_upgrade = core.as_ref().map(|_| core_control_tx.clone());
+        let mut plane =
             control::plane::Plane::open(&plane_config, core.as_ref().map(|_| core_control_tx))
                 .context("starting the control plane")?;
+        // A planned upgrade needs the supervisor: it starts the new build and holds every
+        // socket while the two processes change places.
+        if let Some(holder) = holder.as_ref().filter(|h| h.is_supervised()) {
+            let (upgrade_tx, upgrade_rx) = tokio::sync::mpsc::channel(1);
+            plane.set_upgrader(upgrade_tx);
+            let (sessions, business) = upgrade_parts;
+            let upgrader = control::upgrade::Upgrader::new(
+                holder.clone(),
+                handle.clone(),
+                sessions,
+                business,
+                core_for_upgrade,
+            );
+            tokio::spawn(upgrader.run(upgrade_rx));
+        }
+        // Taken over at a planned upgrade: the pause is measured once the sessions read again.
+        let upgraded = taken.upgraded.take().map(|(barrier_unix_ns, change)| {
+            let (measured_tx, measured_rx) = tokio::sync::oneshot::channel();
+            plane.set_upgraded(measured_rx);
+            (barrier_unix_ns, change, measured_tx)
+        });
+        let measure = move || {
+            if let Some((barrier_unix_ns, change, measured_tx)) = upgraded {
+                let now = baton::time::Timestamp::now();
+                let _ = measured_tx.send(control::api::GatewayUpgrade {
+                    change,
+                    artifact_sha256: String::new(),
+                    barrier_unix_ns,
+                    pause_us: now
+                        .since(baton::time::Timestamp(barrier_unix_ns))
+                        .as_micros() as u64,
+                    sessions: adopted_sessions as u64,
+                });
+            }
+        };
         // systemd (Type=notify): READY=1 once an engine is attached, WATCHDOG=1, STOPPING=1.
         let notifier = baton::sd_notify::Notifier::from_env().unwrap_or_else(|error| {
             tracing::warn!(%error, "not notifying systemd");
@@ -992,9 +1049,14 @@ fn gateway(config: Config) -> anyhow::Result<()> {
             acceptor.set_resume_gate(open_rx);
             let commands = control_tx_for_gate.clone();
             tokio::spawn(async move {
-                baton::sd_notify::engine_attached(commands).await;
+                let wait = Duration::from_millis(baton::constants::RESUME_ENGINE_WAIT_MS);
+                let _ =
+                    tokio::time::timeout(wait, baton::sd_notify::engine_attached(commands)).await;
                 let _ = open_tx.send(true);
+                measure();
             });
+        } else {
+            measure();
         }
         let signal_handle = handle.clone();
         tokio::spawn(async move {
@@ -1320,7 +1382,11 @@ fn take_back_held_sockets(
 /// Names `baton up` gives its engines, in `[gateway] engines` order.
 const ENGINE_NAMES: [&str; 2] = ["blue", "green"];
 
-fn up(config_path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()> {
+fn up(
+    config_path: Option<PathBuf>,
+    log_format: LogFormat,
+    gateway_only: bool,
+) -> anyhow::Result<()> {
     let config = Config::load(config_path.as_deref())?;
     // The children log as this process does, whichever of flag, variable or key chose it.
     let env: Vec<(OsString, OsString)> = vec![(LOG_FORMAT_ENV.into(), log_format.name().into())];
@@ -1334,7 +1400,12 @@ fn up(config_path: Option<PathBuf>, log_format: LogFormat) -> anyhow::Result<()>
         bail!("[gateway] engines must name at least one engine for `baton up`");
     }
     let mut children = Vec::new();
-    for (index, addr) in config.gateway.engines.iter().enumerate() {
+    let engines = if gateway_only {
+        &[][..]
+    } else {
+        &config.gateway.engines[..]
+    };
+    for (index, addr) in engines.iter().enumerate() {
         if let Ok(LinkAddr::Unix(path)) = addr.parse::<LinkAddr>()
             && let Some(parent) = path.parent()
         {
@@ -1412,9 +1483,29 @@ fn ctl(
     operator: Option<String>,
     command: CtlCommand,
 ) -> anyhow::Result<()> {
-    let addr = match addr {
-        Some(addr) => addr,
-        None => Config::load(config_path.as_deref())?.gateway.control,
+    // A control endpoint on port 0 says where it listens in its ready file (the one `baton up`
+    // names, or the one beside the journal); read again after a gateway upgrade.
+    let ready_path = match addr {
+        Some(_) => None,
+        None => {
+            let config = Config::load(config_path.as_deref())?;
+            (config.gateway.control.port() == 0).then(|| {
+                std::env::var_os(control::ready::READY_FILE_ENV)
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| config.gateway.journal_dir.join("gateway.ready"))
+            })
+        }
+    };
+    let addr = match (addr, &ready_path) {
+        (Some(addr), _) => addr,
+        (None, Some(path)) => control::ready::read(path)
+            .map(|ready| ready.control)
+            .with_context(|| format!("the gateway's ready file {}", path.display()))?,
+        (None, None) => Config::load(config_path.as_deref())?.gateway.control,
+    };
+    let resolve = move || match &ready_path {
+        Some(path) => control::ready::read(path).ok().map(|ready| ready.control),
+        None => Some(addr),
     };
     let operator = operator.or_else(|| {
         ["USER", "LOGNAME"]
@@ -1453,6 +1544,10 @@ fn ctl(
             operator,
             symbols: symbols.clone(),
         },
+        CtlCommand::UpgradeGateway { change } => ControlRequest::UpgradeGateway {
+            operator,
+            change: change.clone(),
+        },
         CtlCommand::Change { command } => change_request(operator, command)?,
     };
     let timeout = Duration::from_millis(baton::constants::CONTROL_CLIENT_TIMEOUT_MS);
@@ -1473,6 +1568,20 @@ fn ctl(
         ControlReply::Status(status) => print!("{}", control::client::render_status(&status)),
         ControlReply::Switched(report) => print!("{}", control::client::render_switch(&report)),
         ControlReply::Resumed { symbols } => println!("resumed {}", symbols.join(",")),
+        ControlReply::GatewayHandingOver {
+            change,
+            artifact_sha256,
+            barrier_unix_ns,
+        } => {
+            println!(
+                "{change}: the gateway stopped at its barrier and hands over to the build with SHA-256 {artifact_sha256}"
+            );
+            let upgrade = wait_for_upgraded_gateway(&resolve, barrier_unix_ns)?;
+            println!(
+                "{change}: the upgraded gateway serves {} sessions; pause {} µs (no disconnect, no resend)",
+                upgrade.sessions, upgrade.pause_us
+            );
+        }
         ControlReply::Staged {
             engine,
             artifact_sha256,
@@ -1499,6 +1608,34 @@ fn ctl(
         ControlReply::Report(report) => print!("{}", report.render()),
     }
     Ok(())
+}
+
+/// Polls the gateway's status (wherever its ready file says it listens now) until the gateway
+/// that took over at the barrier reports the upgrade.
+fn wait_for_upgraded_gateway(
+    resolve: &dyn Fn() -> Option<std::net::SocketAddr>,
+    barrier_unix_ns: u64,
+) -> anyhow::Result<control::api::GatewayUpgrade> {
+    let deadline = std::time::Instant::now()
+        + Duration::from_millis(baton::constants::CONTROL_CLIENT_TIMEOUT_MS);
+    let ask = Duration::from_millis(baton::constants::CONTROL_WATCH_REQUEST_TIMEOUT_MS);
+    loop {
+        if let Some(addr) = resolve()
+            && let Ok(ControlReply::Status(status)) =
+                control::client::request(addr, &ControlRequest::Status, ask)
+            && let Some(upgrade) = status
+                .gateway_upgrade
+                .filter(|u| u.barrier_unix_ns == barrier_unix_ns)
+        {
+            return Ok(*upgrade);
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "the upgraded gateway did not report serving in time: run `baton ctl status` (the previous one has exited)"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `baton audit report`: the change report from verified records alone.

@@ -23,6 +23,7 @@ fn fifty_sessions_through_twenty_switches_and_five_kills() {
         canaries: 5,
         switches: 20,
         kills: 5,
+        gateway_upgrades: 2,
         event_gap: Duration::from_millis(300),
     };
     let report = demo::run(&config, &|line| eprintln!("{line}")).expect("soak ran");

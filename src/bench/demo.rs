@@ -6,7 +6,9 @@
 //! counterparties that trade continuously, and meanwhile runs a release the way an operator would:
 //! a change naming the build is filed and approved by a second operator, a canary moves a quarter
 //! of the symbols to the standby and back, authority switches back and forth under that change, and
-//! the authoritative engine is SIGKILLed (and restarted, so it rejoins as the standby). At the end
+//! the gateway process itself is upgraded in place (its sockets and sessions handed to a new
+//! process under the same change), and the authoritative engine is SIGKILLed (and restarted, so
+//! it rejoins as the standby). At the end
 //! it checks what the counterparties saw — no Logout, no disconnect, no sequence gap, no sequence
 //! number repeated without PossDup, exactly one acknowledgement per order, no ExecID twice — and
 //! reconciles it: per symbol the quantity bought in fills equals the quantity sold, and every
@@ -60,6 +62,9 @@ pub struct DemoConfig {
     pub switches: usize,
     /// SIGKILLs of the authoritative engine, after the switches.
     pub kills: usize,
+    /// Planned upgrades of the gateway process itself, after the switches: the sockets and
+    /// sessions move to a new gateway process started from the change's artifact.
+    pub gateway_upgrades: usize,
     /// Quiet trading before the first event and between events.
     pub event_gap: Duration,
 }
@@ -75,6 +80,7 @@ impl DemoConfig {
             canaries: 1,
             switches: 2,
             kills: 1,
+            gateway_upgrades: 1,
             event_gap: Duration::from_millis(700),
         }
     }
@@ -114,6 +120,8 @@ pub struct DemoReport {
     pub final_state_samples: Vec<String>,
     /// Every switch and failover, with its pause.
     pub switches: Vec<SwitchReport>,
+    /// Every planned upgrade of the gateway process, with what the counterparties saw of it.
+    pub gateway_upgrades: Vec<GatewayEvent>,
     /// Inputs whose standby outputs matched the authoritative engine's, byte for byte.
     pub shadow_matches: u64,
     /// Inputs whose standby outputs differed.
@@ -134,11 +142,31 @@ pub struct DemoReport {
     pub audit_verified: bool,
 }
 
+/// A planned gateway upgrade and what the counterparties saw between just before it was asked
+/// for and one event gap after the new gateway served.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct GatewayEvent {
+    /// The pause the new gateway measured, µs.
+    pub pause_us: u64,
+    /// Sessions handed over.
+    pub sessions: u64,
+    /// Counterparties that lost their session (Logout, disconnect, garbled input).
+    pub disconnects: u64,
+    /// Messages the counterparties received marked PossDup (resent).
+    pub resent: u64,
+    /// Sequence gaps the counterparties saw, or ResendRequests they got from the gateway.
+    pub gaps: u64,
+}
+
 impl DemoReport {
     /// Whether the run shows what baton promises.
     pub fn ok(&self) -> bool {
         self.sessions_kept == self.sessions
             && self.lost == 0
+            && self
+                .gateway_upgrades
+                .iter()
+                .all(|g| g.disconnects == 0 && g.resent == 0 && g.gaps == 0)
             && self.duplicated == 0
             && self.gaps == 0
             && self.repeated == 0
@@ -208,6 +236,12 @@ impl DemoReport {
                 switch.pause_us
             ));
         }
+        for upgrade in &self.gateway_upgrades {
+            out.push_str(&format!(
+                "gateway upgrade {} sessions handed over to a new process, pause {} µs; counterparties saw {} disconnects, {} resent messages, {} gaps\n",
+                upgrade.sessions, upgrade.pause_us, upgrade.disconnects, upgrade.resent, upgrade.gaps
+            ));
+        }
         out.push_str(&format!(
             "shadow          {} inputs matched, {} diverged\n",
             self.shadow_matches, self.shadow_divergences
@@ -268,6 +302,59 @@ struct Tally {
     final_states: HashMap<String, FinalState>,
     /// TestReqID of the last Heartbeat that answered one.
     last_test_req_id: Option<String>,
+    /// Messages received marked PossDup (resent by the gateway).
+    resent: u64,
+}
+
+/// What every counterparty saw so far, updated as they trade, so each event can be given what
+/// happened around it.
+#[derive(Default)]
+struct Seen {
+    /// Counterparties that lost their session.
+    disconnects: AtomicU64,
+    /// Messages received marked PossDup.
+    resent: AtomicU64,
+    /// Gaps seen and ResendRequests received.
+    gaps: AtomicU64,
+}
+
+impl Seen {
+    /// (disconnects, resent, gaps) now.
+    fn now(&self) -> (u64, u64, u64) {
+        (
+            self.disconnects.load(Ordering::Acquire),
+            self.resent.load(Ordering::Acquire),
+            self.gaps.load(Ordering::Acquire),
+        )
+    }
+}
+
+/// What one counterparty has told [`Seen`] so far.
+#[derive(Default)]
+struct Told {
+    /// Whether it told of losing its session.
+    dropped: bool,
+    /// Resent messages told.
+    resent: u64,
+    /// Gaps told.
+    gaps: u64,
+}
+
+impl Told {
+    /// Tells `seen` what the counterparty saw since the last time.
+    fn tell(&mut self, client: &Initiator, tally: &Tally, seen: &Seen) {
+        if tally.dropped && !self.dropped {
+            self.dropped = true;
+            seen.disconnects.fetch_add(1, Ordering::AcqRel);
+        }
+        let gaps = client.gaps() + tally.gaps;
+        seen.gaps
+            .fetch_add(gaps.saturating_sub(self.gaps), Ordering::AcqRel);
+        self.gaps = self.gaps.max(gaps);
+        seen.resent
+            .fetch_add(tally.resent.saturating_sub(self.resent), Ordering::AcqRel);
+        self.resent = self.resent.max(tally.resent);
+    }
 }
 
 /// An order's state as its last ExecutionReport tells it: CumQty as written on the wire, and
@@ -478,16 +565,19 @@ fn trade_through_events(
     let orders = Arc::new(AtomicU64::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
     let settled = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Seen::default());
     let traders: Vec<_> = (1..=config.sessions)
         .map(|n| {
             let (stop, orders) = (stop.clone(), orders.clone());
             let (finished, settled) = (finished.clone(), settled.clone());
+            let seen = seen.clone();
             let rate = config.orders_per_session_per_s.max(1);
             std::thread::spawn(move || {
                 let ends = Ends {
                     stop: &stop,
                     finished: &finished,
                     settled: &settled,
+                    seen: &seen,
                 };
                 trader(n, fix_addr, rate, &ends, &orders)
             })
@@ -556,6 +646,34 @@ fn trade_through_events(
             Err(error) => return Err(DemoError::Venue(format!("switch: {error}"))),
         }
         std::thread::sleep(config.event_gap);
+    }
+    for i in 0..config.gateway_upgrades {
+        progress(&format!(
+            "gateway upgrade {}: hand every session to a new gateway process from the change's build ({} orders so far)",
+            i + 1,
+            orders.load(Ordering::Relaxed)
+        ));
+        let before = seen.now();
+        let upgrade = venue.upgrade_gateway(change)?;
+        std::thread::sleep(config.event_gap);
+        let after = seen.now();
+        let event = GatewayEvent {
+            pause_us: upgrade.pause_us,
+            sessions: upgrade.sessions,
+            disconnects: after.0 - before.0,
+            resent: after.1 - before.1,
+            gaps: after.2 - before.2,
+        };
+        progress(&format!(
+            "gateway upgrade {}: {} sessions on the new process, pause {} µs; counterparties saw {} disconnects, {} resent messages, {} gaps",
+            i + 1,
+            event.sessions,
+            event.pause_us,
+            event.disconnects,
+            event.resent,
+            event.gaps
+        ));
+        report.gateway_upgrades.push(event);
     }
     for i in 0..config.kills {
         progress(&format!(
@@ -644,6 +762,8 @@ struct Ends<'a> {
     finished: &'a AtomicUsize,
     /// Set once every counterparty finished and every output was delivered.
     settled: &'a AtomicBool,
+    /// What the counterparties saw so far.
+    seen: &'a Seen,
 }
 
 /// The symbols the demo's counterparties trade: the default instruments.
@@ -653,7 +773,7 @@ const TRADED_SYMBOLS: [&str; 4] = ["AAPL", "MSFT", "ESZ6", "EURUSD"];
 /// every acknowledgement, then for the run to settle (see [`settle`]), and logs out.
 fn trader(n: usize, addr: SocketAddr, rate: u64, ends: &Ends<'_>, orders: &AtomicU64) -> Tally {
     let mut tally = Tally::default();
-    let client = trade(n, addr, rate, ends.stop, orders, &mut tally);
+    let client = trade(n, addr, rate, ends, orders, &mut tally);
     // Stopped sending with every acknowledgement in (or given up): the run may settle.
     ends.finished.fetch_add(1, Ordering::Release);
     if let Some(mut client) = client {
@@ -673,10 +793,12 @@ fn trade(
     n: usize,
     addr: SocketAddr,
     rate: u64,
-    stop: &AtomicBool,
+    ends: &Ends<'_>,
     orders: &AtomicU64,
     tally: &mut Tally,
 ) -> Option<Initiator> {
+    let stop = ends.stop;
+    let mut told = Told::default();
     let mut client =
         match Initiator::connect(addr, InitiatorConfig::new(&format!("TRADER{n}"), "BATON")) {
             Ok(client) => client,
@@ -716,6 +838,7 @@ fn trade(
             });
             if sent.is_err() {
                 tally.dropped = true;
+                told.tell(&client, tally, ends.seen);
                 break;
             }
             tally.sent.push(id);
@@ -723,7 +846,9 @@ fn trade(
             i += 1;
             next += interval;
         }
-        if !drain(&mut client, tally, Duration::from_millis(1)) {
+        let alive = drain(&mut client, tally, Duration::from_millis(1));
+        told.tell(&client, tally, ends.seen);
+        if !alive {
             break;
         }
     }
@@ -778,6 +903,9 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
         match client.recv(wait) {
             Ok(Some(message)) => {
                 wait = Duration::ZERO;
+                if message.get(43) == Some(b"Y") {
+                    tally.resent += 1;
+                }
                 match message.msg_type() {
                     b"8" => {
                         let exec_id = String::from_utf8_lossy(message.get(17).unwrap_or_default())

@@ -79,6 +79,11 @@ pub struct Initiator {
     repeated: u64,
     /// Whether TestRequests are answered automatically.
     auto_heartbeat: bool,
+    /// Whether garbled input is skipped, as FIX asks of a session (the next message's gap then
+    /// says what was lost), instead of being an error; counted in `garbled`.
+    skip_garbled: bool,
+    /// Garbled frames skipped.
+    garbled: u64,
 }
 
 impl Initiator {
@@ -98,6 +103,8 @@ impl Initiator {
             gaps: 0,
             repeated: 0,
             auto_heartbeat: true,
+            skip_garbled: false,
+            garbled: 0,
         })
     }
 
@@ -204,6 +211,17 @@ impl Initiator {
         })
     }
 
+    /// Skips garbled input instead of failing on it, as a FIX session must (a frame an acceptor
+    /// died in the middle of writing is such input); see [`Initiator::garbled`].
+    pub fn set_skip_garbled(&mut self, skip: bool) {
+        self.skip_garbled = skip;
+    }
+
+    /// Garbled frames skipped so far.
+    pub fn garbled(&self) -> u64 {
+        self.garbled
+    }
+
     /// Sends Logout and waits for the answer.
     pub fn logout(&mut self, timeout: Duration) -> Result<Message, InitiatorError> {
         self.send(msg_type::LOGOUT, |_| {})?;
@@ -221,6 +239,11 @@ impl Initiator {
                     self.recv.drain(..len);
                     self.track(&message)?;
                     return Ok(Some(message));
+                }
+                Frame::Garbled { skip, .. } if self.skip_garbled => {
+                    self.garbled += 1;
+                    self.recv.drain(..skip.max(1).min(self.recv.len()));
+                    continue;
                 }
                 Frame::Garbled { .. } => return Err(InitiatorError::Garbled),
                 Frame::Incomplete => {}

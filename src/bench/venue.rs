@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::control::api::{ControlReply, ControlRequest, EngineRole, Status};
+use crate::control::api::{ControlReply, ControlRequest, EngineRole, GatewayUpgrade, Status};
 use crate::control::client;
 
 /// Why the venue could not be started or driven.
@@ -169,8 +169,10 @@ impl Venue {
             wait_for_path(&dir.join(format!("{name}.sock")))?;
             engines.push(engine);
         }
+        // Under its own supervisor (the engines are started above, by the venue), which holds
+        // its sockets and can replace it by a new process at a planned upgrade.
         let mut gateway = Command::new(&config.program)
-            .args(["gateway", "--config"])
+            .args(["up", "--gateway-only", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -225,6 +227,37 @@ impl Venue {
     ) -> Result<ControlReply, VenueError> {
         client::request(self.control, request, timeout)
             .map_err(|error| VenueError::Venue(format!("{request:?}: {error}")))
+    }
+
+    /// Replaces the gateway process at a planned upgrade under `change` (sessions and sockets
+    /// handed over) and returns what the new gateway measured.
+    pub fn upgrade_gateway(&self, change: &str) -> Result<GatewayUpgrade, VenueError> {
+        let request = ControlRequest::UpgradeGateway {
+            operator: Some("ops".into()),
+            change: change.to_owned(),
+        };
+        let barrier = match self.request(&request, Duration::from_secs(60))? {
+            ControlReply::GatewayHandingOver {
+                barrier_unix_ns, ..
+            } => barrier_unix_ns,
+            other => return Err(VenueError::Venue(format!("gateway upgrade: {other:?}"))),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(status) = self.status()
+                && let Some(upgrade) = status
+                    .gateway_upgrade
+                    .filter(|u| u.barrier_unix_ns == barrier)
+            {
+                return Ok(*upgrade);
+            }
+            if Instant::now() > deadline {
+                return Err(VenueError::Venue(
+                    "the upgraded gateway did not serve in time".into(),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// The name of the authoritative engine.

@@ -71,6 +71,17 @@ pub enum ControlRequest {
         /// The engine to restart from it ("green").
         engine: String,
     },
+    /// Replace the running gateway process by the artifact of an approved change, handing over
+    /// every socket and session at a barrier: counterparties see neither a disconnect nor a
+    /// resend (only under `baton up`, whose supervisor starts the new build and holds the
+    /// sockets while the two processes change places).
+    UpgradeGateway {
+        /// Who asks.
+        #[serde(default)]
+        operator: Option<String>,
+        /// The change whose artifact to run (`CHG-n`).
+        change: String,
+    },
     /// Trade again on symbols halted because their owner's book differed from what the
     /// counterparties were told: the operator's word that they were reconciled.
     Resume {
@@ -134,6 +145,7 @@ impl ControlRequest {
             | ControlRequest::Canary { operator, .. }
             | ControlRequest::Resume { operator, .. }
             | ControlRequest::Stage { operator, .. }
+            | ControlRequest::UpgradeGateway { operator, .. }
             | ControlRequest::ChangeFile { operator, .. }
             | ControlRequest::ChangeApprove { operator, .. }
             | ControlRequest::ChangeClose { operator, .. } => operator.as_deref(),
@@ -178,6 +190,16 @@ pub enum ControlReply {
         engine: String,
         /// The artifact's SHA-256 it will run.
         artifact_sha256: String,
+    },
+    /// The new gateway build started and the running gateway stopped at its barrier: it hands
+    /// over and exits; the new one reports the pause in its status once it serves.
+    GatewayHandingOver {
+        /// The change.
+        change: String,
+        /// The build taking over.
+        artifact_sha256: String,
+        /// When the counterparties' input stopped being read (ns since the epoch).
+        barrier_unix_ns: u64,
     },
     /// Halted symbols trade again.
     Resumed {
@@ -235,6 +257,27 @@ pub struct Status {
     /// told; requests for them are refused until an operator resumes them.
     #[serde(default)]
     pub halted: Vec<String>,
+    /// The last planned upgrade of the gateway process, as the gateway it started recorded it
+    /// (filled in by the control plane).
+    #[serde(default)]
+    pub gateway_upgrade: Option<Box<GatewayUpgrade>>,
+}
+
+/// A planned gateway upgrade as the gateway that took over measured it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayUpgrade {
+    /// The change (`CHG-n`).
+    pub change: String,
+    /// The build now running.
+    pub artifact_sha256: String,
+    /// When the previous gateway stopped reading its counterparties (ns since the epoch):
+    /// identifies the upgrade.
+    pub barrier_unix_ns: u64,
+    /// From that barrier until this gateway read its counterparties again, in microseconds:
+    /// the time their input waited in the kernel.
+    pub pause_us: u64,
+    /// Sessions handed over.
+    pub sessions: u64,
 }
 
 /// The head of the audit chain.
@@ -263,6 +306,7 @@ impl From<CoreStatus> for Status {
             open_changes: Vec::new(),
             audit_head: None,
             halted: core.halted,
+            gateway_upgrade: None,
         }
     }
 }

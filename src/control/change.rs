@@ -99,6 +99,8 @@ pub enum Action {
         /// Which.
         symbols: Vec<String>,
     },
+    /// Replace the gateway process by the change's artifact (sockets and sessions handed over).
+    UpgradeGateway,
 }
 
 impl Action {
@@ -110,6 +112,7 @@ impl Action {
             Action::Rollback | Action::AutoRollback => "rollback",
             Action::Resume { .. } => "resume",
             Action::Stage { .. } => "stage",
+            Action::UpgradeGateway => "upgrade-gateway",
         }
     }
 }
@@ -281,6 +284,23 @@ pub enum ControlEvent {
         /// The last good record.
         after_seq: u64,
     },
+    /// The gateway stopped at its barrier and hands its sockets and sessions to the change's
+    /// build (written before the hand-over begins).
+    GatewayHandingOver {
+        /// The change.
+        change: Option<ChangeId>,
+        /// The build taking over.
+        artifact_sha256: String,
+        /// When input stopped being read (ns since the epoch).
+        barrier_unix_ns: u64,
+    },
+    /// The gateway started by a planned upgrade serves the handed-over sessions.
+    GatewayUpgraded {
+        /// The change.
+        change: Option<ChangeId>,
+        /// What it measured.
+        upgrade: super::api::GatewayUpgrade,
+    },
     /// An engine attached: which build and which bytes it runs.
     EngineAttached {
         /// Its name.
@@ -338,7 +358,9 @@ impl ControlEvent {
             | ControlEvent::Failover { change, .. }
             | ControlEvent::CompletedLate { change, .. }
             | ControlEvent::Resumed { change, .. }
-            | ControlEvent::Staged { change, .. } => *change,
+            | ControlEvent::Staged { change, .. }
+            | ControlEvent::GatewayHandingOver { change, .. }
+            | ControlEvent::GatewayUpgraded { change, .. } => *change,
             ControlEvent::GatewayStarted { .. }
             | ControlEvent::AuditTailCut { .. }
             | ControlEvent::TamperAcknowledged { .. }
@@ -836,7 +858,7 @@ impl ChangeBook {
             .iter()
             .any(|name| name == action.policy_name());
         let Some(change) = change else {
-            if needs_approval || matches!(action, Action::Stage { .. }) {
+            if needs_approval || matches!(action, Action::Stage { .. } | Action::UpgradeGateway) {
                 return Err(PolicyError::ChangeRequired {
                     action: action.policy_name().to_owned(),
                 });
@@ -902,6 +924,9 @@ pub struct ChangeReport {
     pub gate_breaches: Vec<GateBreach>,
     /// Failovers while the change was in progress.
     pub failovers: u64,
+    /// Planned gateway upgrades under the change, with their pauses.
+    #[serde(default)]
+    pub gateway_upgrades: Vec<super::api::GatewayUpgrade>,
     /// Shadow evidence at the last completed action: matches and divergences.
     pub shadow_matches: u64,
     /// See `shadow_matches`.
@@ -938,6 +963,7 @@ pub fn report<'a>(
     let mut rollbacks = 0;
     let mut gate_breaches = Vec::new();
     let mut failovers = 0;
+    let mut gateway_upgrades = Vec::new();
     let mut shadow = ShadowStatus::default();
     for (seq, time, actor, event) in records {
         book.apply(actor, time, event);
@@ -959,6 +985,7 @@ pub fn report<'a>(
             }
             ControlEvent::GateBreached { breach, .. } => gate_breaches.push(breach.clone()),
             ControlEvent::Failover { .. } => failovers += 1,
+            ControlEvent::GatewayUpgraded { upgrade, .. } => gateway_upgrades.push(upgrade.clone()),
             _ => {}
         }
         events.push(ReportEvent {
@@ -979,6 +1006,7 @@ pub fn report<'a>(
         rollbacks,
         gate_breaches,
         failovers,
+        gateway_upgrades,
         shadow_matches: shadow.matches,
         shadow_divergences: shadow.divergences,
         audit_head_seq: head.0,
@@ -1038,6 +1066,13 @@ impl ChangeReport {
                 scope_text(&action.scope),
                 action.pause_us,
                 if action.rollback { ", rolled back" } else { "" }
+            );
+        }
+        for upgrade in &self.gateway_upgrades {
+            let _ = writeln!(
+                out,
+                "  gateway upgraded to {}: {} sessions handed over, pause {} µs",
+                upgrade.artifact_sha256, upgrade.sessions, upgrade.pause_us
             );
         }
         for breach in &self.gate_breaches {

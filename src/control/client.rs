@@ -240,6 +240,19 @@ pub fn render_status(status: &Status) -> String {
         ("delivered through", status.delivered_through.to_string()),
         ("last switch", last_switch),
         ("switches", status.switches.to_string()),
+        (
+            "gateway upgrade",
+            match &status.gateway_upgrade {
+                Some(u) => format!(
+                    "{} to {}: {} sessions handed over, pause {} µs",
+                    u.change,
+                    u.artifact_sha256.get(..12).unwrap_or(&u.artifact_sha256),
+                    u.sessions,
+                    u.pause_us
+                ),
+                None => "none".to_owned(),
+            },
+        ),
         ("canary", canary),
         (
             "halted",
@@ -552,6 +565,7 @@ mod tests {
             open_changes: Vec::new(),
             audit_head: None,
             halted: Vec::new(),
+            gateway_upgrade: None,
         }
     }
 
@@ -573,6 +587,7 @@ journal last seq   5310
 delivered through  5309
 last switch        blue → green at barrier 5000 (all symbols), pause 42 µs (planned)
 switches           1
+gateway upgrade    none
 canary             none
 halted             none
 changes            none open

@@ -549,6 +549,13 @@ impl Connection {
             ControlReply::Switched(report) => {
                 tracing::info!(%peer, ?request, from = %report.from, to = %report.to, barrier_seq = report.barrier_seq, pause_us = report.pause_us, "control command switched authority");
             }
+            ControlReply::GatewayHandingOver {
+                change,
+                barrier_unix_ns,
+                ..
+            } => {
+                tracing::info!(%peer, %change, barrier_unix_ns, "control command: the gateway hands over to its upgrade");
+            }
             ControlReply::Status(_)
             | ControlReply::Resumed { .. }
             | ControlReply::Staged { .. }

@@ -21,7 +21,9 @@ use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
-use crate::handover::{self, HandoverError, Label, ToGateway, ToHolder};
+use crate::constants;
+use crate::fix::session::SessionCarry;
+use crate::handover::{self, HandoverError, Label, Successor, ToGateway, ToHolder};
 
 /// One connection held.
 struct HeldConnection {
@@ -29,6 +31,9 @@ struct HeldConnection {
     fd: OwnedFd,
     /// The session it logged on as; `None` until then.
     label: Option<Label>,
+    /// Its session's unstored state, from a gateway handing over at a planned upgrade; given
+    /// to the successor once, then forgotten (a later restart is a crash, not a hand-over).
+    carry: Option<SessionCarry>,
 }
 
 /// Everything held for the gateway.
@@ -38,6 +43,10 @@ struct Held {
     listener: Option<OwnedFd>,
     /// Accepted connections by the gateway's id.
     connections: BTreeMap<u64, HeldConnection>,
+    /// The running gateway announced its hand-over: barrier time and change.
+    handing_over: Option<(u64, String)>,
+    /// The process handing over, to wait for before the successor opens what it held.
+    handing_over_pid: Option<u32>,
 }
 
 impl Held {
@@ -45,13 +54,45 @@ impl Held {
         self.listener.is_none() && self.connections.is_empty()
     }
 
-    /// Applies one message of the gateway's.
-    fn apply(&mut self, message: ToHolder, fd: Option<OwnedFd>, channel: &OwnedFd) {
+    /// Applies one message of the gateway's; returns what the supervisor must do about a
+    /// successor, if anything.
+    fn apply(
+        &mut self,
+        message: ToHolder,
+        fd: Option<OwnedFd>,
+        channel: &OwnedFd,
+    ) -> Option<SuccessorRequest> {
         match (message, fd) {
             (ToHolder::Listener, Some(fd)) => self.listener = Some(fd),
             (ToHolder::Connection { id }, Some(fd)) => {
-                self.connections
-                    .insert(id, HeldConnection { fd, label: None });
+                self.connections.insert(
+                    id,
+                    HeldConnection {
+                        fd,
+                        label: None,
+                        carry: None,
+                    },
+                );
+            }
+            (ToHolder::StartSuccessor(successor), None) => {
+                return Some(SuccessorRequest::Start(successor));
+            }
+            (ToHolder::AbandonSuccessor, None) => return Some(SuccessorRequest::Abandon),
+            (
+                ToHolder::HandingOver {
+                    barrier_unix_ns,
+                    change,
+                    pid,
+                },
+                None,
+            ) => {
+                self.handing_over = Some((barrier_unix_ns, change));
+                self.handing_over_pid = (pid != 0).then_some(pid);
+            }
+            (ToHolder::Carry { id, carry }, None) => {
+                if let Some(held) = self.connections.get_mut(&id) {
+                    held.carry = Some(carry);
+                }
             }
             (ToHolder::Label { id, label }, None) => {
                 if let Some(held) = self.connections.get_mut(&id) {
@@ -74,10 +115,19 @@ impl Held {
                 )
             }
         }
+        None
     }
 
-    /// Sends a duplicate of everything held (the holder keeps its own), then the end mark.
-    fn give_back(&self, channel: &OwnedFd) -> Result<(), HandoverError> {
+    /// Sends a duplicate of everything held (the holder keeps its own), then the end mark. What
+    /// a hand-over left (barrier, carries) goes once: a later restart is a crash.
+    fn give_back(&mut self, channel: &OwnedFd) -> Result<(), HandoverError> {
+        if let Some((barrier_unix_ns, change)) = self.handing_over.take() {
+            let upgraded = ToGateway::Upgraded {
+                barrier_unix_ns,
+                change,
+            };
+            handover::send(channel.as_fd(), &upgraded, None)?;
+        }
         if let Some(listener) = &self.listener {
             handover::send(
                 channel.as_fd(),
@@ -85,10 +135,11 @@ impl Held {
                 Some(listener.as_fd()),
             )?;
         }
-        for (id, held) in &self.connections {
+        for (id, held) in &mut self.connections {
             let message = ToGateway::Connection {
                 id: *id,
                 label: held.label.clone(),
+                carry: held.carry.take(),
             };
             handover::send(channel.as_fd(), &message, Some(held.fd.as_fd()))?;
         }
@@ -102,41 +153,129 @@ impl Held {
     }
 }
 
+/// What the running gateway asks the supervisor about a planned upgrade's successor.
+#[derive(Debug)]
+pub enum SuccessorRequest {
+    /// Start this build as the gateway's successor, with [`HolderHandle::channel_for_successor`].
+    Start(Successor),
+    /// Stop the successor: the running gateway serves on.
+    Abandon,
+}
+
 /// Hands the holder each new gateway's channel.
 #[derive(Clone)]
 pub struct HolderHandle {
-    /// Holder ends of new channels.
-    channels: mpsc::UnboundedSender<OwnedFd>,
+    /// Holder ends of new channels, and whether each is a successor's.
+    channels: mpsc::UnboundedSender<(OwnedFd, bool)>,
 }
 
 impl HolderHandle {
     /// Makes the channel for a gateway about to start and returns the end it inherits.
     pub fn channel_for_gateway(&self) -> std::io::Result<OwnedFd> {
+        self.channel(false)
+    }
+
+    /// The channel for a successor started for a planned upgrade while the running gateway
+    /// still serves: its request for the sockets is answered once the running one handed over.
+    pub fn channel_for_successor(&self) -> std::io::Result<OwnedFd> {
+        self.channel(true)
+    }
+
+    fn channel(&self, successor: bool) -> std::io::Result<OwnedFd> {
         let (ours, theirs) = handover::seqpacket_pair()?;
         self.channels
-            .send(ours)
+            .send((ours, successor))
             .map_err(|_| std::io::Error::other("the socket holder has stopped"))?;
         Ok(theirs)
     }
 }
 
 /// Starts the holder as a task; it runs until every handle is dropped, and closes what it holds
-/// then. `hold_max`: how long to keep the sockets once the gateway died.
-pub fn start(hold_max: Duration) -> HolderHandle {
+/// then. `hold_max`: how long to keep the sockets once the gateway died. The receiver carries
+/// the running gateway's requests about a successor to the supervisor.
+pub fn start(hold_max: Duration) -> (HolderHandle, mpsc::UnboundedReceiver<SuccessorRequest>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(rx, hold_max));
-    HolderHandle { channels: tx }
+    let (requests_tx, requests_rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(rx, requests_tx, hold_max));
+    (HolderHandle { channels: tx }, requests_rx)
 }
 
-async fn run(mut channels: mpsc::UnboundedReceiver<OwnedFd>, hold_max: Duration) {
+/// A successor's channel and whether it asked for the sockets yet.
+struct Pending {
+    /// Its channel.
+    channel: AsyncFd<OwnedFd>,
+    /// It sent [`ToHolder::TakeBack`]: it started, and waits for the hand-over.
+    asked: bool,
+}
+
+/// Tells the running gateway about its successor; a gateway that cannot hear it is gone, which
+/// the channel's end of stream reports.
+fn tell(gateway: &Option<AsyncFd<OwnedFd>>, message: &ToGateway) {
+    if let Some(gateway) = gateway
+        && let Err(error) = handover::send(gateway.get_ref().as_fd(), message, None)
+    {
+        tracing::warn!(%error, "could not tell the gateway about its successor");
+    }
+}
+
+/// Waits (bounded by [`constants::UPGRADE_HANDOVER_MAX_MS`]) until process `pid` has exited
+/// entirely: gone, or a zombie with no thread left. Only then has the kernel closed its files and
+/// sockets; its hand-over channel closes with the first of them, and a zombie group leader can
+/// still have threads that hold the store locks and addresses the successor is about to open.
+async fn exited(pid: u32) {
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_millis(constants::UPGRADE_HANDOVER_MAX_MS);
+    while tokio::time::Instant::now() < deadline {
+        if !running(pid) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    tracing::warn!(
+        pid,
+        "the gateway that handed over has not exited; its successor starts anyway"
+    );
+}
+
+/// Whether any thread of process `pid` is still alive (see [`exited`]).
+fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // pid (comm) state ...: comm may hold spaces and parentheses, so after the last ')'.
+    let zombie = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "Z" || state == "X");
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |dir| dir.count());
+    !zombie || threads > 1
+}
+
+async fn run(
+    mut channels: mpsc::UnboundedReceiver<(OwnedFd, bool)>,
+    requests: mpsc::UnboundedSender<SuccessorRequest>,
+    hold_max: Duration,
+) {
     let mut held = Held::default();
     let mut gateway: Option<AsyncFd<OwnedFd>> = None;
+    // A planned upgrade's successor, from its start until it takes the sockets.
+    let mut successor: Option<Pending> = None;
     // Set while no gateway is connected and something is held.
     let mut release_at: Option<tokio::time::Instant> = None;
     loop {
         let readable = async {
             match &gateway {
                 Some(fd) => fd.readable().await.map(|mut guard| guard.clear_ready()),
+                None => std::future::pending().await,
+            }
+        };
+        let successor_readable = async {
+            match &successor {
+                Some(pending) => pending
+                    .channel
+                    .readable()
+                    .await
+                    .map(|mut guard| guard.clear_ready()),
                 None => std::future::pending().await,
             }
         };
@@ -147,15 +286,17 @@ async fn run(mut channels: mpsc::UnboundedReceiver<OwnedFd>, hold_max: Duration)
             }
         };
         tokio::select! {
-            channel = channels.recv() => match channel.map(handover::watch) {
-                Some(Ok(channel)) => {
+            channel = channels.recv() => match channel.map(|(fd, is_successor)| (handover::watch(fd), is_successor)) {
+                Some((Ok(channel), false)) => {
                     gateway = Some(channel);
                     release_at = None;
                 }
-                Some(Err(error)) => tracing::error!(%error, "cannot watch the gateway's hand-over channel"),
+                Some((Ok(channel), true)) => successor = Some(Pending { channel, asked: false }),
+                Some((Err(error), _)) => tracing::error!(%error, "cannot watch the gateway's hand-over channel"),
                 None => break,
             },
             _ = readable => {}
+            _ = successor_readable => {}
             _ = deadline => {
                 tracing::warn!(
                     connections = held.connections.len(),
@@ -166,10 +307,80 @@ async fn run(mut channels: mpsc::UnboundedReceiver<OwnedFd>, hold_max: Duration)
                 release_at = None;
             }
         }
+        // The successor's messages: before it takes over, only its request for the sockets.
+        while let Some(pending) = &mut successor {
+            match handover::recv::<ToHolder>(pending.channel.get_ref().as_fd(), false) {
+                Ok((ToHolder::TakeBack, None)) => {
+                    pending.asked = true;
+                    tell(&gateway, &ToGateway::SuccessorReady);
+                }
+                Ok((message, _)) => {
+                    tracing::warn!(
+                        ?message,
+                        "message from a successor that has not taken over; ignored"
+                    )
+                }
+                Err(HandoverError::Io(error)) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the new gateway build exited before taking over");
+                    successor = None;
+                    tell(
+                        &gateway,
+                        &ToGateway::SuccessorFailed {
+                            reason: format!("the new build exited before taking over ({error})"),
+                        },
+                    );
+                }
+            }
+        }
+        // With no gateway running, a successor that asked takes everything: after the running
+        // one handed over and exited, or died while it did (then it is a crash restart).
+        if gateway.is_none()
+            && successor.as_ref().is_some_and(|pending| pending.asked)
+            && let Some(pending) = successor.take()
+        {
+            if let Some(pid) = held.handing_over_pid.take() {
+                exited(pid).await;
+            }
+            if let Err(error) = held.give_back(pending.channel.get_ref()) {
+                tracing::warn!(%error, "could not hand the held sockets to the new build");
+            }
+            gateway = Some(pending.channel);
+            release_at = None;
+        }
         // Whatever is waiting on the channel, without blocking.
         while let Some(channel) = &gateway {
             match handover::recv::<ToHolder>(channel.get_ref().as_fd(), false) {
-                Ok((message, fd)) => held.apply(message, fd, channel.get_ref()),
+                Ok((message, fd)) => {
+                    // A second upgrade while one is under way is refused at once.
+                    let request = held.apply(message, fd, channel.get_ref());
+                    match request {
+                        Some(SuccessorRequest::Start(_)) if successor.is_some() => tell(
+                            &gateway,
+                            &ToGateway::SuccessorFailed {
+                                reason: "an upgrade is already under way".into(),
+                            },
+                        ),
+                        Some(SuccessorRequest::Abandon) => {
+                            successor = None;
+                            let _ = requests.send(SuccessorRequest::Abandon);
+                        }
+                        Some(request) => {
+                            let unheard = requests.send(request).is_err();
+                            if unheard {
+                                tell(
+                                    &gateway,
+                                    &ToGateway::SuccessorFailed {
+                                        reason: "no supervisor to start the new build".into(),
+                                    },
+                                );
+                            }
+                        }
+                        None => {}
+                    }
+                }
                 Err(HandoverError::Io(error)) if error.kind() == std::io::ErrorKind::WouldBlock => {
                     break;
                 }
@@ -178,6 +389,23 @@ async fn run(mut channels: mpsc::UnboundedReceiver<OwnedFd>, hold_max: Duration)
                         tracing::warn!(%error, "hand-over channel failed");
                     }
                     gateway = None;
+                    if let Some(pending) = successor.as_ref().filter(|p| p.asked) {
+                        // Handed over (or died handing over): the successor takes everything.
+                        if held.handing_over.is_some() {
+                            tracing::info!(
+                                connections = held.connections.len(),
+                                "gateway handed over; its successor takes the sockets"
+                            );
+                        }
+                        if let Some(pid) = held.handing_over_pid.take() {
+                            exited(pid).await;
+                        }
+                        if let Err(error) = held.give_back(pending.channel.get_ref()) {
+                            tracing::warn!(%error, "could not hand the held sockets to the new build");
+                        }
+                        gateway = successor.take().map(|pending| pending.channel);
+                        continue;
+                    }
                     if !held.is_empty() {
                         tracing::warn!(
                             connections = held.connections.len(),
@@ -193,4 +421,119 @@ async fn run(mut channels: mpsc::UnboundedReceiver<OwnedFd>, hold_max: Duration)
         connections = held.connections.len(),
         "socket holder stopped"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handover::{recv, send};
+
+    /// Receives one message on a blocking thread, so the holder task runs meanwhile.
+    async fn next(channel: &OwnedFd) -> (ToGateway, Option<OwnedFd>) {
+        let fd = channel.try_clone().unwrap();
+        tokio::task::spawn_blocking(move || recv::<ToGateway>(fd.as_fd(), true).unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_successor_gets_the_sockets_and_carries_only_once_the_gateway_handed_over_and_left() {
+        let (holder, mut requests) = start(Duration::from_secs(60));
+        let gateway = holder.channel_for_gateway().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let _client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        send(gateway.as_fd(), &ToHolder::Listener, Some(listener.as_fd())).unwrap();
+        send(
+            gateway.as_fd(),
+            &ToHolder::Connection { id: 4 },
+            Some(accepted.as_fd()),
+        )
+        .unwrap();
+        let successor = Successor {
+            artifact_path: "/opt/baton-next/baton".into(),
+            artifact_sha256: "ab".repeat(32),
+            change: "CHG-2".into(),
+        };
+        send(
+            gateway.as_fd(),
+            &ToHolder::StartSuccessor(successor.clone()),
+            None,
+        )
+        .unwrap();
+        // The supervisor is asked to start it.
+        match requests.recv().await {
+            Some(SuccessorRequest::Start(asked)) => assert_eq!(asked, successor),
+            other => panic!("{other:?}"),
+        }
+        // The successor asks for the sockets: the running gateway hears it is ready; the
+        // successor gets nothing yet.
+        let next_gateway = holder.channel_for_successor().unwrap();
+        send(next_gateway.as_fd(), &ToHolder::TakeBack, None).unwrap();
+        assert_eq!(next(&gateway).await.0, ToGateway::SuccessorReady);
+        let early = recv::<ToGateway>(next_gateway.as_fd(), false);
+        assert!(
+            matches!(&early, Err(HandoverError::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "{early:?}"
+        );
+        let carry = SessionCarry {
+            heartbeat_interval_ms: 30_000,
+            timers: vec![None, None, None, None, Some(7), Some(9)],
+            test_request_id: 0,
+            unread_hex: "383d".into(),
+        };
+        let handing_over = ToHolder::HandingOver {
+            barrier_unix_ns: 42,
+            change: "CHG-2".into(),
+            pid: 0,
+        };
+        send(gateway.as_fd(), &handing_over, None).unwrap();
+        send(
+            gateway.as_fd(),
+            &ToHolder::Carry {
+                id: 4,
+                carry: carry.clone(),
+            },
+            None,
+        )
+        .unwrap();
+        // Its exit completes the hand-over.
+        drop(gateway);
+        let upgraded = ToGateway::Upgraded {
+            barrier_unix_ns: 42,
+            change: "CHG-2".into(),
+        };
+        assert_eq!(next(&next_gateway).await.0, upgraded);
+        let (message, fd) = next(&next_gateway).await;
+        assert_eq!((message, fd.is_some()), (ToGateway::Listener, true));
+        let (message, fd) = next(&next_gateway).await;
+        let connection = ToGateway::Connection {
+            id: 4,
+            label: None,
+            carry: Some(carry),
+        };
+        assert_eq!((message, fd.is_some()), (connection, true));
+        assert_eq!(next(&next_gateway).await.0, ToGateway::End);
+        // The carry went once: the same gateway asking again (a restart) gets none.
+        send(next_gateway.as_fd(), &ToHolder::TakeBack, None).unwrap();
+        assert_eq!(next(&next_gateway).await.0, ToGateway::Listener);
+        let (message, _) = next(&next_gateway).await;
+        assert!(
+            matches!(message, ToGateway::Connection { carry: None, .. }),
+            "{message:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_successor_that_exits_before_taking_over_is_reported_to_the_running_gateway() {
+        let (holder, _requests) = start(Duration::from_secs(60));
+        let gateway = holder.channel_for_gateway().unwrap();
+        let next_gateway = holder.channel_for_successor().unwrap();
+        drop(next_gateway);
+        let (message, _) = next(&gateway).await;
+        assert!(
+            matches!(&message, ToGateway::SuccessorFailed { reason } if reason.contains("exited before taking over")),
+            "{message:?}"
+        );
+    }
 }

@@ -17,4 +17,5 @@ pub mod plane;
 pub mod ready;
 pub mod stage;
 pub mod supervisor;
+pub mod upgrade;
 pub mod watch;

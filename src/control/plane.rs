@@ -114,9 +114,32 @@ pub struct Plane {
     breach_recorded: Option<u64>,
     /// The change whose window's close is in the log already.
     window_closed_recorded: Option<ChangeId>,
+    /// Where a planned gateway upgrade goes; `None` without a supervisor to start the build.
+    upgrader: Option<mpsc::Sender<super::upgrade::UpgradeCall>>,
+    /// Upgrades whose barrier was reached, to be recorded before they hand over.
+    handovers_tx: mpsc::Sender<HandOver>,
+    /// See `handovers_tx`.
+    handovers_rx: mpsc::Receiver<HandOver>,
+    /// This gateway took over from another at a planned upgrade: what it measured, once it
+    /// serves.
+    upgraded: Option<oneshot::Receiver<super::api::GatewayUpgrade>>,
     /// Test hook: make every append fail, as a full or failing disk would.
     #[cfg(test)]
     fail_appends: bool,
+}
+
+/// A planned gateway upgrade that reached its barrier, or did not.
+struct HandOver {
+    /// The change.
+    change: Option<ChangeId>,
+    /// Who asked.
+    actor: String,
+    /// The build taking over.
+    artifact_sha256: String,
+    /// The barrier, or why not.
+    outcome: Result<super::upgrade::Prepared, String>,
+    /// The operator waiting.
+    reply: oneshot::Sender<ControlReply>,
 }
 
 impl Plane {
@@ -142,7 +165,12 @@ impl Plane {
             carried.apply(event);
         }
         let (outcomes_tx, outcomes_rx) = mpsc::channel(constants::CONTROL_EVENTS_MAX);
+        let (handovers_tx, handovers_rx) = mpsc::channel(1);
         let mut plane = Plane {
+            upgrader: None,
+            handovers_tx,
+            handovers_rx,
+            upgraded: None,
             audit,
             records,
             book,
@@ -183,6 +211,17 @@ impl Plane {
         Ok(plane)
     }
 
+    /// Lets `baton ctl upgrade-gateway` run, through `upgrader`.
+    pub fn set_upgrader(&mut self, upgrader: mpsc::Sender<super::upgrade::UpgradeCall>) {
+        self.upgrader = Some(upgrader);
+    }
+
+    /// This gateway took over at a planned upgrade: `measured` brings the pause once it serves,
+    /// for the audit log, status and the change report.
+    pub fn set_upgraded(&mut self, measured: oneshot::Receiver<super::api::GatewayUpgrade>) {
+        self.upgraded = Some(measured);
+    }
+
     /// Serves commands from the endpoint and events from the sequencer until shutdown.
     pub async fn run(
         mut self,
@@ -198,6 +237,8 @@ impl Plane {
                 Some(command) = commands.recv() => self.on_command(command).await,
                 Some(event) = events.recv() => self.on_event(event),
                 Some(pending) = self.outcomes_rx.recv() => self.on_outcome(pending),
+                Some(handover) = self.handovers_rx.recv() => self.on_handover(handover),
+                measured = upgraded(&mut self.upgraded) => self.on_upgraded(measured),
                 () = stopped(&mut shutdown) => return,
                 else => return,
             }
@@ -381,6 +422,10 @@ impl Plane {
             | ControlRequest::Stage { .. }
             | ControlRequest::Resume { .. } => {
                 refused("internal: an action reached the change commands".into())
+            }
+            ControlRequest::UpgradeGateway { change, .. } => {
+                self.upgrade_gateway(operator, change, reply);
+                return;
             }
         };
         let _ = reply.send(answer);
@@ -601,6 +646,170 @@ impl Plane {
         });
     }
 
+    /// Checks and audits a planned gateway upgrade, then hands it to the upgrader; its barrier
+    /// comes back through [`Plane::on_handover`].
+    fn upgrade_gateway(
+        &mut self,
+        operator: Option<String>,
+        change: String,
+        reply: oneshot::Sender<ControlReply>,
+    ) {
+        let action = Action::UpgradeGateway;
+        let actor = operator.clone().unwrap_or_else(|| GATEWAY_ACTOR.to_owned());
+        let authorized = self.book.authorize(
+            &self.policy,
+            &action,
+            operator.as_deref(),
+            Some(&change),
+            Timestamp::now(),
+        );
+        let refuse = |plane: &mut Plane, change_id: Option<ChangeId>, reason: String| {
+            let refusal = ControlEvent::ActionRefused {
+                change: change_id,
+                action: Action::UpgradeGateway,
+                reason: reason.clone(),
+            };
+            if let Err(error) = plane.record(&actor, refusal) {
+                tracing::error!(%error, "audit log not written for a refused action");
+            }
+            refused(reason)
+        };
+        let change_id = match authorized {
+            Ok((Some(id), _)) => id,
+            Ok((None, _)) => {
+                let _ = reply.send(refused("an upgrade of the gateway needs a change".into()));
+                return;
+            }
+            Err(error) => {
+                let named = parse_change(&change).ok();
+                let _ = reply.send(refuse(self, named, error.to_string()));
+                return;
+            }
+        };
+        let Some(summary) = self.book.summary(change_id).cloned() else {
+            let _ = reply.send(refused(format!("internal: {change} not in the book")));
+            return;
+        };
+        let Some(upgrader) = self.upgrader.clone() else {
+            let reason = "no supervisor holds this gateway's sockets: run it under baton up (plain TCP) to upgrade it without a disconnect".to_owned();
+            let _ = reply.send(refuse(self, Some(change_id), reason));
+            return;
+        };
+        let requested = ControlEvent::ActionRequested {
+            change: Some(change_id),
+            action: action.clone(),
+        };
+        if let Err(error) = self.record(&actor, requested) {
+            let _ = reply.send(refused(format!(
+                "audit log not written ({error}); the action was not taken"
+            )));
+            return;
+        }
+        let successor = crate::handover::Successor {
+            artifact_path: summary.artifact_path.clone(),
+            artifact_sha256: summary.artifact_sha256.clone(),
+            change: summary.id.clone(),
+        };
+        let handovers = self.handovers_tx.clone();
+        tokio::spawn(async move {
+            let (outcome_tx, outcome_rx) = oneshot::channel();
+            let call = super::upgrade::UpgradeCall {
+                successor,
+                reply: outcome_tx,
+            };
+            let outcome = match upgrader.send(call).await {
+                Ok(()) => outcome_rx
+                    .await
+                    .unwrap_or_else(|_| Err("the upgrader stopped".into())),
+                Err(_) => Err("the upgrader is not running".into()),
+            };
+            let _ = handovers
+                .send(HandOver {
+                    change: Some(change_id),
+                    actor,
+                    artifact_sha256: summary.artifact_sha256,
+                    outcome,
+                    reply,
+                })
+                .await;
+        });
+    }
+
+    /// The barrier is written to the audit log before anything is handed over (invariant 7);
+    /// a refusal is recorded as one.
+    fn on_handover(&mut self, handover: HandOver) {
+        let HandOver {
+            change,
+            actor,
+            artifact_sha256,
+            outcome,
+            reply,
+        } = handover;
+        let prepared = match outcome {
+            Ok(prepared) => prepared,
+            Err(reason) => {
+                let refusal = ControlEvent::ActionRefused {
+                    change,
+                    action: Action::UpgradeGateway,
+                    reason: reason.clone(),
+                };
+                if let Err(error) = self.record(&actor, refusal) {
+                    tracing::error!(%error, "audit log not written for a refused upgrade");
+                }
+                let _ = reply.send(refused(reason));
+                return;
+            }
+        };
+        let event = ControlEvent::GatewayHandingOver {
+            change,
+            artifact_sha256: artifact_sha256.clone(),
+            barrier_unix_ns: prepared.barrier_unix_ns,
+        };
+        if let Err(error) = self.record(&actor, event) {
+            let _ = prepared.go.send(false);
+            let _ = reply.send(refused(format!(
+                "audit log not written ({error}); the gateway serves on"
+            )));
+            return;
+        }
+        let _ = prepared.go.send(true);
+        let _ = reply.send(ControlReply::GatewayHandingOver {
+            change: change.map(change::change_name).unwrap_or_default(),
+            artifact_sha256,
+            barrier_unix_ns: prepared.barrier_unix_ns,
+        });
+    }
+
+    /// The pause this gateway measured after taking over, into the log.
+    fn on_upgraded(&mut self, measured: Option<super::api::GatewayUpgrade>) {
+        self.upgraded = None;
+        let Some(mut upgrade) = measured else {
+            return;
+        };
+        let change = parse_change(&upgrade.change).ok();
+        if let Some(summary) = change.and_then(|id| self.book.summary(id)) {
+            upgrade.artifact_sha256 = summary.artifact_sha256.clone();
+        }
+        tracing::info!(change = %upgrade.change, pause_us = upgrade.pause_us, sessions = upgrade.sessions, "took over from the previous gateway at a planned upgrade");
+        if let Err(error) = self.record(
+            GATEWAY_ACTOR,
+            ControlEvent::GatewayUpgraded { change, upgrade },
+        ) {
+            tracing::error!(%error, "audit log not written for the gateway upgrade");
+        }
+    }
+
+    /// The last planned gateway upgrade in the log.
+    fn last_gateway_upgrade(&self) -> Option<super::api::GatewayUpgrade> {
+        self.records
+            .iter()
+            .rev()
+            .find_map(|(_, _, _, event)| match event {
+                ControlEvent::GatewayUpgraded { upgrade, .. } => Some(upgrade.clone()),
+                _ => None,
+            })
+    }
+
     /// Records what the sequencer answered and passes it on.
     fn on_outcome(&mut self, pending: Pending) {
         let Pending {
@@ -699,6 +908,7 @@ impl Plane {
     /// Status from the sequencer, with the open changes and the audit head added.
     fn forward_status(&self, reply: oneshot::Sender<ControlReply>) {
         let open_changes = self.book.open();
+        let gateway_upgrade = self.last_gateway_upgrade();
         let (seq, hash) = self.audit.head();
         let head = AuditHead {
             seq,
@@ -726,6 +936,7 @@ impl Plane {
                 None => Status::default(),
             };
             status.open_changes = open_changes;
+            status.gateway_upgrade = gateway_upgrade.map(Box::new);
             status.audit_head = Some(head);
             let _ = reply_to.send(ControlReply::Status(status));
         });
@@ -734,6 +945,17 @@ impl Plane {
     /// Halted symbols and diverged engines from before this start, for the sequencer.
     pub fn carried(&self) -> &Carried {
         &self.carried
+    }
+}
+
+/// The measurement of a planned upgrade this gateway took over at, once; pending forever when
+/// there is none (or it came).
+async fn upgraded(
+    measured: &mut Option<oneshot::Receiver<super::api::GatewayUpgrade>>,
+) -> Option<super::api::GatewayUpgrade> {
+    match measured {
+        Some(rx) => rx.await.ok(),
+        None => std::future::pending().await,
     }
 }
 
@@ -802,7 +1024,7 @@ impl CarriedFold {
 }
 
 /// Sends `request` to the sequencer and waits for its answer, bounded like the endpoint's wait.
-async fn ask(
+pub(crate) async fn ask(
     core: &mpsc::Sender<CoreCall>,
     request: ControlRequest,
     expect_sha256: Option<String>,
@@ -848,7 +1070,8 @@ fn core_request(request: ControlRequest) -> Option<CoreRequest> {
         } => CoreRequest::Canary { percent, symbols },
         ControlRequest::Stage { engine, .. } => CoreRequest::Stage { engine },
         ControlRequest::Resume { symbols, .. } => CoreRequest::Resume { symbols },
-        ControlRequest::ChangeFile { .. }
+        ControlRequest::UpgradeGateway { .. }
+        | ControlRequest::ChangeFile { .. }
         | ControlRequest::ChangeApprove { .. }
         | ControlRequest::ChangeClose { .. }
         | ControlRequest::ChangeReport { .. }

@@ -121,6 +121,11 @@ struct Supervised {
     /// field rather than the constant so a test can hold a question open for as long as it
     /// looks at it, whatever the machine's load.
     status_timeout: Duration,
+    /// For the gateway: the build a planned upgrade moved it to, which every later start runs.
+    build: Option<super::stage::Staged>,
+    /// For the gateway: the successor a planned upgrade started while this one still serves,
+    /// and its build; it becomes the child when the running gateway exits after handing over.
+    successor: Option<(Child, super::stage::Staged)>,
 }
 
 /// Restarts a running engine from a newly staged build, but only while the gateway says it is a
@@ -210,13 +215,19 @@ fn staged(spec: &ChildSpec) -> Option<super::stage::Staged> {
 fn spawn(
     spec: &ChildSpec,
     holder: Option<&super::holder::HolderHandle>,
+    build: Option<&super::stage::Staged>,
+    successor: bool,
 ) -> Result<(Child, Option<String>), SupervisorError> {
-    let staged = staged(spec);
+    let staged = build.cloned().or_else(|| staged(spec));
     let mut command = Command::new(&spec.program);
     // The gateway's end of a fresh hand-over channel: inherited across exec, its number in the
     // environment. Without one the gateway runs unprotected rather than not at all.
     let channel = match (spec.hold_sockets, holder) {
-        (Some(_), Some(holder)) => match holder.channel_for_gateway() {
+        (Some(_), Some(holder)) => match if successor {
+            holder.channel_for_successor()
+        } else {
+            holder.channel_for_gateway()
+        } {
             Ok(channel) => Some(channel),
             Err(error) => {
                 tracing::error!(child = %spec.name, %error, "no socket holder for this start");
@@ -279,6 +290,55 @@ fn spawn(
     Ok((child, staged.map(|s| s.artifact_sha256)))
 }
 
+/// Starts the gateway's successor for a planned upgrade (through `baton launch`, which checks
+/// the artifact's hash), or stops it when the running gateway called the upgrade off. A start
+/// that fails here closes the successor's channel at once, which the holder reports to the
+/// running gateway as a failed start.
+fn start_or_stop_successor(
+    gateway: &mut Supervised,
+    holder: Option<&super::holder::HolderHandle>,
+    request: super::holder::SuccessorRequest,
+) {
+    match request {
+        super::holder::SuccessorRequest::Start(successor) => {
+            let build = super::stage::Staged {
+                engine: "gateway".into(),
+                artifact_path: successor.artifact_path,
+                artifact_sha256: successor.artifact_sha256,
+                change: successor.change,
+            };
+            match spawn(&gateway.spec, holder, Some(&build), true) {
+                Ok((child, _)) => {
+                    tracing::info!(child = %gateway.spec.name, pid = child.id(), change = %build.change, "started the upgraded gateway beside the running one");
+                    gateway.successor = Some((child, build));
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot start the upgraded gateway; the running one serves on")
+                }
+            }
+        }
+        super::holder::SuccessorRequest::Abandon => {
+            if let Some((mut child, _)) = gateway.successor.take() {
+                tracing::warn!(child = %gateway.spec.name, "upgrade called off; stopping the new build");
+                let _ = child.start_kill();
+            }
+        }
+    }
+}
+
+/// Forgets a successor that exited before taking over (its start failed: a hash mismatch, a
+/// build that does not run); the running gateway heard of it from the holder.
+fn watch_successor(supervised: &mut Supervised) {
+    let exited = supervised
+        .successor
+        .as_mut()
+        .is_some_and(|(child, _)| !matches!(child.try_wait(), Ok(None)));
+    if exited && supervised.child.is_some() {
+        tracing::warn!(child = %supervised.spec.name, "the upgraded gateway exited before taking over; the running one serves on");
+        supervised.successor = None;
+    }
+}
+
 /// Sends SIGTERM: std and tokio only offer SIGKILL, which would skip the clean shutdown.
 fn terminate(child: &Child) {
     if let Some(pid) = child.id() {
@@ -299,13 +359,16 @@ pub async fn supervise(
 ) -> Result<(), SupervisorError> {
     let mut interrupt = signal(SignalKind::interrupt()).map_err(SupervisorError::Signals)?;
     let mut terminate_signal = signal(SignalKind::terminate()).map_err(SupervisorError::Signals)?;
-    let holder = specs
-        .iter()
-        .find_map(|spec| spec.hold_sockets)
-        .map(super::holder::start);
+    let (holder, mut successor_requests) = match specs.iter().find_map(|spec| spec.hold_sockets) {
+        Some(hold_max) => {
+            let (holder, requests) = super::holder::start(hold_max);
+            (Some(holder), Some(requests))
+        }
+        None => (None, None),
+    };
     let mut children = Vec::with_capacity(specs.len());
     for spec in specs {
-        let (child, running_stage) = spawn(&spec, holder.as_ref())?;
+        let (child, running_stage) = spawn(&spec, holder.as_ref(), None, false)?;
         children.push(Supervised {
             spec,
             child: Some(child),
@@ -318,6 +381,8 @@ pub async fn supervise(
             stage_check: None,
             stage_checked: None,
             status_timeout: Duration::from_millis(constants::SUPERVISOR_STATUS_TIMEOUT_MS),
+            build: None,
+            successor: None,
         });
         tokio::time::sleep(start_gap).await;
     }
@@ -325,13 +390,25 @@ pub async fn supervise(
     // A child that cannot start: stop everything and say which.
     let mut fatal = None;
     while fatal.is_none() {
+        let successor_request = async {
+            match successor_requests.as_mut() {
+                Some(requests) => requests.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = interrupt.recv() => break,
             _ = terminate_signal.recv() => break,
             _ = tick.tick() => {}
+            Some(request) = successor_request => {
+                if let Some(gateway) = children.iter_mut().find(|c| c.spec.hold_sockets.is_some()) {
+                    start_or_stop_successor(gateway, holder.as_ref(), request);
+                }
+            }
         }
         let now = tokio::time::Instant::now();
         for supervised in &mut children {
+            watch_successor(supervised);
             restage_if_staged(supervised, control.as_ref()).await;
             let exited = match supervised.child.as_mut() {
                 Some(child) => match child.try_wait() {
@@ -356,6 +433,19 @@ pub async fn supervise(
                 supervised.restart_at = None;
                 continue;
             }
+            // The gateway handed over to its successor and exited: the successor is the gateway
+            // now, from its build; nothing is restarted.
+            if exited.is_some() && supervised.successor.is_some() {
+                if let Some((child, build)) = supervised.successor.take() {
+                    tracing::info!(child = %supervised.spec.name, pid = child.id(), artifact = %build.artifact_path, change = %build.change, "the upgraded gateway took over");
+                    supervised.child = Some(child);
+                    supervised.running_stage = Some(build.artifact_sha256.clone());
+                    supervised.build = Some(build);
+                    supervised.started = tokio::time::Instant::now();
+                    supervised.failures = 0;
+                }
+                continue;
+            }
             if let Some((status, _)) = exited {
                 supervised.child = None;
                 let ran_for = supervised.started.elapsed();
@@ -377,7 +467,12 @@ pub async fn supervise(
                 supervised.restart_at = Some(now + backoff);
             }
             if supervised.child.is_none() && supervised.restart_at.is_some_and(|at| at <= now) {
-                match spawn(&supervised.spec, holder.as_ref()) {
+                match spawn(
+                    &supervised.spec,
+                    holder.as_ref(),
+                    supervised.build.as_ref(),
+                    false,
+                ) {
                     Ok((child, running_stage)) => {
                         supervised.restarted = true;
                         supervised.child = Some(child);
@@ -469,6 +564,8 @@ mod tests {
             restart_at: None,
             stage_check: None,
             stage_checked: None,
+            build: None,
+            successor: None,
             // Longer than the test: the question cannot time out (and so finish) while the
             // test checks it is still in flight, however slowly a loaded machine runs it. It
             // ends when `hung` is dropped at the end of the test and resets the connection.

@@ -184,6 +184,38 @@ pub struct SessionStats {
     pub logons: u64,
 }
 
+/// A logged-on session's state that is not in its store, handed from one gateway process to
+/// the next at a planned upgrade ([`Session::carry`], [`Session::resume_carried`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionCarry {
+    /// The HeartBtInt agreed at Logon, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Each timer's deadline (ns since the epoch), in the session's timer order.
+    pub timers: Vec<Option<u64>>,
+    /// TestReqID of an outstanding TestRequest.
+    pub test_request_id: u64,
+    /// Bytes read from the counterparty that are not yet a whole frame, in hex (the hand-over
+    /// message is JSON).
+    pub unread_hex: String,
+}
+
+impl SessionCarry {
+    /// The unframed bytes; `None` if the hex is not hex.
+    fn unread(&self) -> Option<Vec<u8>> {
+        let hex = self.unread_hex.as_bytes();
+        if !hex.len().is_multiple_of(2) {
+            return None;
+        }
+        hex.chunks(2)
+            .map(|pair| {
+                std::str::from_utf8(pair)
+                    .ok()
+                    .and_then(|p| u8::from_str_radix(p, 16).ok())
+            })
+            .collect()
+    }
+}
+
 /// A message received ahead of a gap, waiting for the gap to be filled.
 #[derive(Clone, Debug)]
 struct Queued {
@@ -403,6 +435,55 @@ impl<S: SessionStore> Session<S> {
         self.arm_heartbeat(now);
         self.set_timer(Timer::TestRequest, now);
         tracing::info!(session = %self.config.target_comp_id, seq_num_next_in = self.seq_num_next_in, seq_num_next_out = self.store.seq_num_next_out(), "connection taken back from the socket holder: still logged on");
+        true
+    }
+
+    /// Whether nothing is in the middle of a FIX exchange: no gap being asked for, no resend
+    /// being served, no message beyond a gap queued, every business message confirmed, nothing
+    /// left to write. A planned upgrade hands a session over only in this state, so the new
+    /// gateway continues it from its store and a [`SessionCarry`] with nothing to repair.
+    pub fn settled(&self) -> bool {
+        self.state == State::Active
+            && self.queue.is_empty()
+            && self.replay.is_none()
+            && self.held_from.is_none()
+            && self.resend_target.is_none()
+            && self.unconfirmed.is_empty()
+            && self.transmit.is_empty()
+    }
+
+    /// What of this session is not in its store, for the gateway that continues it after a
+    /// planned upgrade: the agreed HeartBtInt, the timer deadlines and the bytes read but not
+    /// yet a whole frame. The driver must have written everything [`Session::poll_transmit`]
+    /// returned first.
+    pub fn carry(&self) -> SessionCarry {
+        SessionCarry {
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            timers: self.timers.iter().map(|t| t.map(|t| t.0)).collect(),
+            test_request_id: self.test_request_id,
+            unread_hex: self.recv.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+
+    /// Continues a session handed over by a planned upgrade (see [`Session::carry`]): logged on,
+    /// with the deadlines and unframed bytes the previous gateway had, so the counterparty sees
+    /// no TestRequest, no gap and no resend. Returns false, leaving the session disconnected,
+    /// where [`Session::resume`] would, or when the carried state is not one this build reads
+    /// (the connection is then closed, and the counterparty recovers by reconnecting).
+    pub fn resume_carried(&mut self, now: Timestamp, carry: &SessionCarry) -> bool {
+        let unread = carry.unread();
+        if carry.timers.len() != TIMER_COUNT || unread.is_none() {
+            tracing::warn!(session = %self.config.target_comp_id, "carried session state not readable; closing");
+            return false;
+        }
+        if !self.resume(now, carry.heartbeat_interval_ms) {
+            return false;
+        }
+        for (slot, at) in carry.timers.iter().enumerate() {
+            self.timers[slot] = at.map(Timestamp);
+        }
+        self.test_request_id = carry.test_request_id;
+        self.recv = unread.unwrap_or_default();
         true
     }
 

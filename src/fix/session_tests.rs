@@ -314,6 +314,37 @@ fn a_connection_taken_back_after_a_crash_continues_logged_on_and_closes_gaps_by_
 }
 
 #[test]
+fn a_session_handed_over_at_an_upgrade_continues_mid_frame_with_its_deadlines() {
+    let mut h = Harness::new();
+    h.logon();
+    let heartbeat = h.build(b"0", &[]);
+    let (first, rest) = heartbeat.split_at(heartbeat.len() / 2);
+    assert!(h.feed(first).is_empty());
+    assert!(h.session.settled());
+    let carry = h.session.carry();
+    let deadline = h.session.next_timeout();
+    h.session.on_disconnect();
+    h.now = h.now.plus_millis(5);
+    assert!(h.session.resume_carried(h.now, &carry));
+    // The old deadlines, not a TestRequest at once as after a crash.
+    assert_eq!(h.session.next_timeout(), deadline);
+    assert!(h.advance(0).is_empty());
+    // The half frame read by the old process and the rest read by the new make one message, in
+    // sequence: no gap, no ResendRequest.
+    assert!(h.feed(rest).is_empty());
+    assert_eq!(h.session.seq_num_next_in(), 3);
+    assert_eq!(h.session.stats().resend_requests_sent, 0);
+    // A carry this build cannot read closes the connection instead of guessing.
+    let bad = SessionCarry {
+        unread_hex: "zz".into(),
+        ..carry
+    };
+    h.session.on_disconnect();
+    assert!(!h.session.resume_carried(h.now, &bad));
+    assert_eq!(h.session.state(), State::Disconnected);
+}
+
+#[test]
 fn a_connection_taken_back_on_a_new_session_day_is_closed() {
     let mut h = Harness::new();
     h.logon();

@@ -40,6 +40,38 @@ use crate::fix::tags::{self, BusinessRejectReason, msg_type};
 use crate::fix::time::Timestamp;
 use crate::handover::{HeldConnection, HolderLink, Label};
 
+/// Test-only fault injection: with this variable naming a file that does not exist yet, the
+/// gateway creates the file, writes the first half of the next bytes that carry an
+/// ExecutionReport to a counterparty, and aborts, so a test can prove that a crash in the middle
+/// of a write is recovered on the same connection. The file makes it happen once across the
+/// restarts that inherit the variable. Unset (always, outside tests) it changes nothing: the
+/// variable is read once, and its check is one branch on the write path.
+pub const TEST_ABORT_MID_WRITE_ENV: &str = "BATON_TEST_ABORT_MID_WRITE";
+
+/// The file [`TEST_ABORT_MID_WRITE_ENV`] names, while it does not exist.
+fn abort_mid_write_armed() -> Option<&'static std::path::Path> {
+    static ARMED: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    ARMED
+        .get_or_init(|| std::env::var_os(TEST_ABORT_MID_WRITE_ENV).map(Into::into))
+        .as_deref()
+        .filter(|marker| !marker.exists())
+}
+
+/// The test-only crash of [`TEST_ABORT_MID_WRITE_ENV`], when armed and `out` carries an
+/// ExecutionReport: half of it written, then the process aborts.
+async fn abort_mid_write_if_armed(stream: &mut FixStream, out: &[u8]) {
+    let Some(marker) = abort_mid_write_armed() else {
+        return;
+    };
+    if !out.windows(6).any(|w| w == b"\x0135=8\x01") || std::fs::write(marker, b"").is_err() {
+        return;
+    }
+    let _ = stream.write_all(&out[..out.len() / 2]).await;
+    let _ = stream.flush().await;
+    tracing::error!("{TEST_ABORT_MID_WRITE_ENV}: aborting in the middle of a write, as asked");
+    std::process::abort();
+}
+
 /// A business request on its way to the sequencer.
 #[derive(Debug)]
 pub struct Inbound {
@@ -199,6 +231,27 @@ impl<S: SessionStore> Sessions<S> {
         &self.venue
     }
 
+    /// Whether every connected session is [`Session::settled`]: nothing in the middle of a FIX
+    /// exchange, so a planned upgrade can hand them over with nothing to repair.
+    pub fn all_settled(&self) -> bool {
+        self.slots.iter().all(|slot| {
+            !slot.connected.load(Ordering::Acquire)
+                || slot
+                    .session
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .settled()
+        })
+    }
+
+    /// How many sessions a connection holds now.
+    pub fn connected(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|slot| slot.connected.load(Ordering::Acquire))
+            .count()
+    }
+
     /// A status line per session.
     pub fn status(&self) -> Vec<SessionStatus> {
         (0..self.slots.len() as SessionId)
@@ -213,6 +266,19 @@ impl<S: SessionStore> Sessions<S> {
             })
             .collect()
     }
+}
+
+/// Where a planned upgrade's barrier has the connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading, writing and accepting.
+    Serving,
+    /// At the barrier: nothing is read or accepted (counterparties' bytes wait in the kernel),
+    /// while outputs of what was read are still written.
+    Paused,
+    /// Each connection writes what it holds, gives its session's unstored state to the socket
+    /// holder and lets go of its socket, which the holder keeps for the successor.
+    HandOver,
 }
 
 /// Accepts connections and runs sessions until shut down.
@@ -234,6 +300,11 @@ pub struct Acceptor<S: SessionStore + Send + 'static> {
     holder: Option<Arc<HolderLink>>,
     /// Logged-on connections taken back from the holder, resumed when [`Acceptor::run`] starts.
     adopted: Vec<(u64, Label, OwnedFd)>,
+    /// Their sessions' state handed over by a planned upgrade, by connection id.
+    carries: BTreeMap<u64, session::SessionCarry>,
+    /// Set by a planned upgrade's barrier. The sender itself, so that every holder of it keeps
+    /// it alive (a closed watch would wake its receivers forever).
+    phase: Arc<watch::Sender<Phase>>,
     /// Turns true once business messages can be sequenced (an engine attached): taken-back
     /// connections are read from then on (or after [`constants::RESUME_ENGINE_WAIT_MS`]), so
     /// what counterparties sent while no gateway ran is not refused only because the engine
@@ -248,9 +319,16 @@ pub struct AcceptorHandle {
     shutdown: watch::Sender<bool>,
     /// Where the acceptor listens (useful when bound to port 0).
     local_addr: SocketAddr,
+    /// Moves every connection through a planned upgrade's barrier.
+    phase: Arc<watch::Sender<Phase>>,
 }
 
 impl AcceptorHandle {
+    /// Moves every connection (and the accept loop) to `phase`.
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.send_replace(phase);
+    }
+
     /// Asks every session to log out and the acceptor to stop.
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
@@ -296,6 +374,7 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
     ) -> std::io::Result<(Acceptor<S>, AcceptorHandle)> {
         let local_addr = listener.local_addr()?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let phase = Arc::new(watch::Sender::new(Phase::Serving));
         Ok((
             Acceptor {
                 listener,
@@ -310,11 +389,14 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                 tls: None,
                 holder: None,
                 adopted: Vec::new(),
+                carries: BTreeMap::new(),
+                phase: phase.clone(),
                 resume_gate: None,
             },
             AcceptorHandle {
                 shutdown: shutdown_tx,
                 local_addr,
+                phase,
             },
         ))
     }
@@ -361,6 +443,12 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
         self.holder = Some(holder);
     }
 
+    /// Sessions' state handed over by a planned upgrade, by connection id: those connections
+    /// continue from it instead of as after a crash.
+    pub fn set_carries(&mut self, carries: BTreeMap<u64, session::SessionCarry>) {
+        self.carries = carries;
+    }
+
     /// Sets the gate taken-back connections wait for (see the field); without one they resume
     /// at once.
     pub fn set_resume_gate(&mut self, gate: watch::Receiver<bool>) {
@@ -405,10 +493,12 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                 sessions: self.sessions.clone(),
                 business: self.business.clone(),
                 shutdown: self.shutdown.clone(),
+                phase: self.phase.clone(),
                 peer,
                 tls: None,
                 held: Some(held),
             };
+            let carry = self.carries.remove(&id);
             let gate = self.resume_gate.clone();
             tasks.spawn(async move {
                 if let Some(mut gate) = gate {
@@ -423,12 +513,17 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                         );
                     }
                 }
-                connection.resume(stream, admission, label).await;
+                connection.resume(stream, admission, label, carry).await;
             });
         }
+        let mut phase = self.phase.subscribe();
         loop {
+            let serving = *phase.borrow_and_update() == Phase::Serving;
             tokio::select! {
-                accepted = self.listener.accept() => {
+                // At a barrier new connections wait in the listen backlog, for whichever
+                // gateway serves next.
+                _ = phase.changed() => {}
+                accepted = self.listener.accept(), if serving => {
                     let (stream, peer) = match accepted {
                         Ok(pair) => pair,
                         Err(error) => {
@@ -448,6 +543,7 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                         sessions: self.sessions.clone(),
                         business: self.business.clone(),
                         shutdown: self.shutdown.clone(),
+                        phase: self.phase.clone(),
                         peer,
                         tls: self.tls.clone(),
                         held,
@@ -637,6 +733,8 @@ struct Connection<S: SessionStore> {
     business: Option<mpsc::Sender<Inbound>>,
     /// Shutdown signal.
     shutdown: watch::Receiver<bool>,
+    /// A planned upgrade's barrier (see [`Acceptor`]'s field).
+    phase: Arc<watch::Sender<Phase>>,
     /// The counterparty's address, for logs.
     peer: SocketAddr,
     /// The TLS side, when the listener speaks TLS.
@@ -680,7 +778,13 @@ impl<S: SessionStore> Drop for Claim<'_, S> {
 
 impl<S: SessionStore + Send + 'static> Connection<S> {
     /// Continues a session that was logged on over `tcp` under a gateway process that died.
-    async fn resume(mut self, tcp: TcpStream, mut admission: Admission, label: Label) {
+    async fn resume(
+        mut self,
+        tcp: TcpStream,
+        mut admission: Admission,
+        label: Label,
+        carry: Option<session::SessionCarry>,
+    ) {
         let peer = self.peer;
         let _ = tcp.set_nodelay(true);
         let key = (
@@ -703,7 +807,10 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             admission.logged_on();
             let resumed = {
                 let mut session = sessions.lock(id).expect("id comes from by_key");
-                session.resume(Timestamp::now(), label.heartbeat_interval_ms)
+                match &carry {
+                    Some(carry) => session.resume_carried(Timestamp::now(), carry),
+                    None => session.resume(Timestamp::now(), label.heartbeat_interval_ms),
+                }
             };
             if !resumed {
                 tracing::info!(%peer, "held connection outside session time; closing");
@@ -843,7 +950,14 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
         let mut out: Vec<u8> = Vec::with_capacity(constants::READ_CHUNK);
         let mut requests: Vec<Inbound> = Vec::new();
         let mut logging_out = false;
+        let mut phase = self.phase.subscribe();
         loop {
+            let current = *phase.borrow_and_update();
+            if current == Phase::HandOver {
+                self.hand_over(slot, stream, &mut out).await;
+                return;
+            }
+            let reading = current == Phase::Serving;
             let (closing, next_timeout, resending) = {
                 let mut session = slot
                     .session
@@ -883,6 +997,7 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                 self.forward(inbound).await;
             }
             if !out.is_empty() {
+                abort_mid_write_if_armed(&mut stream, &out).await;
                 // A counterparty that stops reading is disconnected rather than allowed to hold
                 // the task (and the session's unsent bytes) forever; what it missed is stored and
                 // resent after it logs on again.
@@ -913,7 +1028,8 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             }
             tokio::select! {
                 biased;
-                read = stream.read(&mut chunk) => match read {
+                _ = phase.changed() => {}
+                read = stream.read(&mut chunk), if reading => match read {
                     Ok(0) | Err(_) => return,
                     Ok(n) => {
                         let mut session = slot.session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -936,6 +1052,47 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                 _ = std::future::ready(()), if resending => {}
             }
         }
+    }
+
+    /// Planned upgrade: writes what the session holds, gives its unstored state to the socket
+    /// holder, and lets go of the socket without closing the connection (the holder keeps it for
+    /// the successor). Nothing is read any more: input waits in the kernel for the successor.
+    async fn hand_over(&mut self, slot: &SessionSlot<S>, mut stream: FixStream, out: &mut Vec<u8>) {
+        let carry = {
+            let mut session = slot
+                .session
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            session.poll_transmit(out);
+            if let Err(error) = session.store_mut().flush() {
+                tracing::error!(session = %session.config().target_comp_id, %error, "session store flush failed");
+            }
+            session.carry()
+        };
+        if !out.is_empty() {
+            let write = tokio::time::timeout(
+                Duration::from_millis(constants::UPGRADE_HANDOVER_MAX_MS),
+                stream.write_all(out),
+            );
+            if !matches!(write.await, Ok(Ok(()))) {
+                // The successor's session continues from the store: what was not written is
+                // asked for by the counterparty, as after a crash.
+                tracing::warn!(peer = %self.peer, "write at hand-over failed or timed out");
+            }
+            out.clear();
+        }
+        match self.held.take() {
+            Some(held) => {
+                if let Err(error) = held.hand_over(carry) {
+                    tracing::error!(%error, peer = %self.peer, "session state not handed over; the successor continues it as after a crash");
+                }
+            }
+            None => {
+                tracing::warn!(peer = %self.peer, "connection not held: it ends with this process")
+            }
+        }
+        // Dropped, not shut down: the holder's duplicate keeps the connection established.
+        drop(stream);
     }
 
     /// Hands a request to the sequencer, or answers it with "application not available" when

@@ -119,6 +119,7 @@ fn sample() -> Status {
             hash: "ab".repeat(32),
         }),
         halted: vec!["ESZ6".into()],
+        gateway_upgrade: None,
     }
 }
 
