@@ -66,6 +66,19 @@ pub const RESEND_STEP_BYTES: usize = 64 * 1024;
 pub const RESEND_STEP_MESSAGES_MAX: usize = 1_024;
 
 const _: () = assert!(RECV_BUFFER_INITIAL <= BODY_LENGTH_MAX);
+
+/// Business messages a session keeps for reuse once the gateway is done with them (see
+/// `Session::recycle`): as many as it usually has on their way to the sequencer at once (one
+/// read's worth of orders), so the steady state copies each order into a kept message instead of
+/// allocating one, while a session's kept memory stays bounded.
+pub const SESSION_SPARE_MESSAGES_MAX: usize = 32;
+
+/// A message handed back for reuse whose buffers outgrew this is freed instead of kept: one
+/// large message must not leave a session holding `SESSION_SPARE_MESSAGES_MAX` times its size.
+/// Well above an order's few hundred bytes and its index.
+pub const SESSION_SPARE_MESSAGE_BYTES_MAX: usize = 4 * 1024;
+
+const _: () = assert!(SESSION_SPARE_MESSAGE_BYTES_MAX <= BODY_LENGTH_MAX);
 const _: () = assert!(
     INBOUND_QUEUE_BYTES_MAX >= INBOUND_QUEUE_MAX * 256,
     "a full count of typical messages must fit the byte bound, so honest peers meet the count first"

@@ -153,6 +153,16 @@ impl<S: SessionStore> Sessions<S> {
         }
     }
 
+    /// [`Sessions::confirm`], handing `message` (the journaled one) back to its session for
+    /// reuse in the same step (see [`Session::recycle`]), so the steady state allocates no
+    /// message per order.
+    pub fn confirm_and_recycle(&self, id: SessionId, seq: u64, message: Message) {
+        if let Some(mut session) = self.lock(id) {
+            session.confirm_in(seq);
+            session.recycle(message);
+        }
+    }
+
     /// Answers `message` on session `id` with a BusinessMessageReject (which also settles it:
     /// an answered message is never asked for again).
     pub fn business_reject(

@@ -606,7 +606,7 @@ pub fn encode_restore_at(
 
 /// Appends the payload of an Outputs frame (no header) for outputs in a borrowed buffer. The
 /// engine keeps these bytes to answer a resent input with exactly what it sent the first time.
-pub(crate) fn encode_outputs_payload(
+pub fn encode_outputs_payload(
     input_seq: u64,
     outputs: &[Output],
     out: &mut Vec<u8>,
@@ -651,11 +651,7 @@ fn encode_payload_at<T: Serialize>(
 }
 
 /// Appends a message of `kind` with an already encoded payload: one frame, or a chunked message.
-pub(crate) fn write_message(
-    kind: FrameKind,
-    payload: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), LinkError> {
+pub fn write_message(kind: FrameKind, payload: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
     write_message_at(LINK_PROTOCOL_VERSION, kind, payload, out)
 }
 

@@ -210,7 +210,8 @@ where
             self.last_time = time;
             // Journaled: the session may now persist that it received this message.
             if let Ok(fix_seq) = request.message.uint(crate::fix::tags::MSG_SEQ_NUM) {
-                self.sessions.confirm(request.session, fix_seq);
+                self.sessions
+                    .confirm_and_recycle(request.session, fix_seq, request.message);
             }
             if self.recent.len() == constants::RECENT_INPUTS_MAX {
                 self.recent.pop_front();
@@ -235,17 +236,24 @@ where
             tracing::info!(from = %report.from, to = %report.to, pause_us = report.pause_us, "first input after the switch");
             self.last_switch = Some(report);
         }
-        for index in 0..self.engines.len() {
-            let live = self.engines[index].connection.as_ref().is_some_and(|c| {
+        let live = |core: &Self, index: usize| {
+            core.engines[index].connection.as_ref().is_some_and(|c| {
                 !c.restoring
                     && c.catch_up.is_none()
                     && c.sent_through + 1 == first_seq
                     && c.in_flight() < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
-            });
-            if live {
+            })
+        };
+        // Each live engine but the last gets a copy of the batch; the last gets the batch itself.
+        let Some(last_live) = (0..self.engines.len()).rev().find(|&i| live(self, i)) else {
+            return;
+        };
+        for index in 0..last_live {
+            if live(self, index) {
                 self.send_to(index, inputs.clone(), last);
             }
         }
+        self.send_to(last_live, inputs, last);
     }
 
     /// Queues `inputs` (ending at `last`) for engine `index`; a failed write comes back as
