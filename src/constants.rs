@@ -431,6 +431,11 @@ const _: () = assert!(JOURNAL_SEGMENT_BYTES_DEFAULT >= 1_000 * BODY_LENGTH_MAX a
 /// amortize both under load, small enough that a batch is microseconds of work.
 pub const SEQUENCER_BATCH_MAX: usize = 256;
 
+/// Batches of inputs the core keeps for reuse once the driver wrote them to the engines (see
+/// `Core::recycle_inputs`): one per engine for the batch being written and one for the next, so
+/// sequencing allocates no batch per order (invariant 11).
+pub const SEQUENCER_SPARE_BATCHES_MAX: usize = 4;
+
 /// Requests waiting for the sequencer across all sessions; when full, connections stop reading
 /// (TCP backpressure) rather than buffering without bound.
 pub const SEQUENCER_QUEUE_MAX: usize = 16 * 1024;

@@ -121,7 +121,9 @@ where
         }
         let stores_short = self.stores_short_of_space();
         let first_seq = self.journal.last_seq() + 1 + self.unjournaled.len() as u64;
-        let mut inputs = Vec::with_capacity(batch.len());
+        let mut inputs = self.spare_inputs.pop().unwrap_or_default();
+        inputs.clear();
+        inputs.reserve(batch.len());
         for request in batch.drain(..) {
             // A session store short of room keeps what it has for the answers owed to inputs
             // already journaled; a journal that could not grow is tried again only after the
@@ -229,6 +231,7 @@ where
             tracing::error!(%error, "journal flush failed");
         }
         let Some(last) = inputs.last().map(|input| input.seq) else {
+            self.recycle_inputs(inputs);
             return;
         };
         if let Some((started, mut report)) = self.switch_started.take() {
@@ -246,11 +249,14 @@ where
         };
         // Each live engine but the last gets a copy of the batch; the last gets the batch itself.
         let Some(last_live) = (0..self.engines.len()).rev().find(|&i| live(self, i)) else {
+            self.recycle_inputs(inputs);
             return;
         };
         for index in 0..last_live {
             if live(self, index) {
-                self.send_to(index, inputs.clone(), last);
+                let mut copy = self.spare_inputs.pop().unwrap_or_default();
+                copy.clone_from(&inputs);
+                self.send_to(index, copy, last);
             }
         }
         self.send_to(last_live, inputs, last);
