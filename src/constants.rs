@@ -436,6 +436,17 @@ pub const SEQUENCER_BATCH_MAX: usize = 256;
 /// sequencing allocates no batch per order (invariant 11).
 pub const SEQUENCER_SPARE_BATCHES_MAX: usize = 4;
 
+/// Vectors of engine outputs the gateway keeps for its link decoders to fill again once the core
+/// is done with them (see `link::OutputsPool`), so decoding an engine's answer allocates nothing
+/// in the steady state (invariant 11). Enough for the inputs both engines have in flight at a
+/// few hundred orders per wake-up; beyond it a vector is freed.
+pub const LINK_OUTPUTS_SPARE_MAX: usize = 256;
+
+/// A vector of outputs handed back with room for more than this many is freed instead of kept:
+/// a sweep's hundred reports must not leave every kept vector that large. An order's answers are
+/// one to a few reports.
+pub const LINK_OUTPUTS_SPARE_CAPACITY_MAX: usize = 8;
+
 /// Requests waiting for the sequencer across all sessions; when full, connections stop reading
 /// (TCP backpressure) rather than buffering without bound.
 pub const SEQUENCER_QUEUE_MAX: usize = 16 * 1024;

@@ -79,6 +79,7 @@ pub async fn run<S, J>(
         next_command: 0,
         events,
         written: None,
+        outputs_pool: core.outputs_pool(),
     };
     let mut batch: Vec<Inbound> = Vec::with_capacity(constants::SEQUENCER_BATCH_MAX);
     loop {
@@ -159,6 +160,8 @@ struct Driver {
     events: mpsc::Sender<CoreEvent>,
     /// The inputs of the last batch written, to be handed back to the core for reuse.
     written: Option<Vec<Input>>,
+    /// The core's pool of output vectors, which every link reader decodes into.
+    outputs_pool: link::OutputsPool,
 }
 
 impl Driver {
@@ -183,6 +186,7 @@ impl Driver {
         self.generation += 1;
         let generation = self.generation;
         let (mut reader, writer) = link.into_split();
+        reader.use_outputs_pool(self.outputs_pool.clone());
         let frames = self.frames_tx.clone();
         let reader = tokio::spawn(async move {
             loop {

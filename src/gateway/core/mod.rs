@@ -263,6 +263,9 @@ pub struct Core<S: SessionStore, J: InputJournal = Journal> {
     /// [`Core::recycle_inputs`]), reused for the next batches; at most
     /// [`constants::SEQUENCER_SPARE_BATCHES_MAX`].
     spare_inputs: Vec<Vec<Input>>,
+    /// Output vectors the core is done with go back here, for the link decoders to fill again
+    /// (see [`link::OutputsPool`]).
+    outputs_pool: link::OutputsPool,
     /// The running canary, if any.
     canary: Option<Canary>,
     /// Inputs sequenced for the canary engine's symbols and not yet delivered and compared: their
@@ -380,6 +383,7 @@ where
             recent: VecDeque::with_capacity(constants::RECENT_INPUTS_MAX),
             payload: Vec::with_capacity(256),
             spare_inputs: Vec::with_capacity(constants::SEQUENCER_SPARE_BATCHES_MAX),
+            outputs_pool: link::OutputsPool::new(),
             canary: None,
             canary_owned: BTreeSet::new(),
             halted: BTreeSet::new(),
@@ -566,6 +570,12 @@ where
             inputs.clear();
             self.spare_inputs.push(inputs);
         }
+    }
+
+    /// The pool the core gives output vectors back to: the driver has each engine link decode
+    /// into it, so answers are decoded into vectors the core no longer needs (invariant 11).
+    pub fn outputs_pool(&self) -> link::OutputsPool {
+        self.outputs_pool.clone()
     }
 
     /// The next event for the control plane's audit log.

@@ -103,6 +103,8 @@ where
                 self.deliver(seq, &outputs.outputs);
                 if has_standby {
                     self.record_shadow(seq, outputs.outputs, None);
+                } else {
+                    self.outputs_pool.give(outputs.outputs);
                 }
             } else {
                 if has_standby {
@@ -131,6 +133,7 @@ where
             } else if seq == self.cursor.get() + 1 {
                 let outputs = entry.remove();
                 self.deliver(seq, &outputs);
+                self.outputs_pool.give(outputs);
             } else {
                 break;
             }

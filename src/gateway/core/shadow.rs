@@ -84,7 +84,11 @@ where
             let done = *entry.key() <= delivered && entry.get().compared;
             let stale = self.shadow.len() >= constants::SHADOW_PENDING_MAX;
             if done || stale {
-                self.shadow.pop_first();
+                if let Some((_, entry)) = self.shadow.pop_first() {
+                    for outputs in [entry.authoritative, entry.standby].into_iter().flatten() {
+                        self.outputs_pool.give(outputs);
+                    }
+                }
             } else {
                 break;
             }
