@@ -447,6 +447,14 @@ pub const LINK_OUTPUTS_SPARE_MAX: usize = 256;
 /// one to a few reports.
 pub const LINK_OUTPUTS_SPARE_CAPACITY_MAX: usize = 8;
 
+/// How many of the journal's newest inputs a restarting gateway reads to learn which business
+/// messages it had journaled but not yet recorded as received in their session stores. Only the
+/// batch in progress at a crash can be in that state (a batch confirms each message right after
+/// journaling it); a store whose writes reached the disk later than the journal's, after a
+/// power loss, can be a few batches behind. 256 batches covers that with room to spare and reads
+/// in milliseconds.
+pub const INBOUND_RECOVERY_INPUTS_MAX: u64 = 256 * SEQUENCER_BATCH_MAX as u64;
+
 /// Requests waiting for the sequencer across all sessions; when full, connections stop reading
 /// (TCP backpressure) rather than buffering without bound.
 pub const SEQUENCER_QUEUE_MAX: usize = 16 * 1024;

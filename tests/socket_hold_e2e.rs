@@ -244,10 +244,6 @@ fn up_pid(up: &Killed) -> u32 {
 }
 
 #[test]
-#[ignore = "known bug, about one run in eight under load: an order journaled but not yet confirmed \
-            in its session store when the gateway dies is asked for again and its PossDup copy \
-            taken a second time (the engine rejects the duplicate ClOrdID: reports 0 then 8); \
-            the inbound number must be recovered from the journal too. Run with --ignored"]
 fn counterparties_keep_their_connections_across_gateway_kills() {
     const SESSIONS: usize = 50;
     const KILLS: usize = 10;

@@ -67,7 +67,7 @@ pub struct Input {
 
 impl Input {
     /// Decodes one journal record's payload (bincode's standard configuration, as the sequencer
-    /// writes it), whole: trailing bytes are refused.
+    /// writes it), whole: bytes after the input other than one [`JournalOrigin`] are refused.
     ///
     /// Journals written before parties were carried hold the same encoding without the request's
     /// last field, its parties (every request type ends with them, and the request ends the
@@ -76,23 +76,64 @@ impl Input {
     /// given no parties. The journal's file format is unchanged, so a gateway of this build
     /// replays a journal an earlier build wrote, and no payload can be read both ways.
     pub fn decode_journaled(payload: &[u8]) -> Result<Input, bincode::error::DecodeError> {
+        Input::decode_journaled_with_origin(payload).map(|(input, _)| input)
+    }
+
+    /// As [`Input::decode_journaled`], with the origin the sequencer wrote after the input
+    /// (`None` in payloads of builds that did not write one). The origin follows the input's
+    /// own encoding, so it is read only where a whole current input was read first; an earlier
+    /// build's payload ends before that, and so can never be taken for an input with an origin.
+    pub fn decode_journaled_with_origin(
+        payload: &[u8],
+    ) -> Result<(Input, Option<JournalOrigin>), bincode::error::DecodeError> {
         let config = bincode::config::standard();
         let current = match bincode::serde::decode_from_slice::<Input, _>(payload, config) {
-            Ok((input, used)) if used == payload.len() => return Ok(input),
-            Ok((_, used)) => {
-                return Err(bincode::error::DecodeError::OtherString(format!(
-                    "{} bytes after the input",
-                    payload.len() - used
-                )));
+            Ok((input, used)) if used == payload.len() => return Ok((input, None)),
+            Ok((input, used)) => {
+                let rest = &payload[used..];
+                return match bincode::serde::decode_from_slice::<JournalOrigin, _>(rest, config) {
+                    Ok((origin, read)) if read == rest.len() => Ok((input, Some(origin))),
+                    _ => Err(bincode::error::DecodeError::OtherString(format!(
+                        "{} bytes after the input are not its origin",
+                        rest.len()
+                    ))),
+                };
             }
             Err(error) => error,
         };
         match bincode::serde::decode_from_slice::<journal_v0::Input, _>(payload, config) {
-            Ok((input, used)) if used == payload.len() => Ok(input.into()),
+            Ok((input, used)) if used == payload.len() => Ok((input.into(), None)),
             // Neither layout reads it: report why the current one did not.
             _ => Err(current),
         }
     }
+
+    /// Appends this input's journal payload to `out`: the input, then `origin` if there is one.
+    pub fn encode_journaled(
+        &self,
+        origin: Option<JournalOrigin>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), bincode::error::EncodeError> {
+        let config = bincode::config::standard();
+        bincode::serde::encode_into_std_write(self, out, config)?;
+        if let Some(origin) = origin {
+            bincode::serde::encode_into_std_write(origin, out, config)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where a journaled input came from in its session's FIX sequence: the MsgSeqNum of the message
+/// and the store's [`sequence_epoch`](crate::fix::store::SessionStore::sequence_epoch) it was
+/// numbered in. Journaled beside the input, never sent to an engine: the journal is the record
+/// of what was accepted, so a gateway restarted between journaling a message and recording its
+/// receipt in the session store learns from the journal not to take the message again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalOrigin {
+    /// The message's MsgSeqNum (34).
+    pub msg_seq_num: u64,
+    /// The session store's sequence epoch when the message was received.
+    pub sequence_epoch: u64,
 }
 
 /// The input layout journals held before requests carried parties: each request type without

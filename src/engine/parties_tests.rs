@@ -436,3 +436,34 @@ fn a_journal_payload_of_an_earlier_build_reads_as_the_same_input_without_parties
         }
     );
 }
+
+proptest! {
+    #[test]
+    fn a_journal_payload_carries_its_origin_and_one_without_reads_as_before(
+        seq in 1u64..u64::MAX, msg_seq_num in 1u64..u64::MAX, sequence_epoch in 0u64..u64::MAX,
+    ) {
+        let request = Request::Cancel(CancelOrder {
+            cl_ord_id: cid("C1"),
+            orig_cl_ord_id: cid("A1"),
+            symbol: sym("AAA"),
+            side: Side::Buy,
+            parties: Parties::NONE,
+        });
+        let input = Input { seq, time: Timestamp(seq), session: 1, request };
+        let origin = JournalOrigin { msg_seq_num, sequence_epoch };
+        let mut with = Vec::new();
+        input.encode_journaled(Some(origin), &mut with).unwrap();
+        prop_assert_eq!(
+            Input::decode_journaled_with_origin(&with).unwrap(),
+            (input.clone(), Some(origin))
+        );
+        prop_assert_eq!(Input::decode_journaled(&with).unwrap(), input.clone());
+        let without = journaled(&input);
+        prop_assert_eq!(Input::decode_journaled_with_origin(&without).unwrap(), (input.clone(), None));
+        // A torn origin is refused, never read as a shorter one.
+        prop_assert!(Input::decode_journaled_with_origin(&with[..with.len() - 1]).is_err());
+        // An earlier build's payload (no parties' length) never reads as one with an origin.
+        let earlier = &without[..without.len() - 1];
+        prop_assert_eq!(Input::decode_journaled_with_origin(earlier).unwrap().1, None);
+    }
+}

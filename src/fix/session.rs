@@ -333,6 +333,17 @@ impl<S: SessionStore> Session<S> {
         }
     }
 
+    /// A restarted gateway found business message `seq` from this counterparty in its input
+    /// journal: it was accepted, so it must not be taken again. The store may still expect it
+    /// when the gateway died between journaling the message and confirming it here; asking for
+    /// it again would bring its PossDup copy, which would then be traded twice.
+    pub fn recover_journaled_in(&mut self, seq: u64) {
+        let next = seq.saturating_add(1);
+        if next > self.seq_num_next_in {
+            self.set_next_in(next);
+        }
+    }
+
     /// The store, for status (sequence numbers) and tests.
     pub fn store(&self) -> &S {
         &self.store

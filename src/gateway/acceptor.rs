@@ -163,6 +163,12 @@ impl<S: SessionStore> Sessions<S> {
         }
     }
 
+    /// Session `id`'s store's sequence epoch (see [`SessionStore::sequence_epoch`]), journaled
+    /// with each of its inputs; `None` for an unknown id.
+    pub fn sequence_epoch(&self, id: SessionId) -> Option<u64> {
+        Some(self.lock(id)?.store().sequence_epoch())
+    }
+
     /// Answers `message` on session `id` with a BusinessMessageReject (which also settles it:
     /// an answered message is never asked for again).
     pub fn business_reject(

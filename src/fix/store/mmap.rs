@@ -680,6 +680,11 @@ impl SessionStore for MmapStore {
         self.cut(MESSAGES_FIRST_RECORD, 0, next, true)
     }
 
+    fn sequence_epoch(&self) -> u64 {
+        // Every reset cuts with `new_day`, which makes the new epoch the day's first.
+        self.slot.day_epoch
+    }
+
     fn flush(&mut self) -> Result<(), StoreError> {
         if self.durability == Durability::Os {
             return Ok(());
@@ -941,6 +946,36 @@ mod tests {
         let mut bytes = std::fs::read(path).unwrap();
         change(&mut bytes);
         std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn the_sequence_epoch_changes_at_each_reset_only_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let first = {
+            let mut store = open(dir, Durability::Os);
+            let first = store.sequence_epoch();
+            store.append_sent(1, &payload(1)).unwrap();
+            store.set_seq_num_next_in(9).unwrap();
+            // Moving the outbound number back cuts the log, yet numbers did not restart.
+            store.set_seq_num_next_out(1).unwrap();
+            assert_eq!(store.sequence_epoch(), first);
+            first
+        };
+        let mut store = open(dir, Durability::Os);
+        assert_eq!(store.sequence_epoch(), first);
+        store.reset(5).unwrap();
+        let second = store.sequence_epoch();
+        assert_ne!(second, first);
+        drop(store);
+        let mut store = open(dir, Durability::Os);
+        assert_eq!(store.sequence_epoch(), second);
+        store.reset(5).unwrap();
+        assert_ne!(
+            store.sequence_epoch(),
+            second,
+            "a reset within the same day"
+        );
     }
 
     #[test]

@@ -80,6 +80,11 @@ pub trait SessionStore {
     fn session_period(&self) -> u64;
     /// Starts a new session day: both sequence numbers back to 1, sent messages dropped.
     fn reset(&mut self, session_period: u64) -> Result<(), StoreError>;
+    /// A number that changes at every [`SessionStore::reset`] (a new session day, or a Logon
+    /// with ResetSeqNumFlag) and never otherwise. The input journal records it beside each
+    /// message's MsgSeqNum, so a restarted gateway uses a journaled MsgSeqNum only if it
+    /// belongs to the sequence numbers the store holds now, never to those before a reset.
+    fn sequence_epoch(&self) -> u64;
     /// Applies the durability policy to what was written since the last call. The driver calls it
     /// once per batch of work, so a policy of "msync per batch" costs one syscall per batch.
     fn flush(&mut self) -> Result<(), StoreError>;
@@ -103,6 +108,8 @@ pub struct MemoryStore {
     seq_num_next_in: u64,
     /// See [`SessionStore::session_period`].
     session_period: u64,
+    /// See [`SessionStore::sequence_epoch`]: how many resets this store has seen.
+    sequence_epoch: u64,
     /// Sent messages by MsgSeqNum, all below `seq_num_next_out`; numbers skipped with
     /// `set_seq_num_next_out` have no entry. A map rather than a vector indexed by number, so a
     /// large skip costs nothing.
@@ -115,6 +122,7 @@ impl Default for MemoryStore {
             seq_num_next_out: 1,
             seq_num_next_in: 1,
             session_period: 0,
+            sequence_epoch: 0,
             messages: BTreeMap::new(),
         }
     }
@@ -176,9 +184,14 @@ impl SessionStore for MemoryStore {
     fn reset(&mut self, session_period: u64) -> Result<(), StoreError> {
         *self = MemoryStore {
             session_period,
+            sequence_epoch: self.sequence_epoch + 1,
             ..MemoryStore::default()
         };
         Ok(())
+    }
+
+    fn sequence_epoch(&self) -> u64 {
+        self.sequence_epoch
     }
 
     fn flush(&mut self) -> Result<(), StoreError> {

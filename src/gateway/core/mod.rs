@@ -51,7 +51,7 @@ use super::status::{
 };
 use super::translate;
 use crate::constants;
-use crate::engine::{ExecType, Input, Output, Report, Request, Symbol};
+use crate::engine::{ExecType, Input, JournalOrigin, Output, Report, Request, Symbol};
 use crate::fix::store::SessionStore;
 use crate::fix::tags::BusinessRejectReason;
 use crate::link::{self, Frame, LinkAddr, Outputs};
@@ -355,6 +355,7 @@ where
                 delivered_inputs: 0,
             })
             .collect();
+        sequencer::recover_inbound_sequence(&sessions, &journal);
         let stored_marks = outbox::stored_marks(&sessions, cursor.get());
         Core {
             now,

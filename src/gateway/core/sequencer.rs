@@ -163,11 +163,15 @@ where
                 request: request.request,
             };
             self.payload.clear();
-            let encoded = bincode::serde::encode_into_std_write(
-                &input,
-                &mut self.payload,
-                bincode::config::standard(),
-            );
+            let fix_seq = request.message.uint(crate::fix::tags::MSG_SEQ_NUM).ok();
+            let origin = fix_seq.and_then(|msg_seq_num| {
+                let sequence_epoch = self.sessions.sequence_epoch(request.session)?;
+                Some(JournalOrigin {
+                    msg_seq_num,
+                    sequence_epoch,
+                })
+            });
+            let encoded = input.encode_journaled(origin, &mut self.payload);
             let deferred = self.planted == Some(PlantedBug::DeliverBeforeJournal);
             if deferred {
                 self.unjournaled.push((seq, time, self.payload.clone()));
@@ -211,7 +215,7 @@ where
             }
             self.last_time = time;
             // Journaled: the session may now persist that it received this message.
-            if let Ok(fix_seq) = request.message.uint(crate::fix::tags::MSG_SEQ_NUM) {
+            if let Some(fix_seq) = fix_seq {
                 self.sessions
                     .confirm_and_recycle(request.session, fix_seq, request.message);
             }
@@ -351,6 +355,64 @@ pub(super) fn input_symbol(request: &Request) -> &Symbol {
         Request::New(order) => &order.symbol,
         Request::Cancel(cancel) => &cancel.symbol,
         Request::Replace(replace) => &replace.symbol,
+    }
+}
+
+/// Moves each session's expected inbound MsgSeqNum past the newest of its messages the journal
+/// holds, when the session store still expects that message: the gateway died after journaling
+/// it and before recording its receipt. Without this the restarted session would ask for the
+/// message again and its PossDup copy would be sequenced a second time. A journaled number from
+/// before the store's last reset (another sequence epoch) is not this session's any more and is
+/// left alone. Reads only the journal's newest [`constants::INBOUND_RECOVERY_INPUTS_MAX`] inputs.
+pub(super) fn recover_inbound_sequence<S, J>(sessions: &Sessions<S>, journal: &J)
+where
+    S: SessionStore + Send + 'static,
+    J: InputJournal,
+{
+    let last = journal.last_seq();
+    if last == 0 {
+        return;
+    }
+    let from = last.saturating_sub(constants::INBOUND_RECOVERY_INPUTS_MAX) + 1;
+    let mut reader = match journal.read_from(from) {
+        Ok(reader) => reader,
+        Err(error) => {
+            tracing::warn!(%error, from, "cannot read the journal's newest inputs to recover inbound sequence numbers");
+            return;
+        }
+    };
+    let mut newest: BTreeMap<crate::engine::SessionId, JournalOrigin> = BTreeMap::new();
+    loop {
+        match reader.next_entry() {
+            Ok(Some(entry)) => {
+                if let Ok((input, Some(origin))) =
+                    Input::decode_journaled_with_origin(&entry.payload)
+                {
+                    newest.insert(input.session, origin);
+                }
+            }
+            Ok(None) => break,
+            Err(error) => {
+                tracing::warn!(%error, "journal read failed while recovering inbound sequence numbers");
+                break;
+            }
+        }
+    }
+    for (id, origin) in newest {
+        sessions.with(id, |session| {
+            let expected = session.seq_num_next_in();
+            if session.store().sequence_epoch() == origin.sequence_epoch
+                && expected <= origin.msg_seq_num
+            {
+                tracing::info!(
+                    session = %session.config().target_comp_id,
+                    expected,
+                    journaled = origin.msg_seq_num,
+                    "inbound sequence recovered from the journal: the message was journaled before the restart and is not taken again"
+                );
+                session.recover_journaled_in(origin.msg_seq_num);
+            }
+        });
     }
 }
 

@@ -85,7 +85,7 @@ use crate::engine::{
 use crate::fix::codec::{Encoder, Message};
 use crate::fix::dictionary::Dictionary;
 use crate::fix::session::{Session, SessionConfig};
-use crate::fix::store::MemoryStore;
+use crate::fix::store::{MemoryStore, SessionStore};
 use crate::gateway::acceptor::{Inbound, Sessions};
 use crate::gateway::memory_journal::CrashFate;
 use crate::gateway::memory_journal::MemoryJournal;
@@ -712,4 +712,43 @@ fn until_an_engine_holds_authority_engines_are_tried_in_their_configured_order()
         }
     }
     assert_eq!(connects, [1], "the next engine once the first failed");
+}
+
+#[test]
+fn a_message_journaled_before_a_crash_is_not_asked_for_again_after_the_restart() {
+    let mut h = Harness::blue_green();
+    // The harness hands orders to the core without the session having confirmed them: as if
+    // the gateway died after journaling each and before its session store recorded it.
+    h.order(AAA);
+    h.order(BBB);
+    h.settle();
+    assert_eq!(h.sessions.status()[0].seq_num_next_in, 1);
+    h.restart(false);
+    let expected = h
+        .sessions
+        .with(0, |s| (s.seq_num_next_in(), s.store().seq_num_next_in()));
+    assert_eq!(
+        expected,
+        Some((3, 3)),
+        "the restarted session still expects messages the journal holds: their PossDup copies would trade twice"
+    );
+}
+
+#[test]
+fn a_journaled_message_from_before_a_sequence_reset_does_not_move_the_new_sequence() {
+    let mut h = Harness::blue_green();
+    h.order(AAA);
+    h.order(AAA);
+    h.settle();
+    // The session day ends (or the counterparty logs on with ResetSeqNumFlag): numbers restart.
+    h.sessions
+        .with(0, |s| s.store_mut().reset(1).expect("a reset"))
+        .expect("the session");
+    h.restart(false);
+    let expected = h.sessions.with(0, |s| s.store().seq_num_next_in());
+    assert_eq!(
+        expected,
+        Some(1),
+        "a MsgSeqNum journaled before the reset was applied to the numbers after it"
+    );
 }
