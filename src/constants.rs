@@ -726,6 +726,16 @@ pub const BENCH_LATENCY_MAX_US: u64 = 60_000_000;
 /// late a finished run notices it is finished; answers wake the reader at once.
 pub const BENCH_READ_POLL_MS: u64 = 100;
 
+/// `baton bench --throughput`: orders a session may have sent and not yet seen answered. Deep
+/// enough that no process on the path ever waits for the next order (the gateway batches up to
+/// `SEQUENCER_BATCH_MAX` per wake-up), shallow enough that the venue's queues stay bounded and
+/// the latency reported is the queueing of a saturated venue, not of an ever-growing backlog.
+pub const BENCH_THROUGHPUT_WINDOW: u64 = 1_024;
+
+/// How long a `--throughput` writer whose window is full waits before looking again: short
+/// against the time the venue takes to answer a window's worth of orders.
+pub const BENCH_THROUGHPUT_WAIT_US: u64 = 50;
+
 /// Width of one point of the bench time series, ms: fine enough to show a switch's blip, coarse
 /// enough that each point holds hundreds of orders at the default rate.
 pub const BENCH_SERIES_BUCKET_MS: u64 = 100;
