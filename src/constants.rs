@@ -894,6 +894,12 @@ const _: () = assert!(SIM_STEPS_DEFAULT as u64 <= SIM_ORDERS_MAX as u64);
 /// SendingTimes readable in a trace.
 pub const SIM_EPOCH_SECS: u64 = 1_800_000_000;
 
+/// Whether the simulation kills the gateway between an input's journal write and its
+/// session's record of having received the message: a restarted gateway must recover each
+/// session's inbound MsgSeqNum from the journal, or the counterparty's PossDup resend of such an
+/// order is taken as a new one. A switch so a run can leave the crash out to tell it from others.
+pub const SIM_CRASH_BEFORE_CONFIRM: bool = true;
+
 /// The simulated gateway's failover timeout: long against a step, so silence and answers
 /// interleave, short enough that a few time steps reach it.
 pub const SIM_FAILOVER_TIMEOUT_MS: u64 = 1_000;

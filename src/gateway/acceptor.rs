@@ -204,6 +204,11 @@ impl<S: SessionStore> Sessions<S> {
         });
     }
 
+    /// The venue's rules on business messages, for whoever turns them into requests.
+    pub(crate) fn venue(&self) -> &VenueConfig {
+        &self.venue
+    }
+
     /// A status line per session.
     pub fn status(&self) -> Vec<SessionStatus> {
         (0..self.slots.len() as SessionId)
@@ -854,54 +859,23 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                     .session
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner());
-                let mut closing = false;
-                while let Some(event) = session.poll_event() {
-                    match event {
-                        Event::LoggedOn { reset } => {
-                            tracing::info!(session = %session.config().target_comp_id, reset, "session logged on");
-                            if let Some(held) = &self.held {
-                                held.label(Label {
-                                    sender_comp_id: session.config().sender_comp_id.clone(),
-                                    target_comp_id: session.config().target_comp_id.clone(),
-                                    heartbeat_interval_ms: session.heartbeat_interval_ms(),
-                                });
-                            }
+                let held = &self.held;
+                let closing = take_events(
+                    &mut session,
+                    id,
+                    &self.sessions.venue,
+                    Timestamp::now(),
+                    &mut requests,
+                    |session| {
+                        if let Some(held) = held {
+                            held.label(Label {
+                                sender_comp_id: session.config().sender_comp_id.clone(),
+                                target_comp_id: session.config().target_comp_id.clone(),
+                                heartbeat_interval_ms: session.heartbeat_interval_ms(),
+                            });
                         }
-                        Event::Application(message) => {
-                            match translate::request_from_fix(&message, &self.sessions.venue) {
-                                Ok(request) => requests.push(Inbound {
-                                    session: id,
-                                    request,
-                                    message,
-                                }),
-                                Err(unusable) => {
-                                    if let Ok(seq) = message.uint(tags::MSG_SEQ_NUM) {
-                                        session.confirm_in(seq);
-                                    }
-                                    let sent = session.send_app(
-                                        Timestamp::now(),
-                                        msg_type::BUSINESS_MESSAGE_REJECT,
-                                        |e| {
-                                            translate::write_business_reject(
-                                                e,
-                                                &message,
-                                                unusable.reason,
-                                                &unusable.text,
-                                            )
-                                        },
-                                    );
-                                    if let Err(error) = sent {
-                                        tracing::error!(%error, "cannot store BusinessMessageReject");
-                                    }
-                                }
-                            }
-                        }
-                        Event::Disconnect(reason) => {
-                            tracing::info!(session = %session.config().target_comp_id, ?reason, "session closing connection");
-                            closing = true;
-                        }
-                    }
-                }
+                    },
+                );
                 // `out` was written out in full (or this is the first pass): the connection's
                 // writes drained, so a resend being served may take its next step.
                 if session.resend_pending() && !session.has_transmit() {
@@ -991,6 +965,57 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             );
         }
     }
+}
+
+/// Acts on what `session` (id `id`) told its connection: business messages become requests
+/// for the sequencer (or, unusable, are answered with a BusinessMessageReject at once), a Logon
+/// is passed to `logged_on`. Returns whether the session asked for the connection to close.
+/// Shared by the connection task and the simulation, so both drive sessions the same way.
+pub(crate) fn take_events<S: SessionStore>(
+    session: &mut Session<S>,
+    id: SessionId,
+    venue: &VenueConfig,
+    now: Timestamp,
+    requests: &mut Vec<Inbound>,
+    mut logged_on: impl FnMut(&Session<S>),
+) -> bool {
+    let mut closing = false;
+    while let Some(event) = session.poll_event() {
+        match event {
+            Event::LoggedOn { reset } => {
+                tracing::info!(session = %session.config().target_comp_id, reset, "session logged on");
+                logged_on(session);
+            }
+            Event::Application(message) => match translate::request_from_fix(&message, venue) {
+                Ok(request) => requests.push(Inbound {
+                    session: id,
+                    request,
+                    message,
+                }),
+                Err(unusable) => {
+                    if let Ok(seq) = message.uint(tags::MSG_SEQ_NUM) {
+                        session.confirm_in(seq);
+                    }
+                    let sent = session.send_app(now, msg_type::BUSINESS_MESSAGE_REJECT, |e| {
+                        translate::write_business_reject(
+                            e,
+                            &message,
+                            unusable.reason,
+                            &unusable.text,
+                        )
+                    });
+                    if let Err(error) = sent {
+                        tracing::error!(%error, "cannot store BusinessMessageReject");
+                    }
+                }
+            },
+            Event::Disconnect(reason) => {
+                tracing::info!(session = %session.config().target_comp_id, ?reason, "session closing connection");
+                closing = true;
+            }
+        }
+    }
+    closing
 }
 
 #[cfg(test)]

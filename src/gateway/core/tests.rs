@@ -256,17 +256,13 @@ impl Harness {
     /// Runs the core's timer at the current time and carries out what it asks; every engine
     /// that is not hung says it is alive, as engines do when idle.
     fn tick(&mut self) {
-        for slot in 0..self.engines.len() {
-            let engine = &self.engines[slot];
-            if engine.linked && !engine.silent {
-                let last_input_seq = engine.engine.last_input_seq();
-                self.core.handle_frame(
-                    self.now,
-                    slot,
-                    Frame::Heartbeat(link::Heartbeat { last_input_seq }),
-                );
-            }
-        }
+        let alive = self
+            .engines
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.linked && !e.silent)
+            .map(|(slot, e)| (slot, e.engine.last_input_seq()));
+        crate::gateway::sim::engines_alive(&mut self.core, self.now, alive);
         self.core.handle_timeout(self.now);
         self.pump();
     }

@@ -49,27 +49,39 @@ impl Sim {
         if let Some(broken) = self.broken.take() {
             return Err(self.fail(broken));
         }
+        if let Some(broken) = self.counterparties.iter().find_map(|c| c.broken.clone()) {
+            return Err(self.fail(broken));
+        }
         let journal_last = self.journal.last_seq();
         for session in 0..self.config.sessions {
+            let from = self.checked[session] + 1;
             let (next_out, messages) = self
                 .sessions
                 .with(session as u32, |s| {
                     let store = s.store();
-                    let from = self.checked[session] + 1;
                     let next = store.seq_num_next_out();
-                    let messages: Vec<Vec<u8>> = (from..next)
-                        .filter_map(|seq| store.sent(seq).map(<[u8]>::to_vec))
+                    let messages: Vec<Option<Vec<u8>>> = (from..next)
+                        .map(|seq| store.sent(seq).map(<[u8]>::to_vec))
                         .collect();
                     (next, messages)
                 })
                 .unwrap_or_default();
             self.checked[session] = next_out.saturating_sub(1);
-            for bytes in messages {
-                let Ok(message) = Message::parse(&bytes) else {
-                    return Err(
-                        self.fail(format!("CLIENT{} holds an unparsable message", session + 1))
-                    );
+            for (seq, bytes) in (from..).zip(messages) {
+                // The session's outbound numbers are gap-free: each one holds the message sent
+                // under it, so a resend can always answer.
+                let Some(message) = bytes.and_then(|bytes| Message::parse(&bytes).ok()) else {
+                    return Err(self.fail(format!(
+                        "{}'s store holds no message under MsgSeqNum {seq}",
+                        client_comp_id(session)
+                    )));
                 };
+                if message.uint(crate::fix::tags::MSG_SEQ_NUM).ok() != Some(seq) {
+                    return Err(self.fail(format!(
+                        "{}'s store holds another MsgSeqNum under {seq}",
+                        client_comp_id(session)
+                    )));
+                }
                 if message.msg_type() != b"8" {
                     continue;
                 }
@@ -120,6 +132,11 @@ impl Sim {
         }
         // Any switch left waiting completes or is refused; engines reconnect.
         for _ in 0..constants::SIM_SETTLE_ROUNDS_MAX {
+            for session in 0..self.config.sessions {
+                if !self.counterparties[session].connected {
+                    self.connect(session);
+                }
+            }
             self.advance(constants::ENGINE_RECONNECT_MS);
             for slot in 0..self.engines.len() {
                 self.answer(slot, usize::MAX);
@@ -129,9 +146,11 @@ impl Sim {
                     && e.inbox.is_empty()
                     && e.engine.last_input_seq() == self.journal.last_seq()
             });
-            if idle && self.core.accepting() {
+            if idle && self.core.accepting() && self.sessions_in_step() {
                 self.advance(constants::ENGINE_RECONNECT_MS);
-                return Ok(());
+                if self.sessions_in_step() {
+                    return Ok(());
+                }
             }
         }
         let engines: Vec<String> = self
@@ -147,8 +166,33 @@ impl Sim {
                 )
             })
             .collect();
+        let sessions: Vec<String> = (0..self.config.sessions)
+            .map(|session| {
+                let c = &self.counterparties[session];
+                let (state, next_in, next_out) = self
+                    .sessions
+                    .with(session as u32, |s| {
+                        (
+                            format!("{:?}", s.state()),
+                            s.seq_num_next_in(),
+                            s.store().seq_num_next_out(),
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "{} logged_on={} in={} out={} gateway {state} in={next_in} out={next_out}",
+                    c.comp_id,
+                    c.logged_on,
+                    c.next_in(),
+                    c.next_out()
+                )
+            })
+            .collect();
         let status = self.status();
         Err(self.fail(format!(
+            "{}; ",
+            sessions.join("; ")
+        ) + &format!(
             "the run did not settle after every fault was healed: journal at {}, accepting={}, switch waiting at {:?}, roles {:?}, {}",
             self.journal.last_seq(),
             self.core.accepting(),
@@ -156,6 +200,26 @@ impl Sim {
             status.engines.iter().map(|e| (e.role, e.sent_through, e.answered_through)).collect::<Vec<_>>(),
             engines.join("; ")
         )))
+    }
+
+    /// Every counterparty logged on, nothing in flight either way, each side at the other's
+    /// numbers, and nothing waiting for the sequencer.
+    fn sessions_in_step(&self) -> bool {
+        self.pending.is_empty()
+            && (0..self.config.sessions).all(|session| {
+                let c = &self.counterparties[session];
+                c.logged_on
+                    && self.wires[session].is_empty()
+                    && self
+                        .sessions
+                        .with(session as u32, |s| {
+                            s.state() == crate::fix::session::State::Active
+                                && !s.resend_pending()
+                                && s.seq_num_next_in() == c.next_out()
+                                && s.store().seq_num_next_out() == c.next_in()
+                        })
+                        .unwrap_or(false)
+            })
     }
 
     /// At rest: every journaled input's execution reports delivered once, and every engine's
@@ -199,6 +263,21 @@ impl Sim {
                     got.len(),
                     want.len()
                 )));
+            }
+        }
+        for session in 0..self.config.sessions {
+            let counterparty = &self.counterparties[session];
+            if counterparty.exec_ids != self.exec_ids[session] {
+                let missing = self.exec_ids[session]
+                    .difference(&counterparty.exec_ids)
+                    .next();
+                return Err(self.fail(format!(
+                    "{} did not receive every execution report its session stored (first missing {missing:?})",
+                    counterparty.comp_id
+                )));
+            }
+            if let Some((id, count)) = counterparty.acks.iter().find(|(_, count)| **count != 1) {
+                return Err(self.fail(format!("order {id} acknowledged {count} times at rest")));
             }
         }
         let digest = reference.digest();

@@ -1,29 +1,36 @@
-//! A seeded, deterministic simulation of the gateway core, its sessions and two engines, on one
-//! thread and virtual time.
+//! A seeded, deterministic simulation of the gateway core, its sessions, their counterparties
+//! and two engines, on one thread and virtual time.
 //!
-//! From a seed, [`run`] drives counterparty orders (which cross, so one input answers several
-//! sessions), engines answering late or in bursts, links that break, engines that hang or
-//! restart empty, operator switches, canaries and rollbacks at any moment (also during a
-//! barrier or a failover), and gateway crashes, after which a new core starts from the journal
-//! and cursor the old one left (the cursor may have lost its last write: a kill after the
-//! outputs reached their sessions and before the cursor recorded it). Engines are real
-//! [`MatchingEngine`]s behind an in-memory link; sessions are real session state machines with
-//! in-memory stores, which survive a gateway crash as their memory-mapped files do.
+//! From a seed, [`run`] drives counterparties that speak FIX to the gateway's sessions through
+//! in-memory connections (bytes delivered whole, in pieces or late; connections that drop;
+//! clients that log out, log on again with sequence recovery, and ask for resends), orders
+//! that cross, so one input answers several sessions, engines answering late or in bursts,
+//! links that break, engines that hang or restart empty, operator switches, canaries and
+//! rollbacks at any moment (also during a barrier or a failover), and gateway crashes: a new
+//! gateway starts from the journal (its last write perhaps torn), the cursor (its last write
+//! perhaps lost) and the session stores the old one left, and takes its connections back from
+//! the socket holder or finds them all closed. Engines are real [`MatchingEngine`]s behind an
+//! in-memory link; sessions are real session state machines with in-memory stores, which
+//! survive a gateway crash as their memory-mapped files do; requests they had handed over and
+//! the sequencer had not taken die with the process.
 //!
 //! After every step it checks that no output was delivered twice (every ExecID once per
 //! session), that each session got its outputs in input order, none that the journal does not
-//! explain, and that a switch moved authority only to an engine that had answered through its
-//! barrier; at the end it heals every fault, lets everything settle and checks that each
-//! session holds exactly the execution reports a fresh replay of the journal produces for it,
-//! and every engine's digest equals that replay's. A failure names the
-//! seed and the last steps; the same seed replays the same run exactly.
+//! explain, that every session's outbound numbers are gap-free, that each counterparty saw its
+//! numbers in order (anything lower marked PossDup), every ExecID once and every order
+//! acknowledged at most once, and that a switch moved authority only to an engine that had
+//! answered through its barrier; at the end it heals every fault, reconnects every client, lets
+//! everything settle and checks that each session holds exactly the execution reports a fresh
+//! replay of the journal produces for it, that its counterparty received them all and every
+//! order it sent was acknowledged exactly once, and every engine's digest equals that replay's.
+//! A failure names the seed and the last steps; the same seed replays the same run exactly.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::acceptor::{Inbound, Sessions};
+use super::acceptor::{self, Inbound, Sessions};
 use super::core::{
     CommandId, Core, CoreCommand, CoreConfig, CoreRequest, GateConfig, LinkCommand, LinkTransmit,
     PlantedBug,
@@ -33,16 +40,17 @@ use super::memory_journal::{CrashFate, MemoryJournal};
 use super::outbox_mark::MemoryCursor;
 use crate::constants;
 use crate::engine::{
-    ClOrdId, Engine, EngineConfig, Input, InstrumentConfig, MatchingEngine, NewOrder, OrdType,
-    Output, Price, Qty, Report, Request, Side, Symbol, TimeInForce,
+    Engine, EngineConfig, Input, InstrumentConfig, MatchingEngine, Output, Price, Report, Symbol,
 };
-use crate::fix::codec::{Encoder, Message};
+use crate::fix::codec::Message;
 use crate::fix::dictionary::Dictionary;
 use crate::fix::session::{Session, SessionConfig};
 use crate::fix::store::{MemoryStore, SessionStore};
 use crate::link::{self, AlreadyApplied, Frame, Outputs, Restored, Snapshot};
 use crate::time::Timestamp;
+use counterparty::{Counterparty, GATEWAY_COMP_ID};
 
+mod counterparty;
 mod invariants;
 #[cfg(test)]
 mod tests;
@@ -59,6 +67,9 @@ pub struct SimConfig {
     pub sessions: usize,
     /// A bug to plant in the core, to prove the invariants catch it.
     pub planted: Option<PlantedBug>,
+    /// Whether a gateway crash may fall between an input's journal write and its session's
+    /// record of the message (see [`constants::SIM_CRASH_BEFORE_CONFIRM`]).
+    pub crash_before_confirm: bool,
 }
 
 impl Default for SimConfig {
@@ -67,6 +78,7 @@ impl Default for SimConfig {
             steps: constants::SIM_STEPS_DEFAULT,
             sessions: constants::SIM_SESSIONS_DEFAULT,
             planted: None,
+            crash_before_confirm: constants::SIM_CRASH_BEFORE_CONFIRM,
         }
     }
 }
@@ -84,6 +96,14 @@ pub struct SimReport {
     pub engine_faults: u64,
     /// Operator commands given.
     pub commands: u64,
+    /// Orders the counterparties sent.
+    pub orders: u64,
+    /// Counterparty connections dropped or logged out.
+    pub disconnects: u64,
+    /// ResendRequests the counterparties sent on their own (not for a gap).
+    pub resend_requests: u64,
+    /// Gateway crashes that tore the journal's last write.
+    pub torn_writes: u64,
     /// SHA-256 of every message every session stored, in order: equal for two runs of one seed
     /// when the run is deterministic down to the bytes.
     pub fingerprint: [u8; 32],
@@ -195,6 +215,68 @@ fn symbol(name: &str) -> Symbol {
     }
 }
 
+/// A TCP connection between a counterparty and the gateway, as two byte queues: bytes written
+/// and not yet read, each way. A closed connection loses what is in flight.
+#[derive(Default)]
+struct Wire {
+    /// Written by the counterparty, not yet read by the gateway.
+    to_gateway: VecDeque<u8>,
+    /// Written by the gateway, not yet read by the counterparty.
+    to_client: VecDeque<u8>,
+}
+
+impl Wire {
+    fn clear(&mut self) {
+        self.to_gateway.clear();
+        self.to_client.clear();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.to_gateway.is_empty() && self.to_client.is_empty()
+    }
+}
+
+/// The gateway's sessions over `stores`, as a gateway process builds them at start.
+fn gateway_sessions(stores: Vec<MemoryStore>) -> Arc<Sessions<MemoryStore>> {
+    Sessions::new(
+        stores
+            .into_iter()
+            .enumerate()
+            .map(|(i, store)| {
+                Session::new(
+                    SessionConfig::new(GATEWAY_COMP_ID, &client_comp_id(i)),
+                    store,
+                    Dictionary::venue(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn client_comp_id(session: usize) -> String {
+    format!("CLIENT{}", session + 1)
+}
+
+/// Each engine in `alive`, as (slot, last input seq), tells the core it is alive, as an idle
+/// engine's heartbeat does; shared by every harness that plays the engines' side of the link.
+pub(crate) fn engines_alive<S, J>(
+    core: &mut Core<S, J>,
+    now: Timestamp,
+    alive: impl IntoIterator<Item = (usize, u64)>,
+) where
+    S: SessionStore + Send + 'static,
+    J: InputJournal,
+    J::Reader: Send + 'static,
+{
+    for (slot, last_input_seq) in alive {
+        core.handle_frame(
+            now,
+            slot,
+            Frame::Heartbeat(link::Heartbeat { last_input_seq }),
+        );
+    }
+}
+
 /// The whole simulated venue.
 struct Sim {
     seed: u64,
@@ -206,8 +288,13 @@ struct Sim {
     cursor: MemoryCursor,
     core: Core<MemoryStore, MemoryJournal>,
     engines: Vec<SimEngine>,
-    /// Next MsgSeqNum per counterparty, and orders sent.
-    fix_seq: Vec<u64>,
+    /// The clients, one per session, talking FIX to the gateway's sessions through `wires`.
+    counterparties: Vec<Counterparty>,
+    /// Per session, the connection between its counterparty and the gateway.
+    wires: Vec<Wire>,
+    /// Requests the gateway's sessions handed over and the sequencer has not taken (the
+    /// acceptor's queue to the sequencer); lost in a gateway crash.
+    pending: Vec<Inbound>,
     next_command: u64,
     /// Per session: messages already checked, and the ExecIDs seen in them.
     checked: Vec<u64>,
@@ -230,23 +317,14 @@ pub fn run(seed: u64, config: &SimConfig) -> Result<SimReport, SimFailure> {
     sim.heal_and_settle()?;
     sim.check()?;
     sim.check_quiescent()?;
+    sim.report.inputs = sim.journal.last_seq();
     sim.report.fingerprint = sim.fingerprint();
     Ok(sim.report.clone())
 }
 
 impl Sim {
     fn new(seed: u64, config: SimConfig) -> Sim {
-        let sessions = Sessions::new(
-            (0..config.sessions)
-                .map(|i| {
-                    Session::new(
-                        SessionConfig::new("BATON", &format!("CLIENT{}", i + 1)),
-                        MemoryStore::new(),
-                        Dictionary::venue(),
-                    )
-                })
-                .collect(),
-        );
+        let sessions = gateway_sessions(vec![MemoryStore::new(); config.sessions]);
         let now = Timestamp::from_secs(constants::SIM_EPOCH_SECS);
         let journal = MemoryJournal::new();
         let cursor = MemoryCursor::new();
@@ -262,7 +340,11 @@ impl Sim {
             cursor,
             core,
             engines: vec![SimEngine::new("blue"), SimEngine::new("green")],
-            fix_seq: vec![0; count],
+            counterparties: (0..count)
+                .map(|i| Counterparty::new(client_comp_id(i)))
+                .collect(),
+            wires: (0..count).map(|_| Wire::default()).collect(),
+            pending: Vec::new(),
             next_command: 0,
             checked: vec![0; count],
             exec_ids: vec![BTreeSet::new(); count],
@@ -272,6 +354,9 @@ impl Sim {
             report: SimReport::default(),
         };
         sim.tick();
+        for session in 0..count {
+            sim.connect(session);
+        }
         sim
     }
 
@@ -335,18 +420,19 @@ impl Sim {
 
     fn random_step(&mut self) {
         match self.rng.below(100) {
-            0..=34 => self.order(),
-            35..=64 => {
+            0..=29 => self.order(),
+            30..=54 => {
                 let slot = self.rng.below(2) as usize;
                 let count = 1 + self.rng.below(8) as usize;
                 self.answer(slot, count);
             }
-            65..=74 => {
+            55..=64 => self.network(),
+            65..=71 => {
                 let ms = 1 + self.rng.below(constants::SIM_FAILOVER_TIMEOUT_MS * 3 / 2);
                 self.log(format!("time passes {ms}ms"));
                 self.advance(ms);
             }
-            75..=78 => {
+            72..=74 => {
                 let slot = self.rng.below(2) as usize;
                 if self.engines[slot].linked {
                     self.log(format!("{} link breaks", self.engines[slot].name));
@@ -356,7 +442,7 @@ impl Sim {
                     self.pump();
                 }
             }
-            79..=81 => {
+            75..=76 => {
                 let slot = self.rng.below(2) as usize;
                 let engine = &mut self.engines[slot];
                 engine.silent = !engine.silent;
@@ -367,7 +453,7 @@ impl Sim {
                 );
                 self.log(line);
             }
-            82..=83 => {
+            77..=78 => {
                 let slot = self.rng.below(2) as usize;
                 self.log(format!("{} restarts empty", self.engines[slot].name));
                 self.report.engine_faults += 1;
@@ -381,7 +467,7 @@ impl Sim {
                     self.pump();
                 }
             }
-            84..=89 => {
+            79..=83 => {
                 let request = match self.rng.below(5) {
                     0 => CoreRequest::Switch,
                     1 => CoreRequest::Rollback,
@@ -400,65 +486,237 @@ impl Sim {
                 self.report.commands += 1;
                 self.command(request);
             }
-            90..=91 => self.crash_gateway(),
+            84..=85 => self.crash_gateway(),
+            86..=87 => self.counterparty_leaves(),
+            88 => self.counterparty_asks_resend(),
+            89..=93 => self.sequence_pending(),
             _ => self.pump(),
         }
     }
 
-    /// A counterparty sends a limit order; prices straddle so orders cross and fill.
+    /// A counterparty sends a limit order (or, disconnected, connects again); prices straddle
+    /// so orders cross and fill. Most orders reach the sequencer at once; the rest wait for the
+    /// network and the sequencer steps.
     fn order(&mut self) {
         let session = self.rng.below(self.config.sessions as u64) as usize;
-        let name = SYMBOLS[self.rng.below(2) as usize];
-        let side = if self.rng.chance(50) {
-            Side::Buy
-        } else {
-            Side::Sell
-        };
-        let price = Price(99 + self.rng.below(3) as i64);
-        let qty = 1 + self.rng.below(5);
-        self.fix_seq[session] += 1;
-        let fix_seq = self.fix_seq[session];
-        let id = format!("S{session}-{fix_seq}");
-        let mut encoder = Encoder::new("FIX.4.4");
-        encoder
-            .start(b"D")
-            .uint(crate::fix::tags::MSG_SEQ_NUM, fix_seq)
-            .str(crate::fix::tags::CL_ORD_ID, &id);
-        let Ok(message) = Message::parse(encoder.finish()) else {
-            panic!("the simulation's own order does not parse");
-        };
-        let Some(cl_ord_id) = ClOrdId::try_from_bytes(id.as_bytes()) else {
-            panic!("simulation ClOrdID {id}");
-        };
-        let request = Request::New(NewOrder {
-            cl_ord_id,
-            symbol: symbol(name),
-            side,
-            ord_type: OrdType::Limit,
-            price: Some(price),
-            qty: Qty(qty),
-            time_in_force: TimeInForce::Day,
-            parties: crate::engine::Parties::NONE,
-        });
-        let before = self.journal.last_seq();
-        if self.core.accepting() {
-            let mut batch = vec![Inbound {
-                session: session as u32,
-                request,
-                message,
-            }];
-            self.core.handle_requests(self.now, &mut batch);
+        if !self.counterparties[session].connected {
+            self.connect(session);
+            return;
         }
-        let after = self.journal.last_seq();
-        self.report.inputs += after - before;
+        if !self.counterparties[session].logged_on {
+            self.carry_all(session);
+            return;
+        }
+        let name = SYMBOLS[self.rng.below(2) as usize];
+        let buy = self.rng.chance(50);
+        let price = 99 + self.rng.below(3);
+        let qty = 1 + self.rng.below(5);
+        let id = self.counterparties[session].order(self.now, name, buy, price, qty);
+        self.report.orders += 1;
         self.log(format!(
-            "CLIENT{} {id} {name} {side:?} {qty}@{} -> {}",
-            session + 1,
-            price.0,
+            "{id} {name} {} {qty}@{price}",
+            if buy { "buy" } else { "sell" }
+        ));
+        self.flush_client(session);
+        if self.rng.chance(70) {
+            self.carry_all(session);
+            self.sequence_pending();
+        }
+    }
+
+    /// The counterparty of `session` opens a connection and logs on.
+    fn connect(&mut self, session: usize) {
+        self.wires[session].clear();
+        self.counterparties[session].connect(self.now);
+        let now = self.now;
+        self.sessions.with(session as u32, |s| s.on_connect(now));
+        let line = format!(
+            "{} connects and logs on at {}",
+            client_comp_id(session),
+            self.counterparties[session].next_out() - 1
+        );
+        self.log(line);
+        self.flush_client(session);
+    }
+
+    /// The connection of `session` closes: what was in flight is lost, both sides see it.
+    fn close(&mut self, session: usize) {
+        self.wires[session].clear();
+        self.counterparties[session].disconnect();
+        self.sessions.with(session as u32, |s| s.on_disconnect());
+    }
+
+    /// A counterparty goes away: its connection drops, or it logs out.
+    fn counterparty_leaves(&mut self) {
+        let session = self.rng.below(self.config.sessions as u64) as usize;
+        if !self.counterparties[session].connected {
+            return;
+        }
+        self.report.disconnects += 1;
+        if self.rng.chance(50) {
+            self.log(format!("{} connection drops", client_comp_id(session)));
+            self.close(session);
+        } else {
+            self.log(format!("{} logs out", client_comp_id(session)));
+            self.counterparties[session].logout(self.now);
+            self.flush_client(session);
+        }
+    }
+
+    /// A counterparty asks for some of what it already has again.
+    fn counterparty_asks_resend(&mut self) {
+        let session = self.rng.below(self.config.sessions as u64) as usize;
+        let counterparty = &self.counterparties[session];
+        if !counterparty.logged_on || counterparty.next_in() <= 1 {
+            return;
+        }
+        let begin = 1 + self.rng.below(counterparty.next_in() - 1);
+        let end = if self.rng.chance(50) {
+            0
+        } else {
+            begin + self.rng.below(counterparty.next_in() - begin)
+        };
+        self.log(format!(
+            "{} asks for {begin}..{end} again",
+            client_comp_id(session)
+        ));
+        self.report.resend_requests += 1;
+        self.counterparties[session].ask_resend(self.now, begin, end);
+        self.flush_client(session);
+    }
+
+    /// Moves some bytes one way on one connection: whole messages, parts of them, or all.
+    fn network(&mut self) {
+        let session = self.rng.below(self.config.sessions as u64) as usize;
+        let to_gateway = self.rng.chance(50);
+        let queued = if to_gateway {
+            self.wires[session].to_gateway.len()
+        } else {
+            self.wires[session].to_client.len()
+        };
+        if queued == 0 {
+            return;
+        }
+        let count = if self.rng.chance(50) {
+            queued
+        } else {
+            1 + self.rng.below(queued as u64) as usize
+        };
+        if to_gateway {
+            self.gateway_reads(session, count);
+        } else {
+            self.client_reads(session, count);
+        }
+    }
+
+    /// The gateway reads `count` bytes of `session`'s connection.
+    fn gateway_reads(&mut self, session: usize, count: usize) {
+        let wire = &mut self.wires[session].to_gateway;
+        let bytes: Vec<u8> = wire.drain(..count.min(wire.len())).collect();
+        let now = self.now;
+        self.sessions
+            .with(session as u32, |s| s.handle_bytes(now, &bytes));
+        self.serve(session);
+    }
+
+    /// The counterparty of `session` reads `count` bytes of its connection.
+    fn client_reads(&mut self, session: usize, count: usize) {
+        let wire = &mut self.wires[session].to_client;
+        let bytes: Vec<u8> = wire.drain(..count.min(wire.len())).collect();
+        if self.counterparties[session].handle_bytes(self.now, &bytes) {
+            self.log(format!("{} logged out", client_comp_id(session)));
+            self.close(session);
+            return;
+        }
+        self.flush_client(session);
+    }
+
+    /// Every byte in flight on `session`'s connection is read, both ways, until it is quiet.
+    fn carry_all(&mut self, session: usize) {
+        for _ in 0..constants::SIM_PUMP_STEPS_MAX {
+            let wire = &self.wires[session];
+            if wire.is_empty() {
+                return;
+            }
+            let (to_gateway, to_client) = (wire.to_gateway.len(), wire.to_client.len());
+            self.gateway_reads(session, to_gateway);
+            self.client_reads(session, to_client);
+        }
+        panic!(
+            "seed {}: {} and the gateway kept talking after {} rounds",
+            self.seed,
+            client_comp_id(session),
+            constants::SIM_PUMP_STEPS_MAX
+        );
+    }
+
+    /// What the counterparty wrote goes on its connection.
+    fn flush_client(&mut self, session: usize) {
+        let out = std::mem::take(&mut self.counterparties[session].out);
+        if self.counterparties[session].connected {
+            self.wires[session].to_gateway.extend(out);
+        }
+    }
+
+    /// The gateway's connection task for `session`: takes the session's events (requests for
+    /// the sequencer, a close) and writes what it has to send, resends included.
+    fn serve(&mut self, session: usize) {
+        let now = self.now;
+        let venue = self.sessions.venue().clone();
+        let mut requests = Vec::new();
+        let mut out = Vec::new();
+        let closing = self
+            .sessions
+            .with(session as u32, |s| {
+                let closing =
+                    acceptor::take_events(s, session as u32, &venue, now, &mut requests, |_| {});
+                s.poll_transmit(&mut out);
+                let mut steps = 0;
+                while s.resend_pending() && steps < constants::SIM_PUMP_STEPS_MAX {
+                    steps += 1;
+                    s.continue_resend(now);
+                    s.poll_transmit(&mut out);
+                }
+                closing
+            })
+            .unwrap_or(false);
+        self.pending.append(&mut requests);
+        if self.counterparties[session].connected {
+            self.wires[session].to_client.extend(out);
+        }
+        if closing {
+            // The gateway writes what it has, then closes: the counterparty reads it first.
+            let line = format!("gateway closes {}'s connection", client_comp_id(session));
+            self.log(line);
+            let queued = self.wires[session].to_client.len();
+            self.client_reads(session, queued);
+            self.close(session);
+        }
+    }
+
+    /// Every session's connection task runs once.
+    fn serve_all(&mut self) {
+        for session in 0..self.config.sessions {
+            self.serve(session);
+        }
+    }
+
+    /// The sequencer takes the requests waiting for it, if it takes requests now.
+    fn sequence_pending(&mut self) {
+        if self.pending.is_empty() || !self.core.accepting() {
+            return;
+        }
+        let before = self.journal.last_seq();
+        let mut batch = std::mem::take(&mut self.pending);
+        let count = batch.len();
+        self.core.handle_requests(self.now, &mut batch);
+        let after = self.journal.last_seq();
+        self.log(format!(
+            "sequencer takes {count} request(s) -> {}",
             if after > before {
-                format!("input {after}")
+                format!("inputs {}..={after}", before + 1)
             } else {
-                "held or refused".into()
+                "refused".into()
             }
         ));
         self.pump();
@@ -480,24 +738,65 @@ impl Sim {
         id
     }
 
-    /// The gateway process dies and a new one starts from what it left: the journal whole, the
-    /// cursor perhaps without its last write; engines keep running and reconnect.
+    /// The gateway process dies and a new one starts from what it left: the journal (perhaps
+    /// without its last record, torn by the kill), the cursor (perhaps without its last write)
+    /// and every session store; requests read from sessions and not yet sequenced are lost.
+    /// Engines keep running and reconnect. With a socket holder every logged-on connection
+    /// survives and the new gateway takes it back still logged on; without one every
+    /// connection closes and the counterparties log on again.
     fn crash_gateway(&mut self) {
         let lose_cursor_write = self.rng.chance(50);
+        let holder = self.rng.chance(50);
+        let fate = if self.rng.chance(50) {
+            self.crash_while_journaling()
+        } else {
+            None
+        };
         self.log(format!(
-            "gateway crashes{}; restarts",
+            "gateway crashes{}{}; restarts {}",
+            match fate {
+                Some(CrashFate::LoseLast) => " tearing its last journal write",
+                Some(CrashFate::KeepAll) =>
+                    " after a journal write, before the session confirmed it",
+                None => "",
+            },
             if lose_cursor_write {
                 " before its last cursor write landed"
             } else {
                 ""
+            },
+            if holder {
+                "taking its held connections back"
+            } else {
+                "with every connection closed"
             }
         ));
         self.report.crashes += 1;
-        self.journal = self.journal.crash(CrashFate::KeepAll);
+        self.journal = self.journal.crash(fate.unwrap_or(CrashFate::KeepAll));
         self.cursor = self.cursor.crash(lose_cursor_write);
+        self.pending.clear();
         for slot in 0..self.engines.len() {
             self.unlink(slot);
         }
+        // What outlives the process of each session: its store, and (held by the holder) its
+        // connection and the HeartBtInt agreed on it.
+        let mut stores = Vec::new();
+        let mut held = Vec::new();
+        for session in 0..self.config.sessions {
+            let (store, heartbeat_ms, active) = self
+                .sessions
+                .with(session as u32, |s| {
+                    (
+                        s.store().clone(),
+                        s.heartbeat_interval_ms(),
+                        s.state() == crate::fix::session::State::Active,
+                    )
+                })
+                .unwrap_or_default();
+            stores.push(store);
+            held.push((holder && active).then_some(heartbeat_ms));
+        }
+        self.sessions = gateway_sessions(stores);
         self.core = Sim::core(
             &self.sessions,
             &self.journal,
@@ -505,7 +804,49 @@ impl Sim {
             self.now,
             self.config.planted,
         );
+        for (session, held) in held.into_iter().enumerate() {
+            let now = self.now;
+            let resumed = held.is_some_and(|heartbeat_ms| {
+                self.counterparties[session].still_logged_on()
+                    && self
+                        .sessions
+                        .with(session as u32, |s| s.resume(now, heartbeat_ms))
+                        .unwrap_or(false)
+            });
+            if !resumed {
+                self.close(session);
+            }
+        }
         self.tick();
+    }
+
+    /// Before a crash: the sequencer takes the first waiting request, and the process dies
+    /// inside that write. Either the record is torn (cut at reopen: as if never written) or it
+    /// landed and the kill came before the session's store recorded it as received; in both
+    /// cases the store still expects the message, as `Session::confirm_in` promises. Returns
+    /// the journal's fate, `None` when nothing was written.
+    fn crash_while_journaling(&mut self) -> Option<CrashFate> {
+        if self.pending.is_empty() || !self.core.accepting() {
+            return None;
+        }
+        let request = self.pending.remove(0);
+        let session = request.session;
+        let fix_seq = request.message.uint(crate::fix::tags::MSG_SEQ_NUM).ok()?;
+        let before = self.journal.last_seq();
+        self.core.handle_requests(self.now, &mut vec![request]);
+        if self.journal.last_seq() != before + 1 {
+            return None;
+        }
+        self.sessions.with(session, |s| {
+            let expected = s.store().seq_num_next_in().min(fix_seq);
+            let _ = s.store_mut().set_seq_num_next_in(expected);
+        });
+        if self.rng.chance(50) && self.config.crash_before_confirm {
+            Some(CrashFate::KeepAll)
+        } else {
+            self.report.torn_writes += 1;
+            Some(CrashFate::LoseLast)
+        }
     }
 
     fn unlink(&mut self, slot: usize) {
@@ -517,29 +858,60 @@ impl Sim {
 
     /// Fires the core's timer now; engines that are not hung say they are alive first.
     fn tick(&mut self) {
-        for slot in 0..self.engines.len() {
-            let engine = &self.engines[slot];
-            if engine.linked && !engine.silent {
-                let last_input_seq = engine.engine.last_input_seq();
-                self.core.handle_frame(
-                    self.now,
-                    slot,
-                    Frame::Heartbeat(link::Heartbeat { last_input_seq }),
-                );
-            }
-        }
+        let alive = self
+            .engines
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.linked && !e.silent)
+            .map(|(slot, e)| (slot, e.engine.last_input_seq()));
+        engines_alive(&mut self.core, self.now, alive);
         self.core.handle_timeout(self.now);
+        let now = self.now;
+        for session in 0..self.config.sessions {
+            self.sessions.with(session as u32, |s| {
+                if s.next_timeout().is_some_and(|at| at <= now) {
+                    s.handle_timeout(now);
+                }
+            });
+        }
         self.pump();
     }
 
+    /// The earliest timer of the core and the gateway's sessions.
+    fn next_timeout(&self) -> Timestamp {
+        (0..self.config.sessions)
+            .filter_map(|session| {
+                self.sessions
+                    .with(session as u32, |s| s.next_timeout())
+                    .flatten()
+            })
+            .fold(self.core.next_timeout(), Timestamp::min)
+    }
+
+    /// Time passes: timers fire on the way, and the network, fast next to them, carries
+    /// everything in flight.
     fn advance(&mut self, ms: u64) {
         let until = self.now.plus_millis(ms);
-        while self.core.next_timeout() <= until {
-            self.now = self.core.next_timeout().max(self.now);
+        for _ in 0..constants::SIM_PUMP_STEPS_MAX {
+            let next = self.next_timeout();
+            if next > until {
+                break;
+            }
+            self.now = next.max(self.now);
             self.tick();
+            self.carry_everything();
         }
         self.now = until;
         self.tick();
+        self.carry_everything();
+    }
+
+    /// Every connection carries what is in flight, and the sequencer takes what arrived.
+    fn carry_everything(&mut self) {
+        for session in 0..self.config.sessions {
+            self.carry_all(session);
+        }
+        self.sequence_pending();
     }
 
     /// Carries out what the core asked, as the driver does.
@@ -551,6 +923,7 @@ impl Sim {
                 self.on_reply(reply);
             }
             let Some(LinkTransmit { slot, command }) = self.core.poll_link() else {
+                self.serve_all();
                 return;
             };
             match command {
