@@ -66,6 +66,19 @@ pub const RESEND_STEP_BYTES: usize = 64 * 1024;
 pub const RESEND_STEP_MESSAGES_MAX: usize = 1_024;
 
 const _: () = assert!(RECV_BUFFER_INITIAL <= BODY_LENGTH_MAX);
+
+/// Business messages a session keeps for reuse once the gateway is done with them (see
+/// `Session::recycle`): as many as it usually has on their way to the sequencer at once (one
+/// read's worth of orders), so the steady state copies each order into a kept message instead of
+/// allocating one, while a session's kept memory stays bounded.
+pub const SESSION_SPARE_MESSAGES_MAX: usize = 32;
+
+/// A message handed back for reuse whose buffers outgrew this is freed instead of kept: one
+/// large message must not leave a session holding `SESSION_SPARE_MESSAGES_MAX` times its size.
+/// Well above an order's few hundred bytes and its index.
+pub const SESSION_SPARE_MESSAGE_BYTES_MAX: usize = 4 * 1024;
+
+const _: () = assert!(SESSION_SPARE_MESSAGE_BYTES_MAX <= BODY_LENGTH_MAX);
 const _: () = assert!(
     INBOUND_QUEUE_BYTES_MAX >= INBOUND_QUEUE_MAX * 256,
     "a full count of typical messages must fit the byte bound, so honest peers meet the count first"
@@ -455,6 +468,22 @@ pub const TRANSFER_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
 /// amortize both under load, small enough that a batch is microseconds of work.
 pub const SEQUENCER_BATCH_MAX: usize = 256;
 
+/// Batches of inputs the core keeps for reuse once the driver wrote them to the engines (see
+/// `Core::recycle_inputs`): one per engine for the batch being written and one for the next, so
+/// sequencing allocates no batch per order (invariant 11).
+pub const SEQUENCER_SPARE_BATCHES_MAX: usize = 4;
+
+/// Vectors of engine outputs the gateway keeps for its link decoders to fill again once the core
+/// is done with them (see `link::OutputsPool`), so decoding an engine's answer allocates nothing
+/// in the steady state (invariant 11). Enough for the inputs both engines have in flight at a
+/// few hundred orders per wake-up; beyond it a vector is freed.
+pub const LINK_OUTPUTS_SPARE_MAX: usize = 256;
+
+/// A vector of outputs handed back with room for more than this many is freed instead of kept:
+/// a sweep's hundred reports must not leave every kept vector that large. An order's answers are
+/// one to a few reports.
+pub const LINK_OUTPUTS_SPARE_CAPACITY_MAX: usize = 8;
+
 /// How many of the journal's newest inputs a restarting gateway reads to learn which business
 /// messages it had journaled but not yet recorded as received in their session stores. Only the
 /// batch in progress at a crash can be in that state (a batch confirms each message right after
@@ -733,6 +762,16 @@ pub const BENCH_LATENCY_MAX_US: u64 = 60_000_000;
 /// How long a bench reader blocks before checking whether its session is done. Only bounds how
 /// late a finished run notices it is finished; answers wake the reader at once.
 pub const BENCH_READ_POLL_MS: u64 = 100;
+
+/// `baton bench --throughput`: orders a session may have sent and not yet seen answered. Deep
+/// enough that no process on the path ever waits for the next order (the gateway batches up to
+/// `SEQUENCER_BATCH_MAX` per wake-up), shallow enough that the venue's queues stay bounded and
+/// the latency reported is the queueing of a saturated venue, not of an ever-growing backlog.
+pub const BENCH_THROUGHPUT_WINDOW: u64 = 1_024;
+
+/// How long a `--throughput` writer whose window is full waits before looking again: short
+/// against the time the venue takes to answer a window's worth of orders.
+pub const BENCH_THROUGHPUT_WAIT_US: u64 = 50;
 
 /// Width of one point of the bench time series, ms: fine enough to show a switch's blip, coarse
 /// enough that each point holds hundreds of orders at the default rate.

@@ -119,6 +119,11 @@ enum Command {
         /// `quickfix=PATH` (a built peer). It answers new orders only: use with --mix new=1.
         #[arg(long)]
         peer: Option<baton::bench::peer::PeerSpec>,
+        /// Measure throughput: send the run's orders (--rate × --duration) as fast as they are
+        /// answered, each session keeping a window in flight, and report orders per second of
+        /// baton and of the echo baseline; latency is then from each order's actual send.
+        #[arg(long)]
+        throughput: bool,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -655,6 +660,7 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
             sender,
             target_comp_id,
             peer,
+            throughput,
             json,
             out,
         } => {
@@ -679,6 +685,7 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
                 hostile: hostile.map(|kind| (kind, secs(hostile_at.unwrap_or(duration / 2.0)))),
                 venue_program,
                 peer,
+                throughput,
             };
             let report = baton::bench::harness::run(&config)?;
             baton::bench::plot::write_all(&report, &out)

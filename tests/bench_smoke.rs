@@ -50,6 +50,55 @@ fn bench_runs_and_reports_everything() {
     }
 }
 
+/// `--throughput`: the run's orders (rate × duration, here 2,000) are sent unpaced with a window
+/// in flight, every one is answered once, and the report says it was a throughput run with
+/// orders per second for baton and the echo. The rate reached is never asserted.
+#[test]
+fn bench_throughput_sends_every_order_unpaced_and_reports_orders_per_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args([
+            "bench",
+            "--throughput",
+            "--sessions",
+            "2",
+            "--rate",
+            "1000",
+            "--duration",
+            "2",
+            "--json",
+            "--out",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "error")
+        .output()
+        .expect("run baton bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "bench failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    assert_eq!(report["throughput"].as_bool(), Some(true), "{report}");
+    for side in ["baton", "baseline"] {
+        let measured = &report[side];
+        assert_eq!(measured["orders"].as_u64(), Some(2_000), "{side}: {report}");
+        assert_eq!(
+            measured["answered"].as_u64(),
+            Some(2_000),
+            "{side}: {report}"
+        );
+        assert_eq!(measured["missing"].as_u64(), Some(0), "{side}: {report}");
+        assert!(
+            measured["throughput_per_s"].as_f64().unwrap_or(0.0) > 0.0,
+            "{side}: {report}"
+        );
+    }
+    assert_eq!(report["baton"]["duplicates"].as_u64(), Some(0), "{report}");
+    assert_eq!(report["baton"]["disconnects"].as_u64(), Some(0), "{report}");
+}
+
 /// The QuickFIX C++ peer (`--peer quickfix`) runs after baton and the echo with the same load and
 /// its numbers and ratios are in the report; a mix it cannot answer is refused before anything
 /// runs. Needs Debian's libquickfix-dev (`.ci/run` installs it); skipped without it.

@@ -87,6 +87,9 @@ pub struct BenchConfig {
     pub venue_program: Option<PathBuf>,
     /// Measure a third-party acceptor too, after baton and the echo, with the same load.
     pub peer: Option<PeerSpec>,
+    /// Send the run's orders (rate × duration) as fast as they are answered, each session
+    /// keeping a window in flight, to measure orders per second rather than latency at a rate.
+    pub throughput: bool,
 }
 
 /// How client threads are placed; printed with every report so numbers are read in context.
@@ -173,6 +176,7 @@ fn measure(
         duration: config.duration,
         mix: config.mix,
         drain: Duration::from_secs(10),
+        unpaced: config.throughput,
     };
     let payload_bytes = load::order_size_bytes();
 
@@ -313,6 +317,7 @@ fn measure(
         sessions: plan.sessions,
         rate_per_s: plan.rate_per_s,
         duration_s: plan.duration.as_secs_f64(),
+        throughput: plan.unpaced,
         mix: format!(
             "new={},cancel={},replace={},cross={}",
             plan.mix.new, plan.mix.cancel, plan.mix.replace, plan.mix.cross

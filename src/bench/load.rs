@@ -179,6 +179,10 @@ pub struct Plan {
     /// How long to wait for the last answers after the schedule ends before calling an order
     /// missing.
     pub drain: Duration,
+    /// Throughput mode: the orders of the schedule (`rate_per_s` × `duration`) are sent as fast
+    /// as the venue answers them, each session keeping [`constants::BENCH_THROUGHPUT_WINDOW`]
+    /// in flight, instead of at their scheduled times; latency is then from the actual send.
+    pub unpaced: bool,
 }
 
 impl Plan {
@@ -292,13 +296,21 @@ pub fn run(
         let progress = progress.clone();
         let sent = Arc::new(AtomicU64::new(0));
         let done = Arc::new(AtomicBool::new(false));
+        let clock = Arc::new(SendClock::new(&plan, orders_max));
         let writer = {
-            let (plan, sent, done, progress) =
-                (plan.clone(), sent.clone(), done.clone(), progress.clone());
-            std::thread::spawn(move || write_loop(n, &plan, start, wire, &sent, &done, &progress))
+            let (plan, sent, done, progress, clock) = (
+                plan.clone(),
+                sent.clone(),
+                done.clone(),
+                progress.clone(),
+                clock.clone(),
+            );
+            std::thread::spawn(move || {
+                write_loop(n, &plan, start, wire, &sent, &done, &progress, &clock)
+            })
         };
         let reader = std::thread::spawn(move || {
-            read_loop(n, &plan, start, orders_max, tap, &sent, &done, &progress)
+            read_loop(n, &plan, start, tap, &sent, &done, &progress, &clock)
         });
         handles.push((writer, reader));
     }
@@ -338,7 +350,37 @@ pub fn run(
     Ok(result)
 }
 
-/// Sends on the schedule; returns whether the connection failed.
+/// When each order of one session was meant to be sent, and how many were answered: what the
+/// writer and the reader of a session share.
+struct SendClock {
+    /// Throughput mode: per order, ns after the start it was actually sent (the schedule's time
+    /// otherwise, computed, so this is empty).
+    sent_ns: Vec<AtomicU64>,
+    /// Orders answered, for the throughput window.
+    answered: AtomicU64,
+}
+
+impl SendClock {
+    fn new(plan: &Plan, orders_max: u64) -> SendClock {
+        let len = if plan.unpaced { orders_max as usize } else { 0 };
+        SendClock {
+            sent_ns: (0..len).map(|_| AtomicU64::new(0)).collect(),
+            answered: AtomicU64::new(0),
+        }
+    }
+
+    /// When order `k` of session `n` counts as sent, ns after the start.
+    fn intended_ns(&self, plan: &Plan, n: usize, k: u64) -> u64 {
+        match self.sent_ns.get(k as usize) {
+            Some(at) => at.load(Ordering::Acquire),
+            None => plan.intended_ns(n, k),
+        }
+    }
+}
+
+/// Sends on the schedule (or, unpaced, as fast as the window allows); returns whether the
+/// connection failed.
+#[allow(clippy::too_many_arguments)]
 fn write_loop(
     n: usize,
     plan: &Plan,
@@ -347,6 +389,7 @@ fn write_loop(
     sent: &AtomicU64,
     done: &AtomicBool,
     progress: &Progress,
+    clock: &SendClock,
 ) -> bool {
     // Sleeps end up to the thread's timer slack (50 µs by default) late, and that lateness
     // would be counted as latency of whatever is measured; 1 ns makes the schedule precise.
@@ -357,11 +400,26 @@ fn write_loop(
     }
     let mut rng = Rng::new(n as u64 + 1);
     let mut failed = false;
+    if plan.unpaced {
+        std::thread::sleep(start.saturating_duration_since(Instant::now()));
+    }
     for k in 0..plan.orders_per_session() {
-        let intended = start + Duration::from_nanos(plan.intended_ns(n, k));
-        let now = Instant::now();
-        if intended > now {
-            std::thread::sleep(intended - now);
+        if plan.unpaced {
+            while k >= clock.answered.load(Ordering::Acquire) + constants::BENCH_THROUGHPUT_WINDOW
+                && !done.load(Ordering::Acquire)
+            {
+                std::thread::sleep(Duration::from_micros(constants::BENCH_THROUGHPUT_WAIT_US));
+            }
+            if let Some(at) = clock.sent_ns.get(k as usize) {
+                let ns = Instant::now().saturating_duration_since(start).as_nanos() as u64;
+                at.store(ns, Ordering::Release);
+            }
+        } else {
+            let intended = start + Duration::from_nanos(plan.intended_ns(n, k));
+            let now = Instant::now();
+            if intended > now {
+                std::thread::sleep(intended - now);
+            }
         }
         if wire.send(k, plan.mix.pick(rng.next_u64())).is_err() {
             failed = true;
@@ -392,12 +450,13 @@ fn read_loop(
     n: usize,
     plan: &Plan,
     start: Instant,
-    orders_max: u64,
     mut tap: Box<dyn Tap>,
     sent: &AtomicU64,
     done: &AtomicBool,
     progress: &Progress,
+    clock: &SendClock,
 ) -> SessionTally {
+    let orders_max = plan.orders_per_session();
     let mut tally = SessionTally {
         histogram: Histogram::new_with_bounds(1, constants::BENCH_LATENCY_MAX_US, 3)
             .expect("valid histogram bounds"),
@@ -435,7 +494,7 @@ fn read_loop(
                         continue;
                     };
                     if *state == 0 {
-                        let intended_us = plan.intended_ns(n, k) / 1_000;
+                        let intended_us = clock.intended_ns(plan, n, k) / 1_000;
                         let latency_us = (now.saturating_duration_since(start).as_nanos() as u64
                             / 1_000)
                             .saturating_sub(intended_us)
@@ -443,6 +502,7 @@ fn read_loop(
                         let _ = tally.histogram.record(latency_us);
                         tally.samples.push((intended_us, latency_us));
                         tally.answered += 1;
+                        clock.answered.store(tally.answered, Ordering::Release);
                         tally.last_answer = now;
                         progress.answered.fetch_add(1, Ordering::Relaxed);
                         *state = 1;
@@ -827,6 +887,7 @@ mod tests {
             duration: Duration::from_secs(1),
             mix: Mix::default(),
             drain: Duration::ZERO,
+            unpaced: false,
         };
         // 1 000/s over 4 sessions: each sends every 4 ms, offset by 1 ms from the previous.
         assert_eq!(plan.orders_per_session(), 250);

@@ -290,6 +290,10 @@ pub struct BenchReport {
     pub rate_per_s: u64,
     /// Scheduled seconds of load.
     pub duration_s: f64,
+    /// Throughput mode (`--throughput`): the `rate_per_s` × `duration_s` orders were sent as fast
+    /// as they were answered, so `throughput_per_s` is what the acceptor sustains and latency is
+    /// from each order's actual send, with a window of orders queued ahead of it.
+    pub throughput: bool,
     /// Order mix weights, as given.
     pub mix: String,
     /// Request size of the baseline, bytes (a NewOrderSingle's size).
@@ -347,6 +351,15 @@ impl BenchReport {
             self.duration_s,
             self.mix
         );
+        if self.throughput {
+            let _ = writeln!(
+                out,
+                "throughput    unpaced: the {} orders sent as fast as answered, {} in flight per \
+                 session; latency from each actual send",
+                (self.rate_per_s as f64 * self.duration_s).round(),
+                constants::BENCH_THROUGHPUT_WINDOW
+            );
+        }
         let _ = writeln!(out, "placement     {}", self.placement);
         let _ = writeln!(
             out,
@@ -388,6 +401,15 @@ impl BenchReport {
                 out,
                 "{:<10} {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x {:>8.2}x",
                 name, r.p50, r.p90, r.p99, r.p99_9, r.p99_99, r.max
+            );
+        }
+        if self.throughput && self.baseline.throughput_per_s > 0.0 {
+            let _ = writeln!(
+                out,
+                "orders/s      baton {:.0} = {:.3}x echo ({:.0})",
+                self.baton.throughput_per_s,
+                self.baton.throughput_per_s / self.baseline.throughput_per_s,
+                self.baseline.throughput_per_s
             );
         }
         let b = &self.baton;

@@ -294,6 +294,24 @@ impl std::fmt::Debug for Message {
 }
 
 impl Message {
+    /// Makes this message a copy of `other` in the buffers it already has: unlike `clone`, it
+    /// allocates nothing once they are as large as the messages copied into them, which is how
+    /// a session hands out a business message per order without a heap allocation.
+    pub fn copy_from(&mut self, other: &Message) {
+        self.bytes.clear();
+        self.bytes.extend_from_slice(&other.bytes);
+        self.fields.clear();
+        self.fields.extend_from_slice(&other.fields);
+        self.problem = other.problem;
+        self.too_many_fields = other.too_many_fields;
+    }
+
+    /// Heap bytes this message holds (its buffers' capacity), so whoever keeps messages for
+    /// reuse can refuse to keep a large one.
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.capacity() + self.fields.capacity() * std::mem::size_of::<FieldSpan>()
+    }
+
     /// Indexes a complete frame (as returned by [`Decoder::frame`]). Fails only if the header is
     /// not `8`, `9`, `35` in that order or the trailer is not last: such bytes are garbled.
     pub fn parse(frame: &[u8]) -> Result<Message, Garbled> {

@@ -290,6 +290,10 @@ pub struct Session<S: SessionStore> {
     stats: SessionStats,
     /// Reused to parse each frame without allocating.
     scratch: Message,
+    /// Messages handed back with [`Session::recycle`]: each business message handed out in an
+    /// [`Event::Application`] is copied into one of these, so the steady state allocates no
+    /// message per order (invariant 11). At most [`constants::SESSION_SPARE_MESSAGES_MAX`].
+    spare: Vec<Message>,
 }
 
 /// What the per-message checks decided.
@@ -327,6 +331,7 @@ impl<S: SessionStore> Session<S> {
             unconfirmed: std::collections::VecDeque::new(),
             stats: SessionStats::default(),
             scratch: Message::default(),
+            spare: Vec::with_capacity(constants::SESSION_SPARE_MESSAGES_MAX),
         }
     }
 
@@ -596,6 +601,19 @@ impl<S: SessionStore> Session<S> {
     /// The next event for the driver.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
+    }
+
+    /// Hands back a message taken from an [`Event::Application`] once the driver is done with
+    /// it, so the next business message is copied into its buffers instead of new ones. Optional:
+    /// a message not handed back is simply freed; so is one beyond
+    /// [`constants::SESSION_SPARE_MESSAGES_MAX`] kept, or larger than
+    /// [`constants::SESSION_SPARE_MESSAGE_BYTES_MAX`].
+    pub fn recycle(&mut self, message: Message) {
+        if self.spare.len() < constants::SESSION_SPARE_MESSAGES_MAX
+            && message.heap_bytes() <= constants::SESSION_SPARE_MESSAGE_BYTES_MAX
+        {
+            self.spare.push(message);
+        }
     }
 
     /// Bytes read from the connection.
@@ -1174,7 +1192,9 @@ impl<S: SessionStore> Session<S> {
                 // Also after our own Logout: the counterparty will not resend a message whose
                 // number was taken, so it must reach the application (or be answered).
                 self.unconfirmed.push_back(seq);
-                self.events.push_back(Event::Application(message.clone()));
+                let mut copy = self.spare.pop().unwrap_or_default();
+                copy.copy_from(message);
+                self.events.push_back(Event::Application(copy));
             }
         }
         self.consume_in(seq);

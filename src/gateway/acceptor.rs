@@ -185,6 +185,16 @@ impl<S: SessionStore> Sessions<S> {
         }
     }
 
+    /// [`Sessions::confirm`], handing `message` (the journaled one) back to its session for
+    /// reuse in the same step (see [`Session::recycle`]), so the steady state allocates no
+    /// message per order.
+    pub fn confirm_and_recycle(&self, id: SessionId, seq: u64, message: Message) {
+        if let Some(mut session) = self.lock(id) {
+            session.confirm_in(seq);
+            session.recycle(message);
+        }
+    }
+
     /// Session `id`'s store's sequence epoch (see [`SessionStore::sequence_epoch`]), journaled
     /// with each of its inputs; `None` for an unknown id.
     pub fn sequence_epoch(&self, id: SessionId) -> Option<u64> {

@@ -18,6 +18,7 @@ use super::acceptor::Inbound;
 use super::core::{CommandId, Core, CoreCommand, CoreEvent, CoreReply, LinkCommand, LinkTransmit};
 use super::input_journal::InputJournal;
 use crate::constants;
+use crate::engine::Input;
 use crate::fix::store::SessionStore;
 use crate::link::{self, Frame, LinkError, LinkWriter};
 use crate::time::Timestamp;
@@ -77,6 +78,8 @@ pub async fn run<S, J>(
         replies: BTreeMap::new(),
         next_command: 0,
         events,
+        written: None,
+        outputs_pool: core.outputs_pool(),
     };
     let mut batch: Vec<Inbound> = Vec::with_capacity(constants::SEQUENCER_BATCH_MAX);
     loop {
@@ -155,6 +158,10 @@ struct Driver {
     next_command: u64,
     /// To the control plane.
     events: mpsc::Sender<CoreEvent>,
+    /// The inputs of the last batch written, to be handed back to the core for reuse.
+    written: Option<Vec<Input>>,
+    /// The core's pool of output vectors, which every link reader decodes into.
+    outputs_pool: link::OutputsPool,
 }
 
 impl Driver {
@@ -179,6 +186,7 @@ impl Driver {
         self.generation += 1;
         let generation = self.generation;
         let (mut reader, writer) = link.into_split();
+        reader.use_outputs_pool(self.outputs_pool.clone());
         let frames = self.frames_tx.clone();
         let reader = tokio::spawn(async move {
             loop {
@@ -241,7 +249,11 @@ impl Driver {
                 )),
                 _ => None,
             };
-            if let Err(error) = self.transmit(transmit, target).await {
+            let transmitted = self.transmit(transmit, target).await;
+            if let Some(inputs) = self.written.take() {
+                core.recycle_inputs(inputs);
+            }
+            if let Err(error) = transmitted {
                 let (slot, error) = error;
                 self.forget(slot);
                 core.handle_lost(Timestamp::now(), slot, &error);
@@ -279,10 +291,13 @@ impl Driver {
             // Only input writes are bounded: an engine that stops reading them would stall the
             // venue. Requests and heartbeats are small and answered by the link itself.
             LinkCommand::Inputs(inputs) => {
-                match tokio::time::timeout(timeout, writer.send_inputs(&inputs)).await {
+                let written = match tokio::time::timeout(timeout, writer.send_inputs(&inputs)).await
+                {
                     Ok(written) => written,
                     Err(_) => Err(LinkError::PeerSilent(timeout)),
-                }
+                };
+                self.written = Some(inputs);
+                written
             }
             LinkCommand::RequestSnapshot => writer.request_snapshot().await,
             LinkCommand::Restore(bytes) => writer.restore(&bytes).await,

@@ -276,6 +276,12 @@ impl EngineLink {
 }
 
 impl LinkReader {
+    /// Decodes the engine's outputs into vectors from `pool`, which the gateway core refills
+    /// (see [`crate::link::OutputsPool`]).
+    pub fn use_outputs_pool(&mut self, pool: crate::link::OutputsPool) {
+        self.decoder.use_outputs_pool(pool);
+    }
+
     /// The next frame from the engine.
     ///
     /// A Close from the engine comes back as [`LinkError::Closed`] with its reason, and a

@@ -63,9 +63,9 @@ pub use error::LinkError;
 pub use protocol::{
     AlreadyApplied, AuthProof, Close, DigestReport, Frame, FrameDecoder, FrameKind, Heartbeat,
     Hello, LINK_PROTOCOL_VERSION, LINK_PROTOCOL_VERSION_BEFORE_PARTIES,
-    LINK_PROTOCOL_VERSION_BEFORE_TRANSFER, LINK_PROTOCOL_VERSIONS_GATEWAY, Outputs, Refused,
-    RefusedRequest, Restore, Restored, Snapshot, Welcome, encode, encode_at, encode_input,
-    encode_input_at, encode_restore, encode_restore_at,
+    LINK_PROTOCOL_VERSION_BEFORE_TRANSFER, LINK_PROTOCOL_VERSIONS_GATEWAY, Outputs, OutputsPool,
+    Refused, RefusedRequest, Restore, Restored, Snapshot, Welcome, encode, encode_at, encode_input,
+    encode_input_at, encode_outputs_payload, encode_restore, encode_restore_at, write_message,
 };
 pub use server::{ServeConfig, Shutdown, serve, serve_on};
 pub use transport::{LinkAddr, LinkAddrError, LinkListener};

@@ -617,7 +617,7 @@ pub fn encode_restore_at(
 
 /// Appends the payload of an Outputs frame (no header) for outputs in a borrowed buffer. The
 /// engine keeps these bytes to answer a resent input with exactly what it sent the first time.
-pub(crate) fn encode_outputs_payload(
+pub fn encode_outputs_payload(
     input_seq: u64,
     outputs: &[Output],
     out: &mut Vec<u8>,
@@ -662,11 +662,7 @@ fn encode_payload_at<T: Serialize>(
 }
 
 /// Appends a message of `kind` with an already encoded payload: one frame, or a chunked message.
-pub(crate) fn write_message(
-    kind: FrameKind,
-    payload: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), LinkError> {
+pub fn write_message(kind: FrameKind, payload: &[u8], out: &mut Vec<u8>) -> Result<(), LinkError> {
     write_message_at(LINK_PROTOCOL_VERSION, kind, payload, out)
 }
 
@@ -745,6 +741,8 @@ pub struct FrameDecoder {
     /// The protocol version the peer speaks; frames of another version are refused (handshake
     /// kinds aside). [`LINK_PROTOCOL_VERSION`] unless a gateway chose another at the handshake.
     version: u16,
+    /// Where Outputs frames are decoded into, when the gateway shares one with its core.
+    outputs_pool: Option<OutputsPool>,
 }
 
 /// A chunked message in reassembly.
@@ -778,6 +776,49 @@ impl fmt::Debug for FrameDecoder {
     }
 }
 
+/// Vectors of outputs handed back by the gateway core once it no longer needs an input's
+/// outputs, for the link decoders to decode the next answers into: the decoders run on the link
+/// reader tasks and the core on the driver's, so the pool is shared and locked (one short,
+/// uncontended lock per frame). Only capacity is reused, never content: what a decoder returns
+/// is exactly what the frame holds, whoever used the vector before.
+#[derive(Clone, Debug, Default)]
+pub struct OutputsPool(std::sync::Arc<std::sync::Mutex<Vec<Vec<Output>>>>);
+
+impl OutputsPool {
+    /// An empty pool.
+    pub fn new() -> OutputsPool {
+        OutputsPool::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<Output>>> {
+        // A panic elsewhere while holding the lock leaves only spare vectors behind.
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// An empty vector, kept from before when there is one.
+    pub fn take(&self) -> Vec<Output> {
+        self.lock().pop().unwrap_or_default()
+    }
+
+    /// Keeps `outputs` (emptied) for a later [`OutputsPool::take`]; frees it when the pool holds
+    /// [`crate::constants::LINK_OUTPUTS_SPARE_MAX`] already or it is larger than
+    /// [`crate::constants::LINK_OUTPUTS_SPARE_CAPACITY_MAX`].
+    pub fn give(&self, mut outputs: Vec<Output>) {
+        if outputs.capacity() == 0
+            || outputs.capacity() > crate::constants::LINK_OUTPUTS_SPARE_CAPACITY_MAX
+        {
+            return;
+        }
+        outputs.clear();
+        let mut spare = self.lock();
+        if spare.len() < crate::constants::LINK_OUTPUTS_SPARE_MAX {
+            spare.push(outputs);
+        }
+    }
+}
+
 impl FrameDecoder {
     /// A decoder with an empty buffer of one maximal frame.
     pub fn new() -> FrameDecoder {
@@ -787,7 +828,14 @@ impl FrameDecoder {
             end: 0,
             chunked: None,
             version: LINK_PROTOCOL_VERSION,
+            outputs_pool: None,
         }
+    }
+
+    /// Decodes Outputs and Replayed frames into vectors taken from `pool` (the gateway core
+    /// gives them back when done), instead of new ones.
+    pub fn use_outputs_pool(&mut self, pool: OutputsPool) {
+        self.outputs_pool = Some(pool);
     }
 
     /// Decodes the frames of protocol `version` from now on: a gateway calls this when the
@@ -862,7 +910,8 @@ impl FrameDecoder {
             self.start += frame_len;
             let kind = check_kind(self.version, version, kind_byte)?;
             let payload = &self.buf[payload_range];
-            if let Some(frame) = accept(&mut self.chunked, self.version, kind, payload)? {
+            let pool = self.outputs_pool.as_ref();
+            if let Some(frame) = accept(&mut self.chunked, self.version, kind, payload, pool)? {
                 return Ok(Some(frame));
             }
         }
@@ -889,6 +938,7 @@ fn accept(
     version: u16,
     kind: FrameKind,
     payload: &[u8],
+    pool: Option<&OutputsPool>,
 ) -> Result<Option<Frame>, LinkError> {
     match kind {
         FrameKind::ChunkedBegin => {
@@ -943,7 +993,9 @@ fn accept(
             }
             message.payload.extend_from_slice(payload);
             match chunked.take_if(|message| message.payload.len() == message.len) {
-                Some(message) => decode_payload(version, message.kind, &message.payload).map(Some),
+                Some(message) => {
+                    decode_payload(version, message.kind, &message.payload, pool).map(Some)
+                }
                 None => Ok(None),
             }
         }
@@ -951,13 +1003,18 @@ fn accept(
             if chunked.is_some() {
                 return Err(LinkError::Chunking("a frame interrupted a chunked message"));
             }
-            decode_payload(version, kind, payload).map(Some)
+            decode_payload(version, kind, payload, pool).map(Some)
         }
     }
 }
 
 /// Decodes a complete payload of `kind` (never a wire-only kind) at protocol `version`.
-fn decode_payload(version: u16, kind: FrameKind, payload: &[u8]) -> Result<Frame, LinkError> {
+fn decode_payload(
+    version: u16,
+    kind: FrameKind,
+    payload: &[u8],
+    pool: Option<&OutputsPool>,
+) -> Result<Frame, LinkError> {
     if version == LINK_PROTOCOL_VERSION_BEFORE_PARTIES {
         match kind {
             FrameKind::Outputs => return decode_outputs_v1(kind, payload).map(Frame::Outputs),
@@ -978,8 +1035,8 @@ fn decode_payload(version: u16, kind: FrameKind, payload: &[u8]) -> Result<Frame
         FrameKind::Close => Frame::Close(decode_frozen(kind, payload)?),
         FrameKind::Heartbeat => Frame::Heartbeat(decode_exact(kind, payload)?),
         FrameKind::Input => Frame::Input(decode_exact(kind, payload)?),
-        FrameKind::Outputs => Frame::Outputs(decode_outputs(kind, payload)?),
-        FrameKind::Replayed => Frame::Replayed(decode_outputs(kind, payload)?),
+        FrameKind::Outputs => Frame::Outputs(decode_outputs(kind, payload, pool)?),
+        FrameKind::Replayed => Frame::Replayed(decode_outputs(kind, payload, pool)?),
         FrameKind::AlreadyApplied => Frame::AlreadyApplied(decode_exact(kind, payload)?),
         FrameKind::SnapshotRequest => {
             decode_empty(kind, payload)?;
@@ -1103,8 +1160,48 @@ fn decode_empty(kind: FrameKind, payload: &[u8]) -> Result<(), LinkError> {
 
 /// Decodes an Outputs payload and checks its keys: the gateway's outbox relies on
 /// `(input_seq, index)` naming each output exactly once.
-fn decode_outputs(kind: FrameKind, payload: &[u8]) -> Result<Outputs, LinkError> {
-    check_output_keys(kind, decode_exact(kind, payload)?)
+fn decode_outputs(
+    kind: FrameKind,
+    payload: &[u8],
+    pool: Option<&OutputsPool>,
+) -> Result<Outputs, LinkError> {
+    let Some(pool) = pool else {
+        return check_output_keys(kind, decode_exact(kind, payload)?);
+    };
+    // The same bytes `Outputs` decodes from (its seq, the vector's length, each output), read
+    // one output at a time into a vector from the pool.
+    let (input_seq, read): (u64, usize) = decode_prefix(kind, payload)?;
+    let mut rest = &payload[read..];
+    let (len, read): (u64, usize) = decode_prefix(kind, rest)?;
+    rest = &rest[read..];
+    // Every output takes at least a byte: a length beyond the bytes left is a lie, refused
+    // before anything is reserved for it.
+    if len > rest.len() as u64 {
+        return Err(LinkError::Inconsistent {
+            kind: kind.name(),
+            what: "more outputs announced than the frame holds",
+        });
+    }
+    let mut outputs = pool.take();
+    for _ in 0..len {
+        let (output, read): (Output, usize) = match decode_prefix(kind, rest) {
+            Ok(decoded) => decoded,
+            Err(error) => {
+                pool.give(outputs);
+                return Err(error);
+            }
+        };
+        outputs.push(output);
+        rest = &rest[read..];
+    }
+    if !rest.is_empty() {
+        pool.give(outputs);
+        return Err(LinkError::TrailingBytes {
+            kind: kind.name(),
+            extra: rest.len(),
+        });
+    }
+    check_output_keys(kind, Outputs { input_seq, outputs })
 }
 
 /// [`decode_outputs`] for an engine of the version before parties: its reports carry none.

@@ -332,6 +332,13 @@ pub struct Core<S: SessionStore, J: InputJournal = Journal> {
     stores_retry_at: Option<Timestamp>,
     /// Reused to encode journal payloads.
     payload: Vec<u8>,
+    /// Batches of inputs the driver handed back after writing them (see
+    /// [`Core::recycle_inputs`]), reused for the next batches; at most
+    /// [`constants::SEQUENCER_SPARE_BATCHES_MAX`].
+    spare_inputs: Vec<Vec<Input>>,
+    /// Output vectors the core is done with go back here, for the link decoders to fill again
+    /// (see [`link::OutputsPool`]).
+    outputs_pool: link::OutputsPool,
     /// The running canary, if any.
     canary: Option<Canary>,
     /// Inputs sequenced for the canary engine's symbols and not yet delivered and compared: their
@@ -449,6 +456,8 @@ where
             shadow_status: ShadowStatus::default(),
             recent: VecDeque::with_capacity(constants::RECENT_INPUTS_MAX),
             payload: Vec::with_capacity(256),
+            spare_inputs: Vec::with_capacity(constants::SEQUENCER_SPARE_BATCHES_MAX),
+            outputs_pool: link::OutputsPool::new(),
             canary: None,
             canary_owned: BTreeSet::new(),
             halted: BTreeSet::new(),
@@ -651,6 +660,24 @@ where
     /// The next thing to do on an engine link.
     pub fn poll_link(&mut self) -> Option<LinkTransmit> {
         self.transmits.pop_front()
+    }
+
+    /// Hands back the inputs of a [`LinkCommand::Inputs`] once written, so the next batch is
+    /// built in the same vector instead of a new one (invariant 11). Optional: a batch not handed
+    /// back is freed; so is one beyond [`constants::SEQUENCER_SPARE_BATCHES_MAX`] kept.
+    pub fn recycle_inputs(&mut self, mut inputs: Vec<Input>) {
+        if self.spare_inputs.len() < constants::SEQUENCER_SPARE_BATCHES_MAX
+            && inputs.capacity() <= constants::SEQUENCER_BATCH_MAX
+        {
+            inputs.clear();
+            self.spare_inputs.push(inputs);
+        }
+    }
+
+    /// The pool the core gives output vectors back to: the driver has each engine link decode
+    /// into it, so answers are decoded into vectors the core no longer needs (invariant 11).
+    pub fn outputs_pool(&self) -> link::OutputsPool {
+        self.outputs_pool.clone()
     }
 
     /// The next event for the control plane's audit log.

@@ -119,12 +119,23 @@ where
             }
             self.release_verified(seq);
         } else if is_authority {
-            if has_standby {
-                self.record_shadow(seq, outputs.outputs.clone(), None);
-            }
-            if seq > self.cursor.get() {
-                self.undelivered.insert(seq, outputs.outputs);
-                self.drain_undelivered();
+            if seq == self.cursor.get() + 1 && self.undelivered.is_empty() {
+                // The steady case: next in input order, delivered at once, and the same vector
+                // then kept for the comparison, so nothing is copied per input (invariant 11).
+                self.deliver(seq, &outputs.outputs);
+                if has_standby {
+                    self.record_shadow(seq, outputs.outputs, None);
+                } else {
+                    self.outputs_pool.give(outputs.outputs);
+                }
+            } else {
+                if has_standby {
+                    self.record_shadow(seq, outputs.outputs.clone(), None);
+                }
+                if seq > self.cursor.get() {
+                    self.undelivered.insert(seq, outputs.outputs);
+                    self.drain_undelivered();
+                }
             }
         } else if seq > self.cursor.get() || self.shadow.contains_key(&seq) {
             self.record_shadow(seq, outputs.outputs, Some(index));
@@ -161,6 +172,7 @@ where
             } else if seq == self.cursor.get() + 1 {
                 let outputs = entry.remove();
                 self.deliver(seq, &outputs);
+                self.outputs_pool.give(outputs);
             } else {
                 break;
             }

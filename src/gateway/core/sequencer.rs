@@ -121,7 +121,9 @@ where
         }
         let stores_short = self.stores_short_of_space();
         let first_seq = self.journal.last_seq() + 1 + self.unjournaled.len() as u64;
-        let mut inputs = Vec::with_capacity(batch.len());
+        let mut inputs = self.spare_inputs.pop().unwrap_or_default();
+        inputs.clear();
+        inputs.reserve(batch.len());
         for request in batch.drain(..) {
             // A session store short of room keeps what it has for the answers owed to inputs
             // already journaled; a journal that could not grow is tried again only after the
@@ -214,7 +216,8 @@ where
             self.last_time = time;
             // Journaled: the session may now persist that it received this message.
             if let Some(fix_seq) = fix_seq {
-                self.sessions.confirm(request.session, fix_seq);
+                self.sessions
+                    .confirm_and_recycle(request.session, fix_seq, request.message);
             }
             // A session's request always names one symbol (a transfer is the core's own input).
             if let Some(symbol) = input_symbol(&input.request).copied() {
@@ -238,6 +241,7 @@ where
             tracing::error!(%error, "journal flush failed");
         }
         let Some(last) = inputs.last().map(|input| input.seq) else {
+            self.recycle_inputs(inputs);
             return;
         };
         if let Some((started, mut report)) = self.switch_started.take() {
@@ -245,17 +249,27 @@ where
             tracing::info!(from = %report.from, to = %report.to, pause_us = report.pause_us, "first input after the switch");
             self.last_switch = Some(report);
         }
-        for index in 0..self.engines.len() {
-            let live = self.engines[index].connection.as_ref().is_some_and(|c| {
+        let live = |core: &Self, index: usize| {
+            core.engines[index].connection.as_ref().is_some_and(|c| {
                 !c.restoring
                     && c.catch_up.is_none()
                     && c.sent_through + 1 == first_seq
                     && c.in_flight() < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
-            });
-            if live {
-                self.send_to(index, inputs.clone(), last);
+            })
+        };
+        // Each live engine but the last gets a copy of the batch; the last gets the batch itself.
+        let Some(last_live) = (0..self.engines.len()).rev().find(|&i| live(self, i)) else {
+            self.recycle_inputs(inputs);
+            return;
+        };
+        for index in 0..last_live {
+            if live(self, index) {
+                let mut copy = self.spare_inputs.pop().unwrap_or_default();
+                copy.clone_from(&inputs);
+                self.send_to(index, copy, last);
             }
         }
+        self.send_to(last_live, inputs, last);
     }
 
     /// Queues `inputs` (ending at `last`) for engine `index`; a failed write comes back as

@@ -114,7 +114,11 @@ where
             let stale = self.shadow.len() >= constants::SHADOW_PENDING_MAX
                 && !(seq > delivered && self.held_for_verification(seq));
             if done || stale {
-                self.shadow.pop_first();
+                if let Some((_, entry)) = self.shadow.pop_first() {
+                    for outputs in [entry.authoritative, entry.standby].into_iter().flatten() {
+                        self.outputs_pool.give(outputs);
+                    }
+                }
             } else {
                 break;
             }

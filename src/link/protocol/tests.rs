@@ -484,6 +484,45 @@ proptest! {
         prop_assert_eq!(decoder.buffered(), 0);
     }
 
+    /// Decoding outputs into pooled vectors (the gateway's way, which reads them one at a time)
+    /// gives what decoding them whole gives: the same outputs, or an error for the same bytes,
+    /// whatever the vectors held before and wherever the bytes are corrupted.
+    #[test]
+    fn outputs_decode_the_same_into_pooled_vectors(
+        outputs in outputs(),
+        used in outputs(),
+        corrupt in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+        cut in proptest::option::of(any::<prop::sample::Index>()),
+    ) {
+        let mut bytes = encoded(&Frame::Outputs(outputs));
+        if let Some((at, value)) = corrupt {
+            // Past the header, so both see the same payload.
+            let at = FRAME_HEADER_BYTES + at.index(bytes.len() - FRAME_HEADER_BYTES);
+            bytes[at] = value;
+        }
+        if let Some(at) = cut {
+            // A shorter payload under a header that says so.
+            let len = FRAME_HEADER_BYTES + at.index(bytes.len() - FRAME_HEADER_BYTES + 1);
+            bytes.truncate(len);
+            let rest = (len - LENGTH_PREFIX_BYTES) as u32;
+            bytes[..4].copy_from_slice(&rest.to_le_bytes());
+        }
+        let mut plain = FrameDecoder::new();
+        plain.push(&bytes);
+        let pool = OutputsPool::new();
+        let mut kept = used.outputs;
+        kept.shrink_to(crate::constants::LINK_OUTPUTS_SPARE_CAPACITY_MAX);
+        pool.give(kept);
+        let mut pooled = FrameDecoder::new();
+        pooled.use_outputs_pool(pool);
+        pooled.push(&bytes);
+        match (plain.next_frame(), pooled.next_frame()) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b),
+            (Err(_), Err(_)) => {}
+            (a, b) => prop_assert!(false, "whole: {:?}, pooled: {:?}", a, b),
+        }
+    }
+
     #[test]
     fn an_input_at_version_1_is_the_input_without_its_parties(input in input()) {
         // Version 2's encoding of the input without parties ends with the one byte that says
