@@ -2127,4 +2127,35 @@ mod tests {
         journal.flush().unwrap();
         assert_eq!(journal.device_writes(), expected, "nothing left to flush");
     }
+
+    #[test]
+    fn damage_spanning_many_records_before_valid_ones_is_still_damage() {
+        // Records of 24 bytes (no payload), so a small segment holds 170 of them, and the bytes
+        // before each record are the previous record's time, never a plausible seq.
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let mut journal = open(dir, SMALL);
+        for seq in 1..=100 {
+            journal.append(seq, time(seq), b"").unwrap();
+        }
+        drop(journal);
+        let segment = segments(dir).pop().unwrap();
+        let held = records(&segment);
+        // Records 10..=39 wiped: the first valid record after the damage carries seq 40, 29
+        // above the lowest seq that could follow record 9.
+        let (from, to) = (held[9].1, held[39].1);
+        edit_file(&segment, |bytes| bytes[from..to].fill(0xa5));
+        let damaged = fs::read(&segment).unwrap();
+        let error = Journal::open(dir, config(SMALL, Durability::Os)).unwrap_err();
+        assert!(
+            matches!(&error, JournalError::Corrupt { offset, .. } if *offset == from as u64),
+            "{error}"
+        );
+        let error = read_all(dir, 1).unwrap_err();
+        assert!(
+            matches!(&error, JournalError::Corrupt { offset, .. } if *offset == from as u64),
+            "{error}"
+        );
+        assert_eq!(fs::read(&segment).unwrap(), damaged, "nothing was cut");
+    }
 }
