@@ -2158,4 +2158,25 @@ mod tests {
         );
         assert_eq!(fs::read(&segment).unwrap(), damaged, "nothing was cut");
     }
+
+    #[test]
+    fn a_torn_record_holding_a_plausible_seq_is_still_a_torn_tail() {
+        // The last record's payload holds, 8-aligned, the number the next record would carry:
+        // a plausible seq inside the torn record is not a valid record after it.
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let mut journal = open(dir, SMALL);
+        append_all(&mut journal, 1..=4);
+        let mut last = vec![0x11; 64];
+        last[16..24].copy_from_slice(&6u64.to_le_bytes());
+        journal.append(5, time(5), &last).unwrap();
+        drop(journal);
+        let segment = segments(dir).pop().unwrap();
+        let (seq, at) = *records(&segment).last().unwrap();
+        assert_eq!(seq, 5);
+        edit_file(&segment, |bytes| bytes[at + HEADER_BYTES + 60] ^= 0x40);
+        assert_eq!(read_all(dir, 1).unwrap(), entries(1..=4));
+        let journal = open(dir, SMALL);
+        assert_eq!(journal.last_seq(), 4);
+    }
 }
