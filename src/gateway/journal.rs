@@ -2179,4 +2179,25 @@ mod tests {
         let journal = open(dir, SMALL);
         assert_eq!(journal.last_seq(), 4);
     }
+
+    #[test]
+    fn only_a_name_of_exactly_twenty_digits_names_a_segment() {
+        let name = |stem: &str| PathBuf::from(format!("{stem}.{SEGMENT_EXTENSION}"));
+        assert_eq!(segment_seq(&name("00000000000000000123")), Some(123));
+        // Digits, but not twenty of them: a name order would not sort by seq.
+        assert_eq!(segment_seq(&name("123")), None);
+        assert_eq!(segment_seq(&name("000000000000000000123")), None);
+        // Twenty characters, not all digits.
+        assert_eq!(segment_seq(&name("0000000000000000012x")), None);
+        assert_eq!(segment_seq(&name("+0000000000000000123")), None);
+        // No record carries seq 0.
+        assert_eq!(segment_seq(&name("00000000000000000000")), None);
+        // A directory holding a short-named segment is refused, not read out of order.
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        append_all(&mut open(dir, SMALL), 1..=3);
+        fs::write(dir.join(name("123")), b"").unwrap();
+        let error = Journal::open(dir, config(SMALL, Durability::Os)).unwrap_err();
+        assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
+    }
 }
