@@ -1852,3 +1852,22 @@ fn a_reset_logon_while_logged_on_takes_its_new_heart_bt_int() {
     assert_eq!(sent.len(), 1, "{sent:?}");
     assert_eq!(sent[0].msg_type(), b"0");
 }
+
+#[test]
+fn gateway_logout_before_logon_closes_and_a_second_one_waits_for_the_answer() {
+    // Nothing to log out of yet: the connection is closed at once, without a message.
+    let mut h = Harness::new();
+    h.session.logout(h.now, "shutting down");
+    assert!(h.sent().is_empty());
+    assert_eq!(h.disconnected_with(), Some(DisconnectReason::LoggedOut));
+    // Logged on: a second logout while the first waits for its answer changes nothing.
+    let mut h = Harness::new();
+    h.logon();
+    h.events();
+    h.session.logout(h.now, "shutting down");
+    assert_eq!(h.sent()[0].msg_type(), b"5");
+    h.session.logout(h.now, "shutting down again");
+    assert!(h.sent().is_empty());
+    assert_eq!(h.session.state(), State::LogoutSent);
+    assert_eq!(h.disconnected_with(), None);
+}
