@@ -1871,3 +1871,20 @@ fn gateway_logout_before_logon_closes_and_a_second_one_waits_for_the_answer() {
     assert_eq!(h.session.state(), State::LogoutSent);
     assert_eq!(h.disconnected_with(), None);
 }
+
+#[test]
+fn heart_bt_int_zero_where_allowed_means_no_heartbeats_and_no_test_requests() {
+    // The config file refuses a minimum of 0, but the session itself gives 0 its FIX meaning.
+    let config = SessionConfig {
+        heart_bt_int_min_s: 0,
+        ..SessionConfig::new("BATON", "CLIENT")
+    };
+    let mut h = Harness::with_config(config);
+    let answer = h.send(b"A", &[(98, "0"), (108, "0")]);
+    assert_eq!(text(&answer[0], 108), "0");
+    assert_eq!(h.session.state(), State::Active);
+    h.send(b"0", &[]);
+    assert!(h.advance(3_600_000).is_empty());
+    assert_eq!(h.session.state(), State::Active);
+    assert_eq!(h.disconnected_with(), None);
+}
