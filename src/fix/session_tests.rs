@@ -1786,3 +1786,136 @@ fn sequence_reset_to_exactly_the_largest_sequence_number_is_accepted() {
     assert!(h.feed(&bytes).is_empty());
     assert_eq!(h.session.seq_num_next_in(), constants::SEQ_NUM_MAX);
 }
+
+#[test]
+fn sending_time_exactly_at_the_tolerance_is_accepted() {
+    let mut h = Harness::new();
+    h.now = T0.plus_millis(constants::MAX_LATENCY_DEFAULT_MS);
+    let bytes = h.build(b"A", &[(98, "0"), (108, "30")]);
+    h.now = T0;
+    let answer = h.feed(&bytes);
+    assert_eq!(answer[0].msg_type(), b"A", "{answer:?}");
+    assert_eq!(h.session.state(), State::Active);
+    // The same bound after Logon, in the other direction.
+    h.now = T0.plus_millis(constants::MAX_LATENCY_DEFAULT_MS);
+    let bytes = h.build(b"1", &[(112, "EDGE")]);
+    h.now = T0.plus_millis(2 * constants::MAX_LATENCY_DEFAULT_MS);
+    let answer = h.feed(&bytes);
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert_eq!(answer[0].msg_type(), b"0");
+    assert_eq!(text(&answer[0], 112), "EDGE");
+}
+
+#[test]
+fn logon_with_a_msg_seq_num_beyond_the_largest_is_refused() {
+    let mut h = Harness::new();
+    let beyond = h.build_with_seq(b"A", constants::SEQ_NUM_MAX + 1, &[(98, "0"), (108, "30")]);
+    let answer = h.feed(&beyond);
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert_eq!(answer[0].msg_type(), b"5");
+    assert_eq!(text(&answer[0], 58), "MsgSeqNum missing or invalid");
+    assert!(matches!(
+        h.disconnected_with(),
+        Some(DisconnectReason::LogonRefused(_))
+    ));
+}
+
+#[test]
+fn silence_allowance_is_the_interval_plus_its_margin_to_the_millisecond() {
+    let mut h = Harness::new();
+    h.logon();
+    let allowance_ms = 30_000 + 30_000 * constants::HEARTBEAT_MARGIN_PCT / 100;
+    // Our heartbeat at the interval; nothing else until the allowance has passed.
+    let sent = h.advance(allowance_ms - 1);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].msg_type(), b"0");
+    let sent = h.advance(1);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].msg_type(), b"1");
+    assert_eq!(text(&sent[0], 112), "1");
+    // The same allowance for the answer, then the connection is given up.
+    h.advance(allowance_ms - 1);
+    assert_eq!(h.session.state(), State::Active);
+    assert_eq!(h.disconnected_with(), None);
+    h.advance(1);
+    assert_eq!(h.disconnected_with(), Some(DisconnectReason::PeerSilent));
+}
+
+#[test]
+fn each_test_request_carries_a_new_test_req_id() {
+    let mut h = Harness::new();
+    h.logon();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let sent = h.advance(36_000);
+        let request = sent
+            .iter()
+            .find(|m| m.msg_type() == b"1")
+            .expect("a TestRequest after the silence allowance");
+        ids.push(text(request, 112));
+        // The peer answers, which re-arms the wait for the next silence.
+        h.send(b"0", &[(112, ids.last().unwrap())]);
+    }
+    assert_eq!(ids, ["1", "2", "3"]);
+}
+
+#[test]
+fn logons_are_counted_including_a_reset_while_logged_on() {
+    let mut h = Harness::new();
+    assert_eq!(h.session.stats().logons, 0);
+    h.logon();
+    assert_eq!(h.session.stats().logons, 1);
+    let reset = h.build_with_seq(b"A", 1, &[(98, "0"), (108, "30"), (141, "Y")]);
+    h.feed(&reset);
+    assert_eq!(h.session.stats().logons, 2);
+}
+
+#[test]
+fn a_reset_logon_while_logged_on_takes_its_new_heart_bt_int() {
+    let mut h = Harness::new();
+    h.logon();
+    let reset = h.build_with_seq(b"A", 1, &[(98, "0"), (108, "10"), (141, "Y")]);
+    let answer = h.feed(&reset);
+    assert_eq!(text(&answer[0], 108), "10");
+    assert_eq!(h.session.heartbeat_interval_ms(), 10_000);
+    assert!(h.advance(9_999).is_empty());
+    let sent = h.advance(1);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].msg_type(), b"0");
+}
+
+#[test]
+fn gateway_logout_before_logon_closes_and_a_second_one_waits_for_the_answer() {
+    // Nothing to log out of yet: the connection is closed at once, without a message.
+    let mut h = Harness::new();
+    h.session.logout(h.now, "shutting down");
+    assert!(h.sent().is_empty());
+    assert_eq!(h.disconnected_with(), Some(DisconnectReason::LoggedOut));
+    // Logged on: a second logout while the first waits for its answer changes nothing.
+    let mut h = Harness::new();
+    h.logon();
+    h.events();
+    h.session.logout(h.now, "shutting down");
+    assert_eq!(h.sent()[0].msg_type(), b"5");
+    h.session.logout(h.now, "shutting down again");
+    assert!(h.sent().is_empty());
+    assert_eq!(h.session.state(), State::LogoutSent);
+    assert_eq!(h.disconnected_with(), None);
+}
+
+#[test]
+fn heart_bt_int_zero_where_allowed_means_no_heartbeats_and_no_test_requests() {
+    // The config file refuses a minimum of 0, but the session itself gives 0 its FIX meaning.
+    let config = SessionConfig {
+        heart_bt_int_min_s: 0,
+        ..SessionConfig::new("BATON", "CLIENT")
+    };
+    let mut h = Harness::with_config(config);
+    let answer = h.send(b"A", &[(98, "0"), (108, "0")]);
+    assert_eq!(text(&answer[0], 108), "0");
+    assert_eq!(h.session.state(), State::Active);
+    h.send(b"0", &[]);
+    assert!(h.advance(3_600_000).is_empty());
+    assert_eq!(h.session.state(), State::Active);
+    assert_eq!(h.disconnected_with(), None);
+}

@@ -284,6 +284,47 @@ pub struct Journal {
     dirty_start: usize,
     /// End of the range started at `dirty_start`.
     dirty_end: usize,
+    /// What this writer has forced to the device, counted where it is done.
+    device_writes: DeviceWrites,
+}
+
+/// What a journal writer has forced to the device since it was opened.
+///
+/// A [`Durability`] mode differs from another only in these calls, and only a power loss shows
+/// what they bought: counting them where they are made lets a status view show what a mode
+/// costs, and lets a test check that each mode makes exactly the calls it promises (in `Os`
+/// mode, none). Counting is two additions beside a system call, and nothing in `Os` mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceWrites {
+    /// `msync` calls on a range of a segment: records, a cut torn tail, a new segment's header.
+    pub range_syncs: u64,
+    /// Bytes those calls were asked to write back (before rounding to pages), so a range that
+    /// misses part of a record, or one far wider than what was written, shows.
+    pub range_bytes: u64,
+    /// `fsync` calls on the journal's directory, after a segment was created or removed.
+    pub dir_syncs: u64,
+}
+
+impl DeviceWrites {
+    /// Writes back `len` bytes of `file` from `offset` and waits, then counts it.
+    fn sync_range(
+        &mut self,
+        file: &MappedFile,
+        offset: usize,
+        len: usize,
+    ) -> Result<(), JournalError> {
+        file.flush_range(offset, len)?;
+        self.range_syncs += 1;
+        self.range_bytes += len as u64;
+        Ok(())
+    }
+
+    /// Makes the directory's entries (a segment created or removed) durable, then counts it.
+    fn sync_dir(&mut self, dir: &Path) -> Result<(), JournalError> {
+        sync_dir(dir)?;
+        self.dir_syncs += 1;
+        Ok(())
+    }
 }
 
 /// The segment the writer appends to.
@@ -324,6 +365,7 @@ impl Journal {
             last_time: Timestamp::ZERO,
             dirty_start: 0,
             dirty_end: 0,
+            device_writes: DeviceWrites::default(),
         };
         journal.recover(list_segments(dir)?)?;
         Ok(journal)
@@ -348,7 +390,7 @@ impl Journal {
                 if let Some(len) = file.as_mut_slice().get_mut(scan.tail..scan.tail + 4) {
                     len.fill(0);
                     if self.durability != Durability::Os {
-                        file.flush_range(scan.tail, 4)?;
+                        self.device_writes.sync_range(&file, scan.tail, 4)?;
                     }
                 }
             }
@@ -378,7 +420,7 @@ impl Journal {
             );
             fs::remove_file(&last.path).map_err(|source| io_error(&last.path, "remove", source))?;
             if self.durability != Durability::Os {
-                sync_dir(&self.dir)?;
+                self.device_writes.sync_dir(&self.dir)?;
             }
             removed_empty = true;
             segments.pop();
@@ -472,6 +514,12 @@ impl Journal {
         &self.dir
     }
 
+    /// What this writer has forced to the device since it was opened: what its [`Durability`]
+    /// mode has cost so far.
+    pub fn device_writes(&self) -> DeviceWrites {
+        self.device_writes
+    }
+
     /// Makes what was appended durable as the [`Durability`] mode asks: `Os` does nothing,
     /// `Batch` writes back what was appended since the last flush and waits for it (the
     /// sequencer calls this once per batch), `Message` has nothing left to do.
@@ -550,8 +598,8 @@ impl Journal {
         file.as_mut_slice()[..FILE_HEADER_BYTES]
             .copy_from_slice(&record::file_header(&MAGIC, FORMAT_VERSION));
         if self.durability != Durability::Os {
-            file.flush_range(0, FILE_HEADER_BYTES)?;
-            sync_dir(&self.dir)?;
+            self.device_writes.sync_range(&file, 0, FILE_HEADER_BYTES)?;
+            self.device_writes.sync_dir(&self.dir)?;
         }
         tracing::debug!(path = %path.display(), seq, "input journal rolled over to a new segment");
         self.segment = Some(WriteSegment {
@@ -585,9 +633,11 @@ impl Journal {
         if let Some(segment) = &self.segment
             && self.dirty_start < self.dirty_end
         {
-            segment
-                .file
-                .flush_range(self.dirty_start, self.dirty_end - self.dirty_start)?;
+            self.device_writes.sync_range(
+                &segment.file,
+                self.dirty_start,
+                self.dirty_end - self.dirty_start,
+            )?;
         }
         (self.dirty_start, self.dirty_end) = (0, 0);
         Ok(())
@@ -1978,5 +2028,220 @@ mod tests {
         let error = journal.append(4, time(4), &vec![4; 4000]).unwrap_err();
         assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
         assert_eq!(journal.last_seq(), 3);
+    }
+
+    /// Where the next record of the journal's current segment goes.
+    fn tail(journal: &Journal) -> usize {
+        journal.segment.as_ref().unwrap().tail
+    }
+
+    /// Appends from `seq` on while the current segment has room, and returns the first seq that
+    /// did not fit: the one whose append rolls over.
+    fn fill_segment(journal: &mut Journal, mut seq: u64) -> u64 {
+        while journal.segment.as_ref().unwrap().fits(payload(seq).len()) {
+            journal.append(seq, time(seq), &payload(seq)).unwrap();
+            seq += 1;
+        }
+        seq
+    }
+
+    /// Leaves a journal in `dir` whose last record is torn, then one whose last segment is
+    /// empty, reopening it in `durability` mode after each: what each recovery forced to the
+    /// device.
+    fn recoveries(dir: &Path, durability: Durability) -> (DeviceWrites, DeviceWrites) {
+        append_all(
+            &mut Journal::open(dir, config(SMALL, durability)).unwrap(),
+            1..=5,
+        );
+        let last = segments(dir).pop().unwrap();
+        let (_, at) = *records(&last).last().unwrap();
+        edit_file(&last, |bytes| bytes[at + HEADER_BYTES + 3] ^= 0x40);
+        let journal = Journal::open(dir, config(SMALL, durability)).unwrap();
+        assert_eq!(journal.last_seq(), 4);
+        let cut = journal.device_writes();
+        drop(journal);
+        let next = segment_path(dir, 5);
+        fs::write(&next, b"").unwrap();
+        let removed = Journal::open(dir, config(SMALL, durability)).unwrap();
+        assert!(!next.exists());
+        (cut, removed.device_writes())
+    }
+
+    #[test]
+    fn os_mode_forces_nothing_to_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let mut journal = open(dir, SMALL);
+        append_all(&mut journal, 1..=1);
+        let next = fill_segment(&mut journal, 2);
+        append_all(&mut journal, next..=next + 3);
+        journal.flush().unwrap();
+        assert_eq!(segments(dir).len(), 2);
+        assert_eq!(journal.device_writes(), DeviceWrites::default());
+        drop(journal);
+        let dir = tempfile::tempdir().unwrap();
+        let (cut, removed) = recoveries(dir.path(), Durability::Os);
+        assert_eq!(cut, DeviceWrites::default());
+        assert_eq!(removed, DeviceWrites::default());
+    }
+
+    #[test]
+    fn batch_mode_forces_what_was_appended_at_each_flush_and_roll_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let mut journal = Journal::open(dir, config(SMALL, Durability::Batch)).unwrap();
+        assert_eq!(journal.device_writes(), DeviceWrites::default());
+        // The first append creates a segment: its header and the directory entry are forced,
+        // the record is not.
+        let header = DeviceWrites {
+            range_syncs: 1,
+            range_bytes: FILE_HEADER_BYTES as u64,
+            dir_syncs: 1,
+        };
+        append_all(&mut journal, 1..=3);
+        assert_eq!(journal.device_writes(), header);
+        // A flush writes back the three records and the zero length after them, which ends the
+        // data on the next open.
+        journal.flush().unwrap();
+        let flushed = DeviceWrites {
+            range_syncs: 2,
+            range_bytes: header.range_bytes + (tail(&journal) + 4 - FIRST_RECORD) as u64,
+            ..header
+        };
+        assert_eq!(journal.device_writes(), flushed);
+        journal.flush().unwrap();
+        assert_eq!(journal.device_writes(), flushed, "nothing appended since");
+        // A roll-over forces what the segment being left holds before the next one starts.
+        let from = tail(&journal);
+        let next = fill_segment(&mut journal, 4);
+        assert_eq!(
+            journal.device_writes(),
+            flushed,
+            "appends alone force nothing"
+        );
+        let left = (tail(&journal) + 4).min(SMALL as usize) - from;
+        journal.append(next, time(next), &payload(next)).unwrap();
+        assert_eq!(
+            journal.device_writes(),
+            DeviceWrites {
+                range_syncs: flushed.range_syncs + 2,
+                range_bytes: flushed.range_bytes + left as u64 + FILE_HEADER_BYTES as u64,
+                dir_syncs: flushed.dir_syncs + 1,
+            }
+        );
+        drop(journal);
+        // Recovery forces the four zero bytes that cut a torn tail, and the directory after
+        // removing an empty last segment.
+        let dir = tempfile::tempdir().unwrap();
+        let (cut, removed) = recoveries(dir.path(), Durability::Batch);
+        let cut_only = DeviceWrites {
+            range_syncs: 1,
+            range_bytes: 4,
+            dir_syncs: 0,
+        };
+        assert_eq!(cut, cut_only);
+        let removed_only = DeviceWrites {
+            range_syncs: 0,
+            range_bytes: 0,
+            dir_syncs: 1,
+        };
+        assert_eq!(removed, removed_only);
+    }
+
+    #[test]
+    fn message_mode_forces_each_record_as_it_is_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let mut journal = Journal::open(dir, config(SMALL, Durability::Message)).unwrap();
+        journal.append(1, time(1), &payload(1)).unwrap();
+        let first = DeviceWrites {
+            range_syncs: 2,
+            range_bytes: (FILE_HEADER_BYTES + tail(&journal) + 4 - FIRST_RECORD) as u64,
+            dir_syncs: 1,
+        };
+        assert_eq!(journal.device_writes(), first);
+        let mut expected = first;
+        for seq in 2..=20 {
+            let from = tail(&journal);
+            journal.append(seq, time(seq), &payload(seq)).unwrap();
+            expected.range_syncs += 1;
+            expected.range_bytes += (tail(&journal) + 4 - from) as u64;
+            assert_eq!(journal.device_writes(), expected, "seq {seq}");
+        }
+        journal.flush().unwrap();
+        assert_eq!(journal.device_writes(), expected, "nothing left to flush");
+    }
+
+    #[test]
+    fn damage_spanning_many_records_before_valid_ones_is_still_damage() {
+        // Records of 24 bytes (no payload), so a small segment holds 170 of them, and the bytes
+        // before each record are the previous record's time, never a plausible seq.
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let mut journal = open(dir, SMALL);
+        for seq in 1..=100 {
+            journal.append(seq, time(seq), b"").unwrap();
+        }
+        drop(journal);
+        let segment = segments(dir).pop().unwrap();
+        let held = records(&segment);
+        // Records 10..=39 wiped: the first valid record after the damage carries seq 40, 29
+        // above the lowest seq that could follow record 9.
+        let (from, to) = (held[9].1, held[39].1);
+        edit_file(&segment, |bytes| bytes[from..to].fill(0xa5));
+        let damaged = fs::read(&segment).unwrap();
+        let error = Journal::open(dir, config(SMALL, Durability::Os)).unwrap_err();
+        assert!(
+            matches!(&error, JournalError::Corrupt { offset, .. } if *offset == from as u64),
+            "{error}"
+        );
+        let error = read_all(dir, 1).unwrap_err();
+        assert!(
+            matches!(&error, JournalError::Corrupt { offset, .. } if *offset == from as u64),
+            "{error}"
+        );
+        assert_eq!(fs::read(&segment).unwrap(), damaged, "nothing was cut");
+    }
+
+    #[test]
+    fn a_torn_record_holding_a_plausible_seq_is_still_a_torn_tail() {
+        // The last record's payload holds, 8-aligned, the number the next record would carry:
+        // a plausible seq inside the torn record is not a valid record after it.
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let mut journal = open(dir, SMALL);
+        append_all(&mut journal, 1..=4);
+        let mut last = vec![0x11; 64];
+        last[16..24].copy_from_slice(&6u64.to_le_bytes());
+        journal.append(5, time(5), &last).unwrap();
+        drop(journal);
+        let segment = segments(dir).pop().unwrap();
+        let (seq, at) = *records(&segment).last().unwrap();
+        assert_eq!(seq, 5);
+        edit_file(&segment, |bytes| bytes[at + HEADER_BYTES + 60] ^= 0x40);
+        assert_eq!(read_all(dir, 1).unwrap(), entries(1..=4));
+        let journal = open(dir, SMALL);
+        assert_eq!(journal.last_seq(), 4);
+    }
+
+    #[test]
+    fn only_a_name_of_exactly_twenty_digits_names_a_segment() {
+        let name = |stem: &str| PathBuf::from(format!("{stem}.{SEGMENT_EXTENSION}"));
+        assert_eq!(segment_seq(&name("00000000000000000123")), Some(123));
+        // Digits, but not twenty of them: a name order would not sort by seq.
+        assert_eq!(segment_seq(&name("123")), None);
+        assert_eq!(segment_seq(&name("000000000000000000123")), None);
+        // Twenty characters, not all digits.
+        assert_eq!(segment_seq(&name("0000000000000000012x")), None);
+        assert_eq!(segment_seq(&name("+0000000000000000123")), None);
+        // No record carries seq 0.
+        assert_eq!(segment_seq(&name("00000000000000000000")), None);
+        // A directory holding a short-named segment is refused, not read out of order.
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        append_all(&mut open(dir, SMALL), 1..=3);
+        fs::write(dir.join(name("123")), b"").unwrap();
+        let error = Journal::open(dir, config(SMALL, Durability::Os)).unwrap_err();
+        assert!(matches!(error, JournalError::Corrupt { .. }), "{error}");
     }
 }
