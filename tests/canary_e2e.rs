@@ -1,7 +1,8 @@
 //! Canary releases with real processes: authority for some symbols moves to the standby engine,
 //! the gates compare its answers with the authoritative engine's on the same inputs, a faulty
-//! build is rolled back automatically, a killed canary engine gives its symbols back, and every
-//! step is in the audit log before it takes effect.
+//! build is rolled back automatically (also mid-stream, under load from several sessions), a
+//! killed canary engine gives its symbols back, and every step is in the audit log before it
+//! takes effect.
 
 mod support;
 
@@ -981,4 +982,275 @@ fn a_standby_divergence_can_be_reconciled_and_resumed() {
         ask(control, &ControlRequest::switch("alice")),
         ControlReply::Switched(_)
     ));
+}
+
+/// Sessions streaming in `faulty_canary_under_load...`: CLIENT2..=CLIENT7.
+const STREAMING_SESSIONS: std::ops::RangeInclusive<usize> = 2..=7;
+
+/// Orders a streaming session may have sent and not yet seen acknowledged: enough to keep the
+/// gateway busy, few enough that every session keeps its share of a loaded machine.
+const STREAM_WINDOW: usize = 8;
+
+/// What the streaming sessions send: not yet MSFT (so the canary can start and an order can
+/// rest in its book before the faulty engine's first reject), MSFT too, or nothing more.
+const PHASE_WITHOUT_MSFT: u8 = 0;
+const PHASE_WITH_MSFT: u8 = 1;
+const PHASE_STOP: u8 = 2;
+
+/// Sends a market order: it trades against what rests and never rests itself.
+fn market_order(client: &mut Initiator, cl_ord_id: &str, symbol: &str, side: u8) {
+    client
+        .send(b"D", |e| {
+            e.str(11, cl_ord_id)
+                .str(55, symbol)
+                .char(54, side)
+                .str(60, "20261123-12:00:00")
+                .uint(38, 10)
+                .char(40, b'1');
+        })
+        .expect("send market order");
+}
+
+/// One streaming session's record once it stopped.
+struct Streamed {
+    /// Its view of the session: gap-free sequence numbers, unique ExecIDs, reports per ClOrdID.
+    counterparty: support::counterparty::Counterparty,
+    /// Every ClOrdID it sent, in order.
+    sent: Vec<String>,
+    /// Acknowledgements per ClOrdID: ExecutionReports New or Rejected, BusinessMessageRejects.
+    acks: HashMap<String, u32>,
+    /// The texts of the BusinessMessageRejects it got.
+    business_rejects: Vec<String>,
+}
+
+/// Streams orders from CLIENTn until `phase` says stop, at most `STREAM_WINDOW` unacknowledged:
+/// on AAPL limit buys (resting) and market sells (crossing them), so AAPL's book never holds
+/// an offer but the one the test rests; on MSFT (once `phase` allows) and ESZ6 limit orders on
+/// both sides of one price range, which rest and cross. Then waits for every acknowledgement.
+fn stream(
+    mut counterparty: support::counterparty::Counterparty,
+    n: usize,
+    phase: &std::sync::atomic::AtomicU8,
+    acked_total: &std::sync::atomic::AtomicU64,
+) -> Streamed {
+    use std::sync::atomic::Ordering;
+    let mut sent = Vec::new();
+    let mut acks: HashMap<String, u32> = HashMap::new();
+    let mut business_rejects = Vec::new();
+    let mut acked = 0usize;
+    let mut stop_deadline = None;
+    for i in 0usize.. {
+        let now_phase = phase.load(Ordering::SeqCst);
+        if now_phase == PHASE_STOP {
+            if acked == sent.len() {
+                break;
+            }
+            let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + STATUS_WAIT);
+            assert!(
+                Instant::now() < deadline,
+                "CLIENT{n}: {} of {} orders acknowledged",
+                acked,
+                sent.len()
+            );
+        } else if sent.len() - acked < STREAM_WINDOW {
+            let price = format!("{}", 10 + (i * 7 + n) % 20);
+            let (symbol, side, market) = match i % 5 {
+                0 => ("AAPL", b'1', false),
+                1 => ("AAPL", b'2', true),
+                2 if now_phase == PHASE_WITH_MSFT => ("MSFT", b'1', false),
+                3 if now_phase == PHASE_WITH_MSFT => ("MSFT", b'2', false),
+                k => ("ESZ6", if k % 2 == 0 { b'1' } else { b'2' }, false),
+            };
+            // The symbol is in the ClOrdID, so the checks can tell which book answered.
+            let id = format!("C{n}-{i}-{symbol}");
+            if market {
+                market_order(&mut counterparty.client, &id, symbol, side);
+            } else {
+                order(&mut counterparty.client, &id, symbol, side, &price);
+            }
+            sent.push(id);
+        }
+        let window_full = sent.len() - acked >= STREAM_WINDOW || now_phase == PHASE_STOP;
+        let wait = Duration::from_millis(if window_full { 100 } else { 1 });
+        let message = match counterparty.client.recv(wait) {
+            Ok(Some(message)) => message,
+            Ok(None) => continue,
+            Err(error) => panic!("CLIENT{n}'s session failed mid-stream: {error}"),
+        };
+        let acknowledged = match message.msg_type() {
+            b"8" if matches!(text(&message, 150).as_str(), "0" | "8") => Some(text(&message, 11)),
+            b"j" => {
+                business_rejects.push(text(&message, 58));
+                Some(text(&message, 379))
+            }
+            _ => None,
+        };
+        if let Some(id) = acknowledged {
+            *acks.entry(id).or_default() += 1;
+            acked += 1;
+            acked_total.fetch_add(1, Ordering::SeqCst);
+        }
+        counterparty.process(message);
+    }
+    Streamed {
+        counterparty,
+        sent,
+        acks,
+        business_rejects,
+    }
+}
+
+/// Waits until the streaming sessions together have `total` acknowledgements.
+fn acked_at_least(acked_total: &std::sync::atomic::AtomicU64, total: u64, what: &str) {
+    let deadline = Instant::now() + STATUS_WAIT;
+    while acked_total.load(std::sync::atomic::Ordering::SeqCst) < total {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: never {total} acknowledged"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn under_load_a_faulty_canary_rolls_back_with_its_state_and_every_order_is_acknowledged_once() {
+    use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    // The latency gate is widened so that only the faulty engine's answers trip a gate: a
+    // loaded machine slowing the canary must not roll it back before the test rests S-REST.
+    let config = write_venue_config(
+        dir.path(),
+        "",
+        "approval_required = []\n[control.gates]\nlatency_p99_ratio_max = 1000000.0\n\
+         latency_slack_us = 600000000\n",
+        *STREAMING_SESSIONS.end(),
+    );
+    let (blue, green, mut gateway, mut client) =
+        start_blue_then_green(dir.path(), &config, Some("MSFT"), "error");
+    let control = gateway.control;
+    wait_for_standby(control);
+
+    let phase = std::sync::Arc::new(AtomicU8::new(PHASE_WITHOUT_MSFT));
+    let acked_total = std::sync::Arc::new(AtomicU64::new(0));
+    let streams: Vec<_> = STREAMING_SESSIONS
+        .map(|n| {
+            let counterparty = support::counterparty::Counterparty::new(logged_on(&gateway, n));
+            let (phase, acked_total) = (phase.clone(), acked_total.clone());
+            std::thread::spawn(move || stream(counterparty, n, &phase, &acked_total))
+        })
+        .collect();
+    acked_at_least(&acked_total, 200, "streaming before the canary");
+
+    // The canary starts mid-stream, on AAPL and on MSFT (which green rejects).
+    let started = ok(ctl(control, "alice", &["canary", "--symbols", "AAPL,MSFT"]));
+    assert!(started.contains("canary"), "{started}");
+    // An offer far above every bid rests in green's AAPL book while the canary runs.
+    order(&mut client, "S-REST", "AAPL", b'2', "500");
+    let rest = client
+        .recv_until(WAIT, "S-REST's acknowledgement", |m| {
+            m.msg_type() == b"8" && text(m, 11) == "S-REST"
+        })
+        .expect("S-REST acknowledged");
+    assert_eq!(text(&rest, 150), "0", "{rest:?}");
+    assert!(status(control).canary.is_some(), "the canary ended early");
+
+    // MSFT joins the stream: green's rejects trip a gate and the canary rolls back mid-stream.
+    phase.store(PHASE_WITH_MSFT, Ordering::SeqCst);
+    let rolled_back = canary_ended(control);
+    let acked_at_rollback = acked_total.load(Ordering::SeqCst);
+    let last = rolled_back.last_switch.clone().expect("the rollback");
+    assert!(last.rollback, "{last:?}");
+    assert_eq!((last.from.as_str(), last.to.as_str()), ("green", "blue"));
+    let transfer = transfer_of(&rolled_back);
+    assert_eq!(transfer.refused, None, "{transfer:?}");
+    assert_eq!(transfer.symbols, ["AAPL".to_owned(), "MSFT".to_owned()]);
+    assert!(transfer.orders_moved >= 1, "S-REST rests: {transfer:?}");
+    assert!(rolled_back.halted.is_empty(), "{:?}", rolled_back.halted);
+    assert!(
+        audit_events(dir.path()).contains(&"gate-breached".to_owned()),
+        "the rollback came from a gate"
+    );
+
+    // The stream goes on, on blue, then stops; each session waits for its last answers.
+    acked_at_least(
+        &acked_total,
+        acked_at_rollback + 300,
+        "streaming after the rollback",
+    );
+    phase.store(PHASE_STOP, Ordering::SeqCst);
+    let streamed: Vec<Streamed> = streams
+        .into_iter()
+        .map(|s| s.join().expect("a streaming session failed"))
+        .collect();
+
+    let mut msft_rejected = 0;
+    let mut msft_accepted = 0;
+    for (n, s) in STREAMING_SESSIONS.zip(&streamed) {
+        for id in &s.sent {
+            assert_eq!(
+                s.acks.get(id).copied().unwrap_or(0),
+                1,
+                "CLIENT{n}'s {id}: reports {:?}",
+                s.counterparty.exec_types(id)
+            );
+        }
+        assert_eq!(
+            s.acks.len(),
+            s.sent.len(),
+            "CLIENT{n}: acks for unsent orders"
+        );
+        assert!(
+            s.business_rejects.is_empty(),
+            "CLIENT{n}: {:?}",
+            s.business_rejects
+        );
+        assert!(s.counterparty.gap_free(), "CLIENT{n} saw a sequence gap");
+        assert_eq!(s.counterparty.client.gaps(), 0, "CLIENT{n}");
+        for (id, types) in &s.counterparty.reports {
+            match (id.ends_with("-MSFT"), types.first().map(String::as_str)) {
+                // Green's reject, delivered while it held MSFT: nothing more for that order.
+                (true, Some("8")) => {
+                    msft_rejected += 1;
+                    assert_eq!(types.len(), 1, "{id}: {types:?}");
+                }
+                (true, Some("0")) => msft_accepted += 1,
+                (_, Some("0")) => {}
+                _ => panic!("CLIENT{n}'s {id}: {types:?}"),
+            }
+        }
+    }
+    assert!(
+        msft_rejected > 0,
+        "the faulty canary answered no MSFT order"
+    );
+    assert!(
+        msft_accepted > 0,
+        "no MSFT order was accepted after the rollback"
+    );
+
+    // S-REST, rested in the canary's book at the barrier, is live under blue: a bid crosses it.
+    order(&mut client, "B-REST", "AAPL", b'1', "500");
+    let mut filled = Vec::new();
+    while filled.len() < 2 {
+        let fill = client
+            .recv_until(WAIT, "the fills of S-REST and B-REST", |m| {
+                m.msg_type() == b"8" && text(m, 150) == "F"
+            })
+            .expect("S-REST and B-REST fill");
+        filled.push(text(&fill, 11));
+    }
+    filled.sort();
+    assert_eq!(filled, ["B-REST", "S-REST"]);
+    assert_eq!(client.gaps(), 0);
+    assert!(status(control).halted.is_empty());
+    assert!(!audit_events(dir.path()).contains(&"halted".to_owned()));
+
+    // Blue, which took green's state at the barrier, ends where a replay of the journal does.
+    status_until(control, "every input delivered", |s| {
+        s.delivered_through == s.journal_last_seq
+            && answered_through(s, "blue") == s.journal_last_seq
+    });
+    gateway.kill();
+    assert_eq!(engine_digest(&blue.addr), replayed_digest(dir.path()));
+    drop(green);
 }
