@@ -17,8 +17,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use baton::engine::{
-    ClOrdId, Engine, EngineConfig, FrozenState, Input, InstrumentConfig, MatchingEngine, NewOrder,
-    OrdType, Output, Parties, Price, Qty, Request, Side, Symbol, TimeInForce,
+    ClOrdId, Engine, EngineConfig, Input, InstrumentConfig, MatchingEngine, NewOrder, OrdType,
+    Output, Parties, Price, Qty, Request, Side, Symbol, TimeInForce,
 };
 use baton::fix::codec::{Encoder, Message};
 use baton::fix::dictionary::Dictionary;
