@@ -137,7 +137,7 @@ pub fn transfer_section(
         },
         parties,
     };
-    let mut bytes = Vec::with_capacity(snapshot.len().min(snapshot::HEADER_LEN + 64 * moved.len()));
+    let mut bytes = Vec::new();
     bytes.extend_from_slice(&SECTION_MAGIC);
     bytes.extend_from_slice(&SECTION_VERSION.to_le_bytes());
     bincode::serde::encode_into_std_write(&section, &mut bytes, snapshot::bincode_config())
