@@ -1,12 +1,14 @@
 //! The pause of a canary's rollback that moves the canary engine's state back (a state transfer),
 //! next to a plain switch's pause in the same run, for venues of 1, 10 and 100 symbols with
-//! 10,000 resting orders each.
+//! 10,000 resting orders each, with a canary of every symbol and (on the larger venues) of one
+//! symbol, which shows whether the pause follows the canary's orders or the venue's.
 //!
 //! The gateway core runs in this process with two in-process matching engines behind a link
 //! that answers at once, so what is timed is the work on the pause's path, not a network: for
 //! the switch, both engines answering the one input in flight at the barrier; for the rollback,
-//! that plus the canary engine's snapshot, its hash and blob, the transfer's journal record, and
-//! both engines applying it (merging the books and loading the result). Each iteration starts a
+//! that plus the canary engine's snapshot (written from a frozen copy, as the link server does),
+//! the gateway cutting the transfer section from it, its hash and blob, the transfer's journal
+//! record, and both engines applying it (merging the books and loading the result). Each iteration starts a
 //! canary of every symbol, sequences one order on it, and times, from the command to its answer,
 //! either a switch back and forth or the rollback; books are filled before timing, through the
 //! journal, so every engine starts from the same state the core knows it has.
@@ -228,14 +230,17 @@ impl Venue {
                         }
                     }
                     LinkCommand::RequestSnapshot => {
+                        // As the link server does: the snapshot and its digest from one frozen
+                        // copy of the state.
+                        let frozen = engine.freeze().expect("a matching engine freezes");
                         let mut bytes = Vec::new();
-                        engine.snapshot(&mut bytes);
+                        let digest = frozen.snapshot_and_digest(&mut bytes);
                         self.frames.push_back((
                             slot,
                             Frame::Snapshot(link::Snapshot {
-                                at_input_seq: engine.last_input_seq(),
+                                at_input_seq: frozen.last_input_seq(),
                                 format_version: baton::engine::SNAPSHOT_FORMAT_DEFAULT,
-                                digest: engine.digest(),
+                                digest,
                                 bytes,
                             }),
                         ));
@@ -297,8 +302,12 @@ impl Venue {
         self.core.handle_requests(Timestamp::now(), &mut batch);
     }
 
-    fn canary(&mut self) {
-        let names = self.symbols.iter().map(|s| s.as_str().to_owned()).collect();
+    /// A canary of the first `count` symbols, with an order in flight on the first.
+    fn canary(&mut self, count: usize) {
+        let names = self.symbols[..count]
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect();
         let reply = self.command(CoreRequest::Canary {
             percent: None,
             symbols: names,
@@ -333,11 +342,21 @@ fn pauses(c: &mut Criterion) {
                 total
             });
         });
-        group.bench_function(format!("rollback_with_transfer/{symbols}x{ORDERS_PER_SYMBOL}"), |b| {
+        // The canary of every symbol, then (on a venue of more than one) of its first only.
+        let canaries = if symbols == 1 {
+            vec![("rollback_with_transfer", symbols)]
+        } else {
+            vec![
+                ("rollback_with_transfer", symbols),
+                ("rollback_one_symbol", 1),
+            ]
+        };
+        for (name, canary_symbols) in canaries {
+            group.bench_function(format!("{name}/{symbols}x{ORDERS_PER_SYMBOL}"), |b| {
             b.iter_custom(|iterations| {
                 let mut total = Duration::ZERO;
                 for _ in 0..iterations {
-                    venue.canary();
+                    venue.canary(canary_symbols);
                     venue.order_in_flight();
                     let started = Instant::now();
                     let reply = venue.command(CoreRequest::Rollback);
@@ -350,6 +369,7 @@ fn pauses(c: &mut Criterion) {
                 total
             });
         });
+        }
     }
     group.finish();
 }

@@ -42,7 +42,7 @@ use crate::fix::time::Timestamp;
 pub use config::{EngineConfig, EngineConfigError, InstrumentConfig};
 pub use matching::{MatchingEngine, OpenOrder};
 pub use snapshot::{SNAPSHOT_FORMAT_DEFAULT, SNAPSHOT_FORMAT_VERSIONS, SnapshotError};
-pub use transfer::{TransferError, transfer_orders};
+pub use transfer::{TransferError, TransferSection, transfer_section};
 pub use types::{
     ClOrdId, CxlRejReason, CxlRejResponseTo, ExecType, OrdRejReason, OrdStatus, OrdType, Parties,
     Party, PartyId, Price, Qty, RejectText, Side, Symbol, TimeInForce,
@@ -264,9 +264,10 @@ pub enum Request {
 /// incident). It is an input like any other, sequenced and journaled, so replaying the journal
 /// reproduces it (invariant 2), and each engine applies it at the same seq (invariant 3).
 ///
-/// The canary engine's whole snapshot travels, not only the named books: order records that
-/// ended and the ClOrdIDs of rejected requests carry no symbol in any snapshot format (the day
-/// section), so the day section comes whole with the books. A receiving engine keeps its own
+/// What travels is the named books and the day section, cut from the canary engine's snapshot
+/// by the gateway (see [`transfer_section`]): order records that ended and the ClOrdIDs of
+/// rejected requests carry no symbol in any snapshot format, so the day section comes whole
+/// with the books; the other books stay out. A receiving engine keeps its own
 /// books for every other symbol, with their orders and ClOrdIDs, and takes the named books and
 /// the day section from the snapshot; where the two engines agreed on every other symbol (the
 /// gateway checks that the canary engine answered no input outside its symbols differently)
@@ -278,8 +279,9 @@ pub struct StateTransfer {
     /// SHA-256 of `snapshot`: the journal keeps the snapshot in a file beside it named by this
     /// (a whole venue's orders do not fit a journal record) and the record holds only the hash.
     pub snapshot_sha256: [u8; 32],
-    /// The canary engine's snapshot at the input before this one. Empty in the journal record;
-    /// filled from the file before the input reaches an engine.
+    /// The transfer section cut from the canary engine's snapshot at the input before this one
+    /// (a whole snapshot in journals written before sections existed, still taken). Empty in
+    /// the journal record; filled from the file before the input reaches an engine.
     pub snapshot: Vec<u8>,
 }
 

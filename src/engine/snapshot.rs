@@ -91,7 +91,7 @@ use crate::fix::time::Timestamp;
 const MAGIC: [u8; 8] = *b"BTNSNAP\0";
 
 /// Magic plus the version.
-const HEADER_LEN: usize = MAGIC.len() + 2;
+pub(super) const HEADER_LEN: usize = MAGIC.len() + 2;
 
 /// Format versions this build reads, oldest first. Whichever one an engine is configured to
 /// write, it reads all of them.
@@ -108,7 +108,7 @@ const _: () = assert!(
 
 /// `ClOrdIdV1::order_id` of a ClOrdID whose request created or touched no order (OrderIDs are
 /// input seqs, which start at 1).
-const NO_ORDER_ID: u64 = 0;
+pub(super) const NO_ORDER_ID: u64 = 0;
 
 /// The in-memory form every format converts to and from: the v1 model, which expresses all of
 /// the state except parties, plus the parties of the resting orders that have any (see the
@@ -510,7 +510,7 @@ pub(crate) mod v3 {
 
 /// bincode settings of every format version: varint integers, no size limit beyond the input
 /// itself (decoding borrows from the slice, and serde caps what a claimed length preallocates).
-fn bincode_config() -> bincode::config::Configuration {
+pub(super) fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
@@ -629,17 +629,7 @@ fn check_digest(state: &State, recorded: Digest) -> Result<(), SnapshotError> {
 pub(crate) fn v3_from_state(state: &State, digest: Digest) -> v3::StateV3 {
     let layout = v2_from_state(state, digest);
     let order = |order: v2::OrderV2| v3::OrderV3 {
-        parties: state
-            .parties_of(order.order_id)
-            .as_slice()
-            .iter()
-            .map(|party| v3::PartyV3 {
-                id: party.id,
-                source: party.source,
-                role: party.role,
-                role_qualifier: party.role_qualifier,
-            })
-            .collect(),
+        parties: parties_to_wire(&state.parties_of(order.order_id)),
         order,
     };
     v3::StateV3 {
@@ -660,6 +650,36 @@ pub(crate) fn v3_from_state(state: &State, digest: Digest) -> v3::StateV3 {
     }
 }
 
+/// One order's parties as v3 (and a transfer section) writes them.
+pub(super) fn parties_to_wire(parties: &Parties) -> Vec<v3::PartyV3> {
+    parties
+        .as_slice()
+        .iter()
+        .map(|party| v3::PartyV3 {
+            id: party.id,
+            source: party.source,
+            role: party.role,
+            role_qualifier: party.role_qualifier,
+        })
+        .collect()
+}
+
+/// One order's parties read back from [`parties_to_wire`]'s form, refusing what no engine
+/// holds (a source that is not a printable character, more than `PARTIES_MAX`).
+pub(super) fn parties_from_wire(wire: Vec<v3::PartyV3>) -> Result<Parties, SnapshotError> {
+    let mut list = Parties::NONE;
+    for party in wire {
+        let party = Party::try_from_wire(party.id, party.source, party.role, party.role_qualifier)
+            .ok_or(SnapshotError::Inconsistent(
+                "a party's PartyIDSource is not a printable character",
+            ))?;
+        list.push(party).map_err(|_| {
+            SnapshotError::Inconsistent("a resting order has more parties than allowed")
+        })?;
+    }
+    Ok(list)
+}
+
 /// Converts a decoded v3 payload into the in-memory form: the v2 conversion for everything but
 /// parties, and each order's parties checked (a valid source character, at most
 /// `PARTIES_MAX`). Whether each party list belongs to a resting order is by construction.
@@ -669,24 +689,9 @@ pub(crate) fn state_from_v3(stored: v3::StateV3) -> Result<State, SnapshotError>
         let mut layout = Vec::with_capacity(orders.len());
         for order in orders {
             if !order.parties.is_empty() {
-                let mut list = Parties::NONE;
-                for party in order.parties {
-                    let party = Party::try_from_wire(
-                        party.id,
-                        party.source,
-                        party.role,
-                        party.role_qualifier,
-                    )
-                    .ok_or(SnapshotError::Inconsistent(
-                        "a party's PartyIDSource is not a printable character",
-                    ))?;
-                    list.push(party).map_err(|_| {
-                        SnapshotError::Inconsistent("a resting order has more parties than allowed")
-                    })?;
-                }
                 parties.push(RestingParties {
                     order_id: order.order.order_id,
-                    parties: list,
+                    parties: parties_from_wire(order.parties)?,
                 });
             }
             layout.push(order.order);
@@ -911,7 +916,7 @@ pub(crate) fn state_from_v2(stored: v2::StateV2) -> Result<State, SnapshotError>
 }
 
 /// Decodes exactly one `T` from `payload`.
-fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, SnapshotError> {
+pub(super) fn decode<T: DeserializeOwned>(payload: &[u8]) -> Result<T, SnapshotError> {
     match bincode::serde::decode_from_slice::<T, _>(payload, bincode_config()) {
         Ok((state, used)) if used == payload.len() => Ok(state),
         Ok((_, used)) => Err(SnapshotError::TrailingBytes {

@@ -1496,15 +1496,24 @@ fn last_input_seq_follows_every_applied_input() {
 
 // ----- state transfer ----------------------------------------------------------------------
 
-/// The transfer of `donor`'s state for `symbols`, as the gateway sequences it.
+/// The transfer of `donor`'s state for `symbols`, as the gateway sequences it: the section cut
+/// from its snapshot.
 fn transfer_of(donor: &MatchingEngine, symbols: &[&str]) -> Request {
-    use sha2::Digest as _;
+    let symbols: Vec<Symbol> = symbols.iter().map(|s| sym(s)).collect();
     let mut snapshot = Vec::new();
     donor.snapshot(&mut snapshot);
+    let section = transfer_section(&snapshot, &symbols).unwrap();
+    transfer_carrying(symbols, section.bytes)
+}
+
+/// A transfer for `symbols` carrying `bytes` (a section, or a whole snapshot as journals
+/// written before sections name).
+fn transfer_carrying(symbols: Vec<Symbol>, bytes: Vec<u8>) -> Request {
+    use sha2::Digest as _;
     Request::Transfer(StateTransfer {
-        symbols: symbols.iter().map(|s| sym(s)).collect(),
-        snapshot_sha256: sha2::Sha256::digest(&snapshot).into(),
-        snapshot,
+        symbols,
+        snapshot_sha256: sha2::Sha256::digest(&bytes).into(),
+        snapshot: bytes,
     })
 }
 
@@ -1629,7 +1638,7 @@ fn a_transfer_that_does_not_fit_leaves_the_engine_as_it_was() {
 }
 
 #[test]
-fn transfer_orders_counts_the_resting_orders_of_the_named_books() {
+fn a_transfer_section_carries_the_named_books_and_counts_their_orders() {
     let (_, canary) = diverged_on_aaa();
     let mut snapshot = Vec::new();
     canary.engine.snapshot(&mut snapshot);
@@ -1639,9 +1648,56 @@ fn transfer_orders_counts_the_resting_orders_of_the_named_books() {
         .iter()
         .filter(|o| o.symbol == sym(AAA))
         .count() as u64;
+    let aaa = transfer_section(&snapshot, &[sym(AAA)]).unwrap();
+    assert_eq!(aaa.orders_moved, resting_aaa);
+    let none = transfer_section(&snapshot, &[]).unwrap();
+    assert_eq!(none.orders_moved, 0);
+    // The other book stays out: naming nothing is smaller than naming AAA, and both are
+    // smaller than the whole snapshot.
+    assert!(none.bytes.len() < aaa.bytes.len(), "{none:?} {aaa:?}");
+    assert!(aaa.bytes.len() < snapshot.len());
+    // A snapshot that does not read is refused, not cut.
+    let mut damaged = snapshot.clone();
+    damaged.truncate(snapshot.len() - 3);
+    assert!(transfer_section(&damaged, &[sym(AAA)]).is_err());
+}
+
+#[test]
+fn a_transfer_of_the_whole_snapshot_from_an_older_journal_gives_the_same_state() {
+    let (mut from_section, canary) = diverged_on_aaa();
+    let (mut from_snapshot, _) = diverged_on_aaa();
+    from_section.apply(0, transfer_of(&canary.engine, &[AAA]));
+    let mut snapshot = Vec::new();
+    canary.engine.snapshot(&mut snapshot);
+    from_snapshot.apply(0, transfer_carrying(vec![sym(AAA)], snapshot));
+    assert_ne!(from_snapshot.engine.digest(), {
+        let (untouched, _) = diverged_on_aaa();
+        untouched.engine.digest()
+    });
+    assert_eq!(from_section.engine.digest(), from_snapshot.engine.digest());
     assert_eq!(
-        transfer_orders(&snapshot, &[sym(AAA)]).unwrap(),
-        resting_aaa
+        from_section.engine.canonical_state().books,
+        canary.engine.canonical_state().books
     );
-    assert_eq!(transfer_orders(&snapshot, &[]).unwrap(), 0);
+}
+
+#[test]
+fn a_damaged_or_unknown_transfer_section_leaves_the_engine_as_it_was() {
+    let (mut baseline, canary) = diverged_on_aaa();
+    let before = baseline.engine.canonical_state();
+    let Request::Transfer(good) = transfer_of(&canary.engine, &[AAA]) else {
+        unreachable!()
+    };
+    let mut truncated = good.snapshot.clone();
+    truncated.truncate(good.snapshot.len() - 2);
+    let mut future = good.snapshot.clone();
+    future[8] = 0xff;
+    for bytes in [truncated, future, good.snapshot[..9].to_vec()] {
+        baseline.apply(0, transfer_carrying(vec![sym(AAA)], bytes));
+        // Only the input seq moved; nothing else did.
+        let after = baseline.engine.canonical_state();
+        assert_eq!(after.books, before.books);
+        assert_eq!(after.cl_ord_ids, before.cl_ord_ids);
+        assert_eq!(after.orders_ended, before.orders_ended);
+    }
 }

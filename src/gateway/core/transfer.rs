@@ -130,10 +130,11 @@ where
         }
     }
 
-    /// The canary engine's snapshot at the barrier arrived: sequence the transfer as the next
-    /// input, journaled (the snapshot as a blob beside the journal, the record naming it by
-    /// hash) before any engine sees it, and sent to every engine; the switch then completes once
-    /// every engine answered it.
+    /// The canary engine's snapshot at the barrier arrived: cut from it what moves (the
+    /// canary's books and the day section, see `engine::transfer_section`) and sequence that as
+    /// the next input, journaled (as a blob beside the journal, the record naming it by hash)
+    /// before any engine sees it, and sent to every engine; the switch then completes once every
+    /// engine answered it.
     pub(super) fn on_transfer_snapshot(&mut self, at_input_seq: u64, snapshot: Vec<u8>) {
         use sha2::Digest as _;
         let Some(pending) = self.pending_switch.as_ref() else {
@@ -155,12 +156,13 @@ where
         } else if !self.unjournaled.is_empty() || self.journal.last_seq() != barrier {
             Err("inputs were sequenced past the barrier".into())
         } else {
-            crate::engine::transfer_orders(&snapshot, &symbols)
+            // Read and checked once, here; what is journaled and sent is only what moves.
+            crate::engine::transfer_section(&snapshot, &symbols)
                 .map_err(|error| format!("its snapshot does not read: {error}"))
-                .and_then(|orders_moved| {
-                    let sha256: [u8; 32] = sha2::Sha256::digest(&snapshot).into();
-                    self.sequence_transfer(&symbols, sha256, snapshot)
-                        .map(|seq| (seq, orders_moved))
+                .and_then(|section| {
+                    let sha256: [u8; 32] = sha2::Sha256::digest(&section.bytes).into();
+                    self.sequence_transfer(&symbols, sha256, section.bytes)
+                        .map(|seq| (seq, section.orders_moved))
                 })
         };
         let pause_us = self.now.since(asked).as_micros() as u64;
@@ -186,7 +188,7 @@ where
         }
     }
 
-    /// Journals the transfer of `snapshot` for `symbols` as the next input and sends it to
+    /// Journals the transfer of `snapshot` (a transfer section) for `symbols` as the next input and sends it to
     /// every engine that is caught up (the rest read it from the journal). Returns its seq.
     pub(super) fn sequence_transfer(
         &mut self,
