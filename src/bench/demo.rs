@@ -1431,6 +1431,119 @@ mod tests {
         assert_eq!((seen.open.len(), seen.closed, seen.expected), (0, 1, 8));
     }
 
+    /// Frames the gateway side of a test connection reads within `timeout`, as (MsgType,
+    /// MsgSeqNum, PossDupFlag, ClOrdID or BeginSeqNo or NewSeqNo).
+    fn read_frames(
+        stream: &mut std::net::TcpStream,
+        want: usize,
+        timeout: Duration,
+    ) -> Vec<(String, u64, bool, String)> {
+        use std::io::Read;
+        let mut decoder = crate::fix::codec::Decoder::new(crate::constants::BODY_LENGTH_MAX);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut frames = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while frames.len() < want && Instant::now() < deadline {
+            while let crate::fix::codec::Frame::Complete(len) = decoder.frame(&buf) {
+                let message = Message::parse(&buf[..len]).expect("a well-formed frame");
+                let text = |tag| String::from_utf8_lossy(message.get(tag).unwrap_or_default());
+                let detail = [11, 7, 36]
+                    .into_iter()
+                    .map(text)
+                    .find(|v| !v.is_empty())
+                    .unwrap_or_default()
+                    .into_owned();
+                frames.push((
+                    text(35).into_owned(),
+                    message.uint(34).unwrap_or(0),
+                    message.get(43) == Some(b"Y"),
+                    detail,
+                ));
+                buf.drain(..len);
+            }
+            if frames.len() >= want {
+                break;
+            }
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            if let Ok(n) = stream.read(&mut chunk) {
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+        frames
+    }
+
+    #[test]
+    fn a_counterparty_answers_the_gateways_resend_request_and_asks_for_its_own_gap() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client =
+            Initiator::connect(addr, InitiatorConfig::new("TRADER1", "BATON")).unwrap();
+        let (mut gateway, _) = listener.accept().unwrap();
+        let mut tally = Tally {
+            symbol: "AAPL",
+            inbound: Inbound::new(1),
+            ..Tally::default()
+        };
+        // We send an order, a Heartbeat (a session message) and another order.
+        for (id, side) in [("T1-0", b'1'), ("", 0), ("T1-1", b'2')] {
+            if id.is_empty() {
+                client.send(b"0", |_| {}).unwrap();
+                continue;
+            }
+            let seq = client
+                .send(b"D", |e| order_fields(e, id, "AAPL", side))
+                .unwrap();
+            tally
+                .orders_by_seq
+                .insert(seq, (id.to_owned(), side, Timestamp::now()));
+        }
+        assert_eq!(
+            read_frames(&mut gateway, 3, Duration::from_secs(30)).len(),
+            3
+        );
+        // The gateway sends 1, loses 2, and asks for everything from our 1 in its 3.
+        let mut encoder = Encoder::new("FIX.4.4");
+        for (msg_type, seq) in [(&b"0"[..], 1), (&b"2"[..], 3)] {
+            encoder.start(msg_type).uint(34, seq);
+            if msg_type == b"2" {
+                encoder.uint(7, 1).uint(16, 0);
+            }
+            gateway.write_all(encoder.finish()).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tally.gaps == 0 && Instant::now() < deadline {
+            assert!(drain(&mut client, &mut tally, Duration::from_millis(100)));
+        }
+        // Our own ResendRequest (4) went out first; it is in the range too, gap filled.
+        let frames = read_frames(&mut gateway, 5, Duration::from_secs(30));
+        let expected = [
+            ("2", 4, false, "2"),
+            ("D", 1, true, "T1-0"),
+            ("4", 2, true, "3"),
+            ("D", 3, true, "T1-1"),
+            ("4", 4, true, "5"),
+        ]
+        .map(|(t, seq, pd, d)| (t.to_owned(), seq, pd, d.to_owned()));
+        assert_eq!(frames, expected);
+        assert_eq!(
+            (tally.gaps, client.gaps(), tally.inbound.open.len()),
+            (1, 1, 1)
+        );
+        // Its resend of 2 closes our gap.
+        encoder.start(b"0").uint(34, 2).char(43, b'Y');
+        gateway.write_all(encoder.finish()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tally.inbound.closed == 0 && Instant::now() < deadline {
+            assert!(drain(&mut client, &mut tally, Duration::from_millis(100)));
+        }
+        assert_eq!((tally.inbound.closed, tally.inbound.open.len()), (1, 0));
+        assert!(!tally.dropped);
+    }
+
     #[test]
     fn a_gap_never_resent_stays_open() {
         let mut seen = Inbound::new(1);
