@@ -986,9 +986,9 @@ fn trade_through_events(
     Ok((report, seen))
 }
 
-/// How long a gateway kill may take until every session answers again: the supervisor's
-/// back-off and a start on a loaded machine, well within the held sockets' bound.
-const GATEWAY_KILL_ANSWER_WAIT: Duration = Duration::from_secs(60);
+/// How long a gateway kill may take until every session answers again.
+const GATEWAY_KILL_ANSWER_WAIT: Duration =
+    Duration::from_millis(crate::constants::DEMO_GATEWAY_KILL_ANSWER_WAIT_MS);
 
 /// SIGKILLs the gateway process (kill number `number`), waits until every counterparty has an
 /// answer to an order sent after it, then one event gap, and says what they saw meanwhile.
@@ -1439,7 +1439,7 @@ mod tests {
         timeout: Duration,
     ) -> Vec<(String, u64, bool, String)> {
         use std::io::Read;
-        let mut decoder = crate::fix::codec::Decoder::new(crate::constants::BODY_LENGTH_MAX);
+        let decoder = crate::fix::codec::Decoder::new(crate::constants::BODY_LENGTH_MAX);
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let mut frames = Vec::new();
