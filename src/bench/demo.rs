@@ -874,9 +874,11 @@ fn trade_through_events(
             orders.load(Ordering::Relaxed)
         ));
         let before = seen.now();
+        let counts_before = seen.counts();
         let upgrade = venue.upgrade_gateway(change)?;
         std::thread::sleep(config.event_gap);
         let after = seen.now();
+        let counts_after = seen.counts();
         let event = GatewayEvent {
             pause_us: upgrade.pause_us,
             sessions: upgrade.sessions,
@@ -885,13 +887,16 @@ fn trade_through_events(
             gaps: after.2 - before.2,
         };
         progress(&format!(
-            "gateway upgrade {}: {} sessions on the new process, pause {} µs; counterparties saw {} disconnects, {} resent messages, {} gaps",
+            "gateway upgrade {}: {} sessions on the new process, pause {} µs; counterparties saw {} disconnects, {} resent messages, {} gaps (they asked {} resends, served {} of the gateway's, skipped {} garbled frames)",
             i + 1,
             event.sessions,
             event.pause_us,
             event.disconnects,
             event.resent,
-            event.gaps
+            event.gaps,
+            counts_after.asked - counts_before.asked,
+            counts_after.served - counts_before.served,
+            counts_after.garbled - counts_before.garbled
         ));
         report.gateway_upgrades.push(event);
     }
