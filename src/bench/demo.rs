@@ -362,6 +362,8 @@ struct Tally {
     filled: BTreeMap<String, (u64, u64)>,
     /// The last report of each ClOrdID: the order's final state as the counterparty knows it.
     final_states: HashMap<String, FinalState>,
+    /// The MsgSeqNum of the report each of those came from.
+    final_seqs: HashMap<String, u64>,
     /// TestReqID of the last Heartbeat that answered one.
     last_test_req_id: Option<String>,
     /// Messages received marked PossDup (resent by the gateway).
@@ -1322,7 +1324,14 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
                             }
                             _ => {}
                         }
-                        tally.final_states.insert(id, state);
+                        // A resent report may come after a later one: the order's state is
+                        // the report with the highest MsgSeqNum, not the last to arrive.
+                        let seq = message.uint(34).unwrap_or(0);
+                        let newest = tally.final_seqs.get(&id).is_none_or(|last| *last < seq);
+                        if newest {
+                            tally.final_seqs.insert(id.clone(), seq);
+                            tally.final_states.insert(id, state);
+                        }
                     }
                     b"5" => {
                         tally.dropped = true;
@@ -1547,6 +1556,51 @@ mod tests {
         }
         assert_eq!((tally.inbound.closed, tally.inbound.open.len()), (1, 0));
         assert!(!tally.dropped);
+    }
+
+    #[test]
+    fn a_report_resent_after_a_later_one_does_not_become_the_orders_state() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = Initiator::connect(
+            listener.local_addr().unwrap(),
+            InitiatorConfig::new("T", "B"),
+        )
+        .unwrap();
+        let (mut gateway, _) = listener.accept().unwrap();
+        let mut tally = Tally {
+            inbound: Inbound::new(1),
+            ..Tally::default()
+        };
+        // The fill (2) arrives first, its New (1) is resent after it.
+        let mut encoder = Encoder::new("FIX.4.4");
+        for (seq, poss_dup, exec_type, status, cum_qty) in
+            [(2, false, b'F', b'2', "1000"), (1, true, b'0', b'0', "0")]
+        {
+            encoder.start(b"8").uint(34, seq);
+            if poss_dup {
+                encoder.char(43, b'Y');
+            }
+            encoder
+                .str(11, "T1-0")
+                .str(17, &format!("E{seq}"))
+                .char(150, exec_type)
+                .char(39, status)
+                .str(14, cum_qty)
+                .str(55, "AAPL")
+                .char(54, b'1')
+                .str(32, cum_qty);
+            gateway.write_all(encoder.finish()).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tally.inbound.closed == 0 && Instant::now() < deadline {
+            assert!(drain(&mut client, &mut tally, Duration::from_millis(100)));
+        }
+        assert_eq!(tally.acks.get("T1-0"), Some(&1));
+        assert_eq!(
+            tally.final_states.get("T1-0"),
+            Some(&("1000".to_owned(), '2'))
+        );
     }
 
     #[test]
