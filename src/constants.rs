@@ -969,3 +969,10 @@ const _: () = assert!(SIM_WRONG_ORDER_ID > SIM_ORDERS_MAX as u64);
 
 /// Seeds within which each planted bug must be caught.
 pub const SIM_PLANTED_SEEDS_MAX: u64 = 50;
+
+/// How long `baton demo` waits, after SIGKILLing the gateway process, for every counterparty to
+/// have an answer to an order sent after the kill (and for the control endpoint to answer): the
+/// supervisor's back-off and a start on a loaded machine; longer than the held sockets' default
+/// bound, so a gateway that never takes them back shows as disconnects, not as a short wait.
+pub const DEMO_GATEWAY_KILL_ANSWER_WAIT_MS: u64 = 60_000;
+const _: () = assert!(DEMO_GATEWAY_KILL_ANSWER_WAIT_MS > HOLD_SOCKETS_MAX_MS_DEFAULT);

@@ -52,7 +52,8 @@ enum Command {
     },
     /// Show it: start a venue (blue and green engines, gateway), trade from simulated
     /// counterparties, upgrade blue to green live, replace the gateway process by a new one,
-    /// crash the authoritative engine, and print what the counterparties saw.
+    /// SIGKILL the gateway process (restarted with the held sockets), crash the authoritative
+    /// engine, and print what the counterparties saw.
     Demo {
         /// Simulated counterparties.
         #[arg(long, default_value_t = 8)]

@@ -1,8 +1,9 @@
 //! The upgrade-and-crash soak, with real processes over real TCP: 50 counterparties trade
 //! continuously through 5 canaries (a quarter of the symbols to the standby and back), 20
-//! switches of authority between blue and green under an approved change, and 5 SIGKILLs of the
-//! authoritative engine. Afterwards no counterparty saw a Logout or a disconnect, every
-//! sequence number is gap-free and none came twice without PossDup, every order got exactly one
+//! switches of authority between blue and green under an approved change, 2 planned upgrades and
+//! 2 SIGKILLs of the gateway process, and 5 SIGKILLs of the authoritative engine. Afterwards no
+//! counterparty saw a Logout or a disconnect, every sequence gap came around a gateway kill and
+//! was closed by a resend, none came twice without PossDup, every order got exactly one
 //! acknowledgement, no ExecID came twice, per symbol the quantity bought in fills equals the
 //! quantity sold, every order's last report says what a replay of the journal says, and both
 //! engines' books equal that replay.
@@ -24,6 +25,7 @@ fn fifty_sessions_through_twenty_switches_and_five_kills() {
         switches: 20,
         kills: 5,
         gateway_upgrades: 2,
+        gateway_kills: 2,
         event_gap: Duration::from_millis(300),
     };
     let report = demo::run(&config, &|line| eprintln!("{line}")).expect("soak ran");
@@ -32,7 +34,16 @@ fn fifty_sessions_through_twenty_switches_and_five_kills() {
         report.sessions_kept, 50,
         "a session saw a Logout or a disconnect"
     );
-    assert_eq!(report.gaps, 0, "sequence gaps");
+    assert_eq!(report.gaps, 0, "sequence gaps outside the gateway kills");
+    assert_eq!(report.gaps_open, 0, "gaps asked for and never closed");
+    assert_eq!(report.gateway_kills.len(), 2);
+    for kill in &report.gateway_kills {
+        assert_eq!(kill.disconnects, 0, "a gateway kill disconnected: {kill:?}");
+        assert_eq!(
+            kill.sessions_answered, 50,
+            "not every session answered after a gateway kill: {kill:?}"
+        );
+    }
     assert_eq!(
         report.repeated, 0,
         "sequence numbers repeated without PossDup"

@@ -7,19 +7,24 @@
 //! a change naming the build is filed and approved by a second operator, a canary moves a quarter
 //! of the symbols to the standby and back, authority switches back and forth under that change, and
 //! the gateway process itself is upgraded in place (its sockets and sessions handed to a new
-//! process under the same change), and the authoritative engine is SIGKILLed (and restarted, so
-//! it rejoins as the standby). At the end
-//! it checks what the counterparties saw — no Logout, no disconnect, no sequence gap, no sequence
+//! process under the same change), the gateway process is SIGKILLed (its supervisor holds the
+//! sockets and restarts it), and the authoritative engine is SIGKILLed (and restarted, so
+//! it rejoins as the standby). The counterparties behave as FIX asks of a session: a gap is asked
+//! for by ResendRequest, a ResendRequest is answered (orders again marked PossDup, the rest gap
+//! filled), a copy of a message already processed is dropped and a garbled frame is skipped; a
+//! gateway kill may cost gaps that way, which are counted, never a disconnect. At the end
+//! it checks what the counterparties saw — no Logout, no disconnect, no sequence gap except
+//! around a gateway kill and every gap closed, no sequence
 //! number repeated without PossDup, exactly one acknowledgement per order, no ExecID twice — and
 //! reconciles it: per symbol the quantity bought in fills equals the quantity sold, and every
 //! order's last report says what a single engine's replay of the journal says (CumQty and
 //! OrdStatus). Last, both engines' books equal that replay, and the audit log's chain verifies.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::initiator::{Initiator, InitiatorConfig, InitiatorError};
@@ -30,6 +35,7 @@ use crate::engine::{
     Digest, Engine, EngineConfig, ExecutionReport, FrozenState, Input, MatchingEngine, Output, Qty,
     Report, SnapshotError,
 };
+use crate::fix::codec::{Encoder, Message};
 use crate::fix::time::Timestamp;
 use crate::link::{self, Frame, LinkAddr};
 
@@ -65,6 +71,9 @@ pub struct DemoConfig {
     /// Planned upgrades of the gateway process itself, after the switches: the sockets and
     /// sessions move to a new gateway process started from the change's artifact.
     pub gateway_upgrades: usize,
+    /// SIGKILLs of the gateway process, after the upgrades: its supervisor restarts it and the
+    /// new process takes the held sockets back.
+    pub gateway_kills: usize,
     /// Quiet trading before the first event and between events.
     pub event_gap: Duration,
 }
@@ -81,6 +90,7 @@ impl DemoConfig {
             switches: 2,
             kills: 1,
             gateway_upgrades: 1,
+            gateway_kills: 1,
             event_gap: Duration::from_millis(700),
         }
     }
@@ -104,8 +114,11 @@ pub struct DemoReport {
     /// Fill reports received by the counterparties (ExecutionReports with ExecType Trade): each
     /// trade sends one to the buyer and one to the seller, so this is twice the trades.
     pub fills: u64,
-    /// Inbound sequence gaps seen by counterparties.
+    /// Sequence gaps outside the gateway kills: inbound gaps the counterparties saw and
+    /// ResendRequests they got from the gateway, less those counted for a kill.
     pub gaps: u64,
+    /// Gaps the counterparties asked for by ResendRequest and never saw closed.
+    pub gaps_open: u64,
     /// Inbound sequence numbers counterparties saw twice without PossDupFlag.
     pub repeated: u64,
     /// Quantity bought and sold in fills, per symbol, over every counterparty: each trade has a
@@ -122,6 +135,8 @@ pub struct DemoReport {
     pub switches: Vec<SwitchReport>,
     /// Every planned upgrade of the gateway process, with what the counterparties saw of it.
     pub gateway_upgrades: Vec<GatewayEvent>,
+    /// Every SIGKILL of the gateway process, with what the counterparties saw of it.
+    pub gateway_kills: Vec<GatewayKill>,
     /// Inputs whose standby outputs matched the authoritative engine's, byte for byte.
     pub shadow_matches: u64,
     /// Inputs whose standby outputs differed.
@@ -158,6 +173,29 @@ pub struct GatewayEvent {
     pub gaps: u64,
 }
 
+/// A SIGKILL of the gateway process and what the counterparties saw from just before it until
+/// every session answered an order sent after it, plus one event gap.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct GatewayKill {
+    /// Counterparties that lost their session (Logout, disconnect): must be none, the
+    /// supervisor holds their sockets.
+    pub disconnects: u64,
+    /// ResendRequests the counterparties sent (gaps in what the gateway sent them).
+    pub resend_requests_by_counterparties: u64,
+    /// ResendRequests the gateway sent that the counterparties answered (gaps in what they sent).
+    pub resend_requests_by_gateway: u64,
+    /// Gaps the counterparties asked for that the gateway's resend closed.
+    pub gaps_closed: u64,
+    /// Garbled frames the counterparties skipped (a message the dead process wrote in part).
+    pub garbled: u64,
+    /// Messages the counterparties received marked PossDup (resent).
+    pub resent: u64,
+    /// Sessions that answered an order sent after the kill.
+    pub sessions_answered: u64,
+    /// From the SIGKILL to the last of those answers, µs.
+    pub recovery_us: u64,
+}
+
 impl DemoReport {
     /// Whether the run shows what baton promises.
     pub fn ok(&self) -> bool {
@@ -167,6 +205,11 @@ impl DemoReport {
                 .gateway_upgrades
                 .iter()
                 .all(|g| g.disconnects == 0 && g.resent == 0 && g.gaps == 0)
+            && self
+                .gateway_kills
+                .iter()
+                .all(|k| k.disconnects == 0 && k.sessions_answered == self.sessions as u64)
+            && self.gaps_open == 0
             && self.duplicated == 0
             && self.gaps == 0
             && self.repeated == 0
@@ -196,7 +239,10 @@ impl DemoReport {
         ));
         out.push_str(&format!("lost            {}\n", self.lost));
         out.push_str(&format!("duplicated      {}\n", self.duplicated));
-        out.push_str(&format!("sequence gaps   {}\n", self.gaps));
+        out.push_str(&format!(
+            "sequence gaps   {} outside gateway kills, {} left open\n",
+            self.gaps, self.gaps_open
+        ));
         out.push_str(&format!("repeated seqs   {}\n", self.repeated));
         for (symbol, (bought, sold)) in &self.filled_per_symbol {
             out.push_str(&format!(
@@ -240,6 +286,22 @@ impl DemoReport {
             out.push_str(&format!(
                 "gateway upgrade {} sessions handed over to a new process, pause {} µs; counterparties saw {} disconnects, {} resent messages, {} gaps\n",
                 upgrade.sessions, upgrade.pause_us, upgrade.disconnects, upgrade.resent, upgrade.gaps
+            ));
+        }
+        for kill in &self.gateway_kills {
+            out.push_str(&format!(
+                "gateway kill    {}/{} sessions answering again {} µs after SIGKILL; counterparties saw {} disconnects, asked {} resends, served {} of the gateway's, {} gaps closed, {} garbled frames skipped, {} resent messages; orders lost {}, duplicated {} (whole run)\n",
+                kill.sessions_answered,
+                self.sessions,
+                kill.recovery_us,
+                kill.disconnects,
+                kill.resend_requests_by_counterparties,
+                kill.resend_requests_by_gateway,
+                kill.gaps_closed,
+                kill.garbled,
+                kill.resent,
+                self.lost,
+                self.duplicated
             ));
         }
         out.push_str(&format!(
@@ -300,10 +362,99 @@ struct Tally {
     filled: BTreeMap<String, (u64, u64)>,
     /// The last report of each ClOrdID: the order's final state as the counterparty knows it.
     final_states: HashMap<String, FinalState>,
+    /// The MsgSeqNum of the report each of those came from.
+    final_seqs: HashMap<String, u64>,
     /// TestReqID of the last Heartbeat that answered one.
     last_test_req_id: Option<String>,
     /// Messages received marked PossDup (resent by the gateway).
     resent: u64,
+    /// What arrived, by MsgSeqNum: gaps asked for, copies dropped.
+    inbound: Inbound,
+    /// The order each MsgSeqNum we sent carried (ClOrdID, Side, when it was sent), to answer a
+    /// ResendRequest; numbers not here were session messages, gap filled.
+    orders_by_seq: HashMap<u64, (String, u8, Timestamp)>,
+    /// The symbol this counterparty trades.
+    symbol: &'static str,
+    /// When the session logged on: OrigSendingTime of gap fills, before any message they replace.
+    logged_on_at: Timestamp,
+    /// The order sent first after a gateway kill, the kill's number and when it was: its
+    /// acknowledgement is this session answering again.
+    probe: Option<(String, u64, Instant)>,
+    /// The last gateway kill a probe was sent for.
+    probed_kill: u64,
+    /// Kill number and time from it to the probe's acknowledgement, not yet told.
+    answered: Option<(u64, Duration)>,
+}
+
+/// A counterparty's inbound sequence as FIX asks it to keep one: a number beyond the next
+/// expected is a gap, asked for by ResendRequest; a number already processed is a copy, dropped
+/// (a resend marks it PossDup); a gap is closed when every number in it was processed or gap
+/// filled.
+#[derive(Default)]
+struct Inbound {
+    /// MsgSeqNums processed or gap filled.
+    processed: BTreeSet<u64>,
+    /// One past the highest number seen.
+    expected: u64,
+    /// Gaps asked for and not yet closed, as `[from, to)`.
+    open: Vec<(u64, u64)>,
+    /// Gaps closed.
+    closed: u64,
+}
+
+/// What a counterparty does with a message that arrived.
+#[derive(Debug, PartialEq, Eq)]
+enum Arrival {
+    /// New: process it.
+    Process,
+    /// New, after a gap: ask for `[from, seq)` by ResendRequest, then process it.
+    Gap { from: u64 },
+    /// A copy of one processed, or a gap fill: nothing to process.
+    Skip,
+}
+
+impl Inbound {
+    /// After a Logon that set the next expected number to `next_in`.
+    fn new(next_in: u64) -> Inbound {
+        Inbound {
+            processed: (1..next_in).collect(),
+            expected: next_in,
+            ..Inbound::default()
+        }
+    }
+
+    /// Takes in `message` (MsgSeqNum 34, PossDupFlag 43, a SequenceReset's NewSeqNo 36).
+    fn arrive(&mut self, message: &Message) -> Arrival {
+        let seq = message.uint(34).unwrap_or(0);
+        let poss_dup = message.get(43) == Some(b"Y");
+        let gap = (seq > self.expected && !poss_dup).then_some(self.expected);
+        if let Some(from) = gap {
+            self.open.push((from, seq));
+        }
+        let arrival = if message.msg_type() == b"4" {
+            let new_seq = message.uint(36).unwrap_or(seq);
+            self.processed.extend(seq..new_seq.max(seq + 1));
+            self.expected = self.expected.max(new_seq);
+            match gap {
+                Some(from) => Arrival::Gap { from },
+                None => Arrival::Skip,
+            }
+        } else if !self.processed.insert(seq) {
+            Arrival::Skip
+        } else {
+            self.expected = self.expected.max(seq + 1);
+            match gap {
+                Some(from) => Arrival::Gap { from },
+                None => Arrival::Process,
+            }
+        };
+        let processed = &self.processed;
+        let before = self.open.len();
+        self.open
+            .retain(|(from, to)| !(*from..*to).all(|s| processed.contains(&s)));
+        self.closed += (before - self.open.len()) as u64;
+        arrival
+    }
 }
 
 /// What every counterparty saw so far, updated as they trade, so each event can be given what
@@ -316,6 +467,31 @@ struct Seen {
     resent: AtomicU64,
     /// Gaps seen and ResendRequests received.
     gaps: AtomicU64,
+    /// ResendRequests the counterparties sent.
+    asked: AtomicU64,
+    /// ResendRequests of the gateway's the counterparties answered.
+    served: AtomicU64,
+    /// Gaps closed by the gateway's resends.
+    closed: AtomicU64,
+    /// Garbled frames skipped.
+    garbled: AtomicU64,
+    /// The latest gateway kill: its number (from 1) and when it was.
+    kill: Mutex<Option<(u64, Instant)>>,
+    /// Sessions that answered an order sent after the latest kill.
+    answered: AtomicU64,
+    /// The longest time from the latest kill to such an answer, µs.
+    recovery_us: AtomicU64,
+}
+
+/// [`Seen`]'s counters at one moment, to subtract.
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    disconnects: u64,
+    resent: u64,
+    asked: u64,
+    served: u64,
+    closed: u64,
+    garbled: u64,
 }
 
 impl Seen {
@@ -326,6 +502,27 @@ impl Seen {
             self.resent.load(Ordering::Acquire),
             self.gaps.load(Ordering::Acquire),
         )
+    }
+
+    /// Every counter now.
+    fn counts(&self) -> Counts {
+        let (disconnects, resent, _) = self.now();
+        Counts {
+            disconnects,
+            resent,
+            asked: self.asked.load(Ordering::Acquire),
+            served: self.served.load(Ordering::Acquire),
+            closed: self.closed.load(Ordering::Acquire),
+            garbled: self.garbled.load(Ordering::Acquire),
+        }
+    }
+
+    /// The latest gateway kill, if any.
+    fn latest_kill(&self) -> Option<(u64, Instant)> {
+        *self
+            .kill
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -338,11 +535,25 @@ struct Told {
     resent: u64,
     /// Gaps told.
     gaps: u64,
+    /// ResendRequests sent, told.
+    asked: u64,
+    /// ResendRequests answered, told.
+    served: u64,
+    /// Gaps closed, told.
+    closed: u64,
+    /// Garbled frames, told.
+    garbled: u64,
+}
+
+/// Adds to `counter` what `now` has beyond what was `told`, and remembers it.
+fn tell_more(counter: &AtomicU64, told: &mut u64, now: u64) {
+    counter.fetch_add(now.saturating_sub(*told), Ordering::AcqRel);
+    *told = (*told).max(now);
 }
 
 impl Told {
     /// Tells `seen` what the counterparty saw since the last time.
-    fn tell(&mut self, client: &Initiator, tally: &Tally, seen: &Seen) {
+    fn tell(&mut self, client: &Initiator, tally: &mut Tally, seen: &Seen) {
         if tally.dropped && !self.dropped {
             self.dropped = true;
             seen.disconnects.fetch_add(1, Ordering::AcqRel);
@@ -354,6 +565,17 @@ impl Told {
         seen.resent
             .fetch_add(tally.resent.saturating_sub(self.resent), Ordering::AcqRel);
         self.resent = self.resent.max(tally.resent);
+        tell_more(&seen.asked, &mut self.asked, client.gaps());
+        tell_more(&seen.served, &mut self.served, tally.gaps);
+        tell_more(&seen.closed, &mut self.closed, tally.inbound.closed);
+        tell_more(&seen.garbled, &mut self.garbled, client.garbled());
+        if let Some((kill, took)) = tally.answered.take()
+            && seen.latest_kill().is_some_and(|(latest, _)| latest == kill)
+        {
+            seen.answered.fetch_add(1, Ordering::AcqRel);
+            seen.recovery_us
+                .fetch_max(took.as_micros() as u64, Ordering::AcqRel);
+        }
     }
 }
 
@@ -654,9 +876,11 @@ fn trade_through_events(
             orders.load(Ordering::Relaxed)
         ));
         let before = seen.now();
+        let counts_before = seen.counts();
         let upgrade = venue.upgrade_gateway(change)?;
         std::thread::sleep(config.event_gap);
         let after = seen.now();
+        let counts_after = seen.counts();
         let event = GatewayEvent {
             pause_us: upgrade.pause_us,
             sessions: upgrade.sessions,
@@ -665,15 +889,22 @@ fn trade_through_events(
             gaps: after.2 - before.2,
         };
         progress(&format!(
-            "gateway upgrade {}: {} sessions on the new process, pause {} µs; counterparties saw {} disconnects, {} resent messages, {} gaps",
+            "gateway upgrade {}: {} sessions on the new process, pause {} µs; counterparties saw {} disconnects, {} resent messages, {} gaps (they asked {} resends, served {} of the gateway's, skipped {} garbled frames)",
             i + 1,
             event.sessions,
             event.pause_us,
             event.disconnects,
             event.resent,
-            event.gaps
+            event.gaps,
+            counts_after.asked - counts_before.asked,
+            counts_after.served - counts_before.served,
+            counts_after.garbled - counts_before.garbled
         ));
         report.gateway_upgrades.push(event);
+    }
+    for i in 0..config.gateway_kills {
+        let kill = gateway_kill(config, venue, &seen, i as u64 + 1, progress)?;
+        report.gateway_kills.push(kill);
     }
     for i in 0..config.kills {
         progress(&format!(
@@ -741,6 +972,7 @@ fn trade_through_events(
         report.duplicated += tally.duplicate_exec_ids;
         report.fills += tally.fills;
         report.gaps += tally.gaps;
+        report.gaps_open += tally.inbound.open.len() as u64;
         report.repeated += tally.repeated;
         for (symbol, (bought, sold)) in tally.filled {
             let total = report.filled_per_symbol.entry(symbol).or_default();
@@ -751,7 +983,72 @@ fn trade_through_events(
             report.sessions_kept += 1;
         }
     }
+    // Gaps are expected around a gateway kill (counted there); anywhere else they are a fault.
+    let around_kills: u64 = report
+        .gateway_kills
+        .iter()
+        .map(|k| k.resend_requests_by_counterparties + k.resend_requests_by_gateway)
+        .sum();
+    report.gaps = report.gaps.saturating_sub(around_kills);
     Ok((report, seen))
+}
+
+/// How long a gateway kill may take until every session answers again.
+const GATEWAY_KILL_ANSWER_WAIT: Duration =
+    Duration::from_millis(crate::constants::DEMO_GATEWAY_KILL_ANSWER_WAIT_MS);
+
+/// SIGKILLs the gateway process (kill number `number`), waits until every counterparty has an
+/// answer to an order sent after it, then one event gap, and says what they saw meanwhile.
+fn gateway_kill(
+    config: &DemoConfig,
+    venue: &Venue,
+    seen: &Seen,
+    number: u64,
+    progress: &dyn Fn(&str),
+) -> Result<GatewayKill, DemoError> {
+    progress(&format!(
+        "gateway kill {number}: SIGKILL the gateway process; its supervisor holds the sockets and restarts it"
+    ));
+    let before = seen.counts();
+    seen.answered.store(0, Ordering::Release);
+    seen.recovery_us.store(0, Ordering::Release);
+    let killed_at = Instant::now();
+    venue.kill_gateway()?;
+    *seen.kill.lock().unwrap_or_else(|p| p.into_inner()) = Some((number, killed_at));
+    let deadline = killed_at + GATEWAY_KILL_ANSWER_WAIT;
+    while seen.answered.load(Ordering::Acquire) < config.sessions as u64
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let sessions_answered = seen.answered.load(Ordering::Acquire);
+    let recovery_us = seen.recovery_us.load(Ordering::Acquire);
+    // The restarted gateway binds the control endpoint anew; later events need it.
+    venue.await_control(GATEWAY_KILL_ANSWER_WAIT)?;
+    std::thread::sleep(config.event_gap);
+    let after = seen.counts();
+    let kill = GatewayKill {
+        disconnects: after.disconnects - before.disconnects,
+        resend_requests_by_counterparties: after.asked - before.asked,
+        resend_requests_by_gateway: after.served - before.served,
+        gaps_closed: after.closed - before.closed,
+        garbled: after.garbled - before.garbled,
+        resent: after.resent - before.resent,
+        sessions_answered,
+        recovery_us,
+    };
+    progress(&format!(
+        "gateway kill {number}: {}/{} sessions answering again {} µs after SIGKILL; counterparties saw {} disconnects, asked {} resends, served {}, {} gaps closed, {} garbled frames skipped",
+        kill.sessions_answered,
+        config.sessions,
+        kill.recovery_us,
+        kill.disconnects,
+        kill.resend_requests_by_counterparties,
+        kill.resend_requests_by_gateway,
+        kill.gaps_closed,
+        kill.garbled
+    ));
+    Ok(kill)
 }
 
 /// How the end of a run reaches each counterparty.
@@ -807,14 +1104,20 @@ fn trade(
                 return None;
             }
         };
+    tally.logged_on_at = Timestamp::now();
     if !matches!(client.logon(true, Duration::from_secs(10)), Ok(m) if m.msg_type() == b"A") {
         tally.dropped = true;
         return None;
     }
+    // A frame a killed gateway wrote in part is skipped, as FIX asks; the gap it leaves is
+    // asked for.
+    client.set_skip_garbled(true);
+    tally.inbound = Inbound::new(client.seq_num_next_in());
     let interval = Duration::from_micros(1_000_000 / rate);
     // Counterparties spread over the default instruments (prices and quantity valid for all), so
     // a canary of some symbols carries real flow.
     let symbol = TRADED_SYMBOLS[n % TRADED_SYMBOLS.len()];
+    tally.symbol = symbol;
     let mut next = Instant::now();
     let mut i: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -826,20 +1129,21 @@ fn trade(
             } else {
                 b'2'
             };
-            let price = if side == b'1' { "100.25" } else { "100" };
-            let sent = client.send(b"D", |e| {
-                e.str(11, &id)
-                    .str(55, symbol)
-                    .char(54, side)
-                    .str(60, "20261123-12:00:00")
-                    .uint(38, 1000)
-                    .char(40, b'2')
-                    .str(44, price);
-            });
-            if sent.is_err() {
+            // The first order after a gateway kill: its answer is this session answering again.
+            let kill = ends
+                .seen
+                .latest_kill()
+                .filter(|(kill, _)| *kill > tally.probed_kill);
+            let sent_at = Timestamp::now();
+            let Ok(seq) = client.send(b"D", |e| order_fields(e, &id, symbol, side)) else {
                 tally.dropped = true;
                 told.tell(&client, tally, ends.seen);
                 break;
+            };
+            tally.orders_by_seq.insert(seq, (id.clone(), side, sent_at));
+            if let Some((kill, at)) = kill {
+                tally.probed_kill = kill;
+                tally.probe = Some((id.clone(), kill, at));
             }
             tally.sent.push(id);
             orders.fetch_add(1, Ordering::Relaxed);
@@ -860,6 +1164,62 @@ fn trade(
         }
     }
     Some(client)
+}
+
+/// A NewOrderSingle's fields: a limit order for 1000 at a price that crosses the other side's.
+fn order_fields(e: &mut Encoder, id: &str, symbol: &str, side: u8) {
+    let price = if side == b'1' { "100.25" } else { "100" };
+    e.str(11, id)
+        .str(55, symbol)
+        .char(54, side)
+        .str(60, "20261123-12:00:00")
+        .uint(38, 1000)
+        .char(40, b'2')
+        .str(44, price);
+}
+
+/// Answers the gateway's ResendRequest as FIX asks: each order in the range again, marked
+/// PossDup with its original sending time, and every run of session messages as one
+/// SequenceReset-GapFill. False when the connection is gone.
+fn serve_resend(client: &mut Initiator, tally: &Tally, request: &Message) -> bool {
+    let last = client.seq_num_next_out().saturating_sub(1);
+    let begin = request.uint(7).unwrap_or(1).max(1);
+    let end = match request.uint(16).unwrap_or(0) {
+        0 => last,
+        end => end.min(last),
+    };
+    let mut seq = begin;
+    while seq <= end {
+        let sent = match tally.orders_by_seq.get(&seq) {
+            Some((id, side, sent_at)) => {
+                let next = seq + 1;
+                let sent = client.send_with_seq(b"D", seq, |e| {
+                    e.char(43, b'Y').timestamp(122, *sent_at);
+                    order_fields(e, id, tally.symbol, *side);
+                });
+                seq = next;
+                sent
+            }
+            None => {
+                let mut next = seq + 1;
+                while next <= end && !tally.orders_by_seq.contains_key(&next) {
+                    next += 1;
+                }
+                let sent = client.send_with_seq(b"4", seq, |e| {
+                    e.char(43, b'Y')
+                        .timestamp(122, tally.logged_on_at)
+                        .char(123, b'Y')
+                        .uint(36, next);
+                });
+                seq = next;
+                sent
+            }
+        };
+        if sent.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// TestReqID of the TestRequest that closes a counterparty's reading.
@@ -906,6 +1266,19 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
                 if message.get(43) == Some(b"Y") {
                     tally.resent += 1;
                 }
+                match tally.inbound.arrive(&message) {
+                    Arrival::Skip => continue,
+                    Arrival::Gap { from } => {
+                        let asked = client.send(b"2", |e| {
+                            e.uint(7, from).uint(16, 0);
+                        });
+                        if asked.is_err() {
+                            tally.dropped = true;
+                            return false;
+                        }
+                    }
+                    Arrival::Process => {}
+                }
                 match message.msg_type() {
                     b"8" => {
                         let exec_id = String::from_utf8_lossy(message.get(17).unwrap_or_default())
@@ -926,6 +1299,13 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
                         match message.get(150) {
                             Some(b"0") | Some(b"8") => {
                                 *tally.acks.entry(id.clone()).or_default() += 1;
+                                if let Some((probe, kill, at)) = tally.probe.take() {
+                                    if probe == id {
+                                        tally.answered = Some((kill, at.elapsed()));
+                                    } else {
+                                        tally.probe = Some((probe, kill, at));
+                                    }
+                                }
                             }
                             Some(b"F") => {
                                 tally.fills += 1;
@@ -944,14 +1324,27 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
                             }
                             _ => {}
                         }
-                        tally.final_states.insert(id, state);
+                        // A resent report may come after a later one: the order's state is
+                        // the report with the highest MsgSeqNum, not the last to arrive.
+                        let seq = message.uint(34).unwrap_or(0);
+                        let newest = tally.final_seqs.get(&id).is_none_or(|last| *last < seq);
+                        if newest {
+                            tally.final_seqs.insert(id.clone(), seq);
+                            tally.final_states.insert(id, state);
+                        }
                     }
                     b"5" => {
                         tally.dropped = true;
                         return false;
                     }
                     // The gateway asks for a resend only when it saw a gap in what we sent.
-                    b"2" => tally.gaps += 1,
+                    b"2" => {
+                        tally.gaps += 1;
+                        if message.get(43) != Some(b"Y") && !serve_resend(client, tally, &message) {
+                            tally.dropped = true;
+                            return false;
+                        }
+                    }
                     b"0" => {
                         tally.last_test_req_id = message
                             .get(112)
@@ -961,6 +1354,8 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
                 }
             }
             Ok(None) => return true,
+            // Garbled input is skipped by the initiator (`set_skip_garbled`), so this is a
+            // connection that could not be read at all.
             Err(InitiatorError::Closed)
             | Err(InitiatorError::Io(_))
             | Err(InitiatorError::Garbled) => {
@@ -1005,6 +1400,261 @@ async fn engine_digest(addr: &LinkAddr) -> Result<String, DemoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message from the gateway: MsgSeqNum `seq`, PossDup when `poss_dup`, and for a
+    /// SequenceReset its NewSeqNo.
+    fn inbound(msg_type: &[u8], seq: u64, poss_dup: bool, new_seq: Option<u64>) -> Message {
+        let mut encoder = Encoder::new("FIX.4.4");
+        encoder.start(msg_type).uint(34, seq);
+        if poss_dup {
+            encoder.char(43, b'Y');
+        }
+        if let Some(new_seq) = new_seq {
+            encoder.char(123, b'Y').uint(36, new_seq);
+        }
+        Message::parse(encoder.finish()).expect("a well-formed message")
+    }
+
+    #[test]
+    fn a_gap_is_asked_for_once_and_closed_by_the_resend_and_copies_are_dropped() {
+        let mut seen = Inbound::new(2);
+        assert_eq!(
+            seen.arrive(&inbound(b"8", 2, false, None)),
+            Arrival::Process
+        );
+        // 3 and 4 lost with the killed gateway: 5 shows the gap.
+        assert_eq!(
+            seen.arrive(&inbound(b"8", 5, false, None)),
+            Arrival::Gap { from: 3 }
+        );
+        assert_eq!(
+            seen.arrive(&inbound(b"8", 6, false, None)),
+            Arrival::Process
+        );
+        assert_eq!((seen.open.len(), seen.closed), (1, 0));
+        // The resend: 3 again, 4 gap filled, 5 again (already processed: dropped).
+        assert_eq!(seen.arrive(&inbound(b"8", 3, true, None)), Arrival::Process);
+        assert_eq!((seen.open.len(), seen.closed), (1, 0));
+        assert_eq!(seen.arrive(&inbound(b"4", 4, true, Some(5))), Arrival::Skip);
+        assert_eq!((seen.open.len(), seen.closed), (0, 1));
+        assert_eq!(seen.arrive(&inbound(b"8", 5, true, None)), Arrival::Skip);
+        assert_eq!(
+            seen.arrive(&inbound(b"8", 7, false, None)),
+            Arrival::Process
+        );
+        assert_eq!((seen.open.len(), seen.closed, seen.expected), (0, 1, 8));
+    }
+
+    /// Frames the gateway side of a test connection reads within `timeout`, as (MsgType,
+    /// MsgSeqNum, PossDupFlag, ClOrdID or BeginSeqNo or NewSeqNo).
+    fn read_frames(
+        stream: &mut std::net::TcpStream,
+        want: usize,
+        timeout: Duration,
+    ) -> Vec<(String, u64, bool, String)> {
+        use std::io::Read;
+        let decoder = crate::fix::codec::Decoder::new(crate::constants::BODY_LENGTH_MAX);
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let mut frames = Vec::new();
+        let deadline = Instant::now() + timeout;
+        while frames.len() < want && Instant::now() < deadline {
+            while let crate::fix::codec::Frame::Complete(len) = decoder.frame(&buf) {
+                let message = Message::parse(&buf[..len]).expect("a well-formed frame");
+                let text = |tag| String::from_utf8_lossy(message.get(tag).unwrap_or_default());
+                let detail = [11, 7, 36]
+                    .into_iter()
+                    .map(text)
+                    .find(|v| !v.is_empty())
+                    .unwrap_or_default()
+                    .into_owned();
+                frames.push((
+                    text(35).into_owned(),
+                    message.uint(34).unwrap_or(0),
+                    message.get(43) == Some(b"Y"),
+                    detail,
+                ));
+                buf.drain(..len);
+            }
+            if frames.len() >= want {
+                break;
+            }
+            stream
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .unwrap();
+            if let Ok(n) = stream.read(&mut chunk) {
+                buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+        frames
+    }
+
+    #[test]
+    fn a_counterparty_answers_the_gateways_resend_request_and_asks_for_its_own_gap() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client =
+            Initiator::connect(addr, InitiatorConfig::new("TRADER1", "BATON")).unwrap();
+        let (mut gateway, _) = listener.accept().unwrap();
+        let mut tally = Tally {
+            symbol: "AAPL",
+            inbound: Inbound::new(1),
+            ..Tally::default()
+        };
+        // We send an order, a Heartbeat (a session message) and another order.
+        for (id, side) in [("T1-0", b'1'), ("", 0), ("T1-1", b'2')] {
+            if id.is_empty() {
+                client.send(b"0", |_| {}).unwrap();
+                continue;
+            }
+            let seq = client
+                .send(b"D", |e| order_fields(e, id, "AAPL", side))
+                .unwrap();
+            tally
+                .orders_by_seq
+                .insert(seq, (id.to_owned(), side, Timestamp::now()));
+        }
+        assert_eq!(
+            read_frames(&mut gateway, 3, Duration::from_secs(30)).len(),
+            3
+        );
+        // The gateway sends 1, loses 2, and asks for everything from our 1 in its 3.
+        let mut encoder = Encoder::new("FIX.4.4");
+        for (msg_type, seq) in [(&b"0"[..], 1), (&b"2"[..], 3)] {
+            encoder.start(msg_type).uint(34, seq);
+            if msg_type == b"2" {
+                encoder.uint(7, 1).uint(16, 0);
+            }
+            gateway.write_all(encoder.finish()).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tally.gaps == 0 && Instant::now() < deadline {
+            assert!(drain(&mut client, &mut tally, Duration::from_millis(100)));
+        }
+        // Our own ResendRequest (4) went out first; it is in the range too, gap filled.
+        let frames = read_frames(&mut gateway, 5, Duration::from_secs(30));
+        let expected = [
+            ("2", 4, false, "2"),
+            ("D", 1, true, "T1-0"),
+            ("4", 2, true, "3"),
+            ("D", 3, true, "T1-1"),
+            ("4", 4, true, "5"),
+        ]
+        .map(|(t, seq, pd, d)| (t.to_owned(), seq, pd, d.to_owned()));
+        assert_eq!(frames, expected);
+        assert_eq!(
+            (tally.gaps, client.gaps(), tally.inbound.open.len()),
+            (1, 1, 1)
+        );
+        // Its resend of 2 closes our gap.
+        encoder.start(b"0").uint(34, 2).char(43, b'Y');
+        gateway.write_all(encoder.finish()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tally.inbound.closed == 0 && Instant::now() < deadline {
+            assert!(drain(&mut client, &mut tally, Duration::from_millis(100)));
+        }
+        assert_eq!((tally.inbound.closed, tally.inbound.open.len()), (1, 0));
+        assert!(!tally.dropped);
+    }
+
+    #[test]
+    fn a_report_resent_after_a_later_one_does_not_become_the_orders_state() {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = Initiator::connect(
+            listener.local_addr().unwrap(),
+            InitiatorConfig::new("T", "B"),
+        )
+        .unwrap();
+        let (mut gateway, _) = listener.accept().unwrap();
+        let mut tally = Tally {
+            inbound: Inbound::new(1),
+            ..Tally::default()
+        };
+        // The fill (2) arrives first, its New (1) is resent after it.
+        let mut encoder = Encoder::new("FIX.4.4");
+        for (seq, poss_dup, exec_type, status, cum_qty) in
+            [(2, false, b'F', b'2', "1000"), (1, true, b'0', b'0', "0")]
+        {
+            encoder.start(b"8").uint(34, seq);
+            if poss_dup {
+                encoder.char(43, b'Y');
+            }
+            encoder
+                .str(11, "T1-0")
+                .str(17, &format!("E{seq}"))
+                .char(150, exec_type)
+                .char(39, status)
+                .str(14, cum_qty)
+                .str(55, "AAPL")
+                .char(54, b'1')
+                .str(32, cum_qty);
+            gateway.write_all(encoder.finish()).unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while tally.inbound.closed == 0 && Instant::now() < deadline {
+            assert!(drain(&mut client, &mut tally, Duration::from_millis(100)));
+        }
+        assert_eq!(tally.acks.get("T1-0"), Some(&1));
+        assert_eq!(
+            tally.final_states.get("T1-0"),
+            Some(&("1000".to_owned(), '2'))
+        );
+    }
+
+    #[test]
+    fn a_gap_never_resent_stays_open() {
+        let mut seen = Inbound::new(1);
+        assert_eq!(
+            seen.arrive(&inbound(b"0", 3, false, None)),
+            Arrival::Gap { from: 1 }
+        );
+        assert_eq!(
+            seen.arrive(&inbound(b"0", 4, false, None)),
+            Arrival::Process
+        );
+        assert_eq!(seen.arrive(&inbound(b"8", 1, true, None)), Arrival::Process);
+        assert_eq!((seen.open.len(), seen.closed), (1, 0));
+    }
+
+    #[test]
+    fn a_gateway_kill_may_cost_resends_but_not_a_disconnect_or_a_silent_session() {
+        let clean = DemoReport {
+            sessions: 2,
+            sessions_kept: 2,
+            books_match_replay: true,
+            audit_verified: true,
+            gateway_kills: vec![GatewayKill {
+                resend_requests_by_counterparties: 3,
+                resend_requests_by_gateway: 1,
+                gaps_closed: 3,
+                sessions_answered: 2,
+                ..GatewayKill::default()
+            }],
+            ..DemoReport::default()
+        };
+        assert!(clean.ok(), "{}", clean.render());
+        assert!(
+            clean
+                .render()
+                .contains("gateway kill    2/2 sessions answering again"),
+            "{}",
+            clean.render()
+        );
+        let mut disconnected = clean.clone();
+        disconnected.gateway_kills[0].disconnects = 1;
+        assert!(!disconnected.ok());
+        let mut silent = clean.clone();
+        silent.gateway_kills[0].sessions_answered = 1;
+        assert!(!silent.ok());
+        let mut open = clean.clone();
+        open.gaps_open = 1;
+        assert!(!open.ok());
+        let mut lost = clean;
+        lost.lost = 1;
+        assert!(!lost.ok());
+    }
 
     #[test]
     fn the_report_names_each_build_and_counts_in_microseconds() {

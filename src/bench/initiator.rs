@@ -234,8 +234,15 @@ impl Initiator {
         loop {
             match self.decoder.frame(&self.recv) {
                 Frame::Complete(len) => {
-                    let message =
-                        Message::parse(&self.recv[..len]).map_err(|_| InitiatorError::Garbled)?;
+                    let message = match Message::parse(&self.recv[..len]) {
+                        Ok(message) => message,
+                        Err(_) if self.skip_garbled => {
+                            self.garbled += 1;
+                            self.recv.drain(..len);
+                            continue;
+                        }
+                        Err(_) => return Err(InitiatorError::Garbled),
+                    };
                     self.recv.drain(..len);
                     self.track(&message)?;
                     return Ok(Some(message));

@@ -260,6 +260,37 @@ impl Venue {
         }
     }
 
+    /// SIGKILLs the gateway process `baton up --gateway-only` runs now, leaving the supervisor
+    /// to restart it: the supervisor holds every counterparty's socket, so the restarted gateway
+    /// takes them back and no counterparty is disconnected (docs/socket-holder.md). Returns the
+    /// killed pid once the signal is sent; it does not wait for the new gateway.
+    pub fn kill_gateway(&self) -> Result<u32, VenueError> {
+        let pid = gateway_child(self.gateway.id())
+            .ok_or_else(|| VenueError::Venue("no gateway process under the supervisor".into()))?;
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is a child of the
+        // supervisor this venue started, read from /proc just now.
+        let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        if sent != 0 {
+            return Err(VenueError::Venue(format!(
+                "SIGKILL gateway {pid}: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(pid)
+    }
+
+    /// Waits until the control endpoint answers again (a restarted gateway binds it anew).
+    pub fn await_control(&self, timeout: Duration) -> Result<Status, VenueError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.status() {
+                Ok(status) => return Ok(status),
+                Err(error) if Instant::now() > deadline => return Err(error),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
     /// The name of the authoritative engine.
     pub fn authoritative(&self) -> Result<String, VenueError> {
         self.status()?
@@ -345,6 +376,33 @@ impl Venue {
             engine.kill();
         }
     }
+}
+
+/// The pid of the gateway process the supervisor `up` runs (a child of it whose command line
+/// has the `gateway` subcommand), read from /proc; `None` when there is none at the moment.
+fn gateway_child(up: u32) -> Option<u32> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split after its last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid != Some(up) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if cmdline.split(|b| *b == 0).any(|arg| arg == b"gateway") {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 fn wait_for_path(path: &Path) -> Result<(), VenueError> {
