@@ -165,9 +165,20 @@ impl<S: SessionStore + Send + 'static> Upgrader<S> {
         }
     }
 
-    /// Whether nothing is in flight: the sequencer's queue empty, every journaled input's
-    /// outputs delivered, every session settled.
+    /// Whether nothing is in flight: every session settled (each business message it read is
+    /// journaled or answered), the sequencer's queue empty, every journaled input's outputs
+    /// delivered, and nothing journaled while this was checked. The order matters: a request a
+    /// connection had read just before the pause may be journaled between two of these checks,
+    /// and its answers would then reach a session's store after the session was handed over,
+    /// unwritten: the successor's first message would show the counterparty a gap. Reading the
+    /// journal's end before and after the sessions are checked catches that.
     async fn settled(&self) -> bool {
+        let Some(before) = self.journal_position().await else {
+            return false;
+        };
+        if !self.sessions.all_settled() {
+            return false;
+        }
         let queue_empty = self
             .business
             .as_ref()
@@ -175,22 +186,32 @@ impl<S: SessionStore + Send + 'static> Upgrader<S> {
         if !queue_empty {
             return false;
         }
-        if let Some(core) = &self.core {
-            match super::plane::ask(
-                core,
-                ControlRequest::Status,
-                None,
-                false,
-                Default::default(),
-            )
-            .await
-            {
-                ControlReply::Status(status)
-                    if status.delivered_through >= status.journal_last_seq => {}
-                _ => return false,
-            }
+        match self.journal_position().await {
+            Some(after) => after == before && after.1 >= after.0,
+            None => false,
         }
-        self.sessions.all_settled()
+    }
+
+    /// The journal's last input seq and how far outputs are delivered, from the core's status;
+    /// `(0, 0)` without a core, `None` if it did not answer.
+    async fn journal_position(&self) -> Option<(u64, u64)> {
+        let Some(core) = &self.core else {
+            return Some((0, 0));
+        };
+        match super::plane::ask(
+            core,
+            ControlRequest::Status,
+            None,
+            false,
+            Default::default(),
+        )
+        .await
+        {
+            ControlReply::Status(status) => {
+                Some((status.journal_last_seq, status.delivered_through))
+            }
+            _ => None,
+        }
     }
 
     /// Serves on: reading again, the successor stopped.
