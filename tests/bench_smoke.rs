@@ -3,22 +3,13 @@
 
 use std::process::Command;
 
-#[test]
-fn bench_runs_and_reports_everything() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// Runs `baton bench ARGS --json --out DIR` and returns its JSON report; the run must succeed.
+fn bench_json(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args([
-            "bench",
-            "--sessions",
-            "2",
-            "--rate",
-            "200",
-            "--duration",
-            "2",
-            "--json",
-            "--out",
-        ])
-        .arg(dir.path())
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--out"])
+        .arg(dir)
         .env("RUST_LOG", "error")
         .output()
         .expect("run baton bench");
@@ -28,7 +19,16 @@ fn bench_runs_and_reports_everything() {
         "bench failed: {}\n{stdout}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    serde_json::from_str(&stdout).expect("JSON report")
+}
+
+#[test]
+fn bench_runs_and_reports_everything() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = bench_json(
+        dir.path(),
+        &["--sessions", "2", "--rate", "200", "--duration", "2"],
+    );
     let baton = &report["baton"];
     let orders = baton["orders"].as_u64().expect("orders");
     assert!(orders > 0, "{report}");
@@ -56,9 +56,9 @@ fn bench_runs_and_reports_everything() {
 #[test]
 fn bench_throughput_sends_every_order_unpaced_and_reports_orders_per_second() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args([
-            "bench",
+    let report = bench_json(
+        dir.path(),
+        &[
             "--throughput",
             "--sessions",
             "2",
@@ -66,20 +66,8 @@ fn bench_throughput_sends_every_order_unpaced_and_reports_orders_per_second() {
             "1000",
             "--duration",
             "2",
-            "--json",
-            "--out",
-        ])
-        .arg(dir.path())
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run baton bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "bench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
     assert_eq!(report["throughput"].as_bool(), Some(true), "{report}");
     for side in ["baton", "baseline"] {
         let measured = &report[side];
@@ -123,9 +111,9 @@ fn bench_compares_with_the_quickfix_peer() {
     assert!(!refused.status.success(), "the default mix has cancels");
     assert!(stderr.contains("new orders only"), "{stderr}");
 
-    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args([
-            "bench",
+    let report = bench_json(
+        dir.path(),
+        &[
             "--sessions",
             "2",
             "--rate",
@@ -136,20 +124,8 @@ fn bench_compares_with_the_quickfix_peer() {
             "new=1",
             "--peer",
             "quickfix",
-            "--json",
-            "--out",
-        ])
-        .arg(dir.path())
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run baton bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "bench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
     let peer = &report["peer"];
     assert_eq!(peer["name"].as_str(), Some("quickfix"), "{report}");
     let measured = &peer["measurement"];
@@ -195,9 +171,9 @@ fn bench_compares_verified_canary_delivery_with_the_default() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("--canary"), "{stderr}");
 
-    let output = Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args([
-            "bench",
+    let report = bench_json(
+        dir.path(),
+        &[
             "--sessions",
             "2",
             "--rate",
@@ -206,20 +182,8 @@ fn bench_compares_verified_canary_delivery_with_the_default() {
             "2",
             "--canary",
             "--verified-canary",
-            "--json",
-            "--out",
-        ])
-        .arg(dir.path())
-        .env("RUST_LOG", "error")
-        .output()
-        .expect("run baton bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "bench failed: {}\n{stdout}",
-        String::from_utf8_lossy(&output.stderr)
+        ],
     );
-    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
     let verified = &report["verified_canary"]["measurement"];
     let orders = verified["orders"].as_u64().expect("verified orders");
     assert!(orders > 0, "{report}");
