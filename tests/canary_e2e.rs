@@ -297,6 +297,47 @@ fn replayed_digest(dir: &Path) -> String {
         .to_owned()
 }
 
+/// `buyer` buys `qty` AAPL at `price` and sees the order filled in full: the sells it crosses
+/// are live.
+fn buy_fills_in_full(buyer: &mut Initiator, id: &str, qty: u64, price: &str) {
+    buyer
+        .send(b"D", |e| {
+            e.str(11, id)
+                .str(55, "AAPL")
+                .char(54, b'1')
+                .str(60, "20261123-12:00:00")
+                .uint(38, qty)
+                .char(40, b'2')
+                .str(44, price);
+        })
+        .expect("send order");
+    let filled = buyer
+        .recv_until(WAIT, "the buy filled in full", |m| {
+            m.msg_type() == b"8" && text(m, 150) == "F" && text(m, 39) == "2"
+        })
+        .expect("the buy fills");
+    assert_eq!(text(&filled, 14), qty.to_string());
+}
+
+/// Once every input is delivered and green answered them all, stops the gateway and checks that
+/// each engine at `engines` holds exactly the state a replay of the journal gives.
+fn settle_and_compare_with_replay(
+    control: SocketAddr,
+    gateway: &mut support::Gateway,
+    dir: &Path,
+    engines: &[&str],
+) {
+    status_until(control, "every input delivered", |s| {
+        s.delivered_through == s.journal_last_seq
+            && answered_through(s, "green") == s.journal_last_seq
+    });
+    gateway.kill();
+    let replayed = replayed_digest(dir);
+    for addr in engines {
+        assert_eq!(engine_digest(addr), replayed, "engine at {addr}");
+    }
+}
+
 /// The transfer a canary's end made, from its switch report.
 fn transfer_of(status: &Status) -> baton::control::api::TransferReport {
     match status.last_switch.as_ref().map(|s| &s.scope) {
@@ -466,31 +507,13 @@ fn a_canary_whose_window_closes_is_rolled_back_with_its_state() {
     );
     // The three sells are live under blue.
     let mut buyer = logged_on(&gateway, 2);
-    buyer
-        .send(b"D", |e| {
-            e.str(11, "B-W")
-                .str(55, "AAPL")
-                .char(54, b'1')
-                .str(60, "20261123-12:00:00")
-                .uint(38, 30)
-                .char(40, b'2')
-                .str(44, "40");
-        })
-        .expect("send order");
-    let filled = buyer
-        .recv_until(WAIT, "B-W filled in full", |m| {
-            m.msg_type() == b"8" && text(m, 150) == "F" && text(m, 39) == "2"
-        })
-        .expect("B-W fills");
-    assert_eq!(text(&filled, 14), "30");
-    status_until(control, "every input delivered", |s| {
-        s.delivered_through == s.journal_last_seq
-            && answered_through(s, "green") == s.journal_last_seq
-    });
-    gateway.kill();
-    let replayed = replayed_digest(dir.path());
-    assert_eq!(engine_digest(&blue.addr), replayed);
-    assert_eq!(engine_digest(&green.addr), replayed);
+    buy_fills_in_full(&mut buyer, "B-W", 30, "40");
+    settle_and_compare_with_replay(
+        control,
+        &mut gateway,
+        dir.path(),
+        &[&blue.addr, &green.addr],
+    );
 }
 
 #[test]
@@ -525,31 +548,13 @@ fn a_manual_rollback_of_a_canary_moves_its_state_back() {
     assert!(s.halted.is_empty());
     // The five sells are live under blue: a buy for all of them fills against each.
     let mut buyer = logged_on(&gateway, 2);
-    buyer
-        .send(b"D", |e| {
-            e.str(11, "B-1")
-                .str(55, "AAPL")
-                .char(54, b'1')
-                .str(60, "20261123-12:00:00")
-                .uint(38, 50)
-                .char(40, b'2')
-                .str(44, "30");
-        })
-        .expect("send order");
-    let filled = buyer
-        .recv_until(WAIT, "B-1 filled in full", |m| {
-            m.msg_type() == b"8" && text(m, 150) == "F" && text(m, 39) == "2"
-        })
-        .expect("B-1 fills");
-    assert_eq!(text(&filled, 14), "50");
-    status_until(control, "every input delivered", |s| {
-        s.delivered_through == s.journal_last_seq
-            && answered_through(s, "green") == s.journal_last_seq
-    });
-    gateway.kill();
-    let replayed = replayed_digest(dir.path());
-    assert_eq!(engine_digest(&blue.addr), replayed);
-    assert_eq!(engine_digest(&green.addr), replayed);
+    buy_fills_in_full(&mut buyer, "B-1", 50, "30");
+    settle_and_compare_with_replay(
+        control,
+        &mut gateway,
+        dir.path(),
+        &[&blue.addr, &green.addr],
+    );
 }
 
 fn signal(pid: u32, signal: libc::c_int) {
