@@ -298,6 +298,7 @@ impl Venue {
             session: 0,
             request: new_order(symbol, &id, Side::Buy, 1),
             message,
+            sequence_epoch: 0,
         }];
         self.core.handle_requests(Timestamp::now(), &mut batch);
     }

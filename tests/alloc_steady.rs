@@ -509,6 +509,7 @@ fn the_gateway_core_allocates_nothing_per_order() {
                         session: 0,
                         request,
                         message,
+                        sequence_epoch: 0,
                     });
                 }
             });

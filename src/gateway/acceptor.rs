@@ -82,6 +82,10 @@ pub struct Inbound {
     /// The FIX message, kept so it can still be answered with a BusinessMessageReject if no
     /// engine can take it.
     pub message: Message,
+    /// The session store's [`SessionStore::sequence_epoch`] when the message was read, taken
+    /// while the connection holds the session anyway, so the sequencer journals it with the
+    /// message's MsgSeqNum without locking the session again.
+    pub sequence_epoch: u64,
 }
 
 /// One configured session and what its connection task needs to share with the outbox.
@@ -193,12 +197,6 @@ impl<S: SessionStore> Sessions<S> {
             session.confirm_in(seq);
             session.recycle(message);
         }
-    }
-
-    /// Session `id`'s store's sequence epoch (see [`SessionStore::sequence_epoch`]), journaled
-    /// with each of its inputs; `None` for an unknown id.
-    pub fn sequence_epoch(&self, id: SessionId) -> Option<u64> {
-        Some(self.lock(id)?.store().sequence_epoch())
     }
 
     /// Answers `message` on session `id` with a BusinessMessageReject (which also settles it:
@@ -1148,6 +1146,7 @@ pub(crate) fn take_events<S: SessionStore>(
                     session: id,
                     request,
                     message,
+                    sequence_epoch: session.store().sequence_epoch(),
                 }),
                 Err(unusable) => {
                     if let Ok(seq) = message.uint(tags::MSG_SEQ_NUM) {

@@ -164,12 +164,9 @@ where
             };
             self.payload.clear();
             let fix_seq = request.message.uint(crate::fix::tags::MSG_SEQ_NUM).ok();
-            let origin = fix_seq.and_then(|msg_seq_num| {
-                let sequence_epoch = self.sessions.sequence_epoch(request.session)?;
-                Some(JournalOrigin {
-                    msg_seq_num,
-                    sequence_epoch,
-                })
+            let origin = fix_seq.map(|msg_seq_num| JournalOrigin {
+                msg_seq_num,
+                sequence_epoch: request.sequence_epoch,
             });
             let encoded = input.encode_journaled(origin, &mut self.payload);
             let deferred = self.planted == Some(PlantedBug::DeliverBeforeJournal);

@@ -454,6 +454,10 @@ impl Harness {
             session: 0,
             request,
             message,
+            sequence_epoch: self
+                .sessions
+                .with(0, |s| s.store().sequence_epoch())
+                .expect("the session"),
         }];
         self.core.handle_requests(self.now, &mut batch);
         self.pump();
