@@ -479,6 +479,12 @@ pub const SEQUENCER_SPARE_BATCHES_MAX: usize = 4;
 /// few hundred orders per wake-up; beyond it a vector is freed.
 pub const LINK_OUTPUTS_SPARE_MAX: usize = 256;
 
+/// Emptied output vectors the core keeps from acknowledged deliveries, to copy the next
+/// delivery's outputs into without allocating (invariant 11); also the delivery queue's starting
+/// room. The driver hands each delivery back before its next wake-up, so a handful is in use at
+/// once; beyond this a vector goes back to the shared pool.
+pub const OUTBOX_SPARE_OUTPUTS_MAX: usize = 64;
+
 /// A vector of outputs handed back with room for more than this many is freed instead of kept:
 /// a sweep's hundred reports must not leave every kept vector that large. An order's answers are
 /// one to a few reports.
@@ -942,6 +948,16 @@ const _: () =
 /// session's inbound MsgSeqNum from the journal, or the counterparty's PossDup resend of such an
 /// order is taken as a new one. A switch so a run can leave the crash out to tell it from others.
 pub const SIM_CRASH_BEFORE_CONFIRM: bool = true;
+
+/// Percent of the simulated driver's wake-ups that leave the core's deliveries queued (the
+/// driver had not got to them), so a gateway crash can take queued deliveries with it.
+pub const SIM_DELIVERIES_QUEUED_PERCENT: u64 = 5;
+
+/// Percent of the simulated driver's wake-ups that write their deliveries into the sessions and
+/// hand them back only at the next wake-up, so a gateway crash can fall between a delivery's
+/// store writes and the cursor write it asks for.
+pub const SIM_DELIVERIES_UNACKNOWLEDGED_PERCENT: u64 = 10;
+const _: () = assert!(SIM_DELIVERIES_QUEUED_PERCENT + SIM_DELIVERIES_UNACKNOWLEDGED_PERCENT <= 100);
 
 /// The simulated gateway's failover timeout: long against a step, so silence and answers
 /// interleave, short enough that a few time steps reach it.

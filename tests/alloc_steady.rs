@@ -527,6 +527,11 @@ fn the_gateway_core_allocates_nothing_per_order() {
                 for (slot, frame) in frames.drain(..) {
                     core.handle_frame(now, slot, frame);
                 }
+                // The outbox's deliveries into their sessions, each handed back.
+                while let Some(delivery) = core.poll_delivery() {
+                    delivery.apply(now, &sessions);
+                    core.handle_delivered(now, delivery);
+                }
             }
             while core.poll_event().is_some() {}
             sessions.with(0, |session| {

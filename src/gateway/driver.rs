@@ -6,7 +6,8 @@
 //! the wall clock for every call it makes into the core (the core never does), hands it what
 //! arrived, then carries out what the core asks: link writes (input writes bounded by
 //! [`constants::ENGINE_WRITE_TIMEOUT_MS`], a failure reported back as a lost link), events for
-//! the audit log, answers to commands. Every decision is the core's.
+//! the audit log, answers to commands, and deliveries: it writes each into its sessions and
+//! hands it back so the core moves the outbox cursor. Every decision is the core's.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -221,6 +222,13 @@ impl Driver {
         J::Reader: Send + 'static,
     {
         loop {
+            // The outbox first: each delivery is written into its sessions, then handed back
+            // so the cursor moves past it (a kill in between delivers it again, deduplicated).
+            while let Some(delivery) = core.poll_delivery() {
+                let now = Timestamp::now();
+                delivery.apply(now, core.sessions());
+                core.handle_delivered(now, delivery);
+            }
             while let Some(event) = core.poll_event() {
                 if let Err(error) = self.events.try_send(event) {
                     tracing::error!(%error, "control plane not taking events; this one is not audited");

@@ -349,6 +349,22 @@ pub struct CoreCommand {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CommandId(pub u64);
 
+/// The outputs of one input, for the driver to hand to their sessions (the outbox's output).
+///
+/// Each output names its session and carries its (input seq, index); the session gives it the
+/// next outbound MsgSeqNum as it stores it, so FIX numbering stays the session's alone. The
+/// core queues each input's delivery once, in input order; the outbox cursor moves only when
+/// the driver hands the delivery back with [`Core::handle_delivered`], after the store writes.
+#[derive(Debug, PartialEq)]
+pub struct Delivery {
+    /// The input these outputs answer: the cursor moves to it once they are stored.
+    pub input_seq: u64,
+    /// Its owner's outputs, in index order, without the ones a session already held before a
+    /// restart. Empty when nothing goes out but the cursor still moves: the outputs were
+    /// withheld (a halted symbol), or the engine no longer holds them.
+    pub outputs: Vec<Output>,
+}
+
 /// What the core asks the driver to do on engine slot `slot`'s link.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LinkTransmit {

@@ -73,8 +73,8 @@ mod transfer;
 
 pub use api::{
     CanaryDelivery, CommandId, CoreCommand, CoreConfig, CoreError, CoreEvent, CoreRecord,
-    CoreReply, CoreRequest, ExpectedDivergence, GateConfig, LinkCommand, LinkTransmit, PlantedBug,
-    REQUEST_MSG_TYPES, request_msg_type,
+    CoreReply, CoreRequest, Delivery, ExpectedDivergence, GateConfig, LinkCommand, LinkTransmit,
+    PlantedBug, REQUEST_MSG_TYPES, request_msg_type,
 };
 pub use sequencer::{replay_journal, with_blob};
 pub use switch::canary_symbols;
@@ -280,8 +280,20 @@ pub struct Core<S: SessionStore, J: InputJournal = Journal> {
     config: CoreConfig,
     /// The source of truth for inputs.
     journal: J,
-    /// Last input whose outputs are all delivered.
+    /// Last input whose outputs are all in their sessions, as the driver reported through
+    /// [`Core::handle_delivered`]: durable, so a restarted gateway delivers from after it.
     cursor: Box<dyn CursorStore>,
+    /// Last input whose outputs were queued for delivery: every decision about what to deliver
+    /// next reads this, never the cursor, so an input is queued once although its delivery is
+    /// acknowledged later. At or above `cursor`; equal when the driver is idle.
+    queued_through: u64,
+    /// Outputs waiting for the driver to hand them to their sessions, in input order.
+    deliveries: VecDeque<Delivery>,
+    /// Emptied output vectors of acknowledged deliveries, reused to copy the next delivery's
+    /// outputs when the engine's vector is kept for the shadow comparison (invariant 11); bounded
+    /// by [`constants::OUTBOX_SPARE_OUTPUTS_MAX`]. Kept here, not in the shared pool, so the
+    /// copy takes no lock.
+    spare_outputs: Vec<Vec<Output>>,
     /// Time of the last sequenced input: stamps never go backwards, even if the wall clock does.
     last_time: Timestamp,
     /// Configured engines.
@@ -442,7 +454,10 @@ where
             sessions,
             config,
             journal,
+            queued_through: cursor.get(),
             cursor,
+            deliveries: VecDeque::with_capacity(constants::OUTBOX_SPARE_OUTPUTS_MAX),
+            spare_outputs: Vec::with_capacity(constants::OUTBOX_SPARE_OUTPUTS_MAX),
             last_time,
             engines,
             authority: None,
@@ -678,6 +693,41 @@ where
     /// into it, so answers are decoded into vectors the core no longer needs (invariant 11).
     pub fn outputs_pool(&self) -> link::OutputsPool {
         self.outputs_pool.clone()
+    }
+
+    /// The next outputs to hand to their sessions, in input order: the driver writes them with
+    /// [`Delivery::apply`] and hands the delivery back through [`Core::handle_delivered`].
+    pub fn poll_delivery(&mut self) -> Option<Delivery> {
+        self.deliveries.pop_front()
+    }
+
+    /// `delivery` (from [`Core::poll_delivery`]) is in its sessions' stores: the outbox cursor
+    /// moves past its input, durably, so a restart does not deliver it again. Deliveries are
+    /// handed back in the order they were polled. A gateway that dies between the store
+    /// writes and this call delivers the input again after the restart, and the outputs its
+    /// sessions already hold are skipped by their (input seq, index) (see `stored_marks`).
+    pub fn handle_delivered(&mut self, now: Timestamp, delivery: Delivery) {
+        self.now = now;
+        let Delivery {
+            input_seq,
+            mut outputs,
+        } = delivery;
+        if input_seq > self.cursor.get() {
+            self.cursor.set(input_seq);
+        }
+        if self.spare_outputs.len() < constants::OUTBOX_SPARE_OUTPUTS_MAX
+            && outputs.capacity() <= constants::LINK_OUTPUTS_SPARE_CAPACITY_MAX
+        {
+            outputs.clear();
+            self.spare_outputs.push(outputs);
+        } else {
+            self.outputs_pool.give(outputs);
+        }
+    }
+
+    /// The sessions outputs are delivered to, for the driver's [`Delivery::apply`].
+    pub fn sessions(&self) -> &Arc<Sessions<S>> {
+        &self.sessions
     }
 
     /// The next event for the control plane's audit log.

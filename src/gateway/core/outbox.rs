@@ -1,6 +1,7 @@
-//! The outbox: frames from engines, and delivery. The owner's outputs of each input are handed
-//! to their sessions once, in input order (invariant 4); the outbox cursor is the last input
-//! whose outputs are all delivered.
+//! The outbox: frames from engines, and delivery. The owner's outputs of each input are queued
+//! for their sessions once, in input order (invariant 4), as a [`Delivery`] the driver applies
+//! and hands back; the outbox cursor, moved only then, is the last input whose outputs are all
+//! in their sessions' stores.
 
 use super::*;
 
@@ -28,12 +29,12 @@ where
             }
             Frame::AlreadyApplied(applied) => {
                 connection.answered_through = connection.answered_through.max(applied.input_seq);
-                if Some(index) == self.authority && applied.input_seq > self.cursor.get() {
+                if Some(index) == self.authority && applied.input_seq > self.queued_through {
                     tracing::error!(
                         input_seq = applied.input_seq,
                         "engine no longer holds the outputs of an undelivered input"
                     );
-                    self.cursor.set(applied.input_seq);
+                    self.queue_delivery(applied.input_seq, Vec::new());
                     self.drain_undelivered();
                 }
             }
@@ -119,25 +120,27 @@ where
             }
             self.release_verified(seq);
         } else if is_authority {
-            if seq == self.cursor.get() + 1 && self.undelivered.is_empty() {
-                // The steady case: next in input order, delivered at once, and the same vector
-                // then kept for the comparison, so nothing is copied per input (invariant 11).
-                self.deliver(seq, &outputs.outputs);
+            if seq == self.queued_through + 1 && self.undelivered.is_empty() {
+                // The steady case: next in input order, queued at once. Alone, the engine's
+                // vector itself is the delivery; with a standby it is kept for the comparison
+                // and the delivery copies it into a vector a delivery before handed back, so
+                // nothing is allocated per input (invariant 11).
                 if has_standby {
+                    self.deliver(seq, &outputs.outputs);
                     self.record_shadow(seq, outputs.outputs, None);
                 } else {
-                    self.outputs_pool.give(outputs.outputs);
+                    self.deliver_owned(seq, outputs.outputs);
                 }
             } else {
                 if has_standby {
                     self.record_shadow(seq, outputs.outputs.clone(), None);
                 }
-                if seq > self.cursor.get() {
+                if seq > self.queued_through {
                     self.undelivered.insert(seq, outputs.outputs);
                     self.drain_undelivered();
                 }
             }
-        } else if seq > self.cursor.get() || self.shadow.contains_key(&seq) {
+        } else if seq > self.queued_through || self.shadow.contains_key(&seq) {
             self.record_shadow(seq, outputs.outputs, Some(index));
         }
         self.trim_shadow();
@@ -154,7 +157,7 @@ where
         let Some(entry) = self.shadow.get(&seq) else {
             return;
         };
-        if !entry.compared || seq <= self.cursor.get() {
+        if !entry.compared || seq <= self.queued_through {
             return;
         }
         if let Some(baseline) = entry.standby.clone() {
@@ -167,25 +170,40 @@ where
     pub(super) fn drain_undelivered(&mut self) {
         while let Some(entry) = self.undelivered.first_entry() {
             let seq = *entry.key();
-            if seq <= self.cursor.get() {
-                entry.remove();
-            } else if seq == self.cursor.get() + 1 {
+            if seq <= self.queued_through {
                 let outputs = entry.remove();
-                self.deliver(seq, &outputs);
                 self.outputs_pool.give(outputs);
+            } else if seq == self.queued_through + 1 {
+                let outputs = entry.remove();
+                self.deliver_owned(seq, outputs);
             } else {
                 break;
             }
         }
     }
 
-    /// Hands each output of `input_seq` to its session, once.
+    /// Queues the outputs of `input_seq` for delivery, once: the caller keeps `outputs`.
     pub(super) fn deliver(&mut self, input_seq: u64, outputs: &[Output]) {
-        if input_seq <= self.cursor.get() {
+        if input_seq <= self.queued_through {
+            return;
+        }
+        let mut copy = self
+            .spare_outputs
+            .pop()
+            .unwrap_or_else(|| self.outputs_pool.take());
+        copy.extend_from_slice(outputs);
+        self.deliver_owned(input_seq, copy);
+    }
+
+    /// Queues the outputs of `input_seq` for delivery, once, in `outputs` itself: the steady
+    /// path moves the engine's vector into the delivery instead of copying it.
+    pub(super) fn deliver_owned(&mut self, input_seq: u64, mut outputs: Vec<Output>) {
+        if input_seq <= self.queued_through {
+            self.outputs_pool.give(outputs);
             return;
         }
         if !self.halted.is_empty()
-            && let Some(symbol) = output_symbol(&self.recent, input_seq, outputs)
+            && let Some(symbol) = output_symbol(&self.recent, input_seq, &outputs)
             && self.halted.contains(&symbol)
         {
             // Sequenced before the halt; its answers come from a book that is not what the
@@ -206,35 +224,52 @@ where
                 symbol: symbol.as_str().to_owned(),
                 outputs: text,
             }));
-            self.cursor.set(input_seq);
+            outputs.clear();
+            self.queue_delivery(input_seq, outputs);
             return;
         }
-        let now = self.now;
         if let Some(owner) = self.owner_of(input_seq) {
             self.engines[owner].delivered_inputs += 1;
         }
-        for output in outputs {
-            if self.stored_before_restart(output) {
-                continue;
-            }
-            let delivered = self.sessions.with(output.session, |session| {
+        if !self.stored_marks.is_empty() {
+            outputs.retain(|output| !self.stored_before_restart(output));
+        }
+        self.queue_delivery(input_seq, outputs);
+    }
+
+    /// Puts `outputs` in the delivery queue as input `input_seq`'s, the next in input order.
+    pub(super) fn queue_delivery(&mut self, input_seq: u64, outputs: Vec<Output>) {
+        self.queued_through = input_seq;
+        self.deliveries.push_back(Delivery { input_seq, outputs });
+    }
+}
+
+impl Delivery {
+    /// Hands each output to its session, which stores it under its next MsgSeqNum and sends it
+    /// when logged on: the driver's half of the outbox. The session locks once per output, as
+    /// the session's own reader does; an output for an unknown session, or one its store
+    /// cannot take, is logged and skipped, as a retry could not make it fit.
+    pub fn apply<S: SessionStore + Send + 'static>(&self, now: Timestamp, sessions: &Sessions<S>) {
+        for output in &self.outputs {
+            let delivered = sessions.with(output.session, |session| {
                 session.send_app(now, translate::output_msg_type(output), |e| {
                     translate::write_output(e, output)
                 })
             });
             match delivered {
                 Some(Ok(_)) => {}
-                Some(Err(error)) => {
-                    tracing::error!(%error, input_seq, "cannot store an output in its session")
-                }
+                Some(Err(error)) => tracing::error!(
+                    %error,
+                    input_seq = self.input_seq,
+                    "cannot store an output in its session"
+                ),
                 None => tracing::error!(
                     session = output.session,
-                    input_seq,
+                    input_seq = self.input_seq,
                     "output for an unknown session"
                 ),
             }
         }
-        self.cursor.set(input_seq);
     }
 }
 

@@ -112,7 +112,7 @@ where
                 // First engine: it takes authority. Resend from the first input not known
                 // delivered, so its replay window (or a fresh engine's re-execution) yields every
                 // output the gateway may not have delivered.
-                let from = hello.last_input_seq.min(self.cursor.get());
+                let from = hello.last_input_seq.min(self.queued_through);
                 connection.sent_through = from;
                 connection.answered_through = from;
                 tracing::info!(engine = %hello.engine_name, build = %hello.build_version, from = from + 1, journal_last, "engine attached with authority");
@@ -239,7 +239,7 @@ where
             }
         };
         // Which undelivered inputs the lost engine owned, decided before ownership changes.
-        let delivered = self.cursor.get();
+        let delivered = self.queued_through;
         let lost_owned: Vec<u64> = self
             .shadow
             .range(delivered + 1..)
@@ -301,10 +301,10 @@ where
         self.drain_undelivered();
         // Whatever it answered beyond that is asked again: the engine answers a resent input
         // from its replay window, and answers arriving meanwhile wait in `undelivered`.
-        let mut delivered = self.cursor.get();
+        let mut delivered = self.queued_through;
         if self.planted == Some(PlantedBug::RedeliverAfterFailover) && delivered > 0 {
             delivered -= 1;
-            self.cursor.set(delivered);
+            self.queued_through = delivered;
         }
         if let Some(connection) = self.engines[next].connection.as_mut()
             && connection.answered_through > delivered

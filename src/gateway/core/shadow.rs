@@ -106,7 +106,7 @@ where
     /// Drops shadow entries no longer needed: compared and delivered; or the oldest when the
     /// standby lags too far for comparison.
     pub(super) fn trim_shadow(&mut self) {
-        let delivered = self.cursor.get();
+        let delivered = self.queued_through;
         while let Some(entry) = self.shadow.first_entry() {
             let seq = *entry.key();
             let done = seq <= delivered && entry.get().compared;

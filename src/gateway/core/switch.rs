@@ -250,7 +250,7 @@ where
         let ready = answered(authority).is_some_and(|a| a >= pending.barrier)
             && (answered(pending.to).is_some_and(|a| a >= pending.barrier)
                 || self.planted == Some(PlantedBug::SwitchBeforeStandbyAnswered))
-            && self.cursor.get() >= pending.barrier;
+            && self.queued_through >= pending.barrier;
         if !ready {
             return;
         }

@@ -156,7 +156,20 @@ struct Harness {
     journal: MemoryJournal,
     cursor: MemoryCursor,
     config: CoreConfig,
+    /// What the driver does with the core's deliveries (see [`Deliveries`]).
+    deliveries: Deliveries,
     _dir: tempfile::TempDir,
+}
+
+/// What the harness, as the driver, does with each delivery the core queues.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Deliveries {
+    /// Writes it into its sessions and hands it back, as the driver does.
+    Acknowledged,
+    /// Writes it into its sessions and never hands it back: a kill between the two.
+    Unacknowledged,
+    /// Leaves it in the core's queue: a kill before the driver got to it.
+    Queued,
 }
 
 impl Harness {
@@ -240,6 +253,7 @@ impl Harness {
             journal,
             cursor,
             config,
+            deliveries: Deliveries::Acknowledged,
             _dir: dir,
         };
         // Blue is reachable first, so it takes authority; green joins as the standby.
@@ -258,6 +272,7 @@ impl Harness {
     /// cursor (without its last write when `lose_cursor_write`); the engines keep running and
     /// reconnect.
     fn restart(&mut self, lose_cursor_write: bool) {
+        self.deliveries = Deliveries::Acknowledged;
         self.journal = self.journal.crash(CrashFate::KeepAll);
         self.cursor = self.cursor.crash(lose_cursor_write);
         for engine in &mut self.engines {
@@ -307,6 +322,14 @@ impl Harness {
     fn pump(&mut self) {
         for _ in 0..SETTLE_STEPS_MAX {
             self.core.handle_catch_up(self.now);
+            if self.deliveries != Deliveries::Queued {
+                while let Some(delivery) = self.core.poll_delivery() {
+                    delivery.apply(self.now, &self.sessions);
+                    if self.deliveries == Deliveries::Acknowledged {
+                        self.core.handle_delivered(self.now, delivery);
+                    }
+                }
+            }
             while let Some(event) = self.core.poll_event() {
                 self.events.push(event);
             }
@@ -685,6 +708,71 @@ fn outputs_stored_before_a_crash_that_lost_the_cursor_write_are_not_delivered_ag
     h.order(BBB);
     h.settle();
     assert_eq!(h.messages_out(), 3);
+}
+
+#[test]
+fn the_cursor_moves_only_when_the_driver_hands_a_delivery_back() {
+    let mut h = Harness::blue_green();
+    h.deliveries = Deliveries::Queued;
+    h.order(AAA);
+    h.settle();
+    assert_eq!(
+        h.messages_out(),
+        0,
+        "nothing reaches a session before the driver applies it"
+    );
+    let delivery = h.core.poll_delivery().expect("input 1's outputs queued");
+    assert_eq!(delivery.input_seq, 1);
+    assert_eq!(delivery.outputs.len(), 1);
+    assert!(h.core.poll_delivery().is_none(), "queued once");
+    assert_eq!(h.status().delivered_through, 0);
+    delivery.apply(h.now, &h.sessions);
+    assert_eq!(h.messages_out(), 1);
+    assert_eq!(
+        h.status().delivered_through,
+        0,
+        "stored is not acknowledged"
+    );
+    h.core.handle_delivered(h.now, delivery);
+    assert_eq!(h.status().delivered_through, 1);
+}
+
+#[test]
+fn a_kill_between_a_delivery_and_its_acknowledgement_delivers_nothing_twice() {
+    let mut h = Harness::blue_green();
+    h.order(AAA);
+    h.settle();
+    h.deliveries = Deliveries::Unacknowledged;
+    h.order(AAA);
+    h.order(BBB);
+    h.settle();
+    assert_eq!(h.messages_out(), 3);
+    assert_eq!(h.status().delivered_through, 1);
+    h.restart(false);
+    h.settle();
+    assert_eq!(h.messages_out(), 3, "inputs 2 and 3 were delivered again");
+    assert_eq!(h.status().delivered_through, 3);
+    h.order(BBB);
+    h.settle();
+    assert_eq!(h.messages_out(), 4);
+}
+
+#[test]
+fn deliveries_still_queued_at_a_kill_are_delivered_after_the_restart() {
+    let mut h = Harness::blue_green();
+    h.deliveries = Deliveries::Queued;
+    h.order(AAA);
+    h.order(BBB);
+    h.settle();
+    assert_eq!(h.messages_out(), 0);
+    h.restart(false);
+    h.settle();
+    assert_eq!(
+        h.messages_out(),
+        2,
+        "the engines' answers reach the sessions after all"
+    );
+    assert_eq!(h.status().delivered_through, 2);
 }
 
 #[test]

@@ -140,6 +140,7 @@ impl Sim {
     /// Every fault healed, engines reachable: the run settles.
     pub(super) fn heal_and_settle(&mut self) -> Result<(), SimFailure> {
         self.log("heal: every engine answers; time passes".into());
+        self.healed = true;
         for engine in &mut self.engines {
             engine.silent = false;
         }

@@ -39,7 +39,7 @@ use std::time::Duration;
 use super::acceptor::{self, Inbound, Sessions};
 use super::core::{
     CanaryDelivery, CommandId, Core, CoreCommand, CoreConfig, CoreEvent, CoreRecord, CoreRequest,
-    GateConfig, LinkCommand, LinkTransmit, PlantedBug,
+    Delivery, GateConfig, LinkCommand, LinkTransmit, PlantedBug,
 };
 use super::input_journal::InputJournal;
 use super::memory_journal::{CrashFate, MemoryJournal};
@@ -126,6 +126,11 @@ pub struct SimReport {
     pub resend_requests: u64,
     /// Gateway crashes that tore the journal's last write.
     pub torn_writes: u64,
+    /// Gateway crashes that fell after deliveries were written into their sessions and before
+    /// the core was told (their cursor write never asked for).
+    pub unacknowledged_deliveries: u64,
+    /// Gateway crashes that took deliveries still queued in the core with them.
+    pub queued_deliveries: u64,
     /// Wrong answers the faulty verified canary gave (each held back, or the run fails).
     pub wrong_answers: u64,
     /// State transfers journaled (canaries ended with their state moved back), as of the last
@@ -299,6 +304,12 @@ struct Sim {
     withheld: BTreeSet<u64>,
     step: usize,
     report: SimReport,
+    /// Deliveries written into their sessions and not yet handed back to the core: handed back
+    /// at the driver's next wake-up, or lost with the process in a gateway crash.
+    unacknowledged: Vec<Delivery>,
+    /// Set once every fault is healed: the driver then applies and hands back every delivery
+    /// at once, so the run settles.
+    healed: bool,
 }
 
 /// Runs seed `seed`; `Err` names the invariant that broke.
@@ -351,6 +362,8 @@ impl Sim {
             withheld: BTreeSet::new(),
             step: 0,
             report: SimReport::default(),
+            unacknowledged: Vec::new(),
+            healed: false,
         };
         sim.tick();
         for session in 0..count {
@@ -581,6 +594,27 @@ impl Sim {
             }
         ));
         self.report.crashes += 1;
+        if !self.unacknowledged.is_empty() {
+            self.log(format!(
+                "  after inputs {:?} reached their sessions, before the core was told",
+                self.unacknowledged
+                    .iter()
+                    .map(|d| d.input_seq)
+                    .collect::<Vec<_>>()
+            ));
+            self.report.unacknowledged_deliveries += 1;
+            self.unacknowledged.clear();
+        }
+        let mut queued = Vec::new();
+        while let Some(delivery) = self.core.poll_delivery() {
+            queued.push(delivery.input_seq);
+        }
+        if !queued.is_empty() {
+            self.log(format!(
+                "  with the deliveries of inputs {queued:?} still queued"
+            ));
+            self.report.queued_deliveries += 1;
+        }
         self.journal = self.journal.crash(fate.unwrap_or(CrashFate::KeepAll));
         self.cursor = self.cursor.crash(lose_cursor_write);
         self.pending.clear();
@@ -714,8 +748,32 @@ impl Sim {
 
     /// Carries out what the core asked, as the driver does.
     fn pump(&mut self) {
+        // What the last wake-up wrote and did not hand back is handed back first, in order.
+        for delivery in std::mem::take(&mut self.unacknowledged) {
+            self.core.handle_delivered(self.now, delivery);
+        }
+        let (queue, unacknowledged) = if self.healed {
+            (false, false)
+        } else {
+            let draw = self.rng.below(100);
+            let queue = draw < constants::SIM_DELIVERIES_QUEUED_PERCENT;
+            let unacknowledged = !queue
+                && draw
+                    < constants::SIM_DELIVERIES_QUEUED_PERCENT
+                        + constants::SIM_DELIVERIES_UNACKNOWLEDGED_PERCENT;
+            (queue, unacknowledged)
+        };
         for _ in 0..constants::SIM_PUMP_STEPS_MAX {
             self.core.handle_catch_up(self.now);
+            // As the driver does: each delivery into its sessions, then back to the core.
+            while !queue && let Some(delivery) = self.core.poll_delivery() {
+                delivery.apply(self.now, &self.sessions);
+                if unacknowledged {
+                    self.unacknowledged.push(delivery);
+                } else {
+                    self.core.handle_delivered(self.now, delivery);
+                }
+            }
             while let Some(event) = self.core.poll_event() {
                 match event {
                     CoreEvent::GateBreached(_) => self.rollback_due = true,

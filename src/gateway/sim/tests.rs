@@ -167,6 +167,8 @@ fn the_seeds_exercise_orders_disconnects_resends_and_crashes() {
         total.resend_requests += report.resend_requests;
         total.crashes += report.crashes;
         total.torn_writes += report.torn_writes;
+        total.unacknowledged_deliveries += report.unacknowledged_deliveries;
+        total.queued_deliveries += report.queued_deliveries;
     }
     assert!(total.inputs > 0 && total.delivered > 0, "{total:?}");
     assert!(
@@ -178,4 +180,10 @@ fn the_seeds_exercise_orders_disconnects_resends_and_crashes() {
         "{total:?}"
     );
     assert!(total.crashes > 0 && total.torn_writes > 0, "{total:?}");
+    // The outbox's seam: crashes after deliveries reached their sessions and before the core
+    // was told, and crashes that took queued deliveries with them.
+    assert!(
+        total.unacknowledged_deliveries > 0 && total.queued_deliveries > 0,
+        "{total:?}"
+    );
 }
