@@ -479,6 +479,19 @@ pub const SEQUENCER_SPARE_BATCHES_MAX: usize = 4;
 /// few hundred orders per wake-up; beyond it a vector is freed.
 pub const LINK_OUTPUTS_SPARE_MAX: usize = 256;
 
+/// Lines the `baton gateway` command's arm in `main.rs` may take (checked by a tidy test): it
+/// reads the configuration and calls `gateway::run`; anything more is assembly that belongs in
+/// the library, where tests can reach it without spawning the binary.
+pub const MAIN_GATEWAY_ARM_LINES_MAX: usize = 10;
+
+/// Operator commands waiting for the core: commands come one per operator request and the core
+/// answers each within a wake-up, so a few suffice; a full queue makes the control plane wait.
+pub const CORE_COMMANDS_QUEUE_MAX: usize = 16;
+
+/// Requests waiting for the control plane (from `baton ctl`, metrics scrapes, systemd's
+/// watchdog): each is answered quickly, and a full queue only makes a requester wait.
+pub const CONTROL_COMMANDS_QUEUE_MAX: usize = 16;
+
 /// Emptied output vectors the core keeps from acknowledged deliveries, to copy the next
 /// delivery's outputs into without allocating (invariant 11); also the delivery queue's starting
 /// room. The driver hands each delivery back before its next wake-up, so a handful is in use at

@@ -498,6 +498,55 @@ pub fn taken_from_systemd() -> TakenBack {
     taken
 }
 
+/// The socket holder's link and what it held for a previous gateway process; none without a
+/// holder, or with TLS (a TLS connection cannot outlive the process that holds its keys). A
+/// holder that cannot be reached costs the protection, not the start. Under the supervisor a
+/// successor started for a planned upgrade blocks here until the running gateway handed over.
+pub fn take_back_held_sockets(tls: bool) -> (Option<Arc<HolderLink>>, TakenBack) {
+    let channel = match holder_fd_from_env() {
+        Ok(Some(channel)) => channel,
+        // A unit's main process under systemd: its file descriptor store is the holder.
+        Ok(None) => {
+            let taken = taken_from_systemd();
+            let notifier = crate::sd_notify::Notifier::from_env().unwrap_or_default();
+            if !notifier.is_enabled() || tls {
+                return (None, TakenBack::default());
+            }
+            if taken.listener.is_some() || !taken.connections.is_empty() {
+                tracing::warn!(
+                    connections = taken.connections.len(),
+                    "taking back the sockets systemd stored for a previous gateway process"
+                );
+            }
+            return (Some(HolderLink::systemd(notifier, &taken)), taken);
+        }
+        Err(error) => {
+            tracing::warn!(%error, "no socket holder");
+            return (None, TakenBack::default());
+        }
+    };
+    if tls {
+        tracing::info!("TLS listener: connections are not held, a gateway restart ends them");
+        return (None, TakenBack::default());
+    }
+    let holder = HolderLink::new(channel);
+    match holder.take_back() {
+        Ok(taken) => {
+            if taken.listener.is_some() || !taken.connections.is_empty() {
+                tracing::warn!(
+                    connections = taken.connections.len(),
+                    "taking back the sockets a previous gateway process left with the holder"
+                );
+            }
+            (Some(holder), taken)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "socket holder did not answer; serving without it");
+            (None, TakenBack::default())
+        }
+    }
+}
+
 impl HolderLink {
     /// A link over the gateway's end of the supervisor's channel.
     pub fn new(channel: OwnedFd) -> Arc<HolderLink> {

@@ -17,12 +17,6 @@ use baton::control;
 use baton::control::api::{ControlReply, ControlRequest};
 use baton::control::supervisor::{ChildSpec, ControlAddr, SupervisorError, supervise};
 use baton::engine::{Engine, MatchingEngine};
-use baton::fix::dictionary::Dictionary;
-use baton::fix::session::Session;
-use baton::fix::store::MmapStore;
-use baton::gateway::core::{Core, CoreConfig};
-use baton::gateway::journal::JournalConfig;
-use baton::gateway::{Acceptor, Sessions};
 use baton::link::{self, LinkAddr, ServeConfig, Shutdown};
 use baton::logging::{LOG_FORMAT_ENV, LogFormat};
 
@@ -133,32 +127,7 @@ enum Command {
         out: PathBuf,
     },
     /// Run the FIX gateway: acceptor, session layer, sequencer, journal and outbox.
-    Gateway {
-        /// Config file; without it the embedded default (deploy/baton.toml) is used.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Overrides `[gateway] listen` (use port 0 to pick a free port; the bound address is
-        /// printed on stdout).
-        #[arg(long, value_parser = baton::config::parse_socket_addr)]
-        listen: Option<std::net::SocketAddr>,
-        /// Overrides `[gateway] store_dir`.
-        #[arg(long)]
-        store_dir: Option<PathBuf>,
-        /// Overrides `[gateway] engines` (`unix:///path` or `tcp://host:port`); repeat for a
-        /// standby.
-        #[arg(long = "engine")]
-        engines: Vec<String>,
-        /// Overrides `[gateway] journal_dir`.
-        #[arg(long)]
-        journal_dir: Option<PathBuf>,
-        /// Overrides `[gateway] control` (loopback only; port 0 picks a free one).
-        #[arg(long, value_parser = baton::config::parse_socket_addr)]
-        control: Option<std::net::SocketAddr>,
-        /// Serves Prometheus metrics on `GET /metrics` at ADDR, overriding `[gateway] metrics`
-        /// (loopback only).
-        #[arg(long, value_name = "ADDR", value_parser = baton::config::parse_socket_addr)]
-        metrics: Option<std::net::SocketAddr>,
-    },
+    Gateway(GatewayArgs),
     /// Run a matching engine serving the engine link.
     Engine {
         /// Config file (its `[engine]` section); without it the embedded default is used.
@@ -471,6 +440,56 @@ enum ChangeCommand {
     },
 }
 
+/// `baton gateway`: a config file and the keys the command line may override.
+#[derive(Args)]
+struct GatewayArgs {
+    /// Config file; without it the embedded default (deploy/baton.toml) is used.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Overrides `[gateway] listen` (use port 0 to pick a free port; the bound address is
+    /// printed on stdout).
+    #[arg(long, value_parser = baton::config::parse_socket_addr)]
+    listen: Option<std::net::SocketAddr>,
+    /// Overrides `[gateway] store_dir`.
+    #[arg(long)]
+    store_dir: Option<PathBuf>,
+    /// Overrides `[gateway] engines` (`unix:///path` or `tcp://host:port`); repeat for a
+    /// standby.
+    #[arg(long = "engine")]
+    engines: Vec<String>,
+    /// Overrides `[gateway] journal_dir`.
+    #[arg(long)]
+    journal_dir: Option<PathBuf>,
+    /// Overrides `[gateway] control` (loopback only; port 0 picks a free one).
+    #[arg(long, value_parser = baton::config::parse_socket_addr)]
+    control: Option<std::net::SocketAddr>,
+    /// Serves Prometheus metrics on `GET /metrics` at ADDR, overriding `[gateway] metrics`
+    /// (loopback only).
+    #[arg(long, value_name = "ADDR", value_parser = baton::config::parse_socket_addr)]
+    metrics: Option<std::net::SocketAddr>,
+}
+
+impl GatewayArgs {
+    /// The config file (or the embedded default) with the command line's overrides.
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref())?;
+        let gateway = &mut config.gateway;
+        gateway.listen = self.listen.unwrap_or(gateway.listen);
+        if let Some(store_dir) = self.store_dir {
+            gateway.store_dir = store_dir;
+        }
+        if !self.engines.is_empty() {
+            gateway.engines = self.engines;
+        }
+        if let Some(journal_dir) = self.journal_dir {
+            gateway.journal_dir = journal_dir;
+        }
+        gateway.control = self.control.unwrap_or(gateway.control);
+        gateway.metrics = self.metrics.or(gateway.metrics);
+        Ok(config)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // A format that cannot be read is the command's error, reported once logging is up.
@@ -562,7 +581,7 @@ fn log_format(cli: &Cli) -> anyhow::Result<LogFormat> {
     }
     let config = match &cli.command {
         Command::Up { config, .. }
-        | Command::Gateway { config, .. }
+        | Command::Gateway(GatewayArgs { config, .. })
         | Command::Engine { config, .. } => config,
         _ => return Ok(LogFormat::Text),
     };
@@ -702,36 +721,16 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Gateway {
-            config,
-            listen,
-            store_dir,
-            engines,
-            journal_dir,
-            control,
-            metrics,
-        } => {
+        Command::Gateway(args) => {
             FATAL_IF_NOT_STARTED.store(true, Ordering::Relaxed);
-            let mut loaded = Config::load(config.as_deref())?;
-            if let Some(listen) = listen {
-                loaded.gateway.listen = listen;
-            }
-            if let Some(store_dir) = store_dir {
-                loaded.gateway.store_dir = store_dir;
-            }
-            if !engines.is_empty() {
-                loaded.gateway.engines = engines;
-            }
-            if let Some(journal_dir) = journal_dir {
-                loaded.gateway.journal_dir = journal_dir;
-            }
-            if let Some(control) = control {
-                loaded.gateway.control = control;
-            }
-            if let Some(metrics) = metrics {
-                loaded.gateway.metrics = Some(metrics);
-            }
-            gateway(loaded)
+            let config = args.into_config()?;
+            let control = control::gateway_plane::GatewayControl::new(&config);
+            let served = baton::gateway::run(&config, control);
+            STARTED.store(
+                served.as_ref().is_err_and(|e| !e.before_serving()),
+                Ordering::Relaxed,
+            );
+            Ok(served?)
         }
         Command::Engine {
             config,
@@ -817,286 +816,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-fn gateway(config: Config) -> anyhow::Result<()> {
-    // Under `baton up`, the supervisor holds our sockets; a previous gateway's, if any, are
-    // taken back: its listening socket (no rebind) and its logged-on connections. First of all:
-    // a successor started for a planned upgrade waits here until the running gateway handed
-    // over and exited, so the stores and addresses below are free when it opens them.
-    let (holder, mut taken) = take_back_held_sockets(config.gateway.tls_cert.is_some());
-    let dictionary = Dictionary::venue();
-    let mut sessions = Vec::new();
-    for session_config in config.session_configs("config")? {
-        let dir = config.gateway.store_dir.join(format!(
-            "{}-{}",
-            session_config.sender_comp_id, session_config.target_comp_id
-        ));
-        let store = MmapStore::open(&dir, config.gateway.durability)
-            .with_context(|| format!("opening session store {}", dir.display()))?;
-        sessions.push(Session::new(session_config, store, dictionary));
-    }
-    let sessions = Sessions::with_venue(sessions, config.venue.clone());
-    let plane_config = control::plane::PlaneConfig {
-        audit_path: config.control.audit_path(&config.gateway.journal_dir),
-        policy: config.control.policy(),
-        build: format!("baton {}", env!("CARGO_PKG_VERSION")),
-        stage_dir: control::stage::stage_dir(&config.gateway.journal_dir),
-    };
-    let core = match config.gateway.engines.is_empty() {
-        false => {
-            let engines = config
-                .gateway
-                .engines
-                .iter()
-                .map(|engine| engine.parse::<LinkAddr>().context("[gateway] engines"))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            if config.link.secret_file.is_none()
-                && let Some(remote) = engines.iter().find(|engine| !engine.stays_on_host())
-            {
-                bail!(
-                    "engine link {remote} leaves this host: set [link] secret_file (the same secret as the engine's) so the link authenticates its peer"
-                );
-            }
-            let core_config = CoreConfig {
-                engines,
-                failover_timeout: Duration::from_millis(config.gateway.failover_timeout_ms),
-                journal_dir: config.gateway.journal_dir.clone(),
-                journal: JournalConfig {
-                    durability: config.gateway.durability,
-                    segment_bytes: config.gateway.journal_segment_bytes,
-                },
-                symbols: config
-                    .engine
-                    .instruments
-                    .iter()
-                    .filter_map(|i| baton::engine::Symbol::try_from_bytes(i.symbol.as_bytes()))
-                    .collect(),
-                gates: config.control.gates.core(),
-                canary_delivery: config.control.canary_delivery,
-                link_secret: config.link.secret()?,
-            };
-            Some(
-                Core::open(sessions.clone(), core_config, baton::time::Timestamp::now())
-                    .context("opening the sequencer")?,
-            )
-        }
-        true => {
-            tracing::warn!(
-                "no engines configured ([gateway] engines or --engine): sessions run, and every business message is refused (380=4)"
-            );
-            None
-        }
-    };
-    runtime()?.block_on(async move {
-        let (business_tx, business_rx) =
-            tokio::sync::mpsc::channel(baton::constants::SEQUENCER_QUEUE_MAX);
-        let business = core.as_ref().map(|_| business_tx);
-        let held_listener = taken
-            .listener
-            .take()
-            .map(std::net::TcpListener::from)
-            .filter(|l| {
-                l.local_addr().is_ok_and(|at| {
-                    at == config.gateway.listen
-                        || (config.gateway.listen.port() == 0
-                            && at.ip() == config.gateway.listen.ip())
-                })
-            });
-        let upgrade_parts = (sessions.clone(), business.clone());
-        let (mut acceptor, handle) = match held_listener {
-            Some(listener) => Acceptor::from_listener(
-                listener,
-                sessions,
-                business,
-                config.gateway.connections_max,
-            ),
-            None => {
-                Acceptor::bind(
-                    config.gateway.listen,
-                    sessions,
-                    business,
-                    config.gateway.connections_max,
-                )
-                .await
-            }
-        }
-        .with_context(|| format!("listening on {}", config.gateway.listen))?;
-        let adopted_sessions = taken.connections.iter().filter(|c| c.1.is_some()).count();
-        acceptor.set_carries(std::mem::take(&mut taken.carries));
-        if let Some(holder) = &holder {
-            acceptor.set_holder(holder.clone(), taken.connections);
-        }
-        acceptor.set_prelogon_limits(
-            config.gateway.prelogon_connections_max,
-            config.gateway.prelogon_connections_per_address_max,
-        );
-        // Loaded before the address line: a certificate that does not load is a start-up error.
-        acceptor.set_tls(baton::gateway::tls::FixTls::from_config(&config.gateway)?);
-        let endpoint = control::endpoint::bind(config.gateway.control)
-            .await
-            .with_context(|| format!("[gateway] control {}", config.gateway.control))?;
-        tracing::info!(control = %endpoint.local_addr(), "control endpoint ready");
-        // Bound before the address line, like the control endpoint, so a refused or busy
-        // address stops the gateway before it takes traffic.
-        let metrics = match config.gateway.metrics {
-            Some(addr) => {
-                let windows = config
-                    .session_configs("config")?
-                    .into_iter()
-                    .map(|session| (session.target_comp_id, session.schedule))
-                    .collect();
-                let metrics = control::metrics::bind(addr)
-                    .await
-                    .with_context(|| format!("[gateway] metrics {addr}"))?
-                    .with_session_windows(windows)
-                    .with_audit_log(
-                        plane_config.audit_path.clone(),
-                        Duration::from_millis(baton::constants::METRICS_AUDIT_VERIFY_INTERVAL_MS),
-                    );
-                tracing::info!(metrics = %metrics.local_addr(), "metrics endpoint ready");
-                Some(metrics)
-            }
-            None => None,
-        };
-        // Written, not println!-ed: a closed stdout must not panic the gateway.
-        let _ = writeln!(
-            std::io::stdout(),
-            "baton gateway listening on {}",
-            handle.local_addr()
-        );
-        if let Some(path) = std::env::var_os(control::ready::READY_FILE_ENV) {
-            let ready = control::ready::Ready {
-                listen: handle.local_addr(),
-                control: endpoint.local_addr(),
-                metrics: metrics.as_ref().map(|m| m.local_addr()),
-            };
-            control::ready::write(path.as_ref(), &ready).with_context(|| {
-                format!(
-                    "{} {}",
-                    control::ready::READY_FILE_ENV,
-                    path.to_string_lossy()
-                )
-            })?;
-        }
-        STARTED.store(true, Ordering::Relaxed);
-        let (core_shutdown_tx, core_shutdown_rx) = tokio::sync::watch::channel(false);
-        // endpoint -> control plane (policy, audit) -> sequencer; sequencer events -> plane.
-        let (control_tx, control_rx) = tokio::sync::mpsc::channel(16);
-        let (core_control_tx, core_control_rx) = tokio::sync::mpsc::channel(16);
-        let (events_tx, events_rx) =
-            tokio::sync::mpsc::channel(baton::constants::CONTROL_EVENTS_MAX);
-        let core_for_upgrade = core.as_ref().map(|_| core_control_tx.clone());
-        let mut plane =
-            control::plane::Plane::open(&plane_config, core.as_ref().map(|_| core_control_tx))
-                .context("starting the control plane")?;
-        // A planned upgrade needs the supervisor: it starts the new build and holds every
-        // socket while the two processes change places.
-        if let Some(holder) = holder.as_ref().filter(|h| h.is_supervised()) {
-            let (upgrade_tx, upgrade_rx) = tokio::sync::mpsc::channel(1);
-            plane.set_upgrader(upgrade_tx);
-            let (sessions, business) = upgrade_parts;
-            let upgrader = control::upgrade::Upgrader::new(
-                holder.clone(),
-                handle.clone(),
-                sessions,
-                business,
-                core_for_upgrade,
-            );
-            tokio::spawn(upgrader.run(upgrade_rx));
-        }
-        // Taken over at a planned upgrade: the pause is measured once the sessions read again.
-        let upgraded = taken.upgraded.take().map(|(barrier_unix_ns, change)| {
-            let (measured_tx, measured_rx) = tokio::sync::oneshot::channel();
-            plane.set_upgraded(measured_rx);
-            (barrier_unix_ns, change, measured_tx)
-        });
-        let measure = move || {
-            if let Some((barrier_unix_ns, change, measured_tx)) = upgraded {
-                let now = baton::time::Timestamp::now();
-                let _ = measured_tx.send(control::api::GatewayUpgrade {
-                    change,
-                    artifact_sha256: String::new(),
-                    barrier_unix_ns,
-                    pause_us: now
-                        .since(baton::time::Timestamp(barrier_unix_ns))
-                        .as_micros() as u64,
-                    sessions: adopted_sessions as u64,
-                });
-            }
-        };
-        // systemd (Type=notify): READY=1 once an engine is attached, WATCHDOG=1, STOPPING=1.
-        let notifier = baton::sd_notify::Notifier::from_env().unwrap_or_else(|error| {
-            tracing::warn!(%error, "not notifying systemd");
-            baton::sd_notify::Notifier::default()
-        });
-        tokio::spawn(baton::sd_notify::gateway_lifecycle(
-            notifier.clone(),
-            control_tx.clone(),
-            core.is_some(),
-            core_shutdown_rx.clone(),
-        ));
-        // Scrapes ask for status down the same channel as `baton ctl status`.
-        if let Some(metrics) = metrics {
-            tokio::spawn(metrics.run(control_tx.clone(), core_shutdown_rx.clone()));
-        }
-        let control_tx_for_gate = control_tx.clone();
-        tokio::spawn(endpoint.run(control_tx, core_shutdown_rx.clone()));
-        let carried = plane.carried().clone();
-        tokio::spawn(plane.run(control_rx, events_rx, core_shutdown_rx.clone()));
-        let core_task = core.map(|core| {
-            tokio::spawn(baton::gateway::driver::run(
-                core.with_carried(&carried),
-                events_tx,
-                business_rx,
-                core_control_rx,
-                core_shutdown_rx,
-            ))
-        });
-        // Connections taken back from the holder are read once an engine is attached.
-        if acceptor.has_adopted() && core_task.is_some() {
-            let (open_tx, open_rx) = tokio::sync::watch::channel(false);
-            acceptor.set_resume_gate(open_rx);
-            let commands = control_tx_for_gate.clone();
-            tokio::spawn(async move {
-                let wait = Duration::from_millis(baton::constants::RESUME_ENGINE_WAIT_MS);
-                let _ =
-                    tokio::time::timeout(wait, baton::sd_notify::engine_attached(commands)).await;
-                let _ = open_tx.send(true);
-                measure();
-            });
-        } else {
-            measure();
-        }
-        let signal_handle = handle.clone();
-        tokio::spawn(async move {
-            wait_for_shutdown_signal().await;
-            tracing::info!("shutting down");
-            notifier.stopping();
-            signal_handle.shutdown();
-        });
-        let result = acceptor.run().await.context("acceptor failed");
-        let _ = core_shutdown_tx.send(true);
-        if let Some(task) = core_task {
-            let _ = task.await;
-        }
-        result
-    })
-}
-
-async fn wait_for_shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate => {}
-    }
-}
-
 fn engine(
     config_path: Option<PathBuf>,
     listen: Option<String>,
@@ -1120,7 +839,7 @@ fn engine(
             .enable_all()
             .build()
         {
-            runtime.block_on(wait_for_shutdown_signal());
+            runtime.block_on(baton::gateway::assembly::wait_for_stop_signal());
         }
         on_signal.trigger();
     });
@@ -1329,62 +1048,6 @@ fn audit_acknowledge(path: &std::path::Path, operator: &str, reason: &str) -> an
         record.seq
     );
     Ok(())
-}
-
-/// The socket holder's link and what it held for a previous gateway process; none without a
-/// holder, or with TLS (a TLS connection cannot outlive the process that holds its keys). A
-/// holder that cannot be reached costs the protection, not the start.
-fn take_back_held_sockets(
-    tls: bool,
-) -> (
-    Option<std::sync::Arc<baton::handover::HolderLink>>,
-    baton::handover::TakenBack,
-) {
-    let channel = match baton::handover::holder_fd_from_env() {
-        Ok(Some(channel)) => channel,
-        // A unit's main process under systemd: its file descriptor store is the holder.
-        Ok(None) => {
-            let taken = baton::handover::taken_from_systemd();
-            let notifier = baton::sd_notify::Notifier::from_env().unwrap_or_default();
-            if !notifier.is_enabled() || tls {
-                return (None, Default::default());
-            }
-            if taken.listener.is_some() || !taken.connections.is_empty() {
-                tracing::warn!(
-                    connections = taken.connections.len(),
-                    "taking back the sockets systemd stored for a previous gateway process"
-                );
-            }
-            return (
-                Some(baton::handover::HolderLink::systemd(notifier, &taken)),
-                taken,
-            );
-        }
-        Err(error) => {
-            tracing::warn!(%error, "no socket holder");
-            return (None, Default::default());
-        }
-    };
-    if tls {
-        tracing::info!("TLS listener: connections are not held, a gateway restart ends them");
-        return (None, Default::default());
-    }
-    let holder = baton::handover::HolderLink::new(channel);
-    match holder.take_back() {
-        Ok(taken) => {
-            if taken.listener.is_some() || !taken.connections.is_empty() {
-                tracing::warn!(
-                    connections = taken.connections.len(),
-                    "taking back the sockets a previous gateway process left with the holder"
-                );
-            }
-            (Some(holder), taken)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "socket holder did not answer; serving without it");
-            (None, Default::default())
-        }
-    }
 }
 
 /// Names `baton up` gives its engines, in `[gateway] engines` order.

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod change;
 pub mod client;
 pub mod endpoint;
+pub mod gateway_plane;
 pub mod holder;
 pub mod metrics;
 pub mod peer;

@@ -8,6 +8,7 @@
 //! here imports `control`.
 
 pub mod acceptor;
+pub mod assembly;
 pub mod core;
 pub mod cursor;
 pub mod disk;
@@ -18,7 +19,10 @@ pub mod memory_journal;
 pub mod outbox_mark;
 pub mod sim;
 pub mod status;
+#[cfg(test)]
+mod tidy_tests;
 pub mod tls;
 pub mod translate;
 
 pub use acceptor::{Acceptor, AcceptorHandle, Inbound, Sessions};
+pub use assembly::{ControlHooks, RunError, run};
