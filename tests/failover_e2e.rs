@@ -68,37 +68,3 @@ fn authoritative_engine_killed_standby_takes_over_without_loss_or_duplicates() {
     new_order(&mut buyer, "B-after", b'1', 5, "49");
     assert_eq!(text(&report(&mut buyer), 150), "0");
 }
-
-#[test]
-fn silent_authoritative_engine_is_failed_over_after_the_timeout() {
-    let dir = tempfile::tempdir().unwrap();
-    let (blue, _green, gateway) = start_blue_green(dir.path(), 1);
-    let mut client = logged_on(&gateway, 1);
-    wait_for_engine(&mut client);
-    new_order(&mut client, "R-1", b'2', 10, "70");
-    assert_eq!(text(&report(&mut client), 150), "0");
-    // Green has R-1 on its book before blue freezes, so it can fill R-2 once it takes over.
-    status_until(gateway.control, "green caught up as the standby", |s| {
-        standby_caught_up(s, "green")
-    });
-    // Freeze blue: its socket stays open, it just stops answering.
-    let pid = blue.child.id() as libc::pid_t;
-    // SAFETY: kill(2) on our own child process.
-    unsafe {
-        libc::kill(pid, libc::SIGSTOP);
-    }
-    new_order(&mut client, "R-2", b'1', 10, "70");
-    // Green takes over after the failover timeout and answers; no Logout on the way.
-    let ack = report(&mut client);
-    assert_eq!(
-        (text(&ack, 150), text(&ack, 11)),
-        ("0".into(), "R-2".into())
-    );
-    let fill = report(&mut client);
-    assert_eq!(text(&fill, 150), "F");
-    // SAFETY: as above.
-    unsafe {
-        libc::kill(pid, libc::SIGCONT);
-    }
-    assert_eq!(client.gaps(), 0);
-}

@@ -1,5 +1,6 @@
-//! The gateway over real TCP, with the real `baton` binary: logon, heartbeats, logout, gaps and
-//! resend, refusals, business messages without an engine, and SIGKILL-and-restart recovery.
+//! The gateway over real TCP, with the real `baton` binary: logon, heartbeats, logout,
+//! refusals, business messages without an engine, and SIGKILL-and-restart recovery with resend.
+//! Gaps and garbled bytes are the session's rules, tested in `fix::session` on virtual time.
 
 mod support;
 
@@ -110,55 +111,6 @@ fn unknown_comp_id_and_second_connection_are_closed_without_a_message() {
     );
     // The first connection is untouched.
     test_request_answered(&mut first, "first");
-}
-
-#[test]
-fn inbound_gap_is_resent_and_processed_in_order() {
-    let (_dir, gateway) = setup(1);
-    let mut client = gateway.client(1);
-    client.logon(false, WAIT).unwrap();
-    // Skip seq 2: send 3 first.
-    client.set_seq_num_next_out(3);
-    send_order(&mut client, "ORD-3");
-    let resend = client
-        .recv_until(WAIT, "ResendRequest", |m| m.msg_type() == b"2")
-        .unwrap();
-    assert_eq!(text(&resend, 7), "2");
-    // Fill the gap with a PossDup resend of 2; then both orders are answered, 2 before 3.
-    client
-        .send_with_seq(b"D", 2, |e| {
-            e.char(43, b'Y')
-                .str(122, "20261123-12:00:00")
-                .str(11, "ORD-2")
-                .str(55, "ACME")
-                .char(54, b'1')
-                .str(60, "20261123-12:00:00")
-                .uint(38, 100)
-                .char(40, b'2');
-        })
-        .unwrap();
-    let first = client
-        .recv_until(WAIT, "reject", |m| m.msg_type() == b"j")
-        .unwrap();
-    let second = client
-        .recv_until(WAIT, "reject", |m| m.msg_type() == b"j")
-        .unwrap();
-    assert_eq!(
-        (text(&first, 379), text(&second, 379)),
-        ("ORD-2".into(), "ORD-3".into())
-    );
-}
-
-#[test]
-fn garbled_bytes_over_tcp_are_ignored() {
-    let (_dir, gateway) = setup(1);
-    let mut client = gateway.client(1);
-    client.logon(false, WAIT).unwrap();
-    client
-        .send_raw(b"8=FIX.4.4\x019=5\x0135=0\x0110=000\x01garbage")
-        .unwrap();
-    let answer = test_request_answered(&mut client, "after-garbage");
-    assert_eq!(text(&answer, 112), "after-garbage");
 }
 
 #[test]
