@@ -3,9 +3,10 @@
 //! outputs back into FIX.
 //!
 //! The core (sequencer, router, outbox, shadow) is a sans-IO state machine; [`driver`] is the
-//! async code around it. [`sim`] runs the core with sessions and engines from a seed. The core
-//! reports with the types in [`status`] and its own API; `control` converts them, so nothing
-//! here imports `control`.
+//! async code around it. [`sim`] runs the core with sessions and engines from a seed. [`run`]
+//! assembles a gateway process. The core reports with the types in [`status`] and its own API;
+//! `control` converts them, and plugs its control plane into [`run`] through
+//! [`ControlHooks`], so nothing here imports `control` (a tidy test keeps it so).
 
 pub mod acceptor;
 pub mod assembly;

@@ -5,8 +5,11 @@
 //! timestamp that never goes backwards, and is appended to the input journal before any engine
 //! sees it (invariant 2). Every attached engine receives every input: the authoritative one's
 //! outputs are delivered, a standby's are compared with them (shadow comparison) and never
-//! sent. Each output is keyed by (input seq, index) and written into its session exactly once
-//! (invariant 4): the outbox cursor records the last input whose outputs are all delivered.
+//! sent. Each output is keyed by (input seq, index) and handed to its session exactly once
+//! (invariant 4): the core queues each input's outputs once as a [`Delivery`], the driver writes
+//! it into the sessions and hands it back, and only then does the outbox cursor, the last input
+//! whose outputs are all in their sessions, move past it. A gateway killed in between delivers
+//! the input again after its restart, and what the sessions' stores already hold is skipped.
 //!
 //! Authority moves in two ways. A planned switch holds new requests (they wait in the queue, they
 //! are not rejected), waits until both engines have answered every input up to the barrier, and
@@ -269,9 +272,10 @@ struct ShadowEntry {
 
 /// The sequencer, router and outbox, as a state machine without I/O (invariant 10): inputs come
 /// in through `handle_*` with the time, what to send to engines comes out of
-/// [`Core::poll_link`], events for the audit log out of [`Core::poll_event`], answers to
-/// commands out of [`Core::poll_reply`], and [`Core::next_timeout`] says when to call
-/// [`Core::handle_timeout`]. Outputs go into the sessions, which are state machines too. The
+/// [`Core::poll_link`], what to hand to the sessions out of [`Core::poll_delivery`] (handed back
+/// through [`Core::handle_delivered`]), events for the audit log out of [`Core::poll_event`],
+/// answers to commands out of [`Core::poll_reply`], and [`Core::next_timeout`] says when to call
+/// [`Core::handle_timeout`]. The
 /// driver (`gateway::driver`) owns sockets, tasks and the one timer. Build with [`Core::open`].
 pub struct Core<S: SessionStore, J: InputJournal = Journal> {
     /// Where answers go.
