@@ -219,7 +219,10 @@ impl GatewayControl {
         Ok(Started {
             carried,
             resume,
-            on_stop_signal: Box::new(move || notifier.stopping()),
+            stop: Box::pin(async move {
+                crate::gateway::assembly::wait_for_stop_signal().await;
+                notifier.stopping();
+            }),
         })
     }
 }

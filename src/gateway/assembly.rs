@@ -2,7 +2,7 @@
 //! arguments and a test can start a gateway without spawning the binary.
 //!
 //! The assembly is the data plane: the sockets taken back from the holder, the sessions over
-//! their stores, the core and its driver, the acceptor, and the signals that stop it. The
+//! their stores, the core and its driver, the acceptor, and stopping them in order. The
 //! control plane (admin endpoint, metrics, audit log, planned upgrades, systemd's readiness)
 //! is `control`'s, which depends on the gateway and never the reverse: the caller passes it in
 //! as a [`ControlHooks`], which `run` calls at three points — before the gateway says its
@@ -12,6 +12,7 @@ use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,8 +87,10 @@ pub struct Started {
     /// Turns true when connections taken back may be read (see
     /// [`Assembled::reads_wait_for_engine`]).
     pub resume: Option<watch::Receiver<bool>>,
-    /// Called once when a stop signal arrives, before the acceptor stops.
-    pub on_stop_signal: Box<dyn FnOnce() + Send>,
+    /// Completes when the gateway is to stop (for a process: SIGTERM or Ctrl-C, see
+    /// [`wait_for_stop_signal`]); the acceptor then stops and the core shuts down. The control
+    /// plane's, so a test running a gateway in its own process stops it without a signal.
+    pub stop: Pin<Box<dyn Future<Output = ()> + Send>>,
 }
 
 /// Why the gateway could not start or stopped serving.
@@ -153,8 +156,8 @@ impl RunError {
     }
 }
 
-/// Runs a gateway from `config` until a stop signal (SIGTERM, Ctrl-C) or a fatal error, with
-/// `control` as its control plane. Under `baton up` the sockets of a previous gateway process
+/// Runs a gateway from `config` with `control` as its control plane, until the control plane's
+/// [`Started::stop`] completes or a fatal error. Under `baton up` the sockets of a previous gateway process
 /// are taken back first: its listening socket (no rebind) and its logged-on connections.
 pub fn run<C: ControlHooks>(config: &Config, mut control: C) -> Result<(), RunError> {
     // First of all: a successor started for a planned upgrade waits here until the running
@@ -256,11 +259,10 @@ pub fn run<C: ControlHooks>(config: &Config, mut control: C) -> Result<(), RunEr
                 shutdown_rx,
             ))
         });
-        let on_stop_signal = started.on_stop_signal;
+        let stop = started.stop;
         tokio::spawn(async move {
-            wait_for_stop_signal().await;
+            stop.await;
             tracing::info!("shutting down");
-            on_stop_signal();
             handle.shutdown();
         });
         let result = acceptor.run().await.map_err(RunError::Acceptor);
@@ -334,5 +336,100 @@ pub async fn wait_for_stop_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+
+    use super::*;
+
+    /// What the test's control plane saw, in order.
+    enum Seen {
+        Bind,
+        Announce(SocketAddr),
+        Start {
+            acceptor: AcceptorHandle,
+            core: bool,
+            business: bool,
+        },
+    }
+
+    /// A control plane that reports each call and stops the gateway when told.
+    struct Recorder {
+        seen: std_mpsc::Sender<Seen>,
+        stop: Option<tokio::sync::oneshot::Receiver<()>>,
+    }
+
+    impl ControlHooks for Recorder {
+        async fn bind(&mut self) -> Result<(), HookError> {
+            let _ = self.seen.send(Seen::Bind);
+            Ok(())
+        }
+
+        fn announce(&mut self, listen: SocketAddr) -> Result<(), HookError> {
+            let _ = self.seen.send(Seen::Announce(listen));
+            Ok(())
+        }
+
+        fn start(mut self, gateway: Assembled) -> Result<Started, HookError> {
+            let _ = self.seen.send(Seen::Start {
+                acceptor: gateway.acceptor.clone(),
+                core: gateway.core.is_some(),
+                business: gateway.business.is_some(),
+            });
+            let stop = self.stop.take().expect("started once");
+            Ok(Started {
+                carried: Carried::default(),
+                resume: None,
+                stop: Box::pin(async move {
+                    let _ = stop.await;
+                }),
+            })
+        }
+    }
+
+    #[test]
+    fn a_gateway_runs_in_this_process_with_a_control_plane_of_the_callers_and_stops_when_it_says() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let mut config = Config::load(None).expect("the embedded config");
+        config.gateway.listen = "127.0.0.1:0".parse().expect("an address");
+        config.gateway.store_dir = dir.path().join("store");
+        config.gateway.journal_dir = dir.path().join("journal");
+        config.gateway.engines.clear();
+        let (seen_tx, seen) = std_mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let recorder = Recorder {
+            seen: seen_tx,
+            stop: Some(stop_rx),
+        };
+        let (done_tx, done) = std_mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done_tx.send(run(&config, recorder).map_err(|e| e.to_string()));
+        });
+        let wait = Duration::from_secs(60);
+        let next = || {
+            seen.recv_timeout(wait)
+                .expect("the control plane is called")
+        };
+        assert!(matches!(next(), Seen::Bind));
+        let Seen::Announce(listen) = next() else {
+            panic!("announced second");
+        };
+        let Seen::Start {
+            acceptor,
+            core,
+            business,
+        } = next()
+        else {
+            panic!("started third");
+        };
+        assert_eq!(acceptor.local_addr(), listen);
+        assert!(!core && !business, "no engines configured, no core");
+        std::net::TcpStream::connect(listen).expect("the gateway accepts connections");
+        stop_tx.send(()).expect("the gateway waits for its stop");
+        let result = done.recv_timeout(wait).expect("the gateway stopped");
+        assert_eq!(result, Ok(()));
     }
 }
