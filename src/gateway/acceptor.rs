@@ -1066,16 +1066,24 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
     /// holder, and lets go of the socket without closing the connection (the holder keeps it for
     /// the successor). Nothing is read any more: input waits in the kernel for the successor.
     async fn hand_over(&mut self, slot: &SessionSlot<S>, mut stream: FixStream, out: &mut Vec<u8>) {
-        let carry = {
+        // Everything polled before this was written by the connection's loop.
+        let (mut carry, written_before) = {
             let mut session = slot
                 .session
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let written_before = session.seq_num_out_polled();
             session.poll_transmit(out);
             if let Err(error) = session.store_mut().flush() {
                 tracing::error!(session = %session.config().target_comp_id, %error, "session store flush failed");
             }
-            session.carry()
+            let carry = session.carry();
+            tracing::debug!(
+                written = ?carry.seq_num_out_written,
+                seq_num_next_out = session.store().seq_num_next_out(),
+                "session handed over"
+            );
+            (carry, written_before)
         };
         if !out.is_empty() {
             let write = tokio::time::timeout(
@@ -1083,9 +1091,10 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                 stream.write_all(out),
             );
             if !matches!(write.await, Ok(Ok(()))) {
-                // The successor's session continues from the store: what was not written is
-                // asked for by the counterparty, as after a crash.
+                // Perhaps partly written: the successor writes those messages again, whole,
+                // behind what may be a cut frame the counterparty skips as garbled.
                 tracing::warn!(peer = %self.peer, "write at hand-over failed or timed out");
+                carry.seq_num_out_written = Some(written_before);
             }
             out.clear();
         }
