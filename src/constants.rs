@@ -967,6 +967,12 @@ pub const SIM_TEST_SEEDS: u64 = 1_000;
 pub const SIM_WRONG_ORDER_ID: u64 = 999_999_999;
 const _: () = assert!(SIM_WRONG_ORDER_ID > SIM_ORDERS_MAX as u64);
 
+/// Seeds `cargo test` runs with planned gateway upgrades among the faults: fewer than
+/// [`SIM_TEST_SEEDS`], since those seeds already cover every other fault; enough that upgrades
+/// with answers stored after the hand-over come up many times.
+pub const SIM_UPGRADE_SEEDS: u64 = 300;
+const _: () = assert!(SIM_UPGRADE_SEEDS <= SIM_TEST_SEEDS);
+
 /// Seeds within which each planted bug must be caught.
 pub const SIM_PLANTED_SEEDS_MAX: u64 = 50;
 
