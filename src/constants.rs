@@ -982,3 +982,7 @@ pub const SIM_PLANTED_SEEDS_MAX: u64 = 50;
 /// bound, so a gateway that never takes them back shows as disconnects, not as a short wait.
 pub const DEMO_GATEWAY_KILL_ANSWER_WAIT_MS: u64 = 60_000;
 const _: () = assert!(DEMO_GATEWAY_KILL_ANSWER_WAIT_MS > HOLD_SOCKETS_MAX_MS_DEFAULT);
+
+/// ResendRequests `baton demo` describes in its report (who asked for what, after which event):
+/// enough to trace a few gaps to their cause; a run with more shows the first ones.
+pub const DEMO_GAP_SAMPLES_MAX: usize = 20;
