@@ -1003,6 +1003,14 @@ fn gateway(config: Config) -> anyhow::Result<()> {
             );
             tokio::spawn(upgrader.run(upgrade_rx));
         }
+        // `baton up` could not run the build the last planned upgrade recorded: said in status.
+        if let Some(reason) = std::env::var_os(control::supervisor::GATEWAY_BUILD_FALLBACK_ENV)
+            .map(|reason| reason.to_string_lossy().into_owned())
+            .filter(|reason| !reason.is_empty())
+        {
+            tracing::error!(%reason, "running the configured binary, not the upgraded build");
+            plane.set_build_fallback(reason);
+        }
         // Taken over at a planned upgrade: the pause is measured once the sessions read again.
         let upgraded = taken.upgraded.take().map(|(barrier_unix_ns, change)| {
             let (measured_tx, measured_rx) = tokio::sync::oneshot::channel();
@@ -1442,6 +1450,7 @@ fn up(
                 engine: name.clone(),
             }),
             hold_sockets: None,
+            gateway_build_dir: None,
         });
     }
     // The supervisor asks the gateway before it restarts a standby for a staged build. A control
@@ -1476,6 +1485,7 @@ fn up(
         env: gateway_env,
         stage: None,
         hold_sockets,
+        gateway_build_dir: Some(control::stage::stage_dir(&config.gateway.journal_dir)),
     });
     runtime()?.block_on(supervise(
         children,
