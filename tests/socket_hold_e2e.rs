@@ -827,9 +827,32 @@ fn upgrade_rounds(
             upgrade.artifact_sha256,
             baton::control::artifact::sha256_file(&builds[round % 2]).unwrap()
         );
+        // Recorded for the next `baton up`, each upgrade (a rollback too) over the last.
+        recorded_build_becomes(config, change);
     }
     pauses.sort_unstable();
     pauses
+}
+
+/// Waits until the supervisor of the venue configured at `config` has recorded the build of
+/// `change` as the gateway's (it does when it sees the old gateway exit).
+fn recorded_build_becomes(config: &Path, change: &str) {
+    let stage = baton::control::stage::stage_dir(&config.parent().unwrap().join("journal"));
+    let deadline = Instant::now() + RECOVERY_WAIT;
+    loop {
+        let recorded = baton::control::stage::read_gateway_build(&stage).unwrap();
+        if recorded
+            .as_ref()
+            .is_some_and(|build| build.change == change)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway's build record says {recorded:?}, not {change}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
