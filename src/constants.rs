@@ -996,6 +996,12 @@ pub const SIM_TEST_SEEDS: u64 = 1_000;
 pub const SIM_WRONG_ORDER_ID: u64 = 999_999_999;
 const _: () = assert!(SIM_WRONG_ORDER_ID > SIM_ORDERS_MAX as u64);
 
+/// Seeds `cargo test` runs with planned gateway upgrades among the faults: fewer than
+/// [`SIM_TEST_SEEDS`], since those seeds already cover every other fault; enough that upgrades
+/// with answers stored after the hand-over come up many times.
+pub const SIM_UPGRADE_SEEDS: u64 = 300;
+const _: () = assert!(SIM_UPGRADE_SEEDS <= SIM_TEST_SEEDS);
+
 /// Seeds within which each planted bug must be caught.
 pub const SIM_PLANTED_SEEDS_MAX: u64 = 50;
 
@@ -1005,3 +1011,7 @@ pub const SIM_PLANTED_SEEDS_MAX: u64 = 50;
 /// bound, so a gateway that never takes them back shows as disconnects, not as a short wait.
 pub const DEMO_GATEWAY_KILL_ANSWER_WAIT_MS: u64 = 60_000;
 const _: () = assert!(DEMO_GATEWAY_KILL_ANSWER_WAIT_MS > HOLD_SOCKETS_MAX_MS_DEFAULT);
+
+/// ResendRequests `baton demo` describes in its report (who asked for what, after which event):
+/// enough to trace a few gaps to their cause; a run with more shows the first ones.
+pub const DEMO_GAP_SAMPLES_MAX: usize = 20;

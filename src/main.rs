@@ -1105,6 +1105,7 @@ fn up(
                 engine: name.clone(),
             }),
             hold_sockets: None,
+            gateway_build_dir: None,
         });
     }
     // The supervisor asks the gateway before it restarts a standby for a staged build. A control
@@ -1139,6 +1140,7 @@ fn up(
         env: gateway_env,
         stage: None,
         hold_sockets,
+        gateway_build_dir: Some(control::stage::stage_dir(&config.gateway.journal_dir)),
     });
     runtime()?.block_on(supervise(
         children,

@@ -827,9 +827,32 @@ fn upgrade_rounds(
             upgrade.artifact_sha256,
             baton::control::artifact::sha256_file(&builds[round % 2]).unwrap()
         );
+        // Recorded for the next `baton up`, each upgrade (a rollback too) over the last.
+        recorded_build_becomes(config, change);
     }
     pauses.sort_unstable();
     pauses
+}
+
+/// Waits until the supervisor of the venue configured at `config` has recorded the build of
+/// `change` as the gateway's (it does when it sees the old gateway exit).
+fn recorded_build_becomes(config: &Path, change: &str) {
+    let stage = baton::control::stage::stage_dir(&config.parent().unwrap().join("journal"));
+    let deadline = Instant::now() + RECOVERY_WAIT;
+    loop {
+        let recorded = baton::control::stage::read_gateway_build(&stage).unwrap();
+        if recorded
+            .as_ref()
+            .is_some_and(|build| build.change == change)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway's build record says {recorded:?}, not {change}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -973,5 +996,96 @@ fn a_refused_or_failed_gateway_upgrade_leaves_the_running_gateway_serving() {
         2,
         "{events:?}"
     );
+    drop(up);
+}
+
+/// Stops `baton up` the way an operator does (SIGTERM: sessions logged out, children stopped)
+/// and waits for it to exit.
+fn stop_up(mut up: Killed) {
+    support::sigterm(&up.0);
+    assert!(
+        support::exit_within(&mut up.0, RECOVERY_WAIT).is_some(),
+        "baton up did not stop on SIGTERM"
+    );
+}
+
+/// The build the gateway under `baton up` runs, as status says once it has hashed it.
+fn running_build(ready_path: &Path) -> baton::control::api::GatewayBuild {
+    let status =
+        support::control::status_until(control_of(ready_path), "the gateway's hash", |s| {
+            s.gateway_build
+                .as_ref()
+                .is_some_and(|b| !b.executable_sha256.is_empty())
+        });
+    status.gateway_build.expect("checked above")
+}
+
+/// Waits until a gateway process under `up` other than `not` runs `executable` (a gateway
+/// started through `baton launch` is the configured binary until the launch has checked the
+/// build and executed it); returns its pid.
+fn gateway_running(up: &Killed, not: Option<u32>, executable: &Path) -> u32 {
+    let deadline = Instant::now() + RECOVERY_WAIT;
+    loop {
+        let pid = gateway_pid(up_pid(up), not);
+        let running = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        if running.as_deref() == Some(executable) {
+            return pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway runs {running:?}, not {}",
+            executable.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_build_a_planned_upgrade_moved_to_is_what_a_restarted_baton_up_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let configured = baton::control::artifact::sha256_file(Path::new(env!("CARGO_BIN_EXE_baton")))
+        .expect("hash the configured binary");
+    let (up, addr, ready_path) = start(dir.path(), 1, 60_000);
+    let config = dir.path().join("baton.toml");
+    let (builds, changes) = file_gateway_builds(dir.path(), control_of(&ready_path));
+    let upgraded = baton::control::artifact::sha256_file(&builds[1]).unwrap();
+    assert_ne!(upgraded, configured);
+    assert_eq!(running_build(&ready_path).executable_sha256, configured);
+    let mut clients = vec![Client::log_on(addr, 1)];
+    clients[0].send_order("BEFORE");
+    clients[0].until_acknowledged("before the upgrade");
+    upgrade_under_load(&config, &ready_path, &changes[1], &mut clients, 0);
+    assert_eq!(running_build(&ready_path).executable_sha256, upgraded);
+    drop(clients);
+    stop_up(up);
+
+    // A new `baton up` on the same directories runs build B again, through `baton launch`.
+    let (up, _, ready_path) = start(dir.path(), 1, 60_000);
+    let build = running_build(&ready_path);
+    assert_eq!(build.executable_sha256, upgraded, "{build:?}");
+    assert_eq!(build.fallback, None);
+    let build_b = builds[1].canonicalize().unwrap();
+    let pid = gateway_running(&up, None, &build_b);
+    // A gateway that dies is restarted from it too.
+    sigkill(pid);
+    gateway_running(&up, Some(pid), &build_b);
+    stop_up(up);
+
+    // The recorded build no longer has the bytes its record names: the configured binary runs,
+    // and status says why.
+    let mut bytes = std::fs::read(&builds[1]).unwrap();
+    bytes.extend_from_slice(b"tampered");
+    std::fs::write(&builds[1], bytes).unwrap();
+    let (up, _, ready_path) = start(dir.path(), 1, 60_000);
+    let build = running_build(&ready_path);
+    assert_eq!(build.executable_sha256, configured, "{build:?}");
+    let reason = build.fallback.expect("the fallback is said in status");
+    assert!(reason.contains(&changes[1]), "{reason}");
+    let shown = support::control::ok(support::control::ctl(
+        control_of(&ready_path),
+        "alice",
+        &["status"],
+    ));
+    assert!(shown.contains("configured binary"), "{shown}");
     drop(up);
 }

@@ -119,6 +119,10 @@ pub struct DemoReport {
     pub gaps: u64,
     /// Gaps the counterparties asked for by ResendRequest and never saw closed.
     pub gaps_open: u64,
+    /// Each ResendRequest, either way, up to [`crate::constants::DEMO_GAP_SAMPLES_MAX`]: who
+    /// asked for which MsgSeqNums, and the event it came after, so a gap can be traced to its
+    /// cause.
+    pub gap_samples: Vec<String>,
     /// Inbound sequence numbers counterparties saw twice without PossDupFlag.
     pub repeated: u64,
     /// Quantity bought and sold in fills, per symbol, over every counterparty: each trade has a
@@ -243,6 +247,9 @@ impl DemoReport {
             "sequence gaps   {} outside gateway kills, {} left open\n",
             self.gaps, self.gaps_open
         ));
+        for sample in &self.gap_samples {
+            out.push_str(&format!("  {sample}\n"));
+        }
         out.push_str(&format!("repeated seqs   {}\n", self.repeated));
         for (symbol, (bought, sold)) in &self.filled_per_symbol {
             out.push_str(&format!(
@@ -384,6 +391,11 @@ struct Tally {
     probed_kill: u64,
     /// Kill number and time from it to the probe's acknowledgement, not yet told.
     answered: Option<(u64, Duration)>,
+    /// The counterparty's CompID, to name it in gap samples.
+    name: String,
+    /// ResendRequests sent or received, described, not yet told (see
+    /// [`DemoReport::gap_samples`]).
+    gap_samples: Vec<String>,
 }
 
 /// A counterparty's inbound sequence as FIX asks it to keep one: a number beyond the next
@@ -481,6 +493,10 @@ struct Seen {
     answered: AtomicU64,
     /// The longest time from the latest kill to such an answer, µs.
     recovery_us: AtomicU64,
+    /// The event under way or done last, named as its progress line names it.
+    last_event: Mutex<String>,
+    /// Gap samples told so far, each with the event it came after.
+    gap_samples: Mutex<Vec<String>>,
 }
 
 /// [`Seen`]'s counters at one moment, to subtract.
@@ -514,6 +530,40 @@ impl Seen {
             served: self.served.load(Ordering::Acquire),
             closed: self.closed.load(Ordering::Acquire),
             garbled: self.garbled.load(Ordering::Acquire),
+        }
+    }
+
+    /// Names the event that starts now, for the gap samples told from now on.
+    fn event(&self, name: String) {
+        *self
+            .last_event
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = name;
+    }
+
+    /// Keeps `samples`, each with the event it came after, up to the bound.
+    fn sample_gaps(&self, samples: &mut Vec<String>) {
+        if samples.is_empty() {
+            return;
+        }
+        let event = self
+            .last_event
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let mut kept = self
+            .gap_samples
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for sample in samples.drain(..) {
+            if kept.len() < crate::constants::DEMO_GAP_SAMPLES_MAX {
+                let after = if event.is_empty() {
+                    "the start"
+                } else {
+                    &event
+                };
+                kept.push(format!("{sample}, after {after}"));
+            }
         }
     }
 
@@ -569,6 +619,7 @@ impl Told {
         tell_more(&seen.served, &mut self.served, tally.gaps);
         tell_more(&seen.closed, &mut self.closed, tally.inbound.closed);
         tell_more(&seen.garbled, &mut self.garbled, client.garbled());
+        seen.sample_gaps(&mut tally.gap_samples);
         if let Some((kill, took)) = tally.answered.take()
             && seen.latest_kill().is_some_and(|(latest, _)| latest == kill)
         {
@@ -823,6 +874,11 @@ fn trade_through_events(
             .into_iter()
             .enumerate()
         {
+            seen.event(format!(
+                "canary {} {}",
+                i + 1,
+                if step == 0 { "start" } else { "rollback" }
+            ));
             match venue.request(&request, Duration::from_secs(30))? {
                 ControlReply::Switched(switch) => {
                     progress(&format!(
@@ -851,6 +907,7 @@ fn trade_through_events(
         } else {
             ControlRequest::rollback("ops")
         };
+        seen.event(format!("switch {}", i + 1));
         match venue.request(&request, Duration::from_secs(30)) {
             Ok(ControlReply::Switched(switch)) => {
                 progress(&format!(
@@ -875,6 +932,7 @@ fn trade_through_events(
             i + 1,
             orders.load(Ordering::Relaxed)
         ));
+        seen.event(format!("gateway upgrade {}", i + 1));
         let before = seen.now();
         let counts_before = seen.counts();
         let upgrade = venue.upgrade_gateway(change)?;
@@ -907,6 +965,7 @@ fn trade_through_events(
         report.gateway_kills.push(kill);
     }
     for i in 0..config.kills {
+        seen.event(format!("engine kill {}", i + 1));
         progress(&format!(
             "kill {}: SIGKILL the authoritative engine ({} orders so far)",
             i + 1,
@@ -924,6 +983,7 @@ fn trade_through_events(
         }
         std::thread::sleep(config.event_gap);
     }
+    seen.event("the last event".into());
     stop.store(true, Ordering::Relaxed);
     // Reconciling needs every answer: the counterparties wait, still connected, until all have
     // stopped sending and the gateway has delivered every output (a passive fill may come from
@@ -958,6 +1018,15 @@ fn trade_through_events(
                 .map_err(|_| DemoError::Venue("a trader thread panicked".into()))?,
         );
     }
+    for tally in &mut tallies {
+        seen.sample_gaps(&mut tally.gap_samples);
+    }
+    report.gap_samples = std::mem::take(
+        &mut *seen
+            .gap_samples
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()),
+    );
     let mut seen = SeenStates::new();
     for mut tally in tallies {
         report.orders += tally.sent.len() as u64;
@@ -1009,6 +1078,7 @@ fn gateway_kill(
     progress(&format!(
         "gateway kill {number}: SIGKILL the gateway process; its supervisor holds the sockets and restarts it"
     ));
+    seen.event(format!("gateway kill {number}"));
     let before = seen.counts();
     seen.answered.store(0, Ordering::Release);
     seen.recovery_us.store(0, Ordering::Release);
@@ -1118,6 +1188,7 @@ fn trade(
     // a canary of some symbols carries real flow.
     let symbol = TRADED_SYMBOLS[n % TRADED_SYMBOLS.len()];
     tally.symbol = symbol;
+    tally.name = format!("TRADER{n}");
     let mut next = Instant::now();
     let mut i: u64 = 0;
     while !stop.load(Ordering::Relaxed) {
@@ -1269,6 +1340,14 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
                 match tally.inbound.arrive(&message) {
                     Arrival::Skip => continue,
                     Arrival::Gap { from } => {
+                        let seq = message.uint(34).unwrap_or(0);
+                        let sample = format!(
+                            "{} asked for {from}..{} ({} arrived as {seq})",
+                            tally.name,
+                            seq.saturating_sub(1),
+                            String::from_utf8_lossy(message.msg_type()),
+                        );
+                        tally.gap_samples.push(sample);
                         let asked = client.send(b"2", |e| {
                             e.uint(7, from).uint(16, 0);
                         });
@@ -1340,6 +1419,13 @@ fn drain(client: &mut Initiator, tally: &mut Tally, wait: Duration) -> bool {
                     // The gateway asks for a resend only when it saw a gap in what we sent.
                     b"2" => {
                         tally.gaps += 1;
+                        let sample = format!(
+                            "the gateway asked {} for {}..{}",
+                            tally.name,
+                            message.uint(7).unwrap_or(0),
+                            message.uint(16).unwrap_or(0)
+                        );
+                        tally.gap_samples.push(sample);
                         if message.get(43) != Some(b"Y") && !serve_resend(client, tally, &message) {
                             tally.dropped = true;
                             return false;

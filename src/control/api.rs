@@ -261,6 +261,22 @@ pub struct Status {
     /// (filled in by the control plane).
     #[serde(default)]
     pub gateway_upgrade: Option<Box<GatewayUpgrade>>,
+    /// Which build the gateway process runs (filled in by the control plane).
+    #[serde(default)]
+    pub gateway_build: Option<GatewayBuild>,
+}
+
+/// The build the running gateway process runs: after a restart of `baton up`, whether it is the
+/// one the last planned upgrade moved to, or the configured binary and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayBuild {
+    /// SHA-256 of the running gateway's executable; empty until it is known (the first status
+    /// question starts hashing it, so a later one has it) or if it could not be read.
+    pub executable_sha256: String,
+    /// Set when `baton up` started the configured binary although a planned upgrade recorded
+    /// another build (its artifact gone or changed): why.
+    #[serde(default)]
+    pub fallback: Option<String>,
 }
 
 /// A planned gateway upgrade as the gateway that took over measured it.
@@ -307,6 +323,7 @@ impl From<CoreStatus> for Status {
             audit_head: None,
             halted: core.halted,
             gateway_upgrade: None,
+            gateway_build: None,
         }
     }
 }

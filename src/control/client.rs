@@ -246,11 +246,24 @@ pub fn render_status(status: &Status) -> String {
                 Some(u) => format!(
                     "{} to {}: {} sessions handed over, pause {} µs",
                     u.change,
-                    u.artifact_sha256.get(..12).unwrap_or(&u.artifact_sha256),
+                    short_sha256(&u.artifact_sha256),
                     u.sessions,
                     u.pause_us
                 ),
                 None => "none".to_owned(),
+            },
+        ),
+        (
+            "gateway build",
+            match &status.gateway_build {
+                Some(build) => match &build.fallback {
+                    Some(reason) => format!(
+                        "{} (configured binary: {reason})",
+                        short_sha256(&build.executable_sha256)
+                    ),
+                    None => short_sha256(&build.executable_sha256).to_owned(),
+                },
+                None => "-".to_owned(),
             },
         ),
         ("canary", canary),
@@ -454,6 +467,11 @@ fn or_dash(text: &str) -> String {
 /// A sample's debug text flattened to one line and cut to
 /// [`constants::CONTROL_SAMPLE_TEXT_CHARS_MAX`] characters, so one verbose sample cannot push the
 /// rest of the overview off the screen.
+/// The first 12 hex digits of a SHA-256: enough for a person to tell builds apart.
+fn short_sha256(sha256: &str) -> &str {
+    sha256.get(..12).unwrap_or(sha256)
+}
+
 fn one_line(text: &str) -> String {
     let flat: String = text
         .chars()
@@ -566,6 +584,11 @@ mod tests {
             audit_head: None,
             halted: Vec::new(),
             gateway_upgrade: None,
+            gateway_build: Some(crate::control::api::GatewayBuild {
+                executable_sha256:
+                    "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae".into(),
+                fallback: None,
+            }),
         }
     }
 
@@ -588,6 +611,7 @@ delivered through  5309
 last switch        blue → green at barrier 5000 (all symbols), pause 42 µs (planned)
 switches           1
 gateway upgrade    none
+gateway build      2c26b46b68ff
 canary             none
 halted             none
 changes            none open

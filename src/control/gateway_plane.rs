@@ -163,6 +163,15 @@ impl GatewayControl {
             let upgrader = Upgrader::new(holder, acceptor, sessions, business, core);
             tokio::spawn(upgrader.run(upgrade_rx));
         }
+        // `baton up` could not run the build the last planned upgrade recorded: said in status.
+        if let Some(reason) =
+            std::env::var_os(crate::control::supervisor::GATEWAY_BUILD_FALLBACK_ENV)
+                .map(|reason| reason.to_string_lossy().into_owned())
+                .filter(|reason| !reason.is_empty())
+        {
+            tracing::error!(%reason, "running the configured binary, not the upgraded build");
+            plane.set_build_fallback(reason);
+        }
         // Taken over at a planned upgrade: the pause is measured once the sessions read again.
         let upgraded = upgraded.map(|(barrier_unix_ns, change)| {
             let (measured_tx, measured_rx) = oneshot::channel();

@@ -481,6 +481,7 @@ mod tests {
             timers: vec![None, None, None, None, Some(7), Some(9)],
             test_request_id: 0,
             unread_hex: "383d".into(),
+            seq_num_out_written: Some(11),
         };
         let handing_over = ToHolder::HandingOver {
             barrier_unix_ns: 42,

@@ -16,6 +16,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
@@ -123,6 +125,13 @@ pub struct Plane {
     /// This gateway took over from another at a planned upgrade: what it measured, once it
     /// serves.
     upgraded: Option<oneshot::Receiver<super::api::GatewayUpgrade>>,
+    /// SHA-256 of this gateway's executable, for status; hashed once, when first asked.
+    executable_sha256: Arc<std::sync::OnceLock<String>>,
+    /// Whether that hashing was started.
+    executable_hashing: Arc<AtomicBool>,
+    /// Why `baton up` runs the configured binary instead of the build the last planned upgrade
+    /// recorded, when it does (see [`super::supervisor::GATEWAY_BUILD_FALLBACK_ENV`]).
+    build_fallback: Option<String>,
     /// Test hook: make every append fail, as a full or failing disk would.
     #[cfg(test)]
     fail_appends: bool,
@@ -183,6 +192,9 @@ impl Plane {
             auto_rollback_in_flight: false,
             breach_recorded: None,
             window_closed_recorded: None,
+            executable_sha256: Arc::new(std::sync::OnceLock::new()),
+            executable_hashing: Arc::new(AtomicBool::new(false)),
+            build_fallback: None,
             #[cfg(test)]
             fail_appends: false,
         };
@@ -209,6 +221,12 @@ impl Plane {
         }
         tracing::info!(path = %config.audit_path.display(), head_seq = plane.audit.head().0, changes = plane.book.summaries().len(), "audit log open");
         Ok(plane)
+    }
+
+    /// `baton up` started this gateway from the configured binary although a planned upgrade
+    /// recorded another build: `reason` is shown in status.
+    pub fn set_build_fallback(&mut self, reason: String) {
+        self.build_fallback = Some(reason);
     }
 
     /// Lets `baton ctl upgrade-gateway` run, through `upgrader`.
@@ -915,6 +933,8 @@ impl Plane {
             hash: hash.to_owned(),
         };
         let core = self.core.clone();
+        let executable_sha256 = own_sha256(&self.executable_sha256, &self.executable_hashing);
+        let fallback = self.build_fallback.clone();
         tokio::spawn(async move {
             let reply_to = reply;
             let mut status = match core {
@@ -938,6 +958,10 @@ impl Plane {
             status.open_changes = open_changes;
             status.gateway_upgrade = gateway_upgrade.map(Box::new);
             status.audit_head = Some(head);
+            status.gateway_build = Some(super::api::GatewayBuild {
+                executable_sha256,
+                fallback,
+            });
             let _ = reply_to.send(ControlReply::Status(status));
         });
     }
@@ -1060,6 +1084,28 @@ pub(crate) async fn ask(
 
 /// The part of an operator's request the sequencer acts on; `None` for the requests the control
 /// plane answers itself (changes, reports).
+/// This process's executable SHA-256 as far as it is known: the first question starts hashing
+/// it on a blocking thread and is answered without it (empty), later ones read it from `cell`.
+/// Status never waits for a large binary to be hashed, and nothing is hashed at start, when a
+/// planned upgrade's successor should spend its time taking over.
+fn own_sha256(cell: &Arc<std::sync::OnceLock<String>>, started: &Arc<AtomicBool>) -> String {
+    if let Some(known) = cell.get() {
+        return known.clone();
+    }
+    if !started.swap(true, Ordering::AcqRel) {
+        let cell = cell.clone();
+        tokio::task::spawn_blocking(move || match artifact::self_sha256() {
+            Ok(sha256) => {
+                let _ = cell.set(sha256);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot hash this gateway's executable for status")
+            }
+        });
+    }
+    String::new()
+}
+
 fn core_request(request: ControlRequest) -> Option<CoreRequest> {
     Some(match request {
         ControlRequest::Status => CoreRequest::Status,

@@ -8,6 +8,13 @@
 //! start of that engine and runs the artifact through `baton launch`, which checks the hash on
 //! the very descriptor it executes. A change of the file makes the supervisor restart the
 //! engine (it is never the authoritative one: the sequencer refuses to stage that).
+//!
+//! The gateway's own build has a record beside them, `stage/gateway.build.json`: the supervisor
+//! writes it when the build a planned upgrade started has taken over (a rollback is an upgrade
+//! to the previous change's build, and rewrites it), and reads it when `baton up` starts, so a
+//! restarted supervisor runs the gateway from the build it was last upgraded to rather than
+//! from the configured binary. Its name is not a plain engine name, so no engine's record can
+//! be taken for it.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -72,10 +79,30 @@ fn stage_file(dir: &Path, engine: &str) -> Result<PathBuf, StageError> {
     Ok(dir.join(format!("{engine}.json")))
 }
 
+/// The name of the gateway's build record in the stage directory.
+const GATEWAY_BUILD_FILE_NAME: &str = "gateway.build.json";
+
 /// Writes `staged` so that a reader sees the old record or the new one, never a mix, and the
 /// new one survives a crash once this returns.
 pub fn write(dir: &Path, staged: &Staged) -> Result<(), StageError> {
     let path = stage_file(dir, &staged.engine)?;
+    write_record(dir, &path, staged)
+}
+
+/// Records in `dir` that the gateway runs `build` from now on (see the module documentation),
+/// as atomically and durably as [`write`].
+pub fn write_gateway_build(dir: &Path, build: &Staged) -> Result<(), StageError> {
+    write_record(dir, &dir.join(GATEWAY_BUILD_FILE_NAME), build)
+}
+
+/// The build a planned upgrade last moved the gateway to, if any.
+pub fn read_gateway_build(dir: &Path) -> Result<Option<Staged>, StageError> {
+    read_record(dir.join(GATEWAY_BUILD_FILE_NAME))
+}
+
+/// Writes `staged` to `path` in `dir` through a temporary file, renamed over it.
+fn write_record(dir: &Path, path: &Path, staged: &Staged) -> Result<(), StageError> {
+    let path = path.to_owned();
     let io = |path: &Path| {
         let path = path.to_owned();
         move |source| StageError::Io { path, source }
@@ -91,7 +118,11 @@ pub fn write(dir: &Path, staged: &Staged) -> Result<(), StageError> {
             .and_then(|directory| directory.sync_all())
             .map_err(io(parent))?;
     }
-    let temporary = dir.join(format!(".{}.json.tmp", staged.engine));
+    let file_name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = dir.join(format!(".{file_name}.tmp"));
     let bytes = serde_json::to_vec_pretty(staged).map_err(|source| StageError::Malformed {
         path: path.clone(),
         source,
@@ -109,7 +140,11 @@ pub fn write(dir: &Path, staged: &Staged) -> Result<(), StageError> {
 
 /// The build staged for `engine`, if any.
 pub fn read(dir: &Path, engine: &str) -> Result<Option<Staged>, StageError> {
-    let path = stage_file(dir, engine)?;
+    read_record(stage_file(dir, engine)?)
+}
+
+/// The record at `path`, if there is one.
+fn read_record(path: PathBuf) -> Result<Option<Staged>, StageError> {
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -164,5 +199,30 @@ mod tests {
             read(dir.path(), "green"),
             Err(StageError::Malformed { .. })
         ));
+    }
+
+    #[test]
+    fn the_gateway_build_record_is_apart_from_every_engine_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = stage_dir(dir.path());
+        assert_eq!(read_gateway_build(&stage).unwrap(), None);
+        write(&stage, &staged("gateway", "aa")).unwrap();
+        assert_eq!(read_gateway_build(&stage).unwrap(), None);
+        write_gateway_build(&stage, &staged("gateway", "bb")).unwrap();
+        write_gateway_build(&stage, &staged("gateway", "cc")).unwrap();
+        assert_eq!(
+            read_gateway_build(&stage).unwrap(),
+            Some(staged("gateway", "cc"))
+        );
+        assert_eq!(
+            read(&stage, "gateway").unwrap(),
+            Some(staged("gateway", "aa"))
+        );
+        let mut names: Vec<_> = std::fs::read_dir(&stage)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["gateway.build.json", "gateway.json"]);
     }
 }

@@ -18,6 +18,11 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::constants;
 
+/// Set for a gateway that `baton up` starts from the configured binary although a planned
+/// upgrade recorded another build (its artifact is gone or its bytes changed): why, in words,
+/// so the gateway can say it in status instead of the fallback going unnoticed.
+pub const GATEWAY_BUILD_FALLBACK_ENV: &str = "BATON_GATEWAY_BUILD_FALLBACK";
+
 /// One process to run.
 #[derive(Clone, Debug)]
 pub struct ChildSpec {
@@ -37,6 +42,10 @@ pub struct ChildSpec {
     /// For the gateway: hold a duplicate of its listening socket and connections for it (see
     /// [`super::holder`]), and for this long after it died.
     pub hold_sockets: Option<Duration>,
+    /// For the gateway: the stage directory where the build a planned upgrade moved it to is
+    /// recorded ([`super::stage::write_gateway_build`]), so that a restarted `baton up` runs
+    /// that build rather than the configured binary.
+    pub gateway_build_dir: Option<PathBuf>,
 }
 
 /// Where to look for the build staged for one engine.
@@ -218,8 +227,23 @@ fn spawn(
     build: Option<&super::stage::Staged>,
     successor: bool,
 ) -> Result<(Child, Option<String>), SupervisorError> {
-    let staged = build.cloned().or_else(|| staged(spec));
     let mut command = Command::new(&spec.program);
+    let staged = match build {
+        // A successor's start is checked by `baton launch`, and a failure calls the upgrade
+        // off; a later start must not loop on a build that no longer checks out.
+        Some(build) if !successor => {
+            match check_build(build) {
+                Ok(()) => Some(build.clone()),
+                Err(reason) => {
+                    tracing::error!(child = %spec.name, artifact = %build.artifact_path, change = %build.change, %reason, "the build the last upgrade moved to cannot run; starting the configured binary");
+                    command.env(GATEWAY_BUILD_FALLBACK_ENV, format!("the build of {} ({}) cannot run: {reason}; running the configured binary", build.change, build.artifact_path));
+                    None
+                }
+            }
+        }
+        Some(build) => Some(build.clone()),
+        None => staged(spec),
+    };
     // The gateway's end of a fresh hand-over channel: inherited across exec, its number in the
     // environment. Without one the gateway runs unprotected rather than not at all.
     let channel = match (spec.hold_sockets, holder) {
@@ -288,6 +312,48 @@ fn spawn(
         None => tracing::info!(child = %spec.name, pid = child.id(), "started"),
     }
     Ok((child, staged.map(|s| s.artifact_sha256)))
+}
+
+/// Whether `build`'s artifact is still there with the bytes its record names; why not,
+/// otherwise.
+fn check_build(build: &super::stage::Staged) -> Result<(), String> {
+    let found = super::artifact::sha256_file(std::path::Path::new(&build.artifact_path))
+        .map_err(|error| error.to_string())?;
+    if found == build.artifact_sha256 {
+        Ok(())
+    } else {
+        Err(format!(
+            "its SHA-256 is {found}, the record names {}",
+            build.artifact_sha256
+        ))
+    }
+}
+
+/// The build a planned upgrade last moved `spec`'s gateway to, recorded in its stage
+/// directory; `None` (logged) when none is recorded or the record cannot be read.
+fn recorded_build(spec: &ChildSpec) -> Option<super::stage::Staged> {
+    let dir = spec.gateway_build_dir.as_ref()?;
+    match super::stage::read_gateway_build(dir) {
+        Ok(Some(build)) => {
+            tracing::info!(child = %spec.name, artifact = %build.artifact_path, sha256 = %build.artifact_sha256, change = %build.change, "a planned upgrade moved the gateway to this build; it runs from it");
+            Some(build)
+        }
+        Ok(None) => None,
+        Err(error) => {
+            tracing::error!(child = %spec.name, %error, "cannot read the gateway's build record; starting the configured binary");
+            None
+        }
+    }
+}
+
+/// Records that `spec`'s gateway runs `build` from now on, for the next `baton up`.
+fn record_build(spec: &ChildSpec, build: &super::stage::Staged) {
+    let Some(dir) = spec.gateway_build_dir.as_ref() else {
+        return;
+    };
+    if let Err(error) = super::stage::write_gateway_build(dir, build) {
+        tracing::error!(child = %spec.name, %error, change = %build.change, "cannot record the gateway's new build: a restarted baton up would run the configured binary");
+    }
 }
 
 /// Starts the gateway's successor for a planned upgrade (through `baton launch`, which checks
@@ -368,7 +434,8 @@ pub async fn supervise(
     };
     let mut children = Vec::with_capacity(specs.len());
     for spec in specs {
-        let (child, running_stage) = spawn(&spec, holder.as_ref(), None, false)?;
+        let build = recorded_build(&spec);
+        let (child, running_stage) = spawn(&spec, holder.as_ref(), build.as_ref(), false)?;
         children.push(Supervised {
             spec,
             child: Some(child),
@@ -381,7 +448,7 @@ pub async fn supervise(
             stage_check: None,
             stage_checked: None,
             status_timeout: Duration::from_millis(constants::SUPERVISOR_STATUS_TIMEOUT_MS),
-            build: None,
+            build,
             successor: None,
         });
         tokio::time::sleep(start_gap).await;
@@ -438,6 +505,7 @@ pub async fn supervise(
             if exited.is_some() && supervised.successor.is_some() {
                 if let Some((child, build)) = supervised.successor.take() {
                     tracing::info!(child = %supervised.spec.name, pid = child.id(), artifact = %build.artifact_path, change = %build.change, "the upgraded gateway took over");
+                    record_build(&supervised.spec, &build);
                     supervised.child = Some(child);
                     supervised.running_stage = Some(build.artifact_sha256.clone());
                     supervised.build = Some(build);
@@ -554,6 +622,7 @@ mod tests {
                     engine: "green".into(),
                 }),
                 hold_sockets: None,
+                gateway_build_dir: None,
             },
             child: Some(child),
             failures: 0,

@@ -197,6 +197,14 @@ pub struct SessionCarry {
     /// Bytes read from the counterparty that are not yet a whole frame, in hex (the hand-over
     /// message is JSON).
     pub unread_hex: String,
+    /// The last outbound MsgSeqNum the previous gateway wrote to the socket (a first sending,
+    /// not a resend). Everything its store holds after it was stored but never written (an
+    /// output that reached the session after the hand-over, a write cut short), so the
+    /// successor writes those first, as they were stored, before anything new: without this
+    /// the counterparty would see them as a gap. `None` from a build that did not record it:
+    /// the successor then continues from its store as before.
+    #[serde(default)]
+    pub seq_num_out_written: Option<u64>,
 }
 
 impl SessionCarry {
@@ -290,6 +298,15 @@ pub struct Session<S: SessionStore> {
     stats: SessionStats,
     /// Reused to parse each frame without allocating.
     scratch: Message,
+    /// The highest MsgSeqNum of a message sent for the first time (not a resend or gap fill)
+    /// that is in `transmit` or was given to the driver: what a hand-over records as written.
+    seq_num_out_queued: u64,
+    /// The same, of what [`Session::poll_transmit`] gave the driver: once the driver wrote it
+    /// all, every MsgSeqNum up to this one is on the wire.
+    seq_num_out_polled: u64,
+    /// Set by [`Session::carry`]: the session belongs to the next gateway process now, and
+    /// anything stored after it is written by that process, not by this one.
+    handed_over: bool,
     /// Messages handed back with [`Session::recycle`]: each business message handed out in an
     /// [`Event::Application`] is copied into one of these, so the steady state allocates no
     /// message per order (invariant 11). At most [`constants::SESSION_SPARE_MESSAGES_MAX`].
@@ -329,6 +346,9 @@ impl<S: SessionStore> Session<S> {
             test_request_id: 0,
             seq_num_next_in,
             unconfirmed: std::collections::VecDeque::new(),
+            seq_num_out_queued: 0,
+            seq_num_out_polled: 0,
+            handed_over: false,
             stats: SessionStats::default(),
             scratch: Message::default(),
             spare: Vec::with_capacity(constants::SESSION_SPARE_MESSAGES_MAX),
@@ -390,6 +410,8 @@ impl<S: SessionStore> Session<S> {
     pub fn on_connect(&mut self, now: Timestamp) {
         self.recv.clear();
         self.transmit.clear();
+        self.seq_num_out_queued = self.seq_num_out_polled;
+        self.handed_over = false;
         self.clear_queue();
         self.resend_target = None;
         self.end_resend();
@@ -433,6 +455,10 @@ impl<S: SessionStore> Session<S> {
         self.timers = [None; TIMER_COUNT];
         self.heartbeat_interval_ms = heartbeat_interval_ms;
         self.state = State::Active;
+        // What the previous process wrote is not known here: whatever it stored and did not
+        // write shows as a gap, which the counterparty asks for.
+        self.seq_num_out_polled = self.store.seq_num_next_out().saturating_sub(1);
+        self.seq_num_out_queued = self.seq_num_out_polled;
         self.decoder.set_body_length_max(constants::BODY_LENGTH_MAX);
         if window.end != Timestamp(u64::MAX) {
             self.set_timer(Timer::SessionEnd, window.end);
@@ -458,16 +484,29 @@ impl<S: SessionStore> Session<S> {
     }
 
     /// What of this session is not in its store, for the gateway that continues it after a
-    /// planned upgrade: the agreed HeartBtInt, the timer deadlines and the bytes read but not
-    /// yet a whole frame. The driver must have written everything [`Session::poll_transmit`]
-    /// returned first.
-    pub fn carry(&self) -> SessionCarry {
+    /// planned upgrade: the agreed HeartBtInt, the timer deadlines, the bytes read but not yet
+    /// a whole frame, and the last MsgSeqNum written. Records that the session is handed over:
+    /// what is stored after this (an output that arrives late) is written by the successor.
+    ///
+    /// The driver must write everything [`Session::poll_transmit`] returned; if that write
+    /// fails, it lowers [`SessionCarry::seq_num_out_written`] to what it knows was written
+    /// ([`Session::seq_num_out_polled`] before its last poll), so the successor writes the rest.
+    pub fn carry(&mut self) -> SessionCarry {
+        self.handed_over = true;
         SessionCarry {
             heartbeat_interval_ms: self.heartbeat_interval_ms,
             timers: self.timers.iter().map(|t| t.map(|t| t.0)).collect(),
             test_request_id: self.test_request_id,
             unread_hex: self.recv.iter().map(|b| format!("{b:02x}")).collect(),
+            seq_num_out_written: Some(self.seq_num_out_polled),
         }
+    }
+
+    /// The last MsgSeqNum sent for the first time that [`Session::poll_transmit`] gave the
+    /// driver (0 before anything was): once the driver wrote what it was given, the
+    /// counterparty has every number up to this one, or will get it by resend.
+    pub fn seq_num_out_polled(&self) -> u64 {
+        self.seq_num_out_polled
     }
 
     /// Continues a session handed over by a planned upgrade (see [`Session::carry`]): logged on,
@@ -489,7 +528,41 @@ impl<S: SessionStore> Session<S> {
         }
         self.test_request_id = carry.test_request_id;
         self.recv = unread.unwrap_or_default();
+        if let Some(written) = carry.seq_num_out_written {
+            self.continue_after_written(written);
+        }
         true
+    }
+
+    /// The previous gateway wrote every outbound MsgSeqNum up to `written`: whatever the store
+    /// holds after it was stored but never written, and goes out first, as stored (the
+    /// original message, not a PossDup copy: the counterparty never saw it), in order and
+    /// before anything new. It takes the path of messages held behind a resend, so it is
+    /// written a step at a time as the connection drains.
+    fn continue_after_written(&mut self, written: u64) {
+        let next = self.store.seq_num_next_out();
+        self.seq_num_out_polled = written;
+        self.seq_num_out_queued = written;
+        if written.saturating_add(1) < next {
+            tracing::info!(
+                session = %self.config.target_comp_id,
+                written,
+                seq_num_next_out = next,
+                "messages stored after the hand-over and never written: writing them first"
+            );
+            self.held_from = Some(written + 1);
+        } else if written >= next {
+            // The store holds less than was written (it was reset or lost its tail): nothing
+            // to write; the counterparty's next gap, if any, is asked for as after a crash.
+            tracing::warn!(
+                session = %self.config.target_comp_id,
+                written,
+                seq_num_next_out = next,
+                "the store is behind what the previous gateway wrote"
+            );
+            self.seq_num_out_polled = next.saturating_sub(1);
+            self.seq_num_out_queued = self.seq_num_out_polled;
+        }
     }
 
     /// The transport closed (by either side). Unsent bytes are dropped: whatever was stored
@@ -502,6 +575,7 @@ impl<S: SessionStore> Session<S> {
         self.timers = [None; TIMER_COUNT];
         self.recv.clear();
         self.transmit.clear();
+        self.seq_num_out_queued = self.seq_num_out_polled;
         self.clear_queue();
         self.resend_target = None;
         self.end_resend();
@@ -523,6 +597,7 @@ impl<S: SessionStore> Session<S> {
     pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.transmit);
         self.transmit.clear();
+        self.seq_num_out_polled = self.seq_num_out_queued;
     }
 
     /// Whether a resend is still being served (or the messages held behind it are still to be
@@ -585,6 +660,7 @@ impl<S: SessionStore> Session<S> {
                     continue;
                 }
                 self.transmit.extend_from_slice(bytes);
+                self.seq_num_out_queued = held;
                 self.stats.messages_out += 1;
                 self.arm_heartbeat(now);
             } else {
@@ -719,6 +795,9 @@ impl<S: SessionStore> Session<S> {
         body(&mut self.encoder);
         let bytes = self.encoder.finish();
         self.store.append_sent(seq, bytes)?;
+        if self.handed_over {
+            stored_after_hand_over(&self.config.target_comp_id, seq, msg_type);
+        }
         // After our Logout only the Logout exchange goes out; the message waits for resend.
         if self.state == State::Active {
             if self.replay.is_some() || self.held_from.is_some() {
@@ -727,6 +806,7 @@ impl<S: SessionStore> Session<S> {
                 return Ok(seq);
             }
             self.transmit.extend_from_slice(bytes);
+            self.seq_num_out_queued = seq;
             self.stats.messages_out += 1;
             self.arm_heartbeat(now);
         }
@@ -1555,6 +1635,9 @@ impl<S: SessionStore> Session<S> {
             self.disconnect(DisconnectReason::StoreFailed(error.to_string()));
             return;
         }
+        if self.handed_over {
+            stored_after_hand_over(&self.config.target_comp_id, seq, msg_type);
+        }
         if self.replay.is_some() || self.held_from.is_some() {
             if msg_type == msg_type::LOGOUT {
                 // The session is ending: the Logout goes out now, and what the resend did not
@@ -1568,6 +1651,7 @@ impl<S: SessionStore> Session<S> {
             }
         }
         self.transmit.extend_from_slice(bytes);
+        self.seq_num_out_queued = seq;
         self.stats.messages_out += 1;
         self.arm_heartbeat(now);
     }
@@ -1652,6 +1736,18 @@ impl<S: SessionStore> Session<S> {
 }
 
 /// Whether a Logon asks for ResetSeqNumFlag=Y.
+/// A message of session `target` was stored after [`Session::carry`]: this process will not
+/// write it, the successor will (see [`SessionCarry::seq_num_out_written`]). Said, because it
+/// means something reached the session after the barrier meant everything had settled.
+fn stored_after_hand_over(target: &str, seq: u64, msg_type: &[u8]) {
+    tracing::warn!(
+        session = %target,
+        seq,
+        msg_type = %String::from_utf8_lossy(msg_type),
+        "message stored after the session was handed over; the successor writes it"
+    );
+}
+
 fn reset_requested(message: &Message) -> bool {
     message
         .bool_opt(tags::RESET_SEQ_NUM_FLAG)

@@ -469,6 +469,12 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
     }
 
     /// Accepts until shutdown, then waits (bounded) for every session to log out.
+    ///
+    /// Every session taken back from the holder is continued (logged on, from its store and
+    /// its carried state) here, before any of their connections is read: once one is read,
+    /// its orders may fill another session's, and a session not continued yet would store that
+    /// report without writing it, a gap for its counterparty. Only then do their connections
+    /// wait for an engine and start reading.
     pub async fn run(mut self) -> std::io::Result<()> {
         let mut tasks = JoinSet::new();
         for (id, label, fd) in std::mem::take(&mut self.adopted) {
@@ -507,6 +513,9 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                 held: Some(held),
             };
             let carry = self.carries.remove(&id);
+            let Some(session) = connection.take_back(&label, carry.as_ref()) else {
+                continue;
+            };
             let gate = self.resume_gate.clone();
             tasks.spawn(async move {
                 if let Some(mut gate) = gate {
@@ -521,7 +530,7 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                         );
                     }
                 }
-                connection.resume(stream, admission, label, carry).await;
+                connection.resume(stream, admission, &label, session).await;
             });
         }
         let mut phase = self.phase.subscribe();
@@ -761,10 +770,25 @@ impl<'a, S: SessionStore> Claim<'a, S> {
     /// Claims `slot` for one connection, or `None` while another connection holds it: a
     /// session is driven by one connection at a time, whether it logs on or is taken back.
     fn take(slot: &'a SessionSlot<S>) -> Option<Self> {
+        if !Claim::reserve(slot) {
+            return None;
+        }
+        Some(Claim { slot })
+    }
+
+    /// Marks `slot` claimed without a guard yet, for a connection taken back, whose session is
+    /// continued before its task runs ([`Connection::take_back`]); false while another
+    /// connection holds it. The task then takes the guard with [`Claim::reserved`].
+    fn reserve(slot: &SessionSlot<S>) -> bool {
         slot.connected
             .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .ok()?;
-        Some(Claim { slot })
+            .is_ok()
+    }
+
+    /// The guard of a claim [`Claim::reserve`] made; releases it however the connection ends.
+    fn reserved(slot: &'a SessionSlot<S>) -> Self {
+        debug_assert!(slot.connected.load(Ordering::Acquire));
+        Claim { slot }
     }
 }
 
@@ -785,45 +809,65 @@ impl<S: SessionStore> Drop for Claim<'_, S> {
 }
 
 impl<S: SessionStore + Send + 'static> Connection<S> {
-    /// Continues a session that was logged on over `tcp` under a gateway process that died.
-    async fn resume(
-        mut self,
-        tcp: TcpStream,
-        mut admission: Admission,
-        label: Label,
-        carry: Option<session::SessionCarry>,
-    ) {
+    /// Claims the session a connection taken back from the holder was logged on to, and
+    /// continues it: from the state a planned upgrade carried, or as after a crash. Returns the
+    /// session, claimed for this connection, or `None` (logged) when the connection is to be
+    /// closed: its session is no longer configured or is connected already, or the session
+    /// cannot continue (outside session time, a carry this build cannot read). Synchronous, so
+    /// [`Acceptor::run`] continues every such session before any connection is read.
+    fn take_back(&self, label: &Label, carry: Option<&session::SessionCarry>) -> Option<SessionId> {
         let peer = self.peer;
-        let _ = tcp.set_nodelay(true);
         let key = (
             label.sender_comp_id.as_bytes().to_vec(),
             label.target_comp_id.as_bytes().to_vec(),
         );
-        let sessions = self.sessions.clone();
-        let Some(&id) = sessions.by_key.get(&key) else {
+        let Some(&id) = self.sessions.by_key.get(&key) else {
             tracing::warn!(%peer, sender = %Escaped(&key.0), target = %Escaped(&key.1), "held connection's session is not configured any more; closing");
-            return;
+            return None;
         };
         let span =
             tracing::info_span!("session", sender = %Escaped(&key.0), target = %Escaped(&key.1));
+        let _entered = span.enter();
+        let slot = &self.sessions.slots[id as usize];
+        if !Claim::reserve(slot) {
+            tracing::warn!(%peer, "held connection's session is connected already; closing");
+            return None;
+        }
+        let resumed = {
+            let mut session = self.sessions.lock(id).expect("id comes from by_key");
+            match carry {
+                Some(carry) => session.resume_carried(Timestamp::now(), carry),
+                None => session.resume(Timestamp::now(), label.heartbeat_interval_ms),
+            }
+        };
+        if !resumed {
+            tracing::info!(%peer, "held connection outside session time; closing");
+            drop(Claim::reserved(slot));
+            return None;
+        }
+        Some(id)
+    }
+
+    /// Runs a connection taken back from the holder whose session [`Connection::take_back`]
+    /// continued and claimed.
+    async fn resume(
+        mut self,
+        tcp: TcpStream,
+        mut admission: Admission,
+        label: &Label,
+        id: SessionId,
+    ) {
+        let _ = tcp.set_nodelay(true);
+        let sessions = self.sessions.clone();
+        let span = tracing::info_span!(
+            "session",
+            sender = %Escaped(label.sender_comp_id.as_bytes()),
+            target = %Escaped(label.target_comp_id.as_bytes())
+        );
         async {
             let slot = &sessions.slots[id as usize];
-            let Some(_claim) = Claim::take(slot) else {
-                tracing::warn!(%peer, "held connection's session is connected already; closing");
-                return;
-            };
+            let _claim = Claim::reserved(slot);
             admission.logged_on();
-            let resumed = {
-                let mut session = sessions.lock(id).expect("id comes from by_key");
-                match &carry {
-                    Some(carry) => session.resume_carried(Timestamp::now(), carry),
-                    None => session.resume(Timestamp::now(), label.heartbeat_interval_ms),
-                }
-            };
-            if !resumed {
-                tracing::info!(%peer, "held connection outside session time; closing");
-                return;
-            }
             let chunk = vec![0u8; constants::READ_CHUNK];
             self.drive(id, slot, FixStream::Plain(tcp), chunk).await;
         }
@@ -1066,16 +1110,24 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
     /// holder, and lets go of the socket without closing the connection (the holder keeps it for
     /// the successor). Nothing is read any more: input waits in the kernel for the successor.
     async fn hand_over(&mut self, slot: &SessionSlot<S>, mut stream: FixStream, out: &mut Vec<u8>) {
-        let carry = {
+        // Everything polled before this was written by the connection's loop.
+        let (mut carry, written_before) = {
             let mut session = slot
                 .session
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let written_before = session.seq_num_out_polled();
             session.poll_transmit(out);
             if let Err(error) = session.store_mut().flush() {
                 tracing::error!(session = %session.config().target_comp_id, %error, "session store flush failed");
             }
-            session.carry()
+            let carry = session.carry();
+            tracing::debug!(
+                written = ?carry.seq_num_out_written,
+                seq_num_next_out = session.store().seq_num_next_out(),
+                "session handed over"
+            );
+            (carry, written_before)
         };
         if !out.is_empty() {
             let write = tokio::time::timeout(
@@ -1083,9 +1135,10 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                 stream.write_all(out),
             );
             if !matches!(write.await, Ok(Ok(()))) {
-                // The successor's session continues from the store: what was not written is
-                // asked for by the counterparty, as after a crash.
+                // Perhaps partly written: the successor writes those messages again, whole,
+                // behind what may be a cut frame the counterparty skips as garbled.
                 tracing::warn!(peer = %self.peer, "write at hand-over failed or timed out");
+                carry.seq_num_out_written = Some(written_before);
             }
             out.clear();
         }

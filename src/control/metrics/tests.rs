@@ -120,6 +120,7 @@ fn sample() -> Status {
         }),
         halted: vec!["ESZ6".into()],
         gateway_upgrade: None,
+        gateway_build: None,
     }
 }
 

@@ -156,6 +156,12 @@ impl Sim {
         self.flush_client(session);
     }
 
+    /// The counterparty of `session` reads everything the gateway wrote to it so far.
+    pub(super) fn client_reads_all(&mut self, session: usize) {
+        let queued = self.wires[session].to_client.len();
+        self.client_reads(session, queued);
+    }
+
     /// Every byte in flight on `session`'s connection is read, both ways, until it is quiet.
     pub(super) fn carry_all(&mut self, session: usize) {
         for _ in 0..constants::SIM_PUMP_STEPS_MAX {
@@ -186,6 +192,10 @@ impl Sim {
     /// The gateway's connection task for `session`: takes the session's events (requests for
     /// the sequencer, a close) and writes what it has to send, resends included.
     pub(super) fn serve(&mut self, session: usize) {
+        if self.handed_over {
+            // The old process's connections let go of their sockets at the hand-over.
+            return;
+        }
         let now = self.now;
         let venue = self.sessions.venue().clone();
         let mut requests = Vec::new();

@@ -65,6 +65,9 @@ pub(super) struct Counterparty {
     pub(super) broken: Option<String>,
     /// It asked the gateway to log out and waits for the answer.
     logout_sent: bool,
+    /// Gaps it saw in the gateway's numbers and asked for (not counting its own requests for
+    /// what it already had).
+    pub(super) gaps: u64,
 }
 
 /// The gateway's CompID in the simulation.
@@ -90,12 +93,19 @@ impl Counterparty {
             orders: 0,
             broken: None,
             logout_sent: false,
+            gaps: 0,
         }
     }
 
     /// MsgSeqNum it expects next from the gateway.
     pub(super) fn next_in(&self) -> u64 {
         self.next_in
+    }
+
+    /// Whether it asked for a gap and the resend has not brought it yet: until then it drops
+    /// what arrives beyond the gap.
+    pub(super) fn awaiting_resend(&self) -> bool {
+        self.resend_target.is_some()
     }
 
     /// MsgSeqNum of its next message.
@@ -296,6 +306,7 @@ impl Counterparty {
             match self.resend_target {
                 Some(target) => self.resend_target = Some(target.max(seq)),
                 None => {
+                    self.gaps += 1;
                     self.resend_target = Some(seq);
                     let begin = self.next_in;
                     self.ask_resend(now, begin, 0);
