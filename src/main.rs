@@ -847,7 +847,10 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                 .gateway
                 .engines
                 .iter()
-                .map(|engine| engine.parse::<LinkAddr>().context("[gateway] engines"))
+                .map(|engine| {
+                    let addr = engine.parse::<LinkAddr>().context("[gateway] engines")?;
+                    Ok(addr.with_transport(config.link.transport))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             if config.link.secret_file.is_none()
                 && let Some(remote) = engines.iter().find(|engine| !engine.stays_on_host())
@@ -873,6 +876,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                 gates: config.control.gates.core(),
                 canary_delivery: config.control.canary_delivery,
                 link_secret: config.link.secret()?,
+                link_spin: config.link.spin(),
             };
             Some(
                 Core::open(sessions.clone(), core_config, baton::time::Timestamp::now())
@@ -1111,6 +1115,7 @@ fn engine(
         None => bail!("no link address: pass --listen or set [gateway] engines"),
     };
     let listen: LinkAddr = listen.parse().context("engine link address")?;
+    let listen = listen.with_transport(config.link.transport);
     let engine = MatchingEngine::with_snapshot_format(&config.engine, snapshot_format)
         .context("building the engine from [engine] and --snapshot-format")?;
     let shutdown = Shutdown::new();
@@ -1143,6 +1148,7 @@ fn engine(
         snapshot_formats: engine.snapshot_formats(),
         executable_sha256,
         link_secret,
+        spin: config.link.spin(),
         ..ServeConfig::default()
     };
     match fault_reject_symbol {
@@ -1414,7 +1420,7 @@ fn up(
         &config.gateway.engines[..]
     };
     for (index, addr) in engines.iter().enumerate() {
-        if let Ok(LinkAddr::Unix(path)) = addr.parse::<LinkAddr>()
+        if let Ok(LinkAddr::Unix(path) | LinkAddr::Shm(path)) = addr.parse::<LinkAddr>()
             && let Some(parent) = path.parent()
         {
             std::fs::create_dir_all(parent)
