@@ -125,6 +125,13 @@ enum Command {
         /// baton and of the echo baseline; latency is then from each order's actual send.
         #[arg(long)]
         throughput: bool,
+        /// How the venue's gateway and engines talk: `unix` (Unix sockets, the default), `shm`
+        /// (shared-memory rings, `[link] transport = "shm"`) or `tcp` (loopback TCP).
+        #[arg(long, default_value = "unix")]
+        link: baton::bench::venue::LinkChoice,
+        /// `[link] spin_us` for the venue: microseconds a link reader spins before it sleeps.
+        #[arg(long)]
+        spin_us: Option<u64>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -662,6 +669,8 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
             target_comp_id,
             peer,
             throughput,
+            link,
+            spin_us,
             json,
             out,
         } => {
@@ -687,6 +696,8 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
                 venue_program,
                 peer,
                 throughput,
+                link,
+                spin_us,
             };
             let report = baton::bench::harness::run(&config)?;
             baton::bench::plot::write_all(&report, &out)
