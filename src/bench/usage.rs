@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 /// One process's counters at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// User + system CPU time, in clock ticks.
-    pub cpu_ticks: u64,
+    /// User + system CPU time, in microseconds (clock-tick resolution for other processes).
+    pub cpu_us: u64,
     /// Voluntary context switches over all live threads: the thread slept (waited for I/O, a
     /// futex, a timer).
     pub voluntary_switches: u64,
@@ -38,8 +38,13 @@ pub struct ProcessUsage {
     pub preemptions_per_order: f64,
 }
 
-/// Reads `pid`'s counters; `None` when the process is gone or `/proc` is not there.
+/// Reads `pid`'s counters; `None` when the process is gone or `/proc` is not there. For this
+/// process, `getrusage` is used instead: it also counts threads that have exited (the load's
+/// client threads are joined before the counters are read), which `/proc` forgets.
 pub fn read(pid: u32) -> Option<Counters> {
+    if pid == std::process::id() {
+        return read_self();
+    }
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // pid (comm) state ...: comm may hold spaces; fields after it start with state (field 3),
     // so utime (field 14) and stime (field 15) are the 12th and 13th after the ')'.
@@ -48,7 +53,7 @@ pub fn read(pid: u32) -> Option<Counters> {
     let utime: u64 = fields.next()?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     let mut counters = Counters {
-        cpu_ticks: utime + stime,
+        cpu_us: ((utime + stime) as f64 * 1e6 / ticks_per_s()) as u64,
         ..Counters::default()
     };
     // The process's own status counts its main thread only: sum every thread's.
@@ -61,6 +66,22 @@ pub fn read(pid: u32) -> Option<Counters> {
         counters.involuntary_switches += involuntary;
     }
     Some(counters)
+}
+
+/// This process's counters, threads that have exited included.
+fn read_self() -> Option<Counters> {
+    // SAFETY: rusage is plain data, so zeroed is a valid value for getrusage to overwrite.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage(2) writes one rusage into the struct it is given.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Some(Counters {
+        cpu_us: micros(usage.ru_utime) + micros(usage.ru_stime),
+        voluntary_switches: usage.ru_nvcsw as u64,
+        involuntary_switches: usage.ru_nivcsw as u64,
+    })
 }
 
 /// The two context-switch counts of a `status` file.
@@ -88,7 +109,7 @@ fn ticks_per_s() -> f64 {
 /// The usage between `before` and `after`, per `orders` (at least 1).
 pub fn between(name: &str, before: Counters, after: Counters, orders: u64) -> ProcessUsage {
     let orders = orders.max(1) as f64;
-    let cpu_s = after.cpu_ticks.saturating_sub(before.cpu_ticks) as f64 / ticks_per_s();
+    let cpu_s = after.cpu_us.saturating_sub(before.cpu_us) as f64 / 1e6;
     let per_order = |a: u64, b: u64| (a.saturating_sub(b) as f64 / orders * 100.0).round() / 100.0;
     ProcessUsage {
         name: name.to_owned(),
@@ -148,6 +169,7 @@ mod tests {
             x = x.wrapping_mul(31).wrapping_add(7);
         }
         std::hint::black_box(x);
+        // A thread that sleeps and exits before the counters are read still counts.
         std::thread::spawn(|| {
             for _ in 0..5 {
                 std::thread::sleep(std::time::Duration::from_millis(1));
@@ -155,11 +177,8 @@ mod tests {
         })
         .join()
         .unwrap();
-        for _ in 0..5 {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
         let after = read(me).unwrap();
-        assert!(after.cpu_ticks > before.cpu_ticks, "{before:?} {after:?}");
+        assert!(after.cpu_us > before.cpu_us, "{before:?} {after:?}");
         assert!(
             after.voluntary_switches >= before.voluntary_switches + 5,
             "{before:?} {after:?}"
@@ -169,6 +188,31 @@ mod tests {
             usage.cpu_s > 0.0 && usage.sleeps_per_order >= 0.5,
             "{usage:?}"
         );
+    }
+
+    #[test]
+    fn another_process_is_read_from_proc() {
+        // A shell that waits for 20 short-lived children (each wait is a sleep), then idles.
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 20 ]; do sleep 0.001; i=$((i+1)); done; echo done; sleep 30",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let counters = read(child.id());
+        let _ = child.kill();
+        let _ = child.wait();
+        let counters = counters.expect("the child's /proc entries");
+        assert!(counters.voluntary_switches >= 20, "{counters:?}");
+        assert_eq!(read(child.id()), None, "a reaped process has no counters");
     }
 
     #[test]
