@@ -331,6 +331,39 @@ async fn an_idle_shared_memory_link_heartbeats_and_drops_a_silent_gateway() {
     engine.stop();
 }
 
+/// A message larger than a ring (a 20 MB restore, over 8 MiB rings) goes through shared memory
+/// in pieces: the gateway's writer waits for room while the engine reads, and the engine gets
+/// the whole message (here refusing it as no snapshot) and serves on.
+#[tokio::test]
+async fn a_message_larger_than_the_ring_crosses_shared_memory_in_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(
+        &LinkAddr::Shm(dir.path().join("blue.sock")),
+        "blue",
+        test_config(),
+    );
+    let (mut link, _) = connect_ok(&engine.addr).await;
+    let bytes = vec![0x5a_u8; 20 << 20];
+    assert!(bytes.len() > baton::constants::LINK_SHM_RING_BYTES);
+    tokio::time::timeout(WAIT, link.restore(&bytes))
+        .await
+        .expect("the restore is written within the bound")
+        .unwrap();
+    match recv(&mut link).await {
+        Frame::Refused(refused) => {
+            assert_eq!(refused.request, baton::link::RefusedRequest::Restore);
+            assert!(refused.reason.contains("magic"), "{}", refused.reason);
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    link.send_inputs(&[limit(1, 1, "S-1", Side::Sell, 10, 5)])
+        .await
+        .unwrap();
+    assert_keyed(&recv_outputs(&mut link).await, 1);
+    link.close("done").await.unwrap();
+    engine.stop();
+}
+
 /// Gateway and engine must agree on the transport: either mismatch fails the attach with an
 /// error instead of a link that hangs, and the engine serves the next, matching gateway.
 #[tokio::test]
