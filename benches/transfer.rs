@@ -154,6 +154,7 @@ impl Venue {
             symbols: symbols.clone(),
             gates: GateConfig::default(),
             link_secret: None,
+            link_spin: std::time::Duration::ZERO,
             canary_delivery: Default::default(),
         };
         let core = Core::with_journal(

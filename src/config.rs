@@ -98,9 +98,28 @@ pub struct LinkConfig {
     /// does not; without it, whoever can connect to an engine's link can feed it.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
+    /// How frames travel to an engine on this host: `"socket"` (the default: over the address's
+    /// socket) or `"shm"` (each `unix://` address carries its frames in shared memory, the
+    /// socket kept for wake-ups and liveness). Engine and gateway must agree.
+    #[serde(default)]
+    pub transport: crate::link::LinkTransport,
+    /// Microseconds a shared-memory link reader (gateway and engine) spins on an empty ring
+    /// before it sleeps; default [`constants::LINK_SHM_SPIN_US_DEFAULT`]. Longer spins answer
+    /// sooner and cost a core while they spin.
+    #[serde(default)]
+    pub spin_us: Option<u64>,
 }
 
 impl LinkConfig {
+    /// How long a shared-memory reader spins before it sleeps.
+    pub fn spin(&self) -> std::time::Duration {
+        std::time::Duration::from_micros(
+            self.spin_us
+                .unwrap_or(constants::LINK_SHM_SPIN_US_DEFAULT)
+                .min(constants::LINK_SHM_SPIN_US_MAX),
+        )
+    }
+
     /// The secret, read now, if a file is configured.
     pub fn secret(
         &self,
@@ -471,7 +490,24 @@ impl Config {
         config.check_control(origin)?;
         config.check_venue(origin)?;
         config.check_tls(origin)?;
+        config.check_link(origin)?;
         Ok(config)
+    }
+
+    /// Refuses a spin longer than [`constants::LINK_SHM_SPIN_US_MAX`]: it would only burn a core.
+    fn check_link(&self, origin: &str) -> Result<(), ConfigError> {
+        match self.link.spin_us {
+            Some(spin_us) if spin_us > constants::LINK_SHM_SPIN_US_MAX => {
+                Err(ConfigError::Invalid {
+                    origin: origin.to_string(),
+                    message: format!(
+                        "[link] spin_us = {spin_us} is over the limit of {} µs: a longer spin buys no latency, only a busy core",
+                        constants::LINK_SHM_SPIN_US_MAX
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Refuses TLS settings that cannot mean what the operator wanted: a certificate without its
@@ -737,6 +773,42 @@ mod tests {
             parse_socket_addr("127.0.0.1:9878"),
             Ok(SocketAddr::from(([127, 0, 0, 1], 9878)))
         );
+    }
+
+    #[test]
+    fn the_link_transport_and_spin_are_read_and_bounded() {
+        let base = "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"s\"\n";
+        let config = Config::parse(base, "test").unwrap();
+        assert_eq!(config.link.transport, crate::link::LinkTransport::Socket);
+        assert_eq!(
+            config.link.spin(),
+            std::time::Duration::from_micros(constants::LINK_SHM_SPIN_US_DEFAULT)
+        );
+        let config = Config::parse(
+            &format!("{base}[link]\ntransport = \"shm\"\nspin_us = 50\n"),
+            "test",
+        )
+        .unwrap();
+        assert_eq!(config.link.transport, crate::link::LinkTransport::Shm);
+        assert_eq!(config.link.spin(), std::time::Duration::from_micros(50));
+        let unix: crate::link::LinkAddr = "unix:///run/e.sock".parse().unwrap();
+        assert_eq!(
+            unix.with_transport(config.link.transport).to_string(),
+            "shm:///run/e.sock"
+        );
+        let tcp: crate::link::LinkAddr = "tcp://127.0.0.1:9900".parse().unwrap();
+        assert_eq!(
+            tcp.with_transport(config.link.transport).to_string(),
+            "tcp://127.0.0.1:9900"
+        );
+        let error = Config::parse(&format!("{base}[link]\nspin_us = 10001\n"), "test")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("spin_us"), "{error}");
+        let error = Config::parse(&format!("{base}[link]\ntransport = \"udp\"\n"), "test")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("transport"), "{error}");
     }
 
     #[test]

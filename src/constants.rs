@@ -429,6 +429,50 @@ const _: () = assert!(
     LINK_POLL_INTERVAL_MS <= LINK_HEARTBEAT_INTERVAL_MS_DEFAULT,
     "the idle loop must wake often enough to send heartbeats on time"
 );
+// ----- Shared-memory link (`link::shm`) ---------------------------------------------------------
+
+/// Bytes in each direction's ring of a shared-memory link. The gateway never has more than
+/// [`LINK_INPUTS_IN_FLIGHT_MAX`] inputs unanswered; at a typical 300-500 bytes per encoded input
+/// 8 MiB holds that whole window, so a writer finds the ring full only when its reader is far
+/// behind (or a snapshot is in transit, which is written in pieces). Two rings per engine link
+/// cost 16 MiB of shared memory, touched only as far as traffic reaches. A power of two, so a
+/// position maps to an offset with a mask.
+pub const LINK_SHM_RING_BYTES: usize = 8 << 20;
+
+/// How long a link reader that finds its ring empty spins before it sleeps on the socket, by
+/// default. On a 2-core host three busy processes (gateway and two engines) already compete for
+/// the cores, so the default spins only briefly: long enough to catch an answer already being
+/// written, short enough that a spinner never holds a core the engine it waits for needs.
+/// `[link] spin_us` overrides it.
+pub const LINK_SHM_SPIN_US_DEFAULT: u64 = 5;
+
+/// Longest `[link] spin_us` a config may ask for: spinning longer than a heartbeat-scale
+/// interval buys no latency, it only burns a core.
+pub const LINK_SHM_SPIN_US_MAX: u64 = 10_000;
+
+/// How often a writer that found its ring full checks it again. Full means the reader is a whole
+/// ring behind (milliseconds of work at any rate the engine reaches), so polling at this period
+/// costs no throughput and needs no wake-up path back from the reader.
+pub const LINK_SHM_FULL_POLL_US: u64 = 200;
+
+/// The preface an engine sends, with the shared-memory file attached, on a new Unix connection
+/// of a shared-memory link; a gateway expecting shared memory refuses anything else, so a
+/// transport mismatch between the two configs is an error naming `[link] transport`.
+pub const LINK_SHM_PREFACE: &[u8] = b"baton-shm-1";
+
+const _: () = assert!(
+    LINK_SHM_RING_BYTES.is_power_of_two(),
+    "ring positions are mapped to offsets with a mask"
+);
+const _: () = assert!(
+    LINK_SHM_RING_BYTES >= 4 * LINK_FRAME_BYTES_MAX,
+    "a ring must hold several whole frames so a batch is published at once"
+);
+const _: () = assert!(
+    LINK_SHM_SPIN_US_DEFAULT <= LINK_SHM_SPIN_US_MAX,
+    "the default spin must be a valid setting"
+);
+
 // ----- Input journal (`gateway::journal`) -------------------------------------------------------
 
 /// Default size of one journal segment. 64 MiB holds about 250,000 inbound messages of ~250

@@ -13,7 +13,8 @@
 //!   which symbol: one engine, or a canary's symbols on another) and outbox (each output
 //!   delivered once). The core is sans-IO; its driver owns the engine links and the timer, and
 //!   a seeded simulation (`baton sim`) runs it through crashes and failovers on virtual time.
-//! - [`link`]: the gateway <-> engine wire protocol and its transports.
+//! - [`link`]: the gateway <-> engine wire protocol and its transports (TCP, Unix sockets, and
+//!   shared-memory rings for an engine on the gateway's host).
 //! - [`engine`]: the `Engine` trait, order books, matching, snapshot/restore and state digest.
 //! - [`control`]: the `baton ctl` API and endpoint, and the Prometheus metrics endpoint that
 //!   serves the same status; the control plane that checks each command
@@ -22,8 +23,8 @@
 //! - [`bench`](mod@bench): the FIX initiator used by tests, `baton demo`, and the `baton bench` load
 //!   generator with its same-run echo baseline and plots.
 //!
-//! [`mmap`] holds every unsafe memory-map call; the store and the journal share one checksummed
-//! record layout.
+//! [`mmap`] holds every unsafe memory-map call of the store and the journal, which share one
+//! checksummed record layout; `link::shm` holds the shared-memory link's, each with its reason.
 //!
 //! [`logging`] writes log lines to stderr without letting a closed or stalled pipe stop the
 //! process.

@@ -119,6 +119,13 @@ enum Command {
         /// baton and of the echo baseline; latency is then from each order's actual send.
         #[arg(long)]
         throughput: bool,
+        /// How the venue's gateway and engines talk: `unix` (Unix sockets, the default), `shm`
+        /// (shared-memory rings, `[link] transport = "shm"`) or `tcp` (loopback TCP).
+        #[arg(long, default_value = "unix")]
+        link: baton::bench::venue::LinkChoice,
+        /// `[link] spin_us` for the venue: microseconds a link reader spins before it sleeps.
+        #[arg(long)]
+        spin_us: Option<u64>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -681,6 +688,8 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
             target_comp_id,
             peer,
             throughput,
+            link,
+            spin_us,
             json,
             out,
         } => {
@@ -706,6 +715,8 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
                 venue_program,
                 peer,
                 throughput,
+                link,
+                spin_us,
             };
             let report = baton::bench::harness::run(&config)?;
             baton::bench::plot::write_all(&report, &out)
@@ -830,6 +841,7 @@ fn engine(
         None => bail!("no link address: pass --listen or set [gateway] engines"),
     };
     let listen: LinkAddr = listen.parse().context("engine link address")?;
+    let listen = listen.with_transport(config.link.transport);
     let engine = MatchingEngine::with_snapshot_format(&config.engine, snapshot_format)
         .context("building the engine from [engine] and --snapshot-format")?;
     let shutdown = Shutdown::new();
@@ -862,6 +874,7 @@ fn engine(
         snapshot_formats: engine.snapshot_formats(),
         executable_sha256,
         link_secret,
+        spin: config.link.spin(),
         ..ServeConfig::default()
     };
     match fault_reject_symbol {
@@ -1077,7 +1090,7 @@ fn up(
         &config.gateway.engines[..]
     };
     for (index, addr) in engines.iter().enumerate() {
-        if let Ok(LinkAddr::Unix(path)) = addr.parse::<LinkAddr>()
+        if let Ok(LinkAddr::Unix(path) | LinkAddr::Shm(path)) = addr.parse::<LinkAddr>()
             && let Some(parent) = path.parent()
         {
             std::fs::create_dir_all(parent)

@@ -10,7 +10,7 @@
 //! - the FIX side: framing, validating and indexing a NewOrderSingle in its session, the
 //!   engine request made from it, and the ExecutionReport encoded, stored and queued back;
 //! - the link: the input encoded by the gateway and decoded by the engine, the outputs encoded by
-//!   the engine and decoded by the gateway;
+//!   the engine and decoded by the gateway, and the shared-memory ring that can carry them;
 //! - the engine: matching;
 //! - all of them through the gateway core (sequencer with its memory-mapped journal, outbox,
 //!   sessions with memory-mapped stores), with the engine behind an in-memory link.
@@ -341,6 +341,41 @@ fn the_link_allocates_nothing_per_order() {
     );
 }
 
+/// The shared-memory transport under the link: each encoded input and each encoded answer is
+/// copied through a ring of a mapped region and read back into the decoder's own buffer, as the
+/// gateway's and engine's shared-memory halves do, without allocating.
+#[test]
+fn the_shared_memory_ring_allocates_nothing_per_order() {
+    use baton::link::shm::ring_pair;
+    use baton::link::{Frame, FrameDecoder, encode_input};
+    let (mut producer, mut consumer) = ring_pair(1 << 16).unwrap();
+    let mut encoded = Vec::with_capacity(1 << 12);
+    let mut decoder = FrameDecoder::new();
+    let mut step = |seq: u64| -> u64 {
+        let input = new_order(seq);
+        let (count, frame) = allocations(|| {
+            encoded.clear();
+            encode_input(&input, &mut encoded).unwrap();
+            assert_eq!(producer.try_write(&encoded).unwrap().bytes, encoded.len());
+            let space = decoder.read_space();
+            let n = consumer.try_read(space).unwrap();
+            decoder.advance(n);
+            decoder.next_frame().unwrap()
+        });
+        assert!(matches!(frame, Some(Frame::Input(decoded)) if decoded == input));
+        count
+    };
+    for seq in 1..=WARM_UP {
+        step(seq);
+    }
+    let total: u64 = (WARM_UP + 1..=WARM_UP + ORDERS).map(&mut step).sum();
+    report("shared-memory ring", total);
+    assert!(
+        total <= GROWTH_ALLOWANCE,
+        "{total} allocations through the ring over {ORDERS} orders"
+    );
+}
+
 /// An engine behind an in-memory link: what it was sent, decoded as the engine's reader does;
 /// what it answers, encoded as its writer does and decoded as the gateway's reader does.
 struct LinkedEngine {
@@ -440,6 +475,7 @@ fn the_gateway_core_allocates_nothing_per_order() {
         symbols: vec![Symbol::try_from_bytes(SYMBOL.as_bytes()).unwrap()],
         gates: Default::default(),
         link_secret: None,
+        link_spin: std::time::Duration::ZERO,
         canary_delivery: Default::default(),
     };
     let mut now = NOW;

@@ -198,3 +198,59 @@ fn bench_compares_verified_canary_delivery_with_the_default() {
         "{report}"
     );
 }
+
+/// `--link shm` and `--link tcp` run the venue's engine links over shared memory and loopback
+/// TCP; every order is answered once either way, and the report names the link and gives CPU
+/// and sleeps per order for the gateway, both engines and the bench's own client.
+#[test]
+fn bench_runs_over_each_link_and_reports_usage_per_process() {
+    for link in ["shm", "tcp"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let report = bench_json(
+            dir.path(),
+            &[
+                "--link",
+                link,
+                "--spin-us",
+                "20",
+                "--sessions",
+                "2",
+                "--rate",
+                "200",
+                "--duration",
+                "2",
+            ],
+        );
+        assert_eq!(report["link"].as_str(), Some(link), "{report}");
+        let baton = &report["baton"];
+        let orders = baton["orders"].as_u64().expect("orders");
+        assert!(orders > 0, "{report}");
+        assert_eq!(baton["answered"].as_u64(), Some(orders), "{report}");
+        assert_eq!(baton["missing"].as_u64(), Some(0), "{report}");
+        assert_eq!(baton["duplicates"].as_u64(), Some(0), "{report}");
+        let processes = report["processes"].as_array().expect("processes");
+        let names: Vec<&str> = processes
+            .iter()
+            .filter_map(|p| p["name"].as_str())
+            .collect();
+        assert_eq!(
+            names,
+            ["gateway", "blue", "green", "bench client"],
+            "{report}"
+        );
+        // CPU time is counted in clock ticks (10 ms), too coarse to require of each idle-ish
+        // process at this rate; together they spent some. Sleeps are exact counts: each
+        // process slept waiting for the orders.
+        let cpu: f64 = processes
+            .iter()
+            .map(|p| p["cpu_us_per_order"].as_f64().expect("cpu"))
+            .sum();
+        assert!(cpu > 0.0, "{report}");
+        for process in processes {
+            assert!(
+                process["sleeps_per_order"].as_f64().unwrap_or(0.0) > 0.0,
+                "{process}"
+            );
+        }
+    }
+}

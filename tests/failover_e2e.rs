@@ -7,17 +7,49 @@ use std::collections::{HashMap, HashSet};
 
 use support::control::{standby_caught_up, status_until};
 use support::{
-    EngineProcess, logged_on, new_order, report, start_blue_green, text, wait_for_engine,
-    wait_for_socket,
+    EngineProcess, logged_on, new_order, report, start_blue_green, start_gateway_for_engines, text,
+    wait_for_engine, wait_for_socket, write_config,
 };
 
 #[test]
 fn authoritative_engine_killed_standby_takes_over_without_loss_or_duplicates() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut blue, _green, gateway) = start_blue_green(dir.path(), 2);
+    let (blue, green, gateway) = start_blue_green(dir.path(), 2);
+    kill_blue_and_trade_on(dir.path(), blue, green, gateway, false);
+}
+
+/// The same over shared-memory links (`[link] transport = "shm"` on gateway and engines): the
+/// gateway learns of blue's death from the link's socket closing, as on a plain socket link.
+#[test]
+fn over_shared_memory_a_killed_engine_is_seen_and_failed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 2, "");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("\n[link]\ntransport = \"shm\"\n");
+    std::fs::write(&config, text).unwrap();
+    let blue = EngineProcess::start(&config, dir.path(), "blue");
+    wait_for_socket(&dir.path().join("blue.sock"));
+    let green = EngineProcess::start(&config, dir.path(), "green");
+    wait_for_socket(&dir.path().join("green.sock"));
+    let gateway = start_gateway_for_engines(dir.path(), &[&blue.addr, &green.addr]);
+    kill_blue_and_trade_on(dir.path(), blue, green, gateway, true);
+}
+
+/// Rests orders on blue, SIGKILLs it once green is caught up, and checks that green answers
+/// every order after it exactly once, and that blue, restarted empty, rejoins. With `shm`, first
+/// checks that the links really are shared memory: blue has a link region mapped.
+fn kill_blue_and_trade_on(
+    dir: &std::path::Path,
+    mut blue: EngineProcess,
+    _green: EngineProcess,
+    gateway: support::Gateway,
+    shm: bool,
+) {
     let mut buyer = logged_on(&gateway, 1);
     let mut seller = logged_on(&gateway, 2);
     wait_for_engine(&mut buyer);
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", blue.child.id())).unwrap();
+    assert_eq!(maps.contains("memfd:baton-link"), shm, "blue's link region");
     // Resting orders before the kill; green (joined empty) is restored from blue's snapshot.
     for i in 0..20 {
         new_order(&mut seller, &format!("S-{i}"), b'2', 10, "50");
@@ -63,8 +95,8 @@ fn authoritative_engine_killed_standby_takes_over_without_loss_or_duplicates() {
     }
     assert_eq!((buyer.gaps(), seller.gaps()), (0, 0));
     // Blue comes back empty and rejoins as the standby; trading goes on.
-    let _blue = EngineProcess::start(&dir.path().join("baton.toml"), dir.path(), "blue");
-    wait_for_socket(&dir.path().join("blue.sock"));
+    let _blue = EngineProcess::start(&dir.join("baton.toml"), dir, "blue");
+    wait_for_socket(&dir.join("blue.sock"));
     new_order(&mut buyer, "B-after", b'1', 5, "49");
     assert_eq!(text(&report(&mut buyer), 150), "0");
 }

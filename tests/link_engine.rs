@@ -291,6 +291,112 @@ async fn unix_socket_round_trip() {
 }
 
 #[tokio::test]
+async fn shared_memory_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = LinkAddr::Shm(dir.path().join("blue.sock"));
+    let b = LinkAddr::Shm(dir.path().join("green.sock"));
+    round_trip(a, b).await;
+    assert!(
+        !dir.path().join("blue.sock").exists(),
+        "socket file removed on stop"
+    );
+}
+
+/// Over shared memory the engine's heartbeats still reach an idle gateway (each one wakes a
+/// reader asleep on the socket), and a gateway that never answers is still dropped.
+#[tokio::test]
+async fn an_idle_shared_memory_link_heartbeats_and_drops_a_silent_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServeConfig {
+        heartbeat_interval: Duration::from_millis(20),
+        peer_timeout: Duration::from_millis(300),
+        ..ServeConfig::default()
+    };
+    let engine = start(&LinkAddr::Shm(dir.path().join("blue.sock")), "blue", config);
+    let (mut link, _) = connect_ok(&engine.addr).await;
+    for _ in 0..3 {
+        let frame = tokio::time::timeout(WAIT, link.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(frame, Frame::Heartbeat(_)), "{frame:?}");
+    }
+    match recv_result(&mut link).await {
+        Err(LinkError::Closed { reason }) => assert!(reason.contains("no frame"), "{reason}"),
+        other => panic!("expected Close, got {other:?}"),
+    }
+    let (link, hello) = connect_ok(&engine.addr).await;
+    assert_eq!(hello.last_input_seq, 0);
+    link.close("done").await.unwrap();
+    engine.stop();
+}
+
+/// A message larger than a ring (a 20 MB restore, over 8 MiB rings) goes through shared memory
+/// in pieces: the gateway's writer waits for room while the engine reads, and the engine gets
+/// the whole message (here refusing it as no snapshot) and serves on.
+#[tokio::test]
+async fn a_message_larger_than_the_ring_crosses_shared_memory_in_pieces() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = start(
+        &LinkAddr::Shm(dir.path().join("blue.sock")),
+        "blue",
+        test_config(),
+    );
+    let (mut link, _) = connect_ok(&engine.addr).await;
+    let bytes = vec![0x5a_u8; 20 << 20];
+    assert!(bytes.len() > baton::constants::LINK_SHM_RING_BYTES);
+    tokio::time::timeout(WAIT, link.restore(&bytes))
+        .await
+        .expect("the restore is written within the bound")
+        .unwrap();
+    match recv(&mut link).await {
+        Frame::Refused(refused) => {
+            assert_eq!(refused.request, baton::link::RefusedRequest::Restore);
+            assert!(refused.reason.contains("magic"), "{}", refused.reason);
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    link.send_inputs(&[limit(1, 1, "S-1", Side::Sell, 10, 5)])
+        .await
+        .unwrap();
+    assert_keyed(&recv_outputs(&mut link).await, 1);
+    link.close("done").await.unwrap();
+    engine.stop();
+}
+
+/// Gateway and engine must agree on the transport: either mismatch fails the attach with an
+/// error instead of a link that hangs, and the engine serves the next, matching gateway.
+#[tokio::test]
+async fn a_transport_mismatch_is_refused_on_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("blue.sock");
+    let engine = start(&LinkAddr::Unix(path.clone()), "blue", test_config());
+    let error = tokio::time::timeout(WAIT, connect(&LinkAddr::Shm(path.clone())))
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(error.to_string().contains("[link] transport"), "{error}");
+    let (link, _) = connect_ok(&engine.addr).await;
+    link.close("done").await.unwrap();
+    engine.stop();
+
+    let engine = start(&LinkAddr::Shm(path.clone()), "blue", test_config());
+    assert!(
+        tokio::time::timeout(WAIT, connect(&LinkAddr::Unix(path.clone())))
+            .await
+            .unwrap()
+            .is_err()
+    );
+    let (mut link, _) = connect_ok(&engine.addr).await;
+    link.send_inputs(&[limit(1, 1, "S-1", Side::Sell, 10, 5)])
+        .await
+        .unwrap();
+    assert_keyed(&recv_outputs(&mut link).await, 1);
+    link.close("done").await.unwrap();
+    engine.stop();
+}
+
+#[tokio::test]
 async fn the_gateway_sees_the_executable_hash_the_engine_serves_with() {
     let any_port: LinkAddr = "tcp://127.0.0.1:0".parse().unwrap();
     let sha256 = "0123456789abcdef".repeat(4);

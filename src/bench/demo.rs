@@ -718,6 +718,8 @@ pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, D
         engine_section: String::new(),
         // The demo goes through the release process: a change, a second operator's approval.
         require_approval: true,
+        link: Default::default(),
+        spin_us: None,
     })?;
     let authoritative = venue.authoritative()?;
     progress(&format!(

@@ -12,6 +12,7 @@ use super::hostile::{self, Hostile, HostileTarget};
 use super::load::{self, FixTarget, LoadError, Mix, Plan, Progress};
 use super::peer::{self, PeerError, PeerProcess, PeerSpec};
 use super::report::{self, BenchReport, DeliveryComparison, EventReport, Measurement, PeerReport};
+use super::usage;
 use super::venue::{Venue, VenueConfig, VenueError};
 use crate::control::api::{ControlReply, ControlRequest};
 use crate::control::client;
@@ -90,6 +91,10 @@ pub struct BenchConfig {
     /// Send the run's orders (rate × duration) as fast as they are answered, each session
     /// keeping a window in flight, to measure orders per second rather than latency at a rate.
     pub throughput: bool,
+    /// The transport of the venue's engine links (`--link`); own venue only.
+    pub link: super::venue::LinkChoice,
+    /// `[link] spin_us` for the venue (`--spin-us`); own venue only.
+    pub spin_us: Option<u64>,
 }
 
 /// How client threads are placed; printed with every report so numbers are read in context.
@@ -152,6 +157,8 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             engine_section: ENGINE_SECTION.into(),
             require_approval: false,
             control_extra: String::new(),
+            link: config.link,
+            spin_us: config.spin_us,
         })?),
     };
     let result = measure(config, venue.as_mut(), peer_binary.as_deref());
@@ -235,6 +242,15 @@ fn measure(
     // Sessions log on before the schedule starts; give 50 sessions time to do so.
     let start = Instant::now() + Duration::from_millis(200 + 20 * plan.sessions as u64);
     let mut events = Vec::new();
+    // Per-process CPU and sleeps over the measured run: the venue's processes and this one
+    // (the load's client threads).
+    let mut processes = venue
+        .as_ref()
+        .map_or_else(Vec::new, |venue| venue.processes());
+    if !processes.is_empty() {
+        processes.push(("bench client".to_owned(), std::process::id()));
+    }
+    let usage_before = usage::Snapshot::take(&processes);
     let baton = std::thread::scope(|scope| {
         let handle =
             scope.spawn(|| load::run(&plan, start, &|n| load::connect_fix(&target, n), &progress));
@@ -295,7 +311,9 @@ fn measure(
             (event.worst_us as f64 / steady_p99_us as f64 * 100.0).round() / 100.0
         };
     }
+    let usage_after = usage::Snapshot::take(&processes);
     let baton_m = Measurement::of(&baton);
+    let process_usage = usage_after.since(&usage_before, baton_m.answered);
     let baseline_m = Measurement::of(&baseline);
     let peer = match peer_binary {
         Some(binary) => Some(measure_peer(config, &plan, binary, &baton_m)?),
@@ -333,6 +351,11 @@ fn measure(
         baseline_series: report::series(&baseline.samples),
         peer,
         verified_canary,
+        link: match config.external {
+            Some(_) => String::new(),
+            None => config.link.name().to_owned(),
+        },
+        processes: process_usage,
     })
 }
 
@@ -369,6 +392,8 @@ fn measure_verified_canary(
         engine_section: ENGINE_SECTION.into(),
         require_approval: false,
         control_extra: "canary_delivery = \"verified\"".into(),
+        link: config.link,
+        spin_us: config.spin_us,
     })?;
     let result = (|| {
         start_canary(&venue)?;

@@ -10,4 +10,5 @@ pub mod load;
 pub mod peer;
 pub mod plot;
 pub mod report;
+pub mod usage;
 pub mod venue;

@@ -319,6 +319,13 @@ pub struct BenchReport {
     /// The same load under a verified canary, when `--verified-canary` asked for it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verified_canary: Option<DeliveryComparison>,
+    /// The engine links' transport of the bench's own venue (`--link`); empty with `--target`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub link: String,
+    /// CPU and context switches per order of each process over baton's run (own venue only):
+    /// the wake-up arithmetic behind the latency.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<super::usage::ProcessUsage>,
 }
 
 impl BenchReport {
@@ -361,6 +368,9 @@ impl BenchReport {
             );
         }
         let _ = writeln!(out, "placement     {}", self.placement);
+        if !self.link.is_empty() {
+            let _ = writeln!(out, "engine link   {}", self.link);
+        }
         let _ = writeln!(
             out,
             "\n{:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>11}",
@@ -411,6 +421,24 @@ impl BenchReport {
                 self.baton.throughput_per_s / self.baseline.throughput_per_s,
                 self.baseline.throughput_per_s
             );
+        }
+        if !self.processes.is_empty() {
+            let _ = writeln!(
+                out,
+                "\n{:<14} {:>8} {:>12} {:>14} {:>14}",
+                "per process", "cpu s", "cpu µs/order", "sleeps/order", "preempt/order"
+            );
+            for p in &self.processes {
+                let _ = writeln!(
+                    out,
+                    "{:<14} {:>8.3} {:>12.1} {:>14.2} {:>14.2}",
+                    p.name,
+                    p.cpu_s,
+                    p.cpu_us_per_order,
+                    p.sleeps_per_order,
+                    p.preemptions_per_order
+                );
+            }
         }
         let b = &self.baton;
         let _ = writeln!(
@@ -525,6 +553,29 @@ mod tests {
         assert_eq!(
             worst_per_event(&samples, &[(1_000, 1_500), (1_200, 1_200)]),
             [50, 900]
+        );
+    }
+
+    #[test]
+    fn per_process_usage_and_the_link_are_rendered() {
+        let report = BenchReport {
+            link: "shm".into(),
+            processes: vec![super::super::usage::ProcessUsage {
+                name: "gateway".into(),
+                cpu_s: 1.5,
+                cpu_us_per_order: 12.3,
+                sleeps_per_order: 2.25,
+                preemptions_per_order: 0.5,
+            }],
+            ..BenchReport::default()
+        };
+        let text = report.render();
+        assert!(text.contains("engine link   shm"), "{text}");
+        assert!(text.contains("sleeps/order"), "{text}");
+        let row = text.lines().find(|l| l.starts_with("gateway")).unwrap();
+        assert!(
+            row.contains("1.500") && row.contains("12.3") && row.contains("2.25"),
+            "{row}"
         );
     }
 

@@ -53,6 +53,47 @@ pub struct VenueConfig {
     pub require_approval: bool,
     /// More `[control]` keys (e.g. `canary_delivery = "verified"`), or empty.
     pub control_extra: String,
+    /// How the engine links carry frames (`baton bench --link`).
+    pub link: LinkChoice,
+    /// `[link] spin_us` for gateway and engines, or the default (`baton bench --spin-us`).
+    pub spin_us: Option<u64>,
+}
+
+/// The transport of the venue's engine links, for comparing them under the same load.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkChoice {
+    /// `unix://` sockets (what `baton up` uses by default).
+    #[default]
+    Unix,
+    /// `unix://` addresses with `[link] transport = "shm"`: shared-memory rings.
+    Shm,
+    /// `tcp://` on loopback.
+    Tcp,
+}
+
+impl LinkChoice {
+    /// The name `--link` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            LinkChoice::Unix => "unix",
+            LinkChoice::Shm => "shm",
+            LinkChoice::Tcp => "tcp",
+        }
+    }
+}
+
+impl std::str::FromStr for LinkChoice {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<LinkChoice, String> {
+        match text {
+            "unix" => Ok(LinkChoice::Unix),
+            "shm" => Ok(LinkChoice::Shm),
+            "tcp" => Ok(LinkChoice::Tcp),
+            other => Err(format!("--link {other:?}: expected shm, unix or tcp")),
+        }
+    }
 }
 
 /// One engine process.
@@ -123,12 +164,22 @@ impl Venue {
             std::fs::remove_dir_all(dir).map_err(io("emptying the venue directory"))?;
         }
         std::fs::create_dir_all(dir).map_err(io("creating the venue directory"))?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(io("finding a free port"))?
-            .port();
+        let port = free_port()?;
         let control = SocketAddr::from(([127, 0, 0, 1], port));
-        let sock = |name: &str| format!("unix://{}", dir.join(format!("{name}.sock")).display());
+        let unix = |name: &str| format!("unix://{}", dir.join(format!("{name}.sock")).display());
+        let mut tcp_ports = Vec::new();
+        if config.link == LinkChoice::Tcp {
+            for _ in 0..2 {
+                tcp_ports.push(free_port()?);
+            }
+        }
+        let sock = |name: &str| match config.link {
+            LinkChoice::Tcp => {
+                let index = usize::from(name != "blue");
+                format!("tcp://127.0.0.1:{}", tcp_ports[index])
+            }
+            LinkChoice::Unix | LinkChoice::Shm => unix(name),
+        };
         let mut text = format!(
             "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\n\
              engines = [\"{}\", \"{}\"]\ncontrol = \"{}\"\nfailover_timeout_ms = 1000\n\n\
@@ -155,6 +206,13 @@ impl Venue {
             text.push('\n');
             text.push_str(&config.engine_section);
         }
+        text.push_str("\n[link]\n");
+        if config.link == LinkChoice::Shm {
+            text.push_str("transport = \"shm\"\n");
+        }
+        if let Some(spin_us) = config.spin_us {
+            text.push_str(&format!("spin_us = {spin_us}\n"));
+        }
         let config_path = dir.join("baton.toml");
         std::fs::write(&config_path, text).map_err(io("writing the venue config"))?;
         let mut engines = Vec::new();
@@ -166,7 +224,10 @@ impl Venue {
                 child: None,
             };
             engine.start(&config.program, &config_path)?;
-            wait_for_path(&dir.join(format!("{name}.sock")))?;
+            // Over TCP the gateway attaches whenever the engine listens (it retries).
+            if config.link != LinkChoice::Tcp {
+                wait_for_path(&dir.join(format!("{name}.sock")))?;
+            }
             engines.push(engine);
         }
         // Under its own supervisor (the engines are started above, by the venue), which holds
@@ -209,6 +270,21 @@ impl Venue {
             return Err(error);
         }
         Ok(venue)
+    }
+
+    /// The venue's processes by name (`gateway`, then each engine), for per-process usage; a
+    /// process not running now is left out.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        let mut processes = Vec::new();
+        if let Some(pid) = gateway_child(self.gateway.id()) {
+            processes.push(("gateway".to_owned(), pid));
+        }
+        for engine in &self.engines {
+            if let Some(child) = &engine.child {
+                processes.push((engine.name.clone(), child.id()));
+            }
+        }
+        processes
     }
 
     /// The gateway's status.
@@ -403,6 +479,14 @@ fn gateway_child(up: u32) -> Option<u32> {
         }
     }
     None
+}
+
+/// A loopback port nobody listens on now, for a process about to bind it.
+fn free_port() -> Result<u16, VenueError> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(io("finding a free port"))?
+        .port())
 }
 
 fn wait_for_path(path: &Path) -> Result<(), VenueError> {

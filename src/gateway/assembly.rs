@@ -296,7 +296,12 @@ fn core_config(config: &Config) -> Result<CoreConfig, RunError> {
         .gateway
         .engines
         .iter()
-        .map(|engine| engine.parse::<LinkAddr>().map_err(RunError::EngineAddr))
+        .map(|engine| {
+            engine
+                .parse::<LinkAddr>()
+                .map(|addr| addr.with_transport(config.link.transport))
+                .map_err(RunError::EngineAddr)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if config.link.secret_file.is_none()
         && let Some(remote) = engines.iter().find(|engine| !engine.stays_on_host())
@@ -320,6 +325,7 @@ fn core_config(config: &Config) -> Result<CoreConfig, RunError> {
         gates: config.control.gates.core(),
         canary_delivery: config.control.canary_delivery,
         link_secret: config.link.secret()?,
+        link_spin: config.link.spin(),
     })
 }
 

@@ -254,6 +254,7 @@ impl Driver {
                 LinkCommand::Connect => Some((
                     core.engine_addr(transmit.slot).clone(),
                     core.link_secret().cloned(),
+                    core.link_spin(),
                 )),
                 _ => None,
             };
@@ -274,13 +275,13 @@ impl Driver {
     async fn transmit(
         &mut self,
         LinkTransmit { slot, command }: LinkTransmit,
-        target: Option<(link::LinkAddr, Option<link::LinkSecret>)>,
+        target: Option<(link::LinkAddr, Option<link::LinkSecret>, Duration)>,
     ) -> Result<(), (usize, String)> {
-        if let Some((addr, secret)) = target {
+        if let Some((addr, secret, spin)) = target {
             let attempts = self.attempts_tx.clone();
             tokio::spawn(async move {
                 let timeout = Duration::from_millis(constants::ENGINE_CONNECT_TIMEOUT_MS);
-                let attempt = link::connect_authenticated(&addr, timeout, secret.as_ref()).await;
+                let attempt = link::connect_spinning(&addr, timeout, secret.as_ref(), spin).await;
                 let _ = attempts.send((slot, attempt)).await;
             });
             return Ok(());

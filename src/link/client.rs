@@ -97,7 +97,19 @@ pub async fn connect_authenticated(
     timeout: Duration,
     secret: Option<&LinkSecret>,
 ) -> Result<(EngineLink, Hello), LinkError> {
-    match tokio::time::timeout(timeout, handshake(addr, secret)).await {
+    let spin = Duration::from_micros(crate::constants::LINK_SHM_SPIN_US_DEFAULT);
+    connect_spinning(addr, timeout, secret, spin).await
+}
+
+/// [`connect_authenticated`] whose reader, on a shared-memory link, spins `spin` on an empty
+/// ring before it sleeps (`[link] spin_us`): a shorter wait for each answer, for a core.
+pub async fn connect_spinning(
+    addr: &LinkAddr,
+    timeout: Duration,
+    secret: Option<&LinkSecret>,
+    spin: Duration,
+) -> Result<(EngineLink, Hello), LinkError> {
+    match tokio::time::timeout(timeout, handshake(addr, secret, spin)).await {
         Ok(result) => result,
         Err(_) => Err(LinkError::HandshakeTimeout(timeout)),
     }
@@ -107,8 +119,9 @@ pub async fn connect_authenticated(
 async fn handshake(
     addr: &LinkAddr,
     secret: Option<&LinkSecret>,
+    spin: Duration,
 ) -> Result<(EngineLink, Hello), LinkError> {
-    let (read, write) = connect_async(addr).await?;
+    let (read, write) = connect_async(addr, spin).await?;
     let now = Instant::now();
     let mut link = EngineLink {
         reader: LinkReader {

@@ -1,5 +1,5 @@
 //! The engine link: how the gateway feeds sequenced inputs to engine processes and gets their
-//! outputs, snapshots and digests back, over TCP or a Unix socket.
+//! outputs, snapshots and digests back, over TCP, a Unix socket or shared memory.
 //!
 //! Engines run as their own processes and never see FIX or a counterparty's socket
 //! (DESIGN.md invariant 1); this link is all they see. It holds no business logic: the engine
@@ -10,7 +10,9 @@
 //!
 //! - [`protocol`]: the frames, their framing, versioning and chunking, and the sans-IO codec
 //!   ([`encode`], [`FrameDecoder`]) shared by both sides.
-//! - [`transport`]: link addresses (`tcp://host:port`, `unix:///path`) and sockets.
+//! - [`transport`]: link addresses (`tcp://host:port`, `unix:///path`, `shm:///path`) and
+//!   sockets.
+//! - [`shm`]: the shared-memory transport, two rings in a mapped file beside a Unix socket.
 //! - [`serve`] / [`serve_on`]: the engine side, a blocking loop that owns the engine.
 //! - [`connect`] / [`EngineLink`]: the gateway side, a thin tokio wrapper.
 //!
@@ -53,11 +55,13 @@ mod error;
 pub mod protocol;
 mod replay;
 mod server;
+pub mod shm;
 pub mod transport;
 
 pub use auth::LinkSecret;
 pub use client::{
-    EngineLink, LinkReader, LinkWriter, connect, connect_authenticated, connect_with_timeout,
+    EngineLink, LinkReader, LinkWriter, connect, connect_authenticated, connect_spinning,
+    connect_with_timeout,
 };
 pub use error::LinkError;
 pub use protocol::{
@@ -68,4 +72,4 @@ pub use protocol::{
     encode_input_at, encode_outputs_payload, encode_restore, encode_restore_at, write_message,
 };
 pub use server::{ServeConfig, Shutdown, serve, serve_on};
-pub use transport::{LinkAddr, LinkAddrError, LinkListener};
+pub use transport::{LinkAddr, LinkAddrError, LinkListener, LinkTransport};

@@ -1,6 +1,7 @@
-//! Where links run: TCP between hosts, Unix domain sockets on one host. Addresses are strings an
-//! operator writes in a config or on the command line; the engine side binds with blocking std
-//! sockets (the engine is single-threaded), the gateway side connects with tokio.
+//! Where links run: TCP between hosts, Unix domain sockets or shared memory ([`super::shm`]) on
+//! one host. Addresses are strings an operator writes in a config or on the command line; the
+//! engine side binds with blocking std sockets (the engine is single-threaded), the gateway side
+//! connects with tokio.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::error::LinkError;
+use super::shm::{self, ShmConn};
 
 /// Where an engine listens and a gateway connects: `tcp://host:port` (IPv6 as `[::1]:9900`) or
 /// `unix:///path/to.sock`. One string form so configs, the CLI and logs all agree.
@@ -29,13 +31,16 @@ pub enum LinkAddr {
     },
     /// A Unix domain socket; the fastest socket transport when both ends share a host.
     Unix(PathBuf),
+    /// Shared-memory rings set up over a Unix domain socket at this path, which stays open for
+    /// wake-ups and liveness ([`super::shm`]); the fastest transport on one host.
+    Shm(PathBuf),
 }
 
 /// Why a link address string was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LinkAddrError {
-    /// Neither `tcp://` nor `unix://`.
-    #[error("link address {0:?} must start with tcp:// or unix://")]
+    /// Neither `tcp://`, `unix://` nor `shm://`.
+    #[error("link address {0:?} must start with tcp://, unix:// or shm://")]
     UnknownScheme(String),
     /// `tcp://` without `:port`.
     #[error("link address {0:?} has no port (tcp://host:port)")]
@@ -46,7 +51,7 @@ pub enum LinkAddrError {
     /// `tcp://:port`.
     #[error("link address {0:?} has no host")]
     EmptyHost(String),
-    /// `unix://` without a path.
+    /// `unix://` or `shm://` without a path.
     #[error("link address {0:?} has no socket path")]
     EmptyPath(String),
     /// The host name resolves to no address.
@@ -60,7 +65,7 @@ impl LinkAddr {
     /// (`[link] secret_file`), so gateway and engine refuse to run one without it.
     pub fn stays_on_host(&self) -> bool {
         match self {
-            LinkAddr::Unix(_) => true,
+            LinkAddr::Unix(_) | LinkAddr::Shm(_) => true,
             LinkAddr::Tcp { host, .. } => {
                 host.eq_ignore_ascii_case("localhost")
                     || host
@@ -73,6 +78,31 @@ impl LinkAddr {
     }
 }
 
+impl LinkAddr {
+    /// This address with `transport` applied: under [`LinkTransport::Shm`] a `unix://` address
+    /// becomes `shm://` with the same socket path; anything else is returned as it is (TCP
+    /// leaves the host, where memory cannot be shared; an explicit `shm://` stays).
+    pub fn with_transport(self, transport: LinkTransport) -> LinkAddr {
+        match (self, transport) {
+            (LinkAddr::Unix(path), LinkTransport::Shm) => LinkAddr::Shm(path),
+            (addr, _) => addr,
+        }
+    }
+}
+
+/// `[link] transport`: how a link to an engine on this host carries its frames. Gateway and
+/// engine must agree, since the engine offers shared memory on each new connection and a
+/// gateway expecting it refuses a plain socket (and the other way round).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkTransport {
+    /// Frames over the socket named by the address (the default).
+    #[default]
+    Socket,
+    /// `unix://` addresses carry their frames in shared memory ([`super::shm`]).
+    Shm,
+}
+
 impl FromStr for LinkAddr {
     type Err = LinkAddrError;
 
@@ -82,6 +112,12 @@ impl FromStr for LinkAddr {
                 return Err(LinkAddrError::EmptyPath(text.to_owned()));
             }
             return Ok(LinkAddr::Unix(PathBuf::from(path)));
+        }
+        if let Some(path) = text.strip_prefix("shm://") {
+            if path.is_empty() {
+                return Err(LinkAddrError::EmptyPath(text.to_owned()));
+            }
+            return Ok(LinkAddr::Shm(PathBuf::from(path)));
         }
         let Some(rest) = text.strip_prefix("tcp://") else {
             return Err(LinkAddrError::UnknownScheme(text.to_owned()));
@@ -116,6 +152,7 @@ impl fmt::Display for LinkAddr {
             }
             LinkAddr::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
             LinkAddr::Unix(path) => write!(f, "unix://{}", path.display()),
+            LinkAddr::Shm(path) => write!(f, "shm://{}", path.display()),
         }
     }
 }
@@ -150,6 +187,8 @@ enum ListenerInner {
     Tcp(TcpListener),
     /// A Unix listener and the socket file it created.
     Unix {
+        /// Every accepted connection is offered shared-memory rings (`shm://`).
+        shm: bool,
         /// The listener.
         listener: UnixListener,
         /// The socket file, removed when the listener is dropped.
@@ -168,7 +207,7 @@ impl LinkListener {
             LinkAddr::Tcp { host, port } => {
                 ListenerInner::Tcp(TcpListener::bind((host.as_str(), *port))?)
             }
-            LinkAddr::Unix(path) => {
+            LinkAddr::Unix(path) | LinkAddr::Shm(path) => {
                 let listener = bind_unix(path)?;
                 // Whoever can connect can feed the engine inputs: the engine's own account only.
                 std::fs::set_permissions(
@@ -177,6 +216,7 @@ impl LinkListener {
                 )?;
                 let meta = std::fs::metadata(path)?;
                 ListenerInner::Unix {
+                    shm: matches!(addr, LinkAddr::Shm(_)),
                     listener,
                     path: path.clone(),
                     file_id: (meta.dev(), meta.ino()),
@@ -200,7 +240,12 @@ impl LinkListener {
                     port: local.port(),
                 }
             }
-            ListenerInner::Unix { path, .. } => LinkAddr::Unix(path.clone()),
+            ListenerInner::Unix {
+                path, shm: false, ..
+            } => LinkAddr::Unix(path.clone()),
+            ListenerInner::Unix {
+                path, shm: true, ..
+            } => LinkAddr::Shm(path.clone()),
         })
     }
 
@@ -210,12 +255,27 @@ impl LinkListener {
             ListenerInner::Tcp(listener) => listener
                 .accept()
                 .map(|(stream, peer)| (Conn::Tcp(stream), format!("tcp://{peer}"))),
-            ListenerInner::Unix { listener, path, .. } => listener
-                .accept()
-                .map(|(stream, _)| (Conn::Unix(stream), format!("unix://{}", path.display()))),
+            ListenerInner::Unix {
+                listener,
+                path,
+                shm,
+                ..
+            } => listener.accept().map(|(stream, _)| {
+                let scheme = if *shm { "shm" } else { "unix" };
+                (Conn::Unix(stream), format!("{scheme}://{}", path.display()))
+            }),
         };
         match accepted {
             Ok((conn, peer)) => {
+                let conn = match (conn, &self.inner) {
+                    (Conn::Unix(stream), ListenerInner::Unix { shm: true, .. }) => {
+                        // Blocking for the offer; the region's rings carry everything after.
+                        stream.set_nonblocking(false)?;
+                        Conn::Shm(Box::new(ShmConn::offer(stream)?))
+                    }
+                    (conn, _) => conn,
+                };
+                let mut conn = conn;
                 // Some platforms let the accepted socket inherit the listener's non-blocking mode.
                 conn.set_nonblocking(false)?;
                 Ok(Some((conn, peer)))
@@ -268,24 +328,32 @@ pub(crate) enum Conn {
     Tcp(TcpStream),
     /// Over a Unix socket.
     Unix(UnixStream),
+    /// Over shared-memory rings, with the Unix socket they were set up on.
+    Shm(Box<ShmConn>),
 }
 
 impl Conn {
     /// Sets blocking or non-blocking mode.
-    pub(crate) fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+    pub(crate) fn set_nonblocking(&mut self, nonblocking: bool) -> io::Result<()> {
         match self {
             Conn::Tcp(stream) => stream.set_nonblocking(nonblocking),
             Conn::Unix(stream) => stream.set_nonblocking(nonblocking),
+            Conn::Shm(conn) => {
+                conn.set_nonblocking(nonblocking);
+                Ok(())
+            }
         }
     }
 
     /// Prepares the socket for the engine loop: reads wake every `read_timeout` so timers run,
     /// a write to a gateway that stopped reading fails after `write_timeout` instead of hanging
-    /// the engine, and small frames go out at once (no Nagle delay on outputs).
+    /// the engine, and small frames go out at once (no Nagle delay on outputs). A shared-memory
+    /// reader spins `spin` on an empty ring before it sleeps.
     pub(crate) fn configure(
-        &self,
+        &mut self,
         read_timeout: Duration,
         write_timeout: Duration,
+        spin: Duration,
     ) -> io::Result<()> {
         match self {
             Conn::Tcp(stream) => {
@@ -297,6 +365,7 @@ impl Conn {
                 stream.set_read_timeout(Some(read_timeout))?;
                 stream.set_write_timeout(Some(write_timeout))
             }
+            Conn::Shm(conn) => conn.configure(read_timeout, write_timeout, spin),
         }
     }
 
@@ -305,6 +374,10 @@ impl Conn {
         let _ = match self {
             Conn::Tcp(stream) => stream.shutdown(SocketShutdown::Both),
             Conn::Unix(stream) => stream.shutdown(SocketShutdown::Both),
+            Conn::Shm(conn) => {
+                conn.shutdown();
+                Ok(())
+            }
         };
     }
 }
@@ -314,6 +387,7 @@ impl Read for Conn {
         match self {
             Conn::Tcp(stream) => stream.read(buf),
             Conn::Unix(stream) => stream.read(buf),
+            Conn::Shm(conn) => conn.read(buf),
         }
     }
 }
@@ -323,6 +397,7 @@ impl Write for Conn {
         match self {
             Conn::Tcp(stream) => stream.write(buf),
             Conn::Unix(stream) => stream.write(buf),
+            Conn::Shm(conn) => conn.write(buf),
         }
     }
 
@@ -330,6 +405,7 @@ impl Write for Conn {
         match self {
             Conn::Tcp(stream) => stream.flush(),
             Conn::Unix(stream) => stream.flush(),
+            Conn::Shm(conn) => conn.flush(),
         }
     }
 }
@@ -341,9 +417,10 @@ pub(crate) type AsyncReadHalf = Box<dyn AsyncRead + Send + Unpin>;
 pub(crate) type AsyncWriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Connects to an engine from tokio and splits the stream, so a reader task and a writer task
-/// can each own a half.
+/// can each own a half. A shared-memory reader spins `spin` on an empty ring before it sleeps.
 pub(crate) async fn connect_async(
     addr: &LinkAddr,
+    spin: Duration,
 ) -> Result<(AsyncReadHalf, AsyncWriteHalf), LinkError> {
     match addr {
         LinkAddr::Tcp { host, port } => {
@@ -356,6 +433,12 @@ pub(crate) async fn connect_async(
         LinkAddr::Unix(path) => {
             let stream = tokio::net::UnixStream::connect(path).await?;
             let (read, write) = stream.into_split();
+            Ok((Box::new(read), Box::new(write)))
+        }
+        LinkAddr::Shm(path) => {
+            let stream = tokio::net::UnixStream::connect(path).await?;
+            let ends = shm::accept_offer(&stream).await?;
+            let (read, write) = shm::gateway_halves(stream, ends, spin);
             Ok((Box::new(read), Box::new(write)))
         }
     }
@@ -394,6 +477,7 @@ mod tests {
             "tcp://[::1]:9900",
             "unix:///run/baton/blue.sock",
             "unix://relative.sock",
+            "shm:///run/baton/blue.sock",
         ] {
             let addr: LinkAddr = text.parse().unwrap();
             assert_eq!(addr.to_string(), text);
@@ -421,6 +505,7 @@ mod tests {
             ("tcp://:9900", LinkAddrError::EmptyHost),
             ("tcp://[]:9900", LinkAddrError::EmptyHost),
             ("unix://", LinkAddrError::EmptyPath),
+            ("shm://", LinkAddrError::EmptyPath),
         ];
         for (text, error) in cases {
             assert_eq!(

@@ -43,6 +43,9 @@ pub struct CoreConfig {
     pub gates: GateConfig,
     /// The engine link's shared secret (`[link] secret_file`), proven at every handshake.
     pub link_secret: Option<link::LinkSecret>,
+    /// How long a shared-memory link's reader spins on an empty ring before it sleeps
+    /// (`[link] spin_us`).
+    pub link_spin: std::time::Duration,
     /// How a canary engine's answers are delivered (`[control] canary_delivery`).
     pub canary_delivery: CanaryDelivery,
 }

@@ -765,4 +765,9 @@ where
     pub fn link_secret(&self) -> Option<&link::LinkSecret> {
         self.config.link_secret.as_ref()
     }
+
+    /// How long a shared-memory link's reader spins before it sleeps (`[link] spin_us`).
+    pub fn link_spin(&self) -> std::time::Duration {
+        self.config.link_spin
+    }
 }

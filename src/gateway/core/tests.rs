@@ -211,6 +211,7 @@ impl Harness {
             symbols: vec![symbol(AAA), symbol(BBB)],
             gates: GateConfig::default(),
             link_secret: None,
+            link_spin: std::time::Duration::ZERO,
             canary_delivery: Default::default(),
         };
         let mut config = config;

@@ -408,6 +408,7 @@ impl Sim {
             symbols: SYMBOLS.iter().map(|s| symbol(s)).collect(),
             gates: GateConfig::default(),
             link_secret: None,
+            link_spin: std::time::Duration::ZERO,
             canary_delivery,
         };
         let mut core = Core::with_journal(
