@@ -19,6 +19,7 @@ pub mod outbox_mark;
 pub mod sim;
 pub mod status;
 pub mod tls;
+pub mod tls_record;
 pub mod translate;
 
 pub use acceptor::{Acceptor, AcceptorHandle, Inbound, Sessions};
