@@ -922,6 +922,8 @@ fn gateway(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", config.gateway.listen))?;
         let adopted_sessions = taken.connections.iter().filter(|c| c.1.is_some()).count();
         acceptor.set_carries(std::mem::take(&mut taken.carries));
+        acceptor.set_tls_carries(std::mem::take(&mut taken.tls));
+        let tls_closed_at_upgrade = taken.tls_closed;
         if let Some(holder) = &holder {
             acceptor.set_holder(holder.clone(), taken.connections);
         }
@@ -1020,6 +1022,7 @@ fn gateway(config: Config) -> anyhow::Result<()> {
                         .since(baton::time::Timestamp(barrier_unix_ns))
                         .as_micros() as u64,
                     sessions: adopted_sessions as u64,
+                    tls_closed: tls_closed_at_upgrade,
                 });
             }
         };
@@ -1332,8 +1335,11 @@ fn audit_acknowledge(path: &std::path::Path, operator: &str, reason: &str) -> an
 }
 
 /// The socket holder's link and what it held for a previous gateway process; none without a
-/// holder, or with TLS (a TLS connection cannot outlive the process that holds its keys). A
-/// holder that cannot be reached costs the protection, not the start.
+/// holder, or with TLS under systemd (a TLS connection cannot outlive the process that holds its
+/// keys, and systemd's store cannot tell a planned hand-over from a crash). Under `baton up` TLS
+/// connections are held too: the supervisor's holder closes them when their gateway dies, and
+/// hands them over with their keys at a planned upgrade. A holder that cannot be reached costs
+/// the protection, not the start.
 fn take_back_held_sockets(
     tls: bool,
 ) -> (
@@ -1365,10 +1371,6 @@ fn take_back_held_sockets(
             return (None, Default::default());
         }
     };
-    if tls {
-        tracing::info!("TLS listener: connections are not held, a gateway restart ends them");
-        return (None, Default::default());
-    }
     let holder = baton::handover::HolderLink::new(channel);
     match holder.take_back() {
         Ok(taken) => {
@@ -1465,10 +1467,10 @@ fn up(
     };
     let mut gateway_args: Vec<OsString> = vec!["gateway".into()];
     gateway_args.extend(config_args);
-    // A TLS connection cannot be held: its keys and record state live in the gateway process.
-    let hold_sockets = (config.gateway.hold_sockets_max_ms > 0
-        && config.gateway.tls_cert.is_none())
-    .then(|| Duration::from_millis(config.gateway.hold_sockets_max_ms));
+    // TLS connections are held too: a planned upgrade hands them over with their keys, and
+    // the holder closes them when their gateway dies (their keys die with it).
+    let hold_sockets = (config.gateway.hold_sockets_max_ms > 0)
+        .then(|| Duration::from_millis(config.gateway.hold_sockets_max_ms));
     children.push(ChildSpec {
         name: "gateway".into(),
         program,

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::constants;
 use crate::fix::session::SessionCarry;
+use crate::gateway::tls_record::TlsCarry;
 use crate::handover::{self, HandoverError, Label, Successor, ToGateway, ToHolder};
 
 /// One connection held.
@@ -34,6 +35,10 @@ struct HeldConnection {
     /// Its session's unstored state, from a gateway handing over at a planned upgrade; given
     /// to the successor once, then forgotten (a later restart is a crash, not a hand-over).
     carry: Option<SessionCarry>,
+    /// It speaks TLS: without `tls_carry` no other gateway can go on with it.
+    tls: bool,
+    /// Its TLS state from a hand-over, given once like `carry`.
+    tls_carry: Option<Box<TlsCarry>>,
 }
 
 /// Everything held for the gateway.
@@ -47,6 +52,8 @@ struct Held {
     handing_over: Option<(u64, String)>,
     /// The process handing over, to wait for before the successor opens what it held.
     handing_over_pid: Option<u32>,
+    /// TLS connections the handing-over gateway could not hand over, for the upgrade's report.
+    tls_closed: u64,
 }
 
 impl Held {
@@ -64,13 +71,15 @@ impl Held {
     ) -> Option<SuccessorRequest> {
         match (message, fd) {
             (ToHolder::Listener, Some(fd)) => self.listener = Some(fd),
-            (ToHolder::Connection { id }, Some(fd)) => {
+            (ToHolder::Connection { id, tls }, Some(fd)) => {
                 self.connections.insert(
                     id,
                     HeldConnection {
                         fd,
                         label: None,
                         carry: None,
+                        tls,
+                        tls_carry: None,
                     },
                 );
             }
@@ -89,9 +98,15 @@ impl Held {
                 self.handing_over = Some((barrier_unix_ns, change));
                 self.handing_over_pid = (pid != 0).then_some(pid);
             }
-            (ToHolder::Carry { id, carry }, None) => {
+            (ToHolder::Carry { id, carry, tls }, None) => {
                 if let Some(held) = self.connections.get_mut(&id) {
                     held.carry = Some(carry);
+                    held.tls_carry = tls;
+                }
+            }
+            (ToHolder::NotCarried { id }, None) => {
+                if self.connections.remove(&id).is_some() {
+                    self.tls_closed += 1;
                 }
             }
             (ToHolder::Label { id, label }, None) => {
@@ -121,10 +136,12 @@ impl Held {
     /// Sends a duplicate of everything held (the holder keeps its own), then the end mark. What
     /// a hand-over left (barrier, carries) goes once: a later restart is a crash.
     fn give_back(&mut self, channel: &OwnedFd) -> Result<(), HandoverError> {
+        let closed = self.close_tls_without_keys();
         if let Some((barrier_unix_ns, change)) = self.handing_over.take() {
             let upgraded = ToGateway::Upgraded {
                 barrier_unix_ns,
                 change,
+                tls_closed: std::mem::take(&mut self.tls_closed) + closed,
             };
             handover::send(channel.as_fd(), &upgraded, None)?;
         }
@@ -140,6 +157,7 @@ impl Held {
                 id: *id,
                 label: held.label.clone(),
                 carry: held.carry.take(),
+                tls: held.tls_carry.take(),
             };
             handover::send(channel.as_fd(), &message, Some(held.fd.as_fd()))?;
         }
@@ -150,6 +168,26 @@ impl Held {
             "held sockets handed to the new gateway"
         );
         Ok(())
+    }
+}
+
+impl Held {
+    /// Closes every TLS connection whose keys were not handed over: they died with the gateway
+    /// that held them, so no gateway can go on with the connection, and reading it as plain TCP
+    /// would be wrong. Its counterparty sees the connection end at once and reconnects (and
+    /// recovers by FIX resend). Returns how many were closed.
+    fn close_tls_without_keys(&mut self) -> u64 {
+        let before = self.connections.len();
+        self.connections
+            .retain(|_, held| !held.tls || held.tls_carry.is_some());
+        let closed = (before - self.connections.len()) as u64;
+        if closed > 0 {
+            tracing::warn!(
+                connections = closed,
+                "closing TLS connections whose keys died with the gateway process; their counterparties reconnect"
+            );
+        }
+        closed
     }
 }
 
@@ -406,6 +444,9 @@ async fn run(
                         gateway = successor.take().map(|pending| pending.channel);
                         continue;
                     }
+                    if held.handing_over.is_none() {
+                        held.close_tls_without_keys();
+                    }
                     if !held.is_empty() {
                         tracing::warn!(
                             connections = held.connections.len(),
@@ -446,7 +487,7 @@ mod tests {
         send(gateway.as_fd(), &ToHolder::Listener, Some(listener.as_fd())).unwrap();
         send(
             gateway.as_fd(),
-            &ToHolder::Connection { id: 4 },
+            &ToHolder::Connection { id: 4, tls: false },
             Some(accepted.as_fd()),
         )
         .unwrap();
@@ -493,6 +534,7 @@ mod tests {
             &ToHolder::Carry {
                 id: 4,
                 carry: carry.clone(),
+                tls: None,
             },
             None,
         )
@@ -502,6 +544,7 @@ mod tests {
         let upgraded = ToGateway::Upgraded {
             barrier_unix_ns: 42,
             change: "CHG-2".into(),
+            tls_closed: 0,
         };
         assert_eq!(next(&next_gateway).await.0, upgraded);
         let (message, fd) = next(&next_gateway).await;
@@ -511,6 +554,7 @@ mod tests {
             id: 4,
             label: None,
             carry: Some(carry),
+            tls: None,
         };
         assert_eq!((message, fd.is_some()), (connection, true));
         assert_eq!(next(&next_gateway).await.0, ToGateway::End);
