@@ -569,6 +569,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_tls_connection_is_closed_when_its_gateway_dies_and_never_handed_back() {
+        let (holder, _requests) = start(Duration::from_secs(60));
+        let gateway = holder.channel_for_gateway().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut clients = Vec::new();
+        for (id, tls) in [(1, true), (2, false)] {
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            send(
+                gateway.as_fd(),
+                &ToHolder::Connection { id, tls },
+                Some(accepted.as_fd()),
+            )
+            .unwrap();
+            clients.push(client);
+        }
+        // The gateway dies (no hand-over): the TLS connection's keys are gone with it.
+        drop(gateway);
+        let mut tls_client = clients.remove(0);
+        let closed = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            tls_client
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let mut byte = [0u8; 1];
+            match tls_client.read(&mut byte) {
+                Ok(n) => n == 0,
+                // Still open when the bound passed.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    false
+                }
+                // Reset: closed too.
+                Err(_) => true,
+            }
+        })
+        .await
+        .unwrap();
+        assert!(closed, "the TLS connection is closed at once");
+        let next_gateway = holder.channel_for_gateway().unwrap();
+        send(next_gateway.as_fd(), &ToHolder::TakeBack, None).unwrap();
+        let (message, fd) = next(&next_gateway).await;
+        assert!(
+            matches!(
+                message,
+                ToGateway::Connection {
+                    id: 2,
+                    tls: None,
+                    ..
+                }
+            ) && fd.is_some(),
+            "only the plain connection comes back: {message:?}"
+        );
+        assert_eq!(next(&next_gateway).await.0, ToGateway::End);
+    }
+
+    #[tokio::test]
     async fn a_successor_that_exits_before_taking_over_is_reported_to_the_running_gateway() {
         let (holder, _requests) = start(Duration::from_secs(60));
         let gateway = holder.channel_for_gateway().unwrap();
