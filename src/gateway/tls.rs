@@ -392,7 +392,7 @@ impl FixStream {
                 let refused = |why: String| why;
                 // Decrypted but not read by the session yet: the successor gives it first.
                 let mut plaintext = Vec::new();
-                let mut chunk = [0u8; 1024];
+                let mut chunk = vec![0u8; constants::READ_CHUNK];
                 loop {
                     match connection.reader().read(&mut chunk) {
                         Ok(0) => break,
@@ -405,7 +405,7 @@ impl FixStream {
                     Some("handshake not finished".to_string())
                 } else if connection.wants_write() {
                     Some("TLS records not yet written".to_string())
-                } else if tap.partial.is_none() {
+                } else if tap.records.partial().is_none() {
                     Some("received bytes not tracked to a record boundary".to_string())
                 } else {
                     None
@@ -425,7 +425,7 @@ impl FixStream {
                     .await;
                     return Err(why);
                 }
-                let ciphertext = tap.partial.unwrap_or_default();
+                let ciphertext = tap.records.partial().unwrap_or_default().to_vec();
                 let Some(version) = connection.protocol_version() else {
                     let _ = tokio::io::AsyncWriteExt::shutdown(&mut tcp).await;
                     return Err("no protocol version".into());
@@ -452,14 +452,31 @@ impl FixStream {
 }
 
 /// The TCP side of a rustls connection, watching where TLS records begin and end in what rustls
-/// reads, so that at a planned upgrade the bytes of a record rustls holds but cannot decrypt yet
-/// (the rest is still on the way) are known and handed over with the keys.
-///
-/// rustls decrypts every whole record it reads at once (tokio-rustls processes after each
-/// read), so what it holds undecrypted is exactly the record the stream stops in.
+/// reads (see [`RecordTracker`]).
 pub struct Tap {
     /// The connection.
     tcp: TcpStream,
+    /// Record boundaries in what was read.
+    records: RecordTracker,
+}
+
+impl Tap {
+    fn new(tcp: TcpStream) -> Tap {
+        Tap {
+            tcp,
+            records: RecordTracker::default(),
+        }
+    }
+}
+
+/// Follows TLS record framing over a byte stream, so that at a planned upgrade the bytes of a
+/// record rustls holds but cannot decrypt yet (the rest is still on the way) are known and handed
+/// over with the keys.
+///
+/// rustls decrypts every whole record it reads at once (tokio-rustls processes after each
+/// read), so what it holds undecrypted is exactly the record the stream stops in.
+#[derive(Debug)]
+struct RecordTracker {
     /// The header of the record being read, as far as it arrived.
     header: [u8; constants::TLS_RECORD_HEADER_LEN],
     /// How much of `header` arrived.
@@ -471,15 +488,22 @@ pub struct Tap {
     partial: Option<Vec<u8>>,
 }
 
-impl Tap {
-    fn new(tcp: TcpStream) -> Tap {
-        Tap {
-            tcp,
+impl Default for RecordTracker {
+    fn default() -> RecordTracker {
+        RecordTracker {
             header: [0; constants::TLS_RECORD_HEADER_LEN],
             header_len: 0,
             body_left: 0,
             partial: Some(Vec::new()),
         }
+    }
+}
+
+impl RecordTracker {
+    /// The bytes of the record the stream stops in (empty at a record boundary); `None` if
+    /// the framing was lost.
+    fn partial(&self) -> Option<&[u8]> {
+        self.partial.as_deref()
     }
 
     /// Follows the record framing over `bytes`, the next ones read.
@@ -510,7 +534,7 @@ impl Tap {
             }
         }
         if let Some(partial) = &mut self.partial {
-            partial.extend_from_slice(&bytes[record_start.min(bytes.len())..]);
+            partial.extend_from_slice(&bytes[record_start..]);
             if partial.len() > constants::TLS_RECORD_MAX {
                 self.partial = None;
             }
@@ -527,7 +551,7 @@ impl AsyncRead for Tap {
         let this = self.get_mut();
         let before = buf.filled().len();
         std::task::ready!(Pin::new(&mut this.tcp).poll_read(cx, buf))?;
-        this.track(&buf.filled()[before..]);
+        this.records.track(&buf.filled()[before..]);
         Poll::Ready(Ok(()))
     }
 }
@@ -849,6 +873,37 @@ mod tests {
             .distinguished_name
             .push(rcgen::DnType::OrganizationName, "Example Broker");
         (params.self_signed(&key).expect("self-signed"), key)
+    }
+
+    proptest::proptest! {
+        /// Records of any lengths, read in chunks of any sizes: after each read the tracker's
+        /// partial record is exactly the bytes after the last whole record.
+        #[test]
+        fn the_tracker_knows_the_record_a_read_stops_in(
+            lengths in proptest::collection::vec(0usize..600, 1..8),
+            cuts in proptest::collection::vec(1usize..700, 1..40),
+        ) {
+            let mut stream = Vec::new();
+            let mut boundaries = vec![0];
+            for (n, len) in lengths.iter().enumerate() {
+                stream.extend_from_slice(&[23, 3, 3]);
+                stream.extend_from_slice(&(*len as u16).to_be_bytes());
+                stream.extend(std::iter::repeat_n(n as u8, *len));
+                boundaries.push(stream.len());
+            }
+            let mut tracker = RecordTracker::default();
+            let mut at = 0;
+            for cut in cuts.iter().cycle() {
+                if at == stream.len() {
+                    break;
+                }
+                let end = (at + cut).min(stream.len());
+                tracker.track(&stream[at..end]);
+                at = end;
+                let boundary = boundaries.iter().rev().find(|b| **b <= at).copied().unwrap_or(0);
+                proptest::prop_assert_eq!(tracker.partial(), Some(&stream[boundary..at]));
+            }
+        }
     }
 
     #[test]
