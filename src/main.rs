@@ -1587,10 +1587,17 @@ fn ctl(
                 "{change}: the gateway stopped at its barrier and hands over to the build with SHA-256 {artifact_sha256}"
             );
             let upgrade = wait_for_upgraded_gateway(&resolve, barrier_unix_ns)?;
-            println!(
-                "{change}: the upgraded gateway serves {} sessions; pause {} µs (no disconnect, no resend)",
-                upgrade.sessions, upgrade.pause_us
-            );
+            match upgrade.tls_closed {
+                0 => println!(
+                    "{change}: the upgraded gateway serves {} sessions; pause {} µs (no disconnect, no resend)",
+                    upgrade.sessions, upgrade.pause_us
+                ),
+                // Said plainly: those counterparties reconnect and recover by resend.
+                closed => println!(
+                    "{change}: the upgraded gateway serves {} sessions; pause {} µs; {closed} TLS connections could not be handed over and were closed (they reconnect)",
+                    upgrade.sessions, upgrade.pause_us
+                ),
+            }
         }
         ControlReply::Staged {
             engine,
