@@ -24,6 +24,9 @@ const RECOVERY_WAIT: Duration = Duration::from_secs(60);
 
 type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
+/// What [`Client::next`] calls a close_notify followed by end of stream.
+const CLEAN_CLOSE: &str = "close_notify";
+
 /// Writes a CA, the venue's certificate and a `baton up` config with TLS and sessions CLIENT1
 /// and CLIENT2; returns the config's path and the CA's PEM.
 fn write_config(dir: &Path) -> (PathBuf, String) {
@@ -189,10 +192,11 @@ impl Client {
                 .set_read_timeout(Some(Duration::from_millis(500)))
                 .unwrap();
             match self.stream.read(&mut chunk) {
+                // rustls reads 0 only after the peer's close_notify: a clean close.
                 Ok(0) => {
                     return Err(Closed {
                         kind: std::io::ErrorKind::UnexpectedEof,
-                        why: "end of stream".into(),
+                        why: CLEAN_CLOSE.into(),
                     });
                 }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
@@ -446,6 +450,30 @@ fn tls_counterparties_stay_connected_across_two_planned_upgrades_and_are_closed_
         assert_eq!(session.seq_num_next_in, client.seq_num_next_out);
         assert_eq!(session.seq_num_next_out, client.seq_num_next_in);
     }
+
+    // A TLS 1.3 KeyUpdate on a continued connection: the gateway cannot rekey it, so it closes
+    // it cleanly (close_notify), and the counterparty logs on again.
+    let updating = &mut clients[0];
+    updating
+        .stream
+        .conn
+        .refresh_traffic_keys()
+        .expect("key update");
+    updating.stream.flush().expect("send the KeyUpdate");
+    let closed = loop {
+        match updating.next() {
+            Ok(message) => assert_ne!(message.msg_type(), b"A"),
+            Err(closed) => break closed,
+        }
+    };
+    assert_eq!(closed.why, CLEAN_CLOSE, "{closed:?}");
+    let (name, version, seq) = (
+        updating.name.clone(),
+        updating.version,
+        updating.seq_num_next_out,
+    );
+    *updating = Client::log_on(addr, &ca_pem, &name, version, seq);
+    updating.trade("AFTER-KEY-UPDATE");
 
     // A SIGKILL: the keys die with the process, so the connections are closed, not taken back.
     // SAFETY: kill(2) on a process this test's `baton up` started.
