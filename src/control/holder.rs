@@ -175,19 +175,27 @@ impl Held {
     /// Closes every TLS connection whose keys were not handed over: they died with the gateway
     /// that held them, so no gateway can go on with the connection, and reading it as plain TCP
     /// would be wrong. Its counterparty sees the connection end at once and reconnects (and
-    /// recovers by FIX resend). Returns how many were closed.
+    /// recovers by FIX resend). Returns how many of them had logged on: one that had not is
+    /// closed at an upgrade whether it speaks TLS or not, so it is no TLS loss to report.
     fn close_tls_without_keys(&mut self) -> u64 {
-        let before = self.connections.len();
-        self.connections
-            .retain(|_, held| !held.tls || held.tls_carry.is_some());
-        let closed = (before - self.connections.len()) as u64;
+        let mut closed = 0;
+        let mut logged_on = 0;
+        self.connections.retain(|_, held| {
+            let keep = !held.tls || held.tls_carry.is_some();
+            if !keep {
+                closed += 1;
+                logged_on += u64::from(held.label.is_some());
+            }
+            keep
+        });
         if closed > 0 {
             tracing::warn!(
                 connections = closed,
+                logged_on,
                 "closing TLS connections whose keys died with the gateway process; their counterparties reconnect"
             );
         }
-        closed
+        logged_on
     }
 }
 
