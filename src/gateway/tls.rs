@@ -906,6 +906,157 @@ mod tests {
         }
     }
 
+    /// A rustls server connection over `tcp`, allowing secret extraction as the gateway's does,
+    /// and the PEM of its self-signed certificate.
+    async fn rustls_server(
+        listener: &tokio::net::TcpListener,
+        cert: &rcgen::Certificate,
+        key: &rcgen::KeyPair,
+    ) -> FixStream {
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        config.enable_secret_extraction = true;
+        config.send_tls13_tickets = 0;
+        let (tcp, _) = listener.accept().await.unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        FixStream::Tls(Box::new(acceptor.accept(Tap::new(tcp)).await.unwrap()))
+    }
+
+    /// What the holder does at an upgrade: keeps a duplicate of the socket, which the successor
+    /// gets back as a new descriptor.
+    fn duplicate(stream: &FixStream) -> TcpStream {
+        use std::os::fd::AsFd;
+        let tcp = match stream {
+            FixStream::Plain(tcp) => tcp,
+            FixStream::Tls(tls) => &tls.get_ref().0.tcp,
+            FixStream::Continued(continued) => &continued.tcp,
+        };
+        let std = std::net::TcpStream::from(tcp.as_fd().try_clone_to_owned().unwrap());
+        std.set_nonblocking(true).unwrap();
+        TcpStream::from_std(std).unwrap()
+    }
+
+    async fn read_exactly(stream: &mut FixStream, len: usize) -> Vec<u8> {
+        use tokio::io::AsyncReadExt;
+        let mut got = vec![0u8; len];
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            stream.read_exact(&mut got),
+        )
+        .await
+        .expect("in time")
+        .expect("read");
+        got
+    }
+
+    /// The real driver's path: a rustls connection handed off with a record cut in its buffer,
+    /// continued on a duplicate of the socket, handed off again, and closed; a rustls client on
+    /// the other end of a real TCP connection reads and writes throughout.
+    #[tokio::test]
+    async fn a_rustls_connection_is_handed_off_twice_mid_record_and_the_client_notices_nothing() {
+        use std::io::{Read, Write};
+        use tokio::io::AsyncWriteExt;
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cert_der = cert.der().clone();
+        let (to_client, from_test) = std::sync::mpsc::channel::<&'static str>();
+        let client = std::thread::spawn(move || {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(cert_der).unwrap();
+            #[allow(deprecated)]
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let conn =
+                rustls::ClientConnection::new(Arc::new(config), "localhost".try_into().unwrap())
+                    .unwrap();
+            let tcp = std::net::TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+                .unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            tls.write_all(b"one|").unwrap();
+            // A record cut in two: the first 7 bytes now, the rest when told.
+            tls.conn.writer().write_all(b"two|").unwrap();
+            let mut record = Vec::new();
+            tls.conn.write_tls(&mut record).unwrap();
+            tls.sock.write_all(&record[..7]).unwrap();
+            assert_eq!(from_test.recv().unwrap(), "rest");
+            tls.sock.write_all(&record[7..]).unwrap();
+            let mut got = [0u8; 6];
+            tls.read_exact(&mut got).unwrap();
+            assert_eq!(&got, b"reply|");
+            assert_eq!(from_test.recv().unwrap(), "more");
+            tls.write_all(b"three|").unwrap();
+            let mut rest = Vec::new();
+            // close_notify, then end of stream: read_to_end succeeds only on a clean close.
+            tls.read_to_end(&mut rest).unwrap();
+            rest
+        });
+        let mut stream = rustls_server(&listener, &cert, &key).await;
+        assert_eq!(read_exactly(&mut stream, 4).await, b"one|");
+        // Wait until rustls read the cut record's first part (and so holds it undecrypted).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let FixStream::Tls(tls) = &mut stream else {
+                unreachable!()
+            };
+            if tls
+                .get_ref()
+                .0
+                .records
+                .partial()
+                .is_some_and(|p| p.len() == 7)
+            {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the first part never arrived"
+            );
+            let mut byte = [0u8; 1];
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_millis(20),
+                tokio::io::AsyncReadExt::read(&mut stream, &mut byte),
+            )
+            .await;
+        }
+        let tcp = duplicate(&stream);
+        let carry = stream.hand_off().await.expect("handed off").expect("TLS");
+        assert_eq!(carry.ciphertext().unwrap().len(), 7);
+        let mut stream = FixStream::continued(tcp, &carry).expect("continued");
+        to_client.send("rest").unwrap();
+        assert_eq!(read_exactly(&mut stream, 4).await, b"two|");
+        stream.write_all(b"reply|").await.unwrap();
+        stream.flush().await.unwrap();
+        // A second hand-off, from the continued layer.
+        let tcp = duplicate(&stream);
+        let carry = stream.hand_off().await.expect("handed off").expect("TLS");
+        let mut stream = FixStream::continued(tcp, &carry).expect("continued again");
+        to_client.send("more").unwrap();
+        assert_eq!(read_exactly(&mut stream, 6).await, b"three|");
+        stream.write_all(b"last|").await.unwrap();
+        stream.shutdown().await.unwrap();
+        drop(stream);
+        assert_eq!(client.join().unwrap(), b"last|");
+    }
+
     #[test]
     fn names_are_the_common_name_then_the_dns_alternative_names() {
         let (cert, _) = pair("client-one", &["one.broker.example", "client-one"]);
