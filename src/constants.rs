@@ -1059,3 +1059,32 @@ const _: () = assert!(DEMO_GATEWAY_KILL_ANSWER_WAIT_MS > HOLD_SOCKETS_MAX_MS_DEF
 /// ResendRequests `baton demo` describes in its report (who asked for what, after which event):
 /// enough to trace a few gaps to their cause; a run with more shows the first ones.
 pub const DEMO_GAP_SAMPLES_MAX: usize = 20;
+/// Largest plaintext one TLS record carries (RFC 8446 §5.1, RFC 5246 §6.2.1): the continued
+/// record layer cuts what it writes into records of at most this, and refuses a peer's larger one.
+pub const TLS_PLAINTEXT_MAX: usize = 1 << 14;
+
+/// A TLS record's header: content type, legacy version, length.
+pub const TLS_RECORD_HEADER_LEN: usize = 5;
+
+/// Largest TLS 1.3 ciphertext a peer may send (RFC 8446 §5.2: plaintext + 256 for the inner type,
+/// padding and tag).
+pub const TLS13_CIPHERTEXT_MAX: usize = TLS_PLAINTEXT_MAX + 256;
+
+/// Largest TLS 1.2 ciphertext a peer may send (RFC 5246 §6.2.3: plaintext + 2048).
+pub const TLS12_CIPHERTEXT_MAX: usize = TLS_PLAINTEXT_MAX + 2048;
+
+/// The continued record layer's receive buffer: one whole record of the larger kind, so a record
+/// is always decrypted in place without growing anything.
+pub const TLS_RECORD_MAX: usize = TLS_RECORD_HEADER_LEN + TLS12_CIPHERTEXT_MAX;
+const _: () = assert!(TLS12_CIPHERTEXT_MAX >= TLS13_CIPHERTEXT_MAX);
+
+/// Records one AES-GCM key may protect in the continued record layer before the connection is
+/// closed cleanly (the counterparty reconnects with fresh keys): the confidentiality limit rustls
+/// applies to AES-GCM (RFC 8446 §5.5 puts it at 2^24.5 records), taken conservatively. The
+/// continued layer cannot rekey on its own (it has the keys, not the traffic secrets).
+pub const TLS_AES_GCM_RECORDS_MAX: u64 = 1 << 24;
+
+/// Version of the TLS state a connection carries across a planned gateway upgrade
+/// ([`crate::gateway::tls_record::TlsCarry`]): a successor that reads another version closes the
+/// connection instead of continuing it with keys it might misread.
+pub const TLS_CARRY_VERSION: u32 = 1;

@@ -16,8 +16,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use zeroize::Zeroize;
+
 use crate::constants;
 use crate::fix::session::SessionCarry;
+use crate::gateway::tls_record::TlsCarry;
 
 /// The variable naming the gateway's end of the holder channel (a descriptor number).
 pub const HOLDER_FD_ENV: &str = "BATON_HOLDER_FD";
@@ -43,6 +46,10 @@ pub enum ToHolder {
     Connection {
         /// Chosen by the gateway, unique among what the holder holds.
         id: u64,
+        /// It speaks TLS: no gateway but the one holding its keys can go on with it, so the
+        /// holder closes it when that gateway dies instead of handing it to the next one.
+        #[serde(default)]
+        tls: bool,
     },
     /// Connection `id` logged on as this session.
     Label {
@@ -87,6 +94,16 @@ pub enum ToHolder {
         id: u64,
         /// The state.
         carry: SessionCarry,
+        /// A TLS connection's keys, sequence numbers and undelivered bytes: only ever on this
+        /// channel, never logged.
+        #[serde(default)]
+        tls: Option<Box<TlsCarry>>,
+    },
+    /// Planned upgrade: TLS connection `id` could not be handed over and was closed (cleanly,
+    /// where its TLS state allowed); its counterparty reconnects. Counted in the upgrade's report.
+    NotCarried {
+        /// The connection.
+        id: u64,
     },
 }
 
@@ -115,6 +132,10 @@ pub enum ToGateway {
         /// What a gateway that handed over at a planned upgrade left of its session.
         #[serde(default)]
         carry: Option<SessionCarry>,
+        /// A TLS connection's state, handed over at a planned upgrade (see [`ToHolder::Carry`]).
+        /// A TLS connection without it is never sent: the holder closes it.
+        #[serde(default)]
+        tls: Option<Box<TlsCarry>>,
     },
     /// These sockets come from a planned upgrade, not a crash (sent before the connections).
     Upgraded {
@@ -122,6 +143,9 @@ pub enum ToGateway {
         barrier_unix_ns: u64,
         /// The change.
         change: String,
+        /// TLS connections that could not be handed over and were closed.
+        #[serde(default)]
+        tls_closed: u64,
     },
     /// To the running gateway: its successor started and asked for the sockets.
     SuccessorReady,
@@ -192,8 +216,12 @@ pub fn send<T: serde::Serialize>(
     message: &T,
     fd: Option<BorrowedFd<'_>>,
 ) -> Result<(), HandoverError> {
-    let bytes = serde_json::to_vec(message).map_err(|e| HandoverError::Malformed(e.to_string()))?;
-    send_bytes(socket, &bytes, fd)
+    let mut bytes =
+        serde_json::to_vec(message).map_err(|e| HandoverError::Malformed(e.to_string()))?;
+    let sent = send_bytes(socket, &bytes, fd);
+    // A carry holds TLS keys: none left in freed memory.
+    bytes.zeroize();
+    sent
 }
 
 /// Sends `bytes` as one message with `fd` attached (also what an `sd_notify` datagram with
@@ -257,12 +285,14 @@ pub fn recv<T: serde::de::DeserializeOwned>(
     socket: BorrowedFd<'_>,
     wait: bool,
 ) -> Result<(T, Option<OwnedFd>), HandoverError> {
-    let (bytes, mut fds) = recv_bytes(socket, wait)?;
+    let (mut bytes, mut fds) = recv_bytes(socket, wait)?;
     if fds.len() > 1 {
         return Err(HandoverError::Malformed("more than one descriptor".into()));
     }
-    let message =
-        serde_json::from_slice(&bytes).map_err(|e| HandoverError::Malformed(e.to_string()))?;
+    let message = serde_json::from_slice(&bytes);
+    // A carry holds TLS keys: none left in freed memory.
+    bytes.zeroize();
+    let message = message.map_err(|e| HandoverError::Malformed(e.to_string()))?;
     Ok((message, fds.pop()))
 }
 
@@ -388,6 +418,10 @@ pub struct TakenBack {
     /// After a planned upgrade: when the previous gateway stopped reading (ns since the epoch)
     /// and the change.
     pub upgraded: Option<(u64, String)>,
+    /// After a planned upgrade: each handed-over TLS connection's state, by id.
+    pub tls: std::collections::BTreeMap<u64, TlsCarry>,
+    /// After a planned upgrade: TLS connections that could not be handed over and were closed.
+    pub tls_closed: u64,
 }
 
 /// Who holds the sockets.
@@ -499,8 +533,11 @@ pub fn taken_from_systemd() -> TakenBack {
 }
 
 /// The socket holder's link and what it held for a previous gateway process; none without a
-/// holder, or with TLS (a TLS connection cannot outlive the process that holds its keys). A
-/// holder that cannot be reached costs the protection, not the start. Under the supervisor a
+/// holder, or with TLS under systemd (a TLS connection cannot outlive the process that holds its
+/// keys, and systemd's store cannot tell a planned hand-over from a crash). Under `baton up` TLS
+/// connections are held too: the supervisor's holder closes them when their gateway dies, and
+/// hands them over with their keys at a planned upgrade. A holder that cannot be reached costs
+/// the protection, not the start. Under the supervisor a
 /// successor started for a planned upgrade blocks here until the running gateway handed over.
 pub fn take_back_held_sockets(tls: bool) -> (Option<Arc<HolderLink>>, TakenBack) {
     let channel = match holder_fd_from_env() {
@@ -525,10 +562,6 @@ pub fn take_back_held_sockets(tls: bool) -> (Option<Arc<HolderLink>>, TakenBack)
             return (None, TakenBack::default());
         }
     };
-    if tls {
-        tracing::info!("TLS listener: connections are not held, a gateway restart ends them");
-        return (None, TakenBack::default());
-    }
     let holder = HolderLink::new(channel);
     match holder.take_back() {
         Ok(taken) => {
@@ -579,10 +612,21 @@ impl HolderLink {
             match recv::<ToGateway>(channel.as_fd(), true)? {
                 (ToGateway::End, _) => break,
                 (ToGateway::Listener, Some(fd)) => taken.listener = Some(fd),
-                (ToGateway::Connection { id, label, carry }, Some(fd)) => {
+                (
+                    ToGateway::Connection {
+                        id,
+                        label,
+                        carry,
+                        tls,
+                    },
+                    Some(fd),
+                ) => {
                     self.next_id.fetch_max(id + 1, Ordering::Relaxed);
                     if let Some(carry) = carry {
                         taken.carries.insert(id, carry);
+                    }
+                    if let Some(tls) = tls {
+                        taken.tls.insert(id, *tls);
                     }
                     taken.connections.push((id, label, fd));
                 }
@@ -590,10 +634,12 @@ impl HolderLink {
                     ToGateway::Upgraded {
                         barrier_unix_ns,
                         change,
+                        tls_closed,
                     },
                     _,
                 ) => {
                     taken.upgraded = Some((barrier_unix_ns, change));
+                    taken.tls_closed = tls_closed;
                 }
                 // Meant for a gateway that is running, not one taking over.
                 (ToGateway::SuccessorReady | ToGateway::SuccessorFailed { .. }, _) => {}
@@ -663,9 +709,10 @@ impl HolderLink {
 
     /// Gives the holder a duplicate of an accepted connection; the returned guard releases it
     /// from the holder when the gateway is done with the connection.
-    pub fn hold(self: &Arc<Self>, connection: BorrowedFd<'_>) -> HeldConnection {
+    /// `tls`: the connection speaks TLS (see [`ToHolder::Connection`]).
+    pub fn hold(self: &Arc<Self>, connection: BorrowedFd<'_>, tls: bool) -> HeldConnection {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.send(&ToHolder::Connection { id }, Some(connection));
+        self.send(&ToHolder::Connection { id, tls }, Some(connection));
         HeldConnection {
             link: self.clone(),
             id,
@@ -703,7 +750,7 @@ impl HolderLink {
             Some(Channel::Systemd(notifier)) => {
                 let state = match message {
                     ToHolder::Listener => "FDSTORE=1\nFDNAME=listener".to_string(),
-                    ToHolder::Connection { id } => {
+                    ToHolder::Connection { id, .. } => {
                         format!("FDSTORE=1\nFDNAME={}", fd_name(*id, None))
                     }
                     // systemd renames nothing: the old name goes, the descriptor comes again
@@ -721,7 +768,8 @@ impl HolderLink {
                     | ToHolder::StartSuccessor(_)
                     | ToHolder::AbandonSuccessor
                     | ToHolder::HandingOver { .. }
-                    | ToHolder::Carry { .. } => return,
+                    | ToHolder::Carry { .. }
+                    | ToHolder::NotCarried { .. } => return,
                 };
                 notifier
                     .notify_with_fd(&state, fd)
@@ -763,10 +811,25 @@ impl HeldConnection {
 impl HeldConnection {
     /// Planned upgrade: gives the holder the session's unstored state for the successor, and
     /// leaves the connection with the holder when this process lets go of it.
-    pub fn hand_over(mut self, carry: SessionCarry) -> Result<(), HandoverError> {
+    /// `tls`: a TLS connection's state, for the successor's record layer.
+    pub fn hand_over(
+        mut self,
+        carry: SessionCarry,
+        tls: Option<TlsCarry>,
+    ) -> Result<(), HandoverError> {
         self.handed_over = true;
-        self.link
-            .send_checked(&ToHolder::Carry { id: self.id, carry })
+        self.link.send_checked(&ToHolder::Carry {
+            id: self.id,
+            carry,
+            tls: tls.map(Box::new),
+        })
+    }
+
+    /// Planned upgrade: this TLS connection could not be handed over and was closed; the holder
+    /// closes its duplicate and counts it for the upgrade's report.
+    pub fn not_carried(mut self) {
+        self.handed_over = true;
+        self.link.send(&ToHolder::NotCarried { id: self.id }, None);
     }
 }
 
@@ -803,13 +866,13 @@ mod tests {
         let (accepted, _) = listener.accept().unwrap();
         send(
             gateway.as_fd(),
-            &ToHolder::Connection { id: 7 },
+            &ToHolder::Connection { id: 7, tls: false },
             Some(accepted.as_fd()),
         )
         .unwrap();
         drop(accepted);
         let (message, fd) = recv::<ToHolder>(holder.as_fd(), true).unwrap();
-        assert_eq!(message, ToHolder::Connection { id: 7 });
+        assert_eq!(message, ToHolder::Connection { id: 7, tls: false });
         let mut held = std::net::TcpStream::from(fd.expect("descriptor attached"));
         client.write_all(b"ping").unwrap();
         let mut buf = [0u8; 4];

@@ -1142,10 +1142,10 @@ fn up(
     };
     let mut gateway_args: Vec<OsString> = vec!["gateway".into()];
     gateway_args.extend(config_args);
-    // A TLS connection cannot be held: its keys and record state live in the gateway process.
-    let hold_sockets = (config.gateway.hold_sockets_max_ms > 0
-        && config.gateway.tls_cert.is_none())
-    .then(|| Duration::from_millis(config.gateway.hold_sockets_max_ms));
+    // TLS connections are held too: a planned upgrade hands them over with their keys, and
+    // the holder closes them when their gateway dies (their keys die with it).
+    let hold_sockets = (config.gateway.hold_sockets_max_ms > 0)
+        .then(|| Duration::from_millis(config.gateway.hold_sockets_max_ms));
     children.push(ChildSpec {
         name: "gateway".into(),
         program,
@@ -1263,10 +1263,17 @@ fn ctl(
                 "{change}: the gateway stopped at its barrier and hands over to the build with SHA-256 {artifact_sha256}"
             );
             let upgrade = wait_for_upgraded_gateway(&resolve, barrier_unix_ns)?;
-            println!(
-                "{change}: the upgraded gateway serves {} sessions; pause {} µs (no disconnect, no resend)",
-                upgrade.sessions, upgrade.pause_us
-            );
+            match upgrade.tls_closed {
+                0 => println!(
+                    "{change}: the upgraded gateway serves {} sessions; pause {} µs (no disconnect, no resend)",
+                    upgrade.sessions, upgrade.pause_us
+                ),
+                // Said plainly: those counterparties reconnect and recover by resend.
+                closed => println!(
+                    "{change}: the upgraded gateway serves {} sessions; pause {} µs; {closed} TLS connections could not be handed over and were closed (they reconnect)",
+                    upgrade.sessions, upgrade.pause_us
+                ),
+            }
         }
         ControlReply::Staged {
             engine,

@@ -294,6 +294,15 @@ pub struct GatewayUpgrade {
     pub pause_us: u64,
     /// Sessions handed over.
     pub sessions: u64,
+    /// TLS connections that could not be handed over (their TLS state did not allow it) and
+    /// were closed cleanly; their counterparties reconnect. Left out when none, so records
+    /// written before the field existed read and hash the same.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tls_closed: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The head of the audit chain.

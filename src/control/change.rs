@@ -1071,8 +1071,14 @@ impl ChangeReport {
         for upgrade in &self.gateway_upgrades {
             let _ = writeln!(
                 out,
-                "  gateway upgraded to {}: {} sessions handed over, pause {} µs",
-                upgrade.artifact_sha256, upgrade.sessions, upgrade.pause_us
+                "  gateway upgraded to {}: {} sessions handed over, pause {} µs{}",
+                upgrade.artifact_sha256,
+                upgrade.sessions,
+                upgrade.pause_us,
+                match upgrade.tls_closed {
+                    0 => String::new(),
+                    n => format!(", {n} TLS connections closed (not handed over)"),
+                }
             );
         }
         for breach in &self.gate_breaches {

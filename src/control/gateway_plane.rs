@@ -147,6 +147,7 @@ impl GatewayControl {
             shutdown,
             upgraded,
             adopted_sessions,
+            tls_closed_at_upgrade,
             reads_wait_for_engine,
         } = gateway;
         let engines_configured = core.is_some();
@@ -187,6 +188,7 @@ impl GatewayControl {
                     barrier_unix_ns,
                     pause_us: now.since(Timestamp(barrier_unix_ns)).as_micros() as u64,
                     sessions: adopted_sessions as u64,
+                    tls_closed: tls_closed_at_upgrade,
                 });
             }
         };

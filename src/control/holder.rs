@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use crate::constants;
 use crate::fix::session::SessionCarry;
+use crate::gateway::tls_record::TlsCarry;
 use crate::handover::{self, HandoverError, Label, Successor, ToGateway, ToHolder};
 
 /// One connection held.
@@ -34,6 +35,10 @@ struct HeldConnection {
     /// Its session's unstored state, from a gateway handing over at a planned upgrade; given
     /// to the successor once, then forgotten (a later restart is a crash, not a hand-over).
     carry: Option<SessionCarry>,
+    /// It speaks TLS: without `tls_carry` no other gateway can go on with it.
+    tls: bool,
+    /// Its TLS state from a hand-over, given once like `carry`.
+    tls_carry: Option<Box<TlsCarry>>,
 }
 
 /// Everything held for the gateway.
@@ -47,6 +52,8 @@ struct Held {
     handing_over: Option<(u64, String)>,
     /// The process handing over, to wait for before the successor opens what it held.
     handing_over_pid: Option<u32>,
+    /// TLS connections the handing-over gateway could not hand over, for the upgrade's report.
+    tls_closed: u64,
 }
 
 impl Held {
@@ -64,13 +71,15 @@ impl Held {
     ) -> Option<SuccessorRequest> {
         match (message, fd) {
             (ToHolder::Listener, Some(fd)) => self.listener = Some(fd),
-            (ToHolder::Connection { id }, Some(fd)) => {
+            (ToHolder::Connection { id, tls }, Some(fd)) => {
                 self.connections.insert(
                     id,
                     HeldConnection {
                         fd,
                         label: None,
                         carry: None,
+                        tls,
+                        tls_carry: None,
                     },
                 );
             }
@@ -89,9 +98,15 @@ impl Held {
                 self.handing_over = Some((barrier_unix_ns, change));
                 self.handing_over_pid = (pid != 0).then_some(pid);
             }
-            (ToHolder::Carry { id, carry }, None) => {
+            (ToHolder::Carry { id, carry, tls }, None) => {
                 if let Some(held) = self.connections.get_mut(&id) {
                     held.carry = Some(carry);
+                    held.tls_carry = tls;
+                }
+            }
+            (ToHolder::NotCarried { id }, None) => {
+                if self.connections.remove(&id).is_some() {
+                    self.tls_closed += 1;
                 }
             }
             (ToHolder::Label { id, label }, None) => {
@@ -121,10 +136,12 @@ impl Held {
     /// Sends a duplicate of everything held (the holder keeps its own), then the end mark. What
     /// a hand-over left (barrier, carries) goes once: a later restart is a crash.
     fn give_back(&mut self, channel: &OwnedFd) -> Result<(), HandoverError> {
+        let closed = self.close_tls_without_keys();
         if let Some((barrier_unix_ns, change)) = self.handing_over.take() {
             let upgraded = ToGateway::Upgraded {
                 barrier_unix_ns,
                 change,
+                tls_closed: std::mem::take(&mut self.tls_closed) + closed,
             };
             handover::send(channel.as_fd(), &upgraded, None)?;
         }
@@ -140,6 +157,7 @@ impl Held {
                 id: *id,
                 label: held.label.clone(),
                 carry: held.carry.take(),
+                tls: held.tls_carry.take(),
             };
             handover::send(channel.as_fd(), &message, Some(held.fd.as_fd()))?;
         }
@@ -150,6 +168,34 @@ impl Held {
             "held sockets handed to the new gateway"
         );
         Ok(())
+    }
+}
+
+impl Held {
+    /// Closes every TLS connection whose keys were not handed over: they died with the gateway
+    /// that held them, so no gateway can go on with the connection, and reading it as plain TCP
+    /// would be wrong. Its counterparty sees the connection end at once and reconnects (and
+    /// recovers by FIX resend). Returns how many of them had logged on: one that had not is
+    /// closed at an upgrade whether it speaks TLS or not, so it is no TLS loss to report.
+    fn close_tls_without_keys(&mut self) -> u64 {
+        let mut closed = 0;
+        let mut logged_on = 0;
+        self.connections.retain(|_, held| {
+            let keep = !held.tls || held.tls_carry.is_some();
+            if !keep {
+                closed += 1;
+                logged_on += u64::from(held.label.is_some());
+            }
+            keep
+        });
+        if closed > 0 {
+            tracing::warn!(
+                connections = closed,
+                logged_on,
+                "closing TLS connections whose keys died with the gateway process; their counterparties reconnect"
+            );
+        }
+        logged_on
     }
 }
 
@@ -406,6 +452,9 @@ async fn run(
                         gateway = successor.take().map(|pending| pending.channel);
                         continue;
                     }
+                    if held.handing_over.is_none() {
+                        held.close_tls_without_keys();
+                    }
                     if !held.is_empty() {
                         tracing::warn!(
                             connections = held.connections.len(),
@@ -446,7 +495,7 @@ mod tests {
         send(gateway.as_fd(), &ToHolder::Listener, Some(listener.as_fd())).unwrap();
         send(
             gateway.as_fd(),
-            &ToHolder::Connection { id: 4 },
+            &ToHolder::Connection { id: 4, tls: false },
             Some(accepted.as_fd()),
         )
         .unwrap();
@@ -494,6 +543,7 @@ mod tests {
             &ToHolder::Carry {
                 id: 4,
                 carry: carry.clone(),
+                tls: None,
             },
             None,
         )
@@ -503,6 +553,7 @@ mod tests {
         let upgraded = ToGateway::Upgraded {
             barrier_unix_ns: 42,
             change: "CHG-2".into(),
+            tls_closed: 0,
         };
         assert_eq!(next(&next_gateway).await.0, upgraded);
         let (message, fd) = next(&next_gateway).await;
@@ -512,6 +563,7 @@ mod tests {
             id: 4,
             label: None,
             carry: Some(carry),
+            tls: None,
         };
         assert_eq!((message, fd.is_some()), (connection, true));
         assert_eq!(next(&next_gateway).await.0, ToGateway::End);
@@ -523,6 +575,67 @@ mod tests {
             matches!(message, ToGateway::Connection { carry: None, .. }),
             "{message:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_tls_connection_is_closed_when_its_gateway_dies_and_never_handed_back() {
+        let (holder, _requests) = start(Duration::from_secs(60));
+        let gateway = holder.channel_for_gateway().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut clients = Vec::new();
+        for (id, tls) in [(1, true), (2, false)] {
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            send(
+                gateway.as_fd(),
+                &ToHolder::Connection { id, tls },
+                Some(accepted.as_fd()),
+            )
+            .unwrap();
+            clients.push(client);
+        }
+        // The gateway dies (no hand-over): the TLS connection's keys are gone with it.
+        drop(gateway);
+        let mut tls_client = clients.remove(0);
+        let closed = tokio::task::spawn_blocking(move || {
+            use std::io::Read;
+            tls_client
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let mut byte = [0u8; 1];
+            match tls_client.read(&mut byte) {
+                Ok(n) => n == 0,
+                // Still open when the bound passed.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    false
+                }
+                // Reset: closed too.
+                Err(_) => true,
+            }
+        })
+        .await
+        .unwrap();
+        assert!(closed, "the TLS connection is closed at once");
+        let next_gateway = holder.channel_for_gateway().unwrap();
+        send(next_gateway.as_fd(), &ToHolder::TakeBack, None).unwrap();
+        let (message, fd) = next(&next_gateway).await;
+        assert!(
+            matches!(
+                message,
+                ToGateway::Connection {
+                    id: 2,
+                    tls: None,
+                    ..
+                }
+            ) && fd.is_some(),
+            "only the plain connection comes back: {message:?}"
+        );
+        assert_eq!(next(&next_gateway).await.0, ToGateway::End);
     }
 
     #[tokio::test]

@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use super::tls::{self, FixStream, FixTls, Peer};
+use super::tls_record::TlsCarry;
 use super::translate;
 use crate::config::VenueConfig;
 use crate::constants;
@@ -310,6 +311,9 @@ pub struct Acceptor<S: SessionStore + Send + 'static> {
     adopted: Vec<(u64, Label, OwnedFd)>,
     /// Their sessions' state handed over by a planned upgrade, by connection id.
     carries: BTreeMap<u64, session::SessionCarry>,
+    /// TLS connections' state handed over by a planned upgrade, by connection id: those
+    /// connections go on with [`tls::ContinuedTls`].
+    tls_carries: BTreeMap<u64, TlsCarry>,
     /// Set by a planned upgrade's barrier. The sender itself, so that every holder of it keeps
     /// it alive (a closed watch would wake its receivers forever).
     phase: Arc<watch::Sender<Phase>>,
@@ -398,6 +402,7 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                 holder: None,
                 adopted: Vec::new(),
                 carries: BTreeMap::new(),
+                tls_carries: BTreeMap::new(),
                 phase: phase.clone(),
                 resume_gate: None,
             },
@@ -428,8 +433,8 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
     /// Lets `holder` keep a duplicate of the listening socket and of every connection, and
     /// takes over `connections` (taken back from it after a previous gateway process died):
     /// logged-on ones are resumed as logged on when [`Acceptor::run`] starts; the others had
-    /// not logged on and are closed, in the holder too. Not for TLS: a TLS connection's keys
-    /// and record state die with the process that negotiated them.
+    /// not logged on and are closed, in the holder too. A TLS connection comes back only from a
+    /// planned upgrade, with its keys ([`Acceptor::set_tls_carries`]).
     pub fn set_holder(
         &mut self,
         holder: Arc<HolderLink>,
@@ -455,6 +460,12 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
     /// continue from it instead of as after a crash.
     pub fn set_carries(&mut self, carries: BTreeMap<u64, session::SessionCarry>) {
         self.carries = carries;
+    }
+
+    /// TLS connections' state handed over by a planned upgrade, by connection id: they go on
+    /// encrypted as before (the holder closes TLS connections that come without it).
+    pub fn set_tls_carries(&mut self, carries: BTreeMap<u64, TlsCarry>) {
+        self.tls_carries = carries;
     }
 
     /// Sets the gate taken-back connections wait for (see the field); without one they resume
@@ -516,6 +527,7 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
             let Some(session) = connection.take_back(&label, carry.as_ref()) else {
                 continue;
             };
+            let tls_carry = self.tls_carries.remove(&id);
             let gate = self.resume_gate.clone();
             tasks.spawn(async move {
                 if let Some(mut gate) = gate {
@@ -530,7 +542,9 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                         );
                     }
                 }
-                connection.resume(stream, admission, &label, session).await;
+                connection
+                    .resume(stream, admission, &label, session, tls_carry)
+                    .await;
             });
         }
         let mut phase = self.phase.subscribe();
@@ -555,7 +569,8 @@ impl<S: SessionStore + Send + 'static> Acceptor<S> {
                         drop(stream);
                         continue;
                     };
-                    let held = self.holder.as_ref().map(|holder| holder.hold(stream.as_fd()));
+                    let tls = self.tls.is_some();
+                    let held = self.holder.as_ref().map(|holder| holder.hold(stream.as_fd(), tls));
                     let connection = Connection {
                         sessions: self.sessions.clone(),
                         business: self.business.clone(),
@@ -856,6 +871,7 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
         mut admission: Admission,
         label: &Label,
         id: SessionId,
+        tls_carry: Option<TlsCarry>,
     ) {
         let _ = tcp.set_nodelay(true);
         let sessions = self.sessions.clone();
@@ -868,8 +884,21 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             let slot = &sessions.slots[id as usize];
             let _claim = Claim::reserved(slot);
             admission.logged_on();
+            let stream = match &tls_carry {
+                None => FixStream::Plain(tcp),
+                Some(tls_carry) => match FixStream::continued(tcp, tls_carry) {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        // Dropped: the held duplicate is released with the claim below.
+                        let peer = self.peer;
+                        tracing::warn!(%peer, %error, "handed-over TLS connection cannot be continued; closing");
+                        return;
+                    }
+                },
+            };
+            drop(tls_carry);
             let chunk = vec![0u8; constants::READ_CHUNK];
-            self.drive(id, slot, FixStream::Plain(tcp), chunk).await;
+            self.drive(id, slot, stream, chunk).await;
         }
         .instrument(span)
         .await;
@@ -1130,9 +1159,13 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             (carry, written_before)
         };
         if !out.is_empty() {
+            // Flushed too: TLS must have nothing left to write when its keys are handed over.
             let write = tokio::time::timeout(
                 Duration::from_millis(constants::UPGRADE_HANDOVER_MAX_MS),
-                stream.write_all(out),
+                async {
+                    stream.write_all(out).await?;
+                    stream.flush().await
+                },
             );
             if !matches!(write.await, Ok(Ok(()))) {
                 // Perhaps partly written: the successor writes those messages again, whole,
@@ -1142,9 +1175,19 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
             }
             out.clear();
         }
+        let tls = match stream.hand_off().await {
+            Ok(tls) => tls,
+            Err(reason) => {
+                tracing::warn!(peer = %self.peer, %reason, "TLS connection not handed over: closed, its counterparty reconnects");
+                if let Some(held) = self.held.take() {
+                    held.not_carried();
+                }
+                return;
+            }
+        };
         match self.held.take() {
             Some(held) => {
-                if let Err(error) = held.hand_over(carry) {
+                if let Err(error) = held.hand_over(carry, tls) {
                     tracing::error!(%error, peer = %self.peer, "session state not handed over; the successor continues it as after a crash");
                 }
             }
@@ -1152,8 +1195,6 @@ impl<S: SessionStore + Send + 'static> Connection<S> {
                 tracing::warn!(peer = %self.peer, "connection not held: it ends with this process")
             }
         }
-        // Dropped, not shut down: the holder's duplicate keeps the connection established.
-        drop(stream);
     }
 
     /// Hands a request to the sequencer, or answers it with "application not available" when

@@ -75,6 +75,8 @@ pub struct Assembled {
     pub upgraded: Option<(u64, String)>,
     /// Logged-on connections taken back from the holder.
     pub adopted_sessions: usize,
+    /// TLS connections the previous gateway could not hand over at a planned upgrade and closed.
+    pub tls_closed_at_upgrade: u64,
     /// Whether the connections taken back wait for an engine before they are read: then
     /// [`Started::resume`] must open them.
     pub reads_wait_for_engine: bool,
@@ -211,6 +213,8 @@ pub fn run<C: ControlHooks>(config: &Config, mut control: C) -> Result<(), RunEr
         })?;
         let adopted_sessions = taken.connections.iter().filter(|c| c.1.is_some()).count();
         acceptor.set_carries(std::mem::take(&mut taken.carries));
+        acceptor.set_tls_carries(std::mem::take(&mut taken.tls));
+        let tls_closed_at_upgrade = taken.tls_closed;
         if let Some(holder) = &holder {
             acceptor.set_holder(holder.clone(), std::mem::take(&mut taken.connections));
         }
@@ -244,6 +248,7 @@ pub fn run<C: ControlHooks>(config: &Config, mut control: C) -> Result<(), RunEr
                 shutdown: shutdown_rx.clone(),
                 upgraded: taken.upgraded.take(),
                 adopted_sessions,
+                tls_closed_at_upgrade,
                 reads_wait_for_engine: acceptor.has_adopted() && core.is_some(),
             })
             .map_err(RunError::Control)?;

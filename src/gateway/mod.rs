@@ -23,6 +23,7 @@ pub mod status;
 #[cfg(test)]
 mod tidy_tests;
 pub mod tls;
+pub mod tls_record;
 pub mod translate;
 
 pub use acceptor::{Acceptor, AcceptorHandle, Inbound, Sessions};
