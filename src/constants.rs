@@ -773,6 +773,24 @@ pub const BENCH_THROUGHPUT_WINDOW: u64 = 1_024;
 /// against the time the venue takes to answer a window's worth of orders.
 pub const BENCH_THROUGHPUT_WAIT_US: u64 = 50;
 
+/// Orders each bench session keeps to resend when the acceptor asks (a gateway killed after
+/// reading orders it had not journaled): far more than a session sends while a gateway
+/// restarts at the bench's rates; anything older is gap filled, and then counted missing.
+pub const BENCH_RESEND_HISTORY: usize = 8_192;
+
+/// How long the bench waits for the gateway to mark a killed engine down, s: its link closes at
+/// once, so this only bounds a loaded machine.
+pub const BENCH_ENGINE_DOWN_WAIT_S: u64 = 30;
+
+/// How long the bench waits for a SIGKILLed gateway's successor to serve again (control
+/// answering, every session logged on), s: a restart takes well under a second; this bounds a
+/// loaded machine.
+pub const BENCH_GATEWAY_BACK_WAIT_S: u64 = 60;
+
+/// Window of the change the bench files for its planned gateway upgrades, ms from filing: the
+/// longest run the bench is meant for.
+pub const BENCH_CHANGE_WINDOW_MS: u64 = 3_600_000;
+
 /// Width of one point of the bench time series, ms: fine enough to show a switch's blip, coarse
 /// enough that each point holds hundreds of orders at the default rate.
 pub const BENCH_SERIES_BUCKET_MS: u64 = 100;

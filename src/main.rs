@@ -125,6 +125,27 @@ enum Command {
         /// baton and of the echo baseline; latency is then from each order's actual send.
         #[arg(long)]
         throughput: bool,
+        /// Ping-pong: each session keeps exactly one order in flight and sends the next when the
+        /// answer arrives (the orders are still --rate × --duration); latency is from each
+        /// actual send. With --peer quickfix --sessions 1 --mix new=1: baton ÷ QuickFIX the way
+        /// a client sending one order at a time measures it.
+        #[arg(long, conflicts_with = "throughput")]
+        pingpong: bool,
+        /// Orders per session answered but left out of the latency (warm-up).
+        #[arg(long, default_value_t = 0)]
+        warmup: u64,
+        /// SIGKILL the standby engine at S seconds and restart it empty, so it rejoins from the
+        /// authoritative engine's snapshot under load (repeatable); own venue only.
+        #[arg(long = "rejoin-at")]
+        rejoin_at: Vec<f64>,
+        /// SIGKILL the gateway at S seconds; its supervisor restarts it on the held connections
+        /// (repeatable); own venue only.
+        #[arg(long = "gateway-kill-at")]
+        gateway_kill_at: Vec<f64>,
+        /// A planned gateway upgrade (`ctl upgrade-gateway` under a change naming this build) at
+        /// S seconds (repeatable); own venue only.
+        #[arg(long = "gateway-upgrade-at")]
+        gateway_upgrade_at: Vec<f64>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -662,6 +683,11 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
             target_comp_id,
             peer,
             throughput,
+            pingpong,
+            warmup,
+            rejoin_at,
+            gateway_kill_at,
+            gateway_upgrade_at,
             json,
             out,
         } => {
@@ -687,6 +713,11 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
                 venue_program,
                 peer,
                 throughput,
+                pingpong,
+                warmup_orders: warmup,
+                rejoin_at: rejoin_at.into_iter().map(secs).collect(),
+                gateway_kill_at: gateway_kill_at.into_iter().map(secs).collect(),
+                gateway_upgrade_at: gateway_upgrade_at.into_iter().map(secs).collect(),
             };
             let report = baton::bench::harness::run(&config)?;
             baton::bench::plot::write_all(&report, &out)
