@@ -787,6 +787,12 @@ pub const BENCH_ENGINE_DOWN_WAIT_S: u64 = 30;
 /// loaded machine.
 pub const BENCH_GATEWAY_BACK_WAIT_S: u64 = 60;
 
+/// How often the bench asks the venue's status while it waits for an event to finish (an engine
+/// back, a gateway serving again), ms. Each ask is a control connection, and the gateway reads
+/// the kernel's TCP table to name its owner: asked every 10-20 ms, the bench measured its own
+/// polling as much as the event.
+pub const BENCH_STATUS_POLL_MS: u64 = 100;
+
 /// Window of the change the bench files for its planned gateway upgrades, ms from filing: the
 /// longest run the bench is meant for.
 pub const BENCH_CHANGE_WINDOW_MS: u64 = 3_600_000;

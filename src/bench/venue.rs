@@ -257,7 +257,7 @@ impl Venue {
                     "the upgraded gateway did not serve in time".into(),
                 ));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(constants::BENCH_STATUS_POLL_MS));
         }
     }
 
@@ -293,7 +293,7 @@ impl Venue {
             match self.status() {
                 Ok(status) => return Ok(status),
                 Err(error) if Instant::now() > deadline => return Err(error),
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => std::thread::sleep(Duration::from_millis(constants::BENCH_STATUS_POLL_MS)),
             }
         }
     }
@@ -329,7 +329,7 @@ impl Venue {
             if Instant::now() > deadline {
                 return Err(VenueError::Venue("no caught-up standby engine".into()));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(constants::BENCH_STATUS_POLL_MS));
         }
     }
 
@@ -383,7 +383,7 @@ impl Venue {
                     "the gateway never saw {name} go"
                 )));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(constants::BENCH_STATUS_POLL_MS));
         }
         let engine = self
             .engines

@@ -375,10 +375,9 @@ impl ControlEndpoint {
                     let Some((stream, peer, slot)) = accepted else {
                         continue;
                     };
-                    let peer_uid = super::peer::tcp_peer_uid(peer, self.local_addr);
-                    let connection = Connection {
+                    let mut connection = Connection {
                         peer,
-                        peer_uid,
+                        peer_uid: None,
                         commands: commands.clone(),
                         shutdown: connection_shutdown.clone(),
                         reply_timeout: self.reply_timeout,
@@ -386,7 +385,21 @@ impl ControlEndpoint {
                         first_request_timeout: self.first_request_timeout,
                         slot,
                     };
-                    tasks.spawn(connection.serve(stream));
+                    let local = self.local_addr;
+                    tasks.spawn(async move {
+                        // Finding the peer's account reads the kernel's whole TCP table: tens
+                        // of ms on a host with a thousand sockets. On a blocking thread, not on
+                        // the runtime's workers, which also drive the sessions and the
+                        // sequencer: read there, every switch and every status poll stalled
+                        // the order flow for that long.
+                        connection.peer_uid = tokio::task::spawn_blocking(move || {
+                            super::peer::tcp_peer_uid(peer, local)
+                        })
+                        .await
+                        .ok()
+                        .flatten();
+                        connection.serve(stream).await;
+                    });
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 () = stopped(&mut shutdown) => break,
