@@ -787,6 +787,10 @@ pub const BENCH_ENGINE_DOWN_WAIT_S: u64 = 30;
 /// loaded machine.
 pub const BENCH_GATEWAY_BACK_WAIT_S: u64 = 60;
 
+/// How long the control endpoint waits for the kernel to name a control client's account over
+/// netlink, s: it answers in microseconds; past this the TCP tables are read instead.
+pub const PEER_SOCK_DIAG_TIMEOUT_S: libc::time_t = 1;
+
 /// How often the bench asks the venue's status while it waits for an event to finish (an engine
 /// back, a gateway serving again), ms. Each ask is a control connection, and the gateway reads
 /// the kernel's TCP table to name its owner: asked every 10-20 ms, the bench measured its own

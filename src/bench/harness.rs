@@ -675,7 +675,9 @@ fn gateway_kill(venue: &Venue, sessions: usize) -> String {
                 crate::constants::BENCH_GATEWAY_BACK_WAIT_S
             );
         }
-        std::thread::sleep(Duration::from_millis(crate::constants::BENCH_STATUS_POLL_MS));
+        std::thread::sleep(Duration::from_millis(
+            crate::constants::BENCH_STATUS_POLL_MS,
+        ));
     }
 }
 

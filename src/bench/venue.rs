@@ -293,7 +293,9 @@ impl Venue {
             match self.status() {
                 Ok(status) => return Ok(status),
                 Err(error) if Instant::now() > deadline => return Err(error),
-                Err(_) => std::thread::sleep(Duration::from_millis(constants::BENCH_STATUS_POLL_MS)),
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(constants::BENCH_STATUS_POLL_MS))
+                }
             }
         }
     }

@@ -375,9 +375,10 @@ impl ControlEndpoint {
                     let Some((stream, peer, slot)) = accepted else {
                         continue;
                     };
-                    let mut connection = Connection {
+                    let peer_uid = super::peer::tcp_peer_uid(peer, self.local_addr);
+                    let connection = Connection {
                         peer,
-                        peer_uid: None,
+                        peer_uid,
                         commands: commands.clone(),
                         shutdown: connection_shutdown.clone(),
                         reply_timeout: self.reply_timeout,
@@ -385,21 +386,7 @@ impl ControlEndpoint {
                         first_request_timeout: self.first_request_timeout,
                         slot,
                     };
-                    let local = self.local_addr;
-                    tasks.spawn(async move {
-                        // Finding the peer's account reads the kernel's whole TCP table: tens
-                        // of ms on a host with a thousand sockets. On a blocking thread, not on
-                        // the runtime's workers, which also drive the sessions and the
-                        // sequencer: read there, every switch and every status poll stalled
-                        // the order flow for that long.
-                        connection.peer_uid = tokio::task::spawn_blocking(move || {
-                            super::peer::tcp_peer_uid(peer, local)
-                        })
-                        .await
-                        .ok()
-                        .flatten();
-                        connection.serve(stream).await;
-                    });
+                    tasks.spawn(connection.serve(stream));
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 () = stopped(&mut shutdown) => break,

@@ -281,16 +281,7 @@ impl Plane {
             });
         }
         let now = Timestamp::now();
-        // The append waits for an fdatasync (milliseconds, tens of them on a busy disk) before
-        // the action may run (invariant 7). The plane still waits, but on a multi-threaded
-        // runtime its worker's other tasks (sessions, the sequencer) move to another thread
-        // meanwhile instead of stalling behind the disk.
-        let audit = &mut self.audit;
-        let append = move || audit.append(now, actor, event);
-        let record = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(append),
-            _ => append(),
-        }?;
+        let record = self.audit.append(now, actor, event)?;
         self.book.apply(&record.actor, record.time, &record.event);
         let mut fold = CarriedFold::from(&self.carried);
         fold.apply(&record.event);
