@@ -836,6 +836,34 @@ pub const BENCH_THROUGHPUT_WINDOW: u64 = 1_024;
 /// against the time the venue takes to answer a window's worth of orders.
 pub const BENCH_THROUGHPUT_WAIT_US: u64 = 50;
 
+/// Orders each bench session keeps to resend when the acceptor asks (a gateway killed after
+/// reading orders it had not journaled): far more than a session sends while a gateway
+/// restarts at the bench's rates; anything older is gap filled, and then counted missing.
+pub const BENCH_RESEND_HISTORY: usize = 8_192;
+
+/// How long the bench waits for the gateway to mark a killed engine down, s: its link closes at
+/// once, so this only bounds a loaded machine.
+pub const BENCH_ENGINE_DOWN_WAIT_S: u64 = 30;
+
+/// How long the bench waits for a SIGKILLed gateway's successor to serve again (control
+/// answering, every session logged on), s: a restart takes well under a second; this bounds a
+/// loaded machine.
+pub const BENCH_GATEWAY_BACK_WAIT_S: u64 = 60;
+
+/// How long the control endpoint waits for the kernel to name a control client's account over
+/// netlink, s: it answers in microseconds; past this the TCP tables are read instead.
+pub const PEER_SOCK_DIAG_TIMEOUT_S: libc::time_t = 1;
+
+/// How often the bench asks the venue's status while it waits for an event to finish (an engine
+/// back, a gateway serving again), ms. Each ask is a control connection, and the gateway reads
+/// the kernel's TCP table to name its owner: asked every 10-20 ms, the bench measured its own
+/// polling as much as the event.
+pub const BENCH_STATUS_POLL_MS: u64 = 100;
+
+/// Window of the change the bench files for its planned gateway upgrades, ms from filing: the
+/// longest run the bench is meant for.
+pub const BENCH_CHANGE_WINDOW_MS: u64 = 3_600_000;
+
 /// Width of one point of the bench time series, ms: fine enough to show a switch's blip, coarse
 /// enough that each point holds hundreds of orders at the default rate.
 pub const BENCH_SERIES_BUCKET_MS: u64 = 100;

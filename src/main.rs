@@ -126,6 +126,27 @@ enum Command {
         /// `[link] spin_us` for the venue: microseconds a link reader spins before it sleeps.
         #[arg(long)]
         spin_us: Option<u64>,
+        /// Ping-pong: each session keeps exactly one order in flight and sends the next when the
+        /// answer arrives (the orders are still --rate × --duration); latency is from each
+        /// actual send. With --peer quickfix --sessions 1 --mix new=1: baton ÷ QuickFIX the way
+        /// a client sending one order at a time measures it.
+        #[arg(long, conflicts_with = "throughput")]
+        pingpong: bool,
+        /// Orders per session answered but left out of the latency (warm-up).
+        #[arg(long, default_value_t = 0)]
+        warmup: u64,
+        /// SIGKILL the standby engine at S seconds and restart it empty, so it rejoins from the
+        /// authoritative engine's snapshot under load (repeatable); own venue only.
+        #[arg(long = "rejoin-at")]
+        rejoin_at: Vec<f64>,
+        /// SIGKILL the gateway at S seconds; its supervisor restarts it on the held connections
+        /// (repeatable); own venue only.
+        #[arg(long = "gateway-kill-at")]
+        gateway_kill_at: Vec<f64>,
+        /// A planned gateway upgrade (`ctl upgrade-gateway` under a change naming this build) at
+        /// S seconds (repeatable); own venue only.
+        #[arg(long = "gateway-upgrade-at")]
+        gateway_upgrade_at: Vec<f64>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -690,6 +711,11 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
             throughput,
             link,
             spin_us,
+            pingpong,
+            warmup,
+            rejoin_at,
+            gateway_kill_at,
+            gateway_upgrade_at,
             json,
             out,
         } => {
@@ -717,6 +743,11 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
                 throughput,
                 link,
                 spin_us,
+                pingpong,
+                warmup_orders: warmup,
+                rejoin_at: rejoin_at.into_iter().map(secs).collect(),
+                gateway_kill_at: gateway_kill_at.into_iter().map(secs).collect(),
+                gateway_upgrade_at: gateway_upgrade_at.into_iter().map(secs).collect(),
             };
             let report = baton::bench::harness::run(&config)?;
             baton::bench::plot::write_all(&report, &out)

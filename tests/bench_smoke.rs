@@ -254,3 +254,130 @@ fn bench_runs_over_each_link_and_reports_usage_per_process() {
         }
     }
 }
+
+/// `--pingpong --warmup`: one session sends its orders one at a time, every one answered once,
+/// and the report says so; with the QuickFIX peer installed the same ping-pong runs against it
+/// too, so one command gives baton ÷ QuickFIX. (That only one order is in flight is checked by
+/// `bench::load`'s unit test against a connection that counts them.)
+#[test]
+fn bench_pingpong_sends_one_order_at_a_time_and_compares_with_the_peer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let peer = Command::new("pkg-config")
+        .args(["--exists", "quickfix"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut args = vec![
+        "--pingpong",
+        "--warmup",
+        "50",
+        "--sessions",
+        "1",
+        "--rate",
+        "400",
+        "--duration",
+        "1",
+        "--mix",
+        "new=1",
+    ];
+    if peer {
+        args.extend(["--peer", "quickfix"]);
+    } else {
+        eprintln!("libquickfix-dev is not installed: ping-pong against baton and the echo only");
+    }
+    let report = bench_json(dir.path(), &args);
+    assert_eq!(report["pingpong"].as_bool(), Some(true), "{report}");
+    assert_eq!(report["warmup_orders"].as_u64(), Some(50), "{report}");
+    let mut sides = vec![&report["baton"], &report["baseline"]];
+    if peer {
+        sides.push(&report["peer"]["measurement"]);
+        assert!(
+            report["peer"]["ratios"]["p99"].as_f64().unwrap_or(0.0) > 0.0,
+            "{report}"
+        );
+    }
+    for measured in sides {
+        assert_eq!(measured["orders"].as_u64(), Some(400), "{report}");
+        assert_eq!(measured["answered"].as_u64(), Some(400), "{report}");
+        assert_eq!(measured["missing"].as_u64(), Some(0), "{report}");
+        assert_eq!(measured["duplicates"].as_u64(), Some(0), "{report}");
+    }
+    assert!(
+        report["placement"]
+            .as_str()
+            .is_some_and(|p| p.contains("parks until the answer"))
+    );
+}
+
+/// Runs the bench with one event option and returns the report and that event: it ran, its
+/// detail says how it went, and nothing was lost, duplicated or disconnected over the run.
+fn bench_with_event(
+    dir: &std::path::Path,
+    option: &str,
+    kind: &str,
+) -> (serde_json::Value, serde_json::Value) {
+    let report = bench_json(
+        dir,
+        &[
+            "--sessions",
+            "3",
+            "--rate",
+            "300",
+            "--duration",
+            "4",
+            option,
+            "1.5",
+        ],
+    );
+    let baton = &report["baton"];
+    let orders = baton["orders"].as_u64().expect("orders");
+    assert_eq!(orders, 1_200, "{report}");
+    assert_eq!(baton["answered"].as_u64(), Some(orders), "{report}");
+    assert_eq!(baton["missing"].as_u64(), Some(0), "{report}");
+    assert_eq!(baton["duplicates"].as_u64(), Some(0), "{report}");
+    assert_eq!(baton["disconnects"].as_u64(), Some(0), "{report}");
+    let events = report["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1, "{report}");
+    let event = events[0].clone();
+    assert_eq!(event["kind"].as_str(), Some(kind), "{report}");
+    assert_eq!(event["seen"]["disconnects"].as_u64(), Some(0), "{report}");
+    assert!(event["worst_us"].as_u64().unwrap_or(0) > 0, "{report}");
+    (report, event)
+}
+
+/// `--rejoin-at`: the standby is SIGKILLed and restarted empty under load; it rejoins from the
+/// authoritative engine's snapshot while every order is answered.
+#[test]
+fn bench_rejoin_at_kills_the_standby_and_it_rejoins_under_load() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (report, event) = bench_with_event(dir.path(), "--rejoin-at", "rejoin");
+    let detail = event["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("rejoined from a snapshot"), "{report}");
+    assert!(
+        event["until_ms"].as_u64() > event["at_ms"].as_u64(),
+        "a rejoin lasts until the engine caught up: {report}"
+    );
+}
+
+/// `--gateway-kill-at`: the gateway is SIGKILLed under load; its supervisor's successor serves
+/// every session on the connections it held, and whatever the dead process lost comes back by
+/// resend (counted, not asserted: it depends on what was in flight).
+#[test]
+fn bench_gateway_kill_at_keeps_every_session_connected() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (report, event) = bench_with_event(dir.path(), "--gateway-kill-at", "gw-kill");
+    let detail = event["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("served 3 sessions"), "{report}");
+}
+
+/// `--gateway-upgrade-at`: a planned gateway upgrade under a change the bench files; sessions
+/// are handed over with no resend and no gap in either direction.
+#[test]
+fn bench_gateway_upgrade_at_hands_sessions_over_without_a_resend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (report, event) = bench_with_event(dir.path(), "--gateway-upgrade-at", "gw-upgrade");
+    let detail = event["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("3 sessions handed over"), "{report}");
+    for count in ["gaps", "resent", "resends_served", "garbled"] {
+        assert_eq!(event["seen"][count].as_u64(), Some(0), "{count}: {report}");
+    }
+}

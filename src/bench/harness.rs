@@ -11,7 +11,9 @@ use super::echo::{self, EchoServer};
 use super::hostile::{self, Hostile, HostileTarget};
 use super::load::{self, FixTarget, LoadError, Mix, Plan, Progress};
 use super::peer::{self, PeerError, PeerProcess, PeerSpec};
-use super::report::{self, BenchReport, DeliveryComparison, EventReport, Measurement, PeerReport};
+use super::report::{
+    self, BenchReport, DeliveryComparison, EventReport, IncidentCounts, Measurement, PeerReport,
+};
 use super::usage;
 use super::venue::{Venue, VenueConfig, VenueError};
 use crate::control::api::{ControlReply, ControlRequest};
@@ -95,14 +97,34 @@ pub struct BenchConfig {
     pub link: super::venue::LinkChoice,
     /// `[link] spin_us` for the venue (`--spin-us`); own venue only.
     pub spin_us: Option<u64>,
+    /// Send the run's orders one at a time per session, the next when the answer arrives, to
+    /// measure what a client measuring one request at a time sees (and compare with a peer the
+    /// way such a client did).
+    pub pingpong: bool,
+    /// Orders per session answered but left out of the latency.
+    pub warmup_orders: u64,
+    /// SIGKILL the standby engine at these offsets and restart it empty, so it rejoins from the
+    /// authoritative engine's snapshot while the load runs; own venue only.
+    pub rejoin_at: Vec<Duration>,
+    /// SIGKILL the gateway at these offsets (its supervisor restarts it with the held sockets);
+    /// own venue only.
+    pub gateway_kill_at: Vec<Duration>,
+    /// Planned gateway upgrades (`ctl upgrade-gateway` under a change naming the venue's build)
+    /// at these offsets; own venue only.
+    pub gateway_upgrade_at: Vec<Duration>,
 }
 
 /// How client threads are placed; printed with every report so numbers are read in context.
-fn placement() -> String {
+fn placement(config: &BenchConfig) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let writer = if config.pingpong {
+        "parks until the answer, then sends"
+    } else {
+        "sleeps to each intended send"
+    };
     format!(
-        "{cores} cores; no pinning; per session one writer thread (sleeps to each intended send) \
-         and one reader thread (blocking read), same threads for baton and echo"
+        "{cores} cores; no pinning; per session one writer thread ({writer}) and one reader \
+         thread (blocking read), same threads for baton and echo"
     )
 }
 
@@ -115,14 +137,23 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
     if config.external.is_some()
         && (config.switch_every.is_some()
             || !config.kill_at.is_empty()
+            || !config.rejoin_at.is_empty()
+            || !config.gateway_kill_at.is_empty()
+            || !config.gateway_upgrade_at.is_empty()
             || config.canary
             || config.verified_canary
             || config.venue_program.is_some())
     {
         return Err(BenchError::Venue(
-            "--switch-every, --kill-at, --canary and --venue-program need the bench's own venue \
-             (no --target): the bench can only switch and kill engines it started"
+            "--switch-every, --kill-at, --rejoin-at, --gateway-kill-at, --gateway-upgrade-at, \
+             --canary and --venue-program need the bench's own venue (no --target): the bench \
+             can only switch and kill processes it started"
                 .into(),
+        ));
+    }
+    if config.pingpong && config.throughput {
+        return Err(BenchError::Venue(
+            "--pingpong keeps one order in flight, --throughput a window: pass one of them".into(),
         ));
     }
     // A peer is checked and built before anything runs: a run must not measure baton for
@@ -156,7 +187,13 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             snapshot_formats: [crate::engine::SNAPSHOT_FORMAT_DEFAULT; 2],
             engine_section: ENGINE_SECTION.into(),
             require_approval: false,
-            control_extra: String::new(),
+            // A planned gateway upgrade runs only under an approved change: the bench files it
+            // as `ops` and approves it as `risk`, declared as sharing this account.
+            control_extra: if config.gateway_upgrade_at.is_empty() {
+                String::new()
+            } else {
+                super::venue::shared_account_operators()
+            },
             link: config.link,
             spin_us: config.spin_us,
         })?),
@@ -184,6 +221,8 @@ fn measure(
         mix: config.mix,
         drain: Duration::from_secs(10),
         unpaced: config.throughput,
+        pingpong: config.pingpong,
+        warmup_orders: config.warmup_orders,
     };
     let payload_bytes = load::order_size_bytes();
 
@@ -273,6 +312,7 @@ fn measure(
                     until_ms: at_ms + outcome.lasted.as_millis() as u64,
                     worst_us: 0,
                     worst_to_steady_p99: 0.0,
+                    seen: IncidentCounts::default(),
                 }
             })
         });
@@ -303,8 +343,10 @@ fn measure(
     let steady_p99_us = percentile(steady, 0.99);
     let windows: Vec<(u64, u64)> = events.iter().map(|e| (e.at_ms, e.until_ms)).collect();
     let worst = report::worst_per_event(&baton.samples, &windows);
-    for (event, worst_us) in events.iter_mut().zip(worst) {
+    let seen = report::incidents_per_event(&baton.incidents, &windows);
+    for ((event, worst_us), seen) in events.iter_mut().zip(worst).zip(seen) {
         event.worst_us = worst_us;
+        event.seen = seen;
         event.worst_to_steady_p99 = if steady_p99_us == 0 {
             0.0
         } else {
@@ -336,12 +378,14 @@ fn measure(
         rate_per_s: plan.rate_per_s,
         duration_s: plan.duration.as_secs_f64(),
         throughput: plan.unpaced,
+        pingpong: plan.pingpong,
+        warmup_orders: plan.warmup_orders,
         mix: format!(
             "new={},cancel={},replace={},cross={}",
             plan.mix.new, plan.mix.cancel, plan.mix.replace, plan.mix.cross
         ),
         payload_bytes,
-        placement: placement(),
+        placement: placement(config),
         ratios: baton_m.latency.ratio_to(&baseline_m.latency),
         baton: baton_m,
         baseline: baseline_m,
@@ -493,7 +537,22 @@ fn percentile(mut values: Vec<u64>, q: f64) -> u64 {
     values[((values.len() - 1) as f64 * q).round() as usize]
 }
 
-/// Carries out the planned switches and kills while the load runs; returns what happened.
+/// An event the bench triggers while the load runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Planned {
+    /// SIGKILL the authoritative engine (failover), restart it as standby.
+    Kill,
+    /// A planned switch or, every other time, a rollback.
+    Switch,
+    /// SIGKILL the standby, restart it empty so it rejoins from a snapshot.
+    Rejoin,
+    /// SIGKILL the gateway; its supervisor restarts it with the held sockets.
+    GatewayKill,
+    /// A planned gateway upgrade under a change.
+    GatewayUpgrade,
+}
+
+/// Carries out the planned events while the load runs; returns what happened.
 fn drive_events(
     config: &BenchConfig,
     venue: &mut Venue,
@@ -501,18 +560,27 @@ fn drive_events(
     bar: &ProgressBar,
     progress: &Progress,
 ) -> Vec<EventReport> {
-    let mut planned: Vec<(Duration, bool)> = config.kill_at.iter().map(|&at| (at, true)).collect();
+    let mut planned: Vec<(Duration, Planned)> = Vec::new();
+    for (times, kind) in [
+        (&config.kill_at, Planned::Kill),
+        (&config.rejoin_at, Planned::Rejoin),
+        (&config.gateway_kill_at, Planned::GatewayKill),
+        (&config.gateway_upgrade_at, Planned::GatewayUpgrade),
+    ] {
+        planned.extend(times.iter().map(|&at| (at, kind)));
+    }
     if let Some(every) = config.switch_every.filter(|d| !d.is_zero()) {
         let mut at = every;
         while at < config.duration {
-            planned.push((at, false));
+            planned.push((at, Planned::Switch));
             at += every;
         }
     }
     planned.sort();
     let mut events = Vec::new();
     let mut switches = 0;
-    for (at, kill) in planned {
+    let mut change: Option<String> = None;
+    for (at, kind) in planned {
         if at >= config.duration {
             continue;
         }
@@ -525,42 +593,164 @@ fn drive_events(
                 std::thread::sleep(Duration::from_millis(50).min(when - Instant::now()));
             }
         }
-        let at_ms = Instant::now().saturating_duration_since(start).as_millis() as u64;
-        let (kind, detail) = if kill {
-            let detail = match venue.kill_authoritative() {
-                Ok(name) => format!("SIGKILL {name}; restarted, back as standby"),
-                Err(error) => format!("kill failed: {error}"),
-            };
-            ("kill", detail)
-        } else {
-            let (request, kind) = if switches % 2 == 0 {
-                (ControlRequest::switch("bench"), "switch")
-            } else {
-                (ControlRequest::rollback("bench"), "rollback")
-            };
-            switches += 1;
-            let detail = match client::request(venue.control, &request, Duration::from_secs(30)) {
-                Ok(ControlReply::Switched(s)) => format!(
-                    "{} -> {} at input {}, pause {} µs",
-                    s.from, s.to, s.barrier_seq, s.pause_us
-                ),
-                Ok(ControlReply::Refused { reason }) => format!("refused: {reason}"),
-                Ok(other) => format!("unexpected reply: {other:?}"),
-                Err(error) => format!("failed: {error}"),
-            };
-            (kind, detail)
+        let began = Instant::now();
+        let at_ms = began.saturating_duration_since(start).as_millis() as u64;
+        let (kind, detail) = match kind {
+            Planned::Kill => {
+                let detail = match venue.kill_authoritative() {
+                    Ok(name) => format!("SIGKILL {name}; restarted, back as standby"),
+                    Err(error) => format!("kill failed: {error}"),
+                };
+                ("kill", detail)
+            }
+            Planned::Switch => {
+                let (request, kind) = if switches % 2 == 0 {
+                    (ControlRequest::switch("bench"), "switch")
+                } else {
+                    (ControlRequest::rollback("bench"), "rollback")
+                };
+                switches += 1;
+                let detail = match client::request(venue.control, &request, Duration::from_secs(30))
+                {
+                    Ok(ControlReply::Switched(s)) => format!(
+                        "{} -> {} at input {}, pause {} µs",
+                        s.from, s.to, s.barrier_seq, s.pause_us
+                    ),
+                    Ok(ControlReply::Refused { reason }) => format!("refused: {reason}"),
+                    Ok(other) => format!("unexpected reply: {other:?}"),
+                    Err(error) => format!("failed: {error}"),
+                };
+                (kind, detail)
+            }
+            Planned::Rejoin => {
+                let detail = match venue.rejoin_standby() {
+                    Ok(name) => format!(
+                        "SIGKILL {name} (standby); restarted empty, rejoined from a snapshot and \
+                         caught up in {} ms",
+                        began.elapsed().as_millis()
+                    ),
+                    Err(error) => format!("rejoin failed: {error}"),
+                };
+                ("rejoin", detail)
+            }
+            Planned::GatewayKill => ("gw-kill", gateway_kill(venue, config.sessions)),
+            Planned::GatewayUpgrade => {
+                let detail = match gateway_change(config, venue, &mut change)
+                    .and_then(|change| Ok(venue.upgrade_gateway(&change)?))
+                {
+                    Ok(upgrade) => format!(
+                        "planned upgrade under {}: {} sessions handed over, pause {} µs",
+                        upgrade.change, upgrade.sessions, upgrade.pause_us
+                    ),
+                    Err(error) => format!("upgrade failed: {error}"),
+                };
+                ("gw-upgrade", detail)
+            }
         };
+        let until_ms = Instant::now().saturating_duration_since(start).as_millis() as u64;
         bar.println(&format!("{kind} at {at_ms} ms: {detail}"));
         events.push(EventReport {
             kind: kind.into(),
             detail,
             at_ms,
-            until_ms: at_ms,
+            // A switch is an instant; an event the bench waits out (a restart, a rejoin, a
+            // hand-over) lasts until the venue serves as before.
+            until_ms: if kind == "switch" || kind == "rollback" {
+                at_ms
+            } else {
+                until_ms
+            },
             worst_us: 0,
             worst_to_steady_p99: 0.0,
+            seen: IncidentCounts::default(),
         });
     }
     events
+}
+
+/// SIGKILLs the gateway and waits until its successor serves: control answering and every
+/// session logged on again (on the connections the supervisor held). Returns what happened.
+fn gateway_kill(venue: &Venue, sessions: usize) -> String {
+    let began = Instant::now();
+    let pid = match venue.kill_gateway() {
+        Ok(pid) => pid,
+        Err(error) => return format!("kill failed: {error}"),
+    };
+    let deadline = began + Duration::from_secs(crate::constants::BENCH_GATEWAY_BACK_WAIT_S);
+    loop {
+        // The dead gateway's control endpoint may answer for an instant after the signal:
+        // only a status from another process counts.
+        let back = venue
+            .status()
+            .ok()
+            .filter(|_| venue.gateway_pid().is_some_and(|now| now != pid));
+        if let Some(status) = back {
+            let logged_on = status.sessions.iter().filter(|s| s.logged_on).count();
+            if logged_on >= sessions {
+                return format!(
+                    "SIGKILL gateway {pid}; its successor served {logged_on} sessions on the held \
+                     connections {} ms later",
+                    began.elapsed().as_millis()
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            return format!(
+                "SIGKILL gateway {pid}; not serving every session after {} s",
+                crate::constants::BENCH_GATEWAY_BACK_WAIT_S
+            );
+        }
+        std::thread::sleep(Duration::from_millis(
+            crate::constants::BENCH_STATUS_POLL_MS,
+        ));
+    }
+}
+
+/// The change a planned gateway upgrade runs under, filed (as `ops`) and approved (as `risk`)
+/// on first use: it names the venue's own build (hash checked by `baton launch`), window from
+/// now to [`crate::constants::BENCH_CHANGE_WINDOW_MS`] later.
+fn gateway_change(
+    config: &BenchConfig,
+    venue: &Venue,
+    change: &mut Option<String>,
+) -> Result<String, BenchError> {
+    if let Some(id) = change {
+        return Ok(id.clone());
+    }
+    let program = config.venue_program.as_ref().unwrap_or(&config.program);
+    let program = std::fs::canonicalize(program)
+        .map_err(|e| BenchError::Venue(format!("locating the build: {e}")))?;
+    let sha256 = crate::control::artifact::sha256_file(&program)
+        .map_err(|e| BenchError::Venue(format!("hashing the build: {e}")))?;
+    let now = crate::fix::time::Timestamp::now();
+    let filing = ControlRequest::ChangeFile {
+        operator: Some("ops".into()),
+        artifact_path: program.display().to_string(),
+        artifact_sha256: sha256,
+        reason: "bench: planned gateway upgrade under load".into(),
+        window_start: crate::control::change::rfc3339(now),
+        window_end: crate::control::change::rfc3339(
+            now.plus_millis(crate::constants::BENCH_CHANGE_WINDOW_MS),
+        ),
+        expected_divergence: Default::default(),
+    };
+    let id = match venue.request(&filing, Duration::from_secs(30))? {
+        ControlReply::Change(summary) => summary.id,
+        other => return Err(BenchError::Venue(format!("filing the change: {other:?}"))),
+    };
+    let approval = ControlRequest::ChangeApprove {
+        operator: Some("risk".into()),
+        change: id.clone(),
+    };
+    match venue.request(&approval, Duration::from_secs(30))? {
+        ControlReply::Change(_) => {
+            *change = Some(id.clone());
+            Ok(id)
+        }
+        other => Err(BenchError::Venue(format!(
+            "approving the change: {other:?}"
+        ))),
+    }
 }
 
 /// A progress bar on stderr, or nothing.

@@ -15,8 +15,8 @@ use std::collections::{HashSet, VecDeque};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -183,9 +183,30 @@ pub struct Plan {
     /// as the venue answers them, each session keeping [`constants::BENCH_THROUGHPUT_WINDOW`]
     /// in flight, instead of at their scheduled times; latency is then from the actual send.
     pub unpaced: bool,
+    /// Ping-pong mode: each session keeps exactly one order in flight and sends the next when
+    /// the answer arrives, the way a client measuring one request at a time does; latency is
+    /// from each actual send. The orders are still `rate_per_s` × `duration`.
+    pub pingpong: bool,
+    /// Orders per session answered but left out of the latency (histogram and samples): the
+    /// warm-up a client measuring one request at a time discards.
+    pub warmup_orders: u64,
 }
 
 impl Plan {
+    /// Orders a session may have unanswered before its writer waits, when sends are unpaced.
+    fn window(&self) -> u64 {
+        if self.pingpong {
+            1
+        } else {
+            constants::BENCH_THROUGHPUT_WINDOW
+        }
+    }
+
+    /// Whether sends follow answers instead of the schedule.
+    fn follows_answers(&self) -> bool {
+        self.unpaced || self.pingpong
+    }
+
     /// Time between two sends of one session; sessions are staggered evenly inside it.
     fn interval_ns(&self) -> u64 {
         (self.sessions as u64 * 1_000_000_000) / self.rate_per_s.max(1)
@@ -224,6 +245,28 @@ pub enum Event {
     Gap,
     /// The acceptor logged us out.
     Logout,
+    /// A message marked PossDup arrived: the acceptor resent it, after our ResendRequest.
+    Resent,
+    /// The acceptor asked us to resend (a gap in what it received from us) and we did.
+    ResendServed,
+    /// Bytes that were not a whole frame were skipped (a frame cut by a dying process).
+    Garbled,
+}
+
+/// Something that happened to a session at a moment of the run, kept with its time so the
+/// report can count them per event (a gateway kill, an upgrade) instead of only per run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Incident {
+    /// The session's connection was lost or it was logged out.
+    Disconnect,
+    /// An inbound sequence number skipped (we asked for a resend).
+    Gap,
+    /// A message resent to us (PossDup).
+    Resent,
+    /// A ResendRequest of the acceptor's that we answered.
+    ResendServed,
+    /// Bytes skipped that were not a whole frame.
+    Garbled,
 }
 
 /// The sending half of a session's connection.
@@ -263,6 +306,8 @@ pub struct LoadResult {
     pub disconnects: u64,
     /// From the first intended send to the last answer.
     pub elapsed: Duration,
+    /// (µs after the start, what happened), ordered by time.
+    pub incidents: Vec<(u64, Incident)>,
 }
 
 /// Live counters for a progress display.
@@ -326,6 +371,7 @@ pub fn run(
         gaps: 0,
         disconnects: 0,
         elapsed: Duration::ZERO,
+        incidents: Vec::new(),
     };
     let mut end = start;
     for (writer, reader) in handles {
@@ -343,9 +389,16 @@ pub fn run(
         result.refused += session.refused;
         result.gaps += session.gaps;
         result.disconnects += u64::from(session.disconnected || write_failed);
+        result.incidents.extend_from_slice(&session.incidents);
+        if write_failed && !session.disconnected {
+            result
+                .incidents
+                .push((session.last_answer_us, Incident::Disconnect));
+        }
         end = end.max(session.last_answer);
     }
     result.samples.sort_unstable();
+    result.incidents.sort_unstable();
     result.elapsed = end.saturating_duration_since(start);
     Ok(result)
 }
@@ -358,14 +411,22 @@ struct SendClock {
     sent_ns: Vec<AtomicU64>,
     /// Orders answered, for the throughput window.
     answered: AtomicU64,
+    /// The writer thread, for the reader to wake in ping-pong mode as soon as an answer arrives
+    /// (a sleep-and-poll wait would add its period to every round trip's gap).
+    writer: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl SendClock {
     fn new(plan: &Plan, orders_max: u64) -> SendClock {
-        let len = if plan.unpaced { orders_max as usize } else { 0 };
+        let len = if plan.follows_answers() {
+            orders_max as usize
+        } else {
+            0
+        };
         SendClock {
             sent_ns: (0..len).map(|_| AtomicU64::new(0)).collect(),
             answered: AtomicU64::new(0),
+            writer: std::sync::OnceLock::new(),
         }
     }
 
@@ -400,16 +461,31 @@ fn write_loop(
     }
     let mut rng = Rng::new(n as u64 + 1);
     let mut failed = false;
-    if plan.unpaced {
+    let _ = clock.writer.set(std::thread::current());
+    if plan.follows_answers() {
         std::thread::sleep(start.saturating_duration_since(Instant::now()));
     }
+    let window = plan.window();
     for k in 0..plan.orders_per_session() {
-        if plan.unpaced {
-            while k >= clock.answered.load(Ordering::Acquire) + constants::BENCH_THROUGHPUT_WINDOW
+        if plan.pingpong {
+            // Woken by the reader at the answer; an answer that never comes costs one drain
+            // period, then the next order goes (the lost one is counted missing).
+            let deadline = Instant::now() + plan.drain;
+            while k >= clock.answered.load(Ordering::Acquire) + window {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                std::thread::park_timeout(deadline - now);
+            }
+        } else if plan.unpaced {
+            while k >= clock.answered.load(Ordering::Acquire) + window
                 && !done.load(Ordering::Acquire)
             {
                 std::thread::sleep(Duration::from_micros(constants::BENCH_THROUGHPUT_WAIT_US));
             }
+        }
+        if plan.follows_answers() {
             if let Some(at) = clock.sent_ns.get(k as usize) {
                 let ns = Instant::now().saturating_duration_since(start).as_nanos() as u64;
                 at.store(ns, Ordering::Release);
@@ -443,6 +519,9 @@ struct SessionTally {
     gaps: u64,
     disconnected: bool,
     last_answer: Instant,
+    /// `last_answer` in µs after the start.
+    last_answer_us: u64,
+    incidents: Vec<(u64, Incident)>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -468,6 +547,8 @@ fn read_loop(
         gaps: 0,
         disconnected: false,
         last_answer: start,
+        last_answer_us: 0,
+        incidents: Vec::new(),
     };
     // Per order: 0 unanswered, 1 answered, 2 answered terminally.
     let mut seen = vec![0u8; orders_max as usize];
@@ -487,6 +568,7 @@ fn read_loop(
         events.clear();
         let result = tap.read(&mut events);
         let now = Instant::now();
+        let now_us = now.saturating_duration_since(start).as_micros() as u64;
         for event in &events {
             match *event {
                 Event::Answer { k, terminal } => {
@@ -499,11 +581,19 @@ fn read_loop(
                             / 1_000)
                             .saturating_sub(intended_us)
                             .max(1);
-                        let _ = tally.histogram.record(latency_us);
-                        tally.samples.push((intended_us, latency_us));
+                        if k >= plan.warmup_orders {
+                            let _ = tally.histogram.record(latency_us);
+                            tally.samples.push((intended_us, latency_us));
+                        }
                         tally.answered += 1;
                         clock.answered.store(tally.answered, Ordering::Release);
+                        if plan.pingpong
+                            && let Some(writer) = clock.writer.get()
+                        {
+                            writer.unpark();
+                        }
                         tally.last_answer = now;
+                        tally.last_answer_us = now_us;
                         progress.answered.fetch_add(1, Ordering::Relaxed);
                         *state = 1;
                     }
@@ -516,12 +606,19 @@ fn read_loop(
                 }
                 Event::Duplicate => tally.duplicates += 1,
                 Event::Refused => tally.refused += 1,
-                Event::Gap => tally.gaps += 1,
+                Event::Gap => {
+                    tally.gaps += 1;
+                    tally.incidents.push((now_us, Incident::Gap));
+                }
                 Event::Logout => tally.disconnected = true,
+                Event::Resent => tally.incidents.push((now_us, Incident::Resent)),
+                Event::ResendServed => tally.incidents.push((now_us, Incident::ResendServed)),
+                Event::Garbled => tally.incidents.push((now_us, Incident::Garbled)),
             }
         }
         if result.is_err() || tally.disconnected {
             tally.disconnected = true;
+            tally.incidents.push((now_us, Incident::Disconnect));
             break;
         }
     }
@@ -551,14 +648,20 @@ pub fn connect_fix(target: &FixTarget, n: usize) -> Result<Connection, LoadError
         .set_nodelay(true)
         .map_err(io("setting TCP_NODELAY"))?;
     let read_half = stream.try_clone().map_err(io("cloning the socket"))?;
-    let mut wire = FixWire {
+    let outbound = Arc::new(Mutex::new(Outbound {
         stream,
         encoder: Encoder::new("FIX.4.4"),
         sender: sender.clone(),
         target: target.target_comp_id.clone(),
+        seq_num_next: 1,
+        history: (0..constants::BENCH_RESEND_HISTORY)
+            .map(|_| (0, Vec::new()))
+            .collect(),
+    }));
+    let mut wire = FixWire {
+        outbound: outbound.clone(),
         symbol: target.symbol.clone(),
         prefix: format!("{}-", n + 1),
-        seq_num_next: 1,
         resting: VecDeque::new(),
         rng: Rng::new(0xBA70 + n as u64),
     };
@@ -566,6 +669,7 @@ pub fn connect_fix(target: &FixTarget, n: usize) -> Result<Connection, LoadError
         .map_err(io(format!("sending the Logon of {sender}")))?;
     let mut tap = FixTap {
         stream: read_half,
+        outbound,
         decoder: Decoder::new(constants::BODY_LENGTH_MAX),
         recv: Vec::with_capacity(constants::READ_CHUNK),
         chunk: vec![0; constants::READ_CHUNK],
@@ -580,40 +684,157 @@ pub fn connect_fix(target: &FixTarget, n: usize) -> Result<Connection, LoadError
     Ok((Box::new(wire), Box::new(tap)))
 }
 
-/// Builds and writes orders for one session.
-struct FixWire {
+/// The sending side of one session, shared by its writer (orders) and its reader (answers to
+/// the acceptor's ResendRequest and TestRequest, and our own ResendRequest): both draw from one
+/// sequence of MsgSeqNums, so both send through this, one at a time.
+struct Outbound {
     stream: TcpStream,
     encoder: Encoder,
     sender: String,
     target: String,
+    seq_num_next: u64,
+    /// The last [`constants::BENCH_RESEND_HISTORY`] orders sent, as (MsgSeqNum, bytes) at index
+    /// MsgSeqNum % length (buffers reused), to serve the acceptor's ResendRequest after a
+    /// gateway lost what it had read; anything else asked for is gap filled.
+    history: Vec<(u64, Vec<u8>)>,
+}
+
+/// The header fields a resend writes anew (with the trailer's length and checksum): everything
+/// else of a stored message is copied.
+const RESEND_REWRITTEN_TAGS: [u32; 10] = [
+    tags::BEGIN_STRING,
+    tags::BODY_LENGTH,
+    tags::MSG_TYPE,
+    tags::SENDER_COMP_ID,
+    tags::TARGET_COMP_ID,
+    tags::MSG_SEQ_NUM,
+    tags::SENDING_TIME,
+    tags::POSS_DUP_FLAG,
+    tags::ORIG_SENDING_TIME,
+    tags::CHECK_SUM,
+];
+
+impl Outbound {
+    /// Starts a message with the next MsgSeqNum; returns that number.
+    fn header(&mut self, msg_type: &[u8]) -> u64 {
+        let seq = self.seq_num_next;
+        self.seq_num_next += 1;
+        self.header_with(msg_type, seq);
+        seq
+    }
+
+    fn header_with(&mut self, msg_type: &[u8], seq: u64) {
+        self.encoder
+            .start(msg_type)
+            .str(tags::SENDER_COMP_ID, &self.sender)
+            .str(tags::TARGET_COMP_ID, &self.target)
+            .uint(tags::MSG_SEQ_NUM, seq);
+    }
+
+    /// Finishes and writes a session message (not kept: a resend gap fills it).
+    fn write(&mut self) -> std::io::Result<()> {
+        let bytes = self.encoder.finish();
+        self.stream.write_all(bytes)
+    }
+
+    /// Finishes, keeps for a resend, and writes order `seq`.
+    fn write_order(&mut self, seq: u64) -> std::io::Result<()> {
+        let bytes = self.encoder.finish();
+        let slot = &mut self.history[(seq % constants::BENCH_RESEND_HISTORY as u64) as usize];
+        slot.0 = seq;
+        slot.1.clear();
+        slot.1.extend_from_slice(bytes);
+        self.stream.write_all(bytes)
+    }
+
+    /// Answers a ResendRequest for `begin..=end` (0: through the last sent) as FIX asks: each
+    /// order still kept again, marked PossDup with its original SendingTime; the rest (session
+    /// messages, orders too old) gap filled.
+    fn serve_resend(&mut self, begin: u64, end: u64) -> std::io::Result<()> {
+        let last = self.seq_num_next.saturating_sub(1);
+        let end = if end == 0 { last } else { end.min(last) };
+        let mut gap_from: Option<u64> = None;
+        for seq in begin.max(1)..=end {
+            let index = (seq % constants::BENCH_RESEND_HISTORY as u64) as usize;
+            let stored = if self.history[index].0 == seq {
+                Message::parse(&self.history[index].1).ok()
+            } else {
+                None
+            };
+            let Some(stored) = stored else {
+                gap_from.get_or_insert(seq);
+                continue;
+            };
+            self.encode_resent(&stored, seq);
+            let resent = self.encoder.finish().to_vec();
+            if let Some(from) = gap_from.take() {
+                self.gap_fill(from, seq)?;
+            }
+            self.stream.write_all(&resent)?;
+        }
+        if let Some(from) = gap_from {
+            self.gap_fill(from, end + 1)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes `stored` (order `seq`) again as a resend.
+    fn encode_resent(&mut self, stored: &Message, seq: u64) {
+        let msg_type = stored.msg_type().to_vec();
+        self.header_with(&msg_type, seq);
+        self.encoder
+            .bool(tags::POSS_DUP_FLAG, true)
+            .timestamp(tags::SENDING_TIME, Timestamp::now());
+        if let Some(original) = stored.get(tags::SENDING_TIME) {
+            self.encoder.bytes(tags::ORIG_SENDING_TIME, original);
+        }
+        for (tag, value) in stored.fields() {
+            if !RESEND_REWRITTEN_TAGS.contains(&tag) {
+                self.encoder.bytes(tag, value);
+            }
+        }
+    }
+
+    /// SequenceReset-GapFill at `from` up to `to`.
+    fn gap_fill(&mut self, from: u64, to: u64) -> std::io::Result<()> {
+        self.header_with(msg_type::SEQUENCE_RESET, from);
+        self.encoder
+            .bool(tags::POSS_DUP_FLAG, true)
+            .timestamp(tags::SENDING_TIME, Timestamp::now())
+            .bool(tags::GAP_FILL_FLAG, true)
+            .uint(tags::NEW_SEQ_NO, to);
+        self.write()
+    }
+}
+
+/// Builds and writes orders for one session.
+struct FixWire {
+    outbound: Arc<Mutex<Outbound>>,
     symbol: String,
     /// ClOrdIDs are `<session>-<k>`, so answers map back to the order without a lookup table.
     prefix: String,
-    seq_num_next: u64,
     /// Own orders sent as resting and not yet cancelled or replaced, oldest first, with side.
     resting: VecDeque<(u64, u8)>,
     rng: Rng,
 }
 
-impl FixWire {
-    fn header(&mut self, msg_type: &[u8]) {
-        let seq = self.seq_num_next;
-        self.seq_num_next += 1;
-        self.encoder
-            .start(msg_type)
-            .str(tags::SENDER_COMP_ID, &self.sender)
-            .str(tags::TARGET_COMP_ID, &self.target)
-            .uint(tags::MSG_SEQ_NUM, seq)
-            .timestamp(tags::SENDING_TIME, Timestamp::now());
-    }
+/// The outbound side, even if a thread panicked holding it (the bench then reports the panic).
+fn lock(outbound: &Mutex<Outbound>) -> std::sync::MutexGuard<'_, Outbound> {
+    outbound
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
+impl FixWire {
     fn logon(&mut self) -> std::io::Result<()> {
-        self.header(msg_type::LOGON);
-        self.encoder
+        let mut out = lock(&self.outbound);
+        out.header(msg_type::LOGON);
+        out.encoder
+            .timestamp(tags::SENDING_TIME, Timestamp::now())
             .uint(tags::ENCRYPT_METHOD, 0)
             .uint(tags::HEART_BT_INT, 30)
             .bool(tags::RESET_SEQ_NUM_FLAG, true);
-        self.stream.write_all(self.encoder.finish())
+        out.write()
     }
 
     /// A resting price: buys below 99.10, sells above 100.90, so they never meet each other.
@@ -640,66 +861,67 @@ impl Wire for FixWire {
         } else {
             b'2'
         };
-        match kind {
+        // Everything drawn from the generator is drawn before the lock: the order stream is the
+        // same whatever the reader does.
+        let (msg, orig, price) = match kind {
             Kind::New => {
-                let price = self.resting_price(side);
-                self.header(msg_type::NEW_ORDER_SINGLE);
-                self.encoder
-                    .str(tags::CL_ORD_ID, &id)
-                    .str(55, &self.symbol)
-                    .char(54, side)
-                    .timestamp(60, Timestamp::now())
-                    .uint(38, 10)
-                    .char(40, b'2')
-                    .str(44, &price);
                 self.resting.push_back((k, side));
+                (msg_type::NEW_ORDER_SINGLE, None, self.resting_price(side))
             }
             Kind::Cross => {
                 let price = if side == b'1' { "102.00" } else { "98.00" };
-                self.header(msg_type::NEW_ORDER_SINGLE);
-                self.encoder
-                    .str(tags::CL_ORD_ID, &id)
-                    .str(55, &self.symbol)
-                    .char(54, side)
-                    .timestamp(60, Timestamp::now())
-                    .uint(38, 10)
-                    .char(40, b'2')
-                    .str(44, price)
-                    .char(59, b'3');
+                (msg_type::NEW_ORDER_SINGLE, None, price.to_string())
             }
             Kind::Cancel => {
-                let (orig, orig_side) = self.resting.pop_front().unwrap_or((0, side));
-                self.header(msg_type::ORDER_CANCEL_REQUEST);
-                self.encoder
-                    .str(41, &format!("{}{orig}", self.prefix))
-                    .str(tags::CL_ORD_ID, &id)
-                    .str(55, &self.symbol)
-                    .char(54, orig_side)
-                    .timestamp(60, Timestamp::now());
+                let orig = self.resting.pop_front().unwrap_or((0, side));
+                (msg_type::ORDER_CANCEL_REQUEST, Some(orig), String::new())
             }
             Kind::Replace => {
-                let (orig, orig_side) = self.resting.pop_front().unwrap_or((0, side));
-                let price = self.resting_price(orig_side);
-                self.header(msg_type::ORDER_CANCEL_REPLACE_REQUEST);
-                self.encoder
-                    .str(41, &format!("{}{orig}", self.prefix))
-                    .str(tags::CL_ORD_ID, &id)
-                    .str(55, &self.symbol)
-                    .char(54, orig_side)
-                    .timestamp(60, Timestamp::now())
-                    .uint(38, 20)
+                let orig = self.resting.pop_front().unwrap_or((0, side));
+                let price = self.resting_price(orig.1);
+                self.resting.push_back((k, orig.1));
+                (msg_type::ORDER_CANCEL_REPLACE_REQUEST, Some(orig), price)
+            }
+        };
+        let orig_id = orig.map(|(orig, _)| format!("{}{orig}", self.prefix));
+        let side = orig.map_or(side, |(_, orig_side)| orig_side);
+        let mut out = lock(&self.outbound);
+        let seq = out.header(msg);
+        out.encoder.timestamp(tags::SENDING_TIME, Timestamp::now());
+        if let Some(orig_id) = &orig_id {
+            out.encoder.str(41, orig_id);
+        }
+        out.encoder
+            .str(tags::CL_ORD_ID, &id)
+            .str(55, &self.symbol)
+            .char(54, side)
+            .timestamp(60, Timestamp::now());
+        match kind {
+            Kind::New => {
+                out.encoder.uint(38, 10).char(40, b'2').str(44, &price);
+            }
+            Kind::Cross => {
+                out.encoder
+                    .uint(38, 10)
                     .char(40, b'2')
-                    .str(44, &price);
-                self.resting.push_back((k, orig_side));
+                    .str(44, &price)
+                    .char(59, b'3');
+            }
+            Kind::Cancel => {}
+            Kind::Replace => {
+                out.encoder.uint(38, 20).char(40, b'2').str(44, &price);
             }
         }
-        self.stream.write_all(self.encoder.finish())
+        out.write_order(seq)
     }
 }
 
-/// Reads and classifies the acceptor's messages for one session.
+/// Reads and classifies the acceptor's messages for one session, and answers what FIX asks a
+/// counterparty to answer (ResendRequest, TestRequest) so a session survives a gateway that
+/// lost what it had read.
 struct FixTap {
     stream: TcpStream,
+    outbound: Arc<Mutex<Outbound>>,
     decoder: Decoder,
     recv: Vec<u8>,
     chunk: Vec<u8>,
@@ -707,6 +929,16 @@ struct FixTap {
     seq_num_next_in: u64,
     /// ExecIDs seen: each output has one identity, so seeing one twice is a duplicate delivery.
     exec_ids: HashSet<Vec<u8>>,
+}
+
+/// What the next bytes of a session's buffer are.
+enum Next {
+    /// A whole message.
+    Message(Message),
+    /// Not a whole frame yet.
+    Incomplete,
+    /// Bytes that are not a message were dropped.
+    Garbled,
 }
 
 impl FixTap {
@@ -717,7 +949,7 @@ impl FixTap {
             .map_err(io("setting the read timeout"))?;
         loop {
             match self.next_message() {
-                Ok(Some(message)) => {
+                Next::Message(message) => {
                     self.track(&message);
                     match message.msg_type() {
                         msg_type::LOGON => return Ok(()),
@@ -728,7 +960,7 @@ impl FixTap {
                         _ => {}
                     }
                 }
-                Ok(None) => {
+                Next::Incomplete => {
                     let n = self
                         .stream
                         .read(&mut self.chunk)
@@ -738,40 +970,57 @@ impl FixTap {
                     }
                     self.recv.extend_from_slice(&self.chunk[..n]);
                 }
-                Err(()) => return Err(failed("garbled answer")),
+                Next::Garbled => return Err(failed("garbled answer")),
             }
         }
     }
 
-    /// The next whole message already buffered; `Err` on bytes that are not FIX.
-    fn next_message(&mut self) -> Result<Option<Message>, ()> {
+    /// The next whole message already buffered; bytes that are not one are dropped (a frame
+    /// cut short by a gateway killed while writing it: FIX says to ignore it and let the gap
+    /// that follows be resent).
+    fn next_message(&mut self) -> Next {
         match self.decoder.frame(&self.recv) {
             Frame::Complete(len) => {
-                let message = Message::parse(&self.recv[..len]).map_err(|_| ())?;
+                let parsed = Message::parse(&self.recv[..len]);
                 self.recv.drain(..len);
-                Ok(Some(message))
+                match parsed {
+                    Ok(message) => Next::Message(message),
+                    Err(_) => Next::Garbled,
+                }
             }
-            Frame::Incomplete => Ok(None),
-            Frame::Garbled { .. } => Err(()),
+            Frame::Incomplete => Next::Incomplete,
+            Frame::Garbled { skip, .. } => {
+                self.recv.drain(..skip.min(self.recv.len()));
+                Next::Garbled
+            }
         }
     }
 
-    /// Keeps the inbound sequence; true when a number was skipped.
-    fn track(&mut self, message: &Message) -> bool {
+    /// Keeps the inbound sequence; on a skipped number returns the range missed.
+    fn track(&mut self, message: &Message) -> Option<(u64, u64)> {
         let seq = message.uint(tags::MSG_SEQ_NUM).unwrap_or(0);
-        if message.msg_type() == msg_type::SEQUENCE_RESET {
+        let gap_fill = message.bool_opt(tags::GAP_FILL_FLAG).ok().flatten() == Some(true);
+        if message.msg_type() == msg_type::SEQUENCE_RESET && !gap_fill {
             if let Ok(new_seq) = message.uint(tags::NEW_SEQ_NO) {
                 self.seq_num_next_in = self.seq_num_next_in.max(new_seq);
             }
-            false
+            None
         } else if seq == self.seq_num_next_in {
-            self.seq_num_next_in += 1;
-            false
+            self.seq_num_next_in = if gap_fill {
+                message
+                    .uint(tags::NEW_SEQ_NO)
+                    .unwrap_or(seq + 1)
+                    .max(seq + 1)
+            } else {
+                seq + 1
+            };
+            None
         } else if seq > self.seq_num_next_in {
+            let missed = (self.seq_num_next_in, seq - 1);
             self.seq_num_next_in = seq + 1;
-            true
+            Some(missed)
         } else {
-            false
+            None
         }
     }
 
@@ -781,16 +1030,36 @@ impl FixTap {
         crate::fix::codec::parse_uint(rest)
     }
 
-    fn classify(&mut self, message: &Message, events: &mut Vec<Event>) {
-        if self.track(message) {
+    /// Asks for `begin..=end`, missed in what the acceptor sent.
+    fn ask_resend(&self, begin: u64, end: u64) -> std::io::Result<()> {
+        let mut out = lock(&self.outbound);
+        out.header(msg_type::RESEND_REQUEST);
+        out.encoder
+            .timestamp(tags::SENDING_TIME, Timestamp::now())
+            .uint(tags::BEGIN_SEQ_NO, begin)
+            .uint(tags::END_SEQ_NO, end);
+        out.write()
+    }
+
+    fn classify(&mut self, message: &Message, events: &mut Vec<Event>) -> std::io::Result<()> {
+        if let Some((begin, end)) = self.track(message) {
             events.push(Event::Gap);
+            self.ask_resend(begin, end)?;
+        }
+        let poss_dup = message.bool_opt(tags::POSS_DUP_FLAG).ok().flatten() == Some(true);
+        if poss_dup {
+            events.push(Event::Resent);
         }
         let terminal = match message.msg_type() {
             msg_type::EXECUTION_REPORT => {
                 let exec_id = message.get(17).unwrap_or_default();
                 if !self.exec_ids.insert(exec_id.to_vec()) {
-                    events.push(Event::Duplicate);
-                    return;
+                    // A resend of what already came is what a resend is; anything else twice
+                    // is a duplicate delivery.
+                    if !poss_dup {
+                        events.push(Event::Duplicate);
+                    }
+                    return Ok(());
                 }
                 if message.get(150) == Some(b"8") {
                     events.push(Event::Refused);
@@ -803,13 +1072,30 @@ impl FixTap {
             }
             msg_type::BUSINESS_MESSAGE_REJECT | msg_type::REJECT => {
                 events.push(Event::Refused);
-                return;
+                return Ok(());
             }
             msg_type::LOGOUT => {
                 events.push(Event::Logout);
-                return;
+                return Ok(());
             }
-            _ => return,
+            msg_type::RESEND_REQUEST => {
+                let begin = message.uint(tags::BEGIN_SEQ_NO).unwrap_or(1);
+                let end = message.uint(tags::END_SEQ_NO).unwrap_or(0);
+                lock(&self.outbound).serve_resend(begin, end)?;
+                events.push(Event::ResendServed);
+                return Ok(());
+            }
+            msg_type::TEST_REQUEST => {
+                let id = message.get(tags::TEST_REQ_ID).unwrap_or_default().to_vec();
+                let mut out = lock(&self.outbound);
+                out.header(msg_type::HEARTBEAT);
+                out.encoder
+                    .timestamp(tags::SENDING_TIME, Timestamp::now())
+                    .bytes(tags::TEST_REQ_ID, &id);
+                out.write()?;
+                return Ok(());
+            }
+            _ => return Ok(()),
         };
         if let Some(k) = message
             .get(tags::CL_ORD_ID)
@@ -817,6 +1103,7 @@ impl FixTap {
         {
             events.push(Event::Answer { k, terminal });
         }
+        Ok(())
     }
 }
 
@@ -837,9 +1124,9 @@ impl Tap for FixTap {
         }
         loop {
             match self.next_message() {
-                Ok(Some(message)) => self.classify(&message, events),
-                Ok(None) => return Ok(()),
-                Err(()) => return Err(std::io::ErrorKind::InvalidData.into()),
+                Next::Message(message) => self.classify(&message, events)?,
+                Next::Incomplete => return Ok(()),
+                Next::Garbled => events.push(Event::Garbled),
             }
         }
     }
@@ -888,6 +1175,8 @@ mod tests {
             mix: Mix::default(),
             drain: Duration::ZERO,
             unpaced: false,
+            pingpong: false,
+            warmup_orders: 0,
         };
         // 1 000/s over 4 sessions: each sends every 4 ms, offset by 1 ms from the previous.
         assert_eq!(plan.orders_per_session(), 250);
@@ -899,5 +1188,143 @@ mod tests {
             .collect();
         all.sort_unstable();
         assert!(all.windows(2).all(|w| w[1] - w[0] == 1_000_000));
+    }
+
+    /// A connection that answers each order on the reader's next read and records, at each
+    /// send, how many orders were unanswered.
+    fn counting_connection(in_flight_max: &Arc<AtomicU64>) -> Result<Connection, LoadError> {
+        let pending = Arc::new(Mutex::new(VecDeque::new()));
+        struct CountingWire(Arc<Mutex<VecDeque<u64>>>, Arc<AtomicU64>);
+        impl Wire for CountingWire {
+            fn send(&mut self, k: u64, _: Kind) -> std::io::Result<()> {
+                let mut pending = self.0.lock().expect("pending");
+                pending.push_back(k);
+                self.1.fetch_max(pending.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+        struct AnsweringTap(Arc<Mutex<VecDeque<u64>>>);
+        impl Tap for AnsweringTap {
+            fn read(&mut self, events: &mut Vec<Event>) -> std::io::Result<()> {
+                // Answers lag a little, so a writer that does not wait gets ahead.
+                std::thread::sleep(Duration::from_micros(200));
+                if let Some(k) = self.0.lock().expect("pending").pop_front() {
+                    events.push(Event::Answer { k, terminal: true });
+                }
+                Ok(())
+            }
+        }
+        Ok((
+            Box::new(CountingWire(pending.clone(), in_flight_max.clone())),
+            Box::new(AnsweringTap(pending)),
+        ))
+    }
+
+    fn run_counting(pingpong: bool, unpaced: bool) -> (LoadResult, u64) {
+        let plan = Plan {
+            sessions: 1,
+            rate_per_s: 200,
+            duration: Duration::from_secs(1),
+            mix: Mix::default(),
+            drain: Duration::from_secs(30),
+            unpaced,
+            pingpong,
+            warmup_orders: 20,
+        };
+        let in_flight_max = Arc::new(AtomicU64::new(0));
+        let result = run(
+            &plan,
+            Instant::now(),
+            &|_| counting_connection(&in_flight_max),
+            &Arc::new(Progress::default()),
+        )
+        .expect("run");
+        (result, in_flight_max.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn pingpong_keeps_exactly_one_order_in_flight_and_leaves_the_warmup_out() {
+        let (result, in_flight_max) = run_counting(true, false);
+        assert_eq!(in_flight_max, 1);
+        assert_eq!(
+            (result.orders, result.answered, result.missing),
+            (200, 200, 0)
+        );
+        assert_eq!(result.histogram.len(), 180, "20 warm-up orders left out");
+        assert_eq!(result.samples.len(), 180);
+        // The same load unpaced keeps a window in flight: the count above can tell them apart.
+        let (_, in_flight_max) = run_counting(false, true);
+        assert!(in_flight_max > 1, "{in_flight_max}");
+    }
+
+    /// Reads one FIX message from `stream` (a test's end of a socket).
+    fn read_message(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> Message {
+        let decoder = Decoder::new(constants::BODY_LENGTH_MAX);
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Frame::Complete(len) = decoder.frame(buffer) {
+                let message = Message::parse(&buffer[..len]).expect("a message");
+                buffer.drain(..len);
+                return message;
+            }
+            let n = stream.read(&mut chunk).expect("read");
+            assert!(n > 0, "closed");
+            buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    #[test]
+    fn a_resend_request_is_answered_with_the_orders_again_and_the_rest_gap_filled() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut acceptor, _) = listener.accept().expect("accept");
+        acceptor
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let outbound = Arc::new(Mutex::new(Outbound {
+            stream,
+            encoder: Encoder::new("FIX.4.4"),
+            sender: "TRADER1".into(),
+            target: "BATON".into(),
+            seq_num_next: 1,
+            history: (0..constants::BENCH_RESEND_HISTORY)
+                .map(|_| (0, Vec::new()))
+                .collect(),
+        }));
+        let mut wire = FixWire {
+            outbound: outbound.clone(),
+            symbol: "AAPL".into(),
+            prefix: "1-".into(),
+            resting: VecDeque::new(),
+            rng: Rng::new(1),
+        };
+        wire.logon().expect("logon");
+        wire.send(0, Kind::New).expect("order 0");
+        wire.send(1, Kind::Cross).expect("order 1");
+        let mut buffer = Vec::new();
+        let sent: Vec<Message> = (0..3)
+            .map(|_| read_message(&mut acceptor, &mut buffer))
+            .collect();
+        lock(&outbound).serve_resend(1, 0).expect("resend");
+        // The Logon (a session message) is gap filled up to the first order.
+        let fill = read_message(&mut acceptor, &mut buffer);
+        assert_eq!(fill.msg_type(), msg_type::SEQUENCE_RESET);
+        assert_eq!(fill.uint(tags::MSG_SEQ_NUM).ok(), Some(1));
+        assert_eq!(fill.get(tags::GAP_FILL_FLAG), Some(&b"Y"[..]));
+        assert_eq!(fill.uint(tags::NEW_SEQ_NO).ok(), Some(2));
+        for original in &sent[1..] {
+            let resent = read_message(&mut acceptor, &mut buffer);
+            assert_eq!(resent.msg_type(), msg_type::NEW_ORDER_SINGLE);
+            assert_eq!(resent.get(tags::POSS_DUP_FLAG), Some(&b"Y"[..]));
+            assert_eq!(
+                resent.get(tags::ORIG_SENDING_TIME),
+                original.get(tags::SENDING_TIME)
+            );
+            for tag in [tags::MSG_SEQ_NUM, tags::CL_ORD_ID, 44, 54, 38] {
+                assert_eq!(resent.get(tag), original.get(tag), "tag {tag}");
+            }
+        }
+        // Nothing was numbered anew: the next message is 4.
+        assert_eq!(lock(&outbound).seq_num_next, 4);
     }
 }

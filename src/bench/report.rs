@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use hdrhistogram::Histogram;
 
-use super::load::LoadResult;
+use super::load::{Incident, LoadResult};
 use crate::constants;
 
 /// Percentiles of one measurement, µs.
@@ -185,6 +185,37 @@ pub struct EventReport {
     pub worst_us: u64,
     /// `worst_us` ÷ the run's steady p99 (orders outside every event window).
     pub worst_to_steady_p99: f64,
+    /// What the counterparties saw in the event's window (counted like `worst_us`, each once).
+    #[serde(default)]
+    pub seen: IncidentCounts,
+}
+
+/// What the bench's sessions saw around an event: a gateway kill may cost resends, never a
+/// disconnect; a planned upgrade or a switch should cost neither.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IncidentCounts {
+    /// Sessions that lost their connection or were logged out.
+    pub disconnects: u64,
+    /// Gaps in what the acceptor sent, each asked for by a ResendRequest.
+    pub gaps: u64,
+    /// Messages the acceptor resent (PossDup).
+    pub resent: u64,
+    /// ResendRequests of the acceptor's the sessions answered (orders it had lost).
+    pub resends_served: u64,
+    /// Bytes skipped that were not a whole frame (cut by a dying process).
+    pub garbled: u64,
+}
+
+impl IncidentCounts {
+    fn add(&mut self, incident: Incident) {
+        match incident {
+            Incident::Disconnect => self.disconnects += 1,
+            Incident::Gap => self.gaps += 1,
+            Incident::Resent => self.resent += 1,
+            Incident::ResendServed => self.resends_served += 1,
+            Incident::Garbled => self.garbled += 1,
+        }
+    }
 }
 
 /// The window around an event lasting from `at_ms` to `until_ms`, µs since the start: from just
@@ -206,37 +237,61 @@ pub fn worst_around(samples: &[(u64, u64)], at_ms: u64) -> u64 {
 /// was meant to be sent (the most recent suspect), or, in the margin before any of them began,
 /// to the first one.
 pub fn worst_per_event(samples: &[(u64, u64)], events: &[(u64, u64)]) -> Vec<u64> {
-    let windows: Vec<(u64, u64, u64)> = events
+    let windows = windows_us(events);
+    let mut worst = vec![0; events.len()];
+    for &(at, latency) in samples {
+        if let Some(i) = owner(&windows, at) {
+            worst[i] = worst[i].max(latency);
+        }
+    }
+    worst
+}
+
+/// The windows of `events` as (start, from, to), µs.
+fn windows_us(events: &[(u64, u64)]) -> Vec<(u64, u64, u64)> {
+    events
         .iter()
         .map(|&(at_ms, until_ms)| {
             let (from, to) = window_us(at_ms, until_ms);
             (at_ms * 1_000, from, to)
         })
-        .collect();
-    let mut worst = vec![0; events.len()];
-    for &(at, latency) in samples {
-        // The latest event begun by `at` whose window holds it; failing that, the first event
-        // whose window holds it (the sample is in the margin before it).
-        let mut begun: Option<(usize, u64)> = None;
-        let mut upcoming: Option<(usize, u64)> = None;
-        for (i, &(start, from, to)) in windows.iter().enumerate() {
-            if at < from || at > to {
-                continue;
-            }
-            if start <= at {
-                if begun.is_none_or(|(_, s)| start > s) {
-                    begun = Some((i, start));
-                }
-            } else if upcoming.is_none_or(|(_, s)| start < s) {
-                upcoming = Some((i, start));
-            }
+        .collect()
+}
+
+/// Which event a moment `at` (µs) belongs to: the latest event begun by `at` whose window holds
+/// it; failing that, the first event whose window holds it (`at` is in the margin before it).
+fn owner(windows: &[(u64, u64, u64)], at: u64) -> Option<usize> {
+    let mut begun: Option<(usize, u64)> = None;
+    let mut upcoming: Option<(usize, u64)> = None;
+    for (i, &(start, from, to)) in windows.iter().enumerate() {
+        if at < from || at > to {
+            continue;
         }
-        let owner = begun.or(upcoming).map(|(i, _)| i);
-        if let Some(i) = owner {
-            worst[i] = worst[i].max(latency);
+        if start <= at {
+            if begun.is_none_or(|(_, s)| start > s) {
+                begun = Some((i, start));
+            }
+        } else if upcoming.is_none_or(|(_, s)| start < s) {
+            upcoming = Some((i, start));
         }
     }
-    worst
+    begun.or(upcoming).map(|(i, _)| i)
+}
+
+/// What the sessions saw in the window of each event (`(at_ms, until_ms)`), each incident
+/// counted for one event the way [`worst_per_event`] counts an order.
+pub fn incidents_per_event(
+    incidents: &[(u64, Incident)],
+    events: &[(u64, u64)],
+) -> Vec<IncidentCounts> {
+    let windows = windows_us(events);
+    let mut counts = vec![IncidentCounts::default(); events.len()];
+    for &(at, incident) in incidents {
+        if let Some(i) = owner(&windows, at) {
+            counts[i].add(incident);
+        }
+    }
+    counts
 }
 
 /// `1 session`, `2 sessions`.
@@ -294,6 +349,14 @@ pub struct BenchReport {
     /// as they were answered, so `throughput_per_s` is what the acceptor sustains and latency is
     /// from each order's actual send, with a window of orders queued ahead of it.
     pub throughput: bool,
+    /// Ping-pong mode (`--pingpong`): each session kept exactly one order in flight, sending the
+    /// next when the answer came, and latency is from each actual send: what a client measuring
+    /// one request at a time sees.
+    #[serde(default)]
+    pub pingpong: bool,
+    /// Orders per session answered but left out of the latency, as warm-up (`--warmup`).
+    #[serde(default)]
+    pub warmup_orders: u64,
     /// Order mix weights, as given.
     pub mix: String,
     /// Request size of the baseline, bytes (a NewOrderSingle's size).
@@ -365,6 +428,15 @@ impl BenchReport {
                  session; latency from each actual send",
                 (self.rate_per_s as f64 * self.duration_s).round(),
                 constants::BENCH_THROUGHPUT_WINDOW
+            );
+        }
+        if self.pingpong {
+            let _ = writeln!(
+                out,
+                "ping-pong     one order in flight per session, the next sent when its answer \
+                 arrives; latency from each actual send; the first {} orders of each session \
+                 are warm-up, left out of the latency",
+                self.warmup_orders
             );
         }
         let _ = writeln!(out, "placement     {}", self.placement);
@@ -502,6 +574,15 @@ impl BenchReport {
                 "{:<9} at {:>6} ms: worst {} µs ({:.2}x steady p99) — {}",
                 event.kind, event.at_ms, event.worst_us, event.worst_to_steady_p99, event.detail
             );
+            let seen = &event.seen;
+            if *seen != IncidentCounts::default() {
+                let _ = writeln!(
+                    out,
+                    "{:<9}   sessions saw {} disconnects, {} gaps, {} resent, {} resends served, \
+                     {} garbled",
+                    "", seen.disconnects, seen.gaps, seen.resent, seen.resends_served, seen.garbled
+                );
+            }
         }
         let _ = writeln!(
             out,
@@ -576,6 +657,33 @@ mod tests {
         assert!(
             row.contains("1.500") && row.contains("12.3") && row.contains("2.25"),
             "{row}"
+        );
+    }
+
+    #[test]
+    fn incidents_are_counted_for_the_event_whose_window_holds_them() {
+        let incidents = [
+            (500_000, Incident::Gap),
+            (1_100_000, Incident::ResendServed),
+            (1_200_000, Incident::Resent),
+            (2_100_000, Incident::Disconnect),
+            (9_000_000, Incident::Garbled),
+        ];
+        let counts = incidents_per_event(&incidents, &[(1_000, 1_000), (2_000, 2_000)]);
+        assert_eq!(
+            counts[0],
+            IncidentCounts {
+                resends_served: 1,
+                resent: 1,
+                ..IncidentCounts::default()
+            }
+        );
+        assert_eq!(
+            counts[1],
+            IncidentCounts {
+                disconnects: 1,
+                ..IncidentCounts::default()
+            }
         );
     }
 

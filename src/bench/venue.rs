@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::constants;
 use crate::control::api::{ControlReply, ControlRequest, EngineRole, GatewayUpgrade, Status};
 use crate::control::client;
 
@@ -149,7 +150,7 @@ pub struct Venue {
 
 /// `[control.operators]` naming the account this process runs as shared by the demo's `ops` and
 /// `risk`; empty if the account has no name (the approval is then refused, and says why).
-fn shared_account_operators() -> String {
+pub(crate) fn shared_account_operators() -> String {
     match crate::control::peer::current_account_name() {
         Some(account) => format!("[control.operators]\n{account:?} = [\"ops\", \"risk\"]"),
         None => String::new(),
@@ -332,7 +333,7 @@ impl Venue {
                     "the upgraded gateway did not serve in time".into(),
                 ));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(constants::BENCH_STATUS_POLL_MS));
         }
     }
 
@@ -355,6 +356,12 @@ impl Venue {
         Ok(pid)
     }
 
+    /// The pid of the gateway process the supervisor runs now, if one runs: a restarted or
+    /// upgraded gateway is another process.
+    pub fn gateway_pid(&self) -> Option<u32> {
+        gateway_child(self.gateway.id())
+    }
+
     /// Waits until the control endpoint answers again (a restarted gateway binds it anew).
     pub fn await_control(&self, timeout: Duration) -> Result<Status, VenueError> {
         let deadline = Instant::now() + timeout;
@@ -362,7 +369,9 @@ impl Venue {
             match self.status() {
                 Ok(status) => return Ok(status),
                 Err(error) if Instant::now() > deadline => return Err(error),
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => {
+                    std::thread::sleep(Duration::from_millis(constants::BENCH_STATUS_POLL_MS))
+                }
             }
         }
     }
@@ -398,7 +407,7 @@ impl Venue {
             if Instant::now() > deadline {
                 return Err(VenueError::Venue("no caught-up standby engine".into()));
             }
-            std::thread::sleep(Duration::from_millis(20));
+            std::thread::sleep(Duration::from_millis(constants::BENCH_STATUS_POLL_MS));
         }
     }
 
@@ -413,6 +422,52 @@ impl Venue {
             .ok_or_else(|| VenueError::Venue(format!("unknown engine {name}")))?;
         engine.kill();
         std::thread::sleep(Duration::from_millis(300));
+        engine.start(&self.program, &self.config_path)?;
+        self.await_standby(Some(&name))?;
+        Ok(name)
+    }
+
+    /// SIGKILLs the standby engine, waits until the gateway has seen it go, restarts it empty
+    /// and waits until it has rejoined (the authoritative engine's snapshot, then the journal)
+    /// as a caught-up standby; returns its name. The authoritative engine serves throughout:
+    /// what the rejoin costs it is what a counterparty would feel.
+    pub fn rejoin_standby(&mut self) -> Result<String, VenueError> {
+        let name = self
+            .status()?
+            .engines
+            .into_iter()
+            .find(|e| e.role == EngineRole::Standby)
+            .map(|e| e.name)
+            .ok_or_else(|| VenueError::Venue("no standby engine".into()))?;
+        let engine = self
+            .engines
+            .iter_mut()
+            .find(|e| e.name == name)
+            .ok_or_else(|| VenueError::Venue(format!("unknown engine {name}")))?;
+        engine.kill();
+        // Restarted only once the gateway has marked it down: a standby found caught up
+        // before that would be the dead one.
+        let deadline = Instant::now() + Duration::from_secs(constants::BENCH_ENGINE_DOWN_WAIT_S);
+        loop {
+            // A slot whose engine is down has no name in status.
+            let down = self
+                .status()
+                .is_ok_and(|status| !status.engines.iter().any(|e| e.name == name));
+            if down {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(VenueError::Venue(format!(
+                    "the gateway never saw {name} go"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(constants::BENCH_STATUS_POLL_MS));
+        }
+        let engine = self
+            .engines
+            .iter_mut()
+            .find(|e| e.name == name)
+            .ok_or_else(|| VenueError::Venue(format!("unknown engine {name}")))?;
         engine.start(&self.program, &self.config_path)?;
         self.await_standby(Some(&name))?;
         Ok(name)

@@ -4,15 +4,25 @@
 //! two-person rule compares. A name can be typed by anyone who can reach the endpoint, so the log
 //! also records the account of the process that connected: the control endpoint takes loopback
 //! connections only, so the client's socket is on this host, and Linux lists every TCP socket
-//! with its owner's uid in `/proc/net/tcp` and `/proc/net/tcp6`. The row whose local address is
-//! the peer's and whose remote address is ours is the client's socket.
+//! with its owner's uid: asked for one socket over netlink (`sock_diag`), or, where that is not
+//! available, in `/proc/net/tcp` and `/proc/net/tcp6`. The socket whose local address is the
+//! peer's and whose remote address is ours is the client's.
 
 use std::net::{IpAddr, SocketAddr};
 
 /// The uid owning the TCP socket at `peer` connected to `local`, if the kernel lists it. An
 /// IPv4 peer can be spelled as an IPv4-mapped IPv6 address; both tables are searched with both
 /// spellings.
+///
+/// The kernel is asked for that one socket first (netlink `sock_diag`, microseconds); the tables
+/// are read only when it does not answer with an owner. Reading them walks every TCP socket of
+/// the host: tens of ms of CPU on a host with a thousand, per control connection.
 pub fn tcp_peer_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    sock_diag_uid(peer, local).or_else(|| table_uid(peer, local))
+}
+
+/// The uid from `/proc/net/tcp{,6}`, read whole.
+fn table_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .find_map(|table| {
@@ -37,6 +47,136 @@ fn find_uid(text: &str, peer: SocketAddr, local: SocketAddr) -> Option<u32> {
             && *inode != "0";
         matches.then(|| uid.parse().ok()).flatten()
     })
+}
+
+/// `SOCK_DIAG_BY_FAMILY` (linux/sock_diag.h): the netlink message type of a socket query and of
+/// its answer.
+const SOCK_DIAG_BY_FAMILY: u16 = 20;
+/// `INET_DIAG_NOCOOKIE`: match the socket by its addresses, not by a cookie.
+const INET_DIAG_NOCOOKIE: u32 = u32::MAX;
+/// `TCP_ESTABLISHED` in `inet_diag_msg.idiag_state`.
+const TCP_ESTABLISHED: u8 = 1;
+/// Bytes of an `nlmsghdr`.
+const NLMSG_HEADER_BYTES: usize = 16;
+/// Offsets in an `inet_diag_msg` (after the netlink header): state, uid, inode.
+const DIAG_STATE: usize = 1;
+const DIAG_UID: usize = 64;
+const DIAG_INODE: usize = 68;
+/// Bytes of an `inet_diag_msg`.
+const DIAG_MSG_BYTES: usize = 72;
+
+/// The uid owning the established TCP socket from `peer` to `local`, asked of the kernel for
+/// that one socket (`inet_diag_req_v2` with its exact addresses over `NETLINK_SOCK_DIAG`).
+/// `None` when the kernel cannot be asked, does not know the socket, or it has no owner (closed:
+/// a time-wait socket has no inode and reads uid 0, which must not make a command root's).
+fn sock_diag_uid(peer: SocketAddr, local: SocketAddr) -> Option<u32> {
+    let (peer, local) = (canonical(peer), canonical(local));
+    let family = match (peer.ip(), local.ip()) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => libc::AF_INET as u8,
+        (IpAddr::V6(_), IpAddr::V6(_)) => libc::AF_INET6 as u8,
+        _ => return None,
+    };
+    let address = |ip: IpAddr| -> [u8; 16] {
+        let mut bytes = [0u8; 16];
+        match ip {
+            IpAddr::V4(v4) => bytes[..4].copy_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => bytes = v6.octets(),
+        }
+        bytes
+    };
+    // nlmsghdr, then inet_diag_req_v2 whose sockid names the client's socket: source the
+    // peer, destination us. Multi-byte header fields are in host order, ports and addresses in
+    // network order, as the kernel's structs have them.
+    let mut request = Vec::with_capacity(72);
+    request.extend_from_slice(&72u32.to_ne_bytes());
+    request.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
+    request.extend_from_slice(&(libc::NLM_F_REQUEST as u16).to_ne_bytes());
+    request.extend_from_slice(&1u32.to_ne_bytes());
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&[family, libc::IPPROTO_TCP as u8, 0, 0]);
+    request.extend_from_slice(&u32::MAX.to_ne_bytes());
+    request.extend_from_slice(&peer.port().to_be_bytes());
+    request.extend_from_slice(&local.port().to_be_bytes());
+    request.extend_from_slice(&address(peer.ip()));
+    request.extend_from_slice(&address(local.ip()));
+    request.extend_from_slice(&0u32.to_ne_bytes());
+    request.extend_from_slice(&INET_DIAG_NOCOOKIE.to_ne_bytes());
+    request.extend_from_slice(&INET_DIAG_NOCOOKIE.to_ne_bytes());
+    let answer = netlink_ask(&request)?;
+    let kind = u16::from_ne_bytes(answer.get(4..6)?.try_into().ok()?);
+    if kind != SOCK_DIAG_BY_FAMILY {
+        // NLMSG_ERROR: no such socket (ENOENT) or no sock_diag for this family.
+        return None;
+    }
+    let message = answer.get(NLMSG_HEADER_BYTES..NLMSG_HEADER_BYTES + DIAG_MSG_BYTES)?;
+    let word = |at: usize| {
+        Some(u32::from_ne_bytes(
+            message.get(at..at + 4)?.try_into().ok()?,
+        ))
+    };
+    let (state, uid, inode) = (message[DIAG_STATE], word(DIAG_UID)?, word(DIAG_INODE)?);
+    (state == TCP_ESTABLISHED && inode != 0).then_some(uid)
+}
+
+/// Sends `request` to the kernel's sock_diag and returns its first answer, or `None` if the
+/// socket cannot be opened or the kernel does not answer within a second.
+fn netlink_ask(request: &[u8]) -> Option<Vec<u8>> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: socket(2) has no memory preconditions; a non-negative result is a new descriptor
+    // that the OwnedFd below owns and closes.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if raw < 0 {
+        return None;
+    }
+    // SAFETY: `raw` is a descriptor just returned by socket(2), owned by nothing else.
+    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
+    let timeout = libc::timeval {
+        tv_sec: crate::constants::PEER_SOCK_DIAG_TIMEOUT_S,
+        tv_usec: 0,
+    };
+    // SAFETY: the option value points at a live timeval of the size passed; the kernel sends
+    // to pid 0 (itself) through a zeroed sockaddr_nl with only its family set.
+    let sent = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&raw const timeout).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+        let mut kernel: libc::sockaddr_nl = std::mem::zeroed();
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        libc::sendto(
+            socket.as_raw_fd(),
+            request.as_ptr().cast(),
+            request.len(),
+            0,
+            (&raw const kernel).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent != request.len() as isize {
+        return None;
+    }
+    let mut answer = vec![0u8; 8192];
+    // SAFETY: the kernel writes at most `answer.len()` bytes into `answer`, which is live.
+    let received = unsafe {
+        libc::recv(
+            socket.as_raw_fd(),
+            answer.as_mut_ptr().cast(),
+            answer.len(),
+            0,
+        )
+    };
+    let received = usize::try_from(received).ok()?;
+    answer.truncate(received);
+    Some(answer)
 }
 
 /// The login name of account `uid` from the password database (getpwuid_r), or `None` if it has
@@ -164,6 +304,24 @@ mod tests {
         drop(client);
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert_eq!(tcp_peer_uid(peer, local), None);
+    }
+
+    #[test]
+    fn the_kernel_names_the_owner_of_one_socket_without_reading_the_tables() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(local).unwrap();
+        let (_server, peer) = listener.accept().unwrap();
+        // SAFETY: getuid(2) has no preconditions and cannot fail.
+        let uid = unsafe { libc::getuid() };
+        assert_eq!(sock_diag_uid(peer, local), Some(uid));
+        // The lookup is by exact addresses: the accepted end (from us to the peer) is found too.
+        assert_eq!(sock_diag_uid(local, peer), Some(uid));
+        let elsewhere: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(sock_diag_uid(elsewhere, local), None);
+        drop(client);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(sock_diag_uid(peer, local), None, "closed");
     }
 
     #[test]
