@@ -43,34 +43,9 @@ fn write_config(dir: &Path, sessions: usize, hold_ms: u64) -> PathBuf {
     config_path
 }
 
-/// The pid of the gateway `baton up` (pid `up`) runs now, polled for until one runs.
+/// The pid of the gateway `baton up` (pid `up`) runs now, other than `not`.
 fn gateway_pid(up: u32, not: Option<u32>) -> u32 {
-    let deadline = Instant::now() + RECOVERY_WAIT;
-    loop {
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            // pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let is_gateway = cmdline.split(|b| *b == 0).any(|arg| arg == b"gateway");
-            if ppid == Some(up) && is_gateway && Some(pid) != not {
-                return pid;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no gateway process under baton up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::gateway_pid_under(up, not, RECOVERY_WAIT)
 }
 
 fn sigkill(pid: u32) {
@@ -760,29 +735,7 @@ fn file_gateway_builds(dir: &Path, control: SocketAddr) -> ([PathBuf; 2], Vec<St
     ];
     let mut changes = Vec::new();
     for build in &builds {
-        let filed = support::control::ok(support::control::ctl(
-            control,
-            "alice",
-            &[
-                "change",
-                "file",
-                "--artifact",
-                build.to_str().unwrap(),
-                "--reason",
-                "gateway build",
-            ],
-        ));
-        let change = filed
-            .split_whitespace()
-            .find(|word| word.starts_with("CHG-"))
-            .unwrap_or_else(|| panic!("no change in {filed}"))
-            .to_owned();
-        support::control::ok(support::control::ctl(
-            control,
-            "bob",
-            &["change", "approve", &change],
-        ));
-        changes.push(change);
+        changes.push(support::control::approved_change(control, build));
     }
     (builds, changes)
 }

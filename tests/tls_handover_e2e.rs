@@ -295,61 +295,9 @@ fn control_of(ready_path: &Path) -> SocketAddr {
     baton::control::ready::read(ready_path).unwrap().control
 }
 
-/// Files and approves a change for `build`.
-fn approved_change(control: SocketAddr, build: &Path) -> String {
-    let filed = support::control::ok(support::control::ctl(
-        control,
-        "alice",
-        &[
-            "change",
-            "file",
-            "--artifact",
-            build.to_str().unwrap(),
-            "--reason",
-            "gateway build",
-        ],
-    ));
-    let change = filed
-        .split_whitespace()
-        .find(|word| word.starts_with("CHG-"))
-        .unwrap_or_else(|| panic!("no change in {filed}"))
-        .to_owned();
-    support::control::ok(support::control::ctl(
-        control,
-        "bob",
-        &["change", "approve", &change],
-    ));
-    change
-}
-
-/// The pid of the gateway process `baton up` (pid `up`) runs, other than `not`.
+/// The pid of the gateway `baton up` (pid `up`) runs now, other than `not`.
 fn gateway_pid(up: u32, not: Option<u32>) -> u32 {
-    let deadline = Instant::now() + RECOVERY_WAIT;
-    loop {
-        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let ppid = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|p| p.parse::<u32>().ok());
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let is_gateway = cmdline.split(|b| *b == 0).any(|arg| arg == b"gateway");
-            let zombie = stat.contains(") Z ");
-            if ppid == Some(up) && is_gateway && !zombie && Some(pid) != not {
-                return pid;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no gateway process under baton up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    support::gateway_pid_under(up, not, RECOVERY_WAIT)
 }
 
 /// Runs `baton ctl upgrade-gateway` while the clients trade; returns its output.
@@ -408,7 +356,7 @@ fn tls_counterparties_stay_connected_across_two_planned_upgrades_and_are_closed_
     let mut previous = gateway_pid(up_pid, None);
     let mut pauses = Vec::new();
     for (round, build) in builds.iter().enumerate() {
-        let change = approved_change(control_of(&ready_path), build);
+        let change = support::control::approved_change(control_of(&ready_path), build);
         let printed = upgrade_under_trading(&config, &ready_path, &change, &mut clients, round);
         pauses.push(printed.trim().to_owned());
         let now = gateway_pid(up_pid, Some(previous));

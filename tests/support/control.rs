@@ -156,3 +156,27 @@ pub fn serve_fake_sequencer(
         drop(shutdown_tx);
     });
 }
+
+/// Files a change for `build` as alice and approves it as bob (the second person): what a
+/// planned upgrade or a stage needs before it runs. Returns the change's id.
+pub fn approved_change(control: SocketAddr, build: &Path) -> String {
+    let filed = ok(ctl(
+        control,
+        "alice",
+        &[
+            "change",
+            "file",
+            "--artifact",
+            build.to_str().unwrap(),
+            "--reason",
+            "gateway build",
+        ],
+    ));
+    let change = filed
+        .split_whitespace()
+        .find(|word| word.starts_with("CHG-"))
+        .unwrap_or_else(|| panic!("no change in {filed}"))
+        .to_owned();
+    ok(ctl(control, "bob", &["change", "approve", &change]));
+    change
+}

@@ -527,3 +527,37 @@ pub fn exit_within(child: &mut Child, within: Duration) -> Option<std::process::
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// The pid of the live gateway process `baton up` (pid `up`) runs, other than `not`, polled for
+/// until one runs or `within` passes (then the test fails).
+pub fn gateway_pid_under(up: u32, not: Option<u32>, within: Duration) -> u32 {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid ...: comm may hold spaces, so split after its ')'.
+            let mut after_comm = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace())
+                .into_iter()
+                .flatten();
+            let zombie = after_comm.next() == Some("Z");
+            let ppid = after_comm.next().and_then(|p| p.parse::<u32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let is_gateway = cmdline.split(|b| *b == 0).any(|arg| arg == b"gateway");
+            if ppid == Some(up) && is_gateway && !zombie && Some(pid) != not {
+                return pid;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no gateway process under baton up"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
