@@ -2281,3 +2281,39 @@ fn a_gap_closed_by_the_resent_messages_leaves_the_session_settled() {
     assert_eq!(seq_summary(&answer), [("2".to_string(), 3, String::new())]);
     assert_eq!(text(&answer[0], 7), "4");
 }
+
+#[test]
+fn messages_held_behind_a_resend_count_against_each_steps_budget() {
+    let budget = constants::RESEND_STEP_MESSAGES_MAX as u64;
+    let mut h = Harness::new();
+    h.logon(); // our seq 1
+    with_many_sent(&mut h, 3_000); // 2..=3001
+    h.session.logout(h.now, "bye"); // 3002
+    h.sent();
+    let request = h.build(b"2", &[(7, "2"), (16, "0")]);
+    h.session.handle_bytes(h.now, &request);
+    raw(&mut h);
+    // A Reject during the resend is held (3003); the outbox's business after it (from 3004)
+    // is stored, but after our Logout it waits for the next session, so the held messages
+    // after the Reject are examined without writing anything.
+    h.send(b"ZZ", &[]);
+    with_many_sent(&mut h, 2 * constants::RESEND_STEP_MESSAGES_MAX);
+    while h.session.replay.is_some() {
+        h.session.continue_resend(h.now);
+        raw(&mut h);
+    }
+    // Steps that start among the held messages examine at most the budget each.
+    let mut steps = 0;
+    while let Some(from) = h.session.held_from {
+        steps += 1;
+        assert!(steps < 10, "held messages do not drain");
+        h.session.continue_resend(h.now);
+        let to = h
+            .session
+            .held_from
+            .unwrap_or(h.session.store().seq_num_next_out());
+        assert!(to - from <= budget, "{from}..{to} in one step");
+        raw(&mut h);
+    }
+    assert!(steps >= 2, "{steps} steps");
+}
