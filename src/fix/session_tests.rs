@@ -2037,3 +2037,401 @@ fn heart_bt_int_zero_where_allowed_means_no_heartbeats_and_no_test_requests() {
     assert_eq!(h.session.state(), State::Active);
     assert_eq!(h.disconnected_with(), None);
 }
+
+// ----- Resend serving, exactly -------------------------------------------------------------------
+
+/// Stores `count` Heartbeats from the gateway (session-level, so a resend gap-fills them) and
+/// discards what went out.
+fn with_heartbeats_sent(h: &mut Harness, count: usize) {
+    for _ in 0..count {
+        h.session.send_app(h.now, b"0", |_| {}).expect("stored");
+    }
+    h.sent();
+}
+
+/// (MsgType, MsgSeqNum, NewSeqNo) of each message, to compare a resend with its exact answer.
+fn seq_summary(messages: &[Message]) -> Vec<(String, u64, String)> {
+    messages
+        .iter()
+        .map(|m| {
+            (
+                text(m, 35),
+                text(m, 34).parse().expect("MsgSeqNum"),
+                text(m, 36),
+            )
+        })
+        .collect()
+}
+
+fn gap_fill(seq: u64, new_seq: u64) -> (String, u64, String) {
+    ("4".to_string(), seq, new_seq.to_string())
+}
+
+fn report(seq: u64) -> (String, u64, String) {
+    ("8".to_string(), seq, String::new())
+}
+
+#[test]
+fn a_run_of_session_messages_in_a_resend_becomes_exactly_one_gap_fill() {
+    let mut h = Harness::new();
+    h.logon(); // our seq 1
+    with_heartbeats_sent(&mut h, 10); // 2..=11
+    with_many_sent(&mut h, 1); // 12
+    with_heartbeats_sent(&mut h, 5); // 13..=17
+    with_many_sent(&mut h, 1); // 18
+    let answer = h.send(b"2", &[(7, "1"), (16, "0")]);
+    assert_eq!(
+        seq_summary(&answer),
+        [gap_fill(1, 12), report(12), gap_fill(13, 18), report(18)]
+    );
+    // A range that ends inside a run fills up to its end, and one that starts inside a run
+    // fills from there.
+    let answer = h.send(b"2", &[(7, "14"), (16, "16")]);
+    assert_eq!(seq_summary(&answer), [gap_fill(14, 17)]);
+    let answer = h.send(b"2", &[(7, "5"), (16, "12")]);
+    assert_eq!(seq_summary(&answer), [gap_fill(5, 12), report(12)]);
+    assert!(!h.session.resend_pending());
+}
+
+#[test]
+fn each_resend_step_gap_fills_exactly_its_message_budget() {
+    let budget = constants::RESEND_STEP_MESSAGES_MAX as u64;
+    let mut h = Harness::new();
+    h.logon(); // our seq 1
+    with_heartbeats_sent(&mut h, 3 * constants::RESEND_STEP_MESSAGES_MAX); // 2..=3*budget+1
+    let request = h.build(b"2", &[(7, "1"), (16, "0")]);
+    h.session.handle_bytes(h.now, &request);
+    let mut steps = vec![seq_summary(&parse_all(&raw(&mut h)))];
+    while h.session.resend_pending() {
+        assert!(steps.len() < 10, "resend does not finish");
+        h.session.continue_resend(h.now);
+        steps.push(seq_summary(&parse_all(&raw(&mut h))));
+    }
+    // A step examines exactly the budget: one gap fill over that many messages each, and the
+    // last step the one message left.
+    assert_eq!(
+        steps,
+        [
+            vec![gap_fill(1, budget + 1)],
+            vec![gap_fill(budget + 1, 2 * budget + 1)],
+            vec![gap_fill(2 * budget + 1, 3 * budget + 1)],
+            vec![gap_fill(3 * budget + 1, 3 * budget + 2)],
+        ]
+    );
+}
+
+#[test]
+fn business_resent_in_a_step_counts_against_its_message_budget() {
+    let budget = constants::RESEND_STEP_MESSAGES_MAX as u64;
+    let mut h = Harness::new();
+    h.logon(); // our seq 1
+    with_many_sent(&mut h, 100); // 2..=101
+    with_heartbeats_sent(&mut h, 2 * constants::RESEND_STEP_MESSAGES_MAX);
+    let answer = h.send(b"2", &[(7, "1"), (16, "0")]);
+    let mut expected = vec![gap_fill(1, 2)];
+    expected.extend((2..=101).map(report));
+    // 101 messages examined before the run: the gap fill covers what is left of the budget.
+    expected.push(gap_fill(102, budget + 1));
+    assert_eq!(seq_summary(&answer), expected);
+    assert!(h.session.resend_pending());
+}
+
+#[test]
+fn a_resend_request_for_an_invalid_range_is_rejected_and_serves_nothing() {
+    let mut h = Harness::new();
+    h.logon();
+    with_sent_business(&mut h); // our seqs 2, 3, 4
+    let answer = h.send(b"2", &[(7, "0"), (16, "2")]);
+    assert_eq!(seq_summary(&answer), [("3".to_string(), 5, String::new())]);
+    assert_eq!(text(&answer[0], 373), "5");
+    let answer = h.send(b"2", &[(7, "4"), (16, "3")]);
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert_eq!(answer[0].msg_type(), b"3");
+    assert_eq!(text(&answer[0], 373), "5");
+    assert_eq!(text(&answer[0], 371), "16");
+    assert_eq!(text(&answer[0], 58), "EndSeqNo lower than BeginSeqNo");
+    // A number that is not one is a format problem of that field, not a range problem.
+    let answer = h.send(b"2", &[(7, "x"), (16, "0")]);
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert_eq!(text(&answer[0], 373), "6");
+    assert_eq!(text(&answer[0], 371), "7");
+    assert_eq!(h.session.stats().resends_served, 0);
+    assert!(!h.session.resend_pending());
+}
+
+#[test]
+fn a_resend_request_past_what_was_sent_is_served_up_to_the_last_sent() {
+    let mut h = Harness::new();
+    h.logon();
+    with_sent_business(&mut h); // our seqs 2, 3, 4
+    let answer = h.send(b"2", &[(7, "3"), (16, "100")]);
+    assert_eq!(seq_summary(&answer), [report(3), report(4)]);
+    let answer = h.send(b"2", &[(7, "4"), (16, "4")]);
+    assert_eq!(seq_summary(&answer), [report(4)]);
+    // Nothing sent from there on: nothing to serve, and the request is still counted.
+    let answer = h.send(b"2", &[(7, "10"), (16, "0")]);
+    assert!(answer.is_empty(), "{answer:?}");
+    assert!(!h.session.resend_pending());
+    assert_eq!(h.session.stats().resends_served, 3);
+    assert_eq!(h.session.store().seq_num_next_out(), 5);
+}
+
+#[test]
+fn a_resend_request_covering_messages_held_behind_a_resend_sends_each_once() {
+    let mut h = Harness::new();
+    h.logon(); // our seq 1
+    with_many_sent(&mut h, 3_000); // 2..=3001
+    let request = h.build(b"2", &[(7, "2"), (16, "0")]);
+    h.session.handle_bytes(h.now, &request);
+    let mut received = parse_all(&raw(&mut h));
+    for n in 0..3 {
+        let id = format!("LIVE-{n}");
+        h.session
+            .send_app(h.now, b"8", |e| {
+                e.str(37, &id).str(11, &id).str(17, &id);
+            })
+            .unwrap(); // 3002..=3004, held
+    }
+    assert!(raw(&mut h).is_empty(), "held behind the resend");
+    // The counterparty asks again, now for everything: the held messages are part of the
+    // range, so they are resent in it and not a second time after it.
+    let request = h.build(b"2", &[(7, "2"), (16, "0")]);
+    let (rest, _) = serve_in_steps(&mut h, &request);
+    received.extend(rest);
+    let restart = received
+        .iter()
+        .rposition(|m| text(m, 34) == "2")
+        .expect("served from 2");
+    assert_eq!(assert_contiguous(&received[restart..], 2), 3_005);
+    let live: Vec<(String, String)> = received
+        .iter()
+        .filter(|m| text(m, 11).starts_with("LIVE-"))
+        .map(|m| (text(m, 34), text(m, 43)))
+        .collect();
+    assert_eq!(
+        live,
+        [("3002", "Y"), ("3003", "Y"), ("3004", "Y")].map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+}
+
+#[test]
+fn after_our_logout_held_session_messages_follow_a_resend_and_business_waits() {
+    let mut h = Harness::new();
+    h.logon(); // our seq 1
+    with_many_sent(&mut h, 3_000); // 2..=3001
+    h.session.logout(h.now, "bye"); // 3002
+    assert_eq!(h.sent().len(), 1);
+    // The counterparty closes its gap before it answers our Logout, as it should.
+    let request = h.build(b"2", &[(7, "2"), (16, "0")]);
+    h.session.handle_bytes(h.now, &request);
+    let mut received = parse_all(&raw(&mut h));
+    assert!(h.session.resend_pending());
+    // A Reject (ours, 3003) falls due during the resend; then the outbox delivers (3004).
+    received.extend(h.send(b"ZZ", &[]));
+    h.session
+        .send_app(h.now, b"8", |e| {
+            e.str(37, "LATE").str(11, "LATE").str(17, "LATE");
+        })
+        .unwrap();
+    let (rest, _) = serve_in_steps(&mut h, &[]);
+    received.extend(rest);
+    assert_eq!(assert_contiguous(&received, 2), 3_004);
+    let last = received.last().expect("something was sent");
+    assert_eq!(
+        (text(last, 35), text(last, 34)),
+        ("3".to_string(), "3003".to_string())
+    );
+    assert!(
+        received.iter().all(|m| text(m, 11) != "LATE"),
+        "business waits for the next session after our Logout"
+    );
+}
+
+#[test]
+fn every_message_written_is_counted_once_and_so_is_every_frame_reject_and_resend() {
+    let mut h = Harness::new();
+    let mut received = h.logon();
+    for n in 0..1_500 {
+        let id = format!("E-{n}");
+        h.session
+            .send_app(h.now, b"8", |e| {
+                e.str(37, &id).str(11, &id).str(17, &id);
+            })
+            .unwrap();
+    }
+    received.extend(h.sent()); // live
+    received.extend(h.send(b"ZZ", &[])); // a Reject
+    received.extend(h.advance(31_000)); // a Heartbeat
+    let request = h.build(b"2", &[(7, "1"), (16, "0")]);
+    h.session.handle_bytes(h.now, &request);
+    received.extend(parse_all(&raw(&mut h)));
+    for n in 0..2 {
+        let id = format!("HELD-{n}");
+        h.session
+            .send_app(h.now, b"8", |e| {
+                e.str(37, &id).str(11, &id).str(17, &id);
+            })
+            .unwrap();
+    }
+    let (rest, _) = serve_in_steps(&mut h, &[]); // resent, gap fills, then the held ones
+    received.extend(rest);
+    assert!(received.iter().any(|m| text(m, 11) == "HELD-1"));
+    let stats = h.session.stats();
+    assert_eq!(stats.messages_out, received.len() as u64);
+    assert_eq!(stats.frames_in, 3, "Logon, the bad message, ResendRequest");
+    assert_eq!(stats.rejects_sent, 1);
+    assert_eq!(stats.resends_served, 1);
+    assert_eq!(stats.garbled, 0);
+    assert_eq!(stats.logons, 1);
+}
+
+#[test]
+fn a_reject_names_a_tag_only_when_one_is_at_fault() {
+    // A tag that is not a number: no tag number can be named.
+    let (answer, _) = reject_for(&frame(
+        "35=0|49=CLIENT|56=BATON|34=2|52=20261123-12:00:00|x9=X|",
+    ));
+    assert_eq!(answer.len(), 1, "{answer:?}");
+    assert_eq!(text(&answer[0], 373), "0");
+    assert_eq!(answer[0].get(371), None, "{answer:?}");
+    assert_eq!(text(&answer[0], 45), "2");
+    assert_eq!(text(&answer[0], 372), "0");
+}
+
+#[test]
+fn identify_reads_the_begin_string_and_both_comp_ids() {
+    let logon = Message::parse(&frame(
+        "35=A|49=CLIENT|56=BATON|34=1|52=20261123-12:00:00|98=0|108=30|",
+    ))
+    .unwrap();
+    assert_eq!(
+        identify(&logon),
+        Some((&b"FIX.4.4"[..], &b"CLIENT"[..], &b"BATON"[..]))
+    );
+    let anonymous = Message::parse(&frame(
+        "35=A|49=CLIENT|34=1|52=20261123-12:00:00|98=0|108=30|",
+    ))
+    .unwrap();
+    assert_eq!(identify(&anonymous), None);
+}
+
+// ----- The queue behind a gap, exactly ------------------------------------------------------------
+
+#[test]
+fn a_gap_fill_past_queued_messages_drops_them_and_releases_their_bytes() {
+    let mut h = Harness::new();
+    h.logon();
+    h.events();
+    let _lost = h.build(b"0", &[]); // seq 2
+    h.send(b"D", &order("O-3")); // queued, and the ResendRequest goes out
+    h.send(b"D", &order("O-4"));
+    let _after = h.build(b"0", &[]); // seq 5, lost too
+    h.send(b"D", &order("O-6"));
+    assert_eq!(h.session.queue.len(), 3);
+    assert!(h.session.queue_bytes > 0);
+    assert!(!h.session.settled());
+    // The counterparty's answer says 2..=4 were session-level after all: the two orders it
+    // replaces are dropped, and 6 still waits for 5.
+    let fill = h.build_with_seq(
+        b"4",
+        2,
+        &[(43, "Y"), (122, "20261123-11:59:00"), (123, "Y"), (36, "5")],
+    );
+    assert!(h.feed(&fill).is_empty());
+    assert!(
+        h.events().is_empty(),
+        "nothing a gap fill covered is delivered"
+    );
+    assert_eq!(h.session.seq_num_next_in(), 5);
+    let left: Vec<u64> = h.session.queue.keys().copied().collect();
+    assert_eq!(left, [6]);
+    let expected_bytes: usize = h
+        .session
+        .queue
+        .values()
+        .map(|q| queued_bytes(&q.message))
+        .sum();
+    assert_eq!(h.session.queue_bytes, expected_bytes);
+    assert!(!h.session.settled(), "5 is still missing");
+    let fill = h.build_with_seq(
+        b"4",
+        5,
+        &[(43, "Y"), (122, "20261123-11:59:00"), (123, "Y"), (36, "6")],
+    );
+    assert!(h.feed(&fill).is_empty());
+    let delivered: Vec<(String, u64)> = h
+        .events()
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::Application(m) => Some((text(&m, 11), text(&m, 34).parse().unwrap())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delivered, [("O-6".to_string(), 6)]);
+    assert_eq!(h.session.queue_bytes, 0);
+    h.session.confirm_in(6);
+    assert!(
+        h.session.settled(),
+        "the gap is closed and nothing is queued"
+    );
+}
+
+#[test]
+fn a_gap_closed_by_the_resent_messages_leaves_the_session_settled() {
+    let mut h = Harness::new();
+    h.logon();
+    h.events();
+    let lost = h.build(b"0", &[]); // seq 2
+    h.send(b"0", &[]); // seq 3, queued
+    assert!(!h.session.settled());
+    let resent = h.build_with_seq(b"0", 2, &[(43, "Y"), (122, "20261123-11:59:00")]);
+    drop(lost);
+    h.feed(&resent);
+    assert_eq!(h.session.seq_num_next_in(), 4);
+    assert!(
+        h.session.settled(),
+        "gap closed: {:?}",
+        h.session.resend_target
+    );
+    // A second gap asks again.
+    let _lost = h.build(b"0", &[]); // seq 4
+    let answer = h.send(b"0", &[]); // seq 5
+    assert_eq!(seq_summary(&answer), [("2".to_string(), 3, String::new())]);
+    assert_eq!(text(&answer[0], 7), "4");
+}
+
+#[test]
+fn messages_held_behind_a_resend_count_against_each_steps_budget() {
+    let budget = constants::RESEND_STEP_MESSAGES_MAX as u64;
+    let mut h = Harness::new();
+    h.logon(); // our seq 1
+    with_many_sent(&mut h, 3_000); // 2..=3001
+    h.session.logout(h.now, "bye"); // 3002
+    h.sent();
+    let request = h.build(b"2", &[(7, "2"), (16, "0")]);
+    h.session.handle_bytes(h.now, &request);
+    raw(&mut h);
+    // A Reject during the resend is held (3003); the outbox's business after it (from 3004)
+    // is stored, but after our Logout it waits for the next session, so the held messages
+    // after the Reject are examined without writing anything.
+    h.send(b"ZZ", &[]);
+    with_many_sent(&mut h, 2 * constants::RESEND_STEP_MESSAGES_MAX);
+    while h.session.replay.is_some() {
+        h.session.continue_resend(h.now);
+        raw(&mut h);
+    }
+    // Steps that start among the held messages examine at most the budget each.
+    let mut steps = 0;
+    while let Some(from) = h.session.held_from {
+        steps += 1;
+        assert!(steps < 10, "held messages do not drain");
+        h.session.continue_resend(h.now);
+        let to = h
+            .session
+            .held_from
+            .unwrap_or(h.session.store().seq_num_next_out());
+        assert!(to - from <= budget, "{from}..{to} in one step");
+        raw(&mut h);
+    }
+    assert!(steps >= 2, "{steps} steps");
+}

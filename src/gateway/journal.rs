@@ -1398,6 +1398,123 @@ mod tests {
         fs::write(path, bytes).unwrap();
     }
 
+    /// A source that hands out its bytes at most three at a time, with an interruption before
+    /// every read that gets data, and then either ends or fails with `fail_with`.
+    struct Trickle {
+        bytes: Vec<u8>,
+        at: usize,
+        interrupt_next: bool,
+        fail_with: Option<io::ErrorKind>,
+    }
+
+    impl Trickle {
+        fn new(bytes: Vec<u8>, fail_with: Option<io::ErrorKind>) -> Trickle {
+            Trickle {
+                bytes,
+                at: 0,
+                interrupt_next: true,
+                fail_with,
+            }
+        }
+    }
+
+    impl Read for Trickle {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.interrupt_next {
+                self.interrupt_next = false;
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            self.interrupt_next = true;
+            if self.at == self.bytes.len() {
+                return match self.fail_with {
+                    Some(kind) => Err(kind.into()),
+                    None => Ok(0),
+                };
+            }
+            let n = buf.len().min(3).min(self.bytes.len() - self.at);
+            buf[..n].copy_from_slice(&self.bytes[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn read_up_to_fills_across_short_and_interrupted_reads_and_returns_other_errors() {
+        // More than the buffer: exactly the buffer, and nothing past it is taken.
+        let mut source = Trickle::new((1..=20).collect(), None);
+        let mut buf = [0u8; 10];
+        assert_eq!(read_up_to(&mut source, &mut buf).unwrap(), 10);
+        assert_eq!(buf.to_vec(), (1..=10).collect::<Vec<u8>>());
+        assert_eq!(source.at, 10);
+        // Less than the buffer: what there is, then the end of the file.
+        let mut source = Trickle::new(vec![7; 5], None);
+        let mut buf = [0u8; 10];
+        assert_eq!(read_up_to(&mut source, &mut buf).unwrap(), 5);
+        assert_eq!(buf, [7, 7, 7, 7, 7, 0, 0, 0, 0, 0]);
+        // Any error but an interruption is the caller's to report.
+        let mut source = Trickle::new(vec![7; 5], Some(io::ErrorKind::PermissionDenied));
+        let error = read_up_to(&mut source, &mut buf).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::PermissionDenied);
+    }
+
+    #[test]
+    fn a_reader_waiting_at_a_torn_tail_reads_on_once_the_writer_cut_it_and_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        append_all(&mut open(dir, SMALL), 1..=40);
+        let last = segments(dir).pop().unwrap();
+        let (seq, at) = *records(&last).last().unwrap();
+        assert_eq!(seq, 40);
+        edit_file(&last, |bytes| bytes[at + HEADER_BYTES + 3] ^= 0x40);
+        let mut reader = Journal::read_from(dir, 1).unwrap();
+        for want in 1..=39 {
+            assert_eq!(reader.next().unwrap(), Some(entry(want)));
+        }
+        // The torn record is the end of data, as often as it is asked.
+        assert_eq!(reader.next().unwrap(), None);
+        assert_eq!(reader.next().unwrap(), None);
+        {
+            let mut journal = open(dir, SMALL);
+            assert_eq!(journal.last_seq(), 39);
+            journal.append(40, time(40), b"forty again").unwrap();
+            append_all(&mut journal, 41..=45);
+        }
+        let mut want = entries(40..=45);
+        want[0].payload = b"forty again".to_vec();
+        let mut read = Vec::new();
+        while let Some(entry) = reader.next().unwrap() {
+            read.push(entry);
+        }
+        assert_eq!(read, want);
+    }
+
+    #[test]
+    fn a_record_in_the_middle_of_a_segment_says_where_the_next_one_starts() {
+        // Payloads of every length modulo the alignment, so each padding is exercised, read in
+        // one pass and from each seq on.
+        let dir = tempfile::tempdir().unwrap();
+        let dir = dir.path();
+        let mut journal = open(dir, JOURNAL_SEGMENT_BYTES_DEFAULT);
+        for seq in 1..=(2 * ALIGN_BYTES as u64) {
+            journal
+                .append(seq, time(seq), &vec![seq as u8; seq as usize])
+                .unwrap();
+        }
+        drop(journal);
+        for from in [0, 1, 2, 7, 9, 16] {
+            let read: Vec<(u64, usize)> = read_all(dir, from)
+                .unwrap()
+                .into_iter()
+                .map(|entry| (entry.seq, entry.payload.len()))
+                .collect();
+            let first = from.max(1);
+            let want: Vec<(u64, usize)> = (first..=2 * ALIGN_BYTES as u64)
+                .map(|seq| (seq, seq as usize))
+                .collect();
+            assert_eq!(read, want, "from {from}");
+        }
+    }
+
     #[test]
     fn appends_read_back_across_reopen() {
         for durability in DURABILITIES {

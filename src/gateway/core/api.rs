@@ -471,4 +471,30 @@ mod expected_divergence_tests {
                 .is_empty()
         );
     }
+
+    #[test]
+    fn a_declaration_is_empty_only_without_symbols_and_message_types_and_says_so() {
+        let none = ExpectedDivergence::default();
+        assert!(none.is_empty());
+        assert_eq!(none.describe(), "none");
+        let symbols = ExpectedDivergence {
+            symbols: vec!["AAA".into()],
+            msg_types: vec![],
+        };
+        assert!(!symbols.is_empty());
+        assert_eq!(symbols.describe(), "symbols AAA");
+        let types = ExpectedDivergence {
+            symbols: vec![],
+            msg_types: vec!["F".into(), "G".into()],
+        };
+        assert!(!types.is_empty());
+        assert_eq!(types.describe(), "messages F,G");
+    }
+
+    #[test]
+    fn canary_delivery_modes_are_named_as_the_config_spells_them() {
+        use super::CanaryDelivery;
+        assert_eq!(CanaryDelivery::Immediate.as_str(), "immediate");
+        assert_eq!(CanaryDelivery::Verified.as_str(), "verified");
+    }
 }

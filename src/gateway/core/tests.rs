@@ -1258,3 +1258,95 @@ fn a_canary_declaring_divergence_on_an_unknown_symbol_is_refused() {
         h.reply(canary)
     );
 }
+
+#[test]
+fn status_shows_each_engines_lag_in_inputs_and_in_time() {
+    let mut h = Harness::blue_green();
+    let first = h.status().journal_last_seq;
+    h.order(AAA); // stamped at t
+    h.now = h.now.plus_millis(1);
+    h.order(BBB); // t + 1 ms
+    h.now = h.now.plus_millis(2);
+    h.order(AAA); // t + 3 ms
+    h.answer(0, 1);
+    h.now = h.now.plus_millis(4); // t + 7 ms
+    let status = h.status();
+    assert_eq!(status.journal_last_seq, first + 3);
+    let (blue, green) = (&status.engines[0], &status.engines[1]);
+    assert_eq!(
+        (blue.role, green.role),
+        (EngineRole::Authoritative, EngineRole::Standby)
+    );
+    // Blue answered the first: it is two inputs behind, and the oldest it owes is 6 ms old.
+    assert_eq!(
+        (blue.answered_through, blue.lag_inputs, blue.lag_us),
+        (first + 1, 2, 6_000)
+    );
+    assert_eq!(
+        (green.answered_through, green.lag_inputs, green.lag_us),
+        (first, 3, 7_000)
+    );
+    h.settle();
+    let status = h.status();
+    for engine in &status.engines {
+        assert_eq!((engine.lag_inputs, engine.lag_us), (0, 0), "{engine:?}");
+    }
+}
+
+#[test]
+fn status_shows_the_canarys_latency_against_the_baseline_and_the_allowance_from_it() {
+    let mut h = Harness::blue_green();
+    start_canary(&mut h, &[AAA], ExpectedDivergence::default());
+    h.order(AAA);
+    h.now = h.now.plus_millis(3);
+    h.answer(1, 1); // the canary, 3 ms after the stamp
+    h.now = h.now.plus_millis(5);
+    h.answer(0, 1); // the baseline, 8 ms after it
+    let canary = h.status().canary.expect("a canary");
+    let gates = &canary.gates;
+    // A histogram's buckets are within 1% of the value recorded.
+    assert!((3_000..3_030).contains(&gates.canary_p99_us), "{gates:?}");
+    assert!((8_000..8_080).contains(&gates.baseline_p99_us), "{gates:?}");
+    let allowance = h.config.gates.latency_limit_us(gates.baseline_p99_us) as u64;
+    assert!(allowance > gates.baseline_p99_us, "{gates:?}");
+    assert_eq!(gates.latency_allowance_p99_us, allowance);
+    assert_eq!(
+        (canary.engine.as_str(), canary.baseline.as_str()),
+        ("green", "blue")
+    );
+    assert_eq!(canary.symbols, [AAA]);
+    assert_eq!(canary.delivery, "immediate");
+}
+
+#[test]
+fn the_driver_reads_the_configured_engines_and_the_link_secret_from_the_core() {
+    let h = Harness::blue_green();
+    assert_eq!(h.core.engine_count(), 2);
+    assert_eq!(h.core.engine_addr(0), &h.config.engines[0]);
+    assert_eq!(h.core.engine_addr(1), &h.config.engines[1]);
+    assert!(h.core.link_secret().is_none());
+}
+
+#[test]
+fn recycled_input_batches_are_kept_up_to_the_bound_and_only_when_small_enough() {
+    let mut h = Harness::blue_green();
+    h.core.spare_inputs.clear();
+    // Too large a batch is freed, not kept.
+    h.core.recycle_inputs(Vec::with_capacity(
+        crate::constants::SEQUENCER_BATCH_MAX + 1,
+    ));
+    assert!(h.core.spare_inputs.is_empty());
+    for kept in 1..=crate::constants::SEQUENCER_SPARE_BATCHES_MAX {
+        h.core
+            .recycle_inputs(Vec::with_capacity(crate::constants::SEQUENCER_BATCH_MAX));
+        assert_eq!(h.core.spare_inputs.len(), kept);
+    }
+    h.core.recycle_inputs(Vec::with_capacity(8));
+    assert_eq!(
+        h.core.spare_inputs.len(),
+        crate::constants::SEQUENCER_SPARE_BATCHES_MAX
+    );
+    // The next batches are built in kept ones.
+    h.order(AAA);
+    assert!(h.core.spare_inputs.len() < crate::constants::SEQUENCER_SPARE_BATCHES_MAX);
+}
