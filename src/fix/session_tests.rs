@@ -2067,7 +2067,7 @@ fn gap_fill(seq: u64, new_seq: u64) -> (String, u64, String) {
     ("4".to_string(), seq, new_seq.to_string())
 }
 
-fn report(seq: u64) -> (String, u64, String) {
+fn resent_report(seq: u64) -> (String, u64, String) {
     ("8".to_string(), seq, String::new())
 }
 
@@ -2082,14 +2082,19 @@ fn a_run_of_session_messages_in_a_resend_becomes_exactly_one_gap_fill() {
     let answer = h.send(b"2", &[(7, "1"), (16, "0")]);
     assert_eq!(
         seq_summary(&answer),
-        [gap_fill(1, 12), report(12), gap_fill(13, 18), report(18)]
+        [
+            gap_fill(1, 12),
+            resent_report(12),
+            gap_fill(13, 18),
+            resent_report(18)
+        ]
     );
     // A range that ends inside a run fills up to its end, and one that starts inside a run
     // fills from there.
     let answer = h.send(b"2", &[(7, "14"), (16, "16")]);
     assert_eq!(seq_summary(&answer), [gap_fill(14, 17)]);
     let answer = h.send(b"2", &[(7, "5"), (16, "12")]);
-    assert_eq!(seq_summary(&answer), [gap_fill(5, 12), report(12)]);
+    assert_eq!(seq_summary(&answer), [gap_fill(5, 12), resent_report(12)]);
     assert!(!h.session.resend_pending());
 }
 
@@ -2129,7 +2134,7 @@ fn business_resent_in_a_step_counts_against_its_message_budget() {
     with_heartbeats_sent(&mut h, 2 * constants::RESEND_STEP_MESSAGES_MAX);
     let answer = h.send(b"2", &[(7, "1"), (16, "0")]);
     let mut expected = vec![gap_fill(1, 2)];
-    expected.extend((2..=101).map(report));
+    expected.extend((2..=101).map(resent_report));
     // 101 messages examined before the run: the gap fill covers what is left of the budget.
     expected.push(gap_fill(102, budget + 1));
     assert_eq!(seq_summary(&answer), expected);
@@ -2165,9 +2170,9 @@ fn a_resend_request_past_what_was_sent_is_served_up_to_the_last_sent() {
     h.logon();
     with_sent_business(&mut h); // our seqs 2, 3, 4
     let answer = h.send(b"2", &[(7, "3"), (16, "100")]);
-    assert_eq!(seq_summary(&answer), [report(3), report(4)]);
+    assert_eq!(seq_summary(&answer), [resent_report(3), resent_report(4)]);
     let answer = h.send(b"2", &[(7, "4"), (16, "4")]);
-    assert_eq!(seq_summary(&answer), [report(4)]);
+    assert_eq!(seq_summary(&answer), [resent_report(4)]);
     // Nothing sent from there on: nothing to serve, and the request is still counted.
     let answer = h.send(b"2", &[(7, "10"), (16, "0")]);
     assert!(answer.is_empty(), "{answer:?}");
