@@ -687,15 +687,7 @@ fn upgrade_under_load(
     clients: &mut [Client],
     round: usize,
 ) -> u64 {
-    let mut ctl = std::process::Command::new(env!("CARGO_BIN_EXE_baton"))
-        .args(["ctl", "--config"])
-        .arg(config)
-        .args(["--operator", "alice", "upgrade-gateway", "--change", change])
-        .env(READY_FILE_ENV, ready_path)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn baton ctl");
+    let mut ctl = support::control::spawn_upgrade_gateway(config, ready_path, change);
     let deadline = Instant::now() + RECOVERY_WAIT;
     let mut batch = 0;
     // Order flow throughout the upgrade: a batch from every session, acknowledged, again.

@@ -180,3 +180,22 @@ pub fn approved_change(control: SocketAddr, build: &Path) -> String {
     ok(ctl(control, "bob", &["change", "approve", &change]));
     change
 }
+
+/// Starts `baton ctl upgrade-gateway --change CHANGE` the way an operator runs it (it finds the
+/// gateway through the config and the ready file, before and after the upgrade), output piped,
+/// so a test can keep trading while it runs.
+pub fn spawn_upgrade_gateway(
+    config: &Path,
+    ready_path: &Path,
+    change: &str,
+) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_baton"))
+        .args(["ctl", "--config"])
+        .arg(config)
+        .args(["--operator", "alice", "upgrade-gateway", "--change", change])
+        .env(super::READY_FILE_ENV, ready_path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn baton ctl")
+}
