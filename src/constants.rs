@@ -512,6 +512,15 @@ pub const TRANSFER_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
 /// amortize both under load, small enough that a batch is microseconds of work.
 pub const SEQUENCER_BATCH_MAX: usize = 256;
 
+/// Longest journal (in inputs) an empty standby is rebuilt from by replaying it from input 1
+/// instead of from the authoritative engine's snapshot. A replay costs the authoritative engine
+/// nothing, but its catch-up time grows with the day's inputs (a snapshot's with the resting
+/// state, and it lands on the authoritative engine's link and the gateway's order loop). The
+/// replay ran at 75 000-100 000 inputs/s on the reference 2-core machine under a 2 000/s load
+/// with the other cores' work beside it, so this many catch up within about 5-7 s, the longest
+/// a venue should run without a standby able to take over promptly.
+pub const REJOIN_REPLAY_INPUTS_MAX: u64 = 500_000;
+
 /// Batches of inputs the core keeps for reuse once the driver wrote them to the engines (see
 /// `Core::recycle_inputs`): one per engine for the batch being written and one for the next, so
 /// sequencing allocates no batch per order (invariant 11).
@@ -1021,6 +1030,11 @@ const _: () = assert!(SIM_STEPS_DEFAULT as u64 <= SIM_ORDERS_MAX as u64);
 /// Virtual time a run starts at (2027-01-15): any fixed instant works; a realistic one keeps
 /// SendingTimes readable in a trace.
 pub const SIM_EPOCH_SECS: u64 = 1_800_000_000;
+
+/// The executable both simulated engines name in their Hellos when a run has them be one
+/// build (`SimConfig::one_build`): any fixed non-empty text; only its equality matters.
+pub const SIM_EXECUTABLE_SHA256: &str =
+    "5151515151515151515151515151515151515151515151515151515151515151";
 
 /// HeartBtInt (seconds) the simulation's counterparties log on with: long against the
 /// simulated failovers, so heartbeats and TestRequests interleave with them without dominating.

@@ -17,6 +17,10 @@ pub trait InputJournal {
     /// Seq of the last record, 0 when empty: the next append must carry one more.
     fn last_seq(&self) -> u64;
 
+    /// Seq of the first record it holds, 0 when empty: a replay can start no earlier, and only
+    /// a journal whose first record is input 1 can rebuild an engine from nothing.
+    fn first_seq(&self) -> u64;
+
     /// Time of the last record (zero when empty): stamps never go below it, also across a
     /// restart on a clock that is behind.
     fn last_time(&self) -> Timestamp;
@@ -51,6 +55,10 @@ impl InputJournal for Journal {
 
     fn last_seq(&self) -> u64 {
         Journal::last_seq(self)
+    }
+
+    fn first_seq(&self) -> u64 {
+        Journal::first_seq(self)
     }
 
     fn last_time(&self) -> Timestamp {

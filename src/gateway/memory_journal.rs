@@ -74,6 +74,10 @@ impl InputJournal for MemoryJournal {
         lock(&self.entries).last().map_or(0, |entry| entry.seq)
     }
 
+    fn first_seq(&self) -> u64 {
+        lock(&self.entries).first().map_or(0, |entry| entry.seq)
+    }
+
     fn last_time(&self) -> Timestamp {
         lock(&self.entries)
             .last()

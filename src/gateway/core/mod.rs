@@ -18,9 +18,13 @@
 //! dies or falls silent: the standby takes authority at the outbox cursor, and outputs it had
 //! already produced for undelivered inputs are delivered from what it sent as a shadow.
 //!
-//! An engine that attaches empty is brought to the authoritative engine's state by a snapshot
-//! and a replay of the journal after it; one that kept its state (a gateway restart) continues
-//! from its last input. With no engine attached, sessions stay up and new requests are answered
+//! An engine that attaches empty is brought to the authoritative engine's state by replaying
+//! the journal from input 1 when that is sure to give the same state (the journal reaches back
+//! to input 1, the authoritative engine's state is known to be that replay, and both run one
+//! executable), which costs the authoritative engine nothing; otherwise by its snapshot and a
+//! replay of the journal after it. One that kept its state (a gateway restart) continues from
+//! its last input. Either way the journal is fed to an engine behind it in bounded batches
+//! beside the live inputs. With no engine attached, sessions stay up and new requests are answered
 //! with BusinessMessageReject (application not available).
 //!
 //! # Shape
@@ -103,6 +107,13 @@ struct Connection {
     answered_through: u64,
     /// While a snapshot is being fetched for it and restored, it gets no inputs.
     restoring: bool,
+    /// Its state is what applying the journal from input 1 with its own executable gives: it
+    /// attached empty and this core fed it from the journal's first input; it was never
+    /// restored from another engine's snapshot. An empty newcomer running the same executable
+    /// as an authoritative engine that is one reaches the same state by replaying the journal
+    /// (invariants 2 and 3), so it needs no snapshot from it. State kept from before this core
+    /// started, or restored from a snapshot, is not known to be one.
+    journal_replica: bool,
     /// Reads the journal while the engine is behind it.
     catch_up: Option<Box<dyn JournalRead + Send>>,
     /// When the engine last sent anything.

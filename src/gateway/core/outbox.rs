@@ -67,12 +67,7 @@ where
                 connection.restoring = false;
                 // A copy of the authoritative book: whatever it diverged on before is gone.
                 let name = connection.name.clone();
-                if self.diverged.remove(&name).is_some() {
-                    self.emit(CoreEvent::Record(CoreRecord::DivergenceCleared {
-                        engine: name,
-                        symbols: Vec::new(),
-                    }));
-                }
+                self.forget_divergence(&name);
                 let Some(connection) = self.engines[index].connection.as_mut() else {
                     return;
                 };

@@ -4,6 +4,17 @@
 
 use super::*;
 
+/// How an engine that attaches empty while another holds authority is brought to its state
+/// (see `Core::rejoin_path`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Rejoin {
+    /// Fed the journal from input 1, as any engine behind the journal is caught up.
+    Replay,
+    /// Restored from the authoritative engine's snapshot, then caught up from the journal;
+    /// the text says why a replay would not do.
+    Snapshot(&'static str),
+}
+
 impl<S, J> Core<S, J>
 where
     S: SessionStore + Send + 'static,
@@ -103,6 +114,7 @@ where
             sent_through: hello.last_input_seq,
             answered_through: hello.last_input_seq,
             restoring: false,
+            journal_replica: hello.last_input_seq == 0,
             catch_up: None,
             last_heard: self.now,
             last_sent: self.now,
@@ -124,12 +136,24 @@ where
                 return true;
             }
             Some(authority) if hello.last_input_seq == 0 && journal_last > 0 => {
-                // An empty standby: restore it from the authoritative engine's snapshot.
-                connection.restoring = true;
-                tracing::info!(engine = %hello.engine_name, build = %hello.build_version, "standby attached empty; requesting a snapshot");
-                self.engines[index].connection = Some(connection);
-                if self.engines[authority].connection.is_some() {
-                    self.transmit(authority, LinkCommand::RequestSnapshot);
+                match self.rejoin_path(authority, hello) {
+                    Rejoin::Replay => {
+                        // The journal rebuilds it: no work at all for the authoritative engine,
+                        // and the catch-up feeds it in bounded batches beside the live inputs.
+                        tracing::info!(engine = %hello.engine_name, build = %hello.build_version, journal_last, "standby attached empty; replaying the journal from input 1");
+                        self.forget_divergence(&hello.engine_name);
+                        self.engines[index].connection = Some(connection);
+                    }
+                    Rejoin::Snapshot(why) => {
+                        // Restore it from the authoritative engine's snapshot.
+                        connection.restoring = true;
+                        connection.journal_replica = false;
+                        tracing::info!(engine = %hello.engine_name, build = %hello.build_version, why, "standby attached empty; requesting a snapshot");
+                        self.engines[index].connection = Some(connection);
+                        if self.engines[authority].connection.is_some() {
+                            self.transmit(authority, LinkCommand::RequestSnapshot);
+                        }
+                    }
                 }
             }
             Some(_) => {
@@ -138,6 +162,51 @@ where
             }
         }
         true
+    }
+
+    /// How an empty standby joining under `authority` reaches its state: by replaying the
+    /// journal from input 1 when that is sure to give the authoritative engine's state and is
+    /// short enough, else from the authoritative engine's snapshot (with why).
+    ///
+    /// A replay costs the authoritative engine nothing and the gateway one bounded catch-up
+    /// batch per wake-up; a snapshot costs the authoritative engine a frozen copy of its state
+    /// and the writing of a frame of the state's size on its link, and the gateway forwarding
+    /// that frame to the newcomer. A replay's length grows with the day's inputs, a snapshot's
+    /// with the resting state: past [`constants::REJOIN_REPLAY_INPUTS_MAX`] inputs the snapshot
+    /// catches up sooner.
+    pub(super) fn rejoin_path(&self, authority: usize, hello: &link::Hello) -> Rejoin {
+        let Some(owner) = self.engines[authority].connection.as_ref() else {
+            return Rejoin::Snapshot("no authoritative engine attached");
+        };
+        if self.journal.first_seq() != 1 {
+            return Rejoin::Snapshot("the journal does not reach back to input 1");
+        }
+        if self.journal.last_seq() > constants::REJOIN_REPLAY_INPUTS_MAX {
+            return Rejoin::Snapshot("the journal is longer than a replay is worth");
+        }
+        if !owner.journal_replica {
+            return Rejoin::Snapshot(
+                "the authoritative engine's state is not known to be the journal's replay",
+            );
+        }
+        // Determinism is per build: another build may read the same inputs differently, and
+        // only the snapshot gives it the book the counterparties were told.
+        if hello.executable_sha256.is_empty() || hello.executable_sha256 != owner.executable_sha256
+        {
+            return Rejoin::Snapshot("the newcomer runs another executable");
+        }
+        Rejoin::Replay
+    }
+
+    /// Engine `name` starts over from a copy of the authoritative book (a snapshot, or the
+    /// journal's replay by the same build): whatever it diverged on before is gone.
+    pub(super) fn forget_divergence(&mut self, name: &str) {
+        if self.diverged.remove(name).is_some() {
+            self.emit(CoreEvent::Record(CoreRecord::DivergenceCleared {
+                engine: name.to_owned(),
+                symbols: Vec::new(),
+            }));
+        }
     }
 
     /// The connection of slot `index` is gone. If it owned inputs (authority, or the canary's

@@ -139,6 +139,8 @@ struct FakeEngine {
     inbox: VecDeque<Input>,
     /// What it answered per input, for a resent input.
     answered: BTreeMap<u64, Vec<Output>>,
+    /// The SHA-256 of the executable its Hello names (empty: it does not say).
+    executable_sha256: &'static str,
 }
 
 /// The core with two engines ("blue" in slot 0, "green" in slot 1), one session per test
@@ -174,22 +176,34 @@ enum Deliveries {
 
 impl Harness {
     fn new(green: Box<dyn Engine + Send>) -> Harness {
-        Harness::build(green, link::LINK_PROTOCOL_VERSION, |_| {})
+        Harness::build(green, link::LINK_PROTOCOL_VERSION, "", |_| {})
+    }
+
+    /// Two copies of the same engine whose Hellos name the same executable, `executable_sha256`.
+    fn of_build(executable_sha256: &'static str) -> Harness {
+        let green = MatchingEngine::new(&engine_config()).expect("an engine");
+        Harness::build(
+            Box::new(green),
+            link::LINK_PROTOCOL_VERSION,
+            executable_sha256,
+            |_| {},
+        )
     }
 
     /// As [`Harness::new`], with the core's configuration adjusted by `adjust` first.
     fn with_config(green: Box<dyn Engine + Send>, adjust: impl FnOnce(&mut CoreConfig)) -> Harness {
-        Harness::build(green, link::LINK_PROTOCOL_VERSION, adjust)
+        Harness::build(green, link::LINK_PROTOCOL_VERSION, "", adjust)
     }
 
     /// Blue speaking link protocol `blue_protocol`, green the current one.
     fn speaking(green: Box<dyn Engine + Send>, blue_protocol: u16) -> Harness {
-        Harness::build(green, blue_protocol, |_| {})
+        Harness::build(green, blue_protocol, "", |_| {})
     }
 
     fn build(
         green: Box<dyn Engine + Send>,
         blue_protocol: u16,
+        executable_sha256: &'static str,
         adjust: impl FnOnce(&mut CoreConfig),
     ) -> Harness {
         let dir = tempfile::tempdir().expect("a temp dir");
@@ -236,6 +250,7 @@ impl Harness {
             requests: VecDeque::new(),
             inbox: VecDeque::new(),
             answered: BTreeMap::new(),
+            executable_sha256,
         };
         let blue: Box<dyn Engine + Send> =
             Box::new(MatchingEngine::new(&engine_config()).expect("an engine"));
@@ -349,7 +364,7 @@ impl Harness {
                         build_version: engine.engine.build_version().into(),
                         last_input_seq: engine.engine.last_input_seq(),
                         snapshot_formats: vec![],
-                        executable_sha256: String::new(),
+                        executable_sha256: engine.executable_sha256.into(),
                         auth_nonce: Vec::new(),
                     };
                     engine.linked = self.core.handle_attached(self.now, slot, &hello);
@@ -803,6 +818,125 @@ fn a_standby_whose_snapshot_source_died_is_restored_from_the_engine_that_took_au
         "green restored and caught up"
     );
     assert_eq!(h.engines[1].engine.digest(), h.engines[0].engine.digest());
+}
+
+/// Green is killed and comes back empty: the core sees the link go and green attach again.
+fn restart_green_empty(h: &mut Harness) {
+    h.engines[1].engine = Box::new(MatchingEngine::new(&engine_config()).expect("an engine"));
+    h.engines[1].answered.clear();
+    h.core.handle_lost(h.now, 1, "engine restarted");
+    h.pump();
+    h.advance(crate::constants::ENGINE_RECONNECT_MS);
+    assert!(h.engines[1].linked, "green attached again");
+}
+
+#[test]
+fn an_empty_standby_of_the_authoritys_build_is_rebuilt_from_the_journal_without_a_snapshot() {
+    let mut h = Harness::of_build("build-a");
+    for _ in 0..3 {
+        h.order(AAA);
+        h.order(BBB);
+    }
+    h.settle();
+    restart_green_empty(&mut h);
+    assert!(
+        h.engines[0].requests.is_empty(),
+        "the authoritative engine is asked for nothing"
+    );
+    assert_eq!(
+        h.engines[1].inbox.front().map(|input| input.seq),
+        Some(1),
+        "green is fed the journal from its first input"
+    );
+    h.settle();
+    assert!(h.engines[0].requests.is_empty() && h.engines[1].requests.is_empty());
+    assert_eq!(h.engines[1].engine.last_input_seq(), 6);
+    assert_eq!(h.engines[1].engine.digest(), h.engines[0].engine.digest());
+    // It is a standby like any other: live inputs reach it, and it can take authority.
+    h.order(AAA);
+    h.settle();
+    assert_eq!(h.engines[1].engine.last_input_seq(), 7);
+    assert_eq!(h.engines[1].engine.digest(), h.engines[0].engine.digest());
+    let id = h.command(CoreRequest::Switch);
+    h.settle();
+    assert!(
+        matches!(h.reply(id), Some(CoreReply::Switched(_))),
+        "{:?}",
+        h.reply(id)
+    );
+    // Rebuilt from the journal, green is one too: blue, restarted empty, replays as well.
+    h.engines[0].engine = Box::new(MatchingEngine::new(&engine_config()).expect("an engine"));
+    h.engines[0].answered.clear();
+    h.core.handle_lost(h.now, 0, "engine restarted");
+    h.pump();
+    h.advance(crate::constants::ENGINE_RECONNECT_MS);
+    assert!(h.engines[0].linked && h.engines[1].requests.is_empty());
+    h.settle();
+    assert_eq!(h.engines[0].engine.digest(), h.engines[1].engine.digest());
+}
+
+#[test]
+fn an_empty_standby_of_another_build_is_restored_from_the_authoritys_snapshot() {
+    let mut h = Harness::of_build("build-a");
+    h.order(AAA);
+    h.order(BBB);
+    h.settle();
+    h.engines[1].executable_sha256 = "build-b";
+    restart_green_empty(&mut h);
+    assert!(
+        matches!(
+            h.engines[0].requests.front(),
+            Some(LinkCommand::RequestSnapshot)
+        ),
+        "another build may read the journal differently: the snapshot is the book"
+    );
+    assert!(h.engines[1].inbox.is_empty(), "no inputs while it waits");
+    h.settle();
+    assert_eq!(h.engines[1].engine.last_input_seq(), 2);
+    assert_eq!(h.engines[1].engine.digest(), h.engines[0].engine.digest());
+}
+
+#[test]
+fn an_empty_standby_of_an_engine_that_does_not_name_its_executable_is_restored_from_a_snapshot() {
+    let mut h = Harness::blue_green();
+    h.order(AAA);
+    h.settle();
+    restart_green_empty(&mut h);
+    assert!(matches!(
+        h.engines[0].requests.front(),
+        Some(LinkCommand::RequestSnapshot)
+    ));
+}
+
+#[test]
+fn an_authority_whose_state_predates_the_gateway_gives_a_newcomer_its_snapshot() {
+    let mut h = Harness::of_build("build-a");
+    h.order(AAA);
+    h.order(BBB);
+    h.settle();
+    // A new gateway: blue reattaches with the book it kept, which this core did not build.
+    h.restart(false);
+    h.settle();
+    restart_green_empty(&mut h);
+    assert!(matches!(
+        h.engines[0].requests.front(),
+        Some(LinkCommand::RequestSnapshot)
+    ));
+    h.settle();
+    assert_eq!(h.engines[1].engine.digest(), h.engines[0].engine.digest());
+    // Restored from a snapshot, green is not known to be the journal's replay either.
+    let id = h.command(CoreRequest::Switch);
+    h.settle();
+    assert!(matches!(h.reply(id), Some(CoreReply::Switched(_))));
+    h.engines[0].engine = Box::new(MatchingEngine::new(&engine_config()).expect("an engine"));
+    h.engines[0].answered.clear();
+    h.core.handle_lost(h.now, 0, "engine restarted");
+    h.pump();
+    h.advance(crate::constants::ENGINE_RECONNECT_MS);
+    assert!(matches!(
+        h.engines[1].requests.front(),
+        Some(LinkCommand::RequestSnapshot)
+    ));
 }
 
 #[test]

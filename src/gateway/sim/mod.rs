@@ -87,6 +87,11 @@ pub struct SimConfig {
     /// Whether half of the gateway restarts are planned upgrades (see the module
     /// documentation); off by default, so the seeds run as they always have.
     pub planned_upgrades: bool,
+    /// Whether both engines' Hellos name one executable, so an engine that restarts empty
+    /// under an authoritative engine the core built from the journal is rebuilt by replaying
+    /// the journal rather than from a snapshot; off by default (the Hellos name none), so the
+    /// seeds run as they always have.
+    pub one_build: bool,
 }
 
 impl Default for SimConfig {
@@ -98,6 +103,7 @@ impl Default for SimConfig {
             crash_before_confirm: constants::SIM_CRASH_BEFORE_CONFIRM,
             canary_delivery: None,
             planned_upgrades: false,
+            one_build: false,
         }
     }
 }
@@ -148,6 +154,12 @@ pub struct SimReport {
     pub upgrades: u64,
     /// Messages the old gateway stored in sessions it had already handed over.
     pub stored_after_hand_over: u64,
+    /// Engines that attached empty behind a non-empty journal and were rebuilt by replaying
+    /// it from input 1.
+    pub rejoins_replayed: u64,
+    /// Engines that attached empty behind a non-empty journal and were restored from a
+    /// snapshot.
+    pub rejoins_restored: u64,
     /// SHA-256 of every message every session stored, in order: equal for two runs of one seed
     /// when the run is deterministic down to the bytes.
     pub fingerprint: [u8; 32],
@@ -215,6 +227,9 @@ struct SimEngine {
     inbox: VecDeque<LinkCommand>,
     /// Its replay window: what it answered per input since it started or was restored.
     answered: BTreeMap<u64, Vec<Output>>,
+    /// Attached empty behind a non-empty journal, and neither restored nor fed input 1 since:
+    /// how it is brought up to date is still to be seen (and counted).
+    rejoining: bool,
 }
 
 impl SimEngine {
@@ -226,6 +241,7 @@ impl SimEngine {
             silent: false,
             inbox: VecDeque::new(),
             answered: BTreeMap::new(),
+            rejoining: false,
         }
     }
 }
@@ -983,7 +999,11 @@ impl Sim {
                         build_version: engine.engine.build_version().into(),
                         last_input_seq: engine.engine.last_input_seq(),
                         snapshot_formats: Vec::new(),
-                        executable_sha256: String::new(),
+                        executable_sha256: if self.config.one_build {
+                            constants::SIM_EXECUTABLE_SHA256.into()
+                        } else {
+                            String::new()
+                        },
                         auth_nonce: Vec::new(),
                     };
                     if engine.silent {
@@ -992,6 +1012,8 @@ impl Sim {
                     } else {
                         let attached = self.core.handle_attached(self.now, slot, &hello);
                         self.engines[slot].linked = attached;
+                        self.engines[slot].rejoining =
+                            attached && hello.last_input_seq == 0 && self.journal.last_seq() > 0;
                         let line =
                             format!("{} attaches at {}", hello.engine_name, hello.last_input_seq);
                         self.log(line);
@@ -1073,6 +1095,9 @@ impl Sim {
                         );
                     }
                     engine.answered.clear();
+                    if std::mem::take(&mut engine.rejoining) {
+                        self.report.rejoins_restored += 1;
+                    }
                     let restored = Restored {
                         at_input_seq: engine.engine.last_input_seq(),
                         digest: engine.engine.digest(),
@@ -1092,6 +1117,9 @@ impl Sim {
     fn apply(&mut self, slot: usize, input: &Input) {
         let engine = &mut self.engines[slot];
         let last = engine.engine.last_input_seq();
+        if input.seq == 1 && std::mem::take(&mut engine.rejoining) {
+            self.report.rejoins_replayed += 1;
+        }
         let frame = if input.seq == last + 1 {
             let mut outputs = Vec::new();
             engine.engine.apply(input, &mut outputs);
