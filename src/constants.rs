@@ -405,6 +405,26 @@ pub const LINK_REPLAY_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// the same engine after reconnecting; it also bounds what the gateway buffers per engine.
 pub const LINK_INPUTS_IN_FLIGHT_MAX: usize = 1 << 14;
 
+/// Inputs from the journal a gateway may have unanswered on a link while it catches that
+/// engine up (after an attach, a restore, a reconnect, or rebuilding an empty engine from the
+/// journal). The driver awaits each link write on its order loop, so a catch-up that ran
+/// ahead of the engine would fill the socket and hold every live order behind that write; at
+/// a few hundred bytes per encoded input this many stay within a Unix socket's default send
+/// buffer (~200 KiB), and are still deep enough that the engine never waits for the next.
+pub const CATCH_UP_INPUTS_IN_FLIGHT_MAX: usize = 384;
+
+/// Fewest journal inputs a catch-up sends in one link write while earlier ones are still
+/// unanswered: it waits for that much room instead of following each answer with a write of
+/// one input, so a replay costs the gateway one write per this many inputs, not per input.
+pub const CATCH_UP_BATCH_MIN: usize = 128;
+
+const _: () = assert!(
+    CATCH_UP_BATCH_MIN <= SEQUENCER_BATCH_MAX
+        && CATCH_UP_BATCH_MIN < CATCH_UP_INPUTS_IN_FLIGHT_MAX
+        && CATCH_UP_INPUTS_IN_FLIGHT_MAX <= LINK_INPUTS_IN_FLIGHT_MAX,
+    "a catch-up keeps inputs in flight while it waits for room for a batch, within the link's window"
+);
+
 const _: () = assert!(
     LINK_INPUTS_IN_FLIGHT_MAX <= LINK_REPLAY_INPUTS_MAX,
     "the replay window must cover every input that can be in flight"

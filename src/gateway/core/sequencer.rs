@@ -4,6 +4,27 @@
 
 use super::*;
 
+impl Connection {
+    /// How many journal inputs a catch-up sends it now, the journal ending at `last`: none
+    /// while it restores, is up to date, or has too little room for a worthwhile batch with
+    /// earlier ones unanswered (see [`constants::CATCH_UP_BATCH_MIN`]).
+    fn catch_up_count(&self, last: u64) -> u64 {
+        if self.restoring || self.sent_through >= last {
+            return 0;
+        }
+        let behind = last - self.sent_through;
+        let in_flight = self.in_flight();
+        let window = (constants::CATCH_UP_INPUTS_IN_FLIGHT_MAX as u64).saturating_sub(in_flight);
+        let count = window
+            .min(constants::SEQUENCER_BATCH_MAX as u64)
+            .min(behind);
+        if in_flight > 0 && count < behind.min(constants::CATCH_UP_BATCH_MIN as u64) {
+            return 0;
+        }
+        count
+    }
+}
+
 impl<S, J> Core<S, J>
 where
     S: SessionStore + Send + 'static,
@@ -92,11 +113,7 @@ where
         self.engines
             .iter()
             .filter_map(|slot| slot.connection.as_ref())
-            .any(|c| {
-                !c.restoring
-                    && c.sent_through < last
-                    && c.in_flight() < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
-            })
+            .any(|c| c.catch_up_count(last) > 0)
     }
 
     /// Refuses a request before it is sequenced with a BusinessMessageReject (380=4) saying why.
@@ -291,11 +308,8 @@ where
                 connection.catch_up = None;
                 continue;
             }
-            let window = constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
-                - connection
-                    .in_flight()
-                    .min(constants::LINK_INPUTS_IN_FLIGHT_MAX as u64);
-            if window == 0 {
+            let count = connection.catch_up_count(last);
+            if count == 0 {
                 continue;
             }
             let from = connection.sent_through + 1;
@@ -310,9 +324,6 @@ where
                 }
             }
             let mut inputs = Vec::new();
-            let count = window
-                .min(constants::SEQUENCER_BATCH_MAX as u64)
-                .min(last - connection.sent_through);
             let mut failure = None;
             if let Some(reader) = connection.catch_up.as_mut() {
                 for _ in 0..count {
