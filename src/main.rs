@@ -135,8 +135,9 @@ enum Command {
         /// Orders per session answered but left out of the latency (warm-up).
         #[arg(long, default_value_t = 0)]
         warmup: u64,
-        /// SIGKILL the standby engine at S seconds and restart it empty, so it rejoins from the
-        /// authoritative engine's snapshot under load (repeatable); own venue only.
+        /// SIGKILL the standby engine at S seconds and restart it empty, so it rejoins under load
+        /// (by replaying the journal, or from the authoritative engine's snapshot, as the
+        /// gateway chooses) (repeatable); own venue only.
         #[arg(long = "rejoin-at")]
         rejoin_at: Vec<f64>,
         /// SIGKILL the gateway at S seconds; its supervisor restarts it on the held connections

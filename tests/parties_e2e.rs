@@ -1,7 +1,8 @@
 //! Parties end to end with real processes: a counterparty's order with its Parties group is
-//! acknowledged and filled with the group echoed; a standby that joins later is restored from the
-//! authoritative engine's snapshot, takes over when that engine is SIGKILLed, and its reports
-//! about the order still carry the parties, as does a replace that names none.
+//! acknowledged and filled with the group echoed; a standby that joins later is rebuilt from the
+//! journal (it runs the authoritative engine's executable), takes over when that engine is
+//! SIGKILLed, and its reports about the order still carry the parties, as does a replace that
+//! names none. A snapshot carrying parties is covered by `snapshot_versions`.
 
 mod support;
 
@@ -123,8 +124,8 @@ fn parties_are_echoed_and_survive_a_snapshot_restore_and_failover() {
     assert_eq!(group_of(&fill), expected_group());
     assert_eq!(text(&fill, 14), "5");
 
-    // Green joins empty, so the gateway restores it from blue's snapshot, which is the only
-    // place it can learn S-1's parties from: the order was journaled before green existed.
+    // Green joins empty after S-1 was journaled: it learns S-1's parties from the journal's
+    // replay (or, were it another build, from blue's snapshot), never from the order itself.
     let _green = EngineProcess::start(&config, dir.path(), "green");
     let journaled = status(control).journal_last_seq;
     wait_until(control, "green restored and caught up", |s| {

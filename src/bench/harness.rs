@@ -103,8 +103,9 @@ pub struct BenchConfig {
     pub pingpong: bool,
     /// Orders per session answered but left out of the latency.
     pub warmup_orders: u64,
-    /// SIGKILL the standby engine at these offsets and restart it empty, so it rejoins from the
-    /// authoritative engine's snapshot while the load runs; own venue only.
+    /// SIGKILL the standby engine at these offsets and restart it empty, so it rejoins (by
+    /// replaying the journal, or from the authoritative engine's snapshot) while the load runs;
+    /// own venue only.
     pub rejoin_at: Vec<Duration>,
     /// SIGKILL the gateway at these offsets (its supervisor restarts it with the held sockets);
     /// own venue only.
@@ -544,7 +545,7 @@ enum Planned {
     Kill,
     /// A planned switch or, every other time, a rollback.
     Switch,
-    /// SIGKILL the standby, restart it empty so it rejoins from a snapshot.
+    /// SIGKILL the standby, restart it empty so it rejoins (journal replay or snapshot).
     Rejoin,
     /// SIGKILL the gateway; its supervisor restarts it with the held sockets.
     GatewayKill,
@@ -625,8 +626,8 @@ fn drive_events(
             Planned::Rejoin => {
                 let detail = match venue.rejoin_standby() {
                     Ok(name) => format!(
-                        "SIGKILL {name} (standby); restarted empty, rejoined from a snapshot and \
-                         caught up in {} ms",
+                        "SIGKILL {name} (standby); restarted empty, rejoined (from the journal \
+                         or a snapshot, as the gateway chose) and caught up in {} ms",
                         began.elapsed().as_millis()
                     ),
                     Err(error) => format!("rejoin failed: {error}"),
