@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::constants;
-use crate::fix::codec::{Decoder, Encoder, Frame, Message};
+use crate::fix::codec::{Decoder, Encoder, Frame, Message, push_uint};
 use crate::fix::tags::{self, msg_type};
 use crate::fix::time::Timestamp;
 
@@ -412,8 +412,17 @@ struct SendClock {
     /// Orders answered, for the throughput window.
     answered: AtomicU64,
     /// The writer thread, for the reader to wake in ping-pong mode as soon as an answer arrives
-    /// (a sleep-and-poll wait would add its period to every round trip's gap).
+    /// (a sleep-and-poll wait would add its period to every round trip's gap), and in throughput
+    /// mode once its window has room again.
     writer: std::sync::OnceLock<std::thread::Thread>,
+    /// Throughput mode: the count of answers the writer sleeps until, `u64::MAX` while it is
+    /// not waiting. The reader wakes it once `answered` reaches this, so a full window costs
+    /// the client one wake-up per [`constants::BENCH_THROUGHPUT_REFILL`] answers instead of a
+    /// polling sleep every few µs (which was most of the client's CPU per order).
+    wake_at: AtomicU64,
+    /// Set when the reader has stopped (disconnect, drain over): no answer will wake the writer
+    /// any more, so it stops waiting for room.
+    reader_done: AtomicBool,
 }
 
 impl SendClock {
@@ -427,6 +436,44 @@ impl SendClock {
             sent_ns: (0..len).map(|_| AtomicU64::new(0)).collect(),
             answered: AtomicU64::new(0),
             writer: std::sync::OnceLock::new(),
+            wake_at: AtomicU64::new(u64::MAX),
+            reader_done: AtomicBool::new(false),
+        }
+    }
+
+    /// Throughput mode: blocks the writer until order `k` fits in the window. Once the window is
+    /// full it waits for `refill` orders of room, so it sleeps and wakes once per refill rather
+    /// than once per answer. Returns false if the reader stopped, so no room will come.
+    fn wait_for_room(&self, k: u64, window: u64, refill: u64) -> bool {
+        if k < self.answered.load(Ordering::Acquire) + window {
+            return true;
+        }
+        // k >= answered + window >= window, so this does not underflow; refill <= window keeps
+        // it at most k: only answers to orders already sent are waited for.
+        let wake_at = k - window + refill.clamp(1, window);
+        // Announce, then look: the reader stores `answered` and then reads `wake_at`, so with
+        // sequentially consistent order on both sides one of the two sees the other, and an
+        // answer arriving between the look and the park leaves the unpark token set.
+        self.wake_at.store(wake_at, Ordering::SeqCst);
+        let room = loop {
+            if self.answered.load(Ordering::SeqCst) >= wake_at {
+                break true;
+            }
+            if self.reader_done.load(Ordering::SeqCst) {
+                break false;
+            }
+            std::thread::park_timeout(Duration::from_millis(constants::BENCH_THROUGHPUT_WAIT_MS));
+        };
+        self.wake_at.store(u64::MAX, Ordering::SeqCst);
+        room
+    }
+
+    /// The reader's side of [`Self::wait_for_room`]: called after `answered` rose to `answered`.
+    fn answered_up_to(&self, answered: u64) {
+        if answered >= self.wake_at.load(Ordering::SeqCst)
+            && let Some(writer) = self.writer.get()
+        {
+            writer.unpark();
         }
     }
 
@@ -478,12 +525,11 @@ fn write_loop(
                 }
                 std::thread::park_timeout(deadline - now);
             }
-        } else if plan.unpaced {
-            while k >= clock.answered.load(Ordering::Acquire) + window
-                && !done.load(Ordering::Acquire)
-            {
-                std::thread::sleep(Duration::from_micros(constants::BENCH_THROUGHPUT_WAIT_US));
-            }
+        } else if plan.unpaced
+            && !clock.wait_for_room(k, window, constants::BENCH_THROUGHPUT_REFILL)
+        {
+            // The reader is gone (its connection failed): nothing more can be answered.
+            break;
         }
         if plan.follows_answers() {
             if let Some(at) = clock.sent_ns.get(k as usize) {
@@ -586,11 +632,13 @@ fn read_loop(
                             tally.samples.push((intended_us, latency_us));
                         }
                         tally.answered += 1;
-                        clock.answered.store(tally.answered, Ordering::Release);
+                        clock.answered.store(tally.answered, Ordering::SeqCst);
                         if plan.pingpong
                             && let Some(writer) = clock.writer.get()
                         {
                             writer.unpark();
+                        } else if plan.unpaced {
+                            clock.answered_up_to(tally.answered);
                         }
                         tally.last_answer = now;
                         tally.last_answer_us = now_us;
@@ -621,6 +669,10 @@ fn read_loop(
             tally.incidents.push((now_us, Incident::Disconnect));
             break;
         }
+    }
+    clock.reader_done.store(true, Ordering::SeqCst);
+    if let Some(writer) = clock.writer.get() {
+        writer.unpark();
     }
     tally.orders = sent.load(Ordering::Acquire);
     tally
@@ -672,10 +724,12 @@ pub fn connect_fix(target: &FixTarget, n: usize) -> Result<Connection, LoadError
         outbound,
         decoder: Decoder::new(constants::BODY_LENGTH_MAX),
         recv: Vec::with_capacity(constants::READ_CHUNK),
+        consumed: 0,
         chunk: vec![0; constants::READ_CHUNK],
+        message: Message::default(),
         prefix: format!("{}-", n + 1).into_bytes(),
         seq_num_next_in: 1,
-        exec_ids: HashSet::new(),
+        exec_ids: HashSet::default(),
     };
     tap.await_logon(&sender)?;
     tap.stream
@@ -838,19 +892,44 @@ impl FixWire {
     }
 
     /// A resting price: buys below 99.10, sells above 100.90, so they never meet each other.
-    fn resting_price(&mut self, side: u8) -> String {
-        let tick = self.rng.next_u64() % 10;
+    fn resting_price(&mut self, side: u8) -> Price {
+        let tick = b'0' + (self.rng.next_u64() % 10) as u8;
         if side == b'1' {
-            format!("99.0{tick}")
+            Price::new(b"99.0", Some(tick))
         } else {
-            format!("101.0{tick}")
+            Price::new(b"101.0", Some(tick))
         }
+    }
+}
+
+/// A limit price as FIX text, built without a heap allocation (an order per few µs is sent).
+#[derive(Clone, Copy, Debug)]
+struct Price {
+    /// The text, `len` bytes of it.
+    text: [u8; 8],
+    len: usize,
+}
+
+impl Price {
+    /// `stem` followed by the digit `last`, if any.
+    fn new(stem: &[u8], last: Option<u8>) -> Price {
+        let mut text = [0u8; 8];
+        text[..stem.len()].copy_from_slice(stem);
+        let mut len = stem.len();
+        if let Some(digit) = last {
+            text[len] = digit;
+            len += 1;
+        }
+        Price { text, len }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.text[..self.len]
     }
 }
 
 impl Wire for FixWire {
     fn send(&mut self, k: u64, kind: Kind) -> std::io::Result<()> {
-        let id = format!("{}{k}", self.prefix);
         // Cancels and replaces need a resting order; before there is one they become new orders.
         let kind = match kind {
             Kind::Cancel | Kind::Replace if self.resting.len() < 2 => Kind::New,
@@ -869,12 +948,16 @@ impl Wire for FixWire {
                 (msg_type::NEW_ORDER_SINGLE, None, self.resting_price(side))
             }
             Kind::Cross => {
-                let price = if side == b'1' { "102.00" } else { "98.00" };
-                (msg_type::NEW_ORDER_SINGLE, None, price.to_string())
+                let price: &[u8] = if side == b'1' { b"102.00" } else { b"98.00" };
+                (msg_type::NEW_ORDER_SINGLE, None, Price::new(price, None))
             }
             Kind::Cancel => {
                 let orig = self.resting.pop_front().unwrap_or((0, side));
-                (msg_type::ORDER_CANCEL_REQUEST, Some(orig), String::new())
+                (
+                    msg_type::ORDER_CANCEL_REQUEST,
+                    Some(orig),
+                    Price::new(b"", None),
+                )
             }
             Kind::Replace => {
                 let orig = self.resting.pop_front().unwrap_or((0, side));
@@ -883,33 +966,40 @@ impl Wire for FixWire {
                 (msg_type::ORDER_CANCEL_REPLACE_REQUEST, Some(orig), price)
             }
         };
-        let orig_id = orig.map(|(orig, _)| format!("{}{orig}", self.prefix));
         let side = orig.map_or(side, |(_, orig_side)| orig_side);
+        let prefix = self.prefix.as_bytes();
+        let cl_ord_id = |index: u64| {
+            move |out: &mut Vec<u8>| {
+                out.extend_from_slice(prefix);
+                push_uint(out, index);
+            }
+        };
+        let price = price.as_bytes();
         let mut out = lock(&self.outbound);
         let seq = out.header(msg);
         out.encoder.timestamp(tags::SENDING_TIME, Timestamp::now());
-        if let Some(orig_id) = &orig_id {
-            out.encoder.str(41, orig_id);
+        if let Some((orig, _)) = orig {
+            out.encoder.with(41, cl_ord_id(orig));
         }
         out.encoder
-            .str(tags::CL_ORD_ID, &id)
+            .with(tags::CL_ORD_ID, cl_ord_id(k))
             .str(55, &self.symbol)
             .char(54, side)
             .timestamp(60, Timestamp::now());
         match kind {
             Kind::New => {
-                out.encoder.uint(38, 10).char(40, b'2').str(44, &price);
+                out.encoder.uint(38, 10).char(40, b'2').bytes(44, price);
             }
             Kind::Cross => {
                 out.encoder
                     .uint(38, 10)
                     .char(40, b'2')
-                    .str(44, &price)
+                    .bytes(44, price)
                     .char(59, b'3');
             }
             Kind::Cancel => {}
             Kind::Replace => {
-                out.encoder.uint(38, 20).char(40, b'2').str(44, &price);
+                out.encoder.uint(38, 20).char(40, b'2').bytes(44, price);
             }
         }
         out.write_order(seq)
@@ -923,18 +1013,75 @@ struct FixTap {
     stream: TcpStream,
     outbound: Arc<Mutex<Outbound>>,
     decoder: Decoder,
+    /// Bytes read and not yet consumed from `consumed` on.
     recv: Vec<u8>,
+    /// How much of `recv` was handled: the buffer is compacted once per read, not once per
+    /// message (a read holds many answers, and moving the rest after each was quadratic).
+    consumed: usize,
     chunk: Vec<u8>,
+    /// The message last parsed, reused so an answer costs no allocation.
+    message: Message,
     prefix: Vec<u8>,
     seq_num_next_in: u64,
     /// ExecIDs seen: each output has one identity, so seeing one twice is a duplicate delivery.
-    exec_ids: HashSet<Vec<u8>>,
+    exec_ids: HashSet<ExecIdKey, FnvBuild>,
 }
+
+/// An ExecID as a set key: short ones (every ExecID baton writes, `<input seq>-<index>`) are held
+/// inline, so remembering an answer allocates nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ExecIdKey {
+    /// Up to [`EXEC_ID_INLINE_BYTES`] bytes, zero padded, with the length.
+    Inline(u8, [u8; EXEC_ID_INLINE_BYTES]),
+    /// Anything longer (another acceptor's ExecIDs).
+    Heap(Box<[u8]>),
+}
+
+/// ExecIDs up to this long are kept inline: two u64s in decimal and a dash fit.
+const EXEC_ID_INLINE_BYTES: usize = 40;
+
+impl ExecIdKey {
+    fn new(exec_id: &[u8]) -> ExecIdKey {
+        if exec_id.len() <= EXEC_ID_INLINE_BYTES {
+            let mut bytes = [0u8; EXEC_ID_INLINE_BYTES];
+            bytes[..exec_id.len()].copy_from_slice(exec_id);
+            ExecIdKey::Inline(exec_id.len() as u8, bytes)
+        } else {
+            ExecIdKey::Heap(exec_id.into())
+        }
+    }
+}
+
+/// FNV-1a: the ExecID set is the bench reader's own bookkeeping, hashed once per answer, where
+/// the default SipHash (built against hostile keys, which an acceptor under test is not) was a
+/// visible share of the client's CPU.
+#[derive(Clone, Copy, Debug)]
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+}
+
+type FnvBuild = std::hash::BuildHasherDefault<Fnv>;
 
 /// What the next bytes of a session's buffer are.
 enum Next {
-    /// A whole message.
-    Message(Message),
+    /// A whole message, parsed into the tap's `message`.
+    Message,
     /// Not a whole frame yet.
     Incomplete,
     /// Bytes that are not a message were dropped.
@@ -949,8 +1096,11 @@ impl FixTap {
             .map_err(io("setting the read timeout"))?;
         loop {
             match self.next_message() {
-                Next::Message(message) => {
+                Next::Message => {
+                    let message = std::mem::take(&mut self.message);
                     self.track(&message);
+                    self.message = message;
+                    let message = &self.message;
                     match message.msg_type() {
                         msg_type::LOGON => return Ok(()),
                         msg_type::LOGOUT => {
@@ -968,6 +1118,7 @@ impl FixTap {
                     if n == 0 {
                         return Err(failed("connection closed"));
                     }
+                    self.compact();
                     self.recv.extend_from_slice(&self.chunk[..n]);
                 }
                 Next::Garbled => return Err(failed("garbled answer")),
@@ -979,21 +1130,28 @@ impl FixTap {
     /// cut short by a gateway killed while writing it: FIX says to ignore it and let the gap
     /// that follows be resent).
     fn next_message(&mut self) -> Next {
-        match self.decoder.frame(&self.recv) {
+        let rest = &self.recv[self.consumed..];
+        match self.decoder.frame(rest) {
             Frame::Complete(len) => {
-                let parsed = Message::parse(&self.recv[..len]);
-                self.recv.drain(..len);
+                let parsed = self.message.parse_into(&rest[..len]);
+                self.consumed += len;
                 match parsed {
-                    Ok(message) => Next::Message(message),
+                    Ok(()) => Next::Message,
                     Err(_) => Next::Garbled,
                 }
             }
             Frame::Incomplete => Next::Incomplete,
             Frame::Garbled { skip, .. } => {
-                self.recv.drain(..skip.min(self.recv.len()));
+                self.consumed += skip.min(rest.len());
                 Next::Garbled
             }
         }
+    }
+
+    /// Drops the bytes already handled, before more are appended.
+    fn compact(&mut self) {
+        self.recv.drain(..self.consumed);
+        self.consumed = 0;
     }
 
     /// Keeps the inbound sequence; on a skipped number returns the range missed.
@@ -1053,7 +1211,7 @@ impl FixTap {
         let terminal = match message.msg_type() {
             msg_type::EXECUTION_REPORT => {
                 let exec_id = message.get(17).unwrap_or_default();
-                if !self.exec_ids.insert(exec_id.to_vec()) {
+                if !self.exec_ids.insert(ExecIdKey::new(exec_id)) {
                     // A resend of what already came is what a resend is; anything else twice
                     // is a duplicate delivery.
                     if !poss_dup {
@@ -1111,7 +1269,10 @@ impl Tap for FixTap {
     fn read(&mut self, events: &mut Vec<Event>) -> std::io::Result<()> {
         match self.stream.read(&mut self.chunk) {
             Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(n) => self.recv.extend_from_slice(&self.chunk[..n]),
+            Ok(n) => {
+                self.compact();
+                self.recv.extend_from_slice(&self.chunk[..n]);
+            }
             Err(e)
                 if matches!(
                     e.kind(),
@@ -1124,7 +1285,13 @@ impl Tap for FixTap {
         }
         loop {
             match self.next_message() {
-                Next::Message(message) => self.classify(&message, events)?,
+                Next::Message => {
+                    // Taken out for the call (no allocation: the buffers move), put back after.
+                    let message = std::mem::take(&mut self.message);
+                    let classified = self.classify(&message, events);
+                    self.message = message;
+                    classified?;
+                }
                 Next::Incomplete => return Ok(()),
                 Next::Garbled => events.push(Event::Garbled),
             }
@@ -1326,5 +1493,136 @@ mod tests {
         }
         // Nothing was numbered anew: the next message is 4.
         assert_eq!(lock(&outbound).seq_num_next, 4);
+    }
+
+    #[test]
+    fn a_full_window_waits_for_a_refill_and_a_stopped_reader_ends_the_wait() {
+        let plan = Plan {
+            sessions: 1,
+            rate_per_s: 100,
+            duration: Duration::from_secs(1),
+            mix: Mix::default(),
+            drain: Duration::ZERO,
+            unpaced: true,
+            pingpong: false,
+            warmup_orders: 0,
+        };
+        let clock = Arc::new(SendClock::new(&plan, 100));
+        // Room in the window: no wait.
+        assert!(clock.wait_for_room(3, 4, 2));
+        // Order 4 with 4 in flight: the writer sleeps until 2 are answered, not 1.
+        let writer = {
+            let clock = clock.clone();
+            std::thread::spawn(move || {
+                let _ = clock.writer.set(std::thread::current());
+                let room = clock.wait_for_room(4, 4, 2);
+                (room, clock.answered.load(Ordering::SeqCst))
+            })
+        };
+        while clock.wake_at.load(Ordering::SeqCst) == u64::MAX {
+            std::thread::yield_now();
+        }
+        assert_eq!(clock.wake_at.load(Ordering::SeqCst), 2);
+        for answered in 1..=2 {
+            clock.answered.store(answered, Ordering::SeqCst);
+            clock.answered_up_to(answered);
+        }
+        assert_eq!(writer.join().expect("writer"), (true, 2));
+        assert_eq!(clock.wake_at.load(Ordering::SeqCst), u64::MAX);
+        // Nothing more will be answered once the reader stopped: the writer stops waiting.
+        clock.reader_done.store(true, Ordering::SeqCst);
+        assert!(!clock.wait_for_room(10, 4, 2));
+    }
+
+    #[test]
+    fn answers_read_together_or_split_are_each_classified_and_repeats_counted() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let stream = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut acceptor, _) = listener.accept().expect("accept");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        let long_exec_id = "x".repeat(EXEC_ID_INLINE_BYTES + 1);
+        let mut encoder = Encoder::new("FIX.4.4");
+        let mut wire_bytes = Vec::new();
+        let mut ends = Vec::new();
+        let answers: [(u64, &str, &str); 5] = [
+            (1, "7-0", "1-0"),
+            (2, "8-0", "1-1"),
+            (3, "7-0", "1-0"),
+            (4, &long_exec_id, "1-2"),
+            (5, &long_exec_id, "1-2"),
+        ];
+        for (seq, exec_id, cl_ord_id) in answers {
+            encoder
+                .start(msg_type::EXECUTION_REPORT)
+                .str(tags::SENDER_COMP_ID, "BATON")
+                .str(tags::TARGET_COMP_ID, "TRADER1")
+                .uint(tags::MSG_SEQ_NUM, seq)
+                .str(tags::CL_ORD_ID, cl_ord_id)
+                .str(17, exec_id)
+                .char(150, b'0');
+            wire_bytes.extend_from_slice(encoder.finish());
+            ends.push(wire_bytes.len());
+        }
+        let outbound = Arc::new(Mutex::new(Outbound {
+            stream: stream.try_clone().expect("clone"),
+            encoder: Encoder::new("FIX.4.4"),
+            sender: "TRADER1".into(),
+            target: "BATON".into(),
+            seq_num_next: 1,
+            history: Vec::new(),
+        }));
+        let mut tap = FixTap {
+            stream,
+            outbound,
+            decoder: Decoder::new(constants::BODY_LENGTH_MAX),
+            recv: Vec::new(),
+            consumed: 0,
+            chunk: vec![0; constants::READ_CHUNK],
+            message: Message::default(),
+            prefix: b"1-".to_vec(),
+            seq_num_next_in: 1,
+            exec_ids: HashSet::default(),
+        };
+        // Three and a half answers in one read, the rest in the next.
+        let split = ends[2] + 20;
+        let mut events = Vec::new();
+        acceptor.write_all(&wire_bytes[..split]).expect("write");
+        // Bounded, so a reader that never sees them fails instead of hanging.
+        for _ in 0..100 {
+            if events.len() >= 3 {
+                break;
+            }
+            tap.read(&mut events).expect("read");
+        }
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert!(tap.consumed < tap.recv.len(), "half an answer kept");
+        acceptor.write_all(&wire_bytes[split..]).expect("write");
+        for _ in 0..100 {
+            if events.len() >= 5 {
+                break;
+            }
+            tap.read(&mut events).expect("read");
+        }
+        assert_eq!(
+            events,
+            [
+                Event::Answer {
+                    k: 0,
+                    terminal: true
+                },
+                Event::Answer {
+                    k: 1,
+                    terminal: true
+                },
+                Event::Duplicate,
+                Event::Answer {
+                    k: 2,
+                    terminal: true
+                },
+                Event::Duplicate,
+            ]
+        );
     }
 }
