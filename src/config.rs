@@ -385,6 +385,16 @@ pub struct GatewayConfig {
     /// 0 turns the socket holder off (a gateway death then disconnects everyone, as before).
     #[serde(default = "default_hold_sockets_max_ms")]
     pub hold_sockets_max_ms: u64,
+    /// Threads of the gateway's async runtime. 1 (the default): every task runs on one thread,
+    /// so an order crosses no thread inside the gateway (see
+    /// [`crate::gateway::assembly::gateway_runtime`]); more spreads tasks over that many worker
+    /// threads, each hand-off between them a wake-up of a sleeping thread.
+    #[serde(default = "default_runtime_threads")]
+    pub runtime_threads: usize,
+}
+
+fn default_runtime_threads() -> usize {
+    constants::GATEWAY_RUNTIME_THREADS_DEFAULT
 }
 
 fn default_hold_sockets_max_ms() -> u64 {
@@ -491,7 +501,24 @@ impl Config {
         config.check_venue(origin)?;
         config.check_tls(origin)?;
         config.check_link(origin)?;
+        config.check_runtime(origin)?;
         Ok(config)
+    }
+
+    /// Refuses a runtime with no thread or more than [`constants::GATEWAY_RUNTIME_THREADS_MAX`].
+    fn check_runtime(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            message,
+        };
+        let threads = self.gateway.runtime_threads;
+        if !(1..=constants::GATEWAY_RUNTIME_THREADS_MAX).contains(&threads) {
+            return Err(invalid(format!(
+                "[gateway] runtime_threads = {threads} must be from 1 to {}",
+                constants::GATEWAY_RUNTIME_THREADS_MAX
+            )));
+        }
+        Ok(())
     }
 
     /// Refuses a spin longer than [`constants::LINK_SHM_SPIN_US_MAX`]: it would only burn a core.
@@ -809,6 +836,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("transport"), "{error}");
+    }
+
+    #[test]
+    fn the_gateway_runs_on_one_thread_unless_told_and_a_runtime_needs_a_thread() {
+        let base = "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"s\"\n";
+        let config = Config::parse(base, "test").unwrap();
+        assert_eq!(config.gateway.runtime_threads, 1);
+        let config = Config::parse(&format!("{base}runtime_threads = 4\n"), "test").unwrap();
+        assert_eq!(config.gateway.runtime_threads, 4);
+        for threads in [0, constants::GATEWAY_RUNTIME_THREADS_MAX + 1] {
+            let error = Config::parse(&format!("{base}runtime_threads = {threads}\n"), "test")
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("runtime_threads"), "{error}");
+        }
     }
 
     #[test]

@@ -179,10 +179,7 @@ pub fn run<C: ControlHooks>(config: &Config, mut control: C) -> Result<(), RunEr
             None
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
+    let runtime = gateway_runtime(config.gateway.runtime_threads).map_err(RunError::Runtime)?;
     runtime.block_on(async move {
         let listen = config.gateway.listen;
         let (business_tx, business_rx) = mpsc::channel(constants::SEQUENCER_QUEUE_MAX);
@@ -277,6 +274,29 @@ pub fn run<C: ControlHooks>(config: &Config, mut control: C) -> Result<(), RunEr
         }
         result
     })
+}
+
+/// The gateway's async runtime with `threads` threads (`[gateway] runtime_threads`).
+///
+/// One thread (the default) is a current-thread runtime: the connection tasks, the core's
+/// driver and the engine-link readers all run on the thread that polls the sockets, so when a
+/// connection hands a request to the driver, or the driver wakes a connection to write an
+/// answer, the woken task is queued on this thread instead of a sibling worker being woken
+/// from its sleep. With one order in flight each such hand-off was a cross-thread wake-up on the
+/// order's path. Engine-link liveness still never waits on session work beyond one bounded
+/// step: a connection's work per wake-up is bounded (and tokio's cooperative budget yields a
+/// task that keeps finding work), so the link readers and the driver's timer run between
+/// sessions' steps. More threads: a multi-thread runtime with that many workers.
+pub fn gateway_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread(),
+        _ => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+    };
+    builder.enable_all().build()
 }
 
 /// Every configured session over its memory-mapped store.
@@ -399,6 +419,23 @@ mod tests {
                 }),
             })
         }
+    }
+
+    #[test]
+    fn one_runtime_thread_is_a_current_thread_runtime_and_more_are_workers() {
+        use tokio::runtime::RuntimeFlavor;
+        let flavor = |threads| {
+            gateway_runtime(threads)
+                .expect("a runtime")
+                .handle()
+                .runtime_flavor()
+        };
+        assert_eq!(
+            flavor(constants::GATEWAY_RUNTIME_THREADS_DEFAULT),
+            RuntimeFlavor::CurrentThread
+        );
+        assert_eq!(flavor(1), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(2), RuntimeFlavor::MultiThread);
     }
 
     #[test]
