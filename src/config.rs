@@ -391,6 +391,11 @@ pub struct GatewayConfig {
     /// threads, each hand-off between them a wake-up of a sleeping thread.
     #[serde(default = "default_runtime_threads")]
     pub runtime_threads: usize,
+    /// Microseconds the gateway keeps polling its sockets without sleeping after each order or
+    /// engine answer, so the next one is picked up without a wake-up; it burns a core for that
+    /// long. 0 (the default): the gateway sleeps as soon as it has nothing to do.
+    #[serde(default)]
+    pub spin_us: u64,
 }
 
 fn default_runtime_threads() -> usize {
@@ -505,7 +510,8 @@ impl Config {
         Ok(config)
     }
 
-    /// Refuses a runtime with no thread or more than [`constants::GATEWAY_RUNTIME_THREADS_MAX`].
+    /// Refuses a runtime with no thread or more than [`constants::GATEWAY_RUNTIME_THREADS_MAX`],
+    /// and a gateway spin over [`constants::LINK_SHM_SPIN_US_MAX`] (it would only burn a core).
     fn check_runtime(&self, origin: &str) -> Result<(), ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             origin: origin.to_string(),
@@ -516,6 +522,13 @@ impl Config {
             return Err(invalid(format!(
                 "[gateway] runtime_threads = {threads} must be from 1 to {}",
                 constants::GATEWAY_RUNTIME_THREADS_MAX
+            )));
+        }
+        let spin_us = self.gateway.spin_us;
+        if spin_us > constants::LINK_SHM_SPIN_US_MAX {
+            return Err(invalid(format!(
+                "[gateway] spin_us = {spin_us} is over the limit of {} µs: a longer spin buys no latency, only a busy core",
+                constants::LINK_SHM_SPIN_US_MAX
             )));
         }
         Ok(())
@@ -839,7 +852,7 @@ mod tests {
     }
 
     #[test]
-    fn the_gateway_runs_on_one_thread_unless_told_and_a_runtime_needs_a_thread() {
+    fn the_gateway_runs_on_one_thread_and_sleeps_unless_told_and_both_are_bounded() {
         let base = "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"s\"\n";
         let config = Config::parse(base, "test").unwrap();
         assert_eq!(config.gateway.runtime_threads, 1);
@@ -851,6 +864,13 @@ mod tests {
                 .to_string();
             assert!(error.contains("runtime_threads"), "{error}");
         }
+        assert_eq!(config.gateway.spin_us, 0, "the gateway sleeps unless told");
+        let config = Config::parse(&format!("{base}spin_us = 200\n"), "test").unwrap();
+        assert_eq!(config.gateway.spin_us, 200);
+        let error = Config::parse(&format!("{base}spin_us = 10001\n"), "test")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("[gateway] spin_us"), "{error}");
     }
 
     #[test]

@@ -97,6 +97,8 @@ pub struct BenchConfig {
     pub link: super::venue::LinkChoice,
     /// `[link] spin_us` for the venue (`--spin-us`); own venue only.
     pub spin_us: Option<u64>,
+    /// `[gateway] spin_us` for the venue (`--gateway-spin-us`); own venue only.
+    pub gateway_spin_us: Option<u64>,
     /// Send the run's orders one at a time per session, the next when the answer arrives, to
     /// measure what a client measuring one request at a time sees (and compare with a peer the
     /// way such a client did).
@@ -196,6 +198,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             },
             link: config.link,
             spin_us: config.spin_us,
+            gateway_spin_us: config.gateway_spin_us,
         })?),
     };
     let result = measure(config, venue.as_mut(), peer_binary.as_deref());
@@ -438,6 +441,7 @@ fn measure_verified_canary(
         control_extra: "canary_delivery = \"verified\"".into(),
         link: config.link,
         spin_us: config.spin_us,
+        gateway_spin_us: config.gateway_spin_us,
     })?;
     let result = (|| {
         start_canary(&venue)?;

@@ -259,6 +259,7 @@ pub fn run<C: ControlHooks>(config: &Config, mut control: C) -> Result<(), RunEr
                 business_rx,
                 core_control_rx,
                 shutdown_rx,
+                Duration::from_micros(config.gateway.spin_us),
             ))
         });
         let stop = started.stop;
