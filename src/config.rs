@@ -385,10 +385,10 @@ pub struct GatewayConfig {
     /// 0 turns the socket holder off (a gateway death then disconnects everyone, as before).
     #[serde(default = "default_hold_sockets_max_ms")]
     pub hold_sockets_max_ms: u64,
-    /// Threads of the gateway's async runtime. 1 (the default): every task runs on one thread,
-    /// so an order crosses no thread inside the gateway (see
-    /// [`crate::gateway::assembly::gateway_runtime`]); more spreads tasks over that many worker
-    /// threads, each hand-off between them a wake-up of a sleeping thread.
+    /// Threads of the gateway's async runtime (see
+    /// [`crate::gateway::assembly::gateway_runtime`]). 0 (the default): a worker per core. 1:
+    /// every task on one thread, so an order crosses no thread inside the gateway, at the cost
+    /// of every stall of that thread stopping all sessions and links. More: that many workers.
     #[serde(default = "default_runtime_threads")]
     pub runtime_threads: usize,
     /// Microseconds the gateway keeps polling its sockets without sleeping after each order or
@@ -510,7 +510,7 @@ impl Config {
         Ok(config)
     }
 
-    /// Refuses a runtime with no thread or more than [`constants::GATEWAY_RUNTIME_THREADS_MAX`],
+    /// Refuses a runtime of more than [`constants::GATEWAY_RUNTIME_THREADS_MAX`] threads,
     /// and a gateway spin over [`constants::LINK_SHM_SPIN_US_MAX`] (it would only burn a core).
     fn check_runtime(&self, origin: &str) -> Result<(), ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
@@ -518,9 +518,9 @@ impl Config {
             message,
         };
         let threads = self.gateway.runtime_threads;
-        if !(1..=constants::GATEWAY_RUNTIME_THREADS_MAX).contains(&threads) {
+        if threads > constants::GATEWAY_RUNTIME_THREADS_MAX {
             return Err(invalid(format!(
-                "[gateway] runtime_threads = {threads} must be from 1 to {}",
+                "[gateway] runtime_threads = {threads} is over the limit of {} (0: a worker per core)",
                 constants::GATEWAY_RUNTIME_THREADS_MAX
             )));
         }
@@ -852,18 +852,20 @@ mod tests {
     }
 
     #[test]
-    fn the_gateway_runs_on_one_thread_and_sleeps_unless_told_and_both_are_bounded() {
+    fn the_gateway_runtime_and_its_spin_are_read_and_bounded() {
         let base = "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"s\"\n";
         let config = Config::parse(base, "test").unwrap();
+        assert_eq!(
+            config.gateway.runtime_threads, 0,
+            "a worker per core unless told"
+        );
+        let config = Config::parse(&format!("{base}runtime_threads = 1\n"), "test").unwrap();
         assert_eq!(config.gateway.runtime_threads, 1);
-        let config = Config::parse(&format!("{base}runtime_threads = 4\n"), "test").unwrap();
-        assert_eq!(config.gateway.runtime_threads, 4);
-        for threads in [0, constants::GATEWAY_RUNTIME_THREADS_MAX + 1] {
-            let error = Config::parse(&format!("{base}runtime_threads = {threads}\n"), "test")
-                .unwrap_err()
-                .to_string();
-            assert!(error.contains("runtime_threads"), "{error}");
-        }
+        let too_many = constants::GATEWAY_RUNTIME_THREADS_MAX + 1;
+        let error = Config::parse(&format!("{base}runtime_threads = {too_many}\n"), "test")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("runtime_threads"), "{error}");
         assert_eq!(config.gateway.spin_us, 0, "the gateway sleeps unless told");
         let config = Config::parse(&format!("{base}spin_us = 200\n"), "test").unwrap();
         assert_eq!(config.gateway.spin_us, 200);

@@ -130,6 +130,9 @@ enum Command {
         /// after each order or engine answer before it sleeps.
         #[arg(long)]
         gateway_spin_us: Option<u64>,
+        /// `[gateway] runtime_threads` for the venue: 1 runs the gateway on one thread.
+        #[arg(long)]
+        gateway_runtime_threads: Option<usize>,
         /// Ping-pong: each session keeps exactly one order in flight and sends the next when the
         /// answer arrives (the orders are still --rate × --duration); latency is from each
         /// actual send. With --peer quickfix --sessions 1 --mix new=1: baton ÷ QuickFIX the way
@@ -716,6 +719,7 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
             link,
             spin_us,
             gateway_spin_us,
+            gateway_runtime_threads,
             pingpong,
             warmup,
             rejoin_at,
@@ -749,6 +753,7 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
                 link,
                 spin_us,
                 gateway_spin_us,
+                gateway_runtime_threads,
                 pingpong,
                 warmup_orders: warmup,
                 rejoin_at: rejoin_at.into_iter().map(secs).collect(),

@@ -55,9 +55,10 @@ struct DriverLink {
 /// plane on `control`, events for the audit log out on `events`.
 ///
 /// `spin` (`[gateway] spin_us`) keeps the runtime polling its sockets without sleeping for that
-/// long after each request or engine frame: on a current-thread runtime the driver yields in a
-/// loop, so the runtime checks for I/O with a zero timeout instead of parking, and an engine's
-/// answer or the next order is picked up without a wake-up. Zero (the default): never spins.
+/// long after each request or engine frame: the driver yields in a loop, so its thread checks
+/// for I/O with a zero timeout instead of parking, and an engine's answer or the next order is
+/// picked up without a wake-up. Measured with `[gateway] runtime_threads = 1`, where the driver
+/// shares that thread with the connections and links. Zero (the default): never spins.
 pub async fn run<S, J>(
     mut core: Core<S, J>,
     events: mpsc::Sender<CoreEvent>,
