@@ -393,7 +393,9 @@ pub struct GatewayConfig {
     pub runtime_threads: usize,
     /// Microseconds the gateway keeps polling its sockets without sleeping after each order or
     /// engine answer, so the next one is picked up without a wake-up; it burns a core for that
-    /// long. 0 (the default): the gateway sleeps as soon as it has nothing to do.
+    /// long. Only with `runtime_threads = 1`: on a multi-thread runtime the spinning worker is
+    /// not the one the next event wakes, so it adds CPU and saves no wake-up (measured). 0 (the
+    /// default): the gateway sleeps as soon as it has nothing to do.
     #[serde(default)]
     pub spin_us: u64,
 }
