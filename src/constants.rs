@@ -459,6 +459,19 @@ const _: () = assert!(
 /// position maps to an offset with a mask.
 pub const LINK_SHM_RING_BYTES: usize = 8 << 20;
 
+/// Threads of the gateway's async runtime when `[gateway] runtime_threads` is not set: 0, a
+/// multi-thread runtime with a worker per core. One thread (`runtime_threads = 1`) takes the
+/// cross-thread wake-ups off an order's path (about half the gateway's sleeps and a quarter of
+/// its CPU per order in ping-pong on a loaded 2-core host, p50 7% lower) but, measured over 15
+/// alternating runs, doubled p99.9 and raised p99 by 1.7×: every stall of that one thread (a
+/// preemption, a journal segment allocated) stops every session and link at once, where a
+/// sibling worker would steal the ready tasks. Until those stalls are gone it is opt-in.
+pub const GATEWAY_RUNTIME_THREADS_DEFAULT: usize = 0;
+
+/// Most `[gateway] runtime_threads` a config may ask for: more workers than any host's cores
+/// only add wake-ups.
+pub const GATEWAY_RUNTIME_THREADS_MAX: usize = 256;
+
 /// How long a link reader that finds its ring empty spins before it sleeps on the socket, by
 /// default. On a 2-core host three busy processes (gateway and two engines) already compete for
 /// the cores, so the default spins only briefly: long enough to catch an answer already being

@@ -126,6 +126,13 @@ enum Command {
         /// `[link] spin_us` for the venue: microseconds a link reader spins before it sleeps.
         #[arg(long)]
         spin_us: Option<u64>,
+        /// `[gateway] spin_us` for the venue: microseconds the gateway keeps polling its sockets
+        /// after each order or engine answer before it sleeps.
+        #[arg(long)]
+        gateway_spin_us: Option<u64>,
+        /// `[gateway] runtime_threads` for the venue: 1 runs the gateway on one thread.
+        #[arg(long)]
+        gateway_runtime_threads: Option<usize>,
         /// Ping-pong: each session keeps exactly one order in flight and sends the next when the
         /// answer arrives (the orders are still --rate × --duration); latency is from each
         /// actual send. With --peer quickfix --sessions 1 --mix new=1: baton ÷ QuickFIX the way
@@ -712,6 +719,8 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
             throughput,
             link,
             spin_us,
+            gateway_spin_us,
+            gateway_runtime_threads,
             pingpong,
             warmup,
             rejoin_at,
@@ -744,6 +753,8 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
                 throughput,
                 link,
                 spin_us,
+                gateway_spin_us,
+                gateway_runtime_threads,
                 pingpong,
                 warmup_orders: warmup,
                 rejoin_at: rejoin_at.into_iter().map(secs).collect(),

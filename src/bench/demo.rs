@@ -720,6 +720,8 @@ pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, D
         require_approval: true,
         link: Default::default(),
         spin_us: None,
+        gateway_spin_us: None,
+        gateway_runtime_threads: None,
     })?;
     let authoritative = venue.authoritative()?;
     progress(&format!(

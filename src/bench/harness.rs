@@ -97,6 +97,10 @@ pub struct BenchConfig {
     pub link: super::venue::LinkChoice,
     /// `[link] spin_us` for the venue (`--spin-us`); own venue only.
     pub spin_us: Option<u64>,
+    /// `[gateway] spin_us` for the venue (`--gateway-spin-us`); own venue only.
+    pub gateway_spin_us: Option<u64>,
+    /// `[gateway] runtime_threads` for the venue (`--gateway-runtime-threads`); own venue only.
+    pub gateway_runtime_threads: Option<usize>,
     /// Send the run's orders one at a time per session, the next when the answer arrives, to
     /// measure what a client measuring one request at a time sees (and compare with a peer the
     /// way such a client did).
@@ -197,6 +201,8 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             },
             link: config.link,
             spin_us: config.spin_us,
+            gateway_spin_us: config.gateway_spin_us,
+            gateway_runtime_threads: config.gateway_runtime_threads,
         })?),
     };
     let result = measure(config, venue.as_mut(), peer_binary.as_deref());
@@ -439,6 +445,8 @@ fn measure_verified_canary(
         control_extra: "canary_delivery = \"verified\"".into(),
         link: config.link,
         spin_us: config.spin_us,
+        gateway_spin_us: config.gateway_spin_us,
+        gateway_runtime_threads: config.gateway_runtime_threads,
     })?;
     let result = (|| {
         start_canary(&venue)?;

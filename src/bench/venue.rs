@@ -58,6 +58,10 @@ pub struct VenueConfig {
     pub link: LinkChoice,
     /// `[link] spin_us` for gateway and engines, or the default (`baton bench --spin-us`).
     pub spin_us: Option<u64>,
+    /// `[gateway] spin_us`, or the default (`baton bench --gateway-spin-us`).
+    pub gateway_spin_us: Option<u64>,
+    /// `[gateway] runtime_threads`, or the default (`baton bench --gateway-runtime-threads`).
+    pub gateway_runtime_threads: Option<usize>,
 }
 
 /// The transport of the venue's engine links, for comparing them under the same load.
@@ -181,9 +185,17 @@ impl Venue {
             }
             LinkChoice::Unix | LinkChoice::Shm => unix(name),
         };
+        // Written only when asked for, so a venue program of an earlier build reads the config.
+        let mut gateway_extra = config
+            .gateway_spin_us
+            .map(|spin_us| format!("spin_us = {spin_us}\n"))
+            .unwrap_or_default();
+        if let Some(threads) = config.gateway_runtime_threads {
+            gateway_extra.push_str(&format!("runtime_threads = {threads}\n"));
+        }
         let mut text = format!(
             "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\n\
-             engines = [\"{}\", \"{}\"]\ncontrol = \"{}\"\nfailover_timeout_ms = 1000\n\n\
+             engines = [\"{}\", \"{}\"]\ncontrol = \"{}\"\nfailover_timeout_ms = 1000\n{}\n\
              [control]\n{}\n{}\n\n\
              [defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
             dir.join("store").display(),
@@ -191,6 +203,7 @@ impl Venue {
             sock("blue"),
             sock("green"),
             control,
+            gateway_extra,
             if config.require_approval {
                 // The demo's operators file and approve from this one account: declared, as a
                 // venue must declare a shared account for the two-person rule to accept it.

@@ -179,10 +179,7 @@ pub fn run<C: ControlHooks>(config: &Config, mut control: C) -> Result<(), RunEr
             None
         }
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(RunError::Runtime)?;
+    let runtime = gateway_runtime(config.gateway.runtime_threads).map_err(RunError::Runtime)?;
     runtime.block_on(async move {
         let listen = config.gateway.listen;
         let (business_tx, business_rx) = mpsc::channel(constants::SEQUENCER_QUEUE_MAX);
@@ -262,6 +259,7 @@ pub fn run<C: ControlHooks>(config: &Config, mut control: C) -> Result<(), RunEr
                 business_rx,
                 core_control_rx,
                 shutdown_rx,
+                Duration::from_micros(config.gateway.spin_us),
             ))
         });
         let stop = started.stop;
@@ -277,6 +275,30 @@ pub fn run<C: ControlHooks>(config: &Config, mut control: C) -> Result<(), RunEr
         }
         result
     })
+}
+
+/// The gateway's async runtime with `threads` threads (`[gateway] runtime_threads`).
+///
+/// 0: a multi-thread runtime with a worker per core (the default). 1: a current-thread runtime:
+/// the connection tasks, the core's driver and the engine-link readers all run on the thread
+/// that polls the sockets, so when a connection hands a request to the driver, or the driver
+/// wakes a connection to write an answer, the woken task is queued on this thread instead of a
+/// sibling worker being woken from its sleep; with one order in flight each such hand-off is a
+/// cross-thread wake-up on the order's path. Engine-link liveness then waits on session work
+/// for at most one bounded step (a connection's work per wake-up is bounded, and tokio's
+/// cooperative budget yields a task that keeps finding work), but any stall of the one thread
+/// stops everything. More: a multi-thread runtime with that many workers.
+pub fn gateway_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = match threads {
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        1 => tokio::runtime::Builder::new_current_thread(),
+        _ => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads);
+            builder
+        }
+    };
+    builder.enable_all().build()
 }
 
 /// Every configured session over its memory-mapped store.
@@ -399,6 +421,23 @@ mod tests {
                 }),
             })
         }
+    }
+
+    #[test]
+    fn one_runtime_thread_is_a_current_thread_runtime_and_the_default_has_workers() {
+        use tokio::runtime::RuntimeFlavor;
+        let flavor = |threads| {
+            gateway_runtime(threads)
+                .expect("a runtime")
+                .handle()
+                .runtime_flavor()
+        };
+        assert_eq!(
+            flavor(constants::GATEWAY_RUNTIME_THREADS_DEFAULT),
+            RuntimeFlavor::MultiThread
+        );
+        assert_eq!(flavor(1), RuntimeFlavor::CurrentThread);
+        assert_eq!(flavor(2), RuntimeFlavor::MultiThread);
     }
 
     #[test]

@@ -53,12 +53,19 @@ struct DriverLink {
 
 /// Runs `core` until shutdown: requests from the sessions on `inbound`, commands from the control
 /// plane on `control`, events for the audit log out on `events`.
+///
+/// `spin` (`[gateway] spin_us`) keeps the runtime polling its sockets without sleeping for that
+/// long after each request or engine frame: the driver yields in a loop, so its thread checks
+/// for I/O with a zero timeout instead of parking, and an engine's answer or the next order is
+/// picked up without a wake-up. Measured with `[gateway] runtime_threads = 1`, where the driver
+/// shares that thread with the connections and links. Zero (the default): never spins.
 pub async fn run<S, J>(
     mut core: Core<S, J>,
     events: mpsc::Sender<CoreEvent>,
     mut inbound: mpsc::Receiver<Inbound>,
     mut control: mpsc::Receiver<CoreCall>,
     mut shutdown: watch::Receiver<bool>,
+    spin: Duration,
 ) where
     S: SessionStore + Send + 'static,
     J: InputJournal,
@@ -83,12 +90,16 @@ pub async fn run<S, J>(
         outputs_pool: core.outputs_pool(),
     };
     let mut batch: Vec<Inbound> = Vec::with_capacity(constants::SEQUENCER_BATCH_MAX);
+    // Until when the driver spins (see `spin`); the epoch when it is not spinning.
+    let mut spin_until = Timestamp(0);
     loop {
         core.handle_catch_up(Timestamp::now());
         driver.carry_out(&mut core).await;
         let accepting = core.accepting();
         let lagging = core.lagging();
-        let sleep_for = core.next_timeout().since(Timestamp::now());
+        let now = Timestamp::now();
+        let spinning = now < spin_until;
+        let sleep_for = core.next_timeout().since(now);
         tokio::select! {
             received = inbound.recv_many(&mut batch, constants::SEQUENCER_BATCH_MAX), if accepting => {
                 if received == 0 {
@@ -97,9 +108,12 @@ pub async fn run<S, J>(
                     driver.carry_out(&mut core).await;
                     return;
                 }
-                core.handle_requests(Timestamp::now(), &mut batch);
+                let now = Timestamp::now();
+                core.handle_requests(now, &mut batch);
+                spin_until = now.plus(spin);
             }
             Some((slot, generation, frame)) = frames_rx.recv() => {
+                spin_until = Timestamp::now().plus(spin);
                 if driver.current(slot, generation) {
                     match frame {
                         Ok(frame) => core.handle_frame(Timestamp::now(), slot, frame),
@@ -123,7 +137,7 @@ pub async fn run<S, J>(
                 Err(error) => core.handle_connect_failed(Timestamp::now(), slot, &error.to_string()),
             },
             _ = tokio::time::sleep(sleep_for) => core.handle_timeout(Timestamp::now()),
-            _ = tokio::task::yield_now(), if lagging => {}
+            _ = tokio::task::yield_now(), if lagging || spinning => {}
             _ = shutdown.changed() => {
                 // Requests already taken from sessions (their MsgSeqNums consumed) are
                 // sequenced, not dropped; their answers reach the sessions by resend after a
