@@ -154,6 +154,13 @@ pub const MAPPED_AHEAD_BYTES: usize = 512 << 10;
 /// dropped file is released within one call's work (64 pages, tens of microseconds).
 pub const MAPPED_PREFAULT_CHUNK_BYTES: usize = 256 << 10;
 
+/// How often the prefault thread makes every window present again. The kernel writes dirty
+/// pages back after 30 s (`vm.dirty_expire_centisecs`) and write-protects them, so a window
+/// made present long before its writer gets there (a quiet session) would fault again, once per
+/// page; redone every second, at most ~1/30 of such pages are caught clean. A pass over pages
+/// already present is a page-table walk: tens of microseconds per window.
+pub const MAPPED_REFRESH_MS: u64 = 1_000;
+
 const _: () = assert!(MAPPED_PREFAULT_CHUNK_BYTES <= MAPPED_AHEAD_BYTES);
 const _: () = assert!(MAPPED_AHEAD_BYTES as u64 <= STORE_MESSAGES_BYTES_INITIAL);
 

@@ -31,7 +31,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use memmap2::{MmapOptions, MmapRaw};
 
-use crate::constants::{MAPPED_AHEAD_BYTES, MAPPED_PREFAULT_CHUNK_BYTES, MAPPED_RESERVE_BYTES_MAX};
+use crate::constants::{
+    MAPPED_AHEAD_BYTES, MAPPED_PREFAULT_CHUNK_BYTES, MAPPED_REFRESH_MS, MAPPED_RESERVE_BYTES_MAX,
+};
 
 /// Why mapping, growing or flushing a file failed. The path is in every variant because the
 /// operator's next step (free disk, fix permissions, stop the other gateway) depends on which
@@ -383,8 +385,16 @@ fn prefault_loop() {
         libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
     }
     let mut live: Vec<Weak<Mapping>> = Vec::new();
+    let refresh_every = std::time::Duration::from_millis(MAPPED_REFRESH_MS);
+    let mut refreshed = std::time::Instant::now();
     loop {
-        std::thread::park();
+        std::thread::park_timeout(refresh_every);
+        // Pages written back since they were made present are write-protected again: every
+        // so often each window is made present anew, from where it was asked.
+        let refresh = refreshed.elapsed() >= refresh_every;
+        if refresh {
+            refreshed = std::time::Instant::now();
+        }
         live.extend(
             APPEND_LOGS
                 .lock()
@@ -393,6 +403,10 @@ fn prefault_loop() {
                 .cloned(),
         );
         for weak in live.drain(..) {
+            if refresh && let Some(mapping) = take_hold(&weak) {
+                let from = mapping.wanted_from.load(Ordering::Relaxed);
+                mapping.populated_to.store(from, Ordering::Relaxed);
+            }
             // One chunk per hold, so a file being dropped waits for one chunk at most.
             while let Some(mapping) = take_hold(&weak) {
                 if !populate_chunk(&mapping) {
@@ -400,8 +414,16 @@ fn prefault_loop() {
                 }
             }
         }
+        #[cfg(test)]
+        if refresh {
+            REFRESHES.fetch_add(1, Ordering::Release);
+        }
     }
 }
+
+/// Passes of the prefault thread that made every window present anew, for tests.
+#[cfg(test)]
+static REFRESHES: AtomicUsize = AtomicUsize::new(0);
 
 /// Registers a new append log's mapping with the prefault thread.
 fn register(mapping: &Arc<Mapping>) {
@@ -712,6 +734,31 @@ mod tests {
             );
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
+    }
+
+    #[test]
+    fn a_window_written_back_before_the_writer_gets_there_is_made_present_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 2 * MAPPED_AHEAD_BYTES;
+        let mut file =
+            MappedFile::open_appendable(&dir.path().join("log"), len as u64, len as u64).unwrap();
+        file.wrote_to(0);
+        wait_populated(&file, MAPPED_AHEAD_BYTES);
+        // What the kernel does to pages dirty for 30 s: write them back and write-protect them.
+        file.flush().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let refreshes = REFRESHES.load(Ordering::Acquire);
+        // Two passes: the one under way when the file was flushed may have been past it.
+        while REFRESHES.load(Ordering::Acquire) < refreshes + 2 {
+            assert!(std::time::Instant::now() < deadline, "no refresh pass");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let pages = (MAPPED_AHEAD_BYTES / page_bytes()) as i64;
+        let within = touch_pages(&mut file, 0..MAPPED_AHEAD_BYTES);
+        assert!(
+            within < pages / 2,
+            "{within} faults on {pages} pages made present again"
+        );
     }
 
     #[test]
