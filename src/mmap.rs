@@ -458,13 +458,18 @@ fn unregister(mapping: &Arc<Mapping>) {
 }
 
 /// A strong reference to a mapping the prefault thread may still work on, taken under the
-/// registry's lock so that [`unregister`] sees every one.
+/// registry's lock and only while the mapping is still registered, so that once [`unregister`]
+/// has removed it no new reference can appear: even a reference taken only to find the mapping
+/// gone could be the last one, unmapping it (and releasing the file's lock) after the owner's
+/// drop returned.
 fn take_hold(weak: &Weak<Mapping>) -> Option<Arc<Mapping>> {
-    let _logs = APPEND_LOGS
+    let logs = APPEND_LOGS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !logs.iter().any(|registered| registered.ptr_eq(weak)) {
+        return None;
+    }
     weak.upgrade()
-        .filter(|mapping| mapping.registered.load(Ordering::Relaxed))
 }
 
 /// Makes the next chunk of `mapping`'s asked window present and records how far; false when
