@@ -133,6 +133,37 @@ const _: () = assert!(
     "a new store starts with its headroom and room to use"
 );
 
+// ---------------------------------------------------------------------------------------------
+// Mapped append logs (`mmap::MappedFile::open_appendable`: session message logs, journal segments)
+// ---------------------------------------------------------------------------------------------
+
+/// Address space an append log's mapping reserves for its growth, so growing within it is a
+/// `posix_fallocate` and never a remap. Reserving costs no memory and no disk, only address
+/// space: 1 GiB for each of the [`CONNECTIONS_MAX`] sessions a gateway holds at once is 1 TiB of
+/// the 128 TiB a 64-bit Linux process has. A log that grows past it remaps, as before.
+pub const MAPPED_RESERVE_BYTES_MAX: u64 = 1 << 30;
+
+/// Bytes ahead of an append log's write position whose pages a background thread makes present,
+/// so the writer never takes the first-touch page fault itself. A window is asked for when the
+/// writer is half way through the previous one, i.e. every 256 KiB written (~1,000 records of
+/// 250 bytes), so the thread is woken about once per 1,000 appends to a log; 50 sessions'
+/// windows are 25 MiB of page cache, which a new store's 1 MiB file holds anyway.
+pub const MAPPED_AHEAD_BYTES: usize = 512 << 10;
+
+/// Bytes the prefault thread populates per call: it lets go of a mapping between calls, so a
+/// dropped file is released within one call's work (64 pages, tens of microseconds).
+pub const MAPPED_PREFAULT_CHUNK_BYTES: usize = 256 << 10;
+
+/// How often the prefault thread makes every window present again. The kernel writes dirty
+/// pages back after 30 s (`vm.dirty_expire_centisecs`) and write-protects them, so a window
+/// made present long before its writer gets there (a quiet session) would fault again, once per
+/// page; redone every second, at most ~1/30 of such pages are caught clean. A pass over pages
+/// already present is a page-table walk: tens of microseconds per window.
+pub const MAPPED_REFRESH_MS: u64 = 1_000;
+
+const _: () = assert!(MAPPED_PREFAULT_CHUNK_BYTES <= MAPPED_AHEAD_BYTES);
+const _: () = assert!(MAPPED_AHEAD_BYTES as u64 <= STORE_MESSAGES_BYTES_INITIAL);
+
 const _: () = assert!(STORE_MESSAGES_BYTES_INITIAL <= STORE_MESSAGES_BYTES_MAX);
 const _: () = assert!(STORE_MESSAGES_GROWTH_FACTOR >= 2);
 // ----- Gateway ----------------------------------------------------------------------------------

@@ -885,8 +885,9 @@ fn engine(
     };
     let listen: LinkAddr = listen.parse().context("engine link address")?;
     let listen = listen.with_transport(config.link.transport);
-    let engine = MatchingEngine::with_snapshot_format(&config.engine, snapshot_format)
+    let mut engine = MatchingEngine::with_snapshot_format(&config.engine, snapshot_format)
         .context("building the engine from [engine] and --snapshot-format")?;
+    engine.touch_memory();
     let shutdown = Shutdown::new();
     let on_signal = shutdown.clone();
     std::thread::spawn(move || {

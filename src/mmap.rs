@@ -26,8 +26,14 @@
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
-use memmap2::{MmapMut, MmapOptions};
+use memmap2::{MmapOptions, MmapRaw};
+
+use crate::constants::{
+    MAPPED_AHEAD_BYTES, MAPPED_PREFAULT_CHUNK_BYTES, MAPPED_REFRESH_MS, MAPPED_RESERVE_BYTES_MAX,
+};
 
 /// Why mapping, growing or flushing a file failed. The path is in every variant because the
 /// operator's next step (free disk, fix permissions, stop the other gateway) depends on which
@@ -123,10 +129,43 @@ pub struct MappedFile {
     /// Kept open for as long as the mapping lives: it holds the advisory lock, and growing the
     /// file needs it. Never exposed, so nothing else can write through it.
     file: File,
-    /// The mapping of the whole file, `len` bytes; replaced by a larger one on every grow.
-    map: MmapMut,
+    /// The mapping: at least `len` bytes, possibly more reserved for growth. Shared with the
+    /// prefault thread only so the address range stays mapped while it works on it; that
+    /// thread never reads or writes a byte through it.
+    map: Arc<Mapping>,
+    /// Length of the file, in bytes: every mapped byte below it is backed by the file, and only
+    /// those are ever handed out as slices.
+    len: usize,
     /// Where the file is, for error messages.
     path: PathBuf,
+    /// Bytes kept present ahead of the write position; 0 when the file is not an append log.
+    ahead_bytes: usize,
+    /// The end of the last window asked of the prefault thread; a new one is asked when the
+    /// writer comes within half a window of it, so the thread is woken once per half window.
+    asked_to: usize,
+}
+
+/// One mapping, with what the prefault thread is asked to do on it.
+#[derive(Debug)]
+struct Mapping {
+    /// The mapped address range. Raw, so the owner alone makes slices of it (of the file's
+    /// length), and the prefault thread holds no reference into the bytes.
+    raw: MmapRaw,
+    /// Start of the window the owner wants present, in bytes from the start of the file.
+    wanted_from: AtomicUsize,
+    /// End of that window; never past the file's length when it was asked.
+    wanted_to: AtomicUsize,
+    /// Everything below it has been made present (by the prefault thread), as far as it knows;
+    /// for tests and for the owner to tell the thread is keeping up.
+    populated_to: AtomicUsize,
+    /// True while the prefault thread may take hold of the mapping; cleared (under the
+    /// registry's lock) when its file is dropped. The mapping holds a reference to the open file
+    /// and with it the file's lock, so the owner waits until the thread has let go before the
+    /// file counts as closed: a reopen right after a drop must not find it locked.
+    registered: AtomicBool,
+    /// Set when the kernel refused to populate (older than Linux 5.14, or a file system that
+    /// cannot): the writer then takes its own faults, as it did before.
+    refused: AtomicBool,
 }
 
 impl MappedFile {
@@ -135,6 +174,27 @@ impl MappedFile {
     /// never loses data. A second open of a file that is still open is refused with
     /// [`MapError::Locked`].
     pub fn open(path: &Path, len_min: u64) -> Result<MappedFile, MapError> {
+        MappedFile::open_with(path, len_min, 0, 0)
+    }
+
+    /// Like [`MappedFile::open`], for a file appended to on a latency-sensitive path: address
+    /// space is reserved for growth up to `len_max` bytes (at most
+    /// [`MAPPED_RESERVE_BYTES_MAX`]), so growing within it never remaps, and the pages ahead of
+    /// the position given to [`MappedFile::wrote_to`] are made present by a background thread.
+    pub fn open_appendable(
+        path: &Path,
+        len_min: u64,
+        len_max: u64,
+    ) -> Result<MappedFile, MapError> {
+        MappedFile::open_with(path, len_min, len_max, MAPPED_AHEAD_BYTES)
+    }
+
+    fn open_with(
+        path: &Path,
+        len_min: u64,
+        len_max: u64,
+        ahead_bytes: usize,
+    ) -> Result<MappedFile, MapError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -159,11 +219,15 @@ impl MappedFile {
         if len != len_now {
             reserve(&file, path, len_now, len)?;
         }
-        let map = map_whole(&file, path, len)?;
+        let len = to_usize(path, len)?;
+        let map = map_reserved(&file, path, len, len_max, ahead_bytes > 0)?;
         Ok(MappedFile {
             file,
             map,
+            len,
             path: path.to_path_buf(),
+            ahead_bytes,
+            asked_to: 0,
         })
     }
 
@@ -174,52 +238,99 @@ impl MappedFile {
 
     /// Length of the file and of the mapping, in bytes; offsets below it are valid.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     /// True for a zero-length file, which maps as an empty slice.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 
     /// Extends the file with zeros to `len` bytes, allocated on the device, and maps the new
     /// length, keeping every byte already written. A `len` at or below the current length
     /// changes nothing: shrinking a mapped file is what would make the mapping unsound, so it is
     /// not offered. On a full disk the file and the mapping stay as they were and the error says
-    /// so ([`MapError::is_no_space`]); growing again later may succeed.
+    /// so ([`MapError::is_no_space`]); growing again later may succeed. Within the address space
+    /// reserved at open this maps nothing: the reserved range already covers the new bytes.
     pub fn grow(&mut self, len: u64) -> Result<(), MapError> {
-        if len <= self.map.len() as u64 {
+        if len <= self.len as u64 {
             return Ok(());
         }
-        reserve(&self.file, &self.path, self.map.len() as u64, len)?;
-        // The old mapping stays valid until replaced: the file only got longer.
-        self.map = map_whole(&self.file, &self.path, len)?;
+        let len_new = to_usize(&self.path, len)?;
+        reserve(&self.file, &self.path, self.len as u64, len)?;
+        if len_new > self.map.raw.len() {
+            // Past the reservation: a new mapping. The old one stays valid until replaced (the
+            // file only got longer), and is unmapped once the prefault thread lets go of it.
+            self.map = map_reserved(&self.file, &self.path, len_new, 0, self.ahead_bytes > 0)?;
+            self.asked_to = 0;
+        }
+        self.len = len_new;
         Ok(())
+    }
+
+    /// Tells an append log that bytes up to `offset` are written, so the pages of the next
+    /// window ([`MAPPED_AHEAD_BYTES`]) are made present before the writer reaches them. Costs a
+    /// comparison per call; once per half window it wakes the background thread (no syscall if
+    /// it is awake, one `futex` wake if it sleeps). Does nothing for a file opened with
+    /// [`MappedFile::open`].
+    pub fn wrote_to(&mut self, offset: usize) {
+        if self.ahead_bytes == 0 || offset.saturating_add(self.ahead_bytes / 2) < self.asked_to {
+            return;
+        }
+        let to = offset.saturating_add(self.ahead_bytes).min(self.len);
+        if to <= self.asked_to || self.map.refused.load(Ordering::Relaxed) {
+            return;
+        }
+        self.asked_to = to;
+        self.map.wanted_from.store(offset, Ordering::Relaxed);
+        self.map.wanted_to.store(to, Ordering::Release);
+        prefault_thread().unpark();
+    }
+
+    /// Offset below which the background thread has made the pages asked for present; 0 for a
+    /// file that is not an append log. Lets a test (or a metric) see whether it keeps ahead.
+    pub fn populated_to(&self) -> usize {
+        self.map.populated_to.load(Ordering::Acquire)
     }
 
     /// The mapped bytes, to read records in place without copying.
     pub fn as_slice(&self) -> &[u8] {
-        &self.map
+        // SAFETY: the mapping is at least `len` bytes, all backed by the file (it only ever
+        // grows, see the module doc); `&self` keeps `as_mut_slice` from aliasing this slice, and
+        // no other code makes references into the mapping (the prefault thread holds the
+        // address only and changes no byte).
+        unsafe { std::slice::from_raw_parts(self.map.raw.as_ptr(), self.len) }
     }
 
     /// The mapped bytes, to write records in place: a write here is in the page cache as soon as
     /// it returns, so it survives the process being killed.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.map
+        // SAFETY: as in `as_slice`, and `&mut self` makes this the only slice of the mapping.
+        unsafe { std::slice::from_raw_parts_mut(self.map.raw.as_mut_ptr(), self.len) }
     }
 
     /// Writes every dirty page to the device and waits (`msync(MS_SYNC)`), so what was written
     /// survives a power loss, not only a process kill.
     pub fn flush(&self) -> Result<(), MapError> {
-        self.map
-            .flush()
-            .map_err(|source| io_error(&self.path, "msync", source))
+        self.flush_range(0, self.len)
     }
 
     /// Like [`MappedFile::flush`] for the pages covering `len` bytes from `offset` only, so a
-    /// caller that knows what it wrote pays for those pages and not the whole file.
+    /// caller that knows what it wrote pays for those pages and not the whole file. A range past
+    /// the end of the file is an error, also where address space is reserved beyond it.
     pub fn flush_range(&self, offset: usize, len: usize) -> Result<(), MapError> {
+        if offset.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(io_error(
+                &self.path,
+                "msync",
+                io::Error::from_raw_os_error(libc::ENOMEM),
+            ));
+        }
+        if len == 0 {
+            return Ok(());
+        }
         self.map
+            .raw
             .flush_range(offset, len)
             .map_err(|source| io_error(&self.path, "msync", source))
     }
@@ -227,10 +338,204 @@ impl MappedFile {
     /// Starts writing dirty pages to the device without waiting (`msync(MS_ASYNC)`), to shorten
     /// the window of a later synchronous flush without blocking now.
     pub fn flush_async(&self) -> Result<(), MapError> {
+        if self.len == 0 {
+            return Ok(());
+        }
         self.map
-            .flush_async()
+            .raw
+            .flush_async_range(0, self.len)
             .map_err(|source| io_error(&self.path, "msync", source))
     }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        // The lock goes with the last reference to the mapping; see `Mapping::registered`.
+        unregister(&self.map);
+    }
+}
+
+/// The mappings of every open append log, for the prefault thread. Weak, so a dropped file's
+/// entry dies with it; dead entries are swept when a new mapping registers.
+static APPEND_LOGS: Mutex<Vec<Weak<Mapping>>> = Mutex::new(Vec::new());
+
+/// The one background thread that makes append logs' next pages present, started on first use.
+/// One for the process: it runs a few populate calls per half window written, so one keeps up
+/// with every session.
+fn prefault_thread() -> &'static std::thread::Thread {
+    static THREAD: OnceLock<std::thread::Thread> = OnceLock::new();
+    THREAD.get_or_init(|| {
+        std::thread::Builder::new()
+            .name("baton-prefault".to_string())
+            .spawn(prefault_loop)
+            .expect("spawning the prefault thread")
+            .thread()
+            .clone()
+    })
+}
+
+/// The prefault thread: sleeps until a writer asks for a window, then populates every window
+/// asked for, in chunks, so a file dropped meanwhile is let go within one chunk.
+fn prefault_loop() {
+    // Below the order path's threads: on a busy core the writers run first, and a window not
+    // made present in time costs the writer its own faults, as without this thread.
+    // SAFETY: setpriority(2) on this thread's own id changes its nice value and nothing else.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10);
+    }
+    let mut live: Vec<Weak<Mapping>> = Vec::new();
+    let refresh_every = std::time::Duration::from_millis(MAPPED_REFRESH_MS);
+    let mut refreshed = std::time::Instant::now();
+    loop {
+        std::thread::park_timeout(refresh_every);
+        // Pages written back since they were made present are write-protected again: every
+        // so often each window is made present anew, from where it was asked.
+        let refresh = refreshed.elapsed() >= refresh_every;
+        if refresh {
+            refreshed = std::time::Instant::now();
+        }
+        live.extend(
+            APPEND_LOGS
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .iter()
+                .cloned(),
+        );
+        for weak in live.drain(..) {
+            if refresh && let Some(mapping) = take_hold(&weak) {
+                let from = mapping.wanted_from.load(Ordering::Relaxed);
+                mapping.populated_to.store(from, Ordering::Relaxed);
+            }
+            // One chunk per hold, so a file being dropped waits for one chunk at most.
+            while let Some(mapping) = take_hold(&weak) {
+                if !populate_chunk(&mapping) {
+                    break;
+                }
+            }
+        }
+        #[cfg(test)]
+        if refresh {
+            REFRESHES.fetch_add(1, Ordering::Release);
+        }
+    }
+}
+
+/// Passes of the prefault thread that made every window present anew, for tests.
+#[cfg(test)]
+static REFRESHES: AtomicUsize = AtomicUsize::new(0);
+
+/// Registers a new append log's mapping with the prefault thread.
+fn register(mapping: &Arc<Mapping>) {
+    let mut logs = APPEND_LOGS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    logs.retain(|weak| weak.strong_count() > 0);
+    mapping.registered.store(true, Ordering::Relaxed);
+    logs.push(Arc::downgrade(mapping));
+}
+
+/// Takes `mapping` away from the prefault thread and waits until it has let go (at most the one
+/// populate call it may be in), so that dropping the owner's reference unmaps it.
+fn unregister(mapping: &Arc<Mapping>) {
+    // Only the owner clears the flag, so a file never registered or already let go skips the
+    // lock.
+    if !mapping.registered.load(Ordering::Relaxed) {
+        return;
+    }
+    {
+        let mut logs = APPEND_LOGS
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !mapping.registered.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        logs.retain(|weak| weak.strong_count() > 0 && weak.as_ptr() != Arc::as_ptr(mapping));
+    }
+    while Arc::strong_count(mapping) > 1 {
+        std::thread::yield_now();
+    }
+}
+
+/// A strong reference to a mapping the prefault thread may still work on, taken under the
+/// registry's lock and only while the mapping is still registered, so that once [`unregister`]
+/// has removed it no new reference can appear: even a reference taken only to find the mapping
+/// gone could be the last one, unmapping it (and releasing the file's lock) after the owner's
+/// drop returned.
+fn take_hold(weak: &Weak<Mapping>) -> Option<Arc<Mapping>> {
+    let logs = APPEND_LOGS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if !logs.iter().any(|registered| registered.ptr_eq(weak)) {
+        return None;
+    }
+    weak.upgrade()
+}
+
+/// Makes the next chunk of `mapping`'s asked window present and records how far; false when
+/// nothing is left to do (or the kernel refused).
+fn populate_chunk(mapping: &Mapping) -> bool {
+    let page = page_bytes();
+    loop {
+        let to = mapping.wanted_to.load(Ordering::Acquire);
+        let from = mapping
+            .wanted_from
+            .load(Ordering::Relaxed)
+            .max(mapping.populated_to.load(Ordering::Relaxed));
+        if from >= to || mapping.refused.load(Ordering::Relaxed) {
+            return false;
+        }
+        // `end > from` whatever the alignment of either, so every chunk makes progress.
+        let start = from - from % page;
+        let end = to.min(start + MAPPED_PREFAULT_CHUNK_BYTES);
+        // SAFETY: `start..end` lies within the mapping, which `mapping` keeps alive for the call,
+        // and below the file's length when the window was asked (files never shrink), so every
+        // page is backed. MADV_POPULATE_WRITE faults the pages in as a write would, without
+        // changing any byte: a writer copying into the same pages at the same time sees its
+        // own bytes and nothing else.
+        let code = unsafe {
+            libc::madvise(
+                mapping.raw.as_mut_ptr().add(start).cast(),
+                end - start,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        if code != 0 {
+            let error = io::Error::last_os_error();
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            tracing::debug!(%error, "cannot populate a mapped file's next pages; its writer takes its own page faults");
+            mapping.refused.store(true, Ordering::Relaxed);
+            return false;
+        }
+        mapping.populated_to.fetch_max(end, Ordering::Release);
+        return true;
+    }
+}
+
+/// The size of a page, which `madvise` ranges start at.
+fn page_bytes() -> usize {
+    static PAGE: OnceLock<usize> = OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf(3) reads a system constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        usize::try_from(page).unwrap_or(4096).max(1)
+    })
+}
+
+/// A file length as a mapping length, which must fit the address space.
+fn to_usize(path: &Path, len: u64) -> Result<usize, MapError> {
+    usize::try_from(len).map_err(|_| {
+        io_error(
+            path,
+            "mmap",
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "file larger than the address space",
+            ),
+        )
+    })
 }
 
 /// Allocates bytes `from..to` of `file` on the device, extending it to `to`, so that every page
@@ -262,27 +567,54 @@ fn reserve(file: &File, path: &Path, from: u64, to: u64) -> Result<(), MapError>
     Err(io_error(path, "fallocate", source))
 }
 
-/// Maps all `len` bytes of `file` read-write and shared, so writes reach the page cache and the
-/// file.
-fn map_whole(file: &File, path: &Path, len: u64) -> Result<MmapMut, MapError> {
-    let len = usize::try_from(len).map_err(|_| {
-        io_error(
-            path,
-            "mmap",
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "file larger than the address space",
-            ),
-        )
-    })?;
-    // SAFETY: memmap2 marks mapping unsafe because the mapped bytes could be changed or truncated
-    // behind Rust's references by another handle. Here `file` is owned by one `MappedFile`, is
-    // exclusively locked (so no other `MappedFile`, in this process or another baton process,
-    // maps it), is at least `len` bytes long (reserved just before), and is never shrunk below
-    // what is mapped. The remaining assumption, stated in the module doc, is that no
-    // process outside baton writes to or truncates the file.
-    let map = unsafe { MmapOptions::new().len(len).map_mut(file) };
-    map.map_err(|source| io_error(path, "mmap", source))
+/// Maps `file`, whose length is `len`, read-write and shared, so writes reach the page cache and
+/// the file. The range reserves address space for growth up to `len_max` (capped at
+/// [`MAPPED_RESERVE_BYTES_MAX`]) when that is more; if the reservation is refused (an address
+/// space limit), just `len` is mapped and growth remaps, as it must anyway past the reservation.
+/// An `appendable` mapping is registered with the prefault thread.
+fn map_reserved(
+    file: &File,
+    path: &Path,
+    len: usize,
+    len_max: u64,
+    appendable: bool,
+) -> Result<Arc<Mapping>, MapError> {
+    let reserved = usize::try_from(len_max.min(MAPPED_RESERVE_BYTES_MAX)).unwrap_or(len);
+    let raw = if reserved > len {
+        match map_raw(file, reserved) {
+            Ok(raw) => raw,
+            Err(error) => {
+                tracing::debug!(path = %path.display(), %error, reserved, "cannot reserve address space for a file's growth; growing it will remap");
+                map_raw(file, len).map_err(|source| io_error(path, "mmap", source))?
+            }
+        }
+    } else {
+        map_raw(file, len).map_err(|source| io_error(path, "mmap", source))?
+    };
+    let mapping = Arc::new(Mapping {
+        raw,
+        wanted_from: AtomicUsize::new(0),
+        wanted_to: AtomicUsize::new(0),
+        populated_to: AtomicUsize::new(0),
+        registered: AtomicBool::new(false),
+        refused: AtomicBool::new(false),
+    });
+    if appendable {
+        register(&mapping);
+    }
+    Ok(mapping)
+}
+
+/// Maps `len` bytes of `file` from its start, read-write and shared. `len` may pass the file's
+/// end: those pages are reserved address space that no slice covers until the file has grown
+/// over them.
+fn map_raw(file: &File, len: usize) -> io::Result<MmapRaw> {
+    // memmap2 marks mapping `unsafe` only for the typed maps; a raw map hands out no reference.
+    // What makes our slices of it sound: `file` is owned by one `MappedFile`, is exclusively
+    // locked (so no other `MappedFile`, in this process or another baton process, maps it), and
+    // is never shrunk below the length slices cover. The remaining assumption, stated in the
+    // module doc, is that no process outside baton writes to or truncates the file.
+    MmapOptions::new().len(len).map_raw(file)
 }
 
 /// Names the file and the step in an I/O failure, which `io::Error` alone does not carry.
@@ -292,6 +624,18 @@ fn io_error(path: &Path, operation: &'static str, source: io::Error) -> MapError
         operation,
         source,
     }
+}
+
+/// Minor page faults the calling thread has taken so far, for tests that check a path takes none
+/// (the count is per thread, so other tests running at the same time do not disturb it).
+#[cfg(test)]
+pub(crate) fn thread_minor_faults() -> i64 {
+    // SAFETY: getrusage(2) writes only the zero-initialised struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; the pointer is valid for the call.
+    let code = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+    assert_eq!(code, 0, "getrusage(RUSAGE_THREAD)");
+    usage.ru_minflt
 }
 
 #[cfg(test)]
@@ -346,5 +690,154 @@ mod tests {
         assert!(matches!(second, Err(MapError::Locked { .. })), "{second:?}");
         drop(first);
         MappedFile::open(&path, 64).unwrap();
+    }
+
+    /// Writes one byte into each page of `range`, returning the page faults this thread took.
+    fn touch_pages(file: &mut MappedFile, range: std::ops::Range<usize>) -> i64 {
+        let page = page_bytes();
+        let before = thread_minor_faults();
+        let bytes = file.as_mut_slice();
+        for at in range.step_by(page) {
+            // Volatile, so the compiler keeps every store that the test counts faults of.
+            // SAFETY: `at` is within the slice.
+            unsafe { std::ptr::write_volatile(bytes.as_mut_ptr().add(at), 1) };
+        }
+        thread_minor_faults() - before
+    }
+
+    #[test]
+    fn the_window_ahead_of_the_writer_is_present_before_it_gets_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 4 * MAPPED_AHEAD_BYTES;
+        let mut file =
+            MappedFile::open_appendable(&dir.path().join("log"), len as u64, len as u64).unwrap();
+        thread_minor_faults();
+        file.wrote_to(0);
+        wait_populated(&file, MAPPED_AHEAD_BYTES);
+        let pages = (MAPPED_AHEAD_BYTES / page_bytes()) as i64;
+        // Fresh pages past the window fault on first touch: the count measures what it should.
+        let beyond = touch_pages(&mut file, 2 * MAPPED_AHEAD_BYTES..3 * MAPPED_AHEAD_BYTES);
+        assert!(beyond > pages / 2, "{beyond} faults on {pages} fresh pages");
+        // Within the window the writer takes (almost) none; a few may be pages the kernel wrote
+        // back meanwhile and protected again.
+        let within = touch_pages(&mut file, 0..MAPPED_AHEAD_BYTES);
+        assert!(
+            within < pages / 2,
+            "{within} faults on {pages} populated pages"
+        );
+    }
+
+    /// Waits (generously: the machine may be busy) until `file`'s window is present to `to`.
+    fn wait_populated(file: &MappedFile, to: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while file.populated_to() < to {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the prefault thread never populated {} to {to} (got to {})",
+                file.path().display(),
+                file.populated_to()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_window_written_back_before_the_writer_gets_there_is_made_present_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 2 * MAPPED_AHEAD_BYTES;
+        let mut file =
+            MappedFile::open_appendable(&dir.path().join("log"), len as u64, len as u64).unwrap();
+        file.wrote_to(0);
+        wait_populated(&file, MAPPED_AHEAD_BYTES);
+        // What the kernel does to pages dirty for 30 s: write them back and write-protect them.
+        file.flush().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let refreshes = REFRESHES.load(Ordering::Acquire);
+        // Two passes: the one under way when the file was flushed may have been past it.
+        while REFRESHES.load(Ordering::Acquire) < refreshes + 2 {
+            assert!(std::time::Instant::now() < deadline, "no refresh pass");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let pages = (MAPPED_AHEAD_BYTES / page_bytes()) as i64;
+        let within = touch_pages(&mut file, 0..MAPPED_AHEAD_BYTES);
+        assert!(
+            within < pages / 2,
+            "{within} faults on {pages} pages made present again"
+        );
+    }
+
+    #[test]
+    fn unaligned_windows_are_served_and_the_thread_moves_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 3 * MAPPED_AHEAD_BYTES + 100;
+        let mut first =
+            MappedFile::open_appendable(&dir.path().join("first"), len as u64, len as u64).unwrap();
+        let mut second =
+            MappedFile::open_appendable(&dir.path().join("second"), len as u64, len as u64)
+                .unwrap();
+        first.wrote_to(100);
+        wait_populated(&first, 100 + MAPPED_AHEAD_BYTES);
+        // A window ending mid-page, then one ending at the file's unaligned end.
+        first.wrote_to(MAPPED_AHEAD_BYTES + 4000);
+        first.wrote_to(2 * MAPPED_AHEAD_BYTES + 200);
+        wait_populated(&first, len);
+        second.wrote_to(0);
+        wait_populated(&second, MAPPED_AHEAD_BYTES);
+    }
+
+    #[test]
+    fn a_window_is_asked_for_once_per_half_window_and_never_past_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = MAPPED_AHEAD_BYTES + MAPPED_AHEAD_BYTES / 4;
+        let mut file =
+            MappedFile::open_appendable(&dir.path().join("log"), len as u64, len as u64).unwrap();
+        file.wrote_to(100);
+        assert_eq!(file.asked_to, 100 + MAPPED_AHEAD_BYTES);
+        file.wrote_to(MAPPED_AHEAD_BYTES / 2);
+        assert_eq!(
+            file.asked_to,
+            100 + MAPPED_AHEAD_BYTES,
+            "still more than half a window ahead"
+        );
+        file.wrote_to(MAPPED_AHEAD_BYTES / 2 + 100);
+        assert_eq!(file.asked_to, len, "clamped to the end of the file");
+        file.grow(2 * len as u64).unwrap();
+        file.wrote_to(MAPPED_AHEAD_BYTES / 2 + 200);
+        assert_eq!(
+            file.asked_to,
+            MAPPED_AHEAD_BYTES / 2 + 200 + MAPPED_AHEAD_BYTES
+        );
+        // A file opened for random access asks for nothing.
+        let mut plain = MappedFile::open(&dir.path().join("plain"), len as u64).unwrap();
+        plain.wrote_to(0);
+        assert_eq!(plain.asked_to, 0);
+    }
+
+    #[test]
+    fn an_append_log_grows_within_its_reservation_without_moving() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let mut file = MappedFile::open_appendable(&path, 4096, 1 << 20).unwrap();
+        file.as_mut_slice()[4095] = 7;
+        let address = file.as_slice().as_ptr();
+        file.grow(1 << 19).unwrap();
+        assert_eq!(file.as_slice().as_ptr(), address, "grown in place");
+        assert_eq!(file.len(), 1 << 19);
+        assert_eq!(file.as_slice()[4095], 7);
+        file.as_mut_slice()[(1 << 19) - 1] = 8;
+        // Past the reservation it remaps, keeping every byte.
+        file.grow(3 << 20).unwrap();
+        assert_eq!(file.len(), 3 << 20);
+        assert_eq!(file.as_slice()[4095], 7);
+        assert_eq!(file.as_slice()[(1 << 19) - 1], 8);
+        // The reservation past the end of the file is never flushed or handed out.
+        assert!(file.flush_range(3 << 20, 1).is_err());
+        file.flush().unwrap();
+        drop(file);
+        // Dropping it releases the lock even while the prefault thread may hold the mapping.
+        let file = MappedFile::open_appendable(&path, 4096, 1 << 20).unwrap();
+        assert_eq!(file.len(), 3 << 20);
+        assert_eq!(file.as_slice()[(1 << 19) - 1], 8);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 << 20);
     }
 }

@@ -275,6 +275,17 @@ impl MatchingEngine {
         })
     }
 
+    /// Writes the randomly probed memory reserved at start once (the ClOrdID table, 16 bytes
+    /// per configured ClOrdID), so the first orders do not take the kernel's first-touch page
+    /// faults on the order path (one or two per order at first, falling over minutes; see
+    /// `engine::warm`). What fills in order (order records, ClOrdID entries, book levels)
+    /// faults once per page and stays lazy, so the day's capacity is not made resident at
+    /// start. The engine process calls it once at start; tests and simulations that build many
+    /// engines do not.
+    pub fn touch_memory(&mut self) {
+        self.cl_ord_ids.touch_memory();
+    }
+
     /// The snapshot format version this engine writes.
     pub fn snapshot_format(&self) -> u16 {
         self.snapshot_format.version()

@@ -32,6 +32,7 @@ mod registry;
 mod snapshot;
 mod transfer;
 mod types;
+mod warm;
 
 use std::fmt;
 

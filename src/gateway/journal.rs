@@ -376,7 +376,8 @@ impl Journal {
     fn recover(&mut self, mut segments: Vec<SegmentName>) -> Result<(), JournalError> {
         let mut removed_empty = false;
         while let Some(last) = segments.last() {
-            let mut file = MappedFile::open(&last.path, self.segment_bytes)?;
+            let mut file =
+                MappedFile::open_appendable(&last.path, self.segment_bytes, self.segment_bytes)?;
             let scan = scan_segment(file.as_slice(), &last.path, last.first_seq)?;
             if let Some(reason) = &scan.torn {
                 tracing::warn!(
@@ -395,6 +396,7 @@ impl Journal {
                 }
             }
             if let Some((seq, time)) = scan.last {
+                file.wrote_to(scan.tail);
                 self.segment = Some(WriteSegment {
                     file,
                     tail: scan.tail,
@@ -481,6 +483,7 @@ impl Journal {
         let start = segment.tail;
         let end = record::write(segment.file.as_mut_slice(), start, seq, time.0, payload);
         segment.tail = end;
+        segment.file.wrote_to(end);
         let dirty_end = (end + 4).min(segment.file.len());
         if self.first_seq == 0 {
             self.first_seq = seq;
@@ -567,7 +570,8 @@ impl Journal {
         }
         let path = segment_path(&self.dir, seq);
         let existed = path.exists();
-        let mut file = match MappedFile::open(&path, self.segment_bytes) {
+        let opened = MappedFile::open_appendable(&path, self.segment_bytes, self.segment_bytes);
+        let mut file = match opened {
             Ok(file) => file,
             Err(error) => {
                 // A segment this call created but could not give space to (a full disk) is
@@ -601,6 +605,7 @@ impl Journal {
             self.device_writes.sync_range(&file, 0, FILE_HEADER_BYTES)?;
             self.device_writes.sync_dir(&self.dir)?;
         }
+        file.wrote_to(FIRST_RECORD);
         tracing::debug!(path = %path.display(), seq, "input journal rolled over to a new segment");
         self.segment = Some(WriteSegment {
             file,
@@ -1347,6 +1352,42 @@ mod tests {
 
     fn open(dir: &Path, segment_bytes: u64) -> Journal {
         Journal::open(dir, config(segment_bytes, Durability::Os)).unwrap()
+    }
+
+    /// Waits (generously: the machine may be busy) until the current segment's pages are
+    /// present to `to`.
+    fn wait_populated(journal: &Journal, to: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let populated = journal
+                .segment
+                .as_ref()
+                .map_or(0, |s| s.file.populated_to());
+            if populated >= to {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the segment's pages ahead of the writer never became present ({populated} of {to})"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn the_pages_ahead_of_the_last_record_are_made_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let segment_bytes = 4 * crate::constants::MAPPED_AHEAD_BYTES as u64;
+        let mut journal = open(dir.path(), segment_bytes);
+        append_all(&mut journal, 1..=10);
+        let tail = journal.segment.as_ref().unwrap().tail;
+        // At least half a window ahead: a new one is asked for when the writer is half way.
+        wait_populated(&journal, tail + crate::constants::MAPPED_AHEAD_BYTES / 2);
+        // After a restart too: the window starts at the recovered tail.
+        drop(journal);
+        let journal = open(dir.path(), segment_bytes);
+        assert_eq!(journal.segment.as_ref().unwrap().tail, tail);
+        wait_populated(&journal, tail + crate::constants::MAPPED_AHEAD_BYTES / 2);
     }
 
     fn append_all(journal: &mut Journal, seqs: std::ops::RangeInclusive<u64>) {

@@ -233,8 +233,13 @@ impl MmapStore {
         })?;
         let limits = limits.normalized();
         let seqnums = MappedFile::open(&dir.join(SEQNUMS_FILE_NAME), SEQNUMS_FILE_BYTES as u64)?;
-        let messages =
-            MappedFile::open(&dir.join(MESSAGES_FILE_NAME), limits.messages_bytes_initial)?;
+        // An append log on the order path: growth within the limit never remaps, and the pages
+        // ahead of the tail are made present off this thread.
+        let messages = MappedFile::open_appendable(
+            &dir.join(MESSAGES_FILE_NAME),
+            limits.messages_bytes_initial,
+            limits.messages_bytes_max,
+        )?;
         if messages.len() as u64 > MESSAGES_BYTES_FORMAT_MAX {
             return Err(corrupt(
                 &messages,
@@ -279,6 +284,7 @@ impl MmapStore {
             }
         }
         store.recover()?;
+        store.messages.wrote_to(store.tail);
         Ok(store)
     }
 
@@ -630,6 +636,8 @@ impl SessionStore for MmapStore {
         if !self.short_of_space {
             let _ = self.keep_headroom();
         }
+        // After any growth, so the window ahead is not cut at the old end.
+        self.messages.wrote_to(end);
         Ok(())
     }
 
@@ -936,6 +944,42 @@ mod tests {
 
     fn open(dir: &Path, durability: Durability) -> MmapStore {
         MmapStore::open(dir, durability).unwrap()
+    }
+
+    #[test]
+    fn the_message_log_grows_in_place_with_its_next_pages_present() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = MmapStoreLimits {
+            messages_bytes_initial: 1 << 20,
+            messages_bytes_max: 8 << 20,
+        };
+        let mut store = MmapStore::open_with_limits(dir.path(), Durability::Os, limits).unwrap();
+        let address = store.messages.as_slice().as_ptr();
+        let len = store.messages.len();
+        let mut seq = 1;
+        while store.messages.len() == len {
+            store.append_sent(seq, &payload(seq)).unwrap();
+            seq += 1;
+        }
+        assert!(store.messages.len() > len, "grown ahead of need");
+        assert_eq!(
+            store.messages.as_slice().as_ptr(),
+            address,
+            "without a remap"
+        );
+        // The window after the tail is made present off this thread.
+        let want = store.tail + crate::constants::MAPPED_AHEAD_BYTES / 2;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while store.messages.populated_to() < want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pages ahead of the tail never became present"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for check in 1..seq {
+            assert_eq!(store.sent(check), Some(&payload(check)[..]));
+        }
     }
 
     const DURABILITIES: [Durability; 3] = [Durability::Os, Durability::Batch, Durability::Message];

@@ -74,6 +74,7 @@ mod sequencer;
 mod shadow;
 mod status;
 mod switch;
+
 #[cfg(test)]
 mod tests;
 mod transfer;
@@ -484,7 +485,7 @@ where
             shadow: BTreeMap::new(),
             undelivered: BTreeMap::new(),
             shadow_status: ShadowStatus::default(),
-            recent: VecDeque::with_capacity(constants::RECENT_INPUTS_MAX),
+            recent: recent_inputs_touched(),
             payload: Vec::with_capacity(256),
             spare_inputs: Vec::with_capacity(constants::SEQUENCER_SPARE_BATCHES_MAX),
             outputs_pool: link::OutputsPool::new(),
@@ -781,4 +782,16 @@ where
     pub fn link_spin(&self) -> std::time::Duration {
         self.config.link_spin
     }
+}
+
+/// The ring of recent inputs' stamps, its whole capacity written once: filling it the first time
+/// would otherwise take a page fault every ~100 inputs on the order path until it holds
+/// [`constants::RECENT_INPUTS_MAX`] (tens of seconds of load after every start).
+fn recent_inputs_touched() -> VecDeque<(u64, Timestamp, Symbol)> {
+    let mut recent = VecDeque::with_capacity(constants::RECENT_INPUTS_MAX);
+    if let Some(symbol) = Symbol::try_from_bytes(b"-") {
+        recent.resize(constants::RECENT_INPUTS_MAX, (0, Timestamp(0), symbol));
+        recent.clear();
+    }
+    recent
 }
