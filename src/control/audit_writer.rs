@@ -48,6 +48,12 @@ pub(crate) struct Hold {
     pub release: std::sync::mpsc::Sender<()>,
 }
 
+/// Longest a test's gate holds a write, s: far longer than any test holds it on purpose, so a
+/// test that fails with the gate shut (dropping the writer joins its thread) ends instead of
+/// hanging.
+#[cfg(test)]
+const GATE_HOLD_MAX_S: u64 = 60;
+
 /// The thread's side of a [`Hold`].
 #[cfg(test)]
 struct Gate {
@@ -115,8 +121,11 @@ where
                     #[cfg(test)]
                     if let Some(gate) = &gate {
                         let _ = gate.arrived.send(());
-                        // A dropped release opens the gate for good.
-                        let _ = gate.release.recv();
+                        // A dropped release opens the gate for good; a test that fails while
+                        // holding it still ends, its writer opening after a bound.
+                        let _ = gate
+                            .release
+                            .recv_timeout(std::time::Duration::from_secs(GATE_HOLD_MAX_S));
                     }
                     let Write {
                         time,
