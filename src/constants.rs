@@ -1003,6 +1003,11 @@ pub const AUDIT_LINE_BYTES_MAX: usize = 64 * 1024;
 /// and a bound keeps every record's envelope small next to its event.
 pub const AUDIT_ACTOR_LEN_MAX: usize = 64;
 
+/// Appends waiting for the audit writer thread (`control::audit_writer`). The control plane is
+/// its only client and awaits each append before it asks for the next, so one is ever queued;
+/// a few leave room without letting a stuck disk collect unbounded work.
+pub const AUDIT_WRITES_QUEUE_MAX: usize = 4;
+
 const _: () = assert!(
     AUDIT_LINE_BYTES_MAX >= 4 * 1024 + AUDIT_ACTOR_LEN_MAX,
     "a record's envelope (seq, time, actor, two hashes, ~240 bytes) must leave kilobytes for the event"

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod artifact;
 pub mod audit;
+pub mod audit_writer;
 pub mod change;
 pub mod client;
 pub mod endpoint;

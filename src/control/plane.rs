@@ -24,7 +24,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::api::{AuditHead, ControlReply, ControlRequest, ShadowStatus, Status};
 use super::artifact;
-use super::audit::{AuditError, AuditLog};
+use super::audit::{AuditError, AuditLog, AuditRecord};
+use super::audit_writer::AuditWriter;
 use super::change::{
     self, Action, ChangeBook, ChangeId, ControlEvent, Policy, PolicyError, parse_change,
     parse_rfc3339,
@@ -90,8 +91,9 @@ struct Pending {
 
 /// The control plane: the audit log, the change book rebuilt from it, and the policy.
 pub struct Plane {
-    /// The hash-chained log; every action is appended here before it runs.
-    audit: AuditLog<ControlEvent>,
+    /// The hash-chained log, on its writer thread; every action is appended and synced there,
+    /// and awaited here, before it runs.
+    audit: AuditWriter<ControlEvent>,
     /// Every record of the log as (seq, time, actor, event), for reports: control events come a
     /// few per hour, so the whole history fits in memory for the life of the gateway.
     records: Vec<(u64, Timestamp, String, ControlEvent)>,
@@ -173,6 +175,36 @@ impl Plane {
         for (_, _, _, event) in &records {
             carried.apply(event);
         }
+        // The start (and a cut tail) is recorded before the plane serves anything, on the
+        // calling thread: nothing else runs yet that the write could hold up.
+        let mut started = vec![
+            audit
+                .append(
+                    Timestamp::now(),
+                    GATEWAY_ACTOR,
+                    ControlEvent::GatewayStarted {
+                        build: config.build.clone(),
+                    },
+                )
+                .map_err(audit_error)?,
+        ];
+        if let Some(cut) = cut {
+            started.push(
+                audit
+                    .append(
+                        Timestamp::now(),
+                        GATEWAY_ACTOR,
+                        ControlEvent::AuditTailCut {
+                            bytes: cut.bytes,
+                            kept: cut.kept.display().to_string(),
+                            sha256: cut.sha256,
+                            after_seq: cut.after_seq,
+                        },
+                    )
+                    .map_err(audit_error)?,
+            );
+        }
+        let audit = AuditWriter::start(audit).map_err(audit_error)?;
         let (outcomes_tx, outcomes_rx) = mpsc::channel(constants::CONTROL_EVENTS_MAX);
         let (handovers_tx, handovers_rx) = mpsc::channel(1);
         let mut plane = Plane {
@@ -198,26 +230,8 @@ impl Plane {
             #[cfg(test)]
             fail_appends: false,
         };
-        plane
-            .record(
-                GATEWAY_ACTOR,
-                ControlEvent::GatewayStarted {
-                    build: config.build.clone(),
-                },
-            )
-            .map_err(audit_error)?;
-        if let Some(cut) = cut {
-            plane
-                .record(
-                    GATEWAY_ACTOR,
-                    ControlEvent::AuditTailCut {
-                        bytes: cut.bytes,
-                        kept: cut.kept.display().to_string(),
-                        sha256: cut.sha256,
-                        after_seq: cut.after_seq,
-                    },
-                )
-                .map_err(audit_error)?;
+        for record in started {
+            plane.fold(record);
         }
         tracing::info!(path = %config.audit_path.display(), head_seq = plane.audit.head().0, changes = plane.book.summaries().len(), "audit log open");
         Ok(plane)
@@ -227,6 +241,20 @@ impl Plane {
     /// recorded another build: `reason` is shown in status.
     pub fn set_build_fallback(&mut self, reason: String) {
         self.build_fallback = Some(reason);
+    }
+
+    /// Test hook: every later audit write waits at a gate the test opens.
+    #[cfg(test)]
+    fn hold_audit_writes(self) -> (Plane, super::audit_writer::Hold) {
+        let log = self.audit.stop().expect("the writer hands its log back");
+        let (writer, hold) = AuditWriter::start_held(log).expect("held writer");
+        (
+            Plane {
+                audit: writer,
+                ..self
+            },
+            hold,
+        )
     }
 
     /// Lets `baton ctl upgrade-gateway` run, through `upgrader`.
@@ -251,12 +279,12 @@ impl Plane {
             tokio::time::interval(Duration::from_millis(constants::CONTROL_WINDOW_CHECK_MS));
         loop {
             tokio::select! {
-                _ = tick.tick() => self.on_tick(Timestamp::now()),
+                _ = tick.tick() => self.on_tick(Timestamp::now()).await,
                 Some(command) = commands.recv() => self.on_command(command).await,
-                Some(event) = events.recv() => self.on_event(event),
-                Some(pending) = self.outcomes_rx.recv() => self.on_outcome(pending),
-                Some(handover) = self.handovers_rx.recv() => self.on_handover(handover),
-                measured = upgraded(&mut self.upgraded) => self.on_upgraded(measured),
+                Some(event) = events.recv() => self.on_event(event).await,
+                Some(pending) = self.outcomes_rx.recv() => self.on_outcome(pending).await,
+                Some(handover) = self.handovers_rx.recv() => self.on_handover(handover).await,
+                measured = upgraded(&mut self.upgraded) => self.on_upgraded(measured).await,
                 () = stopped(&mut shutdown) => return,
                 else => return,
             }
@@ -265,7 +293,7 @@ impl Plane {
 
     /// A canary may run only within the window its change was approved for: once the window
     /// has closed, the gateway records that and rolls the canary back, like a gate breach.
-    fn on_tick(&mut self, now: Timestamp) {
+    async fn on_tick(&mut self, now: Timestamp) {
         let Some((change, window_end)) = self.book.canary_window_end() else {
             return;
         };
@@ -273,7 +301,10 @@ impl Plane {
             return;
         }
         if self.window_closed_recorded != Some(change) {
-            if let Err(error) = self.record(GATEWAY_ACTOR, ControlEvent::WindowClosed { change }) {
+            if let Err(error) = self
+                .record(GATEWAY_ACTOR, ControlEvent::WindowClosed { change })
+                .await
+            {
                 tracing::error!(%error, "audit log not written; the canary outlives its window until it is");
                 return;
             }
@@ -285,12 +316,13 @@ impl Plane {
             Some(change::change_name(change)),
             ControlRequest::rollback(GATEWAY_ACTOR),
             None,
-        );
+        )
+        .await;
     }
 
     /// Appends `event` by `actor` and folds it into the book. Nothing that needs a record runs
     /// unless this returned `Ok`.
-    fn record(&mut self, actor: &str, event: ControlEvent) -> Result<(), AuditError> {
+    async fn record(&mut self, actor: &str, event: ControlEvent) -> Result<(), AuditError> {
         #[cfg(test)]
         if self.fail_appends {
             return Err(AuditError::Io {
@@ -299,14 +331,19 @@ impl Plane {
             });
         }
         let now = Timestamp::now();
-        let record = self.audit.append(now, actor, event)?;
+        let record = self.audit.append(now, actor, event).await?;
+        self.fold(record);
+        Ok(())
+    }
+
+    /// Adds a durable record to what the plane knows: the book, the carried state, the history.
+    fn fold(&mut self, record: AuditRecord<ControlEvent>) {
         self.book.apply(&record.actor, record.time, &record.event);
         let mut fold = CarriedFold::from(&self.carried);
         fold.apply(&record.event);
         self.carried = fold.done();
         self.records
             .push((record.seq, record.time, record.actor, record.event));
-        Ok(())
     }
 
     async fn on_command(&mut self, command: ControlCommand) {
@@ -380,7 +417,8 @@ impl Plane {
             _ => None,
         };
         if let Some((action, change)) = moves {
-            self.act(action, operator, change, request, Some(reply));
+            self.act(action, operator, change, request, Some(reply))
+                .await;
             return;
         }
         let now = Timestamp::now();
@@ -424,11 +462,11 @@ impl Plane {
                             .map(|()| event),
                         None => Ok(event),
                     });
-                self.record_change(operator.as_deref(), checked)
+                self.record_change(operator.as_deref(), checked).await
             }
             ControlRequest::ChangeClose { change, .. } => {
                 let checked = self.book.check_close(operator.as_deref(), &change);
-                self.record_change(operator.as_deref(), checked)
+                self.record_change(operator.as_deref(), checked).await
             }
             ControlRequest::ChangeReport { change } => self.report(&change),
             ControlRequest::ChangeList => ControlReply::Changes {
@@ -442,7 +480,7 @@ impl Plane {
                 refused("internal: an action reached the change commands".into())
             }
             ControlRequest::UpgradeGateway { change, .. } => {
-                self.upgrade_gateway(operator, change, reply);
+                self.upgrade_gateway(operator, change, reply).await;
                 return;
             }
         };
@@ -502,11 +540,11 @@ impl Plane {
         {
             *expected_divergence = divergence;
         }
-        self.record_change(operator, checked)
+        self.record_change(operator, checked).await
     }
 
     /// Writes a checked change event and answers with the change as it now is.
-    fn record_change(
+    async fn record_change(
         &mut self,
         operator: Option<&str>,
         checked: Result<ControlEvent, PolicyError>,
@@ -519,7 +557,7 @@ impl Plane {
             return refused("internal: a change event without a change".into());
         };
         let actor = operator.unwrap_or(GATEWAY_ACTOR);
-        if let Err(error) = self.record(actor, event) {
+        if let Err(error) = self.record(actor, event).await {
             return refused(format!(
                 "audit log not written ({error}); nothing was changed"
             ));
@@ -549,7 +587,7 @@ impl Plane {
     }
 
     /// Checks, audits, then forwards an action that moves authority.
-    fn act(
+    async fn act(
         &mut self,
         action: Action,
         operator: Option<String>,
@@ -577,7 +615,7 @@ impl Plane {
                     reason: reason.clone(),
                 };
                 // A refusal is recorded when it can be; an unrecordable refusal still refuses.
-                if let Err(error) = self.record(&actor, refusal) {
+                if let Err(error) = self.record(&actor, refusal).await {
                     tracing::error!(%error, "audit log not written for a refused action");
                 }
                 answer(reply, refused(reason));
@@ -588,7 +626,7 @@ impl Plane {
             change: change_id,
             action: action.clone(),
         };
-        if let Err(error) = self.record(&actor, requested) {
+        if let Err(error) = self.record(&actor, requested).await {
             tracing::error!(%error, ?action, "audit log not written; action not taken");
             answer(
                 reply,
@@ -600,14 +638,16 @@ impl Plane {
         }
         let Some(core) = self.core.clone() else {
             let reason = "this gateway runs no engines".to_owned();
-            let _ = self.record(
-                &actor,
-                ControlEvent::ActionRefused {
-                    change: change_id,
-                    action,
-                    reason: reason.clone(),
-                },
-            );
+            let _ = self
+                .record(
+                    &actor,
+                    ControlEvent::ActionRefused {
+                        change: change_id,
+                        action,
+                        reason: reason.clone(),
+                    },
+                )
+                .await;
             answer(reply, refused(reason));
             return;
         };
@@ -664,9 +704,27 @@ impl Plane {
         });
     }
 
+    /// Records a refused gateway upgrade when it can, and refuses it either way.
+    async fn refuse_upgrade(
+        &mut self,
+        actor: &str,
+        change: Option<ChangeId>,
+        reason: String,
+    ) -> ControlReply {
+        let refusal = ControlEvent::ActionRefused {
+            change,
+            action: Action::UpgradeGateway,
+            reason: reason.clone(),
+        };
+        if let Err(error) = self.record(actor, refusal).await {
+            tracing::error!(%error, "audit log not written for a refused action");
+        }
+        refused(reason)
+    }
+
     /// Checks and audits a planned gateway upgrade, then hands it to the upgrader; its barrier
     /// comes back through [`Plane::on_handover`].
-    fn upgrade_gateway(
+    async fn upgrade_gateway(
         &mut self,
         operator: Option<String>,
         change: String,
@@ -681,17 +739,6 @@ impl Plane {
             Some(&change),
             Timestamp::now(),
         );
-        let refuse = |plane: &mut Plane, change_id: Option<ChangeId>, reason: String| {
-            let refusal = ControlEvent::ActionRefused {
-                change: change_id,
-                action: Action::UpgradeGateway,
-                reason: reason.clone(),
-            };
-            if let Err(error) = plane.record(&actor, refusal) {
-                tracing::error!(%error, "audit log not written for a refused action");
-            }
-            refused(reason)
-        };
         let change_id = match authorized {
             Ok((Some(id), _)) => id,
             Ok((None, _)) => {
@@ -700,7 +747,7 @@ impl Plane {
             }
             Err(error) => {
                 let named = parse_change(&change).ok();
-                let _ = reply.send(refuse(self, named, error.to_string()));
+                let _ = reply.send(self.refuse_upgrade(&actor, named, error.to_string()).await);
                 return;
             }
         };
@@ -710,14 +757,14 @@ impl Plane {
         };
         let Some(upgrader) = self.upgrader.clone() else {
             let reason = "no supervisor holds this gateway's sockets: run it under baton up (plain TCP) to upgrade it without a disconnect".to_owned();
-            let _ = reply.send(refuse(self, Some(change_id), reason));
+            let _ = reply.send(self.refuse_upgrade(&actor, Some(change_id), reason).await);
             return;
         };
         let requested = ControlEvent::ActionRequested {
             change: Some(change_id),
             action: action.clone(),
         };
-        if let Err(error) = self.record(&actor, requested) {
+        if let Err(error) = self.record(&actor, requested).await {
             let _ = reply.send(refused(format!(
                 "audit log not written ({error}); the action was not taken"
             )));
@@ -755,7 +802,7 @@ impl Plane {
 
     /// The barrier is written to the audit log before anything is handed over (invariant 7);
     /// a refusal is recorded as one.
-    fn on_handover(&mut self, handover: HandOver) {
+    async fn on_handover(&mut self, handover: HandOver) {
         let HandOver {
             change,
             actor,
@@ -771,7 +818,7 @@ impl Plane {
                     action: Action::UpgradeGateway,
                     reason: reason.clone(),
                 };
-                if let Err(error) = self.record(&actor, refusal) {
+                if let Err(error) = self.record(&actor, refusal).await {
                     tracing::error!(%error, "audit log not written for a refused upgrade");
                 }
                 let _ = reply.send(refused(reason));
@@ -783,7 +830,7 @@ impl Plane {
             artifact_sha256: artifact_sha256.clone(),
             barrier_unix_ns: prepared.barrier_unix_ns,
         };
-        if let Err(error) = self.record(&actor, event) {
+        if let Err(error) = self.record(&actor, event).await {
             let _ = prepared.go.send(false);
             let _ = reply.send(refused(format!(
                 "audit log not written ({error}); the gateway serves on"
@@ -799,7 +846,7 @@ impl Plane {
     }
 
     /// The pause this gateway measured after taking over, into the log.
-    fn on_upgraded(&mut self, measured: Option<super::api::GatewayUpgrade>) {
+    async fn on_upgraded(&mut self, measured: Option<super::api::GatewayUpgrade>) {
         self.upgraded = None;
         let Some(mut upgrade) = measured else {
             return;
@@ -809,10 +856,13 @@ impl Plane {
             upgrade.artifact_sha256 = summary.artifact_sha256.clone();
         }
         tracing::info!(change = %upgrade.change, pause_us = upgrade.pause_us, sessions = upgrade.sessions, "took over from the previous gateway at a planned upgrade");
-        if let Err(error) = self.record(
-            GATEWAY_ACTOR,
-            ControlEvent::GatewayUpgraded { change, upgrade },
-        ) {
+        if let Err(error) = self
+            .record(
+                GATEWAY_ACTOR,
+                ControlEvent::GatewayUpgraded { change, upgrade },
+            )
+            .await
+        {
             tracing::error!(%error, "audit log not written for the gateway upgrade");
         }
     }
@@ -829,7 +879,7 @@ impl Plane {
     }
 
     /// Records what the sequencer answered and passes it on.
-    fn on_outcome(&mut self, pending: Pending) {
+    async fn on_outcome(&mut self, pending: Pending) {
         let Pending {
             action,
             change,
@@ -878,14 +928,14 @@ impl Plane {
                 reason: format!("unexpected answer from the sequencer: {other:?}"),
             },
         };
-        if let Err(error) = self.record(&actor, event) {
+        if let Err(error) = self.record(&actor, event).await {
             tracing::error!(%error, "audit log not written for an action's outcome");
         }
         answer(reply, outcome);
     }
 
     /// Audits what the sequencer did by itself; a gate breach is followed by the rollback.
-    fn on_event(&mut self, event: CoreEvent) {
+    async fn on_event(&mut self, event: CoreEvent) {
         let change = self.book.active();
         let event = match event {
             CoreEvent::Failover(report) => ControlEvent::Failover { change, report },
@@ -899,8 +949,9 @@ impl Plane {
                 }
                 if self.breach_recorded != Some(breach.since_seq) {
                     let since_seq = breach.since_seq;
-                    if let Err(error) =
-                        self.record(GATEWAY_ACTOR, ControlEvent::GateBreached { change, breach })
+                    if let Err(error) = self
+                        .record(GATEWAY_ACTOR, ControlEvent::GateBreached { change, breach })
+                        .await
                     {
                         tracing::error!(%error, "audit log not written; the canary is not rolled back until it is");
                         return;
@@ -914,11 +965,12 @@ impl Plane {
                     change,
                     ControlRequest::rollback(GATEWAY_ACTOR),
                     None,
-                );
+                )
+                .await;
                 return;
             }
         };
-        if let Err(error) = self.record(GATEWAY_ACTOR, event) {
+        if let Err(error) = self.record(GATEWAY_ACTOR, event).await {
             tracing::error!(%error, "audit log not written for a gateway event");
         }
     }
@@ -1242,7 +1294,7 @@ mod tests {
                 return answer;
             }
             let pending = plane.outcomes_rx.recv().await.expect("outcome");
-            plane.on_outcome(pending);
+            plane.on_outcome(pending).await;
         }
     }
 
@@ -1371,6 +1423,57 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_switch_waits_on_the_writer_thread_until_its_request_is_durable() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = Policy {
+            approval_required: Vec::new(),
+            approvals_min: 1,
+            ..Policy::default()
+        };
+        let Harness {
+            plane,
+            mut seen,
+            log,
+        } = harness(dir.path(), policy);
+        let (mut plane, hold) = plane.hold_audit_writes();
+        let switching = tokio::spawn(async move {
+            let reply = action(&mut plane, ControlRequest::switch("alice")).await;
+            (plane, reply)
+        });
+        // The request reaches the writer thread and is held there, unwritten.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while hold.arrived.try_recv().is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the request never reached the writer"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        // However long it is held, the switch does not reach the sequencer.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            seen.try_recv().is_err(),
+            "the switch ran before its request was written"
+        );
+        assert!(!switching.is_finished());
+        assert_eq!(events(&log), ["gateway-started"]);
+        // Released, the request is written and only then does the switch run.
+        drop(hold);
+        let (_plane, reply) = switching.await.expect("plane task");
+        assert!(matches!(reply, ControlReply::Switched(_)), "{reply:?}");
+        let (request, _, last_line) = seen.recv().await.expect("forwarded");
+        assert!(matches!(request, CoreRequest::Switch));
+        assert!(
+            last_line.contains("\"action-requested\"") && last_line.contains("\"alice\""),
+            "{last_line}"
+        );
+        assert_eq!(
+            events(&log),
+            ["gateway-started", "action-requested", "action-completed"]
+        );
+    }
+
+    #[tokio::test]
     async fn when_the_audit_log_cannot_be_written_no_action_runs() {
         let dir = tempfile::tempdir().expect("tempdir");
         let policy = Policy {
@@ -1412,10 +1515,12 @@ mod tests {
             since_seq: 5,
         };
         // The sequencer repeats a breach until the canary ends; one rollback at a time.
-        h.plane.on_event(CoreEvent::GateBreached(breach.clone()));
-        h.plane.on_event(CoreEvent::GateBreached(breach));
+        h.plane
+            .on_event(CoreEvent::GateBreached(breach.clone()))
+            .await;
+        h.plane.on_event(CoreEvent::GateBreached(breach)).await;
         let pending = h.plane.outcomes_rx.recv().await.expect("rollback outcome");
-        h.plane.on_outcome(pending);
+        h.plane.on_outcome(pending).await;
         let (request, _, last_line) = h.seen.recv().await.expect("rollback forwarded");
         assert!(matches!(request, CoreRequest::Rollback));
         assert!(last_line.contains("auto-rollback"), "{last_line}");
@@ -1463,12 +1568,12 @@ mod tests {
         ));
         let _ = h.seen.recv().await.expect("canary forwarded");
         // Within the window nothing happens.
-        h.plane.on_tick(now.plus_millis(60_000));
+        h.plane.on_tick(now.plus_millis(60_000)).await;
         assert!(h.seen.try_recv().is_err());
         // Past it, the close is recorded and the canary rolled back by the gateway.
-        h.plane.on_tick(now.plus_millis(2 * 3_600_000));
+        h.plane.on_tick(now.plus_millis(2 * 3_600_000)).await;
         let pending = h.plane.outcomes_rx.recv().await.expect("rollback outcome");
-        h.plane.on_outcome(pending);
+        h.plane.on_outcome(pending).await;
         let (request, _, last_line) = h.seen.recv().await.expect("rollback forwarded");
         assert!(matches!(request, CoreRequest::Rollback));
         assert!(last_line.contains("auto-rollback"), "{last_line}");
