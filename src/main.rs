@@ -61,6 +61,13 @@ enum Command {
     },
     /// Measure latency under open-loop load, as ratios to a same-run TCP echo baseline: against
     /// a venue the bench starts (two engines and a gateway) or any FIX 4.4 acceptor.
+    ///
+    /// Each event (switch, rollback, kill, rejoin, gateway kill or upgrade, hostile traffic) is
+    /// reported by the worst latency of the orders in its window, as a ratio to the steady p99
+    /// (orders outside every window) and to the worst the steady orders show over as many
+    /// orders as the window held (their quantile at 1 − 1/orders): the max of thousands of
+    /// orders is several times their p99 with no event at all, so only the second ratio tells
+    /// an event's cost (above 1) from the machine's tail (near 1).
     Bench {
         /// Concurrent FIX sessions.
         #[arg(long, default_value_t = 1)]

@@ -341,6 +341,17 @@ fn bench_with_event(
     assert_eq!(event["kind"].as_str(), Some(kind), "{report}");
     assert_eq!(event["seen"]["disconnects"].as_u64(), Some(0), "{report}");
     assert!(event["worst_us"].as_u64().unwrap_or(0) > 0, "{report}");
+    // The window's worst is also compared with the worst of as many steady orders.
+    assert!(event["window_orders"].as_u64().unwrap_or(0) > 0, "{report}");
+    assert!(event["expected_worst_us"].as_u64().is_some(), "{report}");
+    assert!(
+        event["expected_worst_capped"].as_bool().is_some(),
+        "{report}"
+    );
+    assert!(
+        event["worst_to_expected_worst"].as_f64().is_some(),
+        "{report}"
+    );
     (report, event)
 }
 

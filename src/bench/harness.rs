@@ -319,6 +319,10 @@ fn measure(
                     until_ms: at_ms + outcome.lasted.as_millis() as u64,
                     worst_us: 0,
                     worst_to_steady_p99: 0.0,
+                    window_orders: 0,
+                    expected_worst_us: 0,
+                    expected_worst_capped: false,
+                    worst_to_expected_worst: 0.0,
                     seen: IncidentCounts::default(),
                 }
             })
@@ -334,32 +338,7 @@ fn measure(
     })?;
     bar.finish();
 
-    let steady: Vec<u64> = baton
-        .samples
-        .iter()
-        .filter(|&&(at, _)| {
-            !events.iter().any(|e: &EventReport| {
-                at + crate::constants::BENCH_SERIES_BUCKET_MS * 1_000 >= e.at_ms * 1_000
-                    && at
-                        <= (e.until_ms.max(e.at_ms) + crate::constants::BENCH_EVENT_WINDOW_MS)
-                            * 1_000
-            })
-        })
-        .map(|&(_, l)| l)
-        .collect();
-    let steady_p99_us = percentile(steady, 0.99);
-    let windows: Vec<(u64, u64)> = events.iter().map(|e| (e.at_ms, e.until_ms)).collect();
-    let worst = report::worst_per_event(&baton.samples, &windows);
-    let seen = report::incidents_per_event(&baton.incidents, &windows);
-    for ((event, worst_us), seen) in events.iter_mut().zip(worst).zip(seen) {
-        event.worst_us = worst_us;
-        event.seen = seen;
-        event.worst_to_steady_p99 = if steady_p99_us == 0 {
-            0.0
-        } else {
-            (event.worst_us as f64 / steady_p99_us as f64 * 100.0).round() / 100.0
-        };
-    }
+    let steady_p99_us = report::score_events(&mut events, &baton.samples, &baton.incidents);
     let usage_after = usage::Snapshot::take(&processes);
     let baton_m = Measurement::of(&baton);
     let process_usage = usage_after.since(&usage_before, baton_m.answered);
@@ -538,14 +517,6 @@ fn quickfix_version() -> String {
         .unwrap_or_default()
 }
 
-fn percentile(mut values: Vec<u64>, q: f64) -> u64 {
-    if values.is_empty() {
-        return 0;
-    }
-    values.sort_unstable();
-    values[((values.len() - 1) as f64 * q).round() as usize]
-}
-
 /// An event the bench triggers while the load runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Planned {
@@ -671,6 +642,10 @@ fn drive_events(
             },
             worst_us: 0,
             worst_to_steady_p99: 0.0,
+            window_orders: 0,
+            expected_worst_us: 0,
+            expected_worst_capped: false,
+            worst_to_expected_worst: 0.0,
             seen: IncidentCounts::default(),
         });
     }

@@ -185,6 +185,24 @@ pub struct EventReport {
     pub worst_us: u64,
     /// `worst_us` ÷ the run's steady p99 (orders outside every event window).
     pub worst_to_steady_p99: f64,
+    /// Orders in the event's window: the ones `worst_us` is the worst of.
+    #[serde(default)]
+    pub window_orders: u64,
+    /// The worst latency the window would show if the event cost nothing, µs: the steady
+    /// orders' quantile at 1 − 1/`window_orders` (nearest rank), the latency a steady order
+    /// exceeds with probability 1/`window_orders`. The max of thousands of orders is several
+    /// times their p99 with no event at all, so `worst_to_steady_p99` alone cannot tell an
+    /// event's cost from the machine's tail; this can.
+    #[serde(default)]
+    pub expected_worst_us: u64,
+    /// There were fewer steady orders than `window_orders`, so `expected_worst_us` is only their
+    /// max (an underestimate of what the window's worst would be).
+    #[serde(default)]
+    pub expected_worst_capped: bool,
+    /// `worst_us` ÷ `expected_worst_us` (0 when that is 0): near 1 means the event cost no more
+    /// than the steady tail does.
+    #[serde(default)]
+    pub worst_to_expected_worst: f64,
     /// What the counterparties saw in the event's window (counted like `worst_us`, each once).
     #[serde(default)]
     pub seen: IncidentCounts,
@@ -237,14 +255,103 @@ pub fn worst_around(samples: &[(u64, u64)], at_ms: u64) -> u64 {
 /// was meant to be sent (the most recent suspect), or, in the margin before any of them began,
 /// to the first one.
 pub fn worst_per_event(samples: &[(u64, u64)], events: &[(u64, u64)]) -> Vec<u64> {
+    windows_per_event(samples, events)
+        .into_iter()
+        .map(|window| window.worst_us)
+        .collect()
+}
+
+/// The worst latency and the number of orders in the window of each event (`(at_ms,
+/// until_ms)`), each order counted for one event the way [`worst_per_event`] counts it.
+pub fn windows_per_event(samples: &[(u64, u64)], events: &[(u64, u64)]) -> Vec<EventWindow> {
     let windows = windows_us(events);
-    let mut worst = vec![0; events.len()];
+    let mut stats = vec![EventWindow::default(); events.len()];
     for &(at, latency) in samples {
         if let Some(i) = owner(&windows, at) {
-            worst[i] = worst[i].max(latency);
+            stats[i].worst_us = stats[i].worst_us.max(latency);
+            stats[i].orders += 1;
         }
     }
-    worst
+    stats
+}
+
+/// What one event's window held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventWindow {
+    /// The worst latency in it, µs.
+    pub worst_us: u64,
+    /// How many orders it held.
+    pub orders: u64,
+}
+
+/// The worst latency `window_orders` orders would show if drawn from the steady distribution:
+/// its quantile at 1 − 1/`window_orders` by nearest rank over `sorted_steady` (ascending), and
+/// whether it had to be capped at the max because the steady sample is smaller than the window.
+/// 0 (uncapped) for an empty window; 0 (capped) with no steady orders.
+pub fn expected_worst(sorted_steady: &[u64], window_orders: u64) -> (u64, bool) {
+    let n = sorted_steady.len() as u64;
+    if window_orders == 0 {
+        return (0, false);
+    }
+    if n < window_orders {
+        return (sorted_steady.last().copied().unwrap_or(0), true);
+    }
+    // Nearest rank: the smallest rank r with r / n ≥ 1 − 1/w, i.e. r = ⌈n (w − 1) / w⌉, at
+    // least 1. In u128: n (w − 1) does not fit u64 for huge samples.
+    let (n128, w) = (u128::from(n), u128::from(window_orders));
+    let rank = (n128 * (w - 1)).div_ceil(w).max(1) as usize;
+    (sorted_steady[rank - 1], false)
+}
+
+/// `a` ÷ `b` to two decimals; 0 when `b` is 0.
+fn ratio_2dp(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        (a as f64 / b as f64 * 100.0).round() / 100.0
+    }
+}
+
+/// Scores `events` against the run's `samples` (`(intended send µs, latency µs)`) and the
+/// sessions' `incidents`: each event's worst, its window's order count, the worst the steady
+/// orders (those outside every window) would show over that many orders, the ratios, and what
+/// the sessions saw. Returns the steady p99, µs.
+pub fn score_events(
+    events: &mut [EventReport],
+    samples: &[(u64, u64)],
+    incidents: &[(u64, Incident)],
+) -> u64 {
+    let mut steady: Vec<u64> = samples
+        .iter()
+        .filter(|&&(at, _)| {
+            !events.iter().any(|e| {
+                at + constants::BENCH_SERIES_BUCKET_MS * 1_000 >= e.at_ms * 1_000
+                    && at <= (e.until_ms.max(e.at_ms) + constants::BENCH_EVENT_WINDOW_MS) * 1_000
+            })
+        })
+        .map(|&(_, l)| l)
+        .collect();
+    // Sorted once: the p99 and every event's expected worst are read from it.
+    steady.sort_unstable();
+    let steady_p99_us = if steady.is_empty() {
+        0
+    } else {
+        steady[((steady.len() - 1) as f64 * 0.99).round() as usize]
+    };
+    let windows: Vec<(u64, u64)> = events.iter().map(|e| (e.at_ms, e.until_ms)).collect();
+    let stats = windows_per_event(samples, &windows);
+    let seen = incidents_per_event(incidents, &windows);
+    for ((event, window), seen) in events.iter_mut().zip(stats).zip(seen) {
+        event.worst_us = window.worst_us;
+        event.window_orders = window.orders;
+        event.seen = seen;
+        event.worst_to_steady_p99 = ratio_2dp(event.worst_us, steady_p99_us);
+        let (expected, capped) = expected_worst(&steady, window.orders);
+        event.expected_worst_us = expected;
+        event.expected_worst_capped = capped;
+        event.worst_to_expected_worst = ratio_2dp(event.worst_us, expected);
+    }
+    steady_p99_us
 }
 
 /// The windows of `events` as (start, from, to), µs.
@@ -564,15 +671,29 @@ impl BenchReport {
             let _ = writeln!(
                 out,
                 "              worst per event: orders from just before it to {} ms after it, \
-                 each order counted for one event only (the latest begun)",
+                 each order counted for one event only (the latest begun); also as a ratio to \
+                 the worst the same number of steady orders shows (near 1: no cost beyond the \
+                 tail)",
                 constants::BENCH_EVENT_WINDOW_MS
             );
         }
         for event in &self.events {
             let _ = writeln!(
                 out,
-                "{:<9} at {:>6} ms: worst {} µs ({:.2}x steady p99) — {}",
-                event.kind, event.at_ms, event.worst_us, event.worst_to_steady_p99, event.detail
+                "{:<9} at {:>6} ms: worst {} µs ({:.2}x steady p99, {:.2}x the worst of {} \
+                 steady orders{}) — {}",
+                event.kind,
+                event.at_ms,
+                event.worst_us,
+                event.worst_to_steady_p99,
+                event.worst_to_expected_worst,
+                event.window_orders,
+                if event.expected_worst_capped {
+                    ", capped: fewer steady orders than that"
+                } else {
+                    ""
+                },
+                event.detail
             );
             let seen = &event.seen;
             if *seen != IncidentCounts::default() {
@@ -634,6 +755,75 @@ mod tests {
         assert_eq!(
             worst_per_event(&samples, &[(1_000, 1_500), (1_200, 1_200)]),
             [50, 900]
+        );
+    }
+
+    #[test]
+    fn expected_worst_is_the_steady_quantile_at_one_minus_one_over_the_window() {
+        let steady: Vec<u64> = (1..=100).collect();
+        // 10 orders: the 0.9 quantile; 100: the 0.99; 1: the smallest (rank at least 1).
+        assert_eq!(expected_worst(&steady, 10), (90, false));
+        assert_eq!(expected_worst(&steady, 100), (99, false));
+        assert_eq!(expected_worst(&steady, 3), (67, false));
+        assert_eq!(expected_worst(&steady, 1), (1, false));
+        // Fewer steady orders than the window: their max, flagged.
+        assert_eq!(expected_worst(&steady, 101), (100, true));
+        assert_eq!(expected_worst(&[], 5), (0, true));
+        // An empty window expects nothing.
+        assert_eq!(expected_worst(&steady, 0), (0, false));
+    }
+
+    fn event_at(at_ms: u64) -> EventReport {
+        EventReport {
+            kind: "switch".into(),
+            detail: String::new(),
+            at_ms,
+            until_ms: at_ms,
+            worst_us: 0,
+            worst_to_steady_p99: 0.0,
+            window_orders: 0,
+            expected_worst_us: 0,
+            expected_worst_capped: false,
+            worst_to_expected_worst: 0.0,
+            seen: IncidentCounts::default(),
+        }
+    }
+
+    #[test]
+    fn an_event_is_scored_against_the_worst_of_as_many_steady_orders() {
+        // 200 steady orders in the first 2 s, 1..=200 µs; an event at 5 s with 20 orders in its
+        // window, one of them 400 µs.
+        let mut samples: Vec<(u64, u64)> = (0..200).map(|i| (i * 10_000, i + 1)).collect();
+        samples.extend((0..20).map(|i| (5_000_000 + i * 10_000, if i == 7 { 400 } else { 100 })));
+        let mut events = [event_at(5_000), event_at(9_000)];
+        let incidents = [(5_100_000, Incident::Gap)];
+        let steady_p99 = score_events(&mut events, &samples, &incidents);
+        assert_eq!(steady_p99, 198);
+        let event = &events[0];
+        assert_eq!((event.worst_us, event.window_orders), (400, 20));
+        assert_eq!(event.worst_to_steady_p99, 2.02);
+        // The 0.95 quantile of 1..=200 by nearest rank is 190.
+        assert_eq!(
+            (event.expected_worst_us, event.expected_worst_capped),
+            (190, false)
+        );
+        assert_eq!(event.worst_to_expected_worst, 2.11);
+        assert_eq!(event.seen.gaps, 1);
+        // An event whose window held no orders: nothing to compare.
+        let empty = &events[1];
+        assert_eq!((empty.worst_us, empty.window_orders), (0, 0));
+        assert_eq!(
+            (empty.expected_worst_us, empty.worst_to_expected_worst),
+            (0, 0.0)
+        );
+        let text = BenchReport {
+            events: events.to_vec(),
+            ..BenchReport::default()
+        }
+        .render();
+        assert!(
+            text.contains("2.02x steady p99, 2.11x the worst of 20 steady orders)"),
+            "{text}"
         );
     }
 
