@@ -61,12 +61,18 @@ fn answered_beyond(answered: &AtomicU64, beyond: u64, what: &str) {
 /// store (about 140 MB here); bounded steps take a few hundred kilobytes.
 const RSS_GROWTH_MAX_KB: u64 = 64 * 1024;
 
-/// Blue (authoritative) and green (standby) engines behind a gateway with `sessions` sessions
-/// and a control endpoint the test can reach.
-fn venue(dir: &Path, sessions: usize) -> (EngineProcess, EngineProcess, Gateway, SocketAddr) {
+/// Blue (authoritative) and green (standby) engines behind a gateway with `sessions` sessions,
+/// `runtime_threads` threads (`[gateway] runtime_threads`, 0: a worker per core) and a control
+/// endpoint the test can reach.
+fn venue(
+    dir: &Path,
+    sessions: usize,
+    runtime_threads: usize,
+) -> (EngineProcess, EngineProcess, Gateway, SocketAddr) {
     let config = dir.join("baton.toml");
-    let mut text = String::from(
-        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"store\"\n\n\
+    let mut text = format!(
+        "[gateway]\nlisten = \"127.0.0.1:0\"\ncontrol = \"127.0.0.1:0\"\nstore_dir = \"store\"\n\
+         runtime_threads = {runtime_threads}\n\n\
          [control]\napproval_required = []\n\n[defaults]\nSenderCompID = \"BATON\"\nNonStopSession = true\n",
     );
     for n in 1..=sessions {
@@ -195,8 +201,23 @@ fn idle_connections_never_keep_a_counterparty_from_logging_on() {
 
 #[test]
 fn hostile_neighbours_do_not_hurt_a_well_behaved_session() {
+    hostile_neighbours_on(0);
+}
+
+/// Invariant 9 with the gateway on one thread (`runtime_threads = 1`): sessions, the sequencer
+/// and the engine links then share that thread, so engine-link liveness holds only if a
+/// session's work per wake-up stays bounded.
+#[test]
+fn hostile_neighbours_do_not_hurt_a_well_behaved_session_on_a_one_thread_gateway() {
+    hostile_neighbours_on(1);
+}
+
+/// A resend storm, wide Logons, idle connections and a session behind a gap beside a well-behaved
+/// session, on a gateway with `runtime_threads` threads: the session keeps being answered,
+/// memory stays bounded, no engine link drops.
+fn hostile_neighbours_on(runtime_threads: usize) {
     let dir = tempfile::tempdir().unwrap();
-    let (_blue, _green, gateway, control) = venue(dir.path(), 4);
+    let (_blue, _green, gateway, control) = venue(dir.path(), 4, runtime_threads);
     let pid = gateway.child.id();
 
     // Both engines attached: blue authoritative, green its standby.

@@ -11,9 +11,7 @@ use super::echo::{self, EchoServer};
 use super::hostile::{self, Hostile, HostileTarget};
 use super::load::{self, FixTarget, LoadError, Mix, Plan, Progress};
 use super::peer::{self, PeerError, PeerProcess, PeerSpec};
-use super::report::{
-    self, BenchReport, DeliveryComparison, EventReport, IncidentCounts, Measurement, PeerReport,
-};
+use super::report::{self, BenchReport, DeliveryComparison, EventReport, Measurement, PeerReport};
 use super::usage;
 use super::venue::{Venue, VenueConfig, VenueError};
 use crate::control::api::{ControlReply, ControlRequest};
@@ -312,19 +310,12 @@ fn measure(
                     kind.name(),
                     outcome.detail
                 ));
-                EventReport {
-                    kind: format!("hostile {}", kind.name()),
-                    detail: outcome.detail,
+                EventReport::new(
+                    format!("hostile {}", kind.name()),
+                    outcome.detail,
                     at_ms,
-                    until_ms: at_ms + outcome.lasted.as_millis() as u64,
-                    worst_us: 0,
-                    worst_to_steady_p99: 0.0,
-                    window_orders: 0,
-                    expected_worst_us: 0,
-                    expected_worst_capped: false,
-                    worst_to_expected_worst: 0.0,
-                    seen: IncidentCounts::default(),
-                }
+                    at_ms + outcome.lasted.as_millis() as u64,
+                )
             })
         });
         if let Some(venue) = venue {
@@ -629,25 +620,14 @@ fn drive_events(
         };
         let until_ms = Instant::now().saturating_duration_since(start).as_millis() as u64;
         bar.println(&format!("{kind} at {at_ms} ms: {detail}"));
-        events.push(EventReport {
-            kind: kind.into(),
-            detail,
-            at_ms,
-            // A switch is an instant; an event the bench waits out (a restart, a rejoin, a
-            // hand-over) lasts until the venue serves as before.
-            until_ms: if kind == "switch" || kind == "rollback" {
-                at_ms
-            } else {
-                until_ms
-            },
-            worst_us: 0,
-            worst_to_steady_p99: 0.0,
-            window_orders: 0,
-            expected_worst_us: 0,
-            expected_worst_capped: false,
-            worst_to_expected_worst: 0.0,
-            seen: IncidentCounts::default(),
-        });
+        // A switch is an instant; an event the bench waits out (a restart, a rejoin, a
+        // hand-over) lasts until the venue serves as before.
+        let until_ms = if kind == "switch" || kind == "rollback" {
+            at_ms
+        } else {
+            until_ms
+        };
+        events.push(EventReport::new(kind.into(), detail, at_ms, until_ms));
     }
     events
 }

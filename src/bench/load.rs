@@ -753,21 +753,6 @@ struct Outbound {
     history: Vec<(u64, Vec<u8>)>,
 }
 
-/// The header fields a resend writes anew (with the trailer's length and checksum): everything
-/// else of a stored message is copied.
-const RESEND_REWRITTEN_TAGS: [u32; 10] = [
-    tags::BEGIN_STRING,
-    tags::BODY_LENGTH,
-    tags::MSG_TYPE,
-    tags::SENDER_COMP_ID,
-    tags::TARGET_COMP_ID,
-    tags::MSG_SEQ_NUM,
-    tags::SENDING_TIME,
-    tags::POSS_DUP_FLAG,
-    tags::ORIG_SENDING_TIME,
-    tags::CHECK_SUM,
-];
-
 impl Outbound {
     /// Starts a message with the next MsgSeqNum; returns that number.
     fn header(&mut self, msg_type: &[u8]) -> u64 {
@@ -843,7 +828,7 @@ impl Outbound {
             self.encoder.bytes(tags::ORIG_SENDING_TIME, original);
         }
         for (tag, value) in stored.fields() {
-            if !RESEND_REWRITTEN_TAGS.contains(&tag) {
+            if !tags::TRANSMISSION.contains(&tag) {
                 self.encoder.bytes(tag, value);
             }
         }
@@ -1440,14 +1425,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_resend_request_is_answered_with_the_orders_again_and_the_rest_gap_filled() {
+    /// Both ends of a loopback TCP connection (the client's, the acceptor's), each reading with a
+    /// timeout so a test that waits for bytes that never come fails instead of hanging.
+    fn connected_pair() -> (TcpStream, TcpStream) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let stream = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (mut acceptor, _) = listener.accept().expect("accept");
-        acceptor
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
+        let (acceptor, _) = listener.accept().expect("accept");
+        for end in [&stream, &acceptor] {
+            end.set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+        }
+        (stream, acceptor)
+    }
+
+    #[test]
+    fn a_resend_request_is_answered_with_the_orders_again_and_the_rest_gap_filled() {
+        let (stream, mut acceptor) = connected_pair();
         let outbound = Arc::new(Mutex::new(Outbound {
             stream,
             encoder: Encoder::new("FIX.4.4"),
@@ -1536,12 +1529,7 @@ mod tests {
 
     #[test]
     fn answers_read_together_or_split_are_each_classified_and_repeats_counted() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let stream = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
-        let (mut acceptor, _) = listener.accept().expect("accept");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
+        let (stream, mut acceptor) = connected_pair();
         let long_exec_id = "x".repeat(EXEC_ID_INLINE_BYTES + 1);
         let mut encoder = Encoder::new("FIX.4.4");
         let mut wire_bytes = Vec::new();

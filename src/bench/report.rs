@@ -208,6 +208,25 @@ pub struct EventReport {
     pub seen: IncidentCounts,
 }
 
+impl EventReport {
+    /// An event as it happened, before the run's latencies score it (see [`score_events`]).
+    pub fn new(kind: String, detail: String, at_ms: u64, until_ms: u64) -> Self {
+        Self {
+            kind,
+            detail,
+            at_ms,
+            until_ms,
+            worst_us: 0,
+            worst_to_steady_p99: 0.0,
+            window_orders: 0,
+            expected_worst_us: 0,
+            expected_worst_capped: false,
+            worst_to_expected_worst: 0.0,
+            seen: IncidentCounts::default(),
+        }
+    }
+}
+
 /// What the bench's sessions saw around an event: a gateway kill may cost resends, never a
 /// disconnect; a planned upgrade or a switch should cost neither.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
@@ -774,19 +793,7 @@ mod tests {
     }
 
     fn event_at(at_ms: u64) -> EventReport {
-        EventReport {
-            kind: "switch".into(),
-            detail: String::new(),
-            at_ms,
-            until_ms: at_ms,
-            worst_us: 0,
-            worst_to_steady_p99: 0.0,
-            window_orders: 0,
-            expected_worst_us: 0,
-            expected_worst_capped: false,
-            worst_to_expected_worst: 0.0,
-            seen: IncidentCounts::default(),
-        }
+        EventReport::new("switch".into(), String::new(), at_ms, at_ms)
     }
 
     #[test]

@@ -55,6 +55,22 @@ pub const BUSINESS_REJECT_REASON: u32 = 380;
 /// ClOrdID (11): the counterparty's id of an order request, echoed in every answer.
 pub const CL_ORD_ID: u32 = 11;
 
+/// The header and trailer fields that belong to one transmission of a message rather than to
+/// what it says: a resend writes them anew (with PossDupFlag and OrigSendingTime), and two
+/// transmissions of the same message differ only in them.
+pub const TRANSMISSION: [u32; 10] = [
+    BEGIN_STRING,
+    BODY_LENGTH,
+    MSG_TYPE,
+    SENDER_COMP_ID,
+    TARGET_COMP_ID,
+    MSG_SEQ_NUM,
+    SENDING_TIME,
+    POSS_DUP_FLAG,
+    ORIG_SENDING_TIME,
+    CHECK_SUM,
+];
+
 /// MsgType values of the session layer and of the business messages baton supports.
 pub mod msg_type {
     /// Heartbeat.

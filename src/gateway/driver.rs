@@ -113,13 +113,14 @@ pub async fn run<S, J>(
                 spin_until = now.plus(spin);
             }
             Some((slot, generation, frame)) = frames_rx.recv() => {
-                spin_until = Timestamp::now().plus(spin);
+                let now = Timestamp::now();
+                spin_until = now.plus(spin);
                 if driver.current(slot, generation) {
                     match frame {
-                        Ok(frame) => core.handle_frame(Timestamp::now(), slot, frame),
+                        Ok(frame) => core.handle_frame(now, slot, frame),
                         Err(error) => {
                             driver.forget(slot);
-                            core.handle_lost(Timestamp::now(), slot, &error.to_string());
+                            core.handle_lost(now, slot, &error.to_string());
                         }
                     }
                 }

@@ -445,21 +445,9 @@ pub(super) type Body = Vec<(u32, Vec<u8>)>;
 /// The fields of `message` after its standard header and before its trailer: what the
 /// message says, whichever MsgSeqNum and transmission carried it.
 pub(super) fn body_fields(message: &Message) -> Body {
-    const HEADER_AND_TRAILER: [u32; 10] = [
-        tags::BEGIN_STRING,
-        tags::BODY_LENGTH,
-        tags::MSG_TYPE,
-        tags::SENDER_COMP_ID,
-        tags::TARGET_COMP_ID,
-        tags::MSG_SEQ_NUM,
-        tags::SENDING_TIME,
-        tags::POSS_DUP_FLAG,
-        tags::ORIG_SENDING_TIME,
-        tags::CHECK_SUM,
-    ];
     message
         .fields()
-        .filter(|(tag, _)| !HEADER_AND_TRAILER.contains(tag))
+        .filter(|(tag, _)| !tags::TRANSMISSION.contains(tag))
         .map(|(tag, value)| (tag, value.to_vec()))
         .collect()
 }
