@@ -398,6 +398,16 @@ pub struct GatewayConfig {
     /// default): the gateway sleeps as soon as it has nothing to do.
     #[serde(default)]
     pub spin_us: u64,
+    /// Puts every engine on this host that owns no inputs (a standby) in the `SCHED_BATCH`
+    /// scheduling class, and an engine that takes authority back in the normal one, so a
+    /// standby's wake-up never preempts the order path (see `gateway::placement`). On by
+    /// default; off leaves the engines' classes as they were started.
+    #[serde(default = "default_standby_sched_batch")]
+    pub standby_sched_batch: bool,
+}
+
+fn default_standby_sched_batch() -> bool {
+    true
 }
 
 fn default_runtime_threads() -> usize {

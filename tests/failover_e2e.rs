@@ -41,7 +41,7 @@ fn over_shared_memory_a_killed_engine_is_seen_and_failed_over() {
 fn kill_blue_and_trade_on(
     dir: &std::path::Path,
     mut blue: EngineProcess,
-    _green: EngineProcess,
+    green: EngineProcess,
     gateway: support::Gateway,
     shm: bool,
 ) {
@@ -60,6 +60,14 @@ fn kill_blue_and_trade_on(
     status_until(gateway.control, "green caught up as the standby", |s| {
         standby_caught_up(s, "green")
     });
+    // The standby's wake-ups must not preempt the order path: green runs in SCHED_BATCH, blue,
+    // which answers, in the normal class.
+    classes_until(green.child.id(), libc::SCHED_BATCH, "green, the standby");
+    classes_until(
+        blue.child.id(),
+        libc::SCHED_OTHER,
+        "blue, the authoritative engine",
+    );
     blue.kill();
     // Orders keep flowing: green has the book, so each buy fills against blue-era resting orders.
     let mut acks: HashMap<String, usize> = HashMap::new();
@@ -94,9 +102,47 @@ fn kill_blue_and_trade_on(
         passive_fills += 1;
     }
     assert_eq!((buyer.gaps(), seller.gaps()), (0, 0));
+    // Green answers now: back in the normal class.
+    classes_until(
+        green.child.id(),
+        libc::SCHED_OTHER,
+        "green, now authoritative",
+    );
     // Blue comes back empty and rejoins as the standby; trading goes on.
-    let _blue = EngineProcess::start(&dir.join("baton.toml"), dir, "blue");
+    let blue = EngineProcess::start(&dir.join("baton.toml"), dir, "blue");
     wait_for_socket(&dir.join("blue.sock"));
     new_order(&mut buyer, "B-after", b'1', 5, "49");
     assert_eq!(text(&report(&mut buyer), 150), "0");
+    classes_until(
+        blue.child.id(),
+        libc::SCHED_BATCH,
+        "blue, the standby again",
+    );
+}
+
+/// Waits (bounded) until every thread of process `pid` is in scheduling class `class`.
+fn classes_until(pid: u32, class: i32, what: &str) {
+    let classes = || -> Vec<i32> {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map(|tasks| {
+                tasks
+                    .flatten()
+                    .filter_map(|task| task.file_name().to_str()?.parse::<u32>().ok())
+                    .filter_map(|tid| baton::gateway::placement::policy_of(tid).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let now = classes();
+        if !now.is_empty() && now.iter().all(|&c| c == class) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: threads in classes {now:?}, expected all {class}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

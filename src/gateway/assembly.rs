@@ -260,6 +260,7 @@ pub fn run<C: ControlHooks>(config: &Config, mut control: C) -> Result<(), RunEr
                 core_control_rx,
                 shutdown_rx,
                 Duration::from_micros(config.gateway.spin_us),
+                config.gateway.standby_sched_batch,
             ))
         });
         let stop = started.stop;

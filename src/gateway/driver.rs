@@ -49,6 +49,11 @@ struct DriverLink {
     generation: u64,
     /// The task reading frames; aborted when the link is dropped.
     reader: JoinHandle<()>,
+    /// The engine's process id, when it is on this host behind a Unix socket.
+    pid: Option<u32>,
+    /// The scheduling class last asked for it: `Some(true)` batch (a standby), `Some(false)`
+    /// normal, `None` not yet.
+    batch: Option<bool>,
 }
 
 /// Runs `core` until shutdown: requests from the sessions on `inbound`, commands from the control
@@ -59,6 +64,10 @@ struct DriverLink {
 /// for I/O with a zero timeout instead of parking, and an engine's answer or the next order is
 /// picked up without a wake-up. Measured with `[gateway] runtime_threads = 1`, where the driver
 /// shares that thread with the connections and links. Zero (the default): never spins.
+///
+/// `standby_batch` (`[gateway] standby_sched_batch`) keeps every engine on this host that owns
+/// no inputs in `SCHED_BATCH`, so its wake-ups never preempt the order path (see
+/// [`super::placement`]).
 pub async fn run<S, J>(
     mut core: Core<S, J>,
     events: mpsc::Sender<CoreEvent>,
@@ -66,6 +75,7 @@ pub async fn run<S, J>(
     mut control: mpsc::Receiver<CoreCall>,
     mut shutdown: watch::Receiver<bool>,
     spin: Duration,
+    standby_batch: bool,
 ) where
     S: SessionStore + Send + 'static,
     J: InputJournal,
@@ -88,6 +98,7 @@ pub async fn run<S, J>(
         events,
         written: None,
         outputs_pool: core.outputs_pool(),
+        standby_batch,
     };
     let mut batch: Vec<Inbound> = Vec::with_capacity(constants::SEQUENCER_BATCH_MAX);
     // Until when the driver spins (see `spin`); the epoch when it is not spinning.
@@ -95,6 +106,7 @@ pub async fn run<S, J>(
     loop {
         core.handle_catch_up(Timestamp::now());
         driver.carry_out(&mut core).await;
+        driver.place_engines(&core);
         let accepting = core.accepting();
         let lagging = core.lagging();
         let now = Timestamp::now();
@@ -178,6 +190,8 @@ struct Driver {
     written: Option<Vec<Input>>,
     /// The core's pool of output vectors, which every link reader decodes into.
     outputs_pool: link::OutputsPool,
+    /// Whether standbys on this host are put in `SCHED_BATCH` (see [`super::placement`]).
+    standby_batch: bool,
 }
 
 impl Driver {
@@ -201,6 +215,7 @@ impl Driver {
         self.forget(slot);
         self.generation += 1;
         let generation = self.generation;
+        let pid = link.peer_pid();
         let (mut reader, writer) = link.into_split();
         reader.use_outputs_pool(self.outputs_pool.clone());
         let frames = self.frames_tx.clone();
@@ -217,7 +232,52 @@ impl Driver {
             writer,
             generation,
             reader,
+            pid,
+            batch: None,
         });
+    }
+
+    /// Puts each engine on this host in the scheduling class its role calls for, when the role
+    /// changed: a standby in `SCHED_BATCH`, an engine that owns inputs in `SCHED_OTHER`. Asked
+    /// once per role: a refusal is logged, not retried on every order.
+    fn place_engines<S, J>(&mut self, core: &Core<S, J>)
+    where
+        S: SessionStore + Send + 'static,
+        J: InputJournal,
+        J::Reader: Send + 'static,
+    {
+        if !self.standby_batch {
+            return;
+        }
+        for (slot, link) in self.links.iter_mut().enumerate() {
+            let Some(link) = link.as_mut() else {
+                continue;
+            };
+            let Some(pid) = link.pid else {
+                continue;
+            };
+            let batch = !core.owns_inputs(slot);
+            if link.batch == Some(batch) {
+                continue;
+            }
+            link.batch = Some(batch);
+            match super::placement::set_batch(pid, batch) {
+                Ok(threads) => {
+                    tracing::debug!(
+                        pid,
+                        batch,
+                        threads,
+                        "engine scheduling class set for its role"
+                    )
+                }
+                Err(error) => tracing::warn!(
+                    pid,
+                    batch,
+                    %error,
+                    "cannot set the engine's scheduling class; it runs as started"
+                ),
+            }
+        }
     }
 
     /// Files `reply` under a new command id.

@@ -18,6 +18,7 @@ pub mod input_journal;
 pub mod journal;
 pub mod memory_journal;
 pub mod outbox_mark;
+pub mod placement;
 pub mod sim;
 pub mod status;
 #[cfg(test)]

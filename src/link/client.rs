@@ -27,6 +27,9 @@ const WRITE_BUFFER_KEPT_BYTES: usize = 4 * LINK_FRAME_BYTES_MAX;
 /// keep the inputs sent but not yet answered well below a socket buffer's worth.
 #[derive(Debug)]
 pub struct EngineLink {
+    /// The engine's process id, when the kernel reports it (a Unix socket's peer): the gateway
+    /// sets a standby's scheduling class by it (see `gateway::placement`).
+    peer_pid: Option<u32>,
     /// Frames from the engine.
     reader: LinkReader,
     /// Frames to the engine.
@@ -121,9 +124,10 @@ async fn handshake(
     secret: Option<&LinkSecret>,
     spin: Duration,
 ) -> Result<(EngineLink, Hello), LinkError> {
-    let (read, write) = connect_async(addr, spin).await?;
+    let (read, write, peer_pid) = connect_async(addr, spin).await?;
     let now = Instant::now();
     let mut link = EngineLink {
+        peer_pid,
         reader: LinkReader {
             stream: read,
             decoder: FrameDecoder::new(),
@@ -242,6 +246,11 @@ async fn authenticate(
 }
 
 impl EngineLink {
+    /// The engine's process id, when it is on this host behind a Unix socket.
+    pub fn peer_pid(&self) -> Option<u32> {
+        self.peer_pid
+    }
+
     /// Sends one input; see [`LinkWriter::send_input`].
     pub async fn send_input(&mut self, input: &Input) -> Result<(), LinkError> {
         self.writer.send_input(input).await

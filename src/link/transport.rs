@@ -418,28 +418,39 @@ pub(crate) type AsyncWriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Connects to an engine from tokio and splits the stream, so a reader task and a writer task
 /// can each own a half. A shared-memory reader spins `spin` on an empty ring before it sleeps.
+/// Over a Unix socket (and shared memory, set up on one) the engine's process id comes too, as
+/// the kernel reports the socket's peer; over TCP it is not known.
 pub(crate) async fn connect_async(
     addr: &LinkAddr,
     spin: Duration,
-) -> Result<(AsyncReadHalf, AsyncWriteHalf), LinkError> {
+) -> Result<(AsyncReadHalf, AsyncWriteHalf, Option<u32>), LinkError> {
+    let peer_pid = |stream: &tokio::net::UnixStream| {
+        stream
+            .peer_cred()
+            .ok()
+            .and_then(|cred| cred.pid())
+            .and_then(|pid| u32::try_from(pid).ok())
+    };
     match addr {
         LinkAddr::Tcp { host, port } => {
             let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
             // Inputs are small and latency-critical: no Nagle delay.
             stream.set_nodelay(true)?;
             let (read, write) = stream.into_split();
-            Ok((Box::new(read), Box::new(write)))
+            Ok((Box::new(read), Box::new(write), None))
         }
         LinkAddr::Unix(path) => {
             let stream = tokio::net::UnixStream::connect(path).await?;
+            let pid = peer_pid(&stream);
             let (read, write) = stream.into_split();
-            Ok((Box::new(read), Box::new(write)))
+            Ok((Box::new(read), Box::new(write), pid))
         }
         LinkAddr::Shm(path) => {
             let stream = tokio::net::UnixStream::connect(path).await?;
+            let pid = peer_pid(&stream);
             let ends = shm::accept_offer(&stream).await?;
             let (read, write) = shm::gateway_halves(stream, ends, spin);
-            Ok((Box::new(read), Box::new(write)))
+            Ok((Box::new(read), Box::new(write), pid))
         }
     }
 }

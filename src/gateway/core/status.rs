@@ -9,6 +9,13 @@ where
     J: InputJournal,
     J::Reader: Send + 'static,
 {
+    /// Whether engine `slot` owns inputs whose answers are delivered (the authoritative engine,
+    /// a canary): the driver keeps such an engine in the normal scheduling class and a standby
+    /// out of the order path's way (see `gateway::placement`).
+    pub fn owns_inputs(&self, slot: usize) -> bool {
+        Some(slot) == self.authority || self.canary.as_ref().is_some_and(|c| c.slot == slot)
+    }
+
     pub(super) fn status(&self) -> CoreStatus {
         let journal_last = self.journal.last_seq();
         let now = self.now;
