@@ -349,6 +349,33 @@ fn parties_strategy() -> impl Strategy<Value = Parties> {
         .prop_map(|list| Parties::from_slice(&list).unwrap())
 }
 
+/// std's hasher with its fixed keys, so equal values hash alike within a test run.
+fn hash_of(parties: &Parties) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    parties.hash(&mut hasher);
+    hasher.finish()
+}
+
+proptest! {
+    #[test]
+    fn parties_are_equal_exactly_when_their_entries_are_and_equal_ones_hash_alike(
+        a in proptest::collection::vec(party_strategy(), 0..=crate::constants::PARTIES_MAX),
+        b in proptest::collection::vec(party_strategy(), 0..=crate::constants::PARTIES_MAX),
+    ) {
+        let (left, right) = (Parties::from_slice(&a).unwrap(), Parties::from_slice(&b).unwrap());
+        prop_assert_eq!(left == right, a == b);
+        prop_assert_eq!(left.cmp(&right) == std::cmp::Ordering::Equal, a == b);
+        let again = Parties::from_slice(&a).unwrap();
+        prop_assert!(left == again);
+        prop_assert_eq!(hash_of(&left), hash_of(&again));
+        // A prefix is not the list.
+        if let Some((_, prefix)) = a.split_last() {
+            prop_assert!(left != Parties::from_slice(prefix).unwrap());
+        }
+    }
+}
+
 fn journaled(input: &Input) -> Vec<u8> {
     let mut bytes = Vec::new();
     bincode::serde::encode_into_std_write(input, &mut bytes, bincode::config::standard()).unwrap();

@@ -471,8 +471,8 @@ impl TryFrom<PartyWire> for Party {
     }
 }
 
-/// A slot of [`Parties`] past its length. Never read: equality, hashing and serialization look
-/// at the first `len` entries only, or at whole arrays whose unused slots all hold this value.
+/// A slot of [`Parties`] past its length. Never read: equality, hashing, ordering and
+/// serialization look at the first `len` entries only.
 const PARTY_UNUSED: Party = Party {
     id: PartyId {
         len: 0,
@@ -492,12 +492,12 @@ const PARTY_UNUSED: Party = Party {
 /// truncated here; [`Parties::push`] reports a full list instead. Encoded (link, journal,
 /// snapshots) as a length-prefixed sequence of its entries, so an order without parties costs
 /// one byte.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Eq)]
 pub struct Parties {
     /// Entries in use, 0..=PARTIES_MAX.
     len: u8,
-    /// The entries; slots from `len` on hold `PARTY_UNUSED`, which is what lets the derived
-    /// equality and hash compare whole arrays.
+    /// The entries; slots from `len` on hold `PARTY_UNUSED`, never read (equality, hashing and
+    /// ordering look at the first `len` only).
     entries: [Party; PARTIES_MAX],
 }
 
@@ -546,6 +546,22 @@ impl Parties {
 impl Default for Parties {
     fn default() -> Parties {
         Parties::NONE
+    }
+}
+
+impl PartialEq for Parties {
+    /// The entries in use only: the shadow comparison compares every output of both engines,
+    /// and comparing all [`PARTIES_MAX`] slots field by field was most of its time when orders
+    /// carry none or a few (unused slots are equal anyway).
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.as_slice() == other.as_slice()
+    }
+}
+
+impl std::hash::Hash for Parties {
+    /// The entries in use, as equality sees them.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state);
     }
 }
 
