@@ -262,14 +262,12 @@ impl Driver {
             }
             link.batch = Some(batch);
             match super::placement::set_batch(pid, batch) {
-                Ok(threads) => {
-                    tracing::debug!(
-                        pid,
-                        batch,
-                        threads,
-                        "engine scheduling class set for its role"
-                    )
-                }
+                Ok(threads) => tracing::info!(
+                    pid,
+                    class = if batch { "batch" } else { "normal" },
+                    threads,
+                    "engine scheduling class set for its role"
+                ),
                 Err(error) => tracing::warn!(
                     pid,
                     batch,
