@@ -899,7 +899,10 @@ impl Shared {
 /// Sends every session's orders at their intended times from one thread: sleeps until the
 /// earliest order is due, then sends every order already due (in intended-time order, none
 /// before its time) before sleeping again, so a late wake-up costs one sleep, not one per
-/// order. Lateness is not hidden: latency is measured from the intended time. Returns, per
+/// order. Lateness is not hidden: latency is measured from the intended time. Sends block as
+/// before, so an acceptor that stops reading until a socket's buffer is full holds up every
+/// session's next orders, not only its own, and all of them count the wait as latency; a
+/// venue's sessions share one gateway, so that is the picture a stall gives anyway. Returns, per
 /// session, whether its connection failed.
 fn write_merged(
     plan: &Plan,
@@ -1970,6 +1973,19 @@ mod tests {
 
     #[test]
     fn answers_read_together_or_split_are_each_classified_and_repeats_counted() {
+        answers_split_across_reads(false);
+    }
+
+    /// The same through the merged reader's path: wait for the socket, read what it holds.
+    #[test]
+    fn answers_read_without_waiting_are_classified_alike_and_a_close_ends_the_tap() {
+        answers_split_across_reads(true);
+    }
+
+    /// Five answers (two repeated) written as three and a half, then the rest, read by a
+    /// [`FixTap`] blocking in `read` or, `ready`, waiting in a [`Poller`] and reading with
+    /// `read_ready`; then the acceptor closes.
+    fn answers_split_across_reads(ready: bool) {
         let (stream, mut acceptor) = connected_pair();
         let long_exec_id = "x".repeat(EXEC_ID_INLINE_BYTES + 1);
         let mut encoder = Encoder::new("FIX.4.4");
@@ -2014,16 +2030,29 @@ mod tests {
             seq_num_next_in: 1,
             exec_ids: HashSet::default(),
         };
+        let mut poller = Poller::new(1).expect("epoll");
+        poller.add(tap.socket().expect("a socket"), 0).expect("add");
+        let mut tokens = Vec::new();
+        // Bounded waits, so a reader that never sees the bytes fails instead of hanging.
+        let mut read = |tap: &mut FixTap, events: &mut Vec<Event>| {
+            if ready {
+                poller
+                    .wait(Duration::from_secs(30), &mut tokens)
+                    .expect("wait");
+                tap.read_ready(events)
+            } else {
+                tap.read(events)
+            }
+        };
         // Three and a half answers in one read, the rest in the next.
         let split = ends[2] + 20;
         let mut events = Vec::new();
         acceptor.write_all(&wire_bytes[..split]).expect("write");
-        // Bounded, so a reader that never sees them fails instead of hanging.
         for _ in 0..100 {
             if events.len() >= 3 {
                 break;
             }
-            tap.read(&mut events).expect("read");
+            read(&mut tap, &mut events).expect("read");
         }
         assert_eq!(events.len(), 3, "{events:?}");
         assert!(tap.consumed < tap.recv.len(), "half an answer kept");
@@ -2032,7 +2061,7 @@ mod tests {
             if events.len() >= 5 {
                 break;
             }
-            tap.read(&mut events).expect("read");
+            read(&mut tap, &mut events).expect("read");
         }
         assert_eq!(
             events,
@@ -2053,6 +2082,17 @@ mod tests {
                 Event::Duplicate,
             ]
         );
+        drop(acceptor);
+        let mut closed = Ok(());
+        for _ in 0..100 {
+            closed = read(&mut tap, &mut events);
+            if closed.is_err() {
+                break;
+            }
+        }
+        let closed = closed.expect_err("the close ends the tap");
+        assert_eq!(closed.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(events.len(), 5, "nothing more: {events:?}");
     }
 
     fn paced_plan(sessions: usize, rate_per_s: u64, duration: Duration) -> Plan {
