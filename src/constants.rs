@@ -899,6 +899,16 @@ pub const BENCH_LATENCY_MAX_US: u64 = 60_000_000;
 /// late a finished run notices it is finished; answers wake the reader at once.
 pub const BENCH_READ_POLL_MS: u64 = 100;
 
+/// Open-loop bench runs: sockets one wait of the client's single reader thread reports at most.
+/// More than the sessions a bench usually runs, so one wake-up serves every session that has
+/// answers; the rest (level-triggered) are reported at the next wait, a few µs later.
+pub const BENCH_POLL_EVENTS_MAX: usize = 64;
+
+/// Open-loop bench runs: reads of one session's socket per wake-up of the reader, at most. A read
+/// shorter than [`READ_CHUNK`] already ends the socket's turn (it was emptied); the bound only
+/// keeps one flooded session from holding up every other session's answers.
+pub const BENCH_SOCKET_READS_MAX: usize = 8;
+
 /// `baton bench --throughput`: orders a session may have sent and not yet seen answered. Deep
 /// enough that no process on the path ever waits for the next order (the gateway batches up to
 /// `SEQUENCER_BATCH_MAX` per wake-up), shallow enough that the venue's queues stay bounded and

@@ -5,9 +5,11 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
 use super::load::{Connection, Event, Kind, LoadError, Tap, Wire};
+use super::poll;
 use crate::constants;
 
 /// A running echo server; it lives as long as the process (its threads end when clients close).
@@ -125,6 +127,27 @@ impl Tap for EchoTap {
             }
             Err(e) => return Err(e),
         }
+        self.take_answers(events);
+        Ok(())
+    }
+
+    fn socket(&self) -> Option<RawFd> {
+        Some(self.stream.as_raw_fd())
+    }
+
+    fn read_ready(&mut self, events: &mut Vec<Event>) -> std::io::Result<()> {
+        let recv = &mut self.recv;
+        let read = poll::read_available(self.stream.as_raw_fd(), &mut self.chunk, |bytes| {
+            recv.extend_from_slice(bytes)
+        });
+        self.take_answers(events);
+        read
+    }
+}
+
+impl EchoTap {
+    /// An answer for every whole echo buffered, leaving a partial one for the next read.
+    fn take_answers(&mut self, events: &mut Vec<Event>) {
         let whole = self.recv.len() / self.payload_bytes * self.payload_bytes;
         for request in self.recv[..whole].chunks_exact(self.payload_bytes) {
             let mut k = [0u8; 8];
@@ -135,6 +158,5 @@ impl Tap for EchoTap {
             });
         }
         self.recv.drain(..whole);
-        Ok(())
     }
 }

@@ -2,18 +2,25 @@
 //! each order's latency is measured from the time the schedule meant to send it, so time spent
 //! queued behind a slow answer is counted instead of hidden (coordinated omission).
 //!
-//! Each session has a writer thread and a reader thread on one socket. The blocking
-//! [`super::initiator::Initiator`] cannot drive a schedule: its receive timeout is a socket
-//! option that Linux rounds up to whole scheduler ticks (a 100 µs timeout blocks ~8 ms on a
-//! HZ=250 kernel), so a thread waiting for answers would miss its send times. The writer sleeps
-//! until each intended send time; the reader blocks in `read` and stamps each answer on arrival.
+//! Sending and reading are separate threads. The blocking [`super::initiator::Initiator`]
+//! cannot drive a schedule: its receive timeout is a socket option that Linux rounds up to whole
+//! scheduler ticks (a 100 µs timeout blocks ~8 ms on a HZ=250 kernel), so a thread waiting for
+//! answers would miss its send times. In an open-loop run one writer thread sends every
+//! session's orders from one merged schedule, sleeping until the next is due, and one reader
+//! thread waits on every session's socket (epoll) and stamps each answer on arrival: the client
+//! then costs two threads' wake-ups however many sessions it drives, not two per session, which
+//! on a small machine was CPU taken from the venue being measured. Ping-pong and throughput
+//! runs, whose sends follow each session's own answers, give each session a writer and a reader
+//! that blocks in `read`.
 //!
 //! The same machinery drives the echo baseline ([`super::echo`]) through the [`Wire`] and
 //! [`Tap`] traits, so both measurements share threads, schedule and bookkeeping.
 
-use std::collections::{HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet, VecDeque};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use super::poll::{self, Poller};
 use crate::constants;
 use crate::fix::codec::{Decoder, Encoder, Frame, Message, push_uint};
 use crate::fix::tags::{self, msg_type};
@@ -280,6 +288,22 @@ pub trait Tap: Send {
     /// Blocks until something arrives or a short timeout passes, appending what was read.
     /// `Err` means the connection is gone.
     fn read(&mut self, events: &mut Vec<Event>) -> std::io::Result<()>;
+
+    /// The socket this tap reads, so one reader thread can wait on every session's socket at
+    /// once (open-loop runs); it stays open as long as the tap. `None`, the default, means the
+    /// tap can only be read by blocking in [`Tap::read`]: the run then gives each session a
+    /// reader thread of its own.
+    fn socket(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Reads what has arrived without waiting, once [`Tap::socket`] was reported readable,
+    /// appending what was read: everything the socket holds, so one wake-up serves a burst of
+    /// answers. `Err` means the connection is gone (after appending what came before the end).
+    /// A tap that has a socket must override this; the default blocks in [`Tap::read`].
+    fn read_ready(&mut self, events: &mut Vec<Event>) -> std::io::Result<()> {
+        self.read(events)
+    }
 }
 
 /// What one measurement produced.
@@ -324,6 +348,13 @@ pub type Connection = (Box<dyn Wire>, Box<dyn Tap>);
 
 /// Runs `plan`: opens every session with `connect` (index 0..sessions), then sends on the
 /// schedule from `start` (which must leave time to connect) and gathers what came back.
+///
+/// Open-loop runs whose every session has a socket to wait on (every real connection) are
+/// driven by two threads whatever the session count: one writer sending every session's orders
+/// from one merged schedule, and one reader waiting on all their sockets. A thread pair per
+/// session would cost the client a wake-up per order on each side, CPU taken from the venue it
+/// measures. Ping-pong and throughput runs, whose sends follow each session's answers, keep a
+/// writer and a reader per session.
 pub fn run(
     plan: &Plan,
     start: Instant,
@@ -334,6 +365,27 @@ pub fn run(
     for n in 0..plan.sessions {
         connections.push(connect(n)?);
     }
+    let merged =
+        !plan.follows_answers() && connections.iter().all(|(_, tap)| tap.socket().is_some());
+    let sessions = if merged {
+        run_merged(plan, start, connections, progress)?
+    } else {
+        run_per_session(plan, start, connections, progress)?
+    };
+    Ok(gather(start, sessions))
+}
+
+/// What one session came to: whether its writer's connection failed, and what its reader saw.
+type SessionOutcome = (bool, SessionTally);
+
+/// A writer and a reader thread per session: the sends of ping-pong and throughput runs follow
+/// that session's own answers, and a tap without a socket can only be read by blocking.
+fn run_per_session(
+    plan: &Plan,
+    start: Instant,
+    connections: Vec<Connection>,
+    progress: &Arc<Progress>,
+) -> Result<Vec<SessionOutcome>, LoadError> {
     let orders_max = plan.orders_per_session();
     let mut handles = Vec::new();
     for (n, (wire, tap)) in connections.into_iter().enumerate() {
@@ -359,6 +411,42 @@ pub fn run(
         });
         handles.push((writer, reader));
     }
+    let mut sessions = Vec::with_capacity(handles.len());
+    for (writer, reader) in handles {
+        let write_failed = writer.join().map_err(|_| LoadError::Panicked)?;
+        let tally = reader.join().map_err(|_| LoadError::Panicked)?;
+        sessions.push((write_failed, tally));
+    }
+    Ok(sessions)
+}
+
+/// One writer thread for every session's orders ([`write_merged`]) and one reader for every
+/// session's answers ([`MergedReader`], on the calling thread).
+fn run_merged(
+    plan: &Plan,
+    start: Instant,
+    connections: Vec<Connection>,
+    progress: &Arc<Progress>,
+) -> Result<Vec<SessionOutcome>, LoadError> {
+    let (wires, taps): (Vec<_>, Vec<_>) = connections.into_iter().unzip();
+    let shared = Shared::new(plan.sessions);
+    let mut reader = MergedReader::new(plan, start, taps, &shared, progress)
+        .map_err(io("watching the sessions' sockets"))?;
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(|| write_merged(plan, start, wires, &shared, progress));
+        let read = reader.run();
+        if read.is_err() {
+            // Nothing sent from now on would be counted.
+            shared.stop.store(true, Ordering::Release);
+        }
+        let write_failed = writer.join().map_err(|_| LoadError::Panicked)?;
+        let tallies = read.map_err(io("waiting for answers"))?;
+        Ok(write_failed.into_iter().zip(tallies).collect())
+    })
+}
+
+/// Adds the sessions' outcomes up into the run's result.
+fn gather(start: Instant, sessions: Vec<SessionOutcome>) -> LoadResult {
     let mut result = LoadResult {
         histogram: Histogram::new_with_bounds(1, constants::BENCH_LATENCY_MAX_US, 3)
             .expect("valid histogram bounds"),
@@ -374,9 +462,7 @@ pub fn run(
         incidents: Vec::new(),
     };
     let mut end = start;
-    for (writer, reader) in handles {
-        let write_failed = writer.join().map_err(|_| LoadError::Panicked)?;
-        let session = reader.join().map_err(|_| LoadError::Panicked)?;
+    for (write_failed, session) in sessions {
         result
             .histogram
             .add(&session.histogram)
@@ -400,9 +486,8 @@ pub fn run(
     result.samples.sort_unstable();
     result.incidents.sort_unstable();
     result.elapsed = end.saturating_duration_since(start);
-    Ok(result)
+    result
 }
-
 /// When each order of one session was meant to be sent, and how many were answered: what the
 /// writer and the reader of a session share.
 struct SendClock {
@@ -499,13 +584,7 @@ fn write_loop(
     progress: &Progress,
     clock: &SendClock,
 ) -> bool {
-    // Sleeps end up to the thread's timer slack (50 µs by default) late, and that lateness
-    // would be counted as latency of whatever is measured; 1 ns makes the schedule precise.
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack; no memory is passed.
-    unsafe {
-        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
-    }
+    precise_sleeps();
     let mut rng = Rng::new(n as u64 + 1);
     let mut failed = false;
     let _ = clock.writer.set(std::thread::current());
@@ -570,59 +649,65 @@ struct SessionTally {
     incidents: Vec<(u64, Incident)>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn read_loop(
+/// One session's answers as they are counted, by a reader thread of its own or by the reader of
+/// every session alike: both go through [`Book::absorb`], so the counts mean the same.
+struct Book {
+    /// The session's index.
     n: usize,
-    plan: &Plan,
-    start: Instant,
-    mut tap: Box<dyn Tap>,
-    sent: &AtomicU64,
-    done: &AtomicBool,
-    progress: &Progress,
-    clock: &SendClock,
-) -> SessionTally {
-    let orders_max = plan.orders_per_session();
-    let mut tally = SessionTally {
-        histogram: Histogram::new_with_bounds(1, constants::BENCH_LATENCY_MAX_US, 3)
-            .expect("valid histogram bounds"),
-        samples: Vec::with_capacity(orders_max as usize),
-        orders: 0,
-        answered: 0,
-        duplicates: 0,
-        refused: 0,
-        gaps: 0,
-        disconnected: false,
-        last_answer: start,
-        last_answer_us: 0,
-        incidents: Vec::new(),
-    };
-    // Per order: 0 unanswered, 1 answered, 2 answered terminally.
-    let mut seen = vec![0u8; orders_max as usize];
-    let mut events = Vec::new();
-    let mut drain_deadline: Option<Instant> = None;
-    loop {
-        if done.load(Ordering::Acquire) {
-            let total = sent.load(Ordering::Acquire);
-            if tally.answered >= total {
-                break;
-            }
-            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + plan.drain);
-            if Instant::now() > deadline {
-                break;
-            }
+    tally: SessionTally,
+    /// Per order: 0 unanswered, 1 answered, 2 answered terminally.
+    seen: Vec<u8>,
+}
+
+impl Book {
+    fn new(n: usize, plan: &Plan, start: Instant) -> Book {
+        let orders_max = plan.orders_per_session();
+        Book {
+            n,
+            tally: SessionTally {
+                histogram: Histogram::new_with_bounds(1, constants::BENCH_LATENCY_MAX_US, 3)
+                    .expect("valid histogram bounds"),
+                samples: Vec::with_capacity(orders_max as usize),
+                orders: 0,
+                answered: 0,
+                duplicates: 0,
+                refused: 0,
+                gaps: 0,
+                disconnected: false,
+                last_answer: start,
+                last_answer_us: 0,
+                incidents: Vec::new(),
+            },
+            seen: vec![0u8; orders_max as usize],
         }
-        events.clear();
-        let result = tap.read(&mut events);
-        let now = Instant::now();
+    }
+
+    /// Counts what one read brought, read at `now`. `clock` is the session's own writer's, in
+    /// the runs whose sends follow answers (its send times, its window to wake); without it an
+    /// order's latency is from the schedule's time.
+    fn absorb(
+        &mut self,
+        events: &[Event],
+        now: Instant,
+        plan: &Plan,
+        start: Instant,
+        progress: &Progress,
+        clock: Option<&SendClock>,
+    ) {
+        let tally = &mut self.tally;
         let now_us = now.saturating_duration_since(start).as_micros() as u64;
-        for event in &events {
+        for event in events {
             match *event {
                 Event::Answer { k, terminal } => {
-                    let Some(state) = seen.get_mut(k as usize) else {
+                    let Some(state) = self.seen.get_mut(k as usize) else {
                         continue;
                     };
                     if *state == 0 {
-                        let intended_us = clock.intended_ns(plan, n, k) / 1_000;
+                        let intended_ns = match clock {
+                            Some(clock) => clock.intended_ns(plan, self.n, k),
+                            None => plan.intended_ns(self.n, k),
+                        };
+                        let intended_us = intended_ns / 1_000;
                         let latency_us = (now.saturating_duration_since(start).as_nanos() as u64
                             / 1_000)
                             .saturating_sub(intended_us)
@@ -632,13 +717,15 @@ fn read_loop(
                             tally.samples.push((intended_us, latency_us));
                         }
                         tally.answered += 1;
-                        clock.answered.store(tally.answered, Ordering::SeqCst);
-                        if plan.pingpong
-                            && let Some(writer) = clock.writer.get()
-                        {
-                            writer.unpark();
-                        } else if plan.unpaced {
-                            clock.answered_up_to(tally.answered);
+                        if let Some(clock) = clock {
+                            clock.answered.store(tally.answered, Ordering::SeqCst);
+                            if plan.pingpong
+                                && let Some(writer) = clock.writer.get()
+                            {
+                                writer.unpark();
+                            } else if plan.unpaced {
+                                clock.answered_up_to(tally.answered);
+                            }
                         }
                         tally.last_answer = now;
                         tally.last_answer_us = now_us;
@@ -664,9 +751,51 @@ fn read_loop(
                 Event::Garbled => tally.incidents.push((now_us, Incident::Garbled)),
             }
         }
-        if result.is_err() || tally.disconnected {
-            tally.disconnected = true;
-            tally.incidents.push((now_us, Incident::Disconnect));
+    }
+
+    /// Whether the session is over after a read that returned `read` at `now`: a failed read or
+    /// a Logout ends it, counted once as a disconnect.
+    fn lost(&mut self, read: &std::io::Result<()>, now: Instant, start: Instant) -> bool {
+        if read.is_err() || self.tally.disconnected {
+            let now_us = now.saturating_duration_since(start).as_micros() as u64;
+            self.tally.disconnected = true;
+            self.tally.incidents.push((now_us, Incident::Disconnect));
+            return true;
+        }
+        false
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_loop(
+    n: usize,
+    plan: &Plan,
+    start: Instant,
+    mut tap: Box<dyn Tap>,
+    sent: &AtomicU64,
+    done: &AtomicBool,
+    progress: &Progress,
+    clock: &SendClock,
+) -> SessionTally {
+    let mut book = Book::new(n, plan, start);
+    let mut events = Vec::new();
+    let mut drain_deadline: Option<Instant> = None;
+    loop {
+        if done.load(Ordering::Acquire) {
+            let total = sent.load(Ordering::Acquire);
+            if book.tally.answered >= total {
+                break;
+            }
+            let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + plan.drain);
+            if Instant::now() > deadline {
+                break;
+            }
+        }
+        events.clear();
+        let result = tap.read(&mut events);
+        let now = Instant::now();
+        book.absorb(&events, now, plan, start, progress, Some(clock));
+        if book.lost(&result, now, start) {
             break;
         }
     }
@@ -674,8 +803,302 @@ fn read_loop(
     if let Some(writer) = clock.writer.get() {
         writer.unpark();
     }
+    let mut tally = book.tally;
     tally.orders = sent.load(Ordering::Acquire);
     tally
+}
+
+/// Sleeps end up to the thread's timer slack (50 µs by default) late, and that lateness would
+/// be counted as latency of whatever is measured; 1 ns makes a sending thread's schedule
+/// precise.
+fn precise_sleeps() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK only changes this thread's timer slack; no memory is passed.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong);
+    }
+}
+
+/// Every session's open-loop schedule merged into one sequence in intended-send-time order, so
+/// one writer thread can send all sessions' orders: it sleeps until the earliest, then takes
+/// every order already due. One entry per session (its next order) in a heap: taking an order
+/// costs O(log sessions), and memory does not grow with the run's length.
+struct Schedule {
+    plan: Plan,
+    orders_per_session: u64,
+    /// (intended ns after the start, session, order index) of each session's next order; equal
+    /// times go to the lower session first.
+    next: BinaryHeap<Reverse<(u64, usize, u64)>>,
+}
+
+impl Schedule {
+    fn new(plan: &Plan) -> Schedule {
+        let orders_per_session = plan.orders_per_session();
+        let next = if orders_per_session == 0 {
+            BinaryHeap::new()
+        } else {
+            (0..plan.sessions)
+                .map(|n| Reverse((plan.intended_ns(n, 0), n, 0)))
+                .collect()
+        };
+        Schedule {
+            plan: plan.clone(),
+            orders_per_session,
+            next,
+        }
+    }
+
+    /// When the earliest order not yet taken is due, ns after the start; `None` once all were.
+    fn next_due_ns(&self) -> Option<u64> {
+        self.next.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// The earliest order due at `now_ns` (intended at or before it), as (session, order
+    /// index), taken off the schedule; `None` when none is due yet.
+    fn pop_due(&mut self, now_ns: u64) -> Option<(usize, u64)> {
+        let mut top = self.next.peek_mut()?;
+        let Reverse((at, n, k)) = *top;
+        if at > now_ns {
+            return None;
+        }
+        if k + 1 < self.orders_per_session {
+            *top = Reverse((self.plan.intended_ns(n, k + 1), n, k + 1));
+        } else {
+            std::collections::binary_heap::PeekMut::pop(top);
+        }
+        Some((n, k))
+    }
+
+    /// Takes session `n`'s remaining orders off (its connection failed).
+    fn stop(&mut self, n: usize) {
+        self.next.retain(|Reverse((_, session, _))| *session != n);
+    }
+}
+
+/// What the merged writer tells the merged reader about each session.
+struct Shared {
+    /// Per session: orders sent so far.
+    sent: Vec<AtomicU64>,
+    /// Per session: the writer is through with it (every order sent, or its connection
+    /// failed), so the reader drains its last answers and stops.
+    done: Vec<AtomicBool>,
+    /// Set when the reader failed: the writer stops, since nothing it sends would be counted.
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn new(sessions: usize) -> Shared {
+        Shared {
+            sent: (0..sessions).map(|_| AtomicU64::new(0)).collect(),
+            done: (0..sessions).map(|_| AtomicBool::new(false)).collect(),
+            stop: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Sends every session's orders at their intended times from one thread: sleeps until the
+/// earliest order is due, then sends every order already due (in intended-time order, none
+/// before its time) before sleeping again, so a late wake-up costs one sleep, not one per
+/// order. Lateness is not hidden: latency is measured from the intended time. Sends block as
+/// before, so an acceptor that stops reading until a socket's buffer is full holds up every
+/// session's next orders, not only its own, and all of them count the wait as latency; a
+/// venue's sessions share one gateway, so that is the picture a stall gives anyway. Returns, per
+/// session, whether its connection failed.
+fn write_merged(
+    plan: &Plan,
+    start: Instant,
+    mut wires: Vec<Box<dyn Wire>>,
+    shared: &Shared,
+    progress: &Progress,
+) -> Vec<bool> {
+    precise_sleeps();
+    let mut rngs: Vec<Rng> = (0..wires.len()).map(|n| Rng::new(n as u64 + 1)).collect();
+    let mut failed = vec![false; wires.len()];
+    let orders_per_session = plan.orders_per_session();
+    let mut schedule = Schedule::new(plan);
+    while let Some(due_ns) = schedule.next_due_ns() {
+        if shared.stop.load(Ordering::Acquire) {
+            break;
+        }
+        let due = start + Duration::from_nanos(due_ns);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+            continue;
+        }
+        let now_ns = now.saturating_duration_since(start).as_nanos() as u64;
+        while let Some((n, k)) = schedule.pop_due(now_ns) {
+            let kind = plan.mix.pick(rngs[n].next_u64());
+            if wires[n].send(k, kind).is_err() {
+                failed[n] = true;
+                schedule.stop(n);
+                shared.done[n].store(true, Ordering::Release);
+                continue;
+            }
+            shared.sent[n].store(k + 1, Ordering::Release);
+            progress.sent.fetch_add(1, Ordering::Relaxed);
+            if k + 1 >= orders_per_session {
+                shared.done[n].store(true, Ordering::Release);
+            }
+        }
+    }
+    for done in &shared.done {
+        done.store(true, Ordering::Release);
+    }
+    failed
+}
+
+/// The reader of every session of an open-loop run: one thread waiting on all their sockets,
+/// reading each that has bytes without waiting, and counting what it read into that session's
+/// [`Book`] as a session's own reader would.
+struct MergedReader<'a> {
+    plan: &'a Plan,
+    start: Instant,
+    shared: &'a Shared,
+    progress: &'a Progress,
+    poller: Poller,
+    /// Per session: its tap while it is read; `None` once the session is over (its socket is
+    /// then no longer watched).
+    taps: Vec<Option<Box<dyn Tap>>>,
+    books: Vec<Book>,
+    /// Per session: when waiting for its last answers stops, set when the reader first sees the
+    /// writer done with it.
+    drain_deadlines: Vec<Option<Instant>>,
+    /// Sessions still read.
+    open: usize,
+    /// When every session is next looked at for whether it is over (a session whose socket
+    /// stays quiet is otherwise never looked at).
+    sweep_at: Instant,
+    /// What one read brought, reused.
+    events: Vec<Event>,
+    /// The sessions one wait found ready, reused.
+    ready: Vec<u64>,
+}
+
+impl<'a> MergedReader<'a> {
+    /// Watches every tap's socket; every tap must have one ([`Tap::socket`]).
+    fn new(
+        plan: &'a Plan,
+        start: Instant,
+        taps: Vec<Box<dyn Tap>>,
+        shared: &'a Shared,
+        progress: &'a Progress,
+    ) -> std::io::Result<MergedReader<'a>> {
+        let poller = Poller::new(constants::BENCH_POLL_EVENTS_MAX)?;
+        for (n, tap) in taps.iter().enumerate() {
+            let socket = tap.socket().ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::Unsupported,
+                    "a session without a socket to wait on",
+                )
+            })?;
+            poller.add(socket, n as u64)?;
+        }
+        Ok(MergedReader {
+            plan,
+            start,
+            shared,
+            progress,
+            poller,
+            books: (0..taps.len()).map(|n| Book::new(n, plan, start)).collect(),
+            drain_deadlines: vec![None; taps.len()],
+            open: taps.len(),
+            taps: taps.into_iter().map(Some).collect(),
+            sweep_at: Instant::now(),
+            events: Vec::new(),
+            ready: Vec::new(),
+        })
+    }
+
+    /// Reads until every session is over; then what each saw, in session order.
+    fn run(&mut self) -> std::io::Result<Vec<SessionTally>> {
+        while self.open > 0 {
+            self.step(Duration::from_millis(constants::BENCH_READ_POLL_MS))?;
+        }
+        Ok(self.tallies())
+    }
+
+    /// Each session's tally (its orders: those sent when it ended).
+    fn tallies(&mut self) -> Vec<SessionTally> {
+        std::mem::take(&mut self.books)
+            .into_iter()
+            .map(|book| book.tally)
+            .collect()
+    }
+
+    /// One wait of at most `timeout` and what it brought: reads every ready session, ends the
+    /// sessions that are over.
+    fn step(&mut self, timeout: Duration) -> std::io::Result<()> {
+        let mut ready = std::mem::take(&mut self.ready);
+        let waited = self.poller.wait(timeout, &mut ready);
+        let read = (|| {
+            waited?;
+            for &token in &ready {
+                self.read_session(token as usize)?;
+            }
+            let now = Instant::now();
+            if ready.is_empty() || now >= self.sweep_at {
+                self.sweep_at = now + Duration::from_millis(constants::BENCH_READ_POLL_MS);
+                for n in 0..self.taps.len() {
+                    self.end_if_over(n, now)?;
+                }
+            }
+            Ok(())
+        })();
+        self.ready = ready;
+        read
+    }
+
+    /// Reads what session `n`'s socket holds and counts it.
+    fn read_session(&mut self, n: usize) -> std::io::Result<()> {
+        let Some(Some(tap)) = self.taps.get_mut(n) else {
+            // Reported in the same wait that ended the session: nothing to read.
+            return Ok(());
+        };
+        self.events.clear();
+        let read = tap.read_ready(&mut self.events);
+        let now = Instant::now();
+        let book = &mut self.books[n];
+        book.absorb(
+            &self.events,
+            now,
+            self.plan,
+            self.start,
+            self.progress,
+            None,
+        );
+        if book.lost(&read, now, self.start) {
+            return self.end(n);
+        }
+        self.end_if_over(n, now)
+    }
+
+    /// Ends session `n` if the writer is done with it and it has every answer, or waited the
+    /// drain period for them.
+    fn end_if_over(&mut self, n: usize, now: Instant) -> std::io::Result<()> {
+        if self.taps[n].is_none() || !self.shared.done[n].load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let sent = self.shared.sent[n].load(Ordering::Acquire);
+        let deadline = *self.drain_deadlines[n].get_or_insert(now + self.plan.drain);
+        if self.books[n].tally.answered >= sent || now > deadline {
+            return self.end(n);
+        }
+        Ok(())
+    }
+
+    /// Stops reading session `n`: its socket is no longer watched, its tap is dropped, and its
+    /// orders are those sent by now (as a session's own reader counts them).
+    fn end(&mut self, n: usize) -> std::io::Result<()> {
+        if let Some(tap) = self.taps[n].take() {
+            if let Some(socket) = tap.socket() {
+                self.poller.remove(socket)?;
+            }
+            self.open -= 1;
+        }
+        self.books[n].tally.orders = self.shared.sent[n].load(Ordering::Acquire);
+        Ok(())
+    }
 }
 
 /// How to reach a FIX acceptor.
@@ -1268,6 +1691,27 @@ impl Tap for FixTap {
             }
             Err(e) => return Err(e),
         }
+        self.classify_buffered(events)
+    }
+
+    fn socket(&self) -> Option<RawFd> {
+        Some(self.stream.as_raw_fd())
+    }
+
+    fn read_ready(&mut self, events: &mut Vec<Event>) -> std::io::Result<()> {
+        self.compact();
+        let recv = &mut self.recv;
+        let read = poll::read_available(self.stream.as_raw_fd(), &mut self.chunk, |bytes| {
+            recv.extend_from_slice(bytes)
+        });
+        self.classify_buffered(events)?;
+        read
+    }
+}
+
+impl FixTap {
+    /// Classifies every whole message buffered, leaving a partial one for the next read.
+    fn classify_buffered(&mut self, events: &mut Vec<Event>) -> std::io::Result<()> {
         loop {
             match self.next_message() {
                 Next::Message => {
@@ -1529,6 +1973,19 @@ mod tests {
 
     #[test]
     fn answers_read_together_or_split_are_each_classified_and_repeats_counted() {
+        answers_split_across_reads(false);
+    }
+
+    /// The same through the merged reader's path: wait for the socket, read what it holds.
+    #[test]
+    fn answers_read_without_waiting_are_classified_alike_and_a_close_ends_the_tap() {
+        answers_split_across_reads(true);
+    }
+
+    /// Five answers (two repeated) written as three and a half, then the rest, read by a
+    /// [`FixTap`] blocking in `read` or, `ready`, waiting in a [`Poller`] and reading with
+    /// `read_ready`; then the acceptor closes.
+    fn answers_split_across_reads(ready: bool) {
         let (stream, mut acceptor) = connected_pair();
         let long_exec_id = "x".repeat(EXEC_ID_INLINE_BYTES + 1);
         let mut encoder = Encoder::new("FIX.4.4");
@@ -1573,16 +2030,29 @@ mod tests {
             seq_num_next_in: 1,
             exec_ids: HashSet::default(),
         };
+        let mut poller = Poller::new(1).expect("epoll");
+        poller.add(tap.socket().expect("a socket"), 0).expect("add");
+        let mut tokens = Vec::new();
+        // Bounded waits, so a reader that never sees the bytes fails instead of hanging.
+        let mut read = |tap: &mut FixTap, events: &mut Vec<Event>| {
+            if ready {
+                poller
+                    .wait(Duration::from_secs(30), &mut tokens)
+                    .expect("wait");
+                tap.read_ready(events)
+            } else {
+                tap.read(events)
+            }
+        };
         // Three and a half answers in one read, the rest in the next.
         let split = ends[2] + 20;
         let mut events = Vec::new();
         acceptor.write_all(&wire_bytes[..split]).expect("write");
-        // Bounded, so a reader that never sees them fails instead of hanging.
         for _ in 0..100 {
             if events.len() >= 3 {
                 break;
             }
-            tap.read(&mut events).expect("read");
+            read(&mut tap, &mut events).expect("read");
         }
         assert_eq!(events.len(), 3, "{events:?}");
         assert!(tap.consumed < tap.recv.len(), "half an answer kept");
@@ -1591,7 +2061,7 @@ mod tests {
             if events.len() >= 5 {
                 break;
             }
-            tap.read(&mut events).expect("read");
+            read(&mut tap, &mut events).expect("read");
         }
         assert_eq!(
             events,
@@ -1612,5 +2082,253 @@ mod tests {
                 Event::Duplicate,
             ]
         );
+        drop(acceptor);
+        let mut closed = Ok(());
+        for _ in 0..100 {
+            closed = read(&mut tap, &mut events);
+            if closed.is_err() {
+                break;
+            }
+        }
+        let closed = closed.expect_err("the close ends the tap");
+        assert_eq!(closed.kind(), std::io::ErrorKind::UnexpectedEof);
+        assert_eq!(events.len(), 5, "nothing more: {events:?}");
+    }
+
+    fn paced_plan(sessions: usize, rate_per_s: u64, duration: Duration) -> Plan {
+        Plan {
+            sessions,
+            rate_per_s,
+            duration,
+            mix: Mix::default(),
+            drain: Duration::from_secs(30),
+            unpaced: false,
+            pingpong: false,
+            warmup_orders: 0,
+        }
+    }
+
+    #[test]
+    fn the_merged_schedule_hands_out_every_order_once_in_time_order_never_early() {
+        // 3 sessions at 3 000/s for 10 ms: each sends every 1 ms, 333 µs after the previous.
+        let plan = paced_plan(3, 3_000, Duration::from_millis(10));
+        let mut schedule = Schedule::new(&plan);
+        assert_eq!(schedule.next_due_ns(), Some(0));
+        // Virtual time, in uneven steps: each step takes every order due by then.
+        let mut taken = Vec::new();
+        let mut now_ns = 0;
+        while let Some(due_ns) = schedule.next_due_ns() {
+            let mut batch = Vec::new();
+            while let Some((n, k)) = schedule.pop_due(now_ns) {
+                let intended = plan.intended_ns(n, k);
+                assert!(intended <= now_ns, "order {n}/{k} handed out early");
+                batch.push((intended, n, k));
+            }
+            if due_ns <= now_ns {
+                assert!(!batch.is_empty(), "a due order was left for later");
+            }
+            taken.extend(batch);
+            now_ns += 700_000;
+        }
+        assert_eq!(taken.len(), 30);
+        assert!(taken.windows(2).all(|w| w[0] < w[1]), "in intended order");
+        let mut each: Vec<(usize, u64)> = taken.iter().map(|&(_, n, k)| (n, k)).collect();
+        each.sort_unstable();
+        each.dedup();
+        assert_eq!(each.len(), 30, "every order once");
+        assert_eq!(schedule.pop_due(u64::MAX), None);
+    }
+
+    #[test]
+    fn the_merged_schedule_batches_due_orders_and_drops_a_stopped_session() {
+        let plan = paced_plan(3, 3_000, Duration::from_millis(10));
+        let mut schedule = Schedule::new(&plan);
+        // At 1 ms: session 0's first and second, sessions 1 and 2's first, in time order.
+        let batch: Vec<(usize, u64)> = std::iter::from_fn(|| schedule.pop_due(1_000_000)).collect();
+        assert_eq!(batch, [(0, 0), (1, 0), (2, 0), (0, 1)]);
+        assert_eq!(schedule.next_due_ns(), Some(plan.intended_ns(1, 1)));
+        schedule.stop(1);
+        let rest: Vec<(usize, u64)> = std::iter::from_fn(|| schedule.pop_due(u64::MAX)).collect();
+        assert_eq!(
+            rest.len(),
+            9 + 8,
+            "session 1's orders after the stop are not sent"
+        );
+        assert!(rest.iter().all(|&(n, _)| n != 1));
+        // Nothing to send at all: the schedule is empty from the start.
+        let none = Schedule::new(&paced_plan(2, 1_000, Duration::ZERO));
+        assert_eq!(none.next_due_ns(), None);
+    }
+
+    /// A wire recording when it sent what, failing from order `fail_from` on.
+    struct RecordingWire {
+        n: usize,
+        fail_from: u64,
+        sends: Arc<Mutex<Vec<(usize, u64, Instant)>>>,
+    }
+
+    impl Wire for RecordingWire {
+        fn send(&mut self, k: u64, _: Kind) -> std::io::Result<()> {
+            if k >= self.fail_from {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            lock_sends(&self.sends).push((self.n, k, Instant::now()));
+            Ok(())
+        }
+    }
+
+    fn lock_sends(
+        sends: &Mutex<Vec<(usize, u64, Instant)>>,
+    ) -> std::sync::MutexGuard<'_, Vec<(usize, u64, Instant)>> {
+        sends
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    #[test]
+    fn the_merged_writer_sends_each_order_once_in_order_never_early_and_stops_a_failed_session() {
+        // 4 sessions at 4 000/s for 20 ms: 20 orders each, session 2's connection failing at 5.
+        let plan = paced_plan(4, 4_000, Duration::from_millis(20));
+        let sends = Arc::new(Mutex::new(Vec::new()));
+        let wires: Vec<Box<dyn Wire>> = (0..4)
+            .map(|n| {
+                Box::new(RecordingWire {
+                    n,
+                    fail_from: if n == 2 { 5 } else { u64::MAX },
+                    sends: sends.clone(),
+                }) as Box<dyn Wire>
+            })
+            .collect();
+        let shared = Shared::new(4);
+        let progress = Progress::default();
+        let start = Instant::now() + Duration::from_millis(5);
+        let failed = write_merged(&plan, start, wires, &shared, &progress);
+        assert_eq!(failed, [false, false, true, false]);
+        let sends = lock_sends(&sends).clone();
+        assert_eq!(sends.len(), 3 * 20 + 5);
+        for &(n, k, at) in &sends {
+            assert!(
+                at >= start + Duration::from_nanos(plan.intended_ns(n, k)),
+                "order {n}/{k} sent before its time"
+            );
+        }
+        let intended: Vec<u64> = sends
+            .iter()
+            .map(|&(n, k, _)| plan.intended_ns(n, k))
+            .collect();
+        assert!(
+            intended.windows(2).all(|w| w[0] <= w[1]),
+            "in intended order"
+        );
+        let sent: Vec<u64> = shared
+            .sent
+            .iter()
+            .map(|s| s.load(Ordering::SeqCst))
+            .collect();
+        assert_eq!(sent, [20, 20, 5, 20]);
+        assert!(shared.done.iter().all(|d| d.load(Ordering::SeqCst)));
+        assert_eq!(progress.sent.load(Ordering::SeqCst), 65);
+    }
+
+    /// `sessions` echo-protocol connections to a listener the test plays: the client's
+    /// connections and the test's ends of them, in session order.
+    fn echo_sessions(sessions: usize, payload_bytes: usize) -> (Vec<Connection>, Vec<TcpStream>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut connections = Vec::new();
+        let mut ends = Vec::new();
+        for n in 0..sessions {
+            connections
+                .push(super::super::echo::connect_echo(addr, payload_bytes, n).expect("connect"));
+            ends.push(listener.accept().expect("accept").0);
+        }
+        (connections, ends)
+    }
+
+    /// The echo of order `k`, `payload_bytes` long.
+    fn echo_of(k: u64, payload_bytes: usize) -> Vec<u8> {
+        let mut bytes = vec![b'x'; payload_bytes];
+        bytes[..8].copy_from_slice(&k.to_le_bytes());
+        bytes
+    }
+
+    #[test]
+    fn the_merged_reader_counts_answers_on_every_socket_split_or_not_and_a_close_as_a_disconnect() {
+        const PAYLOAD: usize = 32;
+        let plan = paced_plan(3, 300, Duration::from_millis(20));
+        let (connections, mut ends) = echo_sessions(3, PAYLOAD);
+        let taps: Vec<Box<dyn Tap>> = connections.into_iter().map(|(_, tap)| tap).collect();
+        let shared = Shared::new(3);
+        let progress = Progress::default();
+        let start = Instant::now();
+        let mut reader = MergedReader::new(&plan, start, taps, &shared, &progress).expect("reader");
+        // Bounded waits: a socket never reported fails the test instead of hanging it.
+        let wait = Duration::from_secs(30);
+        // Session 1: half an answer, then (below) the rest and another: nothing counted yet.
+        ends[1].write_all(&echo_of(0, PAYLOAD)[..5]).expect("write");
+        reader.step(wait).expect("step");
+        assert_eq!(reader.books[1].tally.answered, 0);
+        // Session 0: two answers in one write; the writer is done with it after two orders.
+        for n in [0, 1] {
+            shared.sent[n].store(2, Ordering::SeqCst);
+            shared.done[n].store(true, Ordering::SeqCst);
+        }
+        let mut both = echo_of(0, PAYLOAD);
+        both.extend(echo_of(1, PAYLOAD));
+        ends[0].write_all(&both).expect("write");
+        let mut rest = echo_of(0, PAYLOAD)[5..].to_vec();
+        rest.extend(echo_of(1, PAYLOAD));
+        ends[1].write_all(&rest).expect("write");
+        // Session 2: one order sent, then its acceptor closes before answering.
+        shared.sent[2].store(1, Ordering::SeqCst);
+        drop(ends.remove(2));
+        for _ in 0..100 {
+            if reader.open == 0 {
+                break;
+            }
+            reader.step(wait).expect("step");
+        }
+        assert_eq!(reader.open, 0, "every session over");
+        let tallies = reader.tallies();
+        for (n, tally) in tallies.iter().enumerate().take(2) {
+            assert_eq!((tally.orders, tally.answered), (2, 2), "session {n}");
+            assert!(!tally.disconnected, "session {n}");
+            assert_eq!(tally.histogram.len(), 2, "session {n}");
+        }
+        assert_eq!((tallies[2].orders, tallies[2].answered), (1, 0));
+        assert!(tallies[2].disconnected);
+        assert_eq!(tallies[2].incidents.len(), 1);
+        assert_eq!(tallies[2].incidents[0].1, Incident::Disconnect);
+        assert_eq!(progress.answered.load(Ordering::SeqCst), 4);
+    }
+
+    #[test]
+    fn an_open_loop_run_over_real_sockets_answers_every_order_once() {
+        let server = super::super::echo::EchoServer::start().expect("echo");
+        let plan = Plan {
+            drain: Duration::from_secs(30),
+            ..paced_plan(4, 2_000, Duration::from_millis(200))
+        };
+        let progress = Arc::new(Progress::default());
+        let result = run(
+            &plan,
+            Instant::now() + Duration::from_millis(50),
+            &|n| super::super::echo::connect_echo(server.addr, 64, n),
+            &progress,
+        )
+        .expect("run");
+        assert_eq!(result.orders, 400);
+        assert_eq!(
+            (
+                result.answered,
+                result.missing,
+                result.duplicates,
+                result.disconnects
+            ),
+            (400, 0, 0, 0)
+        );
+        assert_eq!(result.histogram.len(), 400);
+        assert_eq!(result.samples.len(), 400);
+        assert!(result.incidents.is_empty(), "{:?}", result.incidents);
     }
 }

@@ -9,6 +9,7 @@ pub mod initiator;
 pub mod load;
 pub mod peer;
 pub mod plot;
+pub mod poll;
 pub mod report;
 pub mod usage;
 pub mod venue;
