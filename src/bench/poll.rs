@@ -44,39 +44,21 @@ impl Poller {
     /// epoll watches the open file, not the number, so a duplicate of it left open elsewhere
     /// would keep reporting a socket its reader has dropped.
     pub fn add(&self, socket: RawFd, token: u64) -> io::Result<()> {
-        let mut event = libc::epoll_event {
-            events: libc::EPOLLIN as u32,
-            u64: token,
-        };
-        // SAFETY: `event` is a valid epoll_event for the duration of the call; epoll_ctl
-        // checks both descriptors and fails on a bad one.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                socket,
-                &mut event,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        self.control(libc::EPOLL_CTL_ADD, socket, libc::EPOLLIN as u32, token)
     }
 
     /// Stops watching `socket`, before it is closed (see [`Poller::add`]).
     pub fn remove(&self, socket: RawFd) -> io::Result<()> {
-        let mut event = libc::epoll_event { events: 0, u64: 0 };
-        // SAFETY: as in `add`; the event is ignored by EPOLL_CTL_DEL but must be non-null on
-        // kernels before 2.6.9.
-        let rc = unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                socket,
-                &mut event,
-            )
-        };
+        // The event is ignored by EPOLL_CTL_DEL but must be non-null on kernels before 2.6.9.
+        self.control(libc::EPOLL_CTL_DEL, socket, 0, 0)
+    }
+
+    /// One `epoll_ctl` call: `op` on `socket` with `events` reported under `token`.
+    fn control(&self, op: libc::c_int, socket: RawFd, events: u32, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event { events, u64: token };
+        // SAFETY: `event` is a valid epoll_event for the duration of the call; epoll_ctl
+        // checks both descriptors and fails on a bad one.
+        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, socket, &mut event) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
