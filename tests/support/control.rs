@@ -84,8 +84,11 @@ pub fn order(client: &mut Initiator, cl_ord_id: &str, symbol: &str, side: u8, pr
 
 /// The event names in the audit log, in order.
 pub fn audit_events(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("journal").join("audit.log"))
-        .expect("audit log")
+    let text = std::fs::read_to_string(dir.join("journal").join("audit.log")).expect("audit log");
+    // The audit writer appends on a thread of its own: a line it is writing right now is not
+    // an event yet.
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole
         .lines()
         .map(|line| {
             let value: serde_json::Value = serde_json::from_str(line).expect("audit line");
@@ -96,6 +99,24 @@ pub fn audit_events(dir: &Path) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// Waits (bounded) until the audit log holds `event`: records the control plane did not wait
+/// for (an outputs-withheld record, say) reach the log through the audit writer's thread a
+/// moment after the gateway acted on them.
+pub fn audit_event_until(dir: &Path, event: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + super::STARTUP_WAIT;
+    loop {
+        let events = audit_events(dir);
+        if events.iter().any(|e| e == event) {
+            return events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {event} in the audit log: {events:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Runs `baton ctl` against `control` as `operator`, bounded by `super::STARTUP_WAIT`.
