@@ -274,7 +274,18 @@ impl MappedFile {
     /// it is awake, one `futex` wake if it sleeps). Does nothing for a file opened with
     /// [`MappedFile::open`].
     pub fn wrote_to(&mut self, offset: usize) {
-        if self.ahead_bytes == 0 || offset.saturating_add(self.ahead_bytes / 2) < self.asked_to {
+        if self.ahead_bytes == 0 {
+            return;
+        }
+        // The writer went back (a session store cut to its start on a new session day or a
+        // sequence reset): the window ahead of it starts over from there. Should the thread
+        // still be finishing a chunk of the old window, its mark is set right by the next
+        // refresh, within `MAPPED_REFRESH_MS`.
+        if offset < self.map.wanted_from.load(Ordering::Relaxed) {
+            self.asked_to = 0;
+            self.map.populated_to.store(offset, Ordering::Relaxed);
+        }
+        if offset.saturating_add(self.ahead_bytes / 2) < self.asked_to {
             return;
         }
         let to = offset.saturating_add(self.ahead_bytes).min(self.len);
@@ -807,6 +818,10 @@ mod tests {
             file.asked_to,
             MAPPED_AHEAD_BYTES / 2 + 200 + MAPPED_AHEAD_BYTES
         );
+        // A writer that goes back (a store cut to its start) is asked for again from there.
+        file.wrote_to(0);
+        assert_eq!(file.asked_to, MAPPED_AHEAD_BYTES);
+        assert_eq!(file.map.wanted_from.load(Ordering::Relaxed), 0);
         // A file opened for random access asks for nothing.
         let mut plain = MappedFile::open(&dir.path().join("plain"), len as u64).unwrap();
         plain.wrote_to(0);
