@@ -104,12 +104,14 @@ pub async fn run<S, J>(
     // Until when the driver spins (see `spin`); the epoch when it is not spinning.
     let mut spin_until = Timestamp(0);
     loop {
-        core.handle_catch_up(Timestamp::now());
+        // One clock read per turn: the catch-up, the spin and the timer all take this one (a
+        // timer computed from it fires at most the carrying out's few µs late).
+        let now = Timestamp::now();
+        core.handle_catch_up(now);
         driver.carry_out(&mut core).await;
         driver.place_engines(&core);
         let accepting = core.accepting();
         let lagging = core.lagging();
-        let now = Timestamp::now();
         let spinning = now < spin_until;
         let sleep_for = core.next_timeout().since(now);
         tokio::select! {

@@ -35,24 +35,19 @@ pub fn set_batch(pid: u32, batch: bool) -> io::Result<usize> {
         let Some(tid) = entry?
             .file_name()
             .to_str()
-            .and_then(|name| name.parse::<libc::pid_t>().ok())
+            .and_then(|name| name.parse::<u32>().ok())
         else {
             continue;
         };
-        // SAFETY: sched_getscheduler(2) reads the policy of thread `tid`; no memory is passed.
-        let policy = unsafe { libc::sched_getscheduler(tid) };
-        if policy < 0 {
-            // The thread ended since the directory was read.
-            continue;
-        }
-        if policy != from {
+        // A thread that ended since the directory was read has no class any more.
+        if policy_of(tid).ok() != Some(from) {
             continue;
         }
         let param = libc::sched_param { sched_priority: 0 };
         // SAFETY: sched_setscheduler(2) changes the policy of thread `tid` and reads `param`,
         // which lives across the call; the normal classes take priority 0 and keep the nice
         // value.
-        if unsafe { libc::sched_setscheduler(tid, to, &param) } != 0 {
+        if unsafe { libc::sched_setscheduler(tid as libc::pid_t, to, &param) } != 0 {
             let error = io::Error::last_os_error();
             if error.raw_os_error() == Some(libc::ESRCH) {
                 continue;
