@@ -406,6 +406,21 @@ pub struct GatewayConfig {
     pub standby_sched_batch: bool,
 }
 
+/// Refuses `[section] spin_us` over [`constants::LINK_SHM_SPIN_US_MAX`]: a longer spin buys no
+/// latency, only a busy core.
+fn check_spin(section: &str, spin_us: u64, origin: &str) -> Result<(), ConfigError> {
+    if spin_us > constants::LINK_SHM_SPIN_US_MAX {
+        return Err(ConfigError::Invalid {
+            origin: origin.to_string(),
+            message: format!(
+                "[{section}] spin_us = {spin_us} is over the limit of {} µs: a longer spin buys no latency, only a busy core",
+                constants::LINK_SHM_SPIN_US_MAX
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn default_standby_sched_batch() -> bool {
     true
 }
@@ -536,30 +551,12 @@ impl Config {
                 constants::GATEWAY_RUNTIME_THREADS_MAX
             )));
         }
-        let spin_us = self.gateway.spin_us;
-        if spin_us > constants::LINK_SHM_SPIN_US_MAX {
-            return Err(invalid(format!(
-                "[gateway] spin_us = {spin_us} is over the limit of {} µs: a longer spin buys no latency, only a busy core",
-                constants::LINK_SHM_SPIN_US_MAX
-            )));
-        }
-        Ok(())
+        check_spin("gateway", self.gateway.spin_us, origin)
     }
 
-    /// Refuses a spin longer than [`constants::LINK_SHM_SPIN_US_MAX`]: it would only burn a core.
+    /// Refuses a link spin over the limit (see [`check_spin`]).
     fn check_link(&self, origin: &str) -> Result<(), ConfigError> {
-        match self.link.spin_us {
-            Some(spin_us) if spin_us > constants::LINK_SHM_SPIN_US_MAX => {
-                Err(ConfigError::Invalid {
-                    origin: origin.to_string(),
-                    message: format!(
-                        "[link] spin_us = {spin_us} is over the limit of {} µs: a longer spin buys no latency, only a busy core",
-                        constants::LINK_SHM_SPIN_US_MAX
-                    ),
-                })
-            }
-            _ => Ok(()),
-        }
+        check_spin("link", self.link.spin_us.unwrap_or(0), origin)
     }
 
     /// Refuses TLS settings that cannot mean what the operator wanted: a certificate without its

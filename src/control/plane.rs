@@ -607,18 +607,9 @@ impl Plane {
         let (change_id, expect_sha256) = match authorized {
             Ok(granted) => granted,
             Err(error) => {
-                let reason = error.to_string();
                 let named = change.as_deref().and_then(|c| parse_change(c).ok());
-                let refusal = ControlEvent::ActionRefused {
-                    change: named,
-                    action,
-                    reason: reason.clone(),
-                };
-                // A refusal is recorded when it can be; an unrecordable refusal still refuses.
-                if let Err(error) = self.record(&actor, refusal).await {
-                    tracing::error!(%error, "audit log not written for a refused action");
-                }
-                answer(reply, refused(reason));
+                let refusal = self.refuse(&actor, named, action, error.to_string()).await;
+                answer(reply, refusal);
                 return;
             }
         };
@@ -638,17 +629,8 @@ impl Plane {
         }
         let Some(core) = self.core.clone() else {
             let reason = "this gateway runs no engines".to_owned();
-            let _ = self
-                .record(
-                    &actor,
-                    ControlEvent::ActionRefused {
-                        change: change_id,
-                        action,
-                        reason: reason.clone(),
-                    },
-                )
-                .await;
-            answer(reply, refused(reason));
+            let refusal = self.refuse(&actor, change_id, action, reason).await;
+            answer(reply, refusal);
             return;
         };
         let stage = match (&action, change_id.and_then(|id| self.book.summary(id))) {
@@ -704,16 +686,18 @@ impl Plane {
         });
     }
 
-    /// Records a refused gateway upgrade when it can, and refuses it either way.
-    async fn refuse_upgrade(
+    /// Records a refused `action` when it can, and refuses it either way: an unrecordable
+    /// refusal still refuses.
+    async fn refuse(
         &mut self,
         actor: &str,
         change: Option<ChangeId>,
+        action: Action,
         reason: String,
     ) -> ControlReply {
         let refusal = ControlEvent::ActionRefused {
             change,
-            action: Action::UpgradeGateway,
+            action,
             reason: reason.clone(),
         };
         if let Err(error) = self.record(actor, refusal).await {
@@ -747,7 +731,10 @@ impl Plane {
             }
             Err(error) => {
                 let named = parse_change(&change).ok();
-                let _ = reply.send(self.refuse_upgrade(&actor, named, error.to_string()).await);
+                let _ = reply.send(
+                    self.refuse(&actor, named, Action::UpgradeGateway, error.to_string())
+                        .await,
+                );
                 return;
             }
         };
@@ -757,7 +744,10 @@ impl Plane {
         };
         let Some(upgrader) = self.upgrader.clone() else {
             let reason = "no supervisor holds this gateway's sockets: run it under baton up (plain TCP) to upgrade it without a disconnect".to_owned();
-            let _ = reply.send(self.refuse_upgrade(&actor, Some(change_id), reason).await);
+            let _ = reply.send(
+                self.refuse(&actor, Some(change_id), Action::UpgradeGateway, reason)
+                    .await,
+            );
             return;
         };
         let requested = ControlEvent::ActionRequested {
@@ -813,15 +803,10 @@ impl Plane {
         let prepared = match outcome {
             Ok(prepared) => prepared,
             Err(reason) => {
-                let refusal = ControlEvent::ActionRefused {
-                    change,
-                    action: Action::UpgradeGateway,
-                    reason: reason.clone(),
-                };
-                if let Err(error) = self.record(&actor, refusal).await {
-                    tracing::error!(%error, "audit log not written for a refused upgrade");
-                }
-                let _ = reply.send(refused(reason));
+                let refusal = self
+                    .refuse(&actor, change, Action::UpgradeGateway, reason)
+                    .await;
+                let _ = reply.send(refusal);
                 return;
             }
         };
