@@ -355,8 +355,8 @@ fn bench_with_event(
     (report, event)
 }
 
-/// `--rejoin-at`: the standby is SIGKILLed and restarted empty under load; it rejoins (of the
-/// authoritative engine's build, by replaying the journal) while every order is answered.
+/// `--rejoin-at`: the standby is SIGKILLed and restarted empty under load; it rejoins and catches
+/// up while every order is answered.
 #[test]
 fn bench_rejoin_at_kills_the_standby_and_it_rejoins_under_load() {
     let dir = tempfile::tempdir().expect("tempdir");

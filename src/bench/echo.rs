@@ -136,10 +136,7 @@ impl Tap for EchoTap {
     }
 
     fn read_ready(&mut self, events: &mut Vec<Event>) -> std::io::Result<()> {
-        let recv = &mut self.recv;
-        let read = poll::read_available(self.stream.as_raw_fd(), &mut self.chunk, |bytes| {
-            recv.extend_from_slice(bytes)
-        });
+        let read = poll::read_available(self.stream.as_raw_fd(), &mut self.chunk, &mut self.recv);
         self.take_answers(events);
         read
     }

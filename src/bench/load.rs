@@ -1445,8 +1445,9 @@ enum ExecIdKey {
     Heap(Box<[u8]>),
 }
 
-/// ExecIDs up to this long are kept inline: two u64s in decimal and a dash fit.
-const EXEC_ID_INLINE_BYTES: usize = 40;
+/// ExecIDs up to this long are kept inline: two u64s in decimal (up to 20 digits each) and a
+/// dash fit.
+const EXEC_ID_INLINE_BYTES: usize = 41;
 
 impl ExecIdKey {
     fn new(exec_id: &[u8]) -> ExecIdKey {
@@ -1700,10 +1701,7 @@ impl Tap for FixTap {
 
     fn read_ready(&mut self, events: &mut Vec<Event>) -> std::io::Result<()> {
         self.compact();
-        let recv = &mut self.recv;
-        let read = poll::read_available(self.stream.as_raw_fd(), &mut self.chunk, |bytes| {
-            recv.extend_from_slice(bytes)
-        });
+        let read = poll::read_available(self.stream.as_raw_fd(), &mut self.chunk, &mut self.recv);
         self.classify_buffered(events)?;
         read
     }

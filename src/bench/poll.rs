@@ -121,23 +121,19 @@ pub fn recv_nowait(socket: RawFd, buf: &mut [u8]) -> io::Result<Option<usize>> {
     }
 }
 
-/// Reads everything `socket` holds now, chunk by chunk through `buf`, handing each chunk to
-/// `take`; stops at the first read shorter than `buf` (the socket was emptied: one read per
-/// wake-up in the usual case, no extra read to hear "would block") or after
+/// Reads everything `socket` holds now, chunk by chunk through `buf`, appending each to `into`;
+/// stops at the first read shorter than `buf` (the socket was emptied: one read per wake-up in
+/// the usual case, no extra read to hear "would block") or after
 /// [`constants::BENCH_SOCKET_READS_MAX`] reads, so one busy session cannot starve the others
 /// (level-triggered epoll reports the rest at once). `Err(UnexpectedEof)` once the peer closed,
-/// after handing over whatever came before the close.
-pub fn read_available(
-    socket: RawFd,
-    buf: &mut [u8],
-    mut take: impl FnMut(&[u8]),
-) -> io::Result<()> {
+/// after appending whatever came before the close.
+pub fn read_available(socket: RawFd, buf: &mut [u8], into: &mut Vec<u8>) -> io::Result<()> {
     for _ in 0..constants::BENCH_SOCKET_READS_MAX {
         match recv_nowait(socket, buf)? {
             None => return Ok(()),
             Some(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Some(n) => {
-                take(&buf[..n]);
+                into.extend_from_slice(&buf[..n]);
                 if n < buf.len() {
                     return Ok(());
                 }
@@ -173,10 +169,7 @@ mod tests {
         assert_eq!(tokens, [7]);
         let mut buf = [0u8; 3];
         let mut got = Vec::new();
-        read_available(a.as_raw_fd(), &mut buf, |bytes| {
-            got.extend_from_slice(bytes)
-        })
-        .expect("read");
+        read_available(a.as_raw_fd(), &mut buf, &mut got).expect("read");
         assert_eq!(got, b"hello", "a full read is followed by another");
         assert_eq!(recv_nowait(b.as_raw_fd(), &mut buf).expect("b"), None);
         // Closed: the hang-up is reported and reads as the end.
@@ -185,7 +178,7 @@ mod tests {
             .wait(Duration::from_secs(30), &mut tokens)
             .expect("wait");
         assert_eq!(tokens, [7]);
-        let end = read_available(a.as_raw_fd(), &mut buf, |_| {}).expect_err("closed");
+        let end = read_available(a.as_raw_fd(), &mut buf, &mut got).expect_err("closed");
         assert_eq!(end.kind(), io::ErrorKind::UnexpectedEof);
         poller.remove(a.as_raw_fd()).expect("remove");
         poller

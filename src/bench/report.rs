@@ -181,7 +181,7 @@ pub struct EventReport {
     pub until_ms: u64,
     /// Worst latency of orders meant to be sent from just before the event to
     /// [`constants::BENCH_EVENT_WINDOW_MS`] after it, µs; an order in the windows of several
-    /// events counts for one of them only (see [`worst_per_event`]).
+    /// events counts for one of them only (see `split_by_event`).
     pub worst_us: u64,
     /// `worst_us` ÷ the run's steady p99 (orders outside every event window).
     pub worst_to_steady_p99: f64,
@@ -263,51 +263,43 @@ fn window_us(at_ms: u64, until_ms: u64) -> (u64, u64) {
     (from, to)
 }
 
-/// The worst latency in the window around an event at `at_ms`.
-pub fn worst_around(samples: &[(u64, u64)], at_ms: u64) -> u64 {
-    worst_per_event(samples, &[(at_ms, at_ms)])[0]
-}
-
-/// The worst latency in the window of each event (`(at_ms, until_ms)`), where each order counts
-/// for one event only: events closer together than a window would otherwise all report the same
-/// spike. An order inside several windows belongs to the latest event that had begun when it
-/// was meant to be sent (the most recent suspect), or, in the margin before any of them began,
-/// to the first one.
-pub fn worst_per_event(samples: &[(u64, u64)], events: &[(u64, u64)]) -> Vec<u64> {
-    windows_per_event(samples, events)
-        .into_iter()
-        .map(|window| window.worst_us)
-        .collect()
-}
-
-/// The worst latency and the number of orders in the window of each event (`(at_ms,
-/// until_ms)`), each order counted for one event the way [`worst_per_event`] counts it.
-pub fn windows_per_event(samples: &[(u64, u64)], events: &[(u64, u64)]) -> Vec<EventWindow> {
+/// Splits `samples` by event window (`(at_ms, until_ms)` per event): each event's worst latency
+/// and order count, and the latencies of the steady orders, those outside every window. Each
+/// order counts for one event only, since events closer together than a window would otherwise
+/// all report the same spike: an order inside several windows belongs to the latest event that
+/// had begun when it was meant to be sent (the most recent suspect), or, in the margin before
+/// any of them began, to the first one. One rule decides both sides, so an order is either in
+/// exactly one window or steady.
+fn split_by_event(samples: &[(u64, u64)], events: &[(u64, u64)]) -> (Vec<EventWindow>, Vec<u64>) {
     let windows = windows_us(events);
     let mut stats = vec![EventWindow::default(); events.len()];
+    let mut steady = Vec::with_capacity(samples.len());
     for &(at, latency) in samples {
-        if let Some(i) = owner(&windows, at) {
-            stats[i].worst_us = stats[i].worst_us.max(latency);
-            stats[i].orders += 1;
+        match owner(&windows, at) {
+            Some(i) => {
+                stats[i].worst_us = stats[i].worst_us.max(latency);
+                stats[i].orders += 1;
+            }
+            None => steady.push(latency),
         }
     }
-    stats
+    (stats, steady)
 }
 
 /// What one event's window held.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EventWindow {
+struct EventWindow {
     /// The worst latency in it, µs.
-    pub worst_us: u64,
+    worst_us: u64,
     /// How many orders it held.
-    pub orders: u64,
+    orders: u64,
 }
 
 /// The worst latency `window_orders` orders would show if drawn from the steady distribution:
 /// its quantile at 1 − 1/`window_orders` by nearest rank over `sorted_steady` (ascending), and
 /// whether it had to be capped at the max because the steady sample is smaller than the window.
 /// 0 (uncapped) for an empty window; 0 (capped) with no steady orders.
-pub fn expected_worst(sorted_steady: &[u64], window_orders: u64) -> (u64, bool) {
+fn expected_worst(sorted_steady: &[u64], window_orders: u64) -> (u64, bool) {
     let n = sorted_steady.len() as u64;
     if window_orders == 0 {
         return (0, false);
@@ -340,16 +332,8 @@ pub fn score_events(
     samples: &[(u64, u64)],
     incidents: &[(u64, Incident)],
 ) -> u64 {
-    let mut steady: Vec<u64> = samples
-        .iter()
-        .filter(|&&(at, _)| {
-            !events.iter().any(|e| {
-                at + constants::BENCH_SERIES_BUCKET_MS * 1_000 >= e.at_ms * 1_000
-                    && at <= (e.until_ms.max(e.at_ms) + constants::BENCH_EVENT_WINDOW_MS) * 1_000
-            })
-        })
-        .map(|&(_, l)| l)
-        .collect();
+    let windows: Vec<(u64, u64)> = events.iter().map(|e| (e.at_ms, e.until_ms)).collect();
+    let (stats, mut steady) = split_by_event(samples, &windows);
     // Sorted once: the p99 and every event's expected worst are read from it.
     steady.sort_unstable();
     let steady_p99_us = if steady.is_empty() {
@@ -357,8 +341,6 @@ pub fn score_events(
     } else {
         steady[((steady.len() - 1) as f64 * 0.99).round() as usize]
     };
-    let windows: Vec<(u64, u64)> = events.iter().map(|e| (e.at_ms, e.until_ms)).collect();
-    let stats = windows_per_event(samples, &windows);
     let seen = incidents_per_event(incidents, &windows);
     for ((event, window), seen) in events.iter_mut().zip(stats).zip(seen) {
         event.worst_us = window.worst_us;
@@ -405,8 +387,8 @@ fn owner(windows: &[(u64, u64, u64)], at: u64) -> Option<usize> {
 }
 
 /// What the sessions saw in the window of each event (`(at_ms, until_ms)`), each incident
-/// counted for one event the way [`worst_per_event`] counts an order.
-pub fn incidents_per_event(
+/// counted for one event the way [`split_by_event`] counts an order.
+fn incidents_per_event(
     incidents: &[(u64, Incident)],
     events: &[(u64, u64)],
 ) -> Vec<IncidentCounts> {
@@ -749,6 +731,34 @@ mod tests {
         assert_eq!((points[0].at_ms, points[0].orders), (0, 3));
         assert_eq!((points[0].p50_us, points[0].max_us), (20, 30));
         assert_eq!((points[1].at_ms, points[1].max_us), (200, 7));
+    }
+
+    /// Each event's worst, as the report scores it.
+    fn worst_per_event(samples: &[(u64, u64)], events: &[(u64, u64)]) -> Vec<u64> {
+        let (stats, _) = split_by_event(samples, events);
+        stats.into_iter().map(|window| window.worst_us).collect()
+    }
+
+    /// The worst of an event at `at_ms` alone.
+    fn worst_around(samples: &[(u64, u64)], at_ms: u64) -> u64 {
+        worst_per_event(samples, &[(at_ms, at_ms)])[0]
+    }
+
+    #[test]
+    fn every_order_is_in_exactly_one_window_or_steady() {
+        // Before, at the edges of and between two windows (0.9-2.5 s and 2.9-4.5 s).
+        let samples = [
+            (0, 1),
+            (899_999, 2),
+            (900_000, 3),
+            (2_500_000, 4),
+            (2_500_001, 5),
+            (2_900_000, 6),
+            (4_600_000, 7),
+        ];
+        let (stats, steady) = split_by_event(&samples, &[(1_000, 1_000), (3_000, 3_000)]);
+        assert_eq!(stats.iter().map(|w| w.orders).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(steady, [1, 2, 5, 7]);
     }
 
     #[test]
