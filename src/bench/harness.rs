@@ -99,6 +99,9 @@ pub struct BenchConfig {
     pub gateway_spin_us: Option<u64>,
     /// `[gateway] runtime_threads` for the venue (`--gateway-runtime-threads`); own venue only.
     pub gateway_runtime_threads: Option<usize>,
+    /// `[gateway] standby_batch_us` for the venue (`--gateway-standby-batch-us`); own venue
+    /// only.
+    pub gateway_standby_batch_us: Option<u64>,
     /// Send the run's orders one at a time per session, the next when the answer arrives, to
     /// measure what a client measuring one request at a time sees (and compare with a peer the
     /// way such a client did).
@@ -120,15 +123,17 @@ pub struct BenchConfig {
 /// How client threads are placed; printed with every report so numbers are read in context.
 fn placement(config: &BenchConfig) -> String {
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let writer = if config.pingpong {
-        "parks until the answer, then sends"
+    let client = if config.pingpong {
+        "per session one writer thread (parks until the answer, then sends) and one reader thread \
+         (blocking read)"
+    } else if config.throughput {
+        "per session one writer thread (parks until its reader has seen answers come back) and \
+         one reader thread (blocking read)"
     } else {
-        "sleeps to each intended send"
+        "one writer thread for every session (sleeps to the next send of one schedule merged over \
+         all sessions) and one reader thread waiting on every socket with epoll"
     };
-    format!(
-        "{cores} cores; no pinning; per session one writer thread ({writer}) and one reader \
-         thread (blocking read), same threads for baton and echo"
-    )
+    format!("{cores} cores; no pinning; {client}; same threads for baton and echo")
 }
 
 /// The bench venue's engine: one instrument, and capacities for a whole run of resting orders.
@@ -201,6 +206,7 @@ pub fn run(config: &BenchConfig) -> Result<BenchReport, BenchError> {
             spin_us: config.spin_us,
             gateway_spin_us: config.gateway_spin_us,
             gateway_runtime_threads: config.gateway_runtime_threads,
+            gateway_standby_batch_us: config.gateway_standby_batch_us,
         })?),
     };
     let result = measure(config, venue.as_mut(), peer_binary.as_deref());
@@ -417,6 +423,7 @@ fn measure_verified_canary(
         spin_us: config.spin_us,
         gateway_spin_us: config.gateway_spin_us,
         gateway_runtime_threads: config.gateway_runtime_threads,
+        gateway_standby_batch_us: config.gateway_standby_batch_us,
     })?;
     let result = (|| {
         start_canary(&venue)?;
