@@ -156,6 +156,7 @@ impl Venue {
             link_secret: None,
             link_spin: std::time::Duration::ZERO,
             canary_delivery: Default::default(),
+            standby_batch: std::time::Duration::ZERO,
         };
         let core = Core::with_journal(
             sessions,

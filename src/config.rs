@@ -404,6 +404,17 @@ pub struct GatewayConfig {
     /// default; off leaves the engines' classes as they were started.
     #[serde(default = "default_standby_sched_batch")]
     pub standby_sched_batch: bool,
+    /// Microseconds inputs for a standby that nothing waits on may be kept before they are
+    /// written to it, at most [`constants::STANDBY_BATCH_INPUTS_MAX`] of them: under load a
+    /// standby is then woken once per batch instead of once per order, which saves it and the
+    /// gateway CPU the order path needs. A switch, a failover or a canary writes what was kept at
+    /// once, so nothing waits on it. 0: every input is written to every engine at once.
+    #[serde(default = "default_standby_batch_us")]
+    pub standby_batch_us: u64,
+}
+
+fn default_standby_batch_us() -> u64 {
+    constants::STANDBY_BATCH_US_DEFAULT
 }
 
 /// Refuses `[section] spin_us` over [`constants::LINK_SHM_SPIN_US_MAX`]: a longer spin buys no
@@ -537,8 +548,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Refuses a runtime of more than [`constants::GATEWAY_RUNTIME_THREADS_MAX`] threads,
-    /// and a gateway spin over [`constants::LINK_SHM_SPIN_US_MAX`] (it would only burn a core).
+    /// Refuses a runtime of more than [`constants::GATEWAY_RUNTIME_THREADS_MAX`] threads, a
+    /// gateway spin over [`constants::LINK_SHM_SPIN_US_MAX`] (it would only burn a core) and a
+    /// standby batch over [`constants::STANDBY_BATCH_US_MAX`].
     fn check_runtime(&self, origin: &str) -> Result<(), ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             origin: origin.to_string(),
@@ -549,6 +561,13 @@ impl Config {
             return Err(invalid(format!(
                 "[gateway] runtime_threads = {threads} is over the limit of {} (0: a worker per core)",
                 constants::GATEWAY_RUNTIME_THREADS_MAX
+            )));
+        }
+        let batch_us = self.gateway.standby_batch_us;
+        if batch_us > constants::STANDBY_BATCH_US_MAX {
+            return Err(invalid(format!(
+                "[gateway] standby_batch_us = {batch_us} is over the limit of {} µs: a standby kept further behind only makes a failover start later",
+                constants::STANDBY_BATCH_US_MAX
             )));
         }
         check_spin("gateway", self.gateway.spin_us, origin)
@@ -882,6 +901,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("[gateway] spin_us"), "{error}");
+    }
+
+    #[test]
+    fn the_standby_batch_is_a_millisecond_unless_told_and_bounded() {
+        let base = "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"s\"\n";
+        let config = Config::parse(base, "test").unwrap();
+        assert_eq!(config.gateway.standby_batch_us, 1_000);
+        let config = Config::parse(&format!("{base}standby_batch_us = 0\n"), "test").unwrap();
+        assert_eq!(config.gateway.standby_batch_us, 0, "off: written at once");
+        let over = constants::STANDBY_BATCH_US_MAX + 1;
+        let error = Config::parse(&format!("{base}standby_batch_us = {over}\n"), "test")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("[gateway] standby_batch_us"), "{error}");
     }
 
     #[test]

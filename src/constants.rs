@@ -576,6 +576,20 @@ pub const TRANSFER_SNAPSHOT_TIMEOUT_MS: u64 = 10_000;
 /// amortize both under load, small enough that a batch is microseconds of work.
 pub const SEQUENCER_BATCH_MAX: usize = 256;
 
+/// Most inputs kept for a standby before they are written to it whatever their age (see
+/// `gateway::core` standby batching, `[gateway] standby_batch_us`): a batch the engine applies in
+/// one wake-up, small enough that a switch's barrier waits for no more than that.
+pub const STANDBY_BATCH_INPUTS_MAX: usize = 64;
+
+/// `[gateway] standby_batch_us`: how long the oldest input kept for a standby may wait before it
+/// is written. A millisecond turns a standby's wake-up per order into one per millisecond at
+/// 1 000-64 000 orders/s, and bounds how far behind its answers may be when nothing waits on them.
+pub const STANDBY_BATCH_US_DEFAULT: u64 = 1_000;
+
+/// Longest `[gateway] standby_batch_us` accepted: beyond it a failover starts further behind for
+/// no further saving.
+pub const STANDBY_BATCH_US_MAX: u64 = 100_000;
+
 /// Longest journal (in inputs) an empty standby is rebuilt from by replaying it from input 1
 /// instead of from the authoritative engine's snapshot. A replay costs the authoritative engine
 /// nothing, but its catch-up time grows with the day's inputs (a snapshot's with the resting

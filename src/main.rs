@@ -140,6 +140,10 @@ enum Command {
         /// `[gateway] runtime_threads` for the venue: 1 runs the gateway on one thread.
         #[arg(long)]
         gateway_runtime_threads: Option<usize>,
+        /// `[gateway] standby_batch_us` for the venue: how long inputs for the standby may be
+        /// kept before they are written to it (0: written at once).
+        #[arg(long)]
+        gateway_standby_batch_us: Option<u64>,
         /// Ping-pong: each session keeps exactly one order in flight and sends the next when the
         /// answer arrives (the orders are still --rate × --duration); latency is from each
         /// actual send. With --peer quickfix --sessions 1 --mix new=1: baton ÷ QuickFIX the way
@@ -728,6 +732,7 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
             spin_us,
             gateway_spin_us,
             gateway_runtime_threads,
+            gateway_standby_batch_us,
             pingpong,
             warmup,
             rejoin_at,
@@ -762,6 +767,7 @@ fn run(cli: Cli, log_format: LogFormat) -> anyhow::Result<()> {
                 spin_us,
                 gateway_spin_us,
                 gateway_runtime_threads,
+                gateway_standby_batch_us,
                 pingpong,
                 warmup_orders: warmup,
                 rejoin_at: rejoin_at.into_iter().map(secs).collect(),

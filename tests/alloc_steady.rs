@@ -477,6 +477,7 @@ fn the_gateway_core_allocates_nothing_per_order() {
         link_secret: None,
         link_spin: std::time::Duration::ZERO,
         canary_delivery: Default::default(),
+        standby_batch: std::time::Duration::from_micros(baton::constants::STANDBY_BATCH_US_DEFAULT),
     };
     let mut now = NOW;
     let mut core = Core::open(sessions.clone(), config, now).unwrap();

@@ -722,6 +722,7 @@ pub fn run(config: &DemoConfig, progress: &dyn Fn(&str)) -> Result<DemoReport, D
         spin_us: None,
         gateway_spin_us: None,
         gateway_runtime_threads: None,
+        gateway_standby_batch_us: None,
     })?;
     let authoritative = venue.authoritative()?;
     progress(&format!(

@@ -62,6 +62,8 @@ pub struct VenueConfig {
     pub gateway_spin_us: Option<u64>,
     /// `[gateway] runtime_threads`, or the default (`baton bench --gateway-runtime-threads`).
     pub gateway_runtime_threads: Option<usize>,
+    /// `[gateway] standby_batch_us`, or the default (`baton bench --gateway-standby-batch-us`).
+    pub gateway_standby_batch_us: Option<u64>,
 }
 
 /// The transport of the venue's engine links, for comparing them under the same load.
@@ -192,6 +194,9 @@ impl Venue {
             .unwrap_or_default();
         if let Some(threads) = config.gateway_runtime_threads {
             gateway_extra.push_str(&format!("runtime_threads = {threads}\n"));
+        }
+        if let Some(batch_us) = config.gateway_standby_batch_us {
+            gateway_extra.push_str(&format!("standby_batch_us = {batch_us}\n"));
         }
         let mut text = format!(
             "[gateway]\nlisten = \"127.0.0.1:0\"\nstore_dir = \"{}\"\njournal_dir = \"{}\"\n\

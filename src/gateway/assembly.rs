@@ -354,6 +354,7 @@ fn core_config(config: &Config) -> Result<CoreConfig, RunError> {
         canary_delivery: config.control.canary_delivery,
         link_secret: config.link.secret()?,
         link_spin: config.link.spin(),
+        standby_batch: Duration::from_micros(config.gateway.standby_batch_us),
     })
 }
 

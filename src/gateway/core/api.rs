@@ -48,6 +48,9 @@ pub struct CoreConfig {
     pub link_spin: std::time::Duration,
     /// How a canary engine's answers are delivered (`[control] canary_delivery`).
     pub canary_delivery: CanaryDelivery,
+    /// How long inputs for a standby nothing waits on may be kept before they are written
+    /// (`[gateway] standby_batch_us`); zero writes every batch to every engine at once.
+    pub standby_batch: Duration,
 }
 
 /// How a canary engine's answers reach the counterparties (`[control] canary_delivery`).

@@ -72,6 +72,7 @@ mod outbox;
 mod router;
 mod sequencer;
 mod shadow;
+mod standby;
 mod status;
 mod switch;
 
@@ -84,6 +85,7 @@ pub use api::{
     CoreReply, CoreRequest, Delivery, ExpectedDivergence, GateConfig, LinkCommand, LinkTransmit,
     PlantedBug, REQUEST_MSG_TYPES, request_msg_type,
 };
+use sequencer::recent_inputs_touched;
 pub use sequencer::{replay_journal, with_blob};
 pub use switch::canary_symbols;
 
@@ -122,6 +124,8 @@ struct Connection {
     /// When the core last asked the driver to send it anything: a link idle for the heartbeat
     /// interval gets a heartbeat.
     last_sent: Timestamp,
+    /// Inputs kept for it while it is a standby (see [`standby`]).
+    deferred: standby::Deferred,
 }
 
 impl Connection {
@@ -599,6 +603,7 @@ where
     pub fn handle_catch_up(&mut self, now: Timestamp) {
         self.now = now;
         self.catch_up();
+        self.flush_due_deferred();
     }
 
     /// Stamps, journals and fans out a batch of requests from the sessions (drained from
@@ -662,6 +667,7 @@ where
                 now.plus(Duration::from_millis(constants::LINK_POLL_INTERVAL_MS));
             self.housekeeping();
         }
+        self.flush_due_deferred();
         self.try_complete_switch();
     }
 
@@ -671,6 +677,7 @@ where
         if let Err(error) = self.journal.flush() {
             tracing::error!(%error, "journal flush at shutdown");
         }
+        self.flush_all_deferred();
         for slot in 0..self.engines.len() {
             if self.engines[slot].connection.is_some() {
                 self.transmit(
@@ -685,7 +692,9 @@ where
 
     /// When [`Core::handle_timeout`] is next due.
     pub fn next_timeout(&self) -> Timestamp {
-        self.next_housekeeping
+        (self.deferred_due_at()).map_or(self.next_housekeeping, |due| {
+            due.min(self.next_housekeeping)
+        })
     }
 
     /// The next thing to do on an engine link.
@@ -782,16 +791,4 @@ where
     pub fn link_spin(&self) -> std::time::Duration {
         self.config.link_spin
     }
-}
-
-/// The ring of recent inputs' stamps, its whole capacity written once: filling it the first time
-/// would otherwise take a page fault every ~100 inputs on the order path until it holds
-/// [`constants::RECENT_INPUTS_MAX`] (tens of seconds of load after every start).
-fn recent_inputs_touched() -> VecDeque<(u64, Timestamp, Symbol)> {
-    let mut recent = VecDeque::with_capacity(constants::RECENT_INPUTS_MAX);
-    if let Some(symbol) = Symbol::try_from_bytes(b"-") {
-        recent.resize(constants::RECENT_INPUTS_MAX, (0, Timestamp(0), symbol));
-        recent.clear();
-    }
-    recent
 }

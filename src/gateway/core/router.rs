@@ -23,6 +23,8 @@ where
 {
     pub(super) fn housekeeping(&mut self) {
         let now = self.now;
+        // Heartbeats name the journal's last input: every standby gets what was kept first.
+        self.flush_all_deferred();
         // Only with the planted bug: what was sent and delivered is journaled only now.
         for (seq, time, payload) in std::mem::take(&mut self.unjournaled) {
             if let Err(error) = self.journal.append(seq, time, &payload) {
@@ -118,6 +120,7 @@ where
             catch_up: None,
             last_heard: self.now,
             last_sent: self.now,
+            deferred: standby::Deferred::new(),
         };
         match self.authority {
             None => {
@@ -218,6 +221,8 @@ where
         let Some(lost) = self.engines[index].connection.take() else {
             return;
         };
+        // A survivor's kept inputs go out before anything a failover sends it.
+        self.flush_all_deferred();
         // Whoever noticed first, the driver drops the link and ignores what still arrives on it.
         self.transmits.push_back(LinkTransmit {
             slot: index,

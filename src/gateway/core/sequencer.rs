@@ -271,19 +271,26 @@ where
                     && c.in_flight() < constants::LINK_INPUTS_IN_FLIGHT_MAX as u64
             })
         };
-        // Each live engine but the last gets a copy of the batch; the last gets the batch itself.
-        let Some(last_live) = (0..self.engines.len()).rev().find(|&i| live(self, i)) else {
+        // A standby nothing waits on keeps its copy for a later batch (see `standby`); of the
+        // engines written to now, each but the last gets a copy and the last the batch itself.
+        for index in 0..self.engines.len() {
+            if live(self, index) && self.defers(index) {
+                self.defer(index, &inputs, last);
+            }
+        }
+        let written = |core: &Self, index: usize| live(core, index) && !core.defers(index);
+        let Some(last_written) = (0..self.engines.len()).rev().find(|&i| written(self, i)) else {
             self.recycle_inputs(inputs);
             return;
         };
-        for index in 0..last_live {
-            if live(self, index) {
+        for index in 0..last_written {
+            if written(self, index) {
                 let mut copy = self.spare_inputs.pop().unwrap_or_default();
                 copy.clone_from(&inputs);
                 self.send_to(index, copy, last);
             }
         }
-        self.send_to(last_live, inputs, last);
+        self.send_to(last_written, inputs, last);
     }
 
     /// Queues `inputs` (ending at `last`) for engine `index`; a failed write comes back as
@@ -501,4 +508,16 @@ pub fn replay_journal(
         count += 1;
     }
     Ok(count)
+}
+
+/// The ring of recent inputs' stamps, its whole capacity written once: filling it the first time
+/// would otherwise take a page fault every ~100 inputs on the order path until it holds
+/// [`constants::RECENT_INPUTS_MAX`] (tens of seconds of load after every start).
+pub(super) fn recent_inputs_touched() -> VecDeque<(u64, Timestamp, Symbol)> {
+    let mut recent = VecDeque::with_capacity(constants::RECENT_INPUTS_MAX);
+    if let Some(symbol) = Symbol::try_from_bytes(b"-") {
+        recent.resize(constants::RECENT_INPUTS_MAX, (0, Timestamp(0), symbol));
+        recent.clear();
+    }
+    recent
 }

@@ -193,6 +193,8 @@ where
             expected: command.expected_divergence.clone(),
             transfer: TransferStep::Undecided,
         });
+        // The barrier waits for the standby's answers through it: what was kept goes out now.
+        self.flush_all_deferred();
         Ok(())
     }
 

@@ -2,7 +2,7 @@
 
 /// Every file of the core, by name, as compiled: a file added to the core without being listed
 /// here is caught by the count in the test below.
-const CORE_FILES: [(&str, &str); 9] = [
+const CORE_FILES: [(&str, &str); 10] = [
     ("mod.rs", include_str!("mod.rs")),
     ("api.rs", include_str!("api.rs")),
     ("sequencer.rs", include_str!("sequencer.rs")),
@@ -12,6 +12,7 @@ const CORE_FILES: [(&str, &str); 9] = [
     ("switch.rs", include_str!("switch.rs")),
     ("status.rs", include_str!("status.rs")),
     ("transfer.rs", include_str!("transfer.rs")),
+    ("standby.rs", include_str!("standby.rs")),
 ];
 
 /// What the core must never do (invariant 10), as it would be spelled: read a clock, spawn,
@@ -227,6 +228,7 @@ impl Harness {
             link_secret: None,
             link_spin: std::time::Duration::ZERO,
             canary_delivery: Default::default(),
+            standby_batch: Duration::ZERO,
         };
         let mut config = config;
         adjust(&mut config);
@@ -1512,7 +1514,7 @@ fn recycled_input_batches_are_kept_up_to_the_bound_and_only_when_small_enough() 
 
 #[test]
 fn the_recent_inputs_ring_fills_without_page_faults() {
-    let mut recent = super::recent_inputs_touched();
+    let mut recent = super::sequencer::recent_inputs_touched();
     assert!(recent.is_empty());
     assert!(recent.capacity() >= crate::constants::RECENT_INPUTS_MAX);
     let symbol = Symbol::try_from_bytes(b"EUR/USD").unwrap();
@@ -1524,4 +1526,126 @@ fn the_recent_inputs_ring_fills_without_page_faults() {
     let faults = crate::mmap::thread_minor_faults() - before;
     // Untouched, its ~2.5 MB would fault about 600 times on the way.
     assert!(faults < 60, "{faults} page faults filling the ring");
+}
+
+// ----- a standby's inputs in batches (`standby_batch_us`) -----------------------------------
+
+/// Blue and green with a standby batch of `STANDBY_BATCH_MS`.
+fn batching() -> Harness {
+    let green = MatchingEngine::new(&engine_config()).expect("an engine");
+    Harness::with_config(Box::new(green), |config| {
+        config.standby_batch = Duration::from_millis(STANDBY_BATCH_MS);
+    })
+}
+
+/// The standby batch the tests below run with.
+const STANDBY_BATCH_MS: u64 = 1;
+
+/// The input seqs engine `slot` was written and has not answered, in the order written.
+fn inbox(h: &Harness, slot: usize) -> Vec<u64> {
+    h.engines[slot]
+        .inbox
+        .iter()
+        .map(|input| input.seq)
+        .collect()
+}
+
+#[test]
+fn a_standby_gets_its_inputs_in_one_write_once_the_oldest_has_waited_its_batch_time() {
+    let mut h = batching();
+    let written_before = h.status().engines[1].answered_through;
+    for _ in 0..3 {
+        h.order(AAA);
+    }
+    // Blue owns them and has each at once; green has none yet, and the core's timer is set
+    // for when the oldest is due.
+    assert_eq!(inbox(&h, 0), vec![1, 2, 3]);
+    assert_eq!(inbox(&h, 1), Vec::<u64>::new());
+    assert_eq!(
+        h.core.next_timeout(),
+        h.now.plus_millis(STANDBY_BATCH_MS),
+        "the timer fires when the kept inputs are due"
+    );
+    h.answer(0, 3);
+    assert_eq!(h.messages_out(), 3, "the owner's answers are not held back");
+    h.advance(STANDBY_BATCH_MS);
+    assert_eq!(inbox(&h, 1), vec![1, 2, 3], "one write, in order, when due");
+    h.settle();
+    let status = h.status();
+    assert_eq!(written_before, 0);
+    assert_eq!(status.engines[1].answered_through, 3);
+    assert_eq!(
+        (status.shadow.matches, status.shadow.divergences),
+        (3, 0),
+        "every comparison made, none differing"
+    );
+}
+
+#[test]
+fn a_full_standby_batch_is_written_without_waiting() {
+    let mut h = batching();
+    for _ in 0..crate::constants::STANDBY_BATCH_INPUTS_MAX {
+        h.order(AAA);
+    }
+    let full = crate::constants::STANDBY_BATCH_INPUTS_MAX as u64;
+    assert_eq!(inbox(&h, 1), (1..=full).collect::<Vec<_>>());
+    h.order(AAA);
+    assert_eq!(
+        inbox(&h, 1).len() as u64,
+        full,
+        "the next starts a new batch"
+    );
+}
+
+#[test]
+fn a_failover_writes_the_survivors_kept_inputs_before_anything_else() {
+    let mut h = batching();
+    for _ in 0..4 {
+        h.order(AAA);
+    }
+    h.answer(0, 2);
+    assert_eq!(inbox(&h, 1), Vec::<u64>::new(), "green's are kept");
+    h.core.handle_lost(h.now, 0, "connection reset");
+    h.pump();
+    // No time passed: green got what was kept because it is taking over, once and in order.
+    assert_eq!(inbox(&h, 1), vec![1, 2, 3, 4]);
+    h.settle();
+    h.order(AAA);
+    h.settle();
+    assert_eq!(h.messages_out(), 5, "every order answered once");
+    assert_eq!(h.delivered_from(), (2, 3));
+}
+
+#[test]
+fn a_switch_writes_the_kept_inputs_so_its_barrier_waits_on_nothing_else() {
+    let mut h = batching();
+    for _ in 0..3 {
+        h.order(AAA);
+    }
+    h.answer(0, 3);
+    let switch = h.command(CoreRequest::Switch);
+    assert_eq!(
+        inbox(&h, 1),
+        vec![1, 2, 3],
+        "written when the switch became pending"
+    );
+    h.answer(1, 3);
+    assert!(
+        matches!(h.reply(switch), Some(CoreReply::Switched(report)) if report.barrier_seq == 3),
+        "switched at the barrier with no time passing: {:?}",
+        h.reply(switch)
+    );
+    // Blue is the standby now, and its inputs are kept in turn.
+    h.order(AAA);
+    assert_eq!(inbox(&h, 1), vec![4]);
+    assert_eq!(inbox(&h, 0), Vec::<u64>::new());
+    h.advance(STANDBY_BATCH_MS);
+    assert_eq!(inbox(&h, 0), vec![4]);
+}
+
+#[test]
+fn without_a_standby_batch_every_engine_is_written_each_input_at_once() {
+    let mut h = Harness::blue_green();
+    h.order(AAA);
+    assert_eq!((inbox(&h, 0), inbox(&h, 1)), (vec![1], vec![1]));
 }

@@ -92,6 +92,9 @@ pub struct SimConfig {
     /// the journal rather than from a snapshot; off by default (the Hellos name none), so the
     /// seeds run as they always have.
     pub one_build: bool,
+    /// `[gateway] standby_batch_us`: zero by default, so the seeds run as they always have;
+    /// set, a standby's inputs are kept and written in batches (see `core::standby`).
+    pub standby_batch: Duration,
 }
 
 impl Default for SimConfig {
@@ -104,6 +107,7 @@ impl Default for SimConfig {
             canary_delivery: None,
             planned_upgrades: false,
             one_build: false,
+            standby_batch: Duration::ZERO,
         }
     }
 }
@@ -366,7 +370,7 @@ impl Sim {
         let journal = MemoryJournal::new();
         let cursor = MemoryCursor::new();
         let delivery = delivery_of(seed, &config);
-        let core = Sim::core(&sessions, &journal, &cursor, now, config.planted, delivery);
+        let core = Sim::core(&sessions, &journal, &cursor, now, &config, delivery);
         let count = config.sessions;
         let mut sim = Sim {
             seed,
@@ -409,7 +413,7 @@ impl Sim {
         journal: &MemoryJournal,
         cursor: &MemoryCursor,
         now: Timestamp,
-        planted: Option<PlantedBug>,
+        sim: &SimConfig,
         canary_delivery: CanaryDelivery,
     ) -> Core<MemoryStore, MemoryJournal> {
         let addr = |name: &str| match format!("unix:///sim/{name}.sock").parse::<link::LinkAddr>() {
@@ -426,6 +430,7 @@ impl Sim {
             link_secret: None,
             link_spin: std::time::Duration::ZERO,
             canary_delivery,
+            standby_batch: sim.standby_batch,
         };
         let mut core = Core::with_journal(
             sessions.clone(),
@@ -434,7 +439,7 @@ impl Sim {
             Box::new(cursor.clone()),
             now,
         );
-        if let Some(bug) = planted {
+        if let Some(bug) = sim.planted {
             core.plant(bug);
         }
         core
@@ -681,7 +686,7 @@ impl Sim {
             &self.journal,
             &self.cursor,
             self.now,
-            self.config.planted,
+            &self.config,
             self.delivery,
         );
         for (session, held) in held.into_iter().enumerate() {
@@ -809,7 +814,7 @@ impl Sim {
             &self.journal,
             &self.cursor,
             self.now,
-            self.config.planted,
+            &self.config,
             self.delivery,
         );
         for (session, carry) in carries.into_iter().enumerate() {

@@ -234,3 +234,18 @@ fn the_seeds_exercise_orders_disconnects_resends_and_crashes() {
         "{total:?}"
     );
 }
+
+#[test]
+fn the_invariants_hold_with_the_standby_written_in_batches() {
+    // Switches, failovers, canaries and gateway crashes with the standby's inputs kept for up to
+    // a millisecond: what is kept must reach it before anything reads its state or answers.
+    let config = SimConfig {
+        standby_batch: Duration::from_micros(constants::STANDBY_BATCH_US_DEFAULT),
+        ..SimConfig::default()
+    };
+    for seed in SEEDS {
+        if let Err(failure) = run(seed, &config) {
+            panic!("{failure}");
+        }
+    }
+}

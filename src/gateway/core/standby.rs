@@ -1,0 +1,118 @@
+//! A standby's inputs in batches (`[gateway] standby_batch_us`).
+//!
+//! Every input goes to every engine, but only the owner's answers are on an order's path: the
+//! standby's are compared in the shadow, and only a switch or a failover waits for them. Written
+//! one batch per sequencer turn, a standby under moderate load is woken for nearly every order,
+//! and each wake-up costs it and the gateway a write, a read and two context switches, CPU the
+//! order path then lacks on a small host. So while nothing waits on a standby, its inputs are
+//! kept here and written when [`constants::STANDBY_BATCH_INPUTS_MAX`] have gathered or the
+//! oldest has waited the configured time, whichever comes first.
+//!
+//! The engine sees the same input stream either way, only later: whatever would read the
+//! standby's state or answers first writes what was kept, in order, ahead of anything else it
+//! sends on any link. That is a switch becoming pending (its barrier needs the standby's
+//! answers), any engine lost (the standby may be about to take authority, and a resend after
+//! the failover must follow the inputs it repeats), housekeeping (a heartbeat names the journal's
+//! last input) and shutdown. Nothing is kept while a canary runs: in verified delivery its
+//! answers are held for the other engine's.
+
+use super::*;
+
+/// Inputs sequenced for a standby and not yet written to it, oldest first.
+#[derive(Debug, Default)]
+pub(super) struct Deferred {
+    /// Contiguous, ending at the connection's `sent_through`.
+    inputs: Vec<Input>,
+    /// When the oldest of `inputs` was sequenced; `None` when there are none.
+    since: Option<Timestamp>,
+}
+
+impl Deferred {
+    /// Room for a full batch and the sequencer batch that completes it, so gathering never
+    /// allocates (invariant 11).
+    pub(super) fn new() -> Deferred {
+        Deferred {
+            inputs: Vec::with_capacity(
+                constants::STANDBY_BATCH_INPUTS_MAX + constants::SEQUENCER_BATCH_MAX,
+            ),
+            since: None,
+        }
+    }
+}
+
+impl<S, J> Core<S, J>
+where
+    S: SessionStore + Send + 'static,
+    J: InputJournal,
+    J::Reader: Send + 'static,
+{
+    /// Whether live inputs for engine `index` are kept and written in batches: batching is on,
+    /// the engine owns no inputs, and no switch or canary waits on its answers.
+    pub(super) fn defers(&self, index: usize) -> bool {
+        !self.config.standby_batch.is_zero()
+            && self.authority.is_some_and(|authority| authority != index)
+            && self.canary.is_none()
+            && self.pending_switch.is_none()
+    }
+
+    /// Keeps `inputs` (ending at input `last`) for engine `index`, and writes what was kept once
+    /// a batch is full.
+    pub(super) fn defer(&mut self, index: usize, inputs: &[Input], last: u64) {
+        let now = self.now;
+        let Some(connection) = self.engines[index].connection.as_mut() else {
+            return;
+        };
+        connection.sent_through = last;
+        let deferred = &mut connection.deferred;
+        deferred.inputs.extend_from_slice(inputs);
+        deferred.since.get_or_insert(now);
+        if deferred.inputs.len() >= constants::STANDBY_BATCH_INPUTS_MAX {
+            self.flush_deferred(index);
+        }
+    }
+
+    /// Writes what was kept for engine `index`, if anything.
+    fn flush_deferred(&mut self, index: usize) {
+        let Some(connection) = self.engines[index].connection.as_mut() else {
+            return;
+        };
+        if connection.deferred.inputs.is_empty() {
+            return;
+        }
+        let mut batch = self.spare_inputs.pop().unwrap_or_default();
+        batch.clear();
+        std::mem::swap(&mut batch, &mut connection.deferred.inputs);
+        connection.deferred.since = None;
+        self.transmit(index, LinkCommand::Inputs(batch));
+    }
+
+    /// Writes every engine's kept inputs whose oldest has waited the configured time.
+    pub(super) fn flush_due_deferred(&mut self) {
+        for index in 0..self.engines.len() {
+            let due = self.engines[index]
+                .connection
+                .as_ref()
+                .and_then(|connection| connection.deferred.since)
+                .is_some_and(|since| self.now >= since.plus(self.config.standby_batch));
+            if due {
+                self.flush_deferred(index);
+            }
+        }
+    }
+
+    /// Writes every engine's kept inputs now: something is about to read the standbys' state.
+    pub(super) fn flush_all_deferred(&mut self) {
+        for index in 0..self.engines.len() {
+            self.flush_deferred(index);
+        }
+    }
+
+    /// When the oldest kept input is due to be written, if any is kept.
+    pub(super) fn deferred_due_at(&self) -> Option<Timestamp> {
+        self.engines
+            .iter()
+            .filter_map(|slot| slot.connection.as_ref()?.deferred.since)
+            .min()
+            .map(|since| since.plus(self.config.standby_batch))
+    }
+}
