@@ -138,7 +138,7 @@ where
         }
         let stores_short = self.stores_short_of_space();
         let first_seq = self.journal.last_seq() + 1 + self.unjournaled.len() as u64;
-        let mut inputs = self.spare_inputs.pop().unwrap_or_default();
+        let mut inputs = self.spare_batch();
         inputs.clear();
         inputs.reserve(batch.len());
         for request in batch.drain(..) {
@@ -285,12 +285,23 @@ where
         };
         for index in 0..last_written {
             if written(self, index) {
-                let mut copy = self.spare_inputs.pop().unwrap_or_default();
+                let mut copy = self.spare_batch();
                 copy.clone_from(&inputs);
                 self.send_to(index, copy, last);
             }
         }
         self.send_to(last_written, inputs, last);
+    }
+
+    /// A batch vector to build the next inputs in: a recycled one, or a new one already at the
+    /// largest batch's size, so that filling it never regrows it and
+    /// [`Core::recycle_inputs`] keeps it. One that started small and grew with the batches
+    /// would, by doubling, end up larger than a batch can be and be freed instead of kept,
+    /// and a new one allocated in its place, again and again under load (invariant 11).
+    pub(super) fn spare_batch(&mut self) -> Vec<Input> {
+        self.spare_inputs
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(constants::SEQUENCER_BATCH_MAX))
     }
 
     /// Queues `inputs` (ending at `last`) for engine `index`; a failed write comes back as

@@ -28,13 +28,11 @@ pub(super) struct Deferred {
 }
 
 impl Deferred {
-    /// Room for a full batch and the sequencer batch that completes it, so gathering never
-    /// allocates (invariant 11).
+    /// Room for the largest batch, so gathering never allocates (invariant 11) and the vector,
+    /// once written, is one the core keeps for reuse.
     pub(super) fn new() -> Deferred {
         Deferred {
-            inputs: Vec::with_capacity(
-                constants::STANDBY_BATCH_INPUTS_MAX + constants::SEQUENCER_BATCH_MAX,
-            ),
+            inputs: Vec::with_capacity(constants::SEQUENCER_BATCH_MAX),
             since: None,
         }
     }
@@ -56,8 +54,16 @@ where
     }
 
     /// Keeps `inputs` (ending at input `last`) for engine `index`, and writes what was kept once
-    /// a batch is full.
+    /// a batch is full. What was kept goes out first if `inputs` would not fit beside it, so a
+    /// kept vector never outgrows the largest batch.
     pub(super) fn defer(&mut self, index: usize, inputs: &[Input], last: u64) {
+        let kept = self.engines[index]
+            .connection
+            .as_ref()
+            .map_or(0, |connection| connection.deferred.inputs.len());
+        if kept + inputs.len() > constants::SEQUENCER_BATCH_MAX {
+            self.flush_deferred(index);
+        }
         let now = self.now;
         let Some(connection) = self.engines[index].connection.as_mut() else {
             return;
@@ -73,14 +79,18 @@ where
 
     /// Writes what was kept for engine `index`, if anything.
     fn flush_deferred(&mut self, index: usize) {
+        let kept = self.engines[index]
+            .connection
+            .as_ref()
+            .is_some_and(|connection| !connection.deferred.inputs.is_empty());
+        if !kept {
+            return;
+        }
+        let mut batch = self.spare_batch();
+        batch.clear();
         let Some(connection) = self.engines[index].connection.as_mut() else {
             return;
         };
-        if connection.deferred.inputs.is_empty() {
-            return;
-        }
-        let mut batch = self.spare_inputs.pop().unwrap_or_default();
-        batch.clear();
         std::mem::swap(&mut batch, &mut connection.deferred.inputs);
         connection.deferred.since = None;
         self.transmit(index, LinkCommand::Inputs(batch));
