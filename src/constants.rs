@@ -68,10 +68,17 @@ pub const RESEND_STEP_MESSAGES_MAX: usize = 1_024;
 const _: () = assert!(RECV_BUFFER_INITIAL <= BODY_LENGTH_MAX);
 
 /// Business messages a session keeps for reuse once the gateway is done with them (see
-/// `Session::recycle`): as many as it usually has on their way to the sequencer at once (one
-/// read's worth of orders), so the steady state copies each order into a kept message instead of
-/// allocating one, while a session's kept memory stays bounded.
-pub const SESSION_SPARE_MESSAGES_MAX: usize = 32;
+/// `Session::recycle`): as many as one read of [`READ_CHUNK`] bytes can hand out at once (no
+/// business message with its standard header and trailer is shorter than
+/// [`FIX_BUSINESS_MESSAGE_BYTES_MIN`]), so a counterparty that keeps a full read of orders on
+/// their way to the sequencer has each copied into a kept message instead of a new one, while a
+/// session's kept memory stays bounded (and only reaches this many if it ever had that many in
+/// flight).
+pub const SESSION_SPARE_MESSAGES_MAX: usize = READ_CHUNK / FIX_BUSINESS_MESSAGE_BYTES_MIN;
+
+/// A lower bound on the length of a FIX business message: BeginString, BodyLength, MsgType,
+/// both CompIDs, MsgSeqNum, SendingTime and CheckSum alone take more.
+pub const FIX_BUSINESS_MESSAGE_BYTES_MIN: usize = 64;
 
 /// A message handed back for reuse whose buffers outgrew this is freed instead of kept: one
 /// large message must not leave a session holding `SESSION_SPARE_MESSAGES_MAX` times its size.
