@@ -89,7 +89,7 @@ use sequencer::recent_inputs_touched;
 pub use sequencer::{replay_journal, with_blob};
 pub use switch::canary_symbols;
 
-use shadow::latency_histogram;
+use shadow::{ShadowMap, latency_histogram};
 use status::{input_age, names, recent_input};
 
 /// A connected engine.
@@ -334,7 +334,7 @@ pub struct Core<S: SessionStore, J: InputJournal = Journal> {
     /// Switches and failovers since start.
     switches: u64,
     /// Outputs per input seq, for shadow comparison and failover.
-    shadow: BTreeMap<u64, ShadowEntry>,
+    shadow: ShadowMap,
     /// The authoritative engine's outputs that arrived ahead of an earlier input's (after a
     /// failover the earlier ones are asked again); delivered strictly in input order.
     undelivered: BTreeMap<u64, Vec<Output>>,
@@ -486,7 +486,7 @@ where
             switch_started: None,
             last_switch: None,
             switches: 0,
-            shadow: BTreeMap::new(),
+            shadow: ShadowMap::default(),
             undelivered: BTreeMap::new(),
             shadow_status: ShadowStatus::default(),
             recent: recent_inputs_touched(),

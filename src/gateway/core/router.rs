@@ -316,8 +316,7 @@ where
         let delivered = self.queued_through;
         let lost_owned: Vec<u64> = self
             .shadow
-            .range(delivered + 1..)
-            .map(|(seq, _)| *seq)
+            .seqs_from(delivered + 1)
             .filter(|seq| previous_owner(self, *seq) == index)
             .collect();
         self.canary_owned.clear();

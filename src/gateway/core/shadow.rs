@@ -4,6 +4,78 @@
 
 use super::*;
 
+/// Outputs per input seq until compared (and delivered): [`ShadowEntry`]s in seq order, in one
+/// ring that keeps its room once it had it. Entries come in nearly always at the back (engines
+/// answer in input order) and leave at the front, so a tree map would allocate and free a node
+/// every few inputs while a few hundred are pending (invariant 11); the ring allocates only when
+/// more are pending than ever before.
+#[derive(Default)]
+pub(super) struct ShadowMap {
+    /// Sorted by seq, each seq once.
+    entries: VecDeque<(u64, ShadowEntry)>,
+}
+
+impl ShadowMap {
+    /// Pending entries.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Where `seq` is, or would go to keep the order.
+    fn position(&self, seq: u64) -> Result<usize, usize> {
+        // The common case first: past the last entry.
+        match self.entries.back() {
+            Some((last, _)) if *last < seq => Err(self.entries.len()),
+            None => Err(0),
+            _ => self.entries.binary_search_by_key(&seq, |(s, _)| *s),
+        }
+    }
+
+    /// Whether `seq` has an entry.
+    pub(super) fn contains_key(&self, seq: &u64) -> bool {
+        self.position(*seq).is_ok()
+    }
+
+    /// The entry of `seq`.
+    pub(super) fn get(&self, seq: &u64) -> Option<&ShadowEntry> {
+        let at = self.position(*seq).ok()?;
+        self.entries.get(at).map(|(_, entry)| entry)
+    }
+
+    /// The entry of `seq`, made empty if there was none.
+    pub(super) fn entry_or_default(&mut self, seq: u64) -> &mut ShadowEntry {
+        let at = match self.position(seq) {
+            Ok(at) => at,
+            Err(at) => {
+                self.entries.insert(at, (seq, ShadowEntry::default()));
+                at
+            }
+        };
+        &mut self.entries[at].1
+    }
+
+    /// The oldest entry.
+    pub(super) fn first(&self) -> Option<(u64, &ShadowEntry)> {
+        self.entries.front().map(|(seq, entry)| (*seq, entry))
+    }
+
+    /// Takes the oldest entry out.
+    pub(super) fn pop_first(&mut self) -> Option<(u64, ShadowEntry)> {
+        self.entries.pop_front()
+    }
+
+    /// Every entry, oldest first.
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = (&u64, &mut ShadowEntry)> {
+        self.entries.iter_mut().map(|(seq, entry)| (&*seq, entry))
+    }
+
+    /// The seqs from `from` on, oldest first.
+    pub(super) fn seqs_from(&self, from: u64) -> impl Iterator<Item = u64> + '_ {
+        let start = self.position(from).unwrap_or_else(|at| at);
+        self.entries.range(start..).map(|(seq, _)| *seq)
+    }
+}
+
 impl<S, J> Core<S, J>
 where
     S: SessionStore + Send + 'static,
@@ -31,7 +103,7 @@ where
                 .is_some_and(|c| c.expected_seqs.contains(&seq));
         let canary_slot = self.canary.as_ref().map(|c| c.slot);
         let mut diverged = None;
-        let entry = self.shadow.entry(seq).or_default();
+        let entry = self.shadow.entry_or_default(seq);
         match standby {
             None => entry.authoritative = Some(outputs),
             Some(slot) => {
@@ -107,9 +179,8 @@ where
     /// standby lags too far for comparison.
     pub(super) fn trim_shadow(&mut self) {
         let delivered = self.queued_through;
-        while let Some(entry) = self.shadow.first_entry() {
-            let seq = *entry.key();
-            let done = seq <= delivered && entry.get().compared;
+        while let Some((seq, compared)) = self.shadow.first().map(|(seq, e)| (seq, e.compared)) {
+            let done = seq <= delivered && compared;
             // An input waiting for verification is never dropped: nothing else delivers it.
             let stale = self.shadow.len() >= constants::SHADOW_PENDING_MAX
                 && !(seq > delivered && self.held_for_verification(seq));
@@ -124,10 +195,7 @@ where
             }
         }
         // A canary input is kept until it is delivered and compared (or no longer comparable).
-        let oldest_shadow = self
-            .shadow
-            .first_key_value()
-            .map_or(u64::MAX, |(seq, _)| *seq);
+        let oldest_shadow = self.shadow.first().map_or(u64::MAX, |(seq, _)| seq);
         let keep_from = (delivered + 1).min(oldest_shadow);
         while self
             .canary_owned
