@@ -13,7 +13,12 @@
 //!   the engine and decoded by the gateway, and the shared-memory ring that can carry them;
 //! - the engine: matching;
 //! - all of them through the gateway core (sequencer with its memory-mapped journal, outbox,
-//!   sessions with memory-mapped stores), with the engine behind an in-memory link.
+//!   sessions with memory-mapped stores), with the engine behind an in-memory link;
+//! - a whole gateway: a counterparty's TCP connection read by the acceptor's connection task,
+//!   the `Inbound` channel, the driver with its engine links (reader tasks, frames channel,
+//!   timers) around the core, and the execution reports written back to the socket, with
+//!   orders a window at a time. Not counted: the engines' processes (threads here) and a driver
+//!   that falls behind its link readers (see that test).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -608,3 +613,352 @@ fn the_gateway_core_allocates_nothing_per_order() {
 /// messages) double when full: a few reallocations over a run, never one per order. An
 /// allocation added per order counts `ORDERS` (5,000), far above this.
 const GROWTH_ALLOWANCE: u64 = 8;
+
+/// What the gateway test's measuring task found, read once the gateway stopped.
+#[derive(Debug, Default)]
+struct GatewayOutcome {
+    /// Allocations of the gateway's thread over the measured orders.
+    allocations: u64,
+    /// Each engine's last input answered, and the journal's last input, after them.
+    answered_through: Vec<u64>,
+    journal_last_seq: u64,
+}
+
+/// The control plane of the gateway test: it says where the gateway listens, and once the
+/// gateway is serving, a task on the gateway's own thread (the only thread it has) turns the
+/// count on when the counterparty says the warm-up is over and off when it says the measured
+/// orders were answered.
+struct MeasuringPlane {
+    listening: std::sync::mpsc::Sender<std::net::SocketAddr>,
+    ready: std::sync::mpsc::Sender<()>,
+    begin: tokio::sync::oneshot::Receiver<()>,
+    end: tokio::sync::oneshot::Receiver<()>,
+    stop: tokio::sync::oneshot::Receiver<()>,
+    measuring: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    outcome: std::sync::Arc<std::sync::Mutex<GatewayOutcome>>,
+}
+
+/// The core's status, asked as the control plane does.
+async fn core_status(
+    core: &tokio::sync::mpsc::Sender<baton::gateway::driver::CoreCall>,
+) -> baton::gateway::status::CoreStatus {
+    use baton::gateway::core::{CoreCommand, CoreReply, CoreRequest};
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let command = CoreCommand {
+        request: CoreRequest::Status,
+        expect_sha256: None,
+        canary_only: false,
+        expected_divergence: Default::default(),
+    };
+    core.send(baton::gateway::driver::CoreCall { command, reply })
+        .await
+        .expect("the core takes commands");
+    match answer.await.expect("the core answers") {
+        CoreReply::Status(status) => *status,
+        other => panic!("status answered with {other:?}"),
+    }
+}
+
+impl baton::gateway::ControlHooks for MeasuringPlane {
+    async fn bind(&mut self) -> Result<(), baton::gateway::assembly::HookError> {
+        Ok(())
+    }
+
+    fn announce(
+        &mut self,
+        listen: std::net::SocketAddr,
+    ) -> Result<(), baton::gateway::assembly::HookError> {
+        self.listening.send(listen)?;
+        Ok(())
+    }
+
+    fn start(
+        self,
+        gateway: baton::gateway::assembly::Assembled,
+    ) -> Result<baton::gateway::assembly::Started, baton::gateway::assembly::HookError> {
+        use std::sync::atomic::Ordering;
+        let MeasuringPlane {
+            ready,
+            begin,
+            end,
+            stop,
+            measuring,
+            outcome,
+            ..
+        } = self;
+        let mut events = gateway.events;
+        let core = gateway.core.expect("engines are configured");
+        tokio::spawn(async move {
+            // The core's events (engines attached, caught up) are taken as the audit log would.
+            let drain = async {
+                while events.recv().await.is_some() {}
+                std::future::pending::<()>().await
+            };
+            let measure = async {
+                // Both engines attached and caught up before the counterparty starts (orders
+                // with no engine are refused) and before counting (attaching the standby, its
+                // snapshot and restore, is not the steady state).
+                let caught_up = async || loop {
+                    let status = core_status(&core).await;
+                    if status.engines.iter().all(|engine| {
+                        engine.role != baton::gateway::status::EngineRole::Down
+                            && engine.answered_through == status.journal_last_seq
+                    }) {
+                        break status;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                };
+                caught_up().await;
+                ready.send(()).expect("the counterparty waits");
+                begin.await.expect("the counterparty warmed up");
+                caught_up().await;
+                ALLOCATIONS.with(|count| count.set(0));
+                MEASURING.with(|measuring| measuring.set(true));
+                measuring.store(true, Ordering::Release);
+                end.await.expect("the counterparty was answered");
+                MEASURING.with(|measuring| measuring.set(false));
+                let allocations = ALLOCATIONS.with(Cell::get);
+                // The standby answers after the counterparty was: wait for it.
+                let status = caught_up().await;
+                *outcome.lock().unwrap() = GatewayOutcome {
+                    allocations,
+                    answered_through: status
+                        .engines
+                        .iter()
+                        .map(|engine| engine.answered_through)
+                        .collect(),
+                    journal_last_seq: status.journal_last_seq,
+                };
+            };
+            tokio::select! {
+                () = drain => {}
+                () = measure => {}
+            }
+            // Keeps the core's command channel open until the gateway stops.
+            std::future::pending::<()>().await
+        });
+        Ok(baton::gateway::assembly::Started {
+            carried: Default::default(),
+            resume: None,
+            stop: Box::pin(async move {
+                let _ = stop.await;
+            }),
+        })
+    }
+}
+
+/// The counterparty of the gateway test, on its own thread: a FIX session over TCP that sends
+/// orders a window at a time and reads their execution reports.
+struct Counterparty {
+    stream: std::net::TcpStream,
+    encoder: Encoder,
+    decoder: baton::fix::codec::Decoder,
+    received: Vec<u8>,
+    /// ExecutionReports read so far.
+    reports: u64,
+}
+
+/// Orders the counterparty sends before it waits for their answers: several messages per read
+/// and per batch on the gateway's side, as under load.
+const WINDOW: u64 = 10;
+
+impl Counterparty {
+    fn logon(addr: std::net::SocketAddr) -> Counterparty {
+        use std::io::Write;
+        let stream = std::net::TcpStream::connect(addr).expect("the gateway accepts");
+        stream.set_nodelay(true).unwrap();
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+            .unwrap();
+        let mut counterparty = Counterparty {
+            stream,
+            encoder: Encoder::new("FIX.4.4"),
+            decoder: baton::fix::codec::Decoder::new(baton::constants::BODY_LENGTH_MAX),
+            received: Vec::new(),
+            reports: 0,
+        };
+        counterparty
+            .encoder
+            .start(b"A")
+            .str(49, "CLIENT1")
+            .str(56, "BATON")
+            .uint(34, 1)
+            .timestamp(52, baton::time::Timestamp::now())
+            .uint(98, 0)
+            .uint(108, 30);
+        let logon = counterparty.encoder.finish().to_vec();
+        counterparty.stream.write_all(&logon).unwrap();
+        let reply = counterparty.next_message();
+        assert_eq!(reply.msg_type(), b"A", "the gateway answers the Logon");
+        counterparty
+    }
+
+    /// The next message from the gateway; a read that times out fails the test.
+    fn next_message(&mut self) -> baton::fix::codec::Message {
+        use std::io::Read;
+        loop {
+            if let baton::fix::codec::Frame::Complete(len) = self.decoder.frame(&self.received) {
+                let message = baton::fix::codec::Message::parse(&self.received[..len])
+                    .expect("the gateway sends well-formed messages");
+                self.received.drain(..len);
+                return message;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .expect("the gateway answers in time");
+            assert!(n > 0, "the gateway closed the connection");
+            self.received.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends orders `from..to` (MsgSeqNum `n + 2`), then reads until each is answered: a buy
+    /// rests (one report), the sell after it fills it (three: its acknowledgement and both
+    /// fills).
+    fn orders(&mut self, from: u64, to: u64) {
+        use std::io::Write;
+        let mut wire = Vec::new();
+        let mut expected = self.reports;
+        for n in from..to {
+            let mut id = [0u8; 24];
+            self.encoder
+                .start(b"D")
+                .str(49, "CLIENT1")
+                .str(56, "BATON")
+                .uint(34, n + 2)
+                .timestamp(52, baton::time::Timestamp::now())
+                .bytes(11, numbered(&mut id, b'c', n))
+                .str(55, "AAPL")
+                .char(54, if n.is_multiple_of(2) { b'1' } else { b'2' })
+                .str(60, "20261123-12:00:00")
+                .uint(38, 100)
+                .char(40, b'2')
+                .str(44, "10.5");
+            wire.extend_from_slice(self.encoder.finish());
+            expected += if n.is_multiple_of(2) { 1 } else { 3 };
+        }
+        self.stream.write_all(&wire).unwrap();
+        while self.reports < expected {
+            let message = self.next_message();
+            match message.msg_type() {
+                b"8" => self.reports += 1,
+                // Heartbeats and the like are not answers.
+                b"0" | b"1" => {}
+                other => panic!(
+                    "unexpected {} from the gateway: {message:?}",
+                    String::from_utf8_lossy(other)
+                ),
+            }
+        }
+    }
+}
+
+/// Allocations per order through a whole gateway in this process: the acceptor's connection
+/// task reading a real TCP connection and feeding its session, the `Inbound` channel, the
+/// driver (engine links with their reader tasks, the frames channel, timers) around the core,
+/// and the execution reports written back to the socket. The gateway runs on a current-thread
+/// runtime on this thread, so every task of it is counted; its two engines are served on
+/// threads of their own over Unix sockets and the counterparty is another thread, so neither is.
+///
+/// The bound fails on any allocation added per order (it counts `ORDERS` more).
+///
+/// Not yet part of the suite: when this thread falls behind (other tests of this binary on the
+/// same cores), frames queue up between the link readers and the driver, and then the frames
+/// channel allocates a block per 32 frames beyond the three it keeps, and the link readers
+/// decode into new output vectors once the pool's are all queued. Run it with `--ignored`.
+#[test]
+#[ignore = "allocates when the driver falls behind its link readers: run alone with --ignored"]
+fn the_gateway_allocates_nothing_per_order() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = baton::config::Config::load(None).expect("the embedded config");
+    config.gateway.listen = "127.0.0.1:0".parse().unwrap();
+    config.gateway.store_dir = dir.path().join("store");
+    config.gateway.journal_dir = dir.path().join("journal");
+    // One thread: the connections, the driver and the link readers all run on this one.
+    config.gateway.runtime_threads = 1;
+    let mut engines = Vec::new();
+    config.gateway.engines.clear();
+    for name in ["blue", "green"] {
+        let addr: baton::link::LinkAddr = format!("unix://{}/{name}.sock", dir.path().display())
+            .parse()
+            .unwrap();
+        let listener = baton::link::LinkListener::bind(&addr).unwrap();
+        let engine = MatchingEngine::new(&config.engine).unwrap();
+        let serve = baton::link::ServeConfig {
+            engine_name: name.into(),
+            ..Default::default()
+        };
+        let shutdown = baton::link::Shutdown::new();
+        let stop = shutdown.clone();
+        let thread = std::thread::spawn(move || {
+            baton::link::serve_on(engine, listener, &serve, &stop).expect("the engine serves")
+        });
+        engines.push((shutdown, thread));
+        config.gateway.engines.push(addr.to_string());
+    }
+
+    let (listening_tx, listening) = std::sync::mpsc::channel();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let (begin_tx, begin) = tokio::sync::oneshot::channel();
+    let (end_tx, end) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop) = tokio::sync::oneshot::channel();
+    let measuring = Arc::new(AtomicBool::new(false));
+    let outcome = Arc::new(std::sync::Mutex::new(GatewayOutcome::default()));
+    let plane = MeasuringPlane {
+        listening: listening_tx,
+        ready: ready_tx,
+        begin,
+        end,
+        stop,
+        measuring: measuring.clone(),
+        outcome: outcome.clone(),
+    };
+    let counterparty = std::thread::spawn(move || {
+        let addr = listening
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the gateway listens");
+        ready
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("the engines attach");
+        let mut client = Counterparty::logon(addr);
+        for from in (0..WARM_UP).step_by(WINDOW as usize) {
+            client.orders(from, from + WINDOW);
+        }
+        begin_tx.send(()).unwrap();
+        while !measuring.load(Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for from in (WARM_UP..WARM_UP + ORDERS).step_by(WINDOW as usize) {
+            client.orders(from, from + WINDOW);
+        }
+        end_tx.send(()).unwrap();
+        drop(client);
+        let _ = stop_tx.send(());
+    });
+    let served = baton::gateway::run(&config, plane);
+    counterparty.join().expect("the counterparty ran");
+    served.expect("the gateway ran");
+    for (shutdown, thread) in engines {
+        shutdown.trigger();
+        thread.join().unwrap();
+    }
+    let outcome = std::mem::take(&mut *outcome.lock().unwrap());
+    report("gateway", outcome.allocations);
+    assert!(
+        outcome.journal_last_seq == WARM_UP + ORDERS
+            && outcome
+                .answered_through
+                .iter()
+                .all(|&through| through == outcome.journal_last_seq),
+        "both engines answered every order: {outcome:?}"
+    );
+    assert!(
+        outcome.allocations <= GROWTH_ALLOWANCE,
+        "{} allocations through the gateway over {ORDERS} orders",
+        outcome.allocations
+    );
+}
