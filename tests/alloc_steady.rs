@@ -17,8 +17,8 @@
 //! - a whole gateway: a counterparty's TCP connection read by the acceptor's connection task,
 //!   the `Inbound` channel, the driver with its engine links (reader tasks, frames channel,
 //!   timers) around the core, and the execution reports written back to the socket, with
-//!   orders a window at a time. Not counted: the engines' processes (threads here) and a driver
-//!   that falls behind its link readers (see that test).
+//!   orders a window at a time. Not counted: the engines' processes (threads here); allowed:
+//!   what a driver that falls behind its link readers allocates (see that test).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -634,6 +634,9 @@ struct MeasuringPlane {
     begin: tokio::sync::oneshot::Receiver<()>,
     end: tokio::sync::oneshot::Receiver<()>,
     stop: tokio::sync::oneshot::Receiver<()>,
+    /// Stops the gateway once the outcome is recorded (the standby answers after the
+    /// counterparty was, up to `[gateway] standby_batch_us` later).
+    stopping: tokio::sync::oneshot::Sender<()>,
     measuring: std::sync::Arc<std::sync::atomic::AtomicBool>,
     outcome: std::sync::Arc<std::sync::Mutex<GatewayOutcome>>,
 }
@@ -682,6 +685,7 @@ impl baton::gateway::ControlHooks for MeasuringPlane {
             begin,
             end,
             stop,
+            stopping,
             measuring,
             outcome,
             ..
@@ -729,6 +733,7 @@ impl baton::gateway::ControlHooks for MeasuringPlane {
                         .collect(),
                     journal_last_seq: status.journal_last_seq,
                 };
+                let _ = stopping.send(());
             };
             tokio::select! {
                 () = drain => {}
@@ -740,8 +745,9 @@ impl baton::gateway::ControlHooks for MeasuringPlane {
         Ok(baton::gateway::assembly::Started {
             carried: Default::default(),
             resume: None,
+            // Bounded, so a measurement that never ends fails the test instead of hanging it.
             stop: Box::pin(async move {
-                let _ = stop.await;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(120), stop).await;
             }),
         })
     }
@@ -761,6 +767,10 @@ struct Counterparty {
 /// Orders the counterparty sends before it waits for their answers: several messages per read
 /// and per batch on the gateway's side, as under load.
 const WINDOW: u64 = 10;
+
+/// What the whole-gateway test allows: half an allocation per order, far above what a lagging
+/// driver's queues cost and far below one allocation per order.
+const GATEWAY_LAG_ALLOWANCE: u64 = ORDERS / 2;
 
 impl Counterparty {
     fn logon(addr: std::net::SocketAddr) -> Counterparty {
@@ -861,14 +871,13 @@ impl Counterparty {
 /// runtime on this thread, so every task of it is counted; its two engines are served on
 /// threads of their own over Unix sockets and the counterparty is another thread, so neither is.
 ///
-/// The bound fails on any allocation added per order (it counts `ORDERS` more).
-///
-/// Not yet part of the suite: when this thread falls behind (other tests of this binary on the
-/// same cores), frames queue up between the link readers and the driver, and then the frames
-/// channel allocates a block per 32 frames beyond the three it keeps, and the link readers
-/// decode into new output vectors once the pool's are all queued. Run it with `--ignored`.
+/// Run alone it counts 0-2. Its bound is looser than the other tests' because of what a driver
+/// that falls behind its link readers allocates (other tests of this binary, or other test
+/// binaries, on the same cores): frames queue up between the readers and the driver, the frames
+/// channel allocates a block per 32 frames beyond the three it keeps, and the readers decode
+/// into new output vectors once the pool's are all queued, a few hundred at worst as measured.
+/// It still fails on any allocation added per order (that counts `ORDERS` more).
 #[test]
-#[ignore = "allocates when the driver falls behind its link readers: run alone with --ignored"]
 fn the_gateway_allocates_nothing_per_order() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -914,6 +923,7 @@ fn the_gateway_allocates_nothing_per_order() {
         begin,
         end,
         stop,
+        stopping: stop_tx,
         measuring: measuring.clone(),
         outcome: outcome.clone(),
     };
@@ -937,7 +947,6 @@ fn the_gateway_allocates_nothing_per_order() {
         }
         end_tx.send(()).unwrap();
         drop(client);
-        let _ = stop_tx.send(());
     });
     let served = baton::gateway::run(&config, plane);
     counterparty.join().expect("the counterparty ran");
@@ -957,7 +966,7 @@ fn the_gateway_allocates_nothing_per_order() {
         "both engines answered every order: {outcome:?}"
     );
     assert!(
-        outcome.allocations <= GROWTH_ALLOWANCE,
+        outcome.allocations <= GATEWAY_LAG_ALLOWANCE,
         "{} allocations through the gateway over {ORDERS} orders",
         outcome.allocations
     );
