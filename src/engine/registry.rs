@@ -185,9 +185,13 @@ mod tests {
             registry.insert(1, *cl_ord_id, n as u32);
         }
         let faults = crate::mmap::thread_minor_faults() - before;
+        // The entries fill in order and are left lazy: a fault per page of them at most (none
+        // where the kernel backs them with huge pages). The slots, touched, add next to none;
+        // untouched, nearly one per id.
+        let entry_pages = (ids.len() * size_of::<Entry>()).div_ceil(4096) as i64;
         assert!(
-            faults < 200,
-            "{faults} page faults recording {} ids",
+            faults < entry_pages + 64,
+            "{faults} page faults recording {} ids ({entry_pages} pages of entries)",
             ids.len()
         );
     }
