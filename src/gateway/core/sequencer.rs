@@ -330,6 +330,12 @@ where
             if count == 0 {
                 continue;
             }
+            // What was kept for it (see `standby`) precedes anything newer from the journal.
+            self.flush_deferred(index);
+            let mut inputs = self.spare_batch();
+            let Some(connection) = self.engines[index].connection.as_mut() else {
+                continue;
+            };
             let from = connection.sent_through + 1;
             if connection.catch_up.is_none() {
                 match self.journal.read_from(from) {
@@ -341,7 +347,6 @@ where
                     }
                 }
             }
-            let mut inputs = Vec::new();
             let mut failure = None;
             if let Some(reader) = connection.catch_up.as_mut() {
                 for _ in 0..count {

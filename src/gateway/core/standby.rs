@@ -10,7 +10,8 @@
 //!
 //! The engine sees the same input stream either way, only later: whatever would read the
 //! standby's state or answers first writes what was kept, in order, ahead of anything else it
-//! sends on any link. That is a switch becoming pending (its barrier needs the standby's
+//! sends on any link. That is a catch-up from the journal (a standby whose window filled gets no
+//! live inputs until it drains, then newer ones from the journal), a switch becoming pending (its barrier needs the standby's
 //! answers), any engine lost (the standby may be about to take authority, and a resend after
 //! the failover must follow the inputs it repeats), housekeeping (a heartbeat names the journal's
 //! last input) and shutdown. Nothing is kept while a canary runs: in verified delivery its
@@ -28,6 +29,12 @@ pub(super) struct Deferred {
 }
 
 impl Deferred {
+    /// How many inputs are kept.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.inputs.len()
+    }
+
     /// Room for the largest batch, so gathering never allocates (invariant 11) and the vector,
     /// once written, is one the core keeps for reuse.
     pub(super) fn new() -> Deferred {
@@ -78,7 +85,7 @@ where
     }
 
     /// Writes what was kept for engine `index`, if anything.
-    fn flush_deferred(&mut self, index: usize) {
+    pub(super) fn flush_deferred(&mut self, index: usize) {
         let kept = self.engines[index]
             .connection
             .as_ref()

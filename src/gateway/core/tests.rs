@@ -1649,3 +1649,55 @@ fn without_a_standby_batch_every_engine_is_written_each_input_at_once() {
     h.order(AAA);
     assert_eq!((inbox(&h, 0), inbox(&h, 1)), (vec![1], vec![1]));
 }
+
+#[test]
+fn a_standby_whose_window_filled_gets_what_was_kept_before_newer_inputs_from_the_journal() {
+    let mut h = batching();
+    let window = crate::constants::LINK_INPUTS_IN_FLIGHT_MAX as u64;
+    // Green answers a few early, so its window fills with inputs still kept for it.
+    for _ in 0..10 {
+        h.order(AAA);
+    }
+    h.answer(0, usize::MAX);
+    h.advance(STANDBY_BATCH_MS);
+    h.answer(1, 3);
+    let mut sent = 10;
+    while h.core.engines[1]
+        .connection
+        .as_ref()
+        .is_some_and(|c| c.in_flight() < window)
+    {
+        h.order(AAA);
+        h.answer(0, 1);
+        sent += 1;
+    }
+    // Past the window: green gets nothing live, and some of its inputs are still kept.
+    for _ in 0..100 {
+        h.order(AAA);
+        h.answer(0, 1);
+    }
+    let kept = h.core.engines[1]
+        .connection
+        .as_ref()
+        .map_or(0, |c| c.deferred.len());
+    assert!(kept > 0, "inputs kept when the window filled");
+    // Green drains its backlog; what it is written next must follow what it answered.
+    let mut answered = 3;
+    while !h.engines[1].inbox.is_empty() {
+        let next = inbox(&h, 1);
+        assert_eq!(
+            next,
+            (answered + 1..=answered + next.len() as u64).collect::<Vec<_>>(),
+            "green is written its inputs in order, none skipped"
+        );
+        answered += next.len() as u64;
+        h.answer(1, usize::MAX);
+    }
+    h.advance(STANDBY_BATCH_MS);
+    h.settle();
+    assert_eq!(
+        h.status().engines[1].answered_through,
+        sent + 100,
+        "green caught up"
+    );
+}
