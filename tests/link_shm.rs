@@ -36,8 +36,22 @@ fn order(seq: u64, cl_ord_id: &str, side: Side) -> Input {
     }
 }
 
+/// Attaches to the engine at `addr`. The socket's file exists from its `bind`, a moment before
+/// its `listen`: a refusal in between is tried again, within the bound.
 async fn attach(addr: &LinkAddr) -> (EngineLink, Hello) {
-    tokio::time::timeout(WAIT, connect(addr))
+    let attempts = async {
+        loop {
+            match connect(addr).await {
+                Err(LinkError::Io(error))
+                    if error.kind() == std::io::ErrorKind::ConnectionRefused =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                attached => return attached,
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, attempts)
         .await
         .expect("attach within the bound")
         .expect("attach")
