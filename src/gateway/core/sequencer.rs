@@ -274,11 +274,12 @@ where
         // A standby nothing waits on keeps its copy for a later batch (see `standby`); of the
         // engines written to now, each but the last gets a copy and the last the batch itself.
         for index in 0..self.engines.len() {
-            if live(self, index) && self.defers(index) {
+            if live(self, index) && self.defers(index, inputs.len()) {
                 self.defer(index, &inputs, last);
             }
         }
-        let written = |core: &Self, index: usize| live(core, index) && !core.defers(index);
+        // A kept batch moved its engine's `sent_through` on: it is no longer live for this one.
+        let written = live;
         let Some(last_written) = (0..self.engines.len()).rev().find(|&i| written(self, i)) else {
             self.recycle_inputs(inputs);
             return;

@@ -1551,16 +1551,17 @@ fn inbox(h: &Harness, slot: usize) -> Vec<u64> {
 }
 
 #[test]
-fn a_standby_gets_its_inputs_in_one_write_once_the_oldest_has_waited_its_batch_time() {
+fn a_busy_venues_standby_gets_its_inputs_in_one_write_once_the_oldest_has_waited_its_batch_time() {
     let mut h = batching();
     let written_before = h.status().engines[1].answered_through;
     for _ in 0..3 {
         h.order(AAA);
     }
-    // Blue owns them and has each at once; green has none yet, and the core's timer is set
-    // for when the oldest is due.
+    // Blue owns them and has each at once. Green had the first at once too (blue was idle);
+    // the next two came while blue was busy and are kept, and the core's timer is set for when
+    // the oldest of them is due.
     assert_eq!(inbox(&h, 0), vec![1, 2, 3]);
-    assert_eq!(inbox(&h, 1), Vec::<u64>::new());
+    assert_eq!(inbox(&h, 1), vec![1]);
     assert_eq!(
         h.core.next_timeout(),
         h.now.plus_millis(STANDBY_BATCH_MS),
@@ -1570,6 +1571,11 @@ fn a_standby_gets_its_inputs_in_one_write_once_the_oldest_has_waited_its_batch_t
     assert_eq!(h.messages_out(), 3, "the owner's answers are not held back");
     h.advance(STANDBY_BATCH_MS);
     assert_eq!(inbox(&h, 1), vec![1, 2, 3], "one write, in order, when due");
+    assert_eq!(
+        h.core.next_timeout(),
+        h.core.next_housekeeping,
+        "nothing kept"
+    );
     h.settle();
     let status = h.status();
     assert_eq!(written_before, 0);
@@ -1582,12 +1588,29 @@ fn a_standby_gets_its_inputs_in_one_write_once_the_oldest_has_waited_its_batch_t
 }
 
 #[test]
+fn an_idle_venues_standby_is_written_each_input_at_once() {
+    // One order at a time, each answered before the next: no batch would gain anything.
+    let mut h = batching();
+    for seq in 1..=3 {
+        h.order(AAA);
+        assert_eq!((inbox(&h, 0), inbox(&h, 1)), (vec![seq], vec![seq]));
+        h.settle();
+    }
+    assert_eq!(
+        h.core.next_timeout(),
+        h.core.next_housekeeping,
+        "nothing kept"
+    );
+}
+
+#[test]
 fn a_full_standby_batch_is_written_without_waiting() {
     let mut h = batching();
-    for _ in 0..crate::constants::STANDBY_BATCH_INPUTS_MAX {
+    // The first goes to green at once (blue idle); the next full batch is kept, then written.
+    for _ in 0..=crate::constants::STANDBY_BATCH_INPUTS_MAX {
         h.order(AAA);
     }
-    let full = crate::constants::STANDBY_BATCH_INPUTS_MAX as u64;
+    let full = crate::constants::STANDBY_BATCH_INPUTS_MAX as u64 + 1;
     assert_eq!(inbox(&h, 1), (1..=full).collect::<Vec<_>>());
     h.order(AAA);
     assert_eq!(
@@ -1604,7 +1627,7 @@ fn a_failover_writes_the_survivors_kept_inputs_before_anything_else() {
         h.order(AAA);
     }
     h.answer(0, 2);
-    assert_eq!(inbox(&h, 1), Vec::<u64>::new(), "green's are kept");
+    assert_eq!(inbox(&h, 1), vec![1], "green's later three are kept");
     h.core.handle_lost(h.now, 0, "connection reset");
     h.pump();
     // No time passed: green got what was kept because it is taking over, once and in order.
@@ -1635,12 +1658,13 @@ fn a_switch_writes_the_kept_inputs_so_its_barrier_waits_on_nothing_else() {
         "switched at the barrier with no time passing: {:?}",
         h.reply(switch)
     );
-    // Blue is the standby now, and its inputs are kept in turn.
+    // Blue is the standby now, and its inputs are kept in turn once green is busy.
     h.order(AAA);
-    assert_eq!(inbox(&h, 1), vec![4]);
-    assert_eq!(inbox(&h, 0), Vec::<u64>::new());
-    h.advance(STANDBY_BATCH_MS);
+    h.order(AAA);
+    assert_eq!(inbox(&h, 1), vec![4, 5]);
     assert_eq!(inbox(&h, 0), vec![4]);
+    h.advance(STANDBY_BATCH_MS);
+    assert_eq!(inbox(&h, 0), vec![4, 5]);
 }
 
 #[test]
@@ -1667,14 +1691,17 @@ fn a_standby_whose_window_filled_gets_what_was_kept_before_newer_inputs_from_the
         .as_ref()
         .is_some_and(|c| c.in_flight() < window)
     {
+        // Two at a time, so blue is busy and green's inputs are kept.
         h.order(AAA);
-        h.answer(0, 1);
-        sent += 1;
+        h.order(AAA);
+        h.answer(0, 2);
+        sent += 2;
     }
     // Past the window: green gets nothing live, and some of its inputs are still kept.
-    for _ in 0..100 {
+    for _ in 0..50 {
         h.order(AAA);
-        h.answer(0, 1);
+        h.order(AAA);
+        h.answer(0, 2);
     }
     let kept = h.core.engines[1]
         .connection
