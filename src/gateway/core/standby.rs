@@ -52,9 +52,9 @@ where
     J::Reader: Send + 'static,
 {
     /// Whether a batch of `count` live inputs for engine `index` is kept: batching is on, the
-    /// engine owns no inputs, no switch or canary waits on its answers, and the venue is busy
-    /// (more than one input in the batch, the owner still working on earlier ones, or inputs
-    /// already kept). An idle venue's standby is written at once: one order at a time gains
+    /// engine owns no inputs, no switch or canary waits on its answers, the venue is busy (more
+    /// than one input in the batch, the owner still working on earlier ones, or inputs already
+    /// kept) and the batch is smaller than a kept one would be. An idle venue's standby is written at once: one order at a time gains
     /// nothing from a batch, and in alternating runs one order at a time answered 3-19% later at
     /// p50 with its standby's inputs kept.
     pub(super) fn defers(&self, index: usize, count: usize) -> bool {
@@ -62,14 +62,18 @@ where
             return false;
         };
         let connection = |slot: usize| self.engines[slot].connection.as_ref();
+        let kept = connection(index).is_some_and(|standby| !standby.deferred.inputs.is_empty());
         let busy = count > 1
-            || connection(authority).is_some_and(|owner| owner.in_flight() > 0)
-            || connection(index).is_some_and(|standby| !standby.deferred.inputs.is_empty());
+            || kept
+            || connection(authority).is_some_and(|owner| owner.in_flight() > 0);
+        // A batch as large as a kept one would be is written as it is, without a copy to keep.
+        let small = kept || count < constants::STANDBY_BATCH_INPUTS_MAX;
         !self.config.standby_batch.is_zero()
             && authority != index
             && self.canary.is_none()
             && self.pending_switch.is_none()
             && busy
+            && small
     }
 
     /// Keeps `inputs` (ending at input `last`) for engine `index`, and writes what was kept once
