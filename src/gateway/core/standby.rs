@@ -63,9 +63,8 @@ where
         };
         let connection = |slot: usize| self.engines[slot].connection.as_ref();
         let kept = connection(index).is_some_and(|standby| !standby.deferred.inputs.is_empty());
-        let busy = count > 1
-            || kept
-            || connection(authority).is_some_and(|owner| owner.in_flight() > 0);
+        let busy =
+            count > 1 || kept || connection(authority).is_some_and(|owner| owner.in_flight() > 0);
         // A batch as large as a kept one would be is written as it is, without a copy to keep.
         let small = kept || count < constants::STANDBY_BATCH_INPUTS_MAX;
         !self.config.standby_batch.is_zero()
