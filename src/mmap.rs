@@ -166,7 +166,26 @@ struct Mapping {
     /// Set when the kernel refused to populate (older than Linux 5.14, or a file system that
     /// cannot): the writer then takes its own faults, as it did before.
     refused: AtomicBool,
+    /// The last offset the writer reported (see [`MappedFile::wrote_to`]).
+    written_to: AtomicUsize,
+    /// `written_to` as the prefault thread last saw it, and the refresh passes since it last
+    /// moved (only that thread writes these): a window is made present anew only while its
+    /// writer moved within [`IDLE_REFRESHES_MAX`] passes. Each pass dirties the pages the kernel
+    /// wrote back since the last, so refreshing an idle log's window would write it to disk
+    /// again and again for a writer that may not come back.
+    seen_written_to: AtomicUsize,
+    idle_refreshes: AtomicUsize,
 }
+
+/// Refresh passes (one per [`MAPPED_REFRESH_MS`]) a log's window is still made present after
+/// its writer last moved: the 30 s in which the kernel writes dirty pages back, after which a
+/// quiet session's first writes take their own faults (a few µs, once per page) rather than the
+/// disk taking its window again every 30 s.
+#[cfg(not(test))]
+const IDLE_REFRESHES_MAX: usize = 30;
+/// Shorter in tests, so a test sees an idle log left alone within seconds.
+#[cfg(test)]
+const IDLE_REFRESHES_MAX: usize = 3;
 
 impl MappedFile {
     /// Opens or creates the file at `path`, locks it, extends it with zeros to at least `len_min`
@@ -277,6 +296,7 @@ impl MappedFile {
         if self.ahead_bytes == 0 {
             return;
         }
+        self.map.written_to.store(offset, Ordering::Relaxed);
         // The writer went back (a session store cut to its start on a new session day or a
         // sequence reset): the window ahead of it starts over from there. Should the thread
         // still be finishing a chunk of the old window, its mark is set right by the next
@@ -414,7 +434,10 @@ fn prefault_loop() {
                 .cloned(),
         );
         for weak in live.drain(..) {
-            if refresh && let Some(mapping) = take_hold(&weak) {
+            if refresh
+                && let Some(mapping) = take_hold(&weak)
+                && mapping.moved_lately()
+            {
                 let from = mapping.wanted_from.load(Ordering::Relaxed);
                 mapping.populated_to.store(from, Ordering::Relaxed);
             }
@@ -429,6 +452,24 @@ fn prefault_loop() {
         if refresh {
             REFRESHES.fetch_add(1, Ordering::Release);
         }
+    }
+}
+
+impl Mapping {
+    /// At a refresh pass: whether the writer moved within the last [`IDLE_REFRESHES_MAX`]
+    /// passes (see `idle_refreshes`).
+    fn moved_lately(&self) -> bool {
+        let written_to = self.written_to.load(Ordering::Relaxed);
+        if self.seen_written_to.swap(written_to, Ordering::Relaxed) != written_to {
+            self.idle_refreshes.store(0, Ordering::Relaxed);
+            return true;
+        }
+        let idle = self
+            .idle_refreshes
+            .load(Ordering::Relaxed)
+            .saturating_add(1);
+        self.idle_refreshes.store(idle, Ordering::Relaxed);
+        idle <= IDLE_REFRESHES_MAX
     }
 }
 
@@ -609,6 +650,10 @@ fn map_reserved(
         populated_to: AtomicUsize::new(0),
         registered: AtomicBool::new(false),
         refused: AtomicBool::new(false),
+        written_to: AtomicUsize::new(0),
+        // Never seen: a new log counts as moved at the first pass.
+        seen_written_to: AtomicUsize::new(usize::MAX),
+        idle_refreshes: AtomicUsize::new(0),
     });
     if appendable {
         register(&mapping);
@@ -774,6 +819,49 @@ mod tests {
         assert!(
             within < pages / 2,
             "{within} faults on {pages} pages made present again"
+        );
+    }
+
+    /// Waits until the prefault thread has made `passes` more refresh passes.
+    fn wait_refreshes(passes: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        let from = REFRESHES.load(Ordering::Acquire);
+        while REFRESHES.load(Ordering::Acquire) < from + passes {
+            assert!(std::time::Instant::now() < deadline, "no refresh pass");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn an_idle_logs_window_is_left_to_the_kernel_and_taken_up_again_when_its_writer_moves() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = 2 * MAPPED_AHEAD_BYTES;
+        let mut file =
+            MappedFile::open_appendable(&dir.path().join("log"), len as u64, len as u64).unwrap();
+        file.wrote_to(0);
+        wait_populated(&file, MAPPED_AHEAD_BYTES);
+        // The writer stays put past the idle passes: the window is no longer made present
+        // again, so pages the kernel wrote back stay clean (and are not written again).
+        wait_refreshes(IDLE_REFRESHES_MAX + 2);
+        file.flush().unwrap();
+        wait_refreshes(2);
+        let pages = (MAPPED_AHEAD_BYTES / page_bytes()) as i64;
+        let half = MAPPED_AHEAD_BYTES / 2;
+        let idle = touch_pages(&mut file, 0..half);
+        assert!(
+            idle >= pages / 4,
+            "{idle} faults on {} pages of an idle log's window: it was refreshed",
+            pages / 2
+        );
+        // It moves: the rest of its window is made present again at the next passes.
+        file.wrote_to(half);
+        file.flush().unwrap();
+        wait_refreshes(2);
+        let moved = touch_pages(&mut file, half..MAPPED_AHEAD_BYTES);
+        assert!(
+            moved < pages / 4,
+            "{moved} faults on {} pages of a moving log's window",
+            pages / 2
         );
     }
 
