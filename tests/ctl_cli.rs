@@ -27,6 +27,7 @@ fn status() -> Status {
             executable_sha256: String::new(),
             delivered_inputs: 42,
             sent_through: 42,
+            kept_inputs: 0,
         }],
         journal_last_seq: 42,
         delivered_through: 42,

@@ -522,6 +522,7 @@ mod tests {
                         "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
                     delivered_inputs: 309,
                     sent_through: 0,
+                    kept_inputs: 0,
                 },
                 EngineStatus {
                     name: "blue".into(),
@@ -535,6 +536,7 @@ mod tests {
                     executable_sha256: String::new(),
                     delivered_inputs: 5000,
                     sent_through: 0,
+                    kept_inputs: 0,
                 },
                 EngineStatus {
                     name: "red".into(),
@@ -548,6 +550,7 @@ mod tests {
                     executable_sha256: String::new(),
                     delivered_inputs: 0,
                     sent_through: 0,
+                    kept_inputs: 0,
                 },
             ],
             journal_last_seq: 5310,

@@ -159,6 +159,10 @@ pub struct EngineStatus {
     /// flight, in the engine's socket or being applied.
     #[serde(default)]
     pub sent_through: u64,
+    /// Inputs after `sent_through` kept for this standby's next batch (`[gateway]
+    /// standby_batch_us`): sequenced and counted in `lag_inputs`, not yet on its link.
+    #[serde(default)]
+    pub kept_inputs: u64,
 }
 
 /// A completed switch of authority.

@@ -33,6 +33,7 @@ fn engine(name: &str, addr: &str, role: EngineRole, lag_inputs: u64) -> EngineSt
         executable_sha256: String::new(),
         delivered_inputs: 60,
         sent_through: 0,
+        kept_inputs: 0,
     }
 }
 

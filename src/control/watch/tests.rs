@@ -79,6 +79,7 @@ fn engine(name: &str, role: EngineRole, lag_inputs: u64, lag_us: u64) -> EngineS
         executable_sha256: String::new(),
         delivered_inputs: 0,
         sent_through: 0,
+        kept_inputs: 0,
     }
 }
 

@@ -30,7 +30,6 @@ pub(super) struct Deferred {
 
 impl Deferred {
     /// How many inputs are kept.
-    #[cfg(test)]
     pub(super) fn len(&self) -> usize {
         self.inputs.len()
     }

@@ -41,7 +41,8 @@ where
                     silent_ms: now.since(c.last_heard).as_millis() as u64,
                     executable_sha256: c.executable_sha256.clone(),
                     delivered_inputs: slot.delivered_inputs,
-                    sent_through: c.sent_through,
+                    sent_through: c.sent_through - c.deferred.len() as u64,
+                    kept_inputs: c.deferred.len() as u64,
                 },
                 None => EngineStatus {
                     name: String::new(),
@@ -55,6 +56,7 @@ where
                     executable_sha256: String::new(),
                     delivered_inputs: slot.delivered_inputs,
                     sent_through: 0,
+                    kept_inputs: 0,
                 },
             })
             .collect();

@@ -1562,6 +1562,12 @@ fn a_busy_venues_standby_gets_its_inputs_in_one_write_once_the_oldest_has_waited
     // the oldest of them is due.
     assert_eq!(inbox(&h, 0), vec![1, 2, 3]);
     assert_eq!(inbox(&h, 1), vec![1]);
+    let green = &h.status().engines[1];
+    assert_eq!(
+        (green.sent_through, green.kept_inputs, green.lag_inputs),
+        (1, 2, 3),
+        "status tells what is on the link from what is kept"
+    );
     assert_eq!(
         h.core.next_timeout(),
         h.now.plus_millis(STANDBY_BATCH_MS),
@@ -1571,6 +1577,8 @@ fn a_busy_venues_standby_gets_its_inputs_in_one_write_once_the_oldest_has_waited
     assert_eq!(h.messages_out(), 3, "the owner's answers are not held back");
     h.advance(STANDBY_BATCH_MS);
     assert_eq!(inbox(&h, 1), vec![1, 2, 3], "one write, in order, when due");
+    let green = &h.status().engines[1];
+    assert_eq!((green.sent_through, green.kept_inputs), (3, 0));
     assert_eq!(
         h.core.next_timeout(),
         h.core.next_housekeeping,
