@@ -797,23 +797,25 @@ mod tests {
         }
     }
 
+    /// An append log of two windows in `dir` whose writer is at its start, with the first
+    /// window made present.
+    fn log_with_its_first_window_present(dir: &Path) -> MappedFile {
+        let len = 2 * MAPPED_AHEAD_BYTES;
+        let mut file =
+            MappedFile::open_appendable(&dir.join("log"), len as u64, len as u64).unwrap();
+        file.wrote_to(0);
+        wait_populated(&file, MAPPED_AHEAD_BYTES);
+        file
+    }
+
     #[test]
     fn a_window_written_back_before_the_writer_gets_there_is_made_present_again() {
         let dir = tempfile::tempdir().unwrap();
-        let len = 2 * MAPPED_AHEAD_BYTES;
-        let mut file =
-            MappedFile::open_appendable(&dir.path().join("log"), len as u64, len as u64).unwrap();
-        file.wrote_to(0);
-        wait_populated(&file, MAPPED_AHEAD_BYTES);
+        let mut file = log_with_its_first_window_present(dir.path());
         // What the kernel does to pages dirty for 30 s: write them back and write-protect them.
         file.flush().unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        let refreshes = REFRESHES.load(Ordering::Acquire);
         // Two passes: the one under way when the file was flushed may have been past it.
-        while REFRESHES.load(Ordering::Acquire) < refreshes + 2 {
-            assert!(std::time::Instant::now() < deadline, "no refresh pass");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        wait_refreshes(2);
         let pages = (MAPPED_AHEAD_BYTES / page_bytes()) as i64;
         let within = touch_pages(&mut file, 0..MAPPED_AHEAD_BYTES);
         assert!(
@@ -835,11 +837,7 @@ mod tests {
     #[test]
     fn an_idle_logs_window_is_left_to_the_kernel_and_taken_up_again_when_its_writer_moves() {
         let dir = tempfile::tempdir().unwrap();
-        let len = 2 * MAPPED_AHEAD_BYTES;
-        let mut file =
-            MappedFile::open_appendable(&dir.path().join("log"), len as u64, len as u64).unwrap();
-        file.wrote_to(0);
-        wait_populated(&file, MAPPED_AHEAD_BYTES);
+        let mut file = log_with_its_first_window_present(dir.path());
         // The writer stays put past the idle passes: the window is no longer made present
         // again, so pages the kernel wrote back stay clean (and are not written again).
         wait_refreshes(IDLE_REFRESHES_MAX + 2);
