@@ -595,9 +595,9 @@ pub const STANDBY_BATCH_INPUTS_MAX: usize = 64;
 /// 1 000-64 000 orders/s, and bounds how far behind its answers may be when nothing waits on them.
 pub const STANDBY_BATCH_US_DEFAULT: u64 = 1_000;
 
-/// Longest `[gateway] standby_batch_us` accepted: the core's housekeeping, every
-/// [`LINK_POLL_INTERVAL_MS`], writes what was kept anyway (its heartbeats name the journal's last
-/// input), so a longer batch would not be one.
+/// Longest `[gateway] standby_batch_us` accepted, one housekeeping interval
+/// ([`LINK_POLL_INTERVAL_MS`]): a standby kept further behind saves no more wake-ups worth having
+/// and makes a failover start further back.
 pub const STANDBY_BATCH_US_MAX: u64 = LINK_POLL_INTERVAL_MS * 1_000;
 
 /// Longest journal (in inputs) an empty standby is rebuilt from by replaying it from input 1

@@ -104,7 +104,7 @@ struct Connection {
     /// The link protocol version it speaks: below [`link::LINK_PROTOCOL_VERSION`]'s transfer
     /// support it cannot take a state transfer, and a canary's rollback halts instead.
     protocol_version: u16,
-    /// Highest input seq sent on this connection.
+    /// Highest input seq sent on this connection, counting those kept for its next batch.
     sent_through: u64,
     /// Highest input seq answered on this connection.
     answered_through: u64,
@@ -534,7 +534,10 @@ where
     }
 
     /// Queues `command` for engine slot `slot`'s link.
+    /// Whatever asks, inputs kept for the slot go first (see [`standby`]): its link carries
+    /// inputs in order.
     fn transmit(&mut self, slot: usize, command: LinkCommand) {
+        self.flush_deferred(slot);
         if let Some(connection) = self.engines[slot].connection.as_mut() {
             connection.last_sent = self.now;
         }
@@ -677,7 +680,6 @@ where
         if let Err(error) = self.journal.flush() {
             tracing::error!(%error, "journal flush at shutdown");
         }
-        self.flush_all_deferred();
         for slot in 0..self.engines.len() {
             if self.engines[slot].connection.is_some() {
                 self.transmit(

@@ -23,8 +23,6 @@ where
 {
     pub(super) fn housekeeping(&mut self) {
         let now = self.now;
-        // Heartbeats name the journal's last input: every standby gets what was kept first.
-        self.flush_all_deferred();
         // Only with the planted bug: what was sent and delivered is journaled only now.
         for (seq, time, payload) in std::mem::take(&mut self.unjournaled) {
             if let Err(error) = self.journal.append(seq, time, &payload) {

@@ -279,13 +279,12 @@ where
             }
         }
         // A kept batch moved its engine's `sent_through` on: it is no longer live for this one.
-        let written = live;
-        let Some(last_written) = (0..self.engines.len()).rev().find(|&i| written(self, i)) else {
+        let Some(last_written) = (0..self.engines.len()).rev().find(|&i| live(self, i)) else {
             self.recycle_inputs(inputs);
             return;
         };
         for index in 0..last_written {
-            if written(self, index) {
+            if live(self, index) {
                 let mut copy = self.spare_batch();
                 copy.clone_from(&inputs);
                 self.send_to(index, copy, last);
@@ -331,8 +330,6 @@ where
             if count == 0 {
                 continue;
             }
-            // What was kept for it (see `standby`) precedes anything newer from the journal.
-            self.flush_deferred(index);
             let mut inputs = self.spare_batch();
             let Some(connection) = self.engines[index].connection.as_mut() else {
                 continue;

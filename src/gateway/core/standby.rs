@@ -8,14 +8,13 @@
 //! busy, its inputs are kept here and written when [`constants::STANDBY_BATCH_INPUTS_MAX`] have
 //! gathered or the oldest has waited the configured time, whichever comes first.
 //!
-//! The engine sees the same input stream either way, only later: whatever would read the
-//! standby's state or answers first writes what was kept, in order, ahead of anything else it
-//! sends on any link. That is a catch-up from the journal (a standby whose window filled gets no
-//! live inputs until it drains, then newer ones from the journal), a switch becoming pending (its barrier needs the standby's
-//! answers), any engine lost (the standby may be about to take authority, and a resend after
-//! the failover must follow the inputs it repeats), housekeeping (a heartbeat names the journal's
-//! last input) and shutdown. Nothing is kept while a canary runs: in verified delivery its
-//! answers are held for the other engine's.
+//! The engine sees the same input stream either way, only later. Anything the core sends on a
+//! link goes out behind the inputs kept for it ([`Core::transmit`] writes them first): a catch-up
+//! from the journal, a heartbeat naming the journal's last input, a snapshot request, a Close.
+//! What waits on a standby has them written at once: a switch becoming pending (its barrier
+//! needs the standby's answers) and any engine lost (the standby may be about to take
+//! authority). Nothing is kept while a canary runs: in verified delivery its answers are held
+//! for the other engine's.
 
 use super::*;
 
@@ -98,7 +97,8 @@ where
         }
     }
 
-    /// Writes what was kept for engine `index`, if anything.
+    /// Writes what was kept for engine `index`, if anything. Every [`Core::transmit`] calls it
+    /// first, so nothing sent on a link overtakes the inputs kept for it.
     pub(super) fn flush_deferred(&mut self, index: usize) {
         let kept = self.engines[index]
             .connection
@@ -108,13 +108,16 @@ where
             return;
         }
         let mut batch = self.spare_batch();
-        batch.clear();
         let Some(connection) = self.engines[index].connection.as_mut() else {
             return;
         };
         std::mem::swap(&mut batch, &mut connection.deferred.inputs);
         connection.deferred.since = None;
-        self.transmit(index, LinkCommand::Inputs(batch));
+        connection.last_sent = self.now;
+        self.transmits.push_back(LinkTransmit {
+            slot: index,
+            command: LinkCommand::Inputs(batch),
+        });
     }
 
     /// Writes every engine's kept inputs whose oldest has waited the configured time.
