@@ -691,10 +691,10 @@ pub const CORE_FILE_LINES_MAX: usize = 800;
 /// sessions fast.
 pub const OUTBOX_RECOVERY_SCAN_MAX: u64 = 256;
 
-/// Frames the core's driver buffers from engine reader tasks beyond every engine's full window
-/// of answers: room for the heartbeats, snapshots and refusals that come besides outputs, so a
-/// reader task does not block on them while the driver writes to another engine.
-pub const LINK_FRAMES_SLACK: usize = 256;
+/// Frames the core's driver has room for, from the start, that arrive while it waits on a write
+/// to an engine: it keeps reading every link then (an engine blocked on its answers would stop
+/// reading), and a write that waits at all is rare, so a few hundred cover it without growing.
+pub const LINK_FRAMES_ARRIVED_CAPACITY: usize = 256;
 
 /// How often a gateway with no engine attached says so in its log: often enough that an
 /// operator reading the log finds it at once, rarely enough (one line per 25 reconnect attempts)

@@ -1,7 +1,8 @@
 //! The core's driver: the only async code around the sans-IO [`Core`].
 //!
-//! It owns what the core must not touch: the engine links (a reader task per connection, the
-//! writers), connection attempts (each in its own task, so an unreachable engine never delays
+//! It owns what the core must not touch: the engine links (read and written from the driver's
+//! own task, so an engine's answer wakes the task that hands it to the core, with no hop
+//! between tasks on the way), connection attempts (each in its own task, so an unreachable engine never delays
 //! sequencing), the queues from the sessions and the control plane, and the one timer. It reads
 //! the wall clock for every call it makes into the core (the core never does), hands it what
 //! arrived, then carries out what the core asks: link writes (input writes bounded by
@@ -9,11 +10,13 @@
 //! the audit log, answers to commands, and deliveries: it writes each into its sessions and
 //! hands it back so the core moves the outbox cursor. Every decision is the core's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 
 use super::acceptor::Inbound;
 use super::core::{CommandId, Core, CoreCommand, CoreEvent, CoreReply, LinkCommand, LinkTransmit};
@@ -21,7 +24,7 @@ use super::input_journal::InputJournal;
 use crate::constants;
 use crate::engine::Input;
 use crate::fix::store::SessionStore;
-use crate::link::{self, Frame, LinkError, LinkWriter};
+use crate::link::{self, Frame, LinkError, LinkReader, LinkWriter};
 use crate::time::Timestamp;
 
 /// A command for the core with the channel its answer goes back on. The core answers every
@@ -35,20 +38,17 @@ pub struct CoreCall {
     pub reply: oneshot::Sender<CoreReply>,
 }
 
-/// A frame from some engine connection: slot, connection generation, frame.
-type TaggedFrame = (usize, u64, Result<Frame, LinkError>);
+/// A frame from the engine connection of a slot.
+type SlotFrame = (usize, Result<Frame, LinkError>);
 
 /// The outcome of a connection attempt to a slot.
 type Attempt = (usize, Result<(link::EngineLink, link::Hello), LinkError>);
 
 /// A live engine connection as the driver holds it.
 struct DriverLink {
-    /// Inputs and requests go out here.
+    /// Inputs and requests go out here (its reader is in [`Readers`], so a write can wait while
+    /// every link is still read).
     writer: LinkWriter,
-    /// Tells this connection's frames from an earlier one's still in the channel.
-    generation: u64,
-    /// The task reading frames; aborted when the link is dropped.
-    reader: JoinHandle<()>,
     /// The engine's process id, when it is on this host behind a Unix socket.
     pid: Option<u32>,
     /// The scheduling class last asked for it: `Some(true)` batch (a standby), `Some(false)`
@@ -82,16 +82,10 @@ pub async fn run<S, J>(
     J::Reader: Send + 'static,
 {
     let engines = core.engine_count();
-    // Room for every engine's full in-flight window of answers, so a reader task never blocks
-    // while the driver is blocked writing to another engine.
-    let (frames_tx, mut frames_rx) = mpsc::channel::<TaggedFrame>(
-        engines.max(1) * constants::LINK_INPUTS_IN_FLIGHT_MAX + constants::LINK_FRAMES_SLACK,
-    );
     let (attempts_tx, mut attempts_rx) = mpsc::channel::<Attempt>(engines.max(1));
     let mut driver = Driver {
         links: (0..engines).map(|_| None).collect(),
-        generation: 0,
-        frames_tx,
+        readers: Readers::new(engines),
         attempts_tx,
         replies: BTreeMap::new(),
         next_command: 0,
@@ -126,16 +120,14 @@ pub async fn run<S, J>(
                 core.handle_requests(now, &mut batch);
                 spin_until = now.plus(spin);
             }
-            Some((slot, generation, frame)) = frames_rx.recv() => {
+            (slot, frame) = std::future::poll_fn(|cx| driver.readers.poll_frame(cx)) => {
                 let now = Timestamp::now();
                 spin_until = now.plus(spin);
-                if driver.current(slot, generation) {
-                    match frame {
-                        Ok(frame) => core.handle_frame(now, slot, frame),
-                        Err(error) => {
-                            driver.forget(slot);
-                            core.handle_lost(now, slot, &error.to_string());
-                        }
+                match frame {
+                    Ok(frame) => core.handle_frame(now, slot, frame),
+                    Err(error) => {
+                        driver.forget(slot);
+                        core.handle_lost(now, slot, &error.to_string());
                     }
                 }
             }
@@ -174,12 +166,10 @@ pub async fn run<S, J>(
 
 /// What the driver keeps beside the core.
 struct Driver {
-    /// By slot: the live connection.
+    /// By slot: the live connection's writer and what the driver knows of its engine.
     links: Vec<Option<DriverLink>>,
-    /// Connection generations handed out so far.
-    generation: u64,
-    /// Where reader tasks send frames.
-    frames_tx: mpsc::Sender<TaggedFrame>,
+    /// By slot: the live connection's reader, and the frames read while a write waited.
+    readers: Readers,
     /// Where connection attempts report.
     attempts_tx: mpsc::Sender<Attempt>,
     /// Commands the core has not answered yet.
@@ -197,43 +187,24 @@ struct Driver {
 }
 
 impl Driver {
-    /// Whether a frame of `generation` on `slot` is from the link the core knows.
-    fn current(&self, slot: usize, generation: u64) -> bool {
-        self.links
-            .get(slot)
-            .and_then(Option::as_ref)
-            .is_some_and(|link| link.generation == generation)
-    }
-
-    /// Drops the link of `slot`, if any; its reader stops and its frames are ignored.
+    /// Drops the link of `slot`, if any, with the frames read from it and not yet handed to
+    /// the core: the core learns of the loss and is told nothing more of that connection.
     fn forget(&mut self, slot: usize) {
-        if let Some(link) = self.links.get_mut(slot).and_then(Option::take) {
-            link.reader.abort();
+        if let Some(link) = self.links.get_mut(slot) {
+            *link = None;
         }
+        self.readers.forget(slot);
     }
 
-    /// Takes `link` as the connection of `slot`, with a reader task of a new generation.
+    /// Takes `link` as the connection of `slot`.
     fn adopt(&mut self, slot: usize, link: link::EngineLink) {
         self.forget(slot);
-        self.generation += 1;
-        let generation = self.generation;
         let pid = link.peer_pid();
         let (mut reader, writer) = link.into_split();
         reader.use_outputs_pool(self.outputs_pool.clone());
-        let frames = self.frames_tx.clone();
-        let reader = tokio::spawn(async move {
-            loop {
-                let frame = reader.recv().await;
-                let failed = frame.is_err();
-                if frames.send((slot, generation, frame)).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
+        self.readers.by_slot[slot] = Some(reader);
         self.links[slot] = Some(DriverLink {
             writer,
-            generation,
-            reader,
             pid,
             batch: None,
         });
@@ -371,25 +342,34 @@ impl Driver {
         };
         let timeout = Duration::from_millis(constants::ENGINE_WRITE_TIMEOUT_MS);
         let writer = &mut link.writer;
+        // Every write waits with every link still read: an engine blocked writing its answers
+        // to a gateway that is not reading them would stop reading its inputs, and the write
+        // would wait on it forever.
+        let readers = &mut self.readers;
         let written = match command {
             // Only input writes are bounded: an engine that stops reading them would stall the
             // venue. Requests and heartbeats are small and answered by the link itself.
             LinkCommand::Inputs(inputs) => {
-                let written = match tokio::time::timeout(timeout, writer.send_inputs(&inputs)).await
-                {
+                let write = tokio::time::timeout(timeout, writer.send_inputs(&inputs));
+                let written = match readers.reading_while(write).await {
                     Ok(written) => written,
                     Err(_) => Err(LinkError::PeerSilent(timeout)),
                 };
                 self.written = Some(inputs);
                 written
             }
-            LinkCommand::RequestSnapshot => writer.request_snapshot().await,
-            LinkCommand::Restore(bytes) => writer.restore(&bytes).await,
-            LinkCommand::Heartbeat { last_input_seq } => writer.heartbeat(last_input_seq).await,
+            LinkCommand::RequestSnapshot => readers.reading_while(writer.request_snapshot()).await,
+            LinkCommand::Restore(bytes) => readers.reading_while(writer.restore(&bytes)).await,
+            LinkCommand::Heartbeat { last_input_seq } => {
+                readers
+                    .reading_while(writer.heartbeat(last_input_seq))
+                    .await
+            }
             LinkCommand::Close { reason } => {
                 // A stopping gateway must not wait on a stuck engine: bounded, and a failure
                 // only logged.
-                match tokio::time::timeout(timeout, writer.close(&reason)).await {
+                let close = tokio::time::timeout(timeout, writer.close(&reason));
+                match readers.reading_while(close).await {
                     Ok(Ok(())) => {}
                     Ok(Err(error)) => tracing::debug!(%error, "engine link close failed"),
                     Err(_) => tracing::debug!("engine link close timed out"),
@@ -399,5 +379,176 @@ impl Driver {
             LinkCommand::Connect | LinkCommand::Drop => return Ok(()),
         };
         written.map_err(|error| (slot, error.to_string()))
+    }
+}
+
+/// The read halves of the engine links, polled from the driver's own task.
+///
+/// An engine's answer wakes the driver itself: no reader task decodes it and hands it over a
+/// channel, which cost a task switch (and, on the multi-thread runtime, often a wake-up of the
+/// other worker) per answer.
+struct Readers {
+    /// By slot: the live connection's reader.
+    by_slot: Vec<Option<LinkReader>>,
+    /// Frames read while a write waited (see [`Readers::reading_while`]), in arrival order;
+    /// handed to the core before anything read later.
+    arrived: VecDeque<SlotFrame>,
+    /// The slot polled first next time, so a busy engine cannot starve the other.
+    next: usize,
+}
+
+impl Readers {
+    /// Room for `engines` links.
+    fn new(engines: usize) -> Readers {
+        Readers {
+            by_slot: (0..engines).map(|_| None).collect(),
+            arrived: VecDeque::with_capacity(constants::LINK_FRAMES_ARRIVED_CAPACITY),
+            next: 0,
+        }
+    }
+
+    /// Drops the reader of `slot` and the frames read from it not yet handed out.
+    fn forget(&mut self, slot: usize) {
+        if let Some(reader) = self.by_slot.get_mut(slot) {
+            *reader = None;
+        }
+        self.arrived.retain(|(from, _)| *from != slot);
+    }
+
+    /// The next frame of any link: those read while a write waited first, then each link in
+    /// turn. A link's error is its last frame: its reader is dropped with it.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<SlotFrame> {
+        if let Some(frame) = self.arrived.pop_front() {
+            return Poll::Ready(frame);
+        }
+        let slots = self.by_slot.len();
+        for turn in 0..slots {
+            let slot = (self.next + turn) % slots;
+            let Some(reader) = self.by_slot[slot].as_mut() else {
+                continue;
+            };
+            if let Poll::Ready(frame) = reader.poll_recv(cx) {
+                if frame.is_err() {
+                    self.by_slot[slot] = None;
+                }
+                self.next = (slot + 1) % slots;
+                return Poll::Ready((slot, frame));
+            }
+        }
+        Poll::Pending
+    }
+
+    /// Runs `write` to its end while keeping every link read: what arrives meanwhile waits in
+    /// `arrived` for the driver's loop. Without it, two engines could each wait for the
+    /// gateway to read its answers while the gateway waits to write to one of them.
+    async fn reading_while<W: Future>(&mut self, write: W) -> W::Output {
+        let mut write = pin!(write);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(written) = write.as_mut().poll(cx) {
+                return Poll::Ready(written);
+            }
+            for slot in 0..self.by_slot.len() {
+                while let Some(reader) = self.by_slot[slot].as_mut() {
+                    let Poll::Ready(frame) = reader.poll_recv(cx) else {
+                        break;
+                    };
+                    if frame.is_err() {
+                        self.by_slot[slot] = None;
+                    }
+                    self.arrived.push_back((slot, frame));
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{
+        ClOrdId, EngineConfig, MatchingEngine, NewOrder, OrdType, Parties, Price, Qty, Request,
+        Side, Symbol, TimeInForce,
+    };
+
+    /// Inputs written in one go: encoded, several times what a Unix socket buffers each way, so
+    /// the engine must answer some of them before it can read the rest.
+    const INPUTS: u64 = 20_000;
+
+    /// A bound on the whole test, so a deadlock fails it instead of hanging it.
+    const WAIT: Duration = Duration::from_secs(120);
+
+    /// A resting buy order: one answer (an ExecutionReport New) per input.
+    fn buy(seq: u64) -> Input {
+        Input {
+            seq,
+            time: Timestamp::from_millis(1_700_000_000_000 + seq),
+            session: 1,
+            request: Request::New(NewOrder {
+                cl_ord_id: ClOrdId::try_from_bytes(format!("o{seq}").as_bytes()).unwrap(),
+                symbol: Symbol::try_from_bytes(b"AAPL").unwrap(),
+                side: Side::Buy,
+                ord_type: OrdType::Limit,
+                price: Some(Price(100 * Price::SCALE)),
+                qty: Qty(1),
+                time_in_force: TimeInForce::Day,
+                parties: Parties::NONE,
+            }),
+        }
+    }
+
+    /// A write larger than both socket buffers completes while its engine answers: the answers
+    /// are read meanwhile and handed out afterwards, one frame per input, in order. Written with
+    /// a plain await, the engine blocks on its answers and stops reading until its write
+    /// times out and it drops the link.
+    #[tokio::test]
+    async fn a_write_waits_while_every_link_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: link::LinkAddr = format!("unix://{}/engine.sock", dir.path().display())
+            .parse()
+            .unwrap();
+        let listener = link::LinkListener::bind(&addr).unwrap();
+        let shutdown = link::Shutdown::new();
+        let stop = shutdown.clone();
+        let engine = MatchingEngine::new(&EngineConfig::default()).unwrap();
+        let serving = std::thread::spawn(move || {
+            link::serve_on(engine, listener, &link::ServeConfig::default(), &stop).unwrap()
+        });
+        let (engine_link, _) = link::connect(&addr).await.unwrap();
+        let (reader, mut writer) = engine_link.into_split();
+        let mut readers = Readers::new(1);
+        readers.by_slot[0] = Some(reader);
+
+        let inputs: Vec<Input> = (1..=INPUTS).map(buy).collect();
+        let written =
+            tokio::time::timeout(WAIT, readers.reading_while(writer.send_inputs(&inputs)))
+                .await
+                .expect("the write ends while the engine's answers are read");
+        written.unwrap();
+        assert!(
+            !readers.arrived.is_empty(),
+            "the engine answered while the write waited (else this test proves nothing)"
+        );
+
+        let mut answered = 0;
+        while answered < INPUTS {
+            let (slot, frame) =
+                tokio::time::timeout(WAIT, std::future::poll_fn(|cx| readers.poll_frame(cx)))
+                    .await
+                    .expect("every input is answered");
+            assert_eq!(slot, 0);
+            match frame.unwrap() {
+                Frame::Outputs(outputs) => {
+                    answered += 1;
+                    assert_eq!(outputs.input_seq, answered, "answers come in input order");
+                }
+                Frame::Heartbeat(_) => {}
+                other => panic!("expected outputs, got {other:?}"),
+            }
+        }
+        shutdown.trigger();
+        drop((readers, writer));
+        serving.join().unwrap();
     }
 }

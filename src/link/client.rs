@@ -3,9 +3,11 @@
 //! outputs, when to send heartbeats and when to declare an engine dead are the gateway's policy,
 //! for which it exposes the times of the last traffic each way.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::time::Instant;
 
 use super::auth::{self, LinkSecret};
@@ -313,17 +315,29 @@ impl LinkReader {
     /// Cancel-safe: received bytes stay in the decoder, so `recv` can sit in a `select!` with
     /// the caller's heartbeat timer.
     pub async fn recv(&mut self) -> Result<Frame, LinkError> {
+        std::future::poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// [`LinkReader::recv`] as a poll, for a caller that waits on several links and other
+    /// work in one task (the gateway's driver): `Pending` registers `cx`'s waker with the
+    /// socket. Received bytes stay in the decoder between polls, so dropping the caller's
+    /// future loses nothing.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Frame, LinkError>> {
         loop {
             match self.decoder.next_frame()? {
-                Some(Frame::Close(Close { reason })) => return Err(LinkError::Closed { reason }),
-                Some(frame) => return Ok(frame),
+                Some(Frame::Close(Close { reason })) => {
+                    return Poll::Ready(Err(LinkError::Closed { reason }));
+                }
+                Some(frame) => return Poll::Ready(Ok(frame)),
                 None => {}
             }
             let space = self.decoder.read_space();
             debug_assert!(!space.is_empty(), "a zero-length read would look like EOF");
-            let n = self.stream.read(space).await?;
+            let mut buf = ReadBuf::new(space);
+            std::task::ready!(Pin::new(&mut self.stream).poll_read(cx, &mut buf))?;
+            let n = buf.filled().len();
             if n == 0 {
-                return Err(LinkError::Disconnected);
+                return Poll::Ready(Err(LinkError::Disconnected));
             }
             self.decoder.advance(n);
             self.last_received = Instant::now();
