@@ -682,6 +682,69 @@ fn io_error(path: &Path, operation: &'static str, source: io::Error) -> MapError
     }
 }
 
+/// Asks the kernel to back the whole pages of `items` with transparent huge pages; call it
+/// before they are first touched. Whether the advice was taken (false where transparent huge
+/// pages are off).
+///
+/// A table probed at a random slot per order (the engine's ClOrdID table, 16 MiB by default)
+/// touches a page it has not touched lately on nearly every lookup. On a virtual machine whose
+/// thread sleeps between orders, such an access measured 10–17 µs at 4 KiB pages (a TLB miss
+/// whose walk of both the guest's and the host's page tables starts cold) against 0.5–0.7 µs at
+/// 2 MiB pages, which one TLB entry and a shorter walk cover. The kernel here gives huge pages
+/// only to memory that asks (`transparent_hugepage/enabled` = `madvise`).
+///
+/// Only for memory made present at start: the first touch of fresh memory cost 0.7–5.4 ms per
+/// 2 MiB on the same machine, which a huge page takes in one fault where small pages spread it
+/// over 512; on the order path that is one stall a counterparty sees.
+pub fn advise_huge_pages<T>(items: &mut [T]) -> bool {
+    let page = page_bytes();
+    let start = items.as_mut_ptr() as usize;
+    let end = start + size_of_val(items);
+    let from = start.next_multiple_of(page);
+    let to = end - end % page;
+    if to <= from {
+        return false;
+    }
+    // SAFETY: `from..to` lies within `items`, which the caller holds exclusively for the call,
+    // and is page-aligned as madvise(2) requires. MADV_HUGEPAGE changes only how the kernel
+    // backs those pages, never a byte of them.
+    let code = unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
+    code == 0
+}
+
+/// Bytes of transparent huge pages in the mapping of this process that holds `address`, from
+/// `/proc/self/smaps`; `None` when no mapping holds it. For tests that check a table asked for
+/// huge pages got them.
+#[cfg(test)]
+pub(crate) fn huge_page_bytes_at(address: usize) -> Option<u64> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+    let mut inside = false;
+    for line in smaps.lines() {
+        if let Some((range, _)) = line.split_once(' ')
+            && let Some((from, to)) = range.split_once('-')
+            && let (Ok(from), Ok(to)) = (
+                usize::from_str_radix(from, 16),
+                usize::from_str_radix(to, 16),
+            )
+        {
+            inside = (from..to).contains(&address);
+            continue;
+        }
+        if inside && let Some(kib) = line.strip_prefix("AnonHugePages:") {
+            let kib = kib.trim().trim_end_matches("kB").trim();
+            return kib.parse::<u64>().ok().map(|kib| kib * 1024);
+        }
+    }
+    None
+}
+
+/// Whether this kernel gives transparent huge pages to memory that asks for them.
+#[cfg(test)]
+pub(crate) fn huge_pages_on_request() -> bool {
+    std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|mode| !mode.contains("[never]"))
+}
+
 /// Minor page faults the calling thread has taken so far, for tests that check a path takes none
 /// (the count is per thread, so other tests running at the same time do not disturb it).
 #[cfg(test)]

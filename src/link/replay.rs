@@ -3,6 +3,8 @@
 
 use std::collections::VecDeque;
 
+use crate::constants::LINK_FRAME_BYTES_MAX;
+
 /// Encoded Outputs payloads of the most recently applied inputs, consecutive by input seq,
 /// bounded both in inputs and in bytes.
 #[derive(Debug)]
@@ -24,12 +26,15 @@ pub(crate) struct ReplayLog {
 }
 
 impl ReplayLog {
-    /// An empty log with the given bounds.
+    /// An empty log with the given bounds, and room reserved for them (one payload over, which
+    /// `push` holds before it evicts): grown by doubling instead, the ring copied everything it
+    /// held on the order loop at each step, up to 32 MiB at once. Reserved is not resident: the
+    /// kernel backs each page when the ring first reaches it.
     pub(crate) fn new(inputs_max: usize, bytes_max: usize) -> ReplayLog {
         ReplayLog {
             first_seq: 0,
-            entries: VecDeque::new(),
-            bytes: VecDeque::new(),
+            entries: VecDeque::with_capacity(inputs_max.saturating_add(1)),
+            bytes: VecDeque::with_capacity(bytes_max.saturating_add(LINK_FRAME_BYTES_MAX)),
             bytes_base: 0,
             inputs_max,
             bytes_max,
