@@ -255,6 +255,15 @@ impl MappedFile {
         &self.path
     }
 
+    /// Moves the file to `to` (replacing whatever is there), keeping the mapping, the lock and
+    /// the pages already present: a file prepared ahead of need takes its final name when it is
+    /// needed.
+    pub fn rename(&mut self, to: &Path) -> Result<(), MapError> {
+        std::fs::rename(&self.path, to).map_err(|source| io_error(&self.path, "rename", source))?;
+        self.path = to.to_path_buf();
+        Ok(())
+    }
+
     /// Length of the file and of the mapping, in bytes; offsets below it are valid.
     pub fn len(&self) -> usize {
         self.len
