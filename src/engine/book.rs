@@ -128,6 +128,11 @@ impl Slab {
         }
     }
 
+    /// Makes the memory of the next records pushed present (see [`super::warm::Ahead`]).
+    pub fn keep_ahead(&mut self, ahead: &mut super::warm::Ahead) {
+        ahead.keep(&mut self.slots);
+    }
+
     /// Whether one more order fits.
     pub fn has_room(&self) -> bool {
         self.live < self.capacity

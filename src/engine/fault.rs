@@ -59,6 +59,10 @@ impl<E: Engine> Engine for RejectSymbol<E> {
         }
     }
 
+    fn prepare(&mut self) {
+        self.inner.prepare();
+    }
+
     fn last_input_seq(&self) -> u64 {
         self.inner.last_input_seq()
     }

@@ -17,6 +17,7 @@ use super::types::{
     ClOrdId, CxlRejReason, CxlRejResponseTo, ExecType, OrdRejReason, OrdStatus, OrdType, Parties,
     Price, Qty, RejectText, Side, Symbol, TimeInForce,
 };
+use super::warm;
 use super::{
     CancelOrder, CancelReject, Digest, Engine, ExecutionReport, FrozenState, Input, NewOrder,
     Output, ReplaceOrder, Report, Request, SessionId,
@@ -76,6 +77,20 @@ pub struct MatchingEngine {
     /// The format [`Engine::snapshot`] writes; chosen at start so that a build can write what
     /// an older build it may be rolled back to reads. Restore reads every format regardless.
     pub(crate) snapshot_format: SnapshotFormat,
+    /// How far past the end of each vector filled in order the memory is present (see
+    /// [`Engine::prepare`]); no part of the state.
+    pub(crate) ahead: MemoryAhead,
+}
+
+/// The [`warm::Ahead`] of each vector the engine fills in order.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct MemoryAhead {
+    /// Order records ([`Slab`]).
+    slab: warm::Ahead,
+    /// The day's orders (`orders`).
+    orders: warm::Ahead,
+    /// ClOrdID entries ([`ClOrdIdRegistry`]).
+    cl_ord_ids: warm::Ahead,
 }
 
 /// A resting order as tests and operators inspect it.
@@ -272,6 +287,7 @@ impl MatchingEngine {
             last_input_seq: 0,
             last_time: Timestamp::ZERO,
             snapshot_format,
+            ahead: MemoryAhead::default(),
         })
     }
 
@@ -889,6 +905,12 @@ impl Engine for MatchingEngine {
                 }
             }
         }
+    }
+
+    fn prepare(&mut self) {
+        self.slab.keep_ahead(&mut self.ahead.slab);
+        self.ahead.orders.keep(&mut self.orders);
+        self.cl_ord_ids.keep_ahead(&mut self.ahead.cl_ord_ids);
     }
 
     fn last_input_seq(&self) -> u64 {

@@ -75,6 +75,11 @@ impl ClOrdIdRegistry {
         super::warm::touch(&mut self.slots);
     }
 
+    /// Makes the memory of the next entries present (see [`super::warm::Ahead`]).
+    pub fn keep_ahead(&mut self, ahead: &mut super::warm::Ahead) {
+        ahead.keep(&mut self.entries);
+    }
+
     /// Whether another ClOrdID can be recorded.
     pub fn is_full(&self) -> bool {
         self.entries.len() >= self.capacity as usize

@@ -1701,3 +1701,52 @@ fn a_damaged_or_unknown_transfer_section_leaves_the_engine_as_it_was() {
         assert_eq!(after.orders_ended, before.orders_ended);
     }
 }
+
+/// Between inputs the engine makes present the memory the next ones will write
+/// ([`Engine::prepare`]): resting orders applied after it take no page fault for their records,
+/// ClOrdID entries or the day's order list (each of which, filled in order, faults once per page
+/// without it).
+#[test]
+fn orders_applied_after_prepare_take_no_page_faults() {
+    let config = EngineConfig {
+        orders_max: 1 << 16,
+        cl_ord_ids_max: 1 << 16,
+        ..small_config()
+    };
+    let mut engine = MatchingEngine::new(&config).unwrap();
+    engine.touch_memory();
+    let inputs: Vec<Input> = (1..=61)
+        .map(|seq| Input {
+            seq,
+            time: Timestamp(1_000 * seq),
+            session: 1,
+            request: Request::New(NewOrder {
+                cl_ord_id: cid(&format!("o{seq}")),
+                symbol: sym(AAA),
+                side: Side::Buy,
+                ord_type: OrdType::Limit,
+                price: Some(px("100")),
+                qty: Qty(1),
+                time_in_force: TimeInForce::Day,
+                parties: Parties::NONE,
+            }),
+        })
+        .collect();
+    let mut outputs = Vec::with_capacity(16);
+    // The first order opens the book's level, which allocates.
+    engine.apply(&inputs[0], &mut outputs);
+    engine.prepare();
+    crate::mmap::thread_minor_faults();
+    let before = crate::mmap::thread_minor_faults();
+    for input in &inputs[1..] {
+        outputs.clear();
+        engine.apply(input, &mut outputs);
+    }
+    let faults = crate::mmap::thread_minor_faults() - before;
+    assert_eq!(engine.open_orders().len(), 61, "every order rests");
+    // 60 records of the slab alone span several pages.
+    assert!(
+        faults < 3,
+        "{faults} page faults applying 60 resting orders after prepare"
+    );
+}

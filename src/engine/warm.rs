@@ -24,6 +24,49 @@ pub(crate) fn touch<T: Copy>(items: &mut [T]) {
     }
 }
 
+/// Bytes made present at a time ahead of a vector's end (see [`Ahead`]): 16 pages, a few hundred
+/// order records, which this VM faults in in 0.1–0.3 ms; asked again when half is used.
+const AHEAD_BYTES: usize = 64 << 10;
+
+/// Keeps the memory just past a vector's end present, so that what is appended next (an order
+/// record, a ClOrdID entry) does not take its page's first-touch fault on the order path: the
+/// engine calls [`Ahead::keep`] between inputs, once their answers are written. Memory filled in
+/// order is not touched at start, which would make the whole day's capacity resident.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Ahead {
+    /// The vector's buffer, so a vector replaced (by a restore) starts over.
+    buffer: usize,
+    /// Items of that buffer below which the memory is present.
+    present_to: usize,
+}
+
+impl Ahead {
+    /// Makes the next [`AHEAD_BYTES`] past `items`' end present once less than half of them is
+    /// left; nothing when enough is (a comparison), or when the capacity is reached.
+    pub(crate) fn keep<T>(&mut self, items: &mut Vec<T>) {
+        let buffer = items.as_ptr() as usize;
+        if buffer != self.buffer {
+            *self = Ahead {
+                buffer,
+                present_to: 0,
+            };
+        }
+        let per_item = size_of::<T>().max(1);
+        let ahead = (AHEAD_BYTES / per_item).max(1);
+        let len = items.len();
+        if len + ahead / 2 <= self.present_to {
+            return;
+        }
+        let from = self.present_to.max(len);
+        let to = (len + ahead).min(items.capacity());
+        if to <= from {
+            return;
+        }
+        crate::mmap::make_present(&mut items.spare_capacity_mut()[from - len..to - len]);
+        self.present_to = to;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -437,6 +437,9 @@ impl<E: Engine> Server<'_, E> {
                 wbuf.clear();
                 wbuf.shrink_to(WRITE_BUFFER_KEPT_BYTES);
                 last_sent = Instant::now();
+                // Answered: what the next inputs will write is made present now, not while
+                // they wait.
+                self.engine.prepare();
             }
             match batch {
                 Ok(Next::Continue) => {}
