@@ -706,19 +706,7 @@ fn io_error(path: &Path, operation: &'static str, source: io::Error) -> MapError
 /// 2 MiB on the same machine, which a huge page takes in one fault where small pages spread it
 /// over 512; on the order path that is one stall a counterparty sees.
 pub fn advise_huge_pages<T>(items: &mut [T]) -> bool {
-    let page = page_bytes();
-    let start = items.as_mut_ptr() as usize;
-    let end = start + size_of_val(items);
-    let from = start.next_multiple_of(page);
-    let to = end - end % page;
-    if to <= from {
-        return false;
-    }
-    // SAFETY: `from..to` lies within `items`, which the caller holds exclusively for the call,
-    // and is page-aligned as madvise(2) requires. MADV_HUGEPAGE changes only how the kernel
-    // backs those pages, never a byte of them.
-    let code = unsafe { libc::madvise(from as *mut libc::c_void, to - from, libc::MADV_HUGEPAGE) };
-    code == 0
+    advise_whole_pages(items, libc::MADV_HUGEPAGE)
 }
 
 /// Faults in the whole pages of `items` as a write would, without changing a byte: memory a
@@ -726,6 +714,13 @@ pub fn advise_huge_pages<T>(items: &mut [T]) -> bool {
 /// at a moment of its choosing instead of one page fault at a time on its hot path. Whether the
 /// kernel did it (it refuses before Linux 5.14).
 pub fn make_present<T>(items: &mut [T]) -> bool {
+    advise_whole_pages(items, libc::MADV_POPULATE_WRITE)
+}
+
+/// `madvise(advice)` over the whole pages inside `items`; whether the kernel took it. Only for
+/// advice that changes how pages are backed, never their bytes: `MADV_HUGEPAGE` and
+/// `MADV_POPULATE_WRITE`.
+fn advise_whole_pages<T>(items: &mut [T], advice: libc::c_int) -> bool {
     let page = page_bytes();
     let start = items.as_mut_ptr() as usize;
     let end = start + size_of_val(items);
@@ -735,15 +730,9 @@ pub fn make_present<T>(items: &mut [T]) -> bool {
         return false;
     }
     // SAFETY: `from..to` lies within `items`, which the caller holds exclusively for the call,
-    // and is page-aligned as madvise(2) requires. MADV_POPULATE_WRITE maps and dirties the
-    // pages without changing a byte of them.
-    let code = unsafe {
-        libc::madvise(
-            from as *mut libc::c_void,
-            to - from,
-            libc::MADV_POPULATE_WRITE,
-        )
-    };
+    // and is page-aligned as madvise(2) requires. Both pieces of advice the callers give change
+    // only how the kernel backs those pages (huge pages; present and dirty), never a byte.
+    let code = unsafe { libc::madvise(from as *mut libc::c_void, to - from, advice) };
     code == 0
 }
 
