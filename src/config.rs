@@ -405,10 +405,11 @@ pub struct GatewayConfig {
     #[serde(default = "default_standby_sched_batch")]
     pub standby_sched_batch: bool,
     /// Microseconds inputs for a standby that nothing waits on may be kept, while the venue is
-    /// busy, before they are written to it, at most [`constants::STANDBY_BATCH_INPUTS_MAX`] of them: under load a
-    /// standby is then woken once per batch instead of once per order, which saves it and the
-    /// gateway CPU the order path needs. A switch, a failover or a canary writes what was kept at
-    /// once, so nothing waits on it. 0: every input is written to every engine at once.
+    /// busy, before they are written to it, at most [`constants::STANDBY_BATCH_INPUTS_MAX`] of
+    /// them: under load a standby is then woken once per batch instead of once per order, which
+    /// saves it and the gateway CPU the order path needs. A switch, a failover or a canary
+    /// writes what was kept at once, so nothing waits on it. 0: every input is written to every
+    /// engine at once.
     #[serde(default = "default_standby_batch_us")]
     pub standby_batch_us: u64,
 }

@@ -1735,7 +1735,13 @@ fn orders_applied_after_prepare_take_no_page_faults() {
     let mut outputs = Vec::with_capacity(16);
     // The first order opens the book's level, which allocates.
     engine.apply(&inputs[0], &mut outputs);
+    let digest = engine.digest();
     engine.prepare();
+    assert_eq!(
+        engine.digest(),
+        digest,
+        "prepare changes no state (invariant 3)"
+    );
     crate::mmap::thread_minor_faults();
     let before = crate::mmap::thread_minor_faults();
     for input in &inputs[1..] {

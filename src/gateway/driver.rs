@@ -416,7 +416,7 @@ impl Readers {
     }
 
     /// The next frame of any link: those read while a write waited first, then each link in
-    /// turn. A link's error is its last frame: its reader is dropped with it.
+    /// turn.
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<SlotFrame> {
         if let Some(frame) = self.arrived.pop_front() {
             return Poll::Ready(frame);
@@ -424,18 +424,25 @@ impl Readers {
         let slots = self.by_slot.len();
         for turn in 0..slots {
             let slot = (self.next + turn) % slots;
-            let Some(reader) = self.by_slot[slot].as_mut() else {
-                continue;
-            };
-            if let Poll::Ready(frame) = reader.poll_recv(cx) {
-                if frame.is_err() {
-                    self.by_slot[slot] = None;
-                }
+            if let Poll::Ready(frame) = self.poll_slot(slot, cx) {
                 self.next = (slot + 1) % slots;
                 return Poll::Ready((slot, frame));
             }
         }
         Poll::Pending
+    }
+
+    /// The next frame of `slot`'s link; `Pending` when it has none yet or no link. A link's
+    /// error is its last frame: its reader is dropped with it.
+    fn poll_slot(&mut self, slot: usize, cx: &mut Context<'_>) -> Poll<Result<Frame, LinkError>> {
+        let Some(reader) = self.by_slot[slot].as_mut() else {
+            return Poll::Pending;
+        };
+        let frame = std::task::ready!(reader.poll_recv(cx));
+        if frame.is_err() {
+            self.by_slot[slot] = None;
+        }
+        Poll::Ready(frame)
     }
 
     /// Runs `write` to its end while keeping every link read: what arrives meanwhile waits in
@@ -448,13 +455,7 @@ impl Readers {
                 return Poll::Ready(written);
             }
             for slot in 0..self.by_slot.len() {
-                while let Some(reader) = self.by_slot[slot].as_mut() {
-                    let Poll::Ready(frame) = reader.poll_recv(cx) else {
-                        break;
-                    };
-                    if frame.is_err() {
-                        self.by_slot[slot] = None;
-                    }
+                while let Poll::Ready(frame) = self.poll_slot(slot, cx) {
                     self.arrived.push_back((slot, frame));
                 }
             }

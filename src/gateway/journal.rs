@@ -282,6 +282,9 @@ pub struct Journal {
     /// path, and the first appends to it find their pages present. `None` until prepared, or
     /// when preparing failed (a full disk): the roll-over then creates the file itself.
     spare: Option<MappedFile>,
+    /// Whether the spare is still to be prepared for the current segment, once it is half full:
+    /// set by a roll-over, cleared by the attempt, so a failed one is not retried per append.
+    spare_due: bool,
     /// Seq of the first record held; 0 when empty.
     first_seq: u64,
     /// Seq of the last record; 0 when empty.
@@ -370,6 +373,7 @@ impl Journal {
             _lock: lock,
             segment: None,
             spare: None,
+            spare_due: false,
             first_seq: 0,
             last_seq: 0,
             last_time: Timestamp::ZERO,
@@ -386,7 +390,7 @@ impl Journal {
     /// Makes the next segment's file ready: created (any earlier one, left by a crash or an
     /// earlier writer, is replaced: it never holds a record), its space allocated and mapped, and
     /// its first window asked of the prefault thread. Creating the file, allocating its space and
-    /// the first appends' page faults took the first orders after a start 60–140 ms at 50
+    /// the first appends' page faults took the first orders after a start 34–150 ms at 50
     /// sessions (the journal's page faults alone were a quarter of the gateway's time then).
     /// Called at open and once the current segment is half full, so a roll-over only renames.
     /// A failure is logged, not returned: the roll-over creates the file as before.
@@ -532,7 +536,8 @@ impl Journal {
         if self.durability == Durability::Message {
             self.sync()?;
         }
-        if half_full && self.spare.is_none() {
+        if half_full && self.spare_due {
+            self.spare_due = false;
             self.prepare_spare();
         }
         Ok(())
@@ -611,18 +616,21 @@ impl Journal {
         }
         let path = segment_path(&self.dir, seq);
         let existed = path.exists();
-        let opened = match self.spare.take() {
-            // Renamed, it is the segment: same file, same mapping, its first pages present.
-            Some(mut spare) if !existed => match spare.rename(&path) {
-                Ok(()) => Ok(spare),
+        self.spare_due = true;
+        // Renamed, the spare is the segment: same file, same mapping, its first pages present.
+        let prepared = self.spare.take().filter(|_| !existed).and_then(|mut spare| {
+            match spare.rename(&path) {
+                Ok(()) => Some(spare),
                 Err(error) => {
                     tracing::debug!(%error, "the journal's prepared segment could not be renamed; creating one");
-                    drop(spare);
-                    MappedFile::open_appendable(&path, self.segment_bytes, self.segment_bytes)
+                    None
                 }
-            },
-            _ => MappedFile::open_appendable(&path, self.segment_bytes, self.segment_bytes),
-        };
+            }
+        });
+        let opened = prepared.map_or_else(
+            || MappedFile::open_appendable(&path, self.segment_bytes, self.segment_bytes),
+            Ok,
+        );
         let mut file = match opened {
             Ok(file) => file,
             Err(error) => {

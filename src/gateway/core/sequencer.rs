@@ -331,9 +331,10 @@ where
                 continue;
             }
             let mut inputs = self.spare_batch();
-            let Some(connection) = self.engines[index].connection.as_mut() else {
-                continue;
-            };
+            let connection = self.engines[index]
+                .connection
+                .as_mut()
+                .expect("checked above; taking a spare batch changes no engine");
             let from = connection.sent_through + 1;
             if connection.catch_up.is_none() {
                 match self.journal.read_from(from) {

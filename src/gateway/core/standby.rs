@@ -52,25 +52,27 @@ where
     /// Whether a batch of `count` live inputs for engine `index` is kept: batching is on, the
     /// engine owns no inputs, no switch or canary waits on its answers, the venue is busy (more
     /// than one input in the batch, the owner still working on earlier ones, or inputs already
-    /// kept) and the batch is smaller than a kept one would be. An idle venue's standby is written at once: one order at a time gains
-    /// nothing from a batch, and in alternating runs one order at a time answered 3-19% later at
-    /// p50 with its standby's inputs kept.
+    /// kept) and the batch is smaller than a kept one would be. An idle venue's standby is
+    /// written at once: one order at a time gains nothing from a batch, and in alternating runs
+    /// one order at a time answered 3-19% later at p50 with its standby's inputs kept.
     pub(super) fn defers(&self, index: usize, count: usize) -> bool {
         let Some(authority) = self.authority else {
             return false;
         };
+        if self.config.standby_batch.is_zero()
+            || authority == index
+            || self.canary.is_some()
+            || self.pending_switch.is_some()
+        {
+            return false;
+        }
         let connection = |slot: usize| self.engines[slot].connection.as_ref();
         let kept = connection(index).is_some_and(|standby| !standby.deferred.inputs.is_empty());
-        let busy =
-            count > 1 || kept || connection(authority).is_some_and(|owner| owner.in_flight() > 0);
         // A batch as large as a kept one would be is written as it is, without a copy to keep.
         let small = kept || count < constants::STANDBY_BATCH_INPUTS_MAX;
-        !self.config.standby_batch.is_zero()
-            && authority != index
-            && self.canary.is_none()
-            && self.pending_switch.is_none()
-            && busy
-            && small
+        let busy =
+            count > 1 || kept || connection(authority).is_some_and(|owner| owner.in_flight() > 0);
+        small && busy
     }
 
     /// Keeps `inputs` (ending at input `last`) for engine `index`, and writes what was kept once
@@ -108,16 +110,14 @@ where
             return;
         }
         let mut batch = self.spare_batch();
-        let Some(connection) = self.engines[index].connection.as_mut() else {
-            return;
-        };
+        let connection = self.engines[index]
+            .connection
+            .as_mut()
+            .expect("checked above; taking a spare batch changes no engine");
         std::mem::swap(&mut batch, &mut connection.deferred.inputs);
         connection.deferred.since = None;
-        connection.last_sent = self.now;
-        self.transmits.push_back(LinkTransmit {
-            slot: index,
-            command: LinkCommand::Inputs(batch),
-        });
+        // Nothing is kept any more, so the flush `transmit` starts with finds nothing to write.
+        self.transmit(index, LinkCommand::Inputs(batch));
     }
 
     /// Writes every engine's kept inputs whose oldest has waited the configured time.
